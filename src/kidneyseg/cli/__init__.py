@@ -1,0 +1,47 @@
+"""The `kidneyseg` command: a thin layer over the Python API.
+
+Each verb lives in its own module `kidneyseg.cli.<verb>` with a `register(app)` function.
+Heavy libraries (torch, MONAI, SimpleITK) are imported inside the commands, so that
+`kidneyseg --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from kidneyseg import __version__
+
+VERBS: tuple[str, ...] = ()
+
+app = typer.Typer(
+    name="kidneyseg",
+    help="Segment kidneys, renal tumors and renal cysts in abdominal CT.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kidneyseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Segment kidneys, renal tumors and renal cysts in abdominal CT."""
+
+
+for _verb in VERBS:
+    importlib.import_module(f"kidneyseg.cli.{_verb}").register(app)
+
+
+def main() -> None:
+    app(prog_name="kidneyseg")

@@ -1,0 +1,1 @@
+"""Datasets: KiTS layouts, case-level splits, the phantom generator."""

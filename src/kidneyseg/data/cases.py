@@ -1,0 +1,158 @@
+"""Find cases in the official KiTS layouts or a plain folder of image/label pairs.
+
+Layouts (`layout=`):
+
+- `kits19`: `data/case_XXXXX/imaging.nii.gz` + `segmentation.nii.gz`, labels 0-2.
+- `kits21`: `kits21/data/case_XXXXX/imaging.nii.gz` + `aggregated_{AND,MAJ,OR}_seg.nii.gz`
+  (choose with `annotation=`; the SCA-UNet paper trained on AND), labels 0-3.
+- `kits23`: `dataset/case_XXXXX/imaging.nii.gz` + `segmentation.nii.gz`, labels 0-3.
+- `plain`: `images/NAME.nii.gz` + `labels/NAME.nii.gz` (nnU-Net's `imagesTr/NAME_0000.nii.gz`
+  + `labelsTr/NAME.nii.gz` too).
+- `auto`: recognise one of the above from the folder given or its parents/children.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from kidneyseg.errors import KidneysegError
+from kidneyseg.labels import KITS19, KITS23, LabelMap
+
+LAYOUTS = ("auto", "kits19", "kits21", "kits23", "plain")
+KITS21_ANNOTATIONS = ("AND", "MAJ", "OR")
+_CASE_DIR = re.compile(r"^case_\d{5}$")
+_NIFTI = re.compile(r"^(?P<name>.+?)(?:_0000)?\.nii(?:\.gz)?$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case: an id, its CT and (if annotated) its reference label map."""
+
+    case_id: str
+    image: Path
+    label: Path | None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The cases found under `root`, in one layout, with the label map that layout uses."""
+
+    root: Path
+    layout: str
+    label_map: LabelMap
+    cases: tuple[Case, ...]
+
+    @property
+    def labelled(self) -> tuple[Case, ...]:
+        return tuple(c for c in self.cases if c.label is not None)
+
+    def subset(self, case_ids: list[str] | tuple[str, ...]) -> tuple[Case, ...]:
+        by_id = {c.case_id: c for c in self.cases}
+        missing = [i for i in case_ids if i not in by_id]
+        if missing:
+            raise KidneysegError(f"cases {missing[:5]} are not in this dataset", self.root)
+        return tuple(by_id[i] for i in case_ids)
+
+
+def _case_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and _CASE_DIR.match(p.name))
+
+
+def _resolve(root: Path, layout: str) -> tuple[Path, str]:
+    """The folder holding the case folders (or image/label folders) and the layout."""
+    candidates = {
+        "kits21": [root / "kits21" / "data", root / "data", root],
+        "kits23": [root / "dataset", root],
+        "kits19": [root / "data", root],
+    }
+    if layout == "plain":
+        return root, "plain"
+    if layout != "auto":
+        for folder in candidates[layout]:
+            if folder.is_dir() and _case_dirs(folder):
+                return folder, layout
+        raise KidneysegError(f"no case_XXXXX folders found for layout {layout!r}", root)
+    for folder in [root / "kits21" / "data", root / "dataset", root / "data", root]:
+        dirs = _case_dirs(folder) if folder.is_dir() else []
+        if not dirs:
+            continue
+        if any((d / "aggregated_AND_seg.nii.gz").exists() for d in dirs[:20]):
+            return folder, "kits21"
+        # KiTS19 and KiTS23 share file names; KiTS19 lives in `data/` and ships `kits.json`.
+        if folder.name == "data" or (folder / "kits.json").exists():
+            return folder, "kits19"
+        return folder, "kits23"
+    if _plain_pairs_dirs(root) is not None:
+        return root, "plain"
+    raise KidneysegError(
+        "no cases found: expected case_XXXXX/imaging.nii.gz folders (KiTS19/21/23 layout) "
+        "or images/ + labels/ folders",
+        root,
+    )
+
+
+def _plain_pairs_dirs(root: Path) -> tuple[Path, Path] | None:
+    for images, labels in (("images", "labels"), ("imagesTr", "labelsTr")):
+        if (root / images).is_dir():
+            return root / images, root / labels
+    return None
+
+
+def _nifti_by_name(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            m = _NIFTI.match(p.name)
+            if m and p.is_file():
+                found[m.group("name")] = p
+    return found
+
+
+def discover(
+    root: str | os.PathLike[str],
+    layout: str = "auto",
+    annotation: str = "AND",
+    require_labels: bool = False,
+) -> Dataset:
+    """Find the cases under `root`.
+
+    Args:
+        root: the dataset folder (or the repository folder holding it).
+        layout: one of `LAYOUTS`.
+        annotation: for KiTS21, which aggregated segmentation to use (AND, MAJ or OR).
+        require_labels: raise if no case has a reference segmentation.
+
+    Raises:
+        KidneysegError: the folder is missing, empty or not in a known layout.
+    """
+    root = Path(root)
+    if layout not in LAYOUTS:
+        raise KidneysegError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+    if annotation not in KITS21_ANNOTATIONS:
+        raise KidneysegError(f"unknown KiTS21 annotation {annotation!r}; choose one of {KITS21_ANNOTATIONS}")
+    if not root.is_dir():
+        raise KidneysegError("dataset folder does not exist", root)
+    folder, layout = _resolve(root, layout)
+    cases: list[Case] = []
+    if layout == "plain":
+        images_dir, labels_dir = _plain_pairs_dirs(folder) or (folder, folder)
+        labels = _nifti_by_name(labels_dir)
+        for name, image in _nifti_by_name(images_dir).items():
+            cases.append(Case(name, image, labels.get(name)))
+    else:
+        seg_name = f"aggregated_{annotation}_seg.nii.gz" if layout == "kits21" else "segmentation.nii.gz"
+        for d in _case_dirs(folder):
+            image = d / "imaging.nii.gz"
+            if not image.exists():
+                continue
+            label = d / seg_name
+            cases.append(Case(d.name, image, label if label.exists() else None))
+    if not cases:
+        raise KidneysegError(f"no CT images found in the {layout} layout", folder)
+    dataset = Dataset(folder, layout, KITS19 if layout == "kits19" else KITS23, tuple(cases))
+    if require_labels and not dataset.labelled:
+        raise KidneysegError(f"none of the {len(cases)} cases has a reference segmentation", folder)
+    return dataset

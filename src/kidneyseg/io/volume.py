@@ -1,0 +1,195 @@
+"""The `Volume` type (voxels + geometry) and reading/writing NIfTI files and DICOM series.
+
+Geometry follows NIfTI/nibabel: `affine` maps voxel indices (i, j, k) of `array` to world
+coordinates in millimetres in RAS+ (+x towards the patient's right, +y anterior,
++z superior). DICOM's LPS coordinates are converted to RAS+ on reading, so one affine
+describes every volume whatever its source.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.atomic import write_atomic
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """A 3D image or label map with its geometry.
+
+    Attributes:
+        array: voxel values indexed (i, j, k); CT in Hounsfield units.
+        affine: 4×4 voxel-to-world (RAS+, mm) matrix.
+        source: where it was read from, for messages.
+        dicom_files: for a DICOM series, its files ordered as the slices of `array`.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    source: str | None = None
+    dicom_files: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        affine = np.asarray(self.affine, dtype=np.float64)
+        object.__setattr__(self, "affine", affine)
+        where = self.source
+        if self.array.ndim != 3:
+            raise KidneysegError(f"expected a 3D image, got {self.array.ndim}D {self.array.shape}", where)
+        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+            raise KidneysegError("the image affine is missing or not finite", where)
+        spacing = self.spacing
+        if not all(np.isfinite(s) and s > 0 for s in spacing):
+            raise KidneysegError(f"voxel spacing {spacing} must be positive and finite", where)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along i, j, k."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+    @property
+    def origin(self) -> tuple[float, float, float]:
+        """World (RAS+) position of voxel (0, 0, 0) in mm."""
+        return tuple(float(x) for x in self.affine[:3, 3])  # type: ignore[return-value]
+
+    @property
+    def direction(self) -> np.ndarray:
+        """3×3 matrix whose columns are the unit world directions of the i, j, k axes."""
+        return self.affine[:3, :3] / np.asarray(self.spacing)
+
+    @property
+    def orientation(self) -> str:
+        """Axis codes such as 'RAS' or 'LPI' (nibabel's convention: where each axis points)."""
+        import nibabel as nib
+
+        return "".join(nib.orientations.aff2axcodes(self.affine))
+
+    def with_array(self, array: np.ndarray) -> Volume:
+        """The same geometry with other voxels (same shape)."""
+        if array.shape != self.array.shape:
+            raise ValueError(f"shape {array.shape} differs from {self.array.shape}")
+        return Volume(array, self.affine, self.source, self.dicom_files)
+
+    def same_grid(self, other: Volume, atol: float = 1e-4) -> bool:
+        """True if `other` has the same shape and (to `atol` mm) the same affine."""
+        return self.shape == other.shape and bool(np.allclose(self.affine, other.affine, atol=atol))
+
+
+def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> Volume:
+    """Read a CT or label map from a NIfTI file or a DICOM series folder.
+
+    Args:
+        path: a `.nii`/`.nii.gz` file or a folder holding one DICOM series.
+        series_uid: which series to read when the folder holds several.
+
+    Raises:
+        KidneysegError: the file is missing, unreadable, not 3D or has invalid geometry.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise KidneysegError("no such file or folder", path)
+    if path.is_dir():
+        return _read_dicom_series(path, series_uid)
+    if path.name.endswith(NIFTI_SUFFIXES):
+        return _read_nifti(path)
+    raise KidneysegError("not a NIfTI file (.nii, .nii.gz) or a DICOM folder", path)
+
+
+def _read_nifti(path: Path) -> Volume:
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        array = np.asanyarray(image.dataobj)
+    except Exception as exc:  # nibabel raises many types for corrupt/truncated files
+        raise KidneysegError(f"cannot read NIfTI ({type(exc).__name__}: {exc})", path) from None
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise KidneysegError(f"expected a 3D image, got {array.ndim}D {array.shape}", path)
+    zooms = image.header.get_zooms()[:3]
+    if not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise KidneysegError(
+            f"voxel spacing {tuple(float(z) for z in zooms)} must be positive and finite", path
+        )
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise KidneysegError("the image holds NaN or infinite values", path)
+    return Volume(np.asarray(array), image.affine, source=str(path))
+
+
+def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, tuple[str, ...]]:
+    """The DICOM series in `folder`: series instance UID → its files in slice order."""
+    import SimpleITK as sitk
+
+    folder = str(folder)
+    reader = sitk.ImageSeriesReader()
+    return {uid: tuple(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in reader.GetGDCMSeriesIDs(folder)}
+
+
+def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
+    import SimpleITK as sitk
+
+    series = list_dicom_series(folder)
+    if not series:
+        raise KidneysegError("no DICOM series found in this folder", folder)
+    if series_uid is None:
+        if len(series) > 1:
+            listing = "; ".join(f"{uid} ({len(files)} files)" for uid, files in sorted(series.items()))
+            raise KidneysegError(
+                f"holds {len(series)} DICOM series, choose one with --series UID: {listing}", folder
+            )
+        series_uid = next(iter(series))
+    if series_uid not in series:
+        raise KidneysegError(f"has no DICOM series {series_uid}; it has {sorted(series)}", folder)
+    files = series[series_uid]
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(list(files))
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise KidneysegError(
+            f"cannot read the DICOM series ({str(exc).strip().splitlines()[-1]})", folder
+        ) from None
+    if image.GetDimension() != 3 or image.GetSize()[2] < 2:
+        raise KidneysegError(f"expected a 3D series of several slices, got size {image.GetSize()}", folder)
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (z, y, x) -> (i, j, k)
+    if array.dtype.kind == "f" and np.all(array == np.round(array)) and np.abs(array).max() < 32768:
+        array = array.astype(np.int16)
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine_lps = np.eye(4)
+    affine_lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
+    affine_lps[:3, 3] = image.GetOrigin()
+    return Volume(np.ascontiguousarray(array), LPS_TO_RAS @ affine_lps, source=str(folder), dicom_files=files)
+
+
+def write_volume(path: str | os.PathLike[str], volume: Volume, dtype: np.dtype | type | None = None) -> Path:
+    """Write `volume` as NIfTI (atomically) with its exact affine; returns the path."""
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        raise KidneysegError("output must end in .nii or .nii.gz", path)
+    array = volume.array if dtype is None else volume.array.astype(dtype, copy=False)
+    image = nib.Nifti1Image(array, volume.affine)
+    image.header.set_xyzt_units("mm", "sec")
+    image.set_qform(volume.affine, code=1)
+    image.set_sform(volume.affine, code=1)
+    return write_atomic(path, lambda tmp: nib.save(image, str(tmp)))
+
+
+def write_labels(path: str | os.PathLike[str], labels: np.ndarray, like: Volume) -> Path:
+    """Write a label map as uint8 NIfTI with exactly the geometry of the CT `like`."""
+    if labels.shape != like.shape:
+        raise KidneysegError(f"label map shape {labels.shape} differs from the CT's {like.shape}", path)
+    return write_volume(path, Volume(labels.astype(np.uint8, copy=False), like.affine, like.source))
