@@ -12,7 +12,7 @@ import difflib
 import os
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +43,45 @@ class PreprocessConfig:
     crop_foreground: bool = True
     body_threshold_hu: float = -500.0
     crop_margin_mm: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which registered network to build, with keyword overrides for `build_model`."""
+
+    name: str = "sca_unet_3d"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Sliding-window inference on the preprocessed grid.
+
+    Attributes:
+        roi_size: window size along the canonical array axes (x, y, z for RAS; the SCA-UNet
+            paper's 64×128×128 z-first patch is (128, 128, 64)); two values for 2D models,
+            which run slice by slice along z.
+        overlap: fraction of a window shared with its neighbour (0.8 in the SCA-UNet paper).
+        blend: "gaussian" or "constant" weighting of overlapping windows.
+        sw_batch_size: windows per forward pass.
+        mirror_axes: spatial axes mirrored for test-time augmentation (empty: none).
+    """
+
+    roi_size: tuple[int, ...] = (128, 128, 64)
+    overlap: float = 0.8
+    blend: str = "gaussian"
+    sw_batch_size: int = 4
+    mirror_axes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs, saved beside every checkpoint and read back by `predict`."""
+
+    labels: str = "kits23"
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
