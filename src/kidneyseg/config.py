@@ -75,6 +75,130 @@ class InferenceConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    """Which cases a run trains on and how training samples are drawn from them.
+
+    Attributes:
+        layout: dataset layout for `kidneyseg.data.cases.discover` (auto, kits19, kits21, ...).
+        annotation: KiTS21 aggregated annotation (AND in the SCA-UNet paper).
+        label_mapping: reference label value -> training class value, applied before
+            training (e.g. {3: 1} trains KiTS19's 3 classes on KiTS21/23 data, where KiTS19
+            counted cysts as kidney). Values not in the run's label map are an error.
+        val_fraction: shuffled case-level validation fraction (0.1 SCA-UNet, 0.2 attention U-Net).
+        split_seed: seed of the case-level split.
+        sampling: "patch3d" (random 3D patches) or "slice2d" (axial slices).
+        patch_size: 3D patch size along the canonical array axes (x, y, z; the paper's z-first
+            64×128×128 is (128, 128, 64)), or the 2D slice size (x, y). Cases smaller than the
+            patch are padded.
+        pos: weight of foreground-centred patches (MONAI RandCropByPosNegLabeld `pos`).
+        neg: weight of patches centred anywhere (`neg`; pos = neg = 1 is "half and half").
+        samples_per_case: patches drawn from one loaded case (`num_samples`).
+        batch_size: cases per batch (3D: batch_size × samples_per_case patches per step;
+            2D: slices per step).
+        background_slice_fraction: 2D: share of background-only slices kept each epoch
+            (re-drawn every epoch; 0.02 in the attention U-Net paper).
+        slice_filter: 2D: "foreground" (slices with any foreground class) or "tumor" (stage 2
+            fine-tuning on tumor-containing slices).
+        cache: "smart" (MONAI SmartCacheDataset), "full" (CacheDataset) or "none".
+        cache_rate: fraction of training cases held in the cache (0.4 in the SCA-UNet paper).
+        replace_rate: fraction of the cache replaced every epoch (0.5 in the paper).
+        num_workers: data-loader worker processes (0: load in the training process).
+    """
+
+    layout: str = "auto"
+    annotation: str = "AND"
+    label_mapping: dict[int, int] = field(default_factory=dict)
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    sampling: str = "patch3d"
+    patch_size: tuple[int, ...] = (128, 128, 64)
+    pos: float = 1.0
+    neg: float = 1.0
+    samples_per_case: int = 2
+    batch_size: int = 1
+    background_slice_fraction: float = 0.02
+    slice_filter: str = "foreground"
+    cache: str = "smart"
+    cache_rate: float = 0.4
+    replace_rate: float = 0.5
+    num_workers: int = 2
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """On-the-fly augmentation (MONAI transforms); a probability of 0 switches one off.
+
+    3D (SCA-UNet paper): Rand3DElasticd with `elastic_*` (sigma and magnitude in voxels,
+    translate in voxels, rotate in radians, scale added to 1), RandShiftIntensityd, and
+    RandGaussianNoised. 2D (attention U-Net paper): random shifts (RandAffined translate, in
+    pixels) and flips (RandFlipd) along `flip_axes`.
+    """
+
+    elastic_prob: float = 0.0
+    elastic_sigma: tuple[float, float] = (5.0, 8.0)
+    elastic_magnitude: tuple[float, float] = (50.0, 150.0)
+    elastic_translate: tuple[float, ...] = (10.0, 10.0, 5.0)
+    elastic_rotate: tuple[float, ...] = (0.0872665, 0.0872665, 3.1415927)
+    elastic_scale: tuple[float, ...] = (0.1, 0.1, 0.1)
+    intensity_shift: float = 0.1
+    intensity_shift_prob: float = 0.0
+    noise_std: float = 0.1
+    noise_prob: float = 0.0
+    shift_prob: float = 0.0
+    shift_pixels: tuple[float, ...] = (10.0, 10.0)
+    flip_prob: float = 0.0
+    flip_axes: tuple[int, ...] = (0, 1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation: loss, optimizer, schedule, validation and numerics.
+
+    Attributes:
+        recipe: the recipe (and variant) this config was resolved from, for the record.
+        epochs: passes over the training sampler.
+        loss: "dice_ce" (MONAI DiceCELoss, SCA-UNet) or "dice_squared" (Sørensen–Dice with
+            squared denominators, V-Net form: MONAI DiceLoss(squared_pred=True), attention U-Net).
+        optimizer: "adamw", "adam" or "sgd".
+        lr: learning rate (SCA-UNet paper: "10e-4", read as 1e-3; its code used 1e-4).
+        weight_decay: optimizer weight decay.
+        scheduler: "none", "plateau" (ReduceLROnPlateau on validation loss) or "cosine".
+        plateau_factor: learning-rate factor on a plateau.
+        plateau_patience: validations without improvement before reducing.
+        augment: on-the-fly augmentation.
+        val_every: validate every this many epochs (the best checkpoint follows validation).
+        val_overlap: sliding-window overlap during validation.
+        val_max_cases: validate on at most this many validation cases (0: all).
+        amp: mixed precision on CUDA (always float32 on CPU).
+        channels_last: channels-last memory format on CUDA.
+        seed: seed of every random number in the run (weights, sampling, augmentation).
+        deterministic: ask torch for deterministic algorithms.
+        time_limit_minutes: stop after the epoch that passes this training time (0: none).
+        freeze_depth: fine-tuning: shallow encoder levels frozen (attention U-Net stage 2).
+    """
+
+    recipe: str = ""
+    epochs: int = 300
+    loss: str = "dice_ce"
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    scheduler: str = "none"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 10
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    val_every: int = 1
+    val_overlap: float = 0.5
+    val_max_cases: int = 0
+    amp: bool = True
+    channels_last: bool = True
+    seed: int = 0
+    deterministic: bool = True
+    time_limit_minutes: float = 0.0
+    freeze_depth: int = 2
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs, saved beside every checkpoint and read back by `predict`."""
 
@@ -82,6 +206,8 @@ class RunConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
