@@ -1,0 +1,204 @@
+"""Checkpoints that are safe to load and enough to predict with.
+
+A checkpoint is one `torch.save` file holding only tensors and plain data, so that
+`torch.load(path, weights_only=True)` reads it without executing pickled code:
+
+- `kidneyseg_checkpoint`: the format version (an int);
+- `config`: the resolved `RunConfig` as YAML text (preprocessing, model, inference, data, train);
+- `label_map`: the `LabelMap` as JSON text;
+- `versions`: JSON text with the kidneyseg, torch, MONAI and Python versions that wrote it;
+- `model_state`: the network's `state_dict` (unwrapped from DDP);
+- `extra`: engine state for an exact resume (epoch, optimizer, scheduler, AMP scaler, sampler
+  position, metric history): tensors and plain data only.
+
+Like nnU-Net's plans + `init_args` beside the weights, the resolved config travels with the
+weights: `predict` needs nothing but this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import platform
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kidneyseg.config import RunConfig, dump_yaml, from_dict
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.atomic import atomic_path
+from kidneyseg.labels import LabelMap
+
+FORMAT_VERSION = 1
+FORMAT_KEY = "kidneyseg_checkpoint"
+BEST_NAME = "best.pt"
+LAST_NAME = "last.pt"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes:
+        path: the file it was read from.
+        config: the resolved run configuration.
+        label_map: the classes the network predicts (channel i = class value i).
+        model_state: the network's state dict.
+        versions: library versions that wrote it.
+        extra: engine state for resuming (empty for a weights-only use).
+        format_version: the checkpoint format version.
+    """
+
+    path: Path
+    config: RunConfig
+    label_map: LabelMap
+    model_state: dict[str, Any]
+    versions: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a run's numbers."""
+    import monai
+    import numpy
+    import torch
+
+    from kidneyseg import __version__
+
+    return {
+        "kidneyseg": __version__,
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    model_state: dict[str, Any],
+    config: RunConfig,
+    label_map: LabelMap,
+    extra_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically: a failed write (e.g. a full disk) leaves any previous
+    file at `path` intact and no partial file behind.
+
+    Args:
+        path: destination file (conventionally `RUN/best.pt` or `RUN/last.pt`).
+        model_state: the network's `state_dict()` (of the unwrapped module under DDP).
+        config: the resolved run configuration.
+        label_map: the classes the network predicts.
+        extra_state: tensors and plain data needed to resume training exactly.
+
+    Raises:
+        KidneysegError: the file could not be written; the message names it.
+    """
+    import torch
+
+    payload = {
+        FORMAT_KEY: FORMAT_VERSION,
+        "config": dump_yaml(config),
+        "label_map": json.dumps(label_map.to_dict()),
+        "versions": json.dumps(library_versions()),
+        "model_state": dict(model_state),
+        "extra": extra_state or {},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> Checkpoint:
+    """Read a checkpoint written by `save_checkpoint` without executing pickled code.
+
+    Raises:
+        KidneysegError: the file is missing, corrupt, not a kidneyseg checkpoint, or written
+            by a newer format version.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise KidneysegError("no such checkpoint file", path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError):
+        raise KidneysegError(
+            "not a readable checkpoint: corrupt, truncated, or holding pickled code that a safe load refuses",
+            path,
+        ) from None
+    if not isinstance(payload, dict) or FORMAT_KEY not in payload:
+        raise KidneysegError("not a kidneyseg checkpoint (no format marker)", path)
+    version = payload[FORMAT_KEY]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise KidneysegError(
+            f"checkpoint format version {version} is newer than this kidneyseg reads "
+            f"({FORMAT_VERSION}); upgrade kidneyseg",
+            path,
+        )
+    try:
+        config = from_dict(RunConfig, yaml.safe_load(payload["config"]), "checkpoint config")
+        label_map = LabelMap.from_dict(json.loads(payload["label_map"]))
+        versions = json.loads(payload.get("versions", "{}"))
+        model_state = payload["model_state"]
+    except KidneysegError as exc:
+        raise KidneysegError(f"checkpoint holds an invalid config ({exc})", path) from None
+    except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        raise KidneysegError(f"checkpoint is incomplete or damaged ({type(exc).__name__})", path) from None
+    return Checkpoint(
+        path=path,
+        config=config,
+        label_map=label_map,
+        model_state=model_state,
+        versions=versions,
+        extra=payload.get("extra") or {},
+        format_version=version,
+    )
+
+
+def resolve_checkpoint(run_or_file: str | os.PathLike[str]) -> Path:
+    """The checkpoint file for a run folder (its best checkpoint, else its last) or a file.
+
+    Raises:
+        KidneysegError: nothing usable at that path.
+    """
+    path = Path(run_or_file)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in (BEST_NAME, LAST_NAME):
+            if (path / name).is_file():
+                return path / name
+        raise KidneysegError(f"run folder holds no checkpoint ({BEST_NAME} or {LAST_NAME})", path)
+    raise KidneysegError("no such run folder or checkpoint file", path)
+
+
+def build_model_from_config(config: RunConfig) -> Any:
+    """The untrained network a run config describes (`config.model.name` + its kwargs)."""
+    from kidneyseg.models import build_model
+
+    return build_model(config.model.name, **dict(config.model.kwargs))
+
+
+def build_model_from_checkpoint(ckpt: Checkpoint) -> Any:
+    """The network of a checkpoint, with its weights loaded, in eval mode.
+
+    Raises:
+        KidneysegError: the weights do not fit the network the config describes.
+    """
+    model = build_model_from_config(ckpt.config)
+    try:
+        model.load_state_dict(ckpt.model_state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise KidneysegError(
+            f"weights do not fit model {ckpt.config.model.name!r} ({first})", ckpt.path
+        ) from None
+    return model.eval()
