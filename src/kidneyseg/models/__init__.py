@@ -1,0 +1,30 @@
+"""Networks of the two papers behind one registry: `build_model(name, **overrides)`.
+
+Importing this package imports torch and MONAI.
+"""
+
+from kidneyseg.models.blocks import (
+    Attended,
+    AttentionGate,
+    ChannelAttention,
+    SpatialAttention,
+    record_attention,
+)
+from kidneyseg.models.nets import AttentionGateUNet, PaddedUNet, SCAUNet, count_parameters
+from kidneyseg.models.registry import build_model, list_models, model_info, register_model
+
+__all__ = [
+    "Attended",
+    "AttentionGate",
+    "AttentionGateUNet",
+    "ChannelAttention",
+    "PaddedUNet",
+    "SCAUNet",
+    "SpatialAttention",
+    "build_model",
+    "count_parameters",
+    "list_models",
+    "model_info",
+    "record_attention",
+    "register_model",
+]
