@@ -13,7 +13,7 @@ import typer
 
 from kidneyseg import __version__
 
-VERBS: tuple[str, ...] = ()
+VERBS: tuple[str, ...] = ("report",)
 
 app = typer.Typer(
     name="kidneyseg",
