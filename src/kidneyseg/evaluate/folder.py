@@ -1,0 +1,316 @@
+"""Evaluate a folder of predictions against a folder of references, case by case, in parallel.
+
+Either folder may be a KiTS19/21/23 or plain layout (found with `kidneyseg.data.cases.discover`),
+a KiTS layout holding only the segmentations (as the KiTS19 repository does before the CT
+download), or a flat folder of `<case_id>.nii.gz` files (what `kidneyseg predict` writes).
+Cases are paired by id; cases found on one side only are listed, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kidneyseg.errors import KidneysegError
+from kidneyseg.evaluate.lesions import BIN_NAMES
+from kidneyseg.evaluate.metrics import LESION_CLASSES, case_metrics
+from kidneyseg.labels import KITS23
+
+_CASE_DIR = re.compile(r"^case_\d{5}$")
+_NIFTI = re.compile(r"^(?P<name>.+?)\.nii(?:\.gz)?$")
+CSV_NAME = "per_case.csv"
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+
+
+def _segmentation_only_cases(root: Path, annotation: str) -> dict[str, Path]:
+    names = ("segmentation.nii.gz", f"aggregated_{annotation}_seg.nii.gz")
+    for folder in (root / "kits21" / "data", root / "dataset", root / "data", root):
+        if not folder.is_dir():
+            continue
+        found = {}
+        for case_dir in sorted(p for p in folder.iterdir() if p.is_dir() and _CASE_DIR.match(p.name)):
+            label = next((case_dir / n for n in names if (case_dir / n).is_file()), None)
+            if label is not None:
+                found[case_dir.name] = label
+        if found:
+            return found
+    return {}
+
+
+def _flat_files(folder: Path) -> dict[str, Path]:
+    found = {}
+    for path in sorted(folder.iterdir()):
+        match = _NIFTI.match(path.name)
+        if match and path.is_file() and not path.name.startswith("."):
+            found[match.group("name")] = path
+    return found
+
+
+def label_files(root: str | os.PathLike[str], annotation: str = "AND") -> dict[str, Path]:
+    """Map case id → label-map file for every case under `root` (see the module docstring).
+
+    Raises:
+        KidneysegError: the folder does not exist or holds no label maps.
+    """
+    from kidneyseg.data.cases import discover
+
+    root = Path(root)
+    if not root.is_dir():
+        raise KidneysegError("folder does not exist", root)
+    try:
+        found = {c.case_id: c.label for c in discover(root, annotation=annotation).labelled}
+    except KidneysegError:
+        found = {}
+    found = found or _segmentation_only_cases(root, annotation) or _flat_files(root)
+    if not found:
+        raise KidneysegError(
+            "no label maps found: expected <case_id>.nii.gz files or a KiTS/plain dataset layout", root
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """Cases paired by id, and the ids found on one side only."""
+
+    pairs: tuple[tuple[str, Path, Path], ...]
+    missing_predictions: tuple[str, ...]
+    missing_references: tuple[str, ...]
+
+
+def pair_folders(
+    pred_dir: str | os.PathLike[str], ref_dir: str | os.PathLike[str], annotation: str = "AND"
+) -> Pairing:
+    """Pair predictions with references by case id."""
+    preds = label_files(pred_dir, annotation)
+    refs = label_files(ref_dir, annotation)
+    common = sorted(preds.keys() & refs.keys())
+    if not common:
+        raise KidneysegError(
+            f"no case ids in common with the references in {ref_dir} "
+            f"(predictions: {sorted(preds)[:3]}..., references: {sorted(refs)[:3]}...)",
+            pred_dir,
+        )
+    return Pairing(
+        tuple((c, preds[c], refs[c]) for c in common),
+        tuple(sorted(refs.keys() - preds.keys())),
+        tuple(sorted(preds.keys() - refs.keys())),
+    )
+
+
+def _read_labels(path: Path):
+    from kidneyseg.io.volume import read_volume
+
+    volume = read_volume(path)
+    array = volume.array
+    if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+        raise KidneysegError("a label map must hold whole numbers, found fractional values", path)
+    if array.size and (array.min() < 0 or array.max() >= KITS23.num_classes):
+        KITS23.check_values(np.unique(array), path)
+    return volume, np.asarray(array, dtype=np.uint8)
+
+
+def _rounded(values: tuple[float, ...], digits: int) -> tuple[float, ...]:
+    return tuple(round(v, digits) for v in values)
+
+
+def evaluate_case(case_id: str, pred_path: Path, ref_path: Path) -> dict:
+    """Read one prediction/reference pair and compute `case_metrics` with the reference's spacing.
+
+    Raises:
+        KidneysegError: a file is unreadable, holds unknown labels, or the grids differ.
+    """
+    ref_volume, ref = _read_labels(Path(ref_path))
+    pred_volume, pred = _read_labels(Path(pred_path))
+    if not pred_volume.same_grid(ref_volume):
+        raise KidneysegError(
+            f"grid differs from the reference {ref_path}: shape {pred_volume.shape} vs {ref_volume.shape}, "
+            f"spacing {_rounded(pred_volume.spacing, 4)} vs {_rounded(ref_volume.spacing, 4)}, "
+            f"origin {_rounded(pred_volume.origin, 2)} vs {_rounded(ref_volume.origin, 2)} "
+            "(predictions must be on the reference CT's grid)",
+            pred_path,
+        )
+    return {"case_id": case_id, **case_metrics(pred, ref, ref_volume.spacing)}
+
+
+def _evaluate_pair(pair: tuple[str, Path, Path]) -> dict:
+    return evaluate_case(*pair)
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Per-case rows (sorted by case id) and the cases found on one side only."""
+
+    rows: tuple[dict, ...]
+    missing_predictions: tuple[str, ...] = ()
+    missing_references: tuple[str, ...] = ()
+    sources: dict = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return not (self.missing_predictions or self.missing_references)
+
+    def summary(self) -> dict:
+        """Means (over the cases where a metric is defined), lesion detection totals and
+        the missing cases, as a JSON-ready dict."""
+        columns = [k for k in self.rows[0] if k != "case_id" and "_lesions_" not in k]
+        metrics = {}
+        for column in columns:
+            values = np.array([r[column] for r in self.rows], dtype=np.float64)
+            values = values[~np.isnan(values)]
+            metrics[column] = {
+                "mean": float(values.mean()) if values.size else None,
+                "std": float(values.std(ddof=1)) if values.size > 1 else None,
+                "median": float(np.median(values)) if values.size else None,
+                "n": int(values.size),
+            }
+        n_cases = len(self.rows)
+        lesions = {}
+        for name in LESION_CLASSES:
+            total = {k: sum(r[f"{name}_lesions_{k}"] for r in self.rows) for k in ("ref", "detected", "fp")}
+            entry = _detection(total, n_cases)
+            entry["bins"] = {
+                b: _detection(
+                    {
+                        k: sum(r[f"{name}_lesions_{k}_{b}"] for r in self.rows)
+                        for k in ("ref", "detected", "fp")
+                    },
+                    n_cases,
+                )
+                for b in BIN_NAMES
+            }
+            lesions[name] = entry
+        return {
+            "n_cases": n_cases,
+            **self.sources,
+            "missing_predictions": list(self.missing_predictions),
+            "missing_references": list(self.missing_references),
+            "metrics": metrics,
+            "lesions": lesions,
+        }
+
+
+def _detection(total: dict[str, int], n_cases: int) -> dict:
+    return {
+        **total,
+        "sensitivity": total["detected"] / total["ref"] if total["ref"] else None,
+        "fp_per_case": total["fp"] / n_cases if n_cases else None,
+    }
+
+
+def evaluate_folders(
+    pred_dir: str | os.PathLike[str],
+    ref_dir: str | os.PathLike[str],
+    jobs: int = 1,
+    annotation: str = "AND",
+    progress: bool = True,
+) -> EvaluationResult:
+    """Evaluate every prediction in `pred_dir` that has a reference in `ref_dir`.
+
+    Args:
+        pred_dir: predictions (a flat folder of `<case_id>.nii.gz`, or a dataset layout).
+        ref_dir: references (a KiTS or plain dataset layout, or a flat folder).
+        jobs: worker processes (1 = evaluate in this process).
+        annotation: which KiTS21 aggregated segmentation is the reference.
+        progress: show a tqdm progress bar.
+
+    Raises:
+        KidneysegError: the folders hold no common case, or any case fails to evaluate.
+    """
+    from tqdm import tqdm
+
+    if jobs < 1:
+        raise KidneysegError(f"--jobs must be at least 1, got {jobs}")
+    pairing = pair_folders(pred_dir, ref_dir, annotation)
+    rows = []
+    with tqdm(total=len(pairing.pairs), desc="evaluate", unit="case", disable=not progress) as bar:
+        if jobs == 1:
+            for pair in pairing.pairs:
+                rows.append(_evaluate_pair(pair))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=min(jobs, len(pairing.pairs))) as pool:
+                pending = {pool.submit(_evaluate_pair, p) for p in pairing.pairs}
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    for future in done:
+                        if future.exception() is not None:
+                            for other in pending:
+                                other.cancel()
+                            raise future.exception()
+                        rows.append(future.result())
+                        bar.update()
+    rows.sort(key=lambda r: r["case_id"])
+    return EvaluationResult(
+        tuple(rows),
+        pairing.missing_predictions,
+        pairing.missing_references,
+        {"pred": str(pred_dir), "ref": str(ref_dir)},
+    )
+
+
+def write_csv(path: str | os.PathLike[str], rows: tuple[dict, ...] | list[dict]) -> Path:
+    """Write per-case rows as CSV (atomically); undefined values (NaN) are left empty."""
+    import csv
+    import io
+
+    from kidneyseg.io.atomic import write_text_atomic
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()})
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def read_csv(path: str | os.PathLike[str]) -> list[dict]:
+    """Read a per-case CSV written by `write_csv`: `case_id` stays a string, the rest are floats
+    (empty = NaN).
+
+    Raises:
+        KidneysegError: the file is missing or is not a per-case evaluation CSV.
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise KidneysegError("no such per-case evaluation CSV", path)
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "case_id" not in reader.fieldnames:
+            raise KidneysegError("not a per-case evaluation CSV (no case_id column)", path)
+        rows = []
+        for line, raw in enumerate(reader, start=2):
+            try:
+                rows.append(
+                    {k: v if k == "case_id" else (float(v) if v != "" else math.nan) for k, v in raw.items()}
+                )
+            except (TypeError, ValueError):
+                raise KidneysegError(f"line {line}: a metric value is not a number", path) from None
+    if not rows:
+        raise KidneysegError("the evaluation CSV has no cases", path)
+    return rows
+
+
+def write_outputs(result: EvaluationResult, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write `per_case.csv`, `summary.json` and `summary.md` into `out_dir` (each atomically)."""
+    import json
+
+    from kidneyseg.evaluate.tables import evaluation_markdown
+    from kidneyseg.io.atomic import write_text_atomic
+
+    out_dir = Path(out_dir)
+    summary = result.summary()
+    return {
+        "csv": write_csv(out_dir / CSV_NAME, result.rows),
+        "json": write_text_atomic(out_dir / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n"),
+        "markdown": write_text_atomic(out_dir / SUMMARY_MD, evaluation_markdown(summary)),
+    }

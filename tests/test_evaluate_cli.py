@@ -1,0 +1,158 @@
+"""`kidneyseg evaluate` end to end on tiny synthetic label maps written as NIfTI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from kidneyseg.cli import evaluate as evaluate_cli
+from kidneyseg.evaluate.folder import evaluate_folders, label_files, read_csv, write_csv
+from kidneyseg.evaluate.metrics import case_metrics
+
+AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
+SHAPE = (24, 20, 12)
+
+
+@pytest.fixture
+def cli():
+    app = typer.Typer()
+    evaluate_cli.register(app)
+    app.command("noop")(lambda: None)  # a second command keeps `evaluate` a named sub-command
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, ["evaluate", *map(str, args)])
+
+
+def synthetic_labels(rng: np.random.Generator) -> np.ndarray:
+    labels = np.zeros(SHAPE, np.uint8)
+    x = int(rng.integers(3, 8))
+    labels[x : x + 12, 4:16, 2:10] = 1
+    labels[x + 2 : x + 6, 6:10, 4:8] = 2
+    if rng.random() < 0.5:
+        labels[x + 8 : x + 10, 12:14, 3:5] = 3
+    return labels
+
+
+def save(path, labels, affine=AFFINE):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(labels, affine), str(path))
+
+
+@pytest.fixture
+def folders(tmp_path, rng):
+    """References in the KiTS23 layout (3 cases); predictions as a flat folder holding two of
+    them and one case without a reference."""
+    ref_root, pred_dir = tmp_path / "kits23", tmp_path / "pred"
+    refs, preds = {}, {}
+    for i in range(3):
+        case = f"case_{i:05d}"
+        refs[case] = synthetic_labels(rng)
+        save(ref_root / "dataset" / case / "segmentation.nii.gz", refs[case])
+        save(ref_root / "dataset" / case / "imaging.nii.gz", np.zeros(SHAPE, np.int16))
+    for case in ("case_00000", "case_00002"):
+        preds[case] = np.roll(refs[case], 1, axis=0)
+        save(pred_dir / f"{case}.nii.gz", preds[case])
+    save(pred_dir / "case_00099.nii.gz", synthetic_labels(rng))
+    return ref_root, pred_dir, refs, preds
+
+
+def test_evaluate_writes_csv_json_markdown_and_reports_missing_cases(cli, folders, tmp_path):
+    ref_root, pred_dir, refs, preds = folders
+    out = tmp_path / "eval"
+    result = cli("--pred", pred_dir, "--ref", ref_root, "--out", out, "--quiet")
+    assert result.exit_code == evaluate_cli.EXIT_MISSING, result.output
+    assert "case_00001" in result.output and "case_00099" in result.output
+
+    rows = read_csv(out / "per_case.csv")
+    assert [r["case_id"] for r in rows] == ["case_00000", "case_00002"]
+    for row in rows:
+        expected = case_metrics(preds[row["case_id"]], refs[row["case_id"]], (0.8, 0.8, 2.5))
+        for key, value in expected.items():
+            assert row[key] == pytest.approx(value, nan_ok=True), key
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_cases"] == 2
+    assert summary["missing_predictions"] == ["case_00001"]
+    assert summary["missing_references"] == ["case_00099"]
+    assert summary["metrics"]["dice_kidney"]["mean"] == pytest.approx(
+        np.mean([r["dice_kidney"] for r in rows])
+    )
+    assert summary["lesions"]["tumor"]["ref"] == 2
+
+    markdown = (out / "summary.md").read_text()
+    assert f"{summary['metrics']['hec_sd_mean']['mean']:.3f}" in markdown
+    assert "case_00001" in markdown
+
+
+def test_allow_missing_exits_zero(cli, folders, tmp_path):
+    ref_root, pred_dir, _, _ = folders
+    result = cli("--pred", pred_dir, "--ref", ref_root, "--out", tmp_path / "e", "-q", "--allow-missing")
+    assert result.exit_code == 0, result.output
+
+
+def test_parallel_equals_serial(folders):
+    ref_root, pred_dir, _, _ = folders
+    serial = evaluate_folders(pred_dir, ref_root, jobs=1, progress=False)
+    parallel = evaluate_folders(pred_dir, ref_root, jobs=2, progress=False)
+    assert len(serial.rows) == 2
+    for a, b in zip(serial.rows, parallel.rows, strict=True):
+        assert a.keys() == b.keys()
+        assert all(
+            a[k] == b[k] or (isinstance(a[k], float) and math.isnan(a[k]) and math.isnan(b[k])) for k in a
+        )
+
+
+def test_grid_mismatch_is_one_clear_line_and_writes_nothing(cli, folders, tmp_path):
+    ref_root, pred_dir, refs, _ = folders
+    shifted = AFFINE.copy()
+    shifted[0, 3] = 5.0
+    save(pred_dir / "case_00002.nii.gz", refs["case_00002"], shifted)
+    out = tmp_path / "eval"
+    result = cli("--pred", pred_dir, "--ref", ref_root, "--out", out, "-q", "--jobs", "2")
+    assert result.exit_code == 2
+    assert "case_00002.nii.gz" in result.output and "grid differs" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_unknown_label_values_are_rejected(cli, folders, tmp_path):
+    ref_root, pred_dir, refs, _ = folders
+    bad = refs["case_00000"].copy()
+    bad[0, 0, 0] = 7
+    save(pred_dir / "case_00000.nii.gz", bad)
+    result = cli("--pred", pred_dir, "--ref", ref_root, "--out", tmp_path / "e", "-q")
+    assert result.exit_code == 2
+    assert "[7]" in result.output and "case_00000.nii.gz" in result.output
+
+
+def test_no_common_cases_is_an_error(cli, folders, tmp_path):
+    ref_root, _, refs, _ = folders
+    other = tmp_path / "other"
+    save(other / "patient_a.nii.gz", refs["case_00000"])
+    result = cli("--pred", other, "--ref", ref_root, "--out", tmp_path / "e", "-q")
+    assert result.exit_code == 2 and "no case ids in common" in result.output
+
+
+def test_segmentation_only_kits_folder_is_a_reference(tmp_path, rng):
+    root = tmp_path / "kits19"
+    for i in range(2):
+        save(root / "data" / f"case_{i:05d}" / "segmentation.nii.gz", synthetic_labels(rng))
+    (root / "data" / "case_00005").mkdir()
+    found = label_files(root)
+    assert sorted(found) == ["case_00000", "case_00001"]
+    assert found["case_00001"].name == "segmentation.nii.gz"
+
+
+def test_csv_round_trip_keeps_nan(tmp_path):
+    rows = [
+        {"case_id": "a", "dice_cyst": float("nan"), "dice_kidney": 0.5},
+        {"case_id": "b", "dice_cyst": 1.0, "dice_kidney": 0.25},
+    ]
+    back = read_csv(write_csv(tmp_path / "x.csv", rows))
+    assert math.isnan(back[0]["dice_cyst"]) and back[1]["dice_cyst"] == 1.0
+    assert back[1]["dice_kidney"] == 0.25 and back[0]["case_id"] == "a"
