@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 @one_line_errors
 def evaluate(
     pred: Annotated[Path, typer.Option("--pred", help="Predictions: <case_id>.nii.gz files or a dataset.")],
-    ref: Annotated[Path, typer.Option("--ref", help="References: a KiTS/plain dataset or a folder of files.")],
+    ref: Annotated[Path, typer.Option("--ref", help="References: KiTS/plain dataset or NIfTI folder.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for per_case.csv, summary.json, summary.md.")],
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cases evaluated in parallel (processes).")] = 1,
     annotation: Annotated[
@@ -28,7 +28,7 @@ def evaluate(
     ] = "AND",
     allow_missing: Annotated[
         bool,
-        typer.Option("--allow-missing", help="Exit 0 even if some cases are on one side only (still listed)."),
+        typer.Option("--allow-missing", help="Exit 0 even if cases are on one side only (still listed)."),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -39,24 +39,18 @@ def evaluate(
 
     result = evaluate_folders(pred, ref, jobs=jobs, annotation=annotation, progress=not quiet)
     paths = write_outputs(result, out)
-    metrics = result.summary()["metrics"]
+    means = {k: fmt(v["mean"]) for k, v in result.summary()["metrics"].items()}
     typer.echo(
-        f"{len(result.rows)} cases: Dice kidney {fmt(metrics['dice_kidney']['mean'])}, "
-        f"tumor {fmt(metrics['dice_tumor']['mean'])}, cyst {fmt(metrics['dice_cyst']['mean'])}; "
-        f"KiTS Dice {fmt(metrics['hec_dice_mean']['mean'])}, Surface Dice {fmt(metrics['hec_sd_mean']['mean'])}"
+        f"{len(result.rows)} cases: Dice kidney {means['dice_kidney']}, tumor {means['dice_tumor']}, "
+        f"cyst {means['dice_cyst']}; KiTS Dice {means['hec_dice_mean']}, Surface Dice {means['hec_sd_mean']}"
     )
     typer.echo(f"wrote {paths['csv']}, {paths['json']} and {paths['markdown']}")
-    if result.missing_predictions:
-        typer.echo(
-            f"warning: {len(result.missing_predictions)} reference cases have no prediction: "
-            f"{', '.join(result.missing_predictions[:10])}{' ...' if len(result.missing_predictions) > 10 else ''}",
-            err=True,
-        )
-    if result.missing_references:
-        typer.echo(
-            f"warning: {len(result.missing_references)} predictions have no reference: "
-            f"{', '.join(result.missing_references[:10])}{' ...' if len(result.missing_references) > 10 else ''}",
-            err=True,
-        )
+    for cases, what in (
+        (result.missing_predictions, "reference cases have no prediction"),
+        (result.missing_references, "predictions have no reference"),
+    ):
+        if cases:
+            more = " ..." if len(cases) > 10 else ""
+            typer.echo(f"warning: {len(cases)} {what}: {', '.join(cases[:10])}{more}", err=True)
     if not result.complete and not allow_missing:
         raise typer.Exit(EXIT_MISSING)
