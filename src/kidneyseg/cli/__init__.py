@@ -13,7 +13,7 @@ import typer
 
 from kidneyseg import __version__
 
-VERBS: tuple[str, ...] = ("report",)
+VERBS: tuple[str, ...] = ("report", "train", "evaluate", "predict", "models")
 
 app = typer.Typer(
     name="kidneyseg",

@@ -1,0 +1,154 @@
+"""Checks made before and after reading a CT, so that bad input fails early with one clear line.
+
+- `estimate_memory`: the peak memory a prediction will need, from the image header alone
+  (shape, data type, spacing), checked against the memory available before any voxel is read.
+- `check_hounsfield`: a CT must be in Hounsfield units; images already normalised to [0, 1]
+  or [-1, 1], or stored without the rescale intercept (no value below 0), are refused, and
+  images without any air are flagged.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kidneyseg.config import PreprocessConfig
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.volume import NIFTI_SUFFIXES
+
+GIB = 1024**3
+
+# Bytes per voxel, calibrated on the peak resident memory of `kidneyseg predict` measured by
+# benchmarks/predict_speed.py (see docs/prediction.md): per original voxel the CT as read, a
+# float32 gather during resampling and the uint8 labels; per preprocessed voxel the image, the
+# blended scores and MONAI's weight map, their division and the inverse's chunks.
+PER_ORIGINAL_VOXEL = 6.0
+PER_PREPROCESSED_VOXEL_AND_CLASS = 12.0
+PER_PREPROCESSED_VOXEL = 16.0
+FIXED_OVERHEAD = 1.0 * GIB  # interpreter, torch, MONAI, network and a batch of windows
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a prediction's memory depends on, read without loading voxels."""
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    itemsize: int
+
+
+def read_header(path: str | os.PathLike[str], series_files: tuple[str, ...] = ()) -> ImageHeader:
+    """Shape, spacing and voxel size in bytes of a NIfTI file or a DICOM series, voxels unread.
+
+    Raises:
+        KidneysegError: the header cannot be read.
+    """
+    path = Path(path)
+    if path.is_file() and path.name.endswith(NIFTI_SUFFIXES):
+        import nibabel as nib
+
+        try:
+            image = nib.load(str(path))
+            shape = tuple(int(n) for n in image.shape[:3])
+            zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+            dtype = image.get_data_dtype()
+            slope, _ = image.header.get_slope_inter()
+        except Exception as exc:  # nibabel raises many types for corrupt headers
+            raise KidneysegError(
+                f"cannot read the NIfTI header ({type(exc).__name__}: {exc})", path
+            ) from None
+        if len(shape) < 3:
+            raise KidneysegError(f"expected a 3D image, got shape {image.shape}", path)
+        scaled = slope is not None and not (np.isnan(slope) or slope == 1.0)
+        return ImageHeader(shape, zooms, 8 if scaled else int(dtype.itemsize))  # type: ignore[arg-type]
+    if series_files:
+        import pydicom
+
+        try:
+            first = pydicom.dcmread(series_files[0], stop_before_pixels=True)
+            rows, cols = int(first.Rows), int(first.Columns)
+            pixel = [float(v) for v in first.PixelSpacing]
+            thickness = float(getattr(first, "SliceThickness", 0) or 0) or 1.0
+            bits = int(first.BitsAllocated)
+        except Exception as exc:  # pydicom raises many types for damaged files
+            raise KidneysegError(
+                f"cannot read the DICOM header ({type(exc).__name__}: {exc})", path
+            ) from None
+        return ImageHeader(
+            (cols, rows, len(series_files)), (pixel[1], pixel[0], thickness), max(2, bits // 8)
+        )
+    raise KidneysegError("not a NIfTI file or a DICOM series", path)
+
+
+def estimate_memory(header: ImageHeader, cfg: PreprocessConfig, num_classes: int) -> int:
+    """Peak bytes a prediction of this image will need (an upper bound: the body crop, which
+    usually removes a third of the grid, is not assumed)."""
+    original = math.prod(header.shape)
+    preprocessed = math.prod(
+        max(1, round(n * s / t)) for n, s, t in zip(header.shape, header.spacing, cfg.spacing, strict=True)
+    )
+    return int(
+        original * (header.itemsize + PER_ORIGINAL_VOXEL)
+        + preprocessed * (PER_PREPROCESSED_VOXEL + PER_PREPROCESSED_VOXEL_AND_CLASS * num_classes)
+        + FIXED_OVERHEAD
+    )
+
+
+def available_memory() -> int:
+    """Bytes of memory the system can still give this process (MemAvailable on Linux)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def check_memory(path: str | os.PathLike[str], needed: int, available: int | None = None) -> None:
+    """Raise before reading the image if the estimated need exceeds the available memory."""
+    available = available_memory() if available is None else available
+    if needed > available:
+        raise KidneysegError(
+            f"predicting this image needs about {needed / GIB:.1f} GB of memory but only "
+            f"{available / GIB:.1f} GB is available; crop the CT or run on a larger machine",
+            path,
+        )
+
+
+def check_hounsfield(array: np.ndarray, path: str | None = None) -> str | None:
+    """Refuse images that are clearly not CT in Hounsfield units; return a warning for doubtful ones.
+
+    Raises:
+        KidneysegError: the values lie within [-10, 10] (already normalised) or none is below
+            0 (no air or fat: raw stored values without the rescale intercept, or not CT).
+
+    Returns:
+        A warning when the image holds no air (nothing below -500 HU), else None.
+    """
+    low, high = float(array.min()), float(array.max())
+    if low >= -10.0 and high <= 10.0:
+        raise KidneysegError(
+            f"values lie in [{low:g}, {high:g}]: the image looks already normalised, but kidneyseg "
+            "expects CT in Hounsfield units (air -1000, water 0); pass the original CT, or "
+            "--no-hu-check to predict anyway",
+            path,
+        )
+    if low >= 0.0:
+        raise KidneysegError(
+            f"no value below 0 (range [{low:g}, {high:g}]): this is not CT in Hounsfield units "
+            "(raw stored values without the rescale intercept, or another modality); pass --no-hu-check "
+            "to predict anyway",
+            path,
+        )
+    if low > -500.0:
+        return (
+            f"{path or 'image'}: no air in the image (minimum {low:g} HU); check that it is CT in "
+            "Hounsfield units"
+        )
+    return None

@@ -1,0 +1,207 @@
+"""Predict a CT's label map with one checkpoint or an ensemble: preprocess → windows → inverse.
+
+Everything the prediction needs comes from the checkpoint's resolved run config: the
+preprocessing (SCA-UNet paper: RAS, 1.62 × 1.62 × 2 mm, body crop, HU [-80, 305] → [0, 1]),
+the network, its patch size and the label map. Per-call settings (`PredictSettings`) override
+only what inference may change (overlap, blending, batch, mirroring, precision).
+
+Window scores are brought back to the original CT grid by the preprocessing inverse
+(`kidneyseg.preprocess.invert_probabilities`: trilinear, chunked over slices so memory stays
+bounded) and arg-maxed there, so the label map has exactly the CT's shape and affine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from kidneyseg.config import InferenceConfig, RunConfig
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.volume import Volume
+from kidneyseg.labels import LabelMap
+
+POSTPROCESS_DEFAULT = False
+"""Whether `kidneyseg predict` keeps only the two largest kidney components by default
+(decided by the held-out Dice measured in docs/prediction.md)."""
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """Inference settings; `None` means "as the checkpoint's config says".
+
+    Attributes:
+        overlap: window overlap (0.8 in the SCA-UNet paper).
+        blend: "gaussian" or "constant".
+        sw_batch_size: windows (3D) or slices (2D) per forward pass.
+        mirror_axes: spatial axes mirrored for test-time augmentation (empty tuple: none).
+        precision: "float32" or "bfloat16" (autocast; faster on CPUs with native bf16).
+        postprocess: keep only the two largest kidney components (see `postprocess`).
+        probabilities: also return class probabilities on the network grid.
+        chunk_slices: slices of the original grid inverted at a time (bounds memory).
+        reuse_constant_windows: compute constant (all-air) windows once per value.
+    """
+
+    overlap: float | None = None
+    blend: str | None = None
+    sw_batch_size: int | None = None
+    mirror_axes: tuple[int, ...] | None = None
+    precision: str = "float32"
+    postprocess: bool = False
+    probabilities: bool = False
+    chunk_slices: int = 16
+    reuse_constant_windows: bool = True
+
+    def resolve(self, inference: InferenceConfig) -> InferenceConfig:
+        """The checkpoint's inference config with these settings applied."""
+        changes = {
+            k: getattr(self, k)
+            for k in ("overlap", "blend", "sw_batch_size", "mirror_axes")
+            if getattr(self, k) is not None
+        }
+        return replace(inference, **changes)
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """The result for one CT.
+
+    Attributes:
+        labels: uint8 label map on exactly the CT's grid.
+        probabilities: `[C, X, Y, Z]` float32 class probabilities on the network grid, or None.
+        probabilities_affine: voxel-to-world affine of `probabilities` (RAS+, mm).
+        seconds: time per stage (preprocess, windows, inverse, postprocess).
+        windows: how many windows were seen, computed and reused.
+    """
+
+    labels: Volume
+    probabilities: np.ndarray | None = None
+    probabilities_affine: np.ndarray | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    windows: dict[str, int] = field(default_factory=dict)
+
+
+class Predictor:
+    """Networks loaded from one or several checkpoints (an ensemble, e.g. k folds), ready to predict.
+
+    Args:
+        models: run folders (their best checkpoint) or checkpoint files.
+        settings: inference settings overriding the checkpoint's.
+        device: torch device ("cpu", "cuda").
+
+    Raises:
+        KidneysegError: a checkpoint is missing, corrupt or not kidneyseg's, or the checkpoints
+            of an ensemble disagree on preprocessing, patch size or label map.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[str | os.PathLike[str]],
+        settings: PredictSettings | None = None,
+        device: str = "cpu",
+    ):
+        from kidneyseg.train.checkpoint import (
+            build_model_from_checkpoint,
+            load_checkpoint,
+            resolve_checkpoint,
+        )
+
+        if not models:
+            raise KidneysegError("no model given: pass a run folder or checkpoint with --model")
+        self.settings = settings or PredictSettings()
+        self.checkpoints = [load_checkpoint(resolve_checkpoint(m)) for m in models]
+        first = self.checkpoints[0]
+        for ckpt in self.checkpoints[1:]:
+            for what, a, b in (
+                ("preprocessing", first.config.preprocess, ckpt.config.preprocess),
+                ("patch size", first.config.inference.roi_size, ckpt.config.inference.roi_size),
+                ("label map", first.label_map, ckpt.label_map),
+            ):
+                if a != b:
+                    raise KidneysegError(
+                        f"an ensemble needs one {what}, but this checkpoint's differs from {first.path}",
+                        ckpt.path,
+                    )
+        self.device = device
+        self.networks = [build_model_from_checkpoint(c).to(device) for c in self.checkpoints]
+        dims = {int(getattr(n, "spatial_dims", 3)) for n in self.networks}
+        if len(dims) != 1:
+            raise KidneysegError("an ensemble cannot mix 2D and 3D networks", self.checkpoints[-1].path)
+        self.spatial_dims = dims.pop()
+        inference = self.settings.resolve(first.config.inference)
+        # --tta asks for every axis; a 2D network mirrors only in-plane.
+        mirror_axes = tuple(a for a in inference.mirror_axes if a < self.spatial_dims)
+        self.inference = replace(inference, mirror_axes=mirror_axes)
+
+    @property
+    def config(self) -> RunConfig:
+        return self.checkpoints[0].config
+
+    @property
+    def label_map(self) -> LabelMap:
+        return self.checkpoints[0].label_map
+
+    @property
+    def model_paths(self) -> list[Path]:
+        return [c.path for c in self.checkpoints]
+
+    def predict(self, ct: Volume, progress: bool = False) -> Prediction:
+        """Segment `ct` (Hounsfield units, any orientation); labels come back on its grid."""
+        import torch
+
+        from kidneyseg.predict.postprocess import keep_largest_components
+        from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
+        from kidneyseg.preprocess import invert_probabilities, preprocess
+
+        seconds: dict[str, float] = {}
+        t = time.perf_counter()
+        pre = preprocess(ct, self.config.preprocess)
+        image, meta = pre.image, pre.meta
+        del pre
+        seconds["preprocess"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        window_predictor = WindowPredictor(
+            self.networks,
+            spatial_dims=self.spatial_dims,
+            mirror_axes=self.inference.mirror_axes,
+            precision=self.settings.precision,
+            reuse_constant=self.settings.reuse_constant_windows,
+        )
+        scores = sliding_window_scores(
+            image,
+            window_predictor,
+            self.inference.roi_size,
+            overlap=self.inference.overlap,
+            blend=self.inference.blend,
+            sw_batch_size=self.inference.sw_batch_size,
+            progress=progress,
+        )
+        del image
+        seconds["windows"] = time.perf_counter() - t
+
+        probabilities = None
+        if self.settings.probabilities:
+            probs = torch.softmax(scores, dim=0) if len(self.networks) == 1 else scores
+            probabilities = probs.cpu().numpy()
+
+        t = time.perf_counter()
+        labels = invert_probabilities(scores, meta, chunk_slices=self.settings.chunk_slices)
+        del scores
+        seconds["inverse"] = time.perf_counter() - t
+        if self.settings.postprocess:
+            t = time.perf_counter()
+            labels = keep_largest_components(labels)
+            seconds["postprocess"] = time.perf_counter() - t
+        stats = window_predictor.stats
+        return Prediction(
+            labels=Volume(labels, ct.affine, ct.source, ct.dicom_files),
+            probabilities=probabilities,
+            probabilities_affine=np.asarray(meta.affine) if probabilities is not None else None,
+            seconds=seconds,
+            windows={"total": stats.windows, "computed": stats.computed, "reused": stats.reused},
+        )
