@@ -261,3 +261,41 @@ def test_model_info_on_meta_device_matches_a_real_build() -> None:
     assert model_info("unet_2d", channels=(4, 8))["parameters"] == plain_unet_parameters(
         2, 1, 3, (4, 8), False
     )
+
+
+def test_cli_lists_every_model_with_its_parameter_count() -> None:
+    from typer.testing import CliRunner
+
+    from kidneyseg.cli import app
+
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    assert sorted(rows) == list_models()
+    for name, row in rows.items():
+        assert f"{PINNED[name]:,}" in row
+
+
+def test_cli_shows_one_model_with_overrides_as_json() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from kidneyseg.cli import app
+
+    result = CliRunner().invoke(app, ["models", "unet_2d", "--set", "channels=[4, 8]", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["parameters"] == plain_unet_parameters(2, 1, 3, (4, 8), False)
+    assert info["divisor"] == [2, 2] and info["arguments"]["channels"] == [4, 8]
+
+
+def test_cli_unknown_model_is_one_line_exit_2() -> None:
+    from typer.testing import CliRunner
+
+    from kidneyseg.cli import app
+
+    result = CliRunner().invoke(app, ["models", "sca_unet3d"])
+    assert result.exit_code == 2
+    assert "unknown model 'sca_unet3d'; did you mean 'sca_unet_3d'?" in result.output
+    assert "Traceback" not in result.output

@@ -20,7 +20,13 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from kidneyseg.errors import KidneysegError
-from kidneyseg.models.nets import AttentionGateUNet, PaddedUNet, SCAUNet, count_parameters
+from kidneyseg.models.nets import (
+    SCA_PAPER_ATTENTION,
+    AttentionGateUNet,
+    PaddedUNet,
+    SCAUNet,
+    count_parameters,
+)
 
 GOHIL_LAD = (
     "Gohil & Lad, Kidney and kidney tumor segmentation using spatial and channel attention enhanced "
@@ -149,6 +155,8 @@ def sca_unet_3d() -> dict[str, Any]:
         "out_channels": 4,
         "channels": (32, 64, 128, 128),
         "strides": (2, 2, 2),
+        "attention": dict(SCA_PAPER_ATTENTION),
+        "attention_source": "output",
     }
 
 
@@ -162,6 +170,7 @@ def sca_unet_3d_authors() -> dict[str, Any]:
         "out_channels": 4,
         "channels": (64, 128, 256, 512, 512),
         "strides": (2, 2, 2, 2),
+        "attention": dict(SCA_PAPER_ATTENTION),
         "attention_source": "input",
         "channel_reduction": 16,
         "channel_act": "gelu",
