@@ -13,7 +13,7 @@ import typer
 
 from kidneyseg import __version__
 
-VERBS: tuple[str, ...] = ("report", "train", "evaluate", "predict", "models")
+VERBS: tuple[str, ...] = ("report", "train", "evaluate", "predict", "models", "phantom")
 
 app = typer.Typer(
     name="kidneyseg",

@@ -1,0 +1,323 @@
+"""Synthetic contrast-enhanced abdominal CT with reference labels, in the KiTS23 layout.
+
+`generate_case(seed)` builds one phantom: a random adult body (wall layers, spine, ribs, muscles,
+liver, spleen, stomach, pancreas, bowel with gas and contents, aorta, IVC and renal vessels), two
+kidneys with cortex, medullary pyramids, sinus fat and pelvis, 0-3 tumors and 0-3 cysts, rendered
+in a random contrast phase with partial-volume blur and correlated noise. `generate_dataset` writes
+cases as `OUT/dataset/case_XXXXX/{imaging,segmentation}.nii.gz` plus `phantom.json`, the ground
+truth of every lesion (kind, side, centre, diameters, volume) for measurement checks.
+
+With `anatomy=DIR` the kidneys, tumors (and cysts, if annotated) come from real KiTS label maps
+and the body is synthesised around them (see `phantom_real`). What the phantoms model, the HU
+table with its sources and their limits are described in docs/phantom.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kidneyseg.data.phantom_anatomy import Body, paint_body, sample_body
+from kidneyseg.data.phantom_kidney import (
+    Kidney,
+    Lesion,
+    paint_kidney,
+    paint_lesion,
+    paint_renal_vessels,
+    sample_kidneys,
+    sample_lesions,
+)
+from kidneyseg.data.phantom_shapes import Canvas, Grid
+from kidneyseg.data.phantom_tissue import PHASES, Tissue, label_lut, render_ct, sample_hu
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.volume import Volume
+
+KITS_ORIENTATION = "IPL"
+"""Axis order of the real KiTS19/23 files: slices first (towards inferior), then rows (towards
+posterior) and columns (towards the patient's left)."""
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    """Grid of a phantom size.
+
+    Attributes:
+        in_plane: voxels along x and y.
+        spacing: (min, max) in-plane spacing in mm; the field of view follows the body width.
+        thickness: slice thicknesses (mm) to choose from.
+        extent: (min, max) cranio-caudal coverage in mm.
+        slices: a fixed number of slices (then the thickness follows from the extent), or 0.
+        max_slices: cap on the number of slices (thin-slice cases cover less).
+    """
+
+    in_plane: int
+    spacing: tuple[float, float]
+    thickness: tuple[float, ...]
+    extent: tuple[float, float]
+    slices: int = 0
+    max_slices: int = 10_000
+
+
+SIZES: dict[str, SizePreset] = {
+    "full": SizePreset(
+        512, (0.6, 1.0), (0.5, 0.625, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0), (200, 330), 0, 400
+    ),
+    "small": SizePreset(176, (1.8, 2.5), (2.5, 3.0, 3.5), (210, 260)),
+    "tiny": SizePreset(64, (4.5, 7.0), (), (200, 230), slices=32),
+}
+
+
+@dataclass(frozen=True)
+class PhantomCase:
+    """One generated case: the CT (int16 HU), its labels (uint8, KiTS23 values) and the truth.
+
+    `truth` holds the seed, size, contrast phase, geometry, both kidneys (side, volume) and every
+    lesion (kind, side, centre in world RAS mm, diameters in mm, volume in mL), measured on the
+    label map as written.
+    """
+
+    ct: Volume
+    labels: Volume
+    truth: dict
+
+
+def _check_orientation(orientation: str) -> str:
+    import nibabel as nib
+
+    code = orientation.upper()
+    try:
+        if len(code) != 3:
+            raise ValueError
+        nib.orientations.axcodes2ornt(tuple(code))
+    except ValueError:
+        raise KidneysegError(
+            f"orientation {orientation!r} is not three distinct axis codes "
+            f"such as RAS, LPS or {KITS_ORIENTATION}"
+        ) from None
+    return code
+
+
+def _check_size(size: str) -> SizePreset:
+    if size not in SIZES:
+        raise KidneysegError(f"unknown phantom size {size!r}; choose one of {', '.join(SIZES)}")
+    return SIZES[size]
+
+
+def _sample_grid(preset: SizePreset, body: Body, rng: np.random.Generator) -> Grid:
+    fov = body.width * rng.uniform(1.08, 1.3)
+    pixel = float(np.clip(fov / preset.in_plane, *preset.spacing))
+    extent = rng.uniform(*preset.extent)
+    if preset.slices:
+        nz = preset.slices
+        thickness = extent / nz
+    else:
+        thickness = float(rng.choice(preset.thickness))
+        nz = min(round(extent / thickness), preset.max_slices)
+    n = preset.in_plane
+    centre = np.array([rng.uniform(-10, 10), rng.uniform(-15, 15)])
+    z_lo = -nz * thickness * rng.uniform(0.5, 0.62)
+    origin = (centre[0] - pixel * (n - 1) / 2, centre[1] - pixel * (n - 1) / 2, z_lo)
+    return Grid((n, n, nz), (pixel, pixel, thickness), origin)
+
+
+def _noise_sd(body: Body, spacing: tuple[float, float, float], rng: np.random.Generator) -> float:
+    """Noise grows with patient size and shrinks with voxel volume (a 0.8 × 0.8 × 2.5 mm reference)."""
+    reference = rng.uniform(10, 16) * (body.a / 160) ** 1.5
+    return float(np.clip(reference * (1.6 / float(np.prod(spacing))) ** 0.25, 5, 40))
+
+
+def _reorient(array: np.ndarray, affine: np.ndarray, orientation: str) -> tuple[np.ndarray, np.ndarray]:
+    """Re-lay a canonical RAS (x, y, z) array and its affine out in `orientation`."""
+    import nibabel as nib
+
+    ornt = nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.axcodes2ornt(tuple(orientation))
+    )
+    out = nib.orientations.apply_orientation(array, ornt)
+    new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, array.shape)
+    return out, new_affine
+
+
+def _feret(points: np.ndarray) -> float:
+    """Largest distance between two of `points` (mm), via the convex hull when there are many."""
+    if len(points) < 2:
+        return 0.0
+    if len(points) > 64:
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            points = points[ConvexHull(points).vertices]
+        except QhullError:  # all points on a plane or a line: the extreme points still bound it
+            lo, hi = points.argmin(axis=0), points.argmax(axis=0)
+            points = points[np.unique(np.concatenate([lo, hi]))]
+    diff = points[:, None, :] - points[None, :, :]
+    return float(np.sqrt((diff**2).sum(-1)).max())
+
+
+def _measure_truth(
+    canvas: Canvas, labels: np.ndarray, lesions: list[Lesion], kidneys: list[Kidney], shift
+) -> dict:
+    """Ground truth measured on the canonical label map (world RAS mm = patient mm + `shift`)."""
+    from scipy import ndimage as ndi
+
+    grid = canvas.grid
+    spacing = np.asarray(grid.spacing)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    origin = np.asarray(grid.origin) + shift
+    kidney_truth = []
+    for kidney in kidneys:
+        box = canvas.around_ellipsoid(kidney.centre, kidney.axes, kidney.semi, 2 * max(grid.spacing))
+        idx = np.argwhere(labels[box.slices] == 1) if box is not None else np.zeros((0, 3), dtype=int)
+        entry = {"side": kidney.side, "volume_ml": round(len(idx) * voxel_ml, 3)}
+        if len(idx):
+            start = np.array([s.start for s in box.slices])
+            entry["centre_mm"] = [round(float(c), 2) for c in (idx.mean(axis=0) + start) * spacing + origin]
+        entry["nominal_length_mm"] = round(2 * kidney.semi[0], 1)
+        kidney_truth.append(entry)
+    lesion_truth = []
+    objects = ndi.find_objects(canvas.instance)
+    for index, lesion in enumerate(lesions, start=1):
+        if index > len(objects) or objects[index - 1] is None:
+            continue
+        sl = objects[index - 1]
+        value = 2 if lesion.kind == "tumor" else 3
+        mask = (canvas.instance[sl] == index) & (labels[sl] == value)
+        idx = np.argwhere(mask)
+        if len(idx) == 0:
+            continue
+        start = np.array([s.start for s in sl])
+        points = (idx + start) * spacing + origin
+        axial = max(_feret(points[idx[:, 2] == k][:, :2]) for k in np.unique(idx[:, 2]))
+        lesion_truth.append(
+            {
+                "id": len(lesion_truth) + 1,
+                "kind": lesion.kind,
+                "side": lesion.side,
+                "centre_mm": [round(float(c), 2) for c in points.mean(axis=0)],
+                "diameter_mm": round(_feret(points), 2),
+                "axial_diameter_mm": round(axial, 2),
+                "nominal_diameter_mm": round(lesion.nominal_diameter, 2),
+                "volume_ml": round(len(idx) * voxel_ml, 3),
+                "voxels": len(idx),
+            }
+        )
+    return {"kidneys": kidney_truth, "lesions": lesion_truth}
+
+
+def generate_case(
+    seed: int, size: str = "small", anatomy: Path | None = None, orientation: str = KITS_ORIENTATION
+) -> PhantomCase:
+    """Generate one phantom CT case with its reference labels and ground truth.
+
+    Args:
+        seed: the same seed gives identical arrays, affines and truth.
+        size: `full` (KiTS-like: 512×512 at 0.6-1.0 mm, 0.5-5 mm slices), `small` (176×176 at
+            1.8-2.5 mm, 2.5-3.5 mm slices, for CPU training and the demo) or `tiny` (64×64×32 at
+            4.5-7 mm, for unit tests).
+        anatomy: a folder of real KiTS label maps (e.g. KiTS19's `data/`); kidneys and tumors are
+            taken from one of them (chosen by `seed`), the body is synthesised around them.
+        orientation: axis codes of the written arrays, e.g. `IPL` (KiTS files: slices first),
+            `RAS` or `LPS`.
+
+    Raises:
+        KidneysegError: unknown size or orientation, or an unusable anatomy folder.
+    """
+    preset = _check_size(size)
+    orientation = _check_orientation(orientation)
+    rng = np.random.default_rng(seed)
+    phase = str(rng.choice(PHASES))
+    if anatomy is not None:
+        from kidneyseg.data.phantom_real import real_case
+
+        canvas, body, kidneys, lesions, source = real_case(Path(anatomy), preset, rng)
+    else:
+        body = sample_body(rng)
+        canvas = Canvas(_sample_grid(preset, body, rng))
+        kidneys = sample_kidneys(body, rng)
+        source = None
+        fov_radius = canvas.grid.spacing[0] * canvas.grid.shape[0] / 2 * 1.02
+        paint_body(canvas, body, rng, fov_radius)
+        paint_renal_vessels(canvas, body, kidneys)
+        for kidney in kidneys:
+            paint_kidney(canvas, kidney)
+        lesions = sample_lesions(kidneys, rng)
+        for index, lesion in enumerate(lesions, start=1):
+            paint_lesion(canvas, lesion, index, rng)
+    grid = canvas.grid
+    labels = label_lut()[canvas.tissue]
+    shift = np.array([0.0, rng.uniform(-30, 30), rng.uniform(-600, -100)])
+    truth = _measure_truth(canvas, labels, lesions, kidneys, shift)
+    hu = sample_hu(phase, rng)
+    noise_sd = _noise_sd(body, grid.spacing, rng)
+    ct = render_ct(canvas.tissue, canvas.delta, hu, grid.spacing, noise_sd, rng)
+    affine = np.diag([*grid.spacing, 1.0])
+    affine[:3, 3] = np.asarray(grid.origin) + shift
+    ct, out_affine = _reorient(ct, affine, orientation)
+    labels, _ = _reorient(labels, affine, orientation)
+    counts = {k: sum(1 for les in truth["lesions"] if les["kind"] == k) for k in ("tumor", "cyst")}
+    truth = {
+        "seed": int(seed),
+        "size": size,
+        "anatomy": source,
+        "phase": phase,
+        "orientation": orientation,
+        "shape": list(ct.shape),
+        "spacing_mm": [round(float(s), 4) for s in np.linalg.norm(out_affine[:3, :3], axis=0)],
+        "noise_sd_hu": round(noise_sd, 2),
+        "hu": {t.name.lower(): round(float(hu[t]), 1) for t in Tissue},
+        "counts": counts,
+        **truth,
+    }
+    return PhantomCase(Volume(ct, out_affine, f"phantom seed {seed}"), Volume(labels, out_affine), truth)
+
+
+def case_seeds(seed: int, cases: int) -> list[int]:
+    """Independent per-case seeds of a dataset (stable: case i's seed does not depend on `cases`)."""
+    return [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(cases)]
+
+
+def generate_dataset(
+    out: Path,
+    cases: int,
+    seed: int = 0,
+    size: str = "small",
+    anatomy: Path | None = None,
+    orientation: str = KITS_ORIENTATION,
+    progress: bool = True,
+) -> list[Path]:
+    """Write `cases` phantoms to `out/dataset/case_XXXXX/` (KiTS23 layout); returns the case folders.
+
+    Each folder holds `imaging.nii.gz` (int16 HU), `segmentation.nii.gz` (uint8: 0 background,
+    1 kidney, 2 tumor, 3 cyst) and `phantom.json` (the ground truth, see `PhantomCase`). Files are
+    written atomically; `phantom.json` last, so a folder with it is complete.
+    """
+    from tqdm import tqdm
+
+    from kidneyseg.io.atomic import write_text_atomic
+    from kidneyseg.io.volume import write_labels, write_volume
+
+    if cases < 1:
+        raise KidneysegError(f"the number of cases must be at least 1, got {cases}")
+    _check_size(size)
+    _check_orientation(orientation)
+    if anatomy is not None:
+        from kidneyseg.data.phantom_real import anatomy_files
+
+        anatomy_files(Path(anatomy))
+    root = Path(out) / "dataset"
+    folders = []
+    for index, case_seed in enumerate(
+        tqdm(case_seeds(seed, cases), desc="phantom cases", unit="case", disable=not progress)
+    ):
+        case = generate_case(case_seed, size=size, anatomy=anatomy, orientation=orientation)
+        folder = root / f"case_{index:05d}"
+        write_volume(folder / "imaging.nii.gz", case.ct, np.int16)
+        write_labels(folder / "segmentation.nii.gz", case.labels.array, case.ct)
+        write_text_atomic(
+            folder / "phantom.json", json.dumps({"case_id": folder.name, **case.truth}, indent=1)
+        )
+        folders.append(folder)
+    return folders

@@ -1,0 +1,404 @@
+"""The synthetic body around the kidneys: wall layers, spine, ribs, muscles, organs, vessels, bowel.
+
+Positions follow normal adult anatomy at the level of the renal hila (about L1-L2) in patient
+coordinates (mm, RAS+: +x towards the patient's right, +y anterior, +z superior, z = 0 at the
+level of the hila): the liver fills the right upper quadrant, the spleen the left posterolateral
+upper quadrant, the aorta lies just left of midline in front of the vertebral bodies with the IVC
+to its right, the psoas muscles beside the vertebral bodies widen caudally, and bowel loops fill the
+anterior peritoneal cavity. The kidneys themselves are painted by `phantom_kidney`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from kidneyseg.data.phantom_shapes import Canvas, Lobes, WaveNoise, ellipsoid_level, frame, segment_distance
+from kidneyseg.data.phantom_tissue import Tissue, tissue_set
+
+SOFT_CAVITY = tissue_set(Tissue.VISCERAL_FAT)
+ORGAN_OVER = tissue_set(
+    Tissue.VISCERAL_FAT,
+    Tissue.BOWEL_WALL,
+    Tissue.BOWEL_GAS,
+    Tissue.BOWEL_FLUID,
+    Tissue.BOWEL_CONTRAST,
+    Tissue.BOWEL_FECES,
+)
+BOWEL_CONTENTS = (Tissue.BOWEL_FLUID, Tissue.BOWEL_CONTRAST, Tissue.BOWEL_GAS, Tissue.BOWEL_FECES)
+
+
+@dataclass(frozen=True)
+class Body:
+    """Size and layout of one synthetic patient (mm, patient coordinates).
+
+    Attributes:
+        a: lateral semi-axis of the body outline.
+        b_ant, b_post: anterior and posterior semi-axes (the back is flatter).
+        power: superellipse exponent of the outline (2 = ellipse, larger = boxier).
+        skin, fat, muscle: thickness of skin, subcutaneous fat and abdominal wall muscle.
+        spine_y: y of the vertebral bodies' centre; the spine is at x = 0.
+        rib_z: z of the 12th rib's posterior end.
+    """
+
+    a: float
+    b_ant: float
+    b_post: float
+    power: float
+    skin: float
+    fat: float
+    muscle: float
+    spine_y: float
+    rib_z: float
+    disc_phase: float
+    scale_phase: float
+
+    @property
+    def mean_radius(self) -> float:
+        return (self.a + 0.5 * (self.b_ant + self.b_post)) / 2
+
+    @property
+    def width(self) -> float:
+        return 2 * self.a
+
+    @property
+    def cavity(self) -> tuple[float, float, float]:
+        """Semi-axes (lateral, anterior, posterior) of the peritoneal cavity outline."""
+        inset = self.skin + self.fat + self.muscle
+        return self.a - inset, self.b_ant - inset, self.b_post - inset
+
+    @property
+    def aorta(self) -> tuple[float, float, float]:
+        """(x, y, radius) of the abdominal aorta."""
+        r = 11.0
+        return -12.0, self.spine_y + 17 + r + 2, r
+
+    @property
+    def ivc(self) -> tuple[float, float]:
+        return 24.0, self.spine_y + 24
+
+
+def sample_body(rng: np.random.Generator, width: float | None = None) -> Body:
+    """A random adult body; `width` (mm) fixes the lateral size when given."""
+    a = width / 2 if width is not None else rng.uniform(140, 185)
+    size = (a - 140) / 45
+    fat = rng.uniform(8, 18) + size * rng.uniform(5, 25)
+    b_post = rng.uniform(0.62, 0.72) * a
+    return Body(
+        a=a,
+        b_ant=rng.uniform(0.68, 0.85) * a,
+        b_post=b_post,
+        power=rng.uniform(2.1, 2.6),
+        skin=2.0,
+        fat=fat,
+        muscle=rng.uniform(8, 13),
+        spine_y=-b_post + fat + rng.uniform(62, 75),
+        rib_z=rng.uniform(25, 45),
+        disc_phase=rng.uniform(0, 36),
+        scale_phase=rng.uniform(0, 2 * np.pi),
+    )
+
+
+def paint_body(canvas: Canvas, body: Body, rng: np.random.Generator, fov_radius: float) -> None:
+    """Paint everything but the kidneys and their lesions."""
+    _paint_wall(canvas, body, fov_radius)
+    _paint_spine(canvas, body)
+    _paint_ribs(canvas, body)
+    _paint_muscles(canvas, body)
+    _paint_bowel(canvas, body, rng)
+    _paint_organs(canvas, body, rng)
+    _paint_vessels(canvas, body)
+
+
+def _outline_radius(canvas: Canvas, body: Body) -> np.ndarray:
+    """Superellipse 'radius' of each (x, y) pixel: 1 on the body outline, homogeneous of degree 1."""
+    x = canvas.xs[:, None]
+    y = canvas.ys[None, :]
+    b = np.where(y >= 0, np.float32(body.b_ant), np.float32(body.b_post))
+    p = np.float32(body.power)
+    return (np.abs(x / np.float32(body.a)) ** p + np.abs(y / b) ** p) ** (1 / p)
+
+
+def body_scale(body: Body, z: np.ndarray) -> np.ndarray:
+    """Slow cranio-caudal change of the body outline (1 at the hila)."""
+    return (
+        1 + 0.035 * np.sin(2 * np.pi * z / 420 + body.scale_phase) - 0.035 * np.sin(body.scale_phase)
+    ).astype(np.float32)
+
+
+def _paint_wall(canvas: Canvas, body: Body, fov_radius: float) -> None:
+    rho = _outline_radius(canvas, body)
+    outside_fov = (canvas.xs[:, None] ** 2 + canvas.ys[None, :] ** 2) > fov_radius**2
+    radius = body.mean_radius
+    edges = np.cumsum([body.skin, body.fat, body.muscle]) / radius
+    scale = body_scale(body, canvas.zs)
+    layer = np.empty(rho.shape, dtype=np.uint8)
+    for k, s in enumerate(scale):
+        r = rho / s
+        layer.fill(Tissue.AIR)
+        layer[r < 1] = Tissue.SKIN
+        layer[r < 1 - edges[0]] = Tissue.SUBCUTANEOUS_FAT
+        layer[r < 1 - edges[1]] = Tissue.MUSCLE
+        layer[r < 1 - edges[2]] = Tissue.VISCERAL_FAT
+        layer[outside_fov] = Tissue.OUTSIDE_FOV
+        canvas.tissue[:, :, k] = layer
+
+
+def _paint_spine(canvas: Canvas, body: Body) -> None:
+    yv = body.spine_y
+    box = canvas.box((-55, yv - 80, canvas.zs[0]), (55, yv + 25, canvas.zs[-1]))
+    if box is None:
+        return
+    period, disc = 36.0, 8.0
+    in_disc = ((box.z - body.disc_phase) % period) < disc
+    level_pos = ((box.z - body.disc_phase) % period - disc) / (period - disc)  # 0..1 within a vertebra
+    x, y = box.x, box.y - yv
+    vb = (x / 22) ** 2 + (y / 16) ** 2
+    canal_y = -16 - 11
+    arch_outer = (x / 18) ** 2 + ((y - canal_y) / 15) ** 2 < 1
+    canal = (x / 10) ** 2 + ((y - canal_y) / 8.5) ** 2 < 1
+    spinous = (np.abs(x) < 4) & (y < canal_y - 10) & (y > canal_y - 48) & ~in_disc
+    transverse = (
+        (np.abs(y - canal_y - 4) < 5) & (np.abs(x) < 46) & (np.abs(level_pos - 0.45) < 0.22) & ~in_disc
+    )
+    pedicle = (np.abs(x) > 6) & (np.abs(x) < 15) & (y > canal_y) & (y < -10) & ~in_disc
+    posterior = (arch_outer | spinous | transverse | pedicle) & ~in_disc
+    canvas.paint(box, posterior, Tissue.BONE_CORTICAL)
+    inner = (x / 14) ** 2 + ((y - canal_y) / 11.5) ** 2 < 1
+    canvas.paint(box, inner & posterior & (y < canal_y), Tissue.BONE_CANCELLOUS)
+    canvas.paint(box, canal, Tissue.SPINAL_CANAL)
+    canvas.paint(box, (vb < 1) & ~in_disc, Tissue.BONE_CORTICAL)
+    canvas.paint(box, (vb < 0.84) & ~in_disc, Tissue.BONE_CANCELLOUS)
+    canvas.paint(box, (vb < 1.05) & in_disc, Tissue.DISC)
+
+
+def _paint_ribs(canvas: Canvas, body: Body) -> None:
+    """Ribs 7-12 as bony tubes inside the abdominal wall, descending from back to front."""
+    rho = _outline_radius(canvas, body)
+    radius = body.mean_radius
+    rib_r = 1 - (body.skin + body.fat + 0.5 * body.muscle) / radius
+    ii, jj = np.nonzero(np.abs(rho - rib_r) < 0.12)
+    theta = np.arctan2(canvas.ys[jj], canvas.xs[ii])
+    from_back = np.abs(np.angle(np.exp(1j * (theta + np.pi / 2)))).astype(np.float32) / np.float32(np.pi)
+    r_pix = rho[ii, jj]
+    scale = body_scale(body, canvas.zs)
+    ribs = [(body.rib_z + 26 * n, 0.45 if n < 2 else 0.85, 55 + 12 * n) for n in range(6)]
+    for k, z in enumerate(canvas.zs):
+        if z < body.rib_z - 200 or z > ribs[-1][0] + 10:
+            continue
+        dr = (r_pix / scale[k] - rib_r) * radius
+        bone = np.zeros(len(ii), dtype=np.uint8)
+        for z_back, extent, drop in ribs:
+            dz = z - (z_back - drop * from_back**1.3)
+            d2 = (dr / 4.5) ** 2 + (dz / 6.5) ** 2
+            hit = (d2 < 1) & (from_back < extent)
+            bone[hit] = np.where(d2[hit] < 0.35, Tissue.BONE_CANCELLOUS, Tissue.BONE_CORTICAL)
+        sel = bone > 0
+        if sel.any():
+            canvas.tissue[ii[sel], jj[sel], k] = bone[sel]
+
+
+def _paint_muscles(canvas: Canvas, body: Body) -> None:
+    yv = body.spine_y
+    over = tissue_set(Tissue.VISCERAL_FAT, Tissue.MUSCLE, Tissue.SUBCUTANEOUS_FAT)
+    back = -body.b_post + body.skin + body.fat
+    for side in (-1, 1):
+        # erector spinae: between the skin fat and the vertebral arch
+        cy = (back + yv - 25) / 2
+        box = canvas.box((side * 5, back - 5, canvas.zs[0]), (side * 75, yv - 10, canvas.zs[-1]))
+        if box is not None:
+            level = ((box.x - side * 38) / 32) ** 2 + ((box.y - cy) / max((yv - 25 - back) / 2 + 6, 10)) ** 2
+            canvas.paint(box, level < 1, Tissue.MUSCLE, over=over)
+        # quadratus lumborum: lateral to the transverse processes, below the 12th rib
+        box = canvas.box((side * 40, yv - 45, canvas.zs[0]), (side * 95, yv + 5, body.rib_z + 20))
+        if box is not None:
+            level = ((box.x - side * 66) / 22) ** 2 + ((box.y - yv + 20) / 13) ** 2
+            canvas.paint(box, level < 1, Tissue.MUSCLE, over=over)
+        # psoas: appears near L1 and widens caudally, moving laterally and forwards
+        top = body.rib_z + 15
+        box = canvas.box((side * 10, yv - 30, canvas.zs[0]), (side * 110, yv + 60, top))
+        if box is not None:
+            t = np.clip((top - box.z) / 160, 0, 1)
+            rx = 6 + 20 * t
+            cx = side * (22 + rx + 6 * t)
+            cy = yv + 2 + 18 * t
+            level = ((box.x - cx) / rx) ** 2 + ((box.y - cy) / (0.85 * rx)) ** 2
+            canvas.paint(box, level < 1, Tissue.MUSCLE, over=tissue_set(Tissue.VISCERAL_FAT))
+
+
+def _lumen(
+    canvas: Canvas, path: np.ndarray, radius: float, content: Tissue, gas_level: float, feces: WaveNoise
+):
+    """Paint a bowel loop along `path` (points, mm): a 2.5 mm enhancing wall around the lumen."""
+    over_wall = ORGAN_OVER
+    lumen_over = tissue_set(Tissue.BOWEL_WALL)
+    boxes = []
+    for a, b in itertools.pairwise(path):
+        lo = np.minimum(a, b) - radius
+        hi = np.maximum(a, b) + radius
+        box = canvas.box(lo, hi)
+        if box is None:
+            continue
+        d = segment_distance(box, a, b)
+        canvas.paint(box, d < radius, Tissue.BOWEL_WALL, over=over_wall)
+        boxes.append((box, d, a, b))
+    for box, d, a, b in boxes:
+        inside = d < radius - 2.5
+        top = max(a[1], b[1]) + radius
+        level = top - gas_level * 2 * radius
+        gas = inside & (box.y > level)
+        if content == Tissue.BOWEL_FECES:
+            texture = feces(box)
+            canvas.paint(box, inside & (texture > 0.9), Tissue.BOWEL_GAS, over=lumen_over)
+            canvas.paint(
+                box, inside & ~(texture > 0.9), Tissue.BOWEL_FECES, over=lumen_over, delta=35 * texture
+            )
+        else:
+            canvas.paint(box, inside & ~gas, content, over=lumen_over)
+        canvas.paint(box, gas, Tissue.BOWEL_GAS, over=lumen_over)
+
+
+def _walk(rng, start, steps, step_len, bounds_lo, bounds_hi, direction=None) -> np.ndarray:
+    """A smooth random walk staying inside the box [bounds_lo, bounds_hi]."""
+    points = [np.asarray(start, dtype=np.float64)]
+    d = rng.standard_normal(3) if direction is None else np.asarray(direction, dtype=np.float64)
+    d /= np.linalg.norm(d)
+    for _ in range(steps):
+        d = d + 0.8 * rng.standard_normal(3)
+        d /= np.linalg.norm(d)
+        nxt = points[-1] + step_len * d
+        for n in range(3):
+            if nxt[n] < bounds_lo[n] or nxt[n] > bounds_hi[n]:
+                d[n] = -d[n]
+                nxt[n] = np.clip(nxt[n], bounds_lo[n], bounds_hi[n])
+        points.append(nxt)
+    return np.array(points)
+
+
+def _paint_bowel(canvas: Canvas, body: Body, rng: np.random.Generator) -> None:
+    ca, cb_ant, _ = body.cavity
+    yv = body.spine_y
+    feces = WaveNoise.random(rng, wavelength=(5, 14))
+    zlo, zhi = float(canvas.zs[0]), float(canvas.zs[-1])
+    front = body.aorta[1] + 10
+    # colon: ascending (right flank), transverse (anterior, below the liver), descending (left flank)
+    colon_r = rng.uniform(17, 26)
+    flank = 0.72 * ca
+    asc = np.array([[flank, yv + 35, -160], [flank * 0.95, yv + 45, -80], [flank * 0.9, yv + 55, 10]])
+    trans = np.array(
+        [[flank * 0.85, yv + 70, 25], [0, 0.75 * cb_ant, rng.uniform(-20, 40)], [-flank * 0.85, yv + 65, 70]]
+    )
+    desc = np.array([[-flank * 0.95, yv + 35, 70], [-flank, yv + 30, -40], [-flank * 0.9, yv + 40, -160]])
+    for path in (asc, trans, desc):
+        content = Tissue.BOWEL_FECES if rng.random() < 0.75 else Tissue.BOWEL_FLUID
+        _lumen(canvas, path, colon_r, content, rng.uniform(0.0, 0.5), feces)
+    # small bowel: loops in the anterior central cavity below the liver
+    lo = np.array([-0.6 * ca, front, max(zlo, -170.0)])
+    hi = np.array([0.6 * ca, 0.8 * cb_ant, min(zhi, 40.0)])
+    if np.all(hi > lo):
+        for _ in range(int(rng.integers(5, 10))):
+            start = lo + (hi - lo) * rng.random(3)
+            path = _walk(rng, start, int(rng.integers(5, 12)), rng.uniform(14, 22), lo, hi)
+            content = BOWEL_CONTENTS[int(rng.choice(3, p=[0.5, 0.3, 0.2]))]
+            _lumen(
+                canvas, path, rng.uniform(9, 14), content, rng.uniform(0.0, 0.6) * (rng.random() < 0.5), feces
+            )
+
+
+def _paint_organs(canvas: Canvas, body: Body, rng: np.random.Generator) -> None:
+    ca, cb_ant, cb_post = body.cavity
+    yv = body.spine_y
+    eye = np.eye(3)
+    # liver: a large dome in the right upper quadrant and a right lobe reaching down laterally
+    liver_top = rng.uniform(90, 130)
+    parts = [
+        ((0.42 * ca, 0.1 * cb_ant, liver_top), (0.62 * ca, 0.95 * cb_ant, 120), 0.12),
+        (
+            (0.62 * ca, -0.05 * cb_post, rng.uniform(-10, 20)),
+            (0.3 * ca, 0.5 * cb_ant, rng.uniform(50, 80)),
+            0.1,
+        ),
+    ]
+    liver_mask = []
+    for centre, semi, lob in parts:
+        box = canvas.around(centre, np.asarray(semi) * 1.15)
+        if box is None:
+            continue
+        level, _ = ellipsoid_level(box, centre, eye, semi, Lobes.random(rng, lob))
+        liver_mask.append(canvas.paint(box, level < 1, Tissue.LIVER, over=ORGAN_OVER))
+    # hepatic and portal veins: bright branching tubes inside the liver
+    hilum = np.array([0.3 * ca, yv + 45, 60.0])
+    for _ in range(7):
+        end = hilum + rng.uniform([-30, -30, -20], [0.55 * ca, 60, 70])
+        r = rng.uniform(3, 7)
+        box = canvas.box(np.minimum(hilum, end) - r, np.maximum(hilum, end) + r)
+        if box is not None:
+            canvas.paint(
+                box,
+                segment_distance(box, hilum, end) < r,
+                Tissue.HEPATIC_VESSEL,
+                over=tissue_set(Tissue.LIVER),
+            )
+    # gallbladder under the liver
+    gb_centre = (0.3 * ca, 0.45 * cb_ant, rng.uniform(0, 30))
+    box = canvas.around(gb_centre, 45)
+    if box is not None and rng.random() < 0.8:
+        axes = frame((0.3, 0.4, 1.0), (1, 0, 0))
+        level, _ = ellipsoid_level(box, gb_centre, axes, (rng.uniform(30, 45), 14, 16))
+        canvas.paint(
+            box, level < 1, Tissue.GALLBLADDER, over=tissue_set(Tissue.LIVER, *ORGAN_OVER.nonzero()[0])
+        )
+    # spleen: posterolateral left upper quadrant, following the wall
+    sp_centre = (-0.68 * ca, yv + rng.uniform(-5, 15), rng.uniform(55, 85))
+    axes = frame((0.5, 0.8, 0.6), (1, -0.5, 0))
+    semi = (rng.uniform(55, 70), rng.uniform(30, 40), rng.uniform(18, 24))
+    box = canvas.around_ellipsoid(sp_centre, axes, semi, 10)
+    if box is not None:
+        level, _ = ellipsoid_level(box, sp_centre, axes, semi, Lobes.random(rng, 0.1))
+        canvas.paint(box, level < 1, Tissue.SPLEEN, over=ORGAN_OVER)
+    # stomach: left upper anterior with gas above the fluid
+    st_centre = np.array([-0.35 * ca, 0.45 * cb_ant, rng.uniform(80, 110)])
+    st_semi = (rng.uniform(40, 55), rng.uniform(30, 40), rng.uniform(40, 55))
+    box = canvas.around(st_centre, max(st_semi) * 1.2)
+    if box is not None:
+        level, _ = ellipsoid_level(box, st_centre, eye, st_semi, Lobes.random(rng, 0.08))
+        canvas.paint(box, level < 1, Tissue.BOWEL_WALL, over=ORGAN_OVER)
+        inside = level < 1 - 4 / min(st_semi)
+        gas_y = st_centre[1] + st_semi[1] * rng.uniform(-0.2, 0.8)
+        content = Tissue.BOWEL_CONTRAST if rng.random() < 0.3 else Tissue.BOWEL_FLUID
+        wall = tissue_set(Tissue.BOWEL_WALL)
+        canvas.paint(box, inside & (box.y <= gas_y), content, over=wall)
+        canvas.paint(box, inside & (box.y > gas_y), Tissue.BOWEL_GAS, over=wall)
+    # pancreas: tail at the splenic hilum, body in front of the aorta, head by the duodenum
+    ax, ay, _ = body.aorta
+    z0 = rng.uniform(15, 40)
+    pts = np.array(
+        [[-0.55 * ca, yv + 20, z0 + 15], [ax, ay + 32, z0], [ax + 45, ay + 25, z0 - 20]], dtype=np.float64
+    )
+    r = rng.uniform(9, 13)
+    for a, b in itertools.pairwise(pts):
+        box = canvas.box(np.minimum(a, b) - r, np.maximum(a, b) + r)
+        if box is not None:
+            canvas.paint(box, segment_distance(box, a, b) < r, Tissue.PANCREAS, over=ORGAN_OVER)
+
+
+def _paint_vessels(canvas: Canvas, body: Body) -> None:
+    ax, ay, ar = body.aorta
+    ix, iy = body.ivc
+    zhi = float(canvas.zs[-1])
+    bif = -95.0
+    over = tissue_set(*ORGAN_OVER.nonzero()[0], Tissue.LIVER, Tissue.PANCREAS, Tissue.MUSCLE)
+    for (x, y, r), tissue, top in (((ax, ay, ar), Tissue.AORTA, zhi), ((ix, iy, 12.0), Tissue.IVC, 110.0)):
+        a = np.array([x, y, bif])
+        b = np.array([x, y, max(min(top, zhi), bif)])
+        box = canvas.box(a - r, b + r)
+        if box is not None:
+            canvas.paint(box, segment_distance(box, a, b) < r, tissue, over=over)
+        for side in (-1, 1):  # common iliac vessels
+            c = np.array([x + side * 45, y - 10, bif - 90])
+            rr = 0.7 * r
+            box = canvas.box(np.minimum(a, c) - rr, np.maximum(a, c) + rr)
+            if box is not None:
+                canvas.paint(box, segment_distance(box, a, c) < rr, tissue, over=over)

@@ -1,0 +1,214 @@
+"""Tissues of the phantom CT, their attenuation (HU) per contrast phase, and the CT image formation.
+
+The anatomy modules paint tissue ids into a `uint8` map plus an HU offset map (texture); this
+module turns that into a CT image: a per-case HU value for every tissue (drawn from the ranges in
+`HU_RANGES`, which depend on the contrast phase), partial-volume blur with the scanner's point
+spread function, and spatially correlated quantum noise. The ranges and their sources are listed in
+docs/phantom.md.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+from scipy import ndimage as ndi
+
+
+class Tissue(IntEnum):
+    """Tissue ids painted by the anatomy modules (values of the `uint8` tissue map)."""
+
+    AIR = 0
+    SKIN = 1
+    SUBCUTANEOUS_FAT = 2
+    MUSCLE = 3
+    VISCERAL_FAT = 4
+    LIVER = 5
+    HEPATIC_VESSEL = 6
+    SPLEEN = 7
+    PANCREAS = 8
+    GALLBLADDER = 9
+    BOWEL_WALL = 10
+    BOWEL_GAS = 11
+    BOWEL_FLUID = 12
+    BOWEL_CONTRAST = 13
+    BOWEL_FECES = 14
+    AORTA = 15
+    IVC = 16
+    BONE_CORTICAL = 17
+    BONE_CANCELLOUS = 18
+    DISC = 19
+    SPINAL_CANAL = 20
+    KIDNEY_CORTEX = 21
+    KIDNEY_MEDULLA = 22
+    RENAL_PELVIS = 23
+    SINUS_FAT = 24
+    TUMOR = 25
+    TUMOR_NECROSIS = 26
+    CYST = 27
+    OUTSIDE_FOV = 28
+
+
+N_TISSUES = len(Tissue)
+
+PHASES = ("corticomedullary", "nephrographic")
+"""KiTS19/21 cases are late-arterial (corticomedullary); KiTS23 adds nephrographic cases."""
+
+# (low, high) HU of each tissue's mean value, drawn once per case. Sources in docs/phantom.md.
+_COMMON: dict[Tissue, tuple[float, float]] = {
+    Tissue.AIR: (-1000, -990),
+    Tissue.SKIN: (20, 50),
+    Tissue.SUBCUTANEOUS_FAT: (-110, -85),
+    Tissue.MUSCLE: (45, 65),
+    Tissue.VISCERAL_FAT: (-105, -80),
+    Tissue.GALLBLADDER: (0, 20),
+    Tissue.BOWEL_GAS: (-1000, -960),
+    Tissue.BOWEL_FLUID: (0, 25),
+    Tissue.BOWEL_CONTRAST: (180, 400),
+    Tissue.BOWEL_FECES: (-60, 40),
+    Tissue.BONE_CORTICAL: (600, 1100),
+    Tissue.BONE_CANCELLOUS: (140, 280),
+    Tissue.DISC: (70, 110),
+    Tissue.SPINAL_CANAL: (5, 25),
+    Tissue.RENAL_PELVIS: (5, 25),
+    Tissue.SINUS_FAT: (-100, -70),
+    Tissue.TUMOR_NECROSIS: (10, 30),
+    Tissue.CYST: (0, 18),
+    Tissue.OUTSIDE_FOV: (-1024, -1024),
+}
+HU_RANGES: dict[str, dict[Tissue, tuple[float, float]]] = {
+    "corticomedullary": {
+        **_COMMON,
+        Tissue.LIVER: (65, 100),
+        Tissue.HEPATIC_VESSEL: (110, 160),
+        Tissue.SPLEEN: (100, 150),
+        Tissue.PANCREAS: (100, 140),
+        Tissue.BOWEL_WALL: (70, 120),
+        Tissue.AORTA: (220, 350),
+        Tissue.IVC: (90, 160),
+        Tissue.KIDNEY_CORTEX: (150, 230),
+        Tissue.KIDNEY_MEDULLA: (70, 110),
+        Tissue.TUMOR: (70, 150),
+    },
+    "nephrographic": {
+        **_COMMON,
+        Tissue.LIVER: (100, 130),
+        Tissue.HEPATIC_VESSEL: (150, 200),
+        Tissue.SPLEEN: (110, 135),
+        Tissue.PANCREAS: (85, 115),
+        Tissue.BOWEL_WALL: (80, 130),
+        Tissue.AORTA: (150, 220),
+        Tissue.IVC: (130, 180),
+        Tissue.KIDNEY_CORTEX: (150, 200),
+        Tissue.KIDNEY_MEDULLA: (130, 190),
+        Tissue.TUMOR: (60, 120),
+    },
+}
+
+KIDNEY_TISSUES = (Tissue.KIDNEY_CORTEX, Tissue.KIDNEY_MEDULLA, Tissue.RENAL_PELVIS)
+"""Labelled kidney (KiTS: "all parenchyma and the non-fat tissue within the hilum")."""
+TUMOR_TISSUES = (Tissue.TUMOR, Tissue.TUMOR_NECROSIS)
+CYST_TISSUES = (Tissue.CYST,)
+BONE_TISSUES = (Tissue.BONE_CORTICAL, Tissue.BONE_CANCELLOUS, Tissue.DISC, Tissue.SPINAL_CANAL)
+
+
+def label_lut() -> np.ndarray:
+    """Tissue id → KiTS23 label (0 background, 1 kidney, 2 tumor, 3 cyst)."""
+    lut = np.zeros(N_TISSUES, dtype=np.uint8)
+    lut[list(KIDNEY_TISSUES)] = 1
+    lut[list(TUMOR_TISSUES)] = 2
+    lut[list(CYST_TISSUES)] = 3
+    return lut
+
+
+def tissue_set(*tissues: Tissue) -> np.ndarray:
+    """A boolean lookup table over tissue ids, true for `tissues`."""
+    lut = np.zeros(N_TISSUES, dtype=bool)
+    lut[list(tissues)] = True
+    return lut
+
+
+def sample_hu(phase: str, rng: np.random.Generator) -> np.ndarray:
+    """One HU value per tissue id for one case, drawn uniformly from the phase's ranges."""
+    ranges = HU_RANGES[phase]
+    low = np.array([ranges[t][0] for t in Tissue], dtype=np.float64)
+    high = np.array([ranges[t][1] for t in Tissue], dtype=np.float64)
+    return (low + (high - low) * rng.random(N_TISSUES)).astype(np.float32)
+
+
+def render_ct(
+    tissue: np.ndarray,
+    delta: np.ndarray,
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    noise_sd: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Form the CT image (int16 HU) from a tissue map on canonical (x, y, z) axes.
+
+    Args:
+        tissue: tissue ids, shape (nx, ny, nz).
+        delta: per-voxel HU offsets (texture) added to the tissue's value; overwritten.
+        hu: HU per tissue id (`sample_hu`).
+        spacing: voxel size in mm along x, y, z.
+        noise_sd: standard deviation of the image noise in HU.
+        rng: the case's random generator.
+
+    The in-plane point spread function is a Gaussian of 0.5 mm sigma (≈ 1.2 mm FWHM, a standard
+    abdominal kernel) and the slice sensitivity profile a Gaussian of FWHM = one slice thickness
+    (contiguous slices overlap a little); noise is white noise filtered in-plane into the mid-frequency
+    band of filtered back-projection (a ramp-like noise power spectrum), independent per slice.
+    """
+    image = delta
+    image += hu[tissue]
+    outside = tissue == Tissue.OUTSIDE_FOV
+    ndi.gaussian_filter(image, (0.5 / spacing[0], 0.5 / spacing[1], 0), output=image, truncate=2.5)
+    _blur_slices(image, sigma=1 / 2.355)
+    image += _slice_noise(image.shape, spacing, noise_sd, rng)
+    image[outside] = hu[Tissue.OUTSIDE_FOV]
+    np.clip(image, -1024, 3071, out=image)
+    return np.rint(image).astype(np.int16)
+
+
+def _blur_slices(image: np.ndarray, sigma: float) -> None:
+    """In place, a 3-tap Gaussian across slices (contiguous slices of a Fortran-order array)."""
+    if image.shape[2] < 3:
+        return
+    w = float(np.exp(-0.5 / sigma**2))
+    w = w / (1 + 2 * w)
+    previous = image[:, :, 0].copy()
+    for k in range(image.shape[2]):
+        current = image[:, :, k].copy()
+        following = image[:, :, min(k + 1, image.shape[2] - 1)]
+        image[:, :, k] = (1 - 2 * w) * current + w * (previous + following)
+        previous = current
+
+
+def _slice_noise(
+    shape: tuple[int, ...], spacing: tuple[float, float, float], sd: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Correlated noise, independent per slice: random crops of one large band-passed 2D field.
+
+    Filtering one 2D field and cropping it at random offsets (with random flips) per slice costs a
+    few 2D filters instead of one 3D filter over the whole volume, with the same per-slice
+    statistics.
+    """
+    nx, ny, nz = shape
+    field_shape = (2 * nx, 2 * ny)
+    white = rng.standard_normal(field_shape, dtype=np.float32)
+    fine = ndi.gaussian_filter(white, (0.45 / spacing[0], 0.45 / spacing[1]))
+    coarse = ndi.gaussian_filter(fine, (2.0 / spacing[0], 2.0 / spacing[1]))
+    band = fine - 0.7 * coarse
+    band *= sd / float(band.std())
+    out = np.empty(shape, dtype=np.float32, order="F")
+    ox = rng.integers(0, nx + 1, nz)
+    oy = rng.integers(0, ny + 1, nz)
+    flips = rng.integers(0, 4, nz)
+    for k in range(nz):
+        crop = band[ox[k] : ox[k] + nx, oy[k] : oy[k] + ny]
+        if flips[k] & 1:
+            crop = crop[::-1]
+        if flips[k] & 2:
+            crop = crop[:, ::-1]
+        out[:, :, k] = crop
+    return out
