@@ -1,0 +1,138 @@
+"""`kidneyseg train`: run a paper's recipe on a KiTS-layout dataset (or resume / fine-tune a run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kidneyseg.cli.common import one_line_errors
+from kidneyseg.errors import KidneysegError
+
+if TYPE_CHECKING:
+    from kidneyseg.train.engine import RunResult
+
+EXAMPLES = """
+Examples:
+
+  kidneyseg train --recipe sca-unet-3d:cpu --data phantoms --out runs/sca
+
+  kidneyseg train --recipe attention-unet-2d --variant cpu --data phantoms --out runs/ag train.epochs=5
+
+  kidneyseg train --resume runs/sca
+
+  kidneyseg train --finetune-tumor runs/ag --data phantoms --out runs/ag-tumor train.epochs=10
+
+  torchrun --nproc_per_node 2 -m kidneyseg train --recipe sca-unet-3d --data kits21 --out runs/sca
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", epilog=EXAMPLES)(train)
+
+
+@one_line_errors
+def train(
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[SECTION.KEY=VALUE]...", help="Config overrides, e.g. train.epochs=5."),
+    ] = None,
+    recipe: Annotated[
+        str | None, typer.Option("--recipe", "-r", help="Recipe name, or NAME:VARIANT (see --list-recipes).")
+    ] = None,
+    variant: Annotated[str | None, typer.Option("--variant", help="Recipe variant, e.g. cpu.")] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", "-d", help="Dataset folder (KiTS or plain layout).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder to create.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue this run folder from its last checkpoint.")
+    ] = None,
+    finetune_tumor: Annotated[
+        Path | None,
+        typer.Option(
+            "--finetune-tumor", help="2D stage 2: fine-tune this run on tumor slices, shallow levels frozen."
+        ),
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", help="Preprocessed-case cache (default RUN/preprocessed); shareable."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars: one log line per epoch.")
+    ] = False,
+    list_recipes: Annotated[
+        bool, typer.Option("--list-recipes", help="List the recipes and their variants.")
+    ] = False,
+    show_config: Annotated[
+        bool, typer.Option("--show-config", help="Print the resolved config (recipe + overrides) and exit.")
+    ] = False,
+) -> None:
+    """Train a model with one of the papers' recipes; writes config, metrics, curves and checkpoints."""
+    from kidneyseg.recipes import list_recipes as names
+    from kidneyseg.recipes import recipe_document
+
+    overrides = list(overrides or [])
+    if list_recipes:
+        for name in names():
+            doc = recipe_document(name)
+            variants = ", ".join(doc.get("variants") or {}) or "-"
+            typer.echo(f"{name:20s} variants: {variants:10s} {doc['recipe'].get('paper', '')}")
+        return
+    if resume is not None:
+        if recipe or finetune_tumor or out:
+            raise KidneysegError("--resume takes only the run folder (and train.epochs=N to extend it)")
+        _resume(resume, overrides, data, device, quiet)
+        return
+    if finetune_tumor is not None:
+        if recipe or data is None or out is None:
+            raise KidneysegError(
+                "--finetune-tumor needs --data and --out (the recipe comes from the stage-1 run)"
+            )
+        from kidneyseg.train.engine import finetune_tumor as run_finetune
+
+        result = run_finetune(
+            finetune_tumor, data, out, overrides=overrides, cache_dir=cache, device=device, progress=not quiet
+        )
+        _report(result)
+        return
+    if recipe is None:
+        raise KidneysegError("--recipe is required (see --list-recipes), or --resume RUN")
+    from kidneyseg.config import dump_yaml
+    from kidneyseg.recipes import load_recipe
+
+    config = load_recipe(recipe, variant, overrides)
+    if show_config:
+        typer.echo(dump_yaml(config), nl=False)
+        return
+    if data is None or out is None:
+        raise KidneysegError("--data and --out are required to train")
+    from kidneyseg.train.engine import train as run_train
+
+    _report(run_train(config, data, out, cache_dir=cache, device=device, progress=not quiet))
+
+
+def _resume(run: Path, overrides: list[str], data: Path | None, device: str, quiet: bool) -> None:
+    epochs = None
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key != "train.epochs":
+            raise KidneysegError(
+                f"a resumed run keeps its config; only train.epochs=N may change, got {item!r}"
+            )
+        try:
+            epochs = int(value)
+        except ValueError:
+            raise KidneysegError(f"train.epochs must be an integer, got {value!r}") from None
+    from kidneyseg.train.engine import resume as run_resume
+
+    _report(run_resume(run, epochs=epochs, data_dir=data, device=device, progress=not quiet))
+
+
+def _report(result: RunResult) -> None:
+    typer.echo(
+        f"{result.status}: {result.epochs} epochs, best validation Dice {result.best_dice:.4f} "
+        f"(epoch {result.best_epoch}) -> {result.run_dir}"
+    )

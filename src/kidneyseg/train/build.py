@@ -1,0 +1,89 @@
+"""The pieces a run is assembled from: resolved model config, optimizer, scheduler, freezing."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from kidneyseg.config import RunConfig, TrainConfig
+from kidneyseg.errors import KidneysegError
+from kidneyseg.labels import LabelMap
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("none", "plateau", "cosine")
+
+
+def resolve_model_config(config: RunConfig, label_map: LabelMap) -> RunConfig:
+    """`config` with the model's output channels fixed to the label map's classes, checked
+    against the sampling (3D patches need a 3D network, 2D slices a 2D one)."""
+    from kidneyseg.models import model_info
+
+    kwargs = dict(config.model.kwargs)
+    declared = kwargs.get("out_channels")
+    if declared is not None and int(declared) != label_map.num_classes:
+        raise KidneysegError(
+            f"model.kwargs.out_channels={declared} but the {label_map.name} label map has "
+            f"{label_map.num_classes} classes; drop the override or change `labels`"
+        )
+    kwargs["out_channels"] = label_map.num_classes
+    dims = model_info(config.model.name, **kwargs)["spatial_dims"]
+    wanted = 3 if config.data.sampling == "patch3d" else 2
+    if dims != wanted:
+        raise KidneysegError(
+            f"model {config.model.name!r} is {dims}D but data.sampling={config.data.sampling!r} "
+            f"feeds {wanted}D samples"
+        )
+    if len(config.data.patch_size) != wanted:
+        raise KidneysegError(f"data.patch_size {list(config.data.patch_size)} needs {wanted} values")
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, kwargs=kwargs))
+
+
+def build_optimizer(params: Iterable[nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer:
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    if train.optimizer == "adam":
+        return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=train.lr, weight_decay=train.weight_decay, momentum=0.99, nesterov=True
+        )
+    raise KidneysegError(f"unknown train.optimizer {train.optimizer!r}; choose one of {OPTIMIZERS}")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> object | None:
+    """None, ReduceLROnPlateau (stepped with the validation loss) or cosine annealing (per epoch)."""
+    if train.scheduler == "none":
+        return None
+    if train.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=train.plateau_factor, patience=train.plateau_patience
+        )
+    if train.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(train.epochs, 1))
+    raise KidneysegError(f"unknown train.scheduler {train.scheduler!r}; choose one of {SCHEDULERS}")
+
+
+def freeze_encoder(model: nn.Module, depth: int) -> list[nn.Module]:
+    """Freeze the `depth` shallowest encoder levels (attention U-Net stage 2, Rathnayaka et al.).
+
+    Frozen levels get `requires_grad=False`; the returned modules must be kept in eval mode
+    (so their batch-norm statistics stay fixed) each time the model is put in train mode.
+
+    Raises:
+        KidneysegError: the network has no encoder levels, or fewer than `depth`.
+    """
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, nn.ModuleList):
+        raise KidneysegError(
+            f"{type(model).__name__} has no encoder levels to freeze (use a 2D/3D attention U-Net)"
+        )
+    if not 0 <= depth < len(encoder):
+        raise KidneysegError(f"train.freeze_depth must be in 0..{len(encoder) - 1}, got {depth}")
+    frozen = list(encoder[:depth])
+    for module in frozen:
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return frozen

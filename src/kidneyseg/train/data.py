@@ -1,0 +1,397 @@
+"""Training samples: cached cases → MONAI transforms → patches (3D) or axial slices (2D).
+
+3D (SCA-UNet, Gohil & Lad, KiTS21): each training case is loaded and padded to at least the
+patch size (deterministic part, held in a MONAI `SmartCacheDataset`), then
+`RandCropByPosNegLabeld` draws patches centred on foreground or anywhere (pos = neg = 1 is
+"half and half"), followed by `Rand3DElasticd`, `RandShiftIntensityd` and
+`RandGaussianNoised`.
+
+2D (attention-gate U-Net, Rathnayaka et al., KiTS19): the candidates are the axial slices of
+every training case; `SliceEpochSampler` keeps every slice holding foreground (or tumor, for
+stage-2 fine-tuning) and a fresh random share of background-only slices each epoch. Slices
+are padded/cropped to the slice size, then randomly shifted (`RandAffined`) and flipped
+(`RandFlipd`).
+
+Every random draw derives from `(seed, epoch, rank)`, so an epoch is reproducible on its own:
+that is what makes `--resume` exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai import transforms as mt
+from monai.data import CacheDataset, Dataset, SmartCacheDataset, list_data_collate
+from torch.utils.data import DataLoader, Sampler
+
+from kidneyseg.config import AugmentConfig, DataConfig
+from kidneyseg.errors import KidneysegError
+from kidneyseg.labels import LabelMap
+
+MAX_SEED = 2**32 - 1
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0, stream: int = 0) -> int:
+    """A seed for one (run seed, epoch, rank, stream) combination, independent of history."""
+    return int(np.random.SeedSequence([seed, epoch, rank, stream]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """A preprocessed training or validation case and what its labels hold.
+
+    Attributes:
+        case_id: the case's id.
+        folder: the preprocessed case folder (`image.npy`, `label.npy`, `meta.json`).
+        shape: the preprocessed array shape (x, y, z).
+        counts: voxels per training class (after `label_mapping`).
+        foreground_slices: z indices of axial slices holding any foreground class.
+        tumor_slices: z indices of axial slices holding tumor (empty if the map has none).
+    """
+
+    case_id: str
+    folder: Path
+    shape: tuple[int, int, int]
+    counts: tuple[int, ...]
+    foreground_slices: tuple[int, ...]
+    tumor_slices: tuple[int, ...]
+
+
+def label_lut(label_map: LabelMap, mapping: dict[int, int]) -> np.ndarray:
+    """A 256-entry lookup table from reference label values to training class values;
+    unmapped values map to themselves (and are checked against the label map)."""
+    lut = np.arange(256, dtype=np.int64)
+    for src, dst in mapping.items():
+        if not 0 <= int(src) < 256:
+            raise KidneysegError(f"data.label_mapping: source value {src} is not in 0..255")
+        if not 0 <= int(dst) < label_map.num_classes:
+            raise KidneysegError(
+                f"data.label_mapping: target value {dst} is not a class of the {label_map.name} label map"
+            )
+        lut[int(src)] = int(dst)
+    return lut
+
+
+def scan_case(case_id: str, folder: Path, label_map: LabelMap, lut: np.ndarray) -> CaseRecord:
+    """Check a preprocessed case's labels against the run's label map and index its slices.
+
+    Raises:
+        KidneysegError: a label value is neither a class nor mapped to one (names the file).
+    """
+    from kidneyseg.preprocess import load_cached
+
+    image, label, _ = load_cached(folder)
+    if label is None:
+        raise KidneysegError("case has no reference segmentation", folder)
+    raw = np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256)
+    present = np.nonzero(raw)[0]
+    mapped = lut[present]
+    label_map.check_values(mapped.tolist(), str(folder / "label.npy"))
+    counts = np.zeros(label_map.num_classes, dtype=np.int64)
+    np.add.at(counts, mapped, raw[present])
+    mapped_label = lut.astype(np.uint8)[label]
+    fg = np.nonzero(mapped_label.any(axis=(0, 1)))[0]
+    tumor: np.ndarray = np.zeros(0, dtype=np.int64)
+    if label_map.has("tumor"):
+        tumor = np.nonzero((mapped_label == label_map.value("tumor")).any(axis=(0, 1)))[0]
+    return CaseRecord(
+        case_id=case_id,
+        folder=Path(folder),
+        shape=tuple(int(s) for s in image.shape),  # type: ignore[arg-type]
+        counts=tuple(int(c) for c in counts),
+        foreground_slices=tuple(int(z) for z in fg),
+        tumor_slices=tuple(int(z) for z in tumor),
+    )
+
+
+class LoadCaseD(mt.MapTransform):
+    """Load a preprocessed case (or one axial slice of it) as channel-first tensors.
+
+    Input item: `{"case": folder}` (whole volume) or `{"case": folder, "z": index}` (slice).
+    Output: `image` float32 (1, x, y[, z]) and `label` int64 (1, x, y[, z]) with
+    `data.label_mapping` applied.
+    """
+
+    def __init__(self, lut: np.ndarray):
+        super().__init__(keys=("case",))
+        self.lut = lut.astype(np.uint8)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        from kidneyseg.preprocess import load_cached
+
+        image, label, _ = load_cached(data["case"])
+        if "z" in data:
+            image, label = image[:, :, data["z"]], label[:, :, data["z"]]
+        out = dict(data)
+        out["image"] = torch.from_numpy(np.array(image, dtype=np.float32)[None])
+        out["label"] = torch.from_numpy(self.lut[np.asarray(label)][None].astype(np.int64))
+        out["case"] = str(data["case"])
+        return out
+
+
+def _augment_3d(aug: AugmentConfig, patch: Sequence[int]) -> list[mt.Transform]:
+    keys = ("image", "label")
+    out: list[mt.Transform] = []
+    if aug.elastic_prob > 0:
+        out.append(
+            mt.Rand3DElasticd(
+                keys=keys,
+                sigma_range=aug.elastic_sigma,
+                magnitude_range=aug.elastic_magnitude,
+                prob=aug.elastic_prob,
+                rotate_range=aug.elastic_rotate,
+                translate_range=aug.elastic_translate,
+                scale_range=aug.elastic_scale,
+                spatial_size=tuple(patch),
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            )
+        )
+    if aug.intensity_shift_prob > 0:
+        out.append(
+            mt.RandShiftIntensityd(keys="image", offsets=aug.intensity_shift, prob=aug.intensity_shift_prob)
+        )
+    if aug.noise_prob > 0:
+        out.append(mt.RandGaussianNoised(keys="image", std=aug.noise_std, prob=aug.noise_prob))
+    return out
+
+
+def _augment_2d(aug: AugmentConfig) -> list[mt.Transform]:
+    keys = ("image", "label")
+    out: list[mt.Transform] = []
+    if aug.shift_prob > 0:
+        out.append(
+            mt.RandAffined(
+                keys=keys,
+                prob=aug.shift_prob,
+                translate_range=aug.shift_pixels,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            )
+        )
+    if aug.flip_prob > 0:
+        out.extend(mt.RandFlipd(keys=keys, prob=aug.flip_prob, spatial_axis=a) for a in aug.flip_axes)
+    return out
+
+
+def train_transforms(data: DataConfig, aug: AugmentConfig, lut: np.ndarray) -> mt.Compose:
+    """The training transform chain; everything before the first random transform is what
+    the (Smart)cache holds."""
+    keys = ("image", "label")
+    patch = tuple(data.patch_size)
+    if data.sampling == "patch3d":
+        chain: list[mt.Transform] = [
+            LoadCaseD(lut),
+            mt.SpatialPadd(keys=keys, spatial_size=patch, mode="constant"),
+            mt.RandCropByPosNegLabeld(
+                keys=keys,
+                label_key="label",
+                spatial_size=patch,
+                pos=data.pos,
+                neg=data.neg,
+                num_samples=data.samples_per_case,
+                allow_smaller=False,
+            ),
+            *_augment_3d(aug, patch),
+        ]
+    else:
+        chain = [LoadCaseD(lut), mt.ResizeWithPadOrCropd(keys=keys, spatial_size=patch), *_augment_2d(aug)]
+    chain.append(mt.EnsureTyped(keys=keys, track_meta=False))
+    return mt.Compose(chain)
+
+
+class SliceEpochSampler(Sampler[int]):
+    """Indices of the 2D training slices of one epoch (attention U-Net paper, Rathnayaka et al.).
+
+    Every slice in `keep` is used each epoch; a fresh random `fraction` of `optional`
+    (background-only slices) joins it. The order is shuffled, then split across `world`
+    ranks (padded by repetition so that each rank takes the same number of steps).
+
+    Args:
+        keep: dataset indices used every epoch.
+        optional: dataset indices of which `fraction` is drawn each epoch.
+        fraction: share of `optional` drawn per epoch (0.02 in the paper).
+        seed: the run seed.
+        rank: this process's rank.
+        world: number of processes.
+    """
+
+    def __init__(
+        self,
+        keep: Sequence[int],
+        optional: Sequence[int],
+        fraction: float,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        self.keep = np.asarray(keep, dtype=np.int64)
+        self.optional = np.asarray(optional, dtype=np.int64)
+        self.fraction = fraction
+        self.seed, self.rank, self.world = seed, rank, world
+        self.epoch = 0
+        total = len(self.keep) + math.ceil(len(self.optional) * fraction)
+        self.per_rank = math.ceil(total / world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_indices(self) -> np.ndarray:
+        """This epoch's indices for this rank."""
+        rng = np.random.default_rng(epoch_seed(self.seed, self.epoch, 0, stream=1))
+        n_optional = math.ceil(len(self.optional) * self.fraction)
+        drawn = rng.choice(self.optional, size=n_optional, replace=False) if n_optional else self.optional[:0]
+        order = rng.permutation(np.concatenate([self.keep, drawn]))
+        if len(order) == 0:
+            return order
+        padded = np.resize(order, self.per_rank * self.world)
+        return padded[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(int(i) for i in self.epoch_indices())
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+def _seed_workers(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if isinstance(transform, mt.Randomizable):
+        transform.set_random_state(seed=info.seed % MAX_SEED)
+
+
+class TrainSamples:
+    """The training data of one rank: dataset, per-epoch sampler and loader.
+
+    3D runs cache the rank's share of the training cases (SmartCache, full cache or none);
+    2D runs read slices straight from the memory-mapped cache. `loader(epoch)` seeds every
+    random transform from `(seed, epoch, rank)` and returns the epoch's DataLoader.
+
+    For an exact resume, the SmartCache window position is part of the state: the data list
+    is rotated so that the cache holds exactly what it held after `start_epoch` updates.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[CaseRecord],
+        data: DataConfig,
+        aug: AugmentConfig,
+        lut: np.ndarray,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        start_epoch: int = 0,
+    ):
+        self.data, self.seed, self.rank, self.world = data, seed, rank, world
+        self.transform = train_transforms(data, aug, lut)
+        self.smart: SmartCacheDataset | None = None
+        self.sampler: SliceEpochSampler | None = None
+        if data.sampling == "patch3d":
+            self.dataset = self._volume_dataset(records, start_epoch)
+        elif data.sampling == "slice2d":
+            self.dataset = self._slice_dataset(records)
+        else:
+            raise KidneysegError(f"data.sampling must be 'patch3d' or 'slice2d', got {data.sampling!r}")
+
+    def _volume_dataset(self, records: Sequence[CaseRecord], start_epoch: int) -> Any:
+        ordered = [records[i] for i in np.random.default_rng(self.seed).permutation(len(records))]
+        per_rank = math.ceil(len(ordered) / self.world)
+        shard = [ordered[i % len(ordered)] for i in range(self.rank, per_rank * self.world, self.world)]
+        items = [{"case": str(r.folder)} for r in shard]
+        cache = self.data.cache
+        cache_num = max(1, round(len(items) * self.data.cache_rate))
+        if cache == "smart" and cache_num < len(items):
+            replace_num = min(math.ceil(cache_num * self.data.replace_rate), len(items) - cache_num)
+            offset = (start_epoch * replace_num) % len(items)
+            items = items[offset:] + items[:offset]
+            self.smart = SmartCacheDataset(
+                items,
+                transform=self.transform,
+                replace_rate=self.data.replace_rate,
+                cache_num=cache_num,
+                num_init_workers=1,
+                num_replace_workers=1,
+                shuffle=False,
+                progress=False,
+            )
+            return self.smart
+        if cache in ("smart", "full"):
+            return CacheDataset(
+                items, transform=self.transform, cache_rate=1.0, num_workers=1, progress=False
+            )
+        if cache == "none":
+            return Dataset(items, transform=self.transform)
+        raise KidneysegError(f"data.cache must be 'smart', 'full' or 'none', got {cache!r}")
+
+    def _slice_dataset(self, records: Sequence[CaseRecord]) -> Dataset:
+        if self.data.slice_filter not in ("foreground", "tumor"):
+            raise KidneysegError(
+                f"data.slice_filter must be 'foreground' or 'tumor', got {self.data.slice_filter!r}"
+            )
+        items: list[dict[str, Any]] = []
+        keep: list[int] = []
+        optional: list[int] = []
+        for r in records:
+            wanted = set(r.tumor_slices if self.data.slice_filter == "tumor" else r.foreground_slices)
+            for z in range(r.shape[2]):
+                (keep if z in wanted else optional).append(len(items))
+                items.append({"case": str(r.folder), "z": z})
+        if not keep:
+            what = "tumor" if self.data.slice_filter == "tumor" else "foreground"
+            raise KidneysegError(f"no training slice holds {what}; nothing to train on")
+        fraction = 0.0 if self.data.slice_filter == "tumor" else self.data.background_slice_fraction
+        self.sampler = SliceEpochSampler(keep, optional, fraction, self.seed, self.rank, self.world)
+        return Dataset(items, transform=self.transform)
+
+    def start(self) -> None:
+        """Start SmartCache replacement (no-op for other datasets)."""
+        if self.smart is not None:
+            self.smart.start()
+
+    def end_epoch(self) -> None:
+        """Swap in the SmartCache replacements prepared during the epoch."""
+        if self.smart is not None:
+            self.smart.update_cache()
+
+    def shutdown(self) -> None:
+        if self.smart is not None and self.smart.is_started():
+            self.smart.shutdown()
+
+    def loader(self, epoch: int) -> DataLoader:
+        """The DataLoader of `epoch`, with every random draw seeded from (seed, epoch, rank)."""
+        self.transform.set_random_state(seed=epoch_seed(self.seed, epoch, self.rank, stream=2))
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, self.rank, stream=3))
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+            sampler: Sampler[int] = self.sampler
+        else:
+            sampler = torch.utils.data.RandomSampler(self.dataset, generator=generator)
+        workers = self.data.num_workers
+        return DataLoader(
+            self.dataset,
+            batch_size=self.data.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=list_data_collate,
+            worker_init_fn=_seed_workers if workers else None,
+            generator=generator,
+            persistent_workers=False,
+            drop_last=False,
+        )
+
+    def patches_per_epoch(self) -> int:
+        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
+        return n * (self.data.samples_per_case if self.data.sampling == "patch3d" else 1)
+
+
+def load_full_case(record: CaseRecord, lut: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole preprocessed case for validation: image (1, 1, x, y, z) and label (1, 1, x, y, z)."""
+    item = LoadCaseD(lut)({"case": str(record.folder)})
+    return item["image"][None], item["label"][None]
