@@ -159,7 +159,10 @@ class Predictor:
 
         seconds: dict[str, float] = {}
         t = time.perf_counter()
-        pre = preprocess(ct, self.config.preprocess)
+        array = ct.array
+        if any(stride < 0 for stride in array.strides):  # a flipped view (in-memory volumes only)
+            array = np.ascontiguousarray(array)
+        pre = preprocess(Volume(array, ct.affine, ct.source), self.config.preprocess)
         image, meta = pre.image, pre.meta
         del pre
         seconds["preprocess"] = time.perf_counter() - t

@@ -1,0 +1,345 @@
+"""Prediction: sliding windows, geometry back to the CT, post-processing, DICOM SEG, input checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from kidneyseg.config import InferenceConfig, ModelConfig, PreprocessConfig, RunConfig
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.volume import Volume, read_volume
+from kidneyseg.labels import KITS19, KITS23
+from kidneyseg.predict.checks import (
+    ImageHeader,
+    check_hounsfield,
+    check_memory,
+    estimate_memory,
+    read_header,
+)
+from kidneyseg.predict.postprocess import keep_largest_components
+from kidneyseg.predict.predictor import Predictor, PredictSettings
+from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
+from kidneyseg.train.checkpoint import build_model_from_config, save_checkpoint
+
+TINY_3D = RunConfig(
+    labels="kits23",
+    preprocess=PreprocessConfig(spacing=(6.0, 6.0, 6.0)),
+    model=ModelConfig("sca_unet_3d", {"channels": [4, 8, 16, 16]}),
+    inference=InferenceConfig(roi_size=(32, 32, 16), overlap=0.5, sw_batch_size=4),
+)
+TINY_2D = RunConfig(
+    labels="kits19",
+    preprocess=PreprocessConfig(spacing=(6.0, 6.0, 6.0)),
+    model=ModelConfig("attention_unet_2d", {"channels": [4, 8, 16]}),
+    inference=InferenceConfig(roi_size=(32, 32), overlap=0.5, sw_batch_size=8),
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny networks run fastest on one thread; two threads spin-wait badly on a loaded 2-core CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def save_tiny(path: Path, config: RunConfig, seed: int) -> Path:
+    torch.manual_seed(seed)
+    net = build_model_from_config(config)
+    label_map = KITS23 if config.labels == "kits23" else KITS19
+    return save_checkpoint(path, model_state=net.state_dict(), config=config, label_map=label_map)
+
+
+@pytest.fixture(scope="module")
+def ckpt3d(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny3d.pt", TINY_3D, seed=0)
+
+
+@pytest.fixture(scope="module")
+def ckpt2d(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny2d.pt", TINY_2D, seed=1)
+
+
+def small_net(out_channels: int = 3, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1),
+        torch.nn.InstanceNorm3d(4),
+        torch.nn.ReLU(),
+        torch.nn.Conv3d(4, out_channels, 1),
+    ).eval()
+
+
+def body_image(rng: np.random.Generator, shape=(40, 36, 30)) -> np.ndarray:
+    """A [0, 1] image: zeros (air) around a random block in one corner."""
+    image = np.zeros(shape, np.float32)
+    image[:18, :20, :14] = rng.random((18, 20, 14), dtype=np.float32)
+    return image
+
+
+# --- sliding windows ---------------------------------------------------------------------------
+
+
+def test_constant_windows_are_reused_and_change_nothing(rng):
+    from monai.inferers import sliding_window_inference
+
+    net = small_net()
+    image = body_image(rng)
+    predictor = WindowPredictor([net], spatial_dims=3)
+    ours = sliding_window_scores(
+        image, predictor, (16, 16, 8), overlap=0.5, blend="gaussian", sw_batch_size=3
+    )
+    with torch.inference_mode():
+        reference = sliding_window_inference(
+            torch.from_numpy(image)[None, None], (16, 16, 8), 3, net, overlap=0.5, mode="gaussian"
+        )[0]
+    assert predictor.stats.reused > predictor.stats.computed / 2
+    assert predictor.stats.windows == predictor.stats.reused + predictor.stats.computed
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_2d_network_runs_slice_by_slice(rng):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.Tanh()).eval()
+    image = rng.random((20, 24, 7), dtype=np.float32)
+    scores = sliding_window_scores(image, WindowPredictor([net], spatial_dims=2), (20, 24), sw_batch_size=3)
+    with torch.inference_mode():
+        slices = torch.from_numpy(image).permute(2, 0, 1)[:, None]  # z, 1, x, y
+        expected = net(slices).permute(1, 2, 3, 0)  # C, x, y, z
+    assert scores.shape == (3, 20, 24, 7)
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_mirroring_averages_flipped_logits(rng):
+    net = small_net()
+    x = torch.from_numpy(rng.random((1, 1, 12, 10, 8), dtype=np.float32))
+    got = WindowPredictor([net], mirror_axes=(0, 2))(x)
+    with torch.inference_mode():
+        expected = (
+            sum(torch.flip(net(torch.flip(x, d)), d) if d else net(x) for d in [(), (2,), (4,), (2, 4)]) / 4
+        )
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_averages_probabilities(rng):
+    a, b = small_net(seed=0), small_net(seed=1)
+    x = torch.from_numpy(rng.random((2, 1, 8, 8, 8), dtype=np.float32))
+    got = WindowPredictor([a, b])(x)
+    with torch.inference_mode():
+        expected = (torch.softmax(a(x), 1) + torch.softmax(b(x), 1)) / 2
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.sum(1), torch.ones(2, 8, 8, 8))
+
+
+def test_bfloat16_stays_close_to_float32(rng):
+    net = small_net()
+    x = torch.from_numpy(rng.random((1, 1, 16, 16, 8), dtype=np.float32))
+    full = WindowPredictor([net])(x)
+    half = WindowPredictor([net], precision="bfloat16")(x)
+    assert half.dtype == torch.float32
+    assert (full.argmax(1) == half.argmax(1)).float().mean() > 0.9
+    assert (full - half).abs().max() < 0.1
+
+
+# --- geometry back to the CT -------------------------------------------------------------------
+
+
+def _reorient(volume: Volume, codes: str) -> Volume:
+    current = nib.orientations.io_orientation(volume.affine)
+    transform = nib.orientations.ornt_transform(current, nib.orientations.axcodes2ornt(tuple(codes)))
+    array = nib.orientations.apply_orientation(volume.array, transform)
+    affine = volume.affine @ nib.orientations.inv_ornt_aff(transform, volume.shape)
+    return Volume(np.ascontiguousarray(array), affine, volume.source)
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "IPL", "RAS"])
+def test_labels_have_the_ct_grid_whatever_the_orientation(ckpt3d, orientation):
+    from kidneyseg.data.phantom import generate_case
+
+    ct = generate_case(3, size="tiny", orientation=orientation).ct
+    prediction = Predictor([ckpt3d]).predict(ct)
+    assert prediction.labels.shape == ct.shape
+    np.testing.assert_array_equal(prediction.labels.affine, ct.affine)
+    assert prediction.labels.array.dtype == np.uint8
+    assert set(np.unique(prediction.labels.array)) <= {0, 1, 2, 3}
+    assert prediction.windows["computed"] > 0
+
+
+def test_prediction_follows_the_anatomy_not_the_array_order(ckpt3d):
+    """The same CT stored in two axis orders gets the same labels at the same world positions."""
+    from kidneyseg.data.phantom import generate_case
+
+    ct = generate_case(5, size="tiny", orientation="LPS").ct
+    other = _reorient(ct, "IPR")
+    predictor = Predictor([ckpt3d])
+    labels = predictor.predict(ct).labels
+    labels_other = predictor.predict(other).labels
+    assert len(np.unique(labels.array)) > 1
+    np.testing.assert_array_equal(_reorient(labels_other, "LPS").array, labels.array)
+
+
+def test_2d_checkpoint_predicts_on_the_ct_grid(ckpt2d):
+    from kidneyseg.data.phantom import generate_case
+
+    ct = generate_case(2, size="tiny", orientation="PIR").ct
+    predictor = Predictor([ckpt2d], PredictSettings(mirror_axes=(0, 1, 2)))
+    assert predictor.inference.mirror_axes == (0, 1)
+    prediction = predictor.predict(ct)
+    assert prediction.labels.shape == ct.shape
+    np.testing.assert_array_equal(prediction.labels.affine, ct.affine)
+    assert set(np.unique(prediction.labels.array)) <= {0, 1, 2}
+
+
+def test_probabilities_are_on_the_network_grid(ckpt3d):
+    from kidneyseg.data.phantom import generate_case
+
+    ct = generate_case(4, size="tiny").ct
+    prediction = Predictor([ckpt3d], PredictSettings(probabilities=True)).predict(ct)
+    probs = prediction.probabilities
+    assert probs.shape[0] == 4
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+    spacing = np.linalg.norm(prediction.probabilities_affine[:3, :3], axis=0)
+    np.testing.assert_allclose(spacing, TINY_3D.preprocess.spacing)
+
+
+def test_ensemble_of_checkpoints_must_agree_on_preprocessing(ckpt3d, tmp_path):
+    other = RunConfig(
+        preprocess=PreprocessConfig(spacing=(5.0, 5.0, 5.0)), model=TINY_3D.model, inference=TINY_3D.inference
+    )
+    path = save_tiny(tmp_path / "other.pt", other, seed=3)
+    with pytest.raises(KidneysegError, match="preprocessing"):
+        Predictor([ckpt3d, path])
+
+
+def test_real_ct_files_keep_their_geometry(ckpt3d, shared_data):
+    predictor = Predictor([ckpt3d])
+    for path in (shared_data / "real-ct" / "chest_ct_1.5mm.nii.gz", shared_data / "real-ct" / "dicom_series"):
+        ct = read_volume(path)
+        labels = predictor.predict(ct).labels
+        assert labels.shape == ct.shape
+        np.testing.assert_array_equal(labels.affine, ct.affine)
+
+
+# --- post-processing ---------------------------------------------------------------------------
+
+
+def test_postprocessing_keeps_the_two_largest_kidney_components():
+    labels = np.zeros((40, 30, 20), np.uint8)
+    labels[2:12, 2:12, 2:12] = 1  # kidney A
+    labels[5:8, 5:8, 12:15] = 2  # tumor touching kidney A: kept
+    labels[25:33, 15:25, 5:15] = 1  # kidney B
+    labels[30:33, 2:5, 2:5] = 1  # island on the spleen: removed
+    labels[38:40, 28:30, 18:20] = 3  # stray cyst: removed
+    out = keep_largest_components(labels)
+    expected = labels.copy()
+    expected[30:33, 2:5, 2:5] = 0
+    expected[38:40, 28:30, 18:20] = 0
+    np.testing.assert_array_equal(out, expected)
+    assert labels[30, 2, 2] == 1  # the input is untouched
+    np.testing.assert_array_equal(keep_largest_components(np.zeros((4, 4, 4), np.uint8)), 0)
+
+
+# --- DICOM SEG ---------------------------------------------------------------------------------
+
+
+def _dicom_copy(source: Path, target: Path, study: str, series: str) -> Path:
+    """The real series with study/series UIDs filled in (the shared files are anonymised)."""
+    import pydicom
+
+    target.mkdir(parents=True, exist_ok=True)
+    for f in sorted(source.iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.save_as(target / f.name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def dicom_series(shared_data, tmp_path_factory) -> Path:
+    from pydicom.uid import generate_uid
+
+    return _dicom_copy(
+        shared_data / "real-ct" / "dicom_series",
+        tmp_path_factory.mktemp("dicom") / "ct",
+        generate_uid(),
+        generate_uid(),
+    )
+
+
+def test_dicom_seg_references_the_source_series_and_reads_back(dicom_series, tmp_path):
+    import highdicom as hd
+    import pydicom
+
+    from kidneyseg.predict.dicom_seg import write_dicom_seg
+
+    ct = read_volume(dicom_series)
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[100:200, 150:260, 4:12] = 1
+    labels[120:150, 170:190, 6:9] = 2
+    labels[300:320, 300:330, 10:11] = 3
+    path = write_dicom_seg(tmp_path / "seg.dcm", ct.with_array(labels), KITS23)
+    seg = hd.seg.segread(path)
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in ct.dicom_files]
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == sources[0].SeriesInstanceUID
+    assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["kidney", "tumor", "cyst"]
+    uids = [s.file_meta.MediaStorageSOPInstanceUID for s in sources]
+    back = seg.get_pixels_by_source_instance(uids, combine_segments=True)  # (slice, row, column)
+    np.testing.assert_array_equal(np.transpose(back, (2, 1, 0)), labels)
+
+
+def test_dicom_seg_refuses_series_without_uids(shared_data, tmp_path):
+    from kidneyseg.predict.dicom_seg import write_dicom_seg
+
+    ct = read_volume(shared_data / "real-ct" / "dicom_series")
+    with pytest.raises(KidneysegError, match="StudyInstanceUID"):
+        write_dicom_seg(tmp_path / "seg.dcm", ct.with_array(np.zeros(ct.shape, np.uint8)), KITS23)
+    assert not list(tmp_path.iterdir())
+
+
+# --- input checks ------------------------------------------------------------------------------
+
+
+def test_hounsfield_check(rng):
+    ct = rng.integers(-1024, 1500, (20, 20, 10)).astype(np.int16)
+    assert check_hounsfield(ct) is None
+    with pytest.raises(KidneysegError, match="already normalised"):
+        check_hounsfield(rng.random((8, 8, 8), dtype=np.float32))
+    with pytest.raises(KidneysegError, match="not CT in Hounsfield"):
+        check_hounsfield(ct.astype(np.int32) + 1024)
+    assert "no air" in check_hounsfield(np.clip(ct, -200, None))
+
+
+def test_memory_estimate_grows_with_the_case_and_refuses_too_large(tmp_path):
+    cfg = PreprocessConfig()
+    kits = estimate_memory(ImageHeader((512, 512, 200), (0.8, 0.8, 2.5), 2), cfg, 4)
+    long = estimate_memory(ImageHeader((512, 512, 600), (0.8, 0.8, 2.5), 2), cfg, 4)
+    assert 2**30 < kits < long
+    huge = estimate_memory(ImageHeader((4000, 4000, 3000), (0.5, 0.5, 0.5), 2), cfg, 4)
+    assert huge > 4000 * 4000 * 3000 * 2
+    with pytest.raises(KidneysegError, match="needs about"):
+        check_memory(tmp_path / "huge.nii", huge, available=24 * 2**30)
+    check_memory(tmp_path / "kits.nii", kits, available=24 * 2**30)
+
+
+def huge_header_file(path: Path) -> Path:
+    """A NIfTI file whose header claims 4000 × 4000 × 3000 voxels (no voxel data follows)."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((4000, 4000, 3000))
+    header.set_data_dtype(np.int16)
+    header.set_zooms((0.5, 0.5, 0.5))
+    header.set_sform(np.diag([0.5, 0.5, 0.5, 1.0]), code=1)
+    path.write_bytes(header.binaryblock + b"\0" * 4)
+    return path
+
+
+def test_header_is_read_without_the_voxels(tmp_path):
+    header = read_header(huge_header_file(tmp_path / "huge.nii"))
+    assert header.shape == (4000, 4000, 3000)
+    assert header.spacing == (0.5, 0.5, 0.5)
+    assert header.itemsize == 2
