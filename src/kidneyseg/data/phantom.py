@@ -22,8 +22,8 @@ import numpy as np
 
 from kidneyseg.data.phantom_anatomy import Body, paint_body, sample_body
 from kidneyseg.data.phantom_kidney import (
-    Kidney,
-    Lesion,
+    Scene,
+    kidney_record,
     paint_kidney,
     paint_lesion,
     paint_renal_vessels,
@@ -157,54 +157,67 @@ def _feret(points: np.ndarray) -> float:
     return float(np.sqrt((diff**2).sum(-1)).max())
 
 
-def _measure_truth(
-    canvas: Canvas, labels: np.ndarray, lesions: list[Lesion], kidneys: list[Kidney], shift
-) -> dict:
-    """Ground truth measured on the canonical label map (world RAS mm = patient mm + `shift`)."""
+def _measure_truth(scene: Scene, labels: np.ndarray) -> dict:
+    """Ground truth measured on the canonical label map, in world RAS mm."""
     from scipy import ndimage as ndi
 
-    grid = canvas.grid
-    spacing = np.asarray(grid.spacing)
+    canvas = scene.canvas
+    spacing = np.asarray(canvas.grid.spacing)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    origin = np.asarray(grid.origin) + shift
+    origin = np.asarray(canvas.grid.origin) + scene.shift
     kidney_truth = []
-    for kidney in kidneys:
-        box = canvas.around_ellipsoid(kidney.centre, kidney.axes, kidney.semi, 2 * max(grid.spacing))
-        idx = np.argwhere(labels[box.slices] == 1) if box is not None else np.zeros((0, 3), dtype=int)
-        entry = {"side": kidney.side, "volume_ml": round(len(idx) * voxel_ml, 3)}
+    for kidney in scene.kidneys:
+        idx = np.argwhere(labels[kidney.slices] == 1)
+        entry: dict = {"side": kidney.side, "volume_ml": round(len(idx) * voxel_ml, 3)}
         if len(idx):
-            start = np.array([s.start for s in box.slices])
+            start = np.array([s.start for s in kidney.slices])
             entry["centre_mm"] = [round(float(c), 2) for c in (idx.mean(axis=0) + start) * spacing + origin]
-        entry["nominal_length_mm"] = round(2 * kidney.semi[0], 1)
+        if kidney.nominal_length is not None:
+            entry["nominal_length_mm"] = round(kidney.nominal_length, 1)
         kidney_truth.append(entry)
     lesion_truth = []
     objects = ndi.find_objects(canvas.instance)
-    for index, lesion in enumerate(lesions, start=1):
+    for index, lesion in enumerate(scene.lesions, start=1):
         if index > len(objects) or objects[index - 1] is None:
             continue
         sl = objects[index - 1]
         value = 2 if lesion.kind == "tumor" else 3
-        mask = (canvas.instance[sl] == index) & (labels[sl] == value)
-        idx = np.argwhere(mask)
+        idx = np.argwhere((canvas.instance[sl] == index) & (labels[sl] == value))
         if len(idx) == 0:
             continue
-        start = np.array([s.start for s in sl])
-        points = (idx + start) * spacing + origin
+        points = (idx + np.array([s.start for s in sl])) * spacing + origin
         axial = max(_feret(points[idx[:, 2] == k][:, :2]) for k in np.unique(idx[:, 2]))
-        lesion_truth.append(
-            {
-                "id": len(lesion_truth) + 1,
-                "kind": lesion.kind,
-                "side": lesion.side,
-                "centre_mm": [round(float(c), 2) for c in points.mean(axis=0)],
-                "diameter_mm": round(_feret(points), 2),
-                "axial_diameter_mm": round(axial, 2),
-                "nominal_diameter_mm": round(lesion.nominal_diameter, 2),
-                "volume_ml": round(len(idx) * voxel_ml, 3),
-                "voxels": len(idx),
-            }
-        )
+        entry = {
+            "id": len(lesion_truth) + 1,
+            "kind": lesion.kind,
+            "side": lesion.side,
+            "centre_mm": [round(float(c), 2) for c in points.mean(axis=0)],
+            "diameter_mm": round(_feret(points), 2),
+            "axial_diameter_mm": round(axial, 2),
+            "volume_ml": round(len(idx) * voxel_ml, 3),
+            "voxels": len(idx),
+        }
+        if lesion.nominal_diameter is not None:
+            entry["nominal_diameter_mm"] = round(lesion.nominal_diameter, 2)
+        lesion_truth.append(entry)
     return {"kidneys": kidney_truth, "lesions": lesion_truth}
+
+
+def _synthetic_scene(preset: SizePreset, rng: np.random.Generator) -> Scene:
+    body = sample_body(rng)
+    canvas = Canvas(_sample_grid(preset, body, rng))
+    kidneys = sample_kidneys(body, rng)
+    fov_radius = canvas.grid.spacing[0] * canvas.grid.shape[0] / 2 * 1.02
+    paint_body(canvas, body, rng, fov_radius)
+    paint_renal_vessels(canvas, body, kidneys)
+    for kidney in kidneys:
+        paint_kidney(canvas, kidney)
+    lesions = sample_lesions(kidneys, rng)
+    for index, lesion in enumerate(lesions, start=1):
+        paint_lesion(canvas, lesion, index, rng)
+    shift = np.array([0.0, rng.uniform(-30, 30), rng.uniform(-600, -100)])
+    records = tuple(kidney_record(canvas, k) for k in kidneys)
+    return Scene(canvas, body, records, tuple(les.record for les in lesions), shift)
 
 
 def generate_case(
@@ -230,38 +243,27 @@ def generate_case(
     rng = np.random.default_rng(seed)
     phase = str(rng.choice(PHASES))
     if anatomy is not None:
-        from kidneyseg.data.phantom_real import real_case
+        from kidneyseg.data.phantom_real import real_scene
 
-        canvas, body, kidneys, lesions, source = real_case(Path(anatomy), preset, rng)
+        scene = real_scene(Path(anatomy), preset, rng)
     else:
-        body = sample_body(rng)
-        canvas = Canvas(_sample_grid(preset, body, rng))
-        kidneys = sample_kidneys(body, rng)
-        source = None
-        fov_radius = canvas.grid.spacing[0] * canvas.grid.shape[0] / 2 * 1.02
-        paint_body(canvas, body, rng, fov_radius)
-        paint_renal_vessels(canvas, body, kidneys)
-        for kidney in kidneys:
-            paint_kidney(canvas, kidney)
-        lesions = sample_lesions(kidneys, rng)
-        for index, lesion in enumerate(lesions, start=1):
-            paint_lesion(canvas, lesion, index, rng)
-    grid = canvas.grid
-    labels = label_lut()[canvas.tissue]
-    shift = np.array([0.0, rng.uniform(-30, 30), rng.uniform(-600, -100)])
-    truth = _measure_truth(canvas, labels, lesions, kidneys, shift)
+        scene = _synthetic_scene(preset, rng)
+    grid = scene.canvas.grid
+    labels = label_lut()[scene.canvas.tissue]
+    truth = _measure_truth(scene, labels)
     hu = sample_hu(phase, rng)
-    noise_sd = _noise_sd(body, grid.spacing, rng)
-    ct = render_ct(canvas.tissue, canvas.delta, hu, grid.spacing, noise_sd, rng)
+    noise_sd = _noise_sd(scene.body, grid.spacing, rng)
+    canvas = scene.canvas
+    ct = render_ct(canvas.tissue, canvas.delta, hu, (canvas.xs, canvas.ys, canvas.zs), noise_sd, rng)
     affine = np.diag([*grid.spacing, 1.0])
-    affine[:3, 3] = np.asarray(grid.origin) + shift
+    affine[:3, 3] = np.asarray(grid.origin) + scene.shift
     ct, out_affine = _reorient(ct, affine, orientation)
     labels, _ = _reorient(labels, affine, orientation)
     counts = {k: sum(1 for les in truth["lesions"] if les["kind"] == k) for k in ("tumor", "cyst")}
     truth = {
         "seed": int(seed),
         "size": size,
-        "anatomy": source,
+        "anatomy": scene.source,
         "phase": phase,
         "orientation": orientation,
         "shape": list(ct.shape),

@@ -110,6 +110,7 @@ def paint_body(canvas: Canvas, body: Body, rng: np.random.Generator, fov_radius:
     _paint_bowel(canvas, body, rng)
     _paint_organs(canvas, body, rng)
     _paint_vessels(canvas, body)
+    _paint_mesenteric(canvas, body, rng)
 
 
 def _outline_radius(canvas: Canvas, body: Body) -> np.ndarray:
@@ -184,15 +185,15 @@ def _paint_ribs(canvas: Canvas, body: Body) -> None:
     from_back = np.abs(np.angle(np.exp(1j * (theta + np.pi / 2)))).astype(np.float32) / np.float32(np.pi)
     r_pix = rho[ii, jj]
     scale = body_scale(body, canvas.zs)
-    ribs = [(body.rib_z + 26 * n, 0.45 if n < 2 else 0.85, 55 + 12 * n) for n in range(6)]
+    ribs = [(body.rib_z + 26 * n, 0.45 if n < 2 else 0.85, 110 + 15 * n) for n in range(6)]
     for k, z in enumerate(canvas.zs):
-        if z < body.rib_z - 200 or z > ribs[-1][0] + 10:
+        if z < body.rib_z - 250 or z > ribs[-1][0] + 10:
             continue
         dr = (r_pix / scale[k] - rib_r) * radius
         bone = np.zeros(len(ii), dtype=np.uint8)
         for z_back, extent, drop in ribs:
-            dz = z - (z_back - drop * from_back**1.3)
-            d2 = (dr / 4.5) ** 2 + (dz / 6.5) ** 2
+            dz = z - (z_back - drop * from_back)
+            d2 = (dr / 3.5) ** 2 + (dz / 6.0) ** 2
             hit = (d2 < 1) & (from_back < extent)
             bone[hit] = np.where(d2[hit] < 0.35, Tissue.BONE_CANCELLOUS, Tissue.BONE_CORTICAL)
         sel = bone > 0
@@ -229,9 +230,16 @@ def _paint_muscles(canvas: Canvas, body: Body) -> None:
 
 
 def _lumen(
-    canvas: Canvas, path: np.ndarray, radius: float, content: Tissue, gas_level: float, feces: WaveNoise
+    canvas: Canvas,
+    path: np.ndarray,
+    radius: float,
+    content: Tissue,
+    gas_level: float,
+    feces: WaveNoise,
+    offset: float = 0.0,
 ):
-    """Paint a bowel loop along `path` (points, mm): a 2.5 mm enhancing wall around the lumen."""
+    """Paint a bowel loop along `path` (points, mm): a 2.5 mm enhancing wall around the lumen,
+    gas above `gas_level` (fraction of the diameter) and `content` (HU shifted by `offset`) below."""
     over_wall = ORGAN_OVER
     lumen_over = tissue_set(Tissue.BOWEL_WALL)
     boxes = []
@@ -256,7 +264,7 @@ def _lumen(
                 box, inside & ~(texture > 0.9), Tissue.BOWEL_FECES, over=lumen_over, delta=35 * texture
             )
         else:
-            canvas.paint(box, inside & ~gas, content, over=lumen_over)
+            canvas.paint(box, inside & ~gas, content, over=lumen_over, delta=offset)
         canvas.paint(box, gas, Tissue.BOWEL_GAS, over=lumen_over)
 
 
@@ -291,20 +299,27 @@ def _paint_bowel(canvas: Canvas, body: Body, rng: np.random.Generator) -> None:
         [[flank * 0.85, yv + 70, 25], [0, 0.75 * cb_ant, rng.uniform(-20, 40)], [-flank * 0.85, yv + 65, 70]]
     )
     desc = np.array([[-flank * 0.95, yv + 35, 70], [-flank, yv + 30, -40], [-flank * 0.9, yv + 40, -160]])
+    # positive oral contrast in about two thirds of patients, diluted differently in each loop
+    oral = rng.random() < 0.65
     for path in (asc, trans, desc):
-        content = Tissue.BOWEL_FECES if rng.random() < 0.75 else Tissue.BOWEL_FLUID
-        _lumen(canvas, path, colon_r, content, rng.uniform(0.0, 0.5), feces)
+        content = (Tissue.BOWEL_FECES, Tissue.BOWEL_CONTRAST, Tissue.BOWEL_FLUID)[
+            int(rng.choice(3, p=[0.7, 0.15, 0.15]))
+        ]
+        if content == Tissue.BOWEL_CONTRAST and not oral:
+            content = Tissue.BOWEL_FLUID
+        _lumen(canvas, path, colon_r, content, rng.uniform(0.0, 0.5), feces, rng.uniform(-130, 100))
     # small bowel: loops in the anterior central cavity below the liver
-    lo = np.array([-0.6 * ca, front, max(zlo, -170.0)])
-    hi = np.array([0.6 * ca, 0.8 * cb_ant, min(zhi, 40.0)])
+    lo = np.array([-0.65 * ca, front, max(zlo, -170.0)])
+    hi = np.array([0.65 * ca, 0.85 * cb_ant, min(zhi, 40.0)])
     if np.all(hi > lo):
-        for _ in range(int(rng.integers(5, 10))):
+        for _ in range(int(rng.integers(12, 20))):
             start = lo + (hi - lo) * rng.random(3)
-            path = _walk(rng, start, int(rng.integers(5, 12)), rng.uniform(14, 22), lo, hi)
-            content = BOWEL_CONTENTS[int(rng.choice(3, p=[0.5, 0.3, 0.2]))]
-            _lumen(
-                canvas, path, rng.uniform(9, 14), content, rng.uniform(0.0, 0.6) * (rng.random() < 0.5), feces
-            )
+            path = _walk(rng, start, int(rng.integers(6, 12)), rng.uniform(14, 22), lo, hi)
+            content = BOWEL_CONTENTS[int(rng.choice(3, p=[0.4, 0.4, 0.2]))]
+            if content == Tissue.BOWEL_CONTRAST and not oral:
+                content = Tissue.BOWEL_FLUID
+            gas = rng.uniform(0.0, 0.6) * (rng.random() < 0.4)
+            _lumen(canvas, path, rng.uniform(9, 14), content, gas, feces, rng.uniform(-130, 100))
 
 
 def _paint_organs(canvas: Canvas, body: Body, rng: np.random.Generator) -> None:
@@ -382,6 +397,38 @@ def _paint_organs(canvas: Canvas, body: Body, rng: np.random.Generator) -> None:
         box = canvas.box(np.minimum(a, b) - r, np.maximum(a, b) + r)
         if box is not None:
             canvas.paint(box, segment_distance(box, a, b) < r, Tissue.PANCREAS, over=ORGAN_OVER)
+
+
+def _tube(canvas: Canvas, path, radius: float, tissue: Tissue, over: np.ndarray) -> None:
+    for a, b in itertools.pairwise(np.asarray(path, dtype=np.float64)):
+        box = canvas.box(np.minimum(a, b) - radius, np.maximum(a, b) + radius)
+        if box is not None:
+            canvas.paint(box, segment_distance(box, a, b) < radius, tissue, over=over)
+
+
+def _paint_mesenteric(canvas: Canvas, body: Body, rng: np.random.Generator) -> None:
+    """Superior mesenteric artery and vein with branches into the mesentery, and the portal vein."""
+    ax, ay, ar = body.aorta
+    ca, cb_ant, _ = body.cavity
+    fat = SOFT_CAVITY
+    sma = np.array(
+        [[ax, ay + ar, 35], [ax + 4, ay + 32, 15], [ax + 8, ay + 42, -50], [ax + 12, ay + 48, -130]]
+    )
+    smv = sma + np.array([16, 2, 0])
+    smv[0] = [ax + 20, ay + 30, 30]
+    _tube(canvas, sma, 3.5, Tissue.AORTA, fat)
+    _tube(canvas, smv, 5.5, Tissue.HEPATIC_VESSEL, fat)
+    _tube(canvas, [smv[0], [0.3 * ca, body.spine_y + 45, 60]], 7.0, Tissue.HEPATIC_VESSEL, fat)
+    lo = np.array([-0.6 * ca, ay + 20, -170.0])
+    hi = np.array([0.6 * ca, 0.85 * cb_ant, 30.0])
+    for trunk, radius, tissue in ((sma, 1.8, Tissue.AORTA), (smv, 2.5, Tissue.HEPATIC_VESSEL)):
+        for _ in range(int(rng.integers(4, 8))):
+            t = rng.uniform(1, len(trunk) - 1)
+            i = int(t)
+            start = trunk[i] + (t - i) * (trunk[min(i + 1, len(trunk) - 1)] - trunk[i])
+            steps = int(rng.integers(3, 6))
+            path = _walk(rng, start, steps, rng.uniform(15, 25), lo, hi, direction=(0, 1, -0.5))
+            _tube(canvas, path, radius, tissue, fat)
 
 
 def _paint_vessels(canvas: Canvas, body: Body) -> None:

@@ -45,6 +45,38 @@ CYST_COUNT_P = (0.4, 0.3, 0.2, 0.1)
 
 
 @dataclass(frozen=True)
+class KidneyRecord:
+    """What the ground truth needs of a kidney: its side, the voxel box (x, y, z slices) holding it
+    and, for synthetic kidneys, the designed length (mm)."""
+
+    side: str
+    slices: tuple[slice, slice, slice]
+    nominal_length: float | None = None
+
+
+@dataclass(frozen=True)
+class LesionRecord:
+    """What the ground truth needs of a lesion (instance id = position + 1 in `Scene.lesions`)."""
+
+    kind: str
+    side: str
+    nominal_diameter: float | None = None
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A painted phantom: the canvas, the body, kidney and lesion records, and the translation
+    from patient coordinates to world (scanner) coordinates."""
+
+    canvas: Canvas
+    body: Body
+    kidneys: tuple[KidneyRecord, ...]
+    lesions: tuple[LesionRecord, ...]
+    shift: np.ndarray
+    source: str | None = None
+
+
+@dataclass(frozen=True)
 class Kidney:
     """One kidney: side, centre (mm), axes (rows: to the upper pole, to the hilum, third), semi-axes."""
 
@@ -70,8 +102,8 @@ class Lesion:
     necrosis: float
 
     @property
-    def nominal_diameter(self) -> float:
-        return 2 * max(self.semi)
+    def record(self) -> LesionRecord:
+        return LesionRecord(self.kind, self.side, 2 * max(self.semi))
 
 
 def _pyramids(rng: np.random.Generator) -> np.ndarray:
@@ -101,6 +133,12 @@ def sample_kidneys(body: Body, rng: np.random.Generator) -> list[Kidney]:
             )
         )
     return kidneys
+
+
+def kidney_record(canvas: Canvas, kidney: Kidney) -> KidneyRecord:
+    box = canvas.around_ellipsoid(kidney.centre, kidney.axes, kidney.semi, 2 * max(canvas.grid.spacing))
+    slices = box.slices if box is not None else (slice(0, 0),) * 3
+    return KidneyRecord(kidney.side, slices, 2 * kidney.semi[0])
 
 
 def hilum_point(kidney: Kidney) -> np.ndarray:

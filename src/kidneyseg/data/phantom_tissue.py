@@ -79,31 +79,42 @@ _COMMON: dict[Tissue, tuple[float, float]] = {
 HU_RANGES: dict[str, dict[Tissue, tuple[float, float]]] = {
     "corticomedullary": {
         **_COMMON,
-        Tissue.LIVER: (65, 100),
-        Tissue.HEPATIC_VESSEL: (110, 160),
-        Tissue.SPLEEN: (100, 150),
-        Tissue.PANCREAS: (100, 140),
-        Tissue.BOWEL_WALL: (70, 120),
-        Tissue.AORTA: (220, 350),
-        Tissue.IVC: (90, 160),
-        Tissue.KIDNEY_CORTEX: (150, 230),
-        Tissue.KIDNEY_MEDULLA: (70, 110),
+        Tissue.LIVER: (60, 100),
+        Tissue.HEPATIC_VESSEL: (120, 190),
+        Tissue.SPLEEN: (100, 160),
+        Tissue.PANCREAS: (100, 150),
+        Tissue.BOWEL_WALL: (80, 140),
+        Tissue.AORTA: (200, 350),
+        Tissue.IVC: (100, 190),
+        Tissue.KIDNEY_CORTEX: (150, 250),
+        Tissue.KIDNEY_MEDULLA: (60, 120),
         Tissue.TUMOR: (70, 150),
     },
     "nephrographic": {
         **_COMMON,
-        Tissue.LIVER: (100, 130),
-        Tissue.HEPATIC_VESSEL: (150, 200),
-        Tissue.SPLEEN: (110, 135),
-        Tissue.PANCREAS: (85, 115),
-        Tissue.BOWEL_WALL: (80, 130),
-        Tissue.AORTA: (150, 220),
-        Tissue.IVC: (130, 180),
-        Tissue.KIDNEY_CORTEX: (150, 200),
-        Tissue.KIDNEY_MEDULLA: (130, 190),
+        Tissue.LIVER: (100, 140),
+        Tissue.HEPATIC_VESSEL: (150, 210),
+        Tissue.SPLEEN: (110, 150),
+        Tissue.PANCREAS: (90, 130),
+        Tissue.BOWEL_WALL: (90, 140),
+        Tissue.AORTA: (150, 230),
+        Tissue.IVC: (130, 190),
+        Tissue.KIDNEY_CORTEX: (140, 210),
+        Tissue.KIDNEY_MEDULLA: (130, 200),
         Tissue.TUMOR: (60, 120),
     },
 }
+TEXTURE_HU: dict[Tissue, float] = {
+    Tissue.SPLEEN: 12.0,
+    Tissue.BOWEL_WALL: 12.0,
+    Tissue.LIVER: 5.0,
+    Tissue.KIDNEY_CORTEX: 6.0,
+    Tissue.KIDNEY_MEDULLA: 6.0,
+    Tissue.PANCREAS: 10.0,
+    Tissue.MUSCLE: 5.0,
+}
+"""Amplitude (HU) of the smooth texture added to whole organs (arterial-phase splenic
+heterogeneity, bowel mucosal enhancement, lobulated pancreas)."""
 
 KIDNEY_TISSUES = (Tissue.KIDNEY_CORTEX, Tissue.KIDNEY_MEDULLA, Tissue.RENAL_PELVIS)
 """Labelled kidney (KiTS: "all parenchyma and the non-fat tissue within the hilum")."""
@@ -140,7 +151,7 @@ def render_ct(
     tissue: np.ndarray,
     delta: np.ndarray,
     hu: np.ndarray,
-    spacing: tuple[float, float, float],
+    axes: tuple[np.ndarray, np.ndarray, np.ndarray],
     noise_sd: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
@@ -150,7 +161,7 @@ def render_ct(
         tissue: tissue ids, shape (nx, ny, nz).
         delta: per-voxel HU offsets (texture) added to the tissue's value; overwritten.
         hu: HU per tissue id (`sample_hu`).
-        spacing: voxel size in mm along x, y, z.
+        axes: the grid's x, y and z coordinates (mm), evenly spaced.
         noise_sd: standard deviation of the image noise in HU.
         rng: the case's random generator.
 
@@ -159,8 +170,10 @@ def render_ct(
     (contiguous slices overlap a little); noise is white noise filtered in-plane into the mid-frequency
     band of filtered back-projection (a ramp-like noise power spectrum), independent per slice.
     """
+    spacing = tuple(float(a[1] - a[0]) if len(a) > 1 else 1.0 for a in axes)
     image = delta
     image += hu[tissue]
+    _add_organ_texture(image, tissue, axes, rng)
     outside = tissue == Tissue.OUTSIDE_FOV
     ndi.gaussian_filter(image, (0.5 / spacing[0], 0.5 / spacing[1], 0), output=image, truncate=2.5)
     _blur_slices(image, sigma=1 / 2.355)
@@ -168,6 +181,28 @@ def render_ct(
     image[outside] = hu[Tissue.OUTSIDE_FOV]
     np.clip(image, -1024, 3071, out=image)
     return np.rint(image).astype(np.int16)
+
+
+def _add_organ_texture(image: np.ndarray, tissue: np.ndarray, axes, rng: np.random.Generator) -> None:
+    """Add `TEXTURE_HU`-scaled smooth noise to the voxels of the textured organs."""
+    from kidneyseg.data.phantom_shapes import WaveNoise
+
+    amplitude = np.zeros(N_TISSUES, dtype=np.float32)
+    for t, a in TEXTURE_HU.items():
+        amplitude[t] = a
+    noise = WaveNoise.random(rng, wavelength=(8, 25))
+    for k in range(tissue.shape[2]):  # per slice: small temporaries
+        i, j = np.nonzero(amplitude[tissue[:, :, k]] > 0)
+        if len(i):
+            field = noise(_Points(axes[0][i], axes[1][j], axes[2][k]))
+            image[i, j, k] += amplitude[tissue[i, j, k]] * field
+
+
+class _Points:
+    """Scattered points with the x/y/z attributes `WaveNoise` reads."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, z):
+        self.x, self.y, self.z = x, y, np.float32(z)
 
 
 def _blur_slices(image: np.ndarray, sigma: float) -> None:

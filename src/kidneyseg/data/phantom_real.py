@@ -1,0 +1,256 @@
+"""Phantoms around real anatomy: kidneys, tumors and cysts from real KiTS label maps.
+
+`real_scene` reads one label map (e.g. ../shared/data/kits19/case_XXXXX/segmentation.nii.gz, whose
+odd affines put the slices on axis 0: `read_volume` keeps them exact), brings it to canonical RAS
+axes, crops it cranio-caudally around the kidneys and, for the `small`/`tiny` sizes, resamples it
+nearest-neighbour to the preset's spacing. The synthetic body is placed around the kidneys: the
+spine midway between them (or at the scan centre if only one kidney is annotated), the vertebral
+bodies at the kidneys' antero-posterior level. The annotated voxels are painted last and over
+everything, so the phantom's labels are exactly the real ones on the output grid (plus synthetic
+cysts when the map has no cyst label, as KiTS19 does not).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kidneyseg.data.phantom_anatomy import paint_body, sample_body
+from kidneyseg.data.phantom_kidney import (
+    CYST_COUNT_P,
+    KIDNEY_OVER,
+    LESION_OVER,
+    KidneyRecord,
+    LesionRecord,
+    Scene,
+)
+from kidneyseg.data.phantom_shapes import Canvas, Grid, Lobes, WaveNoise, ellipsoid_level, random_rotation
+from kidneyseg.data.phantom_tissue import Tissue
+from kidneyseg.errors import KidneysegError
+
+MARGIN_MM = (40.0, 90.0)
+"""Cranio-caudal margin kept above and below the annotated kidneys (random in this range)."""
+CORTEX_MM = 6.0
+
+
+def anatomy_files(folder: Path) -> list[Path]:
+    """The label maps of a KiTS-style folder: `case_*/segmentation.nii.gz` (also under `data/` or
+    `dataset/`), or else the `.nii.gz` files directly in it.
+
+    Raises:
+        KidneysegError: the folder does not exist or holds no label maps.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise KidneysegError("anatomy folder does not exist", folder)
+    for root in (folder, folder / "data", folder / "dataset"):
+        files = sorted(root.glob("case_*/segmentation.nii.gz"))
+        if files:
+            return files
+    files = sorted(p for p in folder.glob("*.nii.gz") if p.is_file())
+    if not files:
+        raise KidneysegError(
+            "no label maps found: expected case_XXXXX/segmentation.nii.gz (KiTS layout) or *.nii.gz files",
+            folder,
+        )
+    return files
+
+
+def _canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The label map on RAS array axes and its affine, checked to be a kidney label map."""
+    import nibabel as nib
+
+    from kidneyseg.io.volume import read_volume
+
+    volume = read_volume(path)
+    if volume.array.dtype.kind not in "iu" and not np.array_equal(volume.array, np.round(volume.array)):
+        raise KidneysegError("not a label map: the values are not integers", path)
+    labels = np.asarray(volume.array).astype(np.uint8)
+    values = np.unique(labels)
+    if values.max() > 3 or values.min() < 0 or 1 not in values:
+        raise KidneysegError(
+            f"not a KiTS label map: values {values.tolist()}, expected 0-3 with kidney (1) present", path
+        )
+    ornt = nib.orientations.io_orientation(volume.affine)
+    array = nib.orientations.apply_orientation(labels, ornt)
+    affine = volume.affine @ nib.orientations.inv_ornt_aff(ornt, labels.shape)
+    return np.asfortranarray(array), affine
+
+
+def _target_grid(affine: np.ndarray, shape, z_range: tuple[int, int], preset, rng) -> tuple[Grid, np.ndarray]:
+    """The output grid (world coordinates) and, per output voxel axis, the source voxel indices."""
+    spacing = np.abs(np.diag(affine)[:3])
+    origin = affine[:3, 3]
+    z0, z1 = z_range
+    if preset.in_plane == shape[0] == shape[1]:  # full size: keep the real grid
+        new_spacing = spacing.copy()
+        new_shape = np.array([shape[0], shape[1], z1 - z0])
+    else:
+        fov = spacing[:2] * np.array(shape[:2])
+        pixel = float(np.clip(fov.max() / preset.in_plane, *preset.spacing))
+        extent = (z1 - z0) * spacing[2]
+        if preset.slices:
+            nz = preset.slices
+            thickness = extent / nz
+        else:
+            thickness = float(rng.choice(preset.thickness))
+            nz = max(int(np.ceil(extent / thickness)), 1)
+        new_spacing = np.array([pixel, pixel, thickness])
+        new_shape = np.array([preset.in_plane, preset.in_plane, nz])
+    centre = origin + spacing * (np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2, (z0 + z1 - 1) / 2]))
+    new_origin = centre - new_spacing * (new_shape - 1) / 2
+    index = [
+        np.rint((new_origin[n] + new_spacing[n] * np.arange(new_shape[n]) - origin[n]) / spacing[n]).astype(
+            int
+        )
+        for n in range(3)
+    ]
+    grid = Grid(tuple(int(n) for n in new_shape), tuple(float(s) for s in new_spacing), tuple(new_origin))
+    return grid, index
+
+
+def _sample_nearest(array: np.ndarray, index: list[np.ndarray]) -> np.ndarray:
+    """Nearest-neighbour resampling by index arrays; outside the source it is background."""
+    out = np.zeros(tuple(len(i) for i in index), dtype=array.dtype, order="F")
+    valid = [(i >= 0) & (i < n) for i, n in zip(index, array.shape, strict=True)]
+    src = array[np.ix_(*(i[v] for i, v in zip(index, valid, strict=True)))]
+    out[np.ix_(*(np.nonzero(v)[0] for v in valid))] = src
+    return out
+
+
+def real_scene(folder: Path, preset, rng: np.random.Generator) -> Scene:
+    """Paint a synthetic body around the kidneys and lesions of one real label map."""
+    from scipy import ndimage as ndi
+
+    files = anatomy_files(folder)
+    path = files[int(rng.integers(len(files)))]
+    labels, affine = _canonical(path)
+    if not np.allclose(affine[:3, :3], np.diag(np.diag(affine[:3, :3])), atol=1e-3 * np.abs(affine).max()):
+        raise KidneysegError("oblique label maps are not supported as phantom anatomy", path)
+    spacing = np.abs(np.diag(affine)[:3])
+    # Crop cranio-caudally around the annotation, then fit the preset's slice cap.
+    z_any = np.nonzero(labels.any(axis=(0, 1)))[0]
+    margin = rng.uniform(*MARGIN_MM, size=2) / spacing[2]
+    z0 = max(int(z_any[0] - margin[0]), 0)
+    z1 = min(int(z_any[-1] + margin[1]) + 1, labels.shape[2])
+    if z1 - z0 > preset.max_slices:
+        excess = z1 - z0 - preset.max_slices
+        z0, z1 = z0 + excess // 2, z1 - (excess - excess // 2)
+    grid, index = _target_grid(affine, labels.shape, (z0, z1), preset, rng)
+    real = _sample_nearest(labels, index)
+
+    # Patient frame: spine midway between the kidneys, z = 0 at their mean centroid.
+    components, n = ndi.label(real > 0)
+    sizes = ndi.sum_labels(np.ones_like(real), components, index=np.arange(1, n + 1)) if n else np.zeros(0)
+    kept = [int(i) + 1 for i in np.argsort(sizes)[::-1][:2] if sizes[i] > 0.1 * sizes.max()]
+    world_axes = [grid.origin[k] + grid.spacing[k] * np.arange(grid.shape[k]) for k in range(3)]
+    centroids = [
+        np.array([world_axes[k][round(c)] for k, c in enumerate(ndi.center_of_mass(components == i))])
+        for i in kept
+    ]
+    mid_x = (centroids[0][0] + centroids[1][0]) / 2 if len(centroids) == 2 else float(np.mean(world_axes[0]))
+    kidney_y = float(np.mean([c[1] for c in centroids]))
+    kidney_z = float(np.mean([c[2] for c in centroids]))
+    fov = grid.spacing[0] * grid.shape[0]
+    body = sample_body(rng, width=float(np.clip(fov / rng.uniform(1.1, 1.3), 270, 380)))
+    body_y = kidney_y - body.spine_y - rng.uniform(-6, 10)
+    shift = np.array([mid_x, body_y, kidney_z])
+    canvas = Canvas(Grid(grid.shape, grid.spacing, tuple(np.asarray(grid.origin) - shift)))
+    paint_body(canvas, body, rng, fov_radius=fov / 2 * 1.02)
+
+    side_of = np.where(canvas.xs > 0, 1, 0)  # RAS: +x is the patient's right
+    kidneys, lesions = _paint_real(canvas, real, side_of, rng)
+    source = (
+        f"{Path(path).parent.name}/{Path(path).name}" if path.parent.name.startswith("case_") else path.name
+    )
+    return Scene(canvas, body, kidneys, lesions, shift, source)
+
+
+def _paint_real(canvas: Canvas, real: np.ndarray, side_of: np.ndarray, rng: np.random.Generator):
+    """Paint perirenal fat, cortex/medulla, real tumors (and cysts) over everything; add synthetic
+    cysts when the map has none. Returns the kidney and lesion records."""
+    from scipy import ndimage as ndi
+
+    spacing = canvas.grid.spacing
+    pad = int(np.ceil(10.0 / min(spacing)))
+    bounds = ndi.find_objects((real > 0).astype(np.uint8))[0]
+    sl = tuple(slice(max(b.start - pad, 0), b.stop + pad) for b in bounds)
+    box = canvas.box(
+        [canvas.xs[sl[0].start], canvas.ys[sl[1].start], canvas.zs[sl[2].start]],
+        [canvas.xs[sl[0].stop - 1], canvas.ys[sl[1].stop - 1], canvas.zs[sl[2].stop - 1]],
+    )
+    sl = box.slices
+    local = np.ascontiguousarray(real[sl].T)  # (z, y, x), like the box's masks
+    foreground = local > 0
+    zyx = tuple(reversed(spacing))
+    fat = ndi.binary_dilation(foreground, iterations=max(1, round(8.0 / spacing[0])))
+    canvas.paint(box, fat, Tissue.VISCERAL_FAT, over=KIDNEY_OVER)
+    depth = ndi.distance_transform_edt(foreground, sampling=zyx).astype(np.float32)
+    kidney = local == 1
+    canvas.paint(box, kidney, Tissue.KIDNEY_CORTEX)
+    texture = WaveNoise.random(rng, wavelength=(8, 14))(box)
+    canvas.paint(box, kidney & (depth > CORTEX_MM) & (texture > 0.2), Tissue.KIDNEY_MEDULLA)
+    start = np.array([s.start for s in sl])
+    kidney_records = []
+    comps, _ = ndi.label(foreground)
+    for i, obj in enumerate(ndi.find_objects(comps), start=1):
+        if obj is None or (comps[obj] == i).sum() * np.prod(spacing) < 5000:  # < 5 mL: a fragment
+            continue
+        x_slice = slice(start[0] + obj[2].start, start[0] + obj[2].stop)
+        xyz = (
+            x_slice,
+            slice(start[1] + obj[1].start, start[1] + obj[1].stop),
+            slice(start[2] + obj[0].start, start[2] + obj[0].stop),
+        )
+        kidney_records.append(
+            KidneyRecord("right" if side_of[(x_slice.start + x_slice.stop) // 2] else "left", xyz)
+        )
+    lesions: list[LesionRecord] = []
+    for value, kind in ((2, "tumor"), (3, "cyst")):
+        comps, _ = ndi.label(local == value)
+        for i, obj in enumerate(ndi.find_objects(comps), start=1):
+            mask = np.zeros(local.shape, dtype=bool)
+            mask[obj] = comps[obj] == i
+            instance = len(lesions) + 1
+            side = "right" if side_of[start[0] + (obj[2].start + obj[2].stop) // 2] else "left"
+            lesions.append(LesionRecord(kind, side))
+            if kind == "cyst":
+                canvas.paint(box, mask, Tissue.CYST, instance=instance)
+                continue
+            delta = rng.uniform(-35, 25) + 22 * texture
+            canvas.paint(box, mask, Tissue.TUMOR, delta=delta, instance=instance)
+            deepest = float(depth[mask].max())
+            if rng.random() < 0.7 and deepest > 12:
+                core = mask & (depth + 4 * texture > 0.55 * deepest)
+                canvas.paint(box, core, Tissue.TUMOR_NECROSIS, delta=6 * texture)
+    if not (local == 3).any():
+        lesions.extend(_add_cysts(canvas, real == 1, side_of, len(lesions), rng))
+    return tuple(kidney_records), tuple(lesions)
+
+
+def _add_cysts(
+    canvas: Canvas, kidney: np.ndarray, side_of: np.ndarray, first: int, rng
+) -> list[LesionRecord]:
+    """0-3 synthetic cortical cysts centred on random kidney surface voxels."""
+    from scipy import ndimage as ndi
+
+    surface = np.argwhere(kidney & ~ndi.binary_erosion(kidney))
+    records = []
+    count = int(rng.choice(4, p=CYST_COUNT_P))
+    for _ in range(count if len(surface) else 0):
+        i, j, k = surface[int(rng.integers(len(surface)))]
+        centre = np.array([canvas.xs[i], canvas.ys[j], canvas.zs[k]], dtype=np.float64)
+        r = float(np.clip(np.exp(rng.normal(np.log(11), 0.5)), 4, 30))
+        semi = (r, r * rng.uniform(0.8, 1.0), r * rng.uniform(0.8, 1.0))
+        axes = random_rotation(rng)
+        box = canvas.around_ellipsoid(centre, axes, semi, 1.0)
+        if box is None:
+            continue
+        level, _ = ellipsoid_level(box, centre, axes, semi, Lobes.random(rng, 0.015))
+        painted = canvas.paint(
+            box, level < 1, Tissue.CYST, over=LESION_OVER, instance=first + len(records) + 1
+        )
+        if painted.any():
+            records.append(LesionRecord("cyst", "right" if side_of[i] else "left", 2 * max(semi)))
+    return records
