@@ -1,0 +1,178 @@
+"""`kidneyseg predict` end to end: folder mode, resume, DICOM in/SEG out, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kidneyseg.cli import app
+from kidneyseg.io.volume import write_volume
+from kidneyseg.predict.runner import RECORD_NAME
+from test_predict import TINY_3D, _dicom_copy, huge_header_file, save_tiny
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny networks run fastest on one thread; two threads spin-wait badly on a loaded 2-core CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny3d.pt", TINY_3D, seed=0)
+
+
+def phantom_file(path: Path, seed: int, orientation: str = "IPL") -> Path:
+    from kidneyseg.data.phantom import generate_case
+
+    write_volume(path, generate_case(seed, size="tiny", orientation=orientation).ct)
+    return path
+
+
+def predict(*args: str | Path):
+    return runner.invoke(app, ["predict", *map(str, args)])
+
+
+def test_folder_mode_goes_on_after_a_bad_case_and_resumes(ckpt, tmp_path):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    phantom_file(cases / "alpha.nii.gz", 1)
+    phantom_file(cases / "gamma.nii.gz", 2, orientation="RAS")
+    (cases / "beta.nii.gz").write_bytes(b"this is not a NIfTI file")
+    out = tmp_path / "out"
+
+    result = predict("-i", cases, "-o", out, "--model", ckpt, "-q")
+    assert result.exit_code == 1, result.output
+    assert "beta" in result.output and "cannot read the NIfTI header" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["alpha.nii.gz", "gamma.nii.gz", RECORD_NAME]
+    for name in ("alpha", "gamma"):
+        ct, labels = nib.load(cases / f"{name}.nii.gz"), nib.load(out / f"{name}.nii.gz")
+        assert labels.shape == ct.shape
+        np.testing.assert_allclose(labels.affine, ct.affine, atol=1e-6)
+    record = json.loads((out / RECORD_NAME).read_text())
+    status = {c["case_id"]: c["status"] for c in record["cases"]}
+    assert status == {"alpha": "done", "beta": "failed", "gamma": "done"}
+    done = next(c for c in record["cases"] if c["case_id"] == "alpha")
+    assert done["total_seconds"] > 0 and done["windows"]["computed"] > 0
+    assert record["environment"]["versions"]["torch"] == torch.__version__
+    assert record["settings"]["resolved_inference"]["overlap"] == TINY_3D.inference.overlap
+
+    before = (out / "alpha.nii.gz").stat().st_mtime_ns
+    again = predict("-i", cases, "-o", out, "--model", ckpt, "-q")
+    assert again.exit_code == 1
+    assert "0 predicted, 2 already done, 1 failed" in again.output
+    assert (out / "alpha.nii.gz").stat().st_mtime_ns == before
+
+
+def test_kits_layout_with_options(ckpt, tmp_path):
+    case = tmp_path / "data" / "dataset" / "case_00007"
+    case.mkdir(parents=True)
+    phantom_file(case / "imaging.nii.gz", 7)
+    out = tmp_path / "out"
+    result = predict(
+        "-i", tmp_path / "data", "-o", out, "--model", ckpt, "--probabilities", "--tta", "--overlap", "0.25"
+    )
+    assert result.exit_code == 0, result.output
+    probs = nib.load(out / "case_00007_probabilities.nii.gz")
+    assert probs.shape[-1] == 4
+    np.testing.assert_allclose(np.asarray(probs.dataobj).sum(-1), 1.0, atol=4 * 0.5 / 255)
+    record = json.loads((out / RECORD_NAME).read_text())
+    assert record["settings"]["resolved_inference"]["mirror_axes"] == [0, 1, 2]
+    assert record["settings"]["resolved_inference"]["overlap"] == 0.25
+
+
+def test_report_option_writes_the_case_report(ckpt, tmp_path):
+    pytest.importorskip("kidneyseg.report", reason="the report module is not in this checkout")
+    ct = phantom_file(tmp_path / "one.nii.gz", 3)
+    result = predict("-i", ct, "-o", tmp_path / "out", "--model", ckpt, "--report", "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "one_report.json").read_text())
+    assert isinstance(report, dict) and (tmp_path / "out" / "one_report.html").is_file()
+
+
+@pytest.fixture(scope="module")
+def two_series(shared_data, tmp_path_factory) -> tuple[Path, list[str]]:
+    from pydicom.uid import generate_uid
+
+    folder = tmp_path_factory.mktemp("two_series")
+    study = generate_uid()
+    uids = []
+    for prefix in ("a", "b"):
+        uid = generate_uid()
+        part = _dicom_copy(shared_data / "real-ct" / "dicom_series", folder / prefix, study, uid)
+        for f in part.iterdir():
+            f.rename(folder / f"{prefix}_{f.name}")
+        part.rmdir()
+        uids.append(uid)
+    return folder, uids
+
+
+def test_dicom_folder_with_several_series_asks_for_one(ckpt, two_series, tmp_path):
+    import highdicom as hd
+
+    folder, uids = two_series
+    out = tmp_path / "out"
+    result = predict("-i", folder, "-o", out, "--model", ckpt, "--dicom-seg", "-q")
+    assert result.exit_code == 2
+    assert "--series" in result.output and all(uid in result.output for uid in uids)
+    assert not out.exists()
+
+    result = predict("-i", folder, "-o", out, "--model", ckpt, "--dicom-seg", "--series", uids[1], "-q")
+    assert result.exit_code == 0, result.output
+    seg = hd.seg.segread(out / f"{folder.name}_seg.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == uids[1]
+    labels = nib.load(out / f"{folder.name}.nii.gz")
+    assert labels.shape == (512, 512, 20)
+
+
+def _bad_checkpoints(tmp_path: Path) -> dict[str, Path]:
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 truncated")
+    return {"not a kidneyseg checkpoint": foreign, "not a readable checkpoint": corrupt}
+
+
+def test_bad_inputs_give_one_line_and_no_output(ckpt, tmp_path):
+    good = phantom_file(tmp_path / "good.nii.gz", 4)
+    normalised = tmp_path / "normalised.nii.gz"
+    image = nib.load(good)
+    array = (np.asarray(image.dataobj).astype(np.float32) + 1000) / 3000
+    nib.save(nib.Nifti1Image(array, image.affine), normalised)
+    truncated = tmp_path / "truncated.nii.gz"
+    truncated.write_bytes(good.read_bytes()[:400])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+
+    cases = [
+        (["-i", truncated, "--model", ckpt], "cannot read"),
+        (["-i", normalised, "--model", ckpt], "already normalised"),
+        (["-i", huge_header_file(tmp_path / "huge.nii"), "--model", ckpt], "needs about"),
+        (["-i", tmp_path / "missing.nii.gz", "--model", ckpt], "no such file"),
+        (["-i", good, "--model", tmp_path / "no_run"], "no such run folder"),
+    ] + [(["-i", good, "--model", path], message) for message, path in _bad_checkpoints(tmp_path).items()]
+    for args, message in cases:
+        out = tmp_path / "out"
+        result = predict(*args, "-o", out, "-q")
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+        assert not out.exists(), args
+
+    result = predict("-i", good, "-o", blocker / "out", "--model", ckpt, "-q")
+    assert result.exit_code == 2 and "cannot create the output folder" in result.output
+
+    result = predict("-i", normalised, "-o", tmp_path / "out", "--model", ckpt, "-q", "--no-hu-check")
+    assert result.exit_code == 0, result.output
