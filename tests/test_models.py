@@ -149,6 +149,9 @@ def test_sca_unet_attention_placement_is_configuration() -> None:
     assert sum(isinstance(m, ChannelAttention) for m in moved.modules()) == 1
     assert sum(isinstance(m, SpatialAttention) for m in moved.modules()) == 1
     assert moved(torch.rand(1, 1, 9, 9, 9)).shape == (1, 4, 9, 9, 9)
+    narrow = tiny("sca_unet_3d", last_decoder_channels=3)
+    assert narrow.model[-1].conv.in_channels == 3 and narrow.model[-1].conv.out_channels == 4
+    assert narrow(torch.rand(1, 1, 9, 9, 9)).shape == (1, 4, 9, 9, 9)
     with pytest.raises(KidneysegError, match="unknown attention position 'encoder5'"):
         build_model("sca_unet_3d", attention={"encoder5": "spatial"})
 

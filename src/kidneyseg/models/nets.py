@@ -124,7 +124,8 @@ class SCAUNet(PaddedUNet):
     and 128 feature maps, a stride-1 bottleneck of 128, and decoder blocks whose inputs are the
     stacked skip connections, 128 + 128 = 256, 64 + 64 = 128 and 32 + 32 = 64 feature maps, each
     upsampled by a stride-2 transposed convolution. The last decoder block keeps its 64 feature
-    maps (MONAI would map straight to the classes) and a final 1×1×1 convolution gives the classes.
+    maps (MONAI would map straight to the classes; `last_decoder_channels` changes the width) and a
+    final 1×1×1 convolution gives the classes.
 
     Attention is placed by `attention`, a mapping from position to kind. Positions are
     "encoder{i}" and "decoder{i}" for levels i = 0 (full resolution, i.e. the first encoder and the
@@ -144,6 +145,9 @@ class SCAUNet(PaddedUNet):
         last_decoder_adn: apply MONAI's norm/dropout/activation after the last transposed
             convolution (True: every block is conv + ADN as the paper describes; the authors'
             code leaves it a bare convolution).
+        last_decoder_channels: feature maps of the last decoder block, i.e. the head's input
+            (None: as many as its stacked input, 2 * channels[0], as in the authors' code; the
+            transposed convolution 2c -> 2c at full resolution is then the costliest layer).
         head_bias: bias in the final 1×1×1 convolution.
         head_act: activation after the final convolution (None: raw logits; the authors' code
             applies "prelu").
@@ -166,6 +170,7 @@ class SCAUNet(PaddedUNet):
         channel_reduction: int = 16,
         channel_act: str | tuple = "relu",
         last_decoder_adn: bool = True,
+        last_decoder_channels: int | None = None,
         head_bias: bool = True,
         head_act: str | tuple | None = None,
         pad_mode: str = "replicate",
@@ -193,6 +198,7 @@ class SCAUNet(PaddedUNet):
         self._channel_reduction = channel_reduction
         self._channel_act = channel_act
         self._last_decoder_adn = last_decoder_adn
+        self._last_decoder_channels = last_decoder_channels
         self._head_bias = head_bias
         self._head_act = head_act
         self._next_level = levels - 1
@@ -222,7 +228,8 @@ class SCAUNet(PaddedUNet):
     def _get_up_layer(self, in_channels: int, out_channels: int, strides: int, is_top: bool) -> nn.Module:
         if not is_top:
             return super()._get_up_layer(in_channels, out_channels, strides, is_top)
-        return super()._get_up_layer(in_channels, in_channels, strides, not self._last_decoder_adn)
+        width = self._last_decoder_channels or in_channels
+        return super()._get_up_layer(in_channels, width, strides, not self._last_decoder_adn)
 
     def _get_connection_block(
         self, down_path: nn.Module, up_path: nn.Module, subblock: nn.Module
@@ -231,7 +238,7 @@ class SCAUNet(PaddedUNet):
         self._next_level -= 1
         down_in = self.in_channels if level == 0 else self.channels[level - 1]
         up_in = 2 * self.channels[level] if level < len(self.channels) - 2 else sum(self.channels[-2:])
-        up_out = up_in if level == 0 else self.channels[level - 1]
+        up_out = (self._last_decoder_channels or up_in) if level == 0 else self.channels[level - 1]
         down_path = self._attend(down_path, f"encoder{level}", down_in, self.channels[level])
         up_path = self._attend(up_path, f"decoder{level}", up_in, up_out)
         block = super()._get_connection_block(down_path, up_path, subblock)
@@ -239,7 +246,7 @@ class SCAUNet(PaddedUNet):
             block.append(
                 Convolution(
                     self.dimensions,
-                    up_in,
+                    up_out,
                     self.out_channels,
                     kernel_size=1,
                     act=self._head_act,
