@@ -129,7 +129,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
         raise KidneysegError("no such checkpoint file", path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError):
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError):
         raise KidneysegError(
             "not a readable checkpoint: corrupt, truncated, or holding pickled code that a safe load refuses",
             path,
