@@ -9,13 +9,14 @@ of 1.62 × 1.62 × 2 mm before training. Here this happens in two exact steps:
    whose extent is centred on the original extent. Along each canonical axis the original
    (canonical) voxel index `x` and the resampled index `j` are related by `x = scale * j +
    offset`, with `scale = target / original spacing`. Because the grids share direction
-   cosines, trilinear interpolation factorises into three 1D linear interpolations, and
-   nearest-neighbour sampling into one gather per axis: both are done axis by axis here,
-   which also makes it cheap to resample only a crop of the grid.
+   cosines, the sample positions form a separable grid (one position array per axis), so
+   only a crop of the resampled grid needs computing, nearest-neighbour sampling is one
+   gather, and trilinear sampling is done slab by slab with bounded memory.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,45 +110,60 @@ def nearest_indices(positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarr
     return np.clip(rounded, 0, n - 1), inside
 
 
-def resample_axis_linear(tensor, dim: int, positions: np.ndarray):
-    """Linear interpolation of a torch tensor along `dim` at fractional index `positions`.
-
-    Positions beyond the first/last voxel centre take the edge value. Integer input is
-    promoted to float32 only after the gather, so a full-size float copy of the input is
-    never made.
-    """
+def _normalised(positions: np.ndarray, n: int):
+    """`positions` (voxel indices) as grid_sample coordinates in [-1, 1] (align_corners=True)."""
     import torch
 
-    n = tensor.shape[dim]
-    positions = np.clip(np.asarray(positions, dtype=np.float64), 0.0, n - 1)
     if n == 1:
-        index = torch.zeros(len(positions), dtype=torch.int64, device=tensor.device)
-        return tensor.index_select(dim, index).to(torch.float32)
-    low = np.minimum(np.floor(positions).astype(np.int64), n - 2)
-    weight_shape = [1] * tensor.ndim
-    weight_shape[dim] = len(positions)
-    weight = torch.from_numpy((positions - low).astype(np.float32)).reshape(weight_shape).to(tensor.device)
-    low_t = torch.from_numpy(low).to(tensor.device)
-    a = tensor.index_select(dim, low_t).to(torch.float32)
-    b = tensor.index_select(dim, low_t + 1).to(torch.float32)
-    return torch.lerp(a, b, weight)
+        return torch.zeros(len(positions), dtype=torch.float32)
+    return torch.from_numpy((2.0 * np.clip(positions, 0.0, n - 1) / (n - 1) - 1.0).astype(np.float32))
 
 
-def resample_linear(array: np.ndarray, positions: tuple[np.ndarray, ...]) -> np.ndarray:
-    """Trilinear resampling of `array` at the separable grid `positions` (one array per axis).
+def sample_linear(tensor, positions: tuple[np.ndarray, ...]):
+    """Trilinear samples of `tensor` ([C, X, Y, Z] torch) at the separable grid `positions`.
 
-    Axes are processed in the order that shrinks the data most first. `array` may have any
-    positive strides (Fortran order from nibabel is fine); it is not copied. Returns float32.
+    Positions are fractional voxel indices, one array per spatial axis; those beyond the
+    first/last voxel centre take the edge value. Returns float32 `[C, len(p0), len(p1),
+    len(p2)]`. One `torch.nn.functional.grid_sample` call: it reads only the 8 neighbours of
+    each output voxel, which on 2 CPU cores beat three separable 1D passes (≈ 3×) and
+    `scipy.ndimage.map_coordinates` (≈ 1.8×) on a KiTS-size case (docs/preprocessing.md).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    sizes = tensor.shape[1:]
+    g0, g1, g2 = torch.meshgrid(
+        *(_normalised(p, n).to(tensor.device) for p, n in zip(positions, sizes, strict=True)), indexing="ij"
+    )
+    grid = torch.stack((g2, g1, g0), dim=-1)[None]  # grid_sample wants (W, H, D) order last
+    source = tensor.to(torch.float32)[None]
+    return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+
+
+def resample_linear(array: np.ndarray, positions: tuple[np.ndarray, ...], chunk: int = 16) -> np.ndarray:
+    """Trilinear resampling of a 3D `array` at the separable grid `positions`, as float32.
+
+    Works in slabs along the array's outermost memory axis, so only a slab of the input is
+    ever converted to float: `array` may have any positive strides (nibabel's Fortran order
+    is fine) and any numeric dtype, and is not copied.
     """
     import torch
 
-    tensor = torch.from_numpy(array)
-    order = sorted(range(array.ndim), key=lambda d: len(positions[d]) / array.shape[d])
-    for dim in order:
-        tensor = resample_axis_linear(tensor, dim, positions[dim])
-    if tensor.dtype != torch.float32:
-        tensor = tensor.to(torch.float32)
-    return tensor.numpy()
+    source = torch.from_numpy(array)
+    axis = int(np.argmax(array.strides))
+    out = np.empty(tuple(len(p) for p in positions), dtype=np.float32)
+    along = positions[axis]
+    for start in range(0, len(along), chunk):
+        part = along[start : start + chunk]
+        low = max(0, math.floor(part.min()))
+        high = min(array.shape[axis], math.floor(part.max()) + 2)
+        slab = source.narrow(axis, low, max(1, high - low))
+        local = list(positions)
+        local[axis] = part - low
+        index = [slice(None)] * 3
+        index[axis] = slice(start, start + len(part))
+        out[tuple(index)] = sample_linear(slab[None], tuple(local))[0].numpy()
+    return out
 
 
 def resample_nearest(array: np.ndarray, positions: tuple[np.ndarray, ...]) -> np.ndarray:
