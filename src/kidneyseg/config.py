@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -43,6 +44,18 @@ class PreprocessConfig:
     crop_foreground: bool = True
     body_threshold_hu: float = -500.0
     crop_margin_mm: float = 0.0
+
+    def __post_init__(self) -> None:
+        codes = self.orientation.upper()
+        if len(codes) != 3 or {a for c in codes for a in ("LR", "PA", "IS") if c in a} != {"LR", "PA", "IS"}:
+            raise KidneysegError(f"preprocess.orientation {self.orientation!r} must name 3 axes, e.g. 'RAS'")
+        if not all(math.isfinite(s) and s > 0 for s in self.spacing):
+            raise KidneysegError(f"preprocess.spacing {self.spacing} must be positive and finite")
+        low, high = self.hu_window
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise KidneysegError(f"preprocess.hu_window {self.hu_window} must be finite with low < high")
+        if not (math.isfinite(self.crop_margin_mm) and self.crop_margin_mm >= 0):
+            raise KidneysegError(f"preprocess.crop_margin_mm {self.crop_margin_mm} must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import typer
 
 from kidneyseg import __version__
 
-VERBS: tuple[str, ...] = ("report", "train", "evaluate", "predict", "models", "phantom")
+VERBS: tuple[str, ...] = ("report", "train", "evaluate", "predict", "models", "phantom", "preprocess")
 
 app = typer.Typer(
     name="kidneyseg",

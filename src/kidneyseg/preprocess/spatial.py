@@ -144,11 +144,16 @@ def resample_linear(array: np.ndarray, positions: tuple[np.ndarray, ...], chunk:
     """Trilinear resampling of a 3D `array` at the separable grid `positions`, as float32.
 
     Works in slabs along the array's outermost memory axis, so only a slab of the input is
-    ever converted to float: `array` may have any positive strides (nibabel's Fortran order
-    is fine) and any numeric dtype, and is not copied.
+    ever converted to float: `array` may have any strides (nibabel's Fortran order, flipped
+    views) and any numeric dtype, and is not copied.
     """
     import torch
 
+    positions = list(positions)
+    for axis, stride in enumerate(array.strides):
+        if stride < 0:  # a flipped view: read it forwards, sample it backwards
+            array = np.flip(array, axis)
+            positions[axis] = array.shape[axis] - 1 - np.asarray(positions[axis], dtype=np.float64)
     source = torch.from_numpy(array)
     axis = int(np.argmax(array.strides))
     out = np.empty(tuple(len(p) for p in positions), dtype=np.float32)
