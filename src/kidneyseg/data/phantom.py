@@ -89,9 +89,9 @@ def _check_orientation(orientation: str) -> str:
 
     code = orientation.upper()
     try:
-        if len(code) != 3:
+        ornt = nib.orientations.axcodes2ornt(tuple(code))
+        if len(code) != 3 or sorted(ornt[:, 0].tolist()) != [0, 1, 2]:
             raise ValueError
-        nib.orientations.axcodes2ornt(tuple(code))
     except ValueError:
         raise KidneysegError(
             f"orientation {orientation!r} is not three distinct axis codes "
@@ -125,7 +125,7 @@ def _sample_grid(preset: SizePreset, body: Body, rng: np.random.Generator) -> Gr
 
 def _noise_sd(body: Body, spacing: tuple[float, float, float], rng: np.random.Generator) -> float:
     """Noise grows with patient size and shrinks with voxel volume (a 0.8 × 0.8 × 2.5 mm reference)."""
-    reference = rng.uniform(10, 16) * (body.a / 160) ** 1.5
+    reference = rng.uniform(12, 20) * (body.a / 160) ** 1.5
     return float(np.clip(reference * (1.6 / float(np.prod(spacing))) ** 0.25, 5, 40))
 
 

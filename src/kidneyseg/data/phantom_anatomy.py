@@ -336,26 +336,26 @@ def _paint_organs(canvas: Canvas, body: Body, rng: np.random.Generator) -> None:
             0.1,
         ),
     ]
-    liver_mask = []
     for centre, semi, lob in parts:
         box = canvas.around(centre, np.asarray(semi) * 1.15)
         if box is None:
             continue
         level, _ = ellipsoid_level(box, centre, eye, semi, Lobes.random(rng, lob))
-        liver_mask.append(canvas.paint(box, level < 1, Tissue.LIVER, over=ORGAN_OVER))
-    # hepatic and portal veins: bright branching tubes inside the liver
+        canvas.paint(box, level < 1, Tissue.LIVER, over=ORGAN_OVER)
+    # portal vein branches fanning out from the hilum, hepatic veins converging on the IVC
+    in_liver = tissue_set(Tissue.LIVER)
     hilum = np.array([0.3 * ca, yv + 45, 60.0])
-    for _ in range(7):
+    for _ in range(int(rng.integers(6, 10))):
         end = hilum + rng.uniform([-30, -30, -20], [0.55 * ca, 60, 70])
-        r = rng.uniform(3, 7)
-        box = canvas.box(np.minimum(hilum, end) - r, np.maximum(hilum, end) + r)
-        if box is not None:
-            canvas.paint(
-                box,
-                segment_distance(box, hilum, end) < r,
-                Tissue.HEPATIC_VESSEL,
-                over=tissue_set(Tissue.LIVER),
-            )
+        _tube(canvas, [hilum, end], rng.uniform(3, 7), Tissue.HEPATIC_VESSEL, in_liver)
+        for _ in range(2):
+            tip = end + rng.normal(0, 25, 3)
+            _tube(canvas, [end, tip], rng.uniform(2, 4), Tissue.HEPATIC_VESSEL, in_liver)
+    ix, iy = body.ivc
+    confluence = np.array([ix, iy, liver_top - 25])
+    for angle in np.radians(rng.uniform(-15, 15) + np.array([10.0, 60.0, 120.0])):
+        end = confluence + np.array([np.cos(angle) * 0.6 * ca, np.sin(angle) * 50, -rng.uniform(10, 50)])
+        _tube(canvas, [confluence, end], rng.uniform(4, 7), Tissue.HEPATIC_VESSEL, in_liver)
     # gallbladder under the liver
     gb_centre = (0.3 * ca, 0.45 * cb_ant, rng.uniform(0, 30))
     box = canvas.around(gb_centre, 45)
@@ -392,11 +392,9 @@ def _paint_organs(canvas: Canvas, body: Body, rng: np.random.Generator) -> None:
     pts = np.array(
         [[-0.55 * ca, yv + 20, z0 + 15], [ax, ay + 32, z0], [ax + 45, ay + 25, z0 - 20]], dtype=np.float64
     )
-    r = rng.uniform(9, 13)
-    for a, b in itertools.pairwise(pts):
-        box = canvas.box(np.minimum(a, b) - r, np.maximum(a, b) + r)
-        if box is not None:
-            canvas.paint(box, segment_distance(box, a, b) < r, Tissue.PANCREAS, over=ORGAN_OVER)
+    _tube(canvas, pts, rng.uniform(9, 13), Tissue.PANCREAS, ORGAN_OVER)
+    splenic_vein = pts[:2] + np.array([0.0, -13.0, 0.0])
+    _tube(canvas, [*splenic_vein, [ax + 20, ay + 30, 30]], 4.5, Tissue.HEPATIC_VESSEL, SOFT_CAVITY)
 
 
 def _tube(canvas: Canvas, path, radius: float, tissue: Tissue, over: np.ndarray) -> None:
@@ -437,7 +435,7 @@ def _paint_vessels(canvas: Canvas, body: Body) -> None:
     zhi = float(canvas.zs[-1])
     bif = -95.0
     over = tissue_set(*ORGAN_OVER.nonzero()[0], Tissue.LIVER, Tissue.PANCREAS, Tissue.MUSCLE)
-    for (x, y, r), tissue, top in (((ax, ay, ar), Tissue.AORTA, zhi), ((ix, iy, 12.0), Tissue.IVC, 110.0)):
+    for (x, y, r), tissue, top in (((ax, ay, ar), Tissue.AORTA, zhi), ((ix, iy, 13.0), Tissue.IVC, 110.0)):
         a = np.array([x, y, bif])
         b = np.array([x, y, max(min(top, zhi), bif)])
         box = canvas.box(a - r, b + r)

@@ -175,7 +175,9 @@ def _paint_real(canvas: Canvas, real: np.ndarray, side_of: np.ndarray, rng: np.r
     spacing = canvas.grid.spacing
     pad = int(np.ceil(10.0 / min(spacing)))
     bounds = ndi.find_objects((real > 0).astype(np.uint8))[0]
-    sl = tuple(slice(max(b.start - pad, 0), b.stop + pad) for b in bounds)
+    sl = tuple(
+        slice(max(b.start - pad, 0), min(b.stop + pad, n)) for b, n in zip(bounds, real.shape, strict=True)
+    )
     box = canvas.box(
         [canvas.xs[sl[0].start], canvas.ys[sl[1].start], canvas.zs[sl[2].start]],
         [canvas.xs[sl[0].stop - 1], canvas.ys[sl[1].stop - 1], canvas.zs[sl[2].stop - 1]],

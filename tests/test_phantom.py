@@ -1,0 +1,288 @@
+"""The phantom CT generator: determinism, KiTS23 layout, labels, HU, threshold-hardness, real anatomy, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from kidneyseg.cli import app
+from kidneyseg.data.cases import discover
+from kidneyseg.data.phantom import SIZES, _synthetic_scene, case_seeds, generate_case, generate_dataset
+from kidneyseg.data.phantom_tissue import HU_RANGES, Tissue, render_ct, sample_hu
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.volume import Volume, read_volume, write_volume
+
+REAL_CASES = ("case_00061", "case_00038")  # the two smallest KiTS19 masks (5 mm slices)
+
+
+def test_same_seed_same_case_and_different_seed_different_case():
+    a, b, c = generate_case(11, size="tiny"), generate_case(11, size="tiny"), generate_case(12, size="tiny")
+    assert np.array_equal(a.ct.array, b.ct.array)
+    assert np.array_equal(a.labels.array, b.labels.array)
+    assert np.array_equal(a.ct.affine, b.ct.affine)
+    assert a.truth == b.truth
+    assert not np.array_equal(a.ct.array, c.ct.array) or a.ct.shape != c.ct.shape
+
+
+@pytest.mark.parametrize("size", ["tiny", "small"])
+def test_geometry_of_each_size(size):
+    case = generate_case(3, size=size)
+    preset = SIZES[size]
+    assert case.ct.orientation == "IPL"  # KiTS files: slices first, towards inferior
+    assert case.ct.array.dtype == np.int16 and case.labels.array.dtype == np.uint8
+    assert case.labels.same_grid(case.ct)
+    nz, ny, nx = case.ct.shape
+    assert nx == ny == preset.in_plane
+    thickness, pixel, _ = case.ct.spacing
+    assert preset.spacing[0] - 1e-6 <= pixel <= preset.spacing[1] + 1e-6
+    if preset.slices:
+        assert nz == preset.slices
+    else:
+        assert thickness in preset.thickness
+    kidney_voxels_across = 50.0 / max(case.ct.spacing)  # a 5 cm wide kidney, at the coarsest axis
+    assert kidney_voxels_across >= 7
+
+
+def test_full_size_is_kits_like():
+    case = generate_case(4, size="full")
+    thickness, pixel, _ = case.ct.spacing
+    assert case.ct.shape[1:] == (512, 512)
+    assert 0.6 <= pixel <= 1.0 and 0.5 <= thickness <= 5.0
+    assert (case.labels.array == 1).sum() * np.prod(case.ct.spacing) / 1000 > 100  # two kidneys: > 100 mL
+
+
+def test_labels_and_lesion_counts_over_many_cases():
+    seen_kinds = set()
+    for seed in range(12):
+        case = generate_case(seed, size="tiny")
+        values = set(np.unique(case.labels.array).tolist())
+        assert values <= {0, 1, 2, 3} and 1 in values
+        counts = case.truth["counts"]
+        assert 0 <= counts["tumor"] <= 3 and 0 <= counts["cyst"] <= 3
+        assert (counts["tumor"] > 0) == (2 in values)
+        assert (counts["cyst"] > 0) == (3 in values)
+        seen_kinds |= {k for k, n in counts.items() if n}
+        assert {k["side"] for k in case.truth["kidneys"]} == {"left", "right"}
+    assert seen_kinds == {"tumor", "cyst"}
+
+
+def test_truth_matches_the_label_map():
+    for seed in range(6):
+        case = generate_case(seed, size="small", orientation="RAS")
+        labels = case.labels.array
+        voxel_ml = float(np.prod(case.ct.spacing)) / 1000
+        inverse = np.linalg.inv(case.ct.affine)
+        for value, kind in ((2, "tumor"), (3, "cyst")):
+            lesions = [les for les in case.truth["lesions"] if les["kind"] == kind]
+            total = sum(les["volume_ml"] for les in lesions)
+            assert total == pytest.approx((labels == value).sum() * voxel_ml, abs=0.01)
+            for les in lesions:
+                assert les["axial_diameter_mm"] <= les["diameter_mm"] + 1e-6
+                assert les["diameter_mm"] <= les["nominal_diameter_mm"] + 2 * max(case.ct.spacing)
+                volume_sphere = np.pi / 6 * les["diameter_mm"] ** 3 / 1000
+                assert les["volume_ml"] <= volume_sphere * 1.05 + voxel_ml
+                i, j, k = np.rint(inverse @ [*les["centre_mm"], 1])[:3].astype(int)
+                window = labels[max(i - 2, 0) : i + 3, max(j - 2, 0) : j + 3, max(k - 1, 0) : k + 2]
+                assert (window == value).any()  # the centre lies in (or right beside) the lesion
+        for kidney in case.truth["kidneys"]:
+            i = np.rint(inverse @ [*kidney["centre_mm"], 1])[0]
+            assert (i > labels.shape[0] / 2) == (kidney["side"] == "right")  # RAS: +x is the right
+
+
+def test_tissue_hu_survive_blur_and_noise():
+    """Median HU inside each tissue (away from edges) stays within its table range."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(5)
+    scene = _synthetic_scene(SIZES["small"], rng)
+    canvas = scene.canvas
+    for phase in HU_RANGES:
+        hu = sample_hu(phase, rng)
+        ct = render_ct(
+            canvas.tissue.copy(), canvas.delta.copy(), hu, (canvas.xs, canvas.ys, canvas.zs), 12, rng
+        )
+        for tissue in (
+            Tissue.SUBCUTANEOUS_FAT,
+            Tissue.MUSCLE,
+            Tissue.LIVER,
+            Tissue.AORTA,
+            Tissue.KIDNEY_CORTEX,
+        ):
+            core = ndi.binary_erosion(canvas.tissue == tissue, iterations=1)
+            lo, hi = HU_RANGES[phase][tissue]
+            assert lo - 15 <= np.median(ct[core]) <= hi + 15, (phase, tissue.name)
+        assert np.median(ct[canvas.tissue == Tissue.BONE_CORTICAL]) > 250
+        assert (ct[canvas.tissue == Tissue.OUTSIDE_FOV] == -1024).all()
+        assert np.median(ct[canvas.tissue == Tissue.BOWEL_GAS]) < -500
+
+
+def test_ct_noise_has_the_requested_sd_and_is_spatially_correlated():
+    shape, pixel = (160, 160, 6), 0.7
+    tissue = np.full(shape, Tissue.MUSCLE, dtype=np.uint8, order="F")
+    axes = (np.arange(160) * pixel, np.arange(160) * pixel, np.arange(6) * 2.5)
+    hu = np.zeros(len(Tissue), dtype=np.float32)
+    hu[Tissue.MUSCLE] = 50
+    ct = render_ct(tissue, np.zeros(shape, np.float32, order="F"), hu, axes, 15.0, np.random.default_rng(0))
+    noise = ct.astype(np.float64) - 50
+    assert abs(noise.mean()) < 1 and 13 < noise.std() < 17
+
+    def corr(lag: int) -> float:
+        return float(np.corrcoef(noise[:-lag].ravel(), noise[lag:].ravel())[0, 1])
+
+    assert corr(1) > 0.3  # neighbouring pixels share noise (white noise would give 0)
+    assert corr(5) < corr(1) / 2  # and the correlation fades within a few pixels
+
+
+def _best_window_dice(histograms: list[tuple[np.ndarray, np.ndarray]], edges: np.ndarray) -> float:
+    """Best kidney Dice of any window [edges[i], edges[j]) over summed histograms."""
+    all_voxels = sum(h[0] for h in histograms)
+    kidney = sum(h[1] for h in histograms)
+    ca = np.concatenate([[0], np.cumsum(all_voxels)])
+    ck = np.concatenate([[0], np.cumsum(kidney)])
+    i, j = np.triu_indices(len(edges), 1)
+    return float((2 * (ck[j] - ck[i]) / (ca[j] - ca[i] + kidney.sum())).max())
+
+
+def test_no_single_hu_window_segments_the_kidneys():
+    edges = np.arange(-300, 1001, 10)
+    histograms = []
+    for seed in case_seeds(0, 8):
+        case = generate_case(seed, size="small")
+        ct, kidney = case.ct.array, case.labels.array == 1
+        histograms.append((np.histogram(ct, edges)[0], np.histogram(ct[kidney], edges)[0]))
+    per_case = [_best_window_dice([h], edges) for h in histograms]
+    assert _best_window_dice(histograms, edges) < 0.6
+    assert np.median(per_case) < 0.6
+    # and the grid search works: a window does find the kidney when nothing else shares its HU
+    only_kidney = [(h[1] + np.histogram([-1000], edges)[0], h[1]) for h in histograms]
+    assert _best_window_dice(only_kidney, edges) > 0.95
+
+
+def test_orientation_only_relays_the_same_voxels():
+    ras = generate_case(7, size="tiny", orientation="RAS")
+    for code in ("IPL", "LPS"):
+        other = generate_case(7, size="tiny", orientation=code)
+        assert other.ct.orientation == code
+        ornt = nib.orientations.ornt_transform(
+            nib.orientations.axcodes2ornt(tuple(code)), nib.orientations.axcodes2ornt(("R", "A", "S"))
+        )
+        assert np.array_equal(nib.orientations.apply_orientation(other.ct.array, ornt), ras.ct.array)
+        back = other.ct.affine @ nib.orientations.inv_ornt_aff(ornt, other.ct.shape)
+        assert np.allclose(back, ras.ct.affine)
+    assert np.allclose(ras.ct.direction, np.eye(3))
+    with pytest.raises(KidneysegError, match="orientation"):
+        generate_case(7, size="tiny", orientation="RAR")
+
+
+def test_dataset_layout_is_kits23_and_readable(tmp_path):
+    folders = generate_dataset(tmp_path, cases=2, seed=9, size="tiny", progress=False)
+    assert [f.name for f in folders] == ["case_00000", "case_00001"]
+    dataset = discover(tmp_path)
+    assert dataset.layout == "kits23" and dataset.label_map.name == "kits23"
+    assert [c.case_id for c in dataset.labelled] == ["case_00000", "case_00001"]
+    expected = generate_case(case_seeds(9, 2)[1], size="tiny")
+    image = read_volume(dataset.cases[1].image)
+    labels = read_volume(dataset.cases[1].label)
+    assert image.array.dtype == np.int16 and labels.array.dtype == np.uint8
+    assert np.array_equal(image.array, expected.ct.array)
+    assert np.array_equal(labels.array, expected.labels.array)
+    assert image.same_grid(expected.ct) and labels.same_grid(image)
+    truth = json.loads((folders[1] / "phantom.json").read_text())
+    assert truth["case_id"] == "case_00001" and truth["seed"] == case_seeds(9, 2)[1]
+    assert truth["lesions"] == json.loads(json.dumps(expected.truth["lesions"]))
+    assert not list(tmp_path.rglob(".*partial*"))
+
+
+def test_bad_sizes_and_counts_are_user_errors(tmp_path):
+    with pytest.raises(KidneysegError, match="unknown phantom size 'huge'"):
+        generate_case(0, size="huge")
+    with pytest.raises(KidneysegError, match="at least 1"):
+        generate_dataset(tmp_path, cases=0)
+    assert not (tmp_path / "dataset").exists()
+
+
+def test_bad_anatomy_folders(tmp_path):
+    with pytest.raises(KidneysegError, match="does not exist"):
+        generate_case(0, size="tiny", anatomy=tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KidneysegError, match="no label maps found"):
+        generate_case(0, size="tiny", anatomy=tmp_path / "empty")
+    bad = tmp_path / "bad" / "case_00000" / "segmentation.nii.gz"
+    values = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    write_volume(bad, Volume(values, np.eye(4)))
+    with pytest.raises(KidneysegError, match=r"case_00000/segmentation.nii.gz: not a KiTS label map"):
+        generate_case(0, size="tiny", anatomy=tmp_path / "bad")
+    with pytest.raises(KidneysegError, match="no label maps"):
+        generate_dataset(tmp_path / "out", 1, anatomy=tmp_path / "empty", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def real_anatomy(shared_data, tmp_path) -> Path:
+    """A folder with two real KiTS19 label maps (symlinked, not copied)."""
+    folder = tmp_path / "anatomy"
+    for name in REAL_CASES:
+        source = shared_data / "kits19" / name / "segmentation.nii.gz"
+        if not source.exists():
+            pytest.skip(f"real mask {source} is absent")
+        (folder / name).mkdir(parents=True)
+        (folder / name / "segmentation.nii.gz").symlink_to(source)
+    return folder
+
+
+def test_real_anatomy_keeps_the_real_labels_and_grid(real_anatomy):
+    case = generate_case(1, size="full", anatomy=real_anatomy)
+    source = real_anatomy / case.truth["anatomy"]
+    real = read_volume(source)
+    assert case.ct.orientation == real.orientation == "IPL"
+    assert case.ct.spacing == pytest.approx(real.spacing)
+    # the phantom's grid is the real grid cropped along the slices: an integer shift of voxels
+    to_real = np.linalg.inv(real.affine) @ case.ct.affine
+    assert np.allclose(to_real[:3, :3], np.eye(3), atol=1e-5)
+    offset = np.rint(to_real[:3, 3]).astype(int)
+    assert np.allclose(to_real[:3, 3], offset, atol=1e-3) and offset[1] == offset[2] == 0
+    window = real.array[offset[0] : offset[0] + case.ct.shape[0]]
+    phantom = case.labels.array
+    synthetic_cyst = phantom == 3
+    assert np.array_equal(phantom[~synthetic_cyst], window[~synthetic_cyst])
+    assert (window > 0).sum() == (real.array > 0).sum()  # the crop keeps every annotated voxel
+    kidney_hu = np.median(case.ct.array[phantom == 1])
+    assert 60 < kidney_hu < 260
+
+
+def test_real_anatomy_small_size(real_anatomy):
+    case = generate_case(2, size="small", anatomy=real_anatomy)
+    assert case.ct.shape[1:] == (176, 176)
+    assert case.truth["anatomy"].split("/")[0] in REAL_CASES
+    assert (case.labels.array == 1).sum() * np.prod(case.ct.spacing) / 1000 > 50
+    assert (case.labels.array == 2).any()  # every KiTS19 case has a tumor
+
+
+def test_cli_writes_cases_and_reports_bad_input(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "phantoms"
+    result = runner.invoke(
+        app, ["phantom", "--out", str(out), "--cases", "2", "--size", "tiny", "--seed", "4"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 cases" in result.output
+    written = read_volume(out / "dataset" / "case_00000" / "imaging.nii.gz")
+    assert np.array_equal(written.array, generate_case(case_seeds(4, 2)[0], size="tiny").ct.array)
+
+    for args, message in (
+        (["--size", "huge"], "unknown phantom size"),
+        (["--orientation", "XYZ"], "orientation 'XYZ'"),
+        (["--anatomy", str(tmp_path / "nowhere")], "anatomy folder does not exist"),
+    ):
+        bad_out = tmp_path / "bad"
+        result = runner.invoke(app, ["phantom", "--out", str(bad_out), "--size", "tiny", *args])
+        assert result.exit_code == 2
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+        assert "Traceback" not in result.output
+        assert not bad_out.exists()
