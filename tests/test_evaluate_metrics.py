@@ -12,7 +12,13 @@ from scipy import ndimage
 
 from kidneyseg.evaluate.lesions import BIN_NAMES, match_lesions
 from kidneyseg.evaluate.metrics import case_metrics, dice, kits_region_scores
-from kidneyseg.evaluate.surface import bounding_box, corner_codes, surface_dice, tolerance_offsets
+from kidneyseg.evaluate.surface import (
+    bounding_box,
+    corner_codes,
+    foreground_boxes,
+    surface_dice,
+    tolerance_offsets,
+)
 from kidneyseg.labels import KITS_REGIONS
 
 sd = pytest.importorskip("surface_distance", reason="the reference `surface-distance` package is needed")
@@ -218,3 +224,28 @@ def test_lesion_sizes_use_the_voxel_spacing():
     counts_coarse = match_lesions(mask, mask, (2.0, 2.0, 4.0)).counts()
     assert counts_fine["ref_1to4cm"] == 1 and counts_fine["detected_1to4cm"] == 1
     assert counts_coarse["ref_4to7cm"] == 1
+
+
+def test_foreground_boxes_cover_the_mask_and_metrics_add_up_over_them(rng):
+    ref = np.zeros((60, 50, 40), bool)
+    ref[5:15, 5:20, 5:15] = True
+    ref[30:45, 30:45, 20:35] = True
+    pred = np.roll(ref, 1, axis=2)
+    pred[55:57, 2:4, 36:38] = True
+    pred[8, 40, 30] = True
+    boxes = foreground_boxes(ref | pred)
+    assert len(boxes) >= 3
+    covered = np.zeros_like(ref)
+    for box in boxes:
+        assert not covered[box].any()
+        covered[box] = True
+    assert (covered >= (ref | pred)).all()
+    spacing = (0.8, 0.7, 1.1329)
+    for tolerance in (1.0331, 1.1498):
+        expected = reference_scores(ref, pred, spacing, tolerance)[1]
+        assert surface_dice(ref, pred, spacing, tolerance) == pytest.approx(expected, abs=1e-9)
+    labels_ref, labels_pred = ref.astype(np.uint8) * 2, pred.astype(np.uint8) * 2
+    row = case_metrics(labels_pred, labels_ref, spacing)
+    assert row["hec_dice_tumor"] == pytest.approx(reference_scores(ref, pred, spacing, 1.1498)[0])
+    assert row["tumor_lesions_ref"] == 2 and row["tumor_lesions_detected"] == 2
+    assert row["tumor_lesions_fp"] == 2

@@ -43,6 +43,11 @@ class LesionMatch:
     pred_diameter_cm: np.ndarray
     pred_matched: np.ndarray
 
+    @classmethod
+    def concatenate(cls, matches: list[LesionMatch]) -> LesionMatch:
+        """The lesions of several disjoint boxes of one case, as one match."""
+        return cls(*(np.concatenate([getattr(m, f) for m in matches]) for f in cls.__dataclass_fields__))
+
     def counts(self) -> dict[str, int]:
         """Reference lesions, detected ones and false positives, in total and per size bin
         (false positives binned by their own size)."""

@@ -18,8 +18,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from kidneyseg.evaluate.lesions import match_lesions
-from kidneyseg.evaluate.surface import bounding_box, surface_dice
+from kidneyseg.evaluate.lesions import LesionMatch, match_lesions
+from kidneyseg.evaluate.surface import (
+    concatenate_points,
+    foreground_boxes,
+    surface_dice,
+    surface_dice_from_points,
+    surface_points,
+)
 from kidneyseg.labels import KITS23, KITS_REGIONS
 
 CLASSES = tuple(c.name for c in KITS23.foreground)
@@ -54,8 +60,41 @@ def kits_region_scores(
     return kits_dice(mask_ref, mask_pred), surface_dice(mask_ref, mask_pred, spacing, tolerance_mm)
 
 
+def _region_scores(
+    parts: list[tuple[np.ndarray, np.ndarray]],
+    origins: list[tuple[int, ...]],
+    spacing: tuple[float, float, float],
+    tolerance_mm: float,
+) -> tuple[float, float]:
+    """KiTS (Dice, Surface Dice) of one region given its (ref, pred) masks box by box."""
+    ref_n = sum(int(r.sum()) for r, _ in parts)
+    pred_n = sum(int(p.sum()) for _, p in parts)
+    if ref_n == 0 and pred_n == 0:
+        return 1.0, 1.0
+    if ref_n == 0 or pred_n == 0:
+        return 0.0, 0.0
+    both = sum(int(np.count_nonzero(r & p)) for r, p in parts)
+    ref = concatenate_points(
+        [surface_points(r, spacing, o) for (r, _), o in zip(parts, origins, strict=True)]
+    )
+    pred = concatenate_points(
+        [surface_points(p, spacing, o) for (_, p), o in zip(parts, origins, strict=True)]
+    )
+    return 2.0 * both / (ref_n + pred_n), surface_dice_from_points(ref, pred, spacing, tolerance_mm)
+
+
+def _dice_from_parts(parts: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    total = sum(int(r.sum()) + int(p.sum()) for r, p in parts)
+    if total == 0:
+        return float("nan")
+    return 2.0 * sum(int(np.count_nonzero(r & p)) for r, p in parts) / total
+
+
 def case_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, float]:
     """Every metric of one case as a flat `{column: value}` mapping.
+
+    The volume is cut into tight boxes around the foreground (`foreground_boxes`); every metric
+    is computed box by box and added up, which gives the same values as on the whole volume.
 
     Args:
         pred: predicted label map (values 0-3) on the reference's grid.
@@ -70,28 +109,36 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float,
     """
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
-    box = bounding_box((ref > 0) | (pred > 0))
-    if box is None:
-        box = tuple(slice(0, 0) for _ in range(3))
-    pred = np.asarray(pred[box])
-    ref = np.asarray(ref[box])
+    spacing = tuple(float(s) for s in spacing)
+    boxes = foreground_boxes((ref > 0) | (pred > 0))
+    origins = [tuple(s.start for s in box) for box in boxes]
+    labels = [(np.asarray(ref[box]), np.asarray(pred[box])) for box in boxes]
+
+    def masks(values: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(np.isin(r, values), np.isin(p, values)) for r, p in labels]
+
     row: dict[str, float] = {}
     for value, name in enumerate(CLASSES, start=1):
-        row[f"dice_{name}"] = dice(ref == value, pred == value)
+        row[f"dice_{name}"] = _dice_from_parts(masks((value,)))
     defined = [row[f"dice_{n}"] for n in CLASSES if not np.isnan(row[f"dice_{n}"])]
     row["dice_mean"] = float(np.mean(defined)) if defined else float("nan")
     for region in KITS_REGIONS:
-        d, sd = kits_region_scores(
-            np.isin(ref, region.values), np.isin(pred, region.values), spacing, region.tolerance_mm
-        )
+        d, sd = _region_scores(masks(region.values), origins, spacing, region.tolerance_mm)
         row[f"hec_dice_{region.name}"] = d
         row[f"hec_sd_{region.name}"] = sd
     row["hec_dice_mean"] = float(np.mean([row[f"hec_dice_{r.name}"] for r in KITS_REGIONS]))
     row["hec_sd_mean"] = float(np.mean([row[f"hec_sd_{r.name}"] for r in KITS_REGIONS]))
-    row["kits19_kidney_dice"] = kits_dice(ref > 0, pred > 0)
-    row["kits19_tumor_dice"] = kits_dice(ref == 2, pred == 2)
+    for column, values in (("kits19_kidney_dice", (1, 2, 3)), ("kits19_tumor_dice", (2,))):
+        value = _dice_from_parts(masks(values))
+        row[column] = 1.0 if np.isnan(value) else value
     row["kits19_composite"] = (row["kits19_kidney_dice"] + row["kits19_tumor_dice"]) / 2.0
     for name, values in LESION_CLASSES.items():
-        counts = match_lesions(np.isin(ref, values), np.isin(pred, values), spacing).counts()
+        matches = [match_lesions(r, p, spacing) for r, p in masks(values)]
+        counts = LesionMatch.concatenate(matches).counts() if matches else _no_lesions()
         row.update({f"{name}_lesions_{k}": v for k, v in counts.items()})
     return row
+
+
+def _no_lesions() -> dict[str, int]:
+    empty = np.zeros(0)
+    return LesionMatch(empty, empty.astype(bool), empty, empty.astype(bool)).counts()
