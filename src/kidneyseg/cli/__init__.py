@@ -13,7 +13,16 @@ import typer
 
 from kidneyseg import __version__
 
-VERBS: tuple[str, ...] = ("report", "train", "evaluate", "predict", "models", "phantom", "preprocess")
+VERBS: tuple[str, ...] = (
+    "report",
+    "train",
+    "evaluate",
+    "predict",
+    "models",
+    "phantom",
+    "preprocess",
+    "compare",
+)
 
 app = typer.Typer(
     name="kidneyseg",
