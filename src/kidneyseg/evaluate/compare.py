@@ -1,0 +1,214 @@
+"""Compare models evaluated on the same cases, in the layout of the papers' tables.
+
+Gohil & Lad (SCA-UNet, KiTS21) Table I and Rathnayaka et al. (attention U-Net, KiTS19)
+Table 1 list one row per model and one column per class (Kidney / Tumor / Cyst) plus their
+mean, for the validation and the training set. We add what those tables lack: a seeded
+bootstrap 95 % confidence interval for every cell, a paired test between every two models
+(Wilcoxon signed-rank and paired bootstrap on the same cases) and a box plot per class.
+
+Input: the per-case CSVs written by `kidneyseg evaluate` (one per model and data set).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kidneyseg.errors import KidneysegError
+from kidneyseg.evaluate.folder import CSV_NAME, read_csv
+from kidneyseg.evaluate.stats import N_BOOTSTRAP, bootstrap_mean_of_means, bootstrap_means, paired_test
+from kidneyseg.evaluate.tables import METRIC_SETS, fmt, markdown_table
+
+DATA_SETS = ("validation", "training")
+COMPARISON_JSON = "comparison.json"
+COMPARISON_MD = "comparison.md"
+
+
+def parse_named(spec: str, option: str) -> tuple[str, Path]:
+    """Split `NAME=PATH`.
+
+    Raises:
+        KidneysegError: the text has no `=` or an empty name or path.
+    """
+    name, sep, path = spec.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise KidneysegError(f"{option} expects NAME=PATH, got {spec!r}")
+    return name.strip(), Path(path.strip())
+
+
+def load_scores(path: str | os.PathLike[str]) -> list[dict]:
+    """Per-case rows from a `kidneyseg evaluate` output folder or its `per_case.csv`."""
+    path = Path(path)
+    return read_csv(path / CSV_NAME if path.is_dir() else path)
+
+
+def _aligned(models: dict[str, list[dict]], data_set: str) -> list[str]:
+    """The common, sorted case ids; raise if the models were not evaluated on the same cases."""
+    case_sets = {name: {r["case_id"] for r in rows} for name, rows in models.items()}
+    first_name, first = next(iter(case_sets.items()))
+    for name, cases in case_sets.items():
+        if cases != first:
+            only_first = sorted(first - cases)[:5]
+            only_this = sorted(cases - first)[:5]
+            raise KidneysegError(
+                f"{data_set} set: models {first_name!r} and {name!r} were evaluated on different cases "
+                f"(only {first_name}: {only_first}, only {name}: {only_this}); "
+                "paired statistics need the same cases"
+            )
+    return sorted(first)
+
+
+def _matrix(rows: list[dict], cases: list[str], columns: list[str], where: str) -> np.ndarray:
+    by_case = {r["case_id"]: r for r in rows}
+    missing = [c for c in columns if c not in rows[0]]
+    if missing:
+        raise KidneysegError(f"{where}: the per-case CSV lacks columns {missing}; re-run kidneyseg evaluate")
+    return np.array([[by_case[case][c] for c in columns] for case in cases], dtype=np.float64)
+
+
+def compare_models(
+    data_sets: dict[str, dict[str, list[dict]]], n_boot: int = N_BOOTSTRAP, seed: int = 0
+) -> dict:
+    """Means with bootstrap CIs and paired tests for every metric set, model and data set.
+
+    Args:
+        data_sets: `{"validation": {model: per-case rows}, "training": {...}}`; the models of a
+            data set must have been evaluated on the same cases.
+        n_boot: bootstrap resamples.
+        seed: seed of every bootstrap (each cell uses the same seed, so results are reproducible
+            and paired resamples are comparable).
+
+    Returns:
+        A JSON-ready dict: `{"n_bootstrap", "seed", "sets": {data set: {"cases", "metrics":
+        {metric set: {"title", "columns", "models": {model: {column: Interval}},
+        "paired": {"A vs B": {column: PairedTest}}}}}}}`.
+    """
+    out: dict = {"n_bootstrap": n_boot, "seed": seed, "confidence": 0.95, "sets": {}}
+    for data_set, models in data_sets.items():
+        if not models:
+            continue
+        cases = _aligned(models, data_set)
+        metrics = {}
+        for key, (title, columns) in METRIC_SETS.items():
+            headings = [h for h, _ in columns]
+            class_columns = [c for _, c in columns[:-1]]
+            mean_column = columns[-1][1]
+            values = {
+                name: _matrix(rows, cases, [*class_columns, mean_column], f"{data_set} set, model {name}")
+                for name, rows in models.items()
+            }
+            per_model = {}
+            for name, matrix in values.items():
+                intervals = bootstrap_means(matrix[:, :-1], n_boot=n_boot, seed=seed)
+                intervals.append(bootstrap_mean_of_means(matrix[:, :-1], n_boot=n_boot, seed=seed))
+                per_model[name] = {h: i.to_dict() for h, i in zip(headings, intervals, strict=True)}
+            paired = {}
+            for a, b in itertools.combinations(models, 2):
+                paired[f"{a} vs {b}"] = {
+                    h: paired_test(values[a][:, j], values[b][:, j], n_boot=n_boot, seed=seed).to_dict()
+                    for j, h in enumerate(headings)
+                }
+            metrics[key] = {"title": title, "columns": headings, "models": per_model, "paired": paired}
+        out["sets"][data_set] = {"cases": cases, "metrics": metrics}
+    return out
+
+
+def _cell(interval: dict) -> str:
+    if interval["low"] is None:
+        return fmt(interval["mean"])
+    return f"{fmt(interval['mean'])} [{fmt(interval['low'])}, {fmt(interval['high'])}]"
+
+
+def _paired_cell(test: dict) -> str:
+    if test["mean_difference"] is None:
+        return "–"
+    return f"{test['mean_difference']:+.3f}, p = {fmt(test['wilcoxon_p'])} / {fmt(test['bootstrap_p'])}"
+
+
+def paper_table(result: dict, data_set: str = "validation", metric: str = "dice") -> str:
+    """One markdown table in the papers' layout: a row per model, mean [95 % CI] per column."""
+    entry = result["sets"][data_set]["metrics"][metric]
+    rows = [[name, *[_cell(cells[h]) for h in entry["columns"]]] for name, cells in entry["models"].items()]
+    return markdown_table(["Model", *entry["columns"]], rows)
+
+
+def comparison_markdown(result: dict) -> str:
+    """The comparison as markdown: per data set and metric set, the papers' table (mean
+    [95 % CI]) followed by the paired tests."""
+    parts = [
+        "# Model comparison\n",
+        f"Cells: mean over cases [95 % bootstrap CI, {result['n_bootstrap']} resamples, "
+        f"seed {result['seed']}]. "
+        "Paired cells: mean difference (row's first model minus second) on the cases where both are "
+        "defined, then p-values of the Wilcoxon signed-rank test / the paired bootstrap. The Mean column "
+        "is the average of the class means; its paired test compares each case's own mean.\n",
+    ]
+    for data_set, entry in result["sets"].items():
+        parts.append(f"## {data_set.capitalize()} set ({len(entry['cases'])} cases)\n")
+        for key, metric in entry["metrics"].items():
+            headings = metric["columns"]
+            parts.append(f"### {metric['title']}\n\n" + paper_table(result, data_set, key))
+            if metric["paired"]:
+                paired_rows = [
+                    [pair, *[_paired_cell(tests[h]) for h in headings]]
+                    for pair, tests in metric["paired"].items()
+                ]
+                parts.append("Paired tests:\n\n" + markdown_table(["Models", *headings], paired_rows))
+    return "\n".join(parts)
+
+
+def box_plots(models: dict[str, list[dict]], out_dir: str | os.PathLike[str], data_set: str) -> list[Path]:
+    """One PNG per class of the per-label Dice (and their per-case mean): a box per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kidneyseg.io.atomic import atomic_path
+
+    out_dir = Path(out_dir)
+    paths = []
+    for heading, column in METRIC_SETS["dice"][1]:
+        data = []
+        for rows in models.values():
+            values = np.array([r[column] for r in rows], dtype=np.float64)
+            data.append(values[~np.isnan(values)])
+        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(models), 4.0), dpi=120)
+        ax.boxplot(data, showmeans=True)
+        ax.set_xticks(
+            range(1, len(models) + 1), [f"{n}\n(n={len(d)})" for n, d in zip(models, data, strict=True)]
+        )
+        ax.set_ylabel("Dice")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{heading} Dice, {data_set} set")
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        path = out_dir / f"boxplot_{data_set}_{heading.lower()}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_comparison(
+    data_sets: dict[str, dict[str, list[dict]]],
+    out_dir: str | os.PathLike[str],
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> dict[str, list[Path]]:
+    """Compute the comparison and write `comparison.json`, `comparison.md` and the box plots."""
+    from kidneyseg.io.atomic import write_text_atomic
+
+    result = compare_models(data_sets, n_boot=n_boot, seed=seed)
+    out_dir = Path(out_dir)
+    plots = [p for name, models in data_sets.items() if models for p in box_plots(models, out_dir, name)]
+    return {
+        "json": [write_text_atomic(out_dir / COMPARISON_JSON, json.dumps(result, indent=2) + "\n")],
+        "markdown": [write_text_atomic(out_dir / COMPARISON_MD, comparison_markdown(result))],
+        "plots": plots,
+    }
