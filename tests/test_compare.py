@@ -1,0 +1,152 @@
+"""Comparison statistics, tables and the `kidneyseg compare` CLI on synthetic per-case scores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import typer
+from scipy import stats as scipy_stats
+from typer.testing import CliRunner
+
+from kidneyseg.cli import compare as compare_cli
+from kidneyseg.errors import KidneysegError
+from kidneyseg.evaluate.compare import compare_models, paper_table
+from kidneyseg.evaluate.folder import write_csv
+from kidneyseg.evaluate.stats import bootstrap_mean_of_means, bootstrap_means, paired_test
+from kidneyseg.evaluate.tables import METRIC_SETS
+
+ALL_COLUMNS = [column for _, columns in METRIC_SETS.values() for _, column in columns]
+
+
+def synthetic_rows(rng, n_cases: int, quality: float, cyst_every: int = 3) -> list[dict]:
+    """Per-case scores of a model: better models have higher `quality`; cysts exist in a third
+    of the cases (NaN Dice otherwise), as in KiTS23."""
+    rows = []
+    for i in range(n_cases):
+        row = {"case_id": f"case_{i:05d}"}
+        for column in ALL_COLUMNS:
+            row[column] = float(np.clip(quality + rng.normal(0, 0.05), 0, 1))
+        if i % cyst_every:
+            row["dice_cyst"] = float("nan")
+        defined = [row[c] for c in ("dice_kidney", "dice_tumor", "dice_cyst") if not np.isnan(row[c])]
+        row["dice_mean"] = float(np.mean(defined))
+        rows.append(row)
+    return rows
+
+
+def test_bootstrap_interval_agrees_with_scipy(rng):
+    values = rng.normal(0.8, 0.1, size=60)
+    ours = bootstrap_means(values, n_boot=5000, seed=1)[0]
+    theirs = scipy_stats.bootstrap(
+        (values,), np.mean, n_resamples=5000, method="percentile", random_state=np.random.default_rng(2)
+    ).confidence_interval
+    assert ours.mean == pytest.approx(values.mean())
+    assert ours.low == pytest.approx(theirs.low, abs=0.006)
+    assert ours.high == pytest.approx(theirs.high, abs=0.006)
+    assert ours.low < ours.mean < ours.high
+    assert bootstrap_means(values, n_boot=5000, seed=1)[0] == ours
+
+
+def test_bootstrap_ignores_undefined_cases_and_averages_class_means(rng):
+    values = rng.uniform(0.5, 1.0, size=(30, 3))
+    values[::2, 2] = np.nan
+    intervals = bootstrap_means(values, n_boot=2000)
+    assert [i.n for i in intervals] == [30, 30, 15]
+    assert intervals[2].mean == pytest.approx(np.nanmean(values[:, 2]))
+    mean = bootstrap_mean_of_means(values, n_boot=2000)
+    assert mean.mean == pytest.approx(np.mean([i.mean for i in intervals]))
+    assert mean.low < mean.mean < mean.high
+    single = bootstrap_means(np.array([0.5, np.nan]), n_boot=200)[0]
+    assert single.mean == 0.5 and np.isnan(single.low) and single.n == 1
+
+
+def test_paired_test_detects_a_consistent_difference(rng):
+    a = rng.uniform(0.6, 0.9, size=40)
+    b = a - 0.03 + rng.normal(0, 0.01, size=40)
+    test = paired_test(a, b, n_boot=4000)
+    assert test.n == 40
+    assert test.mean_difference == pytest.approx(np.mean(a - b))
+    assert 0 < test.low < test.mean_difference < test.high
+    assert test.wilcoxon_p < 1e-6 and test.bootstrap_p < 1e-3
+
+    noise = a + rng.normal(0, 0.02, size=40)
+    assert paired_test(a, noise, n_boot=4000).wilcoxon_p > 0.01
+
+    same = paired_test(a, a.copy())
+    assert same.mean_difference == 0 and same.wilcoxon_p == 1.0
+
+    b_nan = b.copy()
+    b_nan[:10] = np.nan
+    assert paired_test(a, b_nan).n == 30
+
+
+def test_compare_models_ranks_models_and_pairs_them(rng):
+    models = {
+        "sca_unet": synthetic_rows(rng, 24, 0.85),
+        "residual_unet": synthetic_rows(rng, 24, 0.78),
+    }
+    result = compare_models({"validation": models}, n_boot=1000)
+    dice = result["sets"]["validation"]["metrics"]["dice"]
+    assert dice["columns"] == ["Kidney", "Tumor", "Cyst", "Mean"]
+    better, worse = dice["models"]["sca_unet"], dice["models"]["residual_unet"]
+    assert better["Kidney"]["mean"] == pytest.approx(np.mean([r["dice_kidney"] for r in models["sca_unet"]]))
+    assert better["Cyst"]["n"] == 8
+    assert better["Mean"]["mean"] > worse["Mean"]["mean"]
+    paired = dice["paired"]["sca_unet vs residual_unet"]
+    assert paired["Kidney"]["mean_difference"] > 0 and paired["Kidney"]["wilcoxon_p"] < 0.01
+    assert paired["Cyst"]["n"] == 8
+    table = paper_table(result)
+    assert table.splitlines()[0] == "| Model | Kidney | Tumor | Cyst | Mean |"
+    assert (
+        f"{better['Tumor']['mean']:.3f} [{better['Tumor']['low']:.3f}, {better['Tumor']['high']:.3f}]"
+        in table
+    )
+
+
+def test_models_must_share_their_cases(rng):
+    models = {"a": synthetic_rows(rng, 10, 0.8), "b": synthetic_rows(rng, 9, 0.8)}
+    with pytest.raises(KidneysegError, match="different cases"):
+        compare_models({"validation": models}, n_boot=200)
+
+
+@pytest.fixture
+def cli():
+    app = typer.Typer()
+    compare_cli.register(app)
+    app.command("noop")(lambda: None)  # a second command keeps `compare` a named sub-command
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, ["compare", *map(str, args)])
+
+
+def test_compare_cli_writes_tables_json_and_box_plots(cli, tmp_path, rng):
+    import matplotlib.image
+
+    args = []
+    for name, quality in (("attention_unet_2d", 0.9), ("unet_2d", 0.85)):
+        val = write_csv(tmp_path / name / "val" / "per_case.csv", synthetic_rows(rng, 12, quality))
+        write_csv(tmp_path / name / "train" / "per_case.csv", synthetic_rows(rng, 30, quality + 0.05))
+        args += ["--eval", f"{name}={val.parent}", "--train-eval", f"{name}={tmp_path / name / 'train'}"]
+    out = tmp_path / "cmp"
+    result = cli(*args, "--out", out, "--bootstrap", 500)
+    assert result.exit_code == 0, result.output
+    assert "| attention_unet_2d |" in result.output
+    summary = json.loads((out / "comparison.json").read_text())
+    assert set(summary["sets"]) == {"validation", "training"}
+    assert len(summary["sets"]["training"]["cases"]) == 30
+    markdown = (out / "comparison.md").read_text()
+    assert "## Validation set (12 cases)" in markdown and "## Training set (30 cases)" in markdown
+    plots = sorted(out.glob("boxplot_*.png"))
+    assert len(plots) == 8
+    image = matplotlib.image.imread(plots[0])
+    assert image.ndim == 3 and image.shape[0] > 100
+
+
+def test_compare_cli_bad_input_is_one_line(cli, tmp_path, rng):
+    result = cli("--eval", "no-equals-sign", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "NAME=PATH" in result.output
+    result = cli("--eval", f"a={tmp_path / 'missing'}", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "no such per-case evaluation CSV" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
