@@ -19,6 +19,9 @@ from kidneyseg.labels import LabelMap
 WINDOW_HU = (40.0, 400.0)  # level, width: soft tissue
 FIELD_MARGIN_MM = 30.0
 FILL_ALPHA = 0.35
+DPI = 110
+WIDTH_INCH = 5.0
+LEGEND_INCH = 0.45  # band at the bottom of each picture holding the legend
 
 # For each view: the canonical axis it cuts, and how its 2D picture is read from the
 # (x: right, y: anterior, z: superior) array: which axes run down the rows and across the
@@ -92,8 +95,8 @@ def render_views(
         rgba[..., 3] = np.where(outline, 1.0, rgba[..., 3] * FILL_ALPHA)
         height_mm = seg2d.shape[0] * spacing[row_axis]
         width_mm = seg2d.shape[1] * spacing[col_axis]
-        fig_w = 5.0
-        fig, ax = plt.subplots(figsize=(fig_w, fig_w * height_mm / width_mm + 0.7), dpi=110)
+        fig_h = WIDTH_INCH * height_mm / width_mm + LEGEND_INCH + 0.3
+        fig, ax = plt.subplots(figsize=(WIDTH_INCH, fig_h), dpi=DPI)
         extent = (0, width_mm, height_mm, 0)
         ax.imshow(
             ct2d,
@@ -121,7 +124,7 @@ def render_views(
         ax.set_axis_off()
         handles = [Patch(color=np.asarray(c.color) / 255, label=c.name) for c in label_map.foreground]
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9)
-        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        fig.tight_layout(rect=(0, LEGEND_INCH / fig_h, 1, 1))
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
         plt.close(fig)

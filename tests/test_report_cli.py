@@ -1,0 +1,85 @@
+"""`kidneyseg report` end to end on NIfTI files, including bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from kidneyseg.cli import report as report_cli
+from kidneyseg.io.volume import Volume, write_volume
+from test_report_measure import build_scene, make_grid
+
+
+@pytest.fixture
+def cli():
+    app = typer.Typer()
+    report_cli.register(app)
+    app.command("noop")(lambda: None)  # a second command keeps `report` a named sub-command
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, ["report", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def case_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("case")
+    affine, shape = make_grid(np.diag([-1.0, -1.0, 1.0]), spacing=(2.5, 2.5, 4.0))
+    ct, labels = build_scene(affine, shape)
+    write_volume(folder / "ct.nii.gz", ct)
+    write_volume(folder / "seg.nii.gz", labels)
+    return folder, ct, labels
+
+
+def test_report_writes_json_and_html(cli, case_files, tmp_path):
+    folder, _, _ = case_files
+    out = tmp_path / "out"
+    args = ("--ct", folder / "ct.nii.gz", "--labels", folder / "seg.nii.gz", "--out", out)
+    result = cli(*args, "--case-id", "p1")
+    assert result.exit_code == 0, result.output
+    assert "2 tumor(s) and 1 cyst(s)" in result.output
+    report = json.loads((out / "p1_report.json").read_text())
+    assert report["case_id"] == "p1"
+    assert report["summary"]["kidneys_found"] == ["right", "left"]
+    assert report["inputs"]["orientation"] == "LPS"
+    assert (out / "p1_report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_mismatched_grid_is_one_line_and_writes_nothing(cli, case_files, tmp_path):
+    folder, _, labels = case_files
+    moved = labels.affine.copy()
+    moved[:3, 3] += 7.5
+    write_volume(tmp_path / "other.nii.gz", Volume(labels.array, moved))
+    out = tmp_path / "out"
+    result = cli("--ct", folder / "ct.nii.gz", "--labels", tmp_path / "other.nii.gz", "--out", out)
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "other.nii.gz" in result.output
+    assert "differs from the CT" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_labels_outside_the_label_map(cli, case_files, tmp_path):
+    folder, _, _ = case_files
+    args = ("--ct", folder / "ct.nii.gz", "--labels", folder / "seg.nii.gz", "--out", tmp_path / "out")
+    result = cli(*args, "--label-map", "kits19")
+    assert result.exit_code == 2 and "label values [3] are not in the kits19 label map" in result.output
+    result = cli(*args, "--label-map", "kits99")
+    assert result.exit_code == 2 and "unknown label map 'kits99'" in result.output
+
+
+def test_empty_segmentation_is_reported(cli, case_files, tmp_path):
+    folder, _, labels = case_files
+    write_volume(tmp_path / "empty.nii.gz", labels.with_array(np.zeros_like(labels.array)))
+    out = tmp_path / "out"
+    result = cli("--ct", folder / "ct.nii.gz", "--labels", tmp_path / "empty.nii.gz", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "segmentation is empty" in result.output
+    assert json.loads((out / "report.json").read_text())["status"] == "empty"
+
+
+def test_missing_file(cli, tmp_path):
+    result = cli("--ct", tmp_path / "nope.nii.gz", "--labels", tmp_path / "seg.nii.gz", "--out", tmp_path)
+    assert result.exit_code == 2 and "nope.nii.gz: no such file" in result.output

@@ -1,0 +1,166 @@
+"""The written report: JSON + self-contained HTML, its pictures, and the page in a real browser."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from kidneyseg.labels import KITS23, TUMOR
+from kidneyseg.report import measure, write_report
+from kidneyseg.report.overlays import DPI, LEGEND_INCH, render_views
+from test_report_measure import LESIONS, build_scene, make_grid
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SPHERE_CENTRE = LESIONS["sphere tumor"][2]  # right kidney, upper half
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+def scene(directions=None, spacing=(2.0, 2.0, 4.0)):
+    affine, shape = make_grid(np.eye(3) if directions is None else directions, spacing=spacing)
+    return build_scene(affine, shape)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    ct, labels = scene()
+    out = tmp_path_factory.mktemp("report")
+    return write_report(ct, labels, out, case_id="case_42"), ct, labels
+
+
+def embedded_images(page: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)]
+
+
+def read_png(data: bytes) -> np.ndarray:
+    import matplotlib.image
+
+    return matplotlib.image.imread(io.BytesIO(data), format="png")[..., :3]
+
+
+def colour_pixels(image: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
+    """(row, column) of the pixels drawn in `rgb` above the legend band (the opaque outlines
+    of the overlay)."""
+    picture = image[: image.shape[0] - int(LEGEND_INCH * DPI)]
+    return np.argwhere(np.abs(picture - np.asarray(rgb) / 255).max(axis=-1) < 0.03)
+
+
+def test_report_files_are_written_with_the_measurements(written):
+    paths, ct, labels = written
+    assert paths.json.name == "case_42_report.json" and paths.html.name == "case_42_report.html"
+    assert sorted(p.name for p in paths.json.parent.iterdir()) == [paths.html.name, paths.json.name]
+    saved = json.loads(paths.json.read_text())
+    fresh = measure(ct, labels, KITS23, case_id="case_42")
+    for key in ("summary", "kidneys", "lesions", "inputs", "status", "case_id"):
+        assert saved[key] == fresh[key]
+    assert paths.status == "ok" and paths.message == saved["message"]
+
+
+def test_html_is_self_contained(written):
+    paths, _, _ = written
+    page = paths.html.read_text()
+    images = embedded_images(page)
+    assert len(images) == 3 and all(data.startswith(PNG_SIGNATURE) for data in images)
+    assert not re.search(r'(src|href)="(?!data:)', page), "the page must not load anything from elsewhere"
+    assert "<script" not in page
+    saved = json.loads(paths.json.read_text())
+    for row in saved["lesions"]:
+        assert f"<td>{row['id']}</td>" in page
+        assert f"{row['max_axial_diameter_cm']:.1f}" in page
+    assert all(c.name in page for c in KITS23.foreground)
+
+
+@pytest.mark.parametrize("grid", ["RAS", "LPS"])
+def test_pictures_follow_the_radiological_convention(grid):
+    """The right-sided tumor appears on the image's left in the axial and coronal views, and
+    in the upper half of the coronal and sagittal views, whatever the array orientation."""
+    directions = np.eye(3) if grid == "RAS" else np.diag([-1.0, -1.0, 1.0])
+    ct, labels = scene(directions)
+    pictures = render_views(ct, labels.array, KITS23, np.asarray(SPHERE_CENTRE), "T1")
+    for view in ("axial", "coronal"):
+        image = read_png(pictures[view])
+        tumor = colour_pixels(image, TUMOR.color)
+        assert len(tumor) > 20, view
+        assert tumor[:, 1].mean() < image.shape[1] / 2, f"{view}: patient's right must be on the image's left"
+    for view in ("coronal", "sagittal"):
+        image = read_png(pictures[view])
+        rows = colour_pixels(image, TUMOR.color)[:, 0]
+        kidney_rows = colour_pixels(image, KITS23.classes[1].color)[:, 0]
+        assert rows.mean() < kidney_rows.mean(), f"{view}: superior must be at the top"
+
+
+def test_pictures_keep_the_physical_aspect_ratio():
+    """A sphere stays round in the coronal and sagittal views of voxels 3× longer along z."""
+    ct, labels = scene(spacing=(1.5, 1.5, 4.5))
+    pictures = render_views(ct, labels.array, KITS23, np.asarray(SPHERE_CENTRE), "T1")
+    for view in ("axial", "coronal", "sagittal"):
+        image = read_png(pictures[view])
+        tumor = colour_pixels(image, TUMOR.color)
+        if view == "coronal":  # the cut also holds the left kidney's tumor: keep the sphere's side
+            tumor = tumor[tumor[:, 1] < image.shape[1] / 2]
+        height, width = np.ptp(tumor, axis=0) + 1
+        assert height / width == pytest.approx(1.0, abs=0.15), view
+
+
+def test_empty_segmentation_report_says_so(tmp_path):
+    ct, labels = scene()
+    paths = write_report(ct, labels.with_array(np.zeros_like(labels.array)), tmp_path)
+    assert paths.json.name == "report.json" and paths.status == "empty"
+    page = paths.html.read_text()
+    assert "holds no kidney, tumor or cyst" in page and "No tumor or cyst segmented." in page
+    assert len(embedded_images(page)) == 3
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_page_renders_in_a_headless_browser(written, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium binary (install Debian's `chromium`; .ci/run does so in CI)")
+    paths, _, _ = written
+    probe = tmp_path / "probe.html"
+    script = (
+        "<script>window.addEventListener('load', () => {"
+        "const images = Array.from(document.images);"
+        "document.body.dataset.images = images.length;"
+        "document.body.dataset.loaded = images.filter(i => i.complete && i.naturalWidth > 0).length;"
+        "});</script>"
+    )
+    probe.write_text(paths.html.read_text().replace("</body>", script + "</body>"))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
+        command = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+
+    dom = run("--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    images = re.search(r'data-images="(\d+)"', dom.stdout)
+    loaded = re.search(r'data-loaded="(\d+)"', dom.stdout)
+    assert images and loaded, "the page did not finish loading"
+    assert int(images.group(1)) == 3 and int(loaded.group(1)) == 3
+    assert "Kidney report" in dom.stdout
+
+    screenshot = tmp_path / "screenshot.png"
+    shot = run("--window-size=1280,1600", f"--screenshot={screenshot}", paths.html.as_uri())
+    assert shot.returncode == 0 and screenshot.exists(), shot.stderr[-2000:]
+    pixels = read_png(screenshot.read_bytes())
+    assert pixels.shape[:2] == (1600, 1280)
+    assert pixels.std() > 0.05, "the screenshot is blank"
