@@ -150,3 +150,49 @@ def test_compare_cli_bad_input_is_one_line(cli, tmp_path, rng):
     assert result.exit_code == 2 and "no such per-case evaluation CSV" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_compare_run_that_is_not_a_training_run_is_one_line(cli, tmp_path):
+    (tmp_path / "not_a_run").mkdir()
+    result = cli("--run", f"a={tmp_path / 'not_a_run'}", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "no run.json" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_compare_trained_runs_end_to_end(cli, tmp_path):
+    """Train one tiny SCA-UNet on phantoms, then compare it with itself through `--run`:
+    its held-out cases are predicted and evaluated, and the paired difference is exactly 0."""
+    import torch
+
+    from kidneyseg.data.phantom import generate_dataset
+    from kidneyseg.recipes import load_recipe
+    from kidneyseg.train import engine
+
+    torch.set_num_threads(1)
+    data = tmp_path / "phantoms"
+    generate_dataset(data, cases=4, seed=0, size="tiny", progress=False)
+    overrides = [
+        "preprocess.spacing=[6.0, 6.0, 6.0]",
+        "data.num_workers=0",
+        "train.val_max_cases=0",
+        "data.patch_size=[32, 32, 16]",
+        "data.samples_per_case=1",
+        "data.batch_size=2",
+        "model.kwargs.channels=[4, 8, 8, 8]",
+        "train.epochs=1",
+    ]
+    run = tmp_path / "run"
+    engine.train(load_recipe("sca-unet-3d:cpu", overrides=overrides), data, run, progress=False)
+    split = json.loads((run / "run.json").read_text())
+    out = tmp_path / "cmp"
+    result = cli("--run", f"a={run}", "--run", f"b={run}", "--out", out, "--bootstrap", 200)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "comparison.json").read_text())
+    assert summary["sets"]["validation"]["cases"] == sorted(split["val_cases"])
+    assert summary["sets"]["training"]["cases"] == sorted(split["train_cases"])
+    for case in split["val_cases"]:
+        assert (out / "runs" / "a" / "validation" / f"{case}.nii.gz").is_file()
+    paired = summary["sets"]["validation"]["metrics"]["hec_dice"]["paired"]["a vs b"]
+    assert paired["Mean"]["mean_difference"] == 0.0

@@ -30,25 +30,45 @@ def compare(
         list[str] | None,
         typer.Option("--train-eval", help="NAME=DIR: the same model evaluated on its training cases."),
     ] = None,
+    runs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--run",
+            help="NAME=RUN_DIR: a `kidneyseg train` run; its held-out and training cases are predicted "
+            "and evaluated (results kept in OUT/runs/NAME).",
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Dataset of the --run runs (default: each run's own).")
+    ] = None,
+    train_set: Annotated[
+        bool,
+        typer.Option("--train-set/--no-train-set", help="Also predict and score the runs' training cases."),
+    ] = True,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cases evaluated in parallel (processes).")] = 1,
+    device: Annotated[str, typer.Option("--device", help="Device for predicting --run cases.")] = "cpu",
     n_boot: Annotated[
         int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95 % CIs.")
     ] = 10_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
 ) -> None:
     """Rows per model, columns Kidney / Tumor / Cyst / Mean (and the KiTS metrics), with bootstrap
-    95 % CIs, paired tests between models and a box plot per class."""
+    95 % CIs, paired tests between models and a box plot per class. Models are given as
+    per-case evaluations (--eval, --train-eval) or as training runs (--run), predicted and
+    evaluated on their own held-out and training cases."""
     import json
 
     from kidneyseg.errors import KidneysegError
     from kidneyseg.evaluate.compare import load_scores, paper_table, parse_named, write_comparison
+    from kidneyseg.evaluate.runs import evaluate_run
 
-    if not evaluations:
-        raise KidneysegError("give at least one --eval NAME=DIR")
+    if not evaluations and not runs:
+        raise KidneysegError("give at least one --eval NAME=DIR or --run NAME=RUN_DIR")
     if n_boot < 100:
         raise KidneysegError(f"--bootstrap must be at least 100, got {n_boot}")
     data_sets: dict[str, dict[str, list[dict]]] = {"validation": {}, "training": {}}
     for data_set, specs, option in (
-        ("validation", evaluations, "--eval"),
+        ("validation", evaluations or [], "--eval"),
         ("training", train_evaluations or [], "--train-eval"),
     ):
         for spec in specs:
@@ -56,6 +76,14 @@ def compare(
             if name in data_sets[data_set]:
                 raise KidneysegError(f"{option}: model name {name!r} is given twice")
             data_sets[data_set][name] = load_scores(path)
+    wanted = ("validation", "training") if train_set else ("validation",)
+    for spec in runs or []:
+        name, path = parse_named(spec, "--run")
+        if name in data_sets["validation"]:
+            raise KidneysegError(f"--run: model name {name!r} is given twice")
+        scores = evaluate_run(path, out / "runs" / name, data, wanted, jobs=jobs, device=device)
+        for data_set, rows in scores.items():
+            data_sets[data_set][name] = list(rows)
     paths = write_comparison(data_sets, out, n_boot=n_boot, seed=seed)
     typer.echo(paper_table(json.loads(paths["json"][0].read_text(encoding="utf-8"))), nl=False)
     typer.echo(

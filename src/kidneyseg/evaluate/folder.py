@@ -205,6 +205,46 @@ def _detection(total: dict[str, int], n_cases: int) -> dict:
     }
 
 
+def evaluate_pairs(
+    pairs: tuple[tuple[str, Path, Path], ...] | list[tuple[str, Path, Path]],
+    jobs: int = 1,
+    progress: bool = True,
+) -> tuple[dict, ...]:
+    """Evaluate (case id, prediction file, reference file) triples; rows sorted by case id.
+
+    Args:
+        pairs: the cases to evaluate.
+        jobs: worker processes (1 = evaluate in this process).
+        progress: show a tqdm progress bar.
+
+    Raises:
+        KidneysegError: any case fails to evaluate (nothing is returned).
+    """
+    from tqdm import tqdm
+
+    if jobs < 1:
+        raise KidneysegError(f"--jobs must be at least 1, got {jobs}")
+    rows = []
+    with tqdm(total=len(pairs), desc="evaluate", unit="case", disable=not progress) as bar:
+        if jobs == 1:
+            for pair in pairs:
+                rows.append(_evaluate_pair(pair))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=min(jobs, len(pairs))) as pool:
+                pending = {pool.submit(_evaluate_pair, p) for p in pairs}
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    for future in done:
+                        if future.exception() is not None:
+                            for other in pending:
+                                other.cancel()
+                            raise future.exception()
+                        rows.append(future.result())
+                        bar.update()
+    return tuple(sorted(rows, key=lambda r: r["case_id"]))
+
+
 def evaluate_folders(
     pred_dir: str | os.PathLike[str],
     ref_dir: str | os.PathLike[str],
@@ -224,32 +264,10 @@ def evaluate_folders(
     Raises:
         KidneysegError: the folders hold no common case, or any case fails to evaluate.
     """
-    from tqdm import tqdm
-
-    if jobs < 1:
-        raise KidneysegError(f"--jobs must be at least 1, got {jobs}")
     pairing = pair_folders(pred_dir, ref_dir, annotation)
-    rows = []
-    with tqdm(total=len(pairing.pairs), desc="evaluate", unit="case", disable=not progress) as bar:
-        if jobs == 1:
-            for pair in pairing.pairs:
-                rows.append(_evaluate_pair(pair))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(jobs, len(pairing.pairs))) as pool:
-                pending = {pool.submit(_evaluate_pair, p) for p in pairing.pairs}
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                    for future in done:
-                        if future.exception() is not None:
-                            for other in pending:
-                                other.cancel()
-                            raise future.exception()
-                        rows.append(future.result())
-                        bar.update()
-    rows.sort(key=lambda r: r["case_id"])
+    rows = evaluate_pairs(pairing.pairs, jobs=jobs, progress=progress)
     return EvaluationResult(
-        tuple(rows),
+        rows,
         pairing.missing_predictions,
         pairing.missing_references,
         {"pred": str(pred_dir), "ref": str(ref_dir)},

@@ -86,6 +86,8 @@ def bootstrap_mean_of_means(
         samples = np.nanmean(np.nanmean(values[index], axis=1), axis=1)
         low, high = _percentiles(samples[:, None], confidence)
         mean = np.nanmean(np.nanmean(values, axis=0))
+    if n_cases < 2:
+        return Interval(float(mean), np.nan, np.nan, int(n_cases))
     return Interval(float(mean), float(low[0]), float(high[0]), int(n_cases))
 
 

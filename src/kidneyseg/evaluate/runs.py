@@ -1,0 +1,100 @@
+"""Evaluate trained run folders on their own held-out and training cases.
+
+A run folder written by `kidneyseg train` records its split (`run.json`: `val_cases`,
+`train_cases`, `data_dir`) next to its checkpoints. Here each case of the split is predicted
+with the public prediction API (`Predictor`, `predict_case`: the same preprocessing, sliding
+window and inversion to the CT grid as `kidneyseg predict`) and scored with `evaluate_pairs`
+against the dataset's reference — the numbers the papers' tables report for the validation and
+the training set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from kidneyseg.errors import KidneysegError
+from kidneyseg.evaluate.folder import CSV_NAME, evaluate_pairs, write_csv
+
+SPLIT_KEYS = {"validation": "val_cases", "training": "train_cases"}
+
+
+def read_run_split(run_dir: str | os.PathLike[str]) -> dict:
+    """The run record (`run.json`) of a training run, checked to hold its split.
+
+    Raises:
+        KidneysegError: the folder is not a finished or interrupted kidneyseg training run.
+    """
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise KidneysegError("not a kidneyseg training run (no run.json)", run_dir)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise KidneysegError(f"cannot read the run record ({exc})", path) from None
+    missing = [k for k in (*SPLIT_KEYS.values(), "data_dir") if k not in record]
+    if missing:
+        raise KidneysegError(f"the run record lacks {missing}", path)
+    return record
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    data_sets: tuple[str, ...] = ("validation", "training"),
+    jobs: int = 1,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, tuple[dict, ...]]:
+    """Predict and evaluate a run's validation and/or training cases.
+
+    Predictions go to `out_dir/<data set>/<case_id>.nii.gz` (finished ones are reused, so an
+    interrupted comparison resumes) and the per-case scores to `out_dir/<data set>/per_case.csv`
+    (usable later with `kidneyseg compare --eval`).
+
+    Args:
+        run_dir: a `kidneyseg train` run folder (its best checkpoint is used).
+        out_dir: where this run's predictions and scores go.
+        data_dir: the dataset the run was trained on (default: the one in its run record).
+        data_sets: which of "validation" and "training" to evaluate.
+        jobs: evaluation worker processes.
+        device: torch device for prediction.
+        progress: show progress bars.
+
+    Returns:
+        `{data set: per-case rows}`.
+
+    Raises:
+        KidneysegError: not a run folder, dataset missing or lacking the run's cases.
+    """
+    from tqdm import tqdm
+
+    from kidneyseg.data.cases import discover
+    from kidneyseg.predict import CaseInput, OutputOptions, Predictor
+    from kidneyseg.predict.runner import predict_case
+
+    record = read_run_split(run_dir)
+    dataset = discover(data_dir or record["data_dir"], require_labels=True)
+    predictor = Predictor([run_dir], device=device)
+    out_dir = Path(out_dir)
+    results = {}
+    for data_set in data_sets:
+        cases = dataset.subset(record[SPLIT_KEYS[data_set]])
+        unlabelled = [c.case_id for c in cases if c.label is None]
+        if unlabelled:
+            raise KidneysegError(
+                f"{data_set} cases {unlabelled[:5]} have no reference segmentation", dataset.root
+            )
+        if not cases:
+            continue
+        folder = out_dir / data_set
+        for case in tqdm(cases, desc=f"predict {data_set}", unit="case", disable=not progress):
+            if not (folder / f"{case.case_id}.nii.gz").exists():
+                predict_case(predictor, CaseInput(case.case_id, case.image), folder, OutputOptions())
+        pairs = [(c.case_id, folder / f"{c.case_id}.nii.gz", c.label) for c in cases]
+        rows = evaluate_pairs(pairs, jobs=jobs, progress=progress)
+        write_csv(folder / CSV_NAME, rows)
+        results[data_set] = rows
+    return results
