@@ -1,0 +1,128 @@
+"""CT I/O on real scanner output (../shared/data/real-ct), checked against independent readers:
+pydicom for the DICOM series (positions, orientation, pixel spacing, rescale to HU) and nibabel
+for NIfTI; exact NIfTI round trips; DICOM → NIfTI keeps the geometry; refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.volume import Volume, read_volume, write_labels, write_volume
+
+
+@pytest.fixture(scope="module")
+def dicom_dir(shared_data):
+    return shared_data / "real-ct" / "dicom_series"
+
+
+@pytest.fixture(scope="module")
+def nifti_path(shared_data):
+    return shared_data / "real-ct" / "chest_ct_1.5mm.nii.gz"
+
+
+def _pydicom_reference(folder):
+    """HU array (column, row, slice) and RAS affine computed from the DICOM tags with pydicom."""
+    slices = [pydicom.dcmread(p) for p in sorted(folder.iterdir())]
+    orientation = np.array(slices[0].ImageOrientationPatient, dtype=float)
+    row_dir, col_dir = orientation[:3], orientation[3:]
+    normal = np.cross(row_dir, col_dir)
+    slices.sort(key=lambda s: float(np.dot(normal, np.array(s.ImagePositionPatient, dtype=float))))
+    positions = np.array([s.ImagePositionPatient for s in slices], dtype=float)
+    row_spacing, col_spacing = (float(v) for v in slices[0].PixelSpacing)
+    hu = np.stack(
+        [s.pixel_array * float(s.RescaleSlope) + float(s.RescaleIntercept) for s in slices], axis=-1
+    ).transpose(1, 0, 2)  # pixel_array is (row, column); volumes index (column, row, slice)
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * col_spacing  # moving along a row = next column
+    lps[:3, 1] = col_dir * row_spacing
+    lps[:3, 2] = (positions[-1] - positions[0]) / (len(slices) - 1)
+    lps[:3, 3] = positions[0]
+    return hu, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def test_dicom_series_matches_pydicom(dicom_dir):
+    volume = read_volume(dicom_dir)
+    hu, affine = _pydicom_reference(dicom_dir)
+    assert volume.shape == (512, 512, 20)
+    np.testing.assert_allclose(volume.spacing, (0.9765625, 0.9765625, 2.0), atol=1e-6)
+    np.testing.assert_allclose(volume.affine, affine, atol=1e-4)
+    np.testing.assert_array_equal(volume.array, hu)
+    assert volume.array.min() >= -1024 and volume.array.dtype == np.int16
+    assert len(volume.dicom_files) == 20
+    # The files are listed in the order of the array's slices.
+    z = [
+        float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) for f in volume.dicom_files
+    ]
+    np.testing.assert_allclose(np.diff(z), 2.0, atol=1e-4)
+    assert volume.orientation == "LPS"
+
+
+def test_nifti_matches_nibabel_and_round_trips_exactly(nifti_path, tmp_path):
+    import nibabel as nib
+
+    volume = read_volume(nifti_path)
+    image = nib.load(str(nifti_path))
+    np.testing.assert_array_equal(volume.array, np.asanyarray(image.dataobj))
+    np.testing.assert_array_equal(volume.affine, image.affine)
+    np.testing.assert_allclose(volume.spacing, image.header.get_zooms()[:3])
+    again = read_volume(write_volume(tmp_path / "copy.nii.gz", volume))
+    assert again.array.dtype == volume.array.dtype
+    np.testing.assert_array_equal(again.array, volume.array)
+    np.testing.assert_array_equal(again.affine, volume.affine)
+    plain = read_volume(write_volume(tmp_path / "copy.nii", volume))
+    np.testing.assert_array_equal(plain.array, volume.array)
+
+
+def test_dicom_to_nifti_keeps_geometry(dicom_dir, tmp_path):
+    volume = read_volume(dicom_dir)
+    again = read_volume(write_volume(tmp_path / "ct.nii.gz", volume))
+    np.testing.assert_array_equal(again.array, volume.array)
+    np.testing.assert_allclose(again.affine, volume.affine, atol=1e-4)  # NIfTI stores float32
+    labels = (volume.array > 200).astype(np.uint8)
+    written = read_volume(write_labels(tmp_path / "seg.nii.gz", labels, volume))
+    assert written.array.dtype == np.uint8 and written.same_grid(volume)
+
+
+def test_folder_with_two_series_is_refused_listing_both(dicom_dir, tmp_path):
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for k, path in enumerate(sorted(dicom_dir.iterdir())):
+        for series in ("1.2.826.0.1.1", "1.2.826.0.1.2"):
+            ds = pydicom.dcmread(path)
+            ds.SeriesInstanceUID = series
+            ds.SOPInstanceUID = f"{series}.{k}"
+            ds.save_as(folder / f"{series}-{k:03d}.dcm")
+    with pytest.raises(KidneysegError) as info:
+        read_volume(folder)
+    message = str(info.value)
+    assert str(folder) in message and "2 DICOM series" in message
+    assert "1.2.826.0.1.1 (20 files)" in message and "1.2.826.0.1.2 (20 files)" in message
+    chosen = read_volume(folder, series_uid="1.2.826.0.1.2")
+    assert chosen.shape == (512, 512, 20) and all("1.2.826.0.1.2-" in f for f in chosen.dicom_files)
+    with pytest.raises(KidneysegError, match=r"has no DICOM series 9\.9"):
+        read_volume(folder, series_uid="9.9")
+
+
+def test_read_errors_name_the_file(tmp_path):
+    with pytest.raises(KidneysegError, match="no such file"):
+        read_volume(tmp_path / "absent.nii.gz")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(KidneysegError, match=r"notes\.txt: not a NIfTI file"):
+        read_volume(tmp_path / "notes.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KidneysegError, match="no DICOM series"):
+        read_volume(tmp_path / "empty")
+    (tmp_path / "junk.nii.gz").write_bytes(b"\x1f\x8b" + b"junk" * 50)
+    with pytest.raises(KidneysegError, match=r"junk\.nii\.gz: cannot read NIfTI"):
+        read_volume(tmp_path / "junk.nii.gz")
+
+
+def test_write_refusals_leave_nothing(tmp_path):
+    volume = Volume(np.zeros((4, 5, 6), np.int16), np.diag([0.8, 0.8, 2.5, 1.0]))
+    with pytest.raises(KidneysegError, match=r"must end in \.nii"):
+        write_volume(tmp_path / "ct.mha", volume)
+    with pytest.raises(KidneysegError, match="differs from the CT"):
+        write_labels(tmp_path / "seg.nii.gz", np.zeros((4, 5, 7), np.uint8), volume)
+    assert list(tmp_path.iterdir()) == []
