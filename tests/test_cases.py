@@ -1,0 +1,154 @@
+"""The KiTS data layer: case discovery in the official layouts built in temporary folders with
+tiny volumes, and seeded case-level splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kidneyseg.data.cases import discover
+from kidneyseg.data.splits import kfold_splits, train_val_split
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.volume import Volume, read_volume, write_volume
+from kidneyseg.labels import KITS19, KITS23
+
+AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
+
+
+def _nifti(path, value: int = 0, dtype=np.int16):
+    write_volume(path, Volume(np.full((4, 5, 3), value, dtype), AFFINE))
+
+
+def _kits_case(folder, seg_names=("segmentation.nii.gz",), image=True):
+    if image:
+        _nifti(folder / "imaging.nii.gz", -1000)
+    for k, name in enumerate(seg_names):
+        _nifti(folder / name, k + 1, np.uint8)
+
+
+def test_kits19_layout(tmp_path):
+    for k in range(3):
+        _kits_case(tmp_path / "kits19" / "data" / f"case_{k:05d}")
+    _kits_case(tmp_path / "kits19" / "data" / "case_00003", seg_names=())  # a test case: no labels
+    _kits_case(tmp_path / "kits19" / "data" / "case_00004", image=False)  # no CT: not a case
+    (tmp_path / "kits19" / "data" / "notes").mkdir()
+    for root in (tmp_path / "kits19", tmp_path / "kits19" / "data"):
+        dataset = discover(root)
+        assert dataset.layout == "kits19" and dataset.label_map is KITS19
+        assert [c.case_id for c in dataset.cases] == [f"case_{k:05d}" for k in range(4)]
+        assert [c.case_id for c in dataset.labelled] == ["case_00000", "case_00001", "case_00002"]
+        assert dataset.root == tmp_path / "kits19" / "data"
+        assert dataset.cases[0].image == dataset.root / "case_00000" / "imaging.nii.gz"
+    assert discover(tmp_path / "kits19", layout="kits19").cases == dataset.cases
+
+
+@pytest.mark.parametrize("annotation", ["AND", "MAJ", "OR"])
+def test_kits21_layout_selects_the_aggregated_annotation(tmp_path, annotation):
+    names = tuple(f"aggregated_{a}_seg.nii.gz" for a in ("AND", "MAJ", "OR"))
+    for k in range(2):
+        _kits_case(tmp_path / "repo" / "kits21" / "data" / f"case_{k:05d}", seg_names=names)
+    dataset = discover(tmp_path / "repo", annotation=annotation)
+    assert dataset.layout == "kits21" and dataset.label_map is KITS23
+    assert all(c.label.name == f"aggregated_{annotation}_seg.nii.gz" for c in dataset.cases)
+    # The file chosen is the one holding that annotation (values 1, 2, 3 written above).
+    value = {"AND": 1, "MAJ": 2, "OR": 3}[annotation]
+    assert int(read_volume(dataset.cases[0].label).array.max()) == value
+    with pytest.raises(KidneysegError, match="unknown KiTS21 annotation"):
+        discover(tmp_path / "repo", annotation="XOR")
+
+
+def test_kits23_layout(tmp_path):
+    for k in (0, 5, 12):
+        _kits_case(tmp_path / "kits23" / "dataset" / f"case_{k:05d}")
+    dataset = discover(tmp_path / "kits23")
+    assert dataset.layout == "kits23" and dataset.label_map is KITS23
+    assert [c.case_id for c in dataset.cases] == ["case_00000", "case_00005", "case_00012"]
+    assert discover(tmp_path / "kits23", layout="kits23").cases == dataset.cases
+    assert [c.case_id for c in dataset.subset(["case_00012", "case_00000"])] == ["case_00012", "case_00000"]
+    with pytest.raises(KidneysegError, match="case_00099"):
+        dataset.subset(["case_00099"])
+
+
+def test_plain_and_nnunet_layouts(tmp_path):
+    for name in ("b", "a", "c"):
+        _nifti(tmp_path / "plain" / "images" / f"{name}.nii.gz")
+    _nifti(tmp_path / "plain" / "labels" / "a.nii.gz", 1, np.uint8)
+    _nifti(tmp_path / "plain" / "labels" / "b.nii.gz", 1, np.uint8)
+    dataset = discover(tmp_path / "plain")
+    assert dataset.layout == "plain"
+    assert [(c.case_id, c.label is not None) for c in dataset.cases] == [
+        ("a", True),
+        ("b", True),
+        ("c", False),
+    ]
+    for name in ("kid_001", "kid_002"):
+        _nifti(tmp_path / "nnunet" / "imagesTr" / f"{name}_0000.nii.gz")
+        _nifti(tmp_path / "nnunet" / "labelsTr" / f"{name}.nii.gz", 1, np.uint8)
+    dataset = discover(tmp_path / "nnunet", layout="plain")
+    assert [c.case_id for c in dataset.labelled] == ["kid_001", "kid_002"]
+    assert dataset.cases[0].image.name == "kid_001_0000.nii.gz"
+
+
+def test_discovery_errors(tmp_path):
+    with pytest.raises(KidneysegError, match="does not exist"):
+        discover(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KidneysegError, match="no cases found") as info:
+        discover(tmp_path / "empty")
+    assert str(tmp_path / "empty") in str(info.value)
+    with pytest.raises(KidneysegError, match="unknown layout"):
+        discover(tmp_path / "empty", layout="kits99")
+    _kits_case(tmp_path / "k23" / "dataset" / "case_00000")
+    with pytest.raises(KidneysegError, match="no case_XXXXX folders found for layout 'kits21'"):
+        discover(tmp_path / "k23", layout="kits21")
+    _kits_case(tmp_path / "nolabels" / "dataset" / "case_00000", seg_names=())
+    with pytest.raises(KidneysegError, match="none of the 1 cases has a reference segmentation"):
+        discover(tmp_path / "nolabels", require_labels=True)
+    _kits_case(tmp_path / "segonly" / "data" / "case_00000", image=False)  # KiTS19 masks without CT
+    with pytest.raises(KidneysegError, match="no CT images found"):
+        discover(tmp_path / "segonly")
+
+
+IDS = [f"case_{k:05d}" for k in range(210)]
+
+
+def test_80_20_split_of_kits19_is_168_42_and_reproducible():
+    train, val = train_val_split(IDS, 0.2, seed=3)
+    assert (len(train), len(val)) == (168, 42)
+    assert set(train).isdisjoint(val) and sorted(train + val) == IDS
+    assert train_val_split(list(reversed(IDS)), 0.2, seed=3) == (train, val)  # order of listing is irrelevant
+    assert train_val_split(IDS, 0.2, seed=4) != (train, val)
+    # Shuffled: the validation set is not a contiguous block of case ids.
+    numbers = sorted(int(c[5:]) for c in val)
+    assert numbers[-1] - numbers[0] > 60
+
+
+def test_90_10_split():
+    train, val = train_val_split(IDS, 0.1, seed=0)
+    assert (len(train), len(val)) == (189, 21)
+    assert set(train).isdisjoint(val) and sorted(train + val) == IDS
+    small_train, small_val = train_val_split(IDS[:2], 0.1)
+    assert len(small_train) == 1 and len(small_val) == 1
+
+
+@pytest.mark.parametrize("k", [2, 5, 7])
+def test_kfold_partitions(k):
+    folds = kfold_splits(IDS, k, seed=1)
+    assert len(folds) == k
+    vals = [v for _, v in folds]
+    assert sorted(c for v in vals for c in v) == IDS  # each case validated exactly once
+    assert max(len(v) for v in vals) - min(len(v) for v in vals) <= 1
+    for train, val in folds:
+        assert sorted(train + val) == IDS and set(train).isdisjoint(val)
+    assert kfold_splits(IDS, k, seed=1) == folds and kfold_splits(IDS, k, seed=2) != folds
+
+
+def test_split_errors():
+    with pytest.raises(KidneysegError, match="fraction"):
+        train_val_split(IDS, 1.0)
+    with pytest.raises(KidneysegError, match="at least 2"):
+        train_val_split(IDS[:1], 0.2)
+    with pytest.raises(KidneysegError, match="not unique"):
+        train_val_split(IDS[:3] + IDS[:1], 0.2)
+    with pytest.raises(KidneysegError, match="k must be between 2"):
+        kfold_splits(IDS[:3], 4)
