@@ -159,8 +159,6 @@ def _feret(points: np.ndarray) -> float:
 
 def _measure_truth(scene: Scene, labels: np.ndarray) -> dict:
     """Ground truth measured on the canonical label map, in world RAS mm."""
-    from scipy import ndimage as ndi
-
     canvas = scene.canvas
     spacing = np.asarray(canvas.grid.spacing)
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -176,11 +174,8 @@ def _measure_truth(scene: Scene, labels: np.ndarray) -> dict:
             entry["nominal_length_mm"] = round(kidney.nominal_length, 1)
         kidney_truth.append(entry)
     lesion_truth = []
-    objects = ndi.find_objects(canvas.instance)
     for index, lesion in enumerate(scene.lesions, start=1):
-        if index > len(objects) or objects[index - 1] is None:
-            continue
-        sl = objects[index - 1]
+        sl = lesion.slices
         value = 2 if lesion.kind == "tumor" else 3
         idx = np.argwhere((canvas.instance[sl] == index) & (labels[sl] == value))
         if len(idx) == 0:
@@ -212,12 +207,11 @@ def _synthetic_scene(preset: SizePreset, rng: np.random.Generator) -> Scene:
     paint_renal_vessels(canvas, body, kidneys)
     for kidney in kidneys:
         paint_kidney(canvas, kidney)
-    lesions = sample_lesions(kidneys, rng)
-    for index, lesion in enumerate(lesions, start=1):
-        paint_lesion(canvas, lesion, index, rng)
+    sampled = sample_lesions(kidneys, rng)
+    lesions = [paint_lesion(canvas, lesion, i, rng) for i, lesion in enumerate(sampled, start=1)]
     shift = np.array([0.0, rng.uniform(-30, 30), rng.uniform(-600, -100)])
     records = tuple(kidney_record(canvas, k) for k in kidneys)
-    return Scene(canvas, body, records, tuple(les.record for les in lesions), shift)
+    return Scene(canvas, body, records, tuple(lesions), shift)
 
 
 def generate_case(
@@ -238,7 +232,18 @@ def generate_case(
     Raises:
         KidneysegError: unknown size or orientation, or an unusable anatomy folder.
     """
-    preset = _check_size(size)
+    return generate_case_on(_check_size(size), seed, anatomy, orientation, size_name=size)
+
+
+def generate_case_on(
+    preset: SizePreset,
+    seed: int,
+    anatomy: Path | None = None,
+    orientation: str = KITS_ORIENTATION,
+    size_name: str = "custom",
+) -> PhantomCase:
+    """`generate_case` on a grid of your own, e.g. exactly 512×512×200 voxels for a benchmark:
+    `generate_case_on(SizePreset(512, (0.8, 0.8), (), (300, 300), slices=200), seed=0)`."""
     orientation = _check_orientation(orientation)
     rng = np.random.default_rng(seed)
     phase = str(rng.choice(PHASES))
@@ -262,7 +267,7 @@ def generate_case(
     counts = {k: sum(1 for les in truth["lesions"] if les["kind"] == k) for k in ("tumor", "cyst")}
     truth = {
         "seed": int(seed),
-        "size": size,
+        "size": size_name,
         "anatomy": scene.source,
         "phase": phase,
         "orientation": orientation,

@@ -129,20 +129,37 @@ def body_scale(body: Body, z: np.ndarray) -> np.ndarray:
     ).astype(np.float32)
 
 
+def _wall_profile(canvas: Canvas, body: Body) -> tuple[np.ndarray, np.ndarray]:
+    """Subcutaneous fat and muscle thickness (mm) of each (x, y) pixel's direction from the centre.
+
+    The muscle layer is thin at the linea alba, thick over the recti and the flank muscles
+    (obliques, transversus) and thin posteriorly, where the back muscles are painted separately.
+    """
+    angle = np.degrees(np.abs(np.arctan2(canvas.xs[:, None], canvas.ys[None, :])))  # 0 = anterior midline
+    muscle = body.muscle * np.interp(
+        angle, [0, 2.5, 5, 20, 28, 50, 140, 160, 180], [0.25, 0.25, 1.0, 1.0, 0.6, 1.15, 1.15, 0.5, 0.5]
+    )
+    fat = body.fat * np.interp(angle, [0, 90, 180], [1.2, 1.0, 0.8])
+    return fat.astype(np.float32), muscle.astype(np.float32)
+
+
 def _paint_wall(canvas: Canvas, body: Body, fov_radius: float) -> None:
     rho = _outline_radius(canvas, body)
     outside_fov = (canvas.xs[:, None] ** 2 + canvas.ys[None, :] ** 2) > fov_radius**2
     radius = body.mean_radius
-    edges = np.cumsum([body.skin, body.fat, body.muscle]) / radius
+    fat, muscle = _wall_profile(canvas, body)
+    fat_edge = np.float32(1 - body.skin / radius)
+    muscle_edge = 1 - (body.skin + fat) / radius
+    cavity_edge = muscle_edge - muscle / radius
     scale = body_scale(body, canvas.zs)
     layer = np.empty(rho.shape, dtype=np.uint8)
     for k, s in enumerate(scale):
         r = rho / s
         layer.fill(Tissue.AIR)
         layer[r < 1] = Tissue.SKIN
-        layer[r < 1 - edges[0]] = Tissue.SUBCUTANEOUS_FAT
-        layer[r < 1 - edges[1]] = Tissue.MUSCLE
-        layer[r < 1 - edges[2]] = Tissue.VISCERAL_FAT
+        layer[r < fat_edge] = Tissue.SUBCUTANEOUS_FAT
+        layer[r < muscle_edge] = Tissue.MUSCLE
+        layer[r < cavity_edge] = Tissue.VISCERAL_FAT
         layer[outside_fov] = Tissue.OUTSIDE_FOV
         canvas.tissue[:, :, k] = layer
 
@@ -160,15 +177,16 @@ def _paint_spine(canvas: Canvas, body: Body) -> None:
     canal_y = -16 - 11
     arch_outer = (x / 18) ** 2 + ((y - canal_y) / 15) ** 2 < 1
     canal = (x / 10) ** 2 + ((y - canal_y) / 8.5) ** 2 < 1
-    spinous = (np.abs(x) < 4) & (y < canal_y - 10) & (y > canal_y - 48) & ~in_disc
-    transverse = (
-        (np.abs(y - canal_y - 4) < 5) & (np.abs(x) < 46) & (np.abs(level_pos - 0.45) < 0.22) & ~in_disc
-    )
-    pedicle = (np.abs(x) > 6) & (np.abs(x) < 15) & (y > canal_y) & (y < -10) & ~in_disc
+    # the spinous process slants caudally: deeper (more posterior) towards the vertebra's lower end
+    spinous = (np.abs(x) < 3.5) & (y < canal_y - 10) & (y > canal_y - 18 - 20 * (1 - level_pos))
+    taper = 1 - np.abs(x) / 80
+    transverse = (np.abs(y - canal_y - 3) < 4 * taper) & (np.abs(x) < 40) & (np.abs(level_pos - 0.5) < 0.16)
+    pedicle = (np.abs(x) > 6) & (np.abs(x) < 14) & (y > canal_y) & (y < -10)
     posterior = (arch_outer | spinous | transverse | pedicle) & ~in_disc
     canvas.paint(box, posterior, Tissue.BONE_CORTICAL)
-    inner = (x / 14) ** 2 + ((y - canal_y) / 11.5) ** 2 < 1
-    canvas.paint(box, inner & posterior & (y < canal_y), Tissue.BONE_CANCELLOUS)
+    inner = ((x / 14) ** 2 + ((y - canal_y) / 11.5) ** 2 < 1) & (y < canal_y)
+    marrow = inner | ((np.abs(y - canal_y - 3) < 4 * taper - 1.5) & (np.abs(x) < 38))
+    canvas.paint(box, marrow & posterior, Tissue.BONE_CANCELLOUS)
     canvas.paint(box, canal, Tissue.SPINAL_CANAL)
     canvas.paint(box, (vb < 1) & ~in_disc, Tissue.BONE_CORTICAL)
     canvas.paint(box, (vb < 0.84) & ~in_disc, Tissue.BONE_CANCELLOUS)
@@ -312,9 +330,9 @@ def _paint_bowel(canvas: Canvas, body: Body, rng: np.random.Generator) -> None:
     lo = np.array([-0.65 * ca, front, max(zlo, -170.0)])
     hi = np.array([0.65 * ca, 0.85 * cb_ant, min(zhi, 40.0)])
     if np.all(hi > lo):
-        for _ in range(int(rng.integers(12, 20))):
+        for _ in range(int(rng.integers(18, 28))):
             start = lo + (hi - lo) * rng.random(3)
-            path = _walk(rng, start, int(rng.integers(6, 12)), rng.uniform(14, 22), lo, hi)
+            path = _walk(rng, start, int(rng.integers(7, 13)), rng.uniform(14, 22), lo, hi)
             content = BOWEL_CONTENTS[int(rng.choice(3, p=[0.4, 0.4, 0.2]))]
             if content == Tissue.BOWEL_CONTRAST and not oral:
                 content = Tissue.BOWEL_FLUID

@@ -56,10 +56,12 @@ class KidneyRecord:
 
 @dataclass(frozen=True)
 class LesionRecord:
-    """What the ground truth needs of a lesion (instance id = position + 1 in `Scene.lesions`)."""
+    """What the ground truth needs of a lesion (instance id = position + 1 in `Scene.lesions`): its
+    kind, side, the voxel box (x, y, z slices) holding it and, if synthetic, its designed diameter."""
 
     kind: str
     side: str
+    slices: tuple[slice, slice, slice]
     nominal_diameter: float | None = None
 
 
@@ -100,10 +102,6 @@ class Lesion:
     lobes: Lobes
     enhancement: float
     necrosis: float
-
-    @property
-    def record(self) -> LesionRecord:
-        return LesionRecord(self.kind, self.side, 2 * max(self.semi))
 
 
 def _pyramids(rng: np.random.Generator) -> np.ndarray:
@@ -243,16 +241,17 @@ def _sample_lesion(kind: str, kidney: Kidney, rng: np.random.Generator) -> Lesio
     return Lesion(kind, kidney.side, centre, q.T, semi, lobes, enhancement, necrosis)
 
 
-def paint_lesion(canvas: Canvas, lesion: Lesion, instance: int, rng: np.random.Generator) -> None:
+def paint_lesion(canvas: Canvas, lesion: Lesion, instance: int, rng: np.random.Generator) -> LesionRecord:
     box = canvas.around_ellipsoid(lesion.centre, lesion.axes, lesion.semi, 0.15 * max(lesion.semi))
     if box is None:
-        return
+        return LesionRecord(lesion.kind, lesion.side, (slice(0, 0),) * 3, 2 * max(lesion.semi))
+    record = LesionRecord(lesion.kind, lesion.side, box.slices, 2 * max(lesion.semi))
     band = (lesion.necrosis - 0.15, 1.0) if lesion.necrosis > 0 else (1.0, 1.0)
     level, _ = ellipsoid_level(box, lesion.centre, lesion.axes, lesion.semi, lesion.lobes, band=band)
     inside = level < 1
     if lesion.kind == "cyst":
         canvas.paint(box, inside, Tissue.CYST, over=LESION_OVER, instance=instance)
-        return
+        return record
     texture = WaveNoise.random(rng, wavelength=(5, 16))(box)
     canvas.paint(
         box,
@@ -265,3 +264,4 @@ def paint_lesion(canvas: Canvas, lesion: Lesion, instance: int, rng: np.random.G
     if lesion.necrosis > 0:
         core = inside & (level + 0.12 * texture < lesion.necrosis)
         canvas.paint(box, core, Tissue.TUMOR_NECROSIS, over=tissue_set(Tissue.TUMOR), delta=6 * texture)
+    return record

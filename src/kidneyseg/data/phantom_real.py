@@ -199,15 +199,9 @@ def _paint_real(canvas: Canvas, real: np.ndarray, side_of: np.ndarray, rng: np.r
     for i, obj in enumerate(ndi.find_objects(comps), start=1):
         if obj is None or (comps[obj] == i).sum() * np.prod(spacing) < 5000:  # < 5 mL: a fragment
             continue
-        x_slice = slice(start[0] + obj[2].start, start[0] + obj[2].stop)
-        xyz = (
-            x_slice,
-            slice(start[1] + obj[1].start, start[1] + obj[1].stop),
-            slice(start[2] + obj[0].start, start[2] + obj[0].stop),
-        )
-        kidney_records.append(
-            KidneyRecord("right" if side_of[(x_slice.start + x_slice.stop) // 2] else "left", xyz)
-        )
+        xyz = _global_slices(obj, start)
+        side = "right" if side_of[(xyz[0].start + xyz[0].stop) // 2] else "left"
+        kidney_records.append(KidneyRecord(side, xyz))
     lesions: list[LesionRecord] = []
     for value, kind in ((2, "tumor"), (3, "cyst")):
         comps, _ = ndi.label(local == value)
@@ -216,7 +210,7 @@ def _paint_real(canvas: Canvas, real: np.ndarray, side_of: np.ndarray, rng: np.r
             mask[obj] = comps[obj] == i
             instance = len(lesions) + 1
             side = "right" if side_of[start[0] + (obj[2].start + obj[2].stop) // 2] else "left"
-            lesions.append(LesionRecord(kind, side))
+            lesions.append(LesionRecord(kind, side, _global_slices(obj, start)))
             if kind == "cyst":
                 canvas.paint(box, mask, Tissue.CYST, instance=instance)
                 continue
@@ -229,6 +223,16 @@ def _paint_real(canvas: Canvas, real: np.ndarray, side_of: np.ndarray, rng: np.r
     if not (local == 3).any():
         lesions.extend(_add_cysts(canvas, real == 1, side_of, len(lesions), rng))
     return tuple(kidney_records), tuple(lesions)
+
+
+def _global_slices(local: tuple[slice, ...], start: np.ndarray) -> tuple[slice, slice, slice]:
+    """(x, y, z) canvas slices of a (z, y, x) object box found in a sub-box starting at `start`."""
+    z, y, x = local
+    return (
+        slice(start[0] + x.start, start[0] + x.stop),
+        slice(start[1] + y.start, start[1] + y.stop),
+        slice(start[2] + z.start, start[2] + z.stop),
+    )
 
 
 def _add_cysts(
@@ -254,5 +258,6 @@ def _add_cysts(
             box, level < 1, Tissue.CYST, over=LESION_OVER, instance=first + len(records) + 1
         )
         if painted.any():
-            records.append(LesionRecord("cyst", "right" if side_of[i] else "left", 2 * max(semi)))
+            side = "right" if side_of[i] else "left"
+            records.append(LesionRecord("cyst", side, box.slices, 2 * max(semi)))
     return records

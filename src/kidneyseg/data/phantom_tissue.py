@@ -139,12 +139,58 @@ def tissue_set(*tissues: Tissue) -> np.ndarray:
     return lut
 
 
+UNENHANCED_HU: dict[Tissue, float] = {
+    Tissue.KIDNEY_CORTEX: 30,
+    Tissue.KIDNEY_MEDULLA: 30,
+    Tissue.LIVER: 55,
+    Tissue.HEPATIC_VESSEL: 40,
+    Tissue.SPLEEN: 45,
+    Tissue.PANCREAS: 40,
+    Tissue.BOWEL_WALL: 40,
+    Tissue.IVC: 40,
+}
+"""Attenuation before contrast (blood 40 HU); enhancement is added on top of these."""
+ENHANCEMENT_RATIO: dict[str, dict[Tissue, tuple[float, float]]] = {
+    "corticomedullary": {
+        Tissue.KIDNEY_CORTEX: (0.5, 0.85),
+        Tissue.KIDNEY_MEDULLA: (0.12, 0.35),
+        Tissue.LIVER: (0.05, 0.2),
+        Tissue.HEPATIC_VESSEL: (0.3, 0.6),
+        Tissue.SPLEEN: (0.25, 0.5),
+        Tissue.PANCREAS: (0.25, 0.45),
+        Tissue.BOWEL_WALL: (0.2, 0.4),
+        Tissue.IVC: (0.3, 0.6),
+    },
+    "nephrographic": {
+        Tissue.KIDNEY_CORTEX: (0.75, 1.15),
+        Tissue.KIDNEY_MEDULLA: (0.7, 1.1),
+        Tissue.LIVER: (0.3, 0.6),
+        Tissue.HEPATIC_VESSEL: (0.8, 1.1),
+        Tissue.SPLEEN: (0.45, 0.75),
+        Tissue.PANCREAS: (0.35, 0.6),
+        Tissue.BOWEL_WALL: (0.35, 0.6),
+        Tissue.IVC: (0.7, 1.0),
+    },
+}
+"""Enhancement of each perfused tissue as a fraction of the aorta's (aorta − 40 HU): organs of a
+patient whose aorta enhances strongly enhance strongly too (one cardiac output, one contrast dose)."""
+
+
 def sample_hu(phase: str, rng: np.random.Generator) -> np.ndarray:
-    """One HU value per tissue id for one case, drawn uniformly from the phase's ranges."""
+    """One HU value per tissue id for one case.
+
+    Unperfused tissues are drawn uniformly from the phase's ranges; perfused ones get the aorta's
+    enhancement times a random `ENHANCEMENT_RATIO`, kept inside their `HU_RANGES`.
+    """
     ranges = HU_RANGES[phase]
     low = np.array([ranges[t][0] for t in Tissue], dtype=np.float64)
     high = np.array([ranges[t][1] for t in Tissue], dtype=np.float64)
-    return (low + (high - low) * rng.random(N_TISSUES)).astype(np.float32)
+    hu = low + (high - low) * rng.random(N_TISSUES)
+    aortic_gain = hu[Tissue.AORTA] - 40.0
+    for tissue, (lo, hi) in ENHANCEMENT_RATIO[phase].items():
+        value = UNENHANCED_HU[tissue] + rng.uniform(lo, hi) * aortic_gain
+        hu[tissue] = np.clip(value, *ranges[tissue])
+    return hu.astype(np.float32)
 
 
 def render_ct(
@@ -175,7 +221,7 @@ def render_ct(
     image += hu[tissue]
     _add_organ_texture(image, tissue, axes, rng)
     outside = tissue == Tissue.OUTSIDE_FOV
-    ndi.gaussian_filter(image, (0.5 / spacing[0], 0.5 / spacing[1], 0), output=image, truncate=2.5)
+    ndi.gaussian_filter(image, (0.5 / spacing[0], 0.5 / spacing[1], 0), output=image, truncate=2.0)
     _blur_slices(image, sigma=1 / 2.355)
     image += _slice_noise(image.shape, spacing, noise_sd, rng)
     image[outside] = hu[Tissue.OUTSIDE_FOV]
@@ -234,7 +280,7 @@ def _slice_noise(
     fine = ndi.gaussian_filter(white, (0.45 / spacing[0], 0.45 / spacing[1]))
     coarse = ndi.gaussian_filter(fine, (2.0 / spacing[0], 2.0 / spacing[1]))
     band = fine - 0.7 * coarse
-    band *= sd / float(band.std())
+    band = np.asfortranarray(band * (sd / float(band.std())))  # x-contiguous crops, like the slices
     out = np.empty(shape, dtype=np.float32, order="F")
     ox = rng.integers(0, nx + 1, nz)
     oy = rng.integers(0, ny + 1, nz)
