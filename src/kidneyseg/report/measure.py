@@ -71,11 +71,15 @@ def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarr
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
             raise KidneysegError("label map holds non-integer values; is this a CT instead?", where)
+        array = array.astype(np.int16)
     elif array.dtype.kind not in "iub":
         raise KidneysegError(f"label map has data type {array.dtype}; expected integer labels", where)
-    array = array.astype(np.int16, copy=False)
-    label_map.check_values(np.unique(array), where)
-    present = set(np.unique(array).tolist())
+    # min/max and one comparison per class: np.unique on a 512×512×600 map takes seconds.
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high >= label_map.num_classes:
+        outside = array[(array < 0) | (array >= label_map.num_classes)]
+        label_map.check_values(np.unique(outside[:1_000_000]), where)
+    present = {v for v in range(low, high + 1) if v in (low, high) or bool((array == v).any())}
     masses = {label_map.value(n) for n in LESION_CLASSES if label_map.has(n)}
     if present & masses and label_map.value("kidney") not in present:
         raise KidneysegError(
@@ -340,11 +344,11 @@ def _bounding_box(
     """The bounding box of `mask` (itself a crop starting at `within`), padded by `pad` voxels
     and clipped to `shape`."""
     starts = [0, 0, 0] if within is None else [s.start for s in within]
-    box = ndimage.find_objects(mask.astype(np.uint8))[0]
-    return tuple(
-        slice(max(0, start + s.start - pad), min(n, start + s.stop + pad))
-        for start, s, n in zip(starts, box, shape, strict=True)
-    )
+    box = []
+    for axis, (start, n) in enumerate(zip(starts, shape, strict=True)):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(0, start + int(hits[0]) - pad), min(n, start + int(hits[-1]) + 1 + pad)))
+    return tuple(box)
 
 
 def _round(values, digits: int) -> list[float]:

@@ -110,10 +110,7 @@ def render_html(report: dict, pictures: dict[str, bytes], label_map: LabelMap) -
         ("Largest tumor, max axial diameter", "—" if largest is None else f"{largest:.1f} cm"),
         ("Total tumor volume", f"{summary['total_tumor_volume_ml']:.1f} mL"),
         ("Total cyst volume", f"{summary['total_cyst_volume_ml']:.1f} mL"),
-        (
-            "Other kidney-label fragments",
-            f"{report['other_components']['count']} ({report['other_components']['volume_ml']:.1f} mL)",
-        ),
+        ("Other kidney-label fragments", _fragments(report["other_components"])),
     ]
     inputs = report["inputs"]
     images = "\n".join(
@@ -149,6 +146,13 @@ def render_html(report: dict, pictures: dict[str, bytes], label_map: LabelMap) -
             "parenchyma on each axial slice. Research use only; not a medical device."
         ),
     )
+
+
+def _fragments(other: dict) -> str:
+    if not other["count"]:
+        return "none"
+    volume = other["volume_ml"]
+    return f"{other['count']} ({'< 0.1' if volume < 0.1 else f'{volume:.1f}'} mL)"
 
 
 def _records(rows: list[dict], columns: tuple[tuple[str, str, str], ...], empty: str) -> str:
