@@ -110,13 +110,11 @@ def nearest_indices(positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarr
     return np.clip(rounded, 0, n - 1), inside
 
 
-def _normalised(positions: np.ndarray, n: int):
+def _normalised(positions: np.ndarray, n: int) -> np.ndarray:
     """`positions` (voxel indices) as grid_sample coordinates in [-1, 1] (align_corners=True)."""
-    import torch
-
     if n == 1:
-        return torch.zeros(len(positions), dtype=torch.float32)
-    return torch.from_numpy((2.0 * np.clip(positions, 0.0, n - 1) / (n - 1) - 1.0).astype(np.float32))
+        return np.zeros(len(positions), dtype=np.float32)
+    return (2.0 * np.clip(positions, 0.0, n - 1) / (n - 1) - 1.0).astype(np.float32)
 
 
 def sample_linear(tensor, positions: tuple[np.ndarray, ...]):
@@ -132,52 +130,59 @@ def sample_linear(tensor, positions: tuple[np.ndarray, ...]):
     import torch.nn.functional as F
 
     g0, g1, g2 = (_normalised(p, n) for p, n in zip(positions, tensor.shape[1:], strict=True))
-    grid = torch.empty((1, len(g0), len(g1), len(g2), 3), dtype=torch.float32)
+    grid = np.empty((1, len(g0), len(g1), len(g2), 3), dtype=np.float32)  # numpy: ≈ 40× torch here
     grid[..., 0] = g2  # grid_sample wants (W, H, D) = (axis 2, 1, 0) order last
     grid[..., 1] = g1[:, None]
     grid[..., 2] = g0[:, None, None]
-    grid = grid.to(tensor.device)
+    grid = torch.from_numpy(grid).to(tensor.device)
     source = tensor.to(torch.float32)[None]
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+
+
+def _memory_order(
+    array: np.ndarray, positions: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, list[np.ndarray], tuple[int, ...]]:
+    """A view of `array` whose axes run from the outermost to the innermost in memory (so a
+    Fortran-ordered array becomes C-ordered), forwards (flipped views are un-flipped), with its
+    sample positions; and the axis order that was applied."""
+    positions = [np.asarray(p, dtype=np.float64) for p in positions]
+    for axis, stride in enumerate(array.strides):
+        if stride < 0:  # a flipped view: read it forwards, sample it backwards
+            array = np.flip(array, axis)
+            positions[axis] = array.shape[axis] - 1 - positions[axis]
+    order = tuple(sorted(range(array.ndim), key=lambda a: -array.strides[a]))
+    return np.transpose(array, order), [positions[a] for a in order], order
 
 
 def resample_linear(array: np.ndarray, positions: tuple[np.ndarray, ...], chunk: int = 16) -> np.ndarray:
     """Trilinear resampling of a 3D `array` at the separable grid `positions`, as float32.
 
-    Works in slabs along the array's outermost memory axis, so only a slab of the input is
-    ever converted to float: `array` may have any strides (nibabel's Fortran order, flipped
-    views) and any numeric dtype, and is not copied.
+    Works on slabs along the outermost memory axis, so only a slab of the input is ever
+    converted to float: `array` may have any strides (nibabel's Fortran order, flipped views)
+    and any numeric dtype, and is not copied.
     """
     import torch
 
-    positions = list(positions)
-    for axis, stride in enumerate(array.strides):
-        if stride < 0:  # a flipped view: read it forwards, sample it backwards
-            array = np.flip(array, axis)
-            positions[axis] = array.shape[axis] - 1 - np.asarray(positions[axis], dtype=np.float64)
-    source = torch.from_numpy(array)
-    axis = int(np.argmax(array.strides))
-    out = np.empty(tuple(len(p) for p in positions), dtype=np.float32)
-    along = positions[axis]
-    for start in range(0, len(along), chunk):
-        part = along[start : start + chunk]
+    view, local, order = _memory_order(array, positions)
+    source = torch.from_numpy(view)
+    out = np.empty(tuple(len(p) for p in local), dtype=np.float32)
+    for start in range(0, len(local[0]), chunk):
+        part = local[0][start : start + chunk]
         low = max(0, math.floor(part.min()))
-        high = min(array.shape[axis], math.floor(part.max()) + 2)
-        slab = source.narrow(axis, low, max(1, high - low))
-        local = list(positions)
-        local[axis] = part - low
-        index = [slice(None)] * 3
-        index[axis] = slice(start, start + len(part))
-        out[tuple(index)] = sample_linear(slab[None], tuple(local))[0].numpy()
-    return out
+        high = min(view.shape[0], math.floor(part.max()) + 2)
+        slab = source[low : max(low + 1, high)]
+        samples = sample_linear(slab[None], (part - low, local[1], local[2]))
+        out[start : start + len(part)] = samples[0].numpy()
+    return np.transpose(out, np.argsort(order))
 
 
 def resample_nearest(array: np.ndarray, positions: tuple[np.ndarray, ...]) -> np.ndarray:
     """Nearest-neighbour resampling at the separable grid `positions` (labels stay labels).
 
-    One gather per axis, outermost memory axis first (≈ 4× faster than one `np.ix_` gather on
-    nibabel's Fortran-ordered arrays).
+    One gather per axis in memory order, outermost first (≈ 4× faster than one `np.ix_` gather
+    on nibabel's Fortran-ordered arrays). Returns a view in the input's axis order.
     """
-    for axis in sorted(range(array.ndim), key=lambda a: -abs(array.strides[a])):
-        array = np.take(array, nearest_indices(positions[axis], array.shape[axis])[0], axis=axis)
-    return array
+    view, local, order = _memory_order(array, positions)
+    for axis in range(view.ndim):
+        view = np.take(view, nearest_indices(local[axis], view.shape[axis])[0], axis=axis)
+    return np.transpose(view, np.argsort(order))
