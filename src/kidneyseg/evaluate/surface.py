@@ -118,7 +118,7 @@ def _offset_lengths(offsets: np.ndarray, spacing: np.ndarray) -> np.ndarray:
 def tolerance_offsets(spacing: tuple[float, float, float], tolerance_mm: float) -> np.ndarray:
     """All integer grid offsets whose length in mm is at most `tolerance_mm`, shortest first."""
     spacing_arr = np.asarray(spacing, dtype=np.float64)
-    reach = [int(np.floor(tolerance_mm / s)) for s in spacing_arr]
+    reach = [int(np.floor(tolerance_mm / s)) + 1 for s in spacing_arr]  # + 1: safe from rounding
     grid = np.array(list(itertools.product(*(range(-r, r + 1) for r in reach))), dtype=np.int64)
     lengths = _offset_lengths(grid, spacing_arr)
     keep = lengths <= tolerance_mm
