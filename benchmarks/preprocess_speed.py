@@ -11,9 +11,11 @@ reporting the peak resident memory of that work (Linux: VmHWM after resetting it
 - `monai`: LoadImaged → EnsureChannelFirstd → Orientationd → Spacingd(bilinear) →
   ScaleIntensityRanged(clip) → CropForegroundd,
 
-and the medians and their ratio are printed. A third child times `invert_probabilities` of a
-4-class score volume on the preprocessed grid back to the 512 × 512 × SLICES grid and reports its
-peak memory next to the size of one full float32 [4, 512, 512, SLICES] array.
+and the medians and their ratio are printed. Two more children time `invert_probabilities` of a
+4-class score volume on the preprocessed grid back to the 512 × 512 × SLICES grid: `inverse`
+with network-like scores (class boundaries at surfaces), `inverse-noise` with random scores
+(the worst case: every voxel interpolated); their peak memory is printed next to the size of
+one full float32 [4, 512, 512, SLICES] array.
 
 Usage: python benchmarks/preprocess_speed.py [--slices 200] [--runs 3]
 """
@@ -107,13 +109,16 @@ def child(kind: str, path: str) -> dict:
             _reset_peak()
             start = time.perf_counter()
             shape = preprocess(read_volume(path), PreprocessConfig()).image.shape
-        else:  # the inverse
+        else:  # the inverse, of network-like scores or (worst case) of noise
             ct = read_volume(path)
             pre = preprocess(ct, PreprocessConfig())
             original = ct.shape
             del ct
-            rng = np.random.default_rng(0)
-            scores = rng.random((4, *pre.image.shape), dtype=np.float32)
+            if kind == "inverse":  # one-hot of 4 intensity classes, softened: boundaries at surfaces
+                classes = np.digitize(pre.image, (0.05, 0.4, 0.6)).astype(np.uint8)
+                scores = np.stack([(classes == c).astype(np.float32) for c in range(4)]) * 4.0 - 2.0
+            else:  # every cell mixed: all voxels interpolated
+                scores = np.random.default_rng(0).random((4, *pre.image.shape), dtype=np.float32)
             meta = pre.meta
             del pre
             base = _rss_mb()
@@ -149,7 +154,7 @@ def main() -> None:
         print(f"case: 512 x 512 x {args.slices} int16 at {SPACING[::-1]} mm (x, y, z), IPL, gzip NIfTI")
         threads = torch.get_num_threads()
         print(f"torch {torch.__version__}, {threads} threads; {args.runs} runs each, alternating")
-        results: dict[str, list[dict]] = {"kidneyseg": [], "monai": [], "inverse": []}
+        results: dict[str, list[dict]] = {"kidneyseg": [], "monai": [], "inverse": [], "inverse-noise": []}
         for _ in range(args.runs):
             for kind in results:
                 results[kind].append(run_child(kind, path))
@@ -167,10 +172,11 @@ def main() -> None:
     ours, theirs = summary["kidneyseg"], summary["monai"]
     print(f"MONAI / kidneyseg: time x{theirs[0] / ours[0]:.2f}, peak memory x{theirs[1] / ours[1]:.2f}")
     full = 4 * 512 * 512 * args.slices * 4 / 2**20
-    print(
-        f"inverse (4 classes): peak +{summary['inverse'][1]:.0f} MB, "
-        f"vs {full:.0f} MB for one full float32 [4, 512, 512, {args.slices}] array"
-    )
+    for kind in ("inverse", "inverse-noise"):
+        print(
+            f"{kind} (4 classes): peak +{summary[kind][1]:.0f} MB, "
+            f"vs {full:.0f} MB for one full float32 [4, 512, 512, {args.slices}] array"
+        )
 
 
 if __name__ == "__main__":
