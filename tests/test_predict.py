@@ -343,3 +343,9 @@ def test_header_is_read_without_the_voxels(tmp_path):
     assert header.shape == (4000, 4000, 3000)
     assert header.spacing == (0.5, 0.5, 0.5)
     assert header.itemsize == 2
+
+
+def test_cpu_caps_3d_windows_per_pass_unless_asked(ckpt3d, ckpt2d):
+    assert Predictor([ckpt3d]).inference.sw_batch_size == min(TINY_3D.inference.sw_batch_size, 2)
+    assert Predictor([ckpt3d], PredictSettings(sw_batch_size=6)).inference.sw_batch_size == 6
+    assert Predictor([ckpt2d]).inference.sw_batch_size == TINY_2D.inference.sw_batch_size

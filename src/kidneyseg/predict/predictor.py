@@ -29,6 +29,9 @@ POSTPROCESS_DEFAULT = False
 """Whether `kidneyseg predict` keeps only the two largest kidney components by default
 (decided by the held-out Dice measured in docs/prediction.md)."""
 
+CPU_3D_BATCH = 2
+"""Most 3D windows per forward pass on CPU unless asked otherwise (peak memory, see docs)."""
+
 
 @dataclass(frozen=True)
 class PredictSettings:
@@ -133,6 +136,14 @@ class Predictor:
             raise KidneysegError("an ensemble cannot mix 2D and 3D networks", self.checkpoints[-1].path)
         self.spatial_dims = dims.pop()
         inference = self.settings.resolve(first.config.inference)
+        if (
+            self.settings.sw_batch_size is None
+            and self.spatial_dims == 3
+            and not str(device).startswith("cuda")
+        ):
+            # On CPU a 3D window costs the same time in a batch of 1, 2 or 4, but each adds its
+            # activations (~0.8 GB for the paper's SCA-UNet in float32): cap the batch.
+            inference = replace(inference, sw_batch_size=min(inference.sw_batch_size, CPU_3D_BATCH))
         # --tta asks for every axis; a 2D network mirrors only in-plane.
         mirror_axes = tuple(a for a in inference.mirror_axes if a < self.spatial_dims)
         self.inference = replace(inference, mirror_axes=mirror_axes)

@@ -1,0 +1,267 @@
+"""End-to-end prediction speed and peak memory: `kidneyseg predict` against the MONAI pipeline.
+
+On a KiTS-size phantom (512 × 512 × 202 slices, 0.82 × 0.82 × 1.5 mm, KiTS axis order) both
+pipelines go read → preprocess → sliding windows → back to the CT grid → write, with the same
+network weights (SCA-UNet 3D, Gohil & Lad, KiTS21: roi 128 × 128 × 64, 4 windows per pass,
+Gaussian blending) and the same overlap:
+
+- reference: the SCA-UNet authors' MONAI chain (LoadImaged, EnsureChannelFirstd, Spacingd to
+  2 × 1.62 × 1.62 mm, Orientationd RAS, ScaleIntensityRanged [-80, 305] → [0, 1],
+  CropForegroundd), `sliding_window_inference`, then `Invertd` on the logits, argmax, and a
+  NIfTI write with the CT's affine;
+- ours: `kidneyseg.predict.run_prediction` on the same file (float32; optionally bfloat16).
+
+Each run is a fresh process (so its peak resident memory is its own); runs are interleaved
+(reference, ours, reference, ours, ...) because the cores are shared, and medians are reported
+with the ratio. Label agreement is measured between the two pipelines' outputs. A second case,
+512 × 512 × 600 slices, measures our peak memory on a long scan.
+
+Usage:
+    python benchmarks/predict_speed.py [--repeats 3] [--overlaps 0.8 0.5] [--checkpoint RUN]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+KITS_SEED = 1  # generate_case(1, size="full"): 512 x 512 x 202 slices, 0.82 x 0.82 x 1.5 mm
+
+
+def make_cases(folder: Path) -> dict[str, Path]:
+    """The KiTS-size phantom and a 600-slice version of it (slices repeated 3×, 1 mm apart)."""
+    from kidneyseg.data.phantom import generate_case
+    from kidneyseg.io.volume import Volume, write_volume
+
+    if (folder / "kits.nii.gz").is_file() and (folder / "long.nii.gz").is_file():
+        return {"kits": folder / "kits.nii.gz", "long": folder / "long.nii.gz"}
+    ct = generate_case(KITS_SEED, size="full").ct
+    kits = write_volume(folder / "kits.nii.gz", ct)
+    slice_axis = int(np.argmax(ct.spacing))
+    long_array = np.repeat(ct.array, 3, axis=slice_axis)[(slice(None),) * slice_axis + (slice(0, 600),)]
+    affine = ct.affine.copy()
+    affine[:3, slice_axis] *= 1.0 / ct.spacing[slice_axis]
+    long = write_volume(folder / "long.nii.gz", Volume(np.ascontiguousarray(long_array), affine))
+    return {"kits": kits, "long": long}
+
+
+def make_checkpoint(folder: Path, seed: int) -> Path:
+    """The paper's SCA-UNet 3D with randomly initialised weights (fixed seed), paper config."""
+    import torch
+
+    from kidneyseg.config import RunConfig
+    from kidneyseg.labels import KITS23
+    from kidneyseg.train.checkpoint import build_model_from_config, save_checkpoint
+
+    torch.manual_seed(seed)
+    config = RunConfig()
+    net = build_model_from_config(config)
+    return save_checkpoint(
+        folder / "sca_unet_3d_random.pt", model_state=net.state_dict(), config=config, label_map=KITS23
+    )
+
+
+def run_reference(case: Path, checkpoint: Path, overlap: float, out: Path) -> dict[str, float]:
+    """The MONAI pipeline of the SCA-UNet authors' code; returns seconds per stage and in total."""
+    import nibabel as nib
+    import torch
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import (
+        AsDiscreted,
+        Compose,
+        CropForegroundd,
+        EnsureChannelFirstd,
+        Invertd,
+        LoadImaged,
+        Orientationd,
+        ScaleIntensityRanged,
+        Spacingd,
+    )
+
+    from kidneyseg.train.checkpoint import build_model_from_checkpoint, load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    net = build_model_from_checkpoint(ckpt)
+    cfg, inference = ckpt.config.preprocess, ckpt.config.inference
+    start = time.perf_counter()
+    header = nib.load(str(case))
+    # The authors resample before reorienting, so pixdim is given in the file's axis order.
+    codes = nib.orientations.aff2axcodes(header.affine)
+    pixdim = [cfg.spacing["RLAPSI".index(c) // 2] for c in codes]
+    pre = Compose(
+        [
+            LoadImaged("image"),
+            EnsureChannelFirstd("image"),
+            Spacingd("image", pixdim=pixdim, mode="bilinear"),
+            Orientationd("image", axcodes="RAS"),
+            ScaleIntensityRanged(
+                "image", a_min=cfg.hu_window[0], a_max=cfg.hu_window[1], b_min=0.0, b_max=1.0, clip=True
+            ),
+            CropForegroundd("image", source_key="image"),
+        ]
+    )
+    data = pre({"image": str(case)})
+    stages = {"preprocess": time.perf_counter() - start}
+    with torch.inference_mode():
+        data["pred"] = sliding_window_inference(
+            data["image"][None],
+            inference.roi_size,
+            inference.sw_batch_size,
+            net,
+            overlap=overlap,
+            mode="gaussian",
+        )[0]
+        stages["windows"] = time.perf_counter() - start - sum(stages.values())
+        post = Compose(
+            [
+                Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True),
+                AsDiscreted("pred", argmax=True),
+            ]
+        )
+        data = post(data)
+    labels = data["pred"][0].numpy().astype(np.uint8)
+    stages["inverse"] = time.perf_counter() - start - sum(stages.values())
+    nib.save(nib.Nifti1Image(labels, header.affine), str(out))
+    stages["write"] = time.perf_counter() - start - sum(stages.values())
+    return {"seconds": time.perf_counter() - start, "stages": stages}
+
+
+def run_ours(case: Path, checkpoint: Path, overlap: float, out: Path, precision: str) -> dict[str, float]:
+    """`kidneyseg predict` on one file; returns seconds per stage (from its run record) and in total."""
+    from kidneyseg.predict import OutputOptions, PredictSettings, run_prediction
+
+    start = time.perf_counter()
+    record = run_prediction(
+        case,
+        out.parent,
+        [checkpoint],
+        PredictSettings(overlap=overlap, precision=precision),
+        OutputOptions(overwrite=True),
+        progress=False,
+    )
+    seconds = time.perf_counter() - start
+    (out.parent / f"{case.name.split('.')[0]}.nii.gz").rename(out)
+    entry = record.cases[0]
+    return {"seconds": seconds, "stages": entry["seconds"], "windows": entry["windows"]}
+
+
+def child(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if args.pipeline == "monai":
+        result = run_reference(Path(args.case), Path(args.checkpoint), args.overlap, out)
+    else:
+        precision = "bfloat16" if args.pipeline == "ours-bf16" else "float32"
+        result = run_ours(Path(args.case), Path(args.checkpoint), args.overlap, out, precision)
+    result["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(result))
+
+
+def spawn(pipeline: str, case: Path, checkpoint: Path, overlap: float, out: Path) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        pipeline,
+        "--case",
+        str(case),
+        "--checkpoint",
+        str(checkpoint),
+    ]
+    command += ["--overlap", str(overlap), "--out", str(out)]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def agreement(a: Path, b: Path) -> dict:
+    import nibabel as nib
+
+    x, y = np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj)
+    dice = {}
+    for value in range(1, 4):
+        both, total = np.sum((x == value) & (y == value)), np.sum(x == value) + np.sum(y == value)
+        dice[value] = float(2 * both / total) if total else None
+    return {
+        "identical_fraction": float(np.mean(x == y)),
+        "foreground_voxels": [int(np.sum(x > 0)), int(np.sum(y > 0))],
+        "dice_by_class": dice,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--overlaps", type=float, nargs="+", default=[0.8, 0.5])
+    parser.add_argument("--pipelines", nargs="+", default=["monai", "ours"], help="monai, ours, ours-bf16")
+    parser.add_argument("--checkpoint", help="Trained run or checkpoint (default: random weights, seed 0).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-long", action="store_true", help="Skip the 600-slice memory case.")
+    parser.add_argument("--long-only", action="store_true", help="Only the 600-slice memory case.")
+    parser.add_argument("--workdir", help="Keep cases and outputs here (default: a temporary folder).")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--overlap", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.pipeline = args.child
+        return child(args)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        cases = make_cases(work)
+        if args.checkpoint:
+            from kidneyseg.train.checkpoint import resolve_checkpoint
+
+            checkpoint, weights = resolve_checkpoint(args.checkpoint), f"trained: {args.checkpoint}"
+        else:
+            checkpoint, weights = (
+                make_checkpoint(work, args.seed),
+                f"random initialisation, torch seed {args.seed}",
+            )
+        import torch
+
+        results: dict = {"weights": weights, "torch_threads": torch.get_num_threads(), "overlaps": {}}
+        for overlap in [] if args.long_only else args.overlaps:
+            runs: dict[str, list[dict]] = {p: [] for p in args.pipelines}
+            for repeat in range(args.repeats):
+                for pipeline in args.pipelines:
+                    out = work / f"{pipeline}_{overlap}.nii.gz"
+                    runs[pipeline].append(spawn(pipeline, cases["kits"], checkpoint, overlap, out))
+                    print(f"overlap {overlap} run {repeat + 1} {pipeline}: {runs[pipeline][-1]}", flush=True)
+            summary = {
+                p: {
+                    "median_seconds": statistics.median(r["seconds"] for r in rs),
+                    "seconds": [round(r["seconds"], 2) for r in rs],
+                    "median_peak_gb": statistics.median(r["peak_bytes"] for r in rs) / 2**30,
+                }
+                for p, rs in runs.items()
+            }
+            for p in args.pipelines:
+                if p != "monai" and "monai" in summary:
+                    summary[p]["speedup_vs_monai"] = (
+                        summary["monai"]["median_seconds"] / summary[p]["median_seconds"]
+                    )
+                    summary[p]["agreement_vs_monai"] = agreement(
+                        work / f"monai_{overlap}.nii.gz", work / f"{p}_{overlap}.nii.gz"
+                    )
+            results["overlaps"][str(overlap)] = summary
+            print(json.dumps(summary, indent=2), flush=True)
+        if args.long_only or not args.skip_long:
+            long = spawn("ours", cases["long"], checkpoint, 0.5, work / "ours_long.nii.gz")
+            results["long_case"] = {"shape": [512, 512, 600], "overlap": 0.5, **long}
+            results["long_case"]["peak_gb"] = long["peak_bytes"] / 2**30
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
