@@ -14,14 +14,15 @@ import typer
 from kidneyseg import __version__
 
 VERBS: tuple[str, ...] = (
-    "report",
-    "train",
-    "evaluate",
-    "predict",
-    "models",
+    "demo",
     "phantom",
     "preprocess",
+    "train",
+    "predict",
+    "evaluate",
     "compare",
+    "report",
+    "models",
 )
 
 app = typer.Typer(
