@@ -130,6 +130,36 @@ def child(kind: str, path: str) -> dict:
     return {"seconds": seconds, "peak_mb": _peak_mb() - base, "shape": [int(s) for s in shape]}
 
 
+def compare_resamplers(path: Path, runs: int) -> None:
+    """The trilinear step alone, on the preprocessing grid of the case: torch grid_sample in
+    slabs (kidneyseg's `resample_linear`) vs `scipy.ndimage.map_coordinates(order=1)`."""
+    import numpy as np
+    from scipy import ndimage
+
+    from kidneyseg.config import PreprocessConfig
+    from kidneyseg.io.volume import read_volume
+    from kidneyseg.preprocess.spatial import resample_linear, resampled_grid
+
+    ct = read_volume(path)
+    shape, maps = resampled_grid(ct.shape, ct.spacing, PreprocessConfig().spacing[::-1])
+    positions = tuple(m.to_source(np.arange(n)) for m, n in zip(maps, shape, strict=True))
+    times: dict[str, list[float]] = {"grid_sample": [], "map_coordinates": []}
+    for _ in range(runs):
+        start = time.perf_counter()
+        ours = resample_linear(ct.array, positions)
+        times["grid_sample"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        coords = np.meshgrid(*positions, indexing="ij", sparse=False)
+        theirs = ndimage.map_coordinates(ct.array, coords, order=1, mode="nearest", output=np.float32)
+        times["map_coordinates"].append(time.perf_counter() - start)
+        del coords
+    a, b = statistics.median(times["grid_sample"]), statistics.median(times["map_coordinates"])
+    print(
+        f"trilinear {ct.shape} -> {shape}: grid_sample {a:.2f} s, map_coordinates {b:.2f} s "
+        f"(x{b / a:.2f}); max difference {np.abs(ours - theirs).max():.3f} HU"
+    )
+
+
 def run_child(kind: str, path: Path) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(path)], capture_output=True, text=True, check=True
@@ -158,6 +188,7 @@ def main() -> None:
         for _ in range(args.runs):
             for kind in results:
                 results[kind].append(run_child(kind, path))
+        compare_resamplers(path, args.runs)
     summary = {
         kind: (
             statistics.median(r["seconds"] for r in runs),

@@ -123,8 +123,8 @@ def sample_linear(tensor, positions: tuple[np.ndarray, ...]):
     Positions are fractional voxel indices, one array per spatial axis; those beyond the
     first/last voxel centre take the edge value. Returns float32 `[C, len(p0), len(p1),
     len(p2)]`. One `torch.nn.functional.grid_sample` call: it reads only the 8 neighbours of
-    each output voxel, which on 2 CPU cores beat three separable 1D passes (≈ 3×) and
-    `scipy.ndimage.map_coordinates` (≈ 1.8×) on a KiTS-size case (docs/preprocessing.md).
+    each output voxel; on 2 CPU cores it beat three separable 1D passes and
+    `scipy.ndimage.map_coordinates` on a KiTS-size case (docs/preprocessing.md).
     """
     import torch
     import torch.nn.functional as F
