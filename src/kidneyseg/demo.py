@@ -30,6 +30,7 @@ class DemoSettings:
         cases: number of phantom cases (train + held-out).
         seed: seeds the phantoms (the recipe seeds training and the split).
         fast: the few-minute version (fewer cases, a short training).
+        size: phantom size preset (`small` for the demo; `tiny` for tests).
         device: "auto", "cpu" or "cuda".
         overrides: extra `section.key=value` config overrides.
     """
@@ -38,6 +39,7 @@ class DemoSettings:
     cases: int = 30
     seed: int = 0
     fast: bool = False
+    size: str = "small"
     device: str = "auto"
     overrides: tuple[str, ...] = ()
 
@@ -95,7 +97,9 @@ def run_demo(
     existing = sorted((phantoms / "dataset").glob("case_*/phantom.json"))
     if len(existing) < settings.n_cases:
         _say(progress, f"[1/5] generating {settings.n_cases} phantom CT cases")
-        generate_dataset(phantoms, settings.n_cases, seed=settings.seed, size="small", progress=progress)
+        generate_dataset(
+            phantoms, settings.n_cases, seed=settings.seed, size=settings.size, progress=progress
+        )
     _timed(seconds, "phantoms", start)
 
     start = time.perf_counter()
@@ -146,6 +150,7 @@ def run_demo(
             "cases": settings.n_cases,
             "seed": settings.seed,
             "fast": settings.fast,
+            "size": settings.size,
             "overrides": list(settings.all_overrides),
         },
         "held_out_cases": [r["case_id"] for r in rows["validation"]],

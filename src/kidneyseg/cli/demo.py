@@ -33,7 +33,7 @@ def demo(
     """Run the whole pipeline on synthetic phantoms and write an index.html that links the results."""
     from kidneyseg.demo import DemoSettings, run_demo
 
-    result = run_demo(out, DemoSettings(recipe, cases, seed, fast, device), progress=not quiet)
+    result = run_demo(out, DemoSettings(recipe, cases, seed, fast, device=device), progress=not quiet)
     s = result.scores
     typer.echo(
         "held-out Dice: kidney {k}, tumor {t}, cyst {c} (KiTS HEC Dice {h}, Surface Dice {sd})".format(
