@@ -164,7 +164,7 @@ def _check_labels(labels: Volume, ct: Volume, label_map: LabelMap | None) -> Non
 
 
 def _source_positions(
-    meta_perm: tuple[int, ...],
+    permutation: tuple[int, ...],
     flips: tuple[bool, ...],
     canonical_shape: tuple[int, ...],
     maps: tuple[AxisMap, ...],
@@ -176,7 +176,7 @@ def _source_positions(
         x = maps[k].to_source(np.arange(lo, hi))
         if flips[k]:
             x = canonical_shape[k] - 1 - x
-        positions[meta_perm[k]] = x
+        positions[permutation[k]] = x
     return tuple(positions)
 
 
@@ -330,7 +330,7 @@ def _uniform_cells(labels: np.ndarray) -> np.ndarray:
 
 
 def invert_probabilities(
-    probs: np.ndarray | torch.Tensor, meta: PreprocessMeta, chunk_slices: int = 16, batch: int = 1 << 20
+    probs: np.ndarray | torch.Tensor, meta: PreprocessMeta, chunk_slices: int = 16, batch: int = 1 << 18
 ) -> np.ndarray:
     """Class probabilities (or logits) on the preprocessed grid → labels on the original grid.
 
@@ -362,7 +362,9 @@ def invert_probabilities(
     (sx, _, jx), (sy, _, jy), (sz, _, jz) = _inverse_axes(meta)
     if sx.stop == sx.start or sy.stop == sy.start:
         return out
-    labels_pre = np.argmax(scores, axis=0).astype(np.uint8)
+    labels_pre = np.empty(scores.shape[1:], dtype=np.uint8)
+    for x in range(0, scores.shape[1], chunk_slices):  # in slabs: argmax makes int64
+        labels_pre[x : x + chunk_slices] = np.argmax(scores[:, x : x + chunk_slices], axis=0)
     uniform = _uniform_cells(labels_pre)
     cells_x, cells_y = _cells(jx, scores.shape[1]), _cells(jy, scores.shape[2])
     for start in range(0, len(jz), chunk_slices):
