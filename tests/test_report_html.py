@@ -12,6 +12,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import KITS23, TUMOR
 from kidneyseg.report import measure, write_report
 from kidneyseg.report.overlays import DPI, LEGEND_INCH, render_views
@@ -164,3 +165,11 @@ def test_page_renders_in_a_headless_browser(written, tmp_path):
     pixels = read_png(screenshot.read_bytes())
     assert pixels.shape[:2] == (1600, 1280)
     assert pixels.std() > 0.05, "the screenshot is blank"
+
+
+def test_a_failed_write_leaves_no_partial_report(tmp_path):
+    ct, labels = scene()
+    (tmp_path / "report.html").mkdir()  # the HTML cannot be renamed into place
+    with pytest.raises(KidneysegError, match="could not write"):
+        write_report(ct, labels, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]

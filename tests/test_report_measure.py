@@ -15,7 +15,7 @@ from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS19
 from kidneyseg.report import geometry, measure
 
-HALF_EXTENT = np.array([100.0, 50.0, 70.0])
+HALF_EXTENT = np.array([85.0, 40.0, 60.0])
 SPACING = (1.2, 1.0, 1.5)  # mm along the world x, y, z the grid axes are closest to
 RIGHT_KIDNEY = ((45.0, 0.0, 0.0), (20.0, 25.0, 50.0))
 LEFT_KIDNEY = ((-45.0, 0.0, 0.0), (20.0, 25.0, 50.0))
@@ -61,7 +61,8 @@ def world_coordinates(affine: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 def ellipsoid(world: np.ndarray, centre, semi_axes) -> np.ndarray:
-    return (((world - np.asarray(centre)) / np.asarray(semi_axes)) ** 2).sum(-1) <= 1
+    offset = (world - np.asarray(centre, np.float32)) / np.asarray(semi_axes, np.float32)
+    return (offset**2).sum(-1) <= 1
 
 
 def build_scene(affine, shape, lesions=LESIONS, kidneys=(RIGHT_KIDNEY, LEFT_KIDNEY), seed=0):
@@ -72,7 +73,7 @@ def build_scene(affine, shape, lesions=LESIONS, kidneys=(RIGHT_KIDNEY, LEFT_KIDN
         labels[ellipsoid(world, centre, axes)] = 1
     for value, _, centre, axes in lesions.values():
         labels[ellipsoid(world, centre, axes)] = value
-    body = (np.abs(world[..., 0]) < 95) & (np.abs(world[..., 1]) < 45)
+    body = (np.abs(world[..., 0]) < 80) & (np.abs(world[..., 1]) < 36)
     hu = np.where(body, 40.0, -1000.0)
     hu[labels == 1] = 150
     hu[labels == 2] = 80
@@ -187,7 +188,7 @@ def test_touching_kidneys_are_split_at_the_midline():
 
 def test_single_kidney_and_a_stray_fragment():
     affine, shape = make_grid(np.diag([-1.0, -1.0, 1.0]), spacing=(1.5, 1.5, 2.0))
-    lesions = {"fragment": (1, "left", (-85.0, 30.0, 50.0), (4.0, 4.0, 4.0))}
+    lesions = {"fragment": (1, "left", (-75.0, 25.0, 45.0), (4.0, 4.0, 4.0))}
     report = measure(*build_scene(affine, shape, lesions, kidneys=(LEFT_KIDNEY,)))
     assert report["summary"]["kidneys_found"] == ["left"]
     assert report["other_components"]["count"] == 1

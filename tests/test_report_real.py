@@ -11,7 +11,7 @@ import pytest
 
 from kidneyseg.io.volume import Volume, read_volume
 from kidneyseg.labels import KITS19
-from kidneyseg.report import measure
+from kidneyseg.report import geometry, measure
 from test_report_measure import ellipsoid, world_coordinates
 
 KITS_CASE = "case_00061"  # 29 slices of 5 mm: the smallest KiTS19 mask
@@ -49,12 +49,18 @@ def test_kits19_mask_in_its_own_and_in_ras_orientation(shared_data):
 def test_real_dicom_series_sides_and_hounsfield_units(shared_data):
     """A kidney with a tumor painted on the patient's right of a real LPS DICOM series."""
     ct = read_volume(shared_data / "real-ct" / "dicom_series")
-    world = world_coordinates(ct.affine, ct.shape)
-    centre = world.reshape(-1, 3).mean(axis=0)
-    labels = np.zeros(ct.shape, np.uint8)
+    centre = geometry.to_world((np.asarray(ct.shape, dtype=np.float64)[None] - 1) / 2, ct.affine)[0]
     kidney_centre = centre + np.array([60.0, 0.0, 0.0])
-    labels[ellipsoid(world, kidney_centre, (25.0, 30.0, 15.0))] = 1
-    labels[ellipsoid(world, kidney_centre + np.array([15.0, 0.0, 0.0]), (8.0, 8.0, 8.0))] = 2
+    # Paint inside a block around the kidney only: the series is 512 × 512 × 20.
+    i, j, _ = np.linalg.solve(ct.affine[:3, :3], kidney_centre - ct.affine[:3, 3]).astype(int)
+    block = (slice(i - 40, i + 40), slice(j - 40, j + 40), slice(0, ct.shape[2]))
+    local = ct.affine.copy()
+    local[:3, 3] = geometry.to_world(np.array([[i - 40, j - 40, 0]], dtype=np.float64), ct.affine)[0]
+    world = world_coordinates(local, (80, 80, ct.shape[2]))
+    labels = np.zeros(ct.shape, np.uint8)
+    painted = labels[block]
+    painted[ellipsoid(world, kidney_centre, (25.0, 30.0, 15.0))] = 1
+    painted[ellipsoid(world, kidney_centre + np.array([15.0, 0.0, 0.0]), (8.0, 8.0, 8.0))] = 2
     report = measure(ct, Volume(labels, ct.affine, "painted"))
     assert report["summary"]["kidneys_found"] == ["right"]
     (tumor,) = report["lesions"]

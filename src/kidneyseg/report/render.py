@@ -1,8 +1,8 @@
 """Write the case report: `<stem>.json` (docs/report.md) and a self-contained `<stem>.html`.
 
 The HTML page needs nothing but itself: styles inline, pictures embedded as base64 PNG,
-no script, no network. Both files are built in memory first and then written atomically,
-so a failure leaves no partial report.
+no script, no network. Both files are built in memory first, written under temporary names and renamed
+only once both are complete, so a failure leaves no partial report.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from string import Template
 
 import numpy as np
 
-from kidneyseg.io.atomic import write_text_atomic
+from kidneyseg.io.atomic import atomic_path
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS23, LabelMap
 from kidneyseg.report.measure import measure, validate_inputs
@@ -81,8 +81,11 @@ def write_report(
     page = render_html(report, pictures, label_map)
     stem = f"{case_id}_report" if case_id else "report"
     out_dir = Path(out_dir)
-    json_path = write_text_atomic(out_dir / f"{stem}.json", json.dumps(report, indent=2) + "\n")
-    html_path = write_text_atomic(out_dir / f"{stem}.html", page)
+    json_path, html_path = out_dir / f"{stem}.json", out_dir / f"{stem}.html"
+    # Both files appear together or not at all: each is renamed only once both are written.
+    with atomic_path(json_path) as json_tmp, atomic_path(html_path) as html_tmp:
+        json_tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        html_tmp.write_text(page, encoding="utf-8")
     return ReportPaths(json=json_path, html=html_path, status=report["status"], message=report["message"])
 
 
