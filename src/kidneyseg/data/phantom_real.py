@@ -66,12 +66,12 @@ def _canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
     volume = read_volume(path)
     if volume.array.dtype.kind not in "iu" and not np.array_equal(volume.array, np.round(volume.array)):
         raise KidneysegError("not a label map: the values are not integers", path)
-    labels = np.asarray(volume.array).astype(np.uint8)
-    values = np.unique(labels)
+    values = np.unique(volume.array)
     if values.max() > 3 or values.min() < 0 or 1 not in values:
         raise KidneysegError(
-            f"not a KiTS label map: values {values.tolist()}, expected 0-3 with kidney (1) present", path
+            f"not a KiTS label map: values {values.tolist()[:8]}, expected 0-3 with kidney (1) present", path
         )
+    labels = np.asarray(volume.array).astype(np.uint8)
     ornt = nib.orientations.io_orientation(volume.affine)
     array = nib.orientations.apply_orientation(labels, ornt)
     affine = volume.affine @ nib.orientations.inv_ornt_aff(ornt, labels.shape)

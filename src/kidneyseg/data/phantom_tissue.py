@@ -120,7 +120,6 @@ KIDNEY_TISSUES = (Tissue.KIDNEY_CORTEX, Tissue.KIDNEY_MEDULLA, Tissue.RENAL_PELV
 """Labelled kidney (KiTS: "all parenchyma and the non-fat tissue within the hilum")."""
 TUMOR_TISSUES = (Tissue.TUMOR, Tissue.TUMOR_NECROSIS)
 CYST_TISSUES = (Tissue.CYST,)
-BONE_TISSUES = (Tissue.BONE_CORTICAL, Tissue.BONE_CANCELLOUS, Tissue.DISC, Tissue.SPINAL_CANAL)
 
 
 def label_lut() -> np.ndarray:
