@@ -201,7 +201,7 @@ class _Trainer:
             loss = self.loss_fn(logits.float(), label)
             if not all_true(bool(torch.isfinite(loss)), self.ctx):
                 raise KidneysegError(
-                    f"training diverged: the loss is {float(loss)} (or not finite on another rank) at "
+                    f"training diverged: the loss is {float(loss.detach())} (here or on another rank) at "
                     f"epoch {epoch + 1}, step {step + 1}; the last good checkpoint is kept. "
                     "Resume with a lower learning rate, e.g. --resume RUN train.lr=...",
                     self.out / LAST_NAME,

@@ -69,7 +69,9 @@ def prepare_data(
     )
     cache_dir = Path(cache_root) / cache_key(config)
     if ctx.is_main:
-        preprocess_dataset(dataclasses.replace(dataset, cases=labelled), config.preprocess, cache_dir)
+        preprocess_dataset(
+            dataclasses.replace(dataset, cases=labelled), config.preprocess, cache_dir, progress
+        )
     barrier(ctx)
 
     def scan(ids: list[str], what: str) -> tuple[CaseRecord, ...]:

@@ -1,0 +1,242 @@
+"""The training engine end to end on tiny phantoms: run folder, determinism, exact resume,
+2D stage-2 fine-tuning, bad input, divergence, the CLI and DDP with gloo."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kidneyseg.cli import app
+from kidneyseg.config import RunConfig, from_dict, load_yaml
+from kidneyseg.data.phantom import generate_dataset
+from kidneyseg.errors import KidneysegError
+from kidneyseg.recipes import load_recipe
+from kidneyseg.train import engine
+from kidneyseg.train.checkpoint import load_checkpoint
+
+TINY = ["preprocess.spacing=[6.0, 6.0, 6.0]", "data.num_workers=0", "train.val_max_cases=0"]
+SCA = [
+    *TINY,
+    "data.patch_size=[32, 32, 16]",
+    "data.samples_per_case=1",
+    "data.batch_size=2",
+    "data.cache_rate=0.5",  # 5 training cases: SmartCache holds 2 and replaces 1 per epoch
+    "model.kwargs.channels=[4, 8, 8, 8]",
+]
+AG = [*TINY, "data.patch_size=[48, 48]", "data.batch_size=8", "model.kwargs.channels=[4, 8, 16]"]
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("phantoms")
+    generate_dataset(root, cases=6, seed=0, size="tiny", progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def run3d(phantoms, cache, tmp_path_factory) -> Path:
+    """An uninterrupted 2-epoch SCA-UNet run: the reference for determinism and resume."""
+    out = tmp_path_factory.mktemp("runs") / "sca"
+    engine.train(
+        load_recipe("sca-unet-3d:cpu", overrides=[*SCA, "train.epochs=2"]), phantoms, out, cache_dir=cache
+    )
+    return out
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).model_state
+
+
+def test_run_folder_holds_config_metrics_curves_record_and_checkpoints(run3d):
+    assert {p.name for p in run3d.iterdir()} >= {"config.yaml", "metrics.csv", "curves.png", "run.json"}
+    config = from_dict(RunConfig, load_yaml(run3d / "config.yaml"))
+    last = load_checkpoint(run3d / "last.pt")
+    assert last.config == config and config.model.kwargs["out_channels"] == 4
+    assert last.extra["epoch"] == 2
+    torch.load(run3d / "best.pt", weights_only=True)
+    rows = _rows(run3d)
+    assert [r["epoch"] for r in rows] == ["1.0", "2.0"]
+    for r in rows:
+        assert float(r["train_loss"]) > 0 and 0 <= float(r["val_dice"]) <= 1
+        assert {
+            "val_dice_kidney",
+            "val_dice_tumor",
+            "val_dice_cyst",
+            "patches_per_second",
+            "cpu_seconds",
+        } <= set(r)
+    assert (run3d / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads((run3d / "run.json").read_text())
+    assert record["status"] == "finished" and record["epochs_done"] == 2 and record["device"] == "cpu"
+    assert record["wall_seconds_training"] > 0 and record["cpu_seconds_training"] > 0
+    assert set(record["versions"]) >= {"torch", "monai", "kidneyseg"}
+    assert len(record["train_cases"]) == 5 and len(record["val_cases"]) == 1
+    best = max(float(r["val_dice"]) for r in rows)
+    assert record["best_val_dice"] == pytest.approx(best)
+
+
+def test_same_seed_same_losses_and_resume_is_exact(run3d, phantoms, cache, tmp_path):
+    out = tmp_path / "interrupted"
+    engine.train(
+        load_recipe("sca-unet-3d:cpu", overrides=[*SCA, "train.epochs=1"]), phantoms, out, cache_dir=cache
+    )
+    first = _rows(out)
+    reference = _rows(run3d)
+    keys = ("train_loss", "val_loss", "val_dice", "lr")
+    assert [first[0][k] for k in keys] == [reference[0][k] for k in keys]  # same seed, same numbers
+    result = engine.resume(out, epochs=2)
+    assert result.epochs == 2
+    resumed = _rows(out)
+    assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in reference]
+    a, b = _weights(out / "last.pt"), _weights(run3d / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_2d_recipe_then_tumor_finetuning_freezes_shallow_levels(phantoms, cache, tmp_path):
+    stage1 = tmp_path / "ag"
+    config = load_recipe("attention-unet-2d:cpu", overrides=[*AG, "train.epochs=1"])
+    engine.train(config, phantoms, stage1, cache_dir=cache, progress=False)
+    assert 0 <= float(_rows(stage1)[0]["val_dice"]) <= 1
+    stage2 = tmp_path / "ag-tumor"
+    engine.finetune_tumor(
+        stage1, phantoms, stage2, overrides=["train.epochs=1", "train.freeze_depth=2"], cache_dir=cache
+    )
+    before, after = _weights(stage1 / "best.pt"), _weights(stage2 / "last.pt")
+    frozen = [k for k in before if k.startswith(("encoder.0.", "encoder.1."))]
+    trained = [k for k in before if k.startswith("encoder.2.") and before[k].dtype.is_floating_point]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)  # incl. batch-norm statistics
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
+    tuned = load_checkpoint(stage2 / "last.pt").config
+    assert tuned.data.slice_filter == "tumor" and tuned.train.recipe.endswith("+finetune-tumor")
+
+
+def test_a_patch_larger_than_the_cases_is_padded(phantoms, cache, tmp_path):
+    overrides = [*SCA, "data.patch_size=[64, 64, 48]", "train.epochs=1", "train.augment.elastic_prob=0.0"]
+    result = engine.train(
+        load_recipe("sca-unet-3d:cpu", overrides=overrides), phantoms, tmp_path / "r", cache_dir=cache
+    )
+    assert result.status == "finished" and 0 <= result.last_metrics["val_dice"] <= 1
+
+
+def test_a_diverging_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
+    run3d, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    shutil.copytree(run3d, run)
+    before = (run / "last.pt").read_bytes()
+    real = engine.build_loss
+
+    def nan_loss(name):
+        loss = real(name)
+        return lambda logits, label: loss(logits, label) * float("nan")
+
+    monkeypatch.setattr(engine, "build_loss", nan_loss)
+    with pytest.raises(
+        KidneysegError,
+        match=r"training diverged: the loss is nan \(here or on another rank\) at epoch 3, step 1",
+    ):
+        engine.resume(run, epochs=3)
+    assert (run / "last.pt").read_bytes() == before
+    assert json.loads((run / "run.json").read_text())["status"] == "diverged"
+
+
+def test_bad_input_is_one_clear_error(phantoms, cache, tmp_path, run3d):
+    unlabelled = tmp_path / "unlabelled" / "dataset"
+    for case in sorted((phantoms / "dataset").iterdir())[:3]:
+        (unlabelled / case.name).mkdir(parents=True)
+        shutil.copy(case / "imaging.nii.gz", unlabelled / case.name)
+    config = load_recipe("sca-unet-3d:cpu", overrides=SCA)
+    with pytest.raises(KidneysegError, match="none of the 3 cases has a reference segmentation"):
+        engine.train(config, unlabelled.parent, tmp_path / "a", cache_dir=cache)
+    # KiTS19's 3 classes without a cyst mapping: the phantoms' cysts (3) are unknown
+    kits19 = load_recipe(
+        "attention-unet-2d", overrides=[*AG, "data.label_mapping={}", "model.kwargs.channels=[4, 8]"]
+    )
+    with pytest.raises(
+        KidneysegError, match=r"label\.npy: label values \[3\] are not in the kits19 label map"
+    ):
+        engine.train(kits19, phantoms, tmp_path / "b", cache_dir=cache)
+    with pytest.raises(KidneysegError, match="already holds a run"):
+        engine.train(config, phantoms, run3d, cache_dir=cache)
+    with pytest.raises(KidneysegError, match=r"no last\.pt to resume from"):
+        engine.resume(tmp_path)
+
+
+def test_cli_trains_resumes_and_reports_errors_in_one_line(phantoms, cache, tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "cli-run"
+    args = [
+        "train",
+        "--recipe",
+        "sca-unet-3d",
+        "--variant",
+        "cpu",
+        "--data",
+        str(phantoms),
+        "--out",
+        str(run),
+    ]
+    result = runner.invoke(app, [*args, "--cache", str(cache), "--quiet", *SCA, "train.epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert "finished: 1 epochs" in result.output and (run / "last.pt").is_file()
+    result = runner.invoke(app, ["train", "--resume", str(run), "--quiet", "train.epochs=2"])
+    assert result.exit_code == 0, result.output
+    assert len(_rows(run)) == 2
+    result = runner.invoke(
+        app, ["train", "--recipe", "sca-unet3d", "--data", str(phantoms), "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: unknown recipe 'sca-unet3d'; did you mean 'sca-unet-3d'? "
+        "available: attention-unet-2d, residual-unet-3d, sca-unet-3d, unet-2d"
+    ]
+    assert not (tmp_path / "x").exists()
+    result = runner.invoke(app, ["train", "--resume", str(run), "data.batch_size=4"])
+    assert result.exit_code == 2 and "only train.epochs=N may change" in result.output
+    listing = runner.invoke(app, ["train", "--list-recipes"])
+    assert listing.exit_code == 0 and "attention-unet-2d" in listing.output and "cpu" in listing.output
+    shown = runner.invoke(app, ["train", "--recipe", "unet-2d:cpu", "--show-config", "train.lr=0.01"])
+    assert shown.exit_code == 0 and "lr: 0.01" in shown.output and "name: unet_2d" in shown.output
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(phantoms, cache, tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "kidneyseg", "train",
+        "--recipe", "sca-unet-3d:cpu", "--data", str(phantoms), "--out", str(run), "--cache", str(cache),
+        "--device", "cpu", "--quiet", *SCA, "train.epochs=2",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = _rows(run)
+    assert len(rows) == 2
+    record = json.loads((run / "run.json").read_text())
+    assert record["world_size"] == 2 and record["status"] == "finished"
+    per_rank = math.ceil(5 / 2)  # 5 training cases split over 2 ranks, the shorter shard padded
+    cached = round(per_rank * 0.5)  # each rank's SmartCache holds cache_rate of its shard
+    assert float(rows[0]["patches"]) == 2 * cached  # 1 patch per cached case per rank, summed over ranks
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # rank 0 alone wrote, nothing partial
+    load_checkpoint(run / "last.pt")
