@@ -139,17 +139,18 @@ def run_ours(case: Path, checkpoint: Path, overlap: float, out: Path, precision:
     """`kidneyseg predict` on one file; returns seconds per stage (from its run record) and in total."""
     from kidneyseg.predict import OutputOptions, PredictSettings, run_prediction
 
+    run_dir = out.parent / f"{out.name.split('.')[0]}_run"
     start = time.perf_counter()
     record = run_prediction(
         case,
-        out.parent,
+        run_dir,
         [checkpoint],
         PredictSettings(overlap=overlap, precision=precision),
         OutputOptions(overwrite=True),
         progress=False,
     )
     seconds = time.perf_counter() - start
-    (out.parent / f"{case.name.split('.')[0]}.nii.gz").rename(out)
+    (run_dir / f"{case.name.split('.')[0]}.nii.gz").rename(out)
     entry = record.cases[0]
     return {"seconds": seconds, "stages": entry["seconds"], "windows": entry["windows"]}
 
