@@ -125,25 +125,41 @@ def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labelled, int(count)
 
 
-def inside_slice_hulls(region: np.ndarray, points: np.ndarray, axis: int) -> np.ndarray:
-    """For each voxel index in `points` (n, 3), whether it lies inside the 2D convex hull of
-    `region`'s voxels (as squares) on its own slice across `axis`.
+class SliceHulls:
+    """The 2D convex hull of a region's voxels (as squares) on each slice across `axis`, each
+    computed once, on demand, for testing which voxels lie inside them.
 
     Convexity survives any affine map, so the test is done in index space. Voxels on slices
-    where `region` is empty are outside.
+    where the region is empty are outside.
     """
-    in_plane = [a for a in range(3) if a != axis]
-    inside = np.zeros(len(points), dtype=bool)
-    corners = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
-    for index in np.unique(points[:, axis]):
-        in_this = points[:, axis] == index
-        plane = np.take(region, int(index), axis=axis)
-        pixels = np.argwhere(plane & ~ndimage.binary_erosion(plane)).astype(np.float64)
-        if len(pixels) == 0:
-            continue
-        outline = (pixels[:, None, :] + corners[None]).reshape(-1, 2)
-        hull = ConvexHull(np.unique(outline, axis=0))
-        queries = points[in_this][:, in_plane].astype(np.float64)
-        distances = queries @ hull.equations[:, :2].T + hull.equations[:, 2]
-        inside[in_this] = (distances <= 1e-9).all(axis=1)
-    return inside
+
+    CORNERS = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
+
+    def __init__(self, region: np.ndarray, axis: int):
+        self.region = region
+        self.axis = axis
+        self.in_plane = [a for a in range(3) if a != axis]
+        self._equations: dict[int, np.ndarray | None] = {}
+
+    def _hull(self, index: int) -> np.ndarray | None:
+        if index not in self._equations:
+            plane = np.take(self.region, index, axis=self.axis)
+            pixels = np.argwhere(plane & ~ndimage.binary_erosion(plane)).astype(np.float64)
+            if len(pixels) == 0:
+                self._equations[index] = None
+            else:
+                outline = (pixels[:, None, :] + self.CORNERS[None]).reshape(-1, 2)
+                self._equations[index] = ConvexHull(np.unique(outline, axis=0)).equations
+        return self._equations[index]
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        """For each voxel index in `points` (n, 3): inside the hull on its own slice?"""
+        inside = np.zeros(len(points), dtype=bool)
+        for index in np.unique(points[:, self.axis]):
+            equations = self._hull(int(index))
+            if equations is None:
+                continue
+            in_this = points[:, self.axis] == index
+            queries = points[in_this][:, self.in_plane].astype(np.float64)
+            inside[in_this] = (queries @ equations[:, :2].T + equations[:, 2] <= 1e-9).all(axis=1)
+        return inside

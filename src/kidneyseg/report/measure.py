@@ -45,6 +45,9 @@ SIDES = ("right", "left")
 class _Kidney:
     side: str
     mask: np.ndarray  # kidney + masses of this kidney, in the crop
+    centroid: np.ndarray  # world RAS+ mm
+    z_range: tuple[float, float]  # world z of its parenchyma (or of the whole kidney without any)
+    contour: geometry.SliceHulls  # convex hull of its parenchyma on each axial slice
 
 
 def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarray:
@@ -138,14 +141,14 @@ def measure(ct: Volume, labels: Volume, label_map: LabelMap = KITS23, case_id: s
     affine[:3, 3] = geometry.to_world(offset[None], ct.affine)[0]
     crop_labels = array[box]
     crop_ct = np.asarray(ct.array[box], dtype=np.float32)
-    kidneys, others = _find_kidneys(crop_labels > 0, affine, _midline_x(ct))
     parenchyma = crop_labels == label_map.value("kidney")
+    kidneys, other_count, other_voxels = _find_kidneys(crop_labels > 0, parenchyma, affine, _midline_x(ct))
 
     lesions = []
     for class_name in LESION_CLASSES:
         if label_map.has(class_name):
             lesions += _measure_lesions(
-                crop_labels == label_map.value(class_name), class_name, kidneys, parenchyma, crop_ct, affine
+                crop_labels == label_map.value(class_name), class_name, kidneys, crop_ct, affine
             )
     kidney_rows = [_measure_kidney(k, parenchyma, affine, voxel_ml, lesions) for k in kidneys]
     report.update(
@@ -154,36 +157,54 @@ def measure(ct: Volume, labels: Volume, label_map: LabelMap = KITS23, case_id: s
         summary=_summary(kidney_rows, lesions),
         kidneys=kidney_rows,
         lesions=lesions,
-        other_components={
-            "count": len(others),
-            "volume_ml": round(sum(int(o.sum()) for o in others) * voxel_ml, 2),
-        },
+        other_components={"count": other_count, "volume_ml": round(other_voxels * voxel_ml, 2)},
     )
     return report
 
 
 def _find_kidneys(
-    mask: np.ndarray, affine: np.ndarray, midline_x: float
-) -> tuple[list[_Kidney], list[np.ndarray]]:
+    mask: np.ndarray, parenchyma: np.ndarray, affine: np.ndarray, midline_x: float
+) -> tuple[list[_Kidney], int, int]:
+    """The kidney on each side, and the number and voxel count of the other components.
+
+    Works on per-component voxel counts, so that a prediction with thousands of stray
+    specks costs no more than one with none; only the kidneys become masks.
+    """
     labelled, count = geometry.components(mask)
-    sizes = np.bincount(labelled.ravel(), minlength=count + 1)[1:]
-    parts: list[tuple[str, np.ndarray]] = []
-    x_of_index = _world_x_of_voxels(labelled.shape, affine)
-    for component in np.argsort(-sizes, kind="stable") + 1:
-        region = labelled == component
-        right = region & (x_of_index > midline_x)
-        share_right = right.sum() / region.sum()
-        if not parts and SPLIT_SHARE <= share_right <= 1 - SPLIT_SHARE:
-            parts += [("right", right), ("left", region & ~right)]
-        else:
-            parts.append(("right" if share_right >= 0.5 else "left", region))
-    kidneys, others = [], []
+    right_of_midline = _world_x_of_voxels(labelled.shape, affine) > midline_x
+    sizes = np.bincount(labelled.ravel(), minlength=count + 1)
+    right_sizes = np.bincount(labelled[right_of_midline], minlength=count + 1)
+    # Candidates: (side, voxels, component, half) with half = the side kept of a split component.
+    candidates = []
+    largest = int(np.argmax(sizes[1:])) + 1
+    for component in range(1, count + 1):
+        share_right = right_sizes[component] / sizes[component]
+        if component == largest and SPLIT_SHARE <= share_right <= 1 - SPLIT_SHARE:
+            left_size = sizes[component] - right_sizes[component]
+            candidates += [("right", right_sizes[component], component, "right")]
+            candidates += [("left", left_size, component, "left")]
+            continue
+        candidates.append(("right" if share_right >= 0.5 else "left", sizes[component], component, None))
+    kidneys, other_voxels = [], 0
     for side in SIDES:
-        on_side = sorted((m for s, m in parts if s == side), key=lambda m: -int(m.sum()))
+        on_side = sorted((c for c in candidates if c[0] == side), key=lambda c: -c[1])
         if on_side:
-            kidneys.append(_Kidney(side, on_side[0]))
-            others += on_side[1:]
-    return kidneys, others
+            _, _, component, half = on_side[0]
+            region = labelled == component
+            if half is not None:
+                region &= right_of_midline if half == "right" else ~right_of_midline
+            own = region & parenchyma
+            kidneys.append(
+                _Kidney(
+                    side,
+                    region,
+                    geometry.to_world(np.argwhere(region).mean(axis=0)[None], affine)[0],
+                    geometry.cranio_caudal_range_mm(own if own.any() else region, affine),
+                    geometry.SliceHulls(own, geometry.slice_axis(affine)),
+                )
+            )
+            other_voxels += sum(int(c[1]) for c in on_side[1:])
+    return kidneys, len(candidates) - len(kidneys), other_voxels
 
 
 def _world_x_of_voxels(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
@@ -204,7 +225,6 @@ def _measure_lesions(
     mask: np.ndarray,
     class_name: str,
     kidneys: list[_Kidney],
-    parenchyma: np.ndarray,
     ct: np.ndarray,
     affine: np.ndarray,
 ) -> list[dict]:
@@ -222,7 +242,7 @@ def _measure_lesions(
         local[:3, 3] = geometry.to_world(np.array([[s.start for s in box]], dtype=np.float64), affine)[0]
         voxels = np.argwhere(lesion)
         centroid = geometry.to_world(voxels.mean(axis=0)[None], local)[0]
-        kidney = _assign(lesion, box, centroid, kidneys, affine)
+        kidney = _assign(lesion, box, centroid, kidneys)
         axial_mm, axial_slice = geometry.max_axial_diameter_mm(lesion, local)
         z_low, z_high = geometry.cranio_caudal_range_mm(lesion, local)
         hu = ct[box][lesion]
@@ -244,7 +264,7 @@ def _measure_lesions(
             "axial_slice_index": axial_slice + box[axis].start if axial_slice >= 0 else None,
         }
         if kidney is not None:
-            row.update(_place_in_kidney(lesion, box, centroid, kidney, parenchyma, affine, axis))
+            row.update(_place_in_kidney(lesion, box, centroid, kidney))
         rows.append(row)
     rows.sort(key=lambda r: -r["volume_ml"])
     for index, row in enumerate(rows, start=1):
@@ -253,43 +273,27 @@ def _measure_lesions(
 
 
 def _assign(
-    lesion: np.ndarray,
-    box: tuple[slice, ...],
-    centroid: np.ndarray,
-    kidneys: list[_Kidney],
-    affine: np.ndarray,
+    lesion: np.ndarray, box: tuple[slice, ...], centroid: np.ndarray, kidneys: list[_Kidney]
 ) -> _Kidney | None:
+    """The kidney holding most of the lesion's voxels, else the one with the nearest centroid."""
     if not kidneys:
         return None
     overlaps = [int((k.mask[box] & lesion).sum()) for k in kidneys]
     if max(overlaps) > 0:
         return kidneys[int(np.argmax(overlaps))]
-    distances = []
-    for kidney in kidneys:
-        kidney_centroid = geometry.to_world(np.argwhere(kidney.mask).mean(axis=0)[None], affine)[0]
-        distances.append(float(np.linalg.norm(kidney_centroid - centroid)))
-    return kidneys[int(np.argmin(distances))]
+    return min(kidneys, key=lambda k: float(np.linalg.norm(k.centroid - centroid)))
 
 
 def _place_in_kidney(
-    lesion: np.ndarray,
-    box: tuple[slice, ...],
-    centroid: np.ndarray,
-    kidney: _Kidney,
-    parenchyma: np.ndarray,
-    affine: np.ndarray,
-    axis: int,
+    lesion: np.ndarray, box: tuple[slice, ...], centroid: np.ndarray, kidney: _Kidney
 ) -> dict:
     """Position along the kidney by thirds of its cranio-caudal extent, and the exophytic
     fraction: the share of lesion voxels outside the convex hull of the kidney's parenchyma
     on their own axial slice."""
-    own = parenchyma & kidney.mask
-    reference = own if own.any() else kidney.mask
-    z_low, z_high = geometry.cranio_caudal_range_mm(reference, affine)
+    z_low, z_high = kidney.z_range
     fraction = float(np.clip((z_high - centroid[2]) / max(z_high - z_low, 1e-6), 0.0, 1.0))
     position = "upper pole" if fraction < 1 / 3 else "lower pole" if fraction > 2 / 3 else "interpolar"
-    voxels = np.argwhere(lesion) + np.array([s.start for s in box])
-    inside = geometry.inside_slice_hulls(own, voxels, axis)
+    inside = kidney.contour.contains(np.argwhere(lesion) + np.array([s.start for s in box]))
     return {
         "position": position,
         "position_fraction": round(fraction, 3),
@@ -302,13 +306,12 @@ def _measure_kidney(
 ) -> dict:
     own = [row for row in lesions if row["kidney"] == kidney.side]
     z_low, z_high = geometry.cranio_caudal_range_mm(kidney.mask, affine)
-    centroid = geometry.to_world(np.argwhere(kidney.mask).mean(axis=0)[None], affine)[0]
     return {
         "side": kidney.side,
         "volume_ml": round(int(kidney.mask.sum()) * voxel_ml, 2),
         "parenchyma_volume_ml": round(int((kidney.mask & parenchyma).sum()) * voxel_ml, 2),
         "cranio_caudal_extent_cm": round((z_high - z_low) / 10, 2),
-        "centroid_ras_mm": _round(centroid, 1),
+        "centroid_ras_mm": _round(kidney.centroid, 1),
         "has_lesions": bool(own),
         "num_tumors": sum(row["type"] == "tumor" for row in own),
         "num_cysts": sum(row["type"] == "cyst" for row in own),
