@@ -76,7 +76,7 @@ def main() -> None:
             ]
         rows.append(row)
         cells = " ".join(f"{v:6.4f}" for v in row)
-        print(f"{folder.name:12s} {max(labels.spacing):8.2f}  {cells}")
+        print(f"{folder.name:12s} {labels.spacing[0]:8.2f}  {cells}")  # KiTS19: slices on axis 0
     columns = list(zip(*rows, strict=True))
     for name, fn in (("min", min), ("median", statistics.median)):
         values = [fn(v for v in col if v == v) for col in columns]

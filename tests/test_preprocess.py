@@ -131,7 +131,7 @@ def test_invert_labels_is_exact_when_upsampling(rng):
     for codes in ("RAS", "LPS", "IPL"):
         ct_o, labels_o = _reorient(ct, codes), _reorient(labels, codes)
         pre = preprocess(ct_o, cfg, labels_o)
-        back = invert_labels(pre.labels, pre.meta)
+        back = invert_labels(pre.labels, pre.meta, mode="nearest")
         assert back.shape == labels_o.shape and back.dtype == np.uint8
         np.testing.assert_array_equal(back, labels_o.array)
 
@@ -151,8 +151,13 @@ def test_invert_probabilities_is_chunk_independent_and_accepts_tensors(rng):
     assert results[0].shape == original.shape
     # A 12 × 8 × 30 mm 'kidney' on a 2 × 2 × 4 mm grid: interpolated class scores recover it
     # better than nearest-neighbour labels do.
-    nearest = invert_labels(pre.labels, pre.meta)
+    nearest = invert_labels(pre.labels, pre.meta, mode="nearest")
     assert _dice(results[0] > 0, original > 0) > _dice(nearest > 0, original > 0) > 0.75
+    # The default label inverse is the one-hot score inverse, without the one-hot array.
+    one_hot_back = invert_probabilities(one_hot, pre.meta, chunk_slices=4)
+    np.testing.assert_array_equal(invert_labels(pre.labels, pre.meta), one_hot_back)
+    with pytest.raises(ValueError, match="mode"):
+        invert_labels(pre.labels, pre.meta, mode="cubic")
 
 
 @pytest.mark.parametrize("dense_fraction", [0.0, 2.0])  # always / never interpolate whole chunks
@@ -180,6 +185,10 @@ def test_invert_probabilities_equals_dense_trilinear_argmax(rng, monkeypatch, de
     assert len(np.unique(got)) == 4
     half = invert_probabilities(torch.from_numpy(scores).half(), pre.meta)
     assert (half != got).mean() < 0.01
+    one_hot = np.stack([pre.labels == c for c in range(3)]).astype(np.float32)
+    np.testing.assert_array_equal(
+        invert_labels(pre.labels, pre.meta), invert_probabilities(one_hot, pre.meta, batch=50)
+    )
 
 
 def test_invert_probabilities_equals_labels_when_upsampling(rng):

@@ -14,6 +14,7 @@ the original affine, exactly the original geometry).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -294,14 +295,40 @@ def _check_pre_shape(shape: tuple[int, ...], meta: PreprocessMeta, what: str) ->
         raise KidneysegError(f"{what} shape {tuple(shape)} differs from the preprocessed grid {meta.shape}")
 
 
-def invert_labels(labels_pre: np.ndarray, meta: PreprocessMeta) -> np.ndarray:
+def invert_labels(labels_pre: np.ndarray, meta: PreprocessMeta, mode: str = "linear") -> np.ndarray:
     """Bring a label map on the preprocessed grid back to the original CT grid.
 
-    Nearest-neighbour; voxels outside the crop are background. Returns uint8 of exactly
-    `meta.original_shape`, in the original axis order (use the CT's affine with it).
+    Args:
+        labels_pre: integer labels of shape `meta.shape`.
+        meta: the preprocessing record.
+        mode: `linear` (default): each original voxel takes the label with the largest
+            trilinear weight among the 8 preprocessed voxels around it, i.e.
+            `invert_probabilities` of the one-hot labels (without materialising them): smooth,
+            partial-volume-aware boundaries. `nearest`: the nearest preprocessed voxel's label;
+            exact when the preprocessed grid is at least as fine as the original.
+
+    Returns:
+        uint8 labels of exactly `meta.original_shape` in the original axis order (use the CT's
+        affine with them); voxels outside the crop are background.
     """
     labels_pre = np.asarray(labels_pre)
     _check_pre_shape(labels_pre.shape, meta, "label map")
+    if mode == "linear":
+        labels_pre = labels_pre.astype(np.uint8, copy=False)
+        classes = np.arange(int(labels_pre.max(initial=0)) + 1, dtype=np.uint8)
+
+        def corner_scores(index):
+            return (labels_pre[index][None] == classes[:, None]).astype(np.float32)
+
+        def dense_slab(low, high):
+            import torch
+
+            slab = labels_pre[None, ..., low:high] == classes[:, None, None, None]
+            return torch.from_numpy(slab.astype(np.float32))
+
+        return _interpolated_argmax(labels_pre, corner_scores, dense_slab, meta)
+    if mode != "nearest":
+        raise ValueError(f"mode must be 'linear' or 'nearest', got {mode!r}")
     out = np.zeros(meta.original_shape, dtype=np.uint8)
     canonical = to_canonical(out, meta.permutation, meta.flips)
     axes = _inverse_axes(meta)
@@ -357,36 +384,61 @@ def invert_probabilities(
     _check_pre_shape(tuple(scores.shape[1:]), meta, "probabilities")
     if chunk_slices < 1 or batch < 1:
         raise ValueError("chunk_slices and batch must be at least 1")
+    labels_pre = np.empty(scores.shape[1:], dtype=np.uint8)
+    for x in range(0, scores.shape[1], chunk_slices):  # in slabs: argmax makes int64
+        labels_pre[x : x + chunk_slices] = np.argmax(scores[:, x : x + chunk_slices], axis=0)
+
+    def corner_scores(index):
+        return scores[:, index[0], index[1], index[2]].astype(np.float32)
+
+    def dense_slab(low, high):
+        return torch.from_numpy(scores[..., low:high])
+
+    return _interpolated_argmax(labels_pre, corner_scores, dense_slab, meta, chunk_slices, batch)
+
+
+def _interpolated_argmax(
+    labels_pre: np.ndarray,
+    corner_scores: Callable[[tuple[np.ndarray, ...]], np.ndarray],
+    dense_slab: Callable[[int, int], Any],
+    meta: PreprocessMeta,
+    chunk_slices: int = 16,
+    batch: int = 1 << 18,
+) -> np.ndarray:
+    """The arg-max of trilinearly interpolated class scores at every original voxel.
+
+    `labels_pre` is the arg-max on the preprocessed grid; `corner_scores(index)` returns the
+    `[C, n]` float32 scores of the preprocessed voxels `index` (3 index arrays);
+    `dense_slab(low, high)` the `[C, X, Y, high - low]` torch scores of a z slab.
+    """
     out = np.zeros(meta.original_shape, dtype=np.uint8)
     canonical = to_canonical(out, meta.permutation, meta.flips)
     (sx, _, jx), (sy, _, jy), (sz, _, jz) = _inverse_axes(meta)
     if sx.stop == sx.start or sy.stop == sy.start:
         return out
-    labels_pre = np.empty(scores.shape[1:], dtype=np.uint8)
-    for x in range(0, scores.shape[1], chunk_slices):  # in slabs: argmax makes int64
-        labels_pre[x : x + chunk_slices] = np.argmax(scores[:, x : x + chunk_slices], axis=0)
     uniform = _uniform_cells(labels_pre)
-    cells_x, cells_y = _cells(jx, scores.shape[1]), _cells(jy, scores.shape[2])
+    cells_x, cells_y = _cells(jx, labels_pre.shape[0]), _cells(jy, labels_pre.shape[1])
     for start in range(0, len(jz), chunk_slices):
-        cells_z = _cells(jz[start : start + chunk_slices], scores.shape[3])
+        cells_z = _cells(jz[start : start + chunk_slices], labels_pre.shape[2])
         lows = np.ix_(cells_x[0], cells_y[0], cells_z[0])
         labels = labels_pre[lows]
         mixed = np.flatnonzero(~uniform[lows])
         if len(mixed) > DENSE_FRACTION * labels.size:  # mostly mixed cells: interpolate all at once
             low = int(cells_z[0].min())
-            slab = torch.from_numpy(scores[..., low : int(cells_z[1].max()) + 1])
+            slab = dense_slab(low, int(cells_z[1].max()) + 1)
             z = jz[start : start + chunk_slices] - low
             labels = np.argmax(sample_linear(slab, (jx, jy, z)).numpy(), axis=0).astype(np.uint8)
             mixed = mixed[:0]
         for b in range(0, len(mixed), batch):
             voxel = np.unravel_index(mixed[b : b + batch], labels.shape)
-            value = np.zeros((scores.shape[0], len(voxel[0])), dtype=np.float32)
+            value = None
             for corner in np.ndindex(2, 2, 2):
                 index, weight = [], np.ones(len(voxel[0]), dtype=np.float32)
                 for (low, high, w), v, c in zip((cells_x, cells_y, cells_z), voxel, corner, strict=True):
                     index.append((high if c else low)[v])
                     weight *= w[v] if c else 1.0 - w[v]
-                value += scores[:, index[0], index[1], index[2]].astype(np.float32) * weight
+                term = corner_scores(tuple(index)) * weight
+                value = term if value is None else value + term
             labels[voxel] = np.argmax(value, axis=0)
         z0 = sz.start + start
         canonical[sx, sy, z0 : z0 + labels.shape[2]] = labels
