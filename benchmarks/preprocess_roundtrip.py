@@ -2,10 +2,10 @@
 
 Each reference mask is preprocessed (SCA-UNet grid, 1.62 × 1.62 × 2 mm) as the labels of a
 CT-like volume built around it (as in tests/test_preprocess_kits19.py), then brought back with
-`invert_labels` (nearest) and with `invert_probabilities` of its one-hot scores (trilinear +
-arg-max). Prints the Dice of kidney (label 1), tumor (2) and kidney + tumor against the
-original per case, and the minimum and median over the cases. Shape and affine are checked to
-be exactly the original's.
+`invert_labels` in `nearest` mode and in its default `linear` mode (the arg-max of the
+trilinearly interpolated one-hot labels, as `invert_probabilities` would give). Prints the
+Dice of kidney (label 1), tumor (2) and kidney + tumor against the original per case, and the
+minimum and median over the cases; the shapes are checked to be the original's.
 
 Usage: python benchmarks/preprocess_roundtrip.py [--kits19 ../shared/data/kits19] [--step 7]
 """
@@ -21,7 +21,7 @@ import numpy as np
 from kidneyseg.config import PreprocessConfig
 from kidneyseg.io.volume import Volume, read_volume
 from kidneyseg.labels import KITS19
-from kidneyseg.preprocess import invert_labels, invert_probabilities, preprocess
+from kidneyseg.preprocess import invert_labels, preprocess
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "kits19"
 
@@ -53,19 +53,15 @@ def main() -> None:
         :: args.step
     ]
     rows = []
-    print("Dice of kidney (k), tumor (t), kidney+tumor (kt): via invert_labels (nearest, n),")
-    print("then via invert_probabilities of one-hot scores (s)")
-    print(
-        f"{'case':12s} {'slice mm':>8s}  "
-        + " ".join(f"{c:>6s}" for c in ("k n", "t n", "kt n", "k s", "t s", "kt s"))
-    )
+    print("Dice of kidney (k), tumor (t), kidney+tumor (kt) after invert_labels: nearest (n), linear (l)")
+    names = ("k n", "t n", "kt n", "k l", "t l", "kt l")
+    print(f"{'case':12s} {'slice mm':>8s}  " + " ".join(f"{c:>6s}" for c in names))
     for folder in cases:
         labels = read_volume(folder / "segmentation.nii.gz")
         original = np.asarray(labels.array)
         pre = preprocess(ct_around(labels), PreprocessConfig(), labels, KITS19)
-        nearest = invert_labels(pre.labels, pre.meta)
-        scores = np.stack([pre.labels == c for c in range(3)]).astype(np.float32)
-        interpolated = invert_probabilities(scores, pre.meta)
+        nearest = invert_labels(pre.labels, pre.meta, mode="nearest")
+        interpolated = invert_labels(pre.labels, pre.meta)
         row = []
         for back in (nearest, interpolated):
             assert back.shape == labels.shape
