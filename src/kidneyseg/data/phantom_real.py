@@ -66,12 +66,12 @@ def _canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
     volume = read_volume(path)
     if volume.array.dtype.kind not in "iu" and not np.array_equal(volume.array, np.round(volume.array)):
         raise KidneysegError("not a label map: the values are not integers", path)
-    values = np.unique(volume.array)
-    if values.max() > 3 or values.min() < 0 or 1 not in values:
+    low, high = float(volume.array.min()), float(volume.array.max())
+    labels = np.asarray(volume.array).astype(np.uint8) if low >= 0 and high <= 3 else None
+    if labels is None or not (labels == 1).any():
         raise KidneysegError(
-            f"not a KiTS label map: values {values.tolist()[:8]}, expected 0-3 with kidney (1) present", path
+            f"not a KiTS label map: values {low:g} to {high:g}, expected 0-3 with kidney (1) present", path
         )
-    labels = np.asarray(volume.array).astype(np.uint8)
     ornt = nib.orientations.io_orientation(volume.affine)
     array = nib.orientations.apply_orientation(labels, ornt)
     affine = volume.affine @ nib.orientations.inv_ornt_aff(ornt, labels.shape)
@@ -112,6 +112,9 @@ def _target_grid(affine: np.ndarray, shape, z_range: tuple[int, int], preset, rn
 
 def _sample_nearest(array: np.ndarray, index: list[np.ndarray]) -> np.ndarray:
     """Nearest-neighbour resampling by index arrays; outside the source it is background."""
+    ranges = zip(index, array.shape, strict=True)
+    if all(len(i) and i[0] >= 0 and i[-1] < n and np.all(np.diff(i) == 1) for i, n in ranges):
+        return array[tuple(slice(int(i[0]), int(i[-1]) + 1) for i in index)]  # the same grid, cropped
     out = np.zeros(tuple(len(i) for i in index), dtype=array.dtype, order="F")
     valid = [(i >= 0) & (i < n) for i, n in zip(index, array.shape, strict=True)]
     src = array[np.ix_(*(i[v] for i, v in zip(index, valid, strict=True)))]
@@ -134,20 +137,27 @@ def real_scene(folder: Path, preset, rng: np.random.Generator) -> Scene:
     margin = rng.uniform(*MARGIN_MM, size=2) / spacing[2]
     z0 = max(int(z_any[0] - margin[0]), 0)
     z1 = min(int(z_any[-1] + margin[1]) + 1, labels.shape[2])
-    if z1 - z0 > preset.max_slices:
+    if z1 - z0 > preset.max_slices:  # trim the margins, never the annotation
         excess = z1 - z0 - preset.max_slices
-        z0, z1 = z0 + excess // 2, z1 - (excess - excess // 2)
+        z0 = min(z0 + excess // 2, int(z_any[0]))
+        z1 = max(z1 - (excess - excess // 2), int(z_any[-1]) + 1)
     grid, index = _target_grid(affine, labels.shape, (z0, z1), preset, rng)
     real = _sample_nearest(labels, index)
 
     # Patient frame: spine midway between the kidneys, z = 0 at their mean centroid.
-    components, n = ndi.label(real > 0)
-    sizes = ndi.sum_labels(np.ones_like(real), components, index=np.arange(1, n + 1)) if n else np.zeros(0)
+    bounds = _bounds(real > 0)
+    if bounds is None:
+        raise KidneysegError(
+            "no kidney left on the phantom's grid (annotation outside the field of view)", path
+        )
+    components, _ = ndi.label(real[bounds] > 0)
+    sizes = np.bincount(components.ravel())[1:]
     kept = [int(i) + 1 for i in np.argsort(sizes)[::-1][:2] if sizes[i] > 0.1 * sizes.max()]
+    start = np.array([b.start for b in bounds])
     world_axes = [grid.origin[k] + grid.spacing[k] * np.arange(grid.shape[k]) for k in range(3)]
     centroids = [
-        np.array([world_axes[k][round(c)] for k, c in enumerate(ndi.center_of_mass(components == i))])
-        for i in kept
+        np.array([world_axes[k][round(c) + start[k]] for k, c in enumerate(com)])
+        for com in ndi.center_of_mass(components > 0, components, kept)
     ]
     mid_x = (centroids[0][0] + centroids[1][0]) / 2 if len(centroids) == 2 else float(np.mean(world_axes[0]))
     kidney_y = float(np.mean([c[1] for c in centroids]))
@@ -160,21 +170,31 @@ def real_scene(folder: Path, preset, rng: np.random.Generator) -> Scene:
     paint_body(canvas, body, rng, fov_radius=fov / 2 * 1.02)
 
     side_of = np.where(canvas.xs > 0, 1, 0)  # RAS: +x is the patient's right
-    kidneys, lesions = _paint_real(canvas, real, side_of, rng)
+    kidneys, lesions = _paint_real(canvas, real, bounds, side_of, rng)
     source = (
         f"{Path(path).parent.name}/{Path(path).name}" if path.parent.name.startswith("case_") else path.name
     )
     return Scene(canvas, body, kidneys, lesions, shift, source)
 
 
-def _paint_real(canvas: Canvas, real: np.ndarray, side_of: np.ndarray, rng: np.random.Generator):
+def _bounds(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The bounding box of a 3D mask (from its projections), or None if it is empty."""
+    slices = []
+    for axis in range(3):
+        hits = np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))[0]
+        if not len(hits):
+            return None
+        slices.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(slices)  # type: ignore[return-value]
+
+
+def _paint_real(canvas: Canvas, real: np.ndarray, bounds, side_of: np.ndarray, rng: np.random.Generator):
     """Paint perirenal fat, cortex/medulla, real tumors (and cysts) over everything; add synthetic
     cysts when the map has none. Returns the kidney and lesion records."""
     from scipy import ndimage as ndi
 
     spacing = canvas.grid.spacing
     pad = int(np.ceil(10.0 / min(spacing)))
-    bounds = ndi.find_objects((real > 0).astype(np.uint8))[0]
     sl = tuple(
         slice(max(b.start - pad, 0), min(b.stop + pad, n)) for b, n in zip(bounds, real.shape, strict=True)
     )
@@ -186,7 +206,7 @@ def _paint_real(canvas: Canvas, real: np.ndarray, side_of: np.ndarray, rng: np.r
     local = np.ascontiguousarray(real[sl].T)  # (z, y, x), like the box's masks
     foreground = local > 0
     zyx = tuple(reversed(spacing))
-    fat = ndi.binary_dilation(foreground, iterations=max(1, round(8.0 / spacing[0])))
+    fat = ndi.distance_transform_edt(~foreground, sampling=zyx) < 8.0  # perirenal fat, 8 mm
     canvas.paint(box, fat, Tissue.VISCERAL_FAT, over=KIDNEY_OVER)
     depth = ndi.distance_transform_edt(foreground, sampling=zyx).astype(np.float32)
     kidney = local == 1
@@ -221,7 +241,7 @@ def _paint_real(canvas: Canvas, real: np.ndarray, side_of: np.ndarray, rng: np.r
                 core = mask & (depth + 4 * texture > 0.55 * deepest)
                 canvas.paint(box, core, Tissue.TUMOR_NECROSIS, delta=6 * texture)
     if not (local == 3).any():
-        lesions.extend(_add_cysts(canvas, real == 1, side_of, len(lesions), rng))
+        lesions.extend(_add_cysts(canvas, kidney, start, side_of, len(lesions), rng))
     return tuple(kidney_records), tuple(lesions)
 
 
@@ -236,16 +256,17 @@ def _global_slices(local: tuple[slice, ...], start: np.ndarray) -> tuple[slice, 
 
 
 def _add_cysts(
-    canvas: Canvas, kidney: np.ndarray, side_of: np.ndarray, first: int, rng
+    canvas: Canvas, kidney: np.ndarray, start: np.ndarray, side_of: np.ndarray, first: int, rng
 ) -> list[LesionRecord]:
-    """0-3 synthetic cortical cysts centred on random kidney surface voxels."""
+    """0-3 synthetic cortical cysts centred on random kidney surface voxels (`kidney`: a (z, y, x)
+    mask of the sub-box whose (x, y, z) corner is `start`)."""
     from scipy import ndimage as ndi
 
     surface = np.argwhere(kidney & ~ndi.binary_erosion(kidney))
     records = []
     count = int(rng.choice(4, p=CYST_COUNT_P))
     for _ in range(count if len(surface) else 0):
-        i, j, k = surface[int(rng.integers(len(surface)))]
+        k, j, i = surface[int(rng.integers(len(surface)))] + start[::-1]
         centre = np.array([canvas.xs[i], canvas.ys[j], canvas.zs[k]], dtype=np.float64)
         r = float(np.clip(np.exp(rng.normal(np.log(11), 0.5)), 4, 30))
         semi = (r, r * rng.uniform(0.8, 1.0), r * rng.uniform(0.8, 1.0))
