@@ -88,7 +88,7 @@ def test_matches_surface_distance_on_perturbed_kits19(shared_data, case_id, kind
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case_id", [f"case_{i:05d}" for i in range(0, 210, 21)])
+@pytest.mark.parametrize("case_id", ["case_00000", "case_00010", "case_00040", "case_00160"])
 def test_matches_surface_distance_full_volumes(shared_data, case_id):
     labels, spacing = load_kits19(shared_data, case_id, margin=None)
     rng = np.random.default_rng(int(case_id[-3:]))
