@@ -29,7 +29,7 @@ GIB = 1024**3
 PER_ORIGINAL_VOXEL = 6.0
 PER_PREPROCESSED_VOXEL_AND_CLASS = 12.0
 PER_PREPROCESSED_VOXEL = 16.0
-FIXED_OVERHEAD = 1.0 * GIB  # interpreter, torch, MONAI, network and a batch of windows
+FIXED_OVERHEAD = 2.0 * GIB  # interpreter, torch, MONAI (0.4 GB) and a 2-window pass of SCA-UNet (1.6 GB)
 
 
 @dataclass(frozen=True)
