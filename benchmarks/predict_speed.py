@@ -139,7 +139,7 @@ def run_ours(case: Path, checkpoint: Path, overlap: float, out: Path, precision:
     """`kidneyseg predict` on one file; returns seconds per stage (from its run record) and in total."""
     from kidneyseg.predict import OutputOptions, PredictSettings, run_prediction
 
-    run_dir = out.parent / f"{out.name.split('.')[0]}_run"
+    run_dir = out.parent / f"{out.name.removesuffix('.nii.gz')}_run"
     start = time.perf_counter()
     record = run_prediction(
         case,
