@@ -177,6 +177,7 @@ def test_bad_input_is_one_clear_error(phantoms, cache, tmp_path, run3d):
         KidneysegError, match=r"label\.npy: label values \[3\] are not in the kits19 label map"
     ):
         engine.train(kits19, phantoms, tmp_path / "b", cache_dir=cache)
+    assert not (tmp_path / "b").exists()  # nothing written for a run that could not start
     with pytest.raises(KidneysegError, match="already holds a run"):
         engine.train(config, phantoms, run3d, cache_dir=cache)
     with pytest.raises(KidneysegError, match=r"no last\.pt to resume from"):
@@ -213,7 +214,9 @@ def test_cli_trains_resumes_and_reports_errors_in_one_line(phantoms, cache, tmp_
     ]
     assert not (tmp_path / "x").exists()
     result = runner.invoke(app, ["train", "--resume", str(run), "data.batch_size=4"])
-    assert result.exit_code == 2 and "only train.epochs=N may change" in result.output
+    assert (
+        result.exit_code == 2 and "only train.epochs and train.time_limit_minutes may change" in result.output
+    )
     listing = runner.invoke(app, ["train", "--list-recipes"])
     assert listing.exit_code == 0 and "attention-unet-2d" in listing.output and "cpu" in listing.output
     shown = runner.invoke(app, ["train", "--recipe", "unet-2d:cpu", "--show-config", "train.lr=0.01"])

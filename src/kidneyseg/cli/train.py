@@ -47,7 +47,11 @@ def train(
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder to create.")] = None,
     resume: Annotated[
-        Path | None, typer.Option("--resume", help="Continue this run folder from its last checkpoint.")
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue this run from its last checkpoint (only the epochs and time limit may change).",
+        ),
     ] = None,
     finetune_tumor: Annotated[
         Path | None,
@@ -115,20 +119,21 @@ def train(
 
 
 def _resume(run: Path, overrides: list[str], data: Path | None, device: str, quiet: bool) -> None:
-    epochs = None
+    changes: dict[str, float] = {}
     for item in overrides:
         key, _, value = item.partition("=")
-        if key != "train.epochs":
+        if key not in ("train.epochs", "train.time_limit_minutes"):
             raise KidneysegError(
-                f"a resumed run keeps its config; only train.epochs=N may change, got {item!r}"
+                f"a resumed run keeps its config; only train.epochs and train.time_limit_minutes may change, "
+                f"got {item!r}"
             )
         try:
-            epochs = int(value)
+            changes[key.removeprefix("train.")] = int(value) if key == "train.epochs" else float(value)
         except ValueError:
-            raise KidneysegError(f"train.epochs must be an integer, got {value!r}") from None
+            raise KidneysegError(f"{key} must be a number, got {value!r}") from None
     from kidneyseg.train.engine import resume as run_resume
 
-    _report(run_resume(run, epochs=epochs, data_dir=data, device=device, progress=not quiet))
+    _report(run_resume(run, **changes, data_dir=data, device=device, progress=not quiet))
 
 
 def _report(result: RunResult) -> None:

@@ -18,7 +18,9 @@ that is what makes `--resume` exact.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +112,22 @@ def scan_case(case_id: str, folder: Path, label_map: LabelMap, lut: np.ndarray) 
     )
 
 
+def _open_case(folder: str) -> tuple[np.ndarray, np.ndarray]:
+    """The memory-mapped image and label of a cached case, opened once per process (2D training
+    reads many slices of each case) and again if the case is re-preprocessed."""
+    return _open_case_version(folder, os.stat(Path(folder) / "meta.json").st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _open_case_version(folder: str, version: int) -> tuple[np.ndarray, np.ndarray]:
+    from kidneyseg.preprocess import load_cached
+
+    image, label, _ = load_cached(folder)
+    if label is None:
+        raise KidneysegError("case has no reference segmentation", folder)
+    return image, label
+
+
 class LoadCaseD(mt.MapTransform):
     """Load a preprocessed case (or one axial slice of it) as channel-first tensors.
 
@@ -123,9 +141,7 @@ class LoadCaseD(mt.MapTransform):
         self.lut = lut.astype(np.uint8)
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        from kidneyseg.preprocess import load_cached
-
-        image, label, _ = load_cached(data["case"])
+        image, label = _open_case(str(data["case"]))
         if "z" in data:
             image, label = image[:, :, data["z"]], label[:, :, data["z"]]
         out = dict(data)

@@ -421,14 +421,15 @@ def _start(
     ctx = init_distributed(device)
     try:
         _configure_torch(config)
-        cache_root = Path(cache_root) if cache_root is not None else out / "preprocessed"
+        data_dir = data_dir.resolve()
+        cache_root = (Path(cache_root) if cache_root is not None else out / "preprocessed").resolve()
         from kidneyseg.labels import get_label_map
 
         config = resolve_model_config(config, get_label_map(config.labels))
+        data = prepare_data(config, data_dir, cache_root, ctx, progress)
         if ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(out / "config.yaml", dump_yaml(config))
-        data = prepare_data(config, data_dir, cache_root, ctx, progress)
         trainer = _Trainer(
             config, out, data, ctx, progress, state or RunState(), data_dir, cache_root, freeze_depth
         )
@@ -486,6 +487,7 @@ def resume(
     run_dir: str | os.PathLike[str],
     *,
     epochs: int | None = None,
+    time_limit_minutes: float | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
     progress: bool = True,
@@ -495,6 +497,7 @@ def resume(
     Args:
         run_dir: the run folder.
         epochs: a new total number of epochs (to extend a finished run).
+        time_limit_minutes: a new limit on the run's total training time (0: none).
         data_dir: the dataset, if it moved since the run started.
         device: as for `train`.
         progress: as for `train`.
@@ -511,8 +514,9 @@ def resume(
     if "optimizer" not in extra:
         raise KidneysegError("checkpoint holds no training state to resume from", last)
     config = ckpt.config
-    if epochs is not None:
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
+    changes = {"epochs": epochs, "time_limit_minutes": time_limit_minutes}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
     data = Path(data_dir) if data_dir is not None else Path(extra["data_dir"])
     return _start(
         config,
