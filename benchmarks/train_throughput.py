@@ -33,12 +33,17 @@ from kidneyseg.train.prepare import prepare_data
 from kidneyseg.train.record import read_metrics_csv
 
 
+def _seed_worker_transforms(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    info.dataset.transform.set_random_state(seed=info.seed % (2**32 - 1))
+
+
 def plain_monai_epochs(config, data, epochs: int) -> list[float]:
     """The reference: the textbook MONAI loop (SmartCacheDataset + DataLoader + DiceCELoss + AdamW)."""
     from monai.data import DataLoader, SmartCacheDataset
     from monai.losses import DiceCELoss
 
-    from kidneyseg.train.data import train_transforms
+    from kidneyseg.train.data import epoch_seed, train_transforms
 
     torch.manual_seed(config.train.seed)
     model = build_model_from_config(config)
@@ -57,12 +62,21 @@ def plain_monai_epochs(config, data, epochs: int) -> list[float]:
         num_replace_workers=1,
         progress=False,
     )
-    loader = DataLoader(
-        dataset, batch_size=config.data.batch_size, shuffle=True, num_workers=config.data.num_workers
-    )
     rates = []
     dataset.start()
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        # the same random draws as the engine's epoch (same patches, same augmentations), so that
+        # both sides do the same work and only the loops differ
+        transform.set_random_state(seed=epoch_seed(config.train.seed, epoch, 0, stream=2))
+        generator = torch.Generator().manual_seed(epoch_seed(config.train.seed, epoch, 0, stream=3))
+        loader = DataLoader(
+            dataset,
+            batch_size=config.data.batch_size,
+            sampler=torch.utils.data.RandomSampler(dataset, generator=generator),
+            generator=generator,
+            num_workers=config.data.num_workers,
+            worker_init_fn=_seed_worker_transforms,
+        )
         model.train()
         t0, patches = time.perf_counter(), 0
         for batch in loader:
