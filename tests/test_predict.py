@@ -39,13 +39,7 @@ TINY_2D = RunConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks run fastest on one thread; two threads spin-wait badly on a loaded 2-core CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def save_tiny(path: Path, config: RunConfig, seed: int) -> Path:

@@ -137,22 +137,28 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, tuple[str, ..
     return {uid: tuple(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in reader.GetGDCMSeriesIDs(folder)}
 
 
-def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
-    import SimpleITK as sitk
-
-    series = list_dicom_series(folder)
-    if not series:
-        raise KidneysegError("no DICOM series found in this folder", folder)
+def choose_series(series: dict[str, tuple[str, ...]], series_uid: str | None, folder: Path) -> str:
+    """The UID to read from `series` (as `list_dicom_series` returns it): `series_uid` if given,
+    else the only one; several series without a choice is an error that lists them."""
     if series_uid is None:
         if len(series) > 1:
             listing = "; ".join(f"{uid} ({len(files)} files)" for uid, files in sorted(series.items()))
             raise KidneysegError(
                 f"holds {len(series)} DICOM series, choose one with --series UID: {listing}", folder
             )
-        series_uid = next(iter(series))
+        return next(iter(series))
     if series_uid not in series:
         raise KidneysegError(f"has no DICOM series {series_uid}; it has {sorted(series)}", folder)
-    files = series[series_uid]
+    return series_uid
+
+
+def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
+    import SimpleITK as sitk
+
+    series = list_dicom_series(folder)
+    if not series:
+        raise KidneysegError("no DICOM series found in this folder", folder)
+    files = series[choose_series(series, series_uid, folder)]
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(files))
     try:

@@ -31,7 +31,7 @@ import numpy as np
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_atomic, write_text_atomic
-from kidneyseg.io.volume import NIFTI_SUFFIXES, list_dicom_series
+from kidneyseg.io.volume import NIFTI_SUFFIXES, choose_series, list_dicom_series
 from kidneyseg.predict.predictor import Prediction, Predictor, PredictSettings
 
 RECORD_NAME = "predict_run.json"
@@ -86,15 +86,7 @@ def _dicom_case(folder: Path, series_uid: str | None, case_id: str) -> CaseInput
     series = list_dicom_series(folder)
     if not series:
         return None
-    if series_uid is None:
-        if len(series) > 1:
-            listing = "; ".join(f"{uid} ({len(files)} files)" for uid, files in sorted(series.items()))
-            raise KidneysegError(
-                f"holds {len(series)} DICOM series, choose one with --series UID: {listing}", folder
-            )
-        series_uid = next(iter(series))
-    if series_uid not in series:
-        raise KidneysegError(f"has no DICOM series {series_uid}; it has {sorted(series)}", folder)
+    series_uid = choose_series(series, series_uid, folder)
     return CaseInput(case_id, folder, series_uid, series[series_uid])
 
 
