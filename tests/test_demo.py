@@ -12,21 +12,27 @@ from kidneyseg.cli import app
 from kidneyseg.demo import DemoSettings, run_demo
 from kidneyseg.io.volume import read_volume
 
-TINY_RUN = (
-    "preprocess.spacing=[6.0, 6.0, 6.0]",
-    "data.num_workers=0",
+TINY = ("preprocess.spacing=[6.0, 6.0, 6.0]", "data.num_workers=0", "train.epochs=1")
+TINY_2D = (
+    *TINY,
+    "data.patch_size=[48, 48]",
+    "data.batch_size=8",
+    "model.kwargs.channels=[4, 8, 16]",
+    "inference.roi_size=[48, 48]",
+)
+TINY_3D = (
+    *TINY,
     "data.patch_size=[32, 32, 16]",
     "data.samples_per_case=1",
     "data.batch_size=2",
     "model.kwargs.channels=[4, 8, 8, 8]",
     "inference.roi_size=[32, 32, 16]",
-    "train.epochs=1",
 )
 
 
 def test_demo_writes_every_stage_and_links_it(tmp_path):
     out = tmp_path / "demo"
-    settings = DemoSettings(cases=5, size="tiny", device="cpu", overrides=TINY_RUN)
+    settings = DemoSettings(cases=5, size="tiny", device="cpu", overrides=TINY_2D)
     result = run_demo(out, settings, progress=False)
 
     record = json.loads((out / "demo.json").read_text())
@@ -48,15 +54,19 @@ def test_demo_writes_every_stage_and_links_it(tmp_path):
     assert len(re.findall(r"_report\.html", page)) == len(held_out)
 
 
-def test_demo_resumes_a_finished_folder_without_redoing_it(tmp_path):
+def test_demo_resumes_a_finished_folder_and_refuses_another_recipe_there(tmp_path):
     out = tmp_path / "demo"
-    settings = DemoSettings(cases=4, size="tiny", device="cpu", overrides=TINY_RUN)
+    settings = DemoSettings(recipe="sca-unet-3d", cases=4, size="tiny", device="cpu", overrides=TINY_3D)
     run_demo(out, settings, progress=False)
     checkpoint = out / "run" / "last.pt"
     stamp = checkpoint.stat().st_mtime_ns
-    result = CliRunner().invoke(
-        app, ["demo", "--out", str(out), "--cases", "4", "--device", "cpu", "--quiet"], catch_exceptions=False
-    )
+    args = ["demo", "--out", str(out), "--cases", "4", "--device", "cpu", "--quiet"]
+    result = CliRunner().invoke(app, [*args, "--recipe", "sca-unet-3d"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert checkpoint.stat().st_mtime_ns == stamp
     assert "held-out Dice: kidney" in result.output and "index.html" in result.output
+
+    other = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert other.exit_code == 2
+    assert str(out / "run") in other.output and "sca-unet-3d" in other.output
+    assert checkpoint.stat().st_mtime_ns == stamp

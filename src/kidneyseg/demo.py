@@ -15,7 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_text_atomic
+
+DEMO_OVERRIDES = ("train.time_limit_minutes=12",)
+"""The full demo trains for at most 12 minutes (finishing the epoch under way), so that the whole
+demo stays within 20 minutes on 2 CPU cores."""
 
 FAST_OVERRIDES = ("train.epochs=8", "train.time_limit_minutes=1.5", "train.val_max_cases=2")
 """`--fast`: a few minutes end to end; enough to see every stage work, not to reach good Dice."""
@@ -26,7 +31,9 @@ class DemoSettings:
     """What the demo runs.
 
     Attributes:
-        recipe: the recipe whose `cpu` variant is trained.
+        recipe: the recipe whose `cpu` variant is trained. The default is the attention-gate
+            U-Net 2D: on 2 CPU cores it reaches held-out kidney Dice above 0.9 within the demo's
+            time, which the SCA-UNet 3D CPU variant does not yet (see docs/training.md).
         cases: number of phantom cases (train + held-out).
         seed: seeds the phantoms (the recipe seeds training and the split).
         fast: the few-minute version (fewer cases, a short training).
@@ -35,7 +42,7 @@ class DemoSettings:
         overrides: extra `section.key=value` config overrides.
     """
 
-    recipe: str = "sca-unet-3d"
+    recipe: str = "attention-unet-2d"
     cases: int = 30
     seed: int = 0
     fast: bool = False
@@ -49,7 +56,7 @@ class DemoSettings:
 
     @property
     def all_overrides(self) -> tuple[str, ...]:
-        return (*(FAST_OVERRIDES if self.fast else ()), *self.overrides)
+        return (*DEMO_OVERRIDES, *(FAST_OVERRIDES if self.fast else ()), *self.overrides)
 
 
 @dataclass
@@ -105,10 +112,11 @@ def run_demo(
     start = time.perf_counter()
     run_dir = out / "run"
     _say(progress, f"[2/5] training {settings.recipe}:cpu (stops by itself after its epochs or time limit)")
-    if (run_dir / "run.json").exists():
-        resume(run_dir, device=settings.device, progress=progress)
-    else:
+    status = _run_status(run_dir, settings.recipe)
+    if status is None:
         train(config, phantoms, run_dir, device=settings.device, progress=progress)
+    elif status not in ("finished", "time limit"):
+        resume(run_dir, device=settings.device, progress=progress)
     _timed(seconds, "train", start)
 
     start = time.perf_counter()
@@ -160,6 +168,24 @@ def run_demo(
     write_text_atomic(out / "demo.json", json.dumps(record, indent=2) + "\n")
     index = write_text_atomic(out / "index.html", _index_html(out, record, reports))
     return DemoResult(out, index, scores, seconds, reports)
+
+
+def _run_status(run_dir: Path, recipe: str) -> str | None:
+    """The status in the training run's `run.json` (None if there is no run yet); a run of
+    another recipe is an error rather than something to reuse."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        status, run_recipe = str(record["status"]), str(record["recipe"])
+    except (OSError, ValueError, KeyError):
+        raise KidneysegError("cannot read the run record; remove the folder to start again", path) from None
+    if run_recipe.partition(":")[0] != recipe:
+        raise KidneysegError(
+            f"this demo folder holds a {run_recipe} run, not {recipe}; choose another --out", run_dir
+        )
+    return status
 
 
 def _write_reports(dataset, case_ids: list[str], pred_dir: Path, out_dir: Path) -> list[Path]:
