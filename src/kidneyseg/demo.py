@@ -227,7 +227,8 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2rem .6re
 pre{{background:#f6f6f6;padding:1rem;overflow-x:auto}}img{{max-width:100%}}</style></head>
 <body>
 <h1>kidneyseg demo</h1>
-<p>Recipe <b>{html.escape(settings["recipe"])}:cpu</b> trained on the training split of {settings["cases"]} synthetic phantom cases
+<p>Recipe <b>{html.escape(settings["recipe"])}:cpu</b> trained on the training split of
+{settings["cases"]} synthetic phantom cases
 (seed {settings["seed"]}{", fast" if settings["fast"] else ""}); the held-out cases below were predicted onto
 their original CT grids. Phantoms are synthetic: these numbers show that the pipeline works, not how a
 model performs on patients.</p>
