@@ -60,6 +60,7 @@ def test_folder_mode_goes_on_after_a_bad_case_and_resumes(ckpt, tmp_path):
     done = next(c for c in record["cases"] if c["case_id"] == "alpha")
     assert done["total_seconds"] > 0 and done["windows"]["computed"] > 0
     assert record["environment"]["versions"]["torch"] == torch.__version__
+    assert record["environment"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert record["settings"]["resolved_inference"]["overlap"] == TINY_3D.inference.overlap
 
     before = (out / "alpha.nii.gz").stat().st_mtime_ns

@@ -72,7 +72,9 @@ def predict(
     no_hu_check: Annotated[
         bool, typer.Option("--no-hu-check", help="Predict even if the image does not look like CT in HU.")
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    device: Annotated[
+        str, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu or cuda[:N].")
+    ] = "auto",
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -92,6 +94,8 @@ def predict(
         raise KidneysegError(f"--overlap must be in [0, 1), got {overlap}")
     if batch is not None and batch < 1:
         raise KidneysegError(f"--batch must be at least 1, got {batch}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise KidneysegError("--device cuda: no CUDA device is available")
     if threads is not None:
