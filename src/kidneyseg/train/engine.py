@@ -287,16 +287,9 @@ class _Trainer:
             return
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         extra = self._extra()
-        save_checkpoint(
-            self.out / LAST_NAME,
-            model_state=state,
-            config=self.config,
-            label_map=self.data.label_map,
-            extra_state=extra,
-        )
-        if improved:
+        for name in (LAST_NAME, BEST_NAME) if improved else (LAST_NAME,):
             save_checkpoint(
-                self.out / BEST_NAME,
+                self.out / name,
                 model_state=state,
                 config=self.config,
                 label_map=self.data.label_map,
