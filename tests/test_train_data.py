@@ -84,3 +84,7 @@ def test_dice_ce_adds_cross_entropy():
     dice = build_loss("dice")(logits, labels)
     assert float(total) == pytest.approx(float(dice + ce), abs=1e-5)
     assert np.isfinite(float(total))
+    weighted = build_loss("dice_ce", ce_weight=0.1)(logits, labels)
+    assert float(weighted) == pytest.approx(float(dice + 0.1 * ce), abs=1e-5)
+    with pytest.raises(KidneysegError, match="ce_weight"):
+        build_loss("dice_ce", ce_weight=-1.0)

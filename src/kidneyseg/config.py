@@ -171,7 +171,10 @@ class TrainConfig:
         recipe: the recipe (and variant) this config was resolved from, for the record.
         epochs: passes over the training sampler.
         loss: "dice_ce" (MONAI DiceCELoss, SCA-UNet) or "dice_squared" (Sørensen–Dice with
-            squared denominators, V-Net form: MONAI DiceLoss(squared_pred=True), attention U-Net).
+            squared denominators, V-Net form: MONAI DiceLoss(squared_pred=True), attention U-Net)
+            or "dice" (plain soft Dice).
+        ce_weight: weight of the cross-entropy term of "dice_ce" (MONAI's lambda_ce; 1 = the
+            paper's plain sum).
         optimizer: "adamw", "adam" or "sgd".
         lr: learning rate (SCA-UNet paper: "10e-4", read as 1e-3; its code used 1e-4).
         weight_decay: optimizer weight decay.
@@ -193,6 +196,7 @@ class TrainConfig:
     recipe: str = ""
     epochs: int = 300
     loss: str = "dice_ce"
+    ce_weight: float = 1.0
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-5

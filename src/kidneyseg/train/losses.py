@@ -18,12 +18,15 @@ from kidneyseg.errors import KidneysegError
 LOSSES = ("dice_ce", "dice_squared", "dice")
 
 
-def build_loss(name: str) -> nn.Module:
-    """The loss called `name` (one of `LOSSES`)."""
+def build_loss(name: str, ce_weight: float = 1.0) -> nn.Module:
+    """The loss called `name` (one of `LOSSES`); `ce_weight` weighs the cross-entropy term of
+    `dice_ce` (MONAI's `lambda_ce`)."""
     from monai.losses import DiceCELoss, DiceLoss
 
     if name == "dice_ce":
-        return DiceCELoss(to_onehot_y=True, softmax=True)
+        if ce_weight < 0:
+            raise KidneysegError(f"train.ce_weight must be >= 0, got {ce_weight}")
+        return DiceCELoss(to_onehot_y=True, softmax=True, lambda_ce=ce_weight)
     if name == "dice_squared":
         return DiceLoss(to_onehot_y=True, softmax=True, squared_pred=True)
     if name == "dice":
