@@ -32,7 +32,7 @@ TINY_3D = (
 
 def test_demo_writes_every_stage_and_links_it(tmp_path):
     out = tmp_path / "demo"
-    settings = DemoSettings(cases=5, size="tiny", device="cpu", overrides=TINY_2D)
+    settings = DemoSettings(recipe="attention-unet-2d", cases=5, size="tiny", device="cpu", overrides=TINY_2D)
     result = run_demo(out, settings, progress=False)
 
     record = json.loads((out / "demo.json").read_text())
@@ -56,17 +56,17 @@ def test_demo_writes_every_stage_and_links_it(tmp_path):
 
 def test_demo_resumes_a_finished_folder_and_refuses_another_recipe_there(tmp_path):
     out = tmp_path / "demo"
-    settings = DemoSettings(recipe="sca-unet-3d", cases=4, size="tiny", device="cpu", overrides=TINY_3D)
+    settings = DemoSettings(cases=4, size="tiny", device="cpu", overrides=TINY_3D)
     run_demo(out, settings, progress=False)
     checkpoint = out / "run" / "last.pt"
     stamp = checkpoint.stat().st_mtime_ns
     args = ["demo", "--out", str(out), "--cases", "4", "--device", "cpu", "--quiet"]
-    result = CliRunner().invoke(app, [*args, "--recipe", "sca-unet-3d"], catch_exceptions=False)
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert checkpoint.stat().st_mtime_ns == stamp
     assert "held-out Dice: kidney" in result.output and "index.html" in result.output
 
-    other = CliRunner().invoke(app, args, catch_exceptions=False)
+    other = CliRunner().invoke(app, [*args, "--recipe", "unet-2d"], catch_exceptions=False)
     assert other.exit_code == 2
     assert str(out / "run") in other.output and "sca-unet-3d" in other.output
     assert checkpoint.stat().st_mtime_ns == stamp

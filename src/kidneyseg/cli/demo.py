@@ -21,7 +21,7 @@ def demo(
     ] = Path("demo-output"),
     recipe: Annotated[
         str, typer.Option("--recipe", "-r", help="Recipe whose cpu variant is trained.")
-    ] = "attention-unet-2d",
+    ] = "sca-unet-3d",
     cases: Annotated[int, typer.Option("--cases", help="Phantom cases (train + held out).")] = 30,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the phantom cases.")] = 0,
     fast: Annotated[
