@@ -25,9 +25,10 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import LabelMap
 
-POSTPROCESS_DEFAULT = False
-"""Whether `kidneyseg predict` keeps only the two largest kidney components by default
-(decided by the held-out Dice measured in docs/prediction.md)."""
+POSTPROCESS_DEFAULT = True
+"""Whether prediction keeps only the foreground connected to the two largest kidney components by
+default: on, because it raised the KiTS Dice of every one of 10 held-out phantoms
+(benchmarks/postprocess_gain.py, docs/prediction.md)."""
 
 CPU_3D_BATCH = 2
 """Most 3D windows per forward pass on CPU unless asked otherwise (peak memory, see docs)."""
@@ -54,7 +55,7 @@ class PredictSettings:
     sw_batch_size: int | None = None
     mirror_axes: tuple[int, ...] | None = None
     precision: str = "float32"
-    postprocess: bool = False
+    postprocess: bool = POSTPROCESS_DEFAULT
     probabilities: bool = False
     chunk_slices: int = 16
     reuse_constant_windows: bool = True
