@@ -1,20 +1,20 @@
 """How many steps does each loss need before the 3D network finds the kidney?
 
-Why `sca-unet-3d:cpu` weighs the cross-entropy term of the paper's DiceCE by 0.1: on a CPU
-budget of ~1,500 steps, DiceCE with weight 1 first teaches the network to predict background
-everywhere. This benchmark measures that, with nothing else varying. (Soft Dice alone finds the
-kidney fastest, but a whole training run with it paints tumor over other organs: that is
-measured by training, see docs/training.md.)
+Why `sca-unet-3d:cpu` weighs the cross-entropy term of the paper's DiceCE by 0.1: with the
+paper's layers, DiceCE with weight 1 first teaches the network to predict background everywhere,
+which a CPU budget of ~1,500 steps cannot afford. This benchmark isolates the loss, with nothing
+else varying. (Soft Dice alone finds the kidney fastest, but a whole training run with it paints
+tumor over other organs: that shows only in whole runs, see docs/training.md.)
 
 Generates `--cases` small phantoms, preprocesses them with the `sca-unet-3d:cpu` recipe
 (3 mm, HU [-80, 305] -> [0, 1]), cuts one kidney-centred 64x64x48 patch from each, and trains
-the recipe's network (SCA-UNet 16-32-64-64, AdamW at the recipe's learning rate, batch 1,
-same seed and same patch order) once per loss (`NAME` or `dice_ce:CE_WEIGHT`) for `--steps`
-steps on one thread. Every
-`--every` steps it scores kidney Dice of the argmax on all patches. Reports per loss the first
-step with kidney Dice >= 0.5 and the final Dice. Usage:
+the recipe's network (SCA-UNet 16-32-64-64; with `--paper-layers` the paper's spatial-attention
+kernel and last decoder width) with AdamW at the recipe's learning rate, batch 1, the same seed
+and the same patch order, once per loss (`NAME` or `dice_ce:CE_WEIGHT`) for `--steps` steps on
+one thread. Every `--every` steps it scores kidney Dice of the argmax on all patches. Reports per
+loss the first step with kidney Dice >= 0.5 and the final Dice. Usage:
 
-    python benchmarks/loss_warmup.py [--cases 8] [--steps 160] [--every 20]
+    python benchmarks/loss_warmup.py [--cases 8] [--steps 160] [--every 20] [--paper-layers]
         [--losses dice_ce dice_ce:0.1 dice]
 """
 
@@ -64,10 +64,14 @@ def kidney_dice(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float
     return float(2 * (predicted & truth).sum() / max(int(predicted.sum() + truth.sum()), 1))
 
 
-def run(spec: str, x: torch.Tensor, y: torch.Tensor, steps: int, every: int) -> dict:
+PAPER_LAYERS = {"spatial_kernel_size": 7, "last_decoder_channels": None}
+
+
+def run(spec: str, x: torch.Tensor, y: torch.Tensor, steps: int, every: int, paper_layers: bool) -> dict:
     config = load_recipe("sca-unet-3d:cpu")
     torch.manual_seed(0)
-    net = build_model(config.model.name, out_channels=4, **config.model.kwargs)
+    kwargs = {**config.model.kwargs, **(PAPER_LAYERS if paper_layers else {})}
+    net = build_model(config.model.name, out_channels=4, **kwargs)
     optimizer = build_optimizer(net.parameters(), config.train)
     name, _, weight = spec.partition(":")
     loss_fn = build_loss(name, float(weight or 1.0))
@@ -97,11 +101,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=160)
     parser.add_argument("--every", type=int, default=20)
     parser.add_argument("--losses", nargs="+", default=["dice_ce", "dice_ce:0.1", "dice"])
+    parser.add_argument(
+        "--paper-layers",
+        action="store_true",
+        help="Spatial-attention kernel 7 and a last decoder block as wide as its input, as in the paper.",
+    )
     parser.add_argument("--json", help="Also write the results to this JSON file.")
     args = parser.parse_args()
     torch.set_num_threads(1)
     x, y = kidney_patches(args.cases)
-    results = [run(name, x, y, args.steps, args.every) for name in args.losses]
+    results = [run(name, x, y, args.steps, args.every, args.paper_layers) for name in args.losses]
     print(f"\n| loss | first step with kidney Dice >= 0.5 | kidney Dice after {args.steps} steps |")
     print("| --- | --- | --- |")
     for r in results:
