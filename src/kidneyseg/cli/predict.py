@@ -85,6 +85,7 @@ def predict(
     from kidneyseg.predict.predictor import POSTPROCESS_DEFAULT, PredictSettings
     from kidneyseg.predict.runner import OutputOptions, run_prediction
     from kidneyseg.predict.sliding_window import BLENDS, PRECISIONS
+    from kidneyseg.train.distributed import pick_device
 
     if blend is not None and blend not in BLENDS:
         raise KidneysegError(f"--blend must be one of {BLENDS}, got {blend!r}")
@@ -94,10 +95,7 @@ def predict(
         raise KidneysegError(f"--overlap must be in [0, 1), got {overlap}")
     if batch is not None and batch < 1:
         raise KidneysegError(f"--batch must be at least 1, got {batch}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise KidneysegError("--device cuda: no CUDA device is available")
+    device = str(pick_device(device))
     if threads is not None:
         torch.set_num_threads(threads)
     settings = PredictSettings(
