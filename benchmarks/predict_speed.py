@@ -9,15 +9,19 @@ Gaussian blending) and the same overlap:
   2 × 1.62 × 1.62 mm, Orientationd RAS, ScaleIntensityRanged [-80, 305] → [0, 1],
   CropForegroundd), `sliding_window_inference`, then `Invertd` on the logits, argmax, and a
   NIfTI write with the CT's affine;
-- ours: `kidneyseg.predict.run_prediction` on the same file (float32; optionally bfloat16).
+- ours: `kidneyseg.predict.run_prediction` on the same file, the network run by PyTorch
+  (`ours-torch`) or compiled by OpenVINO (`ours-openvino`, the default on CPU when installed);
+  float32, or bfloat16 with a `-bf16` suffix.
 
 Each run is a fresh process (so its peak resident memory is its own); runs are interleaved
 (reference, ours, reference, ours, ...) because the cores are shared, and medians are reported
-with the ratio. Label agreement is measured between the two pipelines' outputs. A second case,
-512 × 512 × 600 slices, measures our peak memory on a long scan.
+with the ratio. Label agreement is measured against MONAI's output and, for the other backends,
+against `ours-torch` (same grid, so only the backend differs). A second case, 512 × 512 × 600
+slices, measures our peak memory on a long scan.
 
 Usage:
     python benchmarks/predict_speed.py [--repeats 3] [--overlaps 0.8 0.5] [--checkpoint RUN]
+        [--pipelines monai ours-torch ours-openvino] [--long-overlap 0.8]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+PIPELINES = ("monai", "ours-torch", "ours-openvino", "ours-torch-bf16", "ours-openvino-bf16")
 KITS_SEED = 1  # generate_case(1, size="full"): 512 x 512 x 202 slices, 0.82 x 0.82 x 1.5 mm
 
 
@@ -135,7 +140,9 @@ def run_reference(case: Path, checkpoint: Path, overlap: float, out: Path) -> di
     return {"seconds": time.perf_counter() - start, "stages": stages}
 
 
-def run_ours(case: Path, checkpoint: Path, overlap: float, out: Path, precision: str) -> dict[str, float]:
+def run_ours(
+    case: Path, checkpoint: Path, overlap: float, out: Path, backend: str, precision: str
+) -> dict[str, float]:
     """`kidneyseg predict` on one file; returns seconds per stage (from its run record) and in total."""
     from kidneyseg.predict import OutputOptions, PredictSettings, run_prediction
 
@@ -145,14 +152,15 @@ def run_ours(case: Path, checkpoint: Path, overlap: float, out: Path, precision:
         case,
         run_dir,
         [checkpoint],
-        PredictSettings(overlap=overlap, precision=precision),
+        PredictSettings(overlap=overlap, precision=precision, backend=backend),
         OutputOptions(overwrite=True),
         progress=False,
     )
     seconds = time.perf_counter() - start
     (run_dir / f"{case.name.split('.')[0]}.nii.gz").rename(out)
     entry = record.cases[0]
-    return {"seconds": seconds, "stages": entry["seconds"], "windows": entry["windows"]}
+    stages = {"compile": record.environment["backend_compile_seconds"], **entry["seconds"]}
+    return {"seconds": seconds, "stages": stages, "windows": entry["windows"]}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -160,8 +168,9 @@ def child(args: argparse.Namespace) -> None:
     if args.pipeline == "monai":
         result = run_reference(Path(args.case), Path(args.checkpoint), args.overlap, out)
     else:
-        precision = "bfloat16" if args.pipeline == "ours-bf16" else "float32"
-        result = run_ours(Path(args.case), Path(args.checkpoint), args.overlap, out, precision)
+        backend = args.pipeline.split("-")[1]
+        precision = "bfloat16" if args.pipeline.endswith("-bf16") else "float32"
+        result = run_ours(Path(args.case), Path(args.checkpoint), args.overlap, out, backend, precision)
     result["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(result))
 
@@ -201,11 +210,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--overlaps", type=float, nargs="+", default=[0.8, 0.5])
-    parser.add_argument("--pipelines", nargs="+", default=["monai", "ours"], help="monai, ours, ours-bf16")
+    parser.add_argument(
+        "--pipelines",
+        nargs="+",
+        default=["monai", "ours-torch", "ours-openvino"],
+        choices=PIPELINES,
+    )
     parser.add_argument("--checkpoint", help="Trained run or checkpoint (default: random weights, seed 0).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-long", action="store_true", help="Skip the 600-slice memory case.")
     parser.add_argument("--long-only", action="store_true", help="Only the 600-slice memory case.")
+    parser.add_argument("--long-overlap", type=float, default=0.8)
+    parser.add_argument("--long-pipeline", default="ours-openvino", choices=PIPELINES[1:])
     parser.add_argument("--workdir", help="Keep cases and outputs here (default: a temporary folder).")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -248,18 +264,27 @@ def main() -> None:
                 for p, rs in runs.items()
             }
             for p in args.pipelines:
-                if p != "monai" and "monai" in summary:
-                    summary[p]["speedup_vs_monai"] = (
-                        summary["monai"]["median_seconds"] / summary[p]["median_seconds"]
+                for reference in ("monai", "ours-torch"):
+                    if p == reference or reference not in summary:
+                        continue
+                    summary[p][f"speedup_vs_{reference}"] = (
+                        summary[reference]["median_seconds"] / summary[p]["median_seconds"]
                     )
-                    summary[p]["agreement_vs_monai"] = agreement(
-                        work / f"monai_{overlap}.nii.gz", work / f"{p}_{overlap}.nii.gz"
+                    summary[p][f"agreement_vs_{reference}"] = agreement(
+                        work / f"{reference}_{overlap}.nii.gz", work / f"{p}_{overlap}.nii.gz"
                     )
             results["overlaps"][str(overlap)] = summary
             print(json.dumps(summary, indent=2), flush=True)
         if args.long_only or not args.skip_long:
-            long = spawn("ours", cases["long"], checkpoint, 0.5, work / "ours_long.nii.gz")
-            results["long_case"] = {"shape": [512, 512, 600], "overlap": 0.5, **long}
+            long = spawn(
+                args.long_pipeline, cases["long"], checkpoint, args.long_overlap, work / "ours_long.nii.gz"
+            )
+            results["long_case"] = {
+                "shape": [512, 512, 600],
+                "pipeline": args.long_pipeline,
+                "overlap": args.long_overlap,
+                **long,
+            }
             results["long_case"]["peak_gb"] = long["peak_bytes"] / 2**30
         print(json.dumps(results, indent=2))
 

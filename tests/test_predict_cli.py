@@ -156,6 +156,7 @@ def test_bad_inputs_give_one_line_and_no_output(ckpt, tmp_path):
         (["-i", huge_header_file(tmp_path / "huge.nii"), "--model", ckpt], "needs about"),
         (["-i", tmp_path / "missing.nii.gz", "--model", ckpt], "no such file"),
         (["-i", good, "--model", tmp_path / "no_run"], "no such run folder"),
+        (["-i", good, "--model", ckpt, "--backend", "tensorrt"], "backend must be one of"),
     ] + [(["-i", good, "--model", path], message) for message, path in _bad_checkpoints(tmp_path).items()]
     for args, message in cases:
         out = tmp_path / "out"

@@ -65,6 +65,13 @@ def predict(
     precision: Annotated[
         str, typer.Option("--precision", help="float32, or bfloat16 (faster on CPUs with bf16).")
     ] = "float32",
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="auto (OpenVINO on CPU when installed, else PyTorch), torch or openvino.",
+        ),
+    ] = "auto",
     report: Annotated[
         bool, typer.Option("--report", help="Also write the case report (JSON + HTML).")
     ] = False,
@@ -104,6 +111,7 @@ def predict(
         sw_batch_size=batch,
         mirror_axes=(0, 1, 2) if tta else None,
         precision=precision,
+        backend=backend,
         postprocess=POSTPROCESS_DEFAULT if postprocess is None else postprocess,
         probabilities=probabilities,
     )

@@ -43,7 +43,9 @@ class PredictSettings:
         blend: "gaussian" or "constant".
         sw_batch_size: windows (3D) or slices (2D) per forward pass.
         mirror_axes: spatial axes mirrored for test-time augmentation (empty tuple: none).
-        precision: "float32" or "bfloat16" (autocast; faster on CPUs with native bf16).
+        precision: "float32" or "bfloat16" (faster on CPUs with native bf16, not bit-exact).
+        backend: "auto" (OpenVINO on CPU when installed, else PyTorch), "torch" or "openvino"
+            (see `kidneyseg.predict.backends`).
         postprocess: keep only the two largest kidney components (see `postprocess`).
         probabilities: also return class probabilities on the network grid.
         chunk_slices: slices of the original grid inverted at a time (bounds memory).
@@ -55,6 +57,7 @@ class PredictSettings:
     sw_batch_size: int | None = None
     mirror_axes: tuple[int, ...] | None = None
     precision: str = "float32"
+    backend: str = "auto"
     postprocess: bool = POSTPROCESS_DEFAULT
     probabilities: bool = False
     chunk_slices: int = 16
@@ -97,9 +100,16 @@ class Predictor:
         settings: inference settings overriding the checkpoint's.
         device: torch device ("cpu", "cuda").
 
+    Attributes:
+        backend: the backend the networks run on ("torch" or "openvino").
+        torch_networks: the PyTorch networks; with OpenVINO they still compute the constant
+            windows (see `WindowPredictor`).
+        compile_seconds: time spent compiling the networks for OpenVINO (0 for PyTorch).
+
     Raises:
-        KidneysegError: a checkpoint is missing, corrupt or not kidneyseg's, or the checkpoints
-            of an ensemble disagree on preprocessing, patch size or label map.
+        KidneysegError: a checkpoint is missing, corrupt or not kidneyseg's, the checkpoints
+            of an ensemble disagree on preprocessing, patch size or label map, or the backend
+            asked for cannot run here.
     """
 
     def __init__(
@@ -108,6 +118,10 @@ class Predictor:
         settings: PredictSettings | None = None,
         device: str = "cpu",
     ):
+        import torch
+
+        from kidneyseg.predict.backends import OpenVINONetwork, resolve_backend
+        from kidneyseg.predict.sliding_window import window_roi
         from kidneyseg.train.checkpoint import (
             build_model_from_checkpoint,
             load_checkpoint,
@@ -131,6 +145,7 @@ class Predictor:
                         ckpt.path,
                     )
         self.device = device
+        self.backend = resolve_backend(self.settings.backend, device)
         self.networks = [build_model_from_checkpoint(c).to(device) for c in self.checkpoints]
         dims = {int(getattr(n, "spatial_dims", 3)) for n in self.networks}
         if len(dims) != 1:
@@ -148,6 +163,16 @@ class Predictor:
         # --tta asks for every axis; a 2D network mirrors only in-plane.
         mirror_axes = tuple(a for a in inference.mirror_axes if a < self.spatial_dims)
         self.inference = replace(inference, mirror_axes=mirror_axes)
+        self.compile_seconds = 0.0
+        self.torch_networks = self.networks
+        if self.backend == "openvino":
+            start = time.perf_counter()
+            roi = window_roi(self.inference.roi_size, self.spatial_dims)[: self.spatial_dims]
+            self.networks = [
+                OpenVINONetwork(n, (1, *roi), self.settings.precision, torch.get_num_threads())
+                for n in self.networks
+            ]
+            self.compile_seconds = time.perf_counter() - start
 
     @property
     def config(self) -> RunConfig:
@@ -186,6 +211,7 @@ class Predictor:
             mirror_axes=self.inference.mirror_axes,
             precision=self.settings.precision,
             reuse_constant=self.settings.reuse_constant_windows,
+            constant_networks=self.torch_networks,
         )
         scores = sliding_window_scores(
             image,

@@ -32,6 +32,7 @@ import numpy as np
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_atomic, write_text_atomic
 from kidneyseg.io.volume import NIFTI_SUFFIXES, choose_series, list_dicom_series
+from kidneyseg.predict.backends import backend_version
 from kidneyseg.predict.predictor import Prediction, Predictor, PredictSettings
 
 RECORD_NAME = "predict_run.json"
@@ -288,7 +289,12 @@ def run_prediction(
     record = RunRecord(
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         command={"input": str(input_path), "output": str(out_dir), "series_uid": series_uid},
-        environment=_environment(device),
+        environment={
+            **_environment(device),
+            "backend": predictor.backend,
+            "backend_version": backend_version(predictor.backend),
+            "backend_compile_seconds": round(predictor.compile_seconds, 3),
+        },
         models=[
             {
                 "path": str(c.path),

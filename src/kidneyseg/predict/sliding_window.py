@@ -10,6 +10,8 @@ The windows, their order and their Gaussian/constant blending are MONAI's
 - mirroring test-time augmentation (logits averaged over all flips of `mirror_axes`, as in
   nnU-Net) and ensembles (softmax probabilities averaged over the networks);
 - `torch.inference_mode`, optional bfloat16 autocast on CPUs that support it;
+- the networks may be PyTorch modules or `OpenVINONetwork`s (`kidneyseg.predict.backends`), which
+  take and return tensors the same way;
 - 2D networks (Rathnayaka et al., KiTS19) run on axial slices: the window is
   `(roi_x, roi_y, 1)` and the slices of a batch go through the network together.
 """
@@ -45,12 +47,19 @@ class WindowPredictor:
     is set); with several, softmax probabilities averaged over the networks.
 
     Args:
-        networks: networks in eval mode, all predicting the same classes.
+        networks: networks in eval mode (PyTorch modules or `OpenVINONetwork`s), all predicting
+            the same classes.
         spatial_dims: 3 for volumetric networks, 2 for slice networks (then `Z` is 1).
         mirror_axes: spatial axes (0 = x, 1 = y, 2 = z) to mirror for test-time augmentation;
             every combination of flips is evaluated.
-        precision: "float32", or "bfloat16" to run convolutions under CPU/CUDA autocast.
+        precision: "float32", or "bfloat16" to run PyTorch convolutions under CPU/CUDA autocast
+            (an `OpenVINONetwork` has its precision compiled in).
         reuse_constant: compute each constant window value only once.
+        constant_networks: the networks that compute constant windows (default: `networks`).
+            A constant window is an ill-conditioned input for instance normalisation: its
+            features have (almost) no variance, so each norm layer amplifies rounding differences
+            and the output depends on the exact arithmetic. With OpenVINO `networks`, passing the
+            PyTorch modules here keeps those windows exactly as PyTorch (and MONAI) computes them.
     """
 
     def __init__(
@@ -60,6 +69,7 @@ class WindowPredictor:
         mirror_axes: Sequence[int] = (),
         precision: str = "float32",
         reuse_constant: bool = True,
+        constant_networks: Sequence[torch.nn.Module] | None = None,
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -68,6 +78,9 @@ class WindowPredictor:
         if any(a not in range(spatial_dims) for a in mirror_axes):
             raise ValueError(f"mirror axes {tuple(mirror_axes)} must be in 0..{spatial_dims - 1}")
         self.networks = list(networks)
+        self.constant_networks = list(constant_networks) if constant_networks is not None else self.networks
+        if len(self.constant_networks) != len(self.networks):
+            raise ValueError("constant_networks must be as many as networks")
         self.spatial_dims = spatial_dims
         self.precision = precision
         self.reuse_constant = reuse_constant
@@ -90,11 +103,11 @@ class WindowPredictor:
         y = y.float()
         return y[..., None] if self.spatial_dims == 2 else y
 
-    def _scores(self, x: torch.Tensor) -> torch.Tensor:
+    def _scores(self, x: torch.Tensor, networks: Sequence[torch.nn.Module]) -> torch.Tensor:
         import torch
 
         total = None
-        for net in self.networks:
+        for net in networks:
             logits = None
             for dims in self.flips:
                 out = self._run(net, torch.flip(x, dims)) if dims else self._run(net, x)
@@ -102,11 +115,11 @@ class WindowPredictor:
                 logits = out if logits is None else logits.add_(out)
             if len(self.flips) > 1:
                 logits /= len(self.flips)
-            if len(self.networks) == 1:
+            if len(networks) == 1:
                 return logits
             probs = torch.softmax(logits, dim=1)
             total = probs if total is None else total.add_(probs)
-        return total / len(self.networks)
+        return total / len(networks)
 
     def __call__(self, windows: torch.Tensor) -> torch.Tensor:
         import torch
@@ -115,27 +128,24 @@ class WindowPredictor:
             self.stats.windows += windows.shape[0]
             if not self.reuse_constant:
                 self.stats.computed += windows.shape[0]
-                return self._scores(windows)
+                return self._scores(windows, self.networks)
             flat = windows.reshape(windows.shape[0], -1)
             low, high = flat.amin(dim=1).tolist(), flat.amax(dim=1).tolist()
-            constant = [lo == hi for lo, hi in zip(low, high, strict=True)]
-            todo: list[int] = []
-            first_of_value: set[float] = set()
-            for i, is_constant in enumerate(constant):
-                if is_constant:
-                    if low[i] in self._constant or low[i] in first_of_value:
-                        continue
-                    first_of_value.add(low[i])
-                todo.append(i)
+            varied = [i for i, (lo, hi) in enumerate(zip(low, high, strict=True)) if lo != hi]
+            new_constant: dict[float, int] = {}
+            for i, (lo, hi) in enumerate(zip(low, high, strict=True)):
+                if lo == hi and lo not in self._constant and lo not in new_constant:
+                    new_constant[lo] = i
             out_parts: dict[int, torch.Tensor] = {}
-            if todo:
-                computed = self._scores(windows[todo])
-                for i, scores in zip(todo, computed, strict=True):
-                    out_parts[i] = scores
-                    if constant[i]:
-                        self._constant[low[i]] = scores
-            self.stats.computed += len(todo)
-            self.stats.reused += windows.shape[0] - len(todo)
+            if varied:
+                out_parts.update(zip(varied, self._scores(windows[varied], self.networks), strict=True))
+            if new_constant:
+                first = list(new_constant.values())
+                computed = self._scores(windows[first], self.constant_networks)
+                for value, scores in zip(new_constant, computed, strict=True):
+                    self._constant[value] = scores
+            self.stats.computed += len(varied) + len(new_constant)
+            self.stats.reused += windows.shape[0] - len(varied) - len(new_constant)
             return torch.stack(
                 [out_parts[i] if i in out_parts else self._constant[low[i]] for i in range(len(low))]
             )

@@ -1,0 +1,110 @@
+"""Where the network runs during prediction: PyTorch, or OpenVINO on CPU.
+
+On this project's 2-core CPU one window of the paper's SCA-UNet 3D (128 × 128 × 64, float32)
+takes 1.7 s in PyTorch and 0.48 s compiled by OpenVINO, with logits within 6e-4 of PyTorch's
+(benchmarks/window_backends.py, docs/prediction.md). The sliding-window placement, blending, test-time
+mirroring, ensembling and everything around it stay the same: only the forward pass moves.
+
+The network is traced once with TorchScript for the window shape (batch left dynamic) and
+compiled by OpenVINO for the CPU with the precision asked for. OpenVINO's CPU plugin would pick
+bfloat16 by itself on CPUs that have it, so float32 is requested explicitly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from kidneyseg.errors import KidneysegError
+
+if TYPE_CHECKING:
+    import torch
+
+BACKENDS = ("auto", "torch", "openvino")
+OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16"}
+INSTALL_HINT = "pip install 'kidneyseg[openvino]'"
+
+
+def openvino_available() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def backend_version(backend: str) -> str:
+    """The version of the library behind a resolved backend."""
+    if backend == "openvino":
+        import openvino
+
+        return openvino.get_version()
+    import torch
+
+    return torch.__version__
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """The backend that will run: "auto" is OpenVINO on CPU when it is installed, else PyTorch.
+
+    Raises:
+        KidneysegError: unknown backend, OpenVINO asked for on a GPU or without being installed.
+    """
+    if backend not in BACKENDS:
+        raise KidneysegError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    on_cpu = str(device) == "cpu"
+    if backend == "auto":
+        return "openvino" if on_cpu and openvino_available() else "torch"
+    if backend == "openvino":
+        if not on_cpu:
+            raise KidneysegError(f"the openvino backend runs on the CPU only, not on {device}")
+        if not openvino_available():
+            raise KidneysegError(f"the openvino backend is not installed: {INSTALL_HINT}")
+    return backend
+
+
+class OpenVINONetwork:
+    """A network compiled by OpenVINO for one window shape, called like the module on a batch.
+
+    Args:
+        network: the PyTorch network (put in eval mode here).
+        window_shape: `(channels, *spatial)` of one input window; the batch size may vary.
+        precision: "float32" or "bfloat16".
+        threads: CPU threads for inference.
+    """
+
+    def __init__(self, network: torch.nn.Module, window_shape: Sequence[int], precision: str, threads: int):
+        import openvino as ov
+        import torch
+
+        if precision not in OPENVINO_PRECISION:
+            raise ValueError(f"precision must be one of {tuple(OPENVINO_PRECISION)}, got {precision!r}")
+        self.window_shape = tuple(int(s) for s in window_shape)
+        self.spatial_dims = len(self.window_shape) - 1
+        network = network.eval()
+        with torch.no_grad(), warnings.catch_warnings():
+            # Shape checks inside the networks become constants: right for this window shape,
+            # which the compiled input enforces. torch.export would avoid the deprecated tracer,
+            # but OpenVINO's graph from it ran a window 1.8x slower (docs/prediction.md).
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            traced = torch.jit.trace(network, torch.zeros(1, *self.window_shape), check_trace=False)
+        model = ov.convert_model(traced, input=[(-1, *self.window_shape)])
+        self.compiled = ov.Core().compile_model(
+            model,
+            "CPU",
+            {
+                "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision],
+                "INFERENCE_NUM_THREADS": int(threads),
+                "PERFORMANCE_HINT": "LATENCY",
+            },
+        )
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import numpy as np
+        import torch
+
+        if tuple(x.shape[1:]) != self.window_shape:
+            got = tuple(x.shape[1:])
+            raise ValueError(f"this compiled network takes windows {self.window_shape}, got {got}")
+        self.request.infer([np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)])
+        return torch.from_numpy(self.request.get_output_tensor(0).data.copy())

@@ -1,0 +1,121 @@
+"""Prediction backends: OpenVINO runs the same networks as PyTorch, within float rounding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kidneyseg.config import InferenceConfig, ModelConfig, PreprocessConfig, RunConfig
+from kidneyseg.data.phantom import generate_case
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.volume import Volume, write_volume
+from kidneyseg.labels import KITS23
+from kidneyseg.models import build_model
+from kidneyseg.predict import backends
+from kidneyseg.predict.backends import OpenVINONetwork, resolve_backend
+from kidneyseg.predict.predictor import Predictor, PredictSettings
+from kidneyseg.predict.runner import run_prediction
+from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
+from kidneyseg.train.checkpoint import build_model_from_config, save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY_3D = RunConfig(
+    labels="kits23",
+    preprocess=PreprocessConfig(spacing=(6.0, 6.0, 6.0)),
+    model=ModelConfig("sca_unet_3d", {"channels": [4, 8, 16, 16]}),
+    inference=InferenceConfig(roi_size=(32, 32, 16), overlap=0.5, sw_batch_size=4),
+)
+
+
+@pytest.fixture(scope="module")
+def ckpt3d(tmp_path_factory) -> Path:
+    torch.manual_seed(2)
+    net = build_model_from_config(TINY_3D)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny3d.pt"
+    return save_checkpoint(path, model_state=net.state_dict(), config=TINY_3D, label_map=KITS23)
+
+
+@pytest.fixture(scope="module")
+def phantom_ct() -> Volume:
+    return generate_case(6, size="tiny", orientation="LPS").ct
+
+
+def test_auto_is_openvino_on_cpu_only_when_installed(monkeypatch):
+    assert resolve_backend("auto", "cpu") == "openvino"
+    assert resolve_backend("auto", "cuda:0") == "torch"
+    assert resolve_backend("torch", "cpu") == "torch"
+    monkeypatch.setattr(backends, "openvino_available", lambda: False)
+    assert resolve_backend("auto", "cpu") == "torch"
+    with pytest.raises(KidneysegError, match=r"kidneyseg\[openvino\]"):
+        resolve_backend("openvino", "cpu")
+
+
+@pytest.mark.parametrize("backend, device", [("tensorrt", "cpu"), ("openvino", "cuda")])
+def test_backends_that_cannot_run_are_refused(backend, device):
+    with pytest.raises(KidneysegError, match=backend if backend != "openvino" else "CPU only"):
+        resolve_backend(backend, device)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, window",
+    [
+        ("sca_unet_3d", {"channels": [4, 8, 16, 16]}, (1, 32, 32, 16)),
+        ("residual_unet_3d", {"channels": [4, 8, 16], "strides": [2, 2]}, (1, 32, 32, 16)),
+        ("attention_unet_2d", {"channels": [4, 8, 16]}, (1, 32, 32)),
+    ],
+)
+def test_openvino_network_matches_pytorch_for_any_batch(rng, name, kwargs, window):
+    torch.manual_seed(0)
+    net = build_model(name, **kwargs).eval()
+    compiled = OpenVINONetwork(net, window, "float32", threads=1)
+    for batch in (1, 3):
+        x = torch.from_numpy(rng.random((batch, *window), dtype=np.float32))
+        with torch.inference_mode():
+            expected = net(x)
+        got = compiled(x)
+        assert got.shape == expected.shape and got.dtype == torch.float32
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="takes windows"):
+        compiled(torch.zeros(1, 1, *[s // 2 for s in window[1:]]))
+
+
+def test_openvino_windows_blend_like_pytorch(rng):
+    """Constant (all-air) windows go through PyTorch: instance norm makes them rounding-sensitive."""
+    torch.manual_seed(1)
+    net = build_model("sca_unet_3d", channels=[4, 8, 16, 16]).eval()
+    image = rng.random((50, 40, 30), dtype=np.float32)
+    image[:, :, :18] = 0.0
+    kwargs = {"roi_size": (32, 32, 16), "overlap": 0.5, "sw_batch_size": 2}
+    torch_predictor = WindowPredictor([net], mirror_axes=(0,))
+    expected = sliding_window_scores(image, torch_predictor, **kwargs)
+    compiled = OpenVINONetwork(net, (1, 32, 32, 16), "float32", 1)
+    ov_predictor = WindowPredictor([compiled], mirror_axes=(0,), constant_networks=[net])
+    got = sliding_window_scores(image, ov_predictor, **kwargs)
+    assert ov_predictor.stats == torch_predictor.stats
+    assert ov_predictor.stats.reused > 0
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_predictor_labels_agree_across_backends(ckpt3d, phantom_ct):
+    on_torch = Predictor([ckpt3d], PredictSettings(backend="torch"))
+    on_openvino = Predictor([ckpt3d], PredictSettings(backend="openvino"))
+    assert (on_torch.backend, on_openvino.backend) == ("torch", "openvino")
+    assert on_openvino.compile_seconds > 0 == on_torch.compile_seconds
+    a = on_torch.predict(phantom_ct).labels.array
+    b = on_openvino.predict(phantom_ct).labels.array
+    assert a.shape == b.shape == phantom_ct.shape
+    assert np.mean(a == b) >= 0.999
+
+
+def test_run_record_names_the_backend(ckpt3d, phantom_ct, tmp_path):
+    ct = write_volume(tmp_path / "ct.nii.gz", phantom_ct)
+    run_prediction(ct, tmp_path / "out", [ckpt3d], PredictSettings(backend="openvino"), progress=False)
+    environment = json.loads((tmp_path / "out" / "predict_run.json").read_text())["environment"]
+    assert environment["backend"] == "openvino"
+    assert environment["backend_version"].startswith(tuple("0123456789"))
+    assert environment["backend_compile_seconds"] > 0
