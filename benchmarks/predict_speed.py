@@ -265,7 +265,7 @@ def main() -> None:
             }
             for p in args.pipelines:
                 for reference in ("monai", "ours-torch"):
-                    if p == reference or reference not in summary:
+                    if p in (reference, "monai") or reference not in summary:
                         continue
                     summary[p][f"speedup_vs_{reference}"] = (
                         summary[reference]["median_seconds"] / summary[p]["median_seconds"]

@@ -21,7 +21,7 @@ from kidneyseg.predict.checks import (
     read_header,
 )
 from kidneyseg.predict.postprocess import keep_largest_components
-from kidneyseg.predict.predictor import Predictor, PredictSettings
+from kidneyseg.predict.predictor import CPU_3D_BATCH, Predictor, PredictSettings
 from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
 from kidneyseg.train.checkpoint import build_model_from_config, save_checkpoint
 
@@ -340,6 +340,6 @@ def test_header_is_read_without_the_voxels(tmp_path):
 
 
 def test_cpu_caps_3d_windows_per_pass_unless_asked(ckpt3d, ckpt2d):
-    assert Predictor([ckpt3d]).inference.sw_batch_size == min(TINY_3D.inference.sw_batch_size, 2)
+    assert Predictor([ckpt3d]).inference.sw_batch_size == min(TINY_3D.inference.sw_batch_size, CPU_3D_BATCH)
     assert Predictor([ckpt3d], PredictSettings(sw_batch_size=6)).inference.sw_batch_size == 6
     assert Predictor([ckpt2d]).inference.sw_batch_size == TINY_2D.inference.sw_batch_size

@@ -80,6 +80,7 @@ def test_openvino_network_matches_pytorch_for_any_batch(rng, name, kwargs, windo
         got = compiled(x)
         assert got.shape == expected.shape and got.dtype == torch.float32
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        compiled.release()  # frees the buffers; the next call compiles again
     with pytest.raises(ValueError, match="takes windows"):
         compiled(torch.zeros(1, 1, *[s // 2 for s in window[1:]]))
 

@@ -87,17 +87,23 @@ class OpenVINONetwork:
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             traced = torch.jit.trace(network, torch.zeros(1, *self.window_shape), check_trace=False)
-        model = ov.convert_model(traced, input=[(-1, *self.window_shape)])
-        self.compiled = ov.Core().compile_model(
-            model,
-            "CPU",
-            {
-                "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision],
-                "INFERENCE_NUM_THREADS": int(threads),
-                "PERFORMANCE_HINT": "LATENCY",
-            },
-        )
-        self.request = self.compiled.create_infer_request()
+        self._model = ov.convert_model(traced, input=[(-1, *self.window_shape)])
+        self._config = {
+            "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision],
+            "INFERENCE_NUM_THREADS": int(threads),
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        self._request = self._compile()
+
+    def _compile(self):
+        import openvino as ov
+
+        return ov.Core().compile_model(self._model, "CPU", self._config).create_infer_request()
+
+    def release(self) -> None:
+        """Free the compiled network and its buffers (≈ 1 GB per window of the paper's SCA-UNet,
+        held between calls); the next call compiles again (≈ 0.1 s)."""
+        self._request = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         import numpy as np
@@ -106,5 +112,7 @@ class OpenVINONetwork:
         if tuple(x.shape[1:]) != self.window_shape:
             got = tuple(x.shape[1:])
             raise ValueError(f"this compiled network takes windows {self.window_shape}, got {got}")
-        self.request.infer([np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)])
-        return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
+        if self._request is None:
+            self._request = self._compile()
+        self._request.infer([np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)])
+        return torch.from_numpy(self._request.get_output_tensor(0).data.copy())

@@ -30,8 +30,10 @@ POSTPROCESS_DEFAULT = True
 default: on, because it raised the KiTS Dice of every one of 10 held-out phantoms
 (benchmarks/postprocess_gain.py, docs/prediction.md)."""
 
-CPU_3D_BATCH = 2
-"""Most 3D windows per forward pass on CPU unless asked otherwise (peak memory, see docs)."""
+CPU_3D_BATCH = 1
+"""Most 3D windows per forward pass on CPU unless asked otherwise: a bigger batch is not faster per
+window there (OpenVINO 0.48 s per SCA-UNet window in batches of 1 or 2) but every window adds
+≈ 0.85 GB of activations (docs/prediction.md)."""
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,6 @@ class Predictor:
             and self.spatial_dims == 3
             and not str(device).startswith("cuda")
         ):
-            # On CPU a 3D window costs the same time in a batch of 1, 2 or 4, but each adds its
-            # activations (~0.8 GB for the paper's SCA-UNet in float32): cap the batch.
             inference = replace(inference, sw_batch_size=min(inference.sw_batch_size, CPU_3D_BATCH))
         # --tta asks for every axis; a 2D network mirrors only in-plane.
         mirror_axes = tuple(a for a in inference.mirror_axes if a < self.spatial_dims)
@@ -223,6 +223,9 @@ class Predictor:
             progress=progress,
         )
         del image
+        if self.backend == "openvino":
+            for network in self.networks:
+                network.release()
         seconds["windows"] = time.perf_counter() - t
 
         probabilities = None
