@@ -18,7 +18,7 @@ voxels whose argmax equals torch's (random weights make the argmax fragile: a fl
 label agreement of a trained model).
 
 Usage:
-    python benchmarks/window_backends.py [--batch 2] [--repeats 5]
+    python benchmarks/window_backends.py [--batch 1] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main() -> None:
     from kidneyseg.train.checkpoint import build_model_from_config
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=2, help="Windows per pass (CPU default: 2).")
+    parser.add_argument("--batch", type=int, default=1, help="Windows per pass (CPU default: 1).")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 

@@ -31,9 +31,8 @@ default: on, because it raised the KiTS Dice of every one of 10 held-out phantom
 (benchmarks/postprocess_gain.py, docs/prediction.md)."""
 
 CPU_3D_BATCH = 1
-"""Most 3D windows per forward pass on CPU unless asked otherwise: a bigger batch is not faster per
-window there (OpenVINO 0.48 s per SCA-UNet window in batches of 1 or 2) but every window adds
-≈ 0.85 GB of activations (docs/prediction.md)."""
+"""Most 3D windows per forward pass on CPU unless asked otherwise: 2 per pass were not faster end to
+end, and every window adds ≈ 0.8 GB of activations for the paper's SCA-UNet (docs/prediction.md)."""
 
 
 @dataclass(frozen=True)
