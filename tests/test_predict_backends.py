@@ -15,6 +15,7 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume, write_volume
 from kidneyseg.labels import KITS23
 from kidneyseg.models import build_model
+from kidneyseg.models.registry import list_models
 from kidneyseg.predict import backends
 from kidneyseg.predict.backends import OpenVINONetwork, resolve_backend
 from kidneyseg.predict.predictor import Predictor, PredictSettings
@@ -120,3 +121,15 @@ def test_run_record_names_the_backend(ckpt3d, phantom_ct, tmp_path):
     assert environment["backend"] == "openvino"
     assert environment["backend_version"].startswith(tuple("0123456789"))
     assert environment["backend_compile_seconds"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_compiles_for_openvino(rng, name):
+    torch.manual_seed(0)
+    net = build_model(name).eval()
+    window = (1, 32, 32, 16) if getattr(net, "spatial_dims", 3) == 3 else (1, 64, 64)
+    x = torch.from_numpy(rng.random((1, *window), dtype=np.float32))
+    with torch.inference_mode():
+        expected = net(x)
+    torch.testing.assert_close(OpenVINONetwork(net, window, "float32", 1)(x), expected, rtol=1e-4, atol=1e-4)
