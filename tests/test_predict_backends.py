@@ -114,6 +114,25 @@ def test_predictor_labels_agree_across_backends(ckpt3d, phantom_ct):
     assert np.mean(a == b) >= 0.999
 
 
+def test_auto_falls_back_to_pytorch_when_openvino_cannot_compile(ckpt3d, phantom_ct, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("Exception from src/inference: no CPU support\nmore detail")
+
+    monkeypatch.setattr(backends, "OpenVINONetwork", broken)
+    with pytest.raises(KidneysegError, match=r"OpenVINO could not compile the network \(RuntimeError"):
+        Predictor([ckpt3d], PredictSettings(backend="openvino"))
+    predictor = Predictor([ckpt3d])
+    assert predictor.backend == "torch" and predictor.compile_seconds == 0.0
+    assert "no CPU support" in predictor.backend_fallback and "\n" not in predictor.backend_fallback
+    ct = write_volume(tmp_path / "ct.nii.gz", phantom_ct)
+    warnings: list[str] = []
+    run_prediction(ct, tmp_path / "out", [ckpt3d], progress=False, warn=warnings.append)
+    environment = json.loads((tmp_path / "out" / "predict_run.json").read_text())["environment"]
+    assert environment["backend"] == "torch"
+    assert environment["backend_fallback"] == predictor.backend_fallback
+    assert warnings == [f"warning: {predictor.backend_fallback}"]
+
+
 def test_run_record_names_the_backend(ckpt3d, phantom_ct, tmp_path):
     ct = write_volume(tmp_path / "ct.nii.gz", phantom_ct)
     run_prediction(ct, tmp_path / "out", [ckpt3d], PredictSettings(backend="openvino"), progress=False)

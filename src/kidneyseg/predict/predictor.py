@@ -106,6 +106,7 @@ class Predictor:
         torch_networks: the PyTorch networks; with OpenVINO they still compute the constant
             windows (see `WindowPredictor`).
         compile_seconds: time spent compiling the networks for OpenVINO (0 for PyTorch).
+        backend_fallback: why `auto` fell back to PyTorch although OpenVINO is installed, or None.
 
     Raises:
         KidneysegError: a checkpoint is missing, corrupt or not kidneyseg's, the checkpoints
@@ -164,14 +165,24 @@ class Predictor:
         self.inference = replace(inference, mirror_axes=mirror_axes)
         self.compile_seconds = 0.0
         self.torch_networks = self.networks
+        self.backend_fallback: str | None = None
         if self.backend == "openvino":
             start = time.perf_counter()
             roi = window_roi(self.inference.roi_size, self.spatial_dims)[: self.spatial_dims]
-            self.networks = [
-                OpenVINONetwork(n, (1, *roi), self.settings.precision, torch.get_num_threads())
-                for n in self.networks
-            ]
-            self.compile_seconds = time.perf_counter() - start
+            try:
+                self.networks = [
+                    OpenVINONetwork(n, (1, *roi), self.settings.precision, torch.get_num_threads())
+                    for n in self.networks
+                ]
+            except Exception as exc:  # OpenVINO's errors have no common base class
+                reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+                if self.settings.backend != "auto":
+                    raise KidneysegError(
+                        f"OpenVINO could not compile the network ({reason})", self.checkpoints[0].path
+                    ) from exc
+                self.backend = "torch"
+                self.backend_fallback = f"OpenVINO could not compile the network, using PyTorch: {reason}"
+            self.compile_seconds = time.perf_counter() - start if self.backend == "openvino" else 0.0
 
     @property
     def config(self) -> RunConfig:

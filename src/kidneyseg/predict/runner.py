@@ -285,6 +285,8 @@ def run_prediction(
     if options.dicom_seg and not any(c.dicom_files for c in cases):
         raise KidneysegError("--dicom-seg needs DICOM input", input_path)
     predictor = Predictor(models, settings, device=device)
+    if predictor.backend_fallback:
+        warn(f"warning: {predictor.backend_fallback}")
     created = check_output_folder(out_dir)
     record = RunRecord(
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -294,6 +296,7 @@ def run_prediction(
             "backend": predictor.backend,
             "backend_version": backend_version(predictor.backend),
             "backend_compile_seconds": round(predictor.compile_seconds, 3),
+            "backend_fallback": predictor.backend_fallback,
         },
         models=[
             {
