@@ -174,6 +174,7 @@ class Predictor:
                     OpenVINONetwork(n, (1, *roi), self.settings.precision, torch.get_num_threads())
                     for n in self.networks
                 ]
+                self.compile_seconds = time.perf_counter() - start
             except Exception as exc:  # OpenVINO's errors have no common base class
                 reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
                 if self.settings.backend != "auto":
@@ -182,7 +183,6 @@ class Predictor:
                     ) from exc
                 self.backend = "torch"
                 self.backend_fallback = f"OpenVINO could not compile the network, using PyTorch: {reason}"
-            self.compile_seconds = time.perf_counter() - start if self.backend == "openvino" else 0.0
 
     @property
     def config(self) -> RunConfig:

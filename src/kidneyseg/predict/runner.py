@@ -238,7 +238,7 @@ def predict_case(
     }
 
 
-def _environment(device: str) -> dict[str, Any]:
+def _environment(predictor: Predictor) -> dict[str, Any]:
     import torch
 
     from kidneyseg.train.checkpoint import library_versions
@@ -246,9 +246,13 @@ def _environment(device: str) -> dict[str, Any]:
     return {
         "versions": library_versions(),
         "platform": platform.platform(),
-        "device": device,
+        "device": predictor.device,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "backend": predictor.backend,
+        "backend_version": backend_version(predictor.backend),
+        "backend_compile_seconds": round(predictor.compile_seconds, 3),
+        "backend_fallback": predictor.backend_fallback,
     }
 
 
@@ -291,13 +295,7 @@ def run_prediction(
     record = RunRecord(
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         command={"input": str(input_path), "output": str(out_dir), "series_uid": series_uid},
-        environment={
-            **_environment(device),
-            "backend": predictor.backend,
-            "backend_version": backend_version(predictor.backend),
-            "backend_compile_seconds": round(predictor.compile_seconds, 3),
-            "backend_fallback": predictor.backend_fallback,
-        },
+        environment=_environment(predictor),
         models=[
             {
                 "path": str(c.path),

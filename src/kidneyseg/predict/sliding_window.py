@@ -131,10 +131,12 @@ class WindowPredictor:
                 return self._scores(windows, self.networks)
             flat = windows.reshape(windows.shape[0], -1)
             low, high = flat.amin(dim=1).tolist(), flat.amax(dim=1).tolist()
-            varied = [i for i, (lo, hi) in enumerate(zip(low, high, strict=True)) if lo != hi]
-            new_constant: dict[float, int] = {}
+            varied: list[int] = []
+            new_constant: dict[float, int] = {}  # constant value not seen before -> first window
             for i, (lo, hi) in enumerate(zip(low, high, strict=True)):
-                if lo == hi and lo not in self._constant and lo not in new_constant:
+                if lo != hi:
+                    varied.append(i)
+                elif lo not in self._constant and lo not in new_constant:
                     new_constant[lo] = i
             out_parts: dict[int, torch.Tensor] = {}
             if varied:
