@@ -1,9 +1,10 @@
 """Where the network runs during prediction: PyTorch, or OpenVINO on CPU.
 
-On this project's 2-core CPU one window of the paper's SCA-UNet 3D (128 × 128 × 64, float32)
-takes 1.7 s in PyTorch and 0.48 s compiled by OpenVINO, with logits within 6e-4 of PyTorch's
-(benchmarks/window_backends.py, docs/prediction.md). The sliding-window placement, blending, test-time
-mirroring, ensembling and everything around it stay the same: only the forward pass moves.
+On this project's 2-core CPU a pass of two windows of the paper's SCA-UNet 3D (128 × 128 × 64,
+float32) takes 3.67 s in PyTorch and 0.85 s compiled by OpenVINO (4.3×), with logits within 5e-4
+of PyTorch's (benchmarks/window_backends.py, docs/prediction.md). The sliding-window placement,
+blending, test-time mirroring, ensembling and everything around it stay the same: only the
+forward pass moves.
 
 The network is traced once with TorchScript for the window shape (batch left dynamic) and
 compiled by OpenVINO for the CPU with the precision asked for. OpenVINO's CPU plugin would pick
@@ -83,7 +84,7 @@ class OpenVINONetwork:
         with torch.no_grad(), warnings.catch_warnings():
             # Shape checks inside the networks become constants: right for this window shape,
             # which the compiled input enforces. torch.export would avoid the deprecated tracer,
-            # but OpenVINO's graph from it ran a window 1.8x slower (docs/prediction.md).
+            # but OpenVINO's graph from it ran a window 2.2x slower (docs/prediction.md).
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             traced = torch.jit.trace(network, torch.zeros(1, *self.window_shape), check_trace=False)
@@ -102,7 +103,7 @@ class OpenVINONetwork:
 
     def release(self) -> None:
         """Free the compiled network and its buffers (≈ 1 GB per window of the paper's SCA-UNet,
-        held between calls); the next call compiles again (≈ 0.1 s)."""
+        held between calls); the next call compiles again (≈ 0.2 s)."""
         self._request = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
