@@ -6,6 +6,7 @@ Layouts (`layout=`):
 - `kits21`: `kits21/data/case_XXXXX/imaging.nii.gz` + `aggregated_{AND,MAJ,OR}_seg.nii.gz`
   (choose with `annotation=`; the SCA-UNet paper trained on AND), labels 0-3.
 - `kits23`: `dataset/case_XXXXX/imaging.nii.gz` + `segmentation.nii.gz`, labels 0-3.
+  Phantom cases also have `tissue.nii.gz` (the generator's tissue map), found as `Case.tissue`.
 - `plain`: `images/NAME.nii.gz` + `labels/NAME.nii.gz` (nnU-Net's `imagesTr/NAME_0000.nii.gz`
   + `labelsTr/NAME.nii.gz` too).
 - `auto`: recognise one of the above from the folder given or its parents/children.
@@ -24,16 +25,19 @@ from kidneyseg.labels import KITS19, KITS23, LabelMap
 LAYOUTS = ("auto", "kits19", "kits21", "kits23", "plain")
 KITS21_ANNOTATIONS = ("AND", "MAJ", "OR")
 _CASE_DIR = re.compile(r"^case_\d{5}$")
+TISSUE_FILE = "tissue.nii.gz"
+"""A phantom case's tissue map (uint8 `Tissue` ids) beside its `imaging.nii.gz`."""
 _NIFTI = re.compile(r"^(?P<name>.+?)(?:_0000)?\.nii(?:\.gz)?$")
 
 
 @dataclass(frozen=True)
 class Case:
-    """One case: an id, its CT and (if annotated) its reference label map."""
+    """One case: an id, its CT, (if annotated) its reference label map and (phantoms) its tissue map."""
 
     case_id: str
     image: Path
     label: Path | None
+    tissue: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,10 @@ def discover(
             if not image.exists():
                 continue
             label = d / seg_name
-            cases.append(Case(d.name, image, label if label.exists() else None))
+            tissue = d / TISSUE_FILE
+            cases.append(
+                Case(d.name, image, label if label.exists() else None, tissue if tissue.exists() else None)
+            )
     if not cases:
         raise KidneysegError(f"no CT images found in the {layout} layout", folder)
     dataset = Dataset(folder, layout, KITS19 if layout == "kits19" else KITS23, tuple(cases))

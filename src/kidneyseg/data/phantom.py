@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kidneyseg.data.phantom_anatomy import Body, paint_body, sample_body
+from kidneyseg.data.phantom_context import paint_context, sample_context
 from kidneyseg.data.phantom_kidney import (
     Scene,
     kidney_record,
@@ -31,7 +32,7 @@ from kidneyseg.data.phantom_kidney import (
     sample_lesions,
 )
 from kidneyseg.data.phantom_shapes import Canvas, Grid
-from kidneyseg.data.phantom_tissue import PHASES, Tissue, label_lut, render_ct, sample_hu
+from kidneyseg.data.phantom_tissue import PHASE_P, PHASES, Tissue, label_lut, render_ct, sample_hu
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 
@@ -65,14 +66,16 @@ SIZES: dict[str, SizePreset] = {
     "full": SizePreset(
         512, (0.6, 1.0), (0.5, 0.625, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0), (200, 330), 0, 400
     ),
-    "small": SizePreset(176, (1.8, 2.5), (2.5, 3.0, 3.5), (210, 260)),
+    "small": SizePreset(176, (1.8, 2.8), (2.5, 3.0, 3.5, 4.0, 5.0), (210, 360)),
     "tiny": SizePreset(64, (4.5, 7.0), (), (200, 230), slices=32),
 }
 
 
 @dataclass(frozen=True)
 class PhantomCase:
-    """One generated case: the CT (int16 HU), its labels (uint8, KiTS23 values) and the truth.
+    """One generated case: the CT (int16 HU), its labels (uint8, KiTS23 values), the truth and the
+    tissue map (uint8 `Tissue` ids on the CT's grid: every tissue the generator painted, from which
+    `kidneyseg.data.synth` re-renders the image with random appearance).
 
     `truth` holds the seed, size, contrast phase, geometry, both kidneys (side, volume) and every
     lesion (kind, side, centre in world RAS mm, diameters in mm, volume in mL), measured on the
@@ -82,6 +85,7 @@ class PhantomCase:
     ct: Volume
     labels: Volume
     truth: dict
+    tissue: Volume
 
 
 def _check_orientation(orientation: str) -> str:
@@ -107,7 +111,10 @@ def _check_size(size: str) -> SizePreset:
 
 
 def _sample_grid(preset: SizePreset, body: Body, rng: np.random.Generator) -> Grid:
-    fov = body.width * rng.uniform(1.08, 1.3)
+    """The scan's grid: a field of view that usually holds the body (1 in 10 cuts its flanks), and
+    a cranio-caudal range placed anywhere from mostly above to mostly below the renal hila (z = 0),
+    so some scans end inside a kidney."""
+    fov = body.width * (rng.uniform(0.85, 1.0) if rng.random() < 0.1 else rng.uniform(1.08, 1.4))
     pixel = float(np.clip(fov / preset.in_plane, *preset.spacing))
     extent = rng.uniform(*preset.extent)
     if preset.slices:
@@ -118,15 +125,23 @@ def _sample_grid(preset: SizePreset, body: Body, rng: np.random.Generator) -> Gr
         nz = min(round(extent / thickness), preset.max_slices)
     n = preset.in_plane
     centre = np.array([rng.uniform(-10, 10), rng.uniform(-15, 15)])
-    z_lo = -nz * thickness * rng.uniform(0.5, 0.62)
+    below = rng.uniform(0.15, 0.3) if rng.random() < 0.1 else rng.uniform(0.35, 0.65)
+    z_lo = -nz * thickness * below
     origin = (centre[0] - pixel * (n - 1) / 2, centre[1] - pixel * (n - 1) / 2, z_lo)
     return Grid((n, n, nz), (pixel, pixel, thickness), origin)
 
 
-def _noise_sd(body: Body, spacing: tuple[float, float, float], rng: np.random.Generator) -> float:
-    """Noise grows with patient size and shrinks with voxel volume (a 0.8 × 0.8 × 2.5 mm reference)."""
-    reference = rng.uniform(12, 20) * (body.a / 160) ** 1.5
-    return float(np.clip(reference * (1.6 / float(np.prod(spacing))) ** 0.25, 5, 40))
+DOSE_NOISE_HU = {"high": (6.0, 12.0), "routine": (12.0, 20.0), "low": (25.0, 50.0)}
+"""Noise SD (HU) at 0.8 × 0.8 × 2.5 mm in a 32 cm wide patient per dose level (docs/phantom.md)."""
+DOSE_P = (0.15, 0.55, 0.3)
+
+
+def _noise_sd(body: Body, spacing: tuple[float, float, float], rng: np.random.Generator) -> tuple[str, float]:
+    """A dose level and its noise SD, which grows with patient size and shrinks with voxel volume
+    (a 0.8 × 0.8 × 2.5 mm reference)."""
+    dose = str(rng.choice(list(DOSE_NOISE_HU), p=DOSE_P))
+    reference = rng.uniform(*DOSE_NOISE_HU[dose]) * (body.a / 160) ** 1.5
+    return dose, float(np.clip(reference * (1.6 / float(np.prod(spacing))) ** 0.25, 3, 60))
 
 
 def _reorient(array: np.ndarray, affine: np.ndarray, orientation: str) -> tuple[np.ndarray, np.ndarray]:
@@ -246,19 +261,21 @@ def generate_case_on(
     `generate_case_on(SizePreset(512, (0.8, 0.8), (), (300, 300), slices=200), seed=0)`."""
     orientation = _check_orientation(orientation)
     rng = np.random.default_rng(seed)
-    phase = str(rng.choice(PHASES))
+    phase = str(rng.choice(PHASES, p=PHASE_P))
     if anatomy is not None:
         from kidneyseg.data.phantom_real import real_scene
 
         scene = real_scene(Path(anatomy), preset, rng)
     else:
         scene = _synthetic_scene(preset, rng)
+    paint_context(scene.canvas, scene.body, sample_context(rng))
     grid = scene.canvas.grid
     labels = label_lut()[scene.canvas.tissue]
     truth = _measure_truth(scene, labels)
     hu = sample_hu(phase, rng)
-    noise_sd = _noise_sd(scene.body, grid.spacing, rng)
+    dose, noise_sd = _noise_sd(scene.body, grid.spacing, rng)
     canvas = scene.canvas
+    tissue, _ = _reorient(canvas.tissue, np.eye(4), orientation)
     ct = render_ct(canvas.tissue, canvas.delta, hu, (canvas.xs, canvas.ys, canvas.zs), noise_sd, rng)
     affine = np.diag([*grid.spacing, 1.0])
     affine[:3, 3] = np.asarray(grid.origin) + scene.shift
@@ -273,12 +290,18 @@ def generate_case_on(
         "orientation": orientation,
         "shape": list(ct.shape),
         "spacing_mm": [round(float(s), 4) for s in np.linalg.norm(out_affine[:3, :3], axis=0)],
+        "dose": dose,
         "noise_sd_hu": round(noise_sd, 2),
         "hu": {t.name.lower(): round(float(hu[t]), 1) for t in Tissue},
         "counts": counts,
         **truth,
     }
-    return PhantomCase(Volume(ct, out_affine, f"phantom seed {seed}"), Volume(labels, out_affine), truth)
+    return PhantomCase(
+        Volume(ct, out_affine, f"phantom seed {seed}"),
+        Volume(labels, out_affine),
+        truth,
+        Volume(np.ascontiguousarray(tissue), out_affine),
+    )
 
 
 def case_seeds(seed: int, cases: int) -> list[int]:
@@ -303,6 +326,7 @@ def generate_dataset(
     """
     from tqdm import tqdm
 
+    from kidneyseg.data.cases import TISSUE_FILE
     from kidneyseg.io.atomic import write_text_atomic
     from kidneyseg.io.volume import write_labels, write_volume
 
@@ -323,6 +347,7 @@ def generate_dataset(
         folder = root / f"case_{index:05d}"
         write_volume(folder / "imaging.nii.gz", case.ct, np.int16)
         write_labels(folder / "segmentation.nii.gz", case.labels.array, case.ct)
+        write_labels(folder / TISSUE_FILE, case.tissue.array, case.ct)
         write_text_atomic(
             folder / "phantom.json", json.dumps({"case_id": folder.name, **case.truth}, indent=1)
         )

@@ -102,6 +102,8 @@ class Lesion:
     lobes: Lobes
     enhancement: float
     necrosis: float
+    calcified: bool = False
+    septa: int = 0
 
 
 def _pyramids(rng: np.random.Generator) -> np.ndarray:
@@ -220,10 +222,10 @@ def sample_lesions(kidneys: list[Kidney], rng: np.random.Generator) -> list[Lesi
 
 def _sample_lesion(kind: str, kidney: Kidney, rng: np.random.Generator) -> Lesion:
     if kind == "tumor":
-        diameter = float(np.clip(np.exp(rng.normal(np.log(38), 0.55)), 10, 100))
+        diameter = float(np.clip(np.exp(rng.normal(np.log(38), 0.6)), 5, 150))
         depth = rng.uniform(0.3, 1.05)
     else:
-        diameter = float(np.clip(np.exp(rng.normal(np.log(22), 0.5)), 8, 60))
+        diameter = float(np.clip(np.exp(rng.normal(np.log(22), 0.55)), 5, 80))
         depth = rng.uniform(0.75, 1.1)
     while True:
         n = rng.standard_normal(3)
@@ -237,8 +239,13 @@ def _sample_lesion(kind: str, kidney: Kidney, rng: np.random.Generator) -> Lesio
     q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
     lobes = Lobes.random(rng, 0.08 if kind == "tumor" else 0.015)
     necrosis = rng.uniform(0.35, 0.7) if kind == "tumor" and diameter > 25 and rng.random() < 0.7 else 0.0
-    enhancement = rng.uniform(-35, 25) if kind == "tumor" else 0.0
-    return Lesion(kind, kidney.side, centre, q.T, semi, lobes, enhancement, necrosis)
+    if kind == "tumor":
+        enhancement = rng.uniform(-35, 25)
+    else:  # 1 cyst in 10 is hyperdense (proteinaceous or haemorrhagic, Bosniak II)
+        enhancement = rng.uniform(30, 60) if rng.random() < 0.1 else 0.0
+    calcified = kind == "tumor" and rng.random() < 0.15
+    septa = int(rng.integers(1, 4)) if kind == "cyst" and diameter > 20 and rng.random() < 0.25 else 0
+    return Lesion(kind, kidney.side, centre, q.T, semi, lobes, enhancement, necrosis, calcified, septa)
 
 
 def paint_lesion(canvas: Canvas, lesion: Lesion, instance: int, rng: np.random.Generator) -> LesionRecord:
@@ -250,7 +257,8 @@ def paint_lesion(canvas: Canvas, lesion: Lesion, instance: int, rng: np.random.G
     level, _ = ellipsoid_level(box, lesion.centre, lesion.axes, lesion.semi, lesion.lobes, band=band)
     inside = level < 1
     if lesion.kind == "cyst":
-        canvas.paint(box, inside, Tissue.CYST, over=LESION_OVER, instance=instance)
+        canvas.paint(box, inside, Tissue.CYST, over=LESION_OVER, delta=lesion.enhancement, instance=instance)
+        _paint_septa(canvas, box, lesion, inside, rng)
         return record
     texture = WaveNoise.random(rng, wavelength=(5, 16))(box)
     canvas.paint(
@@ -264,4 +272,27 @@ def paint_lesion(canvas: Canvas, lesion: Lesion, instance: int, rng: np.random.G
     if lesion.necrosis > 0:
         core = inside & (level + 0.12 * texture < lesion.necrosis)
         canvas.paint(box, core, Tissue.TUMOR_NECROSIS, over=tissue_set(Tissue.TUMOR), delta=6 * texture)
+    if lesion.calcified:  # punctate or coarse calcifications (10-20 % of renal cell carcinomas)
+        spots = WaveNoise.random(rng, wavelength=(3, 8))(box)
+        canvas.paint(box, inside & (spots > 1.6), Tissue.TUMOR_CALCIFICATION, over=TUMOR_INSIDE)
     return record
+
+
+TUMOR_INSIDE = tissue_set(Tissue.TUMOR, Tissue.TUMOR_NECROSIS)
+
+
+def _paint_septa(canvas: Canvas, box, lesion: Lesion, inside: np.ndarray, rng: np.random.Generator) -> None:
+    """Thin (≈ 1.5 mm) septa across a cyst: planes through it (Bosniak II-IIF)."""
+    for _ in range(lesion.septa):
+        normal = rng.standard_normal(3)
+        normal /= np.linalg.norm(normal)
+        offset = rng.uniform(-0.5, 0.5) * min(lesion.semi)
+        d = (
+            normal[0] * (box.x - lesion.centre[0])
+            + normal[1] * (box.y - lesion.centre[1])
+            + normal[2] * (box.z - lesion.centre[2])
+        )
+        half = max(0.75, 0.5 * max(canvas.grid.spacing))  # at least one voxel thick on coarse grids
+        canvas.paint(
+            box, inside & (np.abs(d - offset) < half), Tissue.CYST_SEPTUM, over=tissue_set(Tissue.CYST)
+        )

@@ -47,12 +47,20 @@ class Tissue(IntEnum):
     TUMOR_NECROSIS = 26
     CYST = 27
     OUTSIDE_FOV = 28
+    LUNG = 29
+    HEART = 30
+    TABLE = 31
+    TUMOR_CALCIFICATION = 32
+    CYST_SEPTUM = 33
 
 
 N_TISSUES = len(Tissue)
 
-PHASES = ("corticomedullary", "nephrographic")
-"""KiTS19/21 cases are late-arterial (corticomedullary); KiTS23 adds nephrographic cases."""
+PHASES = ("noncontrast", "corticomedullary", "nephrographic", "excretory")
+PHASE_P = (0.3, 0.25, 0.3, 0.15)
+"""KiTS19/21 cases are late-arterial (corticomedullary), KiTS23 adds nephrographic ones; CT in the
+wild is often unenhanced (and so is the low-dose CT of a SPECT/CT), and urography adds the
+excretory phase with a dense collecting system. `PHASE_P` are the phases' shares of the phantoms."""
 
 # (low, high) HU of each tissue's mean value, drawn once per case. Sources in docs/phantom.md.
 _COMMON: dict[Tissue, tuple[float, float]] = {
@@ -70,15 +78,36 @@ _COMMON: dict[Tissue, tuple[float, float]] = {
     Tissue.BONE_CANCELLOUS: (140, 280),
     Tissue.DISC: (70, 110),
     Tissue.SPINAL_CANAL: (5, 25),
-    Tissue.RENAL_PELVIS: (5, 25),
     Tissue.SINUS_FAT: (-100, -70),
     Tissue.TUMOR_NECROSIS: (10, 30),
+    Tissue.TUMOR_CALCIFICATION: (250, 700),
     Tissue.CYST: (0, 18),
     Tissue.OUTSIDE_FOV: (-1024, -1024),
+    Tissue.LUNG: (-900, -780),
+    Tissue.TABLE: (-400, 200),
 }
+_CONTRAST: dict[Tissue, tuple[float, float]] = {Tissue.RENAL_PELVIS: (5, 25), Tissue.CYST_SEPTUM: (40, 90)}
 HU_RANGES: dict[str, dict[Tissue, tuple[float, float]]] = {
+    "noncontrast": {
+        **_COMMON,
+        Tissue.LIVER: (50, 70),
+        Tissue.HEPATIC_VESSEL: (35, 50),
+        Tissue.SPLEEN: (40, 55),
+        Tissue.PANCREAS: (30, 50),
+        Tissue.BOWEL_WALL: (30, 50),
+        Tissue.AORTA: (35, 55),
+        Tissue.IVC: (35, 55),
+        Tissue.HEART: (35, 55),
+        Tissue.KIDNEY_CORTEX: (25, 45),
+        Tissue.KIDNEY_MEDULLA: (20, 40),
+        Tissue.RENAL_PELVIS: (0, 20),
+        Tissue.TUMOR: (20, 50),
+        Tissue.CYST_SEPTUM: (25, 50),
+    },
     "corticomedullary": {
         **_COMMON,
+        **_CONTRAST,
+        Tissue.HEART: (150, 300),
         Tissue.LIVER: (60, 100),
         Tissue.HEPATIC_VESSEL: (120, 190),
         Tissue.SPLEEN: (100, 160),
@@ -92,6 +121,8 @@ HU_RANGES: dict[str, dict[Tissue, tuple[float, float]]] = {
     },
     "nephrographic": {
         **_COMMON,
+        **_CONTRAST,
+        Tissue.HEART: (130, 200),
         Tissue.LIVER: (100, 140),
         Tissue.HEPATIC_VESSEL: (150, 210),
         Tissue.SPLEEN: (110, 150),
@@ -103,23 +134,40 @@ HU_RANGES: dict[str, dict[Tissue, tuple[float, float]]] = {
         Tissue.KIDNEY_MEDULLA: (130, 200),
         Tissue.TUMOR: (60, 120),
     },
+    "excretory": {
+        **_COMMON,
+        Tissue.LIVER: (80, 120),
+        Tissue.HEPATIC_VESSEL: (100, 150),
+        Tissue.SPLEEN: (90, 120),
+        Tissue.PANCREAS: (70, 110),
+        Tissue.BOWEL_WALL: (70, 110),
+        Tissue.AORTA: (100, 160),
+        Tissue.IVC: (100, 150),
+        Tissue.HEART: (100, 150),
+        Tissue.KIDNEY_CORTEX: (110, 180),
+        Tissue.KIDNEY_MEDULLA: (120, 200),
+        Tissue.RENAL_PELVIS: (300, 1500),
+        Tissue.TUMOR: (45, 100),
+        Tissue.CYST_SEPTUM: (50, 100),
+    },
 }
 TEXTURE_HU: dict[Tissue, float] = {
     Tissue.SPLEEN: 12.0,
     Tissue.BOWEL_WALL: 12.0,
     Tissue.LIVER: 5.0,
-    Tissue.KIDNEY_CORTEX: 6.0,
-    Tissue.KIDNEY_MEDULLA: 6.0,
+    Tissue.KIDNEY_CORTEX: 14.0,
+    Tissue.KIDNEY_MEDULLA: 14.0,
     Tissue.PANCREAS: 10.0,
     Tissue.MUSCLE: 5.0,
+    Tissue.LUNG: 40.0,
 }
 """Amplitude (HU) of the smooth texture added to whole organs (arterial-phase splenic
-heterogeneity, bowel mucosal enhancement, lobulated pancreas)."""
+heterogeneity, bowel mucosal enhancement, lobulated pancreas, lung vessels)."""
 
 KIDNEY_TISSUES = (Tissue.KIDNEY_CORTEX, Tissue.KIDNEY_MEDULLA, Tissue.RENAL_PELVIS)
 """Labelled kidney (KiTS: "all parenchyma and the non-fat tissue within the hilum")."""
-TUMOR_TISSUES = (Tissue.TUMOR, Tissue.TUMOR_NECROSIS)
-CYST_TISSUES = (Tissue.CYST,)
+TUMOR_TISSUES = (Tissue.TUMOR, Tissue.TUMOR_NECROSIS, Tissue.TUMOR_CALCIFICATION)
+CYST_TISSUES = (Tissue.CYST, Tissue.CYST_SEPTUM)
 
 
 def label_lut() -> np.ndarray:
@@ -147,9 +195,11 @@ UNENHANCED_HU: dict[Tissue, float] = {
     Tissue.PANCREAS: 40,
     Tissue.BOWEL_WALL: 40,
     Tissue.IVC: 40,
+    Tissue.HEART: 40,
 }
 """Attenuation before contrast (blood 40 HU); enhancement is added on top of these."""
 ENHANCEMENT_RATIO: dict[str, dict[Tissue, tuple[float, float]]] = {
+    "noncontrast": {},
     "corticomedullary": {
         Tissue.KIDNEY_CORTEX: (0.5, 0.85),
         Tissue.KIDNEY_MEDULLA: (0.12, 0.35),
@@ -169,6 +219,13 @@ ENHANCEMENT_RATIO: dict[str, dict[Tissue, tuple[float, float]]] = {
         Tissue.PANCREAS: (0.35, 0.6),
         Tissue.BOWEL_WALL: (0.35, 0.6),
         Tissue.IVC: (0.7, 1.0),
+    },
+    "excretory": {
+        Tissue.KIDNEY_CORTEX: (0.9, 1.3),
+        Tissue.KIDNEY_MEDULLA: (1.0, 1.4),
+        Tissue.LIVER: (0.5, 0.8),
+        Tissue.SPLEEN: (0.6, 0.9),
+        Tissue.IVC: (0.8, 1.0),
     },
 }
 """Enhancement of each perfused tissue as a fraction of the aorta's (aorta − 40 HU): organs of a
