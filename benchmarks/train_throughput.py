@@ -51,7 +51,7 @@ def plain_monai_epochs(config, data, epochs: int) -> list[float]:
         model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
     )
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    transform = train_transforms(config.data, config.train.augment, data.lut)
+    transform = train_transforms(config.data, config.train.augment, data.lut, config.preprocess.hu_window)
     items = [{"case": str(r.folder)} for r in data.train]
     dataset = SmartCacheDataset(
         items,

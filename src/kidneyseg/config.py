@@ -105,6 +105,10 @@ class DataConfig:
             patch are padded.
         pos: weight of foreground-centred patches (MONAI RandCropByPosNegLabeld `pos`).
         neg: weight of patches centred anywhere (`neg`; pos = neg = 1 is "half and half").
+        class_ratios: if given, one weight per class (background first): patches are centred
+            on a voxel of a class drawn with these weights (MONAI RandCropByLabelClassesd),
+            replacing `pos`/`neg`; oversamples small classes such as tumor and cyst, as
+            nnU-Net does with its forced foreground patches.
         samples_per_case: patches drawn from one loaded case (`num_samples`).
         batch_size: cases per batch (3D: batch_size × samples_per_case patches per step;
             2D: slices per step).
@@ -116,6 +120,10 @@ class DataConfig:
         cache_rate: fraction of training cases held in the cache (0.4 in the SCA-UNet paper).
         replace_rate: fraction of the cache replaced every epoch (0.5 in the paper).
         num_workers: data-loader worker processes (0: load in the training process).
+        synth_randomize: probability per training sample of replacing the image by one
+            re-rendered from the phantom's tissue map with random appearance
+            (`kidneyseg.data.synth`, SynthSeg-style domain randomisation); needs phantom
+            cases with `tissue.nii.gz`. 0 switches it off.
     """
 
     layout: str = "auto"
@@ -127,6 +135,7 @@ class DataConfig:
     patch_size: tuple[int, ...] = (128, 128, 64)
     pos: float = 1.0
     neg: float = 1.0
+    class_ratios: tuple[float, ...] = ()
     samples_per_case: int = 2
     batch_size: int = 1
     background_slice_fraction: float = 0.02
@@ -135,6 +144,7 @@ class DataConfig:
     cache_rate: float = 0.4
     replace_rate: float = 0.5
     num_workers: int = 2
+    synth_randomize: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ Layout, one folder per case::
 
     OUT/<case_id>/image.npy   float16, [0, 1], canonical (x, y, z) axes
     OUT/<case_id>/label.npy   uint8 (only for cases with a reference segmentation)
+    OUT/<case_id>/tissue.npy  uint8 (only for phantoms with a tissue map)
     OUT/<case_id>/meta.json   inverse metadata, config + its hash, source files' size/mtime
 
 The image is stored as float16: its step near 1.0 is 2⁻¹¹, i.e. at most 0.09 HU of rounding
@@ -33,7 +34,7 @@ from kidneyseg.preprocess.pipeline import META_VERSION, PreprocessMeta, preproce
 
 CACHE_VERSION = 1
 IMAGE_DTYPE = np.float16
-IMAGE_FILE, LABEL_FILE, META_FILE = "image.npy", "label.npy", "meta.json"
+IMAGE_FILE, LABEL_FILE, META_FILE, TISSUE_FILE = "image.npy", "label.npy", "meta.json", "tissue.npy"
 
 
 def config_hash(cfg: PreprocessConfig) -> str:
@@ -58,6 +59,7 @@ def _record(case: Case, cfg: PreprocessConfig) -> dict[str, Any]:
         "config_hash": config_hash(cfg),
         "image_source": _source(case.image),
         "label_source": _source(case.label),
+        "tissue_source": _source(case.tissue),
     }
 
 
@@ -69,8 +71,9 @@ def _is_fresh(folder: Path, expected: dict[str, Any]) -> bool:
         stored = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    if expected["label_source"] is not None and not (folder / LABEL_FILE).is_file():
-        return False
+    for key, name in (("label_source", LABEL_FILE), ("tissue_source", TISSUE_FILE)):
+        if expected[key] is not None and not (folder / name).is_file():
+            return False
     return all(stored.get(k) == v for k, v in expected.items())
 
 
@@ -83,8 +86,9 @@ def preprocess_case(case: Case, cfg: PreprocessConfig, folder: Path, label_map: 
     record = _record(case, cfg)
     ct = read_volume(case.image)
     labels = read_volume(case.label) if case.label is not None else None
-    result = preprocess(ct, cfg, labels, label_map)
-    del ct, labels
+    tissue = read_volume(case.tissue) if case.tissue is not None else None
+    result = preprocess(ct, cfg, labels, label_map, tissue)
+    del ct, labels, tissue
     meta = {
         "case_id": case.case_id,
         **record,
@@ -106,6 +110,8 @@ def preprocess_case(case: Case, cfg: PreprocessConfig, folder: Path, label_map: 
         np.save(tmp / IMAGE_FILE, result.image.astype(IMAGE_DTYPE))
         if result.labels is not None:
             np.save(tmp / LABEL_FILE, result.labels)
+        if result.tissue is not None:
+            np.save(tmp / TISSUE_FILE, result.tissue)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)
@@ -152,6 +158,17 @@ def read_cache_meta(folder: str | os.PathLike[str]) -> dict[str, Any]:
         raise KidneysegError("not a preprocessed case: meta.json is missing", folder) from None
     except (OSError, ValueError) as exc:
         raise KidneysegError(f"unreadable preprocessing metadata ({exc})", path) from None
+
+
+def load_tissue(folder: str | os.PathLike[str]) -> np.ndarray | None:
+    """A cached phantom's tissue map (read-only memory map), or None when the case has none."""
+    path = Path(folder) / TISSUE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise KidneysegError(f"unreadable cached tissue map ({exc})", path) from None
 
 
 def load_cached(

@@ -132,11 +132,12 @@ class PreprocessMeta:
 
 @dataclass(frozen=True, eq=False)
 class Preprocessed:
-    """A preprocessed case: image float32 in [0, 1], labels uint8 (or None), on one grid."""
+    """A preprocessed case: image float32 in [0, 1], labels and tissue map uint8 (or None), on one grid."""
 
     image: np.ndarray
     labels: np.ndarray | None
     meta: PreprocessMeta
+    tissue: np.ndarray | None = None
 
 
 def _check_labels(labels: Volume, ct: Volume, label_map: LabelMap | None) -> None:
@@ -201,6 +202,7 @@ def preprocess(
     cfg: PreprocessConfig | None = None,
     labels: Volume | None = None,
     label_map: LabelMap | None = None,
+    tissue: Volume | None = None,
 ) -> Preprocessed:
     """Bring a CT (and optionally its label map) to the network's grid and intensity range.
 
@@ -209,6 +211,7 @@ def preprocess(
         cfg: preprocessing parameters (SCA-UNet paper defaults when None).
         labels: its reference label map on the same grid; resampled nearest-neighbour.
         label_map: if given, label values outside it are an error.
+        tissue: a phantom's tissue map on the same grid; resampled nearest-neighbour.
 
     Returns:
         `Preprocessed(image, labels, meta)`: `image` float32 in [0, 1] on the canonical,
@@ -220,6 +223,8 @@ def preprocess(
     cfg = cfg or PreprocessConfig()
     if labels is not None:
         _check_labels(labels, ct, label_map)
+    if tissue is not None:
+        _check_labels(tissue, ct, None)
     perm, flips = orientation_transform(ct.affine, cfg.orientation)
     canonical_shape = tuple(ct.shape[p] for p in perm)
     affine_c = canonical_affine(ct.affine, ct.shape, perm, flips)
@@ -252,6 +257,11 @@ def preprocess(
     if label_full is not None:
         out_labels = label_full[tuple(slice(lo, hi) for lo, hi in box)].astype(np.uint8, copy=False)
         out_labels = np.ascontiguousarray(out_labels)
+    out_tissue = None
+    if tissue is not None:
+        out_tissue = np.ascontiguousarray(
+            np.transpose(resample_nearest(tissue.array, positions), perm).astype(np.uint8, copy=False)
+        )
 
     index_map = np.eye(4)
     for k, (lo, _) in enumerate(box):
@@ -270,7 +280,7 @@ def preprocess(
         spacing=tuple(float(t) for t in cfg.spacing),  # type: ignore[arg-type]
         source=ct.source,
     )
-    return Preprocessed(image, out_labels, meta)
+    return Preprocessed(image, out_labels, meta, out_tissue)
 
 
 def _inverse_axes(meta: PreprocessMeta) -> list[tuple[slice, np.ndarray, np.ndarray]]:

@@ -133,26 +133,45 @@ class LoadCaseD(mt.MapTransform):
 
     Input item: `{"case": folder}` (whole volume) or `{"case": folder, "z": index}` (slice).
     Output: `image` float32 (1, x, y[, z]) and `label` int64 (1, x, y[, z]) with
-    `data.label_mapping` applied.
+    `data.label_mapping` applied; with `tissue`, also the phantom's tissue map as float32
+    (so that spatial transforms move it with the label, nearest-neighbour).
     """
 
-    def __init__(self, lut: np.ndarray):
+    def __init__(self, lut: np.ndarray, tissue: bool = False):
         super().__init__(keys=("case",))
         self.lut = lut.astype(np.uint8)
+        self.tissue = tissue
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        image, label = _open_case(str(data["case"]))
+        folder = str(data["case"])
+        image, label = _open_case(folder)
+        tissue = _open_tissue(folder) if self.tissue else None
         if "z" in data:
             image, label = image[:, :, data["z"]], label[:, :, data["z"]]
+            tissue = tissue[:, :, data["z"]] if tissue is not None else None
         out = dict(data)
         out["image"] = torch.from_numpy(np.array(image, dtype=np.float32)[None])
         out["label"] = torch.from_numpy(self.lut[np.asarray(label)][None].astype(np.int64))
-        out["case"] = str(data["case"])
+        if tissue is not None:
+            out["tissue"] = torch.from_numpy(np.array(tissue, dtype=np.float32)[None])
+        out["case"] = folder
         return out
 
 
-def _augment_3d(aug: AugmentConfig, patch: Sequence[int]) -> list[mt.Transform]:
-    keys = ("image", "label")
+def _open_tissue(folder: str) -> np.ndarray:
+    from kidneyseg.preprocess.cache import load_tissue
+
+    tissue = load_tissue(folder)
+    if tissue is None:
+        raise KidneysegError(
+            "data.synth_randomize needs the phantom's tissue map (tissue.nii.gz beside imaging.nii.gz; "
+            "regenerate the phantoms with this version of kidneyseg)",
+            folder,
+        )
+    return tissue
+
+
+def _augment_3d(aug: AugmentConfig, patch: Sequence[int], keys: tuple[str, ...]) -> list[mt.Transform]:
     out: list[mt.Transform] = []
     if aug.elastic_prob > 0:
         out.append(
@@ -165,10 +184,15 @@ def _augment_3d(aug: AugmentConfig, patch: Sequence[int]) -> list[mt.Transform]:
                 translate_range=aug.elastic_translate,
                 scale_range=aug.elastic_scale,
                 spatial_size=tuple(patch),
-                mode=("bilinear", "nearest"),
+                mode=("bilinear", *["nearest"] * (len(keys) - 1)),
                 padding_mode="zeros",
             )
         )
+    return out
+
+
+def _intensity(aug: AugmentConfig) -> list[mt.Transform]:
+    out: list[mt.Transform] = []
     if aug.intensity_shift_prob > 0:
         out.append(
             mt.RandShiftIntensityd(keys="image", offsets=aug.intensity_shift, prob=aug.intensity_shift_prob)
@@ -178,8 +202,7 @@ def _augment_3d(aug: AugmentConfig, patch: Sequence[int]) -> list[mt.Transform]:
     return out
 
 
-def _augment_2d(aug: AugmentConfig) -> list[mt.Transform]:
-    keys = ("image", "label")
+def _augment_2d(aug: AugmentConfig, keys: tuple[str, ...]) -> list[mt.Transform]:
     out: list[mt.Transform] = []
     if aug.shift_prob > 0:
         out.append(
@@ -187,7 +210,7 @@ def _augment_2d(aug: AugmentConfig) -> list[mt.Transform]:
                 keys=keys,
                 prob=aug.shift_prob,
                 translate_range=aug.shift_pixels,
-                mode=("bilinear", "nearest"),
+                mode=("bilinear", *["nearest"] * (len(keys) - 1)),
                 padding_mode="zeros",
             )
         )
@@ -196,29 +219,59 @@ def _augment_2d(aug: AugmentConfig) -> list[mt.Transform]:
     return out
 
 
-def train_transforms(data: DataConfig, aug: AugmentConfig, lut: np.ndarray) -> mt.Compose:
+def _patch_crop(data: DataConfig, keys: tuple[str, ...]) -> mt.Transform:
+    """Foreground/background patch centres (`pos`/`neg`), or per-class ones (`class_ratios`)."""
+    if data.class_ratios:
+        return mt.RandCropByLabelClassesd(
+            keys=keys,
+            label_key="label",
+            spatial_size=tuple(data.patch_size),
+            ratios=list(data.class_ratios),
+            num_classes=len(data.class_ratios),
+            num_samples=data.samples_per_case,
+            allow_smaller=False,
+            warn=False,
+        )
+    return mt.RandCropByPosNegLabeld(
+        keys=keys,
+        label_key="label",
+        spatial_size=tuple(data.patch_size),
+        pos=data.pos,
+        neg=data.neg,
+        num_samples=data.samples_per_case,
+        allow_smaller=False,
+    )
+
+
+def train_transforms(
+    data: DataConfig, aug: AugmentConfig, lut: np.ndarray, hu_window: tuple[float, float]
+) -> mt.Compose:
     """The training transform chain; everything before the first random transform is what
-    the (Smart)cache holds."""
-    keys = ("image", "label")
+    the (Smart)cache holds. With `data.synth_randomize` the phantom's tissue map travels with
+    the label through the spatial transforms and `SynthesizeD` re-renders the image from it
+    (windowed with `hu_window`, the run's preprocessing window) before the intensity transforms."""
+    synth = data.synth_randomize > 0
+    keys = ("image", "label", "tissue") if synth else ("image", "label")
     patch = tuple(data.patch_size)
     if data.sampling == "patch3d":
         chain: list[mt.Transform] = [
-            LoadCaseD(lut),
+            LoadCaseD(lut, tissue=synth),
             mt.SpatialPadd(keys=keys, spatial_size=patch, mode="constant"),
-            mt.RandCropByPosNegLabeld(
-                keys=keys,
-                label_key="label",
-                spatial_size=patch,
-                pos=data.pos,
-                neg=data.neg,
-                num_samples=data.samples_per_case,
-                allow_smaller=False,
-            ),
-            *_augment_3d(aug, patch),
+            _patch_crop(data, keys),
+            *_augment_3d(aug, patch, keys),
         ]
     else:
-        chain = [LoadCaseD(lut), mt.ResizeWithPadOrCropd(keys=keys, spatial_size=patch), *_augment_2d(aug)]
-    chain.append(mt.EnsureTyped(keys=keys, track_meta=False))
+        chain = [
+            LoadCaseD(lut, tissue=synth),
+            mt.ResizeWithPadOrCropd(keys=keys, spatial_size=patch),
+            *_augment_2d(aug, keys),
+        ]
+    if synth:
+        from kidneyseg.data.synth import SynthesizeD
+
+        chain.append(SynthesizeD(hu_window, data.synth_randomize))
+    chain.extend(_intensity(aug))
+    chain.append(mt.EnsureTyped(keys=("image", "label"), track_meta=False))
     return mt.Compose(chain)
 
 
@@ -301,12 +354,13 @@ class TrainSamples:
         aug: AugmentConfig,
         lut: np.ndarray,
         seed: int,
+        hu_window: tuple[float, float],
         rank: int = 0,
         world: int = 1,
         start_epoch: int = 0,
     ):
         self.data, self.seed, self.rank, self.world = data, seed, rank, world
-        self.transform = train_transforms(data, aug, lut)
+        self.transform = train_transforms(data, aug, lut, hu_window)
         self.smart: SmartCacheDataset | None = None
         self.sampler: SliceEpochSampler | None = None
         if data.sampling == "patch3d":

@@ -314,6 +314,7 @@ class _Trainer:
             train.augment,
             self.data.lut,
             train.seed,
+            self.config.preprocess.hu_window,
             self.ctx.rank,
             self.ctx.world,
             start_epoch=s.epoch,
