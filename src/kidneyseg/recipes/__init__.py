@@ -53,18 +53,29 @@ def recipe_document(name: str) -> dict[str, Any]:
     return doc
 
 
+def _variant(doc: dict[str, Any], name: str, variant: str, seen: tuple[str, ...]) -> dict[str, Any]:
+    """A variant's overrides, with those of the variant it `extends:` merged in first."""
+    variants = doc.get("variants") or {}
+    if variant not in variants:
+        raise KidneysegError(
+            f"recipe {name!r} has no variant {variant!r}; it has: {', '.join(variants) or 'none'}"
+        )
+    if variant in seen:
+        raise KidneysegError(f"recipe {name!r}: variants extend each other in a cycle: {' -> '.join(seen)}")
+    own = dict(variants[variant])
+    parent = own.pop("extends", None)
+    if parent is None:
+        return own
+    return deep_merge(_variant(doc, name, str(parent), (*seen, variant)), own)
+
+
 def recipe_data(spec: str, variant: str | None = None) -> dict[str, Any]:
     """The plain-data config of a recipe (with its variant merged in), before overrides."""
     name, variant = parse_spec(spec, variant)
     doc = recipe_document(name)
     data = doc["config"]
     if variant is not None:
-        variants = doc.get("variants") or {}
-        if variant not in variants:
-            raise KidneysegError(
-                f"recipe {name!r} has no variant {variant!r}; it has: {', '.join(variants) or 'none'}"
-            )
-        data = deep_merge(data, variants[variant])
+        data = deep_merge(data, _variant(doc, name, variant, ()))
     label = f"{name}{':' + variant if variant else ''}@{doc['recipe'].get('version', 1)}"
     return deep_merge(data, {"train": {"recipe": label}})
 
