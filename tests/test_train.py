@@ -8,6 +8,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -286,7 +287,7 @@ def test_bad_input_is_one_clear_error(phantoms, cache, tmp_path, run3d):
     ):
         engine.train(kits19, phantoms, tmp_path / "b", cache_dir=cache)
     assert not (tmp_path / "b").exists()  # nothing written for a run that could not start
-    with pytest.raises(KidneysegError, match="already holds a run"):
+    with pytest.raises(KidneysegError, match=re.escape(f"{run3d}: folder already holds a run (last.pt)")):
         engine.train(config, phantoms, run3d, cache_dir=cache)
     with pytest.raises(KidneysegError, match=r"no last\.pt to resume from"):
         engine.resume(tmp_path)
