@@ -287,8 +287,14 @@ def test_bad_input_is_one_clear_error(phantoms, cache, tmp_path, run3d):
     ):
         engine.train(kits19, phantoms, tmp_path / "b", cache_dir=cache)
     assert not (tmp_path / "b").exists()  # nothing written for a run that could not start
-    with pytest.raises(KidneysegError, match=re.escape(f"{run3d}: folder already holds a run (last.pt)")):
+    with pytest.raises(KidneysegError, match=re.escape(f"{run3d}: folder already holds a run (config.yaml)")):
         engine.train(config, phantoms, run3d, cache_dir=cache)
+    foreign = tmp_path / "project"  # no checkpoint, but not what a run writes before one: kept
+    foreign.mkdir()
+    (foreign / "config.yaml").write_text("learning_rate: 0.1\n")
+    with pytest.raises(KidneysegError, match="folder already holds a run"):
+        engine.train(config, phantoms, foreign, cache_dir=cache)
+    assert (foreign / "config.yaml").read_text() == "learning_rate: 0.1\n"
     with pytest.raises(KidneysegError, match=r"no last\.pt to resume from"):
         engine.resume(tmp_path)
 

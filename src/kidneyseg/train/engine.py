@@ -115,18 +115,33 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _stopped_before_first_checkpoint(out: Path, files: list[str]) -> bool:
+    """Whether `files` are what a run writes before its first checkpoint: its record (0 epochs
+    done) and its config, both readable (a foreign `config.yaml` is not taken for a run's)."""
+    if not set(files) <= {"run.json", "config.yaml"}:
+        return False
+    try:
+        if "config.yaml" in files:
+            from_dict(RunConfig, load_yaml(out / "config.yaml"), str(out / "config.yaml"))
+        started = json.loads((out / "run.json").read_text(encoding="utf-8")) if "run.json" in files else {}
+    except (KidneysegError, OSError, ValueError):
+        return False
+    return isinstance(started, dict) and started.get("epochs_done", 0) == 0
+
+
 def _check_new_run_dir(out: Path) -> str | None:
-    """Refuse a folder holding a run with a checkpoint; say so when restarting one without."""
+    """Refuse a folder holding a run, or say so when starting again one that stopped before its
+    first checkpoint."""
     if out.exists() and not out.is_dir():
         raise KidneysegError("--out is a file, not a folder", out)
-    saved = [n for n in (LAST_NAME, BEST_NAME) if (out / n).exists()]
-    if saved:
-        raise KidneysegError(
-            f"folder already holds a run ({saved[0]}); use --resume to continue it or another --out", out
-        )
-    if any((out / n).exists() for n in RUN_FILES):
+    taken = [n for n in RUN_FILES if (out / n).exists()]
+    if not taken:
+        return None
+    if _stopped_before_first_checkpoint(out, taken):
         return f"{out}: the run here stopped before its first checkpoint ({LAST_NAME}); starting it again"
-    return None
+    raise KidneysegError(
+        f"folder already holds a run ({taken[0]}); use --resume to continue it or another --out", out
+    )
 
 
 class _Trainer:
