@@ -295,8 +295,12 @@ def test_bad_input_is_one_clear_error(phantoms, cache, tmp_path, run3d):
     with pytest.raises(KidneysegError, match="folder already holds a run"):
         engine.train(config, phantoms, foreign, cache_dir=cache)
     assert (foreign / "config.yaml").read_text() == "learning_rate: 0.1\n"
-    with pytest.raises(KidneysegError, match=r"no last\.pt to resume from"):
-        engine.resume(tmp_path)
+    for folder in (tmp_path, foreign):
+        with pytest.raises(
+            KidneysegError, match=r"no last\.pt to resume from, nor the config\.yaml of a run"
+        ):
+            engine.resume(folder)
+    assert (foreign / "config.yaml").read_text() == "learning_rate: 0.1\n"
 
 
 def test_cli_trains_resumes_and_reports_errors_in_one_line(phantoms, cache, tmp_path):

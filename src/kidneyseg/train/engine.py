@@ -596,9 +596,12 @@ def _restart(
     progress: bool,
 ) -> RunResult:
     """`resume` of a run stopped before its first checkpoint: start it from scratch."""
-    if not (run_dir / "config.yaml").is_file():
+    taken = [n for n in RUN_FILES if (run_dir / n).exists()]
+    if "config.yaml" not in taken or not _stopped_before_first_checkpoint(run_dir, taken):
         raise KidneysegError(
-            f"no {LAST_NAME} to resume from and no config.yaml; start the run again with train --out", run_dir
+            f"no {LAST_NAME} to resume from, nor the config.yaml of a run stopped in its first epoch; "
+            "start the run with train --out",
+            run_dir,
         )
     config = from_dict(RunConfig, load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
