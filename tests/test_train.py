@@ -149,6 +149,8 @@ def _killed_run(
     process = multiprocessing.get_context("fork").Process(target=child)
     process.start()
     process.join(300)
+    if process.exitcode is None:
+        process.kill()
     assert process.exitcode in (-signal.SIGKILL, 0), process.exitcode
     return log.read_text().split("\n") if process.exitcode else []
 
