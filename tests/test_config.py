@@ -65,3 +65,36 @@ def test_run_config_nests_sections(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(KidneysegError, match="must hold a mapping"):
         load_yaml(tmp_path / "list.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=-1", "train.lr=-1.0 must be positive and finite"),
+        ("train.lr=0", "train.lr=0.0 must be positive and finite"),
+        ("train.epochs=0", "train.epochs=0 must be >= 1"),
+        ("train.epochs=-1", "train.epochs=-1 must be >= 1"),
+        (
+            "model.kwargs.channels=[0, 0, 0, 0]",
+            r"model.kwargs.channels=\[0, 0, 0, 0\] must be a list of positive",
+        ),
+        ("model.kwargs.strides=[2, 0, 2]", r"model.kwargs.strides=\[2, 0, 2\] must be a list of positive"),
+        ("train.loss=dice_c", "train.loss='dice_c' is not one of dice_ce, dice_squared, dice"),
+        ("train.optimizer=adamax", "train.optimizer='adamax' is not one of adamw, adam, sgd"),
+        ("train.scheduler=step", "train.scheduler='step' is not one of none, plateau, cosine"),
+        ("train.val_every=0", "train.val_every=0 must be >= 1"),
+        ("train.weight_decay=-0.1", "train.weight_decay=-0.1 must be >= 0"),
+        ("data.sampling=patch2d", "data.sampling='patch2d' is not one of patch3d, slice2d"),
+        ("data.cache=disk", "data.cache='disk' is not one of smart, full, none"),
+        ("data.cache_rate=0", r"data.cache_rate=0.0 must be in \(0, 1\]"),
+        ("data.batch_size=0", "data.batch_size=0 must be >= 1"),
+        ("data.patch_size=[32, 0, 16]", r"data.patch_size=\[32, 0, 16\] must be positive"),
+        ("inference.overlap=1", r"inference.overlap=1.0 must be in \[0, 1\)"),
+    ],
+)
+def test_values_that_cannot_train_are_refused_in_one_line_naming_the_key(override, message):
+    from kidneyseg.recipes import load_recipe
+
+    with pytest.raises(KidneysegError, match=message) as info:
+        load_recipe("sca-unet-3d:cpu", overrides=[override])
+    assert "\n" not in str(info.value)

@@ -6,8 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +24,7 @@ from kidneyseg.config import RunConfig, from_dict, load_yaml
 from kidneyseg.data.phantom import generate_dataset
 from kidneyseg.errors import KidneysegError
 from kidneyseg.recipes import load_recipe
-from kidneyseg.train import engine
+from kidneyseg.train import engine, record
 from kidneyseg.train.checkpoint import load_checkpoint
 
 TINY = ["preprocess.spacing=[6.0, 6.0, 6.0]", "data.num_workers=0", "train.val_max_cases=0"]
@@ -112,6 +115,102 @@ def test_same_seed_same_losses_and_resume_is_exact(run3d, phantoms, cache, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+TIMING = {"train_seconds", "patches_per_second", "val_seconds", "epoch_seconds", "cpu_seconds"}
+
+
+def _killed_run(
+    config: RunConfig, phantoms: Path, out: Path, cache: Path, write: int, when: str, start=engine.train
+) -> list[str]:
+    """Train (`start(config, phantoms, out, ...)`) in a forked process that SIGKILLs itself just
+    `before` or `after` its `write`-th rename into the run folder (every file of a run is written
+    by a rename); the names of the files it got to are returned, the last one being where it died."""
+    log = out.parent / f"{out.name}.writes"
+
+    def child() -> None:
+        torch.set_num_threads(1)
+        real = os.replace
+        names: list[str] = []
+
+        def replace(src, dst):
+            if Path(dst).parent != out:
+                return real(src, dst)
+            names.append(Path(dst).name)
+            log.write_text("\n".join(names))
+            here = len(names) - 1 == write
+            if here and when == "before":
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(src, dst)
+            if here:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        os.replace = replace
+        start(config, phantoms, out, cache_dir=cache, progress=False)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(300)
+    if process.exitcode is None:
+        process.kill()
+    assert process.exitcode in (-signal.SIGKILL, 0), process.exitcode
+    return log.read_text().split("\n") if process.exitcode else []
+
+
+def _assert_same_as_uninterrupted(out: Path, reference: Path) -> None:
+    keep = [k for k in _rows(reference)[0] if k not in TIMING]
+    assert [[r[k] for k in keep] for r in _rows(out)] == [[r[k] for k in keep] for r in _rows(reference)]
+    history = load_checkpoint(out / "last.pt").extra["history"]
+    record.write_metrics_csv(out.parent / "from-checkpoint.csv", history)
+    assert (out / "metrics.csv").read_text() == (out.parent / "from-checkpoint.csv").read_text()
+    for name in ("last.pt", "best.pt"):
+        a, b = load_checkpoint(out / name), load_checkpoint(reference / name)
+        assert a.extra["epoch"] == b.extra["epoch"], name
+        assert all(torch.equal(a.model_state[k], b.model_state[k]) for k in b.model_state), name
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    assert not [p.name for p in out.iterdir() if ".partial-" in p.name]
+
+
+def _kill_and_recover(run3d, phantoms, cache, out: Path, write: int, when: str) -> list[str]:
+    config = load_recipe("sca-unet-3d:cpu", overrides=[*SCA, "train.epochs=2"])
+    names = _killed_run(config, phantoms, out, cache, write, when)
+    if names:
+        if (out / "config.yaml").exists():
+            assert engine.resume(out, progress=False).epochs == 2
+        else:  # killed before the config: nothing to resume, the same --out starts it again
+            engine.train(config, phantoms, out, cache_dir=cache, progress=False)
+        _assert_same_as_uninterrupted(out, run3d)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("write", "when", "name"),
+    [
+        (1, "after", "config.yaml"),  # in the first epoch: resumed from scratch
+        (2, "before", "last.pt"),  # the first checkpoint half written: its .partial removed
+        (3, "before", "best.pt"),  # best.pt behind last.pt
+        (7, "after", "last.pt"),  # the final checkpoint written, metrics.csv not yet
+    ],
+)
+def test_a_run_killed_at_a_write_resumes_to_the_uninterrupted_files(
+    run3d, phantoms, cache, tmp_path, one_torch_thread, write, when, name
+):
+    names = _kill_and_recover(run3d, phantoms, cache, tmp_path / "run", write, when)
+    assert names[-1] == name, names
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_every_write_resumes_to_the_uninterrupted_files(
+    run3d, phantoms, cache, tmp_path, one_torch_thread
+):
+    killed = []
+    for when in ("before", "after"):
+        write = 0
+        while names := _kill_and_recover(run3d, phantoms, cache, tmp_path / f"{when}-{write}", write, when):
+            killed.append(f"{when} {names[-1]}")
+            write += 1
+    files = {"run.json", "config.yaml", "last.pt", "best.pt", "metrics.csv", "curves.png"}
+    assert {k.split()[1] for k in killed} == files and len(killed) >= 2 * 12, killed
+
+
 def test_2d_recipe_then_tumor_finetuning_freezes_shallow_levels(phantoms, cache, tmp_path):
     stage1 = tmp_path / "ag"
     config = load_recipe("attention-unet-2d:cpu", overrides=[*AG, "train.epochs=1"])
@@ -129,6 +228,18 @@ def test_2d_recipe_then_tumor_finetuning_freezes_shallow_levels(phantoms, cache,
     assert any(not torch.equal(before[k], after[k]) for k in trained)
     tuned = load_checkpoint(stage2 / "last.pt").config
     assert tuned.data.slice_filter == "tumor" and tuned.train.recipe.endswith("+finetune-tumor")
+    # killed before its first checkpoint, a fine-tuning run starts again from the stage-1 weights
+    killed = tmp_path / "ag-tumor-killed"
+
+    def finetune(config, data_dir, out, **kwargs):
+        engine.finetune_tumor(
+            stage1, data_dir, out, overrides=["train.epochs=1", "train.freeze_depth=2"], **kwargs
+        )
+
+    assert _killed_run(config, phantoms, killed, cache, 1, "after", finetune)[-1] == "config.yaml"
+    engine.resume(killed, progress=False)
+    again = _weights(killed / "last.pt")
+    assert all(torch.equal(again[k], after[k]) for k in after)
 
 
 def test_a_patch_larger_than_the_cases_is_padded(phantoms, cache, tmp_path):
@@ -178,10 +289,20 @@ def test_bad_input_is_one_clear_error(phantoms, cache, tmp_path, run3d):
     ):
         engine.train(kits19, phantoms, tmp_path / "b", cache_dir=cache)
     assert not (tmp_path / "b").exists()  # nothing written for a run that could not start
-    with pytest.raises(KidneysegError, match="already holds a run"):
+    with pytest.raises(KidneysegError, match=re.escape(f"{run3d}: folder already holds a run (config.yaml)")):
         engine.train(config, phantoms, run3d, cache_dir=cache)
-    with pytest.raises(KidneysegError, match=r"no last\.pt to resume from"):
-        engine.resume(tmp_path)
+    foreign = tmp_path / "project"  # no checkpoint, but not what a run writes before one: kept
+    foreign.mkdir()
+    (foreign / "config.yaml").write_text("learning_rate: 0.1\n")
+    with pytest.raises(KidneysegError, match="folder already holds a run"):
+        engine.train(config, phantoms, foreign, cache_dir=cache)
+    assert (foreign / "config.yaml").read_text() == "learning_rate: 0.1\n"
+    for folder in (tmp_path, foreign):
+        with pytest.raises(
+            KidneysegError, match=r"no last\.pt to resume from, nor the config\.yaml of a run"
+        ):
+            engine.resume(folder)
+    assert (foreign / "config.yaml").read_text() == "learning_rate: 0.1\n"
 
 
 def test_cli_trains_resumes_and_reports_errors_in_one_line(phantoms, cache, tmp_path):
@@ -221,6 +342,35 @@ def test_cli_trains_resumes_and_reports_errors_in_one_line(phantoms, cache, tmp_
     assert listing.exit_code == 0 and "attention-unet-2d" in listing.output and "cpu" in listing.output
     shown = runner.invoke(app, ["train", "--recipe", "unet-2d:cpu", "--show-config", "train.lr=0.01"])
     assert shown.exit_code == 0 and "lr: 0.01" in shown.output and "name: unet_2d" in shown.output
+
+
+def test_cli_restarts_a_run_stopped_before_its_first_checkpoint(phantoms, cache, tmp_path, one_torch_thread):
+    runner = CliRunner()
+    recipe = ["--recipe", "sca-unet-3d:cpu", "--data", str(phantoms), "--cache", str(cache), "--quiet", *SCA]
+    bad = runner.invoke(app, ["train", *recipe, "--out", str(tmp_path / "bad"), "train.lr=-1"])
+    assert bad.exit_code == 2
+    assert bad.output.strip().splitlines() == ["error: train.lr=-1.0 must be positive and finite"]
+    assert not (tmp_path / "bad").exists()  # validated before anything is written
+    config = load_recipe("sca-unet-3d:cpu", overrides=[*SCA, "train.epochs=1"])
+    for name, args, said in [
+        (
+            "resumed",
+            ["--resume"],
+            "no last.pt yet (the run stopped in its first epoch); starting from scratch",
+        ),
+        (
+            "restarted",
+            [*recipe, "train.epochs=1", "--out"],
+            "the run here stopped before its first checkpoint (last.pt); starting it again",
+        ),
+    ]:
+        run = tmp_path / name
+        assert _killed_run(config, phantoms, run, cache, 1, "after")[-1] == "config.yaml"
+        assert not (run / "last.pt").exists()
+        result = runner.invoke(app, ["train", *args, str(run), "--quiet"])
+        assert result.exit_code == 0, result.output
+        assert f"{run}: {said}\n" in result.output
+        assert "finished: 1 epochs" in result.output and len(_rows(run)) == 1
 
 
 @pytest.mark.slow

@@ -23,6 +23,27 @@ from kidneyseg.errors import KidneysegError
 
 T = TypeVar("T")
 
+LOSSES = ("dice_ce", "dice_squared", "dice")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("none", "plateau", "cosine")
+SAMPLINGS = ("patch3d", "slice2d")
+SLICE_FILTERS = ("foreground", "tumor")
+CACHES = ("smart", "full", "none")
+
+
+def _require(ok: bool, key: str, value: Any, rule: str) -> None:
+    """Refuse a config value in one line naming the key and the value."""
+    if not ok:
+        raise KidneysegError(f"{key}={value!r} {rule}")
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    _require(value in choices, key, value, f"is not one of {', '.join(choices)}")
+
+
+def _positive_ints(values: Any) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -65,6 +86,17 @@ class ModelConfig:
     name: str = "sca_unet_3d"
     kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for key in ("channels", "strides"):
+            if key in self.kwargs:
+                value = self.kwargs[key]
+                _require(
+                    isinstance(value, (list, tuple)) and _positive_ints(value),
+                    f"model.kwargs.{key}",
+                    value,
+                    "must be a list of positive integers",
+                )
+
 
 @dataclass(frozen=True)
 class InferenceConfig:
@@ -85,6 +117,11 @@ class InferenceConfig:
     blend: str = "gaussian"
     sw_batch_size: int = 4
     mirror_axes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        _require(_positive_ints(self.roi_size), "inference.roi_size", list(self.roi_size), "must be positive")
+        _require(0.0 <= self.overlap < 1.0, "inference.overlap", self.overlap, "must be in [0, 1)")
+        _require(self.sw_batch_size >= 1, "inference.sw_batch_size", self.sw_batch_size, "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -145,6 +182,27 @@ class DataConfig:
     replace_rate: float = 0.5
     num_workers: int = 2
     synth_randomize: float = 0.0
+
+    def __post_init__(self) -> None:
+        _choice("data.sampling", self.sampling, SAMPLINGS)
+        _choice("data.slice_filter", self.slice_filter, SLICE_FILTERS)
+        _choice("data.cache", self.cache, CACHES)
+        _require(0.0 < self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "must be in (0, 1)")
+        _require(
+            _positive_ints(self.patch_size), "data.patch_size", list(self.patch_size), "must be positive"
+        )
+        _require(
+            self.pos >= 0 and self.neg >= 0 and self.pos + self.neg > 0,
+            "data.pos/neg",
+            (self.pos, self.neg),
+            "must be >= 0 and not both 0",
+        )
+        for key in ("samples_per_case", "batch_size"):
+            _require(getattr(self, key) >= 1, f"data.{key}", getattr(self, key), "must be >= 1")
+        for key in ("background_slice_fraction", "replace_rate"):
+            _require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", getattr(self, key), "must be in [0, 1]")
+        _require(0.0 < self.cache_rate <= 1.0, "data.cache_rate", self.cache_rate, "must be in (0, 1]")
+        _require(self.num_workers >= 0, "data.num_workers", self.num_workers, "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -223,6 +281,23 @@ class TrainConfig:
     deterministic: bool = True
     time_limit_minutes: float = 0.0
     freeze_depth: int = 2
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
+        _choice("train.loss", self.loss, LOSSES)
+        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        _choice("train.scheduler", self.scheduler, SCHEDULERS)
+        _require(math.isfinite(self.lr) and self.lr > 0, "train.lr", self.lr, "must be positive and finite")
+        for key in ("weight_decay", "ce_weight", "time_limit_minutes"):
+            value = getattr(self, key)
+            _require(math.isfinite(value) and value >= 0, f"train.{key}", value, "must be >= 0 and finite")
+        _require(
+            0.0 < self.plateau_factor < 1.0, "train.plateau_factor", self.plateau_factor, "must be in (0, 1)"
+        )
+        for key in ("plateau_patience", "val_max_cases", "freeze_depth"):
+            _require(getattr(self, key) >= 0, f"train.{key}", getattr(self, key), "must be >= 0")
+        _require(self.val_every >= 1, "train.val_every", self.val_every, "must be >= 1")
+        _require(0.0 <= self.val_overlap < 1.0, "train.val_overlap", self.val_overlap, "must be in [0, 1)")
 
 
 @dataclass(frozen=True)

@@ -45,12 +45,18 @@ def train(
     data: Annotated[
         Path | None, typer.Option("--data", "-d", help="Dataset folder (KiTS or plain layout).")
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder to create.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Run folder to create (a run there without a checkpoint starts again)."
+        ),
+    ] = None,
     resume: Annotated[
         Path | None,
         typer.Option(
             "--resume",
-            help="Continue this run from its last checkpoint (only the epochs and time limit may change).",
+            help="Continue this run from its last checkpoint, or from scratch if it has none yet "
+            "(only the epochs and time limit may change).",
         ),
     ] = None,
     finetune_tumor: Annotated[

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from kidneyseg.errors import KidneysegError
+
+_PARTIAL = re.compile(r"^\..+\.partial-(\d+)(\..*)?$")
 
 
 def _partial_name(path: Path) -> Path:
@@ -48,3 +51,29 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_partials(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files in `folder` (not below it) that a killed writer left behind:
+    those named by `atomic_path` whose process is gone. Files of live writers are kept.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for path in sorted(Path(folder).iterdir()):
+        match = _PARTIAL.match(path.name)
+        if match and path.is_file() and not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

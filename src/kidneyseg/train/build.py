@@ -8,12 +8,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from kidneyseg.config import RunConfig, TrainConfig
+from kidneyseg.config import OPTIMIZERS, SCHEDULERS, RunConfig, TrainConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import LabelMap
-
-OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULERS = ("none", "plateau", "cosine")
 
 
 def resolve_model_config(config: RunConfig, label_map: LabelMap) -> RunConfig:

@@ -13,15 +13,24 @@ uninterrupted run (tested on CPU).
 Run folder: `config.yaml` (resolved config), `metrics.csv`, `curves.png`, `run.json`,
 `last.pt` (every epoch) and `best.pt` (best mean foreground validation Dice). Under torchrun
 only rank 0 writes.
+
+Kill safety: every file is written atomically, and `last.pt` is the run's one source of truth,
+written first each epoch; `best.pt`, `metrics.csv` and `curves.png` follow from it and are
+rewritten from it on resume, so a run killed between any two writes resumes to the same files
+as a run never killed (tested by killing at every write). A run killed before its first
+`last.pt` (config and record written) starts from scratch on `resume`, or again on `train`
+with the same folder. Temporary files left by a killed writer are removed on start.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import random
 import resource
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,9 +42,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from kidneyseg.config import RunConfig, dump_yaml
+from kidneyseg.config import RunConfig, dump_yaml, from_dict, load_yaml
 from kidneyseg.errors import KidneysegError
-from kidneyseg.io.atomic import write_text_atomic
+from kidneyseg.io.atomic import remove_stale_partials, write_atomic, write_text_atomic
 from kidneyseg.train import record
 from kidneyseg.train.build import (
     build_optimizer,
@@ -106,14 +115,33 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _check_new_run_dir(out: Path) -> None:
+def _stopped_before_first_checkpoint(out: Path, files: list[str]) -> bool:
+    """Whether `files` are what a run writes before its first checkpoint: its record (0 epochs
+    done) and its config, both readable (a foreign `config.yaml` is not taken for a run's)."""
+    if not set(files) <= {"run.json", "config.yaml"}:
+        return False
+    try:
+        if "config.yaml" in files:
+            from_dict(RunConfig, load_yaml(out / "config.yaml"), str(out / "config.yaml"))
+        started = json.loads((out / "run.json").read_text(encoding="utf-8")) if "run.json" in files else {}
+    except (KidneysegError, OSError, ValueError):
+        return False
+    return isinstance(started, dict) and started.get("epochs_done", 0) == 0
+
+
+def _check_new_run_dir(out: Path) -> str | None:
+    """Refuse a folder holding a run, or say so when starting again one that stopped before its
+    first checkpoint."""
     if out.exists() and not out.is_dir():
         raise KidneysegError("--out is a file, not a folder", out)
     taken = [n for n in RUN_FILES if (out / n).exists()]
-    if taken:
-        raise KidneysegError(
-            f"folder already holds a run ({taken[0]}); use --resume to continue it or another --out"
-        )
+    if not taken:
+        return None
+    if _stopped_before_first_checkpoint(out, taken):
+        return f"{out}: the run here stopped before its first checkpoint ({LAST_NAME}); starting it again"
+    raise KidneysegError(
+        f"folder already holds a run ({taken[0]}); use --resume to continue it or another --out", out
+    )
 
 
 class _Trainer:
@@ -130,6 +158,7 @@ class _Trainer:
         data_dir: Path,
         cache_root: Path,
         freeze_depth: int,
+        initial_weights: Path | None,
     ):
         self.config, self.out, self.data, self.ctx, self.progress = config, out, data, ctx, progress
         self.state, self.data_dir, self.cache_root, self.freeze_depth = (
@@ -138,6 +167,7 @@ class _Trainer:
             cache_root,
             freeze_depth,
         )
+        self.initial_weights = initial_weights
         train = config.train
         self.device = ctx.device
         self.cuda = self.device.type == "cuda"
@@ -268,7 +298,9 @@ class _Trainer:
             "train_cases": [r.case_id for r in self.data.train],
             "val_cases": [r.case_id for r in self.data.val],
             "data_dir": str(self.data_dir),
+            "cache_root": str(self.cache_root),
             "preprocessed_cache": str(self.data.cache_dir),
+            "initial_weights": None if self.initial_weights is None else str(self.initial_weights),
             "device": str(self.device),
             "world_size": self.ctx.world,
             "amp": self.amp,
@@ -282,19 +314,10 @@ class _Trainer:
         if self.ctx.is_main:
             record.write_run_record(self.out / "run.json", self._record(status))
 
-    def _save_epoch(self, improved: bool) -> None:
-        if not self.ctx.is_main:
-            return
-        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        extra = self._extra()
-        for name in (LAST_NAME, BEST_NAME) if improved else (LAST_NAME,):
-            save_checkpoint(
-                self.out / name,
-                model_state=state,
-                config=self.config,
-                label_map=self.data.label_map,
-                extra_state=extra,
-            )
+    def _copy_last_to_best(self) -> None:
+        write_atomic(self.out / BEST_NAME, lambda tmp: shutil.copyfile(self.out / LAST_NAME, tmp))
+
+    def _write_history(self) -> None:
         record.write_metrics_csv(self.out / "metrics.csv", self.state.history)
         record.plot_curves(
             self.out / "curves.png",
@@ -302,7 +325,31 @@ class _Trainer:
             [c.name for c in self.data.label_map.foreground],
             f"{self.config.train.recipe or self.config.model.name}: {self.out.name}",
         )
+
+    def _save_epoch(self, improved: bool) -> None:
+        """`last.pt` first: what follows is derived from it, and `restore_outputs` rewrites it."""
+        if not self.ctx.is_main:
+            return
+        save_checkpoint(
+            self.out / LAST_NAME,
+            model_state={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            config=self.config,
+            label_map=self.data.label_map,
+            extra_state=self._extra(),
+        )
+        if improved:
+            self._copy_last_to_best()
+        self._write_history()
         self.write_record("running")
+
+    def restore_outputs(self) -> None:
+        """Bring the files derived from `last.pt` up to its epoch (a kill may have come first)."""
+        s = self.state
+        if not self.ctx.is_main or s.epoch == 0:
+            return
+        if s.best_epoch == s.epoch:
+            self._copy_last_to_best()
+        self._write_history()
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -409,8 +456,9 @@ def _start(
     *,
     state: RunState | None = None,
     init: tuple[dict[str, Any], dict[str, Any]] | None = None,
-    init_weights: dict[str, Any] | None = None,
+    init_weights: tuple[Path, dict[str, Any]] | None = None,
     freeze_depth: int = 0,
+    notice: str | None = None,
 ) -> RunResult:
     ctx = init_distributed(device)
     try:
@@ -421,16 +469,30 @@ def _start(
 
         config = resolve_model_config(config, get_label_map(config.labels))
         data = prepare_data(config, data_dir, cache_root, ctx, progress)
-        if ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(out / "config.yaml", dump_yaml(config))
         trainer = _Trainer(
-            config, out, data, ctx, progress, state or RunState(), data_dir, cache_root, freeze_depth
+            config,
+            out,
+            data,
+            ctx,
+            progress,
+            state or RunState(),
+            data_dir,
+            cache_root,
+            freeze_depth,
+            init_weights[0] if init_weights is not None else None,
         )
         if init is not None:
             trainer.load_state(*init)
         elif init_weights is not None:
-            trainer.model.load_state_dict(init_weights)
+            trainer.model.load_state_dict(init_weights[1])
+        if ctx.is_main:
+            if notice:
+                print(notice, file=sys.stderr, flush=True)
+            out.mkdir(parents=True, exist_ok=True)
+            remove_stale_partials(out)
+            trainer.write_record("running")  # first: where the data is, for a resume without last.pt
+            write_text_atomic(out / "config.yaml", dump_yaml(config))
+            trainer.restore_outputs()
         return trainer.run()
     finally:
         shutdown(ctx)
@@ -450,7 +512,8 @@ def train(
     Args:
         config: a resolved run config (e.g. `kidneyseg.recipes.load_recipe("sca-unet-3d:cpu")`).
         data_dir: a dataset in any layout `kidneyseg.data.cases.discover` knows.
-        out: the run folder; must not already hold a run.
+        out: the run folder; must not hold a run with a checkpoint (one without, e.g. killed
+            in its first epoch, is started again).
         cache_dir: where preprocessed cases are cached (default `out/preprocessed`); runs with
             the same preprocessing config can share one.
         device: "auto", "cpu" or "cuda" (under torchrun each rank takes its LOCAL_RANK GPU).
@@ -460,9 +523,9 @@ def train(
         KidneysegError: bad data, bad config, a diverged loss, or a failed write.
     """
     out = Path(out)
-    _check_new_run_dir(out)
+    notice = _check_new_run_dir(out)
     cache_root = Path(cache_dir) if cache_dir is not None else None
-    return _start(config, Path(data_dir), out, cache_root, device, progress)
+    return _start(config, Path(data_dir), out, cache_root, device, progress, notice=notice)
 
 
 def _state_from(extra: dict[str, Any]) -> RunState:
@@ -486,7 +549,8 @@ def resume(
     device: str = "auto",
     progress: bool = True,
 ) -> RunResult:
-    """Continue a run from its last checkpoint, exactly as if it had never stopped.
+    """Continue a run from its last checkpoint, exactly as if it had never stopped; a run
+    stopped before its first checkpoint starts from scratch (from its config.yaml and run.json).
 
     Args:
         run_dir: the run folder.
@@ -497,19 +561,19 @@ def resume(
         progress: as for `train`.
 
     Raises:
-        KidneysegError: no last checkpoint, or the run's data is gone.
+        KidneysegError: no last checkpoint and no config, or the run's data is gone.
     """
     run_dir = Path(run_dir)
     last = run_dir / LAST_NAME
+    changes = {"epochs": epochs, "time_limit_minutes": time_limit_minutes}
+    changes = {k: v for k, v in changes.items() if v is not None}
     if not last.is_file():
-        raise KidneysegError(f"no {LAST_NAME} to resume from", run_dir)
+        return _restart(run_dir, changes, data_dir, device, progress)
     ckpt = load_checkpoint(last)
     extra = ckpt.extra
     if "optimizer" not in extra:
         raise KidneysegError("checkpoint holds no training state to resume from", last)
     config = ckpt.config
-    changes = {"epochs": epochs, "time_limit_minutes": time_limit_minutes}
-    changes = {k: v for k, v in changes.items() if v is not None}
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
     data = Path(data_dir) if data_dir is not None else Path(extra["data_dir"])
     return _start(
@@ -522,6 +586,44 @@ def resume(
         state=_state_from(extra),
         init=(ckpt.model_state, extra),
         freeze_depth=int(extra.get("freeze_depth", 0)),
+    )
+
+
+def _restart(
+    run_dir: Path,
+    changes: dict[str, Any],
+    data_dir: str | os.PathLike[str] | None,
+    device: str,
+    progress: bool,
+) -> RunResult:
+    """`resume` of a run stopped before its first checkpoint: start it from scratch."""
+    taken = [n for n in RUN_FILES if (run_dir / n).exists()]
+    if "config.yaml" not in taken or not _stopped_before_first_checkpoint(run_dir, taken):
+        raise KidneysegError(
+            f"no {LAST_NAME} to resume from, nor the config.yaml of a run stopped in its first epoch; "
+            "start the run with train --out",
+            run_dir,
+        )
+    config = from_dict(RunConfig, load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
+    try:
+        started = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        started = {}
+    data = data_dir if data_dir is not None else started.get("data_dir")
+    if data is None:
+        raise KidneysegError(f"no {LAST_NAME} yet and no run.json naming the data; give --data", run_dir)
+    weights = started.get("initial_weights")
+    return _start(
+        config,
+        Path(data),
+        run_dir,
+        Path(started["cache_root"]) if started.get("cache_root") else None,
+        device,
+        progress,
+        init_weights=(Path(weights), load_checkpoint(weights).model_state) if weights else None,
+        freeze_depth=config.train.freeze_depth if weights else 0,
+        notice=f"{run_dir}: no {LAST_NAME} yet (the run stopped in its first epoch); starting from scratch",
     )
 
 
@@ -555,7 +657,7 @@ def finetune_tumor(
             "--finetune-tumor continues a 2D slice run (attention-unet-2d or unet-2d)", ckpt.path
         )
     out = Path(out)
-    _check_new_run_dir(out)
+    notice = _check_new_run_dir(out)
     return _start(
         config,
         Path(data_dir),
@@ -563,6 +665,7 @@ def finetune_tumor(
         Path(cache_dir) if cache_dir is not None else None,
         device,
         progress,
-        init_weights=ckpt.model_state,
+        init_weights=(ckpt.path.resolve(), ckpt.model_state),
         freeze_depth=config.train.freeze_depth,
+        notice=notice,
     )

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from kidneyseg.config import LOSSES
 from kidneyseg.errors import KidneysegError
-
-LOSSES = ("dice_ce", "dice_squared", "dice")
 
 
 def build_loss(name: str, ce_weight: float = 1.0) -> nn.Module:
