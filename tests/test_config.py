@@ -90,6 +90,11 @@ def test_run_config_nests_sections(tmp_path):
         ("data.batch_size=0", "data.batch_size=0 must be >= 1"),
         ("data.patch_size=[32, 0, 16]", r"data.patch_size=\[32, 0, 16\] must be positive"),
         ("inference.overlap=1", r"inference.overlap=1.0 must be in \[0, 1\)"),
+        ("data.synth_randomize=1.5", r"data.synth_randomize=1.5 must be in \[0, 1\]"),
+        (
+            "data.class_ratios=[1, -1, 1, 1]",
+            r"data.class_ratios=\[1.0, -1.0, 1.0, 1.0\] must be non-negative",
+        ),
     ],
 )
 def test_values_that_cannot_train_are_refused_in_one_line_naming_the_key(override, message):

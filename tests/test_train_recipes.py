@@ -93,3 +93,24 @@ def test_a_model_that_does_not_fit_the_sampling_is_refused():
     config = load_recipe("sca-unet-3d", overrides=["model.kwargs.out_channels=3"])
     with pytest.raises(KidneysegError, match="out_channels=3 but the kits23 label map has 4"):
         resolve_model_config(config, get_label_map(config.labels))
+
+
+def test_a_variant_extends_another():
+    cpu, transfer = load_recipe("sca-unet-3d:cpu"), load_recipe("sca-unet-3d:transfer")
+    assert transfer.preprocess == cpu.preprocess and transfer.model == cpu.model
+    assert transfer.data.patch_size == cpu.data.patch_size and transfer.train.ce_weight == cpu.train.ce_weight
+    assert cpu.data.synth_randomize == 0 and transfer.data.synth_randomize > 0
+    assert len(transfer.data.class_ratios) == get_label_map(transfer.labels).num_classes
+    assert transfer.train.epochs != cpu.train.epochs
+
+
+def test_variants_extending_in_a_cycle_are_refused(monkeypatch):
+    import kidneyseg.recipes as recipes
+
+    doc = {"recipe": {"name": "x"}, "config": {}, "variants": {"a": {"extends": "b"}, "b": {"extends": "a"}}}
+    monkeypatch.setattr(recipes, "recipe_document", lambda name: doc)
+    with pytest.raises(KidneysegError, match="cycle"):
+        recipes.recipe_data("x:a")
+    doc["variants"] = {"a": {"extends": "missing"}}
+    with pytest.raises(KidneysegError, match="no variant 'missing'"):
+        recipes.recipe_data("x:a")

@@ -199,8 +199,15 @@ class DataConfig:
         )
         for key in ("samples_per_case", "batch_size"):
             _require(getattr(self, key) >= 1, f"data.{key}", getattr(self, key), "must be >= 1")
-        for key in ("background_slice_fraction", "replace_rate"):
+        for key in ("background_slice_fraction", "replace_rate", "synth_randomize"):
             _require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", getattr(self, key), "must be in [0, 1]")
+        ratios = self.class_ratios
+        _require(
+            not ratios or (min(ratios) >= 0 and sum(ratios) > 0),
+            "data.class_ratios",
+            list(ratios),
+            "must be non-negative weights, not all 0",
+        )
         _require(0.0 < self.cache_rate <= 1.0, "data.cache_rate", self.cache_rate, "must be in (0, 1]")
         _require(self.num_workers >= 0, "data.num_workers", self.num_workers, "must be >= 0")
 

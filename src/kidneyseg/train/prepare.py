@@ -59,9 +59,9 @@ def prepare_data(
     label_map = get_label_map(config.labels)
     lut = label_lut(label_map, config.data.label_mapping)
     ratios = config.data.class_ratios
-    if ratios and (len(ratios) != label_map.num_classes or min(ratios) < 0 or sum(ratios) <= 0):
+    if ratios and len(ratios) != label_map.num_classes:
         raise KidneysegError(
-            f"data.class_ratios needs {label_map.num_classes} non-negative weights, one per class of the "
+            f"data.class_ratios needs {label_map.num_classes} weights, one per class of the "
             f"{label_map.name} label map (background first), got {list(ratios)}"
         )
     dataset = discover(data_dir, config.data.layout, config.data.annotation, require_labels=True)
