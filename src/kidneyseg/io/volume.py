@@ -132,9 +132,14 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, tuple[str, ..
     """The DICOM series in `folder`: series instance UID → its files in slice order."""
     import SimpleITK as sitk
 
+    from kidneyseg.io.dicom import itk_quiet
+
     folder = str(folder)
     reader = sitk.ImageSeriesReader()
-    return {uid: tuple(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in reader.GetGDCMSeriesIDs(folder)}
+    with itk_quiet():
+        return {
+            uid: tuple(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in reader.GetGDCMSeriesIDs(folder)
+        }
 
 
 def choose_series(series: dict[str, tuple[str, ...]], series_uid: str | None, folder: Path) -> str:
@@ -155,14 +160,19 @@ def choose_series(series: dict[str, tuple[str, ...]], series_uid: str | None, fo
 def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
     import SimpleITK as sitk
 
+    from kidneyseg.io.dicom import check_series, check_unlisted_files, itk_quiet
+
     series = list_dicom_series(folder)
     if not series:
         raise KidneysegError("no DICOM series found in this folder", folder)
+    check_unlisted_files(folder, {f for files in series.values() for f in files})
     files = series[choose_series(series, series_uid, folder)]
+    check_series(files, folder)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(files))
     try:
-        image = reader.Execute()
+        with itk_quiet():
+            image = reader.Execute()
     except RuntimeError as exc:
         raise KidneysegError(
             f"cannot read the DICOM series ({str(exc).strip().splitlines()[-1]})", folder
