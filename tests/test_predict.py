@@ -343,3 +343,19 @@ def test_cpu_caps_3d_windows_per_pass_unless_asked(ckpt3d, ckpt2d):
     assert Predictor([ckpt3d]).inference.sw_batch_size == min(TINY_3D.inference.sw_batch_size, CPU_3D_BATCH)
     assert Predictor([ckpt3d], PredictSettings(sw_batch_size=6)).inference.sw_batch_size == 6
     assert Predictor([ckpt2d]).inference.sw_batch_size == TINY_2D.inference.sw_batch_size
+
+
+def test_non_finite_scores_stop_the_case(ckpt3d):
+    from kidneyseg.data.phantom import generate_case
+
+    class Broken(torch.nn.Module):
+        spatial_dims = 3
+
+        def forward(self, x):
+            return torch.full((x.shape[0], 4, *x.shape[2:]), float("nan"))
+
+    predictor = Predictor([ckpt3d], PredictSettings(backend="torch"))
+    predictor.networks = predictor.torch_networks = [Broken()]
+    ct = generate_case(3, size="tiny").ct
+    with pytest.raises(KidneysegError, match="network produced NaN or infinite scores"):
+        predictor.predict(ct)
