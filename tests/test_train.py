@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -178,7 +179,7 @@ def test_bad_input_is_one_clear_error(phantoms, cache, tmp_path, run3d):
     ):
         engine.train(kits19, phantoms, tmp_path / "b", cache_dir=cache)
     assert not (tmp_path / "b").exists()  # nothing written for a run that could not start
-    with pytest.raises(KidneysegError, match="already holds a run"):
+    with pytest.raises(KidneysegError, match=rf"^{re.escape(str(run3d))}: folder already holds a run"):
         engine.train(config, phantoms, run3d, cache_dir=cache)
     with pytest.raises(KidneysegError, match=r"no last\.pt to resume from"):
         engine.resume(tmp_path)

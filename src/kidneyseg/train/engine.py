@@ -112,7 +112,8 @@ def _check_new_run_dir(out: Path) -> None:
     taken = [n for n in RUN_FILES if (out / n).exists()]
     if taken:
         raise KidneysegError(
-            f"folder already holds a run ({taken[0]}); use --resume to continue it or another --out"
+            f"folder already holds a run ({taken[0]}); use --resume to continue it or another --out",
+            out,
         )
 
 
