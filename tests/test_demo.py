@@ -70,3 +70,14 @@ def test_demo_resumes_a_finished_folder_and_refuses_another_recipe_there(tmp_pat
     assert other.exit_code == 2
     assert str(out / "run") in other.output and "sca-unet-3d" in other.output
     assert checkpoint.stat().st_mtime_ns == stamp
+
+
+def test_demo_with_too_few_cases_refuses_and_writes_nothing(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--cases", "1", "--fast", "--quiet"])
+    assert result.exit_code == 2
+    assert (
+        result.output
+        == "error: the demo needs at least 2 phantom cases (to train on and to hold out), got 1\n"
+    )
+    assert not out.exists()

@@ -126,3 +126,73 @@ def test_write_refusals_leave_nothing(tmp_path):
     with pytest.raises(KidneysegError, match="differs from the CT"):
         write_labels(tmp_path / "seg.nii.gz", np.zeros((4, 5, 7), np.uint8), volume)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- DICOM series that are not one regular grid (issue 19) --------------------------------------
+
+
+def _edited_series(source, target, edit=None, drop=()):
+    """A copy of the shared series (slices sorted by position) in `target`; `edit(k, ds)` may
+    change slice k before it is saved; slices whose index is in `drop` are left out."""
+    target.mkdir()
+    slices = sorted(
+        (pydicom.dcmread(p) for p in source.iterdir()), key=lambda ds: float(ds.ImagePositionPatient[2])
+    )
+    for k, ds in enumerate(slices):
+        if k in drop:
+            continue
+        if edit is not None:
+            edit(k, ds)
+        ds.save_as(target / f"slice{k:03d}.dcm")
+    return target
+
+
+def _moved(k, ds, dx=0.0, dy=0.0, dz=0.0):
+    x, y, z = (float(v) for v in ds.ImagePositionPatient)
+    ds.ImagePositionPatient = [x + dx, y + dy, z + dz]
+
+
+DICOM_FAULTS = {
+    "missing": (dict(drop=(10,)), r"1 slice\(s\) missing between slice009\.dcm and slice011\.dcm"),
+    "uneven": (dict(edit=lambda k, ds: _moved(k, ds, dz=3.0 * max(0, k - 10))), "spacing is not uniform"),
+    "tilt": (
+        dict(edit=lambda k, ds: _moved(k, ds, dy=k * 2.0 * np.tan(np.radians(15)))),
+        "gantry tilt of 15.0°",
+    ),
+    "orientations": (
+        dict(edit=lambda k, ds: k == 7 and setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 0.98, 0.199])),
+        "different orientations",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", DICOM_FAULTS)
+def test_dicom_series_off_a_regular_grid_is_refused(dicom_dir, tmp_path, fault):
+    kwargs, message = DICOM_FAULTS[fault]
+    folder = _edited_series(dicom_dir, tmp_path / fault, **kwargs)
+    with pytest.raises(KidneysegError, match=message) as info:
+        read_volume(folder)
+    assert str(info.value).startswith(f"{folder}: ") and "\n" not in str(info.value)
+
+
+def test_dicom_duplicate_and_truncated_slices_are_refused(dicom_dir, tmp_path):
+    folder = _edited_series(dicom_dir, tmp_path / "dup")
+    (folder / "slice005-copy.dcm").write_bytes((folder / "slice005.dcm").read_bytes())
+    with pytest.raises(KidneysegError, match=r"two slices share the position .* slice005"):
+        read_volume(folder)
+    folder = _edited_series(dicom_dir, tmp_path / "cut")
+    whole = (folder / "slice012.dcm").read_bytes()
+    (folder / "slice012.dcm").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(KidneysegError, match=r"slice012\.dcm .*(cannot be read|truncated)"):
+        read_volume(folder)
+
+
+def test_empty_or_junk_dicom_folder_prints_nothing_but_the_error(tmp_path, capfd):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.dcm").write_text("junk")
+    for name in ("empty", "junk"):
+        with pytest.raises(KidneysegError, match="no DICOM series"):
+            read_volume(tmp_path / name)
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""

@@ -302,3 +302,16 @@ def test_cli_unknown_model_is_one_line_exit_2() -> None:
     assert result.exit_code == 2
     assert "unknown model 'sca_unet3d'; did you mean 'sca_unet_3d'?" in result.output
     assert "Traceback" not in result.output
+
+
+def test_cli_override_of_the_wrong_kind_is_one_line() -> None:
+    from typer.testing import CliRunner
+
+    from kidneyseg.cli import app
+
+    result = CliRunner().invoke(app, ["models", "unet_3d", "--set", "channels=abc"])
+    assert result.exit_code == 2
+    assert (
+        result.output
+        == "error: model 'unet_3d': channels must be a list like (16, 32, 64, 128, 256), got 'abc'\n"
+    )

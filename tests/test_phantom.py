@@ -279,6 +279,7 @@ def test_cli_writes_cases_and_reports_bad_input(tmp_path):
         (["--size", "huge"], "unknown phantom size"),
         (["--orientation", "XYZ"], "orientation 'XYZ'"),
         (["--anatomy", str(tmp_path / "nowhere")], "anatomy folder does not exist"),
+        (["-n", "0"], "the number of cases must be at least 1, got 0"),
     ):
         bad_out = tmp_path / "bad"
         result = runner.invoke(app, ["phantom", "--out", str(bad_out), "--size", "tiny", *args])

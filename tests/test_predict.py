@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -321,6 +322,65 @@ def test_memory_estimate_grows_with_the_case_and_refuses_too_large(tmp_path):
     check_memory(tmp_path / "kits.nii", kits, available=24 * 2**30)
 
 
+def test_post_processing_fits_the_memory_estimate_per_voxel(rng):
+    """Post-processing speckled labels is a prediction's peak per original voxel (issue 19: with
+    np.bincount and np.isin it took 17 bytes a voxel where the estimate allowed 6)."""
+    import tracemalloc
+
+    from kidneyseg.predict.checks import PER_ORIGINAL_VOXEL
+
+    shape = (128, 96, 48)
+    labels = ((rng.random(shape) < 0.3) * rng.integers(1, 4, shape)).astype(np.uint8)
+    keep_largest_components(labels[:8, :8, :8])  # imports SciPy outside the traced memory
+    tracemalloc.start()
+    try:
+        kept = keep_largest_components(labels)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (kept != labels).any()  # many small components were dropped: the worst case
+    assert labels.nbytes + peak <= PER_ORIGINAL_VOXEL * labels.size
+
+
+PEAK_OF_PREDICT = """
+import resource, sys
+from kidneyseg.cli import main
+peak_file = sys.argv[1]
+sys.argv = ["kidneyseg", "predict", *sys.argv[2:]]
+try:
+    main()
+finally:
+    with open(peak_file, "w") as f:
+        f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+"""
+
+
+def test_memory_estimate_is_above_the_measured_peak(tmp_path, rng):
+    """The pre-check's estimate bounds the peak resident memory of a real `kidneyseg predict`
+    (fresh process) on noisy CT whose labels come out speckled, on the network's own grid."""
+    import os
+    import subprocess
+    import sys
+
+    config = replace(
+        TINY_3D,
+        preprocess=PreprocessConfig(spacing=(2.0, 2.0, 2.0)),
+        inference=InferenceConfig(roi_size=(64, 64, 32), overlap=0.0, sw_batch_size=1),
+    )
+    ckpt = save_tiny(tmp_path / "native.pt", config, seed=0)
+    array = np.full((128, 128, 96), -1000, np.int16)
+    array[16:112, 24:104] = rng.integers(-110, 190, (96, 80, 96), dtype=np.int16)
+    ct = tmp_path / "ct.nii"
+    nib.save(nib.Nifti1Image(array, np.diag([2.0, 2.0, 2.0, 1.0])), ct)
+    peak_file = tmp_path / "peak"
+    args = [peak_file, "-i", ct, "-o", tmp_path / "out", "-m", ckpt, "-q", "--backend", "torch"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", PEAK_OF_PREDICT, *map(str, args)], check=True, env=env)
+    peak = int(peak_file.read_text())
+    estimate = estimate_memory(read_header(ct), config.preprocess, KITS23.num_classes)
+    assert peak <= estimate, (peak / 2**30, estimate / 2**30)
+
+
 def huge_header_file(path: Path) -> Path:
     """A NIfTI file whose header claims 4000 × 4000 × 3000 voxels (no voxel data follows)."""
     header = nib.Nifti1Header()
@@ -343,3 +403,19 @@ def test_cpu_caps_3d_windows_per_pass_unless_asked(ckpt3d, ckpt2d):
     assert Predictor([ckpt3d]).inference.sw_batch_size == min(TINY_3D.inference.sw_batch_size, CPU_3D_BATCH)
     assert Predictor([ckpt3d], PredictSettings(sw_batch_size=6)).inference.sw_batch_size == 6
     assert Predictor([ckpt2d]).inference.sw_batch_size == TINY_2D.inference.sw_batch_size
+
+
+def test_non_finite_scores_stop_the_case(ckpt3d):
+    from kidneyseg.data.phantom import generate_case
+
+    class Broken(torch.nn.Module):
+        spatial_dims = 3
+
+        def forward(self, x):
+            return torch.full((x.shape[0], 4, *x.shape[2:]), float("nan"))
+
+    predictor = Predictor([ckpt3d], PredictSettings(backend="torch"))
+    predictor.networks = predictor.torch_networks = [Broken()]
+    ct = generate_case(3, size="tiny").ct
+    with pytest.raises(KidneysegError, match="network produced NaN or infinite scores"):
+        predictor.predict(ct)

@@ -152,3 +152,45 @@ def test_every_registered_model_compiles_for_openvino(rng, name):
     with torch.inference_mode():
         expected = net(x)
     torch.testing.assert_close(OpenVINONetwork(net, window, "float32", 1)(x), expected, rtol=1e-4, atol=1e-4)
+
+
+NO_NETWORK = """
+import socket, sys
+
+log = open(sys.argv[1], "a")
+
+
+def refuse(*args, **kwargs):
+    log.write(f"network call {args[:2]!r}\\n")
+    log.flush()
+    raise OSError("no network in this test")
+
+
+socket.getaddrinfo = socket.create_connection = socket.socket.connect = socket.socket.connect_ex = refuse
+from kidneyseg.cli import main
+
+sys.argv = ["kidneyseg", *sys.argv[2:]]
+main()
+"""
+
+
+def test_predict_with_openvino_opens_no_network_connection(ckpt3d, phantom_ct, tmp_path):
+    """OpenVINO's usage telemetry (sent over HTTPS by default, from a forked child) stays off:
+    a CPU `predict` on patient CT must send nothing anywhere."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("openvino")
+    ct = write_volume(tmp_path / "ct.nii.gz", phantom_ct)
+    calls = tmp_path / "calls.log"
+    calls.touch()
+    env = {**os.environ, "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    args = ["predict", "-i", ct, "-o", tmp_path / "out", "-m", ckpt3d, "--backend", "openvino", "-q"]
+    result = subprocess.run(
+        [sys.executable, "-c", NO_NETWORK, calls, *map(str, args)], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "ct.nii.gz").is_file()
+    assert calls.read_text() == ""
+    assert not (tmp_path / "intel").exists()  # nor a telemetry client id in the user's home

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -172,3 +173,79 @@ def test_bad_inputs_give_one_line_and_no_output(ckpt, tmp_path):
 
     result = predict("-i", normalised, "-o", tmp_path / "out", "--model", ckpt, "-q", "--no-hu-check")
     assert result.exit_code == 0, result.output
+
+
+def _nifti_faults(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
+    """NIfTI files that must each give one line naming them (issue 19)."""
+    image = nib.load(good)
+    array = np.asarray(image.dataobj)
+    air = tmp_path / "air.nii.gz"
+    nib.save(nib.Nifti1Image(np.full(array.shape, -1000, np.int16), image.affine), air)
+    complex_ = tmp_path / "complex.nii.gz"
+    nib.save(nib.Nifti1Image(array.astype(np.complex64), image.affine), complex_)
+    singular_affine = image.affine.copy()
+    singular_affine[:3, 2] = singular_affine[:3, 0]
+    singular = tmp_path / "singular.nii.gz"
+    nib.save(nib.Nifti1Image(array, singular_affine), singular)
+    plain = tmp_path / "plain.nii"
+    nib.save(nib.Nifti1Image(array, image.affine), plain)
+    short = tmp_path / "short.nii"
+    short.write_bytes(plain.read_bytes()[: plain.stat().st_size // 2])
+    return {
+        "air": (air, "no body in the image: nothing above -500 HU"),
+        "complex": (complex_, "complex values (complex64)"),
+        "singular": (singular, "the image affine is singular"),
+        "short": (short, "truncated: the header promises"),
+    }
+
+
+def _checkpoint_faults(tmp_path: Path, ckpt: Path) -> dict[str, tuple[Path, str]]:
+    from kidneyseg.config import ModelConfig
+    from kidneyseg.train.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(ckpt)
+    state = {k: v.clone() for k, v in loaded.model_state.items()}
+    next(v for v in state.values() if v.is_floating_point())[0] = float("nan")
+    nan = save_checkpoint(
+        tmp_path / "nan.pt", model_state=state, config=loaded.config, label_map=loaded.label_map
+    )
+    config = replace(loaded.config, model=ModelConfig("no_such_net", {}))
+    unknown = save_checkpoint(
+        tmp_path / "unknown.pt", model_state=loaded.model_state, config=config, label_map=loaded.label_map
+    )
+    return {
+        "nan": (nan, "checkpoint holds NaN or infinite weights"),
+        "unknown": (unknown, "unknown model 'no_such_net'"),
+    }
+
+
+def test_silent_nonsense_gets_one_line_naming_the_file(ckpt, tmp_path):
+    good = phantom_file(tmp_path / "good.nii.gz", 4)
+    runs = [
+        (["-i", path, "--model", ckpt], path, message)
+        for path, message in _nifti_faults(tmp_path, good).values()
+    ]
+    runs += [
+        (["-i", good, "--model", path], path, message)
+        for path, message in _checkpoint_faults(tmp_path, ckpt).values()
+    ]
+    for args, path, message in runs:
+        out = tmp_path / "out"
+        result = predict(*args, "-o", out, "-q")
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.startswith(f"error: {path}: "), result.output
+        assert message in result.output, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1, result.output
+        assert not out.exists(), args
+
+
+def test_interrupt_is_one_line_and_exit_130(ckpt, tmp_path, monkeypatch):
+    import kidneyseg.predict.runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kidneyseg.predict.runner, "run_prediction", interrupted)
+    result = predict("-i", phantom_file(tmp_path / "ct.nii.gz", 1), "-o", tmp_path / "out", "--model", ckpt)
+    assert result.exit_code == 130
+    assert result.output == "interrupted\n"

@@ -205,6 +205,14 @@ def _bad_dataset(tmp_path, rng, problem):
         header["sform_code"], header["qform_code"] = 1, 0
         nib.save(nib.Nifti1Image(ct, None, header=header), str(image))
         return root, image
+    if problem == "singular_affine":
+        singular = AFFINE.copy()
+        singular[:3, 2] = singular[:3, 0]
+        nib.save(nib.Nifti1Image(ct, singular), str(image))
+        return root, image
+    if problem == "complex":
+        nib.save(nib.Nifti1Image(ct.astype(np.complex64), AFFINE), str(image))
+        return root, image
     if problem == "label_shape":
         write_volume(seg, Volume(labels[:-2], AFFINE))
         return root, seg
@@ -225,6 +233,8 @@ BAD_INPUTS = {
     "4d": "expected a 3D image",
     "zero_spacing": "spacing",
     "nan_spacing": "spacing",
+    "singular_affine": "affine is singular",
+    "complex": "complex values",
     "label_shape": "label map shape",
     "label_geometry": "label map geometry differs",
     "label_values": "label values [7] are not in the kits23 label map",

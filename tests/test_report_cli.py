@@ -83,3 +83,17 @@ def test_empty_segmentation_is_reported(cli, case_files, tmp_path):
 def test_missing_file(cli, tmp_path):
     result = cli("--ct", tmp_path / "nope.nii.gz", "--labels", tmp_path / "seg.nii.gz", "--out", tmp_path)
     assert result.exit_code == 2 and "nope.nii.gz: no such file" in result.output
+
+
+def test_singular_affine_is_one_line_naming_the_file(cli, case_files, tmp_path):
+    import nibabel as nib
+
+    folder, ct, _ = case_files
+    singular = ct.affine.copy()
+    singular[:3, 2] = singular[:3, 0]
+    nib.save(nib.Nifti1Image(ct.array, singular), tmp_path / "flat.nii.gz")
+    out = tmp_path / "out"
+    result = cli("--ct", tmp_path / "flat.nii.gz", "--labels", folder / "seg.nii.gz", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {tmp_path / 'flat.nii.gz'}: the image affine is singular")
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()

@@ -150,3 +150,33 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
     )
     with pytest.raises(KidneysegError, match="weights do not fit model 'unet_2d'"):
         ck.build_model_from_checkpoint(ck.load_checkpoint(path))
+
+
+class _Exploit:
+    """Pickles to a call of `os.system`: loading it unsafely would create `self.marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoints_never_execute_code(tmp_path):
+    model, _ = _model_and_state()
+    marker = tmp_path / "executed"
+    pickled = tmp_path / "reduce.pt"
+    torch.save({ck.FORMAT_KEY: 1, "model_state": _Exploit(marker)}, pickled)
+    with pytest.raises(KidneysegError, match="pickled code"):
+        ck.load_checkpoint(pickled)
+    path = ck.save_checkpoint(
+        tmp_path / "c.pt", model_state=model.state_dict(), config=CONFIG, label_map=KITS19
+    )
+    payload = torch.load(path, weights_only=True)
+    payload["config"] = f"!!python/object/apply:os.system ['touch {marker}']\n"
+    torch.save(payload, tmp_path / "yaml.pt")
+    with pytest.raises(KidneysegError, match=r"incomplete or damaged|invalid config"):
+        ck.load_checkpoint(tmp_path / "yaml.pt")
+    assert not marker.exists()

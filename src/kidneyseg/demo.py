@@ -96,6 +96,10 @@ def run_demo(
     from kidneyseg.train.engine import resume, train
 
     out = Path(out)
+    if settings.n_cases < 2:
+        raise KidneysegError(
+            f"the demo needs at least 2 phantom cases (to train on and to hold out), got {settings.n_cases}"
+        )
     seconds: dict[str, float] = {}
     config = load_recipe(settings.recipe, "cpu", settings.all_overrides)
 

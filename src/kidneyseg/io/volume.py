@@ -8,6 +8,7 @@ describes every volume whatever its source.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from kidneyseg.io.atomic import write_atomic
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+SINGULAR_DETERMINANT = 1e-3
+"""Smallest |det| of the affine's unit axis directions (1 for orthogonal axes) of a usable grid."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +51,12 @@ class Volume:
         spacing = self.spacing
         if not all(np.isfinite(s) and s > 0 for s in spacing):
             raise KidneysegError(f"voxel spacing {spacing} must be positive and finite", where)
+        if abs(np.linalg.det(self.direction)) < SINGULAR_DETERMINANT:
+            raise KidneysegError(
+                "the image affine is singular: two voxel axes point the same way, so the grid "
+                "has no 3D geometry; fix the header (sform/qform)",
+                where,
+            )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -111,9 +120,22 @@ def _read_nifti(path: Path) -> Volume:
 
     try:
         image = nib.load(str(path))
-        array = np.asanyarray(image.dataobj)
     except Exception as exc:  # nibabel raises many types for corrupt/truncated files
-        raise KidneysegError(f"cannot read NIfTI ({type(exc).__name__}: {exc})", path) from None
+        raise KidneysegError(f"cannot read NIfTI ({_one_line(exc)})", path) from None
+    dtype = image.get_data_dtype()
+    if dtype.kind == "c":
+        raise KidneysegError(f"the image holds complex values ({dtype}); CT must be real-valued", path)
+    if not path.name.endswith(".gz"):
+        promised = int(image.header.get_data_offset()) + math.prod(image.shape) * dtype.itemsize
+        if path.stat().st_size < promised:
+            raise KidneysegError(
+                f"truncated: the header promises {promised} bytes but the file holds {path.stat().st_size}",
+                path,
+            )
+    try:
+        array = np.asanyarray(image.dataobj)
+    except Exception as exc:
+        raise KidneysegError(f"cannot read NIfTI ({_one_line(exc)})", path) from None
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim != 3:
@@ -128,13 +150,22 @@ def _read_nifti(path: Path) -> Volume:
     return Volume(np.asarray(array), image.affine, source=str(path))
 
 
+def _one_line(exc: Exception) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
 def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, tuple[str, ...]]:
     """The DICOM series in `folder`: series instance UID → its files in slice order."""
     import SimpleITK as sitk
 
+    from kidneyseg.io.dicom import itk_quiet
+
     folder = str(folder)
     reader = sitk.ImageSeriesReader()
-    return {uid: tuple(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in reader.GetGDCMSeriesIDs(folder)}
+    with itk_quiet():
+        return {
+            uid: tuple(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in reader.GetGDCMSeriesIDs(folder)
+        }
 
 
 def choose_series(series: dict[str, tuple[str, ...]], series_uid: str | None, folder: Path) -> str:
@@ -155,14 +186,19 @@ def choose_series(series: dict[str, tuple[str, ...]], series_uid: str | None, fo
 def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
     import SimpleITK as sitk
 
+    from kidneyseg.io.dicom import check_series, check_unlisted_files, itk_quiet
+
     series = list_dicom_series(folder)
     if not series:
         raise KidneysegError("no DICOM series found in this folder", folder)
+    check_unlisted_files(folder, {f for files in series.values() for f in files})
     files = series[choose_series(series, series_uid, folder)]
+    check_series(files, folder)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(files))
     try:
-        image = reader.Execute()
+        with itk_quiet():
+            image = reader.Execute()
     except RuntimeError as exc:
         raise KidneysegError(
             f"cannot read the DICOM series ({str(exc).strip().splitlines()[-1]})", folder

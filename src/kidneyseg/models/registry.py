@@ -96,6 +96,29 @@ def _accepted_arguments(network: type[nn.Module]) -> set[str]:
     return names
 
 
+def _kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return None
+
+
+def _check_types(name: str, defaults: Mapping[str, Any], overrides: dict[str, Any]) -> None:
+    """Refuse an override whose kind differs from the default's (e.g. `channels=abc` for a list),
+    before the network's constructor fails on it with a message about its own internals."""
+    for key, value in overrides.items():
+        expected = _kind(defaults.get(key))
+        if expected is not None and _kind(value) != expected:
+            raise KidneysegError(
+                f"model {name!r}: {key} must be {expected} like {defaults[key]!r}, got {value!r}"
+            )
+
+
 def build_model(name: str, **overrides: Any) -> nn.Module:
     """Build the registered model `name`, its paper defaults updated with `overrides`.
 
@@ -114,6 +137,7 @@ def build_model(name: str, **overrides: Any) -> nn.Module:
             close = difflib.get_close_matches(key, sorted(accepted), n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"valid: {', '.join(sorted(accepted))}"
             raise KidneysegError(f"model {name!r} has no argument {key!r}; {hint}")
+    _check_types(name, entry.defaults, overrides)
     try:
         return entry.network(**{**entry.defaults, **overrides})
     except (TypeError, ValueError) as exc:

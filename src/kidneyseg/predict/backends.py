@@ -9,13 +9,20 @@ forward pass moves.
 The network is traced once with TorchScript for the window shape (batch left dynamic) and
 compiled by OpenVINO for the CPU with the precision asked for. OpenVINO's CPU plugin would pick
 bfloat16 by itself on CPUs that have it, so float32 is requested explicitly.
+
+OpenVINO's model conversion sends usage telemetry to Google Analytics by default (package
+`openvino_telemetry`, opt-out only through a consent file in the user's home). kidneyseg runs on
+patient CT and must send nothing, so `import_openvino` hides that package before OpenVINO is
+imported: OpenVINO then falls back to its own no-op telemetry stub, as when the package is absent.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 import warnings
 from collections.abc import Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from kidneyseg.errors import KidneysegError
@@ -32,12 +39,32 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+TELEMETRY_MODULE = "openvino_telemetry"
+OPENVINO_TELEMETRY_USERS = (
+    "openvino.tools.ovc.convert_impl",
+    "openvino.tools.ovc.main",
+    "openvino.tools.ovc.telemetry_utils",
+    "openvino.tools.ovc.utils",
+)
+
+
+def import_openvino() -> ModuleType:
+    """`openvino`, with its usage telemetry disabled (see the module docstring)."""
+    sys.modules[TELEMETRY_MODULE] = None  # type: ignore[assignment]  # `import` now raises ImportError
+    import openvino
+    from openvino.tools.ovc import telemetry_stub
+
+    for name in OPENVINO_TELEMETRY_USERS:  # modules imported before this call hold the real one
+        module = sys.modules.get(name)
+        if module is not None:
+            module.tm = telemetry_stub
+    return openvino
+
+
 def backend_version(backend: str) -> str:
     """The version of the library behind a resolved backend."""
     if backend == "openvino":
-        import openvino
-
-        return openvino.get_version()
+        return import_openvino().get_version()
     import torch
 
     return torch.__version__
@@ -73,9 +100,9 @@ class OpenVINONetwork:
     """
 
     def __init__(self, network: torch.nn.Module, window_shape: Sequence[int], precision: str, threads: int):
-        import openvino as ov
         import torch
 
+        ov = import_openvino()
         if precision not in OPENVINO_PRECISION:
             raise ValueError(f"precision must be one of {tuple(OPENVINO_PRECISION)}, got {precision!r}")
         self.window_shape = tuple(int(s) for s in window_shape)
@@ -97,9 +124,7 @@ class OpenVINONetwork:
         self._request = self._compile()
 
     def _compile(self):
-        import openvino as ov
-
-        return ov.Core().compile_model(self._model, "CPU", self._config).create_infer_request()
+        return import_openvino().Core().compile_model(self._model, "CPU", self._config).create_infer_request()
 
     def release(self) -> None:
         """Free the compiled network and its buffers (≈ 1 GB per window of the paper's SCA-UNet,

@@ -2,6 +2,7 @@
 
 - `estimate_memory`: the peak memory a prediction will need, from the image header alone
   (shape, data type, spacing), checked against the memory available before any voxel is read.
+- `check_body`: an image with nothing above -500 HU holds no body and is refused.
 - `check_hounsfield`: a CT must be in Hounsfield units; images already normalised to [0, 1]
   or [-1, 1], or stored without the rescale intercept (no value below 0), are refused, and
   images without any air are flagged.
@@ -23,10 +24,12 @@ from kidneyseg.io.volume import NIFTI_SUFFIXES
 GIB = 1024**3
 
 # Bytes per voxel, calibrated on the peak resident memory of `kidneyseg predict` measured by
-# benchmarks/predict_speed.py (see docs/prediction.md): per original voxel the CT as read, a
-# float32 gather during resampling and the uint8 labels; per preprocessed voxel the image, the
-# blended scores and MONAI's weight map, their division and the inverse's chunks.
-PER_ORIGINAL_VOXEL = 6.0
+# benchmarks/predict_speed.py and benchmarks/predict_memory.py (see docs/prediction.md): per
+# original voxel, besides the CT as read, the peak is post-processing of speckled labels (labels,
+# their copy, the foreground mask, int32 component numbers and a lookup: 10 bytes measured) plus
+# a margin; per preprocessed voxel the image, the blended scores and MONAI's weight map, their
+# division and the inverse's chunks.
+PER_ORIGINAL_VOXEL = 12.0
 PER_PREPROCESSED_VOXEL_AND_CLASS = 12.0
 PER_PREPROCESSED_VOXEL = 16.0
 FIXED_OVERHEAD = 2.0 * GIB  # interpreter, torch, MONAI (0.4 GB) and a 2-window pass of SCA-UNet (1.6 GB)
@@ -117,6 +120,24 @@ def check_memory(path: str | os.PathLike[str], needed: int, available: int | Non
         raise KidneysegError(
             f"predicting this image needs about {needed / GIB:.1f} GB of memory but only "
             f"{available / GIB:.1f} GB is available; crop the CT or run on a larger machine",
+            path,
+        )
+
+
+BODY_HU = -500.0
+"""A CT with nothing denser than this holds no body: only air (or nothing at all) to segment."""
+
+
+def check_body(array: np.ndarray, path: str | None = None) -> None:
+    """Refuse an image without a body: with nothing above -500 HU any label would be nonsense.
+
+    Raises:
+        KidneysegError: the image's maximum is at most -500 HU (e.g. all air, or constant).
+    """
+    high = float(array.max())
+    if high <= BODY_HU:
+        raise KidneysegError(
+            f"no body in the image: nothing above {BODY_HU:g} HU (maximum {high:g}); nothing to segment",
             path,
         )
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+SLAB = 16
+"""Slices whose component numbers are counted at a time (bounds the counting's extra memory)."""
+
 
 def keep_largest_components(labels: np.ndarray, keep: int = 2) -> np.ndarray:
     """Zero every foreground voxel outside the `keep` largest 26-connected foreground components.
@@ -34,9 +37,15 @@ def keep_largest_components(labels: np.ndarray, keep: int = 2) -> np.ndarray:
     out = labels.copy()
     if count <= keep:
         return out
-    sizes = np.bincount(components.ravel())
+    # Counted slab by slab, and dropped through a per-component table rather than np.isin: both
+    # np.bincount and np.isin make an 8-byte copy of every voxel's component number, which was
+    # the peak memory of a whole prediction on long scans (docs/prediction.md).
+    sizes = np.zeros(count + 1, dtype=np.int64)
+    for start in range(0, components.shape[0], SLAB):
+        sizes += np.bincount(components[start : start + SLAB].ravel(), minlength=count + 1)
     sizes[0] = 0
-    kept = np.argsort(sizes)[::-1][:keep]
-    drop = ~np.isin(components, kept) & (components > 0)
-    out[box][drop] = 0
+    drop = np.ones(count + 1, dtype=bool)
+    drop[0] = False
+    drop[np.argsort(sizes)[::-1][:keep]] = False
+    np.copyto(out[box], 0, where=drop[components])
     return out

@@ -236,6 +236,12 @@ class Predictor:
         if self.backend == "openvino":
             for network in self.networks:
                 network.release()
+        if not torch.isfinite(scores).all():
+            raise KidneysegError(
+                "the network produced NaN or infinite scores; the checkpoint or the input is broken "
+                f"(checkpoint {self.checkpoints[0].path})",
+                ct.source,
+            )
         seconds["windows"] = time.perf_counter() - t
 
         probabilities = None

@@ -183,11 +183,18 @@ def predict_case(
     """Predict one case and write its outputs; returns its run-record entry.
 
     Raises:
-        KidneysegError: the case cannot be read, is not CT in HU, needs more memory than is
+        KidneysegError: the case cannot be read, holds no body, is not CT in HU, gives non-finite
+            network scores, needs more memory than is
             available, or its outputs cannot be written; nothing of it is left on disk.
     """
     from kidneyseg.io.volume import read_volume, write_labels
-    from kidneyseg.predict.checks import check_hounsfield, check_memory, estimate_memory, read_header
+    from kidneyseg.predict.checks import (
+        check_body,
+        check_hounsfield,
+        check_memory,
+        estimate_memory,
+        read_header,
+    )
 
     start = time.perf_counter()
     header = read_header(case.path, case.dicom_files)
@@ -195,6 +202,7 @@ def predict_case(
         case.path, estimate_memory(header, predictor.config.preprocess, predictor.label_map.num_classes)
     )
     ct = read_volume(case.path, case.series_uid)
+    check_body(ct.array, str(case.path))
     warnings = []
     if options.hu_check:
         message = check_hounsfield(ct.array, str(case.path))

@@ -191,9 +191,26 @@ def build_model_from_checkpoint(ckpt: Checkpoint) -> Any:
     """The network of a checkpoint, with its weights loaded, in eval mode.
 
     Raises:
-        KidneysegError: the weights do not fit the network the config describes.
+        KidneysegError: the config names a network that cannot be built, the weights are not
+            finite, or they do not fit the network.
     """
-    model = build_model_from_config(ckpt.config)
+    import torch
+
+    try:
+        model = build_model_from_config(ckpt.config)
+    except KidneysegError as exc:
+        raise KidneysegError(f"checkpoint's network cannot be built: {exc}", ckpt.path) from None
+    bad = [
+        name
+        for name, value in ckpt.model_state.items()
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()
+    ]
+    if bad:
+        raise KidneysegError(
+            f"checkpoint holds NaN or infinite weights ({len(bad)} tensors, first {bad[0]}): "
+            "the training diverged; use an earlier checkpoint",
+            ckpt.path,
+        )
     try:
         model.load_state_dict(ckpt.model_state, strict=True)
     except RuntimeError as exc:

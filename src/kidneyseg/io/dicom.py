@@ -1,0 +1,154 @@
+"""Checks that a DICOM series describes one regular grid before SimpleITK reads it.
+
+ITK reads whatever files GDCM lists and derives the slice spacing from the first and last
+positions, with at most a console warning: a missing slice, a duplicated position, a spacing
+that changes along the scan, a gantry tilt or slices of different orientations all come out
+as a volume on a wrong grid, and a damaged file is silently left out. `check_series` reads
+the headers with pydicom and refuses each of these with one line naming the folder and the
+problem (resample such a series first, e.g. with dcm2niix, which corrects tilt and uneven
+spacing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from kidneyseg.errors import KidneysegError
+
+SPACING_RTOL = 0.01
+"""Largest deviation of one slice gap from the series' median gap, relative to that median."""
+ORIENTATION_ATOL = 1e-4
+"""Largest difference between two slices' direction cosines (ImageOrientationPatient)."""
+TILT_VOXELS = 0.5
+"""Largest in-plane shift of the last slice off the slice normal, in pixels, before it is a tilt."""
+
+
+@contextmanager
+def itk_quiet() -> Iterator[None]:
+    """Silence ITK/GDCM console warnings: whatever matters is raised as one `KidneysegError`."""
+    import SimpleITK as sitk
+
+    before = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(before)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def check_unlisted_files(folder: Path, listed: set[str]) -> None:
+    """Refuse a folder holding DICOM files (by their `DICM` marker) that no series lists:
+    GDCM leaves out files it cannot parse, e.g. truncated ones."""
+    listed = {str(Path(f).resolve()) for f in listed}
+    damaged = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.is_file() and str(p.resolve()) not in listed and _is_dicom_file(p)
+    )
+    if damaged:
+        more = f" and {len(damaged) - 1} more" if len(damaged) > 1 else ""
+        raise KidneysegError(
+            f"DICOM file {damaged[0]}{more} cannot be read (damaged or truncated); "
+            "remove it or restore the series",
+            folder,
+        )
+
+
+def _read_headers(files: tuple[str, ...], folder: Path) -> list:
+    import pydicom
+
+    headers = []
+    for f in files:
+        name = Path(f).name
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            orientation = np.array(ds.ImageOrientationPatient, dtype=np.float64)
+            position = np.array(ds.ImagePositionPatient, dtype=np.float64)
+            rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+            samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+            pixel = tuple(float(v) for v in ds.PixelSpacing)
+            compressed = ds.file_meta.TransferSyntaxUID.is_compressed
+        except Exception as exc:  # pydicom raises many types for damaged files
+            raise KidneysegError(
+                f"DICOM file {name} cannot be read ({type(exc).__name__}: {exc})".splitlines()[0], folder
+            ) from None
+        if orientation.shape != (6,) or position.shape != (3,):
+            raise KidneysegError(f"DICOM file {name} has no valid slice position or orientation", folder)
+        if not compressed and Path(f).stat().st_size < rows * columns * samples * bits // 8:
+            raise KidneysegError(
+                f"DICOM file {name} is truncated: it is smaller than its {rows} × {columns} pixels", folder
+            )
+        headers.append((name, orientation, position, pixel))
+    return headers
+
+
+def check_series(files: tuple[str, ...], folder: Path) -> None:
+    """Refuse a series whose slices do not form one regular grid.
+
+    Raises:
+        KidneysegError: a file cannot be read or is truncated; the slices have different
+            orientations; their positions are sheared off the slice normal (gantry tilt);
+            two share a position; a slice is missing; or the spacing is not uniform.
+    """
+    if len(files) < 2:
+        return
+    headers = _read_headers(files, folder)
+    names = [h[0] for h in headers]
+    orientations = np.stack([h[1] for h in headers])
+    if np.abs(orientations - orientations[0]).max() > ORIENTATION_ATOL:
+        odd = int(np.flatnonzero(np.abs(orientations - orientations[0]).max(axis=1) > ORIENTATION_ATOL)[0])
+        raise KidneysegError(
+            f"slices have different orientations ({names[0]} and {names[odd]}): not one volume; "
+            "split the series by orientation",
+            folder,
+        )
+    row, column = orientations[0, :3], orientations[0, 3:]
+    normal = np.cross(row, column)
+    positions = np.stack([h[2] for h in headers])
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    along, positions = along[order], positions[order]
+    names = [names[i] for i in order]
+    gaps = np.diff(along)
+    for k in np.flatnonzero(gaps <= 1e-3 * max(float(np.median(np.abs(gaps))), 1e-3)):
+        raise KidneysegError(
+            f"two slices share the position {along[k]:g} mm along the slice normal "
+            f"({names[k]} and {names[k + 1]}): remove the duplicate",
+            folder,
+        )
+    offset = positions[-1] - positions[0]
+    shear = float(np.linalg.norm(offset - (offset @ normal) * normal))
+    if shear > TILT_VOXELS * min(headers[0][3]):
+        angle = float(np.degrees(np.arctan2(shear, abs(offset @ normal))))
+        raise KidneysegError(
+            f"gantry tilt of {angle:.1f}°: the slices are shifted {shear:.1f} mm off the slice normal; "
+            "resample the series onto an untilted grid first (e.g. dcm2niix corrects tilt)",
+            folder,
+        )
+    step = float(np.median(gaps))
+    uneven = np.flatnonzero(np.abs(gaps - step) > SPACING_RTOL * step)
+    if uneven.size:
+        k = int(uneven[0])
+        ratio = gaps[k] / step
+        if round(ratio) >= 2 and abs(ratio - round(ratio)) <= SPACING_RTOL * round(ratio):
+            problem = f"{round(ratio) - 1} slice(s) missing between {names[k]} and {names[k + 1]}"
+        else:
+            problem = f"slice spacing is not uniform ({gaps.min():g} to {gaps.max():g} mm)"
+        raise KidneysegError(
+            f"{problem}: positions {along[k]:g} and {along[k + 1]:g} mm are {gaps[k]:g} mm apart "
+            f"where the series' slices are {step:g} mm apart; resample it onto a uniform grid first "
+            "(e.g. with dcm2niix)",
+            folder,
+        )
