@@ -51,6 +51,12 @@ def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread_for_every_run(one_torch_thread):
+    """Runs compared weight for weight must sum in the same order: one torch thread throughout
+    (the killed runs' children use one), whatever OMP_NUM_THREADS the suite runs with."""
+
+
 @pytest.fixture(scope="module")
 def run3d(phantoms, cache, tmp_path_factory) -> Path:
     """An uninterrupted 2-epoch SCA-UNet run: the reference for determinism and resume."""
