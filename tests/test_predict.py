@@ -419,3 +419,23 @@ def test_non_finite_scores_stop_the_case(ckpt3d):
     ct = generate_case(3, size="tiny").ct
     with pytest.raises(KidneysegError, match="network produced NaN or infinite scores"):
         predictor.predict(ct)
+
+
+def test_confidence_is_the_mean_winning_probability_over_foreground_voxels():
+    import torch
+
+    from kidneyseg.predict.predictor import foreground_confidence
+
+    logits = torch.zeros(4, 40, 3, 3)
+    logits[1, :20] = 10.0  # kidney, almost certain
+    logits[2, 20:30] = 1.0  # tumor, narrowly
+    expected_kidney = torch.softmax(torch.tensor([0.0, 10, 0, 0]), 0)[1].item()
+    expected_tumor = torch.softmax(torch.tensor([0.0, 0, 1, 0]), 0)[2].item()
+    n_k, n_t = 20 * 9, 10 * 9
+    expected = (n_k * expected_kidney + n_t * expected_tumor) / (n_k + n_t)
+    assert foreground_confidence(logits, probabilities=False, chunk=7) == pytest.approx(expected, rel=1e-5)
+    probs = torch.softmax(logits, 0)
+    assert foreground_confidence(probs, probabilities=True) == pytest.approx(expected, rel=1e-5)
+    assert (
+        foreground_confidence(torch.zeros(4, 5, 2, 2).index_fill_(0, torch.tensor([0]), 5.0), False) is None
+    )

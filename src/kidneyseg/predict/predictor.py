@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from kidneyseg.config import InferenceConfig, RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import LabelMap
+
+if TYPE_CHECKING:
+    import torch
 
 POSTPROCESS_DEFAULT = True
 """Whether prediction keeps only the foreground connected to the two largest kidney components by
@@ -84,6 +88,9 @@ class Prediction:
         probabilities_affine: voxel-to-world affine of `probabilities` (RAS+, mm).
         seconds: time per stage (preprocess, windows, inverse, postprocess).
         windows: how many windows were seen, computed and reused.
+        confidence: the mean, over the network-grid voxels predicted as any foreground class, of
+            the winning class's probability (1: every such voxel certain; near 1 / classes: a
+            guess); None when nothing was predicted. Low on images unlike the training data.
     """
 
     labels: Volume
@@ -91,6 +98,7 @@ class Prediction:
     probabilities_affine: np.ndarray | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     windows: dict[str, int] = field(default_factory=dict)
+    confidence: float | None = None
 
 
 class Predictor:
@@ -244,6 +252,7 @@ class Predictor:
             )
         seconds["windows"] = time.perf_counter() - t
 
+        confidence = foreground_confidence(scores, probabilities=len(self.networks) > 1)
         probabilities = None
         if self.settings.probabilities:
             probs = torch.softmax(scores, dim=0) if len(self.networks) == 1 else scores
@@ -264,4 +273,26 @@ class Predictor:
             probabilities_affine=np.asarray(meta.affine) if probabilities is not None else None,
             seconds=seconds,
             windows={"total": stats.windows, "computed": stats.computed, "reused": stats.reused},
+            confidence=confidence,
         )
+
+
+def foreground_confidence(scores: torch.Tensor, probabilities: bool, chunk: int = 16) -> float | None:
+    """Mean winning-class probability over the voxels whose winner is not background.
+
+    Args:
+        scores: `[C, X, ...]` logits (one network) or averaged probabilities (an ensemble).
+        probabilities: whether `scores` are probabilities already.
+        chunk: slices along X per step (bounds the temporary memory).
+    """
+    import torch
+
+    total, count = 0.0, 0
+    for start in range(0, scores.shape[1], chunk):
+        block = scores[:, start : start + chunk].float()
+        probs = block if probabilities else torch.softmax(block, dim=0)
+        top, winner = probs.max(dim=0)
+        foreground = winner > 0
+        total += float(top[foreground].sum())
+        count += int(foreground.sum())
+    return total / count if count else None
