@@ -8,10 +8,29 @@ Heavy libraries (torch, MONAI, SimpleITK) are imported inside the commands, so t
 from __future__ import annotations
 
 import importlib
+import re
+import time
 
 import typer
+import typer.core
 
 from kidneyseg import __version__
+
+STARTED = time.perf_counter()
+"""When the command started (before torch is imported), for honest total times."""
+
+_display_type = typer.core.TyperOption.display_type_rich
+
+
+def _plain_display_type(self: typer.core.TyperOption, ctx) -> str | None:
+    """Help shows `--tta`, not `--tta <bool>`, and `--model <path>`, not `<list[Path]>`."""
+    if self.is_flag:
+        return None
+    text = _display_type(self, ctx)
+    return text and re.sub(r"list\[(\w+)\]", lambda m: m.group(1).lower(), text)
+
+
+typer.core.TyperOption.display_type_rich = _plain_display_type  # type: ignore[method-assign]
 
 VERBS: tuple[str, ...] = (
     "demo",
