@@ -95,7 +95,8 @@ def case_line(row: dict[str, object]) -> str:
     sides = [s for s in ("right", "left") if row[f"{s}_kidney_ml"] != ""]
     volumes = [f"{s} {float(row[f'{s}_kidney_ml']):.0f} mL" for s in sides]  # type: ignore[arg-type]
     kidneys = ", ".join(volumes) or "none found"
-    parts = [f"{row['case_id']}: {row['seconds']} s", f"kidneys {kidneys}"]
+    timing = f" {row['seconds']} s;" if row["seconds"] != "" else ""
+    parts = [f"{row['case_id']}:{timing} kidneys {kidneys}"]
     for kind in ("tumor", "cyst"):
         count = int(row[f"num_{kind}s"])  # type: ignore[call-overload]
         if count:
