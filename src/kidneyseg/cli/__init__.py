@@ -19,18 +19,21 @@ from kidneyseg import __version__
 STARTED = time.perf_counter()
 """When the command started (before torch is imported), for honest total times."""
 
-_display_type = typer.core.TyperOption.display_type_rich
 
-
-def _plain_display_type(self: typer.core.TyperOption, ctx) -> str | None:
+def _plain_display_type(display_type):
     """Help shows `--tta`, not `--tta <bool>`, and `--model <path>`, not `<list[Path]>`."""
-    if self.is_flag:
-        return None
-    text = _display_type(self, ctx)
-    return text and re.sub(r"list\[(\w+)\]", lambda m: m.group(1).lower(), text)
+
+    def plain(self, ctx) -> str | None:
+        if getattr(self, "is_flag", False):
+            return None
+        text = display_type(self, ctx)
+        return text and re.sub(r"list\[(\w+)\]", lambda m: m.group(1).lower(), text)
+
+    return plain
 
 
-typer.core.TyperOption.display_type_rich = _plain_display_type  # type: ignore[method-assign]
+for _param in (typer.core.TyperOption, typer.core.TyperArgument):
+    _param.display_type_rich = _plain_display_type(_param.display_type_rich)  # type: ignore[method-assign]
 
 VERBS: tuple[str, ...] = (
     "demo",
