@@ -97,6 +97,21 @@ def test_constant_windows_are_reused_and_change_nothing(rng):
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("roi", "overlap", "dims"),
+    [((16, 16, 8), 0.5, 3), ((16, 16, 8), 0.8, 3), ((64, 8, 8), 0.25, 3), ((20, 24), 0.5, 2)],
+)
+def test_progress_bar_counts_the_windows_monai_places(rng, roi, overlap, dims):
+    from kidneyseg.predict.sliding_window import count_windows, window_roi
+
+    net = small_net() if dims == 3 else torch.nn.Conv2d(1, 3, 3, padding=1).eval()
+    image = body_image(rng)
+    predictor = WindowPredictor([net], spatial_dims=dims, reuse_constant=False)
+    sliding_window_scores(image, predictor, roi, overlap=overlap, sw_batch_size=4)
+    overlaps = (overlap, overlap, 0.0) if dims == 2 else (overlap,) * 3
+    assert count_windows(image.shape, window_roi(roi, dims), overlaps) == predictor.stats.windows
+
+
 def test_2d_network_runs_slice_by_slice(rng):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.Tanh()).eval()
