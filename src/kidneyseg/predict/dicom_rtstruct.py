@@ -20,7 +20,7 @@ from kidneyseg.io.atomic import write_atomic
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import LabelMap
 
-INSTALL_HINT = "RTSTRUCT output needs rt-utils: pip install rt-utils (or pip install 'kidneyseg[rtstruct]')"
+INSTALL_HINT = "RTSTRUCT output needs rt-utils: pip install rt-utils"
 
 
 def check_rtstruct_available() -> None:
