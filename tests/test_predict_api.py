@@ -124,3 +124,7 @@ def test_one_ct_to_a_named_file_with_sides_and_masks(ckpt, ct_file, tmp_path):
     assert "s start-up" in result.output
     folder = runner.invoke(app, ["predict", "-i", str(ct_file.parent), "-o", str(out), "-m", str(ckpt)])
     assert folder.exit_code == 2 and "names the label map of one CT" in folder.output
+    no_model = runner.invoke(app, ["predict", "-i", str(ct_file), "-o", str(out)])
+    assert no_model.exit_code == 2 and "no bundled pretrained model" in no_model.output
+    uids = runner.invoke(app, ["predict", "-i", str(ct_file), "-o", str(out), "-m", str(ckpt), "--new-uids"])
+    assert uids.exit_code == 2 and "--new-uids is for DICOM outputs" in uids.output

@@ -236,6 +236,8 @@ def _output_target(out: Path, folder_mode: bool) -> tuple[Path, str | None, str]
 
 def _check_dicom_outputs(cases: list[CaseInput], options: OutputOptions, where: Any) -> None:
     """Refuse DICOM outputs the input cannot give, before anything is computed."""
+    if options.new_uids and not options.dicom:
+        raise KidneysegError("--new-uids is for DICOM outputs: add --dicom-seg or --dicom-rtstruct")
     if not options.dicom:
         return
     from kidneyseg.predict.dicom_rtstruct import check_rtstruct_available
