@@ -3,6 +3,7 @@ RTSTRUCT contours read back with pydicom and compared with the label map."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -54,6 +55,14 @@ def test_anonymised_series_is_refused_before_anything_is_computed(series, tmp_pa
         assert not out.exists()
     with pytest.raises(KidneysegError, match="StudyInstanceUID"):
         read_sources(read_volume(series).dicom_files, str(series))
+
+
+def test_rtstruct_without_rt_utils_says_how_to_install_it(series, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rt_utils", None)  # import rt_utils now raises ImportError
+    args = ["predict", "-i", str(series), "-o", str(tmp_path / "out"), "-m", "no_model"]
+    result = runner.invoke(app, [*args, "--dicom-rtstruct", "--new-uids"])
+    assert result.exit_code == 2 and "pip install rt-utils" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def _voxels_of_contour(points: np.ndarray, affine_ras: np.ndarray) -> np.ndarray:
