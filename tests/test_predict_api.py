@@ -16,6 +16,7 @@ from kidneyseg.cli import app
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume, read_volume
 from kidneyseg.labels import KITS23, split_sides
+from kidneyseg.predict import Predictor
 from kidneyseg.predict.label_files import (
     NIFTI_INTENT_LABEL,
     class_masks,
@@ -55,6 +56,10 @@ def test_segment_takes_a_path_an_image_or_a_volume(ckpt, ct_file):
         np.testing.assert_array_equal(
             np.asarray(kidneyseg.segment(other, model=ckpt, device="cpu").dataobj), labels
         )
+    predictor = Predictor([ckpt])  # loaded once, reused for many CTs
+    np.testing.assert_array_equal(np.asarray(kidneyseg.segment(ct_file, model=predictor).dataobj), labels)
+    with pytest.raises(KidneysegError, match="fixed by the Predictor"):
+        kidneyseg.segment(ct_file, model=predictor, overlap=0.25)
     _, report = kidneyseg.segment(ct_file, model=[ckpt], device="cpu", report=True, overlap=0.25)
     assert report["inputs"]["shape"] == list(ct.shape) and "summary" in report
 
