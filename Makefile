@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= demo-output
 
-.PHONY: setup demo test test-all lint bench
+.PHONY: setup demo test test-all lint bench wheel
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,9 @@ test: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -m ""
+
+wheel: setup
+	bash scripts/check-wheel.sh $(BIN)/python
 
 lint: setup
 	$(BIN)/ruff check .

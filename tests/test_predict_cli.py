@@ -50,7 +50,13 @@ def test_folder_mode_goes_on_after_a_bad_case_and_resumes(ckpt, tmp_path):
     result = predict("-i", cases, "-o", out, "--model", ckpt, "-q")
     assert result.exit_code == 1, result.output
     assert "beta" in result.output and "cannot read the NIfTI header" in result.output
-    assert sorted(p.name for p in out.iterdir()) == ["alpha.nii.gz", "gamma.nii.gz", RECORD_NAME]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "alpha.nii.gz",
+        "gamma.nii.gz",
+        "kits23_ColorTable.ctbl",
+        RECORD_NAME,
+        "statistics.csv",
+    ]
     for name in ("alpha", "gamma"):
         ct, labels = nib.load(cases / f"{name}.nii.gz"), nib.load(out / f"{name}.nii.gz")
         assert labels.shape == ct.shape

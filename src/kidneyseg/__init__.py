@@ -1,3 +1,18 @@
-"""kidneyseg: kidney, renal tumor and renal cyst segmentation in abdominal CT."""
+"""kidneyseg: kidney, renal tumor and renal cyst segmentation in abdominal CT.
+
+`kidneyseg.segment(ct, model=...)` segments one CT (see `kidneyseg.predict.api.segment`);
+importing the package loads neither torch nor MONAI.
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["__version__", "segment"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "segment":
+        from kidneyseg.predict.api import segment
+
+        return segment
+    raise AttributeError(f"module 'kidneyseg' has no attribute {name!r}")

@@ -98,6 +98,22 @@ KITS23 = LabelMap("kits23", (BACKGROUND, KIDNEY, TUMOR, CYST))
 LABEL_MAPS = {m.name: m for m in (KITS19, KITS23)}
 
 
+SIDES = ("right", "left")
+"""The patient's sides, in the order `split_sides` numbers them."""
+
+
+def split_sides(label_map: LabelMap) -> LabelMap:
+    """`label_map` with every foreground class split into its right and left part, named as
+    TotalSegmentator names them: kidney_right = 1, kidney_left = 2, tumor_right = 3, ...
+    Class value v on side s (0 right, 1 left) becomes 2v - 1 + s; the left part is drawn darker."""
+    classes = [label_map.classes[0]]
+    for cls in label_map.foreground:
+        for side in SIDES:
+            color = cls.color if side == "right" else tuple(int(c * 0.7) for c in cls.color)
+            classes.append(LabelClass(len(classes), f"{cls.name}_{side}", color))  # type: ignore[arg-type]
+    return LabelMap(f"{label_map.name}-sides", tuple(classes))
+
+
 def get_label_map(name: str) -> LabelMap:
     """The registered label map called `name` (`kits19` or `kits23`)."""
     try:

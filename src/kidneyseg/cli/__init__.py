@@ -8,10 +8,46 @@ Heavy libraries (torch, MONAI, SimpleITK) are imported inside the commands, so t
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import time
 
 import typer
+import typer.core
 
 from kidneyseg import __version__
+
+
+def _process_age() -> float:
+    """Seconds since this process started (Linux `/proc`; 0 elsewhere)."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            start_ticks = float(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+
+
+STARTED = time.perf_counter() - _process_age()
+"""When the process started (interpreter start-up included), for honest total times."""
+
+
+def _plain_display_type(display_type):
+    """Help shows `--tta`, not `--tta <bool>`, and `--model <path>`, not `<list[Path]>`."""
+
+    def plain(self, ctx) -> str | None:
+        if getattr(self, "is_flag", False):
+            return None
+        text = display_type(self, ctx)
+        return text and re.sub(r"list\[(\w+)\]", lambda m: m.group(1).lower(), text)
+
+    return plain
+
+
+for _param in (typer.core.TyperOption, typer.core.TyperArgument):
+    _param.display_type_rich = _plain_display_type(_param.display_type_rich)  # type: ignore[method-assign]
 
 VERBS: tuple[str, ...] = (
     "demo",

@@ -9,9 +9,17 @@ import typer
 
 from kidneyseg.cli.common import one_line_errors
 
+EXAMPLES = """
+Examples:
+
+  kidneyseg compare --run sca=runs/sca-unet-3d --run resunet=runs/residual-unet-3d --out cmp
+
+  kidneyseg compare --eval sca=eval/sca --eval unet=eval/unet --out cmp
+"""
+
 
 def register(app: typer.Typer) -> None:
-    app.command("compare")(compare)
+    app.command("compare", epilog=EXAMPLES)(compare)
 
 
 @one_line_errors

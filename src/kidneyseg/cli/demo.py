@@ -9,9 +9,17 @@ import typer
 
 from kidneyseg.cli.common import one_line_errors
 
+EXAMPLES = """
+Examples:
+
+  kidneyseg demo --out demo-output
+
+  kidneyseg demo --fast --recipe attention-unet-2d --out demo-2d
+"""
+
 
 def register(app: typer.Typer) -> None:
-    app.command("demo")(demo)
+    app.command("demo", epilog=EXAMPLES)(demo)
 
 
 @one_line_errors

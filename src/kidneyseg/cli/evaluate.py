@@ -13,8 +13,17 @@ EXIT_MISSING = 1
 """Exit code when cases were found on one side only (the results are written all the same)."""
 
 
+EXAMPLES = """
+Examples:
+
+  kidneyseg evaluate --pred out --ref kits23/dataset --out eval
+
+  kidneyseg evaluate --pred out --ref kits21/data --annotation MAJ --out eval -j 2
+"""
+
+
 def register(app: typer.Typer) -> None:
-    app.command("evaluate")(evaluate)
+    app.command("evaluate", epilog=EXAMPLES)(evaluate)
 
 
 @one_line_errors

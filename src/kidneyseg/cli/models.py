@@ -10,9 +10,17 @@ import typer
 from kidneyseg.cli.common import one_line_errors
 from kidneyseg.errors import KidneysegError
 
+EXAMPLES = """
+Examples:
+
+  kidneyseg models
+
+  kidneyseg models sca_unet_3d --set channels=[8,16,32,64] --json
+"""
+
 
 def register(app: typer.Typer) -> None:
-    app.command("models")(models)
+    app.command("models", epilog=EXAMPLES)(models)
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:

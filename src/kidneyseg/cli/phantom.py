@@ -9,9 +9,17 @@ import typer
 
 from kidneyseg.cli.common import one_line_errors
 
+EXAMPLES = """
+Examples:
+
+  kidneyseg phantom --out phantoms --cases 10
+
+  kidneyseg phantom --out real-shapes --anatomy kits19/data --size full
+"""
+
 
 def register(app: typer.Typer) -> None:
-    app.command("phantom")(phantom)
+    app.command("phantom", epilog=EXAMPLES)(phantom)
 
 
 @one_line_errors

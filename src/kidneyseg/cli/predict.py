@@ -12,12 +12,52 @@ from kidneyseg.cli.common import one_line_errors
 EXAMPLES = """
 Examples:
 
-  kidneyseg predict -i case.nii.gz -o out --model runs/sca
+  kidneyseg predict -i ct.nii.gz -o seg.nii.gz --model runs/sca
 
-  kidneyseg predict -i dicom_folder -o out --model runs/sca --dicom-seg --series 1.2.840...
+  kidneyseg predict -i dicom_folder -o out --model runs/sca --dicom-seg --dicom-rtstruct --new-uids
 
-  kidneyseg predict -i phantoms -o out --model runs/fold0 --model runs/fold1 --tta --probabilities
+  kidneyseg predict -i cases -o out --model runs/sca --split-sides --per-class --report
+
+  kidneyseg predict -i cases -o out --model runs/fold0 --model runs/fold1 --tta --shard 3/8
 """
+
+Input = Annotated[
+    Path, typer.Option("--input", "-i", help="CT (NIfTI), DICOM series folder, or a folder of cases.")
+]
+Out = Annotated[
+    Path, typer.Option("--out", "-o", help="Output folder; for one CT also a file name ending in .nii.gz.")
+]
+Model = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--model", "-m", help="Run folder or checkpoint; repeat for an ensemble.", show_default=False
+    ),
+]
+Overlap = Annotated[float | None, typer.Option(help="Window overlap (checkpoint's default; paper: 0.8).")]
+Blend = Annotated[str | None, typer.Option(help="gaussian or constant.")]
+Batch = Annotated[int | None, typer.Option(help="Windows (3D) or slices (2D) per forward pass.")]
+Postprocess = Annotated[
+    bool | None,
+    typer.Option(
+        "--postprocess/--no-postprocess",
+        help="Keep only foreground connected to the two largest kidney components (default: on).",
+        show_default=False,
+    ),
+]
+Series = Annotated[str | None, typer.Option(help="Series UID when a DICOM folder holds several.")]
+Precision = Annotated[str, typer.Option(help="float32, or bfloat16 (faster on CPUs with bf16).")]
+Backend = Annotated[
+    str, typer.Option(help="auto (OpenVINO on CPU when installed, else PyTorch), torch or openvino.")
+]
+Device = Annotated[str, typer.Option(help="auto (CUDA if available, else CPU), cpu or cuda[:N].")]
+Threads = Annotated[int | None, typer.Option(help="torch CPU threads.")]
+Shard = Annotated[
+    str | None, typer.Option(help="i/n: predict only the i-th of n shares of a folder (one job of n).")
+]
+
+
+def _flag(help_text: str, *names: str):
+    return Annotated[bool, typer.Option(*names, help=help_text)]
 
 
 def register(app: typer.Typer) -> None:
@@ -26,73 +66,80 @@ def register(app: typer.Typer) -> None:
 
 @one_line_errors
 def predict(
-    input_path: Annotated[
-        Path, typer.Option("--input", "-i", help="CT (NIfTI), DICOM series folder, or a folder of cases.")
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    model: Annotated[
-        list[Path],
-        typer.Option("--model", "-m", help="Run folder or checkpoint; repeat for an ensemble."),
-    ],
-    overlap: Annotated[
-        float | None, typer.Option("--overlap", help="Window overlap (checkpoint's default; paper: 0.8).")
-    ] = None,
-    blend: Annotated[str | None, typer.Option("--blend", help="gaussian or constant.")] = None,
-    batch: Annotated[
-        int | None, typer.Option("--batch", help="Windows (3D) or slices (2D) per forward pass.")
-    ] = None,
-    tta: Annotated[
-        bool, typer.Option("--tta", help="Mirroring test-time augmentation on every axis.")
-    ] = False,
-    probabilities: Annotated[
-        bool, typer.Option("--probabilities", help="Also write class probabilities (network grid).")
-    ] = False,
-    postprocess: Annotated[
-        bool | None,
-        typer.Option(
-            "--postprocess/--no-postprocess",
-            help="Keep only foreground connected to the two largest kidney components "
-            "(default: see docs/prediction.md).",
-            show_default=False,
-        ),
-    ] = None,
-    dicom_seg: Annotated[
-        bool, typer.Option("--dicom-seg", help="Also write a DICOM SEG (DICOM input only).")
-    ] = False,
-    series: Annotated[
-        str | None, typer.Option("--series", help="Series UID when a DICOM folder holds several.")
-    ] = None,
-    precision: Annotated[
-        str, typer.Option("--precision", help="float32, or bfloat16 (faster on CPUs with bf16).")
-    ] = "float32",
-    backend: Annotated[
-        str,
-        typer.Option(
-            "--backend",
-            help="auto (OpenVINO on CPU when installed, else PyTorch), torch or openvino.",
-        ),
-    ] = "auto",
-    report: Annotated[
-        bool, typer.Option("--report", help="Also write the case report (JSON + HTML).")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases that are already done.")] = False,
-    no_hu_check: Annotated[
-        bool, typer.Option("--no-hu-check", help="Predict even if the image does not look like CT in HU.")
-    ] = False,
-    device: Annotated[
-        str, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu or cuda[:N].")
-    ] = "auto",
-    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    input_path: Input,
+    out: Out,
+    model: Model = None,
+    overlap: Overlap = None,
+    blend: Blend = None,
+    batch: Batch = None,
+    tta: _flag("Mirroring test-time augmentation on every axis.", "--tta") = False,
+    probabilities: _flag("Also write class probabilities (network grid).", "--probabilities") = False,
+    postprocess: Postprocess = None,
+    split_sides: _flag("Label kidney, tumor and cyst right and left (1-6).", "--split-sides") = False,
+    per_class: _flag("Also write one binary mask per class.", "--per-class") = False,
+    dicom_seg: _flag("Also write a DICOM SEG (DICOM input).", "--dicom-seg") = False,
+    dicom_rtstruct: _flag("Also write a DICOM RTSTRUCT (DICOM input).", "--dicom-rtstruct") = False,
+    new_uids: _flag("Give an anonymised series new UIDs for SEG/RTSTRUCT.", "--new-uids") = False,
+    series: Series = None,
+    precision: Precision = "float32",
+    backend: Backend = "auto",
+    report: _flag("Also write the case report (JSON + HTML).", "--report") = False,
+    overwrite: _flag("Redo cases that are already done.", "--overwrite") = False,
+    no_hu_check: _flag("Predict even if the image does not look like CT in HU.", "--no-hu-check") = False,
+    shard: Shard = None,
+    device: Device = "auto",
+    threads: Threads = None,
+    quiet: _flag("No progress bar and no line per case.", "--quiet", "-q") = False,
 ) -> None:
     """Segment kidneys, tumors and cysts; labels come out on exactly the input CT's grid."""
+    import time
+    from dataclasses import replace
+
     import torch
 
-    from kidneyseg.errors import KidneysegError
-    from kidneyseg.predict.predictor import POSTPROCESS_DEFAULT, PredictSettings
-    from kidneyseg.predict.runner import OutputOptions, run_prediction
-    from kidneyseg.predict.sliding_window import BLENDS, PRECISIONS
+    from kidneyseg.cli import STARTED
+    from kidneyseg.predict.outputs import OutputOptions
+    from kidneyseg.predict.pretrained import default_model
+    from kidneyseg.predict.runner import parse_shard, run_prediction
     from kidneyseg.train.distributed import pick_device
+
+    settings = _settings(overlap, blend, batch, tta, precision, backend, probabilities)
+    if postprocess is not None:
+        settings = replace(settings, postprocess=postprocess)
+    device = str(pick_device(device))
+    if threads is not None:
+        torch.set_num_threads(threads)
+    options = OutputOptions(
+        dicom_seg=dicom_seg,
+        dicom_rtstruct=dicom_rtstruct,
+        new_uids=new_uids,
+        report=report,
+        split_sides=split_sides,
+        per_class=per_class,
+        overwrite=overwrite,
+        hu_check=not no_hu_check,
+    )
+    record = run_prediction(
+        input_path,
+        out,
+        list(model) if model else [default_model()],
+        settings,
+        options,
+        series_uid=series,
+        device=device,
+        progress=not quiet,
+        warn=lambda message: typer.echo(message, err=True),
+        shard=parse_shard(shard) if shard else None,
+        echo=None if quiet else typer.echo,
+    )
+    _summary(record, out, time.perf_counter() - STARTED)
+
+
+def _settings(overlap, blend, batch, tta, precision, backend, probabilities):
+    """Checked inference settings (postprocessing as by default)."""
+    from kidneyseg.errors import KidneysegError
+    from kidneyseg.predict.predictor import PredictSettings
+    from kidneyseg.predict.sliding_window import BLENDS, PRECISIONS
 
     if blend is not None and blend not in BLENDS:
         raise KidneysegError(f"--blend must be one of {BLENDS}, got {blend!r}")
@@ -102,36 +149,24 @@ def predict(
         raise KidneysegError(f"--overlap must be in [0, 1), got {overlap}")
     if batch is not None and batch < 1:
         raise KidneysegError(f"--batch must be at least 1, got {batch}")
-    device = str(pick_device(device))
-    if threads is not None:
-        torch.set_num_threads(threads)
-    settings = PredictSettings(
+    return PredictSettings(
         overlap=overlap,
         blend=blend,
         sw_batch_size=batch,
         mirror_axes=(0, 1, 2) if tta else None,
         precision=precision,
         backend=backend,
-        postprocess=POSTPROCESS_DEFAULT if postprocess is None else postprocess,
         probabilities=probabilities,
     )
-    options = OutputOptions(dicom_seg=dicom_seg, report=report, overwrite=overwrite, hu_check=not no_hu_check)
-    record = run_prediction(
-        input_path,
-        out,
-        list(model),
-        settings,
-        options,
-        series_uid=series,
-        device=device,
-        progress=not quiet,
-        warn=lambda message: typer.echo(message, err=True),
-    )
+
+
+def _summary(record, out: Path, seconds: float) -> None:
     done = [c for c in record.cases if c["status"] == "done"]
     skipped = [c for c in record.cases if c["status"] == "skipped"]
     typer.echo(
         f"{len(done)} predicted, {len(skipped)} already done, {len(record.failures)} failed "
-        f"in {record.seconds:.1f} s; outputs in {out}"
+        f"in {seconds:.1f} s ({seconds - record.seconds + record.startup_seconds:.1f} s start-up: "
+        f"libraries and models); outputs in {out}"
     )
     if record.failures:
         typer.echo(f"{len(record.failures)} case(s) failed:", err=True)

@@ -9,9 +9,17 @@ import typer
 
 from kidneyseg.cli.common import one_line_errors
 
+EXAMPLES = """
+Examples:
+
+  kidneyseg preprocess --data kits23/dataset --out cache
+
+  kidneyseg preprocess --data phantoms --out cache --spacing 2 2 3 --hu-window -100 300
+"""
+
 
 def register(app: typer.Typer) -> None:
-    app.command("preprocess")(preprocess)
+    app.command("preprocess", epilog=EXAMPLES)(preprocess)
 
 
 @one_line_errors

@@ -1,4 +1,4 @@
-"""`kidneyseg report`: kidney and lesion measurements of one case as JSON and HTML."""
+"""`kidneyseg report`: kidney and lesion measurements as JSON and HTML, for one case or a cohort."""
 
 from __future__ import annotations
 
@@ -9,29 +9,65 @@ import typer
 
 from kidneyseg.cli.common import one_line_errors
 
+EXAMPLES = """
+Examples:
+
+  kidneyseg report --ct ct.nii.gz --labels seg.nii.gz --out report
+
+  kidneyseg report --ct dicom_folder --labels seg.nii.gz --out report --case-id patient7
+
+  kidneyseg report --ct cases --labels predictions --out cohort   (one row per case in statistics.csv)
+"""
+
 
 def register(app: typer.Typer) -> None:
-    app.command("report")(report)
+    app.command("report", epilog=EXAMPLES)(report)
 
 
 @one_line_errors
 def report(
-    ct: Annotated[Path, typer.Option("--ct", help="CT in HU: NIfTI file or DICOM series folder.")],
-    labels: Annotated[Path, typer.Option("--labels", help="Label map on the CT's grid (NIfTI or DICOM).")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the .json and .html report.")],
+    ct: Annotated[
+        Path, typer.Option("--ct", help="CT in HU: NIfTI file or DICOM series folder, or a folder of cases.")
+    ],
+    labels: Annotated[
+        Path,
+        typer.Option("--labels", help="Label map on the CT's grid, or a folder of <case>.nii.gz label maps."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the .json and .html reports.")],
     label_map: Annotated[str, typer.Option("--label-map", help="Classes: kits23 or kits19.")] = "kits23",
     case_id: Annotated[
         str | None, typer.Option("--case-id", help="Case name for the report and its file names.")
     ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (cohort).")] = False,
 ) -> None:
-    """Measure kidneys, tumors and cysts and write a JSON report and a self-contained HTML page."""
-    from kidneyseg.io.volume import read_volume
+    """Measure kidneys, tumors and cysts and write a JSON report and a self-contained HTML page.
+
+    Given a folder of label maps, report every case of the --ct folder that has one and write
+    statistics.csv, one row per case.
+    """
+    from kidneyseg.io.volume import NIFTI_SUFFIXES, read_volume
     from kidneyseg.labels import get_label_map
     from kidneyseg.report import write_report
 
     classes = get_label_map(label_map)
+    if labels.is_dir() and any(p.name.endswith(NIFTI_SUFFIXES) for p in labels.iterdir()):
+        _cohort(ct, labels, out, classes, quiet)
+        return
     paths = write_report(read_volume(ct), read_volume(labels), out, label_map=classes, case_id=case_id)
     typer.echo(paths.message)
     if paths.status == "empty":
         typer.echo(f"note: {labels}: the segmentation is empty; the report says so", err=True)
     typer.echo(f"wrote {paths.json} and {paths.html}")
+
+
+def _cohort(ct: Path, labels: Path, out: Path, classes, quiet: bool) -> None:
+    from kidneyseg.report.cohort import report_cohort
+
+    result = report_cohort(ct, labels, out, classes, progress=not quiet, echo=None if quiet else typer.echo)
+    typer.echo(
+        f"{len(result.reported)} case(s) reported, {len(result.failures)} failed; wrote {result.statistics}"
+    )
+    for case_id, reason in result.failures.items():
+        typer.echo(f"  {case_id}: {reason}", err=True)
+    if result.failures:
+        raise typer.Exit(1)

@@ -1,10 +1,13 @@
-"""Prediction back to the original CT: sliding windows, inverse resampling, NIfTI/DICOM SEG out.
+"""Prediction back to the original CT: sliding windows, inverse resampling; NIfTI, DICOM SEG and
+RTSTRUCT out. `segment` does one CT in one call, `run_prediction` a folder.
 
 Importing this package does not import torch; its functions do.
 """
 
+from kidneyseg.predict.api import segment
+from kidneyseg.predict.outputs import OutputOptions
 from kidneyseg.predict.predictor import Prediction, Predictor, PredictSettings
-from kidneyseg.predict.runner import CaseInput, OutputOptions, RunRecord, find_inputs, run_prediction
+from kidneyseg.predict.runner import CaseInput, RunRecord, find_inputs, run_prediction
 
 __all__ = [
     "CaseInput",
@@ -15,4 +18,5 @@ __all__ = [
     "RunRecord",
     "find_inputs",
     "run_prediction",
+    "segment",
 ]

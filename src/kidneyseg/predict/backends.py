@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 BACKENDS = ("auto", "torch", "openvino")
 OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16"}
-INSTALL_HINT = "pip install 'kidneyseg[openvino]'"
+INSTALL_HINT = "pip install openvino"
 
 
 def openvino_available() -> bool:

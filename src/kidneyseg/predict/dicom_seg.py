@@ -1,7 +1,8 @@
 """DICOM Segmentation (SEG) output referencing the source CT series, written with highdicom.
 
 A predicted label map on the grid of a DICOM CT series becomes one SEG instance with a
-segment per foreground class (kidney, tumor, cyst, coded with SNOMED CT), one frame per
+segment per foreground class (kidney, tumor, cyst, coded with SNOMED CT, each with the kidney as
+its anatomic region and the class colour of `kidneyseg.labels` as its display colour), one frame per
 source slice that holds any foreground, and references to the source series, so PACS and
 viewers (3D Slicer, OHIF) place it on the CT.
 """
@@ -18,6 +19,7 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_atomic
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import LabelMap
+from kidneyseg.predict.dicom_source import read_sources
 
 # SNOMED CT codes for the KiTS classes: (category code, category meaning, type code, type meaning).
 _CODES = {
@@ -35,6 +37,7 @@ def _segment_descriptions(label_map: LabelMap) -> list:
         version=__version__,
         family=hd.sr.CodedConcept("123109", "DCM", "Artificial Intelligence"),
     )
+    kidney = hd.sr.CodedConcept("64033007", "SCT", "Kidney")
     out = []
     for cls in label_map.foreground:
         category, category_meaning, code, meaning = _CODES.get(
@@ -48,32 +51,19 @@ def _segment_descriptions(label_map: LabelMap) -> list:
                 segmented_property_type=hd.sr.CodedConcept(code, "SCT", meaning),
                 algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
                 algorithm_identification=algorithm,
+                anatomic_regions=[kidney],
+                display_color=hd.color.CIELabColor.from_rgb(*cls.color),
             )
         )
     return out
 
 
-def _complete_uids(ds, where: str | None) -> None:
-    """Take SOP class/instance UIDs from the file meta when the dataset leaves them empty (some
-    anonymisers do); refuse a series without study/series UIDs, which a SEG must reference."""
-    meta = getattr(ds, "file_meta", None)
-    for key, meta_key in (
-        ("SOPClassUID", "MediaStorageSOPClassUID"),
-        ("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
-    ):
-        if not ds.get(key) and meta is not None and meta.get(meta_key):
-            setattr(ds, key, meta.get(meta_key))
-    for key in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
-        if not ds.get(key):
-            raise KidneysegError(
-                f"the source DICOM files have no {key} (anonymised?), which a DICOM SEG must reference; "
-                "write NIfTI output instead",
-                where,
-            )
-
-
 def write_dicom_seg(
-    path: str | os.PathLike[str], labels: Volume, label_map: LabelMap, series_description: str = "kidneyseg"
+    path: str | os.PathLike[str],
+    labels: Volume,
+    label_map: LabelMap,
+    sources: list | None = None,
+    series_description: str = "kidneyseg",
 ) -> Path:
     """Write `labels` (on the grid of a CT read from a DICOM series) as a DICOM SEG file.
 
@@ -82,14 +72,15 @@ def write_dicom_seg(
         labels: the predicted label map; its `dicom_files` are the source series' slices in
             array order (as `read_volume` returns them for a DICOM folder).
         label_map: classes of the label map; each foreground class becomes one segment.
+        sources: the source series' datasets in array order with their UIDs set (see
+            `dicom_source.read_sources`); default: read from `labels.dicom_files`.
         series_description: SeriesDescription of the new SEG series.
 
     Raises:
         KidneysegError: the labels do not come from a DICOM series, or the source files
-            cannot be read.
+            cannot be read or lack a UID the SEG references.
     """
     import highdicom as hd
-    import pydicom
 
     path = Path(path)
     if not labels.dicom_files:
@@ -98,14 +89,8 @@ def write_dicom_seg(
         raise KidneysegError(
             f"{len(labels.dicom_files)} DICOM files for {labels.shape[2]} slices", labels.source
         )
-    try:
-        sources = [pydicom.dcmread(f) for f in labels.dicom_files]
-    except Exception as exc:  # pydicom raises many types for damaged files
-        raise KidneysegError(
-            f"cannot read the source DICOM files ({type(exc).__name__})", labels.source
-        ) from None
-    for ds in sources:
-        _complete_uids(ds, labels.source)
+    if sources is None:
+        sources = read_sources(labels.dicom_files, labels.source)
     # read_volume gives array[i, j, k] = column i, row j of slice k; SEG frames are (rows, columns).
     frames = np.ascontiguousarray(np.transpose(labels.array, (2, 1, 0)).astype(np.uint8))
     seg = hd.seg.Segmentation(

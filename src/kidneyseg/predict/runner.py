@@ -4,16 +4,22 @@ An input is a CT file (NIfTI), a DICOM series folder, or a folder of cases (KiTS
 layout, `images/` + `labels/`, a flat folder of NIfTI files, or one DICOM series per
 sub-folder). Per case the outputs are, in the output folder:
 
-- `<case>.nii.gz`: the label map, exactly on the CT's grid (written last: it marks the case
-  as finished, so a re-run skips it);
+- `<case>.nii.gz`: the label map, exactly on the CT's grid, its classes named in the header
+  (written last: it marks the case as finished, so a re-run skips it); with `split_sides` the
+  classes are kidney_right, kidney_left, tumor_right, ... (`kidneyseg.labels.split_sides`);
+- `<case>_<class>.nii.gz` (option): one binary mask per class;
 - `<case>_probabilities.nii.gz` (option): class probabilities on the network grid, 4D, uint8
   scaled to [0, 1], with that grid's own affine (they overlay the CT in world coordinates);
-- `<case>_seg.dcm` (option, DICOM input): a DICOM SEG referencing the source series;
+- `<case>_seg.dcm` / `<case>_rtstruct.dcm` (options, DICOM input): a DICOM SEG / RTSTRUCT
+  referencing the source series; with `new_uids` also `<case>_ct/`, the CT with the new UIDs;
 - `<case>_report.json` / `.html` (option): the case report.
 
-`predict_run.json` records versions, device, models, settings and per-case time. Every file
-is written atomically, and a case that fails leaves none of its files behind; in folder mode
-the other cases go on and the failures are listed at the end.
+Once per run: `<label map>_ColorTable.ctbl` (3D Slicer's colour table), `predict_run.json`
+(versions, device, models, settings, per-case time and statistics; `predict_run.<i>-of-<n>.json`
+for a shard) and, for a folder, `statistics.csv` over every finished case of every shard. An
+output path ending in `.nii.gz` names the label map of a single CT; the other files go beside it,
+named after it. Every file is written atomically, and a case that fails leaves none of its files
+behind; in folder mode the other cases go on and the failures are listed at the end.
 """
 
 from __future__ import annotations
@@ -23,17 +29,24 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from kidneyseg.errors import KidneysegError
-from kidneyseg.io.atomic import write_atomic, write_text_atomic
+from kidneyseg.io.atomic import write_text_atomic
 from kidneyseg.io.volume import NIFTI_SUFFIXES, choose_series, list_dicom_series
 from kidneyseg.predict.backends import backend_version
-from kidneyseg.predict.predictor import Prediction, Predictor, PredictSettings
+from kidneyseg.predict.outputs import (
+    OutputOptions,
+    case_outputs,
+    check_output_folder,
+    output_label_map,
+    remove,
+    stem,
+    write_case_files,
+)
+from kidneyseg.predict.predictor import Predictor, PredictSettings
 
 RECORD_NAME = "predict_run.json"
 
@@ -48,16 +61,6 @@ class CaseInput:
     dicom_files: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class OutputOptions:
-    """What to write besides the label map, and how to treat finished cases and odd images."""
-
-    dicom_seg: bool = False
-    report: bool = False
-    overwrite: bool = False
-    hu_check: bool = True
-
-
 @dataclass
 class RunRecord:
     """The JSON run record (`predict_run.json`)."""
@@ -68,6 +71,7 @@ class RunRecord:
     models: list[dict[str, Any]]
     settings: dict[str, Any]
     cases: list[dict[str, Any]] = field(default_factory=list)
+    startup_seconds: float = 0.0
     seconds: float = 0.0
 
     @property
@@ -130,46 +134,20 @@ def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> 
     )
 
 
-def case_outputs(
-    out_dir: Path, case_id: str, settings: PredictSettings, options: OutputOptions
-) -> dict[str, Path]:
-    """The files a case writes (the report writer names its own files beside them)."""
-    outputs = {"labels": out_dir / f"{case_id}.nii.gz"}
-    if settings.probabilities:
-        outputs["probabilities"] = out_dir / f"{case_id}_probabilities.nii.gz"
-    if options.dicom_seg:
-        outputs["dicom_seg"] = out_dir / f"{case_id}_seg.dcm"
-    if options.report:
-        outputs["report"] = out_dir / f"{case_id}_report.json"
-    return outputs
-
-
-def write_probabilities(path: Path, prediction: Prediction) -> Path:
-    """Class probabilities as a 4D NIfTI (x, y, z, class), uint8 scaled by 1/255, network grid."""
-    import nibabel as nib
-
-    probs = np.moveaxis(prediction.probabilities, 0, -1)
-    quantised = np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
-    image = nib.Nifti1Image(quantised, prediction.probabilities_affine)
-    image.header.set_slope_inter(1.0 / 255.0, 0.0)
-    image.header.set_xyzt_units("mm", "sec")
-    image.set_qform(prediction.probabilities_affine, code=1)
-    image.set_sform(prediction.probabilities_affine, code=1)
-    return write_atomic(path, lambda tmp: nib.save(image, str(tmp)))
-
-
-def check_output_folder(out_dir: Path) -> bool:
-    """Make sure `out_dir` can be written; returns True if it had to be created."""
-    existed = out_dir.exists()
-    if existed and not out_dir.is_dir():
-        raise KidneysegError("the output path exists and is not a folder", out_dir)
+def parse_shard(text: str) -> tuple[int, int]:
+    """`"i/n"` → `(i, n)`: this job's share when a folder of cases is split into n jobs (1 ≤ i ≤ n)."""
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise KidneysegError(f"cannot create the output folder ({exc.strerror})", out_dir) from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise KidneysegError("the output folder is not writable", out_dir)
-    return not existed
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise KidneysegError(f"--shard must look like i/n (e.g. 2/8), got {text!r}") from None
+    if not 1 <= i <= n:
+        raise KidneysegError(f"--shard i/n needs 1 <= i <= n, got {text!r}")
+    return i, n
+
+
+def record_name(shard: tuple[int, int] | None) -> str:
+    """The run record's file name: one per shard, so that concurrent jobs never share a file."""
+    return RECORD_NAME if shard is None else f"predict_run.{shard[0]}-of-{shard[1]}.json"
 
 
 def predict_case(
@@ -179,59 +157,37 @@ def predict_case(
     options: OutputOptions,
     progress: bool = False,
     warn: Callable[[str], None] = print,
+    name: str | None = None,
+    suffix: str = ".nii.gz",
 ) -> dict[str, Any]:
-    """Predict one case and write its outputs; returns its run-record entry.
+    """Predict one case and write its outputs, named after `name` (default: the case id);
+    returns its run-record entry, with its statistics row.
 
     Raises:
         KidneysegError: the case cannot be read, holds no body, is not CT in HU, gives non-finite
             network scores, needs more memory than is
             available, or its outputs cannot be written; nothing of it is left on disk.
     """
-    from kidneyseg.io.volume import read_volume, write_labels
-    from kidneyseg.predict.checks import (
-        check_body,
-        check_hounsfield,
-        check_memory,
-        estimate_memory,
-        read_header,
-    )
+    from kidneyseg.predict.api import read_checked
+    from kidneyseg.report.statistics import statistics_row
 
     start = time.perf_counter()
-    header = read_header(case.path, case.dicom_files)
-    check_memory(
-        case.path, estimate_memory(header, predictor.config.preprocess, predictor.label_map.num_classes)
-    )
-    ct = read_volume(case.path, case.series_uid)
-    check_body(ct.array, str(case.path))
-    warnings = []
-    if options.hu_check:
-        message = check_hounsfield(ct.array, str(case.path))
-        if message:
-            warnings.append(message)
-            warn(f"warning: {message}")
+    ct, warnings = read_checked(case.path, predictor, case.series_uid, case.dicom_files, options.hu_check)
+    for message in warnings:
+        warn(f"warning: {message}")
     seconds_read = time.perf_counter() - start
     prediction = predictor.predict(ct, progress=progress)
-    outputs = case_outputs(out_dir, case.case_id, predictor.settings, options)
+    out_map = output_label_map(predictor.label_map, options)
+    outputs = case_outputs(out_dir, name or case.case_id, predictor.settings, options, out_map, suffix)
     written: list[Path] = []
     t = time.perf_counter()
     try:
-        if "probabilities" in outputs:
-            written.append(write_probabilities(outputs["probabilities"], prediction))
-        if "dicom_seg" in outputs:
-            from kidneyseg.predict.dicom_seg import write_dicom_seg
-
-            written.append(write_dicom_seg(outputs["dicom_seg"], prediction.labels, predictor.label_map))
-        if "report" in outputs:
-            from kidneyseg.report import write_report
-
-            paths = write_report(ct, prediction.labels, out_dir, predictor.label_map, case.case_id)
-            written += [paths.json, paths.html]
-        written.append(write_labels(outputs["labels"], prediction.labels.array, ct))
+        report = write_case_files(outputs, ct, prediction, predictor.label_map, options, written)
     except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
+        remove(written)
         raise
     seconds = {"read": seconds_read, **prediction.seconds, "write": time.perf_counter() - t}
+    total = time.perf_counter() - start
     return {
         "case_id": case.case_id,
         "input": str(case.path),
@@ -241,8 +197,9 @@ def predict_case(
         "spacing": list(ct.spacing),
         "windows": prediction.windows,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
-        "total_seconds": round(time.perf_counter() - start, 3),
+        "total_seconds": round(total, 3),
         "warnings": warnings,
+        "statistics": statistics_row(case.case_id, report, warnings, total),
     }
 
 
@@ -264,13 +221,77 @@ def _environment(predictor: Predictor) -> dict[str, Any]:
     }
 
 
-def _finished(outputs: dict[str, Path]) -> bool:
-    return all(p.exists() for p in outputs.values())
+def _output_target(out: Path, folder_mode: bool) -> tuple[Path, str | None, str]:
+    """The output folder, and for `-o name.nii.gz` the label map's name and suffix."""
+    if not out.name.endswith(NIFTI_SUFFIXES):
+        return out, None, ".nii.gz"
+    if folder_mode:
+        raise KidneysegError(
+            "an output ending in .nii or .nii.gz names the label map of one CT, but the input is a "
+            "folder of cases: give an output folder",
+            out,
+        )
+    name = stem(out)
+    return out.parent, name, out.name[len(name) :]
+
+
+def _check_dicom_outputs(cases: list[CaseInput], options: OutputOptions, where: Any) -> None:
+    """Refuse DICOM outputs the input cannot give, before anything is computed."""
+    if options.new_uids and not options.dicom:
+        raise KidneysegError("--new-uids is for DICOM outputs: add --dicom-seg or --dicom-rtstruct")
+    if not options.dicom:
+        return
+    from kidneyseg.predict.dicom_rtstruct import check_rtstruct_available
+    from kidneyseg.predict.dicom_source import refuse_missing_uids
+
+    if not any(c.dicom_files for c in cases):
+        raise KidneysegError("--dicom-seg and --dicom-rtstruct need DICOM input", where)
+    if options.dicom_rtstruct:
+        check_rtstruct_available()
+    if not options.new_uids:
+        what = "a DICOM SEG" if options.dicom_seg else "an RTSTRUCT"
+        for case in cases:
+            if case.dicom_files:
+                refuse_missing_uids(case.dicom_files, case.path, what)
+
+
+def _run_case(
+    predictor: Predictor,
+    case: CaseInput,
+    out_dir: Path,
+    options: OutputOptions,
+    previous: dict[str, dict[str, Any]],
+    target: tuple[str | None, str],
+    quiet_case: bool,
+    warn: Callable[[str], None],
+    reraise: bool,
+) -> dict[str, Any]:
+    """One case of a run: skipped when finished, predicted, or failed with its reason (raised
+    with `reraise`)."""
+    name, suffix = target[0] or case.case_id, target[1]
+    if not case.dicom_files:
+        options = replace(options, dicom_seg=False, dicom_rtstruct=False)
+    out_map = output_label_map(predictor.label_map, options)
+    outputs = case_outputs(out_dir, name, predictor.settings, options, out_map, suffix)
+    if not options.overwrite and all(p.exists() for p in outputs.values()):
+        before = previous.get(case.case_id, {"case_id": case.case_id, "input": str(case.path)})
+        return {**before, "status": "skipped"}
+    try:
+        return predict_case(predictor, case, out_dir, options, not quiet_case, warn, name, suffix)
+    except KidneysegError as exc:
+        if reraise:
+            raise
+        reason = str(exc)
+    except Exception as exc:  # one bad case must not stop the others in folder mode
+        if reraise:
+            raise
+        reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+    return {"case_id": case.case_id, "input": str(case.path), "status": "failed", "reason": reason}
 
 
 def run_prediction(
     input_path: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
     models: list[str | os.PathLike[str]],
     settings: PredictSettings | None = None,
     options: OutputOptions | None = None,
@@ -278,80 +299,87 @@ def run_prediction(
     device: str = "cpu",
     progress: bool = True,
     warn: Callable[[str], None] = print,
+    shard: tuple[int, int] | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> RunRecord:
-    """Predict every case of `input_path` into `out_dir` (see the module docstring).
+    """Predict every case of `input_path` into `out` (see the module docstring).
+
+    Args:
+        out: the output folder, or for a single CT the label map's file name (`.nii.gz`).
+        shard: `(i, n)`: predict only the i-th of n shares of a folder's cases (1 ≤ i ≤ n).
+        echo: prints one line per predicted case (kidneys, lesions, warnings); None: silent.
 
     Returns:
-        The run record (also written as `out_dir/predict_run.json`); failed cases are in
+        The run record (also written as `predict_run.json`); failed cases are in
         `record.failures` with their reason.
 
     Raises:
-        KidneysegError: bad models, input or output folder; or the only case failed.
+        KidneysegError: bad models, input or output; DICOM output the input cannot give
+            (checked before predicting); or the only case failed.
     """
     from tqdm import tqdm
 
-    settings = settings or PredictSettings()
-    options = options or OutputOptions()
-    out_dir = Path(out_dir)
+    from kidneyseg.predict.label_files import write_color_table
+    from kidneyseg.report.statistics import case_line, finished_cases, write_cohort_statistics
+
+    start = time.perf_counter()
+    settings, options = settings or PredictSettings(), options or OutputOptions()
     cases, folder_mode = find_inputs(input_path, series_uid)
-    if options.dicom_seg and not any(c.dicom_files for c in cases):
-        raise KidneysegError("--dicom-seg needs DICOM input", input_path)
+    out_dir, *target = _output_target(Path(out), folder_mode)
+    if shard is not None:
+        cases = sorted(cases, key=lambda c: c.case_id)[shard[0] - 1 :: shard[1]]
+    _check_dicom_outputs(cases, options, input_path)
     predictor = Predictor(models, settings, device=device)
     if predictor.backend_fallback:
         warn(f"warning: {predictor.backend_fallback}")
     created = check_output_folder(out_dir)
+    record_path = out_dir / record_name(shard)
+    previous = finished_cases(record_path)
     record = RunRecord(
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        command={"input": str(input_path), "output": str(out_dir), "series_uid": series_uid},
+        command={"input": str(input_path), "output": str(out), "series_uid": series_uid, "shard": shard},
         environment=_environment(predictor),
-        models=[
-            {
-                "path": str(c.path),
-                "model": c.config.model.name,
-                "model_kwargs": dict(c.config.model.kwargs),
-                "label_map": c.label_map.name,
-                "written_by": c.versions,
-            }
-            for c in predictor.checkpoints
-        ],
+        models=_models(predictor),
         settings={**asdict(settings), "resolved_inference": asdict(predictor.inference), **asdict(options)},
+        startup_seconds=round(time.perf_counter() - start, 3),
     )
-    start = time.perf_counter()
-    bar = tqdm(cases, unit="case", disable=not (progress and folder_mode), dynamic_ncols=True)
+    bar = tqdm(cases, desc="cases", unit="case", disable=not (progress and folder_mode), dynamic_ncols=True)
     for case in bar:
         bar.set_postfix_str(case.case_id)
-        outputs = case_outputs(out_dir, case.case_id, settings, options)
-        if options.dicom_seg and not case.dicom_files:
-            outputs.pop("dicom_seg")
-        if not options.overwrite and _finished(outputs):
-            record.cases.append({"case_id": case.case_id, "input": str(case.path), "status": "skipped"})
-            continue
-        case_options = (
-            options if case.dicom_files else OutputOptions(**{**asdict(options), "dicom_seg": False})
-        )
+        quiet_case = folder_mode or not progress
         try:
-            entry = predict_case(
-                predictor, case, out_dir, case_options, progress=progress and not folder_mode, warn=warn
+            entry = _run_case(
+                predictor, case, out_dir, options, previous, tuple(target), quiet_case, warn, not folder_mode
             )
-        except KidneysegError as exc:
-            if not folder_mode:
-                _remove_if_empty(out_dir, created)
-                raise
-            entry = {"case_id": case.case_id, "input": str(case.path), "status": "failed", "reason": str(exc)}
-        except Exception as exc:  # one bad case must not stop the others in folder mode
-            if not folder_mode:
-                _remove_if_empty(out_dir, created)
-                raise
-            reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
-            entry = {"case_id": case.case_id, "input": str(case.path), "status": "failed", "reason": reason}
+        except BaseException:  # a single CT's error is the run's
+            _remove_if_empty(out_dir, created)
+            raise
         record.cases.append(entry)
+        if echo is not None and entry["status"] == "done":
+            (bar.write if not bar.disable else echo)(case_line(entry["statistics"]))
     bar.close()
     record.seconds = round(time.perf_counter() - start, 3)
     if all(c["status"] == "failed" for c in record.cases):
         _remove_if_empty(out_dir, created)
-    else:
-        write_text_atomic(out_dir / RECORD_NAME, json.dumps(asdict(record), indent=2) + "\n")
+        return record
+    write_color_table(out_dir, output_label_map(predictor.label_map, options))
+    write_text_atomic(record_path, json.dumps(asdict(record), indent=2) + "\n")
+    if folder_mode:
+        write_cohort_statistics(out_dir)
     return record
+
+
+def _models(predictor: Predictor) -> list[dict[str, Any]]:
+    return [
+        {
+            "path": str(c.path),
+            "model": c.config.model.name,
+            "model_kwargs": dict(c.config.model.kwargs),
+            "label_map": c.label_map.name,
+            "written_by": c.versions,
+        }
+        for c in predictor.checkpoints
+    ]
 
 
 def _remove_if_empty(out_dir: Path, created: bool) -> None:

@@ -19,6 +19,7 @@ The windows, their order and their Gaussian/constant blending are MONAI's
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -167,6 +168,16 @@ def window_roi(roi_size: Sequence[int], spatial_dims: int) -> tuple[int, int, in
     return roi  # type: ignore[return-value]
 
 
+def count_windows(shape: Sequence[int], roi: Sequence[int], overlaps: Sequence[float]) -> int:
+    """How many windows MONAI's `sliding_window_inference` places on an image of `shape`
+    (its scan interval `int(roi × (1 - overlap))`, at least 1; the last window flush with the edge)."""
+    count = 1
+    for size, r, o in zip(shape, roi, overlaps, strict=True):
+        step = max(int(r * (1 - o)), 1)
+        count *= math.ceil(max(size - r, 0) / step) + 1
+    return count
+
+
 def sliding_window_scores(
     image: np.ndarray | torch.Tensor,
     predictor: WindowPredictor,
@@ -185,25 +196,29 @@ def sliding_window_scores(
         overlap: fraction shared by neighbouring windows (0.8 in the SCA-UNet paper).
         blend: "gaussian" (MONAI's, sigma 0.125 × window) or "constant".
         sw_batch_size: windows per forward pass (slices per pass for 2D networks).
-        progress: show a tqdm bar over the window batches.
+        progress: show a progress bar over the windows.
     """
     import torch
     from monai.inferers import sliding_window_inference
+    from tqdm import tqdm
 
     if blend not in BLENDS:
         raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     roi = window_roi(roi_size, predictor.spatial_dims)
+    overlaps = (overlap, overlap, 0.0) if predictor.spatial_dims == 2 else (overlap,) * 3
     tensor = torch.as_tensor(image, dtype=torch.float32)[None, None]
-    with torch.inference_mode():
-        scores = sliding_window_inference(
-            tensor,
-            roi,
-            sw_batch_size,
-            predictor,
-            overlap=(overlap, overlap, 0.0) if predictor.spatial_dims == 2 else overlap,
-            mode=blend,
-            progress=progress,
-        )
+    total = count_windows(tensor.shape[2:], roi, overlaps)
+    with tqdm(total=total, desc="windows", unit="window", disable=not progress, leave=False) as bar:
+
+        def counted(windows: torch.Tensor) -> torch.Tensor:
+            out = predictor(windows)
+            bar.update(windows.shape[0])
+            return out
+
+        with torch.inference_mode():
+            scores = sliding_window_inference(
+                tensor, roi, sw_batch_size, counted, overlap=overlaps, mode=blend
+            )
     return scores[0]

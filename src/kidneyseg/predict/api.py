@@ -1,0 +1,166 @@
+"""`kidneyseg.segment`: a CT in any form to its label map in one call, with the command line's checks.
+
+The CT may be a NIfTI file, a DICOM series folder, a `nibabel` image or a `kidneyseg` `Volume`.
+The memory a prediction needs is checked against what is available (for a file, before any
+voxel is read), and the image must be CT in Hounsfield units (`kidneyseg.predict.checks`).
+`kidneyseg predict` reads every case through `read_checked` too.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.volume import Volume
+from kidneyseg.predict.predictor import Predictor, PredictSettings
+
+ModelSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Predictor | None
+
+
+def _check_memory(where: str | os.PathLike[str] | None, header, predictor: Predictor) -> None:
+    from kidneyseg.predict.checks import check_memory, estimate_memory
+
+    need = estimate_memory(header, predictor.config.preprocess, predictor.label_map.num_classes)
+    check_memory(where or "image", need)
+
+
+def _content_warnings(ct: Volume, hu_check: bool) -> list[str]:
+    """Refuse an image without a body; warn when it does not look like CT in HU."""
+    from kidneyseg.predict.checks import check_body, check_hounsfield
+
+    check_body(ct.array, ct.source)
+    message = check_hounsfield(ct.array, ct.source) if hu_check else None
+    return [message] if message else []
+
+
+def read_checked(
+    path: str | os.PathLike[str],
+    predictor: Predictor,
+    series_uid: str | None = None,
+    dicom_files: tuple[str, ...] = (),
+    hu_check: bool = True,
+) -> tuple[Volume, list[str]]:
+    """Read the CT at `path` if memory allows, and check that it holds a body and is CT in HU;
+    returns it and warnings.
+
+    Raises:
+        KidneysegError: the header cannot be read, the prediction needs more memory than is
+            available (checked before reading voxels), or the image holds no body.
+    """
+    from kidneyseg.io.volume import read_volume
+    from kidneyseg.predict.checks import read_header
+
+    _check_memory(path, read_header(path, dicom_files), predictor)
+    ct = read_volume(path, series_uid)
+    return ct, _content_warnings(ct, hu_check)
+
+
+def _as_checked_volume(
+    ct: Any, predictor: Predictor, series_uid: str | None, hu_check: bool
+) -> tuple[Volume, list[str]]:
+    from kidneyseg.predict.checks import ImageHeader
+
+    if isinstance(ct, str | os.PathLike):
+        from kidneyseg.predict.runner import find_inputs
+
+        cases, folder_mode = find_inputs(ct, series_uid)
+        if folder_mode:
+            raise KidneysegError(
+                "segment() takes one CT; for a folder of cases use `kidneyseg predict` or "
+                "kidneyseg.predict.run_prediction",
+                ct,
+            )
+        return read_checked(cases[0].path, predictor, cases[0].series_uid, cases[0].dicom_files, hu_check)
+    if not isinstance(ct, Volume):
+        if not hasattr(ct, "dataobj") or not hasattr(ct, "affine"):
+            raise KidneysegError(
+                f"segment() takes a file or folder path, a nibabel image or a Volume, not {type(ct).__name__}"
+            )
+        array = np.asanyarray(ct.dataobj)
+        if array.ndim == 4 and array.shape[3] == 1:
+            array = array[..., 0]
+        name = ct.get_filename() if hasattr(ct, "get_filename") else None
+        ct = Volume(np.asarray(array), ct.affine, source=name or "nibabel image")
+    _check_memory(ct.source, ImageHeader(ct.shape, ct.spacing, int(ct.array.dtype.itemsize)), predictor)
+    return ct, _content_warnings(ct, hu_check)
+
+
+def _predictor(model: ModelSpec, device: str, options: dict[str, Any]) -> Predictor:
+    from kidneyseg.predict.pretrained import default_model
+    from kidneyseg.train.distributed import pick_device
+
+    if isinstance(model, Predictor):
+        if options:
+            raise KidneysegError(f"options {sorted(options)} are fixed by the Predictor passed as model=")
+        return model
+    known = {f.name for f in fields(PredictSettings)} | {"tta"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise KidneysegError(f"unknown option(s) {unknown}; segment() takes {sorted(known)}")
+    if options.pop("tta", False):
+        options["mirror_axes"] = (0, 1, 2)
+    if model is None:
+        models = [default_model()]
+    elif isinstance(model, str | os.PathLike):
+        models = [model]
+    else:
+        models = list(model)
+    return Predictor(models, PredictSettings(**options), device=str(pick_device(device)))
+
+
+def segment(
+    ct: Any,
+    model: ModelSpec = None,
+    *,
+    report: bool = False,
+    series_uid: str | None = None,
+    device: str = "auto",
+    hu_check: bool = True,
+    **options: Any,
+):
+    """Segment kidneys, tumors and cysts in one CT; the label map comes back on the CT's grid.
+
+    Example:
+        >>> import kidneyseg
+        >>> kidneyseg.segment("ct.nii.gz", model="runs/sca").to_filename("seg.nii.gz")
+
+    Args:
+        ct: a NIfTI file, a DICOM series folder, a nibabel image or a `kidneyseg.io.Volume`,
+            in Hounsfield units.
+        model: a run folder or checkpoint, a list of them (an ensemble), or a `Predictor` to
+            reuse across calls; None means the bundled pretrained model
+            (`kidneyseg.predict.pretrained.default_model`).
+        report: also return the case report (the dict `kidneyseg report` writes as JSON).
+        series_uid: the series to read when a DICOM folder holds several.
+        device: "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N".
+        hu_check: refuse images that are not CT in Hounsfield units.
+        **options: inference settings, as `PredictSettings` fields (`overlap`, `blend`,
+            `sw_batch_size`, `precision`, `backend`, `postprocess`, ...) or `tta=True`.
+
+    Returns:
+        A uint8 `nibabel.Nifti1Image` with the CT's shape and affine whose header names the
+        classes; with `report=True`, the pair (image, report).
+
+    Raises:
+        KidneysegError: no model, a bad model or option, an input that cannot be read, is not
+            CT in HU, or needs more memory than is available.
+    """
+    from kidneyseg.predict.label_files import label_image
+
+    predictor = _predictor(model, device, dict(options))
+    volume, messages = _as_checked_volume(ct, predictor, series_uid, hu_check)
+    for message in messages:
+        warnings.warn(message, stacklevel=2)
+    labels = predictor.predict(volume).labels
+    image = label_image(labels.array, volume.affine, predictor.label_map)
+    if not report:
+        return image
+    from kidneyseg.report import measure
+
+    return image, measure(volume, labels, predictor.label_map)

@@ -1,0 +1,172 @@
+"""What `kidneyseg predict` writes for one case, and how (see `kidneyseg.predict.runner`).
+
+Every writer is atomic; `write_case_files` writes the label map last (it marks the case as
+finished) and lists every file it wrote, so a failure can remove them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.atomic import write_atomic
+from kidneyseg.io.volume import NIFTI_SUFFIXES, Volume
+from kidneyseg.labels import LabelMap, split_sides
+from kidneyseg.predict.predictor import Prediction, PredictSettings
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What to write besides the label map, and how to treat finished cases and odd images."""
+
+    dicom_seg: bool = False
+    dicom_rtstruct: bool = False
+    new_uids: bool = False
+    report: bool = False
+    split_sides: bool = False
+    per_class: bool = False
+    overwrite: bool = False
+    hu_check: bool = True
+
+    @property
+    def dicom(self) -> bool:
+        return self.dicom_seg or self.dicom_rtstruct
+
+
+def output_label_map(label_map: LabelMap, options: OutputOptions) -> LabelMap:
+    """The classes of the written label files (split into sides with `split_sides`)."""
+    return split_sides(label_map) if options.split_sides else label_map
+
+
+def case_outputs(
+    out_dir: Path,
+    name: str,
+    settings: PredictSettings,
+    options: OutputOptions,
+    label_map: LabelMap,
+    suffix: str = ".nii.gz",
+) -> dict[str, Path]:
+    """The files a case writes, named after `name` (the report writer names its own files beside
+    them); `label_map` is the written one (`output_label_map`)."""
+    outputs = {"labels": out_dir / f"{name}{suffix}"}
+    if options.per_class:
+        outputs |= {f"mask_{c.name}": out_dir / f"{name}_{c.name}{suffix}" for c in label_map.foreground}
+    if settings.probabilities:
+        outputs["probabilities"] = out_dir / f"{name}_probabilities.nii.gz"
+    if options.dicom_seg:
+        outputs["dicom_seg"] = out_dir / f"{name}_seg.dcm"
+    if options.dicom_rtstruct:
+        outputs["dicom_rtstruct"] = out_dir / f"{name}_rtstruct.dcm"
+    if options.dicom and options.new_uids:
+        outputs["dicom_ct"] = out_dir / f"{name}_ct"
+    if options.report:
+        outputs["report"] = out_dir / f"{name}_report.json"
+    return outputs
+
+
+def write_probabilities(path: Path, prediction: Prediction) -> Path:
+    """Class probabilities as a 4D NIfTI (x, y, z, class), uint8 scaled by 1/255, network grid."""
+    import nibabel as nib
+
+    probs = np.moveaxis(prediction.probabilities, 0, -1)
+    quantised = np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
+    image = nib.Nifti1Image(quantised, prediction.probabilities_affine)
+    image.header.set_slope_inter(1.0 / 255.0, 0.0)
+    image.header.set_xyzt_units("mm", "sec")
+    image.set_qform(prediction.probabilities_affine, code=1)
+    image.set_sform(prediction.probabilities_affine, code=1)
+    return write_atomic(path, lambda tmp: nib.save(image, str(tmp)))
+
+
+def check_output_folder(out_dir: Path) -> bool:
+    """Make sure `out_dir` can be written; returns True if it had to be created."""
+    existed = out_dir.exists()
+    if existed and not out_dir.is_dir():
+        raise KidneysegError("the output path exists and is not a folder", out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KidneysegError(f"cannot create the output folder ({exc.strerror})", out_dir) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise KidneysegError("the output folder is not writable", out_dir)
+    return not existed
+
+
+def _write_dicom(
+    outputs: dict[str, Path], labels: Volume, label_map: LabelMap, options: OutputOptions
+) -> list[Path]:
+    from kidneyseg.predict.dicom_source import read_sources, write_series
+
+    sources = read_sources(labels.dicom_files, labels.source, options.new_uids)
+    written = []
+    if "dicom_ct" in outputs:
+        written.append(write_series(outputs["dicom_ct"], sources))
+    if "dicom_seg" in outputs:
+        from kidneyseg.predict.dicom_seg import write_dicom_seg
+
+        written.append(write_dicom_seg(outputs["dicom_seg"], labels, label_map, sources))
+    if "dicom_rtstruct" in outputs:
+        from kidneyseg.predict.dicom_rtstruct import write_rtstruct
+
+        written.append(write_rtstruct(outputs["dicom_rtstruct"], labels, label_map, sources))
+    return written
+
+
+def write_case_files(
+    outputs: dict[str, Path],
+    ct: Volume,
+    prediction: Prediction,
+    label_map: LabelMap,
+    options: OutputOptions,
+    written: list[Path],
+) -> dict:
+    """Write a case's outputs, the label map last, appending each file to `written`; returns the
+    case report (the one written with `--report`, else measured for the statistics, or why not)."""
+    from kidneyseg.predict.label_files import class_masks, split_labels_by_side, write_label_image
+    from kidneyseg.report import measure, write_report
+
+    labels = prediction.labels
+    name = stem(outputs["labels"])
+    if "probabilities" in outputs:
+        written.append(write_probabilities(outputs["probabilities"], prediction))
+    if options.dicom:
+        written += _write_dicom(outputs, labels, label_map, options)
+    if "report" in outputs:
+        paths = write_report(ct, labels, outputs["report"].parent, label_map, name)
+        written += [paths.json, paths.html]
+        report = json.loads(paths.json.read_text(encoding="utf-8"))
+    else:
+        try:
+            report = measure(ct, labels, label_map, case_id=name)
+        except KidneysegError as exc:  # the statistics say why; the labels are still written
+            report = {"status": "not measured", "warnings": [f"not measured: {exc}"]}
+    out_map = output_label_map(label_map, options)
+    array = split_labels_by_side(labels.array, ct) if options.split_sides else labels.array
+    if options.per_class:
+        for class_name, (mask, mask_map) in class_masks(array, out_map).items():
+            written.append(write_label_image(outputs[f"mask_{class_name}"], mask, ct, mask_map))
+    written.append(write_label_image(outputs["labels"], array, ct, out_map))
+    return report
+
+
+def stem(path: Path) -> str:
+    """A NIfTI file's name without `.nii` / `.nii.gz`."""
+    for suffix in NIFTI_SUFFIXES[::-1]:
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.name
+
+
+def remove(paths: list[Path]) -> None:
+    """Delete files and folders written for a case that failed."""
+    for p in paths:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)

@@ -1,0 +1,79 @@
+"""Reports for a cohort: every CT of a folder with its label map, and one `statistics.csv`.
+
+`kidneyseg report --ct CASES --labels LABELS --out DIR` pairs each case of CASES (any layout
+`kidneyseg predict` reads) with `LABELS/<case>.nii.gz`, as `kidneyseg predict -o LABELS` names
+its label maps, and writes each case's report and one row per case in `DIR/statistics.csv`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kidneyseg.errors import KidneysegError
+from kidneyseg.labels import KITS23, LabelMap
+from kidneyseg.report.statistics import STATISTICS_NAME, statistics_row, write_statistics
+
+
+@dataclass
+class CohortResult:
+    """What a cohort run wrote: the statistics file, the cases reported and those that failed."""
+
+    statistics: Path
+    reported: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def _label_file(folder: Path, case_id: str) -> Path | None:
+    for suffix in (".nii.gz", ".nii"):
+        if (folder / f"{case_id}{suffix}").is_file():
+            return folder / f"{case_id}{suffix}"
+    return None
+
+
+def report_cohort(
+    ct_dir: str | os.PathLike[str],
+    labels_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    label_map: LabelMap = KITS23,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> CohortResult:
+    """Write the report of every case of `ct_dir` that has a label map in `labels_dir`, and
+    `out_dir/statistics.csv`; a case that cannot be measured is listed, the others go on.
+
+    Raises:
+        KidneysegError: `ct_dir` holds no CT, or no CT has a label map in `labels_dir`.
+    """
+    from tqdm import tqdm
+
+    from kidneyseg.io.volume import read_volume
+    from kidneyseg.predict.runner import find_inputs
+    from kidneyseg.report.render import write_report
+    from kidneyseg.report.statistics import case_line
+
+    labels_dir, out_dir = Path(labels_dir), Path(out_dir)
+    cases, _ = find_inputs(ct_dir)
+    pairs = [(c, path) for c in cases if (path := _label_file(labels_dir, c.case_id))]
+    if not pairs:
+        raise KidneysegError(
+            f"no label map named <case>.nii.gz for any of the {len(cases)} CT(s) of {ct_dir}", labels_dir
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, result = [], CohortResult(out_dir / STATISTICS_NAME)
+    for case, label_path in tqdm(pairs, desc="reports", unit="case", disable=not progress):
+        try:
+            ct = read_volume(case.path, case.series_uid)
+            paths = write_report(ct, read_volume(label_path), out_dir, label_map, case.case_id)
+        except KidneysegError as exc:
+            result.failures[case.case_id] = str(exc)
+            continue
+        rows.append(statistics_row(case.case_id, json.loads(paths.json.read_text(encoding="utf-8"))))
+        result.reported.append(case.case_id)
+        if echo is not None:
+            echo(case_line(rows[-1]))
+    write_statistics(result.statistics, rows)
+    return result

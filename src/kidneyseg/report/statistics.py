@@ -1,0 +1,124 @@
+"""Cohort statistics: one CSV row per case from its report, and a one-line summary per case.
+
+`kidneyseg predict` writes `statistics.csv` beside the label maps of a folder run, and
+`kidneyseg report --labels DIR --ct DIR` writes it for label maps made elsewhere. Volumes are
+in mL, diameters in cm; several lesions are listed largest first, separated by `;`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from kidneyseg.io.atomic import write_text_atomic
+
+STATISTICS_NAME = "statistics.csv"
+
+COLUMNS = (
+    "case_id",
+    "status",
+    "kidneys_found",
+    "right_kidney_ml",
+    "left_kidney_ml",
+    "right_parenchyma_ml",
+    "left_parenchyma_ml",
+    "num_tumors",
+    "num_cysts",
+    "tumor_diameters_cm",
+    "cyst_diameters_cm",
+    "total_tumor_ml",
+    "total_cyst_ml",
+    "ct_category",
+    "confidence",
+    "warnings",
+    "seconds",
+)
+
+
+def _diameters(report: dict, kind: str) -> str:
+    rows = sorted(
+        (r for r in report.get("lesions", []) if r.get("type") == kind),
+        key=lambda r: -(r.get("max_axial_diameter_cm") or 0),
+    )
+    return ";".join(
+        f"{r['max_axial_diameter_cm']:.2f}" for r in rows if r.get("max_axial_diameter_cm") is not None
+    )
+
+
+def statistics_row(
+    case_id: str, report: dict, warnings: Iterable[str] = (), seconds: float | None = None
+) -> dict[str, object]:
+    """The CSV row of one case: its report's numbers, its warnings (the report's codes and the
+    prediction's messages) and the model's confidence when the report has one."""
+    kidneys = {k["side"]: k for k in report.get("kidneys", [])}
+    summary = report.get("summary", {})
+    staging = report.get("staging") or {}
+    codes = [w["code"] if isinstance(w, dict) else str(w) for w in report.get("warnings", [])]
+    return {
+        "case_id": case_id,
+        "status": report.get("status", ""),
+        "kidneys_found": " ".join(summary.get("kidneys_found", [])),
+        "right_kidney_ml": kidneys.get("right", {}).get("volume_ml", ""),
+        "left_kidney_ml": kidneys.get("left", {}).get("volume_ml", ""),
+        "right_parenchyma_ml": kidneys.get("right", {}).get("parenchyma_volume_ml", ""),
+        "left_parenchyma_ml": kidneys.get("left", {}).get("parenchyma_volume_ml", ""),
+        "num_tumors": summary.get("num_tumors", 0),
+        "num_cysts": summary.get("num_cysts", 0),
+        "tumor_diameters_cm": _diameters(report, "tumor"),
+        "cyst_diameters_cm": _diameters(report, "cyst"),
+        "total_tumor_ml": summary.get("total_tumor_volume_ml", ""),
+        "total_cyst_ml": summary.get("total_cyst_volume_ml", ""),
+        "ct_category": staging.get("category", ""),
+        "confidence": report.get("inputs", {}).get("model_confidence") or "",
+        "warnings": "; ".join([*codes, *warnings]),
+        "seconds": "" if seconds is None else round(seconds, 1),
+    }
+
+
+def write_statistics(path: str | os.PathLike[str], rows: Iterable[dict[str, object]]) -> Path:
+    """Write the rows as CSV (atomically), sorted by case id."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda r: str(r["case_id"])))
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def case_line(row: dict[str, object]) -> str:
+    """One console line for a case, e.g.
+    `case_7: 12.3 s; kidneys right 151 mL, left 148 mL; 1 tumor (largest 4.10 cm)`."""
+    sides = [s for s in ("right", "left") if row[f"{s}_kidney_ml"] != ""]
+    volumes = [f"{s} {float(row[f'{s}_kidney_ml']):.0f} mL" for s in sides]  # type: ignore[arg-type]
+    kidneys = ", ".join(volumes) or "none found"
+    timing = f" {row['seconds']} s;" if row["seconds"] != "" else ""
+    parts = [f"{row['case_id']}:{timing} kidneys {kidneys}"]
+    for kind in ("tumor", "cyst"):
+        count = int(row[f"num_{kind}s"])  # type: ignore[call-overload]
+        if count:
+            largest = str(row[f"{kind}_diameters_cm"]).split(";")[0]
+            parts.append(f"{count} {kind}{'s' if count > 1 else ''} (largest {largest} cm)")
+    if row["warnings"]:
+        parts.append(f"warnings: {row['warnings']}")
+    return "; ".join(parts)
+
+
+def finished_cases(path: Path) -> dict[str, dict[str, Any]]:
+    """The finished cases of an earlier run record at `path`, by case id (for their statistics)."""
+    try:
+        cases = json.loads(path.read_text(encoding="utf-8"))["cases"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {c["case_id"]: c for c in cases if "statistics" in c}
+
+
+def write_cohort_statistics(out_dir: Path) -> Path:
+    """`statistics.csv` from the finished cases of every run record (every shard) in `out_dir`."""
+    rows: dict[str, dict[str, Any]] = {}
+    for path in sorted(out_dir.glob("predict_run*.json")):
+        rows |= {case_id: c["statistics"] for case_id, c in finished_cases(path).items()}
+    return write_statistics(out_dir / STATISTICS_NAME, rows.values())

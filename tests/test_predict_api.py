@@ -1,0 +1,135 @@
+"""`kidneyseg.segment` and the label files of `kidneyseg predict`: one file, sides, masks, colours."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import kidneyseg
+from kidneyseg.cli import app
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.volume import Volume, read_volume
+from kidneyseg.labels import KITS23, split_sides
+from kidneyseg.predict import Predictor
+from kidneyseg.predict.label_files import (
+    NIFTI_INTENT_LABEL,
+    class_masks,
+    color_table_text,
+    split_labels_by_side,
+)
+from test_predict import TINY_3D, save_tiny
+from test_predict_cli import phantom_file
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny3d.pt", TINY_3D, seed=0)
+
+
+@pytest.fixture(scope="module")
+def ct_file(tmp_path_factory) -> Path:
+    return phantom_file(tmp_path_factory.mktemp("ct") / "ct.nii.gz", 5, orientation="LPS")
+
+
+def test_import_loads_neither_torch_nor_monai():
+    code = "import sys, kidneyseg; kidneyseg.segment; assert not {'torch', 'monai'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_segment_takes_a_path_an_image_or_a_volume(ckpt, ct_file):
+    image = kidneyseg.segment(ct_file, model=ckpt, device="cpu")
+    ct = nib.load(ct_file)
+    assert isinstance(image, nib.Nifti1Image) and image.shape == ct.shape
+    np.testing.assert_allclose(image.affine, ct.affine, atol=1e-6)
+    assert image.get_data_dtype() == np.uint8
+    labels = np.asarray(image.dataobj)
+    for other in (ct, read_volume(ct_file)):
+        np.testing.assert_array_equal(
+            np.asarray(kidneyseg.segment(other, model=ckpt, device="cpu").dataobj), labels
+        )
+    predictor = Predictor([ckpt])  # loaded once, reused for many CTs
+    np.testing.assert_array_equal(np.asarray(kidneyseg.segment(ct_file, model=predictor).dataobj), labels)
+    with pytest.raises(KidneysegError, match="fixed by the Predictor"):
+        kidneyseg.segment(ct_file, model=predictor, overlap=0.25)
+    _, report = kidneyseg.segment(ct_file, model=[ckpt], device="cpu", report=True, overlap=0.25)
+    assert report["inputs"]["shape"] == list(ct.shape) and "summary" in report
+
+
+def test_segment_makes_the_command_lines_checks(ckpt, ct_file, tmp_path):
+    with pytest.raises(KidneysegError, match="no bundled pretrained model"):
+        kidneyseg.segment(ct_file)
+    with pytest.raises(KidneysegError, match="unknown option"):
+        kidneyseg.segment(ct_file, model=ckpt, overlaps=0.5)
+    normalised = Volume(np.zeros((20, 20, 10), np.float32), np.eye(4), "normalised")
+    with pytest.raises(KidneysegError, match="already normalised"):
+        kidneyseg.segment(normalised, model=ckpt)
+    with pytest.raises(KidneysegError, match="segment\\(\\) takes one CT"):
+        kidneyseg.segment(ct_file.parent, model=ckpt)
+    with pytest.raises(KidneysegError, match="not list"):
+        kidneyseg.segment([1, 2], model=ckpt)
+
+
+def test_sides_follow_the_patient_not_the_array():
+    # LPS voxel axes: array index 0 grows towards the patient's right (world x decreases in RAS).
+    affine = np.diag([-2.0, -2.0, 2.0, 1.0])
+    ct = np.full((40, 20, 10), -1000, np.int16)
+    ct[5:35, 3:17] = 40
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[8:14, 8:12, 3:7] = 1  # small i: world x large (+x is the patient's left in RAS)
+    labels[26:32, 8:12, 3:7] = 1
+    labels[28:30, 9:11, 4:6] = 2
+    split = split_labels_by_side(labels, Volume(ct, affine))
+    sides = split_sides(KITS23)
+    assert sides.names[1:3] == ("kidney_right", "kidney_left")
+    assert set(np.unique(split[8:14, 8:12, 3:7])) == {sides.value("kidney_left")}
+    assert set(np.unique(split[28:30, 9:11, 4:6])) == {sides.value("tumor_right")}
+    assert ((split > 0) == (labels > 0)).all()
+    masks = class_masks(split, sides)
+    assert set(masks) == set(sides.names[1:])
+    mask, mask_map = masks["kidney_right"]
+    assert mask.sum() == (split == 1).sum() and mask_map.names == ("background", "kidney_right")
+
+
+def test_colour_table_is_slicers_format():
+    lines = color_table_text(KITS23).splitlines()
+    assert lines[0].startswith("# Color table file") and lines[1] == "# 4 values"
+    assert lines[2:] == [
+        "0 background 0 0 0 0",
+        "1 kidney 60 180 75 255",
+        "2 tumor 230 25 75 255",
+        "3 cyst 255 225 25 255",
+    ]
+
+
+def test_one_ct_to_a_named_file_with_sides_and_masks(ckpt, ct_file, tmp_path):
+    out = tmp_path / "seg.nii.gz"
+    result = runner.invoke(
+        app, ["predict", "-i", str(ct_file), "-o", str(out), "-m", str(ckpt), "--split-sides", "--per-class"]
+    )
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+    image = nib.load(out)
+    assert int(image.header["intent_code"]) == NIFTI_INTENT_LABEL
+    assert "1=kidney_right 2=kidney_left" in image.header["descrip"].item().decode()
+    labels = np.asarray(image.dataobj)
+    for name in split_sides(KITS23).names[1:]:
+        mask = np.asarray(nib.load(tmp_path / f"seg_{name}.nii.gz").dataobj)
+        np.testing.assert_array_equal(mask, labels == split_sides(KITS23).value(name))
+    assert (tmp_path / "kits23-sides_ColorTable.ctbl").read_text().count("\n") == 9
+    assert "ct: " in result.output and "kidneys" in result.output  # the line per case
+    assert "s start-up" in result.output
+    folder = runner.invoke(app, ["predict", "-i", str(ct_file.parent), "-o", str(out), "-m", str(ckpt)])
+    assert folder.exit_code == 2 and "names the label map of one CT" in folder.output
+    no_model = runner.invoke(app, ["predict", "-i", str(ct_file), "-o", str(out)])
+    assert no_model.exit_code == 2 and "no bundled pretrained model" in no_model.output
+    uids = runner.invoke(app, ["predict", "-i", str(ct_file), "-o", str(out), "-m", str(ckpt), "--new-uids"])
+    assert uids.exit_code == 2 and "--new-uids is for DICOM outputs" in uids.output

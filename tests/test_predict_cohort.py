@@ -1,0 +1,112 @@
+"""Folder runs at scale: statistics.csv, `--shard i/n` jobs that share a folder, and
+`kidneyseg report` over a cohort."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kidneyseg.cli import app
+from kidneyseg.errors import KidneysegError
+from kidneyseg.predict.runner import parse_shard
+from kidneyseg.report.statistics import COLUMNS, case_line, statistics_row
+from test_predict import TINY_3D, save_tiny
+from test_predict_cli import phantom_file
+from test_report_measure import build_scene, make_grid
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny3d.pt", TINY_3D, seed=0)
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cases")
+    for seed, name in enumerate(("a", "b", "c")):
+        phantom_file(folder / f"{name}.nii.gz", 10 + seed)
+    return folder
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_shards_split_a_folder_and_statistics_cover_every_case(ckpt, cases, tmp_path):
+    out = tmp_path / "out"
+    base = ["predict", "-i", str(cases), "-o", str(out), "-m", str(ckpt), "--overlap", "0"]
+    first = runner.invoke(app, [*base, "--shard", "1/2"])
+    assert first.exit_code == 0, first.output
+    assert "2 predicted" in first.output and "a: " in first.output and "c: " in first.output
+    assert [r["case_id"] for r in read_csv(out / "statistics.csv")] == ["a", "c"]
+    second = runner.invoke(app, [*base, "--shard", "2/2", "-q"])
+    assert "1 predicted, 0 already done" in second.output
+    rows = read_csv(out / "statistics.csv")
+    assert [r["case_id"] for r in rows] == ["a", "b", "c"] and list(rows[0]) == list(COLUMNS)
+    assert json.loads((out / "predict_run.2-of-2.json").read_text())["command"]["shard"] == [2, 2]
+
+    again = runner.invoke(app, [*base, "--shard", "1/2", "-q"])
+    assert "0 predicted, 2 already done" in again.output
+    assert [r["case_id"] for r in read_csv(out / "statistics.csv")] == ["a", "b", "c"]
+
+
+def test_shard_argument_is_checked():
+    assert parse_shard("3/8") == (3, 8)
+    for bad in ("0/2", "3/2", "a/b", "2"):
+        with pytest.raises(KidneysegError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_statistics_row_from_a_report():
+    report = {
+        "status": "ok",
+        "summary": {"kidneys_found": ["right", "left"], "num_tumors": 2, "num_cysts": 0},
+        "kidneys": [
+            {"side": "right", "volume_ml": 150.0, "parenchyma_volume_ml": 140.0},
+            {"side": "left", "volume_ml": 148.5, "parenchyma_volume_ml": 148.5},
+        ],
+        "lesions": [
+            {"type": "tumor", "max_axial_diameter_cm": 1.5},
+            {"type": "tumor", "max_axial_diameter_cm": 4.25},
+        ],
+        "staging": {"category": "cT1a"},
+        "warnings": [{"code": "incomplete_kidney"}],
+        "inputs": {"model_confidence": 0.91},
+    }
+    row = statistics_row("p1", report, ["no air"], seconds=12.34)
+    assert row["tumor_diameters_cm"] == "4.25;1.50" and row["ct_category"] == "cT1a"
+    assert row["warnings"] == "incomplete_kidney; no air" and row["confidence"] == 0.91
+    assert case_line(row) == (
+        "p1: 12.3 s; kidneys right 150 mL, left 148 mL; 2 tumors (largest 4.25 cm); "
+        "warnings: incomplete_kidney; no air"
+    )
+
+
+def test_report_over_a_cohort(tmp_path):
+    from kidneyseg.io.volume import write_volume
+
+    affine, shape = make_grid([[-1, 0, 0], [0, -1, 0], [0, 0, 1]], spacing=(2.5, 2.5, 4.0))
+    ct, labels = build_scene(affine, shape)
+    (tmp_path / "cts").mkdir()
+    (tmp_path / "labels").mkdir()
+    for name in ("p1", "p2"):
+        write_volume(tmp_path / "cts" / f"{name}.nii.gz", ct)
+    write_volume(tmp_path / "cts" / "unlabelled.nii.gz", ct)
+    write_volume(tmp_path / "labels" / "p1.nii.gz", labels)
+    write_volume(tmp_path / "labels" / "p2.nii.gz", labels.with_array(labels.array * 0 + 2))
+    out = tmp_path / "out"
+    args = ["report", "--ct", str(tmp_path / "cts"), "--labels", str(tmp_path / "labels"), "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "1 case(s) reported, 1 failed" in result.output and "p2:" in result.output
+    rows = read_csv(out / "statistics.csv")
+    assert [r["case_id"] for r in rows] == ["p1"] and rows[0]["num_tumors"] == "2"
+    assert (out / "p1_report.html").is_file()

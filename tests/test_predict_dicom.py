@@ -1,0 +1,139 @@
+"""DICOM outputs on the real (anonymised) CT series: UIDs checked first, SEG colours and regions,
+RTSTRUCT contours read back with pydicom and compared with the label map."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from typer.testing import CliRunner
+
+from kidneyseg.cli import app
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.volume import LPS_TO_RAS, read_volume
+from kidneyseg.labels import KITS23
+from kidneyseg.predict.dicom_rtstruct import write_rtstruct
+from kidneyseg.predict.dicom_source import read_sources
+from test_predict import TINY_3D, save_tiny
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def series(shared_data) -> Path:
+    return shared_data / "real-ct" / "dicom_series"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny3d.pt", TINY_3D, seed=0)
+
+
+def scene(shape: tuple[int, int, int]) -> np.ndarray:
+    """A kidney with a hole, a tumor inside it and a cyst: contours of every kind."""
+    labels = np.zeros(shape, np.uint8)
+    labels[100:200, 150:260, 4:12] = 1
+    labels[130:160, 180:210, 5:9] = 0
+    labels[170:190, 170:190, 6:9] = 2
+    labels[300:320, 300:330, 10:11] = 3
+    return labels
+
+
+def test_anonymised_series_is_refused_before_anything_is_computed(series, tmp_path):
+    out = tmp_path / "out"
+    for flag in ("--dicom-seg", "--dicom-rtstruct"):
+        # A model that does not exist: the UID check comes first, so nothing is loaded or computed.
+        result = runner.invoke(app, ["predict", "-i", str(series), "-o", str(out), "-m", "no_model", flag])
+        assert result.exit_code == 2, result.output
+        assert "StudyInstanceUID, SeriesInstanceUID" in result.output and "--new-uids" in result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not out.exists()
+    with pytest.raises(KidneysegError, match="StudyInstanceUID"):
+        read_sources(read_volume(series).dicom_files, str(series))
+
+
+def test_rtstruct_without_rt_utils_says_how_to_install_it(series, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rt_utils", None)  # import rt_utils now raises ImportError
+    args = ["predict", "-i", str(series), "-o", str(tmp_path / "out"), "-m", "no_model"]
+    result = runner.invoke(app, [*args, "--dicom-rtstruct", "--new-uids"])
+    assert result.exit_code == 2 and "pip install rt-utils" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def _voxels_of_contour(points: np.ndarray, affine_ras: np.ndarray) -> np.ndarray:
+    """Contour points (DICOM patient LPS mm) as continuous voxel indices (i, j, k)."""
+    ras = (LPS_TO_RAS[:3, :3] @ points.T).T
+    return (np.linalg.inv(affine_ras) @ np.c_[ras, np.ones(len(ras))].T).T[:, :3]
+
+
+def test_rtstruct_contours_lie_within_one_voxel_of_the_labels(series, tmp_path):
+    ct = read_volume(series)
+    labels = scene(ct.shape)
+    sources = read_sources(ct.dicom_files, str(series), new_uids=True)
+    path = write_rtstruct(tmp_path / "rt.dcm", ct.with_array(labels), KITS23, sources)
+    rt = pydicom.dcmread(path)
+    assert rt.Modality == "RTSTRUCT"
+    assert rt.StudyInstanceUID == sources[0].StudyInstanceUID
+    names = {r.ROINumber: r.ROIName for r in rt.StructureSetROISequence}
+    assert sorted(names.values()) == ["cyst", "kidney", "tumor"]
+    for roi in rt.ROIContourSequence:
+        cls = KITS23.value(names[roi.ReferencedROINumber])
+        assert list(roi.ROIDisplayColor) == list(KITS23.classes[cls].color)
+        mask = labels == cls
+        slices_seen = set()
+        for contour in roi.ContourSequence:
+            ijk = _voxels_of_contour(np.asarray(contour.ContourData, float).reshape(-1, 3), ct.affine)
+            k = np.rint(ijk[:, 2]).astype(int)
+            assert np.allclose(ijk[:, 2], k, atol=1e-3) and len(set(k)) == 1  # planar, on a slice
+            slices_seen.add(int(k[0]))
+            i, j = np.rint(ijk[:, 0]).astype(int), np.rint(ijk[:, 1]).astype(int)
+            assert np.abs(ijk[:, :2] - np.c_[i, j]).max() < 1e-3  # through voxel centres
+            near = np.zeros(len(i), bool)
+            for di in (-1, 0, 1):
+                for dj in (-1, 0, 1):
+                    near |= mask[i + di, j + dj, k]
+            assert near.all()  # every point is within one voxel of the class
+        assert slices_seen == set(np.flatnonzero(mask.any(axis=(0, 1))))
+
+
+def test_seg_and_rtstruct_of_an_anonymised_series_with_new_uids(series, ckpt, tmp_path):
+    import highdicom as hd
+
+    out = tmp_path / "out"
+    args = ["predict", "-i", str(series), "-o", str(out), "-m", str(ckpt), "--new-uids", "--overlap", "0"]
+    result = runner.invoke(app, [*args, "--dicom-seg", "--dicom-rtstruct", "-q"])
+    assert result.exit_code == 0, result.output
+    name = series.name
+    ct_copy = read_volume(out / f"{name}_ct")
+    original = read_volume(series)
+    np.testing.assert_array_equal(ct_copy.array, original.array)
+    np.testing.assert_allclose(ct_copy.affine, original.affine, atol=1e-4)
+    copy = [pydicom.dcmread(f, stop_before_pixels=True) for f in ct_copy.dicom_files]
+    assert len({ds.StudyInstanceUID for ds in copy}) == 1 and copy[0].StudyInstanceUID
+
+    seg = hd.seg.segread(out / f"{name}_seg.dcm")
+    assert seg.StudyInstanceUID == copy[0].StudyInstanceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == copy[0].SeriesInstanceUID
+    for segment, cls in zip(seg.SegmentSequence, KITS23.foreground, strict=True):
+        assert segment.SegmentLabel == cls.name
+        rgb = hd.color.CIELabColor.from_dicom_value(segment.RecommendedDisplayCIELabValue).to_rgb()
+        assert np.abs(np.subtract(rgb, cls.color)).max() <= 1
+        assert segment.AnatomicRegionSequence[0].CodeValue == "64033007"
+    labels = np.asarray(nib.load(out / f"{name}.nii.gz").dataobj)
+    uids = [ds.SOPInstanceUID for ds in copy]
+    if labels.any():
+        back = seg.get_pixels_by_source_instance(uids, combine_segments=True, skip_overlap_checks=True)
+        np.testing.assert_array_equal(np.transpose(back, (2, 1, 0)), labels)
+    rt = pydicom.dcmread(out / f"{name}_rtstruct.dcm")
+    referenced = rt.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
+    assert referenced.RTReferencedSeriesSequence[0].SeriesInstanceUID == copy[0].SeriesInstanceUID
+    present = {c.name for c in KITS23.foreground if (labels == c.value).any()}
+    assert {r.ROIName for r in rt.StructureSetROISequence} == present
+
+    again = runner.invoke(app, [*args, "--dicom-seg", "--dicom-rtstruct", "-q"])
+    assert "0 predicted, 1 already done" in again.output
