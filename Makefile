@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= demo-output
+# The demo first segments this real CT with the bundled model (skipped where it is absent).
+REAL_CT ?= ../shared/data/real-ct/lowdose_abdomen_4mm.nii.gz
+REAL_CT_LABELS ?= ../shared/data/real-ct/lowdose_abdomen_4mm_kidneys.nii.gz
 
 .PHONY: setup demo test test-all lint bench wheel
 
@@ -15,7 +18,9 @@ $(VENV)/.installed: pyproject.toml scripts/install-torch.sh
 	touch $@
 
 demo: setup
-	$(BIN)/kidneyseg demo --out $(OUT)
+	$(BIN)/kidneyseg demo --out $(OUT) \
+		$(if $(wildcard $(REAL_CT)),--real-ct $(REAL_CT)) \
+		$(if $(wildcard $(REAL_CT_LABELS)),--real-ct-labels $(REAL_CT_LABELS))
 
 test: setup
 	$(BIN)/ruff check .

@@ -270,13 +270,18 @@ def test_cli_lists_every_model_with_its_parameter_count() -> None:
     from typer.testing import CliRunner
 
     from kidneyseg.cli import app
+    from kidneyseg.predict.pretrained import BUNDLED, default_model
+    from kidneyseg.train.checkpoint import load_checkpoint
 
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0, result.output
-    rows = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    table, bundled = result.output.split("\n\n")
+    rows = {line.split()[0]: line for line in table.splitlines()[1:]}
     assert sorted(rows) == list_models()
     for name, row in rows.items():
         assert f"{PINNED[name]:,}" in row
+    state = load_checkpoint(default_model()).model_state
+    assert f"{BUNDLED} = sca_unet_3d" in bundled and f"{sum(v.numel() for v in state.values()):,}" in bundled
 
 
 def test_cli_shows_one_model_with_overrides_as_json() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -64,9 +65,13 @@ def test_segment_takes_a_path_an_image_or_a_volume(ckpt, ct_file):
     assert report["inputs"]["shape"] == list(ct.shape) and "summary" in report
 
 
-def test_segment_makes_the_command_lines_checks(ckpt, ct_file, tmp_path):
-    with pytest.raises(KidneysegError, match="no bundled pretrained model"):
+def test_segment_makes_the_command_lines_checks(ckpt, ct_file, tmp_path, monkeypatch):
+    import kidneyseg.predict.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path / "no-weights")
+    with pytest.raises(KidneysegError, match="bundled pretrained model is missing from this installation"):
         kidneyseg.segment(ct_file)
+    monkeypatch.undo()
     with pytest.raises(KidneysegError, match="unknown option"):
         kidneyseg.segment(ct_file, model=ckpt, overlaps=0.5)
     normalised = Volume(np.zeros((20, 20, 10), np.float32), np.eye(4), "normalised")
@@ -129,7 +134,10 @@ def test_one_ct_to_a_named_file_with_sides_and_masks(ckpt, ct_file, tmp_path):
     assert "s start-up" in result.output
     folder = runner.invoke(app, ["predict", "-i", str(ct_file.parent), "-o", str(out), "-m", str(ckpt)])
     assert folder.exit_code == 2 and "names the label map of one CT" in folder.output
-    no_model = runner.invoke(app, ["predict", "-i", str(ct_file), "-o", str(out)])
-    assert no_model.exit_code == 2 and "no bundled pretrained model" in no_model.output
+    bundled = runner.invoke(app, ["predict", "-i", str(ct_file), "-o", str(tmp_path / "bundled.nii.gz")])
+    assert bundled.exit_code == 0, bundled.output
+    record = json.loads((tmp_path / "predict_run.json").read_text())
+    assert record["models"][0]["pretrained"] == "sca-unet-3d-transfer"
+    assert 0 < record["cases"][0]["confidence"] <= 1
     uids = runner.invoke(app, ["predict", "-i", str(ct_file), "-o", str(out), "-m", str(ckpt), "--new-uids"])
     assert uids.exit_code == 2 and "--new-uids is for DICOM outputs" in uids.output

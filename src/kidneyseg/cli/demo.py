@@ -36,12 +36,23 @@ def demo(
         bool, typer.Option("--fast", help="A few-minute version: fewer cases, short training.")
     ] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    real_ct: Annotated[
+        Path | None,
+        typer.Option("--real-ct", help="A real CT to segment first with the bundled pretrained model."),
+    ] = None,
+    real_ct_labels: Annotated[
+        Path | None,
+        typer.Option("--real-ct-labels", help="Its kidney reference labels: the demo then gives its Dice."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run the whole pipeline on synthetic phantoms and write an index.html that links the results."""
     from kidneyseg.demo import DemoSettings, run_demo
 
-    result = run_demo(out, DemoSettings(recipe, cases, seed, fast, device=device), progress=not quiet)
+    settings = DemoSettings(
+        recipe, cases, seed, fast, device=device, real_ct=real_ct, real_ct_labels=real_ct_labels
+    )
+    result = run_demo(out, settings, progress=not quiet)
     s = result.scores
     typer.echo(
         "held-out Dice: kidney {k}, tumor {t}, cyst {c} (KiTS HEC Dice {h}, Surface Dice {sd})".format(

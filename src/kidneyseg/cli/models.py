@@ -76,3 +76,23 @@ def models(
             f"{info['name']:<21} {info['spatial_dims']:>3}D {info['out_channels']:>7} "
             f"{info['parameters']:>12,} {info['divisor'][0]:>7}  {info['paper'].split(',')[0]}"
         )
+    typer.echo("")
+    typer.echo(_bundled_line())
+
+
+def _bundled_line() -> str:
+    """The bundled pretrained model: what predict and segment() use without --model/model=."""
+    from kidneyseg.predict.pretrained import BUNDLED, bundled_path
+    from kidneyseg.train.checkpoint import load_checkpoint
+
+    path = bundled_path()
+    if not path.is_file():
+        return f"bundled pretrained model {BUNDLED}: missing from this installation"
+    ckpt = load_checkpoint(path)
+    parameters = sum(int(v.numel()) for v in ckpt.model_state.values() if hasattr(v, "numel"))
+    return (
+        f"bundled pretrained model (the default of `kidneyseg predict`): {BUNDLED} = "
+        f"{ckpt.config.model.name}, {ckpt.label_map.num_classes} classes, {parameters:,} weights, "
+        f"recipe {ckpt.config.train.recipe}, trained on phantoms only; licence CC BY-NC-SA 4.0 "
+        "(docs/pretrained.md)"
+    )

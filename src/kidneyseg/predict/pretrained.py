@@ -1,23 +1,66 @@
-"""The bundled pretrained model: where `kidneyseg.segment(ct)` finds its network when given none.
+"""The bundled pretrained model: what `kidneyseg predict` and `kidneyseg.segment(ct)` use when given
+no model.
 
-No model trained on real CT ships yet. When one does, `default_model` returns its checkpoint
-(installed with the package, or downloaded once into a cache) and nothing else changes.
+The weights ship inside the package (`kidneyseg/weights/`), in the same safe checkpoint format as
+every run (loaded with `weights_only=True`); nothing is downloaded. Their model card, results
+and licence (CC BY-NC-SA 4.0, inherited from the KiTS19 shapes they were trained on) are in
+docs/pretrained.md and `kidneyseg/weights/NOTICE.md`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from kidneyseg.errors import KidneysegError
 
+BUNDLED = "sca-unet-3d-transfer"
+"""Name of the bundled model (its file is `<name>.pt` in `kidneyseg/weights/`)."""
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+LOW_CONFIDENCE = 0.8
+"""Below this prediction confidence (`Prediction.confidence`) the run record and the report warn that
+the image may be unlike anything the model was trained on (docs/pretrained.md)."""
+
+
+def bundled_path(name: str = BUNDLED) -> Path:
+    """The checkpoint file of a bundled model."""
+    return WEIGHTS_DIR / f"{name}.pt"
+
 
 def default_model() -> Path:
-    """The checkpoint used when no model is given.
+    """The checkpoint used when no model is given: the bundled pretrained model.
 
     Raises:
-        KidneysegError: no pretrained model is installed (today always), with what to pass instead.
+        KidneysegError: the package was installed without its weights.
     """
-    raise KidneysegError(
-        "no bundled pretrained model is installed yet: pass model= (Python) or --model (command line) "
-        "a run folder or checkpoint, e.g. one trained with `kidneyseg train`"
+    path = bundled_path()
+    if not path.is_file():
+        raise KidneysegError(
+            "the bundled pretrained model is missing from this installation: reinstall kidneyseg, or "
+            "pass model= (Python) or --model (command line) a run folder or checkpoint",
+            path,
+        )
+    return path
+
+
+def bundled_name(path: str | os.PathLike[str]) -> str | None:
+    """The bundled model's name if `path` is its checkpoint, else None."""
+    try:
+        resolved = Path(path).resolve()
+    except OSError:
+        return None
+    return resolved.stem if resolved.parent == WEIGHTS_DIR and resolved.suffix == ".pt" else None
+
+
+def export_weights(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Write the network of a run (or checkpoint) as a weights-only checkpoint for shipping:
+    the config, label map and weights, and from the engine state only its training history (no
+    optimizer, scheduler or sampler state, and no paths of the machine it was trained on)."""
+    from kidneyseg.train.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(resolve_checkpoint(source))
+    history = ("epoch", "best_dice", "best_epoch", "history", "train_seconds", "cpu_seconds")
+    kept = {k: ckpt.extra[k] for k in history if k in ckpt.extra}
+    return save_checkpoint(
+        dest, model_state=ckpt.model_state, config=ckpt.config, label_map=ckpt.label_map, extra_state=kept
     )

@@ -177,6 +177,10 @@ def predict_case(
         warn(f"warning: {message}")
     seconds_read = time.perf_counter() - start
     prediction = predictor.predict(ct, progress=progress)
+    message = confidence_warning(prediction.confidence)
+    if message:
+        warnings.append(message)
+        warn(f"warning: {case.case_id}: {message}")
     out_map = output_label_map(predictor.label_map, options)
     outputs = case_outputs(out_dir, name or case.case_id, predictor.settings, options, out_map, suffix)
     written: list[Path] = []
@@ -196,11 +200,24 @@ def predict_case(
         "shape": list(ct.shape),
         "spacing": list(ct.spacing),
         "windows": prediction.windows,
+        "confidence": None if prediction.confidence is None else round(prediction.confidence, 4),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "total_seconds": round(total, 3),
         "warnings": warnings,
         "statistics": statistics_row(case.case_id, report, warnings, total),
     }
+
+
+def confidence_warning(confidence: float | None) -> str | None:
+    """The warning for a prediction whose confidence is below `LOW_CONFIDENCE`, or None."""
+    from kidneyseg.predict.pretrained import LOW_CONFIDENCE
+
+    if confidence is None or confidence >= LOW_CONFIDENCE:
+        return None
+    return (
+        f"low model confidence {confidence:.2f} (below {LOW_CONFIDENCE}): the image may be unlike "
+        "the model's training data; check the labels before using them"
+    )
 
 
 def _environment(predictor: Predictor) -> dict[str, Any]:
@@ -370,9 +387,12 @@ def run_prediction(
 
 
 def _models(predictor: Predictor) -> list[dict[str, Any]]:
+    from kidneyseg.predict.pretrained import bundled_name
+
     return [
         {
             "path": str(c.path),
+            "pretrained": bundled_name(c.path),
             "model": c.config.model.name,
             "model_kwargs": dict(c.config.model.kwargs),
             "label_map": c.label_map.name,
