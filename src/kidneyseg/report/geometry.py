@@ -163,3 +163,14 @@ class SliceHulls:
             queries = points[in_this][:, self.in_plane].astype(np.float64)
             inside[in_this] = (queries @ equations[:, :2].T + equations[:, 2] <= 1e-9).all(axis=1)
         return inside
+
+
+def touches_edge(mask: np.ndarray, starts, shape: tuple[int, ...]) -> bool:
+    """Whether `mask`, a crop starting at index `starts` of an array of `shape`, has a voxel on
+    that array's outer faces (the object is cut off by the edge of the scan)."""
+    for axis in range(3):
+        if starts[axis] == 0 and np.take(mask, 0, axis=axis).any():
+            return True
+        if starts[axis] + mask.shape[axis] == shape[axis] and np.take(mask, -1, axis=axis).any():
+            return True
+    return False
