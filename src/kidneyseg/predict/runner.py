@@ -23,7 +23,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -216,8 +216,10 @@ def predict_case(
         if "report" in outputs:
             from kidneyseg.report import write_report
 
-            paths = write_report(ct, prediction.labels, out_dir, predictor.label_map, case.case_id)
-            written += [paths.json, paths.html]
+            # The report names the label file this case writes, not the CT the labels came from.
+            labels = replace(prediction.labels, source=str(outputs["labels"]), dicom_files=())
+            paths = write_report(ct, labels, out_dir, predictor.label_map, case.case_id)
+            written += [paths.json, paths.html, paths.preview]
         written.append(write_labels(outputs["labels"], prediction.labels.array, ct))
     except BaseException:
         for p in written:
