@@ -22,6 +22,7 @@ sinus.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,7 +64,7 @@ class KidneyAnatomy:
 def kidney_anatomy(
     kidney: np.ndarray,
     parenchyma: np.ndarray,
-    hull_inside,
+    hull_inside: Callable[[np.ndarray], np.ndarray],
     affine: np.ndarray,
     centroid: np.ndarray,
     z_range: tuple[float, float],
@@ -85,13 +86,12 @@ def kidney_anatomy(
     start = np.array([s.start for s in box])
     local = affine.copy()
     local[:3, 3] = geometry.to_world(start[None].astype(np.float64), affine)[0]
-    inside = ~kidney[box]
-    candidates = np.argwhere(inside)
-    hull = np.zeros_like(inside)
-    hull[tuple((candidates[hull_inside(candidates + start)]).T)] = True
+    candidates = np.argwhere(~kidney[box])
+    pockets = np.zeros(kidney[box].shape, dtype=bool)  # inside the hull, outside the kidney
+    pockets[tuple((candidates[hull_inside(candidates + start)]).T)] = True
     x = geometry.to_world(geometry.face_midpoints(parenchyma[box]), local)[:, 0]
     medial_edge = float(np.abs(x - midline_x).min()) if len(x) else float(abs(centroid[0] - midline_x))
-    labelled, count = geometry.components(hull)
+    labelled, count = geometry.components(pockets)
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     sizes = np.bincount(labelled.ravel(), minlength=count + 1)
     sizes[0] = 0
@@ -101,7 +101,10 @@ def kidney_anatomy(
         return KidneyAnatomy(
             np.empty((0, 3)), np.empty((0, 3)), middle, centroid, midline_x, 0.0, medial_edge
         )
-    sinus = labelled == int(np.argmax(sizes))
+    piece = int(np.argmax(sizes))
+    sinus_box = ndimage.find_objects(labelled)[piece - 1]
+    sinus = labelled[sinus_box] == piece
+    local[:3, 3] = geometry.to_world(np.array([[s.start for s in sinus_box]], dtype=np.float64), local)[0]
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     core = ndimage.distance_transform_edt(np.pad(sinus, 1), sampling=spacing)[1:-1, 1:-1, 1:-1] >= CORE_MM
     sinus_points = geometry.to_world(geometry.face_midpoints(sinus), local)
