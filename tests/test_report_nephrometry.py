@@ -121,3 +121,24 @@ def test_tumor_reaching_medially_beyond_the_kidney_is_flagged_ct3():
     assert cord["lesions"][0]["extension_mm"] == pytest.approx(edge - 2.5, abs=0.15)
     assert cord["staging"]["category"] == "cT3" and cord["staging"]["size_category"] == "cT1a"
     assert cord["staging"]["extension_tumor_ids"] == ["T1"]
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_filled_hull_slices_match_the_point_test(axis):
+    """`SliceHulls.filled` (row intervals from the half-planes) selects exactly the voxels
+    `SliceHulls.contains` (the point test) finds inside each slice's hull."""
+    from scipy import ndimage
+
+    from kidneyseg.report.geometry import SliceHulls
+
+    rng = np.random.default_rng(axis)
+    region = ndimage.binary_opening(ndimage.gaussian_filter(rng.random((30, 34, 38)), 2) > 0.52)
+    hulls = SliceHulls(region, axis)
+    plane = [a for a in range(3) if a != axis]
+    lows, highs = [2, 3], [region.shape[plane[0]] - 1, region.shape[plane[1]] - 2]
+    for index in range(region.shape[axis]):
+        filled = hulls.filled(index, lows, highs)
+        grid = np.argwhere(np.ones(filled.shape, dtype=bool)) + lows
+        points = np.insert(grid, axis, index, axis=1)
+        assert np.array_equal(filled.ravel(), hulls.contains(points)), index
+    assert region.any()

@@ -22,7 +22,6 @@ sinus.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,7 +63,7 @@ class KidneyAnatomy:
 def kidney_anatomy(
     kidney: np.ndarray,
     parenchyma: np.ndarray,
-    hull_inside: Callable[[np.ndarray], np.ndarray],
+    hulls: geometry.SliceHulls,
     affine: np.ndarray,
     centroid: np.ndarray,
     z_range: tuple[float, float],
@@ -75,8 +74,7 @@ def kidney_anatomy(
     Args:
         kidney: the kidney's voxels (parenchyma and lesions) in the array `affine` maps.
         parenchyma: the kidney's parenchyma (label kidney) in the same array.
-        hull_inside: a function mapping voxel indices (n, 3) to whether they lie inside the
-            per-slice convex hull of the kidney's parenchyma (`geometry.SliceHulls.contains`).
+        hulls: the per-slice convex hulls of the kidney's parenchyma, in the same array.
         affine: voxel-to-world of `kidney`.
         centroid: the kidney's centroid (world mm).
         z_range: world z (lower, upper) of the kidney's parenchyma.
@@ -86,11 +84,21 @@ def kidney_anatomy(
     start = np.array([s.start for s in box])
     local = affine.copy()
     local[:3, 3] = geometry.to_world(start[None].astype(np.float64), affine)[0]
-    candidates = np.argwhere(~kidney[box])
     pockets = np.zeros(kidney[box].shape, dtype=bool)  # inside the hull, outside the kidney
-    pockets[tuple((candidates[hull_inside(candidates + start)]).T)] = True
+    lows, highs = [box[a].start for a in hulls.in_plane], [box[a].stop for a in hulls.in_plane]
+    for index in range(box[hulls.axis].start, box[hulls.axis].stop):
+        at = [slice(None)] * 3
+        at[hulls.axis] = index - box[hulls.axis].start
+        pockets[tuple(at)] = hulls.filled(index, lows, highs) & ~np.take(
+            kidney[box], at[hulls.axis], hulls.axis
+        )
     x = geometry.to_world(geometry.face_midpoints(parenchyma[box]), local)[:, 0]
     medial_edge = float(np.abs(x - midline_x).min()) if len(x) else float(abs(centroid[0] - midline_x))
+    # An opening across each slice removes the one-voxel slivers between the hull and a
+    # staircase outline, which would otherwise join the sinus along the whole kidney.
+    in_plane = np.ones((3, 3, 3), dtype=bool)
+    in_plane[[0, 2]] = False
+    pockets = ndimage.binary_opening(pockets, np.moveaxis(in_plane, 0, hulls.axis))
     labelled, count = geometry.components(pockets)
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     sizes = np.bincount(labelled.ravel(), minlength=count + 1)
@@ -205,10 +213,15 @@ def _padua(
 
 
 def _gap_mm(points: np.ndarray, targets: np.ndarray) -> float | None:
-    """The smallest distance from `points` to `targets` (world mm); None without targets."""
+    """The smallest distance from `points` to `targets` (world mm); None without targets.
+
+    A sample of the points gives an upper bound first, so that the exact search over all of
+    them prunes every branch farther than that (a large tumor has ~10⁵ outline points)."""
     if len(targets) == 0 or len(points) == 0:
         return None
-    distance, _ = cKDTree(targets).query(points, k=1)
+    tree = cKDTree(targets)
+    bound = float(tree.query(points[:: max(1, len(points) // 200)], k=1)[0].min())
+    distance, _ = tree.query(points, k=1, distance_upper_bound=bound + 1e-6)
     return float(distance.min())
 
 
