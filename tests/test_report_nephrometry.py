@@ -24,16 +24,20 @@ CENTRAL = ((55.0, 0.0, -5.0), 8.0)  # inside the kidney, against the sinus, acro
 LOWER_CROSSING = ((62.0, 0.0, -38.0), 22.0)  # 4.4 cm, crosses the lower polar line, lateral
 
 
-def case(tumor):
-    affine, shape = make_grid(np.eye(3), spacing=(1.0, 1.0, 1.0), half_extent=np.array([85.0, 40.0, 100.0]))
+def case(tumor, sinus_in_labels=False):
+    """The measured report of the kidney with `tumor` ((centre, radius) or None); with
+    `sinus_in_labels` the sinus is labelled kidney and only the CT shows it (fat, -100 HU)."""
+    affine, shape = make_grid(np.eye(3), spacing=(1.0, 1.0, 1.0), half_extent=np.array([85.0, 40.0, 70.0]))
     world = world_coordinates(affine, shape)
     labels = np.zeros(shape, np.uint8)
     labels[ellipsoid(world, *KIDNEY)] = 1
-    labels[ellipsoid(world, *SINUS)] = 0
+    sinus = ellipsoid(world, *SINUS)
+    labels[sinus] = 1 if sinus_in_labels else 0
     centre, radius = tumor
     labels[ellipsoid(world, centre, (radius,) * 3)] = 2
     body = (np.abs(world[..., 0]) < 80) & (np.abs(world[..., 1]) < 36)
     ct = np.where(body, 40, -1000).astype(np.int16)
+    ct[sinus & (labels == 1)] = -100
     return measure(Volume(ct, affine, "ct"), Volume(labels, affine, "seg"))
 
 
@@ -58,6 +62,23 @@ def test_sinus_and_polar_lines_are_derived_from_the_kidney_shape(polar):
     assert low == pytest.approx(-20, abs=1.0) and high == pytest.approx(20, abs=1.0)
     # The cavity inside the kidney: 4/3 π · 12 · 8 · 20 mm³ ≈ 8 mL, less its part medial of the kidney.
     assert 4.0 < kidney["sinus_volume_ml"] < 8.1
+
+
+def test_sinus_fat_labelled_as_kidney_is_found_on_the_ct(polar):
+    """Labels that include the sinus in the kidney: the fat density inside the hull gives the
+    sinus back (its thin tips, under 3 voxels across, are trimmed by the opening) and the same
+    scores."""
+    fat = case(POLAR_EXOPHYTIC, sinus_in_labels=True)
+    (kidney,) = fat["kidneys"]
+    low, high = kidney["polar_lines_z_mm"]
+    assert low == pytest.approx(-20, abs=3.5) and high == pytest.approx(20, abs=3.5)
+    assert kidney["sinus_volume_ml"] > 4.0
+    scores = ("r", "e", "n", "a", "l", "score")
+    renal = fat["lesions"][0]["nephrometry"]["renal"]
+    expected = polar["lesions"][0]["nephrometry"]["renal"]
+    assert [renal[k] for k in scores] == [expected[k] for k in scores]
+    padua = fat["lesions"][0]["nephrometry"]["padua"]
+    assert padua["score"] == polar["lesions"][0]["nephrometry"]["padua"]["score"]
 
 
 def test_polar_exophytic_tumor(polar):

@@ -154,7 +154,7 @@ def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: R
     kidneys, other_count, other_voxels = _find_kidneys(crop_labels > 0, parenchyma, affine, midline)
     anatomy = {
         k.side: nephrometry.kidney_anatomy(
-            k.mask, k.mask & parenchyma, k.contour, affine, k.centroid, k.z_range, midline
+            k.mask, k.mask & parenchyma, crop_ct, k.contour, affine, k.centroid, k.z_range, midline
         )
         for k in kidneys
     }

@@ -15,8 +15,10 @@ involved 2), tumor size (≤ 4 cm 1, 4.1-7 cm 2, > 7 cm 3). Sum 6-14.
 The labels hold no renal sinus or collecting system, so both are derived from the kidney's
 shape (docs/report.md, "Nephrometry"): the sinus is what lies inside the convex hull of the
 parenchyma on each axial slice but is neither parenchyma nor lesion (the hilar notch with its
-fat, vessels and pelvis); the collecting system is approximated by the sinus core, the sinus
-voxels at least `CORE_MM` from its border. The polar lines are the upper and lower ends of the
+fat, vessels and pelvis), or is labelled parenchyma but has fat density on the CT (labels that
+draw the kidney's outline around the sinus); the collecting system is approximated by the
+sinus core, the sinus voxels at least `CORE_MM` from its border. The polar lines are the upper and
+lower ends of the
 sinus.
 """
 
@@ -33,6 +35,7 @@ from kidneyseg.report import geometry
 CORE_MM = 3.0  # the collecting-system proxy: sinus voxels at least this far inside the sinus
 TOUCH_MM = 1.0  # a gap up to this counts as contact (one voxel face-to-face is 0 mm)
 MIN_SINUS_ML = 0.5  # smaller hull-minus-kidney pieces are staircase slivers, not a sinus
+SINUS_FAT_HU = -30.0  # below this, a voxel labelled kidney inside the hull is sinus fat
 ENDOPHYTIC_BELOW = 0.01  # exophytic fraction below this: entirely endophytic
 
 
@@ -63,6 +66,7 @@ class KidneyAnatomy:
 def kidney_anatomy(
     kidney: np.ndarray,
     parenchyma: np.ndarray,
+    ct: np.ndarray,
     hulls: geometry.SliceHulls,
     affine: np.ndarray,
     centroid: np.ndarray,
@@ -74,6 +78,8 @@ def kidney_anatomy(
     Args:
         kidney: the kidney's voxels (parenchyma and lesions) in the array `affine` maps.
         parenchyma: the kidney's parenchyma (label kidney) in the same array.
+        ct: the CT (HU) on the same array: parenchyma-labelled voxels of fat density count as
+            sinus (labels that include the sinus fat in the kidney).
         hulls: the per-slice convex hulls of the kidney's parenchyma, in the same array.
         affine: voxel-to-world of `kidney`.
         centroid: the kidney's centroid (world mm).
@@ -84,14 +90,14 @@ def kidney_anatomy(
     start = np.array([s.start for s in box])
     local = affine.copy()
     local[:3, 3] = geometry.to_world(start[None].astype(np.float64), affine)[0]
-    pockets = np.zeros(kidney[box].shape, dtype=bool)  # inside the hull, outside the kidney
+    pockets = np.zeros(kidney[box].shape, dtype=bool)  # inside the hull: not kidney, or fat
     lows, highs = [box[a].start for a in hulls.in_plane], [box[a].stop for a in hulls.in_plane]
-    for index in range(box[hulls.axis].start, box[hulls.axis].stop):
-        at = [slice(None)] * 3
-        at[hulls.axis] = index - box[hulls.axis].start
-        pockets[tuple(at)] = hulls.filled(index, lows, highs) & ~np.take(
-            kidney[box], at[hulls.axis], hulls.axis
-        )
+    # Slice-first views: the in-plane axes keep their order, as `hulls` has them.
+    pocket_slices = np.moveaxis(pockets, hulls.axis, 0)
+    fat = parenchyma[box] & (ct[box] < SINUS_FAT_HU)
+    outside_slices = np.moveaxis(~kidney[box] | fat, hulls.axis, 0)
+    for i, index in enumerate(range(box[hulls.axis].start, box[hulls.axis].stop)):
+        pocket_slices[i] = hulls.filled(index, lows, highs) & outside_slices[i]
     x = geometry.to_world(geometry.face_midpoints(parenchyma[box]), local)[:, 0]
     medial_edge = float(np.abs(x - midline_x).min()) if len(x) else float(abs(centroid[0] - midline_x))
     # An opening across each slice removes the one-voxel slivers between the hull and a
