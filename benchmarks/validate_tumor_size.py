@@ -151,6 +151,7 @@ def scatter(rows: list[dict], path: Path, r: float, mae: float) -> None:
 
 
 SIZE_BINS_CM = (0, 2, 3, 4, 5, 7, 10, 100)
+KEEP_FROM = "## Clinical T category against pathology"
 
 
 def write_markdown(rows: list[dict], skipped: list[str], path: Path, png: Path, seconds: float, workers: int):
@@ -265,7 +266,10 @@ def write_markdown(rows: list[dict], skipped: list[str], path: Path, png: Path, 
         ],
         "",
     ]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    # Keep the sections other benchmarks write below this one (validate_staging.py).
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    tail = old[old.index(KEEP_FROM) :] if KEEP_FROM in old else ""
+    path.write_text("\n".join(lines) + ("\n" + tail if tail else ""), encoding="utf-8")
     return r, mae
 
 

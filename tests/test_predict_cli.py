@@ -100,7 +100,13 @@ def test_report_option_writes_the_case_report(ckpt, tmp_path):
     result = predict("-i", ct, "-o", tmp_path / "out", "--model", ckpt, "--report", "-q")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "one_report.json").read_text())
-    assert isinstance(report, dict) and (tmp_path / "out" / "one_report.html").is_file()
+    assert (tmp_path / "out" / "one_report.html").is_file() and (
+        tmp_path / "out" / "one_preview.png"
+    ).is_file()
+    record = json.loads((tmp_path / "out" / RECORD_NAME).read_text())
+    (case,) = record["cases"]
+    assert report["inputs"]["ct"] == str(ct)
+    assert report["inputs"]["labels"] == case["outputs"]["labels"] != str(ct)
 
 
 @pytest.fixture(scope="module")

@@ -64,10 +64,15 @@ def colour_pixels(image: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
 def test_report_files_are_written_with_the_measurements(written):
     paths, ct, labels = written
     assert paths.json.name == "case_42_report.json" and paths.html.name == "case_42_report.html"
-    assert sorted(p.name for p in paths.json.parent.iterdir()) == [paths.html.name, paths.json.name]
+    assert paths.preview.name == "case_42_preview.png"
+    assert sorted(p.name for p in paths.json.parent.iterdir()) == [
+        paths.preview.name,
+        paths.html.name,
+        paths.json.name,
+    ]
     saved = json.loads(paths.json.read_text())
     fresh = measure(ct, labels, KITS23, case_id="case_42")
-    for key in ("summary", "kidneys", "lesions", "inputs", "status", "case_id"):
+    for key in ("summary", "kidneys", "lesions", "inputs", "status", "case_id", "staging", "warnings"):
         assert saved[key] == fresh[key]
     assert paths.status == "ok" and paths.message == saved["message"]
 
@@ -76,10 +81,12 @@ def test_html_is_self_contained(written):
     paths, _, _ = written
     page = paths.html.read_text()
     images = embedded_images(page)
-    assert len(images) == 3 and all(data.startswith(PNG_SIGNATURE) for data in images)
+    saved = json.loads(paths.json.read_text())
+    # Three views through each lesion: the scene has two tumors and a cyst.
+    assert len(images) == 3 * len(saved["lesions"]) == 9
+    assert all(data.startswith(PNG_SIGNATURE) for data in images)
     assert not re.search(r'(src|href)="(?!data:)', page), "the page must not load anything from elsewhere"
     assert "<script" not in page
-    saved = json.loads(paths.json.read_text())
     for row in saved["lesions"]:
         assert f"<td>{row['id']}</td>" in page
         assert f"{row['max_axial_diameter_cm']:.1f}" in page
@@ -156,7 +163,7 @@ def test_page_renders_in_a_headless_browser(written, tmp_path):
     images = re.search(r'data-images="(\d+)"', dom.stdout)
     loaded = re.search(r'data-loaded="(\d+)"', dom.stdout)
     assert images and loaded, "the page did not finish loading"
-    assert int(images.group(1)) == 3 and int(loaded.group(1)) == 3
+    assert int(images.group(1)) == 9 and int(loaded.group(1)) == 9
     assert "Kidney report" in dom.stdout
 
     screenshot = tmp_path / "screenshot.png"
@@ -173,3 +180,47 @@ def test_a_failed_write_leaves_no_partial_report(tmp_path):
     with pytest.raises(KidneysegError, match="could not write"):
         write_report(ct, labels, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_pictures_show_tumors_first_and_the_preview_holds_the_first(written):
+    paths, _, _ = written
+    page = paths.html.read_text()
+    saved = json.loads(paths.json.read_text())
+    headings = re.findall(r"<h3>([^<]+)</h3>", page)
+    assert headings == [f"{r['type']} {r['id']}" for r in saved["lesions"]]
+    assert [h.split()[0] for h in headings] == ["tumor", "tumor", "cyst"]
+    first = [read_png(data) for data in embedded_images(page)[:3]]
+    preview = read_png(paths.preview.read_bytes())
+    assert preview.shape[1] == sum(image.shape[1] for image in first)
+    assert preview.shape[0] == max(image.shape[0] for image in first)
+    assert np.allclose(preview[: first[0].shape[0], : first[0].shape[1]], first[0], atol=1 / 255)
+
+
+def test_scale_bar_has_its_physical_length():
+    """The white bar in the axial view (2 cm for this field of view) is to the 24 mm sphere tumor,
+    drawn on the same picture, as 20 is to 24."""
+    ct, labels = scene()
+    axial = read_png(render_views(ct, labels.array, KITS23, np.asarray(SPHERE_CENTRE), "T1")["axial"])
+    dark = axial.max(axis=-1) < 0.9  # the CT (air black, body grey), not the white page
+    rows = np.flatnonzero(dark.mean(axis=1) > 0.5)
+    cols = np.flatnonzero(dark[rows].mean(axis=0) > 0.5)
+    picture = axial[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # the CT, without the white page
+    white = np.all(picture > 0.99, axis=-1)
+    white[:, : picture.shape[1] // 2] = False  # the bar sits in the lower right
+    bar_px = white.sum(axis=1).max()
+    tumor = colour_pixels(axial, TUMOR.color)
+    tumor = tumor[tumor[:, 1] < axial.shape[1] / 2]  # the right kidney's sphere
+    tumor_px = np.ptp(tumor[:, 1]) + 1
+    assert bar_px / tumor_px == pytest.approx(20 / 24, abs=0.1)
+
+
+def test_warnings_make_a_red_banner(tmp_path):
+    ct, labels = scene()
+    hu = np.asarray(ct.array).copy()
+    hu[np.asarray(labels.array) == 3] = -900
+    paths = write_report(ct.with_array(hu), labels, tmp_path, confidence=0.2)
+    assert paths.warnings == ("implausible_hu", "low_confidence")
+    page = paths.html.read_text()
+    banner = re.search(r'<div class="warnings">(.*?)</div>', page, re.S)
+    assert banner and "implausible_hu" in banner.group(1) and "low_confidence" in banner.group(1)
+    assert "model confidence 0.20" in page

@@ -39,6 +39,16 @@ def report(
         str | None, typer.Option("--case-id", help="Case name for the report and its file names.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (cohort).")] = False,
+    min_lesion_mm: Annotated[
+        float, typer.Option("--min-lesion-mm", help="Leave out lesions under this 3D diameter (counted).")
+    ] = 3.0,
+    min_lesion_ml: Annotated[
+        float, typer.Option("--min-lesion-ml", help="Leave out lesions under this volume (counted).")
+    ] = 0.05,
+    confidence: Annotated[
+        float | None,
+        typer.Option("--confidence", help="The model's confidence in the labels (0-1), if known."),
+    ] = None,
 ) -> None:
     """Measure kidneys, tumors and cysts and write a JSON report and a self-contained HTML page.
 
@@ -47,23 +57,29 @@ def report(
     """
     from kidneyseg.io.volume import NIFTI_SUFFIXES, read_volume
     from kidneyseg.labels import get_label_map
-    from kidneyseg.report import write_report
+    from kidneyseg.report import ReportOptions, write_report
 
     classes = get_label_map(label_map)
+    options = ReportOptions(min_lesion_diameter_mm=min_lesion_mm, min_lesion_volume_ml=min_lesion_ml)
     if labels.is_dir() and any(p.name.endswith(NIFTI_SUFFIXES) for p in labels.iterdir()):
-        _cohort(ct, labels, out, classes, quiet)
+        _cohort(ct, labels, out, classes, quiet, options)
         return
-    paths = write_report(read_volume(ct), read_volume(labels), out, label_map=classes, case_id=case_id)
+    paths = write_report(
+        read_volume(ct), read_volume(labels), out, classes, case_id, options=options, confidence=confidence
+    )
     typer.echo(paths.message)
+    if paths.warnings:
+        typer.echo(f"warnings: {', '.join(paths.warnings)} (see the report)", err=True)
     if paths.status == "empty":
         typer.echo(f"note: {labels}: the segmentation is empty; the report says so", err=True)
-    typer.echo(f"wrote {paths.json} and {paths.html}")
+    typer.echo(f"wrote {paths.json}, {paths.html} and {paths.preview}")
 
 
-def _cohort(ct: Path, labels: Path, out: Path, classes, quiet: bool) -> None:
+def _cohort(ct: Path, labels: Path, out: Path, classes, quiet: bool, options) -> None:
     from kidneyseg.report.cohort import report_cohort
 
-    result = report_cohort(ct, labels, out, classes, progress=not quiet, echo=None if quiet else typer.echo)
+    echo = None if quiet else typer.echo
+    result = report_cohort(ct, labels, out, classes, progress=not quiet, echo=echo, options=options)
     typer.echo(
         f"{len(result.reported)} case(s) reported, {len(result.failures)} failed; wrote {result.statistics}"
     )

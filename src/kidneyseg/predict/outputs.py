@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -137,13 +137,16 @@ def write_case_files(
         written.append(write_probabilities(outputs["probabilities"], prediction))
     if options.dicom:
         written += _write_dicom(outputs, labels, label_map, options)
+    confidence = prediction.confidence
     if "report" in outputs:
-        paths = write_report(ct, labels, outputs["report"].parent, label_map, name)
-        written += [paths.json, paths.html]
+        # The report names the label file this case writes, not the CT the labels came from.
+        named = replace(labels, source=str(outputs["labels"]), dicom_files=())
+        paths = write_report(ct, named, outputs["report"].parent, label_map, name, confidence=confidence)
+        written += [paths.json, paths.html, paths.preview]
         report = json.loads(paths.json.read_text(encoding="utf-8"))
     else:
         try:
-            report = measure(ct, labels, label_map, case_id=name)
+            report = measure(ct, labels, label_map, case_id=name, confidence=confidence)
         except KidneysegError as exc:  # the statistics say why; the labels are still written
             report = {"status": "not measured", "warnings": [f"not measured: {exc}"]}
     out_map = output_label_map(label_map, options)

@@ -17,9 +17,6 @@ from kidneyseg.errors import KidneysegError
 BUNDLED = "sca-unet-3d-transfer"
 """Name of the bundled model (its file is `<name>.pt` in `kidneyseg/weights/`)."""
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-LOW_CONFIDENCE = 0.8
-"""Below this prediction confidence (`Prediction.confidence`) the run record and the report warn that
-the image may be unlike anything the model was trained on (docs/pretrained.md)."""
 
 
 def bundled_path(name: str = BUNDLED) -> Path:

@@ -209,13 +209,15 @@ def predict_case(
 
 
 def confidence_warning(confidence: float | None) -> str | None:
-    """The warning for a prediction whose confidence is below `LOW_CONFIDENCE`, or None."""
-    from kidneyseg.predict.pretrained import LOW_CONFIDENCE
+    """The warning for a prediction whose confidence is below the report's `min_confidence`
+    (the same threshold raises the report's `low_confidence` warning), or None."""
+    from kidneyseg.report.checks import ReportOptions
 
-    if confidence is None or confidence >= LOW_CONFIDENCE:
+    threshold = ReportOptions().min_confidence
+    if confidence is None or confidence >= threshold:
         return None
     return (
-        f"low model confidence {confidence:.2f} (below {LOW_CONFIDENCE}): the image may be unlike "
+        f"low model confidence {confidence:.2f} (below {threshold}): the image may be unlike "
         "the model's training data; check the labels before using them"
     )
 

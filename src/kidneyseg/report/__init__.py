@@ -1,6 +1,8 @@
-"""The clinical case report: kidney and lesion measurements, JSON and a self-contained HTML page."""
+"""The clinical case report: measurements, plausibility checks, staging and nephrometry, as JSON
+and a self-contained HTML page."""
 
+from kidneyseg.report.checks import ReportOptions
 from kidneyseg.report.measure import measure
 from kidneyseg.report.render import ReportPaths, write_report
 
-__all__ = ["ReportPaths", "measure", "write_report"]
+__all__ = ["ReportOptions", "ReportPaths", "measure", "write_report"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import KITS23, LabelMap
+from kidneyseg.report.checks import ReportOptions
 from kidneyseg.report.statistics import STATISTICS_NAME, statistics_row, write_statistics
 
 
@@ -41,6 +42,7 @@ def report_cohort(
     label_map: LabelMap = KITS23,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
+    options: ReportOptions | None = None,
 ) -> CohortResult:
     """Write the report of every case of `ct_dir` that has a label map in `labels_dir`, and
     `out_dir/statistics.csv`; a case that cannot be measured is listed, the others go on.
@@ -67,7 +69,7 @@ def report_cohort(
     for case, label_path in tqdm(pairs, desc="reports", unit="case", disable=not progress):
         try:
             ct = read_volume(case.path, case.series_uid)
-            paths = write_report(ct, read_volume(label_path), out_dir, label_map, case.case_id)
+            paths = write_report(ct, read_volume(label_path), out_dir, label_map, case.case_id, options)
         except KidneysegError as exc:
             result.failures[case.case_id] = str(exc)
             continue

@@ -23,31 +23,23 @@ Conventions:
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from kidneyseg import __version__
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS23, LabelMap
-from kidneyseg.report import geometry
+from kidneyseg.report import geometry, nephrometry, staging
+from kidneyseg.report.checks import ReportOptions, run_checks
+from kidneyseg.report.lesions import Kidney, Scan, bounding_box, measure_lesions, rounded
+from kidneyseg.report.provenance import dicom_identifiers
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BODY_HU = -300.0
 SPLIT_SHARE = 0.15
 LESION_CLASSES = ("tumor", "cyst")
 SIDES = ("right", "left")
-
-
-@dataclass(frozen=True)
-class _Kidney:
-    side: str
-    mask: np.ndarray  # kidney + masses of this kidney, in the crop
-    centroid: np.ndarray  # world RAS+ mm
-    z_range: tuple[float, float]  # world z of its parenchyma (or of the whole kidney without any)
-    contour: geometry.SliceHulls  # convex hull of its parenchyma on each axial slice
 
 
 def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarray:
@@ -94,20 +86,31 @@ def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarr
     return array
 
 
-def measure(ct: Volume, labels: Volume, label_map: LabelMap = KITS23, case_id: str | None = None) -> dict:
-    """Measure kidneys and lesions; returns the report as a JSON-ready dict (docs/report.md).
+def measure(
+    ct: Volume,
+    labels: Volume,
+    label_map: LabelMap = KITS23,
+    case_id: str | None = None,
+    options: ReportOptions | None = None,
+    confidence: float | None = None,
+) -> dict:
+    """Measure kidneys and lesions, check them and stage; returns the report as a JSON-ready
+    dict (docs/report.md).
 
     Args:
         ct: the CT in Hounsfield units.
         labels: its label map on exactly the same grid.
         label_map: the classes of `labels` (KITS23: kidney 1, tumor 2, cyst 3; or KITS19).
         case_id: an identifier written into the report.
+        options: thresholds of the checks (default `ReportOptions()`).
+        confidence: the model's confidence in `labels` (0-1) when they were predicted;
+            below `options.min_confidence` it raises a `low_confidence` warning.
 
     Raises:
         KidneysegError: the inputs do not fit together (see `validate_inputs`).
     """
+    options = options or ReportOptions()
     array = validate_inputs(ct, labels, label_map)
-    voxel_ml = abs(float(np.linalg.det(ct.affine[:3, :3]))) / 1000.0
     report = {
         "schema_version": SCHEMA_VERSION,
         "kidneyseg_version": __version__,
@@ -118,53 +121,90 @@ def measure(ct: Volume, labels: Volume, label_map: LabelMap = KITS23, case_id: s
             "labels": labels.source,
             "label_map": label_map.to_dict(),
             "shape": list(ct.shape),
-            "spacing_mm": _round(ct.spacing, 3),
+            "spacing_mm": rounded(ct.spacing, 3),
             "orientation": ct.orientation,
             "slice_axis": geometry.slice_axis(ct.affine),
+            "dicom": dicom_identifiers(ct.dicom_files),
+            "model_confidence": confidence,
         },
+        "status": "empty",
+        "message": "The segmentation holds no kidney, tumor or cyst: nothing to measure.",
+        "kidneys": [],
+        "lesions": [],
+        "other_components": {"count": 0, "volume_ml": 0.0},
+        "staging": None,
     }
-    kidney_and_masses = array > 0
-    if not kidney_and_masses.any():
-        report.update(
-            status="empty",
-            message="The segmentation holds no kidney, tumor or cyst: nothing to measure.",
-            summary=_summary([], []),
-            kidneys=[],
-            lesions=[],
-            other_components={"count": 0, "volume_ml": 0.0},
-        )
-        return report
+    if (array > 0).any():
+        report.update(_measure_case(ct, array, label_map, options))
+    report["summary"] = _summary(report, options)
+    report["warnings"] = run_checks(report, options, confidence)
+    return report
 
-    box = _bounding_box(kidney_and_masses, ct.shape)
-    offset = np.array([s.start for s in box], dtype=np.float64)
+
+def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: ReportOptions) -> dict:
+    voxel_ml = abs(float(np.linalg.det(ct.affine[:3, :3]))) / 1000.0
+    box = bounding_box(array > 0, ct.shape)
+    scan = Scan(np.array([s.start for s in box]), ct.shape)
     affine = ct.affine.copy()
-    affine[:3, 3] = geometry.to_world(offset[None], ct.affine)[0]
+    affine[:3, 3] = geometry.to_world(scan.offset[None].astype(np.float64), ct.affine)[0]
     crop_labels = array[box]
     crop_ct = np.asarray(ct.array[box], dtype=np.float32)
     parenchyma = crop_labels == label_map.value("kidney")
-    kidneys, other_count, other_voxels = _find_kidneys(crop_labels > 0, parenchyma, affine, _midline_x(ct))
-
-    lesions = []
+    midline = _midline_x(ct)
+    kidneys, other_count, other_voxels = _find_kidneys(crop_labels > 0, parenchyma, affine, midline)
+    anatomy = {
+        k.side: nephrometry.kidney_anatomy(
+            k.mask, k.mask & parenchyma, crop_ct, k.contour, affine, k.centroid, k.z_range, midline
+        )
+        for k in kidneys
+    }
+    lesions, small = [], []
     for class_name in LESION_CLASSES:
         if label_map.has(class_name):
-            lesions += _measure_lesions(
-                crop_labels == label_map.value(class_name), class_name, kidneys, crop_ct, affine
+            rows, dropped = measure_lesions(
+                crop_labels == label_map.value(class_name),
+                class_name,
+                kidneys,
+                crop_ct,
+                affine,
+                scan,
+                options,
             )
-    kidney_rows = [_measure_kidney(k, parenchyma, affine, voxel_ml, lesions) for k in kidneys]
-    report.update(
-        status="ok",
-        message=_message(kidney_rows, lesions),
-        summary=_summary(kidney_rows, lesions),
-        kidneys=kidney_rows,
-        lesions=lesions,
-        other_components={"count": other_count, "volume_ml": round(other_voxels * voxel_ml, 2)},
-    )
-    return report
+            lesions += _score_tumors(rows, anatomy) if class_name == "tumor" else [r for r, _, _ in rows]
+            small += dropped
+    kidney_rows = [_measure_kidney(k, parenchyma, affine, voxel_ml, lesions, scan, anatomy) for k in kidneys]
+    tumors = [r for r in lesions if r["type"] == "tumor"]
+    return {
+        "status": "ok",
+        "message": _message(kidney_rows, lesions),
+        "kidneys": kidney_rows,
+        "lesions": lesions,
+        "small_lesions": small,
+        "other_components": {"count": other_count, "volume_ml": round(other_voxels * voxel_ml, 2)},
+        "staging": staging.clinical_t(tumors, options.extension_mm),
+    }
+
+
+def _score_tumors(rows: list[tuple[dict, np.ndarray, np.ndarray]], anatomy: dict) -> list[dict]:
+    """Add nephrometry and the medial extension to each tumor row (tumors assigned to a kidney)."""
+    for row, lesion, local in rows:
+        kidney = anatomy.get(row["kidney"])
+        row["extension_mm"] = None
+        row["nephrometry"] = None
+        if kidney is None:
+            continue
+        row["extension_mm"] = round(
+            staging.medial_extension_mm(lesion, local, kidney.medial_edge_mm, kidney.midline_x), 1
+        )
+        row["nephrometry"] = nephrometry.score(
+            lesion, local, kidney, row[staging.GREATEST_DIMENSION], row["exophytic_fraction"]
+        )
+    return [row for row, _, _ in rows]
 
 
 def _find_kidneys(
     mask: np.ndarray, parenchyma: np.ndarray, affine: np.ndarray, midline_x: float
-) -> tuple[list[_Kidney], int, int]:
+) -> tuple[list[Kidney], int, int]:
     """The kidney on each side, and the number and voxel count of the other components.
 
     Works on per-component voxel counts, so that a prediction with thousands of stray
@@ -195,7 +235,7 @@ def _find_kidneys(
                 region &= right_of_midline if half == "right" else ~right_of_midline
             own = region & parenchyma
             kidneys.append(
-                _Kidney(
+                Kidney(
                     side,
                     region,
                     geometry.to_world(np.argwhere(region).mean(axis=0)[None], affine)[0],
@@ -221,88 +261,14 @@ def _midline_x(ct: Volume) -> float:
     return float(geometry.to_world(body.mean(axis=0)[None], ct.affine)[0, 0])
 
 
-def _measure_lesions(
-    mask: np.ndarray,
-    class_name: str,
-    kidneys: list[_Kidney],
-    ct: np.ndarray,
-    affine: np.ndarray,
-) -> list[dict]:
-    labelled, count = geometry.components(mask)
-    if count == 0:
-        return []
-    voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
-    axis = geometry.slice_axis(affine)
-    objects = ndimage.find_objects(labelled)
-    rows = []
-    for number, box in enumerate(objects, start=1):
-        box = _bounding_box(labelled[box] == number, labelled.shape, box, pad=1)
-        lesion = labelled[box] == number
-        local = affine.copy()
-        local[:3, 3] = geometry.to_world(np.array([[s.start for s in box]], dtype=np.float64), affine)[0]
-        voxels = np.argwhere(lesion)
-        centroid = geometry.to_world(voxels.mean(axis=0)[None], local)[0]
-        kidney = _assign(lesion, box, centroid, kidneys)
-        axial_mm, axial_slice = geometry.max_axial_diameter_mm(lesion, local)
-        z_low, z_high = geometry.cranio_caudal_range_mm(lesion, local)
-        hu = ct[box][lesion]
-        row = {
-            "id": "",
-            "type": class_name,
-            "kidney": kidney.side if kidney else None,
-            "volume_ml": round(len(voxels) * voxel_ml, 3),
-            "max_axial_diameter_cm": round(axial_mm / 10, 2),
-            "max_3d_diameter_cm": round(geometry.max_3d_diameter_mm(lesion, local) / 10, 2),
-            "cranio_caudal_extent_cm": round((z_high - z_low) / 10, 2),
-            "hu_mean": round(float(hu.mean()), 1),
-            "hu_sd": round(float(hu.std()), 1),
-            "hu_median": round(float(np.median(hu)), 1),
-            "position": None,
-            "position_fraction": None,
-            "exophytic_fraction": None,
-            "centroid_ras_mm": _round(centroid, 1),
-            "axial_slice_index": axial_slice + box[axis].start if axial_slice >= 0 else None,
-        }
-        if kidney is not None:
-            row.update(_place_in_kidney(lesion, box, centroid, kidney))
-        rows.append(row)
-    rows.sort(key=lambda r: -r["volume_ml"])
-    for index, row in enumerate(rows, start=1):
-        row["id"] = f"{class_name[0].upper()}{index}"
-    return rows
-
-
-def _assign(
-    lesion: np.ndarray, box: tuple[slice, ...], centroid: np.ndarray, kidneys: list[_Kidney]
-) -> _Kidney | None:
-    """The kidney holding most of the lesion's voxels, else the one with the nearest centroid."""
-    if not kidneys:
-        return None
-    overlaps = [int((k.mask[box] & lesion).sum()) for k in kidneys]
-    if max(overlaps) > 0:
-        return kidneys[int(np.argmax(overlaps))]
-    return min(kidneys, key=lambda k: float(np.linalg.norm(k.centroid - centroid)))
-
-
-def _place_in_kidney(
-    lesion: np.ndarray, box: tuple[slice, ...], centroid: np.ndarray, kidney: _Kidney
-) -> dict:
-    """Position along the kidney by thirds of its cranio-caudal extent, and the exophytic
-    fraction: the share of lesion voxels outside the convex hull of the kidney's parenchyma
-    on their own axial slice."""
-    z_low, z_high = kidney.z_range
-    fraction = float(np.clip((z_high - centroid[2]) / max(z_high - z_low, 1e-6), 0.0, 1.0))
-    position = "upper pole" if fraction < 1 / 3 else "lower pole" if fraction > 2 / 3 else "interpolar"
-    inside = kidney.contour.contains(np.argwhere(lesion) + np.array([s.start for s in box]))
-    return {
-        "position": position,
-        "position_fraction": round(fraction, 3),
-        "exophytic_fraction": round(float(1.0 - inside.mean()), 3),
-    }
-
-
 def _measure_kidney(
-    kidney: _Kidney, parenchyma: np.ndarray, affine: np.ndarray, voxel_ml: float, lesions: list[dict]
+    kidney: Kidney,
+    parenchyma: np.ndarray,
+    affine: np.ndarray,
+    voxel_ml: float,
+    lesions: list[dict],
+    scan: Scan,
+    anatomy: dict,
 ) -> dict:
     own = [row for row in lesions if row["kidney"] == kidney.side]
     z_low, z_high = geometry.cranio_caudal_range_mm(kidney.mask, affine)
@@ -311,17 +277,28 @@ def _measure_kidney(
         "volume_ml": round(int(kidney.mask.sum()) * voxel_ml, 2),
         "parenchyma_volume_ml": round(int((kidney.mask & parenchyma).sum()) * voxel_ml, 2),
         "cranio_caudal_extent_cm": round((z_high - z_low) / 10, 2),
-        "centroid_ras_mm": _round(kidney.centroid, 1),
+        "incomplete": geometry.touches_edge(kidney.mask, scan.offset, scan.shape),
+        "sinus_volume_ml": anatomy[kidney.side].sinus_ml,
+        "polar_lines_z_mm": rounded(anatomy[kidney.side].polar_lines, 1),
+        "medial_edge_x_mm": round(_medial_edge_x(anatomy[kidney.side]), 1),
+        "centroid_ras_mm": rounded(kidney.centroid, 1),
         "has_lesions": bool(own),
         "num_tumors": sum(row["type"] == "tumor" for row in own),
         "num_cysts": sum(row["type"] == "cyst" for row in own),
     }
 
 
-def _summary(kidneys: list[dict], lesions: list[dict]) -> dict:
+def _medial_edge_x(anatomy: nephrometry.KidneyAnatomy) -> float:
+    side = 1.0 if anatomy.centroid[0] > anatomy.midline_x else -1.0
+    return anatomy.midline_x + side * anatomy.medial_edge_mm
+
+
+def _summary(report: dict, options: ReportOptions) -> dict:
+    kidneys, lesions = report["kidneys"], report["lesions"]
     tumors = [row for row in lesions if row["type"] == "tumor"]
     cysts = [row for row in lesions if row["type"] == "cyst"]
     largest = max(tumors, key=lambda r: r["max_axial_diameter_cm"], default=None)
+    small = report.pop("small_lesions", [])
     return {
         "kidneys_found": [k["side"] for k in kidneys],
         "num_tumors": len(tumors),
@@ -330,6 +307,13 @@ def _summary(kidneys: list[dict], lesions: list[dict]) -> dict:
         "largest_tumor_axial_diameter_cm": largest["max_axial_diameter_cm"] if largest else None,
         "total_tumor_volume_ml": round(sum(r["volume_ml"] for r in tumors), 2),
         "total_cyst_volume_ml": round(sum(r["volume_ml"] for r in cysts), 2),
+        "clinical_t": report["staging"]["category"] if report["staging"] else None,
+        "small_lesions": {
+            "count": len(small),
+            "volume_ml": round(sum(r["volume_ml"] for r in small), 3),
+            "min_diameter_mm": options.min_lesion_diameter_mm,
+            "min_volume_ml": options.min_lesion_volume_ml,
+        },
     }
 
 
@@ -339,23 +323,6 @@ def _message(kidneys: list[dict], lesions: list[dict]) -> str:
     cysts = sum(r["type"] == "cyst" for r in lesions)
     found = f"{tumors} tumor(s) and {cysts} cyst(s)" if lesions else "no tumor or cyst"
     return f"Kidney(s) found: {sides}; {found}."
-
-
-def _bounding_box(
-    mask: np.ndarray, shape: tuple[int, ...], within: tuple[slice, ...] | None = None, pad: int = 1
-) -> tuple[slice, ...]:
-    """The bounding box of `mask` (itself a crop starting at `within`), padded by `pad` voxels
-    and clipped to `shape`."""
-    starts = [0, 0, 0] if within is None else [s.start for s in within]
-    box = []
-    for axis, (start, n) in enumerate(zip(starts, shape, strict=True)):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(0, start + int(hits[0]) - pad), min(n, start + int(hits[-1]) + 1 + pad)))
-    return tuple(box)
-
-
-def _round(values, digits: int) -> list[float]:
-    return [round(float(v), digits) for v in values]
 
 
 def _fmt(values) -> str:

@@ -20,8 +20,9 @@ import numpy as np
 from kidneyseg.io.atomic import atomic_path
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS23, LabelMap
+from kidneyseg.report.checks import ReportOptions
 from kidneyseg.report.measure import measure, validate_inputs
-from kidneyseg.report.overlays import WINDOW_HU, render_views
+from kidneyseg.report.overlays import WINDOW_HU, Scene, compose
 
 KIDNEY_COLUMNS = (
     ("side", "Side", ""),
@@ -30,6 +31,24 @@ KIDNEY_COLUMNS = (
     ("cranio_caudal_extent_cm", "Cranio-caudal (cm)", "{:.1f}"),
     ("num_tumors", "Tumors", ""),
     ("num_cysts", "Cysts", ""),
+)
+LOWER_BOUNDS = {
+    "volume_ml",
+    "parenchyma_volume_ml",
+    "cranio_caudal_extent_cm",
+    "max_axial_diameter_cm",
+    "max_3d_diameter_cm",
+}
+NEPHROMETRY_HEADER = (
+    "Tumor",
+    "R: diameter",
+    "E: exophytic",
+    "N: to sinus",
+    "A: anterior share",
+    "L: between polar lines",
+    "R.E.N.A.L.",
+    "PADUA location, rim, sinus, collecting system",
+    "PADUA",
 )
 LESION_COLUMNS = (
     ("id", "Lesion", ""),
@@ -46,14 +65,20 @@ LESION_COLUMNS = (
 )
 
 
+MAX_LESION_VIEWS = 6  # lesions pictured (tumors first, then cysts, each by decreasing volume)
+
+
 @dataclass(frozen=True)
 class ReportPaths:
-    """The files of one written report, with its status (`ok` or `empty`) and one-line message."""
+    """The files of one written report, with its status (`ok` or `empty`), one-line message and
+    warning codes."""
 
     json: Path
     html: Path
+    preview: Path
     status: str
     message: str
+    warnings: tuple[str, ...] = ()
 
 
 def write_report(
@@ -62,92 +87,193 @@ def write_report(
     out_dir: Path,
     label_map: LabelMap = KITS23,
     case_id: str | None = None,
+    options: ReportOptions | None = None,
+    confidence: float | None = None,
 ) -> ReportPaths:
-    """Measure `labels` on `ct` and write `<case_id>_report.json` and `.html` (or `report.*`).
+    """Measure `labels` on `ct` and write `<case_id>_report.json`, `.html` and
+    `<case_id>_preview.png` (or `report.*`, `preview.png`).
 
     Args:
         ct: the CT in Hounsfield units.
-        labels: its label map on exactly the same grid (predicted or reference).
+        labels: its label map on exactly the same grid (predicted or reference); its
+            `source` is written as the labels' path.
         out_dir: the folder to write into (created if needed).
         label_map: the classes of `labels`.
         case_id: names the files and the report; default: none (`report.json`).
+        options: thresholds of the plausibility checks.
+        confidence: the model's confidence in `labels` (0-1), when predicted.
 
     Raises:
         KidneysegError: the inputs do not fit together, or the folder is not writable.
     """
-    report = measure(ct, labels, label_map, case_id=case_id)
-    focus, focus_name = _focus(report)
-    pictures = render_views(ct, validate_inputs(ct, labels, label_map), label_map, focus, focus_name)
-    page = render_html(report, pictures, label_map)
-    stem = f"{case_id}_report" if case_id else "report"
+    report = measure(ct, labels, label_map, case_id=case_id, options=options, confidence=confidence)
+    scene = Scene(ct, validate_inputs(ct, labels, label_map), label_map)
+    figures = [(title, scene.views(focus, title, line)) for title, focus, line in _focus_points(report)]
+    page = render_html(report, figures, label_map)
+    stem = f"{case_id}_" if case_id else ""
     out_dir = Path(out_dir)
-    json_path, html_path = out_dir / f"{stem}.json", out_dir / f"{stem}.html"
-    # Both files appear together or not at all: each is renamed only once both are written.
-    with atomic_path(json_path) as json_tmp, atomic_path(html_path) as html_tmp:
+    json_path, html_path = out_dir / f"{stem}report.json", out_dir / f"{stem}report.html"
+    preview_path = out_dir / f"{stem}preview.png"
+    preview = compose(list(figures[0][1].values()))
+    # All files appear together or not at all: each is renamed only once all are written, the
+    # page first (the innermost), so that a failure there leaves nothing behind.
+    with (
+        atomic_path(preview_path) as png,
+        atomic_path(json_path) as json_tmp,
+        atomic_path(html_path) as html_tmp,
+    ):
         json_tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         html_tmp.write_text(page, encoding="utf-8")
-    return ReportPaths(json=json_path, html=html_path, status=report["status"], message=report["message"])
+        png.write_bytes(preview)
+    return ReportPaths(
+        json=json_path,
+        html=html_path,
+        preview=preview_path,
+        status=report["status"],
+        message=report["message"],
+        warnings=tuple(w["code"] for w in report["warnings"]),
+    )
 
 
-def _focus(report: dict) -> tuple[np.ndarray | None, str]:
-    """Where the pictures cut: the largest lesion, else the largest kidney, else the image centre."""
-    if report["lesions"]:
-        lesion = max(report["lesions"], key=lambda r: r["volume_ml"])
-        return np.asarray(lesion["centroid_ras_mm"]), f"{lesion['type']} {lesion['id']}"
+def _focus_points(report: dict) -> list[tuple[str, np.ndarray | None, float | None]]:
+    """Where the pictures cut: each lesion (tumors first, then cysts, at most `MAX_LESION_VIEWS`),
+    else the largest kidney, else the image centre; with the kidney's medial edge (world x)
+    for a tumor flagged as extending beyond it."""
+    points = []
+    for row in report["lesions"][:MAX_LESION_VIEWS]:
+        line = None
+        if row.get("extension_mm") is not None and row["id"] in (report["staging"] or {}).get(
+            "extension_tumor_ids", []
+        ):
+            line = next(k["medial_edge_x_mm"] for k in report["kidneys"] if k["side"] == row["kidney"])
+        title = f"{row['type']} {row['id']}" + (" (extends beyond the kidney)" if line is not None else "")
+        points.append((title, np.asarray(row["centroid_ras_mm"]), line))
+    if points:
+        return points
     if report["kidneys"]:
         kidney = max(report["kidneys"], key=lambda r: r["volume_ml"])
-        return np.asarray(kidney["centroid_ras_mm"]), f"the {kidney['side']} kidney"
-    return None, "the image centre"
+        return [(f"the {kidney['side']} kidney", np.asarray(kidney["centroid_ras_mm"]), None)]
+    return [("the image centre", None, None)]
 
 
-def render_html(report: dict, pictures: dict[str, bytes], label_map: LabelMap) -> str:
-    """The report page as one HTML string with the pictures embedded."""
+def render_html(report: dict, figures: list[tuple[str, dict[str, bytes]]], label_map: LabelMap) -> str:
+    """The report page as one HTML string with the pictures (title, {view: PNG}) embedded."""
     template = Template(resources.files("kidneyseg.report").joinpath("template.html").read_text("utf-8"))
     case = report["case_id"] or Path(report["inputs"]["ct"] or "CT").name
-    summary = report["summary"]
-    largest = summary["largest_tumor_axial_diameter_cm"]
-    summary_rows = [
-        ("Kidneys found", ", ".join(summary["kidneys_found"]) or "none"),
-        ("Tumors", str(summary["num_tumors"])),
-        ("Cysts", str(summary["num_cysts"])),
-        ("Largest tumor, max axial diameter", "—" if largest is None else f"{largest:.1f} cm"),
-        ("Total tumor volume", f"{summary['total_tumor_volume_ml']:.1f} mL"),
-        ("Total cyst volume", f"{summary['total_cyst_volume_ml']:.1f} mL"),
-        ("Other kidney-label fragments", _fragments(report["other_components"])),
-    ]
-    inputs = report["inputs"]
     images = "\n".join(
-        f'<figure><img src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}" '
-        f'alt="{name} view"></figure>'
-        for name, data in pictures.items()
+        f'<h3>{html.escape(title)}</h3><div class="views">'
+        + "".join(
+            f'<figure><img src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}" '
+            f'alt="{name} view through {html.escape(title)}"></figure>'
+            for name, data in views.items()
+        )
+        + "</div>"
+        for title, views in figures
     )
     legend = "".join(
         f'<span style="background: rgb{tuple(c.color)}"></span>{html.escape(c.name)}'
         for c in label_map.foreground
     )
     level, width = WINDOW_HU
+    tumors = [r for r in report["lesions"] if r.get("nephrometry")]
     return template.substitute(
         title=html.escape(f"Kidney report — {case}"),
-        meta=html.escape(
-            f"CT: {inputs['ct']} · labels: {inputs['labels']} ({inputs['label_map']['name']}) · "
-            f"{' × '.join(map(str, inputs['shape']))} voxels of "
-            f"{' × '.join(f'{s:.2f}' for s in inputs['spacing_mm'])} mm ({inputs['orientation']}) · "
-            f"kidneyseg {report['kidneyseg_version']} · {report['created_utc']}"
-        ),
+        meta=html.escape(_meta(report)),
         status=html.escape(report["status"]),
         message=html.escape(report["message"]),
-        summary=_table(("Measure", "Value"), summary_rows),
+        warnings=_warnings(report["warnings"]),
+        summary=_table(("Measure", "Value"), _summary_rows(report)),
         kidneys=_records(report["kidneys"], KIDNEY_COLUMNS, "No kidney segmented."),
         lesions=_records(report["lesions"], LESION_COLUMNS, "No tumor or cyst segmented."),
+        nephrometry=_table(NEPHROMETRY_HEADER, [_nephrometry_row(r) for r in tumors])
+        if tumors
+        else "<p>No tumor.</p>",
         legend=legend,
         images=images,
         notes=html.escape(
             f"Window W {width:.0f} / L {level:.0f} HU; radiological convention (patient's right on the "
-            "image's left); + marks the centre of the lesion shown. Diameters are edge to edge; the axial "
-            "diameter is the largest in-plane diameter over axial slices. Position: thirds of the kidney's "
-            "cranio-caudal extent. Exophytic: share of the lesion outside the convex hull of the kidney's "
-            "parenchyma on each axial slice. Research use only; not a medical device."
+            "image's left); + marks the centre of the lesion shown; the dashed cyan line is the kidney's "
+            "medial edge for a tumor flagged as extending beyond it. Diameters are edge to edge; the axial "
+            "diameter is the largest in-plane diameter over axial slices. ≥: the object touches the edge of "
+            "the scan, the value is a lower bound. Exophytic: share of the lesion outside the convex hull of "
+            "the kidney's parenchyma on each axial slice. Sinus and collecting system are derived from the "
+            "kidney's shape, not segmented (docs/report.md). Research use only; not a medical device."
         ),
+    )
+
+
+def _meta(report: dict) -> str:
+    inputs = report["inputs"]
+    parts = [
+        f"CT: {inputs['ct']} · labels: {inputs['labels']} ({inputs['label_map']['name']})",
+        f"{' × '.join(map(str, inputs['shape']))} voxels of "
+        f"{' × '.join(f'{s:.2f}' for s in inputs['spacing_mm'])} mm ({inputs['orientation']})",
+    ]
+    if inputs["dicom"]:
+        parts.append(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in inputs["dicom"].items()))
+    if inputs["model_confidence"] is not None:
+        parts.append(f"model confidence {inputs['model_confidence']:.2f}")
+    parts.append(f"kidneyseg {report['kidneyseg_version']} · {report['created_utc']}")
+    return " · ".join(parts)
+
+
+def _warnings(warnings: list[dict]) -> str:
+    if not warnings:
+        return ""
+    items = "".join(
+        f"<li><b>{html.escape(w['code'])}</b>: {html.escape(w['message'])}</li>" for w in warnings
+    )
+    return f'<div class="warnings"><p>Check before use: {len(warnings)} warning(s)</p><ul>{items}</ul></div>'
+
+
+def _summary_rows(report: dict) -> list[tuple[str, str]]:
+    summary = report["summary"]
+    largest = summary["largest_tumor_axial_diameter_cm"]
+    staging = report["staging"]
+    small = summary["small_lesions"]
+    return [
+        ("Kidneys found", ", ".join(summary["kidneys_found"]) or "none"),
+        ("Tumors", str(summary["num_tumors"])),
+        ("Cysts", str(summary["num_cysts"])),
+        ("Largest tumor, max axial diameter", "—" if largest is None else f"{largest:.1f} cm"),
+        ("Clinical T category (images)", _staging(staging)),
+        ("Total tumor volume", f"{summary['total_tumor_volume_ml']:.1f} mL"),
+        ("Total cyst volume", f"{summary['total_cyst_volume_ml']:.1f} mL"),
+        (
+            f"Fragments left out (< {small['min_diameter_mm']:g} mm or < {small['min_volume_ml']:g} mL)",
+            f"{small['count']} ({small['volume_ml']:.2f} mL)" if small["count"] else "none",
+        ),
+        ("Other kidney-label fragments", _fragments(report["other_components"])),
+    ]
+
+
+def _staging(staging: dict | None) -> str:
+    if staging is None:
+        return "— (no tumor)"
+    bound = "≥ " if staging["greatest_dimension_is_lower_bound"] else ""
+    size = f"{bound}{staging['greatest_dimension_cm']:.1f} cm"
+    text = f"{staging['category']} ({staging['tumor_id']}, {size}; by size {staging['size_category']})"
+    if staging["extension_beyond_kidney"]:
+        text += f"; extends beyond the kidney: {', '.join(staging['extension_tumor_ids'])}"
+    return text
+
+
+def _nephrometry_row(row: dict) -> tuple[str, ...]:
+    renal, padua = row["nephrometry"]["renal"], row["nephrometry"]["padua"]
+    near = "—" if renal["nearness_mm"] is None else f"{renal['nearness_mm']:.1f} mm → {renal['n']}"
+    total = "—" if renal["score"] is None else f"{renal['score']}{renal['a']} ({renal['complexity']})"
+    padua_total = "—" if padua["score"] is None else f"{padua['score']} ({padua['complexity']})"
+    return (
+        row["id"],
+        f"{renal['radius_cm']:.1f} cm → {renal['r']}",
+        f"{renal['exophytic_fraction']:.0%} → {renal['e']}",
+        near,
+        f"{renal['anterior_fraction']:.0%} → {renal['a']}",
+        f"{renal['between_polar_lines_fraction']:.0%} → {renal['l']}",
+        total,
+        f"{padua['polar_location']} {padua['polar_location_score']}, {padua['rim']} {padua['rim_score']}, "
+        f"sinus {padua['sinus_score'] or '—'}, UCS {padua['collecting_system_score'] or '—'}",
+        padua_total,
     )
 
 
@@ -159,11 +285,13 @@ def _fragments(other: dict) -> str:
 
 
 def _records(rows: list[dict], columns: tuple[tuple[str, str, str], ...], empty: str) -> str:
+    """A table of report rows; sizes of an object cut by the scan's edge are shown as lower bounds (≥)."""
     if not rows:
         return f"<p>{html.escape(empty)}</p>"
     body = [
         tuple(
-            "—" if row[key] is None else fmt.format(row[key]) if fmt else str(row[key])
+            ("≥ " if row.get("incomplete") and key in LOWER_BOUNDS and row[key] is not None else "")
+            + _cell(row[key], fmt)
             for key, _, fmt in columns
         )
         for row in rows

@@ -1,0 +1,258 @@
+"""Validate the report's clinical T category against the pathology of the 210 KiTS19 cases.
+
+Each reference mask (kidney 1, tumor 2) goes through `kidneyseg.report.measure` exactly as
+`kidneyseg report` runs it (with a flat CT: the masks come without their images). The cT
+category it gives is compared with `pathology_t_stage` in kits.json (confusion matrix, exact
+agreement, Cohen's kappa unweighted and linearly weighted), and the size the category rests
+on with `pathologic_size`. As the reference point, the same size-only staging is applied to
+the radiologist's `radiographic_size` and to the pathologist's `pathologic_size`.
+
+Usage:
+    python benchmarks/validate_staging.py [--data ../shared/data/kits19] [--workers 2]
+        [--rows rows.json] [--from-rows rows.json]
+
+Replaces the "Clinical T category" section of docs/validation.md (or appends it).
+`--rows` keeps every case's measurements; `--from-rows` rewrites the page from them without
+measuring again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "kits19"
+COMMAND = "nice -n 15 python benchmarks/validate_staging.py --workers 2"
+SECTION = "## Clinical T category against pathology"
+ORDER = ("T0", "T1a", "T1b", "T2a", "T2b", "T3", "T4")
+THRESHOLDS_MM = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0)
+
+
+def stage_case(path: Path) -> dict:
+    """The report's staging of one reference mask, and the measurements it rests on."""
+    from kidneyseg.io.volume import Volume, read_volume
+    from kidneyseg.labels import KITS19
+    from kidneyseg.report import measure
+
+    start = time.perf_counter()
+    labels = read_volume(path)
+    ct = Volume(np.full(labels.shape, 40, np.int16), labels.affine, "flat CT")
+    report = measure(ct, labels, KITS19)
+    tumors = [r for r in report["lesions"] if r["type"] == "tumor"]
+    staging = report["staging"] or {}
+    extensions = [r["extension_mm"] for r in tumors if r["extension_mm"] is not None]
+    return {
+        "ct": staging.get("category", "none")[1:],
+        "size_t": staging.get("size_category", "none")[1:],
+        "axial_cm": staging.get("greatest_dimension_cm"),
+        "max_3d_cm": max((r["max_3d_diameter_cm"] for r in tumors), default=None),
+        "extension_mm": max(extensions, default=None),
+        "num_tumors": len(tumors),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def size_t(cm: float) -> str:
+    from kidneyseg.report.staging import size_category
+
+    return size_category(cm)
+
+
+def kappa(truth: list[str], guess: list[str], weighted: bool = False) -> float:
+    """Cohen's kappa over the categories of `ORDER` (linear weights when `weighted`)."""
+    index = {c: i for i, c in enumerate(ORDER)}
+    n = len(ORDER)
+    table = np.zeros((n, n))
+    for t, g in zip(truth, guess, strict=True):
+        table[index[t], index[g]] += 1
+    table /= table.sum()
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0))
+    i, j = np.indices((n, n))
+    weights = np.abs(i - j) / (n - 1) if weighted else (i != j).astype(float)
+    return float(1 - (weights * table).sum() / (weights * expected).sum())
+
+
+def confusion(truth: list[str], guess: list[str], name: str) -> list[str]:
+    shown = [c for c in ORDER if c in truth or c in guess]
+    lines = [f"| pT \\ {name} | " + " | ".join(shown) + " | cases |", "|---" * (len(shown) + 2) + "|"]
+    for t in shown:
+        counts = [sum(1 for a, b in zip(truth, guess, strict=True) if a == t and b == g) for g in shown]
+        lines.append(f"| {t} | " + " | ".join(str(c) for c in counts) + f" | {sum(counts)} |")
+    return lines
+
+
+def agreement_row(name: str, truth: list[str], guess: list[str]) -> str:
+    pairs = list(zip(truth, guess, strict=True))
+    within = [(t, g) for t, g in pairs if t[:2] in ("T1", "T2")]
+    return (
+        f"| {name} | {np.mean([t == g for t, g in pairs]):.1%} | "
+        f"{np.mean([t == g for t, g in within]):.1%} ({len(within)}) | "
+        f"{kappa(truth, guess):.3f} | {kappa(truth, guess, weighted=True):.3f} |"
+    )
+
+
+def write_section(rows: list[dict], seconds: float, workers: int, path: Path) -> dict:
+    rows = [r for r in rows if r["ct"] != "none" and r["pathologic_size"] is not None]
+    truth = ["T" + r["pathology_t_stage"] for r in rows]
+    ours = [r["ct"] for r in rows]
+    ours_size = [r["size_t"] for r in rows]
+    radiologist = [size_t(r["radiographic_size"]) for r in rows]
+    pathologist = [size_t(r["pathologic_size"]) for r in rows]
+    pt3 = np.array([t == "T3" for t in truth])
+    extension = np.array([r["extension_mm"] if r["extension_mm"] is not None else -np.inf for r in rows])
+    sizes = np.array([r["axial_cm"] for r in rows])
+    path_size = np.array([r["pathologic_size"] for r in rows])
+    radio_size = np.array([r["radiographic_size"] for r in rows])
+    threshold_rows = [
+        f"| {t:g} | {int((extension > t)[pt3].sum())} / {int(pt3.sum())} | "
+        f"{int((extension > t)[~pt3].sum())} / {int((~pt3).sum())} |"
+        for t in THRESHOLDS_MM
+    ]
+    times = np.array([r["seconds"] for r in rows])
+    lines = [
+        SECTION,
+        "",
+        '`kidneyseg report` gives a clinical T category (report.md, "Clinical T category"): the TNM 8th '
+        "edition size category (T1a ≤ 4 cm, T1b ≤ 7, T2a ≤ 10, T2b > 10 cm) of the largest tumor's maximum "
+        "axial diameter, and cT3 when a tumor reaches more than 10 mm medially beyond its kidney's "
+        "parenchyma. Each of the KiTS19 reference masks is run through `kidneyseg.report.measure` as the "
+        "command runs it and compared with `pathology_t_stage`, and its size with `pathologic_size`, from "
+        "kits.json. Reference points: the same size-only staging from the radiologist's "
+        "`radiographic_size` and from the pathologist's own `pathologic_size`.",
+        "",
+        "Command (from the repository root, `../shared/data/kits19` beside it; rewrites this section):",
+        "",
+        "```",
+        COMMAND,
+        "```",
+        "",
+        f"Run time: {seconds:.0f} s with {workers} worker processes on the shared 2-core machine; "
+        f"`measure` per case median {np.median(times):.1f} s, max {times.max():.1f} s (including reading "
+        "the mask).",
+        "",
+        f"### Agreement with the pathologic T stage ({len(rows)} cases)",
+        "",
+        "| staging | exact agreement | exact within pT1–pT2 (cases) | Cohen's κ | linearly weighted κ |",
+        "|---|---|---|---|---|",
+        agreement_row("report: cT (size + extension flag)", truth, ours),
+        agreement_row("report: size only", truth, ours_size),
+        agreement_row("radiologist's size, size only", truth, radiologist),
+        agreement_row("pathologic size, size only (ceiling)", truth, pathologist),
+        "",
+        "κ over the categories T0 (benign), T1a, T1b, T2a, T2b, T3, T4. Size alone can never give "
+        f"T0 ({truth.count('T0')} benign cases) or T4 ({truth.count('T4')}), and T3 only through the "
+        "extension flag.",
+        "",
+        "Confusion matrix of the report's cT (rows: pathology):",
+        "",
+        *confusion(truth, ours, "report cT"),
+        "",
+        "Confusion matrix of size-only staging from the radiologist's size:",
+        "",
+        *confusion(truth, radiologist, "radiologist size"),
+        "",
+        "### Size against the pathologic size",
+        "",
+        f"- report (max axial diameter of the largest tumor) vs `pathologic_size`: Pearson r "
+        f"{np.corrcoef(sizes, path_size)[0, 1]:.3f}, median error {np.median(sizes - path_size):+.2f} cm, "
+        f"median |error| {np.median(np.abs(sizes - path_size)):.2f} cm",
+        "- radiologist's size vs `pathologic_size`: Pearson r "
+        f"{np.corrcoef(radio_size, path_size)[0, 1]:.3f}, "
+        f"median error {np.median(radio_size - path_size):+.2f} cm, median |error| "
+        f"{np.median(np.abs(radio_size - path_size)):.2f} cm",
+        "",
+        "### The extension (cT3) flag",
+        "",
+        "How far the tumor reaches medially beyond its kidney's parenchyma, against pT3 (renal vein or "
+        "perinephric/sinus fat invasion at pathology), for several thresholds (the report uses 10 mm):",
+        "",
+        "| threshold (mm) | flagged among pT3 | flagged among the others |",
+        "|---|---|---|",
+        *threshold_rows,
+        "",
+    ]
+    lines += verdict(truth, ours_size, radiologist, extension, pt3, sizes, path_size)
+    _replace_section(path, "\n".join(lines))
+    return {
+        "exact": float(np.mean([t == g for t, g in zip(truth, ours, strict=True)])),
+        "kappa": kappa(truth, ours),
+    }
+
+
+def verdict(truth: list[str], ours: list[str], radiologist: list[str], extension, pt3, axial, path_size):
+    """What the images can and cannot stage, in numbers from this run (`axial`: the report's
+    sizes, `path_size`: the pathologic sizes, cm)."""
+
+    def within(guess: list[str]) -> float:
+        pairs = [(t, g) for t, g in zip(truth, guess, strict=True) if t[:2] in ("T1", "T2")]
+        return float(np.mean([t == g for t, g in pairs]))
+
+    flagged = extension > 10.0
+    best_shift, best = max(
+        ((shift, within([size_t(cm - shift) for cm in axial])) for shift in np.arange(0.0, 0.55, 0.05)),
+        key=lambda pair: pair[1],
+    )
+    return [
+        "### What the images can and cannot stage",
+        "",
+        f"- **Size (pT1–pT2)**: size-only staging from the reference masks agrees exactly in "
+        f"{within(ours):.1%} of the pT1–pT2 cases, below the radiologist's size ({within(radiologist):.1%}). "
+        f"The masks measure larger than the pathologic size (median {np.median(axial - path_size):+.2f} cm), "
+        "so tumors near a cut-off (4, 7, 10 cm) go up a category. Subtracting a constant does not close "
+        f"the gap: the best shift from 0 to 0.5 cm ({best_shift:.2f} cm, chosen on these very cases) "
+        f"reaches {best:.1%}. The report keeps the edge-to-edge measurement.",
+        f"- **T3**: {int(pt3.sum())} cases are pT3 (mostly pT3a: perinephric or sinus fat invasion, seen "
+        f"under the microscope). The extension flag finds {int(flagged[pt3].sum())} of them and flags "
+        f"{int(flagged[~pt3].sum())} of the {int((~pt3).sum())} others: a tumor reaching 10 mm medially "
+        "beyond the kidney is rare in the masks, and the reference labels do not mark the renal vein. "
+        "The flag is a prompt to look, not a T3 staging; on these masks it lowers exact agreement.",
+        f"- **T0 and T4**: benign tumors ({truth.count('T0')}) and T4 ({truth.count('T4')}) cannot be told "
+        "from a label map.",
+        "",
+    ]
+
+
+def _replace_section(path: Path, section: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    head = text.split(SECTION)[0].rstrip("\n")
+    path.write_text((head + "\n\n" if head else "") + section, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with kits.json and case_*")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N cases (quick check)")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "validation.md")
+    parser.add_argument("--rows", type=Path, default=None, help="also write every case's measurements here")
+    parser.add_argument("--from-rows", type=Path, default=None, help="rewrite the page from saved rows")
+    args = parser.parse_args(argv)
+    if args.from_rows is not None:
+        saved = json.loads(args.from_rows.read_text())
+        rows, seconds = saved["rows"], saved["seconds"]
+    else:
+        clinical = json.loads((args.data / "kits.json").read_text())[: args.limit]
+        todo = [(c, args.data / c["case_id"] / "segmentation.nii.gz") for c in clinical]
+        todo = [(c, p) for c, p in todo if p.exists()]
+        start = time.perf_counter()
+        with ProcessPoolExecutor(args.workers) as pool:
+            results = list(pool.map(stage_case, [p for _, p in todo]))
+        seconds = time.perf_counter() - start
+        keys = ("case_id", "pathology_t_stage", "pathologic_size", "radiographic_size")
+        rows = [{**{k: c[k] for k in keys}, **r} for (c, _), r in zip(todo, results, strict=True)]
+        if args.rows is not None:
+            args.rows.write_text(json.dumps({"rows": rows, "seconds": seconds}, indent=1))
+    result = write_section(rows, seconds, args.workers, args.out)
+    print(f"{len(rows)} cases: exact {result['exact']:.1%}, kappa {result['kappa']:.3f} ({seconds:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

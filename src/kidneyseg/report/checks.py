@@ -1,0 +1,133 @@
+"""Plausibility and completeness checks: named warnings that say when a number cannot be trusted.
+
+Each warning is a dict `{code, message, ...}` with the fields that locate it (`kidney`,
+`lesion`, the measured value and the limit). The codes, their thresholds and the sources of
+the thresholds are documented in docs/report.md. The checks read the measured report (a
+dict), so they run the same on reference and predicted label maps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Hounsfield-unit range of the mean CT value a lesion class can physically have. Below
+# -200 HU the "lesion" is mostly air (bowel gas, outside the body); simple and hyperdense
+# cysts stay below ~100 HU, enhancing tumors below ~300 HU; above that it is bone, metal or
+# dense contrast, not a renal mass.
+LESION_HU_RANGE = {"tumor": (-200.0, 400.0), "cyst": (-200.0, 200.0)}
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """Thresholds of the report's checks (defaults: docs/report.md, "Plausibility checks").
+
+    Attributes:
+        min_lesion_diameter_mm: lesions whose maximum 3D diameter is below this are left
+            out of the findings (counted in `summary.small_lesions`).
+        min_lesion_volume_ml: likewise for the volume.
+        kidney_parenchyma_ml: the plausible range of one adult kidney's parenchyma volume.
+        min_confidence: a model confidence below this raises `low_confidence`.
+        extension_mm: tumor reaching this far medially beyond its kidney's parenchyma
+            raises the cT3 flag (`staging.py`).
+    """
+
+    min_lesion_diameter_mm: float = 3.0
+    min_lesion_volume_ml: float = 0.05
+    kidney_parenchyma_ml: tuple[float, float] = (60.0, 400.0)
+    min_confidence: float = 0.8
+    extension_mm: float = 10.0
+
+
+def run_checks(report: dict, options: ReportOptions, confidence: float | None) -> list[dict]:
+    """All warnings for a measured report, in a fixed order (kidneys, lesions, fragments, model)."""
+    warnings = []
+    if not report["kidneys"]:
+        warnings.append(
+            {
+                "code": "no_kidney",
+                "message": "No kidney in the segmentation: the field of view may not hold the kidneys, "
+                "or the model missed them.",
+            }
+        )
+    for kidney in report["kidneys"]:
+        warnings += _kidney_warnings(kidney, options)
+    for lesion in report["lesions"]:
+        warnings += _lesion_warnings(lesion)
+    small = report["summary"]["small_lesions"]
+    if small["count"]:
+        warnings.append(
+            {
+                "code": "small_lesions_excluded",
+                "message": f"{small['count']} lesion fragment(s) smaller than "
+                f"{options.min_lesion_diameter_mm:g} mm or {options.min_lesion_volume_ml:g} mL "
+                f"({small['volume_ml']:.2f} mL in all) are left out of the findings.",
+                "count": small["count"],
+                "volume_ml": small["volume_ml"],
+            }
+        )
+    if confidence is not None and confidence < options.min_confidence:
+        warnings.append(
+            {
+                "code": "low_confidence",
+                "message": f"The model's confidence {confidence:.2f} is below {options.min_confidence:.2f}: "
+                "check the segmentation before using the numbers.",
+                "confidence": confidence,
+                "threshold": options.min_confidence,
+            }
+        )
+    return warnings
+
+
+def _kidney_warnings(kidney: dict, options: ReportOptions) -> list[dict]:
+    warnings = []
+    side = kidney["side"]
+    if kidney["incomplete"]:
+        warnings.append(
+            {
+                "code": "incomplete_kidney",
+                "message": f"The {side} kidney touches the edge of the scan: it is cut off, its volume "
+                "and extent are lower bounds.",
+                "kidney": side,
+            }
+        )
+    low, high = options.kidney_parenchyma_ml
+    volume = kidney["parenchyma_volume_ml"]
+    if not low <= volume <= high and not (kidney["incomplete"] and volume < low):
+        warnings.append(
+            {
+                "code": "kidney_volume_out_of_range",
+                "message": f"The {side} kidney's parenchyma measures {volume:.0f} mL, outside the "
+                f"plausible adult range {low:.0f}–{high:.0f} mL: check the segmentation.",
+                "kidney": side,
+                "volume_ml": volume,
+                "range_ml": [low, high],
+            }
+        )
+    return warnings
+
+
+def _lesion_warnings(lesion: dict) -> list[dict]:
+    warnings = []
+    name = f"{lesion['type']} {lesion['id']}"
+    if lesion["incomplete"]:
+        warnings.append(
+            {
+                "code": "incomplete_lesion",
+                "message": f"The {name} touches the edge of the scan: its size and volume are lower bounds.",
+                "lesion": lesion["id"],
+            }
+        )
+    low, high = LESION_HU_RANGE[lesion["type"]]
+    if not low <= lesion["hu_mean"] <= high:
+        what = "air" if lesion["hu_mean"] < low else "bone, metal or dense contrast"
+        warnings.append(
+            {
+                "code": "implausible_hu",
+                "message": f"The {name} has mean {lesion['hu_mean']:.0f} HU, outside {low:.0f}…{high:.0f} HU "
+                f"for a {lesion['type']}: it looks like {what}, not a renal {lesion['type']}.",
+                "lesion": lesion["id"],
+                "hu_mean": lesion["hu_mean"],
+                "range_hu": [low, high],
+            }
+        )
+    return warnings

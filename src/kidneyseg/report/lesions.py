@@ -1,0 +1,161 @@
+"""Kidneys and lesions as found in the label map, and the measurement of each lesion.
+
+Conventions (diameters, position, exophytic fraction): docs/report.md, "Definitions".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from kidneyseg.report import geometry
+from kidneyseg.report.checks import ReportOptions
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Where the measured crop lies in the scan: its start index and the scan's shape."""
+
+    offset: np.ndarray
+    shape: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Kidney:
+    side: str
+    mask: np.ndarray  # kidney + masses of this kidney, in the crop
+    centroid: np.ndarray  # world RAS+ mm
+    z_range: tuple[float, float]  # world z of its parenchyma (or of the whole kidney without any)
+    contour: geometry.SliceHulls  # convex hull of its parenchyma on each axial slice
+
+
+def measure_lesions(
+    mask: np.ndarray,
+    class_name: str,
+    kidneys: list[Kidney],
+    ct: np.ndarray,
+    affine: np.ndarray,
+    scan: Scan,
+    options: ReportOptions,
+) -> tuple[list[tuple[dict, np.ndarray, np.ndarray]], list[dict]]:
+    """The lesions of one class as (row, mask, affine of the mask) by decreasing volume, and the
+    fragments below the minimum size (`{type, volume_ml, max_3d_diameter_cm}`), left out.
+
+    Fragments below the minimum volume are counted from their voxel counts alone, so that a
+    prediction with thousands of specks costs little more than one without.
+    """
+    labelled, count = geometry.components(mask)
+    if count == 0:
+        return [], []
+    voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+    sizes = np.bincount(labelled.ravel(), minlength=count + 1)
+    small = [
+        {"type": class_name, "volume_ml": round(float(n) * voxel_ml, 4), "max_3d_diameter_cm": None}
+        for n in sizes[1:]
+        if n * voxel_ml < options.min_lesion_volume_ml
+    ]
+    rows = []
+    for number, box in enumerate(ndimage.find_objects(labelled), start=1):
+        if sizes[number] * voxel_ml < options.min_lesion_volume_ml:
+            continue
+        box = bounding_box(labelled[box] == number, labelled.shape, box, pad=1)
+        lesion = labelled[box] == number
+        local = affine.copy()
+        local[:3, 3] = geometry.to_world(np.array([[s.start for s in box]], dtype=np.float64), affine)[0]
+        row = _measure_lesion(lesion, local, class_name, ct[box][lesion], box, kidneys)
+        if row["axial_slice_index"] is not None:
+            row["axial_slice_index"] += int(scan.offset[geometry.slice_axis(affine)])
+        row["incomplete"] = geometry.touches_edge(lesion, scan.offset + [s.start for s in box], scan.shape)
+        if row["max_3d_diameter_cm"] * 10 < options.min_lesion_diameter_mm:
+            small.append({k: row[k] for k in ("type", "volume_ml", "max_3d_diameter_cm")})
+            continue
+        rows.append((row, lesion, local))
+    rows.sort(key=lambda r: -r[0]["volume_ml"])
+    for index, (row, _, _) in enumerate(rows, start=1):
+        row["id"] = f"{class_name[0].upper()}{index}"
+    return rows, small
+
+
+def _measure_lesion(
+    lesion: np.ndarray,
+    local: np.ndarray,
+    class_name: str,
+    hu: np.ndarray,
+    box: tuple[slice, ...],
+    kidneys: list[Kidney],
+) -> dict:
+    voxel_ml = abs(float(np.linalg.det(local[:3, :3]))) / 1000.0
+    axis = geometry.slice_axis(local)
+    voxels = np.argwhere(lesion)
+    centroid = geometry.to_world(voxels.mean(axis=0)[None], local)[0]
+    kidney = _assign(lesion, box, centroid, kidneys)
+    axial_mm, axial_slice = geometry.max_axial_diameter_mm(lesion, local)
+    z_low, z_high = geometry.cranio_caudal_range_mm(lesion, local)
+    row = {
+        "id": "",
+        "type": class_name,
+        "kidney": kidney.side if kidney else None,
+        "volume_ml": round(len(voxels) * voxel_ml, 3),
+        "max_axial_diameter_cm": round(axial_mm / 10, 2),
+        "max_3d_diameter_cm": round(geometry.max_3d_diameter_mm(lesion, local) / 10, 2),
+        "cranio_caudal_extent_cm": round((z_high - z_low) / 10, 2),
+        "hu_mean": round(float(hu.mean()), 1),
+        "hu_sd": round(float(hu.std()), 1),
+        "hu_median": round(float(np.median(hu)), 1),
+        "position": None,
+        "position_fraction": None,
+        "exophytic_fraction": None,
+        "centroid_ras_mm": rounded(centroid, 1),
+        "axial_slice_index": axial_slice + box[axis].start if axial_slice >= 0 else None,
+    }
+    if kidney is not None:
+        row.update(_place_in_kidney(lesion, box, centroid, kidney))
+    return row
+
+
+def _assign(
+    lesion: np.ndarray, box: tuple[slice, ...], centroid: np.ndarray, kidneys: list[Kidney]
+) -> Kidney | None:
+    """The kidney holding most of the lesion's voxels, else the one with the nearest centroid."""
+    if not kidneys:
+        return None
+    overlaps = [int((k.mask[box] & lesion).sum()) for k in kidneys]
+    if max(overlaps) > 0:
+        return kidneys[int(np.argmax(overlaps))]
+    return min(kidneys, key=lambda k: float(np.linalg.norm(k.centroid - centroid)))
+
+
+def _place_in_kidney(
+    lesion: np.ndarray, box: tuple[slice, ...], centroid: np.ndarray, kidney: Kidney
+) -> dict:
+    """Position along the kidney by thirds of its cranio-caudal extent, and the exophytic
+    fraction: the share of lesion voxels outside the convex hull of the kidney's parenchyma
+    on their own axial slice."""
+    z_low, z_high = kidney.z_range
+    fraction = float(np.clip((z_high - centroid[2]) / max(z_high - z_low, 1e-6), 0.0, 1.0))
+    position = "upper pole" if fraction < 1 / 3 else "lower pole" if fraction > 2 / 3 else "interpolar"
+    inside = kidney.contour.contains(np.argwhere(lesion) + np.array([s.start for s in box]))
+    return {
+        "position": position,
+        "position_fraction": round(fraction, 3),
+        "exophytic_fraction": round(float(1.0 - inside.mean()), 3),
+    }
+
+
+def bounding_box(
+    mask: np.ndarray, shape: tuple[int, ...], within: tuple[slice, ...] | None = None, pad: int = 1
+) -> tuple[slice, ...]:
+    """The bounding box of `mask` (itself a crop starting at `within`), padded by `pad` voxels
+    and clipped to `shape`."""
+    starts = [0, 0, 0] if within is None else [s.start for s in within]
+    box = []
+    for axis, (start, n) in enumerate(zip(starts, shape, strict=True)):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(0, start + int(hits[0]) - pad), min(n, start + int(hits[-1]) + 1 + pad)))
+    return tuple(box)
+
+
+def rounded(values, digits: int) -> list[float]:
+    return [round(float(v), digits) for v in values]

@@ -1,0 +1,120 @@
+"""Plausibility and completeness checks: each implausible finding carries its named warning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kidneyseg.io.volume import Volume, read_volume
+from kidneyseg.labels import KITS19
+from kidneyseg.report import ReportOptions, measure
+from test_report_measure import build_scene, ellipsoid, make_grid, world_coordinates
+
+KITS_CASE = "case_00061"  # 29 slices of 5 mm: the smallest KiTS19 mask
+
+
+def codes(report: dict) -> list[str]:
+    return [w["code"] for w in report["warnings"]]
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return make_grid(np.eye(3), spacing=(2.0, 2.0, 3.0))
+
+
+def test_plausible_scene_has_no_warning(grid):
+    report = measure(*build_scene(*grid))
+    assert report["warnings"] == []
+    assert not any(k["incomplete"] for k in report["kidneys"])
+    assert not any(r["incomplete"] for r in report["lesions"])
+
+
+def test_kits19_mask_cropped_through_a_kidney_is_incomplete(shared_data):
+    labels = read_volume(shared_data / "kits19" / KITS_CASE / "segmentation.nii.gz")
+    ct = Volume(np.full(labels.shape, 40, np.int16), labels.affine, "flat CT")
+    whole = measure(ct, labels, KITS19)
+    assert "incomplete_kidney" not in codes(whole)
+    assert not any(k["incomplete"] for k in whole["kidneys"])
+    # Slices run along array axis 0 (IPL): keep the slices up to the middle of the tumor's kidney.
+    kidney_slices = np.flatnonzero((np.asarray(labels.array) > 0).any(axis=(1, 2)))
+    cut = int(np.median(kidney_slices))
+    cropped = measure(
+        Volume(np.asarray(ct.array)[:cut], ct.affine, "ct"),
+        Volume(np.asarray(labels.array)[:cut], labels.affine, "cropped"),
+        KITS19,
+    )
+    cut_sides = {w["kidney"] for w in cropped["warnings"] if w["code"] == "incomplete_kidney"}
+    assert cut_sides and cut_sides == {k["side"] for k in cropped["kidneys"] if k["incomplete"]}
+    for kidney in cropped["kidneys"]:
+        if kidney["incomplete"]:
+            whole_kidney = next(k for k in whole["kidneys"] if k["side"] == kidney["side"])
+            assert kidney["volume_ml"] < whole_kidney["volume_ml"]  # a lower bound indeed
+
+
+def test_air_in_a_cyst_is_implausible(grid):
+    ct, labels = build_scene(*grid)
+    hu = np.asarray(ct.array).copy()
+    hu[np.asarray(labels.array) == 3] = -900
+    report = measure(ct.with_array(hu), labels)
+    (warning,) = [w for w in report["warnings"] if w["code"] == "implausible_hu"]
+    cyst = next(r for r in report["lesions"] if r["type"] == "cyst")
+    assert warning["lesion"] == cyst["id"] and warning["hu_mean"] == pytest.approx(-900, abs=1)
+
+
+def test_tiny_fragments_are_counted_but_not_listed(grid):
+    affine, shape = grid
+    ct, labels = build_scene(affine, shape)
+    array = np.asarray(labels.array).copy()
+    # Five single tumor voxels inside the kidneys, far from each other and from the real lesions.
+    points = np.array([[45, 0, -20], [45, 0, -40], [40, 10, 0], [-40, -15, 30], [-50, 10, 30]], float)
+    specks = np.round(np.linalg.solve(affine[:3, :3], (points - affine[:3, 3]).T).T).astype(int)
+    assert (array[tuple(specks.T)] == 1).all()
+    array[tuple(specks.T)] = 2
+    report = measure(ct, labels.with_array(array))
+    small = report["summary"]["small_lesions"]
+    assert small["count"] == 5
+    assert small["volume_ml"] == pytest.approx(5 * abs(np.linalg.det(affine[:3, :3])) / 1000, rel=1e-3)
+    assert report["summary"]["num_tumors"] == 2  # the two real tumors only
+    assert all(r["volume_ml"] > 1 for r in report["lesions"])
+    assert "small_lesions_excluded" in codes(report)
+    # The diameter threshold: the 14 mm cyst is left out with a 20 mm minimum.
+    big = measure(ct, labels, options=ReportOptions(min_lesion_diameter_mm=20.0))
+    assert big["summary"]["num_cysts"] == 0 and big["summary"]["small_lesions"]["count"] == 1
+
+
+def test_kidney_volume_out_of_range(grid):
+    report = measure(*build_scene(*grid), options=ReportOptions(kidney_parenchyma_ml=(20.0, 80.0)))
+    flagged = [w for w in report["warnings"] if w["code"] == "kidney_volume_out_of_range"]
+    assert [w["kidney"] for w in flagged] == ["right", "left"]
+    # 4/3 π · 20 · 25 · 50 mm³ ≈ 105 mL of kidney, less the lesions painted over it.
+    assert all(80 < w["volume_ml"] < 105 for w in flagged)
+    # With the default range: a 4/3 π · 15 · 15 · 30 mm³ ≈ 28 mL kidney is too small for an adult.
+    small = measure(*build_scene(*grid, kidneys=(((45.0, 0.0, 0.0), (15.0, 15.0, 30.0)),), lesions={}))
+    assert codes(small) == ["kidney_volume_out_of_range"]
+    assert small["warnings"][0]["volume_ml"] == pytest.approx(28.3, abs=2.0)
+
+
+def test_no_kidney_and_low_confidence(grid):
+    ct, labels = build_scene(*grid)
+    empty = measure(ct, labels.with_array(np.zeros_like(labels.array)))
+    assert codes(empty) == ["no_kidney"]
+    assert codes(measure(ct, labels, confidence=0.3)) == ["low_confidence"]
+    confident = measure(ct, labels, confidence=0.9)
+    assert confident["warnings"] == [] and confident["inputs"]["model_confidence"] == 0.9
+
+
+def test_real_dicom_slab_kidney_is_incomplete_and_air_cyst_flagged(shared_data):
+    """On the 20-slice real DICOM slab: a kidney taller than the slab is cut off by its edges,
+    a "cyst" painted outside the body holds air; the series' identifiers are read."""
+    ct = read_volume(shared_data / "real-ct" / "dicom_series")
+    centre = (np.asarray(ct.shape, dtype=np.float64) - 1) / 2
+    world = world_coordinates(ct.affine, ct.shape)
+    kidney_centre = ct.affine[:3, :3] @ centre + ct.affine[:3, 3] + np.array([60.0, 0.0, 0.0])
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[ellipsoid(world, kidney_centre, (25.0, 30.0, 60.0))] = 1
+    labels[2:12, 2:12, 8:12] = 3  # the image corner: air around the patient
+    report = measure(ct, Volume(labels, ct.affine, "painted"))
+    assert "incomplete_kidney" in codes(report)
+    air = [w for w in report["warnings"] if w["code"] == "implausible_hu"]
+    assert len(air) == 1 and air[0]["hu_mean"] < -500
+    assert isinstance(report["inputs"]["dicom"], dict)

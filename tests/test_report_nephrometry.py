@@ -1,0 +1,165 @@
+"""R.E.N.A.L. and PADUA nephrometry and the clinical T category on constructed kidneys whose
+scores are known by construction.
+
+The kidney: an ellipsoid (semi-axes 20, 25, 50 mm) right of the midline, with a hilar cavity (the
+renal sinus) opening medially: an ellipsoid centred 10 mm medial of the kidney's axis, reaching
+from z = -20 to +20 mm, so the polar lines lie at z = ±20 mm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kidneyseg.io.volume import Volume
+from kidneyseg.report import measure
+from kidneyseg.report.staging import size_category
+from test_report_measure import ellipsoid, make_grid, world_coordinates
+
+KIDNEY = ((45.0, 0.0, 0.0), (20.0, 25.0, 50.0))
+SINUS = ((35.0, 0.0, 0.0), (12.0, 8.0, 20.0))
+# name: (centre, radius) of spherical tumors, each measured in a kidney of its own.
+POLAR_EXOPHYTIC = ((60.0, 6.0, 40.0), 8.0)  # upper pole, lateral, anterior, mostly outside
+CENTRAL = ((55.0, 0.0, -5.0), 8.0)  # inside the kidney, against the sinus, across the midline
+LOWER_CROSSING = ((62.0, 0.0, -38.0), 22.0)  # 4.4 cm, crosses the lower polar line, lateral
+
+
+def case(tumor, sinus_in_labels=False):
+    """The measured report of the kidney with `tumor` ((centre, radius) or None); with
+    `sinus_in_labels` the sinus is labelled kidney and only the CT shows it (fat, -100 HU)."""
+    affine, shape = make_grid(np.eye(3), spacing=(1.0, 1.0, 1.0), half_extent=np.array([85.0, 40.0, 70.0]))
+    world = world_coordinates(affine, shape)
+    labels = np.zeros(shape, np.uint8)
+    labels[ellipsoid(world, *KIDNEY)] = 1
+    sinus = ellipsoid(world, *SINUS)
+    labels[sinus] = 1 if sinus_in_labels else 0
+    centre, radius = tumor
+    labels[ellipsoid(world, centre, (radius,) * 3)] = 2
+    body = (np.abs(world[..., 0]) < 80) & (np.abs(world[..., 1]) < 36)
+    ct = np.where(body, 40, -1000).astype(np.int16)
+    ct[sinus & (labels == 1)] = -100
+    return measure(Volume(ct, affine, "ct"), Volume(labels, affine, "seg"))
+
+
+@pytest.fixture(scope="module")
+def polar():
+    return case(POLAR_EXOPHYTIC)
+
+
+@pytest.fixture(scope="module")
+def central():
+    return case(CENTRAL)
+
+
+@pytest.fixture(scope="module")
+def lower():
+    return case(LOWER_CROSSING)
+
+
+def test_sinus_and_polar_lines_are_derived_from_the_kidney_shape(polar):
+    (kidney,) = polar["kidneys"]
+    low, high = kidney["polar_lines_z_mm"]
+    assert low == pytest.approx(-20, abs=1.0) and high == pytest.approx(20, abs=1.0)
+    # The cavity inside the kidney: 4/3 π · 12 · 8 · 20 mm³ ≈ 8 mL, less its part medial of the kidney.
+    assert 4.0 < kidney["sinus_volume_ml"] < 8.1
+
+
+def test_sinus_fat_labelled_as_kidney_is_found_on_the_ct(polar):
+    """Labels that include the sinus in the kidney: the fat density inside the hull gives the
+    sinus back (its thin tips, under 3 voxels across, are trimmed by the opening) and the same
+    scores."""
+    fat = case(POLAR_EXOPHYTIC, sinus_in_labels=True)
+    (kidney,) = fat["kidneys"]
+    low, high = kidney["polar_lines_z_mm"]
+    assert low == pytest.approx(-20, abs=3.5) and high == pytest.approx(20, abs=3.5)
+    assert kidney["sinus_volume_ml"] > 4.0
+    scores = ("r", "e", "n", "a", "l", "score")
+    renal = fat["lesions"][0]["nephrometry"]["renal"]
+    expected = polar["lesions"][0]["nephrometry"]["renal"]
+    assert [renal[k] for k in scores] == [expected[k] for k in scores]
+    padua = fat["lesions"][0]["nephrometry"]["padua"]
+    assert padua["score"] == polar["lesions"][0]["nephrometry"]["padua"]["score"]
+
+
+def test_polar_exophytic_tumor(polar):
+    (tumor,) = polar["lesions"]
+    renal, padua = tumor["nephrometry"]["renal"], tumor["nephrometry"]["padua"]
+    assert (renal["r"], renal["e"], renal["n"], renal["l"], renal["a"]) == (1, 1, 1, 1, "a")
+    assert renal["score"] == 4 and renal["complexity"] == "low"
+    assert renal["exophytic_fraction"] >= 0.5 and renal["between_polar_lines_fraction"] == 0
+    # Nearest sinus point to the tumor: about (47, 0, 20) against the sphere around (60, 6, 40).
+    assert renal["nearness_mm"] > 7
+    assert (padua["polar_location_score"], padua["exophytic_score"], padua["rim_score"]) == (1, 1, 1)
+    assert (padua["sinus_score"], padua["collecting_system_score"], padua["size_score"]) == (1, 1, 1)
+    assert padua["score"] == 6 and padua["complexity"] == "low"
+
+
+def test_central_endophytic_tumor_against_the_sinus(central):
+    (tumor,) = central["lesions"]
+    renal, padua = tumor["nephrometry"]["renal"], tumor["nephrometry"]["padua"]
+    assert tumor["exophytic_fraction"] == 0
+    assert renal["nearness_mm"] <= 1.0
+    assert (renal["r"], renal["e"], renal["n"], renal["l"], renal["a"]) == (1, 3, 3, 3, "x")
+    assert renal["crosses_axial_midline"] and renal["between_polar_lines_fraction"] == 1
+    assert renal["score"] == 10 and renal["complexity"] == "high"
+    assert padua["polar_location"] == "middle" and padua["rim"] == "lateral"
+    assert (padua["exophytic_score"], padua["sinus_score"]) == (3, 2)
+    # The sinus core (≥ 3 mm inside the sinus) stays about 3 mm from the tumor: not involved.
+    assert padua["collecting_system_gap_mm"] > 1.0 and padua["collecting_system_score"] == 1
+    assert padua["score"] == 2 + 3 + 1 + 2 + 1 + 1
+
+
+def test_tumor_crossing_the_lower_polar_line(lower):
+    (tumor,) = lower["lesions"]
+    renal = tumor["nephrometry"]["renal"]
+    assert tumor["max_axial_diameter_cm"] == pytest.approx(4.4, abs=0.15)
+    assert renal["r"] == 2 and renal["e"] == 1
+    assert 0 < renal["between_polar_lines_fraction"] < 0.5 and not renal["crosses_axial_midline"]
+    assert renal["l"] == 2
+    assert lower["staging"]["category"] == "cT1b" and not lower["staging"]["extension_beyond_kidney"]
+
+
+@pytest.mark.parametrize(
+    ("cm", "category"),
+    [(0.5, "T1a"), (4.0, "T1a"), (4.01, "T1b"), (7.0, "T1b"), (7.01, "T2a"), (10.0, "T2a"), (10.01, "T2b")],
+)
+def test_tnm_size_cut_offs(cm, category):
+    assert size_category(cm) == category
+
+
+def test_tumor_reaching_medially_beyond_the_kidney_is_flagged_ct3():
+    """A hilar tumor stays within 10 mm of the kidney's medial edge (cT1a); a tumor 13 mm further
+    medial, towards the vena cava (as a renal vein thrombus would), is flagged cT3."""
+    hilar = case(((30.0, 0.0, 0.0), 6.0))
+    (kidney,) = hilar["kidneys"]
+    # The parenchyma's most medial point: the ellipsoid's medial tip x = 25 mm, carved by the sinus.
+    assert 25.0 <= kidney["medial_edge_x_mm"] <= 27.0
+    # The tumor's outline reaches x = 30 - 6 - 0.5 (its voxels' outer faces).
+    assert hilar["lesions"][0]["extension_mm"] == pytest.approx(kidney["medial_edge_x_mm"] - 23.5, abs=0.15)
+    assert hilar["staging"]["category"] == "cT1a"
+    cord = case(((12.0, 0.0, 0.0), 9.0))
+    edge = cord["kidneys"][0]["medial_edge_x_mm"]
+    assert cord["lesions"][0]["extension_mm"] == pytest.approx(edge - 2.5, abs=0.15)
+    assert cord["staging"]["category"] == "cT3" and cord["staging"]["size_category"] == "cT1a"
+    assert cord["staging"]["extension_tumor_ids"] == ["T1"]
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_filled_hull_slices_match_the_point_test(axis):
+    """`SliceHulls.filled` (row intervals from the half-planes) selects exactly the voxels
+    `SliceHulls.contains` (the point test) finds inside each slice's hull."""
+    from scipy import ndimage
+
+    from kidneyseg.report.geometry import SliceHulls
+
+    rng = np.random.default_rng(axis)
+    region = ndimage.binary_opening(ndimage.gaussian_filter(rng.random((30, 34, 38)), 2) > 0.52)
+    hulls = SliceHulls(region, axis)
+    plane = [a for a in range(3) if a != axis]
+    lows, highs = [2, 3], [region.shape[plane[0]] - 1, region.shape[plane[1]] - 2]
+    for index in range(region.shape[axis]):
+        filled = hulls.filled(index, lows, highs)
+        grid = np.argwhere(np.ones(filled.shape, dtype=bool)) + lows
+        points = np.insert(grid, axis, index, axis=1)
+        assert np.array_equal(filled.ravel(), hulls.contains(points)), index
+    assert region.any()
