@@ -81,3 +81,32 @@ def test_demo_with_too_few_cases_refuses_and_writes_nothing(tmp_path):
         == "error: the demo needs at least 2 phantom cases (to train on and to hold out), got 1\n"
     )
     assert not out.exists()
+
+
+def test_demo_starts_with_a_real_ct_and_the_bundled_model(tmp_path):
+    """`--real-ct` (here a phantom stands in for it): labels, report, Dice and confidence, linked."""
+    from kidneyseg.data.phantom import generate_dataset
+
+    case = generate_dataset(tmp_path / "real", cases=1, seed=3, size="tiny", progress=False)[0]
+    out = tmp_path / "demo"
+    settings = DemoSettings(
+        cases=3,
+        size="tiny",
+        device="cpu",
+        overrides=TINY_3D,
+        real_ct=case / "imaging.nii.gz",
+        real_ct_labels=case / "segmentation.nii.gz",
+    )
+    result = run_demo(out, settings, progress=False)
+    real = json.loads((out / "demo.json").read_text())["real_ct"]
+    assert real == result.real_ct and real["model"] == "sca-unet-3d-transfer"
+    labels = read_volume(out / "real-ct" / "labels.nii.gz")
+    reference = read_volume(case / "segmentation.nii.gz").array > 0
+    predicted = labels.array > 0
+    assert real["kidney_dice"] == round(
+        2 * (reference & predicted).sum() / (reference.sum() + predicted.sum()), 4
+    )
+    assert 0 < real["confidence"] <= 1
+    page = result.index.read_text()
+    assert "Real CT, bundled pretrained model" in page and real["report"] in page
+    assert (out / real["report"]).is_file()

@@ -219,7 +219,7 @@ def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict
     predicted = prediction.labels.array > 0
     record: dict = {
         "ct": str(settings.real_ct),
-        "model": model.name,
+        "model": model.stem,
         "kidney_ml": round(float(predicted.sum()) * float(np.prod(ct.spacing)) / 1000.0, 1),
         "confidence": None if prediction.confidence is None else round(prediction.confidence, 4),
         "report": report.html.relative_to(out_dir.parent).as_posix(),
