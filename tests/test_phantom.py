@@ -330,3 +330,32 @@ def test_excretory_collecting_system_is_dense_and_unenhanced_kidneys_are_soft_ti
     unenhanced = sample_hu("noncontrast", np.random.default_rng(0))
     assert excretory[Tissue.RENAL_PELVIS] > 300 > excretory[Tissue.KIDNEY_CORTEX]
     assert 20 <= unenhanced[Tissue.KIDNEY_CORTEX] <= 45 and unenhanced[Tissue.AORTA] < 60
+
+
+def test_venous_thrombus_fills_the_renal_vein_as_tumor():
+    from kidneyseg.data.phantom import _sample_grid
+    from kidneyseg.data.phantom_anatomy import paint_body, sample_body
+    from kidneyseg.data.phantom_kidney import paint_renal_vessels, paint_thrombus, sample_kidneys
+    from kidneyseg.data.phantom_shapes import Canvas
+
+    rng = np.random.default_rng(4)
+    body = sample_body(rng)
+    canvas = Canvas(_sample_grid(SIZES["small"], body, rng))
+    kidneys = sample_kidneys(body, rng)
+    paint_body(canvas, body, rng, fov_radius=400.0)
+    paint_renal_vessels(canvas, body, kidneys)
+    veins_before = canvas.tissue == Tissue.IVC
+    paint_thrombus(canvas, body, kidneys[0], instance=7, rng=rng)
+    thrombus = canvas.tissue == Tissue.TUMOR
+    assert thrombus.sum() > 20
+    assert veins_before[thrombus].all()  # only inside the vein
+    assert (canvas.instance[thrombus] == 7).all()  # measured with its tumor
+    assert (label_lut()[canvas.tissue][thrombus] == 2).all()
+
+
+def test_adrenals_sit_above_the_kidneys():
+    case = generate_case(case_seeds(0, 1)[0], size="small", orientation="RAS")
+    adrenal = np.argwhere(case.tissue.array == Tissue.ADRENAL)
+    kidney = np.argwhere(case.labels.array == 1)
+    assert len(adrenal) > 10
+    assert np.median(adrenal[:, 2]) > np.median(kidney[:, 2])  # cranial to the kidneys

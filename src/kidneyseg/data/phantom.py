@@ -25,9 +25,11 @@ from kidneyseg.data.phantom_context import paint_context, sample_context
 from kidneyseg.data.phantom_kidney import (
     Scene,
     kidney_record,
+    paint_adrenals,
     paint_kidney,
     paint_lesion,
     paint_renal_vessels,
+    paint_thrombus,
     sample_kidneys,
     sample_lesions,
 )
@@ -131,6 +133,8 @@ def _sample_grid(preset: SizePreset, body: Body, rng: np.random.Generator) -> Gr
     return Grid((n, n, nz), (pixel, pixel, thickness), origin)
 
 
+THROMBUS_P = 0.1
+"""Share of tumors over 4 cm that grow into the renal vein (and sometimes the IVC)."""
 DOSE_NOISE_HU = {"high": (6.0, 12.0), "routine": (12.0, 20.0), "low": (25.0, 50.0)}
 """Noise SD (HU) at 0.8 × 0.8 × 2.5 mm in a 32 cm wide patient per dose level (docs/phantom.md)."""
 DOSE_P = (0.15, 0.55, 0.3)
@@ -220,10 +224,14 @@ def _synthetic_scene(preset: SizePreset, rng: np.random.Generator) -> Scene:
     fov_radius = canvas.grid.spacing[0] * canvas.grid.shape[0] / 2 * 1.02
     paint_body(canvas, body, rng, fov_radius)
     paint_renal_vessels(canvas, body, kidneys)
+    paint_adrenals(canvas, kidneys)
     for kidney in kidneys:
         paint_kidney(canvas, kidney)
     sampled = sample_lesions(kidneys, rng)
     lesions = [paint_lesion(canvas, lesion, i, rng) for i, lesion in enumerate(sampled, start=1)]
+    for i, lesion in enumerate(sampled, start=1):
+        if lesion.kind == "tumor" and max(lesion.semi) > 20 and rng.random() < THROMBUS_P:
+            paint_thrombus(canvas, body, next(k for k in kidneys if k.side == lesion.side), i, rng)
     shift = np.array([0.0, rng.uniform(-30, 30), rng.uniform(-600, -100)])
     records = tuple(kidney_record(canvas, k) for k in kidneys)
     return Scene(canvas, body, records, tuple(lesions), shift)

@@ -52,6 +52,7 @@ class Tissue(IntEnum):
     TABLE = 31
     TUMOR_CALCIFICATION = 32
     CYST_SEPTUM = 33
+    ADRENAL = 34
 
 
 N_TISSUES = len(Tissue)
@@ -103,11 +104,13 @@ HU_RANGES: dict[str, dict[Tissue, tuple[float, float]]] = {
         Tissue.RENAL_PELVIS: (0, 20),
         Tissue.TUMOR: (20, 50),
         Tissue.CYST_SEPTUM: (25, 50),
+        Tissue.ADRENAL: (10, 40),
     },
     "corticomedullary": {
         **_COMMON,
         **_CONTRAST,
         Tissue.HEART: (150, 300),
+        Tissue.ADRENAL: (50, 100),
         Tissue.LIVER: (60, 100),
         Tissue.HEPATIC_VESSEL: (120, 190),
         Tissue.SPLEEN: (100, 160),
@@ -123,6 +126,7 @@ HU_RANGES: dict[str, dict[Tissue, tuple[float, float]]] = {
         **_COMMON,
         **_CONTRAST,
         Tissue.HEART: (130, 200),
+        Tissue.ADRENAL: (50, 90),
         Tissue.LIVER: (100, 140),
         Tissue.HEPATIC_VESSEL: (150, 210),
         Tissue.SPLEEN: (110, 150),
@@ -149,6 +153,7 @@ HU_RANGES: dict[str, dict[Tissue, tuple[float, float]]] = {
         Tissue.RENAL_PELVIS: (300, 1500),
         Tissue.TUMOR: (45, 100),
         Tissue.CYST_SEPTUM: (50, 100),
+        Tissue.ADRENAL: (40, 80),
     },
 }
 TEXTURE_HU: dict[Tissue, float] = {
