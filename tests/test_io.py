@@ -187,6 +187,23 @@ def test_dicom_duplicate_and_truncated_slices_are_refused(dicom_dir, tmp_path):
         read_volume(folder)
 
 
+def test_dicom_objects_without_pixels_beside_the_series_are_ignored(dicom_dir, tmp_path):
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder = _edited_series(dicom_dir, tmp_path / "with_report")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    report = pydicom.Dataset()
+    report.file_meta = meta
+    report.SOPClassUID, report.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    report.Modality = "SR"
+    report.save_as(folder / "report.dcm", enforce_file_format=True)
+    assert read_volume(folder).shape == (512, 512, 20)
+
+
 def test_empty_or_junk_dicom_folder_prints_nothing_but_the_error(tmp_path, capfd):
     (tmp_path / "empty").mkdir()
     (tmp_path / "junk").mkdir()

@@ -40,22 +40,28 @@ def itk_quiet() -> Iterator[None]:
         sitk.ProcessObject.SetGlobalWarningDisplay(before)
 
 
-def _is_dicom_file(path: Path) -> bool:
+def _is_damaged_image(path: Path) -> bool:
+    """True for a DICOM file (by its `DICM` marker) that is unreadable or an image; False for
+    other files and for DICOM objects without pixels (DICOMDIR, reports), which no series lists."""
+    import pydicom
+
     try:
         with open(path, "rb") as f:
-            return f.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
+            if f.read(132)[128:] != b"DICM":
+                return False
+        return "Rows" in pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # pydicom raises many types for damaged files
+        return True
 
 
 def check_unlisted_files(folder: Path, listed: set[str]) -> None:
-    """Refuse a folder holding DICOM files (by their `DICM` marker) that no series lists:
-    GDCM leaves out files it cannot parse, e.g. truncated ones."""
+    """Refuse a folder holding DICOM images that no series lists: GDCM leaves out files it
+    cannot parse, e.g. truncated ones."""
     listed = {str(Path(f).resolve()) for f in listed}
     damaged = sorted(
         p.name
         for p in folder.iterdir()
-        if p.is_file() and str(p.resolve()) not in listed and _is_dicom_file(p)
+        if p.is_file() and str(p.resolve()) not in listed and _is_damaged_image(p)
     )
     if damaged:
         more = f" and {len(damaged) - 1} more" if len(damaged) > 1 else ""
@@ -122,7 +128,9 @@ def check_series(files: tuple[str, ...], folder: Path) -> None:
     along, positions = along[order], positions[order]
     names = [names[i] for i in order]
     gaps = np.diff(along)
-    for k in np.flatnonzero(gaps <= 1e-3 * max(float(np.median(np.abs(gaps))), 1e-3)):
+    duplicates = np.flatnonzero(gaps <= 1e-3 * max(float(np.median(np.abs(gaps))), 1e-3))
+    if duplicates.size:
+        k = int(duplicates[0])
         raise KidneysegError(
             f"two slices share the position {along[k]:g} mm along the slice normal "
             f"({names[k]} and {names[k + 1]}): remove the duplicate",

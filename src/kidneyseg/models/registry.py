@@ -96,27 +96,22 @@ def _accepted_arguments(network: type[nn.Module]) -> set[str]:
     return names
 
 
-def _kind(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return None
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_types(name: str, defaults: Mapping[str, Any], overrides: dict[str, Any]) -> None:
-    """Refuse an override whose kind differs from the default's (e.g. `channels=abc` for a list),
+    """Refuse an override that cannot stand for a list or number default (e.g. `channels=abc`),
     before the network's constructor fails on it with a message about its own internals."""
     for key, value in overrides.items():
-        expected = _kind(defaults.get(key))
-        if expected is not None and _kind(value) != expected:
-            raise KidneysegError(
-                f"model {name!r}: {key} must be {expected} like {defaults[key]!r}, got {value!r}"
-            )
+        default = defaults.get(key)
+        if isinstance(default, (list, tuple)) and not isinstance(value, (list, tuple)):
+            expected = "a list"
+        elif _is_number(default) and not _is_number(value):
+            expected = "a number"
+        else:
+            continue
+        raise KidneysegError(f"model {name!r}: {key} must be {expected} like {default!r}, got {value!r}")
 
 
 def build_model(name: str, **overrides: Any) -> nn.Module:
