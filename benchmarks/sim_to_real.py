@@ -1,0 +1,136 @@
+"""Does a model trained on phantoms find kidneys on real CT?
+
+For every run given, predicts (with `kidneyseg`'s own predictor, default settings):
+
+- the real labelled low-dose CT `../shared/data/real-ct/lowdose_abdomen_4mm.nii.gz`: kidney Dice
+  of the predicted kidney + masses against its kidney label (the scan has no lesion labels);
+- a folder of labelled phantoms (e.g. built with `--anatomy` over KiTS19 cases the runs never
+  saw): mean Dice of the KiTS regions kidney + masses, masses, tumor, and of the cyst label;
+- the real CTs without labels (the contrast-enhanced DICOM series and the chest CT): predicted
+  kidney volume (mL; the chest CT holds almost no kidney),
+
+and draws one picture: a row per run, the low-dose CT, the DICOM series and the chest CT, with
+the prediction (red kidney, yellow tumor, cyan cyst) and the reference kidney outline (green).
+
+Usage:
+    python benchmarks/sim_to_real.py --run NAME=RUN_DIR [--run ...] --phantoms HELD_OUT_DIR \
+        --picture docs/images/sim_to_real.png [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct"
+LOWDOSE, LOWDOSE_LABELS = REAL / "lowdose_abdomen_4mm.nii.gz", REAL / "lowdose_abdomen_4mm_kidneys.nii.gz"
+UNLABELLED = {"dicom": REAL / "dicom_series", "chest": REAL / "chest_ct_1.5mm.nii.gz"}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def score_run(model: str, phantoms: Path | None) -> tuple[dict, dict]:
+    """Figures and predicted label maps (for the picture) of one run."""
+    from kidneyseg.data.cases import discover
+    from kidneyseg.evaluate.metrics import kits_dice
+    from kidneyseg.io.volume import read_volume
+    from kidneyseg.labels import KITS_REGIONS
+    from kidneyseg.predict import Predictor
+
+    predictor = Predictor([model])
+    maps = {}
+    low = predictor.predict(read_volume(LOWDOSE)).labels.array
+    maps["lowdose"] = low
+    row: dict = {"lowdose_kidney_dice": round(dice(low > 0, read_volume(LOWDOSE_LABELS).array > 0), 4)}
+    for name, path in UNLABELLED.items():
+        ct = read_volume(path)
+        labels = predictor.predict(ct).labels.array
+        maps[name] = labels
+        row[f"{name}_kidney_ml"] = round(float((labels > 0).sum() * np.prod(ct.spacing)) / 1000, 1)
+    if phantoms is not None:
+        scores: dict[str, list[float]] = {r.name: [] for r in KITS_REGIONS} | {"cyst": []}
+        for case in discover(phantoms, require_labels=True).labelled:
+            ref = read_volume(case.label).array
+            pred = predictor.predict(read_volume(case.image)).labels.array
+            for region in KITS_REGIONS:
+                scores[region.name].append(
+                    kits_dice(np.isin(ref, region.values), np.isin(pred, region.values))
+                )
+            scores["cyst"].append(kits_dice(ref == 3, pred == 3))
+        row.update({f"phantom_{k}": round(float(np.mean(v)), 4) for k, v in scores.items()})
+    return row, maps
+
+
+def picture(results: dict[str, dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    from kidneyseg.io.volume import read_volume
+
+    cts = {"lowdose": read_volume(LOWDOSE), **{k: read_volume(p) for k, p in UNLABELLED.items()}}
+    ref = read_volume(LOWDOSE_LABELS).array > 0
+    colours = ListedColormap([(0, 0, 0, 0), (1, 0, 0, 0.45), (1, 1, 0, 0.6), (0, 1, 1, 0.6)])
+    fig, axes = plt.subplots(len(results), 3, figsize=(12, 4 * len(results)), squeeze=False)
+    for row, (name, maps) in enumerate(results.items()):
+        for col, (key, ct) in enumerate(cts.items()):
+            image, labels, outline = _axial(ct.array, maps[key], ct.affine, ref if key == "lowdose" else None)
+            ax = axes[row, col]
+            ax.imshow(np.clip(image, -160, 240), cmap="gray", vmin=-160, vmax=240)
+            ax.imshow(labels, cmap=colours, vmin=0, vmax=3, interpolation="nearest")
+            if outline is not None:
+                ax.contour(outline, [0.5], colors="lime", linewidths=0.8)
+            ax.set_title(f"{name}: {key}", fontsize=10)
+            ax.axis("off")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+
+
+def _axial(ct: np.ndarray, labels: np.ndarray, affine: np.ndarray, ref: np.ndarray | None):
+    """CT, labels and reference outline on the axial slice through the most reference (or, without
+    one, predicted) kidney, in the radiological view: patient's right on the left, anterior up."""
+    import nibabel as nib
+
+    ornt = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(affine), nib.orientations.axcodes2ornt(("L", "P", "S"))
+    )
+
+    def lps(array: np.ndarray) -> np.ndarray:
+        return nib.orientations.apply_orientation(array, ornt)
+
+    ct_l, lab_l = lps(ct), lps(labels)
+    ref_l = lps(ref.astype(np.uint8)) if ref is not None else None
+    weight = (ref_l if ref_l is not None else lab_l > 0).sum(axis=(0, 1))
+    z = int(np.argmax(weight)) if weight.any() else ct_l.shape[2] // 2
+    return ct_l[:, :, z].T, lab_l[:, :, z].T, (ref_l[:, :, z].T if ref_l is not None else None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", action="append", required=True, help="NAME=RUN_DIR (repeatable).")
+    parser.add_argument("--phantoms", type=Path, help="Held-out labelled phantoms (KiTS layout).")
+    parser.add_argument("--picture", type=Path, help="PNG to draw.")
+    parser.add_argument("--json", type=Path, help="Write the figures here too.")
+    args = parser.parse_args()
+    rows, maps = {}, {}
+    for spec in args.run:
+        name, _, run = spec.partition("=")
+        rows[name], maps[name] = score_run(run, args.phantoms)
+        print(json.dumps({name: rows[name]}), flush=True)
+    if args.picture:
+        picture(maps, args.picture)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
