@@ -363,15 +363,16 @@ def test_post_processing_fits_the_memory_estimate_per_voxel(rng):
 
 
 PEAK_OF_PREDICT = """
-import resource, sys
+import sys
 from kidneyseg.cli import main
 peak_file = sys.argv[1]
 sys.argv = ["kidneyseg", "predict", *sys.argv[2:]]
 try:
     main()
-finally:
-    with open(peak_file, "w") as f:
-        f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+finally:  # VmHWM: this process's own peak (ru_maxrss can carry the forking parent's over exec)
+    with open("/proc/self/status") as status, open(peak_file, "w") as f:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+        f.write(str(kib * 1024))
 """
 
 
