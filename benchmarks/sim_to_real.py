@@ -45,19 +45,25 @@ def score_run(model: str, phantoms: Path | None) -> tuple[dict, dict]:
 
     predictor = Predictor([model])
     maps = {}
-    low = predictor.predict(read_volume(LOWDOSE)).labels.array
+    prediction = predictor.predict(read_volume(LOWDOSE))
+    low = prediction.labels.array
     maps["lowdose"] = low
     row: dict = {"lowdose_kidney_dice": round(dice(low > 0, read_volume(LOWDOSE_LABELS).array > 0), 4)}
+    row["lowdose_confidence"] = _rounded(prediction.confidence)
     for name, path in UNLABELLED.items():
         ct = read_volume(path)
-        labels = predictor.predict(ct).labels.array
+        prediction = predictor.predict(ct)
+        labels = prediction.labels.array
         maps[name] = labels
         row[f"{name}_kidney_ml"] = round(float((labels > 0).sum() * np.prod(ct.spacing)) / 1000, 1)
+        row[f"{name}_confidence"] = _rounded(prediction.confidence)
     if phantoms is not None:
-        scores: dict[str, list[float]] = {r.name: [] for r in KITS_REGIONS} | {"cyst": []}
+        scores: dict[str, list[float]] = {r.name: [] for r in KITS_REGIONS} | {"cyst": [], "confidence": []}
         for case in discover(phantoms, require_labels=True).labelled:
             ref = read_volume(case.label).array
-            pred = predictor.predict(read_volume(case.image)).labels.array
+            prediction = predictor.predict(read_volume(case.image))
+            pred = prediction.labels.array
+            scores["confidence"].append(prediction.confidence or 0.0)
             for region in KITS_REGIONS:
                 scores[region.name].append(
                     kits_dice(np.isin(ref, region.values), np.isin(pred, region.values))
@@ -65,6 +71,10 @@ def score_run(model: str, phantoms: Path | None) -> tuple[dict, dict]:
             scores["cyst"].append(kits_dice(ref == 3, pred == 3))
         row.update({f"phantom_{k}": round(float(np.mean(v)), 4) for k, v in scores.items()})
     return row, maps
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def picture(results: dict[str, dict], out: Path) -> None:

@@ -34,7 +34,7 @@ class ReportOptions:
     min_lesion_diameter_mm: float = 3.0
     min_lesion_volume_ml: float = 0.05
     kidney_parenchyma_ml: tuple[float, float] = (60.0, 400.0)
-    min_confidence: float = 0.8
+    min_confidence: float = 0.85
     extension_mm: float = 10.0
 
 
