@@ -236,7 +236,8 @@ def _real_ct_line(real: dict) -> str:
     dice = (
         "" if real["kidney_dice"] is None else f", kidney Dice {real['kidney_dice']:.3f} against its labels"
     )
-    return f"{real['kidney_ml']:.0f} mL of kidney found (confidence {_fmt(real['confidence'])}){dice}"
+    found = f"{real['kidney_ml']:.0f} mL labelled kidney, tumor or cyst"
+    return f"{found} (confidence {_fmt(real['confidence'])}){dice}"
 
 
 def _run_status(run_dir: Path, recipe: str) -> str | None:
