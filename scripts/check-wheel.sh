@@ -37,6 +37,10 @@ assert kidneyseg.__file__.startswith(sys.argv[1]), f"imported {kidneyseg.__file_
 assert callable(kidneyseg.segment)
 assert resources.files("kidneyseg.report").joinpath("template.html").is_file()
 assert resources.files("kidneyseg").joinpath("py.typed").is_file()
+from kidneyseg.predict.pretrained import default_model
+from kidneyseg.train.checkpoint import load_checkpoint
+
+assert load_checkpoint(default_model()).config.model.name == "sca_unet_3d"  # the bundled weights
 print(f"wheel OK: kidneyseg {kidneyseg.__version__} from {kidneyseg.__file__}")
 PY
 echo "built $(basename "$wheel")"
