@@ -177,10 +177,6 @@ def predict_case(
         warn(f"warning: {message}")
     seconds_read = time.perf_counter() - start
     prediction = predictor.predict(ct, progress=progress)
-    message = confidence_warning(prediction.confidence)
-    if message:
-        warnings.append(message)
-        warn(f"warning: {case.case_id}: {message}")
     out_map = output_label_map(predictor.label_map, options)
     outputs = case_outputs(out_dir, name or case.case_id, predictor.settings, options, out_map, suffix)
     written: list[Path] = []
@@ -190,6 +186,9 @@ def predict_case(
     except BaseException:
         remove(written)
         raise
+    for check in report.get("warnings", []):  # the report's check of the prediction's confidence
+        if isinstance(check, dict) and check.get("code") == "low_confidence":
+            warn(f"warning: {case.case_id}: {check['message']}")
     seconds = {"read": seconds_read, **prediction.seconds, "write": time.perf_counter() - t}
     total = time.perf_counter() - start
     return {
@@ -206,20 +205,6 @@ def predict_case(
         "warnings": warnings,
         "statistics": statistics_row(case.case_id, report, warnings, total),
     }
-
-
-def confidence_warning(confidence: float | None) -> str | None:
-    """The warning for a prediction whose confidence is below the report's `min_confidence`
-    (the same threshold raises the report's `low_confidence` warning), or None."""
-    from kidneyseg.report.checks import ReportOptions
-
-    threshold = ReportOptions().min_confidence
-    if confidence is None or confidence >= threshold:
-        return None
-    return (
-        f"low model confidence {confidence:.2f} (below {threshold}): the image may be unlike "
-        "the model's training data; check the labels before using them"
-    )
 
 
 def _environment(predictor: Predictor) -> dict[str, Any]:
