@@ -30,11 +30,6 @@ LOWDOSE, LOWDOSE_LABELS = REAL / "lowdose_abdomen_4mm.nii.gz", REAL / "lowdose_a
 UNLABELLED = {"dicom": REAL / "dicom_series", "chest": REAL / "chest_ct_1.5mm.nii.gz"}
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 def score_run(model: str, phantoms: Path | None) -> tuple[dict, dict]:
     """Figures and predicted label maps (for the picture) of one run."""
     from kidneyseg.data.cases import discover
@@ -48,7 +43,8 @@ def score_run(model: str, phantoms: Path | None) -> tuple[dict, dict]:
     prediction = predictor.predict(read_volume(LOWDOSE))
     low = prediction.labels.array
     maps["lowdose"] = low
-    row: dict = {"lowdose_kidney_dice": round(dice(low > 0, read_volume(LOWDOSE_LABELS).array > 0), 4)}
+    reference = read_volume(LOWDOSE_LABELS).array > 0
+    row: dict = {"lowdose_kidney_dice": round(kits_dice(reference, low > 0), 4)}
     row["lowdose_confidence"] = _rounded(prediction.confidence)
     for name, path in UNLABELLED.items():
         ct = read_volume(path)

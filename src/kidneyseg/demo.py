@@ -200,8 +200,11 @@ def run_demo(
 
 def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict:
     """Segment `settings.real_ct` with the bundled model; write its labels and report."""
+    from dataclasses import replace
+
     import numpy as np
 
+    from kidneyseg.evaluate.metrics import kits_dice
     from kidneyseg.io.volume import read_volume, write_labels
     from kidneyseg.predict import Predictor
     from kidneyseg.predict.pretrained import default_model
@@ -212,7 +215,8 @@ def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict
     predictor = Predictor([model], device=str(pick_device(device)))
     ct = read_volume(settings.real_ct)
     prediction = predictor.predict(ct)
-    labels = read_volume(write_labels(out_dir / "labels.nii.gz", prediction.labels.array, ct))
+    labels_path = write_labels(out_dir / "labels.nii.gz", prediction.labels.array, ct)
+    labels = replace(prediction.labels, source=str(labels_path), dicom_files=())  # the report names the file
     report = write_report(
         ct, labels, out_dir, predictor.label_map, "real_ct", confidence=prediction.confidence
     )
@@ -227,8 +231,7 @@ def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict
     }
     if settings.real_ct_labels is not None:
         reference = read_volume(settings.real_ct_labels).array > 0
-        total = int(reference.sum() + predicted.sum())
-        record["kidney_dice"] = round(2 * int((reference & predicted).sum()) / total, 4) if total else 1.0
+        record["kidney_dice"] = round(kits_dice(reference, predicted), 4)
     return record
 
 
