@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
 def phantom(
     out: Annotated[Path, typer.Option("--out", help="Output folder; cases go to OUT/dataset/case_XXXXX/.")],
     cases: Annotated[int, typer.Option("--cases", "-n", help="Number of cases (at least 1).")] = 4,
-    seed: Annotated[int, typer.Option("--seed", help="Dataset seed (same seed, same cases).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Dataset seed (same seed, same cases).")] = 0,
     size: Annotated[
         str,
         typer.Option(

@@ -50,7 +50,7 @@ Backend = Annotated[
     str, typer.Option(help="auto (OpenVINO on CPU when installed, else PyTorch), torch or openvino.")
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA if available, else CPU), cpu or cuda[:N].")]
-Threads = Annotated[int | None, typer.Option(help="torch CPU threads.")]
+Threads = Annotated[int | None, typer.Option(min=1, help="torch CPU threads.")]
 Shard = Annotated[
     str | None, typer.Option(help="i/n: predict only the i-th of n shares of a folder (one job of n).")
 ]
