@@ -98,11 +98,16 @@ def predict(
     import torch
 
     from kidneyseg.cli import STARTED
+    from kidneyseg.errors import KidneysegError
     from kidneyseg.predict.outputs import OutputOptions
     from kidneyseg.predict.pretrained import default_model
     from kidneyseg.predict.runner import parse_shard, run_prediction
     from kidneyseg.train.distributed import pick_device
 
+    if series is not None and input_path.is_file():
+        raise KidneysegError(
+            "--series chooses a series of a DICOM folder, but the input is a file", input_path
+        )
     settings = _settings(overlap, blend, batch, tta, precision, backend, probabilities)
     if postprocess is not None:
         settings = replace(settings, postprocess=postprocess)

@@ -59,6 +59,7 @@ def report(
     from kidneyseg.labels import get_label_map
     from kidneyseg.report import ReportOptions, write_report
 
+    _check_options(min_lesion_mm, min_lesion_ml, confidence, case_id)
     classes = get_label_map(label_map)
     options = ReportOptions(min_lesion_diameter_mm=min_lesion_mm, min_lesion_volume_ml=min_lesion_ml)
     if labels.is_dir() and any(p.name.endswith(NIFTI_SUFFIXES) for p in labels.iterdir()):
@@ -73,6 +74,20 @@ def report(
     if paths.status == "empty":
         typer.echo(f"note: {labels}: the segmentation is empty; the report says so", err=True)
     typer.echo(f"wrote {paths.json}, {paths.html} and {paths.preview}")
+
+
+def _check_options(min_mm: float, min_ml: float, confidence: float | None, case_id: str | None) -> None:
+    import math
+
+    from kidneyseg.errors import KidneysegError
+
+    for option, value in (("--min-lesion-mm", min_mm), ("--min-lesion-ml", min_ml)):
+        if not (math.isfinite(value) and value >= 0):
+            raise KidneysegError(f"{option} must be a number >= 0, got {value}")
+    if confidence is not None and not 0.0 <= confidence <= 1.0:
+        raise KidneysegError(f"--confidence must be between 0 and 1, got {confidence}")
+    if case_id is not None and (not case_id.strip(". ") or any(c in case_id for c in "/\\")):
+        raise KidneysegError(f"--case-id names the report's files and must be a plain name, got {case_id!r}")
 
 
 def _cohort(ct: Path, labels: Path, out: Path, classes, quiet: bool, options) -> None:

@@ -24,8 +24,9 @@ ModelSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Predicto
 
 
 def _check_memory(where: str | os.PathLike[str] | None, header, predictor: Predictor) -> None:
-    from kidneyseg.predict.checks import check_memory, estimate_memory
+    from kidneyseg.predict.checks import check_memory, check_spacing, estimate_memory
 
+    check_spacing(header.spacing, where)
     need = estimate_memory(header, predictor.config.preprocess, predictor.label_map.num_classes)
     check_memory(where or "image", need)
 
