@@ -526,3 +526,27 @@ def test_evaluate_jobs_zero_is_one_line(phantom_case, tmp_path):
     assert result.exit_code == 2
     _one_error_line(result, "--jobs must be at least 1, got 0")
     assert not (tmp_path / "e").exists()
+
+
+def test_report_cohort_names_the_cases_on_one_side_only(phantom_case, tmp_path):
+    """Was: label maps without a CT, and CTs without a label map, were left out without a word."""
+    ct, seg = phantom_case
+    (tmp_path / "cts").mkdir()
+    (tmp_path / "labels").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "cts" / f"{name}.nii.gz").write_bytes(ct.read_bytes())
+    for name in ("a", "zzz"):
+        (tmp_path / "labels" / f"{name}.nii.gz").write_bytes(seg.read_bytes())
+    cts, labels = tmp_path / "cts", tmp_path / "labels"
+    result = runner.invoke(
+        app, ["report", "--ct", str(cts), "--labels", str(labels), "--out", str(tmp_path / "o"), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"warning: 1 CT(s) of {cts} have no label map in {labels}: b\n" in result.output
+    assert f"warning: 1 label map(s) in {labels} have no CT in {cts}: zzz\n" in result.output
+
+
+def test_a_file_as_the_dataset_folder_is_named_as_a_file(phantom_case, tmp_path):
+    result = runner.invoke(app, ["preprocess", "--data", str(phantom_case[0]), "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2
+    _one_error_line(result, f"{phantom_case[0]}: is a file, not a dataset folder")

@@ -100,5 +100,12 @@ def _cohort(ct: Path, labels: Path, out: Path, classes, quiet: bool, options) ->
     )
     for case_id, reason in result.failures.items():
         typer.echo(f"  {case_id}: {reason}", err=True)
+    for cases, what in (
+        (result.cts_without_labels, f"CT(s) of {ct} have no label map in {labels}"),
+        (result.labels_without_ct, f"label map(s) in {labels} have no CT in {ct}"),
+    ):
+        if cases:
+            more = " ..." if len(cases) > 10 else ""
+            typer.echo(f"warning: {len(cases)} {what}: {', '.join(cases[:10])}{more}", err=True)
     if result.failures:
         raise typer.Exit(1)
