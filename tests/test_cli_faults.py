@@ -550,3 +550,21 @@ def test_a_file_as_the_dataset_folder_is_named_as_a_file(phantom_case, tmp_path)
     result = runner.invoke(app, ["preprocess", "--data", str(phantom_case[0]), "--out", str(tmp_path / "c")])
     assert result.exit_code == 2
     _one_error_line(result, f"{phantom_case[0]}: is a file, not a dataset folder")
+
+
+def test_a_nifti_without_orientation_is_predicted_with_a_warning(ckpt, odd_inputs, tmp_path):
+    """Was: read as nibabel's default orientation without a word (right and left may be swapped)."""
+    import nibabel as nib
+    import numpy as np
+
+    image = nib.load(odd_inputs["good"])
+    unoriented = nib.Nifti1Image(np.asarray(image.dataobj), image.affine)
+    unoriented.set_qform(None, code=0)
+    unoriented.set_sform(None, code=0)
+    ct = tmp_path / "unoriented.nii.gz"
+    nib.save(unoriented, ct)
+    result = runner.invoke(
+        app, ["predict", "-i", str(ct), "-o", str(tmp_path / "out"), "-m", str(ckpt), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"warning: {ct}: the header gives no orientation (qform and sform codes 0)" in result.output

@@ -55,11 +55,12 @@ def read_checked(
             available (checked before reading voxels), or the image holds no body.
     """
     from kidneyseg.io.volume import read_volume
-    from kidneyseg.predict.checks import read_header
+    from kidneyseg.predict.checks import check_orientation_given, read_header
 
     _check_memory(path, read_header(path, dicom_files), predictor)
     ct = read_volume(path, series_uid)
-    return ct, _content_warnings(ct, hu_check)
+    unoriented = check_orientation_given(path)
+    return ct, [*([unoriented] if unoriented else []), *_content_warnings(ct, hu_check)]
 
 
 def _as_checked_volume(
