@@ -77,6 +77,8 @@ def report(
 
 
 def _check_options(min_mm: float, min_ml: float, confidence: float | None, case_id: str | None) -> None:
+    """Refuse thresholds that filter nothing or everything, and a case id that would put the
+    report's files outside --out."""
     import math
 
     from kidneyseg.errors import KidneysegError
