@@ -108,6 +108,11 @@ def run_demo(
         raise KidneysegError(
             f"the demo needs at least 2 phantom cases (to train on and to hold out), got {settings.n_cases}"
         )
+    if settings.seed < 0:
+        raise KidneysegError(f"the phantom seed must be at least 0, got {settings.seed}")
+    if settings.real_ct_labels is not None and settings.real_ct is None:
+        raise KidneysegError("--real-ct-labels were given without the CT they belong to (--real-ct)")
+    pick_device(settings.device)
     seconds: dict[str, float] = {}
     config = load_recipe(settings.recipe, "cpu", settings.all_overrides)
 

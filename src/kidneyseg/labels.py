@@ -65,8 +65,13 @@ class LabelMap:
         """Raise a `KidneysegError` naming `path` if any value is not a class of this map."""
         unknown = self.unknown_values(values)
         if unknown:
+            shown = (
+                str(unknown)
+                if len(unknown) <= 10
+                else f"[{', '.join(map(str, unknown[:10]))}, ...] ({len(unknown)} values)"
+            )
             raise KidneysegError(
-                f"label values {unknown} are not in the {self.name} label map "
+                f"label values {shown} are not in the {self.name} label map "
                 f"({', '.join(f'{c.value}={c.name}' for c in self.classes)})",
                 path,
             )

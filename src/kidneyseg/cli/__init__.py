@@ -14,6 +14,7 @@ import time
 
 import typer
 import typer.core
+import typer.rich_utils
 
 from kidneyseg import __version__
 
@@ -48,6 +49,18 @@ def _plain_display_type(display_type):
 
 for _param in (typer.core.TyperOption, typer.core.TyperArgument):
     _param.display_type_rich = _plain_display_type(_param.display_type_rich)  # type: ignore[method-assign]
+
+
+def _one_line_usage_error(exc) -> None:
+    """A bad option value or an unknown option is one line too, not Typer's usage box."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # the help was printed instead
+        return
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+
+
+typer.rich_utils.rich_format_error = _one_line_usage_error
 
 VERBS: tuple[str, ...] = (
     "demo",

@@ -1,10 +1,15 @@
-"""Shared CLI plumbing: user errors become one line on stderr and exit code 2; Ctrl-C becomes
-one line and exit code 130 (the shell's code for SIGINT)."""
+"""Shared CLI plumbing: user errors become one line on stderr and exit code 2; Ctrl-C and SIGTERM
+become one line and exit codes 130 and 143 (the shell's codes for SIGINT and SIGTERM)."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import logging
+import os
+import re
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import typer
@@ -13,20 +18,74 @@ from kidneyseg.errors import KidneysegError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (`kill`, `timeout`, a job scheduler's time limit). An interrupt, not an
+    `Exception`, so that code going on after a bad case does not swallow it and the atomic
+    writers' cleanup runs on the way out."""
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises `Terminated` in this process; forked workers (data loaders,
+    evaluation pools) still die of it as before."""
+    main = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_OMP_THREADS = re.compile(r"^\s*[1-9]\d*(\s*,\s*[1-9]\d*)*\s*$")
+
+
+def check_environment() -> None:
+    """Refuse an `OMP_NUM_THREADS` that OpenMP cannot use (it would print its own complaint when
+    torch loads), and keep matplotlib from printing warnings about an unwritable HOME or
+    MPLCONFIGDIR (it falls back to a temporary folder by itself)."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads is not None and not _OMP_THREADS.match(threads):
+        raise KidneysegError(
+            f"environment variable OMP_NUM_THREADS={threads!r} must be a positive whole number (or unset)"
+        )
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
+
 
 def one_line_errors(fn: F) -> F:
     """Decorate a command so that a `KidneysegError` prints `error: <message>` and exits 2, and
-    an interrupt (Ctrl-C) prints `interrupted` and exits 130, without a traceback."""
+    an interrupt prints `interrupted` (Ctrl-C, exit 130) or `terminated` (SIGTERM, exit 143),
+    without a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with sigterm_raises():
+                check_environment()
+                return fn(*args, **kwargs)
         except KidneysegError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except Terminated:
+            typer.echo("terminated", err=True)
+            raise typer.Exit(EXIT_TERMINATED) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]

@@ -58,7 +58,7 @@ def compare(
     n_boot: Annotated[
         int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95 % CIs.")
     ] = 10_000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the bootstrap.")] = 0,
 ) -> None:
     """Rows per model, columns Kidney / Tumor / Cyst / Mean (and the KiTS metrics), with bootstrap
     95 % CIs, paired tests between models and a box plot per class. Models are given as

@@ -31,7 +31,7 @@ def demo(
         str, typer.Option("--recipe", "-r", help="Recipe whose cpu variant is trained.")
     ] = "sca-unet-3d",
     cases: Annotated[int, typer.Option("--cases", help="Phantom cases (train + held out).")] = 30,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the phantom cases.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the phantom cases.")] = 0,
     fast: Annotated[
         bool, typer.Option("--fast", help="A few-minute version: fewer cases, short training.")
     ] = False,

@@ -43,9 +43,15 @@ def evaluate(
 ) -> None:
     """Per-label Dice, KiTS21/23 Dice and Surface Dice, KiTS19 composite and lesion detection,
     per case and averaged. Exits 1 if cases are found on one side only (unless --allow-missing)."""
+    from kidneyseg.data.cases import KITS21_ANNOTATIONS
+    from kidneyseg.errors import KidneysegError
     from kidneyseg.evaluate.folder import evaluate_folders, write_outputs
     from kidneyseg.evaluate.tables import fmt
 
+    if annotation not in KITS21_ANNOTATIONS:
+        raise KidneysegError(f"--annotation must be one of {KITS21_ANNOTATIONS}, got {annotation!r}")
+    if pred.resolve() == ref.resolve():
+        raise KidneysegError("--pred and --ref are the same folder: every score would be perfect", pred)
     result = evaluate_folders(pred, ref, jobs=jobs, annotation=annotation, progress=not quiet)
     paths = write_outputs(result, out)
     means = {k: fmt(v["mean"]) for k, v in result.summary()["metrics"].items()}

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
 def phantom(
     out: Annotated[Path, typer.Option("--out", help="Output folder; cases go to OUT/dataset/case_XXXXX/.")],
     cases: Annotated[int, typer.Option("--cases", "-n", help="Number of cases (at least 1).")] = 4,
-    seed: Annotated[int, typer.Option("--seed", help="Dataset seed (same seed, same cases).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Dataset seed (same seed, same cases).")] = 0,
     size: Annotated[
         str,
         typer.Option(
@@ -55,7 +55,36 @@ def phantom(
     phantom.json ground truth per case (lesion kind, side, centre, diameters, volume)."""
     from kidneyseg.data.phantom import generate_dataset
 
+    _refuse_other_phantoms(Path(out) / "dataset", seed, size, orientation)
     folders = generate_dataset(
         out, cases, seed=seed, size=size, anatomy=anatomy, orientation=orientation, progress=not quiet
     )
     typer.echo(f"wrote {len(folders)} cases to {Path(out) / 'dataset'}")
+
+
+def _refuse_other_phantoms(dataset: Path, seed: int, size: str, orientation: str) -> None:
+    """Refuse to write into a dataset of phantoms made with another seed, size or orientation:
+    the cases would be silently mixed (the same settings rewrite the same cases)."""
+    import json
+
+    from kidneyseg.data.phantom import case_seeds
+    from kidneyseg.errors import KidneysegError
+
+    for path in sorted(dataset.glob("case_*/phantom.json")):
+        try:
+            truth = json.loads(path.read_text(encoding="utf-8"))
+            index = int(path.parent.name.removeprefix("case_"))
+        except (OSError, ValueError):
+            truth, index = {}, -1
+        same = (
+            index >= 0
+            and truth.get("seed") == case_seeds(seed, index + 1)[index]
+            and truth.get("size") == size
+            and truth.get("orientation") == orientation.upper()
+        )
+        if not same:
+            raise KidneysegError(
+                f"already holds phantoms made with another seed, size or orientation ({path.parent.name}); "
+                "choose another --out",
+                dataset,
+            )

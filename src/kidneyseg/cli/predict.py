@@ -50,7 +50,7 @@ Backend = Annotated[
     str, typer.Option(help="auto (OpenVINO on CPU when installed, else PyTorch), torch or openvino.")
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA if available, else CPU), cpu or cuda[:N].")]
-Threads = Annotated[int | None, typer.Option(help="torch CPU threads.")]
+Threads = Annotated[int | None, typer.Option(min=1, help="torch CPU threads.")]
 Shard = Annotated[
     str | None, typer.Option(help="i/n: predict only the i-th of n shares of a folder (one job of n).")
 ]
@@ -98,11 +98,16 @@ def predict(
     import torch
 
     from kidneyseg.cli import STARTED
+    from kidneyseg.errors import KidneysegError
     from kidneyseg.predict.outputs import OutputOptions
     from kidneyseg.predict.pretrained import default_model
     from kidneyseg.predict.runner import parse_shard, run_prediction
     from kidneyseg.train.distributed import pick_device
 
+    if series is not None and input_path.is_file():
+        raise KidneysegError(
+            "--series chooses a series of a DICOM folder, but the input is a file", input_path
+        )
     settings = _settings(overlap, blend, batch, tta, precision, backend, probabilities)
     if postprocess is not None:
         settings = replace(settings, postprocess=postprocess)

@@ -59,6 +59,7 @@ def report(
     from kidneyseg.labels import get_label_map
     from kidneyseg.report import ReportOptions, write_report
 
+    _check_options(min_lesion_mm, min_lesion_ml, confidence, case_id)
     classes = get_label_map(label_map)
     options = ReportOptions(min_lesion_diameter_mm=min_lesion_mm, min_lesion_volume_ml=min_lesion_ml)
     if labels.is_dir() and any(p.name.endswith(NIFTI_SUFFIXES) for p in labels.iterdir()):
@@ -75,6 +76,22 @@ def report(
     typer.echo(f"wrote {paths.json}, {paths.html} and {paths.preview}")
 
 
+def _check_options(min_mm: float, min_ml: float, confidence: float | None, case_id: str | None) -> None:
+    """Refuse thresholds that filter nothing or everything, and a case id that would put the
+    report's files outside --out."""
+    import math
+
+    from kidneyseg.errors import KidneysegError
+
+    for option, value in (("--min-lesion-mm", min_mm), ("--min-lesion-ml", min_ml)):
+        if not (math.isfinite(value) and value >= 0):
+            raise KidneysegError(f"{option} must be a number >= 0, got {value}")
+    if confidence is not None and not 0.0 <= confidence <= 1.0:
+        raise KidneysegError(f"--confidence must be between 0 and 1, got {confidence}")
+    if case_id is not None and (not case_id.strip(". ") or any(c in case_id for c in "/\\")):
+        raise KidneysegError(f"--case-id names the report's files and must be a plain name, got {case_id!r}")
+
+
 def _cohort(ct: Path, labels: Path, out: Path, classes, quiet: bool, options) -> None:
     from kidneyseg.report.cohort import report_cohort
 
@@ -85,5 +102,12 @@ def _cohort(ct: Path, labels: Path, out: Path, classes, quiet: bool, options) ->
     )
     for case_id, reason in result.failures.items():
         typer.echo(f"  {case_id}: {reason}", err=True)
+    for cases, what in (
+        (result.cts_without_labels, f"CT(s) of {ct} have no label map in {labels}"),
+        (result.labels_without_ct, f"label map(s) in {labels} have no CT in {ct}"),
+    ):
+        if cases:
+            more = " ..." if len(cases) > 10 else ""
+            typer.echo(f"warning: {len(cases)} {what}: {', '.join(cases[:10])}{more}", err=True)
     if result.failures:
         raise typer.Exit(1)

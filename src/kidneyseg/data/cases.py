@@ -138,7 +138,9 @@ def discover(
     if annotation not in KITS21_ANNOTATIONS:
         raise KidneysegError(f"unknown KiTS21 annotation {annotation!r}; choose one of {KITS21_ANNOTATIONS}")
     if not root.is_dir():
-        raise KidneysegError("dataset folder does not exist", root)
+        raise KidneysegError(
+            "is a file, not a dataset folder" if root.exists() else "dataset folder does not exist", root
+        )
     folder, layout = _resolve(root, layout)
     cases: list[Case] = []
     if layout == "plain":

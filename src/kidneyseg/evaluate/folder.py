@@ -63,7 +63,7 @@ def label_files(root: str | os.PathLike[str], annotation: str = "AND") -> dict[s
 
     root = Path(root)
     if not root.is_dir():
-        raise KidneysegError("folder does not exist", root)
+        raise KidneysegError("is a file, not a folder" if root.exists() else "folder does not exist", root)
     try:
         found = {c.case_id: c.label for c in discover(root, annotation=annotation).labelled}
     except KidneysegError:

@@ -24,8 +24,9 @@ ModelSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Predicto
 
 
 def _check_memory(where: str | os.PathLike[str] | None, header, predictor: Predictor) -> None:
-    from kidneyseg.predict.checks import check_memory, estimate_memory
+    from kidneyseg.predict.checks import check_memory, check_spacing, estimate_memory
 
+    check_spacing(header.spacing, where)
     need = estimate_memory(header, predictor.config.preprocess, predictor.label_map.num_classes)
     check_memory(where or "image", need)
 
@@ -54,11 +55,12 @@ def read_checked(
             available (checked before reading voxels), or the image holds no body.
     """
     from kidneyseg.io.volume import read_volume
-    from kidneyseg.predict.checks import read_header
+    from kidneyseg.predict.checks import check_orientation_given, read_header
 
     _check_memory(path, read_header(path, dicom_files), predictor)
     ct = read_volume(path, series_uid)
-    return ct, _content_warnings(ct, hu_check)
+    unoriented = check_orientation_given(path)
+    return ct, [*([unoriented] if unoriented else []), *_content_warnings(ct, hu_check)]
 
 
 def _as_checked_volume(

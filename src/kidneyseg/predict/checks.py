@@ -2,6 +2,8 @@
 
 - `estimate_memory`: the peak memory a prediction will need, from the image header alone
   (shape, data type, spacing), checked against the memory available before any voxel is read.
+- `check_spacing`: voxel sizes outside 0.05-50 mm are a broken header, not a CT.
+- `check_orientation_given`: a NIfTI header without orientation is flagged.
 - `check_body`: an image with nothing above -500 HU holds no body and is refused.
 - `check_hounsfield`: a CT must be in Hounsfield units; images already normalised to [0, 1]
   or [-1, 1], or stored without the rescale intercept (no value below 0), are refused, and
@@ -87,6 +89,27 @@ def read_header(path: str | os.PathLike[str], series_files: tuple[str, ...] = ()
     raise KidneysegError("not a NIfTI file or a DICOM series", path)
 
 
+SPACING_MM = (0.05, 50.0)
+"""Voxel sizes a CT can have; beyond them the header's units are wrong (metres, microns) or broken."""
+
+
+def check_spacing(spacing: tuple[float, float, float], path: str | os.PathLike[str] | None = None) -> None:
+    """Refuse voxel sizes no CT has: resampled to the network's grid, the image would be a few
+    voxels (silent nonsense) or billions (an out-of-memory refusal that hides the cause).
+
+    Raises:
+        KidneysegError: a voxel size is outside `SPACING_MM`.
+    """
+    low, high = SPACING_MM
+    if not all(low <= s <= high for s in spacing):
+        shown = ", ".join(f"{s:g}" for s in spacing)
+        raise KidneysegError(
+            f"voxel spacing ({shown}) mm is not that of a CT (each between {low:g} and {high:g} mm); "
+            "the header's units or voxel sizes are wrong: fix the pixdim (or the DICOM spacing)",
+            path,
+        )
+
+
 def estimate_memory(header: ImageHeader, cfg: PreprocessConfig, num_classes: int) -> int:
     """Peak bytes a prediction of this image will need (an upper bound: the body crop, which
     usually removes a third of the grid, is not assumed)."""
@@ -122,6 +145,23 @@ def check_memory(path: str | os.PathLike[str], needed: int, available: int | Non
             f"{available / GIB:.1f} GB is available; crop the CT or run on a larger machine",
             path,
         )
+
+
+def check_orientation_given(path: str | os.PathLike[str]) -> str | None:
+    """A warning when a NIfTI header gives no orientation (qform and sform codes both 0): readers
+    then assume one, so right and left may be swapped."""
+    path = Path(path)
+    if not (path.is_file() and path.name.endswith(NIFTI_SUFFIXES)):
+        return None
+    import nibabel as nib
+
+    header = nib.load(str(path)).header
+    if int(header["qform_code"]) or int(header["sform_code"]):
+        return None
+    return (
+        f"{path}: the header gives no orientation (qform and sform codes 0); it was read as "
+        "nibabel's default, so right and left may be swapped: check the labels' sides"
+    )
 
 
 BODY_HU = -500.0

@@ -84,6 +84,25 @@ def write_probabilities(path: Path, prediction: Prediction) -> Path:
     return write_atomic(path, lambda tmp: nib.save(image, str(tmp)))
 
 
+def refuse_overwriting_inputs(
+    inputs: list[tuple[str, Path]], out_dir: Path, name: str | None, suffix: str
+) -> None:
+    """Refuse a run whose label map for a case (`name`, else the case id, + `suffix` in `out_dir`)
+    is one of the input CTs: `-o` naming the CT itself, or a folder of NIfTI cases as its own
+    output. Such a case would count as done, or be overwritten with `--overwrite`.
+
+    Raises:
+        KidneysegError: naming the CT that would be replaced.
+    """
+    cts = {path.resolve() for _, path in inputs}
+    for case_id, _ in inputs:
+        target = out_dir / f"{name or case_id}{suffix}"
+        if target.resolve() in cts:
+            raise KidneysegError(
+                "the label map would replace this input CT; choose an --out outside the input", target
+            )
+
+
 def check_output_folder(out_dir: Path) -> bool:
     """Make sure `out_dir` can be written; returns True if it had to be created."""
     existed = out_dir.exists()

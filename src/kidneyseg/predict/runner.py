@@ -42,6 +42,7 @@ from kidneyseg.predict.outputs import (
     case_outputs,
     check_output_folder,
     output_label_map,
+    refuse_overwriting_inputs,
     remove,
     stem,
     write_case_files,
@@ -332,6 +333,7 @@ def run_prediction(
     out_dir, *target = _output_target(Path(out), folder_mode)
     if shard is not None:
         cases = sorted(cases, key=lambda c: c.case_id)[shard[0] - 1 :: shard[1]]
+    refuse_overwriting_inputs([(c.case_id, c.path) for c in cases], out_dir, *target)
     _check_dicom_outputs(cases, options, input_path)
     predictor = Predictor(models, settings, device=device)
     if predictor.backend_fallback:

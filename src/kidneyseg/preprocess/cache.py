@@ -77,6 +77,29 @@ def _is_fresh(folder: Path, expected: dict[str, Any]) -> bool:
     return all(stored.get(k) == v for k, v in expected.items())
 
 
+def _check_replaceable(folder: Path) -> None:
+    """Only a cached case (it has meta.json) may be replaced: never a dataset's own case folder
+    or anything else that happens to have a case's name."""
+    if not (folder / META_FILE).is_file():
+        raise KidneysegError(
+            "exists but is not a preprocessed case (no meta.json); it is kept: choose another cache folder",
+            folder,
+        )
+
+
+def _refuse_cache_inside_cases(dataset: Dataset, out: Path) -> None:
+    """Refuse a cache whose case folders would be the dataset's own (`--out` = the dataset folder)."""
+    for case in dataset.cases:
+        folder = (out / case.case_id).resolve()
+        for source in (case.image, case.label, case.tissue):
+            if source is not None and folder in Path(source).resolve().parents:
+                raise KidneysegError(
+                    f"the cache would replace the dataset's case folder {out / case.case_id}; "
+                    "choose a cache folder outside the dataset",
+                    out,
+                )
+
+
 def preprocess_case(case: Case, cfg: PreprocessConfig, folder: Path, label_map: LabelMap) -> Path:
     """Preprocess one case into `folder` (written under a temporary name, then renamed).
 
@@ -87,7 +110,12 @@ def preprocess_case(case: Case, cfg: PreprocessConfig, folder: Path, label_map: 
     ct = read_volume(case.image)
     labels = read_volume(case.label) if case.label is not None else None
     tissue = read_volume(case.tissue) if case.tissue is not None else None
-    result = preprocess(ct, cfg, labels, label_map, tissue)
+    try:
+        result = preprocess(ct, cfg, labels, label_map, tissue)
+    except MemoryError as exc:
+        raise KidneysegError(
+            f"not enough memory to resample it to {cfg.spacing} mm ({exc}); check the spacing", case.image
+        ) from None
     del ct, labels, tissue
     meta = {
         "case_id": case.case_id,
@@ -114,6 +142,7 @@ def preprocess_case(case: Case, cfg: PreprocessConfig, folder: Path, label_map: 
             np.save(tmp / TISSUE_FILE, result.tissue)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         if folder.exists():
+            _check_replaceable(folder)
             shutil.rmtree(folder)
         os.replace(tmp, folder)
     except OSError as exc:
@@ -138,6 +167,7 @@ def preprocess_dataset(
     from tqdm import tqdm
 
     out = Path(out)
+    _refuse_cache_inside_cases(dataset, out)
     folders = []
     bar = tqdm(dataset.cases, desc="preprocessing", unit="case", disable=not progress)
     for case in bar:

@@ -21,11 +21,14 @@ from kidneyseg.report.statistics import STATISTICS_NAME, statistics_row, write_s
 
 @dataclass
 class CohortResult:
-    """What a cohort run wrote: the statistics file, the cases reported and those that failed."""
+    """What a cohort run wrote: the statistics file, the cases reported and those that failed;
+    and the cases on one side only (a CT without a label map, a label map without a CT)."""
 
     statistics: Path
     reported: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    cts_without_labels: list[str] = field(default_factory=list)
+    labels_without_ct: list[str] = field(default_factory=list)
 
 
 def _label_file(folder: Path, case_id: str) -> Path | None:
@@ -66,6 +69,13 @@ def report_cohort(
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, result = [], CohortResult(out_dir / STATISTICS_NAME)
+    paired = {c.case_id for c, _ in pairs}
+    result.cts_without_labels = sorted({c.case_id for c in cases} - paired)
+    result.labels_without_ct = sorted(
+        name
+        for p in labels_dir.iterdir()
+        if (name := p.name.removesuffix(".gz").removesuffix(".nii")) != p.name and name not in paired
+    )
     for case, label_path in tqdm(pairs, desc="reports", unit="case", disable=not progress):
         try:
             ct = read_volume(case.path, case.series_uid)

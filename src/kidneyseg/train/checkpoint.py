@@ -148,6 +148,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
         label_map = LabelMap.from_dict(json.loads(payload["label_map"]))
         versions = json.loads(payload.get("versions", "{}"))
         model_state = payload["model_state"]
+        if not isinstance(model_state, dict):
+            raise TypeError("model_state is not a mapping of names to tensors")
     except KidneysegError as exc:
         raise KidneysegError(f"checkpoint holds an invalid config ({exc})", path) from None
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
@@ -211,11 +213,37 @@ def build_model_from_checkpoint(ckpt: Checkpoint) -> Any:
             "the training diverged; use an earlier checkpoint",
             ckpt.path,
         )
-    try:
-        model.load_state_dict(ckpt.model_state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise KidneysegError(
-            f"weights do not fit model {ckpt.config.model.name!r} ({first})", ckpt.path
-        ) from None
+    misfit = _misfit(model.state_dict(), ckpt.model_state)
+    if misfit:
+        raise KidneysegError(f"weights do not fit model {ckpt.config.model.name!r}: {misfit}", ckpt.path)
+    model.load_state_dict(ckpt.model_state, strict=True)
     return model.eval()
+
+
+def _misfit(expected: dict[str, Any], given: dict[str, Any]) -> str | None:
+    """What keeps `given` weights from loading into a network whose state is `expected`: missing
+    or unexpected names, other shapes, or whole numbers where the network holds floats (a
+    load would round them silently)."""
+    import torch
+
+    problems = []
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    if missing:
+        problems.append(f"{len(missing)} missing (first {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (first {unexpected[0]})")
+    for name, want in expected.items():
+        have = given.get(name)
+        if have is None:
+            continue
+        if not torch.is_tensor(have):
+            problems.append(f"{name} is a {type(have).__name__}, not a tensor")
+        elif have.shape != want.shape:
+            problems.append(f"{name} has shape {tuple(have.shape)}, the network {tuple(want.shape)}")
+        elif want.is_floating_point() and not have.is_floating_point():
+            problems.append(f"{name} holds {have.dtype} values where the network has {want.dtype}")
+        else:
+            continue
+        break
+    return "; ".join(problems) or None

@@ -47,13 +47,27 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     raise KidneysegError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
 
 
+def _environment_int(name: str, default: str | None = None) -> int:
+    """A whole number that torchrun puts in the environment; one line if it is missing or wrong."""
+    raw = os.environ.get(name, default)
+    if raw is None:
+        raise KidneysegError(
+            f"environment variable {name} is not set, but WORLD_SIZE asks for a multi-process run: "
+            "start it with torchrun, or unset WORLD_SIZE"
+        )
+    try:
+        return int(raw)
+    except ValueError:
+        raise KidneysegError(f"environment variable {name}={raw!r} must be a whole number") from None
+
+
 def init_distributed(device: str = "auto") -> DistContext:
     """Join the process group when launched by torchrun; a single-process context otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _environment_int("WORLD_SIZE", "1")
     if world <= 1:
         return DistContext(device=pick_device(device))
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank = _environment_int("RANK")
+    local_rank = _environment_int("LOCAL_RANK", "0")
     dev = pick_device(device, local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")

@@ -564,6 +564,8 @@ def resume(
         KidneysegError: no last checkpoint and no config, or the run's data is gone.
     """
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise KidneysegError("no such run folder", run_dir)
     last = run_dir / LAST_NAME
     changes = {"epochs": epochs, "time_limit_minutes": time_limit_minutes}
     changes = {k: v for k, v in changes.items() if v is not None}
