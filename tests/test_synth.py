@@ -81,8 +81,8 @@ def test_lesions_keep_their_labels_through_the_training_chain(tmp_path):
 
     from kidneyseg.config import PreprocessConfig
     from kidneyseg.data.cases import discover
+    from kidneyseg.labels import label_lut as run_lut
     from kidneyseg.preprocess import preprocess_dataset
-    from kidneyseg.train.data import label_lut as run_lut
     from kidneyseg.train.data import train_transforms
 
     generate_dataset(tmp_path / "ph", cases=1, seed=9, size="tiny", progress=False)  # tumors and cysts

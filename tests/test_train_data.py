@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from kidneyseg.errors import KidneysegError
-from kidneyseg.labels import KITS19, KITS23
-from kidneyseg.train.data import SliceEpochSampler, epoch_seed, label_lut
+from kidneyseg.labels import KITS19, KITS23, label_lut
+from kidneyseg.train.data import SliceEpochSampler, epoch_seed
 from kidneyseg.train.losses import build_loss
 
 KEEP = list(range(0, 300, 3))  # 100 foreground slices

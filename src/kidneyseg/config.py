@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from kidneyseg.errors import KidneysegError
+from kidneyseg.labels import LABEL_MAPS, LabelMap
 
 T = TypeVar("T")
 
@@ -317,6 +318,14 @@ class RunConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _choice("labels", self.labels, tuple(LABEL_MAPS))
+
+    @property
+    def label_map(self) -> LabelMap:
+        """The run's classes (`labels`): what the network predicts, channel i = class value i."""
+        return LABEL_MAPS[self.labels]
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_text_atomic
+from kidneyseg.labels import LabelMap
 
 DEMO_OVERRIDES = ("data.val_fraction=0.2", "train.time_limit_minutes=40")
 """The demo holds out a fifth of its cases (6 of 30) whatever the recipe's own split, so that its
@@ -151,7 +152,9 @@ def run_demo(
     device = str(pick_device(settings.device))
     rows = evaluate_run(run_dir, evaluation, data_sets=("validation",), device=device, progress=progress)
     result = EvaluationResult(
-        rows["validation"], sources={"pred": str(evaluation / "validation"), "ref": str(phantoms)}
+        rows["validation"],
+        sources={"pred": str(evaluation / "validation"), "ref": str(phantoms)},
+        label_map=config.label_map,
     )
     write_outputs(result, evaluation)
     summary = result.summary()
@@ -161,7 +164,11 @@ def run_demo(
     _say(progress, "[4/5] writing a clinical report per held-out case")
     dataset = discover(phantoms)
     reports = _write_reports(
-        dataset, [r["case_id"] for r in rows["validation"]], evaluation / "validation", out / "reports"
+        dataset,
+        [r["case_id"] for r in rows["validation"]],
+        evaluation / "validation",
+        out / "reports",
+        config.label_map,
     )
     _timed(seconds, "reports", start)
 
@@ -261,7 +268,10 @@ def _run_status(run_dir: Path, recipe: str) -> str | None:
     return status
 
 
-def _write_reports(dataset, case_ids: list[str], pred_dir: Path, out_dir: Path) -> list[Path]:
+def _write_reports(
+    dataset, case_ids: list[str], pred_dir: Path, out_dir: Path, label_map: LabelMap
+) -> list[Path]:
+    """A report per case from its predicted labels (classes of the run's `label_map`)."""
     from kidneyseg.io.volume import read_volume
     from kidneyseg.report import write_report
 
@@ -270,7 +280,7 @@ def _write_reports(dataset, case_ids: list[str], pred_dir: Path, out_dir: Path) 
     for case_id in case_ids:
         ct = read_volume(by_id[case_id].image)
         labels = read_volume(pred_dir / f"{case_id}.nii.gz")
-        paths.append(write_report(ct, labels, out_dir, dataset.label_map, case_id=case_id).html)
+        paths.append(write_report(ct, labels, out_dir, label_map, case_id=case_id).html)
     return paths
 
 

@@ -65,21 +65,6 @@ class CaseRecord:
     tumor_slices: tuple[int, ...]
 
 
-def label_lut(label_map: LabelMap, mapping: dict[int, int]) -> np.ndarray:
-    """A 256-entry lookup table from reference label values to training class values;
-    unmapped values map to themselves (and are checked against the label map)."""
-    lut = np.arange(256, dtype=np.int64)
-    for src, dst in mapping.items():
-        if not 0 <= int(src) < 256:
-            raise KidneysegError(f"data.label_mapping: source value {src} is not in 0..255")
-        if not 0 <= int(dst) < label_map.num_classes:
-            raise KidneysegError(
-                f"data.label_mapping: target value {dst} is not a class of the {label_map.name} label map"
-            )
-        lut[int(src)] = int(dst)
-    return lut
-
-
 def scan_case(case_id: str, folder: Path, label_map: LabelMap, lut: np.ndarray) -> CaseRecord:
     """Check a preprocessed case's labels against the run's label map and index its slices.
 

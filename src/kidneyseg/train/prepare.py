@@ -20,8 +20,8 @@ from kidneyseg.config import RunConfig, dump_yaml
 from kidneyseg.data.cases import discover
 from kidneyseg.data.splits import train_val_split
 from kidneyseg.errors import KidneysegError
-from kidneyseg.labels import LabelMap, get_label_map
-from kidneyseg.train.data import CaseRecord, label_lut, scan_case
+from kidneyseg.labels import LabelMap, get_label_map, label_lut
+from kidneyseg.train.data import CaseRecord, scan_case
 from kidneyseg.train.distributed import DistContext, barrier
 
 
