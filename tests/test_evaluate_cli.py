@@ -175,11 +175,11 @@ def kits19_run(tmp_path, data_dir, case_ids):
 
     config = load_recipe("attention-unet-2d", overrides=["model.kwargs.channels=[4, 8]"])
     assert config.labels == "kits19" and config.data.label_mapping == {3: 1}
-    config = resolve_model_config(config, KITS19)
+    config = resolve_model_config(config)
     run = tmp_path / "run"
     run.mkdir()
     state = ck.build_model_from_config(config).state_dict()
-    ck.save_checkpoint(run / ck.BEST_NAME, model_state=state, config=config, label_map=KITS19)
+    ck.save_checkpoint(run / ck.BEST_NAME, model_state=state, config=config)
     record = {"data_dir": str(data_dir), "val_cases": case_ids, "train_cases": []}
     (run / "run.json").write_text(json.dumps(record))
     return run

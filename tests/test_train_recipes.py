@@ -22,7 +22,7 @@ def test_all_four_recipes_are_packaged():
 def test_every_recipe_resolves_to_a_consistent_config(name, variant):
     config = load_recipe(name, variant)
     label_map = get_label_map(config.labels)
-    resolved = resolve_model_config(config, label_map)
+    resolved = resolve_model_config(config)
     assert resolved.model.kwargs["out_channels"] == label_map.num_classes
     assert config.train.recipe == f"{name}{':' + variant if variant else ''}@1"
     # a variant changes values, never the recipe's structure
@@ -89,10 +89,10 @@ def test_variant_selection_and_errors():
 def test_a_model_that_does_not_fit_the_sampling_is_refused():
     config = load_recipe("sca-unet-3d", overrides=["model.name=unet_2d"])
     with pytest.raises(KidneysegError, match=r"is 2D but data\.sampling='patch3d'"):
-        resolve_model_config(config, get_label_map(config.labels))
+        resolve_model_config(config)
     config = load_recipe("sca-unet-3d", overrides=["model.kwargs.out_channels=3"])
     with pytest.raises(KidneysegError, match="out_channels=3 but the kits23 label map has 4"):
-        resolve_model_config(config, get_label_map(config.labels))
+        resolve_model_config(config)
 
 
 def test_a_variant_extends_another():

@@ -10,14 +10,14 @@ from torch import nn
 
 from kidneyseg.config import OPTIMIZERS, SCHEDULERS, RunConfig, TrainConfig
 from kidneyseg.errors import KidneysegError
-from kidneyseg.labels import LabelMap
 
 
-def resolve_model_config(config: RunConfig, label_map: LabelMap) -> RunConfig:
-    """`config` with the model's output channels fixed to the label map's classes, checked
+def resolve_model_config(config: RunConfig) -> RunConfig:
+    """`config` with the model's output channels fixed to its label map's classes, checked
     against the sampling (3D patches need a 3D network, 2D slices a 2D one)."""
     from kidneyseg.models import model_info
 
+    label_map = config.label_map
     kwargs = dict(config.model.kwargs)
     declared = kwargs.get("out_channels")
     if declared is not None and int(declared) != label_map.num_classes:

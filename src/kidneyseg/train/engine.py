@@ -254,7 +254,7 @@ class _Trainer:
             self.model,
             val,
             self.data.lut,
-            self.data.label_map,
+            self.config.label_map,
             self.loss_fn,
             self.roi,
             self.two_d,
@@ -289,7 +289,7 @@ class _Trainer:
             "status": status,
             "recipe": self.config.train.recipe,
             "model": self.config.model.name,
-            "labels": self.data.label_map.names,
+            "labels": self.config.label_map.names,
             "epochs_done": s.epoch,
             "epochs_planned": self.config.train.epochs,
             "best_val_dice": s.best_dice,
@@ -322,7 +322,7 @@ class _Trainer:
         record.plot_curves(
             self.out / "curves.png",
             self.state.history,
-            [c.name for c in self.data.label_map.foreground],
+            [c.name for c in self.config.label_map.foreground],
             f"{self.config.train.recipe or self.config.model.name}: {self.out.name}",
         )
 
@@ -334,7 +334,6 @@ class _Trainer:
             self.out / LAST_NAME,
             model_state={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             config=self.config,
-            label_map=self.data.label_map,
             extra_state=self._extra(),
         )
         if improved:
@@ -411,7 +410,7 @@ class _Trainer:
                 barrier(self.ctx)
                 if self.ctx.is_main:
                     eta = s.train_seconds / s.epoch * (train.epochs - s.epoch)
-                    line = _epoch_line(row, train.epochs, self.data.label_map.foreground)
+                    line = _epoch_line(row, train.epochs, self.config.label_map.foreground)
                     print(f"{line}  ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
                 limit = train.time_limit_minutes * 60
                 if limit and s.epoch < train.epochs and all_true(s.train_seconds >= limit, self.ctx):
@@ -465,9 +464,7 @@ def _start(
         _configure_torch(config)
         data_dir = data_dir.resolve()
         cache_root = (Path(cache_root) if cache_root is not None else out / "preprocessed").resolve()
-        from kidneyseg.labels import get_label_map
-
-        config = resolve_model_config(config, get_label_map(config.labels))
+        config = resolve_model_config(config)
         data = prepare_data(config, data_dir, cache_root, ctx, progress)
         trainer = _Trainer(
             config,

@@ -20,16 +20,15 @@ from kidneyseg.config import RunConfig, dump_yaml
 from kidneyseg.data.cases import discover
 from kidneyseg.data.splits import train_val_split
 from kidneyseg.errors import KidneysegError
-from kidneyseg.labels import LabelMap, get_label_map, label_lut
+from kidneyseg.labels import label_lut
 from kidneyseg.train.data import CaseRecord, scan_case
 from kidneyseg.train.distributed import DistContext, barrier
 
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Checked, preprocessed cases of one run."""
+    """Checked, preprocessed cases of one run (their classes: the run config's label map)."""
 
-    label_map: LabelMap
     lut: np.ndarray
     train: tuple[CaseRecord, ...]
     val: tuple[CaseRecord, ...]
@@ -56,7 +55,7 @@ def prepare_data(
     """
     from kidneyseg.preprocess import preprocess_dataset
 
-    label_map = get_label_map(config.labels)
+    label_map = config.label_map
     lut = label_lut(label_map, config.data.label_mapping)
     ratios = config.data.class_ratios
     if ratios and len(ratios) != label_map.num_classes:
@@ -84,4 +83,4 @@ def prepare_data(
         bar = tqdm(ids, desc=f"checking {what} cases", disable=not (progress and ctx.is_main), leave=False)
         return tuple(scan_case(i, cache_dir / i, label_map, lut) for i in bar)
 
-    return PreparedData(label_map, lut, scan(train_ids, "training"), scan(val_ids, "validation"), cache_dir)
+    return PreparedData(lut, scan(train_ids, "training"), scan(val_ids, "validation"), cache_dir)
