@@ -53,7 +53,7 @@ def test_kits21_layout_selects_the_aggregated_annotation(tmp_path, annotation):
     # The file chosen is the one holding that annotation (values 1, 2, 3 written above).
     value = {"AND": 1, "MAJ": 2, "OR": 3}[annotation]
     assert int(read_volume(dataset.cases[0].label).array.max()) == value
-    with pytest.raises(KidneysegError, match="unknown KiTS21 annotation"):
+    with pytest.raises(KidneysegError, match="annotation='XOR' is not one of AND, MAJ, OR"):
         discover(tmp_path / "repo", annotation="XOR")
 
 
@@ -96,7 +96,7 @@ def test_discovery_errors(tmp_path):
     with pytest.raises(KidneysegError, match="no cases found") as info:
         discover(tmp_path / "empty")
     assert str(tmp_path / "empty") in str(info.value)
-    with pytest.raises(KidneysegError, match="unknown layout"):
+    with pytest.raises(KidneysegError, match="layout='kits99' is not one of"):
         discover(tmp_path / "empty", layout="kits99")
     _kits_case(tmp_path / "k23" / "dataset" / "case_00000")
     with pytest.raises(KidneysegError, match="no case_XXXXX folders found for layout 'kits21'"):

@@ -264,8 +264,8 @@ def test_a_diverging_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoi
     before = (run / "last.pt").read_bytes()
     real = engine.build_loss
 
-    def nan_loss(name, ce_weight=1.0):
-        loss = real(name, ce_weight)
+    def nan_loss(train):
+        loss = real(train)
         return lambda logits, label: loss(logits, label) * float("nan")
 
     monkeypatch.setattr(engine, "build_loss", nan_loss)

@@ -30,6 +30,9 @@ SCHEDULERS = ("none", "plateau", "cosine")
 SAMPLINGS = ("patch3d", "slice2d")
 SLICE_FILTERS = ("foreground", "tumor")
 CACHES = ("smart", "full", "none")
+BLENDS = ("gaussian", "constant")
+LAYOUTS = ("auto", "kits19", "kits21", "kits23", "plain")
+KITS21_ANNOTATIONS = ("AND", "MAJ", "OR")
 
 
 def _require(ok: bool, key: str, value: Any, rule: str) -> None:
@@ -38,7 +41,8 @@ def _require(ok: bool, key: str, value: Any, rule: str) -> None:
         raise KidneysegError(f"{key}={value!r} {rule}")
 
 
-def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    """Refuse `value` unless it is one of `choices`, in one line naming `key`."""
     _require(value in choices, key, value, f"is not one of {', '.join(choices)}")
 
 
@@ -120,6 +124,7 @@ class InferenceConfig:
     mirror_axes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        check_choice("inference.blend", self.blend, BLENDS)
         _require(_positive_ints(self.roi_size), "inference.roi_size", list(self.roi_size), "must be positive")
         _require(0.0 <= self.overlap < 1.0, "inference.overlap", self.overlap, "must be in [0, 1)")
         _require(self.sw_batch_size >= 1, "inference.sw_batch_size", self.sw_batch_size, "must be >= 1")
@@ -185,9 +190,11 @@ class DataConfig:
     synth_randomize: float = 0.0
 
     def __post_init__(self) -> None:
-        _choice("data.sampling", self.sampling, SAMPLINGS)
-        _choice("data.slice_filter", self.slice_filter, SLICE_FILTERS)
-        _choice("data.cache", self.cache, CACHES)
+        check_choice("data.layout", self.layout, LAYOUTS)
+        check_choice("data.annotation", self.annotation, KITS21_ANNOTATIONS)
+        check_choice("data.sampling", self.sampling, SAMPLINGS)
+        check_choice("data.slice_filter", self.slice_filter, SLICE_FILTERS)
+        check_choice("data.cache", self.cache, CACHES)
         _require(0.0 < self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "must be in (0, 1)")
         _require(
             _positive_ints(self.patch_size), "data.patch_size", list(self.patch_size), "must be positive"
@@ -292,9 +299,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
-        _choice("train.loss", self.loss, LOSSES)
-        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
-        _choice("train.scheduler", self.scheduler, SCHEDULERS)
+        check_choice("train.loss", self.loss, LOSSES)
+        check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("train.scheduler", self.scheduler, SCHEDULERS)
         _require(math.isfinite(self.lr) and self.lr > 0, "train.lr", self.lr, "must be positive and finite")
         for key in ("weight_decay", "ce_weight", "time_limit_minutes"):
             value = getattr(self, key)
@@ -320,7 +327,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        _choice("labels", self.labels, tuple(LABEL_MAPS))
+        check_choice("labels", self.labels, tuple(LABEL_MAPS))
 
     @property
     def label_map(self) -> LabelMap:

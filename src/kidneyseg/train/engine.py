@@ -188,7 +188,7 @@ class _Trainer:
         self.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], train)
         self.scheduler = build_scheduler(self.optimizer, train)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.loss_fn = build_loss(train.loss, train.ce_weight)
+        self.loss_fn = build_loss(train)
         self.roi = window_size(config.data.patch_size, self.two_d)
 
     def load_state(self, model_state: dict[str, Any], extra: dict[str, Any]) -> None:
