@@ -114,3 +114,13 @@ def test_variants_extending_in_a_cycle_are_refused(monkeypatch):
     doc["variants"] = {"a": {"extends": "missing"}}
     with pytest.raises(KidneysegError, match="no variant 'missing'"):
         recipes.recipe_data("x:a")
+
+
+@pytest.mark.parametrize("variant", [None, "cpu"])
+def test_unet_2d_extends_the_attention_recipe_and_differs_only_in_its_network(variant):
+    base, plain = to_dict(load_recipe("attention-unet-2d", variant)), to_dict(load_recipe("unet-2d", variant))
+    assert plain["model"]["name"] == "unet_2d" and base["model"]["name"] == "attention_unet_2d"
+    for config in (base, plain):
+        config["model"].pop("name")
+        config["train"].pop("recipe")
+    assert plain == base

@@ -2,7 +2,8 @@
 
 Every configuration section is a frozen dataclass. `from_dict` builds one from plain data,
 rejecting unknown keys with a suggestion; `to_dict` turns it back into plain data for YAML or
-JSON; `apply_overrides` applies `section.key=value` strings (values parsed as YAML).
+JSON; `parse_override` reads one `key=value` string (the value parsed as YAML), which
+`apply_overrides` applies as `section.key=value` and the CLI uses for its other overrides.
 """
 
 from __future__ import annotations
@@ -406,22 +407,35 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def parse_override(item: str, form: str = "section.key=value") -> tuple[str, Any]:
+    """Split one `key=value` override; the value is parsed as YAML (`[16, 32]` is a list).
+
+    Raises:
+        KidneysegError: no `=`, no key, or a value that is not YAML; the message shows `form`.
+    """
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise KidneysegError(f"override {item!r} must look like {form}")
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise KidneysegError(f"override {item!r}: the value is not valid YAML") from None
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Return a copy of `data` with `a.b.c=value` overrides applied (value parsed as YAML)."""
     import copy
 
     out = copy.deepcopy(data)
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise KidneysegError(f"override {item!r} must look like section.key=value")
+        key, value = parse_override(item)
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
                 raise KidneysegError(f"override {item!r}: {part!r} is not a config section")
             node = node[part]
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = value
     return out
 
 

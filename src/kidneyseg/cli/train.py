@@ -125,18 +125,20 @@ def train(
 
 
 def _resume(run: Path, overrides: list[str], data: Path | None, device: str, quiet: bool) -> None:
+    from kidneyseg.config import parse_override
+
     changes: dict[str, float] = {}
     for item in overrides:
-        key, _, value = item.partition("=")
+        key, value = parse_override(item)
         if key not in ("train.epochs", "train.time_limit_minutes"):
             raise KidneysegError(
                 f"a resumed run keeps its config; only train.epochs and train.time_limit_minutes may change, "
                 f"got {item!r}"
             )
-        try:
-            changes[key.removeprefix("train.")] = int(value) if key == "train.epochs" else float(value)
-        except ValueError:
-            raise KidneysegError(f"{key} must be a number, got {value!r}") from None
+        kind = int if key == "train.epochs" else (int, float)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise KidneysegError(f"{key} must be a number, got {value!r}")
+        changes[key.removeprefix("train.")] = value if key == "train.epochs" else float(value)
     from kidneyseg.train.engine import resume as run_resume
 
     _report(run_resume(run, **changes, data_dir=data, device=device, progress=not quiet))

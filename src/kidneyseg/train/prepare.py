@@ -1,14 +1,14 @@
 """From a dataset folder to checked, preprocessed training and validation cases.
 
 Finds the labelled cases, splits them by case (seeded), preprocesses them once into a cache
-keyed by the preprocessing config (so runs with the same grid share it), and checks every
-label value against the run's label map.
+folder named by the preprocessing config's hash (`kidneyseg.preprocess.config_hash`, the hash
+that also decides whether a cached case is fresh; runs with the same grid share it), and checks
+every label value against the run's label map.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kidneyseg.config import RunConfig, dump_yaml
+from kidneyseg.config import RunConfig
 from kidneyseg.data.cases import discover
 from kidneyseg.data.splits import train_val_split
 from kidneyseg.errors import KidneysegError
@@ -35,11 +35,6 @@ class PreparedData:
     cache_dir: Path
 
 
-def cache_key(config: RunConfig) -> str:
-    """A short hash of the preprocessing config: the cache sub-folder of a grid."""
-    return hashlib.sha1(dump_yaml(config.preprocess).encode()).hexdigest()[:12]
-
-
 def prepare_data(
     config: RunConfig,
     data_dir: str | os.PathLike[str],
@@ -53,7 +48,7 @@ def prepare_data(
         KidneysegError: no labelled cases, fewer than two, or label values the run's label map
             does not know (naming the file).
     """
-    from kidneyseg.preprocess import preprocess_dataset
+    from kidneyseg.preprocess import config_hash, preprocess_dataset
 
     label_map = config.label_map
     lut = label_lut(label_map, config.data.label_mapping)
@@ -72,7 +67,7 @@ def prepare_data(
     train_ids, val_ids = train_val_split(
         [c.case_id for c in labelled], config.data.val_fraction, config.data.split_seed
     )
-    cache_dir = Path(cache_root) / cache_key(config)
+    cache_dir = Path(cache_root) / config_hash(config.preprocess)
     if ctx.is_main:
         preprocess_dataset(
             dataclasses.replace(dataset, cases=labelled), config.preprocess, cache_dir, progress
