@@ -143,6 +143,10 @@ class DataConfig:
             counted cysts as kidney). Values not in the run's label map are an error.
         val_fraction: shuffled case-level validation fraction (0.1 SCA-UNet, 0.2 attention U-Net).
         split_seed: seed of the case-level split.
+        folds: k of a k-fold cross-validation (0: one split by `val_fraction`); the runs of
+            folds 0..k-1 validate on disjoint cases and are used together as an ensemble
+            (`kidneyseg predict --model RUN0 --model RUN1 ...`).
+        fold: which fold this run validates on (0..folds-1).
         sampling: "patch3d" (random 3D patches) or "slice2d" (axial slices).
         patch_size: 3D patch size along the canonical array axes (x, y, z; the paper's z-first
             64×128×128 is (128, 128, 64)), or the 2D slice size (x, y). Cases smaller than the
@@ -175,6 +179,8 @@ class DataConfig:
     label_mapping: dict[int, int] = field(default_factory=dict)
     val_fraction: float = 0.1
     split_seed: int = 0
+    folds: int = 0
+    fold: int = 0
     sampling: str = "patch3d"
     patch_size: tuple[int, ...] = (128, 128, 64)
     pos: float = 1.0
@@ -197,6 +203,13 @@ class DataConfig:
         check_choice("data.slice_filter", self.slice_filter, SLICE_FILTERS)
         check_choice("data.cache", self.cache, CACHES)
         _require(0.0 < self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "must be in (0, 1)")
+        _require(self.folds == 0 or self.folds >= 2, "data.folds", self.folds, "must be 0 (no folds) or >= 2")
+        _require(
+            0 <= self.fold < max(self.folds, 1),
+            "data.fold",
+            self.fold,
+            f"must be in 0..{max(self.folds - 1, 0)}",
+        )
         _require(
             _positive_ints(self.patch_size), "data.patch_size", list(self.patch_size), "must be positive"
         )

@@ -441,10 +441,6 @@ class TrainSamples:
             drop_last=False,
         )
 
-    def patches_per_epoch(self) -> int:
-        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
-        return n * (self.data.samples_per_case if self.data.sampling == "patch3d" else 1)
-
 
 def load_full_case(record: CaseRecord, lut: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """A whole preprocessed case for validation: image (1, 1, x, y, z) and label (1, 1, x, y, z)."""

@@ -1,6 +1,7 @@
 """From a dataset folder to checked, preprocessed training and validation cases.
 
-Finds the labelled cases, splits them by case (seeded), preprocesses them once into a cache
+Finds the labelled cases, splits them by case (seeded; one fold of a k-fold split with
+`data.folds`), preprocesses them once into a cache
 folder named by the preprocessing config's hash (`kidneyseg.preprocess.config_hash`, the hash
 that also decides whether a cached case is fresh; runs with the same grid share it), and checks
 every label value against the run's label map.
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from kidneyseg.config import RunConfig
 from kidneyseg.data.cases import discover
-from kidneyseg.data.splits import train_val_split
+from kidneyseg.data.splits import run_split
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import label_lut
 from kidneyseg.train.data import CaseRecord, scan_case
@@ -64,9 +65,7 @@ def prepare_data(
         raise KidneysegError(
             f"need at least 2 labelled cases to train and validate, found {len(labelled)}", data_dir
         )
-    train_ids, val_ids = train_val_split(
-        [c.case_id for c in labelled], config.data.val_fraction, config.data.split_seed
-    )
+    train_ids, val_ids = run_split([c.case_id for c in labelled], config.data)
     cache_dir = Path(cache_root) / config_hash(config.preprocess)
     if ctx.is_main:
         preprocess_dataset(
