@@ -8,7 +8,8 @@ import torch
 
 from kidneyseg.config import AugmentConfig, DataConfig
 from kidneyseg.data.phantom import generate_case, generate_dataset
-from kidneyseg.data.phantom_tissue import HU_RANGES, N_TISSUES, Tissue, label_lut
+from kidneyseg.data.phantom.render import HU_RANGES
+from kidneyseg.data.phantom.tissue import N_TISSUES, Tissue, label_lut
 from kidneyseg.data.synth import AIR_LIKE, RANDOM_HU, SynthesizeD, random_tissue_hu, synthesize
 from kidneyseg.labels import KITS23
 

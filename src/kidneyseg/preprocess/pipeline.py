@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 META_VERSION = 1
 DENSE_FRACTION = 0.25
 """`invert_probabilities` interpolates a whole chunk (grid_sample) when more than this
-fraction of its voxels lie in mixed cells; ≈ 3× faster than per-voxel gathers then."""
+fraction of its voxels lie in mixed cells, where that beats per-voxel gathers (docs/preprocessing.md)."""
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
 

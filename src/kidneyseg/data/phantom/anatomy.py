@@ -5,7 +5,7 @@ coordinates (mm, RAS+: +x towards the patient's right, +y anterior, +z superior,
 level of the hila): the liver fills the right upper quadrant, the spleen the left posterolateral
 upper quadrant, the aorta lies just left of midline in front of the vertebral bodies with the IVC
 to its right, the psoas muscles beside the vertebral bodies widen caudally, and bowel loops fill the
-anterior peritoneal cavity. The kidneys themselves are painted by `phantom_kidney`.
+anterior peritoneal cavity. The kidneys themselves are painted by `kidney`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kidneyseg.data.phantom_shapes import Canvas, Lobes, WaveNoise, ellipsoid_level, frame, segment_distance
-from kidneyseg.data.phantom_tissue import Tissue, tissue_set
+from kidneyseg.data.phantom.shapes import Canvas, Lobes, WaveNoise, ellipsoid_level, frame, segment_distance
+from kidneyseg.data.phantom.tissue import Tissue, tissue_set
 
 SOFT_CAVITY = tissue_set(Tissue.VISCERAL_FAT)
 ORGAN_OVER = tissue_set(
