@@ -335,7 +335,8 @@ def test_excretory_collecting_system_is_dense_and_unenhanced_kidneys_are_soft_ti
 
 
 def test_venous_thrombus_fills_the_renal_vein_as_tumor():
-    from kidneyseg.data.phantom.anatomy import paint_body, sample_body
+    from kidneyseg.data.phantom.anatomy import paint_body
+    from kidneyseg.data.phantom.body import sample_body
     from kidneyseg.data.phantom.generate import _sample_grid
     from kidneyseg.data.phantom.kidney import paint_renal_vessels, paint_thrombus, sample_kidneys
     from kidneyseg.data.phantom.shapes import Canvas

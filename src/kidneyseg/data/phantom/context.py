@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kidneyseg.data.phantom.anatomy import BOWEL_CONTENTS, Body, body_scale
+from kidneyseg.data.phantom.body import BOWEL_CONTENTS, Body, body_scale
 from kidneyseg.data.phantom.shapes import Canvas
 from kidneyseg.data.phantom.tissue import Tissue, tissue_set
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kidneyseg.data.phantom.anatomy import Body, paint_body, sample_body
+from kidneyseg.data.phantom.anatomy import paint_body
+from kidneyseg.data.phantom.body import Body, sample_body
 from kidneyseg.data.phantom.context import paint_context, sample_context
 from kidneyseg.data.phantom.kidney import (
     Scene,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kidneyseg.data.phantom.anatomy import ORGAN_OVER, Body
+from kidneyseg.data.phantom.body import ORGAN_OVER, Body
 from kidneyseg.data.phantom.shapes import Canvas, Lobes, WaveNoise, ellipsoid_level, frame, segment_distance
 from kidneyseg.data.phantom.tissue import Tissue, tissue_set
 

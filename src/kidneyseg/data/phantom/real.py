@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kidneyseg.data.phantom.anatomy import paint_body, sample_body
+from kidneyseg.data.phantom.anatomy import paint_body
+from kidneyseg.data.phantom.body import sample_body
 from kidneyseg.data.phantom.kidney import (
     CYST_COUNT_P,
     KIDNEY_OVER,
