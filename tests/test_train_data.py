@@ -11,8 +11,9 @@ import torch
 from kidneyseg.config import TrainConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import KITS19, KITS23, label_lut
-from kidneyseg.train.data import SliceEpochSampler, epoch_seed
+from kidneyseg.train.data import epoch_seed
 from kidneyseg.train.losses import build_loss
+from kidneyseg.train.samples import SliceEpochSampler
 
 KEEP = list(range(0, 300, 3))  # 100 foreground slices
 OPTIONAL = [i for i in range(300) if i % 3]  # 200 background-only slices

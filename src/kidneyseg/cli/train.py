@@ -11,7 +11,7 @@ from kidneyseg.cli.common import one_line_errors
 from kidneyseg.errors import KidneysegError
 
 if TYPE_CHECKING:
-    from kidneyseg.train.engine import RunResult
+    from kidneyseg.train.trainer import RunResult
 
 EXAMPLES = """
 Examples:
