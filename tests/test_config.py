@@ -6,17 +6,9 @@ import dataclasses
 
 import pytest
 
-from kidneyseg.config import (
-    PreprocessConfig,
-    RunConfig,
-    apply_overrides,
-    deep_merge,
-    dump_yaml,
-    from_dict,
-    load_yaml,
-    to_dict,
-)
+from kidneyseg.config import PreprocessConfig, RunConfig
 from kidneyseg.errors import KidneysegError
+from kidneyseg.plaindata import apply_overrides, deep_merge, dump_yaml, from_dict, load_yaml, to_dict
 
 
 def test_defaults_are_the_sca_unet_papers():

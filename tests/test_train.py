@@ -20,9 +20,10 @@ import torch
 from typer.testing import CliRunner
 
 from kidneyseg.cli import app
-from kidneyseg.config import RunConfig, from_dict, load_yaml
+from kidneyseg.config import RunConfig
 from kidneyseg.data.phantom import generate_dataset
 from kidneyseg.errors import KidneysegError
+from kidneyseg.plaindata import from_dict, load_yaml
 from kidneyseg.recipes import load_recipe
 from kidneyseg.train import engine, record, trainer
 from kidneyseg.train.checkpoint import load_checkpoint

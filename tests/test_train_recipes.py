@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from kidneyseg.config import to_dict
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import get_label_map
+from kidneyseg.plaindata import to_dict
 from kidneyseg.recipes import list_recipes, load_recipe, parse_spec, recipe_document
 from kidneyseg.train.build import resolve_model_config
 

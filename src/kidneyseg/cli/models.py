@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    from kidneyseg.config import parse_override
+    from kidneyseg.plaindata import parse_override
 
     return dict(parse_override(item, "argument=value, e.g. channels=[16,32,64]") for item in items)
 

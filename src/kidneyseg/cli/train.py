@@ -110,7 +110,7 @@ def train(
         return
     if recipe is None:
         raise KidneysegError("--recipe is required (see --list-recipes), or --resume RUN")
-    from kidneyseg.config import dump_yaml
+    from kidneyseg.plaindata import dump_yaml
     from kidneyseg.recipes import load_recipe
 
     config = load_recipe(recipe, variant, overrides)
@@ -125,7 +125,7 @@ def train(
 
 
 def _resume(run: Path, overrides: list[str], data: Path | None, device: str, quiet: bool) -> None:
-    from kidneyseg.config import parse_override
+    from kidneyseg.plaindata import parse_override
 
     changes: dict[str, float] = {}
     for item in overrides:

@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from kidneyseg.config import RunConfig, apply_overrides, deep_merge, from_dict, to_dict
+from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError
+from kidneyseg.plaindata import apply_overrides, deep_merge, from_dict, to_dict
 
 
 def _files() -> dict[str, Any]:

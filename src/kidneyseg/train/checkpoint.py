@@ -29,10 +29,11 @@ from typing import Any
 
 import yaml
 
-from kidneyseg.config import RunConfig, dump_yaml, from_dict
+from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import atomic_path
 from kidneyseg.labels import LabelMap
+from kidneyseg.plaindata import dump_yaml, from_dict
 
 FORMAT_VERSION = 2
 FORMAT_KEY = "kidneyseg_checkpoint"

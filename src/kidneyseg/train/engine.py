@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 
-from kidneyseg.config import RunConfig, dump_yaml, from_dict, load_yaml
+from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import remove_stale_partials, write_text_atomic
+from kidneyseg.plaindata import dump_yaml, from_dict, load_yaml
 from kidneyseg.train.build import (
     resolve_model_config,
 )
@@ -282,7 +283,7 @@ def finetune_tumor(
         KidneysegError: the stage-1 run is not a 2D slice run, or its network has no encoder
             levels to freeze.
     """
-    from kidneyseg.config import apply_overrides, from_dict, to_dict
+    from kidneyseg.plaindata import apply_overrides, from_dict, to_dict
 
     ckpt = load_checkpoint(resolve_checkpoint(from_run))
     base = to_dict(ckpt.config)
