@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import LABEL_MAPS, LabelMap
 
-T = TypeVar("T")
 
 LOSSES = ("dice_ce", "dice_squared", "dice")
 OPTIMIZERS = ("adamw", "adam", "sgd")
