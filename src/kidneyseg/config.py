@@ -14,7 +14,6 @@ from typing import Any
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import LABEL_MAPS, LabelMap
 
-
 LOSSES = ("dice_ce", "dice_squared", "dice")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("none", "plateau", "cosine")

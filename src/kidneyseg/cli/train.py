@@ -81,15 +81,9 @@ def train(
     ] = False,
 ) -> None:
     """Train a model with one of the papers' recipes; writes config, metrics, curves and checkpoints."""
-    from kidneyseg.recipes import list_recipes as names
-    from kidneyseg.recipes import recipe_document
-
     overrides = list(overrides or [])
     if list_recipes:
-        for name in names():
-            doc = recipe_document(name)
-            variants = ", ".join(doc.get("variants") or {}) or "-"
-            typer.echo(f"{name:20s} variants: {variants:10s} {doc['recipe'].get('paper', '')}")
+        _list_recipes()
         return
     if resume is not None:
         if recipe or finetune_tumor or out:
@@ -101,12 +95,7 @@ def train(
             raise KidneysegError(
                 "--finetune-tumor needs --data and --out (the recipe comes from the stage-1 run)"
             )
-        from kidneyseg.train.engine import finetune_tumor as run_finetune
-
-        result = run_finetune(
-            finetune_tumor, data, out, overrides=overrides, cache_dir=cache, device=device, progress=not quiet
-        )
-        _report(result)
+        _finetune(finetune_tumor, data, out, overrides, cache, device, quiet)
         return
     if recipe is None:
         raise KidneysegError("--recipe is required (see --list-recipes), or --resume RUN")
@@ -122,6 +111,26 @@ def train(
     from kidneyseg.train.engine import train as run_train
 
     _report(run_train(config, data, out, cache_dir=cache, device=device, progress=not quiet))
+
+
+def _finetune(
+    stage1: Path, data: Path, out: Path, overrides: list[str], cache: Path | None, device: str, quiet: bool
+) -> None:
+    from kidneyseg.train.engine import finetune_tumor
+
+    result = finetune_tumor(
+        stage1, data, out, overrides=overrides, cache_dir=cache, device=device, progress=not quiet
+    )
+    _report(result)
+
+
+def _list_recipes() -> None:
+    from kidneyseg.recipes import list_recipes, recipe_document
+
+    for name in list_recipes():
+        doc = recipe_document(name)
+        variants = ", ".join(doc.get("variants") or {}) or "-"
+        typer.echo(f"{name:20s} variants: {variants:10s} {doc['recipe'].get('paper', '')}")
 
 
 def _resume(run: Path, overrides: list[str], data: Path | None, device: str, quiet: bool) -> None:
