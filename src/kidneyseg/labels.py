@@ -188,9 +188,11 @@ KITS_REGIONS = (
 )
 """KiTS21/23 HECs with the official Surface Dice tolerances."""
 
-LESIONS = (("tumor", ("tumor",)), ("cyst", ("cyst",)), ("masses", ("tumor", "cyst")))
+LESION_CLASSES = ("tumor", "cyst")
+"""The classes that are renal masses (lesions), as opposed to kidney."""
+LESIONS = (*((name, (name,)) for name in LESION_CLASSES), ("masses", LESION_CLASSES))
 """Lesion kinds counted by detection: each a name and the classes whose connected components
-are its lesions."""
+are its lesions (each lesion class, and all masses together)."""
 
 
 def lesion_classes(label_map: LabelMap) -> dict[str, tuple[int, ...]]:
