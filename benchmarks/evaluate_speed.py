@@ -7,7 +7,7 @@ Timed, each as the median of `--repeats` runs:
 - reference: what the official KiTS21/23 evaluation computes per case — for each of the three
   HECs, `compute_surface_distances` + `compute_surface_dice_at_tolerance` +
   `compute_dice_coefficient` on the full-size region masks (built once, outside the timing);
-- ours (same metrics): `kits_region_scores` for the three HECs on the same masks;
+- ours (same metrics): `kits_dice` and `surface_dice` for the three HECs on the same masks;
 - ours (everything): `case_metrics` — the above plus per-label Dice, the KiTS19 composite and
   lesion detection for tumor, cyst and masses.
 
@@ -27,7 +27,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from kidneyseg.evaluate.metrics import case_metrics, kits_region_scores
+from kidneyseg.evaluate.metrics import case_metrics, kits_dice
+from kidneyseg.evaluate.surface import surface_dice
 from kidneyseg.labels import KITS_REGIONS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "kits19"
@@ -70,7 +71,7 @@ def reference_scores(ref_masks, pred_masks, spacing) -> list[tuple[float, float]
 
 def ours_scores(ref_masks, pred_masks, spacing) -> list[tuple[float, float]]:
     return [
-        kits_region_scores(a, b, spacing, r.tolerance_mm)
+        (kits_dice(a, b), surface_dice(a, b, spacing, r.tolerance_mm))
         for r, a, b in zip(KITS_REGIONS, ref_masks, pred_masks, strict=True)
     ]
 

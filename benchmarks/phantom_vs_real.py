@@ -76,7 +76,7 @@ def phantom_rows(cases: int, seed: int) -> dict[str, dict[str, tuple[float, floa
     from scipy import ndimage as ndi
 
     from kidneyseg.data.phantom import case_seeds, generate_case
-    from kidneyseg.data.phantom_tissue import KIDNEY_TISSUES, Tissue
+    from kidneyseg.data.phantom.tissue import KIDNEY_TISSUES, Tissue
 
     groups = {
         "kidney": KIDNEY_TISSUES[:2],

@@ -65,7 +65,6 @@ def tiny_checkpoint(path: Path, spacing: tuple[float, float, float]) -> Path:
     import torch
 
     from kidneyseg.config import InferenceConfig, ModelConfig, PreprocessConfig, RunConfig
-    from kidneyseg.labels import KITS23
     from kidneyseg.train.checkpoint import build_model_from_config, save_checkpoint
 
     config = RunConfig(
@@ -76,7 +75,7 @@ def tiny_checkpoint(path: Path, spacing: tuple[float, float, float]) -> Path:
     )
     torch.manual_seed(0)
     net = build_model_from_config(config)
-    return save_checkpoint(path, model_state=net.state_dict(), config=config, label_map=KITS23)
+    return save_checkpoint(path, model_state=net.state_dict(), config=config)
 
 
 def measure(ct: Path, checkpoint: Path, work: Path) -> dict:

@@ -64,15 +64,12 @@ def make_checkpoint(folder: Path, seed: int) -> Path:
     import torch
 
     from kidneyseg.config import RunConfig
-    from kidneyseg.labels import KITS23
     from kidneyseg.train.checkpoint import build_model_from_config, save_checkpoint
 
     torch.manual_seed(seed)
     config = RunConfig()
     net = build_model_from_config(config)
-    return save_checkpoint(
-        folder / "sca_unet_3d_random.pt", model_state=net.state_dict(), config=config, label_map=KITS23
-    )
+    return save_checkpoint(folder / "sca_unet_3d_random.pt", model_state=net.state_dict(), config=config)
 
 
 def run_reference(case: Path, checkpoint: Path, overlap: float, out: Path) -> dict[str, float]:

@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from kidneyseg.data.phantom import generate_dataset
-from kidneyseg.labels import get_label_map
 from kidneyseg.recipes import load_recipe
 from kidneyseg.train.build import resolve_model_config
 from kidneyseg.train.checkpoint import build_model_from_config
@@ -112,7 +111,7 @@ def main() -> None:
         generate_dataset(data_dir, cases=args.cases, seed=0, size="small", progress=False)
     overrides = [f"train.epochs={args.epochs}", "train.val_max_cases=1", "train.time_limit_minutes=0"]
     config = load_recipe("sca-unet-3d:cpu", overrides=overrides)
-    config = resolve_model_config(config, get_label_map(config.labels))
+    config = resolve_model_config(config)
     cache = work / "cache"
     data = prepare_data(config, data_dir, cache, DistContext(), progress=False)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kidneyseg.data.cases import discover
-from kidneyseg.data.splits import kfold_splits, train_val_split
+from kidneyseg.data.splits import kfold_splits, run_split, train_val_split
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume, read_volume, write_volume
 from kidneyseg.labels import KITS19, KITS23
@@ -53,7 +53,7 @@ def test_kits21_layout_selects_the_aggregated_annotation(tmp_path, annotation):
     # The file chosen is the one holding that annotation (values 1, 2, 3 written above).
     value = {"AND": 1, "MAJ": 2, "OR": 3}[annotation]
     assert int(read_volume(dataset.cases[0].label).array.max()) == value
-    with pytest.raises(KidneysegError, match="unknown KiTS21 annotation"):
+    with pytest.raises(KidneysegError, match="annotation='XOR' is not one of AND, MAJ, OR"):
         discover(tmp_path / "repo", annotation="XOR")
 
 
@@ -96,7 +96,7 @@ def test_discovery_errors(tmp_path):
     with pytest.raises(KidneysegError, match="no cases found") as info:
         discover(tmp_path / "empty")
     assert str(tmp_path / "empty") in str(info.value)
-    with pytest.raises(KidneysegError, match="unknown layout"):
+    with pytest.raises(KidneysegError, match="layout='kits99' is not one of"):
         discover(tmp_path / "empty", layout="kits99")
     _kits_case(tmp_path / "k23" / "dataset" / "case_00000")
     with pytest.raises(KidneysegError, match="no case_XXXXX folders found for layout 'kits21'"):
@@ -141,6 +141,21 @@ def test_kfold_partitions(k):
     for train, val in folds:
         assert sorted(train + val) == IDS and set(train).isdisjoint(val)
     assert kfold_splits(IDS, k, seed=1) == folds and kfold_splits(IDS, k, seed=2) != folds
+
+
+def test_a_run_trains_on_its_fold_or_its_val_fraction_split():
+    """`data.folds=k data.fold=i`: the runs of folds 0..k-1 validate on disjoint cases covering
+    every case once (an ensemble of them is a fold ensemble); without folds, the fraction split."""
+    from kidneyseg.config import DataConfig
+
+    vals = [run_split(IDS, DataConfig(folds=5, fold=i, split_seed=3))[1] for i in range(5)]
+    assert sorted(c for v in vals for c in v) == IDS
+    assert run_split(IDS, DataConfig(folds=5, fold=2, split_seed=3)) == kfold_splits(IDS, 5, 3)[2]
+    assert run_split(IDS, DataConfig(val_fraction=0.2)) == train_val_split(IDS, 0.2)
+    with pytest.raises(KidneysegError, match=r"data\.fold=5 must be in 0\.\.4"):
+        DataConfig(folds=5, fold=5)
+    with pytest.raises(KidneysegError, match=r"data\.folds=1 must be 0"):
+        DataConfig(folds=1)
 
 
 def test_split_errors():

@@ -190,9 +190,7 @@ def _broken_checkpoints(ckpt: Path, tmp_path: Path) -> dict[str, tuple[Path, str
     loaded = load_checkpoint(ckpt)
 
     def save(name: str, state) -> Path:
-        return save_checkpoint(
-            tmp_path / name, model_state=state, config=loaded.config, label_map=loaded.label_map
-        )
+        return save_checkpoint(tmp_path / name, model_state=state, config=loaded.config)
 
     state = loaded.model_state
     first = next(iter(state))
@@ -291,7 +289,7 @@ def test_evaluate_refuses_a_bad_annotation_the_same_folder_and_a_file(phantom_ca
     (preds / "case_1.nii.gz").write_bytes(seg.read_bytes())
     out = tmp_path / "eval"
     for args, message in (
-        (["--pred", preds, "--ref", preds, "--annotation", "XYZ"], "--annotation must be one of"),
+        (["--pred", preds, "--ref", preds, "--annotation", "XYZ"], "is not one of AND, MAJ, OR"),
         (["--pred", preds, "--ref", preds], "--pred and --ref are the same folder"),
         (["--pred", seg, "--ref", preds], f"{seg}: is a file, not a folder"),
     ):
@@ -502,8 +500,8 @@ def test_predict_takes_any_integer_or_float_type_and_odd_shapes(ckpt, odd_inputs
             ["--hu-window", "300", "-100"],
             "preprocess.hu_window (300.0, -100.0) must be finite with low < high",
         ),
-        (["--layout", "foo"], "unknown layout 'foo'"),
-        (["--annotation", "XX"], "unknown KiTS21 annotation 'XX'"),
+        (["--layout", "foo"], "layout='foo' is not one of"),
+        (["--annotation", "XX"], "annotation='XX' is not one of"),
     ],
     ids=["spacing-0", "spacing-nan", "hu-window-reversed", "layout-unknown", "annotation-unknown"],
 )

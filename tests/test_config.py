@@ -6,17 +6,9 @@ import dataclasses
 
 import pytest
 
-from kidneyseg.config import (
-    PreprocessConfig,
-    RunConfig,
-    apply_overrides,
-    deep_merge,
-    dump_yaml,
-    from_dict,
-    load_yaml,
-    to_dict,
-)
+from kidneyseg.config import PreprocessConfig, RunConfig
 from kidneyseg.errors import KidneysegError
+from kidneyseg.plaindata import apply_overrides, deep_merge, dump_yaml, from_dict, load_yaml, to_dict
 
 
 def test_defaults_are_the_sca_unet_papers():
@@ -86,6 +78,11 @@ def test_run_config_nests_sections(tmp_path):
         ("train.weight_decay=-0.1", "train.weight_decay=-0.1 must be >= 0"),
         ("data.sampling=patch2d", "data.sampling='patch2d' is not one of patch3d, slice2d"),
         ("data.cache=disk", "data.cache='disk' is not one of smart, full, none"),
+        ("data.layout=kits20", "data.layout='kits20' is not one of auto, kits19"),
+        ("data.annotation=XOR", "data.annotation='XOR' is not one of AND, MAJ, OR"),
+        ("data.slice_filter=cyst", "data.slice_filter='cyst' is not one of foreground, tumor"),
+        ("inference.blend=mean", "inference.blend='mean' is not one of gaussian, constant"),
+        ("labels=kits21", "labels='kits21' is not one of kits19, kits23"),
         ("data.cache_rate=0", r"data.cache_rate=0.0 must be in \(0, 1\]"),
         ("data.batch_size=0", "data.batch_size=0 must be >= 1"),
         ("data.patch_size=[32, 0, 16]", r"data.patch_size=\[32, 0, 16\] must be positive"),
@@ -103,3 +100,22 @@ def test_values_that_cannot_train_are_refused_in_one_line_naming_the_key(overrid
     with pytest.raises(KidneysegError, match=message) as info:
         load_recipe("sca-unet-3d:cpu", overrides=[override])
     assert "\n" not in str(info.value)
+
+
+def test_every_string_choice_of_every_config_section_is_validated():
+    """Each `str` field of a config dataclass is refused when it is not one of its choices, so no
+    later stage checks it again. Not choices: the recipe label, the orientation (any 3 axis
+    codes, checked on its own) and the model name (checked by the registry, which needs torch)."""
+    import dataclasses
+    import typing
+
+    from kidneyseg import config as cfg
+
+    free_text = {("TrainConfig", "recipe"), ("ModelConfig", "name"), ("PreprocessConfig", "orientation")}
+    sections = [cfg.RunConfig, cfg.PreprocessConfig, cfg.ModelConfig, cfg.InferenceConfig, cfg.DataConfig]
+    for cls in [*sections, cfg.AugmentConfig, cfg.TrainConfig]:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if hints[f.name] is str and (cls.__name__, f.name) not in free_text:
+                with pytest.raises(KidneysegError, match="is not one of"):
+                    cls(**{f.name: "no-such-choice"})

@@ -1,4 +1,6 @@
-"""`kidneyseg evaluate` end to end on tiny synthetic label maps written as NIfTI."""
+"""`kidneyseg evaluate` end to end on tiny synthetic label maps written as NIfTI; the run's label
+map reaches evaluation (a KiTS19-label run is scored against KiTS23 references with their cysts
+counted as kidney)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typer.testing import CliRunner
 from kidneyseg.cli import evaluate as evaluate_cli
 from kidneyseg.evaluate.folder import evaluate_folders, label_files, read_csv, write_csv
 from kidneyseg.evaluate.metrics import case_metrics
+from kidneyseg.labels import KITS19
 
 AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
 SHAPE = (24, 20, 12)
@@ -156,3 +159,76 @@ def test_csv_round_trip_keeps_nan(tmp_path):
     back = read_csv(write_csv(tmp_path / "x.csv", rows))
     assert math.isnan(back[0]["dice_cyst"]) and back[1]["dice_cyst"] == 1.0
     assert back[1]["dice_kidney"] == 0.25 and back[0]["case_id"] == "a"
+
+
+def with_cyst(rng: np.random.Generator) -> np.ndarray:
+    labels = synthetic_labels(rng)
+    labels[1:3, 1:3, 1:3] = 3  # a cyst outside the kidney: scored as kidney by a KiTS19 run
+    return labels
+
+
+def kits19_run(tmp_path, data_dir, case_ids):
+    """A run folder of the 2D KiTS19 recipe (untrained weights, its split in run.json)."""
+    from kidneyseg.recipes import load_recipe
+    from kidneyseg.train import checkpoint as ck
+    from kidneyseg.train.build import resolve_model_config
+
+    config = load_recipe("attention-unet-2d", overrides=["model.kwargs.channels=[4, 8]"])
+    assert config.labels == "kits19" and config.data.label_mapping == {3: 1}
+    config = resolve_model_config(config)
+    run = tmp_path / "run"
+    run.mkdir()
+    state = ck.build_model_from_config(config).state_dict()
+    ck.save_checkpoint(run / ck.BEST_NAME, model_state=state, config=config)
+    record = {"data_dir": str(data_dir), "val_cases": case_ids, "train_cases": []}
+    (run / "run.json").write_text(json.dumps(record))
+    return run
+
+
+def test_kits19_run_is_scored_correctly_on_kits23_references(tmp_path, rng, monkeypatch):
+    """The run predicts every case perfectly in its own classes (cyst as kidney): every score is
+    1, and there is no cyst class to score."""
+    from kidneyseg.evaluate.compare import compare_models
+    from kidneyseg.evaluate.runs import evaluate_run
+    from kidneyseg.predict import runner
+
+    data = tmp_path / "kits23"
+    refs = {}
+    for i in range(2):
+        case = f"case_{i:05d}"
+        refs[case] = with_cyst(rng)
+        save(data / "dataset" / case / "segmentation.nii.gz", refs[case])
+        save(data / "dataset" / case / "imaging.nii.gz", np.zeros(SHAPE, np.int16))
+    run = kits19_run(tmp_path, data, sorted(refs))
+
+    def perfect_kits19_prediction(predictor, case, folder, options):
+        assert predictor.label_map == KITS19
+        save(folder / f"{case.case_id}.nii.gz", np.where(refs[case.case_id] == 3, 1, refs[case.case_id]))
+
+    monkeypatch.setattr(runner, "predict_case", perfect_kits19_prediction)
+    rows = evaluate_run(run, tmp_path / "eval", data_sets=("validation",), progress=False)["validation"]
+    for row in rows:
+        assert "dice_cyst" not in row and "cyst_lesions_ref" not in row
+        scores = {k: v for k, v in row.items() if k.startswith(("dice_", "hec_", "kits19_"))}
+        assert scores and all(v == pytest.approx(1.0) for v in scores.values()), scores
+        assert row["masses_lesions_fp"] == 0 and row["tumor_lesions_detected"] == row["tumor_lesions_ref"]
+    compared = compare_models({"validation": {"run": list(rows)}}, n_boot=100)
+    assert compared["sets"]["validation"]["metrics"]["dice"]["columns"] == ["Kidney", "Tumor", "Mean"]
+
+
+def test_evaluate_label_map_kits19_scores_kits19_references(cli, tmp_path, rng):
+    """KiTS19-layout references (cysts annotated as kidney) against a KiTS23 model's predictions:
+    with --label-map kits19 the predicted cyst counts as kidney and the case scores 1."""
+    ref_root, pred_dir = tmp_path / "kits19", tmp_path / "pred"
+    pred = with_cyst(rng)
+    save(ref_root / "data" / "case_00000" / "segmentation.nii.gz", np.where(pred == 3, 1, pred))
+    save(ref_root / "data" / "case_00000" / "imaging.nii.gz", np.zeros(SHAPE, np.int16))
+    save(pred_dir / "case_00000.nii.gz", pred)
+    out = tmp_path / "e"
+    result = cli("--pred", pred_dir, "--ref", ref_root, "--out", out, "--label-map", "kits19", "-q")
+    assert result.exit_code == 0, result.output
+    assert "Dice kidney 1.000, tumor 1.000; KiTS Dice 1.000" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["label_map"] == "kits19" and set(summary["lesions"]) == {"tumor", "masses"}
+    assert "dice_cyst" not in summary["metrics"]
+    assert "Cyst" not in (out / "summary.md").read_text()

@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage
 
 from kidneyseg.evaluate.lesions import BIN_NAMES, match_lesions
-from kidneyseg.evaluate.metrics import case_metrics, dice, kits_region_scores
+from kidneyseg.evaluate.metrics import case_metrics, dice
 from kidneyseg.evaluate.surface import (
     bounding_box,
     corner_codes,
@@ -67,13 +67,14 @@ def load_kits19(shared_data, case_id: str, margin: int | None = 6):
 
 
 def assert_matches_reference(ref_labels, pred_labels, spacing):
+    row = case_metrics(pred_labels, ref_labels, spacing)
     for region in KITS_REGIONS:
-        ref = np.isin(ref_labels, region.values)
-        pred = np.isin(pred_labels, region.values)
+        ref = np.isin(ref_labels, region.values())
+        pred = np.isin(pred_labels, region.values())
         if not (ref.any() and pred.any()):
             continue
         expected_dice, expected_sd = reference_scores(ref, pred, spacing, region.tolerance_mm)
-        ours_dice, ours_sd = kits_region_scores(ref, pred, spacing, region.tolerance_mm)
+        ours_dice, ours_sd = row[f"hec_dice_{region.name}"], row[f"hec_sd_{region.name}"]
         assert ours_dice == pytest.approx(expected_dice, abs=1e-6), region.name
         assert ours_sd == pytest.approx(expected_sd, abs=1e-6), region.name
 
@@ -149,9 +150,9 @@ def test_empty_mask_rules():
     empty = np.zeros((6, 6, 6), bool)
     full = empty.copy()
     full[2:4, 2:4, 2:4] = True
-    assert kits_region_scores(empty, empty, (1, 1, 1), 1.0) == (1.0, 1.0)
-    assert kits_region_scores(full, empty, (1, 1, 1), 1.0) == (0.0, 0.0)
-    assert kits_region_scores(empty, full, (1, 1, 1), 1.0) == (0.0, 0.0)
+    for ref, pred, expected in ((empty, empty, 1.0), (full, empty, 0.0), (empty, full, 0.0)):
+        row = case_metrics(2 * pred.astype(np.uint8), 2 * ref.astype(np.uint8), (1, 1, 1))
+        assert all(row[f"hec_{m}_{r.name}"] == expected for m in ("dice", "sd") for r in KITS_REGIONS)
     assert np.isnan(dice(empty, empty))
     assert np.isnan(surface_dice(empty, empty, (1, 1, 1), 1.0))
     assert surface_dice(full, empty, (1, 1, 1), 1.0) == 0.0

@@ -8,11 +8,13 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import (
     KITS19,
     KITS23,
-    KITS23_REGION_ORDER,
     KITS_REGIONS,
     LabelClass,
     LabelMap,
+    folding,
     get_label_map,
+    label_lut,
+    lesion_classes,
 )
 
 
@@ -31,11 +33,19 @@ def test_kits_label_maps():
 
 def test_regions_are_the_kits_hecs():
     regions = {r.name: r for r in KITS_REGIONS}
-    assert regions["kidney_and_masses"].values == (1, 2, 3)
-    assert regions["masses"].values == (2, 3)
-    assert regions["tumor"].values == (2,)
+    assert regions["kidney_and_masses"].values() == (1, 2, 3)
+    assert regions["masses"].values() == (2, 3)
+    assert regions["tumor"].values() == (2,)
     assert all(1.0 < r.tolerance_mm < 1.2 for r in KITS_REGIONS)
-    assert sorted(KITS23_REGION_ORDER) == [1, 2, 3]
+    assert [r.values(KITS19) for r in KITS_REGIONS] == [(1, 2), (2,), (2,)]
+
+
+def test_lesion_kinds_and_folding_follow_the_label_map():
+    assert lesion_classes(KITS23) == {"tumor": (2,), "cyst": (3,), "masses": (2, 3)}
+    assert lesion_classes(KITS19) == {"tumor": (2,), "masses": (2,)}
+    assert folding(KITS19) == {3: 1}  # KiTS19 annotated cysts as kidney
+    assert folding(KITS23) == {} and folding(KITS19, KITS19) == {}
+    assert label_lut(KITS19, folding(KITS19))[[0, 1, 2, 3]].tolist() == [0, 1, 2, 1]
 
 
 def test_value_checks_and_round_trip():

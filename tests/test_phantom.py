@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 
 from kidneyseg.cli import app
 from kidneyseg.data.cases import discover
-from kidneyseg.data.phantom import SIZES, _synthetic_scene, case_seeds, generate_case, generate_dataset
-from kidneyseg.data.phantom_tissue import HU_RANGES, PHASES, Tissue, label_lut, render_ct, sample_hu
+from kidneyseg.data.phantom import SIZES, case_seeds, generate_case, generate_dataset
+from kidneyseg.data.phantom.generate import _synthetic_scene
+from kidneyseg.data.phantom.render import HU_RANGES, PHASES, render_ct, sample_hu
+from kidneyseg.data.phantom.tissue import Tissue, label_lut
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume, read_volume, write_volume
 
@@ -333,10 +335,11 @@ def test_excretory_collecting_system_is_dense_and_unenhanced_kidneys_are_soft_ti
 
 
 def test_venous_thrombus_fills_the_renal_vein_as_tumor():
-    from kidneyseg.data.phantom import _sample_grid
-    from kidneyseg.data.phantom_anatomy import paint_body, sample_body
-    from kidneyseg.data.phantom_kidney import paint_renal_vessels, paint_thrombus, sample_kidneys
-    from kidneyseg.data.phantom_shapes import Canvas
+    from kidneyseg.data.phantom.anatomy import paint_body
+    from kidneyseg.data.phantom.body import sample_body
+    from kidneyseg.data.phantom.generate import _sample_grid
+    from kidneyseg.data.phantom.kidney import paint_renal_vessels, paint_thrombus, sample_kidneys
+    from kidneyseg.data.phantom.shapes import Canvas
 
     rng = np.random.default_rng(4)
     body = sample_body(rng)

@@ -13,7 +13,7 @@ import torch
 from kidneyseg.config import InferenceConfig, ModelConfig, PreprocessConfig, RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume, read_volume
-from kidneyseg.labels import KITS19, KITS23
+from kidneyseg.labels import KITS23
 from kidneyseg.predict.checks import (
     ImageHeader,
     check_hounsfield,
@@ -46,8 +46,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def save_tiny(path: Path, config: RunConfig, seed: int) -> Path:
     torch.manual_seed(seed)
     net = build_model_from_config(config)
-    label_map = KITS23 if config.labels == "kits23" else KITS19
-    return save_checkpoint(path, model_state=net.state_dict(), config=config, label_map=label_map)
+    return save_checkpoint(path, model_state=net.state_dict(), config=config)
 
 
 @pytest.fixture(scope="module")

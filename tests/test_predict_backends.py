@@ -13,7 +13,6 @@ from kidneyseg.config import InferenceConfig, ModelConfig, PreprocessConfig, Run
 from kidneyseg.data.phantom import generate_case
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume, write_volume
-from kidneyseg.labels import KITS23
 from kidneyseg.models import build_model
 from kidneyseg.models.registry import list_models
 from kidneyseg.predict import backends
@@ -38,7 +37,7 @@ def ckpt3d(tmp_path_factory) -> Path:
     torch.manual_seed(2)
     net = build_model_from_config(TINY_3D)
     path = tmp_path_factory.mktemp("ckpt") / "tiny3d.pt"
-    return save_checkpoint(path, model_state=net.state_dict(), config=TINY_3D, label_map=KITS23)
+    return save_checkpoint(path, model_state=net.state_dict(), config=TINY_3D)
 
 
 @pytest.fixture(scope="module")

@@ -218,13 +218,9 @@ def _checkpoint_faults(tmp_path: Path, ckpt: Path) -> dict[str, tuple[Path, str]
     loaded = load_checkpoint(ckpt)
     state = {k: v.clone() for k, v in loaded.model_state.items()}
     next(v for v in state.values() if v.is_floating_point())[0] = float("nan")
-    nan = save_checkpoint(
-        tmp_path / "nan.pt", model_state=state, config=loaded.config, label_map=loaded.label_map
-    )
+    nan = save_checkpoint(tmp_path / "nan.pt", model_state=state, config=loaded.config)
     config = replace(loaded.config, model=ModelConfig("no_such_net", {}))
-    unknown = save_checkpoint(
-        tmp_path / "unknown.pt", model_state=loaded.model_state, config=config, label_map=loaded.label_map
-    )
+    unknown = save_checkpoint(tmp_path / "unknown.pt", model_state=loaded.model_state, config=config)
     return {
         "nan": (nan, "checkpoint holds NaN or infinite weights"),
         "unknown": (unknown, "unknown model 'no_such_net'"),

@@ -166,9 +166,9 @@ def test_invert_probabilities_equals_dense_trilinear_argmax(rng, monkeypatch, de
     into the preprocessed grid, each class interpolated with scipy (order 1), then arg-max."""
     from scipy import ndimage
 
-    from kidneyseg.preprocess import pipeline
+    from kidneyseg.preprocess import inverse
 
-    monkeypatch.setattr(pipeline, "DENSE_FRACTION", dense_fraction)
+    monkeypatch.setattr(inverse, "DENSE_FRACTION", dense_fraction)
     ct, labels = _ras_case(rng)
     ct_o = _reorient(ct, "IPL")
     pre = preprocess(ct_o, PreprocessConfig(spacing=(2.0, 1.7, 4.5)), _reorient(labels, "IPL"))

@@ -8,7 +8,8 @@ import torch
 
 from kidneyseg.config import AugmentConfig, DataConfig
 from kidneyseg.data.phantom import generate_case, generate_dataset
-from kidneyseg.data.phantom_tissue import HU_RANGES, N_TISSUES, Tissue, label_lut
+from kidneyseg.data.phantom.render import HU_RANGES
+from kidneyseg.data.phantom.tissue import N_TISSUES, Tissue, label_lut
 from kidneyseg.data.synth import AIR_LIKE, RANDOM_HU, SynthesizeD, random_tissue_hu, synthesize
 from kidneyseg.labels import KITS23
 
@@ -81,8 +82,8 @@ def test_lesions_keep_their_labels_through_the_training_chain(tmp_path):
 
     from kidneyseg.config import PreprocessConfig
     from kidneyseg.data.cases import discover
+    from kidneyseg.labels import label_lut as run_lut
     from kidneyseg.preprocess import preprocess_dataset
-    from kidneyseg.train.data import label_lut as run_lut
     from kidneyseg.train.data import train_transforms
 
     generate_dataset(tmp_path / "ph", cases=1, seed=9, size="tiny", progress=False)  # tumors and cysts

@@ -20,11 +20,12 @@ import torch
 from typer.testing import CliRunner
 
 from kidneyseg.cli import app
-from kidneyseg.config import RunConfig, from_dict, load_yaml
+from kidneyseg.config import RunConfig
 from kidneyseg.data.phantom import generate_dataset
 from kidneyseg.errors import KidneysegError
+from kidneyseg.plaindata import from_dict, load_yaml
 from kidneyseg.recipes import load_recipe
-from kidneyseg.train import engine, record
+from kidneyseg.train import engine, record, trainer
 from kidneyseg.train.checkpoint import load_checkpoint
 
 TINY = ["preprocess.spacing=[6.0, 6.0, 6.0]", "data.num_workers=0", "train.val_max_cases=0"]
@@ -262,13 +263,13 @@ def test_a_diverging_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoi
     run = tmp_path / "run"
     shutil.copytree(run3d, run)
     before = (run / "last.pt").read_bytes()
-    real = engine.build_loss
+    real = trainer.build_loss
 
-    def nan_loss(name, ce_weight=1.0):
-        loss = real(name, ce_weight)
+    def nan_loss(train):
+        loss = real(train)
         return lambda logits, label: loss(logits, label) * float("nan")
 
-    monkeypatch.setattr(engine, "build_loss", nan_loss)
+    monkeypatch.setattr(trainer, "build_loss", nan_loss)
     with pytest.raises(
         KidneysegError,
         match=r"training diverged: the loss is nan \(here or on another rank\) at epoch 3, step 1",

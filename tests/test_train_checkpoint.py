@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import math
 import random
 
@@ -47,7 +48,6 @@ def test_round_trip_loads_with_weights_only_and_predicts_the_same(tmp_path):
         tmp_path / "last.pt",
         model_state=model.state_dict(),
         config=CONFIG,
-        label_map=KITS19,
         extra_state=extra,
     )
     raw = torch.load(path, weights_only=True)  # the safety property itself: no pickled code needed
@@ -86,9 +86,7 @@ def test_refuses_files_that_are_not_ours(tmp_path):
 
 def test_refuses_a_future_format_and_a_truncated_file(tmp_path):
     model, _ = _model_and_state()
-    path = ck.save_checkpoint(
-        tmp_path / "c.pt", model_state=model.state_dict(), config=CONFIG, label_map=KITS19
-    )
+    path = ck.save_checkpoint(tmp_path / "c.pt", model_state=model.state_dict(), config=CONFIG)
     payload = torch.load(path, weights_only=True)
     payload[ck.FORMAT_KEY] = ck.FORMAT_VERSION + 1
     torch.save(payload, tmp_path / "future.pt")
@@ -102,9 +100,7 @@ def test_refuses_a_future_format_and_a_truncated_file(tmp_path):
 
 def test_full_disk_keeps_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     model, _ = _model_and_state()
-    path = ck.save_checkpoint(
-        tmp_path / "last.pt", model_state=model.state_dict(), config=CONFIG, label_map=KITS19
-    )
+    path = ck.save_checkpoint(tmp_path / "last.pt", model_state=model.state_dict(), config=CONFIG)
     before = path.read_bytes()
     real_save = torch.save
 
@@ -117,7 +113,7 @@ def test_full_disk_keeps_the_previous_checkpoint_intact(tmp_path, monkeypatch):
         for p in model.parameters():
             p.add_(1.0)
     with pytest.raises(KidneysegError, match="No space left on device") as info:
-        ck.save_checkpoint(path, model_state=model.state_dict(), config=CONFIG, label_map=KITS19)
+        ck.save_checkpoint(path, model_state=model.state_dict(), config=CONFIG)
     assert str(path) in str(info.value)
     monkeypatch.undo()
     assert path.read_bytes() == before
@@ -131,13 +127,9 @@ def test_resolve_checkpoint(tmp_path):
         ck.resolve_checkpoint(tmp_path / "nope")
     with pytest.raises(KidneysegError, match="holds no checkpoint"):
         ck.resolve_checkpoint(tmp_path)
-    last = ck.save_checkpoint(
-        tmp_path / ck.LAST_NAME, model_state=model.state_dict(), config=CONFIG, label_map=KITS19
-    )
+    last = ck.save_checkpoint(tmp_path / ck.LAST_NAME, model_state=model.state_dict(), config=CONFIG)
     assert ck.resolve_checkpoint(tmp_path) == last
-    best = ck.save_checkpoint(
-        tmp_path / ck.BEST_NAME, model_state=model.state_dict(), config=CONFIG, label_map=KITS19
-    )
+    best = ck.save_checkpoint(tmp_path / ck.BEST_NAME, model_state=model.state_dict(), config=CONFIG)
     assert ck.resolve_checkpoint(tmp_path) == best
     assert ck.resolve_checkpoint(last) == last
 
@@ -145,9 +137,7 @@ def test_resolve_checkpoint(tmp_path):
 def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
     model, _ = _model_and_state()
     wider = RunConfig(labels="kits19", model=ModelConfig("unet_2d", {"channels": [8, 16], "out_channels": 3}))
-    path = ck.save_checkpoint(
-        tmp_path / "c.pt", model_state=model.state_dict(), config=wider, label_map=KITS19
-    )
+    path = ck.save_checkpoint(tmp_path / "c.pt", model_state=model.state_dict(), config=wider)
     with pytest.raises(KidneysegError, match="weights do not fit model 'unet_2d'"):
         ck.build_model_from_checkpoint(ck.load_checkpoint(path))
 
@@ -171,12 +161,32 @@ def test_checkpoints_never_execute_code(tmp_path):
     torch.save({ck.FORMAT_KEY: 1, "model_state": _Exploit(marker)}, pickled)
     with pytest.raises(KidneysegError, match="pickled code"):
         ck.load_checkpoint(pickled)
-    path = ck.save_checkpoint(
-        tmp_path / "c.pt", model_state=model.state_dict(), config=CONFIG, label_map=KITS19
-    )
+    path = ck.save_checkpoint(tmp_path / "c.pt", model_state=model.state_dict(), config=CONFIG)
     payload = torch.load(path, weights_only=True)
     payload["config"] = f"!!python/object/apply:os.system ['touch {marker}']\n"
     torch.save(payload, tmp_path / "yaml.pt")
     with pytest.raises(KidneysegError, match=r"incomplete or damaged|invalid config"):
         ck.load_checkpoint(tmp_path / "yaml.pt")
     assert not marker.exists()
+
+
+def test_the_label_map_is_stated_once_and_format_1_checkpoints_still_load(tmp_path):
+    """New checkpoints hold the label map only in their config; format-1 files (such as the
+    bundled weights) also hold it as JSON, which must name the config's classes."""
+    from pathlib import Path
+
+    import kidneyseg
+    from kidneyseg.labels import KITS23
+
+    model, _ = _model_and_state()
+    path = ck.save_checkpoint(tmp_path / "c.pt", model_state=model.state_dict(), config=CONFIG)
+    assert "label_map" not in torch.load(path, weights_only=True)
+    bundled = ck.load_checkpoint(Path(kidneyseg.__file__).parent / "weights" / "sca-unet-3d-transfer.pt")
+    assert bundled.format_version == 1 and bundled.label_map == KITS23
+    ck.build_model_from_checkpoint(bundled)
+    legacy = torch.load(path, weights_only=True)
+    legacy[ck.FORMAT_KEY] = 1
+    legacy["label_map"] = json.dumps(KITS23.to_dict())  # disagrees with the config's kits19
+    torch.save(legacy, tmp_path / "legacy.pt")
+    with pytest.raises(KidneysegError, match="is not the classes of labels='kits19'"):
+        ck.load_checkpoint(tmp_path / "legacy.pt")

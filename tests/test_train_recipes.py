@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from kidneyseg.config import to_dict
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import get_label_map
+from kidneyseg.plaindata import to_dict
 from kidneyseg.recipes import list_recipes, load_recipe, parse_spec, recipe_document
 from kidneyseg.train.build import resolve_model_config
 
@@ -22,7 +22,7 @@ def test_all_four_recipes_are_packaged():
 def test_every_recipe_resolves_to_a_consistent_config(name, variant):
     config = load_recipe(name, variant)
     label_map = get_label_map(config.labels)
-    resolved = resolve_model_config(config, label_map)
+    resolved = resolve_model_config(config)
     assert resolved.model.kwargs["out_channels"] == label_map.num_classes
     assert config.train.recipe == f"{name}{':' + variant if variant else ''}@1"
     # a variant changes values, never the recipe's structure
@@ -89,10 +89,10 @@ def test_variant_selection_and_errors():
 def test_a_model_that_does_not_fit_the_sampling_is_refused():
     config = load_recipe("sca-unet-3d", overrides=["model.name=unet_2d"])
     with pytest.raises(KidneysegError, match=r"is 2D but data\.sampling='patch3d'"):
-        resolve_model_config(config, get_label_map(config.labels))
+        resolve_model_config(config)
     config = load_recipe("sca-unet-3d", overrides=["model.kwargs.out_channels=3"])
     with pytest.raises(KidneysegError, match="out_channels=3 but the kits23 label map has 4"):
-        resolve_model_config(config, get_label_map(config.labels))
+        resolve_model_config(config)
 
 
 def test_a_variant_extends_another():
@@ -114,3 +114,13 @@ def test_variants_extending_in_a_cycle_are_refused(monkeypatch):
     doc["variants"] = {"a": {"extends": "missing"}}
     with pytest.raises(KidneysegError, match="no variant 'missing'"):
         recipes.recipe_data("x:a")
+
+
+@pytest.mark.parametrize("variant", [None, "cpu"])
+def test_unet_2d_extends_the_attention_recipe_and_differs_only_in_its_network(variant):
+    base, plain = to_dict(load_recipe("attention-unet-2d", variant)), to_dict(load_recipe("unet-2d", variant))
+    assert plain["model"]["name"] == "unet_2d" and base["model"]["name"] == "attention_unet_2d"
+    for config in (base, plain):
+        config["model"].pop("name")
+        config["train"].pop("recipe")
+    assert plain == base

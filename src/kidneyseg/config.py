@@ -1,27 +1,18 @@
-"""Typed, frozen configuration: dataclasses built from YAML/dicts, merged with overrides.
+"""Typed, frozen configuration: one frozen dataclass per section, validated on construction.
 
-Every configuration section is a frozen dataclass. `from_dict` builds one from plain data,
-rejecting unknown keys with a suggestion; `to_dict` turns it back into plain data for YAML or
-JSON; `apply_overrides` applies `section.key=value` strings (values parsed as YAML).
+Every string choice and every range is checked in `__post_init__`, so a config that exists is a
+config that can run; no later stage checks a choice again. `kidneyseg.plaindata` builds these
+dataclasses from plain data (YAML, JSON, `section.key=value` overrides) and back.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import math
-import os
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
-
-import yaml
+from typing import Any
 
 from kidneyseg.errors import KidneysegError
-
-T = TypeVar("T")
+from kidneyseg.labels import LABEL_MAPS, LabelMap
 
 LOSSES = ("dice_ce", "dice_squared", "dice")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -29,6 +20,9 @@ SCHEDULERS = ("none", "plateau", "cosine")
 SAMPLINGS = ("patch3d", "slice2d")
 SLICE_FILTERS = ("foreground", "tumor")
 CACHES = ("smart", "full", "none")
+BLENDS = ("gaussian", "constant")
+LAYOUTS = ("auto", "kits19", "kits21", "kits23", "plain")
+KITS21_ANNOTATIONS = ("AND", "MAJ", "OR")
 
 
 def _require(ok: bool, key: str, value: Any, rule: str) -> None:
@@ -37,7 +31,8 @@ def _require(ok: bool, key: str, value: Any, rule: str) -> None:
         raise KidneysegError(f"{key}={value!r} {rule}")
 
 
-def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    """Refuse `value` unless it is one of `choices`, in one line naming `key`."""
     _require(value in choices, key, value, f"is not one of {', '.join(choices)}")
 
 
@@ -119,6 +114,7 @@ class InferenceConfig:
     mirror_axes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        check_choice("inference.blend", self.blend, BLENDS)
         _require(_positive_ints(self.roi_size), "inference.roi_size", list(self.roi_size), "must be positive")
         _require(0.0 <= self.overlap < 1.0, "inference.overlap", self.overlap, "must be in [0, 1)")
         _require(self.sw_batch_size >= 1, "inference.sw_batch_size", self.sw_batch_size, "must be >= 1")
@@ -136,6 +132,10 @@ class DataConfig:
             counted cysts as kidney). Values not in the run's label map are an error.
         val_fraction: shuffled case-level validation fraction (0.1 SCA-UNet, 0.2 attention U-Net).
         split_seed: seed of the case-level split.
+        folds: k of a k-fold cross-validation (0: one split by `val_fraction`); the runs of
+            folds 0..k-1 validate on disjoint cases and are used together as an ensemble
+            (`kidneyseg predict --model RUN0 --model RUN1 ...`).
+        fold: which fold this run validates on (0..folds-1).
         sampling: "patch3d" (random 3D patches) or "slice2d" (axial slices).
         patch_size: 3D patch size along the canonical array axes (x, y, z; the paper's z-first
             64×128×128 is (128, 128, 64)), or the 2D slice size (x, y). Cases smaller than the
@@ -168,6 +168,8 @@ class DataConfig:
     label_mapping: dict[int, int] = field(default_factory=dict)
     val_fraction: float = 0.1
     split_seed: int = 0
+    folds: int = 0
+    fold: int = 0
     sampling: str = "patch3d"
     patch_size: tuple[int, ...] = (128, 128, 64)
     pos: float = 1.0
@@ -184,10 +186,19 @@ class DataConfig:
     synth_randomize: float = 0.0
 
     def __post_init__(self) -> None:
-        _choice("data.sampling", self.sampling, SAMPLINGS)
-        _choice("data.slice_filter", self.slice_filter, SLICE_FILTERS)
-        _choice("data.cache", self.cache, CACHES)
+        check_choice("data.layout", self.layout, LAYOUTS)
+        check_choice("data.annotation", self.annotation, KITS21_ANNOTATIONS)
+        check_choice("data.sampling", self.sampling, SAMPLINGS)
+        check_choice("data.slice_filter", self.slice_filter, SLICE_FILTERS)
+        check_choice("data.cache", self.cache, CACHES)
         _require(0.0 < self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "must be in (0, 1)")
+        _require(self.folds == 0 or self.folds >= 2, "data.folds", self.folds, "must be 0 (no folds) or >= 2")
+        _require(
+            0 <= self.fold < max(self.folds, 1),
+            "data.fold",
+            self.fold,
+            f"must be in 0..{max(self.folds - 1, 0)}",
+        )
         _require(
             _positive_ints(self.patch_size), "data.patch_size", list(self.patch_size), "must be positive"
         )
@@ -291,9 +302,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
-        _choice("train.loss", self.loss, LOSSES)
-        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
-        _choice("train.scheduler", self.scheduler, SCHEDULERS)
+        check_choice("train.loss", self.loss, LOSSES)
+        check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("train.scheduler", self.scheduler, SCHEDULERS)
         _require(math.isfinite(self.lr) and self.lr > 0, "train.lr", self.lr, "must be positive and finite")
         for key in ("weight_decay", "ce_weight", "time_limit_minutes"):
             value = getattr(self, key)
@@ -318,117 +329,10 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        check_choice("labels", self.labels, tuple(LABEL_MAPS))
 
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if not isinstance(value, dict):
-            raise KidneysegError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except (KidneysegError, TypeError, ValueError):
-                continue
-        raise KidneysegError(f"{where}: {value!r} is not a valid {tp}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise KidneysegError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], where) for v in value)
-        if len(value) != len(args):
-            raise KidneysegError(f"{where}: expected {len(args)} values, got {list(value)}")
-        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise KidneysegError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if tp is bool and isinstance(value, bool):
-        return value
-    if tp is str and isinstance(value, str):
-        return value
-    raise KidneysegError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
-
-
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """Build the frozen dataclass `cls` from `data`; unknown keys are an error."""
-    types_ = _field_types(cls)
-    unknown = set(data) - set(types_)
-    if unknown:
-        key = sorted(unknown)[0]
-        close = difflib.get_close_matches(key, list(types_), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {sorted(types_)}"
-        raise KidneysegError(f"{where}: unknown key {key!r}{hint}")
-    kwargs = {k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def to_dict(obj: Any) -> Any:
-    """Plain data (dicts, lists, scalars) for a dataclass, ready for YAML or JSON."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Return a copy of `data` with `a.b.c=value` overrides applied (value parsed as YAML)."""
-    import copy
-
-    out = copy.deepcopy(data)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise KidneysegError(f"override {item!r} must look like section.key=value")
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise KidneysegError(f"override {item!r}: {part!r} is not a config section")
-            node = node[part]
-        node[parts[-1]] = yaml.safe_load(raw)
-    return out
-
-
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `update` merged in recursively (update wins)."""
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KidneysegError("no such config file", path) from None
-    except yaml.YAMLError as exc:
-        raise KidneysegError(f"not valid YAML ({exc})", path) from None
-    if not isinstance(data, dict):
-        raise KidneysegError("a config file must hold a mapping", path)
-    return data
-
-
-def dump_yaml(obj: Any) -> str:
-    return yaml.safe_dump(to_dict(obj), sort_keys=False)
+    @property
+    def label_map(self) -> LabelMap:
+        """The run's classes (`labels`): what the network predicts, channel i = class value i."""
+        return LABEL_MAPS[self.labels]

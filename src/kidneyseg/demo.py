@@ -17,9 +17,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_text_atomic
+from kidneyseg.labels import LabelMap
+
+if TYPE_CHECKING:
+    from kidneyseg.config import RunConfig
 
 DEMO_OVERRIDES = ("data.val_fraction=0.2", "train.time_limit_minutes=40")
 """The demo holds out a fifth of its cases (6 of 30) whatever the recipe's own split, so that its
@@ -65,6 +70,18 @@ class DemoSettings:
     def all_overrides(self) -> tuple[str, ...]:
         return (*DEMO_OVERRIDES, *(FAST_OVERRIDES if self.fast else ()), *self.overrides)
 
+    def record(self) -> dict:
+        """These settings as `demo.json` records them."""
+        return {
+            "recipe": self.recipe,
+            "variant": "cpu",
+            "cases": self.n_cases,
+            "seed": self.seed,
+            "fast": self.fast,
+            "size": self.size,
+            "overrides": list(self.all_overrides),
+        }
+
 
 @dataclass
 class DemoResult:
@@ -82,6 +99,17 @@ def _timed(seconds: dict[str, float], stage: str, start: float) -> None:
     seconds[stage] = round(time.perf_counter() - start, 1)
 
 
+SCORES = (
+    ("kidney_dice", "dice_kidney"),
+    ("tumor_dice", "dice_tumor"),
+    ("cyst_dice", "dice_cyst"),
+    ("mean_dice", "dice_mean"),
+    ("kits_hec_dice_mean", "hec_dice_mean"),
+    ("kits_hec_surface_dice_mean", "hec_sd_mean"),
+)
+"""The held-out scores the demo reports: (name in demo.json, evaluation summary column)."""
+
+
 def run_demo(
     out: str | os.PathLike[str], settings: DemoSettings = DemoSettings(), progress: bool = True
 ) -> DemoResult:
@@ -97,11 +125,8 @@ def run_demo(
     """
     from kidneyseg.data.cases import discover
     from kidneyseg.data.phantom import generate_dataset
-    from kidneyseg.evaluate.folder import EvaluationResult, write_outputs
-    from kidneyseg.evaluate.runs import evaluate_run
     from kidneyseg.recipes import load_recipe
     from kidneyseg.train.distributed import pick_device
-    from kidneyseg.train.engine import resume, train
 
     out = Path(out)
     if settings.n_cases < 2:
@@ -136,6 +161,67 @@ def run_demo(
 
     start = time.perf_counter()
     run_dir = out / "run"
+    status = _train_stage(config, settings, phantoms, run_dir, progress)
+    _timed(seconds, "train", start)
+
+    start = time.perf_counter()
+    evaluation = out / "evaluation"
+    rows, summary = _evaluate_stage(config, settings, run_dir, phantoms, evaluation, progress)
+    _timed(seconds, "predict_evaluate", start)
+
+    start = time.perf_counter()
+    _say(progress, "[4/5] writing a clinical report per held-out case")
+    dataset = discover(phantoms)
+    reports = _write_reports(
+        dataset,
+        [r["case_id"] for r in rows["validation"]],
+        evaluation / "validation",
+        out / "reports",
+        config.label_map,
+    )
+    _timed(seconds, "reports", start)
+
+    _say(progress, "[5/5] writing index.html")
+    scores = {name: summary["metrics"].get(column, {}).get("mean") for name, column in SCORES}
+    record = {
+        "settings": settings.record(),
+        "training_status": status,
+        "held_out_cases": [r["case_id"] for r in rows["validation"]],
+        "scores": scores,
+        "real_ct": real,
+        "seconds": seconds,
+    }
+    write_text_atomic(out / "demo.json", json.dumps(record, indent=2) + "\n")
+    index = write_text_atomic(out / "index.html", _index_html(out, record, reports))
+    return DemoResult(out, index, scores, seconds, reports, real)
+
+
+def _evaluate_stage(
+    config: RunConfig, settings: DemoSettings, run_dir: Path, phantoms: Path, evaluation: Path, progress: bool
+) -> tuple[dict[str, tuple[dict, ...]], dict]:
+    """Predict and score the run's held-out cases into `evaluation`: the rows and the summary."""
+    from kidneyseg.evaluate.folder import EvaluationResult, write_outputs
+    from kidneyseg.evaluate.runs import evaluate_run
+    from kidneyseg.train.distributed import pick_device
+
+    _say(progress, "[3/5] predicting the held-out cases onto their original CT grids, then scoring them")
+    device = str(pick_device(settings.device))
+    rows = evaluate_run(run_dir, evaluation, data_sets=("validation",), device=device, progress=progress)
+    result = EvaluationResult(
+        rows["validation"],
+        sources={"pred": str(evaluation / "validation"), "ref": str(phantoms)},
+        label_map=config.label_map,
+    )
+    write_outputs(result, evaluation)
+    return rows, result.summary()
+
+
+def _train_stage(
+    config: RunConfig, settings: DemoSettings, phantoms: Path, run_dir: Path, progress: bool
+) -> str:
+    """Train the demo's run on the phantoms (or resume or keep an earlier one); its status."""
+    from kidneyseg.train.engine import resume, train
+
     _say(progress, f"[2/5] training {settings.recipe}:cpu for {config.train.epochs} epochs")
     status = _run_status(run_dir, settings.recipe)
     if status is None:
@@ -148,59 +234,7 @@ def run_demo(
             f"      the {config.train.time_limit_minutes:g}-minute safety limit stopped training before "
             f"epoch {config.train.epochs}: the figures below are those of a shorter run",
         )
-    _timed(seconds, "train", start)
-
-    start = time.perf_counter()
-    _say(progress, "[3/5] predicting the held-out cases onto their original CT grids, then scoring them")
-    evaluation = out / "evaluation"
-    device = str(pick_device(settings.device))
-    rows = evaluate_run(run_dir, evaluation, data_sets=("validation",), device=device, progress=progress)
-    result = EvaluationResult(
-        rows["validation"], sources={"pred": str(evaluation / "validation"), "ref": str(phantoms)}
-    )
-    write_outputs(result, evaluation)
-    summary = result.summary()
-    _timed(seconds, "predict_evaluate", start)
-
-    start = time.perf_counter()
-    _say(progress, "[4/5] writing a clinical report per held-out case")
-    dataset = discover(phantoms)
-    reports = _write_reports(
-        dataset, [r["case_id"] for r in rows["validation"]], evaluation / "validation", out / "reports"
-    )
-    _timed(seconds, "reports", start)
-
-    _say(progress, "[5/5] writing index.html")
-    scores = {
-        name: summary["metrics"].get(column, {}).get("mean")
-        for name, column in (
-            ("kidney_dice", "dice_kidney"),
-            ("tumor_dice", "dice_tumor"),
-            ("cyst_dice", "dice_cyst"),
-            ("mean_dice", "dice_mean"),
-            ("kits_hec_dice_mean", "hec_dice_mean"),
-            ("kits_hec_surface_dice_mean", "hec_sd_mean"),
-        )
-    }
-    record = {
-        "settings": {
-            "recipe": settings.recipe,
-            "variant": "cpu",
-            "cases": settings.n_cases,
-            "seed": settings.seed,
-            "fast": settings.fast,
-            "size": settings.size,
-            "overrides": list(settings.all_overrides),
-        },
-        "training_status": status,
-        "held_out_cases": [r["case_id"] for r in rows["validation"]],
-        "scores": scores,
-        "real_ct": real,
-        "seconds": seconds,
-    }
-    write_text_atomic(out / "demo.json", json.dumps(record, indent=2) + "\n")
-    index = write_text_atomic(out / "index.html", _index_html(out, record, reports))
-    return DemoResult(out, index, scores, seconds, reports, real)
+    return status
 
 
 def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict:
@@ -266,7 +300,10 @@ def _run_status(run_dir: Path, recipe: str) -> str | None:
     return status
 
 
-def _write_reports(dataset, case_ids: list[str], pred_dir: Path, out_dir: Path) -> list[Path]:
+def _write_reports(
+    dataset, case_ids: list[str], pred_dir: Path, out_dir: Path, label_map: LabelMap
+) -> list[Path]:
+    """A report per case from its predicted labels (classes of the run's `label_map`)."""
     from kidneyseg.io.volume import read_volume
     from kidneyseg.report import write_report
 
@@ -275,7 +312,7 @@ def _write_reports(dataset, case_ids: list[str], pred_dir: Path, out_dir: Path) 
     for case_id in case_ids:
         ct = read_volume(by_id[case_id].image)
         labels = read_volume(pred_dir / f"{case_id}.nii.gz")
-        paths.append(write_report(ct, labels, out_dir, dataset.label_map, case_id=case_id).html)
+        paths.append(write_report(ct, labels, out_dir, label_map, case_id=case_id).html)
     return paths
 
 

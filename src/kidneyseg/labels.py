@@ -127,22 +127,83 @@ def get_label_map(name: str) -> LabelMap:
         raise KidneysegError(f"unknown label map {name!r}; choose one of {sorted(LABEL_MAPS)}") from None
 
 
+FOLDED_INTO = {"cyst": "kidney"}
+"""Where a class goes in a label map that lacks it: KiTS19 annotated renal cysts as kidney."""
+
+
+def folding(target: LabelMap, source: LabelMap = KITS23) -> dict[int, int]:
+    """The value mapping that brings labels of `source` into `target`: classes both maps have
+    keep their class, a class `target` lacks goes where `FOLDED_INTO` says (KITS23 into
+    KITS19 is {3: 1}); values that stay the same are left out.
+
+    Raises:
+        KidneysegError: a class of `source` has no place in `target`.
+    """
+    mapping = {}
+    for cls in source.foreground:
+        name = cls.name if target.has(cls.name) else FOLDED_INTO.get(cls.name)
+        if name is None or not target.has(name):
+            raise KidneysegError(
+                f"class {cls.name!r} of the {source.name} label map has no place in {target.name}"
+            )
+        if target.value(name) != cls.value:
+            mapping[cls.value] = target.value(name)
+    return mapping
+
+
+def label_lut(label_map: LabelMap, mapping: dict[int, int]):
+    """A 256-entry lookup table from reference label values to class values of `label_map`
+    (`mapping`, e.g. a run's `data.label_mapping`); unmapped values map to themselves.
+
+    Raises:
+        KidneysegError: a source value outside 0..255 or a target that is not a class of `label_map`.
+    """
+    import numpy as np
+
+    lut = np.arange(256, dtype=np.int64)
+    for src, dst in mapping.items():
+        if not 0 <= int(src) <= 255:
+            raise KidneysegError(f"data.label_mapping: source value {src} is not in 0..255")
+        if not 0 <= int(dst) < label_map.num_classes:
+            raise KidneysegError(
+                f"data.label_mapping: target value {dst} is not a class of the {label_map.name} label map"
+            )
+        lut[int(src)] = int(dst)
+    return lut
+
+
 @dataclass(frozen=True)
 class Region:
-    """A KiTS hierarchical evaluation class: the union of `values`, with its Surface Dice
-    tolerance in mm."""
+    """A KiTS hierarchical evaluation class: the union of the classes `classes`, with its Surface
+    Dice tolerance in mm."""
 
     name: str
-    values: tuple[int, ...]
+    classes: tuple[str, ...]
     tolerance_mm: float
+
+    def values(self, label_map: LabelMap = KITS23) -> tuple[int, ...]:
+        """The voxel values of the region's classes that `label_map` has."""
+        return tuple(label_map.value(c) for c in self.classes if label_map.has(c))
 
 
 KITS_REGIONS = (
-    Region("kidney_and_masses", (1, 2, 3), 1.0331),
-    Region("masses", (2, 3), 1.1329),
-    Region("tumor", (2,), 1.1498),
+    Region("kidney_and_masses", ("kidney", "tumor", "cyst"), 1.0331),
+    Region("masses", ("tumor", "cyst"), 1.1329),
+    Region("tumor", ("tumor",), 1.1498),
 )
 """KiTS21/23 HECs with the official Surface Dice tolerances."""
 
-KITS23_REGION_ORDER = (1, 3, 2)
-"""nnU-Net's `regions_class_order` for KiTS23: paint kidney, then masses as cyst, then tumor."""
+LESION_CLASSES = ("tumor", "cyst")
+"""The classes that are renal masses (lesions), as opposed to kidney."""
+LESIONS = (*((name, (name,)) for name in LESION_CLASSES), ("masses", LESION_CLASSES))
+"""Lesion kinds counted by detection: each a name and the classes whose connected components
+are its lesions (each lesion class, and all masses together)."""
+
+
+def lesion_classes(label_map: LabelMap) -> dict[str, tuple[int, ...]]:
+    """The lesion kinds `label_map` can hold, each with its voxel values (KITS23: tumor (2,),
+    cyst (3,), masses (2, 3); KITS19: tumor (2,), masses (2,))."""
+    kinds = {
+        name: tuple(label_map.value(c) for c in classes if label_map.has(c)) for name, classes in LESIONS
+    }
+    return {name: values for name, values in kinds.items() if values}

@@ -19,6 +19,8 @@ Examples:
   kidneyseg evaluate --pred out --ref kits23/dataset --out eval
 
   kidneyseg evaluate --pred out --ref kits21/data --annotation MAJ --out eval -j 2
+
+  kidneyseg evaluate --pred out --ref kits19/data --label-map kits19 --out eval
 """
 
 
@@ -39,25 +41,36 @@ def evaluate(
         bool,
         typer.Option("--allow-missing", help="Exit 0 even if cases are on one side only (still listed)."),
     ] = False,
+    label_map: Annotated[
+        str,
+        typer.Option(
+            "--label-map",
+            help="Classes scored: kits23, or kits19 (KiTS19 references: a cyst counts as kidney).",
+        ),
+    ] = "kits23",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Per-label Dice, KiTS21/23 Dice and Surface Dice, KiTS19 composite and lesion detection,
     per case and averaged. Exits 1 if cases are found on one side only (unless --allow-missing)."""
-    from kidneyseg.data.cases import KITS21_ANNOTATIONS
+    from kidneyseg.config import KITS21_ANNOTATIONS, check_choice
     from kidneyseg.errors import KidneysegError
     from kidneyseg.evaluate.folder import evaluate_folders, write_outputs
     from kidneyseg.evaluate.tables import fmt
+    from kidneyseg.labels import get_label_map
 
-    if annotation not in KITS21_ANNOTATIONS:
-        raise KidneysegError(f"--annotation must be one of {KITS21_ANNOTATIONS}, got {annotation!r}")
+    check_choice("--annotation", annotation, KITS21_ANNOTATIONS)
     if pred.resolve() == ref.resolve():
         raise KidneysegError("--pred and --ref are the same folder: every score would be perfect", pred)
-    result = evaluate_folders(pred, ref, jobs=jobs, annotation=annotation, progress=not quiet)
+    classes = get_label_map(label_map)
+    result = evaluate_folders(
+        pred, ref, jobs=jobs, annotation=annotation, progress=not quiet, label_map=classes
+    )
     paths = write_outputs(result, out)
     means = {k: fmt(v["mean"]) for k, v in result.summary()["metrics"].items()}
+    per_class = ", ".join(f"{c.name} {means[f'dice_{c.name}']}" for c in classes.foreground)
     typer.echo(
-        f"{len(result.rows)} cases: Dice kidney {means['dice_kidney']}, tumor {means['dice_tumor']}, "
-        f"cyst {means['dice_cyst']}; KiTS Dice {means['hec_dice_mean']}, Surface Dice {means['hec_sd_mean']}"
+        f"{len(result.rows)} cases: Dice {per_class}; "
+        f"KiTS Dice {means['hec_dice_mean']}, Surface Dice {means['hec_sd_mean']}"
     )
     typer.echo(f"wrote {paths['csv']}, {paths['json']} and {paths['markdown']}")
     for cases, what in (

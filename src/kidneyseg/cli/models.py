@@ -24,15 +24,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    import yaml
+    from kidneyseg.plaindata import parse_override
 
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise KidneysegError(f"--set {item!r} must look like argument=value, e.g. channels=[16,32,64]")
-        out[key] = yaml.safe_load(raw)
-    return out
+    return dict(parse_override(item, "argument=value, e.g. channels=[16,32,64]") for item in items)
 
 
 @one_line_errors

@@ -11,7 +11,7 @@ from kidneyseg.cli.common import one_line_errors
 from kidneyseg.errors import KidneysegError
 
 if TYPE_CHECKING:
-    from kidneyseg.train.engine import RunResult
+    from kidneyseg.train.trainer import RunResult
 
 EXAMPLES = """
 Examples:
@@ -81,15 +81,9 @@ def train(
     ] = False,
 ) -> None:
     """Train a model with one of the papers' recipes; writes config, metrics, curves and checkpoints."""
-    from kidneyseg.recipes import list_recipes as names
-    from kidneyseg.recipes import recipe_document
-
     overrides = list(overrides or [])
     if list_recipes:
-        for name in names():
-            doc = recipe_document(name)
-            variants = ", ".join(doc.get("variants") or {}) or "-"
-            typer.echo(f"{name:20s} variants: {variants:10s} {doc['recipe'].get('paper', '')}")
+        _list_recipes()
         return
     if resume is not None:
         if recipe or finetune_tumor or out:
@@ -101,16 +95,11 @@ def train(
             raise KidneysegError(
                 "--finetune-tumor needs --data and --out (the recipe comes from the stage-1 run)"
             )
-        from kidneyseg.train.engine import finetune_tumor as run_finetune
-
-        result = run_finetune(
-            finetune_tumor, data, out, overrides=overrides, cache_dir=cache, device=device, progress=not quiet
-        )
-        _report(result)
+        _finetune(finetune_tumor, data, out, overrides, cache, device, quiet)
         return
     if recipe is None:
         raise KidneysegError("--recipe is required (see --list-recipes), or --resume RUN")
-    from kidneyseg.config import dump_yaml
+    from kidneyseg.plaindata import dump_yaml
     from kidneyseg.recipes import load_recipe
 
     config = load_recipe(recipe, variant, overrides)
@@ -124,19 +113,41 @@ def train(
     _report(run_train(config, data, out, cache_dir=cache, device=device, progress=not quiet))
 
 
+def _finetune(
+    stage1: Path, data: Path, out: Path, overrides: list[str], cache: Path | None, device: str, quiet: bool
+) -> None:
+    from kidneyseg.train.engine import finetune_tumor
+
+    result = finetune_tumor(
+        stage1, data, out, overrides=overrides, cache_dir=cache, device=device, progress=not quiet
+    )
+    _report(result)
+
+
+def _list_recipes() -> None:
+    from kidneyseg.recipes import list_recipes, recipe_document
+
+    for name in list_recipes():
+        doc = recipe_document(name)
+        variants = ", ".join(doc.get("variants") or {}) or "-"
+        typer.echo(f"{name:20s} variants: {variants:10s} {doc['recipe'].get('paper', '')}")
+
+
 def _resume(run: Path, overrides: list[str], data: Path | None, device: str, quiet: bool) -> None:
+    from kidneyseg.plaindata import parse_override
+
     changes: dict[str, float] = {}
     for item in overrides:
-        key, _, value = item.partition("=")
+        key, value = parse_override(item)
         if key not in ("train.epochs", "train.time_limit_minutes"):
             raise KidneysegError(
                 f"a resumed run keeps its config; only train.epochs and train.time_limit_minutes may change, "
                 f"got {item!r}"
             )
-        try:
-            changes[key.removeprefix("train.")] = int(value) if key == "train.epochs" else float(value)
-        except ValueError:
-            raise KidneysegError(f"{key} must be a number, got {value!r}") from None
+        kind = int if key == "train.epochs" else (int, float)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise KidneysegError(f"{key} must be a number, got {value!r}")
+        changes[key.removeprefix("train.")] = value if key == "train.epochs" else float(value)
     from kidneyseg.train.engine import resume as run_resume
 
     _report(run_resume(run, **changes, data_dir=data, device=device, progress=not quiet))

@@ -19,11 +19,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from kidneyseg.config import KITS21_ANNOTATIONS, LAYOUTS, check_choice
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import KITS19, KITS23, LabelMap
 
-LAYOUTS = ("auto", "kits19", "kits21", "kits23", "plain")
-KITS21_ANNOTATIONS = ("AND", "MAJ", "OR")
 _CASE_DIR = re.compile(r"^case_\d{5}$")
 TISSUE_FILE = "tissue.nii.gz"
 """A phantom case's tissue map (uint8 `Tissue` ids) beside its `imaging.nii.gz`."""
@@ -133,10 +132,8 @@ def discover(
         KidneysegError: the folder is missing, empty or not in a known layout.
     """
     root = Path(root)
-    if layout not in LAYOUTS:
-        raise KidneysegError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
-    if annotation not in KITS21_ANNOTATIONS:
-        raise KidneysegError(f"unknown KiTS21 annotation {annotation!r}; choose one of {KITS21_ANNOTATIONS}")
+    check_choice("layout", layout, LAYOUTS)
+    check_choice("KiTS21 annotation", annotation, KITS21_ANNOTATIONS)
     if not root.is_dir():
         raise KidneysegError(
             "is a file, not a dataset folder" if root.exists() else "dataset folder does not exist", root

@@ -2,7 +2,8 @@
 
 The SCA-UNet paper uses a shuffled 90:10 train/validation split of KiTS21; the attention U-Net
 paper an 80:20 split of the 210 KiTS19 cases (168/42). Splits depend only on the sorted case
-ids and the seed, never on the order in which files were listed.
+ids and the seed, never on the order in which files were listed. A run's split
+(`run_split`) is one of these: the `val_fraction` split, or fold `data.fold` of `data.folds`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kidneyseg.config import DataConfig
 from kidneyseg.errors import KidneysegError
 
 
@@ -48,3 +50,11 @@ def kfold_splits(case_ids: Sequence[str], k: int, seed: int = 0) -> list[tuple[l
         val = {ids[i] for i in fold}
         out.append((sorted(set(ids) - val), sorted(val)))
     return out
+
+
+def run_split(case_ids: Sequence[str], data: DataConfig) -> tuple[list[str], list[str]]:
+    """A run's (train, validation) case ids: fold `data.fold` of `data.folds` k-fold splits, or
+    the `data.val_fraction` split when `data.folds` is 0; both seeded by `data.split_seed`."""
+    if data.folds:
+        return kfold_splits(case_ids, data.folds, data.split_seed)[data.fold]
+    return train_val_split(case_ids, data.val_fraction, data.split_seed)

@@ -22,7 +22,8 @@ import torch
 from monai import transforms as mt
 from scipy import ndimage as ndi
 
-from kidneyseg.data.phantom_tissue import HU_RANGES, N_TISSUES, PHASES, Tissue
+from kidneyseg.data.phantom.render import HU_RANGES, PHASES
+from kidneyseg.data.phantom.tissue import N_TISSUES, Tissue
 
 RANDOM_HU = (-200.0, 500.0)
 """Range of a fully random tissue value (HU); air-like tissues keep their physical value."""

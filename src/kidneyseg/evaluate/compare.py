@@ -21,9 +21,8 @@ import numpy as np
 from kidneyseg.errors import KidneysegError
 from kidneyseg.evaluate.folder import CSV_NAME, read_csv
 from kidneyseg.evaluate.stats import N_BOOTSTRAP, bootstrap_mean_of_means, bootstrap_means, paired_test
-from kidneyseg.evaluate.tables import METRIC_SETS, fmt, markdown_table
+from kidneyseg.evaluate.tables import METRIC_SETS, fmt, markdown_table, scored_columns
 
-DATA_SETS = ("validation", "training")
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
 
@@ -66,7 +65,10 @@ def _matrix(rows: list[dict], cases: list[str], columns: list[str], where: str) 
     by_case = {r["case_id"]: r for r in rows}
     missing = [c for c in columns if c not in rows[0]]
     if missing:
-        raise KidneysegError(f"{where}: the per-case CSV lacks columns {missing}; re-run kidneyseg evaluate")
+        raise KidneysegError(
+            f"{where}: the per-case CSV lacks columns {missing}; re-run kidneyseg evaluate "
+            "(models compared must be scored in the same label map)"
+        )
     return np.array([[by_case[case][c] for c in columns] for case in cases], dtype=np.float64)
 
 
@@ -93,7 +95,8 @@ def compare_models(
             continue
         cases = _aligned(models, data_set)
         metrics = {}
-        for key, (title, columns) in METRIC_SETS.items():
+        for key, (title, all_columns) in METRIC_SETS.items():
+            columns = scored_columns(all_columns, set().union(*(rows[0] for rows in models.values())))
             headings = [h for h, _ in columns]
             class_columns = [c for _, c in columns[:-1]]
             mean_column = columns[-1][1]
@@ -172,7 +175,8 @@ def box_plots(models: dict[str, list[dict]], out_dir: str | os.PathLike[str], da
 
     out_dir = Path(out_dir)
     paths = []
-    for heading, column in METRIC_SETS["dice"][1]:
+    scored = set().union(*(rows[0] for rows in models.values()))
+    for heading, column in scored_columns(METRIC_SETS["dice"][1], scored):
         data = []
         for rows in models.values():
             values = np.array([r[column] for r in rows], dtype=np.float64)

@@ -4,6 +4,10 @@ Either folder may be a KiTS19/21/23 or plain layout (found with `kidneyseg.data.
 a KiTS layout holding only the segmentations (as the KiTS19 repository does before the CT
 download), or a flat folder of `<case_id>.nii.gz` files (what `kidneyseg predict` writes).
 Cases are paired by id; cases found on one side only are listed, never silently dropped.
+
+Cases are scored in one label map (`Scoring`): a run's own (its references mapped with its
+`data.label_mapping`), or a named one with both sides folded into it (`kidneyseg evaluate
+--label-map kits19`: KiTS19 counted cysts as kidney, so a cyst becomes kidney on either side).
 """
 
 from __future__ import annotations
@@ -19,14 +23,40 @@ import numpy as np
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.evaluate.lesions import BIN_NAMES
-from kidneyseg.evaluate.metrics import LESION_CLASSES, case_metrics
-from kidneyseg.labels import KITS23
+from kidneyseg.evaluate.metrics import case_metrics
+from kidneyseg.labels import KITS23, LabelMap, folding, label_lut, lesion_classes
 
 _CASE_DIR = re.compile(r"^case_\d{5}$")
 _NIFTI = re.compile(r"^(?P<name>.+?)\.nii(?:\.gz)?$")
 CSV_NAME = "per_case.csv"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """The label map cases are scored in, and the value mappings that bring each side into it.
+
+    Attributes:
+        label_map: the classes scored (per-label Dice, KiTS regions and lesion kinds follow it).
+        ref_mapping: reference value -> class value (e.g. a run's `data.label_mapping`).
+        pred_mapping: prediction value -> class value.
+    """
+
+    label_map: LabelMap = KITS23
+    ref_mapping: dict[int, int] = field(default_factory=dict)
+    pred_mapping: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def folded(cls, label_map: LabelMap) -> Scoring:
+        """Score in `label_map`, both sides read in KiTS21/23 values and folded into it."""
+        return cls(label_map, folding(label_map), folding(label_map))
+
+    @classmethod
+    def of_run(cls, label_map: LabelMap, label_mapping: dict[int, int]) -> Scoring:
+        """Score a run's predictions (in its `label_map`) against references mapped as the run
+        mapped its training labels (`data.label_mapping`)."""
+        return cls(label_map, dict(label_mapping))
 
 
 def _segmentation_only_cases(root: Path, annotation: str) -> dict[str, Path]:
@@ -105,30 +135,41 @@ def pair_folders(
     )
 
 
-def _read_labels(path: Path):
+def _read_labels(path: Path, label_map: LabelMap, mapping: dict[int, int]):
+    """The volume at `path` and its labels as classes of `label_map` (after `mapping`).
+
+    Raises:
+        KidneysegError: fractional values, or a value that is not a class after the mapping.
+    """
     from kidneyseg.io.volume import read_volume
 
     volume = read_volume(path)
     array = volume.array
     if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
         raise KidneysegError("a label map must hold whole numbers, found fractional values", path)
-    if array.size and (array.min() < 0 or array.max() >= KITS23.num_classes):
-        KITS23.check_values(np.unique(array), path)
-    return volume, np.asarray(array, dtype=np.uint8)
+    if array.size and (array.min() < 0 or array.max() > 255):
+        label_map.check_values(np.unique(array), path)
+    labels = np.asarray(array, dtype=np.uint8)
+    if mapping:
+        labels = label_lut(label_map, mapping).astype(np.uint8)[labels]
+    if labels.size and labels.max() >= label_map.num_classes:
+        label_map.check_values(np.unique(labels), path)
+    return volume, labels
 
 
 def _rounded(values: tuple[float, ...], digits: int) -> tuple[float, ...]:
     return tuple(round(v, digits) for v in values)
 
 
-def evaluate_case(case_id: str, pred_path: Path, ref_path: Path) -> dict:
-    """Read one prediction/reference pair and compute `case_metrics` with the reference's spacing.
+def evaluate_case(case_id: str, pred_path: Path, ref_path: Path, scoring: Scoring = Scoring()) -> dict:
+    """Read one prediction/reference pair and compute `case_metrics` with the reference's spacing,
+    both sides brought into `scoring.label_map`.
 
     Raises:
         KidneysegError: a file is unreadable, holds unknown labels, or the grids differ.
     """
-    ref_volume, ref = _read_labels(Path(ref_path))
-    pred_volume, pred = _read_labels(Path(pred_path))
+    ref_volume, ref = _read_labels(Path(ref_path), scoring.label_map, scoring.ref_mapping)
+    pred_volume, pred = _read_labels(Path(pred_path), scoring.label_map, scoring.pred_mapping)
     if not pred_volume.same_grid(ref_volume):
         raise KidneysegError(
             f"grid differs from the reference {ref_path}: shape {pred_volume.shape} vs {ref_volume.shape}, "
@@ -137,11 +178,7 @@ def evaluate_case(case_id: str, pred_path: Path, ref_path: Path) -> dict:
             "(predictions must be on the reference CT's grid)",
             pred_path,
         )
-    return {"case_id": case_id, **case_metrics(pred, ref, ref_volume.spacing)}
-
-
-def _evaluate_pair(pair: tuple[str, Path, Path]) -> dict:
-    return evaluate_case(*pair)
+    return {"case_id": case_id, **case_metrics(pred, ref, ref_volume.spacing, scoring.label_map)}
 
 
 @dataclass(frozen=True)
@@ -152,6 +189,7 @@ class EvaluationResult:
     missing_predictions: tuple[str, ...] = ()
     missing_references: tuple[str, ...] = ()
     sources: dict = field(default_factory=dict)
+    label_map: LabelMap = KITS23
 
     @property
     def complete(self) -> bool:
@@ -173,7 +211,7 @@ class EvaluationResult:
             }
         n_cases = len(self.rows)
         lesions = {}
-        for name in LESION_CLASSES:
+        for name in lesion_classes(self.label_map):
             total = {k: sum(r[f"{name}_lesions_{k}"] for r in self.rows) for k in ("ref", "detected", "fp")}
             entry = _detection(total, n_cases)
             entry["bins"] = {
@@ -189,6 +227,7 @@ class EvaluationResult:
             lesions[name] = entry
         return {
             "n_cases": n_cases,
+            "label_map": self.label_map.name,
             **self.sources,
             "missing_predictions": list(self.missing_predictions),
             "missing_references": list(self.missing_references),
@@ -209,6 +248,7 @@ def evaluate_pairs(
     pairs: tuple[tuple[str, Path, Path], ...] | list[tuple[str, Path, Path]],
     jobs: int = 1,
     progress: bool = True,
+    scoring: Scoring = Scoring(),
 ) -> tuple[dict, ...]:
     """Evaluate (case id, prediction file, reference file) triples; rows sorted by case id.
 
@@ -216,6 +256,7 @@ def evaluate_pairs(
         pairs: the cases to evaluate.
         jobs: worker processes (1 = evaluate in this process).
         progress: show a tqdm progress bar.
+        scoring: the label map the cases are scored in and how each side is mapped into it.
 
     Raises:
         KidneysegError: any case fails to evaluate (nothing is returned).
@@ -228,11 +269,11 @@ def evaluate_pairs(
     with tqdm(total=len(pairs), desc="evaluate", unit="case", disable=not progress) as bar:
         if jobs == 1:
             for pair in pairs:
-                rows.append(_evaluate_pair(pair))
+                rows.append(evaluate_case(*pair, scoring))
                 bar.update()
         else:
             with ProcessPoolExecutor(max_workers=min(jobs, len(pairs))) as pool:
-                pending = {pool.submit(_evaluate_pair, p) for p in pairs}
+                pending = {pool.submit(evaluate_case, *p, scoring) for p in pairs}
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                     for future in done:
@@ -251,6 +292,7 @@ def evaluate_folders(
     jobs: int = 1,
     annotation: str = "AND",
     progress: bool = True,
+    label_map: LabelMap = KITS23,
 ) -> EvaluationResult:
     """Evaluate every prediction in `pred_dir` that has a reference in `ref_dir`.
 
@@ -260,17 +302,20 @@ def evaluate_folders(
         jobs: worker processes (1 = evaluate in this process).
         annotation: which KiTS21 aggregated segmentation is the reference.
         progress: show a tqdm progress bar.
+        label_map: the classes scored; both sides are folded into it (`Scoring.folded`), so
+            KITS19 scores KiTS19-layout references (cysts counted as kidney).
 
     Raises:
         KidneysegError: the folders hold no common case, or any case fails to evaluate.
     """
     pairing = pair_folders(pred_dir, ref_dir, annotation)
-    rows = evaluate_pairs(pairing.pairs, jobs=jobs, progress=progress)
+    rows = evaluate_pairs(pairing.pairs, jobs=jobs, progress=progress, scoring=Scoring.folded(label_map))
     return EvaluationResult(
         rows,
         pairing.missing_predictions,
         pairing.missing_references,
         {"pred": str(pred_dir), "ref": str(ref_dir)},
+        label_map,
     )
 
 

@@ -3,7 +3,8 @@ evaluation classes (Dice and Surface Dice), the KiTS19 composite and lesion dete
 
 Conventions (documented in docs/evaluation.md):
 
-- Per-label Dice (kidney = 1, tumor = 2, cyst = 3), as Gohil & Lad (SCA-UNet, KiTS21) and
+- Per-label Dice (per foreground class of the label map the case is scored in: KITS23 kidney
+  = 1, tumor = 2, cyst = 3; KITS19 kidney = 1, tumor = 2), as Gohil & Lad (SCA-UNet, KiTS21) and
   Rathnayaka et al. (attention U-Net, KiTS19) report them: when the class is absent from
   both prediction and reference the Dice is undefined (NaN) and the case is left out of that
   class's mean (as nnU-Net does); absent from one side only scores 0.
@@ -22,15 +23,10 @@ from kidneyseg.evaluate.lesions import LesionMatch, match_lesions
 from kidneyseg.evaluate.surface import (
     concatenate_points,
     foreground_boxes,
-    surface_dice,
     surface_dice_from_points,
     surface_points,
 )
-from kidneyseg.labels import KITS23, KITS_REGIONS
-
-CLASSES = tuple(c.name for c in KITS23.foreground)
-"""The per-label classes: kidney, tumor, cyst."""
-LESION_CLASSES = {"tumor": (2,), "cyst": (3,), "masses": (2, 3)}
+from kidneyseg.labels import KITS23, KITS_REGIONS, LabelMap, lesion_classes
 
 
 def dice(mask_ref: np.ndarray, mask_pred: np.ndarray) -> float:
@@ -45,19 +41,6 @@ def kits_dice(mask_ref: np.ndarray, mask_pred: np.ndarray) -> float:
     """Dice with the KiTS rule for empty masks: 1 when both are empty (0 when one is)."""
     value = dice(mask_ref, mask_pred)
     return 1.0 if np.isnan(value) else value
-
-
-def kits_region_scores(
-    mask_ref: np.ndarray, mask_pred: np.ndarray, spacing: tuple[float, float, float], tolerance_mm: float
-) -> tuple[float, float]:
-    """(Dice, Surface Dice) of one KiTS HEC with the official empty-mask rules."""
-    ref_empty = not mask_ref.any()
-    pred_empty = not mask_pred.any()
-    if ref_empty and pred_empty:
-        return 1.0, 1.0
-    if ref_empty or pred_empty:
-        return 0.0, 0.0
-    return kits_dice(mask_ref, mask_pred), surface_dice(mask_ref, mask_pred, spacing, tolerance_mm)
 
 
 def _region_scores(
@@ -90,22 +73,27 @@ def _dice_from_parts(parts: list[tuple[np.ndarray, np.ndarray]]) -> float:
     return 2.0 * sum(int(np.count_nonzero(r & p)) for r, p in parts) / total
 
 
-def case_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, float]:
+def case_metrics(
+    pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float], label_map: LabelMap = KITS23
+) -> dict[str, float]:
     """Every metric of one case as a flat `{column: value}` mapping.
 
     The volume is cut into tight boxes around the foreground (`foreground_boxes`); every metric
     is computed box by box and added up, which gives the same values as on the whole volume.
 
     Args:
-        pred: predicted label map (values 0-3) on the reference's grid.
-        ref: reference label map (values 0-3).
+        pred: predicted label map (values of `label_map`) on the reference's grid.
+        ref: reference label map (values of `label_map`).
         spacing: voxel size in mm, taken from the reference file.
+        label_map: the classes both maps hold; the per-label classes, KiTS regions and lesion
+            kinds are those it has (`kidneyseg.labels`).
 
     Returns:
-        Columns `dice_<class>` and `dice_mean` (mean over the defined classes),
-        `hec_dice_<region>`, `hec_sd_<region>`, `hec_dice_mean`, `hec_sd_mean`,
-        `kits19_kidney_dice`, `kits19_tumor_dice`, `kits19_composite`, and per lesion class
-        (tumor, cyst, masses) the counts of `LesionMatch.counts` as `<class>_lesions_<key>`.
+        Columns `dice_<class>` per foreground class and `dice_mean` (mean over the defined
+        classes), `hec_dice_<region>`, `hec_sd_<region>`, `hec_dice_mean`, `hec_sd_mean`,
+        `kits19_kidney_dice`, `kits19_tumor_dice`, `kits19_composite`, and per lesion kind
+        (`kidneyseg.labels.lesion_classes`) the counts of `LesionMatch.counts` as
+        `<kind>_lesions_<key>`.
     """
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
@@ -118,21 +106,23 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float,
         return [(np.isin(r, values), np.isin(p, values)) for r, p in labels]
 
     row: dict[str, float] = {}
-    for value, name in enumerate(CLASSES, start=1):
-        row[f"dice_{name}"] = _dice_from_parts(masks((value,)))
-    defined = [row[f"dice_{n}"] for n in CLASSES if not np.isnan(row[f"dice_{n}"])]
+    names = [c.name for c in label_map.foreground]
+    for cls in label_map.foreground:
+        row[f"dice_{cls.name}"] = _dice_from_parts(masks((cls.value,)))
+    defined = [row[f"dice_{n}"] for n in names if not np.isnan(row[f"dice_{n}"])]
     row["dice_mean"] = float(np.mean(defined)) if defined else float("nan")
+    regions = {r.name: r.values(label_map) for r in KITS_REGIONS}
     for region in KITS_REGIONS:
-        d, sd = _region_scores(masks(region.values), origins, spacing, region.tolerance_mm)
+        d, sd = _region_scores(masks(regions[region.name]), origins, spacing, region.tolerance_mm)
         row[f"hec_dice_{region.name}"] = d
         row[f"hec_sd_{region.name}"] = sd
     row["hec_dice_mean"] = float(np.mean([row[f"hec_dice_{r.name}"] for r in KITS_REGIONS]))
     row["hec_sd_mean"] = float(np.mean([row[f"hec_sd_{r.name}"] for r in KITS_REGIONS]))
-    for column, values in (("kits19_kidney_dice", (1, 2, 3)), ("kits19_tumor_dice", (2,))):
-        value = _dice_from_parts(masks(values))
+    for column, region in (("kits19_kidney_dice", "kidney_and_masses"), ("kits19_tumor_dice", "tumor")):
+        value = _dice_from_parts(masks(regions[region]))
         row[column] = 1.0 if np.isnan(value) else value
     row["kits19_composite"] = (row["kits19_kidney_dice"] + row["kits19_tumor_dice"]) / 2.0
-    for name, values in LESION_CLASSES.items():
+    for name, values in lesion_classes(label_map).items():
         matches = [match_lesions(r, p, spacing) for r, p in masks(values)]
         counts = LesionMatch.concatenate(matches).counts() if matches else _no_lesions()
         row.update({f"{name}_lesions_{k}": v for k, v in counts.items()})

@@ -5,7 +5,9 @@ A run folder written by `kidneyseg train` records its split (`run.json`: `val_ca
 with the public prediction API (`Predictor`, `predict_case`: the same preprocessing, sliding
 window and inversion to the CT grid as `kidneyseg predict`) and scored with `evaluate_pairs`
 against the dataset's reference — the numbers the papers' tables report for the validation and
-the training set.
+the training set. Cases are scored in the run's label map, the references mapped as the run
+mapped its training labels (`data.label_mapping`): a KiTS19-label run is scored against
+KiTS21/23 references with their cysts counted as kidney.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 from pathlib import Path
 
 from kidneyseg.errors import KidneysegError
-from kidneyseg.evaluate.folder import CSV_NAME, evaluate_pairs, write_csv
+from kidneyseg.evaluate.folder import CSV_NAME, Scoring, evaluate_pairs, write_csv
 
 SPLIT_KEYS = {"validation": "val_cases", "training": "train_cases"}
 
@@ -78,6 +80,7 @@ def evaluate_run(
     record = read_run_split(run_dir)
     dataset = discover(data_dir or record["data_dir"], require_labels=True)
     predictor = Predictor([run_dir], device=device)
+    scoring = Scoring.of_run(predictor.label_map, predictor.config.data.label_mapping)
     out_dir = Path(out_dir)
     results = {}
     for data_set in data_sets:
@@ -94,7 +97,7 @@ def evaluate_run(
             if not (folder / f"{case.case_id}.nii.gz").exists():
                 predict_case(predictor, CaseInput(case.case_id, case.image), folder, OutputOptions())
         pairs = [(c.case_id, folder / f"{c.case_id}.nii.gz", c.label) for c in cases]
-        rows = evaluate_pairs(pairs, jobs=jobs, progress=progress)
+        rows = evaluate_pairs(pairs, jobs=jobs, progress=progress, scoring=scoring)
         write_csv(folder / CSV_NAME, rows)
         results[data_set] = rows
     return results

@@ -5,7 +5,7 @@ class and their mean."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from kidneyseg.evaluate.lesions import BIN_NAMES
 from kidneyseg.labels import KITS_REGIONS
@@ -49,6 +49,12 @@ METRIC_SETS = {
 """Each metric set: a title and its (column heading, per-case CSV column) pairs."""
 
 
+def scored_columns(columns: Sequence[tuple[str, str]], scored: Collection[str]) -> list[tuple[str, str]]:
+    """The (heading, column) pairs of a metric set that were scored: a case scored in the KITS19
+    label map has no cyst column."""
+    return [(heading, column) for heading, column in columns if column in scored]
+
+
 def fmt(value: float | None, digits: int = 3) -> str:
     """A number for a table; `–` when undefined."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -68,7 +74,8 @@ def evaluation_markdown(summary: dict) -> str:
     parts = [f"# Evaluation of {summary['n_cases']} cases\n"]
     if summary.get("pred"):
         parts.append(f"Predictions `{summary['pred']}`, references `{summary['ref']}`.\n")
-    for title, columns in METRIC_SETS.values():
+    for title, all_columns in METRIC_SETS.values():
+        columns = scored_columns(all_columns, metrics)
         header = ["", *[heading for heading, _ in columns]]
         mean_row = ["mean", *[fmt(metrics[c]["mean"]) for _, c in columns]]
         median_row = ["median", *[fmt(metrics[c]["median"]) for _, c in columns]]

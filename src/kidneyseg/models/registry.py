@@ -3,7 +3,8 @@
 Each registered model is a function named after it that returns its default constructor
 arguments, decorated with `register_model(network_class, paper=...)` (timm's pattern). The
 defaults are the papers' configurations; recipes and the CLI override any of them, e.g.
-`build_model("unet_2d", channels=(16, 32, 64))`.
+`build_model("unet_2d", channels=(16, 32, 64))`. A default `out_channels` is the number of
+classes of the label map the paper trained on (`kidneyseg.labels`); a run fixes it to its own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from kidneyseg.errors import KidneysegError
+from kidneyseg.labels import KITS19, KITS23
 from kidneyseg.models.nets import (
     SCA_PAPER_ATTENTION,
     AttentionGateUNet,
@@ -171,7 +173,7 @@ def sca_unet_3d() -> dict[str, Any]:
     return {
         "spatial_dims": 3,
         "in_channels": 1,
-        "out_channels": 4,
+        "out_channels": KITS23.num_classes,
         "channels": (32, 64, 128, 128),
         "strides": (2, 2, 2),
         "attention": dict(SCA_PAPER_ATTENTION),
@@ -186,7 +188,7 @@ def sca_unet_3d_authors() -> dict[str, Any]:
     return {
         "spatial_dims": 3,
         "in_channels": 1,
-        "out_channels": 4,
+        "out_channels": KITS23.num_classes,
         "channels": (64, 128, 256, 512, 512),
         "strides": (2, 2, 2, 2),
         "attention": dict(SCA_PAPER_ATTENTION),
@@ -205,7 +207,7 @@ def residual_unet_3d() -> dict[str, Any]:
     return {
         "spatial_dims": 3,
         "in_channels": 1,
-        "out_channels": 4,
+        "out_channels": KITS23.num_classes,
         "channels": (16, 32, 64, 128, 256),
         "strides": (2, 2, 2, 2),
         "num_res_units": 2,
@@ -215,7 +217,12 @@ def residual_unet_3d() -> dict[str, Any]:
 @register_model(AttentionGateUNet, paper=RATHNAYAKA)
 def attention_unet_2d() -> dict[str, Any]:
     """Attention-gate U-Net 2D on axial slices: classic U-Net 64-1024 with additive gates on every skip."""
-    return {"spatial_dims": 2, "in_channels": 1, "out_channels": 3, "channels": (64, 128, 256, 512, 1024)}
+    return {
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": KITS19.num_classes,
+        "channels": (64, 128, 256, 512, 1024),
+    }
 
 
 @register_model(AttentionGateUNet, paper=RATHNAYAKA + " (baseline without gates)")
@@ -224,7 +231,7 @@ def unet_2d() -> dict[str, Any]:
     return {
         "spatial_dims": 2,
         "in_channels": 1,
-        "out_channels": 3,
+        "out_channels": KITS19.num_classes,
         "channels": (64, 128, 256, 512, 1024),
         "attention": False,
     }
@@ -233,7 +240,12 @@ def unet_2d() -> dict[str, Any]:
 @register_model(AttentionGateUNet, paper=OKTAY)
 def attention_unet_3d() -> dict[str, Any]:
     """Attention-gate U-Net 3D: widths 16-256 (Oktay et al.'s 3D CT model: 64-1024 / feature scale 4)."""
-    return {"spatial_dims": 3, "in_channels": 1, "out_channels": 4, "channels": (16, 32, 64, 128, 256)}
+    return {
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": KITS23.num_classes,
+        "channels": (16, 32, 64, 128, 256),
+    }
 
 
 @register_model(AttentionGateUNet, paper=OKTAY + " (baseline without gates)")
@@ -242,7 +254,7 @@ def unet_3d() -> dict[str, Any]:
     return {
         "spatial_dims": 3,
         "in_channels": 1,
-        "out_channels": 4,
+        "out_channels": KITS23.num_classes,
         "channels": (16, 32, 64, 128, 256),
         "attention": False,
     }

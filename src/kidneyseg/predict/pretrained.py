@@ -58,6 +58,4 @@ def export_weights(source: str | os.PathLike[str], dest: str | os.PathLike[str])
     ckpt = load_checkpoint(resolve_checkpoint(source))
     history = ("epoch", "best_dice", "best_epoch", "history", "train_seconds", "cpu_seconds")
     kept = {k: ckpt.extra[k] for k in history if k in ckpt.extra}
-    return save_checkpoint(
-        dest, model_state=ckpt.model_state, config=ckpt.config, label_map=ckpt.label_map, extra_state=kept
-    )
+    return save_checkpoint(dest, model_state=ckpt.model_state, config=ckpt.config, extra_state=kept)

@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from kidneyseg.config import PreprocessConfig, to_dict
+from kidneyseg.config import PreprocessConfig
 from kidneyseg.data.cases import Case, Dataset
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import read_volume
 from kidneyseg.labels import LabelMap
+from kidneyseg.plaindata import to_dict
 from kidneyseg.preprocess.pipeline import META_VERSION, PreprocessMeta, preprocess
 
 CACHE_VERSION = 1

@@ -179,8 +179,9 @@ def resample_linear(array: np.ndarray, positions: tuple[np.ndarray, ...], chunk:
 def resample_nearest(array: np.ndarray, positions: tuple[np.ndarray, ...]) -> np.ndarray:
     """Nearest-neighbour resampling at the separable grid `positions` (labels stay labels).
 
-    One gather per axis in memory order, outermost first (≈ 4× faster than one `np.ix_` gather
-    on nibabel's Fortran-ordered arrays). Returns a view in the input's axis order.
+    One gather per axis in memory order, outermost first (faster than one `np.ix_` gather on
+    nibabel's Fortran-ordered arrays; docs/preprocessing.md). Returns a view in the input's axis
+    order.
     """
     view, local, order = _memory_order(array, positions)
     for axis in range(view.ndim):

@@ -3,7 +3,9 @@
 A recipe file holds `recipe:` (name, version, paper, notes), `config:` (a full `RunConfig` as
 plain data) and `variants:` (named overrides merged into `config`, e.g. `cpu` for this
 machine's scale). `sca-unet-3d:cpu` or `load_recipe("sca-unet-3d", "cpu")` selects a variant:
-the same file, a few different values, no other code path.
+the same file, a few different values, no other code path. A recipe that differs from another
+in a few values names it with a top-level `extends:` and holds only its own `recipe:` section
+and the differing values: its config and variants are merged over the parent's.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from kidneyseg.config import RunConfig, apply_overrides, deep_merge, from_dict, to_dict
+from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError
+from kidneyseg.plaindata import apply_overrides, deep_merge, from_dict, to_dict
 
 
 def _files() -> dict[str, Any]:
@@ -39,14 +42,22 @@ def parse_spec(spec: str, variant: str | None = None) -> tuple[str, str | None]:
     return name, (inline if sep else variant) or None
 
 
-def recipe_document(name: str) -> dict[str, Any]:
-    """The whole parsed recipe file (`recipe`, `config`, `variants`)."""
+def recipe_document(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The whole parsed recipe file (`recipe`, `config`, `variants`), merged over the recipe it
+    `extends:` if any."""
     files = _files()
     if name not in files:
         close = difflib.get_close_matches(name, list(files), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise KidneysegError(f"unknown recipe {name!r}; {hint}available: {', '.join(sorted(files))}")
+    if name in seen:
+        raise KidneysegError(f"recipes extend each other in a cycle: {' -> '.join((*seen, name))}")
     doc = yaml.safe_load(files[name].read_text(encoding="utf-8"))
+    parent = doc.pop("extends", None)
+    if parent is not None:
+        base = recipe_document(str(parent), (*seen, name))
+        doc["config"] = deep_merge(base["config"], doc.get("config") or {})
+        doc["variants"] = deep_merge(base.get("variants") or {}, doc.get("variants") or {})
     for key in ("recipe", "config"):
         if not isinstance(doc.get(key), dict):
             raise KidneysegError(f"recipe {name!r} has no {key!r} section")

@@ -29,7 +29,7 @@ import numpy as np
 from kidneyseg import __version__
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
-from kidneyseg.labels import KITS23, LabelMap
+from kidneyseg.labels import KITS23, LESION_CLASSES, SIDES, LabelMap
 from kidneyseg.report import geometry, nephrometry, staging
 from kidneyseg.report.checks import ReportOptions, run_checks
 from kidneyseg.report.lesions import Kidney, Scan, bounding_box, measure_lesions, rounded
@@ -38,8 +38,6 @@ from kidneyseg.report.provenance import dicom_identifiers
 SCHEMA_VERSION = 2
 BODY_HU = -300.0
 SPLIT_SHARE = 0.15
-LESION_CLASSES = ("tumor", "cyst")
-SIDES = ("right", "left")
 
 
 def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarray:

@@ -8,16 +8,16 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from kidneyseg.config import OPTIMIZERS, SCHEDULERS, RunConfig, TrainConfig
+from kidneyseg.config import RunConfig, TrainConfig
 from kidneyseg.errors import KidneysegError
-from kidneyseg.labels import LabelMap
 
 
-def resolve_model_config(config: RunConfig, label_map: LabelMap) -> RunConfig:
-    """`config` with the model's output channels fixed to the label map's classes, checked
+def resolve_model_config(config: RunConfig) -> RunConfig:
+    """`config` with the model's output channels fixed to its label map's classes, checked
     against the sampling (3D patches need a 3D network, 2D slices a 2D one)."""
     from kidneyseg.models import model_info
 
+    label_map = config.label_map
     kwargs = dict(config.model.kwargs)
     declared = kwargs.get("out_channels")
     if declared is not None and int(declared) != label_map.num_classes:
@@ -39,15 +39,13 @@ def resolve_model_config(config: RunConfig, label_map: LabelMap) -> RunConfig:
 
 
 def build_optimizer(params: Iterable[nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer:
-    if train.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
-    if train.optimizer == "adam":
-        return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+    """The optimizer `train.optimizer` names (SGD: Nesterov momentum 0.99, as nnU-Net)."""
     if train.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=train.lr, weight_decay=train.weight_decay, momentum=0.99, nesterov=True
         )
-    raise KidneysegError(f"unknown train.optimizer {train.optimizer!r}; choose one of {OPTIMIZERS}")
+    optimizer = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(params, lr=train.lr, weight_decay=train.weight_decay)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> object | None:
@@ -58,9 +56,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> obj
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=train.plateau_factor, patience=train.plateau_patience
         )
-    if train.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(train.epochs, 1))
-    raise KidneysegError(f"unknown train.scheduler {train.scheduler!r}; choose one of {SCHEDULERS}")
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(train.epochs, 1))
 
 
 def freeze_encoder(model: nn.Module, depth: int) -> list[nn.Module]:

@@ -4,8 +4,9 @@ A checkpoint is one `torch.save` file holding only tensors and plain data, so th
 `torch.load(path, weights_only=True)` reads it without executing pickled code:
 
 - `kidneyseg_checkpoint`: the format version (an int);
-- `config`: the resolved `RunConfig` as YAML text (preprocessing, model, inference, data, train);
-- `label_map`: the `LabelMap` as JSON text;
+- `config`: the resolved `RunConfig` as YAML text (label map, preprocessing, model, inference,
+  data, train); the classes the network predicts are its `labels` (format 1 also held them as
+  `label_map` JSON text: read, checked against the config, and no longer written);
 - `versions`: JSON text with the kidneyseg, torch, MONAI and Python versions that wrote it;
 - `model_state`: the network's `state_dict` (unwrapped from DDP);
 - `extra`: engine state for an exact resume (epoch, optimizer, scheduler, AMP scaler, sampler
@@ -28,12 +29,13 @@ from typing import Any
 
 import yaml
 
-from kidneyseg.config import RunConfig, dump_yaml, from_dict
+from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import atomic_path
 from kidneyseg.labels import LabelMap
+from kidneyseg.plaindata import dump_yaml, from_dict
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FORMAT_KEY = "kidneyseg_checkpoint"
 BEST_NAME = "best.pt"
 LAST_NAME = "last.pt"
@@ -45,8 +47,8 @@ class Checkpoint:
 
     Attributes:
         path: the file it was read from.
-        config: the resolved run configuration.
-        label_map: the classes the network predicts (channel i = class value i).
+        config: the resolved run configuration (its `label_map`: the classes the network
+            predicts, channel i = class value i).
         model_state: the network's state dict.
         versions: library versions that wrote it.
         extra: engine state for resuming (empty for a weights-only use).
@@ -55,11 +57,15 @@ class Checkpoint:
 
     path: Path
     config: RunConfig
-    label_map: LabelMap
     model_state: dict[str, Any]
     versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+
+    @property
+    def label_map(self) -> LabelMap:
+        """The classes the network predicts: the config's label map."""
+        return self.config.label_map
 
 
 def library_versions() -> dict[str, str]:
@@ -84,7 +90,6 @@ def save_checkpoint(
     *,
     model_state: dict[str, Any],
     config: RunConfig,
-    label_map: LabelMap,
     extra_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically: a failed write (e.g. a full disk) leaves any previous
@@ -93,8 +98,7 @@ def save_checkpoint(
     Args:
         path: destination file (conventionally `RUN/best.pt` or `RUN/last.pt`).
         model_state: the network's `state_dict()` (of the unwrapped module under DDP).
-        config: the resolved run configuration.
-        label_map: the classes the network predicts.
+        config: the resolved run configuration (with the label map the network predicts).
         extra_state: tensors and plain data needed to resume training exactly.
 
     Raises:
@@ -105,7 +109,6 @@ def save_checkpoint(
     payload = {
         FORMAT_KEY: FORMAT_VERSION,
         "config": dump_yaml(config),
-        "label_map": json.dumps(label_map.to_dict()),
         "versions": json.dumps(library_versions()),
         "model_state": dict(model_state),
         "extra": extra_state or {},
@@ -145,7 +148,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
         )
     try:
         config = from_dict(RunConfig, yaml.safe_load(payload["config"]), "checkpoint config")
-        label_map = LabelMap.from_dict(json.loads(payload["label_map"]))
+        _check_stored_label_map(payload.get("label_map"), config)
         versions = json.loads(payload.get("versions", "{}"))
         model_state = payload["model_state"]
         if not isinstance(model_state, dict):
@@ -157,12 +160,20 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     return Checkpoint(
         path=path,
         config=config,
-        label_map=label_map,
         model_state=model_state,
         versions=versions,
         extra=payload.get("extra") or {},
         format_version=version,
     )
+
+
+def _check_stored_label_map(stored: str | None, config: RunConfig) -> None:
+    """A format-1 checkpoint also holds its label map as JSON: it must name the config's classes."""
+    if stored is None:
+        return
+    classes = LabelMap.from_dict(json.loads(stored)).names
+    if classes != config.label_map.names:
+        raise KidneysegError(f"its label map {classes} is not the classes of labels={config.labels!r}")
 
 
 def resolve_checkpoint(run_or_file: str | os.PathLike[str]) -> Path:
@@ -183,10 +194,13 @@ def resolve_checkpoint(run_or_file: str | os.PathLike[str]) -> Path:
 
 
 def build_model_from_config(config: RunConfig) -> Any:
-    """The untrained network a run config describes (`config.model.name` + its kwargs)."""
+    """The untrained network a run config describes (`config.model.name` + its kwargs), with
+    one output channel per class of the config's label map unless the kwargs state them."""
     from kidneyseg.models import build_model
 
-    return build_model(config.model.name, **dict(config.model.kwargs))
+    return build_model(
+        config.model.name, **{"out_channels": config.label_map.num_classes, **config.model.kwargs}
+    )
 
 
 def build_model_from_checkpoint(ckpt: Checkpoint) -> Any:

@@ -13,21 +13,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from kidneyseg.config import LOSSES
-from kidneyseg.errors import KidneysegError
+from kidneyseg.config import TrainConfig
 
 
-def build_loss(name: str, ce_weight: float = 1.0) -> nn.Module:
-    """The loss called `name` (one of `LOSSES`); `ce_weight` weighs the cross-entropy term of
-    `dice_ce` (MONAI's `lambda_ce`)."""
+def build_loss(train: TrainConfig) -> nn.Module:
+    """The loss `train.loss` names: MONAI's DiceCELoss (`ce_weight` weighs its cross-entropy
+    term, MONAI's `lambda_ce`) or DiceLoss, with squared denominators for "dice_squared"."""
     from monai.losses import DiceCELoss, DiceLoss
 
-    if name == "dice_ce":
-        if ce_weight < 0:
-            raise KidneysegError(f"train.ce_weight must be >= 0, got {ce_weight}")
-        return DiceCELoss(to_onehot_y=True, softmax=True, lambda_ce=ce_weight)
-    if name == "dice_squared":
-        return DiceLoss(to_onehot_y=True, softmax=True, squared_pred=True)
-    if name == "dice":
-        return DiceLoss(to_onehot_y=True, softmax=True)
-    raise KidneysegError(f"unknown loss {name!r}; choose one of {LOSSES}")
+    if train.loss == "dice_ce":
+        return DiceCELoss(to_onehot_y=True, softmax=True, lambda_ce=train.ce_weight)
+    return DiceLoss(to_onehot_y=True, softmax=True, squared_pred=train.loss == "dice_squared")

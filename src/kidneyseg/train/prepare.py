@@ -1,14 +1,15 @@
 """From a dataset folder to checked, preprocessed training and validation cases.
 
-Finds the labelled cases, splits them by case (seeded), preprocesses them once into a cache
-keyed by the preprocessing config (so runs with the same grid share it), and checks every
-label value against the run's label map.
+Finds the labelled cases, splits them by case (seeded; one fold of a k-fold split with
+`data.folds`), preprocesses them once into a cache
+folder named by the preprocessing config's hash (`kidneyseg.preprocess.config_hash`, the hash
+that also decides whether a cached case is fresh; runs with the same grid share it), and checks
+every label value against the run's label map.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,29 +17,23 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kidneyseg.config import RunConfig, dump_yaml
+from kidneyseg.config import RunConfig
 from kidneyseg.data.cases import discover
-from kidneyseg.data.splits import train_val_split
+from kidneyseg.data.splits import run_split
 from kidneyseg.errors import KidneysegError
-from kidneyseg.labels import LabelMap, get_label_map
-from kidneyseg.train.data import CaseRecord, label_lut, scan_case
+from kidneyseg.labels import label_lut
+from kidneyseg.train.data import CaseRecord, scan_case
 from kidneyseg.train.distributed import DistContext, barrier
 
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Checked, preprocessed cases of one run."""
+    """Checked, preprocessed cases of one run (their classes: the run config's label map)."""
 
-    label_map: LabelMap
     lut: np.ndarray
     train: tuple[CaseRecord, ...]
     val: tuple[CaseRecord, ...]
     cache_dir: Path
-
-
-def cache_key(config: RunConfig) -> str:
-    """A short hash of the preprocessing config: the cache sub-folder of a grid."""
-    return hashlib.sha1(dump_yaml(config.preprocess).encode()).hexdigest()[:12]
 
 
 def prepare_data(
@@ -54,9 +49,9 @@ def prepare_data(
         KidneysegError: no labelled cases, fewer than two, or label values the run's label map
             does not know (naming the file).
     """
-    from kidneyseg.preprocess import preprocess_dataset
+    from kidneyseg.preprocess import config_hash, preprocess_dataset
 
-    label_map = get_label_map(config.labels)
+    label_map = config.label_map
     lut = label_lut(label_map, config.data.label_mapping)
     ratios = config.data.class_ratios
     if ratios and len(ratios) != label_map.num_classes:
@@ -70,10 +65,8 @@ def prepare_data(
         raise KidneysegError(
             f"need at least 2 labelled cases to train and validate, found {len(labelled)}", data_dir
         )
-    train_ids, val_ids = train_val_split(
-        [c.case_id for c in labelled], config.data.val_fraction, config.data.split_seed
-    )
-    cache_dir = Path(cache_root) / cache_key(config)
+    train_ids, val_ids = run_split([c.case_id for c in labelled], config.data)
+    cache_dir = Path(cache_root) / config_hash(config.preprocess)
     if ctx.is_main:
         preprocess_dataset(
             dataclasses.replace(dataset, cases=labelled), config.preprocess, cache_dir, progress
@@ -84,4 +77,4 @@ def prepare_data(
         bar = tqdm(ids, desc=f"checking {what} cases", disable=not (progress and ctx.is_main), leave=False)
         return tuple(scan_case(i, cache_dir / i, label_map, lut) for i in bar)
 
-    return PreparedData(label_map, lut, scan(train_ids, "training"), scan(val_ids, "validation"), cache_dir)
+    return PreparedData(lut, scan(train_ids, "training"), scan(val_ids, "validation"), cache_dir)

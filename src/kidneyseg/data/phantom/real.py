@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kidneyseg.data.phantom_anatomy import paint_body, sample_body
-from kidneyseg.data.phantom_kidney import (
+from kidneyseg.data.phantom.anatomy import paint_body
+from kidneyseg.data.phantom.body import sample_body
+from kidneyseg.data.phantom.kidney import (
     CYST_COUNT_P,
     KIDNEY_OVER,
     LESION_OVER,
@@ -25,8 +26,8 @@ from kidneyseg.data.phantom_kidney import (
     LesionRecord,
     Scene,
 )
-from kidneyseg.data.phantom_shapes import Canvas, Grid, Lobes, WaveNoise, ellipsoid_level, random_rotation
-from kidneyseg.data.phantom_tissue import Tissue
+from kidneyseg.data.phantom.shapes import Canvas, Grid, Lobes, WaveNoise, ellipsoid_level, random_rotation
+from kidneyseg.data.phantom.tissue import Tissue
 from kidneyseg.errors import KidneysegError
 
 MARGIN_MM = (40.0, 90.0)

@@ -8,7 +8,7 @@ cases as `OUT/dataset/case_XXXXX/{imaging,segmentation}.nii.gz` plus `phantom.js
 truth of every lesion (kind, side, centre, diameters, volume) for measurement checks.
 
 With `anatomy=DIR` the kidneys, tumors (and cysts, if annotated) come from real KiTS label maps
-and the body is synthesised around them (see `phantom_real`). What the phantoms model, the HU
+and the body is synthesised around them (see `real`). What the phantoms model, the HU
 table with its sources and their limits are described in docs/phantom.md.
 """
 
@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kidneyseg.data.phantom_anatomy import Body, paint_body, sample_body
-from kidneyseg.data.phantom_context import paint_context, sample_context
-from kidneyseg.data.phantom_kidney import (
+from kidneyseg.data.phantom.anatomy import paint_body
+from kidneyseg.data.phantom.body import Body, sample_body
+from kidneyseg.data.phantom.context import paint_context, sample_context
+from kidneyseg.data.phantom.kidney import (
     Scene,
     kidney_record,
     paint_adrenals,
@@ -33,8 +34,9 @@ from kidneyseg.data.phantom_kidney import (
     sample_kidneys,
     sample_lesions,
 )
-from kidneyseg.data.phantom_shapes import Canvas, Grid
-from kidneyseg.data.phantom_tissue import PHASE_P, PHASES, Tissue, label_lut, render_ct, sample_hu
+from kidneyseg.data.phantom.render import PHASE_P, PHASES, render_ct, sample_hu
+from kidneyseg.data.phantom.shapes import Canvas, Grid
+from kidneyseg.data.phantom.tissue import Tissue, label_lut
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 
@@ -271,7 +273,7 @@ def generate_case_on(
     rng = np.random.default_rng(seed)
     phase = str(rng.choice(PHASES, p=PHASE_P))
     if anatomy is not None:
-        from kidneyseg.data.phantom_real import real_scene
+        from kidneyseg.data.phantom.real import real_scene
 
         scene = real_scene(Path(anatomy), preset, rng)
     else:
@@ -343,7 +345,7 @@ def generate_dataset(
     _check_size(size)
     _check_orientation(orientation)
     if anatomy is not None:
-        from kidneyseg.data.phantom_real import anatomy_files
+        from kidneyseg.data.phantom.real import anatomy_files
 
         anatomy_files(Path(anatomy))
     root = Path(out) / "dataset"

@@ -1,4 +1,5 @@
-"""Tissues of the phantom CT, their attenuation (HU) per contrast phase, and the CT image formation.
+"""How the phantom's tissues look in CT: their attenuation (HU) per contrast phase, and the CT
+image formation.
 
 The anatomy modules paint tissue ids into a `uint8` map plus an HU offset map (texture); this
 module turns that into a CT image: a per-case HU value for every tissue (drawn from the ranges in
@@ -9,53 +10,11 @@ docs/phantom.md.
 
 from __future__ import annotations
 
-from enum import IntEnum
-
 import numpy as np
 from scipy import ndimage as ndi
 
-
-class Tissue(IntEnum):
-    """Tissue ids painted by the anatomy modules (values of the `uint8` tissue map)."""
-
-    AIR = 0
-    SKIN = 1
-    SUBCUTANEOUS_FAT = 2
-    MUSCLE = 3
-    VISCERAL_FAT = 4
-    LIVER = 5
-    HEPATIC_VESSEL = 6
-    SPLEEN = 7
-    PANCREAS = 8
-    GALLBLADDER = 9
-    BOWEL_WALL = 10
-    BOWEL_GAS = 11
-    BOWEL_FLUID = 12
-    BOWEL_CONTRAST = 13
-    BOWEL_FECES = 14
-    AORTA = 15
-    IVC = 16
-    BONE_CORTICAL = 17
-    BONE_CANCELLOUS = 18
-    DISC = 19
-    SPINAL_CANAL = 20
-    KIDNEY_CORTEX = 21
-    KIDNEY_MEDULLA = 22
-    RENAL_PELVIS = 23
-    SINUS_FAT = 24
-    TUMOR = 25
-    TUMOR_NECROSIS = 26
-    CYST = 27
-    OUTSIDE_FOV = 28
-    LUNG = 29
-    HEART = 30
-    TABLE = 31
-    TUMOR_CALCIFICATION = 32
-    CYST_SEPTUM = 33
-    ADRENAL = 34
-
-
-N_TISSUES = len(Tissue)
+from kidneyseg.data.phantom.shapes import WaveNoise
+from kidneyseg.data.phantom.tissue import N_TISSUES, Tissue
 
 PHASES = ("noncontrast", "corticomedullary", "nephrographic", "excretory")
 PHASE_P = (0.3, 0.25, 0.3, 0.15)
@@ -169,27 +128,6 @@ TEXTURE_HU: dict[Tissue, float] = {
 """Amplitude (HU) of the smooth texture added to whole organs (arterial-phase splenic
 heterogeneity, bowel mucosal enhancement, lobulated pancreas, lung vessels)."""
 
-KIDNEY_TISSUES = (Tissue.KIDNEY_CORTEX, Tissue.KIDNEY_MEDULLA, Tissue.RENAL_PELVIS)
-"""Labelled kidney (KiTS: "all parenchyma and the non-fat tissue within the hilum")."""
-TUMOR_TISSUES = (Tissue.TUMOR, Tissue.TUMOR_NECROSIS, Tissue.TUMOR_CALCIFICATION)
-CYST_TISSUES = (Tissue.CYST, Tissue.CYST_SEPTUM)
-
-
-def label_lut() -> np.ndarray:
-    """Tissue id → KiTS23 label (0 background, 1 kidney, 2 tumor, 3 cyst)."""
-    lut = np.zeros(N_TISSUES, dtype=np.uint8)
-    lut[list(KIDNEY_TISSUES)] = 1
-    lut[list(TUMOR_TISSUES)] = 2
-    lut[list(CYST_TISSUES)] = 3
-    return lut
-
-
-def tissue_set(*tissues: Tissue) -> np.ndarray:
-    """A boolean lookup table over tissue ids, true for `tissues`."""
-    lut = np.zeros(N_TISSUES, dtype=bool)
-    lut[list(tissues)] = True
-    return lut
-
 
 UNENHANCED_HU: dict[Tissue, float] = {
     Tissue.KIDNEY_CORTEX: 30,
@@ -292,8 +230,6 @@ def render_ct(
 
 def _add_organ_texture(image: np.ndarray, tissue: np.ndarray, axes, rng: np.random.Generator) -> None:
     """Add `TEXTURE_HU`-scaled smooth noise to the voxels of the textured organs."""
-    from kidneyseg.data.phantom_shapes import WaveNoise
-
     amplitude = np.zeros(N_TISSUES, dtype=np.float32)
     for t, a in TEXTURE_HU.items():
         amplitude[t] = a

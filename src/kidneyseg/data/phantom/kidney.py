@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kidneyseg.data.phantom_anatomy import ORGAN_OVER, Body
-from kidneyseg.data.phantom_shapes import Canvas, Lobes, WaveNoise, ellipsoid_level, frame, segment_distance
-from kidneyseg.data.phantom_tissue import Tissue, tissue_set
+from kidneyseg.data.phantom.body import ORGAN_OVER, Body
+from kidneyseg.data.phantom.shapes import Canvas, Lobes, WaveNoise, ellipsoid_level, frame, segment_distance
+from kidneyseg.data.phantom.tissue import Tissue, tissue_set
 
 KIDNEY_OVER = tissue_set(
     *ORGAN_OVER.nonzero()[0],

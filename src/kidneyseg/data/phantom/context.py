@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kidneyseg.data.phantom_anatomy import BOWEL_CONTENTS, Body, body_scale
-from kidneyseg.data.phantom_shapes import Canvas
-from kidneyseg.data.phantom_tissue import Tissue, tissue_set
+from kidneyseg.data.phantom.body import BOWEL_CONTENTS, Body, body_scale
+from kidneyseg.data.phantom.shapes import Canvas
+from kidneyseg.data.phantom.tissue import Tissue, tissue_set
 
 ABOVE_DIAPHRAGM = tissue_set(
     Tissue.VISCERAL_FAT,

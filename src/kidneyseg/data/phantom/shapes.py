@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kidneyseg.data.phantom_tissue import Tissue
+from kidneyseg.data.phantom.tissue import Tissue
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,151 @@
+"""Frozen dataclasses to and from plain data (dicts, lists, scalars), YAML and overrides.
+
+`from_dict` builds a dataclass from plain data, rejecting unknown keys with a suggestion;
+`to_dict` turns it back into plain data for YAML or JSON; `parse_override` reads one
+`key=value` string (the value parsed as YAML), which `apply_overrides` applies as
+`section.key=value` and the CLI uses for its other overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from kidneyseg.errors import KidneysegError
+
+T = TypeVar("T")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise KidneysegError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except (KidneysegError, TypeError, ValueError):
+                continue
+        raise KidneysegError(f"{where}: {value!r} is not a valid {tp}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise KidneysegError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(value) != len(args):
+            raise KidneysegError(f"{where}: expected {len(args)} values, got {list(value)}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise KidneysegError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    raise KidneysegError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build the frozen dataclass `cls` from `data`; unknown keys are an error."""
+    types_ = _field_types(cls)
+    unknown = set(data) - set(types_)
+    if unknown:
+        key = sorted(unknown)[0]
+        close = difflib.get_close_matches(key, list(types_), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {sorted(types_)}"
+        raise KidneysegError(f"{where}: unknown key {key!r}{hint}")
+    kwargs = {k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain data (dicts, lists, scalars) for a dataclass, ready for YAML or JSON."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def parse_override(item: str, form: str = "section.key=value") -> tuple[str, Any]:
+    """Split one `key=value` override; the value is parsed as YAML (`[16, 32]` is a list).
+
+    Raises:
+        KidneysegError: no `=`, no key, or a value that is not YAML; the message shows `form`.
+    """
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise KidneysegError(f"override {item!r} must look like {form}")
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise KidneysegError(f"override {item!r}: the value is not valid YAML") from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Return a copy of `data` with `a.b.c=value` overrides applied (value parsed as YAML)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for item in overrides:
+        key, value = parse_override(item)
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise KidneysegError(f"override {item!r}: {part!r} is not a config section")
+            node = node[part]
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `update` merged in recursively (update wins)."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KidneysegError("no such config file", path) from None
+    except yaml.YAMLError as exc:
+        raise KidneysegError(f"not valid YAML ({exc})", path) from None
+    if not isinstance(data, dict):
+        raise KidneysegError("a config file must hold a mapping", path)
+    return data
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)
