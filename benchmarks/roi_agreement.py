@@ -81,7 +81,7 @@ def main() -> None:
                 row[f"{roi}_windows"] = prediction.windows["total"]
                 out[roi] = prediction.labels.array
                 if prediction.roi is not None:
-                    row["stage1_windows"] = prediction.roi["locator_windows"]["windows"]
+                    row["stage1_windows"] = prediction.roi["locator_windows"]["total"]
                     row["boxes"] = len(prediction.roi["boxes_mm"])
                     row["fallback"] = prediction.roi["fallback"]
                     boxes = prediction.roi["boxes_mm"]

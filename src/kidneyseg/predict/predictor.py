@@ -328,7 +328,7 @@ class Predictor:
             roi_record = {
                 "mode": "kidneys",
                 "locator": "this model" if self.locator is None else str(self.locator.model_paths[0]),
-                "locator_windows": asdict(locator_stats),
+                "locator_windows": window_counts(locator_stats),
                 "margin_mm": self.settings.roi_margin_mm,
                 **located.record(),
             }
@@ -385,10 +385,15 @@ class Predictor:
             probabilities=probabilities,
             probabilities_affine=np.asarray(meta.affine) if probabilities is not None else None,
             seconds=seconds,
-            windows={"total": stats.windows, "computed": stats.computed, "reused": stats.reused},
+            windows=window_counts(stats),
             confidence=confidence,
             roi=roi_record,
         )
+
+
+def window_counts(stats: WindowStats) -> dict[str, int]:
+    """How many windows were seen ("total"), computed and reused, for the run record."""
+    return {"total": stats.windows, "computed": stats.computed, "reused": stats.reused}
 
 
 def foreground_confidence(
