@@ -11,17 +11,20 @@ Gaussian blending) and the same overlap:
   NIfTI write with the CT's affine;
 - ours: `kidneyseg.predict.run_prediction` on the same file, the network run by PyTorch
   (`ours-torch`) or compiled by OpenVINO (`ours-openvino`, the default on CPU when installed);
-  float32, or bfloat16 with a `-bf16` suffix.
+  float32, or bfloat16 with a `-bf16` suffix; over the whole body (`--roi body`), or with a
+  `-kidneys` suffix two-stage (`--roi kidneys`: the bundled model locates the kidneys, the network
+  runs only around them).
 
 Each run is a fresh process (so its peak resident memory is its own); runs are interleaved
 (reference, ours, reference, ours, ...) because the cores are shared, and medians are reported
 with the ratio. Label agreement is measured against MONAI's output and, for the other backends,
 against `ours-torch` (same grid, so only the backend differs). A second case, 512 × 512 × 600
-slices, measures our peak memory on a long scan.
+slices (or `--long-slices`), measures our peak memory on a long scan.
 
 Usage:
-    python benchmarks/predict_speed.py [--repeats 3] [--overlaps 0.8 0.5] [--checkpoint RUN]
-        [--pipelines monai ours-torch ours-openvino] [--long-overlap 0.8]
+    python benchmarks/predict_speed.py [--repeats 3] [--reference-repeats 1] [--overlaps 0.8 0.5]
+        [--checkpoint RUN] [--pipelines monai ours-torch ours-openvino ours-openvino-kidneys]
+        [--long-overlap 0.8] [--long-slices 600 1000]
 """
 
 from __future__ import annotations
@@ -38,25 +41,42 @@ from pathlib import Path
 
 import numpy as np
 
-PIPELINES = ("monai", "ours-torch", "ours-openvino", "ours-torch-bf16", "ours-openvino-bf16")
+PIPELINES = (
+    "monai",
+    "ours-torch",
+    "ours-openvino",
+    "ours-torch-bf16",
+    "ours-openvino-bf16",
+    "ours-torch-kidneys",
+    "ours-openvino-kidneys",
+)
 KITS_SEED = 1  # generate_case(1, size="full"): 512 x 512 x 202 slices, 0.82 x 0.82 x 1.5 mm
 
 
-def make_cases(folder: Path) -> dict[str, Path]:
-    """The KiTS-size phantom and a 600-slice version of it (slices repeated 3×, 1 mm apart)."""
+def make_cases(folder: Path, long_slices: list[int]) -> dict[str, Path]:
+    """The KiTS-size phantom and long versions of it (`long<N>`: each slice repeated, 1 mm apart,
+    cut at N slices)."""
     from kidneyseg.data.phantom import generate_case
-    from kidneyseg.io.volume import Volume, write_volume
+    from kidneyseg.io.volume import Volume, read_volume, write_volume
 
-    if (folder / "kits.nii.gz").is_file() and (folder / "long.nii.gz").is_file():
-        return {"kits": folder / "kits.nii.gz", "long": folder / "long.nii.gz"}
-    ct = generate_case(KITS_SEED, size="full").ct
-    kits = write_volume(folder / "kits.nii.gz", ct)
+    kits = folder / "kits.nii.gz"
+    ct = read_volume(kits) if kits.is_file() else generate_case(KITS_SEED, size="full").ct
+    if not kits.is_file():
+        write_volume(kits, ct)
+    cases = {"kits": kits}
     slice_axis = int(np.argmax(ct.spacing))
-    long_array = np.repeat(ct.array, 3, axis=slice_axis)[(slice(None),) * slice_axis + (slice(0, 600),)]
-    affine = ct.affine.copy()
-    affine[:3, slice_axis] *= 1.0 / ct.spacing[slice_axis]
-    long = write_volume(folder / "long.nii.gz", Volume(np.ascontiguousarray(long_array), affine))
-    return {"kits": kits, "long": long}
+    for n in long_slices:
+        path = cases[f"long{n}"] = folder / f"long{n}.nii.gz"
+        if path.is_file():
+            continue
+        repeats = -(-n // ct.shape[slice_axis])
+        long_array = np.repeat(ct.array, repeats, axis=slice_axis)[
+            (slice(None),) * slice_axis + (slice(0, n),)
+        ]
+        affine = ct.affine.copy()
+        affine[:3, slice_axis] *= 1.0 / ct.spacing[slice_axis]
+        write_volume(path, Volume(np.ascontiguousarray(long_array), affine))
+    return cases
 
 
 def make_checkpoint(folder: Path, seed: int) -> Path:
@@ -138,7 +158,7 @@ def run_reference(case: Path, checkpoint: Path, overlap: float, out: Path) -> di
 
 
 def run_ours(
-    case: Path, checkpoint: Path, overlap: float, out: Path, backend: str, precision: str
+    case: Path, checkpoint: Path, overlap: float, out: Path, backend: str, precision: str, roi: str
 ) -> dict[str, float]:
     """`kidneyseg predict` on one file; returns seconds per stage (from its run record) and in total."""
     from kidneyseg.predict import OutputOptions, PredictSettings, run_prediction
@@ -149,7 +169,7 @@ def run_ours(
         case,
         run_dir,
         [checkpoint],
-        PredictSettings(overlap=overlap, precision=precision, backend=backend),
+        PredictSettings(overlap=overlap, precision=precision, backend=backend, roi=roi),
         OutputOptions(overwrite=True),
         progress=False,
     )
@@ -157,7 +177,8 @@ def run_ours(
     (run_dir / f"{case.name.split('.')[0]}.nii.gz").rename(out)
     entry = record.cases[0]
     stages = {"compile": record.environment["backend_compile_seconds"], **entry["seconds"]}
-    return {"seconds": seconds, "stages": stages, "windows": entry["windows"]}
+    roi_record = entry["roi"] and {k: v for k, v in entry["roi"].items() if k != "locator"}
+    return {"seconds": seconds, "stages": stages, "windows": entry["windows"], "roi": roi_record}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -165,9 +186,10 @@ def child(args: argparse.Namespace) -> None:
     if args.pipeline == "monai":
         result = run_reference(Path(args.case), Path(args.checkpoint), args.overlap, out)
     else:
-        backend = args.pipeline.split("-")[1]
-        precision = "bfloat16" if args.pipeline.endswith("-bf16") else "float32"
-        result = run_ours(Path(args.case), Path(args.checkpoint), args.overlap, out, backend, precision)
+        parts = args.pipeline.split("-")
+        precision = "bfloat16" if "bf16" in parts else "float32"
+        roi = "kidneys" if "kidneys" in parts else "body"
+        result = run_ours(Path(args.case), Path(args.checkpoint), args.overlap, out, parts[1], precision, roi)
     result["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(result))
 
@@ -206,6 +228,9 @@ def agreement(a: Path, b: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--reference-repeats", type=int, help="Runs of the whole-volume pipelines (default: --repeats)."
+    )
     parser.add_argument("--overlaps", type=float, nargs="+", default=[0.8, 0.5])
     parser.add_argument(
         "--pipelines",
@@ -215,8 +240,9 @@ def main() -> None:
     )
     parser.add_argument("--checkpoint", help="Trained run or checkpoint (default: random weights, seed 0).")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-long", action="store_true", help="Skip the 600-slice memory case.")
-    parser.add_argument("--long-only", action="store_true", help="Only the 600-slice memory case.")
+    parser.add_argument("--skip-long", action="store_true", help="Skip the long memory cases.")
+    parser.add_argument("--long-only", action="store_true", help="Only the long memory cases.")
+    parser.add_argument("--long-slices", type=int, nargs="+", default=[600])
     parser.add_argument("--long-overlap", type=float, default=0.8)
     parser.add_argument("--long-pipeline", default="ours-openvino", choices=PIPELINES[1:])
     parser.add_argument("--workdir", help="Keep cases and outputs here (default: a temporary folder).")
@@ -232,7 +258,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        cases = make_cases(work)
+        cases = make_cases(work, [] if args.skip_long else args.long_slices)
         if args.checkpoint:
             from kidneyseg.train.checkpoint import resolve_checkpoint
 
@@ -249,6 +275,9 @@ def main() -> None:
             runs: dict[str, list[dict]] = {p: [] for p in args.pipelines}
             for repeat in range(args.repeats):
                 for pipeline in args.pipelines:
+                    reference = not pipeline.endswith("-kidneys")
+                    if reference and repeat >= (args.reference_repeats or args.repeats):
+                        continue
                     out = work / f"{pipeline}_{overlap}.nii.gz"
                     runs[pipeline].append(spawn(pipeline, cases["kits"], checkpoint, overlap, out))
                     print(f"overlap {overlap} run {repeat + 1} {pipeline}: {runs[pipeline][-1]}", flush=True)
@@ -261,7 +290,7 @@ def main() -> None:
                 for p, rs in runs.items()
             }
             for p in args.pipelines:
-                for reference in ("monai", "ours-torch"):
+                for reference in ("monai", "ours-torch", "ours-openvino"):
                     if p in (reference, "monai") or reference not in summary:
                         continue
                     summary[p][f"speedup_vs_{reference}"] = (
@@ -272,17 +301,22 @@ def main() -> None:
                     )
             results["overlaps"][str(overlap)] = summary
             print(json.dumps(summary, indent=2), flush=True)
-        if args.long_only or not args.skip_long:
+        for n in args.long_slices if args.long_only or not args.skip_long else []:
             long = spawn(
-                args.long_pipeline, cases["long"], checkpoint, args.long_overlap, work / "ours_long.nii.gz"
+                args.long_pipeline,
+                cases[f"long{n}"],
+                checkpoint,
+                args.long_overlap,
+                work / f"ours_long{n}.nii.gz",
             )
-            results["long_case"] = {
-                "shape": [512, 512, 600],
+            results[f"long{n}"] = {
+                "shape": [512, 512, n],
                 "pipeline": args.long_pipeline,
                 "overlap": args.long_overlap,
                 **long,
+                "peak_gb": long["peak_bytes"] / 2**30,
             }
-            results["long_case"]["peak_gb"] = long["peak_bytes"] / 2**30
+            print(json.dumps(results[f"long{n}"]), flush=True)
         print(json.dumps(results, indent=2))
 
 

@@ -453,9 +453,10 @@ def test_confidence_is_the_mean_winning_probability_over_foreground_voxels():
     expected_tumor = torch.softmax(torch.tensor([0.0, 0, 1, 0]), 0)[2].item()
     n_k, n_t = 20 * 9, 10 * 9
     expected = (n_k * expected_kidney + n_t * expected_tumor) / (n_k + n_t)
-    assert foreground_confidence(logits, probabilities=False, chunk=7) == pytest.approx(expected, rel=1e-5)
+    assert foreground_confidence([logits], probabilities=False, chunk=7) == pytest.approx(expected, rel=1e-5)
     probs = torch.softmax(logits, 0)
-    assert foreground_confidence(probs, probabilities=True) == pytest.approx(expected, rel=1e-5)
+    halves = [probs[:, :25], probs[:, 25:]]  # regions predicted apart count as one
+    assert foreground_confidence(halves, probabilities=True) == pytest.approx(expected, rel=1e-5)
     assert (
-        foreground_confidence(torch.zeros(4, 5, 2, 2).index_fill_(0, torch.tensor([0]), 5.0), False) is None
+        foreground_confidence([torch.zeros(4, 5, 2, 2).index_fill_(0, torch.tensor([0]), 5.0)], False) is None
     )

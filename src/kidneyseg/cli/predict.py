@@ -49,6 +49,17 @@ Precision = Annotated[str, typer.Option(help="float32, or bfloat16 (faster on CP
 Backend = Annotated[
     str, typer.Option(help="auto (OpenVINO on CPU when installed, else PyTorch), torch or openvino.")
 ]
+Roi = Annotated[
+    str | None,
+    typer.Option(
+        help="kidneys: locate the kidneys with the bundled model, run --model only around them "
+        "(the default when the bundled model is installed); body: the whole body.",
+        show_default=False,
+    ),
+]
+RoiMargin = Annotated[
+    float | None, typer.Option(help="Margin (mm) around each kidney box with --roi kidneys (default 30).")
+]
 Device = Annotated[str, typer.Option(help="auto (CUDA if available, else CPU), cpu or cuda[:N].")]
 Threads = Annotated[int | None, typer.Option(min=1, help="torch CPU threads.")]
 Shard = Annotated[
@@ -83,6 +94,8 @@ def predict(
     series: Series = None,
     precision: Precision = "float32",
     backend: Backend = "auto",
+    roi: Roi = None,
+    roi_margin: RoiMargin = None,
     report: _flag("Also write the case report (JSON + HTML).", "--report") = False,
     overwrite: _flag("Redo cases that are already done.", "--overwrite") = False,
     no_hu_check: _flag("Predict even if the image does not look like CT in HU.", "--no-hu-check") = False,
@@ -108,9 +121,11 @@ def predict(
         raise KidneysegError(
             "--series chooses a series of a DICOM folder, but the input is a file", input_path
         )
-    settings = _settings(overlap, blend, batch, tta, precision, backend, probabilities)
+    settings = _settings(overlap, blend, batch, tta, precision, backend, probabilities, roi)
     if postprocess is not None:
         settings = replace(settings, postprocess=postprocess)
+    if roi_margin is not None:
+        settings = replace(settings, roi_margin_mm=roi_margin)
     device = str(pick_device(device))
     if threads is not None:
         torch.set_num_threads(threads)
@@ -140,10 +155,11 @@ def predict(
     _summary(record, out, time.perf_counter() - STARTED)
 
 
-def _settings(overlap, blend, batch, tta, precision, backend, probabilities):
+def _settings(overlap, blend, batch, tta, precision, backend, probabilities, roi):
     """Checked inference settings (postprocessing as by default)."""
     from kidneyseg.errors import KidneysegError
     from kidneyseg.predict.predictor import PredictSettings
+    from kidneyseg.predict.roi import ROIS
     from kidneyseg.predict.sliding_window import BLENDS, PRECISIONS
 
     if blend is not None and blend not in BLENDS:
@@ -154,6 +170,8 @@ def _settings(overlap, blend, batch, tta, precision, backend, probabilities):
         raise KidneysegError(f"--overlap must be in [0, 1), got {overlap}")
     if batch is not None and batch < 1:
         raise KidneysegError(f"--batch must be at least 1, got {batch}")
+    if roi is not None and roi not in ROIS:
+        raise KidneysegError(f"--roi must be one of {ROIS}, got {roi!r}")
     return PredictSettings(
         overlap=overlap,
         blend=blend,
@@ -162,6 +180,7 @@ def _settings(overlap, blend, batch, tta, precision, backend, probabilities):
         precision=precision,
         backend=backend,
         probabilities=probabilities,
+        roi=roi,
     )
 
 

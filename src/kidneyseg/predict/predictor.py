@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from kidneyseg.config import InferenceConfig, RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import LabelMap
+from kidneyseg.predict.roi import MARGIN_MM, ROIS, Box
+from kidneyseg.predict.sliding_window import WindowStats
+from kidneyseg.preprocess import PreprocessMeta
 
 if TYPE_CHECKING:
     import torch
@@ -55,6 +58,10 @@ class PredictSettings:
         probabilities: also return class probabilities on the network grid.
         chunk_slices: slices of the original grid inverted at a time (bounds memory).
         reuse_constant_windows: compute constant (all-air) windows once per value.
+        roi: "kidneys" (two-stage: the user's network only around the kidneys the bundled model
+            finds, `kidneyseg.predict.roi`), "body" (the whole body crop), or None: "kidneys" when
+            the bundled model is installed, else "body".
+        roi_margin_mm: margin around each kidney box with `roi="kidneys"`.
     """
 
     overlap: float | None = None
@@ -67,6 +74,8 @@ class PredictSettings:
     probabilities: bool = False
     chunk_slices: int = 16
     reuse_constant_windows: bool = True
+    roi: str | None = None
+    roi_margin_mm: float = MARGIN_MM
 
     def resolve(self, inference: InferenceConfig) -> InferenceConfig:
         """The checkpoint's inference config with these settings applied."""
@@ -88,6 +97,8 @@ class Prediction:
         probabilities_affine: voxel-to-world affine of `probabilities` (RAS+, mm).
         seconds: time per stage (preprocess, windows, inverse, postprocess).
         windows: how many windows were seen, computed and reused.
+        roi: with `roi="kidneys"`: the locator, its window counts, the kidney boxes (world mm), the
+            fallback to the whole volume and why, and the regions on the network grid.
         confidence: the mean, over the network-grid voxels predicted as any foreground class, of
             the winning class's probability (1: every such voxel certain; near 1 / classes: a
             guess); None when nothing was predicted. Low on images unlike the training data.
@@ -99,6 +110,7 @@ class Prediction:
     seconds: dict[str, float] = field(default_factory=dict)
     windows: dict[str, int] = field(default_factory=dict)
     confidence: float | None = None
+    roi: dict[str, Any] | None = None
 
 
 class Predictor:
@@ -191,6 +203,29 @@ class Predictor:
                     ) from exc
                 self.backend = "torch"
                 self.backend_fallback = f"OpenVINO could not compile the network, using PyTorch: {reason}"
+        self.roi, self.locator = self._resolve_roi()
+        if self.locator is not None:
+            self.compile_seconds += self.locator.compile_seconds
+
+    def _resolve_roi(self) -> tuple[str, Predictor | None]:
+        """The ROI mode, and stage 1's predictor: None when this one is the bundled model alone,
+        whose whole-volume scores are then both stage 1 and, inside the kidney boxes, stage 2."""
+        from kidneyseg.predict.pretrained import BUNDLED, bundled_name, bundled_path
+
+        roi = self.settings.roi
+        if roi is None:
+            roi = "kidneys" if bundled_path().is_file() else "body"
+        if roi not in ROIS:
+            raise KidneysegError(f"roi must be one of {ROIS}, got {roi!r}")
+        if self.settings.roi_margin_mm < 0:
+            raise KidneysegError(f"the ROI margin must be at least 0 mm, got {self.settings.roi_margin_mm}")
+        alone = len(self.checkpoints) == 1 and bundled_name(self.checkpoints[0].path) == BUNDLED
+        if roi == "body" or alone:
+            return roi, None
+        from kidneyseg.predict.pretrained import default_model
+
+        settings = PredictSettings(backend=self.settings.backend, postprocess=False, roi="body")
+        return roi, Predictor([default_model()], settings, device=self.device)
 
     @property
     def config(self) -> RunConfig:
@@ -204,25 +239,19 @@ class Predictor:
     def model_paths(self) -> list[Path]:
         return [c.path for c in self.checkpoints]
 
-    def predict(self, ct: Volume, progress: bool = False) -> Prediction:
-        """Segment `ct` (Hounsfield units, any orientation); labels come back on its grid."""
+    def scores(
+        self, image: np.ndarray, progress: bool = False, source: str | None = None
+    ) -> tuple[torch.Tensor, WindowStats]:
+        """Blended window scores `[C, X, Y, Z]` over a preprocessed image (logits for one network,
+        probabilities for an ensemble), and the window counts.
+
+        Raises:
+            KidneysegError: the network produced NaN or infinite scores.
+        """
         import torch
 
-        from kidneyseg.predict.postprocess import keep_largest_components
         from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
-        from kidneyseg.preprocess import invert_probabilities, preprocess
 
-        seconds: dict[str, float] = {}
-        t = time.perf_counter()
-        array = ct.array
-        if any(stride < 0 for stride in array.strides):  # a flipped view (in-memory volumes only)
-            array = np.ascontiguousarray(array)
-        pre = preprocess(Volume(array, ct.affine, ct.source), self.config.preprocess)
-        image, meta = pre.image, pre.meta
-        del pre
-        seconds["preprocess"] = time.perf_counter() - t
-
-        t = time.perf_counter()
         window_predictor = WindowPredictor(
             self.networks,
             spatial_dims=self.spatial_dims,
@@ -240,7 +269,6 @@ class Predictor:
             sw_batch_size=self.inference.sw_batch_size,
             progress=progress,
         )
-        del image
         if self.backend == "openvino":
             for network in self.networks:
                 network.release()
@@ -248,47 +276,141 @@ class Predictor:
             raise KidneysegError(
                 "the network produced NaN or infinite scores; the checkpoint or the input is broken "
                 f"(checkpoint {self.checkpoints[0].path})",
-                ct.source,
+                source,
             )
-        seconds["windows"] = time.perf_counter() - t
+        return scores, window_predictor.stats
 
-        confidence = foreground_confidence(scores, probabilities=len(self.networks) > 1)
+    def _locate(self, ct: Volume, image: np.ndarray, meta: PreprocessMeta, progress: bool):
+        """Stage 1: the kidney boxes, its window counts, and (when this predictor is its own
+        locator) the whole-volume scores."""
+        import torch
+
+        from kidneyseg.predict.roi import locate
+        from kidneyseg.preprocess import preprocess
+
+        if self.locator is None:
+            scores, stats = self.scores(image, progress, ct.source)
+            labels = torch.argmax(scores, dim=0).numpy()
+            return locate(labels, meta), stats, scores
+        pre = preprocess(ct, self.locator.config.preprocess)
+        scores, stats = self.locator.scores(pre.image, source=ct.source)
+        return locate(torch.argmax(scores, dim=0).numpy(), pre.meta), stats, None
+
+    def predict(self, ct: Volume, progress: bool = False) -> Prediction:
+        """Segment `ct` (Hounsfield units, any orientation); labels come back on its grid."""
+        import torch
+
+        from kidneyseg.predict.postprocess import keep_largest_components
+        from kidneyseg.predict.roi import Region, regions, restrict, slices
+        from kidneyseg.predict.sliding_window import window_roi
+        from kidneyseg.preprocess import invert_probabilities, preprocess
+
+        seconds: dict[str, float] = {}
+        t = time.perf_counter()
+        array = ct.array
+        if any(stride < 0 for stride in array.strides):  # a flipped view (in-memory volumes only)
+            array = np.ascontiguousarray(array)
+        ct = Volume(array, ct.affine, ct.source, ct.dicom_files)
+        pre = preprocess(ct, self.config.preprocess)
+        image, meta = pre.image, pre.meta
+        del pre
+        seconds["preprocess"] = time.perf_counter() - t
+
+        whole: Box = tuple((0, n) for n in image.shape)  # type: ignore[assignment]
+        parts: list[tuple[Region, torch.Tensor]] = []
+        roi_record: dict[str, Any] | None = None
+        stats = WindowStats()
+        scores = None
+        if self.roi == "kidneys":
+            t = time.perf_counter()
+            located, locator_stats, scores = self._locate(ct, image, meta, progress)
+            seconds["locate"] = time.perf_counter() - t
+            roi_record = {
+                "mode": "kidneys",
+                "locator": "this model" if self.locator is None else str(self.locator.model_paths[0]),
+                "locator_windows": window_counts(locator_stats),
+                "margin_mm": self.settings.roi_margin_mm,
+                **located.record(),
+            }
+            if self.locator is None:
+                stats = locator_stats
+            if located.fallback is None:
+                window = window_roi(self.inference.roi_size, self.spatial_dims)
+                found = regions(located, meta, window, self.settings.roi_margin_mm)
+                roi_record["regions"] = [{"core": r.core, "context": r.context} for r in found]
+                t = time.perf_counter()
+                for region in found:
+                    if scores is None:
+                        context = image[slices(region.context)]
+                        part, region_stats = self.scores(context, progress, ct.source)
+                        for key, value in asdict(region_stats).items():
+                            setattr(stats, key, getattr(stats, key) + value)
+                        parts.append((region, part[(slice(None), *region.core_in_context)]))
+                    else:
+                        parts.append((region, scores[(slice(None), *slices(region.core))]))
+                seconds["windows"] = time.perf_counter() - t
+        if not parts:  # the whole body crop: --roi body, or stage 1's fallback
+            t = time.perf_counter()
+            if scores is None:
+                scores, stats = self.scores(image, progress, ct.source)
+            parts = [(Region(whole, whole), scores)]
+            seconds["windows"] = time.perf_counter() - t
+        del image, scores
+
+        ensemble = len(self.networks) > 1
+        confidence = foreground_confidence([p for _, p in parts], probabilities=ensemble)
         probabilities = None
         if self.settings.probabilities:
-            probs = torch.softmax(scores, dim=0) if len(self.networks) == 1 else scores
-            probabilities = probs.cpu().numpy()
+            probabilities = np.zeros((self.label_map.num_classes, *meta.shape), dtype=np.float32)
+            probabilities[0] = 1.0  # background wherever stage 2 did not run
+            for region, part in parts:
+                probs = part if ensemble else torch.softmax(part, dim=0)
+                probabilities[(slice(None), *slices(region.core))] = probs.numpy()
 
         t = time.perf_counter()
-        labels = invert_probabilities(scores, meta, chunk_slices=self.settings.chunk_slices)
-        del scores
+        labels = None
+        for region, part in parts:
+            inverted = invert_probabilities(
+                part, restrict(meta, region.core), chunk_slices=self.settings.chunk_slices
+            )
+            labels = inverted if labels is None else np.maximum(labels, inverted, out=labels)
+        del parts
         seconds["inverse"] = time.perf_counter() - t
         if self.settings.postprocess:
             t = time.perf_counter()
             labels = keep_largest_components(labels)
             seconds["postprocess"] = time.perf_counter() - t
-        stats = window_predictor.stats
         return Prediction(
             labels=Volume(labels, ct.affine, ct.source, ct.dicom_files),
             probabilities=probabilities,
             probabilities_affine=np.asarray(meta.affine) if probabilities is not None else None,
             seconds=seconds,
-            windows={"total": stats.windows, "computed": stats.computed, "reused": stats.reused},
+            windows=window_counts(stats),
             confidence=confidence,
+            roi=roi_record,
         )
 
 
-def foreground_confidence(scores: torch.Tensor, probabilities: bool, chunk: int = 16) -> float | None:
+def window_counts(stats: WindowStats) -> dict[str, int]:
+    """How many windows were seen ("total"), computed and reused, for the run record."""
+    return {"total": stats.windows, "computed": stats.computed, "reused": stats.reused}
+
+
+def foreground_confidence(
+    parts: Sequence[torch.Tensor], probabilities: bool, chunk: int = 16
+) -> float | None:
     """Mean winning-class probability over the voxels whose winner is not background.
 
     Args:
-        scores: `[C, X, ...]` logits (one network) or averaged probabilities (an ensemble).
+        parts: `[C, X, ...]` logits (one network) or averaged probabilities (an ensemble), one
+            per region predicted (the whole image, or the kidney regions).
         probabilities: whether `scores` are probabilities already.
         chunk: slices along X per step (bounds the temporary memory).
     """
     import torch
 
     total, count = 0.0, 0
-    for start in range(0, scores.shape[1], chunk):
+    for scores, start in ((s, x) for s in parts for x in range(0, s.shape[1], chunk)):
         block = scores[:, start : start + chunk].float()
         probs = block if probabilities else torch.softmax(block, dim=0)
         top, winner = probs.max(dim=0)

@@ -200,6 +200,7 @@ def predict_case(
         "shape": list(ct.shape),
         "spacing": list(ct.spacing),
         "windows": prediction.windows,
+        "roi": prediction.roi,
         "confidence": None if prediction.confidence is None else round(prediction.confidence, 4),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "total_seconds": round(total, 3),

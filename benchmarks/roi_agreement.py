@@ -1,0 +1,111 @@
+"""Does two-stage prediction (`--roi kidneys`) give the whole-volume labels (`--roi body`)?
+
+For each trained model and each CT, both modes predict with the default settings (post-processing
+on); reported per case: the fraction of identical voxels, the Dice of kidney + masses (labels > 0)
+between the two, both modes' kidney + masses Dice against the reference where there is one, the
+windows and seconds of each mode, stage 1's boxes or fallback, and how far (mm, largest per-axis
+distance) reference kidney + masses lies outside the margin-less stage-1 boxes: the margin the
+locator needed on that case.
+
+Usage:
+    python benchmarks/roi_agreement.py --model src/kidneyseg/weights/sca-unet-3d-transfer.pt \
+        --model runs/exp/run-a/best.pt --data runs/exp/test-anat/dataset [--real ../shared/data/real-ct]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+REAL = {
+    "lowdose_abdomen_4mm": ("lowdose_abdomen_4mm.nii.gz", "lowdose_abdomen_4mm_kidneys.nii.gz"),
+    "chest_ct_1.5mm": ("chest_ct_1.5mm.nii.gz", None),
+    "dicom_series": ("dicom_series", None),
+}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float | None:
+    total = int(a.sum() + b.sum())
+    return round(2 * int((a & b).sum()) / total, 5) if total else None
+
+
+def reach_beyond(reference: np.ndarray, affine: np.ndarray, boxes_mm: list[dict]) -> float | None:
+    """Largest per-axis distance (mm) of a reference foreground voxel outside every box."""
+    points = np.argwhere(reference)
+    if len(points) == 0 or not boxes_mm:
+        return None
+    world = points @ affine[:3, :3].T + affine[:3, 3]
+    reach = np.full(len(world), np.inf)
+    for box in boxes_mm:
+        lo, hi = np.array(box["low"]), np.array(box["high"])
+        reach = np.minimum(reach, np.maximum(np.maximum(lo - world, world - hi), 0).max(axis=1))
+    return round(float(reach.max()), 1)
+
+
+def cases(data: Path | None, real: Path | None) -> list[tuple[str, Path, Path | None]]:
+    out = []
+    if data is not None:
+        for folder in sorted(p for p in data.iterdir() if (p / "imaging.nii.gz").is_file()):
+            out.append((folder.name, folder / "imaging.nii.gz", folder / "segmentation.nii.gz"))
+    if real is not None:
+        for name, (image, labels) in REAL.items():
+            out.append((name, real / image, real / labels if labels else None))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", required=True, help="Trained checkpoint (repeat).")
+    parser.add_argument("--data", type=Path, help="Folder of phantom cases (KiTS layout).")
+    parser.add_argument("--real", type=Path, help="../shared/data/real-ct")
+    args = parser.parse_args()
+
+    from kidneyseg.io.volume import read_volume
+    from kidneyseg.predict import Predictor, PredictSettings
+
+    results = []
+    for model in args.model:
+        predictors = {roi: Predictor([model], PredictSettings(roi=roi)) for roi in ("body", "kidneys")}
+        for name, image, labels in cases(args.data, args.real):
+            ct = read_volume(image)
+            row: dict = {"model": model, "case": name}
+            out = {}
+            for roi, predictor in predictors.items():
+                start = time.perf_counter()
+                prediction = predictor.predict(ct)
+                row[f"{roi}_seconds"] = round(time.perf_counter() - start, 2)
+                row[f"{roi}_windows"] = prediction.windows["total"]
+                out[roi] = prediction.labels.array
+                if prediction.roi is not None:
+                    row["stage1_windows"] = prediction.roi["locator_windows"]["total"]
+                    row["boxes"] = len(prediction.roi["boxes_mm"])
+                    row["fallback"] = prediction.roi["fallback"]
+                    boxes = prediction.roi["boxes_mm"]
+            row["identical"] = round(float(np.mean(out["body"] == out["kidneys"])), 6)
+            row["dice_kidneys_vs_body"] = dice(out["body"] > 0, out["kidneys"] > 0)
+            if labels is not None:
+                reference = read_volume(labels).array > 0
+                for roi in ("body", "kidneys"):
+                    row[f"dice_{roi}_vs_reference"] = dice(out[roi] > 0, reference)
+                row["reference_beyond_boxes_mm"] = reach_beyond(reference, ct.affine, boxes)
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    for model in args.model:
+        rows = [r for r in results if r["model"] == model]
+        summary = {
+            "model": model,
+            "cases": len(rows),
+            "min_identical": min(r["identical"] for r in rows),
+            "min_dice_kidneys_vs_body": min(r["dice_kidneys_vs_body"] or 1.0 for r in rows),
+            "windows_body": sum(r["body_windows"] for r in rows),
+            "windows_kidneys": sum(r["kidneys_windows"] for r in rows),
+        }
+        print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Two-stage, kidney-focused prediction (`--roi kidneys`): where the kidneys are, and where the
+user's network runs.
+
+A kidney fills a few percent of an abdominal CT, so most windows of a whole-volume prediction
+cannot hold one. Stage 1 runs the bundled pretrained model (`kidneyseg.predict.pretrained`, 3 mm
+grid) over the whole CT; every 26-connected component of its kidney + masses label of at least
+`MIN_KIDNEY_ML` gives a box, recorded in world coordinates. Stage 2 runs the user's network with
+its own settings only in each box grown by a margin (the "core"); the windows see at least one
+window's worth of real image around the core (the "context"), and only the core's scores are kept.
+Outside the cores the label is background. When stage 1 finds no kidney, or a component touches
+the edge of the scan (the kidney may be cut, and the locator had no context beyond it), the case
+falls back to the whole volume, and the reason is recorded. This is the idea of TotalSegmentator's
+ROI crop and nnU-Net's cascade, with the margin measured (docs/prediction.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from kidneyseg.preprocess import PreprocessMeta
+
+ROIS = ("kidneys", "body")
+MARGIN_MM = 30.0
+"""Margin around each stage-1 box. It covers every kidney + mass the bundled locator left outside
+its boxes on the phantoms measured, and the 90th percentile of how far a KiTS19 tumor reaches
+beyond its kidney's box if the locator saw none of the tumor (benchmarks/roi_margin.py)."""
+MIN_KIDNEY_ML = 5.0
+"""Smallest stage-1 component taken for a kidney (smaller ones are speckle)."""
+Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Located:
+    """Stage 1's result: kidney boxes in world coordinates, or why the whole volume is used.
+
+    Attributes:
+        boxes_mm: per component, `(low, high)` RAS corners (mm) of its voxels' extent.
+        volumes_ml: per component, its volume.
+        fallback: why stage 2 runs on the whole volume (None: it runs in the boxes).
+    """
+
+    boxes_mm: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]
+    volumes_ml: tuple[float, ...]
+    fallback: str | None
+
+    def record(self) -> dict:
+        """JSON-ready, for the run record."""
+        return {
+            "boxes_mm": [
+                {"low": [round(v, 1) for v in lo], "high": [round(v, 1) for v in hi], "ml": round(ml, 1)}
+                for (lo, hi), ml in zip(self.boxes_mm, self.volumes_ml, strict=True)
+            ],
+            "fallback": self.fallback,
+        }
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where stage 2 runs, on the user's preprocessed grid: `context` holds `core`, whose scores count."""
+
+    core: Box
+    context: Box
+
+    @property
+    def core_in_context(self) -> tuple[slice, ...]:
+        pairs = zip(self.core, self.context, strict=True)
+        return tuple(slice(c0 - x0, c1 - x0) for (c0, c1), (x0, _) in pairs)
+
+
+def slices(box: Box) -> tuple[slice, ...]:
+    """Index a box of an array: `array[slices(box)]`."""
+    return tuple(slice(lo, hi) for lo, hi in box)
+
+
+def _corners(box: Sequence[tuple[float, float]]) -> np.ndarray:
+    return np.array(list(itertools.product(*box)), dtype=float)
+
+
+def _to_world(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ affine[:3, :3].T + affine[:3, 3]
+
+
+def locate(labels: np.ndarray, meta: PreprocessMeta, min_ml: float = MIN_KIDNEY_ML) -> Located:
+    """Kidney boxes from stage 1's labels on its preprocessed grid (`meta`'s), or the fallback.
+
+    Args:
+        labels: stage 1's arg-max on its grid (0 = background).
+        meta: stage 1's preprocessing record (its grid's affine and crop).
+        min_ml: smallest component kept.
+    """
+    from scipy import ndimage
+
+    components, count = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    voxel_ml = float(np.prod(meta.spacing)) / 1000.0
+    sizes = np.bincount(components.ravel(), minlength=count + 1) * voxel_ml
+    affine = np.asarray(meta.affine)
+    boxes, volumes, at_edge = [], [], []
+    for index, found in enumerate(ndimage.find_objects(components), start=1):
+        if found is None or sizes[index] < min_ml:
+            continue
+        world = _to_world(affine, _corners([(s.start - 0.5, s.stop - 0.5) for s in found]))
+        boxes.append((tuple(world.min(axis=0).tolist()), tuple(world.max(axis=0).tolist())))
+        volumes.append(float(sizes[index]))
+        if any(s.start == 0 or s.stop == n for s, n in zip(found, labels.shape, strict=True)):
+            at_edge.append(len(boxes))
+    fallback = None
+    if not boxes:
+        fallback = f"no kidney found by stage 1 (no component of at least {min_ml:g} mL)"
+    elif at_edge:
+        fallback = f"kidney box {at_edge[0]} of {len(boxes)} touches the edge of the scan"
+    return Located(tuple(boxes), tuple(volumes), fallback)
+
+
+def _merge(boxes: list[list[list[int]]]) -> list[list[list[int]]]:
+    """Union boxes that intersect, until none do."""
+    merged = True
+    while merged:
+        merged = False
+        for i, j in itertools.combinations(range(len(boxes)), 2):
+            a, b = boxes[i], boxes[j]
+            if all(lo_a < hi_b and lo_b < hi_a for (lo_a, hi_a), (lo_b, hi_b) in zip(a, b, strict=True)):
+                boxes[i] = [[min(p[0], q[0]), max(p[1], q[1])] for p, q in zip(a, b, strict=True)]
+                del boxes[j]
+                merged = True
+                break
+    return boxes
+
+
+def regions(located: Located, meta: PreprocessMeta, window: Sequence[int], margin_mm: float) -> list[Region]:
+    """Stage 2's regions on the user's preprocessed grid (`meta`'s) for stage 1's boxes.
+
+    Each box, grown by `margin_mm`, becomes a core (cores that intersect are merged); its context
+    is the core grown to at least one `window` per axis (or the whole axis), inside the image.
+    """
+    inverse = np.linalg.inv(np.asarray(meta.affine))
+    shape = meta.shape
+    cores = []
+    for low, high in located.boxes_mm:
+        index = _to_world(inverse, _corners(list(zip(low, high, strict=True))))
+        lo, hi = index.min(axis=0), index.max(axis=0)
+        pad = [margin_mm / s for s in meta.spacing]
+        cores.append(
+            [
+                [max(0, math.floor(a - p + 0.5)), min(n, math.ceil(b + p + 0.5))]
+                for a, b, p, n in zip(lo, hi, pad, shape, strict=True)
+            ]
+        )
+    out = []
+    for core in _merge([c for c in cores if all(lo < hi for lo, hi in c)]):
+        context = []
+        for (lo, hi), w, n in zip(core, window, shape, strict=True):
+            size = min(max(hi - lo, w), n)
+            start = min(max(0, (lo + hi - size) // 2), n - size)
+            context.append((start, start + size))
+        out.append(Region(tuple(map(tuple, core)), tuple(context)))  # type: ignore[arg-type]
+    return out
+
+
+def restrict(meta: PreprocessMeta, box: Box) -> PreprocessMeta:
+    """The preprocessing record of the sub-array `box` of the preprocessed image: inverting scores
+    of that sub-array with it puts them in place on the CT grid, background elsewhere."""
+    shift = np.eye(4)
+    shift[:3, 3] = [lo for lo, _ in box]
+    crop = tuple((c0 + lo, c0 + hi) for (c0, _), (lo, hi) in zip(meta.crop, box, strict=True))
+    affine = np.asarray(meta.affine) @ shift
+    return replace(meta, crop=crop, affine=tuple(tuple(float(v) for v in row) for row in affine))  # type: ignore[arg-type]

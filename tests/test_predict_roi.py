@@ -1,0 +1,211 @@
+"""Two-stage, kidney-focused prediction (`--roi kidneys`): boxes, regions, fallbacks, the run record."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kidneyseg.config import PreprocessConfig
+from kidneyseg.data.phantom import generate_case
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.volume import Volume, write_volume
+from kidneyseg.predict import Predictor, PredictSettings
+from kidneyseg.predict.pretrained import bundled_path
+from kidneyseg.predict.roi import Located, locate, regions, restrict
+from kidneyseg.preprocess import invert_probabilities, preprocess
+from test_predict import TINY_3D, save_tiny
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny3d.pt", TINY_3D, seed=0)
+
+
+@pytest.fixture(scope="module")
+def phantom() -> Volume:
+    return generate_case(1, size="small").ct  # the bundled model finds two kidneys, no more
+
+
+def _meta(shape=(40, 40, 30), spacing=(3.0, 3.0, 3.0)):
+    ct = Volume(np.zeros(shape, np.int16) + 40, np.diag([*spacing, 1.0]))
+    return preprocess(ct, PreprocessConfig(spacing=spacing, crop_foreground=False)).meta
+
+
+def test_each_kidney_component_gets_a_box_in_world_coordinates():
+    meta = _meta()
+    labels = np.zeros(meta.shape, np.uint8)
+    labels[5:12, 10:20, 8:20] = 1  # right kidney, 7 x 10 x 12 voxels of 27 uL
+    labels[25:33, 10:20, 8:20] = 2  # a "tumor" counts as kidney + masses
+    labels[20, 30, 5] = 1  # speckle below MIN_KIDNEY_ML
+    located = locate(labels, meta)
+    assert located.fallback is None
+    assert len(located.boxes_mm) == 2
+    low, high = np.array(located.boxes_mm[0][0]), np.array(located.boxes_mm[0][1])
+    world = np.asarray(meta.affine)
+    assert np.allclose(low, world[:3, :3] @ [4.5, 9.5, 7.5] + world[:3, 3])
+    assert np.allclose(high - low, [21, 30, 36])
+    assert located.volumes_ml[0] == pytest.approx(7 * 10 * 12 * 0.027)
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ((slice(0, 0),) * 3, "no kidney found"),
+        ((slice(5, 12), slice(10, 20), slice(0, 12)), "touches the edge of the scan"),
+    ],
+)
+def test_no_kidney_or_a_kidney_at_the_scan_edge_falls_back(where, reason):
+    meta = _meta()
+    labels = np.zeros(meta.shape, np.uint8)
+    labels[where] = 1
+    assert reason in locate(labels, meta).fallback
+
+
+def test_regions_grow_by_the_margin_merge_and_hold_a_window_of_context():
+    meta = _meta(shape=(80, 60, 50), spacing=(2.0, 2.0, 2.0))
+    world = np.asarray(meta.affine)
+
+    def box(lo, hi):  # voxel index range -> world box (voxel edges)
+        return tuple((world[:3, :3] @ np.add(p, -0.5) + world[:3, 3]).tolist() for p in (lo, hi))
+
+    far = Located((box((5, 20, 20), (15, 30, 30)), box((60, 20, 20), (70, 30, 30))), (1.0, 1.0), None)
+    apart = regions(far, meta, window=(16, 16, 16), margin_mm=4.0)
+    assert [r.core for r in apart] == [((3, 17), (18, 32), (18, 32)), ((58, 72), (18, 32), (18, 32))]
+    assert all(hi - lo >= 16 for r in apart for lo, hi in r.context)
+    assert all(lo >= 0 and hi <= n for r in apart for (lo, hi), n in zip(r.context, meta.shape, strict=True))
+    near = regions(far, meta, window=(16, 16, 16), margin_mm=50.0)
+    assert len(near) == 1 and near[0].core == ((0, 80), (0, 55), (0, 50))
+    assert near[0].context == near[0].core
+
+
+def test_a_restricted_record_puts_a_part_of_the_scores_in_place(rng):
+    ct = Volume(rng.integers(-100, 200, (30, 26, 20)).astype(np.int16), np.diag([1.5, 1.5, 2.5, 1.0]))
+    meta = preprocess(ct, PreprocessConfig(spacing=(2.0, 2.0, 2.0), crop_foreground=False)).meta
+    scores = np.zeros((3, *meta.shape), np.float32)
+    scores[0] = 1.0
+    box = ((4, 14), (3, 11), (5, 12))
+    inside = tuple(slice(lo, hi) for lo, hi in box)
+    scores[(slice(1, 3), *inside)] = rng.random((2, 10, 8, 7)) * 3
+    whole = invert_probabilities(scores, meta)
+    part = invert_probabilities(scores[(slice(None), *inside)], restrict(meta, box))
+    assert part.shape == whole.shape and part.any()
+    core = tuple(
+        slice(int(lo * 2 / s) + 2, int(hi * 2 / s) - 2)
+        for (lo, hi), s in zip(box, (1.5, 1.5, 2.5), strict=True)
+    )
+    assert np.array_equal(part[core], whole[core])
+    assert not part[: int(4 * 2 / 1.5) - 1].any()
+
+
+def test_body_is_the_whole_volume_and_unknown_modes_are_refused(ckpt, phantom):
+    assert Predictor([ckpt], PredictSettings(roi="body", backend="torch")).predict(phantom).roi is None
+    with pytest.raises(KidneysegError, match="roi must be one of"):
+        Predictor([ckpt], PredictSettings(roi="liver"))
+    with pytest.raises(KidneysegError, match="at least 0 mm"):
+        Predictor([ckpt], PredictSettings(roi_margin_mm=-1.0))
+
+
+def test_kidneys_mode_runs_the_network_only_in_the_boxes_and_records_them(ckpt, phantom):
+    settings = PredictSettings(roi="body", backend="torch", probabilities=True)
+    body = Predictor([ckpt], settings).predict(phantom)
+    predictor = Predictor([ckpt], replace(settings, roi="kidneys"))
+    assert predictor.roi == "kidneys" and predictor.locator is not None  # None: default when bundled
+    kidneys = predictor.predict(phantom)
+    record = kidneys.roi
+    assert record["fallback"] is None and len(record["boxes_mm"]) >= 2
+    assert 0 < kidneys.windows["total"] < body.windows["total"]
+    assert record["locator_windows"]["total"] > 0
+    assert {"locate", "windows", "inverse"} <= set(kidneys.seconds)
+    assert kidneys.labels.shape == phantom.shape
+    assert kidneys.probabilities.shape == body.probabilities.shape
+    outside = np.ones(kidneys.probabilities.shape[1:], bool)
+    for region in record["regions"]:
+        outside[tuple(slice(lo, hi) for lo, hi in region["core"])] = False
+    assert np.all(kidneys.probabilities[0][outside] == 1.0)
+
+
+def test_the_bundled_model_reuses_its_own_scores_as_stage_one(phantom):
+    settings = PredictSettings(backend="torch")
+    predictor = Predictor([bundled_path()], settings)
+    assert predictor.roi == "kidneys" and predictor.locator is None
+    kidneys = predictor.predict(phantom)
+    body = Predictor([bundled_path()], replace(settings, roi="body")).predict(phantom)
+    assert kidneys.roi["locator"] == "this model"
+    assert kidneys.windows == body.windows == kidneys.roi["locator_windows"]
+    assert np.array_equal(kidneys.labels.array, body.labels.array)
+
+
+def _without_one_kidney(case, side: int) -> Volume:
+    """The phantom with the kidney on one side of the array painted over as fat."""
+    labels, ct = case.labels.array, case.ct.array.copy()
+    middle = ct.shape[2] // 2
+    half = (slice(None), slice(None), slice(0, middle) if side == 0 else slice(middle, None))
+    ct[half][labels[half] > 0] = -100
+    return Volume(ct, case.ct.affine)
+
+
+def test_long_tail_single_horseshoe_edge_and_no_kidney(ckpt):
+    """Each case is handled and recorded: boxes and regions, or the fallback and why."""
+    case = generate_case(1, size="small")
+    predictor = Predictor([ckpt], PredictSettings(roi="kidneys", backend="torch"))
+
+    single = predictor.predict(_without_one_kidney(case, 0)).roi
+    assert single["fallback"] is None and single["regions"]
+
+    ct = case.ct.array.copy()  # horseshoe: a bridge of kidney tissue joining the lower poles
+    kidney = case.labels.array > 0
+    rows = np.nonzero(kidney.any(axis=(1, 2)))[0]
+    low_pole = rows[len(rows) // 4]
+    cols = np.nonzero(kidney[low_pole].any(axis=0))[0]
+    depth = np.nonzero(kidney[low_pole].any(axis=1))[0]
+    ct[low_pole - 2 : low_pole + 2, depth.min() : depth.min() + 8, cols.min() : cols.max()] = 160
+    horseshoe = predictor.predict(Volume(ct, case.ct.affine)).roi
+    assert horseshoe["fallback"] is None and horseshoe["regions"]
+
+    cut = rows[len(rows) // 2]  # the scan ends inside the kidneys
+    edge = Volume(np.ascontiguousarray(case.ct.array[cut:]), case.ct.affine @ _shift(0, cut))
+    assert "edge of the scan" in predictor.predict(edge).roi["fallback"]
+
+    none = _without_one_kidney(case, 1)
+    none = _without_one_kidney(replace(case, ct=none), 0)
+    record = predictor.predict(none).roi
+    assert record["fallback"] is not None
+
+
+def _shift(axis: int, voxels: int) -> np.ndarray:
+    out = np.eye(4)
+    out[axis, 3] = voxels
+    return out
+
+
+def test_run_record_has_the_roi_and_the_cli_option(ckpt, phantom, tmp_path):
+    from typer.testing import CliRunner
+
+    from kidneyseg.cli import app
+
+    ct = write_volume(tmp_path / "ct.nii.gz", phantom)
+    out = tmp_path / "out"
+    args = ["predict", "-i", str(ct), "-o", str(out), "-m", str(ckpt), "--backend", "torch", "-q"]
+    result = CliRunner().invoke(app, [*args, "--roi", "kidneys", "--roi-margin", "20"])
+    assert result.exit_code == 0, result.output
+    case = json.loads((out / "predict_run.json").read_text())["cases"][0]
+    assert case["roi"]["margin_mm"] == 20.0 and case["roi"]["boxes_mm"]
+    assert "locate" in case["seconds"]
+    result = CliRunner().invoke(app, [*args, "--roi", "liver"])
+    assert result.exit_code != 0 and "--roi must be one of" in result.output
+
+
+def test_chest_ct_without_kidneys_is_handled_and_recorded(ckpt, shared_data):
+    from kidneyseg.io.volume import read_volume
+
+    ct = read_volume(shared_data / "real-ct" / "chest_ct_1.5mm.nii.gz")
+    prediction = Predictor([ckpt], PredictSettings(roi="kidneys", backend="torch")).predict(ct)
+    record = prediction.roi
+    assert record["fallback"] is not None or record["regions"]
+    assert prediction.labels.shape == ct.shape
