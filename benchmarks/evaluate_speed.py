@@ -47,7 +47,7 @@ def region_masks(labels: np.ndarray) -> list[np.ndarray]:
     masks = []
     for region in KITS_REGIONS:
         lookup = np.zeros(256, dtype=bool)
-        lookup[list(region.values)] = True
+        lookup[list(region.values())] = True
         masks.append(lookup[labels])
     return masks
 

@@ -44,9 +44,9 @@ def main() -> None:
         kept = keep_largest_components(raw)
         row = {"case_id": case.case_id, "changed_voxels": int(np.sum(raw != kept))}
         for region in KITS_REGIONS:
-            truth = np.isin(ref, region.values)
-            row[f"{region.name}_raw"] = kits_dice(truth, np.isin(raw, region.values))
-            row[f"{region.name}_kept"] = kits_dice(truth, np.isin(kept, region.values))
+            truth = np.isin(ref, region.values())
+            row[f"{region.name}_raw"] = kits_dice(truth, np.isin(raw, region.values()))
+            row[f"{region.name}_kept"] = kits_dice(truth, np.isin(kept, region.values()))
         rows.append(row)
     summary = {}
     for region in KITS_REGIONS:

@@ -62,7 +62,7 @@ def score_run(model: str, phantoms: Path | None) -> tuple[dict, dict]:
             scores["confidence"].append(prediction.confidence or 0.0)
             for region in KITS_REGIONS:
                 scores[region.name].append(
-                    kits_dice(np.isin(ref, region.values), np.isin(pred, region.values))
+                    kits_dice(np.isin(ref, region.values()), np.isin(pred, region.values()))
                 )
             scores["cyst"].append(kits_dice(ref == 3, pred == 3))
         row.update({f"phantom_{k}": round(float(np.mean(v)), 4) for k, v in scores.items()})
