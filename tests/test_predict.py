@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from kidneyseg.checkpoint import build_model_from_config, save_checkpoint
 from kidneyseg.config import InferenceConfig, ModelConfig, PreprocessConfig, RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume, read_volume
@@ -24,7 +25,6 @@ from kidneyseg.predict.checks import (
 from kidneyseg.predict.postprocess import keep_largest_components
 from kidneyseg.predict.predictor import CPU_3D_BATCH, Predictor, PredictSettings
 from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
-from kidneyseg.train.checkpoint import build_model_from_config, save_checkpoint
 
 TINY_3D = RunConfig(
     labels="kits23",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from kidneyseg.checkpoint import build_model_from_config, save_checkpoint
 from kidneyseg.config import InferenceConfig, ModelConfig, PreprocessConfig, RunConfig
 from kidneyseg.data.phantom import generate_case
 from kidneyseg.errors import KidneysegError
@@ -20,7 +21,6 @@ from kidneyseg.predict.backends import OpenVINONetwork, resolve_backend
 from kidneyseg.predict.predictor import Predictor, PredictSettings
 from kidneyseg.predict.runner import run_prediction
 from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
-from kidneyseg.train.checkpoint import build_model_from_config, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from kidneyseg.checkpoint import load_checkpoint
 from kidneyseg.cli import app
 from kidneyseg.config import RunConfig
 from kidneyseg.data.phantom import generate_dataset
@@ -26,7 +27,6 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.plaindata import from_dict, load_yaml
 from kidneyseg.recipes import load_recipe
 from kidneyseg.train import engine, record, trainer
-from kidneyseg.train.checkpoint import load_checkpoint
 
 TINY = ["preprocess.spacing=[6.0, 6.0, 6.0]", "data.num_workers=0", "train.val_max_cases=0"]
 SCA = [

@@ -111,11 +111,11 @@ def predict(
     import torch
 
     from kidneyseg.cli import STARTED
+    from kidneyseg.device import pick_device
     from kidneyseg.errors import KidneysegError
     from kidneyseg.predict.outputs import OutputOptions
     from kidneyseg.predict.pretrained import default_model
     from kidneyseg.predict.runner import parse_shard, run_prediction
-    from kidneyseg.train.distributed import pick_device
 
     if series is not None and input_path.is_file():
         raise KidneysegError(

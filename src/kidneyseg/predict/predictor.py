@@ -142,13 +142,13 @@ class Predictor:
     ):
         import torch
 
-        from kidneyseg.predict.backends import OpenVINONetwork, resolve_backend
-        from kidneyseg.predict.sliding_window import window_roi
-        from kidneyseg.train.checkpoint import (
+        from kidneyseg.checkpoint import (
             build_model_from_checkpoint,
             load_checkpoint,
             resolve_checkpoint,
         )
+        from kidneyseg.predict.backends import OpenVINONetwork, resolve_backend
+        from kidneyseg.predict.sliding_window import window_roi
 
         if not models:
             raise KidneysegError("no model given: pass a run folder or checkpoint with --model")

@@ -212,7 +212,7 @@ def predict_case(
 def _environment(predictor: Predictor) -> dict[str, Any]:
     import torch
 
-    from kidneyseg.train.checkpoint import library_versions
+    from kidneyseg.checkpoint import library_versions
 
     return {
         "versions": library_versions(),

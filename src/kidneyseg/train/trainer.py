@@ -29,6 +29,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from kidneyseg.checkpoint import (
+    BEST_NAME,
+    LAST_NAME,
+    build_model_from_config,
+    library_versions,
+    save_checkpoint,
+)
 from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_atomic
@@ -37,13 +44,6 @@ from kidneyseg.train.build import (
     build_optimizer,
     build_scheduler,
     freeze_encoder,
-)
-from kidneyseg.train.checkpoint import (
-    BEST_NAME,
-    LAST_NAME,
-    build_model_from_config,
-    library_versions,
-    save_checkpoint,
 )
 from kidneyseg.train.data import epoch_seed
 from kidneyseg.train.distributed import (
