@@ -85,9 +85,7 @@ def test_constant_windows_are_reused_and_change_nothing(rng):
     net = small_net()
     image = body_image(rng)
     predictor = WindowPredictor([net], spatial_dims=3)
-    ours = sliding_window_scores(
-        image, predictor, (16, 16, 8), overlap=0.5, blend="gaussian", sw_batch_size=3
-    )
+    ours = sliding_window_scores(image, predictor, InferenceConfig((16, 16, 8), overlap=0.5, sw_batch_size=3))
     with torch.inference_mode():
         reference = sliding_window_inference(
             torch.from_numpy(image)[None, None], (16, 16, 8), 3, net, overlap=0.5, mode="gaussian"
@@ -107,7 +105,7 @@ def test_progress_bar_counts_the_windows_monai_places(rng, roi, overlap, dims):
     net = small_net() if dims == 3 else torch.nn.Conv2d(1, 3, 3, padding=1).eval()
     image = body_image(rng)
     predictor = WindowPredictor([net], spatial_dims=dims, reuse_constant=False)
-    sliding_window_scores(image, predictor, roi, overlap=overlap, sw_batch_size=4)
+    sliding_window_scores(image, predictor, InferenceConfig(roi, overlap=overlap, sw_batch_size=4))
     overlaps = (overlap, overlap, 0.0) if dims == 2 else (overlap,) * 3
     assert count_windows(image.shape, window_roi(roi, dims), overlaps) == predictor.stats.windows
 
@@ -116,7 +114,8 @@ def test_2d_network_runs_slice_by_slice(rng):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.Tanh()).eval()
     image = rng.random((20, 24, 7), dtype=np.float32)
-    scores = sliding_window_scores(image, WindowPredictor([net], spatial_dims=2), (20, 24), sw_batch_size=3)
+    inference = InferenceConfig((20, 24), sw_batch_size=3)
+    scores = sliding_window_scores(image, WindowPredictor([net], spatial_dims=2), inference)
     with torch.inference_mode():
         slices = torch.from_numpy(image).permute(2, 0, 1)[:, None]  # z, 1, x, y
         expected = net(slices).permute(1, 2, 3, 0)  # C, x, y, z

@@ -91,12 +91,12 @@ def test_openvino_windows_blend_like_pytorch(rng):
     net = build_model("sca_unet_3d", channels=[4, 8, 16, 16]).eval()
     image = rng.random((50, 40, 30), dtype=np.float32)
     image[:, :, :18] = 0.0
-    kwargs = {"roi_size": (32, 32, 16), "overlap": 0.5, "sw_batch_size": 2}
+    inference = InferenceConfig((32, 32, 16), overlap=0.5, sw_batch_size=2)
     torch_predictor = WindowPredictor([net], mirror_axes=(0,))
-    expected = sliding_window_scores(image, torch_predictor, **kwargs)
+    expected = sliding_window_scores(image, torch_predictor, inference)
     compiled = OpenVINONetwork(net, (1, 32, 32, 16), "float32", 1)
     ov_predictor = WindowPredictor([compiled], mirror_axes=(0,), constant_networks=[net])
-    got = sliding_window_scores(image, ov_predictor, **kwargs)
+    got = sliding_window_scores(image, ov_predictor, inference)
     assert ov_predictor.stats == torch_predictor.stats
     assert ov_predictor.stats.reused > 0
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -269,7 +269,8 @@ class TrainConfig:
         plateau_patience: validations without improvement before reducing.
         augment: on-the-fly augmentation.
         val_every: validate every this many epochs (the best checkpoint follows validation).
-        val_overlap: sliding-window overlap during validation.
+        val_overlap: validation's override of `inference.overlap` (validation runs prediction's
+            inferer with fewer windows; see `kidneyseg.train.validation.validation_inference`).
         val_max_cases: validate on at most this many validation cases (0: all).
         amp: mixed precision on CUDA (always float32 on CPU).
         channels_last: channels-last memory format on CUDA.

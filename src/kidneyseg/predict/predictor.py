@@ -47,7 +47,7 @@ class PredictSettings:
     """Inference settings; `None` means "as the checkpoint's config says".
 
     Attributes:
-        overlap: window overlap (0.8 in the SCA-UNet paper).
+        overlap: window overlap (the checkpoint's `inference.overlap`, the one default).
         blend: "gaussian" or "constant".
         sw_batch_size: windows (3D) or slices (2D) per forward pass.
         mirror_axes: spatial axes mirrored for test-time augmentation (empty tuple: none).
@@ -260,15 +260,7 @@ class Predictor:
             reuse_constant=self.settings.reuse_constant_windows,
             constant_networks=self.torch_networks,
         )
-        scores = sliding_window_scores(
-            image,
-            window_predictor,
-            self.inference.roi_size,
-            overlap=self.inference.overlap,
-            blend=self.inference.blend,
-            sw_batch_size=self.inference.sw_batch_size,
-            progress=progress,
-        )
+        scores = sliding_window_scores(image, window_predictor, self.inference, progress=progress)
         if self.backend == "openvino":
             for network in self.networks:
                 network.release()
