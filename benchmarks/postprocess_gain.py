@@ -35,7 +35,7 @@ def main() -> None:
     from kidneyseg.predict import Predictor, PredictSettings
     from kidneyseg.predict.postprocess import keep_largest_components
 
-    predictor = Predictor([args.model], PredictSettings(overlap=args.overlap))
+    predictor = Predictor([args.model], PredictSettings(overlap=args.overlap, roi="body"))
     dataset = discover(args.data, require_labels=True)
     rows = []
     for case in tqdm(dataset.labelled, unit="case"):

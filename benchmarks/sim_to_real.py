@@ -36,9 +36,9 @@ def score_run(model: str, phantoms: Path | None) -> tuple[dict, dict]:
     from kidneyseg.evaluate.metrics import kits_dice
     from kidneyseg.io.volume import read_volume
     from kidneyseg.labels import KITS_REGIONS
-    from kidneyseg.predict import Predictor
+    from kidneyseg.predict import Predictor, PredictSettings
 
-    predictor = Predictor([model])
+    predictor = Predictor([model], PredictSettings(roi="body"))
     maps = {}
     prediction = predictor.predict(read_volume(LOWDOSE))
     low = prediction.labels.array

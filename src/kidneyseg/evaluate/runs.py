@@ -74,12 +74,13 @@ def evaluate_run(
     from tqdm import tqdm
 
     from kidneyseg.data.cases import discover
-    from kidneyseg.predict import CaseInput, OutputOptions, Predictor
+    from kidneyseg.predict import CaseInput, OutputOptions, Predictor, PredictSettings
     from kidneyseg.predict.runner import predict_case
 
     record = read_run_split(run_dir)
     dataset = discover(data_dir or record["data_dir"], require_labels=True)
-    predictor = Predictor([run_dir], device=device)
+    # The whole body, not --roi kidneys: scoring a run measures its own network, not the locator's.
+    predictor = Predictor([run_dir], PredictSettings(roi="body"), device=device)
     scoring = Scoring.of_run(predictor.label_map, predictor.config.data.label_mapping)
     out_dir = Path(out_dir)
     results = {}
