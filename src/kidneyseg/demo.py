@@ -125,7 +125,6 @@ def run_demo(
     """
     from kidneyseg.data.cases import discover
     from kidneyseg.data.phantom import generate_dataset
-    from kidneyseg.device import pick_device
     from kidneyseg.recipes import load_recipe
 
     out = Path(out)
@@ -190,7 +189,7 @@ def run_demo(
 
 def _check_settings(settings: DemoSettings) -> None:
     """Refuse settings the demo cannot run, before it writes anything."""
-    from kidneyseg.train.distributed import pick_device
+    from kidneyseg.device import pick_device
 
     if settings.n_cases < 2:
         raise KidneysegError(
