@@ -434,7 +434,7 @@ def test_non_finite_scores_stop_the_case(ckpt3d):
             return torch.full((x.shape[0], 4, *x.shape[2:]), float("nan"))
 
     predictor = Predictor([ckpt3d], PredictSettings(backend="torch"))
-    predictor.networks = predictor.torch_networks = [Broken()]
+    predictor.compiled = predictor.torch_networks = [Broken()]
     ct = generate_case(3, size="tiny").ct
     with pytest.raises(KidneysegError, match="network produced NaN or infinite scores"):
         predictor.predict(ct)
@@ -443,7 +443,7 @@ def test_non_finite_scores_stop_the_case(ckpt3d):
 def test_confidence_is_the_mean_winning_probability_over_foreground_voxels():
     import torch
 
-    from kidneyseg.predict.predictor import foreground_confidence
+    from kidneyseg.predict.postprocess import foreground_confidence
 
     logits = torch.zeros(4, 40, 3, 3)
     logits[1, :20] = 10.0  # kidney, almost certain

@@ -13,8 +13,8 @@ with overlap 0.8); what is added here is the callable it runs on each batch of w
   nnU-Net) and ensembles (softmax probabilities averaged over the networks);
 - `torch.inference_mode`, optional bfloat16 autocast on CPUs that support it (float16 autocast on
   CUDA for validation under `train.amp`);
-- the networks may be PyTorch modules or `OpenVINONetwork`s (`kidneyseg.predict.backends`), which
-  take and return tensors the same way;
+- the networks are whatever a backend runs (`kidneyseg.predict.backends`: a PyTorch module, an
+  OpenVINO-compiled network), called on tensors the same way;
 - 2D networks (Rathnayaka et al., KiTS19) run on axial slices: the window is
   `(roi_x, roi_y, 1)` and the slices of a batch go through the network together.
 """
@@ -47,6 +47,16 @@ class WindowStats:
     computed: int = 0
     reused: int = 0
 
+    def add(self, other: WindowStats) -> None:
+        """Count `other`'s windows too."""
+        self.windows += other.windows
+        self.computed += other.computed
+        self.reused += other.reused
+
+    def counts(self) -> dict[str, int]:
+        """How many windows were seen ("total"), computed and reused, for the run record."""
+        return {"total": self.windows, "computed": self.computed, "reused": self.reused}
+
 
 class WindowPredictor:
     """Maps a batch of windows `[B, 1, X, Y, Z]` to scores `[B, C, X, Y, Z]`.
@@ -55,8 +65,8 @@ class WindowPredictor:
     is set); with several, softmax probabilities averaged over the networks.
 
     Args:
-        networks: networks in eval mode (PyTorch modules or `OpenVINONetwork`s), all predicting
-            the same classes.
+        networks: networks in eval mode (PyTorch modules or a backend's compiled networks, called
+            on a batch of windows), all predicting the same classes.
         spatial_dims: 3 for volumetric networks, 2 for slice networks (then `Z` is 1).
         mirror_axes: spatial axes (0 = x, 1 = y, 2 = z) to mirror for test-time augmentation;
             every combination of flips is evaluated.
@@ -67,7 +77,7 @@ class WindowPredictor:
         constant_networks: the networks that compute constant windows (default: `networks`).
             A constant window is an ill-conditioned input for instance normalisation: its
             features have (almost) no variance, so each norm layer amplifies rounding differences
-            and the output depends on the exact arithmetic. With OpenVINO `networks`, passing the
+            and the output depends on the exact arithmetic. With another backend's `networks`, passing the
             PyTorch modules here keeps those windows exactly as PyTorch (and MONAI) computes them.
     """
 
