@@ -33,11 +33,13 @@ VAL_WINDOWS_PER_PASS = 4
 
 def validation_inference(config: RunConfig) -> InferenceConfig:
     """The run's inference config with validation's explicit overrides: `train.val_overlap`
-    (fewer windows than prediction's overlap), no test-time mirroring, and its own batch."""
+    (when set; the recipes validate with fewer windows than they predict with), no test-time
+    mirroring, and its own batch."""
     two_d = config.data.sampling == "slice2d"
+    overlap = config.inference.overlap if config.train.val_overlap is None else config.train.val_overlap
     return replace(
         config.inference,
-        overlap=config.train.val_overlap,
+        overlap=overlap,
         mirror_axes=(),
         sw_batch_size=VAL_WINDOWS_PER_PASS * (8 if two_d else 1),
     )
