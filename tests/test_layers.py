@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import kidneyseg
 
 
 def test_predict_does_not_import_train():
@@ -13,3 +16,14 @@ def test_predict_does_not_import_train():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_one_module_calls_monai_sliding_window_inference():
+    """Validation and prediction share one inferer (issue 18)."""
+    package = Path(kidneyseg.__file__).parent
+    callers = [
+        p.relative_to(package).as_posix()
+        for p in package.rglob("*.py")
+        if "sliding_window_inference(" in p.read_text()
+    ]
+    assert callers == ["predict/sliding_window.py"]
