@@ -64,8 +64,8 @@ def make_ct(path: Path, shape: tuple[int, int, int], spacing: tuple[float, float
 def tiny_checkpoint(path: Path, spacing: tuple[float, float, float]) -> Path:
     import torch
 
+    from kidneyseg.checkpoint import build_model_from_config, save_checkpoint
     from kidneyseg.config import InferenceConfig, ModelConfig, PreprocessConfig, RunConfig
-    from kidneyseg.train.checkpoint import build_model_from_config, save_checkpoint
 
     config = RunConfig(
         labels="kits23",
@@ -81,8 +81,8 @@ def tiny_checkpoint(path: Path, spacing: tuple[float, float, float]) -> Path:
 def measure(ct: Path, checkpoint: Path, work: Path) -> dict:
     import nibabel as nib
 
+    from kidneyseg.checkpoint import load_checkpoint
     from kidneyseg.predict.checks import GIB, estimate_memory, read_header
-    from kidneyseg.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     header = read_header(ct)

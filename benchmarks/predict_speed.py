@@ -83,8 +83,8 @@ def make_checkpoint(folder: Path, seed: int) -> Path:
     """The paper's SCA-UNet 3D with randomly initialised weights (fixed seed), paper config."""
     import torch
 
+    from kidneyseg.checkpoint import build_model_from_config, save_checkpoint
     from kidneyseg.config import RunConfig
-    from kidneyseg.train.checkpoint import build_model_from_config, save_checkpoint
 
     torch.manual_seed(seed)
     config = RunConfig()
@@ -109,7 +109,7 @@ def run_reference(case: Path, checkpoint: Path, overlap: float, out: Path) -> di
         Spacingd,
     )
 
-    from kidneyseg.train.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from kidneyseg.checkpoint import build_model_from_checkpoint, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     net = build_model_from_checkpoint(ckpt)
@@ -260,7 +260,7 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         cases = make_cases(work, [] if args.skip_long else args.long_slices)
         if args.checkpoint:
-            from kidneyseg.train.checkpoint import resolve_checkpoint
+            from kidneyseg.checkpoint import resolve_checkpoint
 
             checkpoint, weights = resolve_checkpoint(args.checkpoint), f"trained: {args.checkpoint}"
         else:

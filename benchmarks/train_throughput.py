@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
+from kidneyseg.checkpoint import build_model_from_config
 from kidneyseg.data.phantom import generate_dataset
 from kidneyseg.recipes import load_recipe
 from kidneyseg.train.build import resolve_model_config
-from kidneyseg.train.checkpoint import build_model_from_config
 from kidneyseg.train.distributed import DistContext
 from kidneyseg.train.engine import train
 from kidneyseg.train.prepare import prepare_data

@@ -120,8 +120,8 @@ def runners(net: torch.nn.Module, window: tuple[int, ...], threads: int) -> dict
 
 
 def main() -> None:
+    from kidneyseg.checkpoint import build_model_from_config
     from kidneyseg.config import RunConfig
-    from kidneyseg.train.checkpoint import build_model_from_config
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=1, help="Windows per pass (CPU default: 1).")

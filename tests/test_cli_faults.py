@@ -185,7 +185,7 @@ def test_predict_refuses_voxel_sizes_no_ct_has(ckpt, tmp_path, spacing):
 def _broken_checkpoints(ckpt: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
     import torch
 
-    from kidneyseg.train.checkpoint import FORMAT_KEY, load_checkpoint, save_checkpoint
+    from kidneyseg.checkpoint import FORMAT_KEY, load_checkpoint, save_checkpoint
 
     loaded = load_checkpoint(ckpt)
 

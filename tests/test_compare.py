@@ -178,6 +178,7 @@ def test_compare_trained_runs_end_to_end(cli, tmp_path):
         "data.num_workers=0",
         "train.val_max_cases=0",
         "data.patch_size=[32, 32, 16]",
+        "inference.roi_size=[32, 32, 16]",
         "data.samples_per_case=1",
         "data.batch_size=2",
         "model.kwargs.channels=[4, 8, 8, 8]",

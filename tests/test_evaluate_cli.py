@@ -169,8 +169,8 @@ def with_cyst(rng: np.random.Generator) -> np.ndarray:
 
 def kits19_run(tmp_path, data_dir, case_ids):
     """A run folder of the 2D KiTS19 recipe (untrained weights, its split in run.json)."""
+    from kidneyseg import checkpoint as ck
     from kidneyseg.recipes import load_recipe
-    from kidneyseg.train import checkpoint as ck
     from kidneyseg.train.build import resolve_model_config
 
     config = load_recipe("attention-unet-2d", overrides=["model.kwargs.channels=[4, 8]"])

@@ -269,9 +269,9 @@ def test_model_info_on_meta_device_matches_a_real_build() -> None:
 def test_cli_lists_every_model_with_its_parameter_count() -> None:
     from typer.testing import CliRunner
 
+    from kidneyseg.checkpoint import load_checkpoint
     from kidneyseg.cli import app
     from kidneyseg.predict.pretrained import BUNDLED, default_model
-    from kidneyseg.train.checkpoint import load_checkpoint
 
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0, result.output

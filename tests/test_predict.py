@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from kidneyseg.checkpoint import build_model_from_config, save_checkpoint
 from kidneyseg.config import InferenceConfig, ModelConfig, PreprocessConfig, RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume, read_volume
@@ -24,7 +25,6 @@ from kidneyseg.predict.checks import (
 from kidneyseg.predict.postprocess import keep_largest_components
 from kidneyseg.predict.predictor import CPU_3D_BATCH, Predictor, PredictSettings
 from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
-from kidneyseg.train.checkpoint import build_model_from_config, save_checkpoint
 
 TINY_3D = RunConfig(
     labels="kits23",
@@ -85,9 +85,7 @@ def test_constant_windows_are_reused_and_change_nothing(rng):
     net = small_net()
     image = body_image(rng)
     predictor = WindowPredictor([net], spatial_dims=3)
-    ours = sliding_window_scores(
-        image, predictor, (16, 16, 8), overlap=0.5, blend="gaussian", sw_batch_size=3
-    )
+    ours = sliding_window_scores(image, predictor, InferenceConfig((16, 16, 8), overlap=0.5, sw_batch_size=3))
     with torch.inference_mode():
         reference = sliding_window_inference(
             torch.from_numpy(image)[None, None], (16, 16, 8), 3, net, overlap=0.5, mode="gaussian"
@@ -107,7 +105,7 @@ def test_progress_bar_counts_the_windows_monai_places(rng, roi, overlap, dims):
     net = small_net() if dims == 3 else torch.nn.Conv2d(1, 3, 3, padding=1).eval()
     image = body_image(rng)
     predictor = WindowPredictor([net], spatial_dims=dims, reuse_constant=False)
-    sliding_window_scores(image, predictor, roi, overlap=overlap, sw_batch_size=4)
+    sliding_window_scores(image, predictor, InferenceConfig(roi, overlap=overlap, sw_batch_size=4))
     overlaps = (overlap, overlap, 0.0) if dims == 2 else (overlap,) * 3
     assert count_windows(image.shape, window_roi(roi, dims), overlaps) == predictor.stats.windows
 
@@ -116,7 +114,8 @@ def test_2d_network_runs_slice_by_slice(rng):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.Tanh()).eval()
     image = rng.random((20, 24, 7), dtype=np.float32)
-    scores = sliding_window_scores(image, WindowPredictor([net], spatial_dims=2), (20, 24), sw_batch_size=3)
+    inference = InferenceConfig((20, 24), sw_batch_size=3)
+    scores = sliding_window_scores(image, WindowPredictor([net], spatial_dims=2), inference)
     with torch.inference_mode():
         slices = torch.from_numpy(image).permute(2, 0, 1)[:, None]  # z, 1, x, y
         expected = net(slices).permute(1, 2, 3, 0)  # C, x, y, z
@@ -435,7 +434,7 @@ def test_non_finite_scores_stop_the_case(ckpt3d):
             return torch.full((x.shape[0], 4, *x.shape[2:]), float("nan"))
 
     predictor = Predictor([ckpt3d], PredictSettings(backend="torch"))
-    predictor.networks = predictor.torch_networks = [Broken()]
+    predictor.compiled = predictor.torch_networks = [Broken()]
     ct = generate_case(3, size="tiny").ct
     with pytest.raises(KidneysegError, match="network produced NaN or infinite scores"):
         predictor.predict(ct)
@@ -444,7 +443,7 @@ def test_non_finite_scores_stop_the_case(ckpt3d):
 def test_confidence_is_the_mean_winning_probability_over_foreground_voxels():
     import torch
 
-    from kidneyseg.predict.predictor import foreground_confidence
+    from kidneyseg.predict.postprocess import foreground_confidence
 
     logits = torch.zeros(4, 40, 3, 3)
     logits[1, :20] = 10.0  # kidney, almost certain

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from kidneyseg.checkpoint import build_model_from_config, save_checkpoint
 from kidneyseg.config import InferenceConfig, ModelConfig, PreprocessConfig, RunConfig
 from kidneyseg.data.phantom import generate_case
 from kidneyseg.errors import KidneysegError
@@ -20,7 +21,6 @@ from kidneyseg.predict.backends import OpenVINONetwork, resolve_backend
 from kidneyseg.predict.predictor import Predictor, PredictSettings
 from kidneyseg.predict.runner import run_prediction
 from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
-from kidneyseg.train.checkpoint import build_model_from_config, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -46,11 +46,11 @@ def phantom_ct() -> Volume:
 
 
 def test_auto_is_openvino_on_cpu_only_when_installed(monkeypatch):
-    assert resolve_backend("auto", "cpu") == "openvino"
-    assert resolve_backend("auto", "cuda:0") == "torch"
-    assert resolve_backend("torch", "cpu") == "torch"
+    assert resolve_backend("auto", "cpu").name == "openvino"
+    assert resolve_backend("auto", "cuda:0").name == "torch"
+    assert resolve_backend("torch", "cpu").name == "torch"
     monkeypatch.setattr(backends, "openvino_available", lambda: False)
-    assert resolve_backend("auto", "cpu") == "torch"
+    assert resolve_backend("auto", "cpu").name == "torch"
     with pytest.raises(KidneysegError, match="pip install openvino"):
         resolve_backend("openvino", "cpu")
 
@@ -91,12 +91,12 @@ def test_openvino_windows_blend_like_pytorch(rng):
     net = build_model("sca_unet_3d", channels=[4, 8, 16, 16]).eval()
     image = rng.random((50, 40, 30), dtype=np.float32)
     image[:, :, :18] = 0.0
-    kwargs = {"roi_size": (32, 32, 16), "overlap": 0.5, "sw_batch_size": 2}
+    inference = InferenceConfig((32, 32, 16), overlap=0.5, sw_batch_size=2)
     torch_predictor = WindowPredictor([net], mirror_axes=(0,))
-    expected = sliding_window_scores(image, torch_predictor, **kwargs)
+    expected = sliding_window_scores(image, torch_predictor, inference)
     compiled = OpenVINONetwork(net, (1, 32, 32, 16), "float32", 1)
     ov_predictor = WindowPredictor([compiled], mirror_axes=(0,), constant_networks=[net])
-    got = sliding_window_scores(image, ov_predictor, **kwargs)
+    got = sliding_window_scores(image, ov_predictor, inference)
     assert ov_predictor.stats == torch_predictor.stats
     assert ov_predictor.stats.reused > 0
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
@@ -105,8 +105,8 @@ def test_openvino_windows_blend_like_pytorch(rng):
 def test_predictor_labels_agree_across_backends(ckpt3d, phantom_ct):
     on_torch = Predictor([ckpt3d], PredictSettings(backend="torch"))
     on_openvino = Predictor([ckpt3d], PredictSettings(backend="openvino"))
-    assert (on_torch.backend, on_openvino.backend) == ("torch", "openvino")
-    assert on_openvino.compile_seconds > 0 == on_torch.compile_seconds
+    assert (on_torch.backend.name, on_openvino.backend.name) == ("torch", "openvino")
+    assert on_openvino.compile_seconds > 0 == round(on_torch.compile_seconds, 3)  # as the run record rounds
     a = on_torch.predict(phantom_ct).labels.array
     b = on_openvino.predict(phantom_ct).labels.array
     assert a.shape == b.shape == phantom_ct.shape
@@ -121,7 +121,7 @@ def test_auto_falls_back_to_pytorch_when_openvino_cannot_compile(ckpt3d, phantom
     with pytest.raises(KidneysegError, match=r"OpenVINO could not compile the network \(RuntimeError"):
         Predictor([ckpt3d], PredictSettings(backend="openvino"))
     predictor = Predictor([ckpt3d])
-    assert predictor.backend == "torch" and predictor.compile_seconds == 0.0
+    assert predictor.backend.name == "torch" and predictor.compile_seconds == 0.0
     assert "no CPU support" in predictor.backend_fallback and "\n" not in predictor.backend_fallback
     ct = write_volume(tmp_path / "ct.nii.gz", phantom_ct)
     warnings: list[str] = []
@@ -194,3 +194,41 @@ def test_predict_with_openvino_opens_no_network_connection(ckpt3d, phantom_ct, t
     assert (tmp_path / "out" / "ct.nii.gz").is_file()
     assert calls.read_text() == ""
     assert not (tmp_path / "intel").exists()  # nor a telemetry client id in the user's home
+
+
+class CountingBackend(backends.TorchBackend):
+    """A new backend: one class, one entry in `BACKENDS`."""
+
+    name, title = "counting", "Counting"
+
+    def __init__(self):
+        self.compiled, self.runs, self.released = 0, 0, 0
+
+    def compile(self, network, window_shape, precision):
+        self.compiled += 1
+        return network
+
+    def run(self, compiled, windows):
+        self.runs += 1
+        return compiled(windows)
+
+    def release(self, compiled):
+        self.released += 1
+
+    def describe(self):
+        return {"backend": self.name, "backend_version": "1.0"}
+
+
+def test_a_new_backend_is_one_entry_in_the_table(ckpt3d, phantom_ct, tmp_path, monkeypatch):
+    counting = CountingBackend()
+    monkeypatch.setitem(backends.BACKENDS, counting.name, counting)
+    settings = PredictSettings(backend="counting", roi="body")
+    expected = Predictor([ckpt3d], PredictSettings(backend="torch", roi="body")).predict(phantom_ct)
+    got = Predictor([ckpt3d], settings).predict(phantom_ct)
+    assert counting.compiled == 1 and counting.runs > 0 and counting.released == 1
+    assert np.array_equal(got.labels.array, expected.labels.array)
+    run_prediction(
+        write_volume(tmp_path / "ct.nii.gz", phantom_ct), tmp_path / "out", [ckpt3d], settings, progress=False
+    )
+    environment = json.loads((tmp_path / "out" / "predict_run.json").read_text())["environment"]
+    assert (environment["backend"], environment["backend_version"]) == ("counting", "1.0")

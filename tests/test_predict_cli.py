@@ -212,8 +212,8 @@ def _nifti_faults(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
 
 
 def _checkpoint_faults(tmp_path: Path, ckpt: Path) -> dict[str, tuple[Path, str]]:
+    from kidneyseg.checkpoint import load_checkpoint, save_checkpoint
     from kidneyseg.config import ModelConfig
-    from kidneyseg.train.checkpoint import load_checkpoint, save_checkpoint
 
     loaded = load_checkpoint(ckpt)
     state = {k: v.clone() for k, v in loaded.model_state.items()}

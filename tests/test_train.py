@@ -19,6 +19,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from kidneyseg.checkpoint import load_checkpoint
 from kidneyseg.cli import app
 from kidneyseg.config import RunConfig
 from kidneyseg.data.phantom import generate_dataset
@@ -26,18 +27,24 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.plaindata import from_dict, load_yaml
 from kidneyseg.recipes import load_recipe
 from kidneyseg.train import engine, record, trainer
-from kidneyseg.train.checkpoint import load_checkpoint
 
 TINY = ["preprocess.spacing=[6.0, 6.0, 6.0]", "data.num_workers=0", "train.val_max_cases=0"]
 SCA = [
     *TINY,
     "data.patch_size=[32, 32, 16]",
+    "inference.roi_size=[32, 32, 16]",
     "data.samples_per_case=1",
     "data.batch_size=2",
     "data.cache_rate=0.5",  # 5 training cases: SmartCache holds 2 and replaces 1 per epoch
     "model.kwargs.channels=[4, 8, 8, 8]",
 ]
-AG = [*TINY, "data.patch_size=[48, 48]", "data.batch_size=8", "model.kwargs.channels=[4, 8, 16]"]
+AG = [
+    *TINY,
+    "data.patch_size=[48, 48]",
+    "inference.roi_size=[48, 48]",
+    "data.batch_size=8",
+    "model.kwargs.channels=[4, 8, 16]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +257,8 @@ def test_2d_recipe_then_tumor_finetuning_freezes_shallow_levels(phantoms, cache,
 
 
 def test_a_patch_larger_than_the_cases_is_padded(phantoms, cache, tmp_path):
-    overrides = [*SCA, "data.patch_size=[64, 64, 48]", "train.epochs=1", "train.augment.elastic_prob=0.0"]
+    patch = ["data.patch_size=[64, 64, 48]", "inference.roi_size=[64, 64, 48]"]
+    overrides = [*SCA, *patch, "train.epochs=1", "train.augment.elastic_prob=0.0"]
     result = engine.train(
         load_recipe("sca-unet-3d:cpu", overrides=overrides), phantoms, tmp_path / "r", cache_dir=cache
     )

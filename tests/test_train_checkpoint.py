@@ -10,10 +10,10 @@ import random
 import pytest
 import torch
 
+from kidneyseg import checkpoint as ck
 from kidneyseg.config import DataConfig, ModelConfig, RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import KITS19
-from kidneyseg.train import checkpoint as ck
 
 CONFIG = RunConfig(
     labels="kits19",

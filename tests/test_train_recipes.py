@@ -93,6 +93,11 @@ def test_a_model_that_does_not_fit_the_sampling_is_refused():
     config = load_recipe("sca-unet-3d", overrides=["model.kwargs.out_channels=3"])
     with pytest.raises(KidneysegError, match="out_channels=3 but the kits23 label map has 4"):
         resolve_model_config(config)
+    config = load_recipe("sca-unet-3d", overrides=["data.patch_size=[64, 64, 48]"])
+    with pytest.raises(
+        KidneysegError, match=r"inference\.roi_size \[128, 128, 64\] must equal data\.patch_size"
+    ):
+        resolve_model_config(config)
 
 
 def test_a_variant_extends_another():

@@ -269,7 +269,9 @@ class TrainConfig:
         plateau_patience: validations without improvement before reducing.
         augment: on-the-fly augmentation.
         val_every: validate every this many epochs (the best checkpoint follows validation).
-        val_overlap: sliding-window overlap during validation.
+        val_overlap: validation's override of `inference.overlap`, the one default (None: that
+            overlap itself); the recipes validate with fewer windows than they predict with
+            (`kidneyseg.train.validation.validation_inference`).
         val_max_cases: validate on at most this many validation cases (0: all).
         amp: mixed precision on CUDA (always float32 on CPU).
         channels_last: channels-last memory format on CUDA.
@@ -291,7 +293,7 @@ class TrainConfig:
     plateau_patience: int = 10
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     val_every: int = 1
-    val_overlap: float = 0.5
+    val_overlap: float | None = None
     val_max_cases: int = 0
     amp: bool = True
     channels_last: bool = True
@@ -315,7 +317,12 @@ class TrainConfig:
         for key in ("plateau_patience", "val_max_cases", "freeze_depth"):
             _require(getattr(self, key) >= 0, f"train.{key}", getattr(self, key), "must be >= 0")
         _require(self.val_every >= 1, "train.val_every", self.val_every, "must be >= 1")
-        _require(0.0 <= self.val_overlap < 1.0, "train.val_overlap", self.val_overlap, "must be in [0, 1)")
+        _require(
+            self.val_overlap is None or 0.0 <= self.val_overlap < 1.0,
+            "train.val_overlap",
+            self.val_overlap,
+            "must be in [0, 1)",
+        )
 
 
 @dataclass(frozen=True)

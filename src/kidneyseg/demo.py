@@ -189,7 +189,7 @@ def run_demo(
 
 def _check_settings(settings: DemoSettings) -> None:
     """Refuse settings the demo cannot run, before it writes anything."""
-    from kidneyseg.train.distributed import pick_device
+    from kidneyseg.device import pick_device
 
     if settings.n_cases < 2:
         raise KidneysegError(
@@ -206,9 +206,9 @@ def _evaluate_stage(
     config: RunConfig, settings: DemoSettings, run_dir: Path, phantoms: Path, evaluation: Path, progress: bool
 ) -> tuple[dict[str, tuple[dict, ...]], dict]:
     """Predict and score the run's held-out cases into `evaluation`: the rows and the summary."""
+    from kidneyseg.device import pick_device
     from kidneyseg.evaluate.folder import EvaluationResult, write_outputs
     from kidneyseg.evaluate.runs import evaluate_run
-    from kidneyseg.train.distributed import pick_device
 
     _say(progress, "[3/5] predicting the held-out cases onto their original CT grids, then scoring them")
     device = str(pick_device(settings.device))
@@ -249,12 +249,12 @@ def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict
 
     import numpy as np
 
+    from kidneyseg.device import pick_device
     from kidneyseg.evaluate.metrics import kits_dice
     from kidneyseg.io.volume import read_volume, write_labels
     from kidneyseg.predict import Predictor
     from kidneyseg.predict.pretrained import default_model
     from kidneyseg.report import write_report
-    from kidneyseg.train.distributed import pick_device
 
     model = default_model()
     predictor = Predictor([model], device=str(pick_device(device)))

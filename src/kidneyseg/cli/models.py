@@ -76,8 +76,8 @@ def models(
 
 def _bundled_line() -> str:
     """The bundled pretrained model: what predict and segment() use without --model/model=."""
+    from kidneyseg.checkpoint import load_checkpoint
     from kidneyseg.predict.pretrained import BUNDLED, bundled_path
-    from kidneyseg.train.checkpoint import load_checkpoint
 
     path = bundled_path()
     if not path.is_file():

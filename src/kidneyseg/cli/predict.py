@@ -33,7 +33,9 @@ Model = Annotated[
         "--model", "-m", help="Run folder or checkpoint; repeat for an ensemble.", show_default=False
     ),
 ]
-Overlap = Annotated[float | None, typer.Option(help="Window overlap (checkpoint's default; paper: 0.8).")]
+Overlap = Annotated[
+    float | None, typer.Option(help="Window overlap (default: the checkpoint's inference.overlap).")
+]
 Blend = Annotated[str | None, typer.Option(help="gaussian or constant.")]
 Batch = Annotated[int | None, typer.Option(help="Windows (3D) or slices (2D) per forward pass.")]
 Postprocess = Annotated[
@@ -111,11 +113,11 @@ def predict(
     import torch
 
     from kidneyseg.cli import STARTED
+    from kidneyseg.device import pick_device
     from kidneyseg.errors import KidneysegError
     from kidneyseg.predict.outputs import OutputOptions
     from kidneyseg.predict.pretrained import default_model
     from kidneyseg.predict.runner import parse_shard, run_prediction
-    from kidneyseg.train.distributed import pick_device
 
     if series is not None and input_path.is_file():
         raise KidneysegError(
@@ -157,10 +159,11 @@ def predict(
 
 def _settings(overlap, blend, batch, tta, precision, backend, probabilities, roi):
     """Checked inference settings (postprocessing as by default)."""
+    from kidneyseg.config import BLENDS
     from kidneyseg.errors import KidneysegError
     from kidneyseg.predict.predictor import PredictSettings
     from kidneyseg.predict.roi import ROIS
-    from kidneyseg.predict.sliding_window import BLENDS, PRECISIONS
+    from kidneyseg.predict.sliding_window import PRECISIONS
 
     if blend is not None and blend not in BLENDS:
         raise KidneysegError(f"--blend must be one of {BLENDS}, got {blend!r}")

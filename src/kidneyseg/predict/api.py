@@ -94,8 +94,8 @@ def _as_checked_volume(
 
 
 def _predictor(model: ModelSpec, device: str, options: dict[str, Any]) -> Predictor:
+    from kidneyseg.device import pick_device
     from kidneyseg.predict.pretrained import default_model
-    from kidneyseg.train.distributed import pick_device
 
     if isinstance(model, Predictor):
         if options:

@@ -1,14 +1,16 @@
-"""Where the network runs during prediction: PyTorch, or OpenVINO on CPU.
+"""Where the network runs during prediction: a table of backends behind one small protocol.
 
-On this project's 2-core CPU a pass of two windows of the paper's SCA-UNet 3D (128 × 128 × 64,
-float32) takes 3.67 s in PyTorch and 0.85 s compiled by OpenVINO (4.3×), with logits within 5e-4
-of PyTorch's (benchmarks/window_backends.py, docs/prediction.md). The sliding-window placement,
-blending, test-time mirroring, ensembling and everything around it stay the same: only the
-forward pass moves.
+A `Backend` compiles a PyTorch network for one window shape, runs it on batches of windows,
+releases what it holds between cases and describes itself for the run record. `Predictor` and
+the run record only call these four methods; `BACKENDS` is the table (`--backend` chooses by
+name, `auto` takes the first of `AUTO_ORDER` that can run on the device). A new backend is one
+class and one entry here. The sliding-window placement, blending, test-time mirroring and
+ensembling stay the same whatever the backend: only the forward pass moves. How fast each runs
+on this project's CPU, and how close its logits are to PyTorch's: docs/prediction.md.
 
-The network is traced once with TorchScript for the window shape (batch left dynamic) and
-compiled by OpenVINO for the CPU with the precision asked for. OpenVINO's CPU plugin would pick
-bfloat16 by itself on CPUs that have it, so float32 is requested explicitly.
+OpenVINO: the network is traced once with TorchScript for the window shape (batch left dynamic)
+and compiled for the CPU with the precision asked for. OpenVINO's CPU plugin would pick bfloat16
+by itself on CPUs that have it, so float32 is requested explicitly.
 
 OpenVINO's model conversion sends usage telemetry to Google Analytics by default (package
 `openvino_telemetry`, opt-out only through a consent file in the user's home). kidneyseg runs on
@@ -23,14 +25,13 @@ import sys
 import warnings
 from collections.abc import Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kidneyseg.errors import KidneysegError
 
 if TYPE_CHECKING:
     import torch
 
-BACKENDS = ("auto", "torch", "openvino")
 OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16"}
 INSTALL_HINT = "pip install openvino"
 
@@ -61,34 +62,6 @@ def import_openvino() -> ModuleType:
     return openvino
 
 
-def backend_version(backend: str) -> str:
-    """The version of the library behind a resolved backend."""
-    if backend == "openvino":
-        return import_openvino().get_version()
-    import torch
-
-    return torch.__version__
-
-
-def resolve_backend(backend: str, device: str) -> str:
-    """The backend that will run: "auto" is OpenVINO on CPU when it is installed, else PyTorch.
-
-    Raises:
-        KidneysegError: unknown backend, OpenVINO asked for on a GPU or without being installed.
-    """
-    if backend not in BACKENDS:
-        raise KidneysegError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    on_cpu = str(device) == "cpu"
-    if backend == "auto":
-        return "openvino" if on_cpu and openvino_available() else "torch"
-    if backend == "openvino":
-        if not on_cpu:
-            raise KidneysegError(f"the openvino backend runs on the CPU only, not on {device}")
-        if not openvino_available():
-            raise KidneysegError(f"the openvino backend is not installed: {INSTALL_HINT}")
-    return backend
-
-
 class OpenVINONetwork:
     """A network compiled by OpenVINO for one window shape, called like the module on a batch.
 
@@ -111,7 +84,7 @@ class OpenVINONetwork:
         with torch.no_grad(), warnings.catch_warnings():
             # Shape checks inside the networks become constants: right for this window shape,
             # which the compiled input enforces. torch.export would avoid the deprecated tracer,
-            # but OpenVINO's graph from it ran a window 2.2x slower (docs/prediction.md).
+            # but OpenVINO's graph from it ran slower (docs/prediction.md, "Not done").
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             traced = torch.jit.trace(network, torch.zeros(1, *self.window_shape), check_trace=False)
@@ -127,8 +100,8 @@ class OpenVINONetwork:
         return import_openvino().Core().compile_model(self._model, "CPU", self._config).create_infer_request()
 
     def release(self) -> None:
-        """Free the compiled network and its buffers (≈ 1 GB per window of the paper's SCA-UNet,
-        held between calls); the next call compiles again (≈ 0.2 s)."""
+        """Free the compiled network and the buffers OpenVINO keeps between calls (docs/prediction.md,
+        "What keeps the memory down"); the next call compiles again."""
         self._request = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,3 +115,107 @@ class OpenVINONetwork:
             self._request = self._compile()
         self._request.infer([np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)])
         return torch.from_numpy(self._request.get_output_tensor(0).data.copy())
+
+
+class Backend(Protocol):
+    """What runs a network on batches of windows during prediction."""
+
+    name: str
+    title: str  # how messages name it
+
+    def unavailable(self, device: str) -> str | None:
+        """Why this backend cannot run on `device` here, or None when it can."""
+
+    def compile(self, network: torch.nn.Module, window_shape: Sequence[int], precision: str) -> Any:
+        """`network` (in eval mode) ready for windows of `window_shape` = `(channels, *spatial)`.
+
+        Raises:
+            Exception: the backend's own error when it cannot compile this network.
+        """
+
+    def run(self, compiled: Any, windows: torch.Tensor) -> torch.Tensor:
+        """Scores `[B, C, *spatial]` float32 for a batch of windows `[B, channels, *spatial]`."""
+
+    def release(self, compiled: Any) -> None:
+        """Free what `compiled` holds between cases; `run` still works afterwards."""
+
+    def describe(self) -> dict[str, str]:
+        """For the run record: `backend` (the name) and `backend_version` (its library's)."""
+
+
+class TorchBackend:
+    """PyTorch itself: the network as it is (precision is `WindowPredictor`'s autocast)."""
+
+    name = "torch"
+    title = "PyTorch"
+
+    def unavailable(self, device: str) -> str | None:
+        return None
+
+    def compile(self, network: torch.nn.Module, window_shape: Sequence[int], precision: str) -> Any:
+        return network
+
+    def run(self, compiled: Any, windows: torch.Tensor) -> torch.Tensor:
+        return compiled(windows)
+
+    def release(self, compiled: Any) -> None:
+        return None
+
+    def describe(self) -> dict[str, str]:
+        import torch
+
+        return {"backend": self.name, "backend_version": torch.__version__}
+
+
+class OpenVINOBackend:
+    """OpenVINO on the CPU (`OpenVINONetwork`), with as many threads as PyTorch has."""
+
+    name = "openvino"
+    title = "OpenVINO"
+
+    def unavailable(self, device: str) -> str | None:
+        if str(device) != "cpu":
+            return f"the openvino backend runs on the CPU only, not on {device}"
+        if not openvino_available():
+            return f"the openvino backend is not installed: {INSTALL_HINT}"
+        return None
+
+    def compile(self, network: torch.nn.Module, window_shape: Sequence[int], precision: str) -> Any:
+        import torch
+
+        return OpenVINONetwork(network, window_shape, precision, torch.get_num_threads())
+
+    def run(self, compiled: Any, windows: torch.Tensor) -> torch.Tensor:
+        return compiled(windows)
+
+    def release(self, compiled: Any) -> None:
+        compiled.release()
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": self.name, "backend_version": import_openvino().get_version()}
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (TorchBackend(), OpenVINOBackend())}
+"""The backends by name; `--backend` takes one of these or "auto"."""
+AUTO_ORDER = ("openvino", "torch")
+"""`auto`: the first of these that can run on the device (the fastest first, docs/prediction.md)."""
+FALLBACK = "torch"
+"""What `auto` falls back to when its backend cannot compile the network."""
+CHOICES = ("auto", *BACKENDS)
+
+
+def resolve_backend(backend: str, device: str) -> Backend:
+    """The backend that will run: "auto" is OpenVINO on CPU when it is installed, else PyTorch.
+
+    Raises:
+        KidneysegError: unknown backend, or one that cannot run on `device` here (OpenVINO asked
+            for on a GPU or without being installed).
+    """
+    if backend == "auto":
+        return next(BACKENDS[name] for name in AUTO_ORDER if BACKENDS[name].unavailable(device) is None)
+    if backend not in BACKENDS:
+        raise KidneysegError(f"backend must be one of {CHOICES}, got {backend!r}")
+    reason = BACKENDS[backend].unavailable(device)
+    if reason is not None:
+        raise KidneysegError(reason)
+    return BACKENDS[backend]

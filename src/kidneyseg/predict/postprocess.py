@@ -6,11 +6,19 @@ of the union of all foreground classes (KiTS's "kidney and masses" region) are f
 typically on the spleen, liver or bowel that share kidney HU. nnU-Net applies the same idea
 ("remove all but the largest component" per region) when it improves validation Dice; whether
 it does here is measured in docs/prediction.md.
+
+`foreground_confidence` summarises how sure the network was of the foreground it predicted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 SLAB = 16
 """Slices whose component numbers are counted at a time (bounds the counting's extra memory)."""
@@ -49,3 +57,27 @@ def keep_largest_components(labels: np.ndarray, keep: int = 2) -> np.ndarray:
     drop[np.argsort(sizes)[::-1][:keep]] = False
     np.copyto(out[box], 0, where=drop[components])
     return out
+
+
+def foreground_confidence(
+    parts: Sequence[torch.Tensor], probabilities: bool, chunk: int = 16
+) -> float | None:
+    """Mean winning-class probability over the voxels whose winner is not background.
+
+    Args:
+        parts: `[C, X, ...]` logits (one network) or averaged probabilities (an ensemble), one
+            per region predicted (the whole image, or the kidney regions).
+        probabilities: whether `scores` are probabilities already.
+        chunk: slices along X per step (bounds the temporary memory).
+    """
+    import torch
+
+    total, count = 0.0, 0
+    for scores, start in ((s, x) for s in parts for x in range(0, s.shape[1], chunk)):
+        block = scores[:, start : start + chunk].float()
+        probs = block if probabilities else torch.softmax(block, dim=0)
+        top, winner = probs.max(dim=0)
+        foreground = winner > 0
+        total += float(top[foreground].sum())
+        count += int(foreground.sum())
+    return total / count if count else None

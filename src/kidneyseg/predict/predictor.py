@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from kidneyseg.config import InferenceConfig, RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import LabelMap
-from kidneyseg.predict.roi import MARGIN_MM, ROIS, Box
+from kidneyseg.predict.roi import MARGIN_MM, ROIS, Box, Region
 from kidneyseg.predict.sliding_window import WindowStats
 from kidneyseg.preprocess import PreprocessMeta
 
@@ -47,7 +48,7 @@ class PredictSettings:
     """Inference settings; `None` means "as the checkpoint's config says".
 
     Attributes:
-        overlap: window overlap (0.8 in the SCA-UNet paper).
+        overlap: window overlap (the checkpoint's `inference.overlap`, the one default).
         blend: "gaussian" or "constant".
         sw_batch_size: windows (3D) or slices (2D) per forward pass.
         mirror_axes: spatial axes mirrored for test-time augmentation (empty tuple: none).
@@ -122,11 +123,11 @@ class Predictor:
         device: torch device ("cpu", "cuda").
 
     Attributes:
-        backend: the backend the networks run on ("torch" or "openvino").
-        torch_networks: the PyTorch networks; with OpenVINO they still compute the constant
-            windows (see `WindowPredictor`).
-        compile_seconds: time spent compiling the networks for OpenVINO (0 for PyTorch).
-        backend_fallback: why `auto` fell back to PyTorch although OpenVINO is installed, or None.
+        backend: the `Backend` the networks run on (`kidneyseg.predict.backends`).
+        torch_networks: the PyTorch networks; they still compute the constant windows (see
+            `WindowPredictor`) whatever the backend.
+        compile_seconds: time spent compiling the networks for the backend.
+        backend_fallback: why `auto` fell back to PyTorch although its backend is installed, or None.
 
     Raises:
         KidneysegError: a checkpoint is missing, corrupt or not kidneyseg's, the checkpoints
@@ -140,15 +141,12 @@ class Predictor:
         settings: PredictSettings | None = None,
         device: str = "cpu",
     ):
-        import torch
-
-        from kidneyseg.predict.backends import OpenVINONetwork, resolve_backend
-        from kidneyseg.predict.sliding_window import window_roi
-        from kidneyseg.train.checkpoint import (
+        from kidneyseg.checkpoint import (
             build_model_from_checkpoint,
             load_checkpoint,
             resolve_checkpoint,
         )
+        from kidneyseg.predict.backends import resolve_backend
 
         if not models:
             raise KidneysegError("no model given: pass a run folder or checkpoint with --model")
@@ -168,8 +166,8 @@ class Predictor:
                     )
         self.device = device
         self.backend = resolve_backend(self.settings.backend, device)
-        self.networks = [build_model_from_checkpoint(c).to(device) for c in self.checkpoints]
-        dims = {int(getattr(n, "spatial_dims", 3)) for n in self.networks}
+        self.torch_networks = [build_model_from_checkpoint(c).to(device) for c in self.checkpoints]
+        dims = {int(getattr(n, "spatial_dims", 3)) for n in self.torch_networks}
         if len(dims) != 1:
             raise KidneysegError("an ensemble cannot mix 2D and 3D networks", self.checkpoints[-1].path)
         self.spatial_dims = dims.pop()
@@ -183,29 +181,29 @@ class Predictor:
         # --tta asks for every axis; a 2D network mirrors only in-plane.
         mirror_axes = tuple(a for a in inference.mirror_axes if a < self.spatial_dims)
         self.inference = replace(inference, mirror_axes=mirror_axes)
-        self.compile_seconds = 0.0
-        self.torch_networks = self.networks
-        self.backend_fallback: str | None = None
-        if self.backend == "openvino":
-            start = time.perf_counter()
-            roi = window_roi(self.inference.roi_size, self.spatial_dims)[: self.spatial_dims]
-            try:
-                self.networks = [
-                    OpenVINONetwork(n, (1, *roi), self.settings.precision, torch.get_num_threads())
-                    for n in self.networks
-                ]
-                self.compile_seconds = time.perf_counter() - start
-            except Exception as exc:  # OpenVINO's errors have no common base class
-                reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
-                if self.settings.backend != "auto":
-                    raise KidneysegError(
-                        f"OpenVINO could not compile the network ({reason})", self.checkpoints[0].path
-                    ) from exc
-                self.backend = "torch"
-                self.backend_fallback = f"OpenVINO could not compile the network, using PyTorch: {reason}"
+        self.compiled, self.compile_seconds, self.backend_fallback = self._compile()
         self.roi, self.locator = self._resolve_roi()
         if self.locator is not None:
             self.compile_seconds += self.locator.compile_seconds
+
+    def _compile(self) -> tuple[list[Any], float, str | None]:
+        """The networks compiled for the backend, the seconds it took, and why `auto` fell back
+        to PyTorch (None when it did not)."""
+        from kidneyseg.predict.backends import BACKENDS, FALLBACK
+        from kidneyseg.predict.sliding_window import window_roi
+
+        window = (1, *window_roi(self.inference.roi_size, self.spatial_dims)[: self.spatial_dims])
+        start = time.perf_counter()
+        try:
+            compiled = [self.backend.compile(n, window, self.settings.precision) for n in self.torch_networks]
+        except Exception as exc:  # the backends' errors have no common base class
+            reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+            failed = f"{self.backend.title} could not compile the network"
+            if self.settings.backend != "auto" or self.backend.name == FALLBACK:
+                raise KidneysegError(f"{failed} ({reason})", self.checkpoints[0].path) from exc
+            self.backend = BACKENDS[FALLBACK]
+            return list(self.torch_networks), 0.0, f"{failed}, using {self.backend.title}: {reason}"
+        return compiled, time.perf_counter() - start, None
 
     def _resolve_roi(self) -> tuple[str, Predictor | None]:
         """The ROI mode, and stage 1's predictor: None when this one is the bundled model alone,
@@ -253,25 +251,16 @@ class Predictor:
         from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
 
         window_predictor = WindowPredictor(
-            self.networks,
+            [partial(self.backend.run, c) for c in self.compiled],
             spatial_dims=self.spatial_dims,
             mirror_axes=self.inference.mirror_axes,
             precision=self.settings.precision,
             reuse_constant=self.settings.reuse_constant_windows,
             constant_networks=self.torch_networks,
         )
-        scores = sliding_window_scores(
-            image,
-            window_predictor,
-            self.inference.roi_size,
-            overlap=self.inference.overlap,
-            blend=self.inference.blend,
-            sw_batch_size=self.inference.sw_batch_size,
-            progress=progress,
-        )
-        if self.backend == "openvino":
-            for network in self.networks:
-                network.release()
+        scores = sliding_window_scores(image, window_predictor, self.inference, progress=progress)
+        for compiled in self.compiled:
+            self.backend.release(compiled)
         if not torch.isfinite(scores).all():
             raise KidneysegError(
                 "the network produced NaN or infinite scores; the checkpoint or the input is broken "
@@ -296,13 +285,49 @@ class Predictor:
         scores, stats = self.locator.scores(pre.image, source=ct.source)
         return locate(torch.argmax(scores, dim=0).numpy(), pre.meta), stats, None
 
+    def _kidney_parts(
+        self, ct: Volume, image: np.ndarray, meta: PreprocessMeta, progress: bool, seconds: dict[str, float]
+    ) -> tuple[list[tuple[Region, torch.Tensor]], WindowStats, torch.Tensor | None, dict[str, Any]]:
+        """`--roi kidneys`: the scores of each kidney region (none when stage 1 fell back), the
+        window counts, the whole-volume scores when this predictor is its own locator, and the
+        ROI record; the stages' times go into `seconds`."""
+        from kidneyseg.predict.roi import regions, slices
+        from kidneyseg.predict.sliding_window import window_roi
+
+        t = time.perf_counter()
+        located, stats, scores = self._locate(ct, image, meta, progress)
+        seconds["locate"] = time.perf_counter() - t
+        roi_record = {
+            "mode": "kidneys",
+            "locator": "this model" if self.locator is None else str(self.locator.model_paths[0]),
+            "locator_windows": stats.counts(),
+            "margin_mm": self.settings.roi_margin_mm,
+            **located.record(),
+        }
+        if self.locator is not None:
+            stats = WindowStats()
+        parts = []
+        if located.fallback is None:
+            window = window_roi(self.inference.roi_size, self.spatial_dims)
+            found = regions(located, meta, window, self.settings.roi_margin_mm)
+            roi_record["regions"] = [{"core": r.core, "context": r.context} for r in found]
+            t = time.perf_counter()
+            for region in found:
+                if scores is None:
+                    part, region_stats = self.scores(image[slices(region.context)], progress, ct.source)
+                    stats.add(region_stats)
+                    parts.append((region, part[(slice(None), *region.core_in_context)]))
+                else:
+                    parts.append((region, scores[(slice(None), *slices(region.core))]))
+            seconds["windows"] = time.perf_counter() - t
+        return parts, stats, scores, roi_record
+
     def predict(self, ct: Volume, progress: bool = False) -> Prediction:
         """Segment `ct` (Hounsfield units, any orientation); labels come back on its grid."""
         import torch
 
-        from kidneyseg.predict.postprocess import keep_largest_components
-        from kidneyseg.predict.roi import Region, regions, restrict, slices
-        from kidneyseg.predict.sliding_window import window_roi
+        from kidneyseg.predict.postprocess import foreground_confidence, keep_largest_components
+        from kidneyseg.predict.roi import restrict, slices
         from kidneyseg.preprocess import invert_probabilities, preprocess
 
         seconds: dict[str, float] = {}
@@ -322,33 +347,7 @@ class Predictor:
         stats = WindowStats()
         scores = None
         if self.roi == "kidneys":
-            t = time.perf_counter()
-            located, locator_stats, scores = self._locate(ct, image, meta, progress)
-            seconds["locate"] = time.perf_counter() - t
-            roi_record = {
-                "mode": "kidneys",
-                "locator": "this model" if self.locator is None else str(self.locator.model_paths[0]),
-                "locator_windows": window_counts(locator_stats),
-                "margin_mm": self.settings.roi_margin_mm,
-                **located.record(),
-            }
-            if self.locator is None:
-                stats = locator_stats
-            if located.fallback is None:
-                window = window_roi(self.inference.roi_size, self.spatial_dims)
-                found = regions(located, meta, window, self.settings.roi_margin_mm)
-                roi_record["regions"] = [{"core": r.core, "context": r.context} for r in found]
-                t = time.perf_counter()
-                for region in found:
-                    if scores is None:
-                        context = image[slices(region.context)]
-                        part, region_stats = self.scores(context, progress, ct.source)
-                        for key, value in asdict(region_stats).items():
-                            setattr(stats, key, getattr(stats, key) + value)
-                        parts.append((region, part[(slice(None), *region.core_in_context)]))
-                    else:
-                        parts.append((region, scores[(slice(None), *slices(region.core))]))
-                seconds["windows"] = time.perf_counter() - t
+            parts, stats, scores, roi_record = self._kidney_parts(ct, image, meta, progress, seconds)
         if not parts:  # the whole body crop: --roi body, or stage 1's fallback
             t = time.perf_counter()
             if scores is None:
@@ -357,7 +356,7 @@ class Predictor:
             seconds["windows"] = time.perf_counter() - t
         del image, scores
 
-        ensemble = len(self.networks) > 1
+        ensemble = len(self.torch_networks) > 1
         confidence = foreground_confidence([p for _, p in parts], probabilities=ensemble)
         probabilities = None
         if self.settings.probabilities:
@@ -385,36 +384,7 @@ class Predictor:
             probabilities=probabilities,
             probabilities_affine=np.asarray(meta.affine) if probabilities is not None else None,
             seconds=seconds,
-            windows=window_counts(stats),
+            windows=stats.counts(),
             confidence=confidence,
             roi=roi_record,
         )
-
-
-def window_counts(stats: WindowStats) -> dict[str, int]:
-    """How many windows were seen ("total"), computed and reused, for the run record."""
-    return {"total": stats.windows, "computed": stats.computed, "reused": stats.reused}
-
-
-def foreground_confidence(
-    parts: Sequence[torch.Tensor], probabilities: bool, chunk: int = 16
-) -> float | None:
-    """Mean winning-class probability over the voxels whose winner is not background.
-
-    Args:
-        parts: `[C, X, ...]` logits (one network) or averaged probabilities (an ensemble), one
-            per region predicted (the whole image, or the kidney regions).
-        probabilities: whether `scores` are probabilities already.
-        chunk: slices along X per step (bounds the temporary memory).
-    """
-    import torch
-
-    total, count = 0.0, 0
-    for scores, start in ((s, x) for s in parts for x in range(0, s.shape[1], chunk)):
-        block = scores[:, start : start + chunk].float()
-        probs = block if probabilities else torch.softmax(block, dim=0)
-        top, winner = probs.max(dim=0)
-        foreground = winner > 0
-        total += float(top[foreground].sum())
-        count += int(foreground.sum())
-    return total / count if count else None

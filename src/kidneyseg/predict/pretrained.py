@@ -53,7 +53,7 @@ def export_weights(source: str | os.PathLike[str], dest: str | os.PathLike[str])
     """Write the network of a run (or checkpoint) as a weights-only checkpoint for shipping:
     the config, label map and weights, and from the engine state only its training history (no
     optimizer, scheduler or sampler state, and no paths of the machine it was trained on)."""
-    from kidneyseg.train.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+    from kidneyseg.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(resolve_checkpoint(source))
     history = ("epoch", "best_dice", "best_epoch", "history", "train_seconds", "cpu_seconds")

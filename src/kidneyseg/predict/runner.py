@@ -36,7 +36,6 @@ from typing import Any
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_text_atomic
 from kidneyseg.io.volume import NIFTI_SUFFIXES, choose_series, list_dicom_series
-from kidneyseg.predict.backends import backend_version
 from kidneyseg.predict.outputs import (
     OutputOptions,
     case_outputs,
@@ -212,7 +211,7 @@ def predict_case(
 def _environment(predictor: Predictor) -> dict[str, Any]:
     import torch
 
-    from kidneyseg.train.checkpoint import library_versions
+    from kidneyseg.checkpoint import library_versions
 
     return {
         "versions": library_versions(),
@@ -220,8 +219,7 @@ def _environment(predictor: Predictor) -> dict[str, Any]:
         "device": predictor.device,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "backend": predictor.backend,
-        "backend_version": backend_version(predictor.backend),
+        **predictor.backend.describe(),
         "backend_compile_seconds": round(predictor.compile_seconds, 3),
         "backend_fallback": predictor.backend_fallback,
     }

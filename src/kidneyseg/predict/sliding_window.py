@@ -1,17 +1,20 @@
 """Sliding-window inference on the preprocessed grid, with MONAI's window placement and blending.
 
-The windows, their order and their Gaussian/constant blending are MONAI's
-`sliding_window_inference` (the inferer the SCA-UNet code of Gohil & Lad uses, with overlap
-0.8); what is added here is the callable it runs on each batch of windows, `WindowPredictor`:
+The one inferer of the project: prediction (`Predictor.scores`) and validation during training
+(`kidneyseg.train.validation`) both run `sliding_window_scores` with an `InferenceConfig`, so
+MONAI's `sliding_window_inference` is called from this module only. The windows, their order and
+their Gaussian/constant blending are MONAI's (the inferer the SCA-UNet code of Gohil & Lad uses,
+with overlap 0.8); what is added here is the callable it runs on each batch of windows, `WindowPredictor`:
 
 - windows whose input is constant (all air/fat below the HU window, typically at the corners of
   the body box) are computed once per value and reused: a network in eval mode maps identical
   inputs to identical outputs, so this changes nothing in the result;
 - mirroring test-time augmentation (logits averaged over all flips of `mirror_axes`, as in
   nnU-Net) and ensembles (softmax probabilities averaged over the networks);
-- `torch.inference_mode`, optional bfloat16 autocast on CPUs that support it;
-- the networks may be PyTorch modules or `OpenVINONetwork`s (`kidneyseg.predict.backends`), which
-  take and return tensors the same way;
+- `torch.inference_mode`, optional bfloat16 autocast on CPUs that support it (float16 autocast on
+  CUDA for validation under `train.amp`);
+- the networks are whatever a backend runs (`kidneyseg.predict.backends`: a PyTorch module, an
+  OpenVINO-compiled network), called on tensors the same way;
 - 2D networks (Rathnayaka et al., KiTS19) run on axial slices: the window is
   `(roi_x, roi_y, 1)` and the slices of a batch go through the network together.
 """
@@ -24,12 +27,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kidneyseg.config import InferenceConfig
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
 PRECISIONS = ("float32", "bfloat16")
-BLENDS = ("gaussian", "constant")
+"""What `predict --precision` offers."""
+AUTOCAST = {"float32": None, "bfloat16": "bfloat16", "float16": "float16"}
+"""Autocast dtype per precision; float16 is training's CUDA mixed precision, used in validation."""
 
 
 @dataclass
@@ -40,6 +47,16 @@ class WindowStats:
     computed: int = 0
     reused: int = 0
 
+    def add(self, other: WindowStats) -> None:
+        """Count `other`'s windows too."""
+        self.windows += other.windows
+        self.computed += other.computed
+        self.reused += other.reused
+
+    def counts(self) -> dict[str, int]:
+        """How many windows were seen ("total"), computed and reused, for the run record."""
+        return {"total": self.windows, "computed": self.computed, "reused": self.reused}
+
 
 class WindowPredictor:
     """Maps a batch of windows `[B, 1, X, Y, Z]` to scores `[B, C, X, Y, Z]`.
@@ -48,18 +65,19 @@ class WindowPredictor:
     is set); with several, softmax probabilities averaged over the networks.
 
     Args:
-        networks: networks in eval mode (PyTorch modules or `OpenVINONetwork`s), all predicting
-            the same classes.
+        networks: networks in eval mode (PyTorch modules or a backend's compiled networks, called
+            on a batch of windows), all predicting the same classes.
         spatial_dims: 3 for volumetric networks, 2 for slice networks (then `Z` is 1).
         mirror_axes: spatial axes (0 = x, 1 = y, 2 = z) to mirror for test-time augmentation;
             every combination of flips is evaluated.
         precision: "float32", or "bfloat16" to run PyTorch convolutions under CPU/CUDA autocast
-            (an `OpenVINONetwork` has its precision compiled in).
+            (an `OpenVINONetwork` has its precision compiled in), or "float16" (CUDA autocast,
+            as training's `train.amp`).
         reuse_constant: compute each constant window value only once.
         constant_networks: the networks that compute constant windows (default: `networks`).
             A constant window is an ill-conditioned input for instance normalisation: its
             features have (almost) no variance, so each norm layer amplifies rounding differences
-            and the output depends on the exact arithmetic. With OpenVINO `networks`, passing the
+            and the output depends on the exact arithmetic. With another backend's `networks`, passing the
             PyTorch modules here keeps those windows exactly as PyTorch (and MONAI) computes them.
     """
 
@@ -72,8 +90,8 @@ class WindowPredictor:
         reuse_constant: bool = True,
         constant_networks: Sequence[torch.nn.Module] | None = None,
     ):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision not in AUTOCAST:
+            raise ValueError(f"precision must be one of {tuple(AUTOCAST)}, got {precision!r}")
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         if any(a not in range(spatial_dims) for a in mirror_axes):
@@ -99,7 +117,10 @@ class WindowPredictor:
 
         if self.spatial_dims == 2:
             x = x[..., 0]
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+        dtype = AUTOCAST[self.precision]
+        with torch.autocast(
+            x.device.type, dtype=getattr(torch, dtype or "float32"), enabled=dtype is not None
+        ):
             y = net(x)
         y = y.float()
         return y[..., None] if self.spatial_dims == 2 else y
@@ -181,32 +202,25 @@ def count_windows(shape: Sequence[int], roi: Sequence[int], overlaps: Sequence[f
 def sliding_window_scores(
     image: np.ndarray | torch.Tensor,
     predictor: WindowPredictor,
-    roi_size: Sequence[int],
-    overlap: float = 0.8,
-    blend: str = "gaussian",
-    sw_batch_size: int = 4,
+    inference: InferenceConfig,
     progress: bool = False,
 ) -> torch.Tensor:
     """Blend window scores over a preprocessed image `[X, Y, Z]` into `[C, X, Y, Z]` float32.
 
     Args:
-        image: the preprocessed image (float32, canonical axes).
+        image: the preprocessed image (float32, canonical axes); a tensor stays on its device.
         predictor: runs the network(s) on a batch of windows.
-        roi_size: the training patch size (2 values for a 2D network).
-        overlap: fraction shared by neighbouring windows (0.8 in the SCA-UNet paper).
-        blend: "gaussian" (MONAI's, sigma 0.125 × window) or "constant".
-        sw_batch_size: windows per forward pass (slices per pass for 2D networks).
+        inference: the window size (the training patch size, 2 values for a 2D network), overlap,
+            blending ("gaussian": MONAI's, sigma 0.125 × window) and windows (3D) or slices (2D)
+            per forward pass; its `mirror_axes` are the predictor's business.
         progress: show a progress bar over the windows.
     """
     import torch
     from monai.inferers import sliding_window_inference
     from tqdm import tqdm
 
-    if blend not in BLENDS:
-        raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    roi = window_roi(roi_size, predictor.spatial_dims)
+    roi = window_roi(inference.roi_size, predictor.spatial_dims)
+    overlap = inference.overlap
     overlaps = (overlap, overlap, 0.0) if predictor.spatial_dims == 2 else (overlap,) * 3
     tensor = torch.as_tensor(image, dtype=torch.float32)[None, None]
     total = count_windows(tensor.shape[2:], roi, overlaps)
@@ -219,6 +233,6 @@ def sliding_window_scores(
 
         with torch.inference_mode():
             scores = sliding_window_inference(
-                tensor, roi, sw_batch_size, counted, overlap=overlaps, mode=blend
+                tensor, roi, inference.sw_batch_size, counted, overlap=overlaps, mode=inference.blend
             )
     return scores[0]

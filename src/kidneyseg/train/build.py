@@ -14,7 +14,8 @@ from kidneyseg.errors import KidneysegError
 
 def resolve_model_config(config: RunConfig) -> RunConfig:
     """`config` with the model's output channels fixed to its label map's classes, checked
-    against the sampling (3D patches need a 3D network, 2D slices a 2D one)."""
+    against the sampling (3D patches need a 3D network, 2D slices a 2D one) and the window size
+    (`inference.roi_size`, used by validation and prediction, equal to `data.patch_size`)."""
     from kidneyseg.models import model_info
 
     label_map = config.label_map
@@ -35,6 +36,11 @@ def resolve_model_config(config: RunConfig) -> RunConfig:
         )
     if len(config.data.patch_size) != wanted:
         raise KidneysegError(f"data.patch_size {list(config.data.patch_size)} needs {wanted} values")
+    if tuple(config.inference.roi_size) != tuple(config.data.patch_size):
+        raise KidneysegError(
+            f"inference.roi_size {list(config.inference.roi_size)} must equal data.patch_size "
+            f"{list(config.data.patch_size)}: the network predicts on windows of the size it trained on"
+        )
     return dataclasses.replace(config, model=dataclasses.replace(config.model, kwargs=kwargs))
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from kidneyseg.device import pick_device
 from kidneyseg.errors import KidneysegError
 
 
@@ -32,19 +33,6 @@ class DistContext:
     @property
     def distributed(self) -> bool:
         return self.world > 1
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` (CUDA if available, else CPU), `cpu`, `cuda` (the `local_rank` GPU) or `cuda:N`."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise KidneysegError(f"--device {name} asked for, but torch sees no CUDA device")
-        return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
-    raise KidneysegError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
 
 
 def _environment_int(name: str, default: str | None = None) -> int:

@@ -27,18 +27,18 @@ from typing import Any
 
 import torch
 
+from kidneyseg.checkpoint import (
+    BEST_NAME,
+    LAST_NAME,
+    load_checkpoint,
+    resolve_checkpoint,
+)
 from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import remove_stale_partials, write_text_atomic
 from kidneyseg.plaindata import dump_yaml, from_dict, load_yaml
 from kidneyseg.train.build import (
     resolve_model_config,
-)
-from kidneyseg.train.checkpoint import (
-    BEST_NAME,
-    LAST_NAME,
-    load_checkpoint,
-    resolve_checkpoint,
 )
 from kidneyseg.train.distributed import (
     init_distributed,

@@ -29,6 +29,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from kidneyseg.checkpoint import (
+    BEST_NAME,
+    LAST_NAME,
+    build_model_from_config,
+    library_versions,
+    save_checkpoint,
+)
 from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_atomic
@@ -37,13 +44,6 @@ from kidneyseg.train.build import (
     build_optimizer,
     build_scheduler,
     freeze_encoder,
-)
-from kidneyseg.train.checkpoint import (
-    BEST_NAME,
-    LAST_NAME,
-    build_model_from_config,
-    library_versions,
-    save_checkpoint,
 )
 from kidneyseg.train.data import epoch_seed
 from kidneyseg.train.distributed import (
@@ -55,7 +55,7 @@ from kidneyseg.train.distributed import (
 from kidneyseg.train.losses import build_loss
 from kidneyseg.train.prepare import PreparedData
 from kidneyseg.train.samples import TrainSamples
-from kidneyseg.train.validation import validate, window_size
+from kidneyseg.train.validation import validate, validation_inference
 
 
 @dataclass
@@ -141,7 +141,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, train)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.loss_fn = build_loss(train)
-        self.roi = window_size(config.data.patch_size, self.two_d)
+        self.val_inference = validation_inference(config)
 
     def load_state(self, model_state: dict[str, Any], extra: dict[str, Any]) -> None:
         self.model.load_state_dict(model_state)
@@ -208,9 +208,7 @@ class Trainer:
             self.data.lut,
             self.config.label_map,
             self.loss_fn,
-            self.roi,
-            self.two_d,
-            self.config.train.val_overlap,
+            self.val_inference,
             self.ctx,
             self.amp,
         )

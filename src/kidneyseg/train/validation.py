@@ -1,9 +1,10 @@
 """Validation on whole cases by sliding window (SCA-UNet paper: every epoch, mean foreground Dice).
 
-Each validation case is segmented on its preprocessed grid with MONAI's
-`sliding_window_inference` (Gaussian blending); 2D networks run on (x, y, 1) windows, i.e.
-slice by slice. The validation loss is the training loss on the stitched whole-case logits
-(the attention U-Net paper reduces its learning rate on its plateau). Per-class Dice uses
+Each validation case is segmented on its preprocessed grid by prediction's inferer
+(`kidneyseg.predict.sliding_window`: MONAI's window placement, the run's `inference.blend`,
+2D networks slice by slice) with the run's `InferenceConfig` and validation's overrides
+(`validation_inference`). The validation loss is the training loss on the stitched whole-case
+logits (the attention U-Net paper reduces its learning rate on its plateau). Per-class Dice uses
 MONAI's `compute_dice`; a class absent from a case's reference is skipped for that case.
 Cases are split across ranks and the sums all-reduced, so every rank sees the same numbers.
 """
@@ -11,57 +12,51 @@ Cases are split across ranks and the sums all-reduced, so every rank sees the sa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
 from torch import nn
 
+from kidneyseg.config import InferenceConfig, RunConfig
 from kidneyseg.labels import LabelMap
+from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
 from kidneyseg.train.data import CaseRecord, load_full_case
 from kidneyseg.train.distributed import DistContext, all_reduce_sum
 
-
-def slice_predictor(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wrap a 2D network so that it takes (B, C, x, y, 1) windows and returns (B, K, x, y, 1)."""
-
-    def predict(window: torch.Tensor) -> torch.Tensor:
-        return model(window[..., 0])[..., None]
-
-    return predict
+VAL_WINDOWS_PER_PASS = 4
+"""Windows per forward pass in validation; a 2D network takes 8 times as many slices."""
 
 
-def window_size(patch_size: Sequence[int], two_d: bool) -> tuple[int, ...]:
-    """The sliding-window size for a training patch/slice size."""
-    return (*patch_size, 1) if two_d else tuple(patch_size)
+def validation_inference(config: RunConfig) -> InferenceConfig:
+    """The run's inference config with validation's explicit overrides: `train.val_overlap`
+    (when set; the recipes validate with fewer windows than they predict with), no test-time
+    mirroring, and its own batch."""
+    two_d = config.data.sampling == "slice2d"
+    overlap = config.inference.overlap if config.train.val_overlap is None else config.train.val_overlap
+    return replace(
+        config.inference,
+        overlap=overlap,
+        mirror_axes=(),
+        sw_batch_size=VAL_WINDOWS_PER_PASS * (8 if two_d else 1),
+    )
 
 
 @torch.no_grad()
 def segment_case(
-    model: nn.Module,
-    image: torch.Tensor,
-    roi: Sequence[int],
-    two_d: bool,
-    overlap: float,
-    device: torch.device,
-    amp: bool,
-    sw_batch_size: int = 4,
+    model: nn.Module, image: torch.Tensor, inference: InferenceConfig, device: torch.device, amp: bool
 ) -> torch.Tensor:
-    """Whole-case logits (1, K, x, y, z) for an image (1, 1, x, y, z) on the preprocessed grid."""
-    predictor = slice_predictor(model) if two_d else model
-    with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-        logits = sliding_window_inference(
-            image.to(device),
-            roi_size=tuple(roi),
-            sw_batch_size=sw_batch_size * (8 if two_d else 1),
-            predictor=predictor,
-            overlap=overlap,
-            mode="gaussian",
-        )
-    return logits.float()
+    """Whole-case logits (1, K, x, y, z) for an image (1, 1, x, y, z) on the preprocessed grid
+    (float16 autocast with `amp` on CUDA, as in training)."""
+    predictor = WindowPredictor(
+        [model],
+        spatial_dims=len(inference.roi_size),
+        precision="float16" if amp and device.type == "cuda" else "float32",
+    )
+    return sliding_window_scores(image[0, 0].to(device), predictor, inference)[None]
 
 
 def validate(
@@ -70,16 +65,15 @@ def validate(
     lut: np.ndarray,
     label_map: LabelMap,
     loss_fn: nn.Module,
-    roi: Sequence[int],
-    two_d: bool,
-    overlap: float,
+    inference: InferenceConfig,
     ctx: DistContext,
     amp: bool,
 ) -> dict[str, float]:
     """Validation loss and Dice on whole cases; identical on every rank.
 
     Returns:
-        `val_loss`, `val_dice` (mean over foreground classes of the per-class mean Dice) and
+        `val_loss`, `val_dice` (mean over foreground classes of the per-class mean Dice over the
+        cases holding that class: the figure `best.pt` follows) and
         `val_dice_<class>` for every foreground class (NaN where no case holds that class).
     """
     k = label_map.num_classes
@@ -88,7 +82,7 @@ def validate(
     model.eval()
     for record in records[ctx.rank :: ctx.world]:
         image, label = load_full_case(record, lut)
-        logits = segment_case(model, image, roi, two_d, overlap, ctx.device, amp).cpu()
+        logits = segment_case(model, image, inference, ctx.device, amp).cpu()
         sums[-2] += float(loss_fn(logits, label))
         sums[-1] += 1
         pred = one_hot(logits.argmax(dim=1, keepdim=True), num_classes=k)
