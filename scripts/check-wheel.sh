@@ -38,7 +38,7 @@ assert callable(kidneyseg.segment)
 assert resources.files("kidneyseg.report").joinpath("template.html").is_file()
 assert resources.files("kidneyseg").joinpath("py.typed").is_file()
 from kidneyseg.predict.pretrained import default_model
-from kidneyseg.train.checkpoint import load_checkpoint
+from kidneyseg.checkpoint import load_checkpoint
 
 assert load_checkpoint(default_model()).config.model.name == "sca_unet_3d"  # the bundled weights
 print(f"wheel OK: kidneyseg {kidneyseg.__version__} from {kidneyseg.__file__}")
