@@ -81,7 +81,8 @@ def tiny_checkpoint(path: Path, spacing: tuple[float, float, float]) -> Path:
 def measure(ct: Path, checkpoint: Path, work: Path) -> dict:
     import nibabel as nib
 
-    from kidneyseg.predict.checks import GIB, estimate_memory, read_header
+    from kidneyseg.io.formats import read_header
+    from kidneyseg.predict.checks import GIB, estimate_memory
     from kidneyseg.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
