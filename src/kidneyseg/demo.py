@@ -129,14 +129,7 @@ def run_demo(
     from kidneyseg.train.distributed import pick_device
 
     out = Path(out)
-    if settings.n_cases < 2:
-        raise KidneysegError(
-            f"the demo needs at least 2 phantom cases (to train on and to hold out), got {settings.n_cases}"
-        )
-    if settings.seed < 0:
-        raise KidneysegError(f"the phantom seed must be at least 0, got {settings.seed}")
-    if settings.real_ct_labels is not None and settings.real_ct is None:
-        raise KidneysegError("--real-ct-labels were given without the CT they belong to (--real-ct)")
+    _check_settings(settings)
     pick_device(settings.device)
     seconds: dict[str, float] = {}
     config = load_recipe(settings.recipe, "cpu", settings.all_overrides)
@@ -194,6 +187,18 @@ def run_demo(
     write_text_atomic(out / "demo.json", json.dumps(record, indent=2) + "\n")
     index = write_text_atomic(out / "index.html", _index_html(out, record, reports))
     return DemoResult(out, index, scores, seconds, reports, real)
+
+
+def _check_settings(settings: DemoSettings) -> None:
+    """Refuse settings the demo cannot run, before anything is written."""
+    if settings.n_cases < 2:
+        raise KidneysegError(
+            f"the demo needs at least 2 phantom cases (to train on and to hold out), got {settings.n_cases}"
+        )
+    if settings.seed < 0:
+        raise KidneysegError(f"the phantom seed must be at least 0, got {settings.seed}")
+    if settings.real_ct_labels is not None and settings.real_ct is None:
+        raise KidneysegError("--real-ct-labels were given without the CT they belong to (--real-ct)")
 
 
 def _evaluate_stage(
