@@ -64,8 +64,9 @@ def test_every_stage_gives_the_same_case_ids(tmp_path):
 def test_two_files_of_one_case_are_refused(tmp_path):
     _nifti(tmp_path / "a.nii.gz")
     _nifti(tmp_path / "a_0000.nii.gz")
-    with pytest.raises(KidneysegError, match=r"a.nii.gz and a_0000.nii.gz both name case 'a'"):
-        files_by_case_id(tmp_path)
+    for reader in (files_by_case_id, find_inputs, label_files):
+        with pytest.raises(KidneysegError, match=r"a.nii.gz and a_0000.nii.gz both name case 'a'"):
+            reader(tmp_path)
 
 
 def test_the_reader_table_reads_and_refuses(tmp_path, shared_data):

@@ -35,7 +35,7 @@ from typing import Any
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_text_atomic
-from kidneyseg.io.formats import case_id_of
+from kidneyseg.io.formats import case_id_of, files_by_case_id
 from kidneyseg.io.volume import NIFTI_SUFFIXES, choose_series, list_dicom_series, nifti_stem
 from kidneyseg.predict.backends import backend_version
 from kidneyseg.predict.outputs import (
@@ -92,8 +92,8 @@ def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> 
     """The cases an input path holds, and whether it is a folder of cases (folder mode).
 
     Raises:
-        KidneysegError: the path does not exist, holds no CT, or holds several DICOM series
-            and `series_uid` does not choose one.
+        KidneysegError: the path does not exist, holds no CT, holds two files of one case, or
+            holds several DICOM series and `series_uid` does not choose one.
     """
     from kidneyseg.data.cases import discover
 
@@ -102,12 +102,13 @@ def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> 
         raise KidneysegError("no such file or folder", path)
     if path.is_file():
         return [CaseInput(case_id_of(path), path)], False
-    for layout in ("auto", "plain"):
-        try:
-            dataset = discover(path, layout=layout)
-        except KidneysegError:
-            continue
-        return [CaseInput(c.case_id, c.image) for c in dataset.cases], True
+    try:
+        return [CaseInput(c.case_id, c.image) for c in discover(path).cases], True
+    except KidneysegError:
+        pass
+    flat = files_by_case_id(path)  # refuses two files of one case
+    if flat:
+        return [CaseInput(name, image) for name, image in flat.items()], True
     single = _dicom_case(path, series_uid)
     if single is not None:
         return [single], False
