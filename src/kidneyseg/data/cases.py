@@ -8,7 +8,7 @@ Layouts (`layout=`):
 - `kits23`: `dataset/case_XXXXX/imaging.nii.gz` + `segmentation.nii.gz`, labels 0-3.
   Phantom cases also have `tissue.nii.gz` (the generator's tissue map), found as `Case.tissue`.
 - `plain`: `images/NAME.nii.gz` + `labels/NAME.nii.gz` (nnU-Net's `imagesTr/NAME_0000.nii.gz`
-  + `labelsTr/NAME.nii.gz` too), any format of the reader table, paired by the one case-id rule
+  + `labelsTr/NAME.nii.gz` too), any file format of the reader table, paired by the one case-id rule
   (`kidneyseg.io.formats.case_id_of`).
 - `auto`: recognise one of the above from the folder given or its parents/children.
 
