@@ -82,7 +82,8 @@ def measure(ct: Path, checkpoint: Path, work: Path) -> dict:
     import nibabel as nib
 
     from kidneyseg.checkpoint import load_checkpoint
-    from kidneyseg.predict.checks import GIB, estimate_memory, read_header
+    from kidneyseg.io.formats import read_header
+    from kidneyseg.predict.checks import GIB, estimate_memory
 
     ckpt = load_checkpoint(checkpoint)
     header = read_header(ct)

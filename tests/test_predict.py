@@ -13,15 +13,10 @@ import torch
 from kidneyseg.checkpoint import build_model_from_config, save_checkpoint
 from kidneyseg.config import InferenceConfig, ModelConfig, PreprocessConfig, RunConfig
 from kidneyseg.errors import KidneysegError
+from kidneyseg.io.formats import ImageHeader, read_header
 from kidneyseg.io.volume import Volume, read_volume
 from kidneyseg.labels import KITS23
-from kidneyseg.predict.checks import (
-    ImageHeader,
-    check_hounsfield,
-    check_memory,
-    estimate_memory,
-    read_header,
-)
+from kidneyseg.predict.checks import check_hounsfield, check_memory, estimate_memory
 from kidneyseg.predict.postprocess import keep_largest_components
 from kidneyseg.predict.predictor import CPU_3D_BATCH, Predictor, PredictSettings
 from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores

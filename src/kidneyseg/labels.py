@@ -151,6 +151,33 @@ def folding(target: LabelMap, source: LabelMap = KITS23) -> dict[int, int]:
     return mapping
 
 
+def check_label_values(array, label_map: LabelMap | None = None, where: object = None) -> None:
+    """The one check of a label map's voxel values: whole numbers, each a class of `label_map`
+    (without one: each in 0..255, a value `label_lut` can map). Minimum and maximum first: `np.unique`
+    over a whole CT grid takes seconds.
+
+    Raises:
+        KidneysegError: naming `where`, for non-integer values, a non-numeric data type, or values
+            outside the classes.
+    """
+    import numpy as np
+
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+            raise KidneysegError("label map holds non-integer values; is this a CT instead?", where)
+    elif array.dtype.kind not in "iub":
+        raise KidneysegError(f"label map has data type {array.dtype}; expected integer labels", where)
+    if not array.size:
+        return
+    limit = 255 if label_map is None else label_map.num_classes - 1
+    if array.min() >= 0 and array.max() <= limit:
+        return
+    values = np.unique(array[(array < 0) | (array > limit)][:1_000_000])
+    if label_map is not None:
+        label_map.check_values(values.tolist(), where)
+    raise KidneysegError(f"label values {values.tolist()} are not in 0..255", where)
+
+
 def label_lut(label_map: LabelMap, mapping: dict[int, int]):
     """A 256-entry lookup table from reference label values to class values of `label_map`
     (`mapping`, e.g. a run's `data.label_mapping`); unmapped values map to themselves.

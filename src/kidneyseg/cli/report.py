@@ -55,14 +55,15 @@ def report(
     Given a folder of label maps, report every case of the --ct folder that has one and write
     statistics.csv, one row per case.
     """
-    from kidneyseg.io.volume import NIFTI_SUFFIXES, read_volume
+    from kidneyseg.io.formats import files_by_case_id
+    from kidneyseg.io.volume import read_volume
     from kidneyseg.labels import get_label_map
     from kidneyseg.report import ReportOptions, write_report
 
     _check_options(min_lesion_mm, min_lesion_ml, confidence, case_id)
     classes = get_label_map(label_map)
     options = ReportOptions(min_lesion_diameter_mm=min_lesion_mm, min_lesion_volume_ml=min_lesion_ml)
-    if labels.is_dir() and any(p.name.endswith(NIFTI_SUFFIXES) for p in labels.iterdir()):
+    if labels.is_dir() and files_by_case_id(labels):
         _cohort(ct, labels, out, classes, quiet, options)
         return
     paths = write_report(

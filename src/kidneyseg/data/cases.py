@@ -8,8 +8,12 @@ Layouts (`layout=`):
 - `kits23`: `dataset/case_XXXXX/imaging.nii.gz` + `segmentation.nii.gz`, labels 0-3.
   Phantom cases also have `tissue.nii.gz` (the generator's tissue map), found as `Case.tissue`.
 - `plain`: `images/NAME.nii.gz` + `labels/NAME.nii.gz` (nnU-Net's `imagesTr/NAME_0000.nii.gz`
-  + `labelsTr/NAME.nii.gz` too).
+  + `labelsTr/NAME.nii.gz` too), any file format of the reader table, paired by the one case-id rule
+  (`kidneyseg.io.formats.case_id_of`).
 - `auto`: recognise one of the above from the folder given or its parents/children.
+
+`walk_kits` is the one walker of the KiTS layouts; `kidneyseg evaluate` uses it for folders that
+hold only the segmentations.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from pathlib import Path
 
 from kidneyseg.config import KITS21_ANNOTATIONS, LAYOUTS, check_choice
 from kidneyseg.errors import KidneysegError
+from kidneyseg.io.formats import files_by_case_id
 from kidneyseg.labels import KITS19, KITS23, LabelMap
 
 _CASE_DIR = re.compile(r"^case_\d{5}$")
+IMAGE_FILE = "imaging.nii.gz"
 TISSUE_FILE = "tissue.nii.gz"
 """A phantom case's tissue map (uint8 `Tissue` ids) beside its `imaging.nii.gz`."""
-_NIFTI = re.compile(r"^(?P<name>.+?)(?:_0000)?\.nii(?:\.gz)?$")
 
 
 @dataclass(frozen=True)
@@ -64,20 +69,17 @@ def _case_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and _CASE_DIR.match(p.name))
 
 
-def _resolve(root: Path, layout: str) -> tuple[Path, str]:
-    """The folder holding the case folders (or image/label folders) and the layout."""
+def _kits_folder(root: Path, layout: str) -> tuple[Path, str] | None:
+    """The folder under `root` holding the case folders of a KiTS layout (`auto`: recognised),
+    and the layout; None if there is none."""
     candidates = {
         "kits21": [root / "kits21" / "data", root / "data", root],
         "kits23": [root / "dataset", root],
         "kits19": [root / "data", root],
     }
-    if layout == "plain":
-        return root, "plain"
     if layout != "auto":
-        for folder in candidates[layout]:
-            if folder.is_dir() and _case_dirs(folder):
-                return folder, layout
-        raise KidneysegError(f"no case_XXXXX folders found for layout {layout!r}", root)
+        found = next((f for f in candidates[layout] if f.is_dir() and _case_dirs(f)), None)
+        return None if found is None else (found, layout)
     for folder in [root / "kits21" / "data", root / "dataset", root / "data", root]:
         dirs = _case_dirs(folder) if folder.is_dir() else []
         if not dirs:
@@ -88,6 +90,18 @@ def _resolve(root: Path, layout: str) -> tuple[Path, str]:
         if folder.name == "data" or (folder / "kits.json").exists():
             return folder, "kits19"
         return folder, "kits23"
+    return None
+
+
+def _resolve(root: Path, layout: str) -> tuple[Path, str]:
+    """The folder holding the case folders (or image/label folders) and the layout."""
+    if layout == "plain":
+        return root, "plain"
+    found = _kits_folder(root, layout)
+    if found is not None:
+        return found
+    if layout != "auto":
+        raise KidneysegError(f"no case_XXXXX folders found for layout {layout!r}", root)
     if _plain_pairs_dirs(root) is not None:
         return root, "plain"
     raise KidneysegError(
@@ -104,14 +118,31 @@ def _plain_pairs_dirs(root: Path) -> tuple[Path, Path] | None:
     return None
 
 
-def _nifti_by_name(folder: Path) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    if folder.is_dir():
-        for p in sorted(folder.iterdir()):
-            m = _NIFTI.match(p.name)
-            if m and p.is_file():
-                found[m.group("name")] = p
-    return found
+def _existing(path: Path) -> Path | None:
+    return path if path.exists() else None
+
+
+def walk_kits(
+    root: str | os.PathLike[str], layout: str = "auto", annotation: str = "AND"
+) -> tuple[Case, ...]:
+    """The KiTS-layout walker: one `Case` per `case_XXXXX` folder under `root`, with its
+    reference (`aggregated_<annotation>_seg.nii.gz` for KiTS21, else `segmentation.nii.gz`) and
+    tissue map where present. `image` is where the CT belongs: a folder of segmentations only
+    (the KiTS19 repository before the CT download) lacks it.
+
+    Raises:
+        KidneysegError: no case folders of `layout` under `root`.
+    """
+    root = Path(root)
+    found = _kits_folder(root, layout)
+    if found is None:
+        raise KidneysegError(f"no case_XXXXX folders found for layout {layout!r}", root)
+    folder, layout = found
+    seg_name = f"aggregated_{annotation}_seg.nii.gz" if layout == "kits21" else "segmentation.nii.gz"
+    return tuple(
+        Case(d.name, d / IMAGE_FILE, _existing(d / seg_name), _existing(d / TISSUE_FILE))
+        for d in _case_dirs(folder)
+    )
 
 
 def discover(
@@ -139,23 +170,12 @@ def discover(
             "is a file, not a dataset folder" if root.exists() else "dataset folder does not exist", root
         )
     folder, layout = _resolve(root, layout)
-    cases: list[Case] = []
     if layout == "plain":
         images_dir, labels_dir = _plain_pairs_dirs(folder) or (folder, folder)
-        labels = _nifti_by_name(labels_dir)
-        for name, image in _nifti_by_name(images_dir).items():
-            cases.append(Case(name, image, labels.get(name)))
+        labels = files_by_case_id(labels_dir)
+        cases = [Case(name, image, labels.get(name)) for name, image in files_by_case_id(images_dir).items()]
     else:
-        seg_name = f"aggregated_{annotation}_seg.nii.gz" if layout == "kits21" else "segmentation.nii.gz"
-        for d in _case_dirs(folder):
-            image = d / "imaging.nii.gz"
-            if not image.exists():
-                continue
-            label = d / seg_name
-            tissue = d / TISSUE_FILE
-            cases.append(
-                Case(d.name, image, label if label.exists() else None, tissue if tissue.exists() else None)
-            )
+        cases = [c for c in walk_kits(folder, layout, annotation) if c.image.exists()]
     if not cases:
         raise KidneysegError(f"no CT images found in the {layout} layout", folder)
     dataset = Dataset(folder, layout, KITS19 if layout == "kits19" else KITS23, tuple(cases))

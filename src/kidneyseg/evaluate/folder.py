@@ -2,7 +2,9 @@
 
 Either folder may be a KiTS19/21/23 or plain layout (found with `kidneyseg.data.cases.discover`),
 a KiTS layout holding only the segmentations (as the KiTS19 repository does before the CT
-download), or a flat folder of `<case_id>.nii.gz` files (what `kidneyseg predict` writes).
+download; `kidneyseg.data.cases.walk_kits`), or a flat folder of `<case_id>.nii.gz` files (what
+`kidneyseg predict` writes), each file's case id given by the one rule of
+`kidneyseg.io.formats.case_id_of`.
 Cases are paired by id; cases found on one side only are listed, never silently dropped.
 
 Cases are scored in one label map (`Scoring`): a run's own (its references mapped with its
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,9 @@ import numpy as np
 from kidneyseg.errors import KidneysegError
 from kidneyseg.evaluate.lesions import BIN_NAMES
 from kidneyseg.evaluate.metrics import case_metrics
-from kidneyseg.labels import KITS23, LabelMap, folding, label_lut, lesion_classes
+from kidneyseg.io.formats import files_by_case_id
+from kidneyseg.labels import KITS23, LabelMap, check_label_values, folding, label_lut, lesion_classes
 
-_CASE_DIR = re.compile(r"^case_\d{5}$")
-_NIFTI = re.compile(r"^(?P<name>.+?)\.nii(?:\.gz)?$")
 CSV_NAME = "per_case.csv"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
@@ -60,27 +60,13 @@ class Scoring:
 
 
 def _segmentation_only_cases(root: Path, annotation: str) -> dict[str, Path]:
-    names = ("segmentation.nii.gz", f"aggregated_{annotation}_seg.nii.gz")
-    for folder in (root / "kits21" / "data", root / "dataset", root / "data", root):
-        if not folder.is_dir():
-            continue
-        found = {}
-        for case_dir in sorted(p for p in folder.iterdir() if p.is_dir() and _CASE_DIR.match(p.name)):
-            label = next((case_dir / n for n in names if (case_dir / n).is_file()), None)
-            if label is not None:
-                found[case_dir.name] = label
-        if found:
-            return found
-    return {}
+    from kidneyseg.data.cases import walk_kits
 
-
-def _flat_files(folder: Path) -> dict[str, Path]:
-    found = {}
-    for path in sorted(folder.iterdir()):
-        match = _NIFTI.match(path.name)
-        if match and path.is_file() and not path.name.startswith("."):
-            found[match.group("name")] = path
-    return found
+    try:
+        cases = walk_kits(root, annotation=annotation)
+    except KidneysegError:
+        return {}
+    return {c.case_id: c.label for c in cases if c.label is not None}
 
 
 def label_files(root: str | os.PathLike[str], annotation: str = "AND") -> dict[str, Path]:
@@ -98,7 +84,7 @@ def label_files(root: str | os.PathLike[str], annotation: str = "AND") -> dict[s
         found = {c.case_id: c.label for c in discover(root, annotation=annotation).labelled}
     except KidneysegError:
         found = {}
-    found = found or _segmentation_only_cases(root, annotation) or _flat_files(root)
+    found = found or _segmentation_only_cases(root, annotation) or files_by_case_id(root)
     if not found:
         raise KidneysegError(
             "no label maps found: expected <case_id>.nii.gz files or a KiTS/plain dataset layout", root
@@ -144,16 +130,11 @@ def _read_labels(path: Path, label_map: LabelMap, mapping: dict[int, int]):
     from kidneyseg.io.volume import read_volume
 
     volume = read_volume(path)
-    array = volume.array
-    if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
-        raise KidneysegError("a label map must hold whole numbers, found fractional values", path)
-    if array.size and (array.min() < 0 or array.max() > 255):
-        label_map.check_values(np.unique(array), path)
-    labels = np.asarray(array, dtype=np.uint8)
+    check_label_values(volume.array, None if mapping else label_map, path)
+    labels = np.asarray(volume.array, dtype=np.uint8)
     if mapping:
         labels = label_lut(label_map, mapping).astype(np.uint8)[labels]
-    if labels.size and labels.max() >= label_map.num_classes:
-        label_map.check_values(np.unique(labels), path)
+        check_label_values(labels, label_map, path)
     return volume, labels
 
 

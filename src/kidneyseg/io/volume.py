@@ -24,6 +24,14 @@ SINGULAR_DETERMINANT = 1e-3
 """Smallest |det| of the affine's unit axis directions (1 for orthogonal axes) of a usable grid."""
 
 
+def nifti_stem(path: Path) -> str:
+    """A NIfTI file's name without `.nii` / `.nii.gz`."""
+    for suffix in NIFTI_SUFFIXES[::-1]:
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.name
+
+
 @dataclass(frozen=True, eq=False)
 class Volume:
     """A 3D image or label map with its geometry.
@@ -96,26 +104,23 @@ class Volume:
 
 
 def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> Volume:
-    """Read a CT or label map from a NIfTI file or a DICOM series folder.
+    """Read a CT or label map in any format of the reader table (`kidneyseg.io.formats`): a
+    `.nii`/`.nii.gz` file or a folder holding one DICOM series.
 
     Args:
-        path: a `.nii`/`.nii.gz` file or a folder holding one DICOM series.
-        series_uid: which series to read when the folder holds several.
+        path: the file or folder.
+        series_uid: which series to read when a DICOM folder holds several.
 
     Raises:
         KidneysegError: the file is missing, unreadable, not 3D or has invalid geometry.
     """
-    path = Path(path)
-    if not path.exists():
-        raise KidneysegError("no such file or folder", path)
-    if path.is_dir():
-        return _read_dicom_series(path, series_uid)
-    if path.name.endswith(NIFTI_SUFFIXES):
-        return _read_nifti(path)
-    raise KidneysegError("not a NIfTI file (.nii, .nii.gz) or a DICOM folder", path)
+    from kidneyseg.io.formats import format_of  # the table, whose readers are below
+
+    return format_of(path).read(Path(path), series_uid)
 
 
-def _read_nifti(path: Path) -> Volume:
+def read_nifti(path: Path) -> Volume:
+    """A NIfTI file as a `Volume` (use `read_volume`, which checks the path first)."""
     import nibabel as nib
 
     try:
@@ -183,7 +188,8 @@ def choose_series(series: dict[str, tuple[str, ...]], series_uid: str | None, fo
     return series_uid
 
 
-def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
+def read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
+    """A DICOM series of `folder` as a `Volume` (use `read_volume`, which checks the path first)."""
     import SimpleITK as sitk
 
     from kidneyseg.io.dicom import check_series, check_unlisted_files, itk_quiet

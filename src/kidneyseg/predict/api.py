@@ -54,8 +54,9 @@ def read_checked(
         KidneysegError: the header cannot be read, the prediction needs more memory than is
             available (checked before reading voxels), or the image holds no body.
     """
+    from kidneyseg.io.formats import read_header
     from kidneyseg.io.volume import read_volume
-    from kidneyseg.predict.checks import check_orientation_given, read_header
+    from kidneyseg.predict.checks import check_orientation_given
 
     _check_memory(path, read_header(path, dicom_files), predictor)
     ct = read_volume(path, series_uid)
@@ -66,7 +67,7 @@ def read_checked(
 def _as_checked_volume(
     ct: Any, predictor: Predictor, series_uid: str | None, hu_check: bool
 ) -> tuple[Volume, list[str]]:
-    from kidneyseg.predict.checks import ImageHeader
+    from kidneyseg.io.formats import ImageHeader
 
     if isinstance(ct, str | os.PathLike):
         from kidneyseg.predict.runner import find_inputs

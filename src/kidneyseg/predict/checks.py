@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kidneyseg.config import PreprocessConfig
 from kidneyseg.errors import KidneysegError
+from kidneyseg.io.formats import ImageHeader
 from kidneyseg.io.volume import NIFTI_SUFFIXES
+from kidneyseg.preprocess.spatial import resampled_shape
 
 GIB = 1024**3
 
@@ -35,58 +36,6 @@ PER_ORIGINAL_VOXEL = 12.0
 PER_PREPROCESSED_VOXEL_AND_CLASS = 12.0
 PER_PREPROCESSED_VOXEL = 16.0
 FIXED_OVERHEAD = 2.0 * GIB  # interpreter, torch, MONAI (0.4 GB) and a 2-window pass of SCA-UNet (1.6 GB)
-
-
-@dataclass(frozen=True)
-class ImageHeader:
-    """What a prediction's memory depends on, read without loading voxels."""
-
-    shape: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-    itemsize: int
-
-
-def read_header(path: str | os.PathLike[str], series_files: tuple[str, ...] = ()) -> ImageHeader:
-    """Shape, spacing and voxel size in bytes of a NIfTI file or a DICOM series, voxels unread.
-
-    Raises:
-        KidneysegError: the header cannot be read.
-    """
-    path = Path(path)
-    if path.is_file() and path.name.endswith(NIFTI_SUFFIXES):
-        import nibabel as nib
-
-        try:
-            image = nib.load(str(path))
-            shape = tuple(int(n) for n in image.shape[:3])
-            zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
-            dtype = image.get_data_dtype()
-            slope, _ = image.header.get_slope_inter()
-        except Exception as exc:  # nibabel raises many types for corrupt headers
-            raise KidneysegError(
-                f"cannot read the NIfTI header ({type(exc).__name__}: {exc})", path
-            ) from None
-        if len(shape) < 3:
-            raise KidneysegError(f"expected a 3D image, got shape {image.shape}", path)
-        scaled = slope is not None and not (np.isnan(slope) or slope == 1.0)
-        return ImageHeader(shape, zooms, 8 if scaled else int(dtype.itemsize))  # type: ignore[arg-type]
-    if series_files:
-        import pydicom
-
-        try:
-            first = pydicom.dcmread(series_files[0], stop_before_pixels=True)
-            rows, cols = int(first.Rows), int(first.Columns)
-            pixel = [float(v) for v in first.PixelSpacing]
-            thickness = float(getattr(first, "SliceThickness", 0) or 0) or 1.0
-            bits = int(first.BitsAllocated)
-        except Exception as exc:  # pydicom raises many types for damaged files
-            raise KidneysegError(
-                f"cannot read the DICOM header ({type(exc).__name__}: {exc})", path
-            ) from None
-        return ImageHeader(
-            (cols, rows, len(series_files)), (pixel[1], pixel[0], thickness), max(2, bits // 8)
-        )
-    raise KidneysegError("not a NIfTI file or a DICOM series", path)
 
 
 SPACING_MM = (0.05, 50.0)
@@ -114,9 +63,7 @@ def estimate_memory(header: ImageHeader, cfg: PreprocessConfig, num_classes: int
     """Peak bytes a prediction of this image will need (an upper bound: the body crop, which
     usually removes a third of the grid, is not assumed)."""
     original = math.prod(header.shape)
-    preprocessed = math.prod(
-        max(1, round(n * s / t)) for n, s, t in zip(header.shape, header.spacing, cfg.spacing, strict=True)
-    )
+    preprocessed = math.prod(resampled_shape(header.shape, header.spacing, cfg.spacing))
     return int(
         original * (header.itemsize + PER_ORIGINAL_VOXEL)
         + preprocessed * (PER_PREPROCESSED_VOXEL + PER_PREPROCESSED_VOXEL_AND_CLASS * num_classes)

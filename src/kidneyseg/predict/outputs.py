@@ -16,7 +16,7 @@ import numpy as np
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_atomic
-from kidneyseg.io.volume import NIFTI_SUFFIXES, Volume
+from kidneyseg.io.volume import Volume, nifti_stem
 from kidneyseg.labels import LabelMap, split_sides
 from kidneyseg.predict.predictor import Prediction, PredictSettings
 
@@ -151,7 +151,7 @@ def write_case_files(
     from kidneyseg.report import measure, write_report
 
     labels = prediction.labels
-    name = stem(outputs["labels"])
+    name = nifti_stem(outputs["labels"])
     if "probabilities" in outputs:
         written.append(write_probabilities(outputs["probabilities"], prediction))
     if options.dicom:
@@ -175,14 +175,6 @@ def write_case_files(
             written.append(write_label_image(outputs[f"mask_{class_name}"], mask, ct, mask_map))
     written.append(write_label_image(outputs["labels"], array, ct, out_map))
     return report
-
-
-def stem(path: Path) -> str:
-    """A NIfTI file's name without `.nii` / `.nii.gz`."""
-    for suffix in NIFTI_SUFFIXES[::-1]:
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.name
 
 
 def remove(paths: list[Path]) -> None:

@@ -35,7 +35,8 @@ from typing import Any
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_text_atomic
-from kidneyseg.io.volume import NIFTI_SUFFIXES, choose_series, list_dicom_series
+from kidneyseg.io.formats import case_id_of, files_by_case_id
+from kidneyseg.io.volume import NIFTI_SUFFIXES, choose_series, list_dicom_series, nifti_stem
 from kidneyseg.predict.outputs import (
     OutputOptions,
     case_outputs,
@@ -43,7 +44,6 @@ from kidneyseg.predict.outputs import (
     output_label_map,
     refuse_overwriting_inputs,
     remove,
-    stem,
     write_case_files,
 )
 from kidneyseg.predict.predictor import Predictor, PredictSettings
@@ -79,28 +79,20 @@ class RunRecord:
         return [c for c in self.cases if c["status"] == "failed"]
 
 
-def _nifti_case_id(path: Path) -> str:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    return name[:-5] if name.endswith("_0000") else name
-
-
-def _dicom_case(folder: Path, series_uid: str | None, case_id: str) -> CaseInput | None:
+def _dicom_case(folder: Path, series_uid: str | None) -> CaseInput | None:
     series = list_dicom_series(folder)
     if not series:
         return None
     series_uid = choose_series(series, series_uid, folder)
-    return CaseInput(case_id, folder, series_uid, series[series_uid])
+    return CaseInput(case_id_of(folder), folder, series_uid, series[series_uid])
 
 
 def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> tuple[list[CaseInput], bool]:
     """The cases an input path holds, and whether it is a folder of cases (folder mode).
 
     Raises:
-        KidneysegError: the path does not exist, holds no CT, or holds several DICOM series
-            and `series_uid` does not choose one.
+        KidneysegError: the path does not exist, holds no CT, holds two files of one case, or
+            holds several DICOM series and `series_uid` does not choose one.
     """
     from kidneyseg.data.cases import discover
 
@@ -108,23 +100,18 @@ def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> 
     if not path.exists():
         raise KidneysegError("no such file or folder", path)
     if path.is_file():
-        if not path.name.endswith(NIFTI_SUFFIXES):
-            raise KidneysegError("not a NIfTI file (.nii, .nii.gz) or a DICOM folder", path)
-        return [CaseInput(_nifti_case_id(path), path)], False
-    for layout in ("auto", "plain"):
-        try:
-            dataset = discover(path, layout=layout)
-        except KidneysegError:
-            continue
-        return [CaseInput(c.case_id, c.image) for c in dataset.cases], True
-    single = _dicom_case(path, series_uid, path.name)
+        return [CaseInput(case_id_of(path), path)], False
+    try:
+        return [CaseInput(c.case_id, c.image) for c in discover(path).cases], True
+    except KidneysegError:
+        pass
+    flat = files_by_case_id(path)  # refuses two files of one case
+    if flat:
+        return [CaseInput(name, image) for name, image in flat.items()], True
+    single = _dicom_case(path, series_uid)
     if single is not None:
         return [single], False
-    cases = [
-        c
-        for d in sorted(p for p in path.iterdir() if p.is_dir())
-        if (c := _dicom_case(d, series_uid, d.name))
-    ]
+    cases = [c for d in sorted(p for p in path.iterdir() if p.is_dir()) if (c := _dicom_case(d, series_uid))]
     if cases:
         return cases, True
     raise KidneysegError(
@@ -235,7 +222,7 @@ def _output_target(out: Path, folder_mode: bool) -> tuple[Path, str | None, str]
             "folder of cases: give an output folder",
             out,
         )
-    name = stem(out)
+    name = nifti_stem(out)
     return out.parent, name, out.name[len(name) :]
 
 

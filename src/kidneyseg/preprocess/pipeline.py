@@ -21,7 +21,7 @@ import numpy as np
 from kidneyseg.config import PreprocessConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
-from kidneyseg.labels import LabelMap
+from kidneyseg.labels import LabelMap, check_label_values
 from kidneyseg.preprocess.intensity import body_box, window
 from kidneyseg.preprocess.spatial import (
     AxisMap,
@@ -141,17 +141,7 @@ def _check_labels(labels: Volume, ct: Volume, label_map: LabelMap | None) -> Non
             f"{labels.affine.round(3).tolist()} vs {ct.affine.round(3).tolist()}",
             where,
         )
-    array = labels.array
-    if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
-        raise KidneysegError("label map holds non-integer values", where)
-    low, high = array.min(), array.max()
-    limit = 255 if label_map is None else label_map.num_classes - 1
-    if low < 0 or high > limit:
-        values = np.unique(array)
-        if label_map is not None:
-            label_map.check_values(values.tolist(), where)
-        bad = values[(values < 0) | (values > limit)].tolist()
-        raise KidneysegError(f"label values {bad} are not in 0..255", where)
+    check_label_values(labels.array, label_map, where)
 
 
 def _source_positions(

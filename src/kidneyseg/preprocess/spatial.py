@@ -80,23 +80,29 @@ def canonical_affine(
     return np.asarray(affine, dtype=np.float64) @ index_map
 
 
+def resampled_shape(
+    shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]
+) -> tuple[int, ...]:
+    """Voxels per axis of the grid of voxel size `target` covering `shape` × `spacing`:
+    `round(extent / target)`, at least 1."""
+    return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target, strict=True))
+
+
 def resampled_grid(
     shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]
 ) -> tuple[tuple[int, ...], tuple[AxisMap, ...]]:
     """The grid of voxel size `target` covering the extent of `shape` × `spacing`.
 
-    The number of voxels per axis is `round(extent / target)` (at least 1), and the new grid is
+    The number of voxels per axis is `resampled_shape`, and the new grid is
     centred on the old one: the centre of the old extent is the centre of the new extent, so
     the physical field of view is kept to within half a target voxel on each side.
     """
-    new_shape = []
+    new_shape = resampled_shape(shape, spacing, target)
     maps = []
-    for n, s, t in zip(shape, spacing, target, strict=True):
-        m = max(1, round(n * s / t))
+    for n, s, t, m in zip(shape, spacing, target, new_shape, strict=True):
         scale = t / s
-        new_shape.append(m)
         maps.append(AxisMap(scale, (n - 1) / 2.0 - scale * (m - 1) / 2.0))
-    return tuple(new_shape), tuple(maps)
+    return new_shape, tuple(maps)
 
 
 def nearest_indices(positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

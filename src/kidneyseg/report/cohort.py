@@ -2,7 +2,8 @@
 
 `kidneyseg report --ct CASES --labels LABELS --out DIR` pairs each case of CASES (any layout
 `kidneyseg predict` reads) with `LABELS/<case>.nii.gz`, as `kidneyseg predict -o LABELS` names
-its label maps, and writes each case's report and one row per case in `DIR/statistics.csv`.
+its label maps (case ids by the one rule of `kidneyseg.io.formats.case_id_of`), and writes each
+case's report and one row per case in `DIR/statistics.csv`.
 """
 
 from __future__ import annotations
@@ -31,13 +32,6 @@ class CohortResult:
     labels_without_ct: list[str] = field(default_factory=list)
 
 
-def _label_file(folder: Path, case_id: str) -> Path | None:
-    for suffix in (".nii.gz", ".nii"):
-        if (folder / f"{case_id}{suffix}").is_file():
-            return folder / f"{case_id}{suffix}"
-    return None
-
-
 def report_cohort(
     ct_dir: str | os.PathLike[str],
     labels_dir: str | os.PathLike[str],
@@ -55,6 +49,7 @@ def report_cohort(
     """
     from tqdm import tqdm
 
+    from kidneyseg.io.formats import files_by_case_id
     from kidneyseg.io.volume import read_volume
     from kidneyseg.predict.runner import find_inputs
     from kidneyseg.report.render import write_report
@@ -62,7 +57,8 @@ def report_cohort(
 
     labels_dir, out_dir = Path(labels_dir), Path(out_dir)
     cases, _ = find_inputs(ct_dir)
-    pairs = [(c, path) for c in cases if (path := _label_file(labels_dir, c.case_id))]
+    labels = files_by_case_id(labels_dir)
+    pairs = [(c, labels[c.case_id]) for c in cases if c.case_id in labels]
     if not pairs:
         raise KidneysegError(
             f"no label map named <case>.nii.gz for any of the {len(cases)} CT(s) of {ct_dir}", labels_dir
@@ -71,11 +67,7 @@ def report_cohort(
     rows, result = [], CohortResult(out_dir / STATISTICS_NAME)
     paired = {c.case_id for c, _ in pairs}
     result.cts_without_labels = sorted({c.case_id for c in cases} - paired)
-    result.labels_without_ct = sorted(
-        name
-        for p in labels_dir.iterdir()
-        if (name := p.name.removesuffix(".gz").removesuffix(".nii")) != p.name and name not in paired
-    )
+    result.labels_without_ct = sorted(labels.keys() - paired)
     for case, label_path in tqdm(pairs, desc="reports", unit="case", disable=not progress):
         try:
             ct = read_volume(case.path, case.series_uid)

@@ -29,7 +29,7 @@ import numpy as np
 from kidneyseg import __version__
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
-from kidneyseg.labels import KITS23, LESION_CLASSES, SIDES, LabelMap
+from kidneyseg.labels import KITS23, LESION_CLASSES, SIDES, LabelMap, check_label_values
 from kidneyseg.report import geometry, nephrometry, staging
 from kidneyseg.report.checks import ReportOptions, run_checks
 from kidneyseg.report.lesions import Kidney, Scan, bounding_box, measure_lesions, rounded
@@ -61,17 +61,11 @@ def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarr
             where,
         )
     array = np.asarray(labels.array)
+    check_label_values(array, label_map, where)
     if array.dtype.kind == "f":
-        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-            raise KidneysegError("label map holds non-integer values; is this a CT instead?", where)
         array = array.astype(np.int16)
-    elif array.dtype.kind not in "iub":
-        raise KidneysegError(f"label map has data type {array.dtype}; expected integer labels", where)
     # min/max and one comparison per class: np.unique on a 512×512×600 map takes seconds.
     low, high = int(array.min()), int(array.max())
-    if low < 0 or high >= label_map.num_classes:
-        outside = array[(array < 0) | (array >= label_map.num_classes)]
-        label_map.check_values(np.unique(outside[:1_000_000]), where)
     present = {v for v in range(low, high + 1) if v in (low, high) or bool((array == v).any())}
     masses = {label_map.value(n) for n in LESION_CLASSES if label_map.has(n)}
     if present & masses and label_map.value("kidney") not in present:
