@@ -171,21 +171,25 @@ def test_checkpoints_never_execute_code(tmp_path):
 
 
 def test_the_label_map_is_stated_once_and_format_1_checkpoints_still_load(tmp_path):
-    """New checkpoints hold the label map only in their config; format-1 files (such as the
-    bundled weights) also hold it as JSON, which must name the config's classes."""
+    """New checkpoints hold the label map only in their config; format-1 files also hold it as
+    JSON, which must name the config's classes."""
     from pathlib import Path
 
     import kidneyseg
-    from kidneyseg.labels import KITS23
+    from kidneyseg.labels import KITS19, KITS23
 
     model, _ = _model_and_state()
     path = ck.save_checkpoint(tmp_path / "c.pt", model_state=model.state_dict(), config=CONFIG)
     assert "label_map" not in torch.load(path, weights_only=True)
     bundled = ck.load_checkpoint(Path(kidneyseg.__file__).parent / "weights" / "sca-unet-3d-transfer.pt")
-    assert bundled.format_version == 1 and bundled.label_map == KITS23
+    assert bundled.label_map == KITS23
     ck.build_model_from_checkpoint(bundled)
     legacy = torch.load(path, weights_only=True)
     legacy[ck.FORMAT_KEY] = 1
+    legacy["label_map"] = json.dumps(KITS19.to_dict())
+    torch.save(legacy, tmp_path / "legacy.pt")
+    old = ck.load_checkpoint(tmp_path / "legacy.pt")
+    assert old.format_version == 1 and old.label_map == KITS19
     legacy["label_map"] = json.dumps(KITS23.to_dict())  # disagrees with the config's kits19
     torch.save(legacy, tmp_path / "legacy.pt")
     with pytest.raises(KidneysegError, match="is not the classes of labels='kits19'"):
