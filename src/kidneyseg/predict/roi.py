@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from kidneyseg.preprocess import PreprocessMeta
+from kidneyseg.report.geometry import to_world
 
 ROIS = ("kidneys", "body")
 MARGIN_MM = 30.0
@@ -81,10 +82,6 @@ def _corners(box: Sequence[tuple[float, float]]) -> np.ndarray:
     return np.array(list(itertools.product(*box)), dtype=float)
 
 
-def _to_world(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return points @ affine[:3, :3].T + affine[:3, 3]
-
-
 def locate(labels: np.ndarray, meta: PreprocessMeta, min_ml: float = MIN_KIDNEY_ML) -> Located:
     """Kidney boxes from stage 1's labels on its preprocessed grid (`meta`'s), or the fallback.
 
@@ -103,7 +100,7 @@ def locate(labels: np.ndarray, meta: PreprocessMeta, min_ml: float = MIN_KIDNEY_
     for index, found in enumerate(ndimage.find_objects(components), start=1):
         if found is None or sizes[index] < min_ml:
             continue
-        world = _to_world(affine, _corners([(s.start - 0.5, s.stop - 0.5) for s in found]))
+        world = to_world(_corners([(s.start - 0.5, s.stop - 0.5) for s in found]), affine)
         boxes.append((tuple(world.min(axis=0).tolist()), tuple(world.max(axis=0).tolist())))
         volumes.append(float(sizes[index]))
         if any(s.start == 0 or s.stop == n for s, n in zip(found, labels.shape, strict=True)):
@@ -141,7 +138,7 @@ def regions(located: Located, meta: PreprocessMeta, window: Sequence[int], margi
     shape = meta.shape
     cores = []
     for low, high in located.boxes_mm:
-        index = _to_world(inverse, _corners(list(zip(low, high, strict=True))))
+        index = to_world(_corners(list(zip(low, high, strict=True))), inverse)
         lo, hi = index.min(axis=0), index.max(axis=0)
         pad = [margin_mm / s for s in meta.spacing]
         cores.append(
