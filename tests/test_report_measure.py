@@ -14,6 +14,7 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS19
 from kidneyseg.report import geometry, measure
+from kidneyseg.report.checks import ReportOptions
 
 HALF_EXTENT = np.array([85.0, 40.0, 60.0])
 SPACING = (1.2, 1.0, 1.5)  # mm along the world x, y, z the grid axes are closest to
@@ -289,3 +290,126 @@ def test_axial_diameter_of_random_ellipses_is_within_one_voxel():
     errors = np.array(errors)
     assert np.all(np.abs(errors) <= 1.0)
     assert abs(errors.mean()) < 0.6
+
+
+def _brute_face_midpoints(mask: np.ndarray, axes=(0, 1, 2)) -> np.ndarray:
+    """Every boundary face's midpoint, voxel by voxel: the definition `face_midpoint_slabs` follows."""
+    points = []
+    for voxel in np.argwhere(mask):
+        for axis in axes:
+            for step in (1, -1):
+                neighbour = voxel.copy()
+                neighbour[axis] += step
+                inside = all(0 <= n < s for n, s in zip(neighbour, mask.shape, strict=True))
+                if not (inside and mask[tuple(neighbour)]):
+                    point = voxel.astype(np.float64)
+                    point[axis] += 0.5 * step
+                    points.append(point)
+    return np.array(points)
+
+
+def _sorted_rows(points: np.ndarray) -> np.ndarray:
+    return points[np.lexsort(points.T[::-1])]
+
+
+def test_slab_by_slab_measurements_equal_the_whole_mask_ones():
+    """Outline, counts, centroid and distances found `SLAB` slices at a time (the memory bound of
+    a long scan) equal what the whole mask gives, across slab boundaries and on an oblique grid."""
+    rng = np.random.default_rng(3)
+    mask = np.zeros((2 * geometry.SLAB + 5, 9, 7), dtype=bool)
+    mask[1:-1, 1:-1, 1:-1] = rng.random((2 * geometry.SLAB + 3, 7, 5)) < 0.4
+    affine = np.eye(4)
+    affine[:3, :3] = _rotation_z(25.0) @ np.diag([0.8, 1.1, 2.5])
+    found = np.concatenate(list(geometry.face_midpoint_slabs(mask)))
+    truth = _brute_face_midpoints(mask)
+    np.testing.assert_array_equal(_sorted_rows(found), _sorted_rows(truth))
+    world = geometry.to_world(truth, affine)
+    assert geometry.max_3d_diameter_mm(mask, affine) == pytest.approx(
+        np.sqrt(((world[:, None] - world[None]) ** 2).sum(-1).max())
+    )
+    low, high = geometry.cranio_caudal_range_mm(mask, affine)
+    assert (low, high) == pytest.approx((world[:, 2].min(), world[:, 2].max()))
+    assert geometry.sagittal_gap_mm(mask, affine, -3.0) == pytest.approx(np.abs(world[:, 0] + 3.0).min())
+    np.testing.assert_allclose(geometry.centroid_index(mask), np.argwhere(mask).mean(axis=0))
+    labelled, count = geometry.components(mask)
+    np.testing.assert_array_equal(geometry.voxel_counts(labelled, count), np.bincount(labelled.ravel()))
+    within = rng.random(mask.shape) < 0.5
+    np.testing.assert_array_equal(
+        geometry.voxel_counts(labelled, count, within), np.bincount(labelled[within], minlength=count + 1)
+    )
+    axial = np.array([0, 1])  # world x, y of the in-plane outline points of each slice along axis 2
+    in_plane = _brute_face_midpoints(mask, (0, 1))
+    per_slice = [
+        geometry.to_world(in_plane[in_plane[:, 2] == k], affine)[:, axial] for k in range(mask.shape[2])
+    ]
+    best = max(np.sqrt(((p[:, None] - p[None]) ** 2).sum(-1).max()) for p in per_slice if len(p))
+    assert geometry.max_axial_diameter_mm(mask, affine)[0] == pytest.approx(best)
+
+
+def test_sinus_core_erosion_is_the_distance_transform_test():
+    """The collecting-system proxy keeps the sinus voxels at least CORE_MM from outside it: an
+    erosion by the ball of that radius, identical to thresholding the Euclidean distance transform."""
+    from scipy import ndimage
+
+    from kidneyseg.report import nephrometry
+
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        mask = ndimage.gaussian_filter(rng.standard_normal((24, 30, 20)), 3) > rng.uniform(-0.05, 0.05)
+        spacing = rng.uniform(0.4, 3.0, 3)
+        by_distance = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+        eroded = ndimage.binary_erosion(mask, nephrometry._ball(spacing, nephrometry.CORE_MM), border_value=0)
+        np.testing.assert_array_equal(eroded, by_distance >= nephrometry.CORE_MM)
+
+
+def _speckle(shape, background_bias: float, seed: int = 0) -> np.ndarray:
+    """Labels like a random network's: the arg-max of four smoothed noise fields."""
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal((4, *shape)), (0, 1, 1, 1))
+    noise[0] += background_bias
+    return np.argmax(noise, axis=0).astype(np.uint8)
+
+
+def test_a_fragmented_segmentation_measures_the_largest_lesions_and_counts_the_rest():
+    affine = np.diag([0.8, 0.8, 1.5, 1.0])
+    labels = _speckle((96, 80, 40), 0.3)
+    ct = Volume(np.full(labels.shape, 40, dtype=np.int16), affine)
+    options = ReportOptions(max_lesions=5)
+    report = measure(ct, Volume(labels, affine), options=options)
+    full = measure(ct, Volume(labels, affine), options=ReportOptions(max_lesions=10_000))
+    for kind in ("tumor", "cyst"):
+        rows = [r for r in report["lesions"] if r["type"] == kind]
+        all_rows = sorted((r for r in full["lesions"] if r["type"] == kind), key=lambda r: -r["volume_ml"])
+        assert len(rows) <= options.max_lesions < len(all_rows)
+        assert [r["volume_ml"] for r in rows] == [r["volume_ml"] for r in all_rows[: len(rows)]]
+    unmeasured = report["summary"]["unmeasured_lesions"]
+    small = report["summary"]["small_lesions"]
+    assert unmeasured["count"] > 0
+    total = sum(r["volume_ml"] for r in full["lesions"]) + full["summary"]["small_lesions"]["volume_ml"]
+    counted = sum(r["volume_ml"] for r in report["lesions"]) + unmeasured["volume_ml"] + small["volume_ml"]
+    assert counted == pytest.approx(total, abs=0.01)
+    assert "lesions_not_measured" in [w["code"] for w in report["warnings"]]
+    assert "lesions_not_measured" not in [w["code"] for w in full["warnings"]]
+
+
+@pytest.mark.parametrize("background_bias", [0.3, -1.0], ids=["speckle", "all foreground"])
+def test_measuring_fits_the_memory_estimate_per_voxel(background_bias):
+    """A report on a random network's labels (thousands of lesions, sponge-like kidneys) stays
+    within the bytes per original voxel that predict's memory check allows besides the CT
+    (issue 19: the statistics row of a 600-slice scan peaked at 6 GiB)."""
+    import tracemalloc
+
+    from kidneyseg.predict.checks import PER_ORIGINAL_VOXEL
+
+    affine = np.diag([0.8, 0.8, 1.5, 1.0])
+    labels = _speckle((320, 96, 80), background_bias)
+    ct = Volume(np.full(labels.shape, 40, dtype=np.int16), affine)
+    measure(Volume(ct.array[:8, :8, :8], affine), Volume(labels[:8, :8, :8], affine))  # imports, untraced
+    tracemalloc.start()
+    try:
+        measure(ct, Volume(labels, affine))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert labels.nbytes + peak <= PER_ORIGINAL_VOXEL * labels.size

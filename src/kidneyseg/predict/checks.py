@@ -28,11 +28,12 @@ GIB = 1024**3
 
 # Bytes per voxel, calibrated on the peak resident memory of `kidneyseg predict` measured by
 # benchmarks/predict_speed.py and benchmarks/predict_memory.py (see docs/prediction.md): per
-# original voxel, besides the CT as read, the peak is post-processing of speckled labels (labels,
-# their copy, the foreground mask, int32 component numbers and a lookup: 10 bytes measured) plus
-# a margin; per preprocessed voxel the image, the blended scores and MONAI's weight map, their
-# division and the inverse's chunks.
-PER_ORIGINAL_VOXEL = 12.0
+# original voxel, besides the CT as read, the peak is the statistics row's measurement of a random
+# network's labels (the labels and 15.6 bytes measured: masks, int32 component numbers, outline
+# points; tests/test_report_measure.py) plus a margin, above post-processing's 10 bytes; per
+# preprocessed voxel the image, the blended scores and MONAI's weight map, their division and the
+# inverse's chunks.
+PER_ORIGINAL_VOXEL = 17.0
 PER_PREPROCESSED_VOXEL_AND_CLASS = 12.0
 PER_PREPROCESSED_VOXEL = 16.0
 FIXED_OVERHEAD = 2.0 * GIB  # interpreter, torch, MONAI (0.4 GB) and a 2-window pass of SCA-UNet (1.6 GB)

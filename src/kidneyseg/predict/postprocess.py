@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kidneyseg.report.geometry import voxel_counts
+
 if TYPE_CHECKING:
     import torch
-
-SLAB = 16
-"""Slices whose component numbers are counted at a time (bounds the counting's extra memory)."""
 
 
 def keep_largest_components(labels: np.ndarray, keep: int = 2) -> np.ndarray:
@@ -48,9 +47,7 @@ def keep_largest_components(labels: np.ndarray, keep: int = 2) -> np.ndarray:
     # Counted slab by slab, and dropped through a per-component table rather than np.isin: both
     # np.bincount and np.isin make an 8-byte copy of every voxel's component number, which was
     # the peak memory of a whole prediction on long scans (docs/prediction.md).
-    sizes = np.zeros(count + 1, dtype=np.int64)
-    for start in range(0, components.shape[0], SLAB):
-        sizes += np.bincount(components[start : start + SLAB].ravel(), minlength=count + 1)
+    sizes = voxel_counts(components, count)
     sizes[0] = 0
     drop = np.ones(count + 1, dtype=bool)
     drop[0] = False

@@ -29,6 +29,9 @@ class ReportOptions:
         min_confidence: a model confidence below this raises `low_confidence`.
         extension_mm: tumor reaching this far medially beyond its kidney's parenchyma
             raises the cT3 flag (`staging.py`).
+        max_lesions: at most this many lesions of each class, the largest, are measured; the
+            others are counted in `summary.unmeasured_lesions`. Bounds the time and memory of
+            a report on a fragmented segmentation.
     """
 
     min_lesion_diameter_mm: float = 3.0
@@ -36,6 +39,7 @@ class ReportOptions:
     kidney_parenchyma_ml: tuple[float, float] = (60.0, 400.0)
     min_confidence: float = 0.85
     extension_mm: float = 10.0
+    max_lesions: int = 30
 
 
 def run_checks(report: dict, options: ReportOptions, confidence: float | None) -> list[dict]:
@@ -63,6 +67,18 @@ def run_checks(report: dict, options: ReportOptions, confidence: float | None) -
                 f"({small['volume_ml']:.2f} mL in all) are left out of the findings.",
                 "count": small["count"],
                 "volume_ml": small["volume_ml"],
+            }
+        )
+    unmeasured = report["summary"]["unmeasured_lesions"]
+    if unmeasured["count"]:
+        warnings.append(
+            {
+                "code": "lesions_not_measured",
+                "message": f"More than {options.max_lesions} lesions of a class: {unmeasured['count']} "
+                f"smaller one(s) ({unmeasured['volume_ml']:.2f} mL in all) are counted but not measured; "
+                "so many usually means a fragmented segmentation.",
+                "count": unmeasured["count"],
+                "volume_ml": unmeasured["volume_ml"],
             }
         )
     if confidence is not None and confidence < options.min_confidence:

@@ -10,6 +10,7 @@ discretised ellipses this convention stays within [-0.24, +0.92] voxel of the tr
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import numpy as np
 from scipy import ndimage
@@ -35,8 +36,14 @@ def to_world(index_points: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return index_points @ affine[:3, :3].T + affine[:3, 3]
 
 
-def face_midpoints(mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
-    """Index coordinates of the midpoints of the mask's boundary faces normal to `axes`.
+SLAB = 16
+"""Slices (along array axis 0) handled at a time where a whole-volume temporary would cost
+several bytes a voxel: the memory of measuring a long scan stays that of its masks."""
+
+
+def face_midpoint_slabs(mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> Iterator[np.ndarray]:
+    """Index coordinates of the midpoints of the mask's boundary faces normal to `axes`, in
+    non-empty parts of `SLAB` slices along axis 0.
 
     A face lies between a voxel inside the mask and its neighbour outside it along one of
     `axes`; with `axes` the two in-plane axes of a slice these are the in-plane outline
@@ -44,25 +51,50 @@ def face_midpoints(mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> np.nd
     """
     padded = np.pad(mask.astype(bool, copy=False), 1)
     inner = (slice(1, -1),) * 3
-    chunks = []
-    for axis in axes:
-        for step in (1, -1):
-            neighbour = np.roll(padded, -step, axis=axis)[inner]
-            points = np.argwhere(mask & ~neighbour).astype(np.float64)
-            points[:, axis] += 0.5 * step
-            chunks.append(points)
-    return np.concatenate(chunks) if chunks else np.empty((0, 3))
+    for start in range(0, mask.shape[0], SLAB):
+        block = padded[start : start + SLAB + 2]
+        for axis in axes:
+            for step in (1, -1):
+                neighbour = np.roll(block, -step, axis=axis)[inner]
+                points = np.argwhere(block[inner] & ~neighbour).astype(np.float64)
+                if len(points):
+                    points[:, 0] += start
+                    points[:, axis] += 0.5 * step
+                    yield points
+
+
+def voxel_slabs(mask: np.ndarray) -> Iterator[np.ndarray]:
+    """The index coordinates of the mask's voxels, (n, 3) float64, in non-empty parts of `SLAB`
+    slices."""
+    for start in range(0, mask.shape[0], SLAB):
+        points = np.argwhere(mask[start : start + SLAB]).astype(np.float64)
+        if len(points):
+            points[:, 0] += start
+            yield points
+
+
+def sagittal_gap_mm(mask: np.ndarray, affine: np.ndarray, x: float) -> float | None:
+    """The smallest distance (mm) between the mask's outline and the sagittal plane at world
+    `x` (the patient's midline); None for an empty mask."""
+    gaps = [float(np.abs(to_world(points, affine)[:, 0] - x).min()) for points in face_midpoint_slabs(mask)]
+    return min(gaps, default=None)
+
+
+def hull_vertices(points: np.ndarray) -> np.ndarray:
+    """The points of (n, d) `points` on their convex hull (all of them for a flat or small set):
+    every distance and extreme of the set is one between these."""
+    if len(points) <= 64:
+        return points
+    with contextlib.suppress(QhullError):
+        return points[ConvexHull(points).vertices]
+    return points
 
 
 def max_distance(points: np.ndarray) -> float:
     """The largest distance between two of `points` (n, d), computed on their convex hull."""
-    points = np.unique(np.asarray(points, dtype=np.float64), axis=0)
+    points = hull_vertices(np.unique(np.asarray(points, dtype=np.float64), axis=0))
     if len(points) < 2:
         return 0.0
-    if len(points) > points.shape[1] + 1:
-        # Flat point sets (a line in 2D, a plane in 3D) have no hull: measure them all.
-        with contextlib.suppress(QhullError):
-            points = points[ConvexHull(points).vertices]
     best = 0.0
     for start in range(0, len(points), 1024):
         block = points[start : start + 1024]
@@ -91,38 +123,74 @@ def max_planar_diameter_mm(mask: np.ndarray, affine: np.ndarray, normal: int) ->
     axis = slice_axis(affine, normal)
     in_plane = tuple(a for a in range(3) if a != axis)
     keep = [a for a in range(3) if a != normal]
-    points = face_midpoints(mask, in_plane)
-    if len(points) == 0:
-        return 0.0, -1
-    order = np.argsort(points[:, axis], kind="stable")
-    points = points[order]
-    world_xy = to_world(points, affine)[:, keep]
-    slices, starts = np.unique(points[:, axis].astype(np.int64), return_index=True)
-    ends = np.append(starts[1:], len(points))
+    outlines: dict[int, list[np.ndarray]] = {}
+    for points in face_midpoint_slabs(mask, in_plane):
+        world_xy = to_world(points, affine)[:, keep]
+        index = points[:, axis].astype(np.int64)
+        order = np.argsort(index, kind="stable")
+        slices, starts = np.unique(index[order], return_index=True)
+        for i, chosen in zip(slices, np.split(order, starts[1:]), strict=True):
+            outlines.setdefault(int(i), []).append(hull_vertices(world_xy[chosen]))
     best, best_slice = 0.0, -1
-    for index, start, end in zip(slices, starts, ends, strict=True):
-        diameter = max_distance(world_xy[start:end])
+    for index in sorted(outlines):
+        diameter = max_distance(np.concatenate(outlines[index]))
         if diameter > best:
-            best, best_slice = diameter, int(index)
+            best, best_slice = diameter, index
     return best, best_slice
 
 
 def max_3d_diameter_mm(mask: np.ndarray, affine: np.ndarray) -> float:
     """The largest distance between two points of the mask's outline, in mm."""
-    points = face_midpoints(mask)
-    return max_distance(to_world(points, affine)) if len(points) else 0.0
+    hull = outline_hull(mask, affine)
+    return max_distance(hull) if len(hull) else 0.0
 
 
 def cranio_caudal_range_mm(mask: np.ndarray, affine: np.ndarray) -> tuple[float, float]:
     """The world z (inferior, superior) limits of the mask's outline, in mm."""
-    z = to_world(face_midpoints(mask), affine)[:, 2]
+    z = outline_hull(mask, affine)[:, 2]
     return float(z.min()), float(z.max())
+
+
+def outline_points(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World points (mm) of the mask's outline (`face_midpoint_slabs`), all of them."""
+    parts = [to_world(points, affine) for points in face_midpoint_slabs(mask)]
+    return np.concatenate(parts) if parts else np.empty((0, 3))
+
+
+def outline_hull(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World points (mm) of the mask's outline that hold its convex hull, found slab by slab."""
+    parts = [hull_vertices(to_world(points, affine)) for points in face_midpoint_slabs(mask)]
+    return np.concatenate(parts) if parts else np.empty((0, 3))
 
 
 def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """26-connected components of `mask`: (label array with 1..n, n)."""
     labelled, count = ndimage.label(mask, structure=FULL_CONNECTIVITY)
     return labelled, int(count)
+
+
+def voxel_counts(labelled: np.ndarray, count: int, within: np.ndarray | None = None) -> np.ndarray:
+    """The voxels of each component 0..count of `labelled` (those inside `within` if given),
+    counted `SLAB` slices at a time: `np.bincount` on the whole array would first copy every
+    voxel's component number to 8 bytes."""
+    sizes = np.zeros(count + 1, dtype=np.int64)
+    for start in range(0, labelled.shape[0], SLAB):
+        part = labelled[start : start + SLAB]
+        part = part if within is None else part[within[start : start + SLAB]]
+        sizes += np.bincount(part.ravel(), minlength=count + 1)
+    return sizes
+
+
+def centroid_index(mask: np.ndarray) -> np.ndarray:
+    """The mean voxel index of `mask` (3,), from its projections on each axis."""
+    total = int(np.count_nonzero(mask))
+    return np.array(
+        [
+            float(np.dot(mask.sum(axis=tuple(b for b in range(3) if b != a)), np.arange(mask.shape[a])))
+            / total
+            for a in range(3)
+        ]
+    )
 
 
 class SliceHulls:
@@ -192,6 +260,19 @@ class SliceHulls:
         lower = np.where(down, limit / np.where(down, b, 1.0), -np.inf).max(axis=1)
         valid = np.where(up | down, True, limit >= 0).all(axis=1)
         return valid[:, None] & (cols[None] >= lower[:, None]) & (cols[None] <= upper[:, None])
+
+
+def bounding_box(
+    mask: np.ndarray, shape: tuple[int, ...], within: tuple[slice, ...] | None = None, pad: int = 1
+) -> tuple[slice, ...]:
+    """The bounding box of `mask` (itself a crop starting at `within`), padded by `pad` voxels
+    and clipped to `shape`."""
+    starts = [0, 0, 0] if within is None else [s.start for s in within]
+    box = []
+    for axis, (start, n) in enumerate(zip(starts, shape, strict=True)):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(0, start + int(hits[0]) - pad), min(n, start + int(hits[-1]) + 1 + pad)))
+    return tuple(box)
 
 
 def touches_edge(mask: np.ndarray, starts, shape: tuple[int, ...]) -> bool:

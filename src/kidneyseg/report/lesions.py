@@ -39,28 +39,37 @@ def measure_lesions(
     affine: np.ndarray,
     scan: Scan,
     options: ReportOptions,
-) -> tuple[list[tuple[dict, np.ndarray, np.ndarray]], list[dict]]:
-    """The lesions of one class as (row, mask, affine of the mask) by decreasing volume, and the
-    fragments below the minimum size (`{type, volume_ml, max_3d_diameter_cm}`), left out.
+) -> tuple[list[tuple[dict, np.ndarray, np.ndarray]], list[dict], list[dict]]:
+    """The lesions of one class as (row, mask, affine of the mask) by decreasing volume; the
+    fragments below the minimum size (`{type, volume_ml, max_3d_diameter_cm}`), left out; and
+    the lesions beyond the `options.max_lesions` largest (`{type, volume_ml}`), not measured.
 
-    Fragments below the minimum volume are counted from their voxel counts alone, so that a
-    prediction with thousands of specks costs little more than one without.
+    Fragments below the minimum volume and lesions beyond the largest are counted from their
+    voxel counts alone, so that a prediction with thousands of specks costs little more than
+    one without.
     """
     labelled, count = geometry.components(mask)
     if count == 0:
-        return [], []
+        return [], [], []
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
-    sizes = np.bincount(labelled.ravel(), minlength=count + 1)
+    sizes = geometry.voxel_counts(labelled, count)
+    large = np.flatnonzero(sizes * voxel_ml >= options.min_lesion_volume_ml)
+    large = large[large > 0]
+    large = large[np.argsort(-sizes[large], kind="stable")]
     small = [
         {"type": class_name, "volume_ml": round(float(n) * voxel_ml, 4), "max_3d_diameter_cm": None}
         for n in sizes[1:]
         if n * voxel_ml < options.min_lesion_volume_ml
     ]
+    unmeasured = [
+        {"type": class_name, "volume_ml": round(float(sizes[n]) * voxel_ml, 4)}
+        for n in large[options.max_lesions :]
+    ]
+    boxes = ndimage.find_objects(labelled)
     rows = []
-    for number, box in enumerate(ndimage.find_objects(labelled), start=1):
-        if sizes[number] * voxel_ml < options.min_lesion_volume_ml:
-            continue
-        box = bounding_box(labelled[box] == number, labelled.shape, box, pad=1)
+    for number in large[: options.max_lesions]:
+        found = boxes[number - 1]
+        box = geometry.bounding_box(labelled[found] == number, labelled.shape, found, pad=1)
         lesion = labelled[box] == number
         local = affine.copy()
         local[:3, 3] = geometry.to_world(np.array([[s.start for s in box]], dtype=np.float64), affine)[0]
@@ -75,7 +84,7 @@ def measure_lesions(
     rows.sort(key=lambda r: -r[0]["volume_ml"])
     for index, (row, _, _) in enumerate(rows, start=1):
         row["id"] = f"{class_name[0].upper()}{index}"
-    return rows, small
+    return rows, small, unmeasured
 
 
 def _measure_lesion(
@@ -88,8 +97,7 @@ def _measure_lesion(
 ) -> dict:
     voxel_ml = abs(float(np.linalg.det(local[:3, :3]))) / 1000.0
     axis = geometry.slice_axis(local)
-    voxels = np.argwhere(lesion)
-    centroid = geometry.to_world(voxels.mean(axis=0)[None], local)[0]
+    centroid = geometry.to_world(geometry.centroid_index(lesion)[None], local)[0]
     kidney = _assign(lesion, box, centroid, kidneys)
     axial_mm, axial_slice = geometry.max_axial_diameter_mm(lesion, local)
     z_low, z_high = geometry.cranio_caudal_range_mm(lesion, local)
@@ -97,12 +105,12 @@ def _measure_lesion(
         "id": "",
         "type": class_name,
         "kidney": kidney.side if kidney else None,
-        "volume_ml": round(len(voxels) * voxel_ml, 3),
+        "volume_ml": round(int(np.count_nonzero(lesion)) * voxel_ml, 3),
         "max_axial_diameter_cm": round(axial_mm / 10, 2),
         "max_3d_diameter_cm": round(geometry.max_3d_diameter_mm(lesion, local) / 10, 2),
         "cranio_caudal_extent_cm": round((z_high - z_low) / 10, 2),
-        "hu_mean": round(float(hu.mean()), 1),
-        "hu_sd": round(float(hu.std()), 1),
+        "hu_mean": round(float(hu.mean(dtype=np.float64)), 1),
+        "hu_sd": round(float(hu.std(dtype=np.float64)), 1),
         "hu_median": round(float(np.median(hu)), 1),
         "position": None,
         "position_fraction": None,
@@ -136,25 +144,13 @@ def _place_in_kidney(
     z_low, z_high = kidney.z_range
     fraction = float(np.clip((z_high - centroid[2]) / max(z_high - z_low, 1e-6), 0.0, 1.0))
     position = "upper pole" if fraction < 1 / 3 else "lower pole" if fraction > 2 / 3 else "interpolar"
-    inside = kidney.contour.contains(np.argwhere(lesion) + np.array([s.start for s in box]))
+    offset = np.array([s.start for s in box])
+    inside = sum(int(kidney.contour.contains(p + offset).sum()) for p in geometry.voxel_slabs(lesion))
     return {
         "position": position,
         "position_fraction": round(fraction, 3),
-        "exophytic_fraction": round(float(1.0 - inside.mean()), 3),
+        "exophytic_fraction": round(1.0 - inside / int(np.count_nonzero(lesion)), 3),
     }
-
-
-def bounding_box(
-    mask: np.ndarray, shape: tuple[int, ...], within: tuple[slice, ...] | None = None, pad: int = 1
-) -> tuple[slice, ...]:
-    """The bounding box of `mask` (itself a crop starting at `within`), padded by `pad` voxels
-    and clipped to `shape`."""
-    starts = [0, 0, 0] if within is None else [s.start for s in within]
-    box = []
-    for axis, (start, n) in enumerate(zip(starts, shape, strict=True)):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(0, start + int(hits[0]) - pad), min(n, start + int(hits[-1]) + 1 + pad)))
-    return tuple(box)
 
 
 def rounded(values, digits: int) -> list[float]:

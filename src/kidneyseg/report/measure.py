@@ -32,7 +32,7 @@ from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS23, LESION_CLASSES, SIDES, LabelMap, check_label_values
 from kidneyseg.report import geometry, nephrometry, staging
 from kidneyseg.report.checks import ReportOptions, run_checks
-from kidneyseg.report.lesions import Kidney, Scan, bounding_box, measure_lesions, rounded
+from kidneyseg.report.lesions import Kidney, Scan, measure_lesions, rounded
 from kidneyseg.report.provenance import dicom_identifiers
 
 SCHEMA_VERSION = 2
@@ -135,12 +135,12 @@ def measure(
 
 def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: ReportOptions) -> dict:
     voxel_ml = abs(float(np.linalg.det(ct.affine[:3, :3]))) / 1000.0
-    box = bounding_box(array > 0, ct.shape)
+    box = geometry.bounding_box(array > 0, ct.shape)
     scan = Scan(np.array([s.start for s in box]), ct.shape)
     affine = ct.affine.copy()
     affine[:3, 3] = geometry.to_world(scan.offset[None].astype(np.float64), ct.affine)[0]
     crop_labels = array[box]
-    crop_ct = np.asarray(ct.array[box], dtype=np.float32)
+    crop_ct = np.asarray(ct.array[box])
     parenchyma = crop_labels == label_map.value("kidney")
     midline = _midline_x(ct)
     kidneys, other_count, other_voxels = _find_kidneys(crop_labels > 0, parenchyma, affine, midline)
@@ -150,10 +150,10 @@ def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: R
         )
         for k in kidneys
     }
-    lesions, small = [], []
+    lesions, small, unmeasured = [], [], []
     for class_name in LESION_CLASSES:
         if label_map.has(class_name):
-            rows, dropped = measure_lesions(
+            rows, dropped, beyond = measure_lesions(
                 crop_labels == label_map.value(class_name),
                 class_name,
                 kidneys,
@@ -164,6 +164,7 @@ def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: R
             )
             lesions += _score_tumors(rows, anatomy) if class_name == "tumor" else [r for r, _, _ in rows]
             small += dropped
+            unmeasured += beyond
     kidney_rows = [_measure_kidney(k, parenchyma, affine, voxel_ml, lesions, scan, anatomy) for k in kidneys]
     tumors = [r for r in lesions if r["type"] == "tumor"]
     return {
@@ -172,6 +173,7 @@ def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: R
         "kidneys": kidney_rows,
         "lesions": lesions,
         "small_lesions": small,
+        "unmeasured_lesions": unmeasured,
         "other_components": {"count": other_count, "volume_ml": round(other_voxels * voxel_ml, 2)},
         "staging": staging.clinical_t(tumors, options.extension_mm),
     }
@@ -203,9 +205,9 @@ def _find_kidneys(
     specks costs no more than one with none; only the kidneys become masks.
     """
     labelled, count = geometry.components(mask)
-    right_of_midline = _world_x_of_voxels(labelled.shape, affine) > midline_x
-    sizes = np.bincount(labelled.ravel(), minlength=count + 1)
-    right_sizes = np.bincount(labelled[right_of_midline], minlength=count + 1)
+    right_of_midline = _right_of(midline_x, labelled.shape, affine)
+    sizes = geometry.voxel_counts(labelled, count)
+    right_sizes = geometry.voxel_counts(labelled, count, within=right_of_midline)
     # Candidates: (side, voxels, component, half) with half = the side kept of a split component.
     candidates = []
     largest = int(np.argmax(sizes[1:])) + 1
@@ -230,7 +232,7 @@ def _find_kidneys(
                 Kidney(
                     side,
                     region,
-                    geometry.to_world(np.argwhere(region).mean(axis=0)[None], affine)[0],
+                    geometry.to_world(geometry.centroid_index(region)[None], affine)[0],
                     geometry.cranio_caudal_range_mm(own if own.any() else region, affine),
                     geometry.SliceHulls(own, geometry.slice_axis(affine)),
                 )
@@ -239,18 +241,23 @@ def _find_kidneys(
     return kidneys, len(candidates) - len(kidneys), other_voxels
 
 
-def _world_x_of_voxels(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
-    grids = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij", sparse=True)
-    return sum(float(affine[0, a]) * grids[a] for a in range(3)) + float(affine[0, 3])
+def _right_of(x: float, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """Which voxels have a world x above `x` (lie to the patient's right of it), slab by slab."""
+    out = np.empty(shape, dtype=bool)
+    grids = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij", sparse=True)
+    for start in range(0, shape[0], geometry.SLAB):
+        rows = slice(start, start + geometry.SLAB)
+        out[rows] = sum(float(affine[0, a]) * grids[a][rows if a == 0 else slice(None)] for a in range(3)) > (
+            x - float(affine[0, 3])
+        )
+    return out
 
 
 def _midline_x(ct: Volume) -> float:
     step = max(1, min(ct.shape) // 64)
-    sample = np.asarray(ct.array[::step, ::step, ::step])
-    body = np.argwhere(sample > BODY_HU).astype(np.float64) * step
-    if len(body) == 0:
-        body = (np.asarray(ct.shape, dtype=np.float64) - 1)[None] / 2
-    return float(geometry.to_world(body.mean(axis=0)[None], ct.affine)[0, 0])
+    body = np.asarray(ct.array[::step, ::step, ::step]) > BODY_HU
+    centre = geometry.centroid_index(body) * step if body.any() else (np.asarray(ct.shape) - 1) / 2
+    return float(geometry.to_world(centre[None], ct.affine)[0, 0])
 
 
 def _measure_kidney(
@@ -291,6 +298,7 @@ def _summary(report: dict, options: ReportOptions) -> dict:
     cysts = [row for row in lesions if row["type"] == "cyst"]
     largest = max(tumors, key=lambda r: r["max_axial_diameter_cm"], default=None)
     small = report.pop("small_lesions", [])
+    unmeasured = report.pop("unmeasured_lesions", [])
     return {
         "kidneys_found": [k["side"] for k in kidneys],
         "num_tumors": len(tumors),
@@ -305,6 +313,11 @@ def _summary(report: dict, options: ReportOptions) -> dict:
             "volume_ml": round(sum(r["volume_ml"] for r in small), 3),
             "min_diameter_mm": options.min_lesion_diameter_mm,
             "min_volume_ml": options.min_lesion_volume_ml,
+        },
+        "unmeasured_lesions": {
+            "count": len(unmeasured),
+            "volume_ml": round(sum(r["volume_ml"] for r in unmeasured), 3),
+            "max_per_class": options.max_lesions,
         },
     }
 

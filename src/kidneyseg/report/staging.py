@@ -37,8 +37,7 @@ def medial_extension_mm(
         medial_edge_mm: the distance from the midline of the parenchyma's most medial point.
         midline_x: the patient's midline (world x, mm).
     """
-    x = geometry.to_world(geometry.face_midpoints(tumor), affine)[:, 0]
-    return float(medial_edge_mm - np.abs(x - midline_x).min())
+    return float(medial_edge_mm - geometry.sagittal_gap_mm(tumor, affine, midline_x))
 
 
 def clinical_t(tumors: list[dict], extension_mm: float) -> dict | None:
