@@ -9,16 +9,20 @@ input) goes through:
 - torch-bf16: PyTorch under CPU bfloat16 autocast (`--precision bfloat16`);
 - openvino / openvino-bf16: `kidneyseg.predict.backends.OpenVINONetwork` (TorchScript trace →
   OpenVINO), float32 / bfloat16 inference precision (`--backend openvino`);
+- openvino-int8: the same quantised by NNCF, calibrated on phantom windows as `--precision int8`
+  does (`kidneyseg.predict.calibration`; set-up includes making the windows and quantising);
+- openvino-int8-bf16: that int8 model with bfloat16 for what NNCF leaves unquantised (not
+  offered: measured to see where int8 would pay);
 - openvino-export: the graph from `torch.export` instead of the tracer, float32;
 - onnxruntime: ONNX export → ONNX Runtime CPU, float32 (if `onnxruntime` is installed).
 
 Reported: median seconds per pass over `--repeats` passes after one warm-up, the speed-up over
-torch measured in the same run, the largest logit difference from torch, and the fraction of
-voxels whose argmax equals torch's (random weights make the argmax fragile: a floor, not the
-label agreement of a trained model).
+torch and over openvino (float32) measured in the same run, the largest logit difference from
+torch, and the fraction of voxels whose argmax equals torch's (random weights make the argmax
+fragile: a floor, not the label agreement of a trained model).
 
 Usage:
-    python benchmarks/window_backends.py [--batch 1] [--repeats 5]
+    python benchmarks/window_backends.py [--batch 1] [--repeats 5] [--only torch openvino ...]
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from kidneyseg.config import RunConfig
+
 
 def timed(fn: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarray]:
     out = fn()
@@ -47,9 +53,12 @@ def timed(fn: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarray
     return statistics.median(seconds), out
 
 
-def runners(net: torch.nn.Module, window: tuple[int, ...], threads: int) -> dict[str, Callable]:
+def runners(
+    net: torch.nn.Module, window: tuple[int, ...], threads: int, config: RunConfig
+) -> dict[str, Callable]:
     """Name → a function building the runner (so that set-up time is kept out of the timing)."""
-    from kidneyseg.predict.backends import OpenVINONetwork
+    from kidneyseg.predict.backends import OpenVINONetwork, import_openvino
+    from kidneyseg.predict.calibration import calibration_windows
 
     def plain():
         return lambda x: net(x).numpy()
@@ -69,6 +78,24 @@ def runners(net: torch.nn.Module, window: tuple[int, ...], threads: int) -> dict
         def build():
             compiled = OpenVINONetwork(net, window, precision, threads)
             return lambda x: compiled(x).numpy()
+
+        return build
+
+    def openvino_int8(rest: str):
+        def build():
+            calibration = calibration_windows(config.preprocess, window)
+            compiled = OpenVINONetwork(net, window, "int8", threads, calibration)
+            if rest == "f32":
+                return lambda x: compiled(x).numpy()
+            config_bf16 = {"INFERENCE_PRECISION_HINT": rest, "INFERENCE_NUM_THREADS": threads}
+            core = import_openvino().Core()
+            request = core.compile_model(compiled._model, "CPU", config_bf16).create_infer_request()
+
+            def run(x):
+                request.infer([x.numpy()])
+                return request.get_output_tensor(0).data.copy()
+
+            return run
 
         return build
 
@@ -112,8 +139,12 @@ def runners(net: torch.nn.Module, window: tuple[int, ...], threads: int) -> dict
         "torch-bf16": bf16,
         "openvino": openvino("float32"),
         "openvino-bf16": openvino("bfloat16"),
+        "openvino-int8": openvino_int8("f32"),
+        "openvino-int8-bf16": openvino_int8("bf16"),
         "openvino-export": openvino_export,
     }
+    if importlib.util.find_spec("nncf") is None:
+        del found["openvino-int8"], found["openvino-int8-bf16"]
     if importlib.util.find_spec("onnxruntime") is not None:
         found["onnxruntime"] = onnxruntime
     return found
@@ -121,11 +152,11 @@ def runners(net: torch.nn.Module, window: tuple[int, ...], threads: int) -> dict
 
 def main() -> None:
     from kidneyseg.checkpoint import build_model_from_config
-    from kidneyseg.config import RunConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=1, help="Windows per pass (CPU default: 1).")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", nargs="+", help="Run only these (torch, the reference, always runs).")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -135,7 +166,10 @@ def main() -> None:
     threads = torch.get_num_threads()
     results: dict = {"batch": args.batch, "window": window, "threads": threads, "runs": {}}
     reference = None
-    for name, build in runners(build_model_from_config(config).eval(), window, threads).items():
+    found = runners(build_model_from_config(config).eval(), window, threads, config)
+    for name, build in found.items():
+        if args.only and name != "torch" and name not in args.only:
+            continue
         start = time.perf_counter()
         run = build()
         setup = time.perf_counter() - start
@@ -147,9 +181,14 @@ def main() -> None:
             "seconds_per_pass": round(seconds, 3),
             "setup_seconds": round(setup, 2),
             "speedup_vs_torch": round(reference[0] / seconds, 2),
+            "speedup_vs_openvino": None,
             "max_logit_difference": float(np.abs(out - reference[1]).max()),
             "argmax_agreement": float(np.mean(out.argmax(1) == reference[1].argmax(1))),
         }
+        if name == "openvino":
+            entry["speedup_vs_openvino"] = 1.0
+        elif "openvino" in results["runs"]:
+            entry["speedup_vs_openvino"] = round(results["runs"]["openvino"]["seconds_per_pass"] / seconds, 2)
         results["runs"][name] = entry
         print(name, json.dumps(entry), flush=True)
     print(json.dumps(results, indent=2))

@@ -432,6 +432,11 @@ HELD_PREDICT = {
     "shard-abc": ("good", ["--shard", "abc"], "--shard must look like i/n"),
     "device-bogus": ("good", ["--device", "bogus"], "unknown device 'bogus'"),
     "precision-float16": ("good", ["--precision", "float16"], "--precision must be one of"),
+    "int8-on-pytorch": (
+        "good",
+        ["--precision", "int8", "--backend", "torch"],
+        "--precision int8 runs on the openvino backend only, but this prediction would run on PyTorch",
+    ),
     "blend-unknown": ("good", ["--blend", "x"], "--blend must be one of"),
 }
 

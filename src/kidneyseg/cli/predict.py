@@ -47,7 +47,13 @@ Postprocess = Annotated[
     ),
 ]
 Series = Annotated[str | None, typer.Option(help="Series UID when a DICOM folder holds several.")]
-Precision = Annotated[str, typer.Option(help="float32, or bfloat16 (faster on CPUs with bf16).")]
+Precision = Annotated[
+    str,
+    typer.Option(
+        help="float32; bfloat16 (faster on CPUs with bf16); int8 (OpenVINO, calibrated on phantom "
+        "windows at start-up; needs NNCF: pip install 'kidneyseg[int8]')."
+    ),
+]
 Backend = Annotated[
     str, typer.Option(help="auto (OpenVINO on CPU when installed, else PyTorch), torch or openvino.")
 ]

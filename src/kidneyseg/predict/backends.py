@@ -10,18 +10,27 @@ on this project's CPU, and how close its logits are to PyTorch's: docs/predictio
 
 OpenVINO: the network is traced once with TorchScript for the window shape (batch left dynamic)
 and compiled for the CPU with the precision asked for. OpenVINO's CPU plugin would pick bfloat16
-by itself on CPUs that have it, so float32 is requested explicitly.
+by itself on CPUs that have it, so float32 is requested explicitly. `int8` (OpenVINO only) is
+post-training quantisation with NNCF: the converted model's convolutions get int8 weights and
+activations, their ranges calibrated on phantom windows (`kidneyseg.predict.calibration`); what
+NNCF leaves unquantised runs in float32.
 
 OpenVINO's model conversion sends usage telemetry to Google Analytics by default (package
 `openvino_telemetry`, opt-out only through a consent file in the user's home). kidneyseg runs on
 patient CT and must send nothing, so `import_openvino` hides that package before OpenVINO is
 imported: OpenVINO then falls back to its own no-op telemetry stub, as when the package is absent.
+NNCF (for int8) sends usage telemetry through the same package; `import_nncf` imports it only after
+hiding that package, so NNCF takes its own no-op stub (and a no-op replaces the sender where NNCF
+had been imported before; its import-time message, though, has then already gone).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from types import ModuleType
@@ -32,12 +41,18 @@ from kidneyseg.errors import KidneysegError
 if TYPE_CHECKING:
     import torch
 
-OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16"}
+OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16", "int8": "f32"}
+"""OpenVINO's inference precision per `--precision`; with int8, for what NNCF left unquantised."""
 INSTALL_HINT = "pip install openvino"
+INT8_INSTALL_HINT = "pip install 'kidneyseg[int8]' (or: pip install nncf)"
 
 
 def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
+
+
+def nncf_available() -> bool:
+    return importlib.util.find_spec("nncf") is not None
 
 
 TELEMETRY_MODULE = "openvino_telemetry"
@@ -62,22 +77,75 @@ def import_openvino() -> ModuleType:
     return openvino
 
 
+NNCF_TELEMETRY_USERS = ("nncf.telemetry", "nncf.telemetry.wrapper", "nncf.telemetry.decorator")
+
+
+class _NoTelemetry:
+    """Stands in for NNCF's telemetry sender: every call does nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def import_nncf() -> ModuleType:
+    """`nncf`, with its usage telemetry disabled (see the module docstring)."""
+    import_openvino()  # hides openvino_telemetry: NNCF imported now falls back to its stub
+    import nncf
+
+    for name in NNCF_TELEMETRY_USERS:  # NNCF imported before this call holds the real sender
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "telemetry"):
+            module.telemetry = _NoTelemetry()
+    return nncf
+
+
+def quantize_int8(model: Any, calibration: Sequence[Any]) -> Any:
+    """`model` (an OpenVINO model) with int8 convolutions, calibrated on the `calibration` inputs.
+
+    NNCF's defaults otherwise, with the `MIXED` preset (asymmetric activation ranges: the networks'
+    activations after normalisation and PReLU are not centred on zero). NNCF's progress bars are
+    not shown.
+    """
+    nncf = import_nncf()
+    with contextlib.redirect_stdout(io.StringIO()):
+        return nncf.quantize(
+            model,
+            nncf.Dataset(list(calibration)),
+            subset_size=len(calibration),
+            preset=nncf.QuantizationPreset.MIXED,
+        )
+
+
 class OpenVINONetwork:
     """A network compiled by OpenVINO for one window shape, called like the module on a batch.
 
     Args:
         network: the PyTorch network (put in eval mode here).
         window_shape: `(channels, *spatial)` of one input window; the batch size may vary.
-        precision: "float32" or "bfloat16".
+        precision: "float32", "bfloat16" or "int8".
         threads: CPU threads for inference.
+        calibration: with int8, the calibration inputs (arrays `[1, *window_shape]`,
+            `kidneyseg.predict.calibration.calibration_windows`).
+
+    Attributes:
+        quantize_seconds: time NNCF took to quantise (int8; else 0).
     """
 
-    def __init__(self, network: torch.nn.Module, window_shape: Sequence[int], precision: str, threads: int):
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        window_shape: Sequence[int],
+        precision: str,
+        threads: int,
+        calibration: Sequence[Any] | None = None,
+    ):
         import torch
 
         ov = import_openvino()
         if precision not in OPENVINO_PRECISION:
             raise ValueError(f"precision must be one of {tuple(OPENVINO_PRECISION)}, got {precision!r}")
+        if precision == "int8" and not calibration:
+            raise ValueError("int8 needs calibration inputs")
         self.window_shape = tuple(int(s) for s in window_shape)
         self.spatial_dims = len(self.window_shape) - 1
         network = network.eval()
@@ -89,6 +157,11 @@ class OpenVINONetwork:
             warnings.simplefilter("ignore", DeprecationWarning)
             traced = torch.jit.trace(network, torch.zeros(1, *self.window_shape), check_trace=False)
         self._model = ov.convert_model(traced, input=[(-1, *self.window_shape)])
+        self.quantize_seconds = 0.0
+        if precision == "int8":
+            start = time.perf_counter()
+            self._model = quantize_int8(self._model, calibration)
+            self.quantize_seconds = time.perf_counter() - start
         self._config = {
             "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision],
             "INFERENCE_NUM_THREADS": int(threads),
@@ -122,12 +195,20 @@ class Backend(Protocol):
 
     name: str
     title: str  # how messages name it
+    precisions: tuple[str, ...]  # the `--precision` values it runs
 
     def unavailable(self, device: str) -> str | None:
         """Why this backend cannot run on `device` here, or None when it can."""
 
-    def compile(self, network: torch.nn.Module, window_shape: Sequence[int], precision: str) -> Any:
-        """`network` (in eval mode) ready for windows of `window_shape` = `(channels, *spatial)`.
+    def compile(
+        self,
+        network: torch.nn.Module,
+        window_shape: Sequence[int],
+        precision: str,
+        calibration: Sequence[Any] | None = None,
+    ) -> Any:
+        """`network` (in eval mode) ready for windows of `window_shape` = `(channels, *spatial)`;
+        `calibration`: inputs for precisions that need them (int8), else None.
 
         Raises:
             Exception: the backend's own error when it cannot compile this network.
@@ -148,11 +229,18 @@ class TorchBackend:
 
     name = "torch"
     title = "PyTorch"
+    precisions = ("float32", "bfloat16")
 
     def unavailable(self, device: str) -> str | None:
         return None
 
-    def compile(self, network: torch.nn.Module, window_shape: Sequence[int], precision: str) -> Any:
+    def compile(
+        self,
+        network: torch.nn.Module,
+        window_shape: Sequence[int],
+        precision: str,
+        calibration: Sequence[Any] | None = None,
+    ) -> Any:
         return network
 
     def run(self, compiled: Any, windows: torch.Tensor) -> torch.Tensor:
@@ -172,6 +260,7 @@ class OpenVINOBackend:
 
     name = "openvino"
     title = "OpenVINO"
+    precisions = ("float32", "bfloat16", "int8")
 
     def unavailable(self, device: str) -> str | None:
         if str(device) != "cpu":
@@ -180,10 +269,16 @@ class OpenVINOBackend:
             return f"the openvino backend is not installed: {INSTALL_HINT}"
         return None
 
-    def compile(self, network: torch.nn.Module, window_shape: Sequence[int], precision: str) -> Any:
+    def compile(
+        self,
+        network: torch.nn.Module,
+        window_shape: Sequence[int],
+        precision: str,
+        calibration: Sequence[Any] | None = None,
+    ) -> Any:
         import torch
 
-        return OpenVINONetwork(network, window_shape, precision, torch.get_num_threads())
+        return OpenVINONetwork(network, window_shape, precision, torch.get_num_threads(), calibration)
 
     def run(self, compiled: Any, windows: torch.Tensor) -> torch.Tensor:
         return compiled(windows)
@@ -219,3 +314,26 @@ def resolve_backend(backend: str, device: str) -> Backend:
     if reason is not None:
         raise KidneysegError(reason)
     return BACKENDS[backend]
+
+
+NEEDS_CALIBRATION = ("int8",)
+"""Precisions whose compilation needs calibration inputs (`Backend.compile(calibration=...)`)."""
+
+
+def check_precision(backend: Backend, precision: str, device: str) -> None:
+    """Refuse a precision the backend does not run (int8 on PyTorch), or int8 without NNCF.
+
+    Raises:
+        KidneysegError: one line saying what to do instead.
+    """
+    runs = [b.name for b in BACKENDS.values() if precision in b.precisions]
+    if not runs:
+        known = tuple(dict.fromkeys(p for b in BACKENDS.values() for p in b.precisions))
+        raise KidneysegError(f"precision must be one of {known}, got {precision!r}")
+    if precision not in backend.precisions:
+        raise KidneysegError(
+            f"--precision {precision} runs on the {' or '.join(runs)} backend only, but this "
+            f"prediction would run on {backend.title} ({device}): use --backend openvino on the CPU"
+        )
+    if precision == "int8" and not nncf_available():
+        raise KidneysegError(f"--precision int8 needs NNCF, which is not installed: {INT8_INSTALL_HINT}")

@@ -52,7 +52,7 @@ class PredictSettings:
         blend: "gaussian" or "constant".
         sw_batch_size: windows (3D) or slices (2D) per forward pass.
         mirror_axes: spatial axes mirrored for test-time augmentation (empty tuple: none).
-        precision: "float32" or "bfloat16" (faster on CPUs with native bf16, not bit-exact).
+        precision: "float32", "bfloat16" (faster with native bf16) or "int8" (OpenVINO + NNCF); not exact.
         backend: "auto" (OpenVINO on CPU when installed, else PyTorch), "torch" or "openvino"
             (see `kidneyseg.predict.backends`).
         postprocess: keep only the two largest kidney components (see `postprocess`).
@@ -126,13 +126,14 @@ class Predictor:
         backend: the `Backend` the networks run on (`kidneyseg.predict.backends`).
         torch_networks: the PyTorch networks; they still compute the constant windows (see
             `WindowPredictor`) whatever the backend.
-        compile_seconds: time spent compiling the networks for the backend.
+        compile_seconds: time spent compiling the networks for the backend (int8: calibrating too).
         backend_fallback: why `auto` fell back to PyTorch although its backend is installed, or None.
+        calibration: int8's calibration and its seconds (for the run record), else None.
 
     Raises:
         KidneysegError: a checkpoint is missing, corrupt or not kidneyseg's, the checkpoints
             of an ensemble disagree on preprocessing, patch size or label map, or the backend
-            asked for cannot run here.
+            asked for cannot run here or not at this precision.
     """
 
     def __init__(
@@ -146,7 +147,7 @@ class Predictor:
             load_checkpoint,
             resolve_checkpoint,
         )
-        from kidneyseg.predict.backends import resolve_backend
+        from kidneyseg.predict.backends import check_precision, resolve_backend
 
         if not models:
             raise KidneysegError("no model given: pass a run folder or checkpoint with --model")
@@ -166,6 +167,8 @@ class Predictor:
                     )
         self.device = device
         self.backend = resolve_backend(self.settings.backend, device)
+        check_precision(self.backend, self.settings.precision, device)
+        self.calibration: dict[str, Any] | None = None
         self.torch_networks = [build_model_from_checkpoint(c).to(device) for c in self.checkpoints]
         dims = {int(getattr(n, "spatial_dims", 3)) for n in self.torch_networks}
         if len(dims) != 1:
@@ -189,20 +192,27 @@ class Predictor:
     def _compile(self) -> tuple[list[Any], float, str | None]:
         """The networks compiled for the backend, the seconds it took, and why `auto` fell back
         to PyTorch (None when it did not)."""
-        from kidneyseg.predict.backends import BACKENDS, FALLBACK
+        from kidneyseg.predict.backends import BACKENDS, FALLBACK, NEEDS_CALIBRATION
+        from kidneyseg.predict.calibration import calibrate
         from kidneyseg.predict.sliding_window import window_roi
 
         window = (1, *window_roi(self.inference.roi_size, self.spatial_dims)[: self.spatial_dims])
-        start = time.perf_counter()
+        precision, start = self.settings.precision, time.perf_counter()
         try:
-            compiled = [self.backend.compile(n, window, self.settings.precision) for n in self.torch_networks]
+            calibration = None
+            if precision in NEEDS_CALIBRATION:  # int8: windows of phantoms (seconds in the record)
+                calibration, self.calibration = calibrate(self.config.preprocess, window)
+            compiled = [self.backend.compile(n, window, precision, calibration) for n in self.torch_networks]
         except Exception as exc:  # the backends' errors have no common base class
             reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
             failed = f"{self.backend.title} could not compile the network"
-            if self.settings.backend != "auto" or self.backend.name == FALLBACK:
+            unfixable = self.backend.name == FALLBACK or precision not in BACKENDS[FALLBACK].precisions
+            if self.settings.backend != "auto" or unfixable:  # PyTorch has no int8
                 raise KidneysegError(f"{failed} ({reason})", self.checkpoints[0].path) from exc
             self.backend = BACKENDS[FALLBACK]
             return list(self.torch_networks), 0.0, f"{failed}, using {self.backend.title}: {reason}"
+        if self.calibration is not None:
+            self.calibration["quantize_seconds"] = round(sum(c.quantize_seconds for c in compiled), 3)
         return compiled, time.perf_counter() - start, None
 
     def _resolve_roi(self) -> tuple[str, Predictor | None]:

@@ -209,6 +209,8 @@ def _environment(predictor: Predictor) -> dict[str, Any]:
         **predictor.backend.describe(),
         "backend_compile_seconds": round(predictor.compile_seconds, 3),
         "backend_fallback": predictor.backend_fallback,
+        "precision": predictor.settings.precision,
+        "calibration": predictor.calibration,
     }
 
 

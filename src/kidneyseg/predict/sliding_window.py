@@ -33,10 +33,11 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-PRECISIONS = ("float32", "bfloat16")
-"""What `predict --precision` offers."""
-AUTOCAST = {"float32": None, "bfloat16": "bfloat16", "float16": "float16"}
-"""Autocast dtype per precision; float16 is training's CUDA mixed precision, used in validation."""
+PRECISIONS = ("float32", "bfloat16", "int8")
+"""What `predict --precision` offers (int8: OpenVINO only, `kidneyseg.predict.backends`)."""
+AUTOCAST = {"float32": None, "bfloat16": "bfloat16", "float16": "float16", "int8": None}
+"""Autocast dtype per precision; float16 is training's CUDA mixed precision, used in validation.
+int8 is compiled into the OpenVINO network; PyTorch (constant windows) runs those in float32."""
 
 
 @dataclass
@@ -72,7 +73,7 @@ class WindowPredictor:
             every combination of flips is evaluated.
         precision: "float32", or "bfloat16" to run PyTorch convolutions under CPU/CUDA autocast
             (an `OpenVINONetwork` has its precision compiled in), or "float16" (CUDA autocast,
-            as training's `train.amp`).
+            as training's `train.amp`); "int8" (an int8 `OpenVINONetwork`) runs PyTorch in float32.
         reuse_constant: compute each constant window value only once.
         constant_networks: the networks that compute constant windows (default: `networks`).
             A constant window is an ill-conditioned input for instance normalisation: its
