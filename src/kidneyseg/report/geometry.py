@@ -130,7 +130,10 @@ def max_planar_diameter_mm(mask: np.ndarray, affine: np.ndarray, normal: int) ->
         order = np.argsort(index, kind="stable")
         slices, starts = np.unique(index[order], return_index=True)
         for i, chosen in zip(slices, np.split(order, starts[1:]), strict=True):
-            outlines.setdefault(int(i), []).append(hull_vertices(world_xy[chosen]))
+            # Slices across axis 0 lie in one slab each; others gather a part from every slab,
+            # kept as its hull.
+            part = world_xy[chosen] if axis == 0 else hull_vertices(world_xy[chosen])
+            outlines.setdefault(int(i), []).append(part)
     best, best_slice = 0.0, -1
     for index in sorted(outlines):
         diameter = max_distance(np.concatenate(outlines[index]))
@@ -140,26 +143,22 @@ def max_planar_diameter_mm(mask: np.ndarray, affine: np.ndarray, normal: int) ->
 
 
 def max_3d_diameter_mm(mask: np.ndarray, affine: np.ndarray) -> float:
-    """The largest distance between two points of the mask's outline, in mm."""
-    hull = outline_hull(mask, affine)
-    return max_distance(hull) if len(hull) else 0.0
+    """The largest distance between two points of the mask's outline, in mm (found on the hull of
+    each slab's outline points)."""
+    parts = [hull_vertices(to_world(points, affine)) for points in face_midpoint_slabs(mask)]
+    return max_distance(np.concatenate(parts)) if parts else 0.0
 
 
 def cranio_caudal_range_mm(mask: np.ndarray, affine: np.ndarray) -> tuple[float, float]:
     """The world z (inferior, superior) limits of the mask's outline, in mm."""
-    z = outline_hull(mask, affine)[:, 2]
-    return float(z.min()), float(z.max())
+    parts = (to_world(points, affine)[:, 2] for points in face_midpoint_slabs(mask))
+    lows, highs = zip(*((float(z.min()), float(z.max())) for z in parts), strict=True)
+    return min(lows), max(highs)
 
 
 def outline_points(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """World points (mm) of the mask's outline (`face_midpoint_slabs`), all of them."""
     parts = [to_world(points, affine) for points in face_midpoint_slabs(mask)]
-    return np.concatenate(parts) if parts else np.empty((0, 3))
-
-
-def outline_hull(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """World points (mm) of the mask's outline that hold its convex hull, found slab by slab."""
-    parts = [hull_vertices(to_world(points, affine)) for points in face_midpoint_slabs(mask)]
     return np.concatenate(parts) if parts else np.empty((0, 3))
 
 
