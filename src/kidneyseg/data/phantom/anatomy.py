@@ -118,9 +118,12 @@ def _paint_ribs(canvas: Canvas, body: Body) -> None:
     for k, z in enumerate(canvas.zs):
         if z < body.rib_z - 250 or z > ribs[-1][0] + 10:
             continue
+        near = [(z_back, extent, drop) for z_back, extent, drop in ribs if z_back - drop - 6 < z < z_back + 6]
+        if not near:
+            continue
         dr = (r_pix / scale[k] - rib_r) * radius
         bone = np.zeros(len(ii), dtype=np.uint8)
-        for z_back, extent, drop in ribs:
+        for z_back, extent, drop in near:
             dz = z - (z_back - drop * from_back)
             d2 = (dr / 3.5) ** 2 + (dz / 6.0) ** 2
             hit = (d2 < 1) & (from_back < extent)
