@@ -268,17 +268,28 @@ def _add_organ_texture(image: np.ndarray, tissue: np.ndarray, axes, rng: np.rand
 def _slice_profile(image: np.ndarray, sub: int) -> np.ndarray:
     """The slices of `image` (painted with `sub` samples per slice, Fortran order): each sample
     weighted by a Gaussian slice sensitivity profile of FWHM = `sub` samples around the slice
-    centre, out to one slice thickness either side (the edge samples repeated beyond the grid)."""
+    centre, out to one slice thickness either side (the edge samples repeated beyond the grid).
+
+    Written in place over the first slices of `image` (a slice's samples lie at or after its own
+    index, so only the one sample the next slice still needs is kept aside when `sub` is 1);
+    returns that view.
+    """
     n = image.shape[2]
     off = sub // 2
-    centres = np.arange((n - 1 - 2 * off) // sub + 1) * sub + off
+    count = (n - 1 - 2 * off) // sub + 1
     taps = np.arange(-sub, sub + 1)
     weights = np.exp(-0.5 * (taps * 2.355 / sub) ** 2)
-    weights /= weights.sum()
-    out = np.zeros((*image.shape[:2], len(centres)), dtype=np.float32, order="F")
-    for tap, weight in zip(taps, weights, strict=True):
-        out += np.float32(weight) * image[:, :, np.clip(centres + tap, 0, n - 1)]
-    return out
+    weights = (weights / weights.sum()).astype(np.float32)
+    kept: dict[int, np.ndarray] = {}
+    for k in range(count):
+        total = np.zeros(image.shape[:2], dtype=np.float32)
+        for tap, weight in zip(sub * k + off + taps, weights, strict=True):
+            i = min(max(int(tap), 0), n - 1)
+            total += weight * kept.get(i, image[:, :, i])
+        if sub == 1:  # the next slice's profile still reaches this sample
+            kept = {k: image[:, :, k].copy()}
+        image[:, :, k] = total
+    return image[:, :, :count]
 
 
 def _slice_noise(
