@@ -15,7 +15,7 @@ from kidneyseg.data.cases import discover
 from kidneyseg.data.phantom import SIZES, case_seeds, generate_case, generate_dataset
 from kidneyseg.data.phantom.generate import _synthetic_scene
 from kidneyseg.data.phantom.render import HU_RANGES, PHASES, render_ct, sample_hu
-from kidneyseg.data.phantom.tissue import Tissue, label_lut
+from kidneyseg.data.phantom.tissue import Tissue, label_lut, tissue_set
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume, read_volume, write_volume
 
@@ -104,11 +104,11 @@ def test_tissue_hu_survive_blur_and_noise():
     rng = np.random.default_rng(5)
     scene = _synthetic_scene(SIZES["small"], rng)
     canvas = scene.canvas
+    tissue_map = canvas.tissue[:, :, canvas.centres]
     for phase in HU_RANGES:
         hu = sample_hu(phase, rng)
-        ct = render_ct(
-            canvas.tissue.copy(), canvas.delta.copy(), hu, (canvas.xs, canvas.ys, canvas.zs), 12, rng
-        )
+        axes = (canvas.xs, canvas.ys, canvas.zs)
+        ct = render_ct(canvas.tissue.copy(), canvas.delta.copy(), hu, axes, 12, rng, canvas.sub)
         for tissue in (
             Tissue.SUBCUTANEOUS_FAT,
             Tissue.MUSCLE,
@@ -116,12 +116,12 @@ def test_tissue_hu_survive_blur_and_noise():
             Tissue.AORTA,
             Tissue.KIDNEY_CORTEX,
         ):
-            core = ndi.binary_erosion(canvas.tissue == tissue, iterations=1)
+            core = ndi.binary_erosion(tissue_map == tissue, iterations=1)
             lo, hi = HU_RANGES[phase][tissue]
             assert lo - 15 <= np.median(ct[core]) <= hi + 15, (phase, tissue.name)
-        assert np.median(ct[canvas.tissue == Tissue.BONE_CORTICAL]) > 250
-        assert (ct[canvas.tissue == Tissue.OUTSIDE_FOV] == -1024).all()
-        assert np.median(ct[canvas.tissue == Tissue.BOWEL_GAS]) < -500
+        assert np.median(ct[tissue_map == Tissue.BONE_CORTICAL]) > 250
+        assert (ct[tissue_map == Tissue.OUTSIDE_FOV] == -1024).all()
+        assert np.median(ct[tissue_map == Tissue.BOWEL_GAS]) < -500
 
 
 def test_ct_noise_has_the_requested_sd_and_is_spatially_correlated():
@@ -362,3 +362,69 @@ def test_adrenals_sit_above_the_kidneys():
     kidney = np.argwhere(case.labels.array == 1)
     assert len(adrenal) > 10
     assert np.median(adrenal[:, 2]) > np.median(kidney[:, 2])  # cranial to the kidneys
+
+
+def _render_sphere(sub: int, top: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An untextured 50 HU ball (fluid) in -100 HU fat on 5 mm slices, its top `top` mm from a slice centre,
+    rendered without noise; returns the CT, the voxel-centre tissue map and the slice centres (mm)."""
+    from kidneyseg.data.phantom.render import render_ct
+    from kidneyseg.data.phantom.shapes import Canvas, Grid, ellipsoid_level
+
+    canvas = Canvas(Grid((24, 24, 12), (2.0, 2.0, 5.0), (-23.0, -23.0, -30.0)), sub)
+    canvas.tissue[:] = Tissue.VISCERAL_FAT
+    box = canvas.around((0, 0, 0), 30)
+    level, _ = ellipsoid_level(box, (0.0, 0.0, top - 20.0), np.eye(3), (20.0, 20.0, 20.0))
+    canvas.paint(box, level < 1, Tissue.BOWEL_FLUID)
+    hu = np.zeros(len(Tissue), dtype=np.float32)
+    hu[Tissue.VISCERAL_FAT], hu[Tissue.BOWEL_FLUID] = -100, 50
+    axes = (canvas.xs, canvas.ys, canvas.zs)
+    ct = render_ct(canvas.tissue, canvas.delta, hu, axes, 0.0, np.random.default_rng(0), sub)
+    return ct, canvas.tissue[:, :, canvas.centres], canvas.output.axis(2)
+
+
+def test_thick_slices_average_the_hu_across_the_slice_not_the_labels():
+    """Partial volume: a 5 mm slice whose centre lies 1.5 mm above a ball's top (fat at the centre,
+    so the labels say fat) still sees the ball in the lower part of its slab, as a real 5 mm slice
+    does: its HU lies between the two. Rendered from the voxel centres only (one sample per
+    slice, as before), the same slice is fat but for the 6 % overlap of the slice profile."""
+    from kidneyseg.data.phantom.render import samples_per_slice
+
+    assert samples_per_slice(5.0) == samples_per_slice(2.5) == 2 and samples_per_slice(1.25) == 1
+    for sub, (low, high) in ((2, (-80, -30)), (1, (-100, -90))):
+        ct, tissue, zs = _render_sphere(sub, top=-1.5)
+        k = int(np.argmin(np.abs(zs - 0.0)))  # the slice whose centre is 1.5 mm above the top
+        assert tissue[12, 12, k] == Tissue.VISCERAL_FAT and tissue[12, 12, k - 1] == Tissue.BOWEL_FLUID
+        assert low <= ct[12, 12, k] <= high, (sub, ct[12, 12, k])
+        assert ct[12, 12, k - 2] == 50 and ct[12, 12, k + 2] == -100  # away from the edge: pure tissue
+
+
+def test_bony_pelvis_appears_when_the_scan_reaches_it():
+    """Below the iliac crests the pelvis is bone in the tissue map and in the CT (iliac wings
+    lateral to the spine, the sacrum under it); a scan ending above the crests holds no bone
+    there (below the ribs, inside the body)."""
+    bony = tissue_set(Tissue.BONE_CORTICAL, Tissue.BONE_CANCELLOUS)
+    seen = set()
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        scene = _synthetic_scene(SIZES["small"], rng)
+        canvas, body = scene.canvas, scene.body
+        tissue = canvas.tissue[:, :, canvas.centres]
+        x, z = canvas.xs[:, None, None], canvas.output.axis(2)[None, None, :]
+        bone = bony[tissue]
+        wings = bone & (np.abs(x) > 60) & (np.abs(x) < body.a) & (z < -60)
+        sacrum = bone & (np.abs(x) < 30) & (z < body.sacrum_z - 10)
+        bottom = float(z.min())
+        if bottom < body.sacrum_z - 30 and "deep" not in seen:
+            seen.add("deep")
+            assert wings.sum() > 200 and sacrum.sum() > 50
+            hu = sample_hu("noncontrast", rng)
+            axes = (canvas.xs, canvas.ys, canvas.zs)
+            ct = render_ct(canvas.tissue, canvas.delta, hu, axes, 10.0, rng, canvas.sub)
+            assert np.median(ct[wings | sacrum]) > 120  # above every unenhanced soft tissue (≤ 70 HU)
+            assert np.median(ct[(tissue == Tissue.BONE_CORTICAL) & wings]) > 400
+        elif bottom > body.crest_z and "above" not in seen:
+            seen.add("above")
+            assert not wings.any() and not sacrum.any()
+        if len(seen) == 2:
+            break
+    assert seen == {"deep", "above"}

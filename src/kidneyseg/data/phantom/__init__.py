@@ -3,9 +3,10 @@ KiTS23 layout, so that every stage runs without downloading anything.
 
 Modules, in the order a case is made: `shapes` (grids, boxes, the canvas painted on, smooth
 noise), `tissue` (the tissue ids and which KiTS label each belongs to), `body` (a patient's size
-and layout), `anatomy` (the body painted), `kidney` (kidneys, vessels, tumors, cysts), `context`
-(what lies around them), `real` (kidneys and lesions taken from real KiTS label maps), `render`
-(HU per tissue and phase, the CT image formation) and `generate` (cases and datasets on disk).
+and layout), `anatomy` (the body painted; its bony pelvis in `pelvis`), `kidney` (kidneys,
+vessels, tumors, cysts), `context` (what lies around them), `real` (kidneys and lesions taken
+from real KiTS label maps), `render` (HU per tissue and phase, the CT image formation) and
+`generate` (cases and datasets on disk).
 See docs/phantom.md.
 """
 

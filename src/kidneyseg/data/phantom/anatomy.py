@@ -5,7 +5,8 @@ coordinates (mm, RAS+: +x towards the patient's right, +y anterior, +z superior,
 level of the hila): the liver fills the right upper quadrant, the spleen the left posterolateral
 upper quadrant, the aorta lies just left of midline in front of the vertebral bodies with the IVC
 to its right, the psoas muscles beside the vertebral bodies widen caudally, and bowel loops fill the
-anterior peritoneal cavity. The kidneys themselves are painted by `kidney`.
+anterior peritoneal cavity. Below the iliac crests (near L4/L5) the bony pelvis begins (`pelvis`).
+The kidneys themselves are painted by `kidney`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import itertools
 import numpy as np
 
 from kidneyseg.data.phantom.body import BOWEL_CONTENTS, ORGAN_OVER, SOFT_CAVITY, Body, body_scale
+from kidneyseg.data.phantom.pelvis import paint_pelvis
 from kidneyseg.data.phantom.shapes import Canvas, Lobes, WaveNoise, ellipsoid_level, frame, segment_distance
 from kidneyseg.data.phantom.tissue import Tissue, tissue_set
 
@@ -23,6 +25,7 @@ def paint_body(canvas: Canvas, body: Body, rng: np.random.Generator, fov_radius:
     """Paint everything but the kidneys and their lesions."""
     _paint_wall(canvas, body, fov_radius)
     _paint_spine(canvas, body)
+    paint_pelvis(canvas, body)
     _paint_ribs(canvas, body)
     _paint_muscles(canvas, body)
     _paint_bowel(canvas, body, rng)
@@ -77,7 +80,7 @@ def _paint_wall(canvas: Canvas, body: Body, fov_radius: float) -> None:
 
 def _paint_spine(canvas: Canvas, body: Body) -> None:
     yv = body.spine_y
-    box = canvas.box((-55, yv - 80, canvas.zs[0]), (55, yv + 25, canvas.zs[-1]))
+    box = canvas.box((-55, yv - 80, max(canvas.zs[0], body.sacrum_z)), (55, yv + 25, canvas.zs[-1]))
     if box is None:
         return
     period, disc = 36.0, 8.0
@@ -118,9 +121,12 @@ def _paint_ribs(canvas: Canvas, body: Body) -> None:
     for k, z in enumerate(canvas.zs):
         if z < body.rib_z - 250 or z > ribs[-1][0] + 10:
             continue
+        near = [(z_back, extent, drop) for z_back, extent, drop in ribs if z_back - drop - 6 < z < z_back + 6]
+        if not near:
+            continue
         dr = (r_pix / scale[k] - rib_r) * radius
         bone = np.zeros(len(ii), dtype=np.uint8)
-        for z_back, extent, drop in ribs:
+        for z_back, extent, drop in near:
             dz = z - (z_back - drop * from_back)
             d2 = (dr / 3.5) ** 2 + (dz / 6.0) ** 2
             hit = (d2 < 1) & (from_back < extent)
@@ -146,14 +152,16 @@ def _paint_muscles(canvas: Canvas, body: Body) -> None:
         if box is not None:
             level = ((box.x - side * 66) / 22) ** 2 + ((box.y - yv + 20) / 13) ** 2
             canvas.paint(box, level < 1, Tissue.MUSCLE, over=over)
-        # psoas: appears near L1 and widens caudally, moving laterally and forwards
+        # psoas: appears near L1 and widens caudally, moving laterally and forwards; below the
+        # iliac crest it runs forwards over the pelvic brim, medial to the iliacus, to the hip
         top = body.rib_z + 15
-        box = canvas.box((side * 10, yv - 30, canvas.zs[0]), (side * 110, yv + 60, top))
+        box = canvas.box((side * 10, yv - 30, canvas.zs[0]), (side * 130, yv + 120, top))
         if box is not None:
             t = np.clip((top - box.z) / 160, 0, 1)
+            pelvic = np.maximum(body.crest_z - box.z, 0)
             rx = 6 + 20 * t
-            cx = side * (22 + rx + 6 * t)
-            cy = yv + 2 + 18 * t
+            cx = side * (22 + rx + 6 * t + 0.2 * pelvic)
+            cy = yv + 2 + 18 * t + 0.35 * pelvic
             level = ((box.x - cx) / rx) ** 2 + ((box.y - cy) / (0.85 * rx)) ** 2
             canvas.paint(box, level < 1, Tissue.MUSCLE, over=tissue_set(Tissue.VISCERAL_FAT))
 

@@ -36,6 +36,7 @@ class Body:
         skin, fat, muscle: thickness of skin, subcutaneous fat and abdominal wall muscle.
         spine_y: y of the vertebral bodies' centre; the spine is at x = 0.
         rib_z: z of the 12th rib's posterior end.
+        disc_phase: z of the L1/L2 disc's lower edge (0-36 mm above the hila; discs every 36 mm).
     """
 
     a: float
@@ -73,6 +74,17 @@ class Body:
     @property
     def ivc(self) -> tuple[float, float]:
         return 24.0, self.spine_y + 24
+
+    @property
+    def crest_z(self) -> float:
+        """z of the iliac crests' top: the middle of the L4/L5 disc, three discs below L1/L2."""
+        return self.disc_phase - 3 * 36.0 + 4
+
+    @property
+    def sacrum_z(self) -> float:
+        """z of the sacrum's top (S1's upper endplate): the lower edge of the L5/S1 disc, four discs
+        below the L1/L2 disc; the lumbar column ends there."""
+        return self.disc_phase - 4 * 36.0
 
 
 def sample_body(rng: np.random.Generator, width: float | None = None) -> Body:

@@ -3,9 +3,10 @@
 `generate_case(seed)` builds one phantom: a random adult body (wall layers, spine, ribs, muscles,
 liver, spleen, stomach, pancreas, bowel with gas and contents, aorta, IVC and renal vessels), two
 kidneys with cortex, medullary pyramids, sinus fat and pelvis, 0-3 tumors and 0-3 cysts, rendered
-in a random contrast phase with partial-volume blur and correlated noise. `generate_dataset` writes
-cases as `OUT/dataset/case_XXXXX/{imaging,segmentation}.nii.gz` plus `phantom.json`, the ground
-truth of every lesion (kind, side, centre, diameters, volume) for measurement checks.
+in a random contrast phase with partial volume across the slices and correlated noise.
+`generate_dataset` writes cases as `OUT/dataset/case_XXXXX/{imaging,segmentation}.nii.gz` plus
+`phantom.json`, the ground truth of every lesion (kind, side, centre, diameters, volume)
+for measurement checks.
 
 With `anatomy=DIR` the kidneys, tumors (and cysts, if annotated) come from real KiTS label maps
 and the body is synthesised around them (see `real`). What the phantoms model, the HU
@@ -34,7 +35,7 @@ from kidneyseg.data.phantom.kidney import (
     sample_kidneys,
     sample_lesions,
 )
-from kidneyseg.data.phantom.render import PHASE_P, PHASES, render_ct, sample_hu
+from kidneyseg.data.phantom.render import PHASE_P, PHASES, render_ct, sample_hu, samples_per_slice
 from kidneyseg.data.phantom.shapes import Canvas, Grid
 from kidneyseg.data.phantom.tissue import Tissue, label_lut
 from kidneyseg.errors import KidneysegError
@@ -179,26 +180,28 @@ def _feret(points: np.ndarray) -> float:
 
 
 def _measure_truth(scene: Scene, labels: np.ndarray) -> dict:
-    """Ground truth measured on the canonical label map, in world RAS mm."""
+    """Ground truth measured on the canonical label map (on the output grid), in world RAS mm."""
     canvas = scene.canvas
-    spacing = np.asarray(canvas.grid.spacing)
+    spacing = np.asarray(canvas.output.spacing)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    origin = np.asarray(canvas.grid.origin) + scene.shift
+    origin = np.asarray(canvas.output.origin) + scene.shift
+    instance = canvas.instance[:, :, canvas.centres]
     kidney_truth = []
     for kidney in scene.kidneys:
-        idx = np.argwhere(labels[kidney.slices] == 1)
+        sl = canvas.output_slices(kidney.slices)
+        idx = np.argwhere(labels[sl] == 1)
         entry: dict = {"side": kidney.side, "volume_ml": round(len(idx) * voxel_ml, 3)}
         if len(idx):
-            start = np.array([s.start for s in kidney.slices])
+            start = np.array([s.start for s in sl])
             entry["centre_mm"] = [round(float(c), 2) for c in (idx.mean(axis=0) + start) * spacing + origin]
         if kidney.nominal_length is not None:
             entry["nominal_length_mm"] = round(kidney.nominal_length, 1)
         kidney_truth.append(entry)
     lesion_truth = []
     for index, lesion in enumerate(scene.lesions, start=1):
-        sl = lesion.slices
+        sl = canvas.output_slices(lesion.slices)
         value = 2 if lesion.kind == "tumor" else 3
-        idx = np.argwhere((canvas.instance[sl] == index) & (labels[sl] == value))
+        idx = np.argwhere((instance[sl] == index) & (labels[sl] == value))
         if len(idx) == 0:
             continue
         points = (idx + np.array([s.start for s in sl])) * spacing + origin
@@ -221,7 +224,8 @@ def _measure_truth(scene: Scene, labels: np.ndarray) -> dict:
 
 def _synthetic_scene(preset: SizePreset, rng: np.random.Generator) -> Scene:
     body = sample_body(rng)
-    canvas = Canvas(_sample_grid(preset, body, rng))
+    grid = _sample_grid(preset, body, rng)
+    canvas = Canvas(grid, samples_per_slice(grid.spacing[2]))
     kidneys = sample_kidneys(body, rng)
     fov_radius = canvas.grid.spacing[0] * canvas.grid.shape[0] / 2 * 1.02
     paint_body(canvas, body, rng, fov_radius)
@@ -279,14 +283,16 @@ def generate_case_on(
     else:
         scene = _synthetic_scene(preset, rng)
     paint_context(scene.canvas, scene.body, sample_context(rng))
-    grid = scene.canvas.grid
-    labels = label_lut()[scene.canvas.tissue]
+    canvas = scene.canvas
+    grid = canvas.output
+    tissue = canvas.tissue[:, :, canvas.centres]  # the voxel centres: what the labels annotate
+    labels = label_lut()[tissue]
     truth = _measure_truth(scene, labels)
     hu = sample_hu(phase, rng)
     dose, noise_sd = _noise_sd(scene.body, grid.spacing, rng)
-    canvas = scene.canvas
-    tissue, _ = _reorient(canvas.tissue, np.eye(4), orientation)
-    ct = render_ct(canvas.tissue, canvas.delta, hu, (canvas.xs, canvas.ys, canvas.zs), noise_sd, rng)
+    tissue, _ = _reorient(tissue, np.eye(4), orientation)
+    axes = (canvas.xs, canvas.ys, canvas.zs)
+    ct = render_ct(canvas.tissue, canvas.delta, hu, axes, noise_sd, rng, canvas.sub)
     affine = np.diag([*grid.spacing, 1.0])
     affine[:3, 3] = np.asarray(grid.origin) + scene.shift
     ct, out_affine = _reorient(ct, affine, orientation)

@@ -136,7 +136,7 @@ def sample_kidneys(body: Body, rng: np.random.Generator) -> list[Kidney]:
 
 
 def kidney_record(canvas: Canvas, kidney: Kidney) -> KidneyRecord:
-    box = canvas.around_ellipsoid(kidney.centre, kidney.axes, kidney.semi, 2 * max(canvas.grid.spacing))
+    box = canvas.around_ellipsoid(kidney.centre, kidney.axes, kidney.semi, 2 * max(canvas.output.spacing))
     slices = box.slices if box is not None else (slice(0, 0),) * 3
     return KidneyRecord(kidney.side, slices, 2 * kidney.semi[0])
 
@@ -336,7 +336,7 @@ def _paint_septa(canvas: Canvas, box, lesion: Lesion, inside: np.ndarray, rng: n
             + normal[1] * (box.y - lesion.centre[1])
             + normal[2] * (box.z - lesion.centre[2])
         )
-        half = max(0.75, 0.5 * max(canvas.grid.spacing))  # at least one voxel thick on coarse grids
+        half = max(0.75, 0.5 * max(canvas.output.spacing))  # at least one voxel thick on coarse grids
         canvas.paint(
             box, inside & (np.abs(d - offset) < half), Tissue.CYST_SEPTUM, over=tissue_set(Tissue.CYST)
         )

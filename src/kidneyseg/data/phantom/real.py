@@ -26,6 +26,7 @@ from kidneyseg.data.phantom.kidney import (
     LesionRecord,
     Scene,
 )
+from kidneyseg.data.phantom.render import samples_per_slice
 from kidneyseg.data.phantom.shapes import Canvas, Grid, Lobes, WaveNoise, ellipsoid_level, random_rotation
 from kidneyseg.data.phantom.tissue import Tissue
 from kidneyseg.errors import KidneysegError
@@ -79,8 +80,8 @@ def _canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asfortranarray(array), affine
 
 
-def _target_grid(affine: np.ndarray, shape, z_range: tuple[int, int], preset, rng) -> tuple[Grid, np.ndarray]:
-    """The output grid (world coordinates) and, per output voxel axis, the source voxel indices."""
+def _target_grid(affine: np.ndarray, shape, z_range: tuple[int, int], preset, rng) -> Grid:
+    """The output grid (world coordinates)."""
     spacing = np.abs(np.diag(affine)[:3])
     origin = affine[:3, 3]
     z0, z1 = z_range
@@ -101,14 +102,19 @@ def _target_grid(affine: np.ndarray, shape, z_range: tuple[int, int], preset, rn
         new_shape = np.array([preset.in_plane, preset.in_plane, nz])
     centre = origin + spacing * (np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2, (z0 + z1 - 1) / 2]))
     new_origin = centre - new_spacing * (new_shape - 1) / 2
-    index = [
-        np.rint((new_origin[n] + new_spacing[n] * np.arange(new_shape[n]) - origin[n]) / spacing[n]).astype(
-            int
-        )
+    return Grid(tuple(int(n) for n in new_shape), tuple(float(s) for s in new_spacing), tuple(new_origin))
+
+
+def _source_index(grid: Grid, affine: np.ndarray) -> list[np.ndarray]:
+    """Per axis of `grid`, the nearest voxel index of the source whose (diagonal) affine is `affine`."""
+    spacing = np.abs(np.diag(affine)[:3])
+    origin = affine[:3, 3]
+    return [
+        np.rint(
+            (grid.origin[n] + grid.spacing[n] * np.arange(grid.shape[n]) - origin[n]) / spacing[n]
+        ).astype(int)
         for n in range(3)
     ]
-    grid = Grid(tuple(int(n) for n in new_shape), tuple(float(s) for s in new_spacing), tuple(new_origin))
-    return grid, index
 
 
 def _sample_nearest(array: np.ndarray, index: list[np.ndarray]) -> np.ndarray:
@@ -142,8 +148,10 @@ def real_scene(folder: Path, preset, rng: np.random.Generator) -> Scene:
         excess = z1 - z0 - preset.max_slices
         z0 = min(z0 + excess // 2, int(z_any[0]))
         z1 = max(z1 - (excess - excess // 2), int(z_any[-1]) + 1)
-    grid, index = _target_grid(affine, labels.shape, (z0, z1), preset, rng)
-    real = _sample_nearest(labels, index)
+    output = _target_grid(affine, labels.shape, (z0, z1), preset, rng)
+    sub = samples_per_slice(output.spacing[2])
+    grid = output.supersampled(sub)  # the real mask is sampled where the canvas is painted
+    real = _sample_nearest(labels, _source_index(grid, affine))
 
     # Patient frame: spine midway between the kidneys, z = 0 at their mean centroid.
     bounds = _bounds(real > 0)
@@ -163,11 +171,11 @@ def real_scene(folder: Path, preset, rng: np.random.Generator) -> Scene:
     mid_x = (centroids[0][0] + centroids[1][0]) / 2 if len(centroids) == 2 else float(np.mean(world_axes[0]))
     kidney_y = float(np.mean([c[1] for c in centroids]))
     kidney_z = float(np.mean([c[2] for c in centroids]))
-    fov = grid.spacing[0] * grid.shape[0]
+    fov = output.spacing[0] * output.shape[0]
     body = sample_body(rng, width=float(np.clip(fov / rng.uniform(1.1, 1.3), 270, 380)))
     body_y = kidney_y - body.spine_y - rng.uniform(-6, 10)
     shift = np.array([mid_x, body_y, kidney_z])
-    canvas = Canvas(Grid(grid.shape, grid.spacing, tuple(np.asarray(grid.origin) - shift)))
+    canvas = Canvas(Grid(output.shape, output.spacing, tuple(np.asarray(output.origin) - shift)), sub)
     paint_body(canvas, body, rng, fov_radius=fov / 2 * 1.02)
 
     side_of = np.where(canvas.xs > 0, 1, 0)  # RAS: +x is the patient's right

@@ -3,7 +3,8 @@ image formation.
 
 The anatomy modules paint tissue ids into a `uint8` map plus an HU offset map (texture); this
 module turns that into a CT image: a per-case HU value for every tissue (drawn from the ranges in
-`HU_RANGES`, which depend on the contrast phase), partial-volume blur with the scanner's point
+`HU_RANGES`, which depend on the contrast phase), partial volume (the HU of a map painted on a grid
+finer than the slices, averaged over the slice sensitivity profile), the scanner's in-plane point
 spread function, and spatially correlated quantum noise. The ranges and their sources are listed in
 docs/phantom.md.
 """
@@ -192,6 +193,16 @@ def sample_hu(phase: str, rng: np.random.Generator) -> np.ndarray:
     return hu.astype(np.float32)
 
 
+THICK_SLICE_MM = 1.5
+"""Slices thicker than this are rendered from two samples per slice thickness (partial volume
+across the slice); thinner ones, as thin as the in-plane pixels, from their centres."""
+
+
+def samples_per_slice(thickness: float) -> int:
+    """How many samples per slice thickness the tissue map is painted with (`Canvas.sub`)."""
+    return 2 if thickness > THICK_SLICE_MM else 1
+
+
 def render_ct(
     tissue: np.ndarray,
     delta: np.ndarray,
@@ -199,29 +210,36 @@ def render_ct(
     axes: tuple[np.ndarray, np.ndarray, np.ndarray],
     noise_sd: float,
     rng: np.random.Generator,
+    sub: int = 1,
 ) -> np.ndarray:
     """Form the CT image (int16 HU) from a tissue map on canonical (x, y, z) axes.
 
     Args:
-        tissue: tissue ids, shape (nx, ny, nz).
+        tissue: tissue ids, shape (nx, ny, nz'), painted with `sub` samples per slice
+            (`Canvas.grid`; nz' = sub * (nz - 1) + 1 + 2 * (sub // 2) for nz slices).
         delta: per-voxel HU offsets (texture) added to the tissue's value; overwritten.
         hu: HU per tissue id (`sample_hu`).
-        axes: the grid's x, y and z coordinates (mm), evenly spaced.
+        axes: the painted grid's x, y and z coordinates (mm), evenly spaced.
         noise_sd: standard deviation of the image noise in HU.
         rng: the case's random generator.
+        sub: samples per slice; slice k's centre is sample `sub * k + sub // 2`.
 
+    Partial volume: the HU (not the tissue ids) are averaged over the slice sensitivity profile,
+    a Gaussian of FWHM = one slice thickness (contiguous slices overlap a little), sampled `sub`
+    times per slice, so an organ edge inside a thick slice gives a value between the two tissues'.
     The in-plane point spread function is a Gaussian of 0.5 mm sigma (≈ 1.2 mm FWHM, a standard
-    abdominal kernel) and the slice sensitivity profile a Gaussian of FWHM = one slice thickness
-    (contiguous slices overlap a little); noise is white noise filtered in-plane into the mid-frequency
-    band of filtered back-projection (a ramp-like noise power spectrum), independent per slice.
+    abdominal kernel); noise is white noise filtered in-plane into the mid-frequency band of
+    filtered back-projection (a ramp-like noise power spectrum), independent per slice.
     """
-    spacing = tuple(float(a[1] - a[0]) if len(a) > 1 else 1.0 for a in axes)
     image = delta
     image += hu[tissue]
     _add_organ_texture(image, tissue, axes, rng)
-    outside = tissue == Tissue.OUTSIDE_FOV
+    image = _slice_profile(image, sub)
+    spacing = tuple(
+        float(a[1] - a[0]) * f if len(a) > 1 else 1.0 for a, f in zip(axes, (1, 1, sub), strict=True)
+    )
+    outside = tissue[:, :, sub // 2 :: sub] == Tissue.OUTSIDE_FOV
     ndi.gaussian_filter(image, (0.5 / spacing[0], 0.5 / spacing[1], 0), output=image, truncate=2.0)
-    _blur_slices(image, sigma=1 / 2.355)
     image += _slice_noise(image.shape, spacing, noise_sd, rng)
     image[outside] = hu[Tissue.OUTSIDE_FOV]
     np.clip(image, -1024, 3071, out=image)
@@ -234,32 +252,44 @@ def _add_organ_texture(image: np.ndarray, tissue: np.ndarray, axes, rng: np.rand
     for t, a in TEXTURE_HU.items():
         amplitude[t] = a
     noise = WaveNoise.random(rng, wavelength=(8, 25))
-    for k in range(tissue.shape[2]):  # per slice: small temporaries
-        i, j = np.nonzero(amplitude[tissue[:, :, k]] > 0)
-        if len(i):
-            field = noise(_Points(axes[0][i], axes[1][j], axes[2][k]))
-            image[i, j, k] += amplitude[tissue[i, j, k]] * field
+    # a plane wave factorises: cos(k·r + p) = Re(e^{i kx x} e^{i ky y} e^{i (kz z + p)}), so each
+    # slice's field is one small complex matrix product
+    ex = np.exp(1j * np.outer(axes[0], noise.vectors[:, 0]))
+    ey = np.exp(1j * np.outer(axes[1], noise.vectors[:, 1]))
+    ez = np.exp(1j * (np.outer(axes[2], noise.vectors[:, 2]) + noise.phases))
+    scale = np.sqrt(2.0 / len(noise.phases))
+    for k in range(tissue.shape[2]):
+        weight = amplitude[tissue[:, :, k]]
+        if weight.any():
+            field = ((ex * ez[k]) @ ey.T).real * scale
+            image[:, :, k] += weight * field.astype(np.float32)
 
 
-class _Points:
-    """Scattered points with the x/y/z attributes `WaveNoise` reads."""
+def _slice_profile(image: np.ndarray, sub: int) -> np.ndarray:
+    """The slices of `image` (painted with `sub` samples per slice, Fortran order): each sample
+    weighted by a Gaussian slice sensitivity profile of FWHM = `sub` samples around the slice
+    centre, out to one slice thickness either side (the edge samples repeated beyond the grid).
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, z):
-        self.x, self.y, self.z = x, y, np.float32(z)
-
-
-def _blur_slices(image: np.ndarray, sigma: float) -> None:
-    """In place, a 3-tap Gaussian across slices (contiguous slices of a Fortran-order array)."""
-    if image.shape[2] < 3:
-        return
-    w = float(np.exp(-0.5 / sigma**2))
-    w = w / (1 + 2 * w)
-    previous = image[:, :, 0].copy()
-    for k in range(image.shape[2]):
-        current = image[:, :, k].copy()
-        following = image[:, :, min(k + 1, image.shape[2] - 1)]
-        image[:, :, k] = (1 - 2 * w) * current + w * (previous + following)
-        previous = current
+    Written in place over the first slices of `image` (a slice's samples lie at or after its own
+    index, so only the one sample the next slice still needs is kept aside when `sub` is 1);
+    returns that view.
+    """
+    n = image.shape[2]
+    off = sub // 2
+    count = (n - 1 - 2 * off) // sub + 1
+    taps = np.arange(-sub, sub + 1)
+    weights = np.exp(-0.5 * (taps * 2.355 / sub) ** 2)
+    weights = (weights / weights.sum()).astype(np.float32)
+    kept: dict[int, np.ndarray] = {}
+    for k in range(count):
+        total = np.zeros(image.shape[:2], dtype=np.float32)
+        for tap, weight in zip(sub * k + off + taps, weights, strict=True):
+            i = min(max(int(tap), 0), n - 1)
+            total += weight * kept.get(i, image[:, :, i])
+        if sub == 1:  # the next slice's profile still reaches this sample
+            kept = {k: image[:, :, k].copy()}
+        image[:, :, k] = total
+    return image[:, :, :count]
 
 
 def _slice_noise(

@@ -27,6 +27,18 @@ class Grid:
     def axis(self, n: int) -> np.ndarray:
         return (self.origin[n] + self.spacing[n] * np.arange(self.shape[n])).astype(np.float32)
 
+    def supersampled(self, sub: int) -> Grid:
+        """The grid with `sub` samples per slice thickness along z, reaching `sub // 2` samples
+        beyond the first and last slice centres; slice k's centre is sample `sub * k + sub // 2`."""
+        nx, ny, nz = self.shape
+        off = sub // 2
+        dz = self.spacing[2] / sub
+        return Grid(
+            (nx, ny, sub * (nz - 1) + 1 + 2 * off),
+            (self.spacing[0], self.spacing[1], dz),
+            (self.origin[0], self.origin[1], self.origin[2] - off * dz),
+        )
+
 
 @dataclass(frozen=True)
 class Box:
@@ -48,15 +60,32 @@ class Box:
 
 
 class Canvas:
-    """The tissue map being painted, with a per-voxel HU offset (texture) and lesion instances."""
+    """The tissue map being painted, with a per-voxel HU offset (texture) and lesion instances.
 
-    def __init__(self, grid: Grid):
+    The canvas is painted on `grid`, which has `sub` samples per slice of the `output` grid (the
+    CT's) so that the image can average them over the slice profile (partial volume, see
+    `kidneyseg.data.phantom.render`); the output's voxel centres are the samples `centres`.
+    """
+
+    def __init__(self, output: Grid, sub: int = 1):
+        self.output = output
+        self.sub = sub
+        self.centres = slice(sub // 2, None, sub)
+        grid = output.supersampled(sub)
         self.grid = grid
         # Fortran order: axial slices are contiguous, and the KiTS axis order (z, y, x) is a free view.
         self.tissue = np.zeros(grid.shape, dtype=np.uint8, order="F")
         self.delta = np.zeros(grid.shape, dtype=np.float32, order="F")
         self.instance = np.zeros(grid.shape, dtype=np.uint8, order="F")
         self.xs, self.ys, self.zs = (grid.axis(n) for n in range(3))
+
+    def output_slices(self, slices: tuple[slice, slice, slice]) -> tuple[slice, slice, slice]:
+        """(x, y, z) canvas slices → the output grid's slices whose voxel centres lie in them."""
+        sx, sy, sz = slices
+        off, sub, nz = self.sub // 2, self.sub, self.output.shape[2]
+        # the first slice at or after each bound: ceil((i - off) / sub)
+        lo, hi = (min(max(-((off - i) // sub), 0), nz) for i in (sz.start, sz.stop))
+        return sx, sy, slice(lo, hi)
 
     def box(self, lo, hi) -> Box | None:
         """The part of the grid inside the world box [lo, hi] (mm), or None if it misses the grid."""
@@ -108,14 +137,11 @@ class Canvas:
         mask = np.broadcast_to(mask, current.shape)
         if over is not None:
             mask = mask & over[current]
-        current[mask] = tissue
-        offsets = self.view(self.delta, box)
-        if delta is None or np.isscalar(delta):
-            offsets[mask] = 0.0 if delta is None else delta
-        else:
-            offsets[mask] = np.broadcast_to(delta, current.shape)[mask]
+        # copyto(where=) writes the strided box views without building index arrays
+        np.copyto(current, np.uint8(tissue), where=mask)
+        np.copyto(self.view(self.delta, box), np.float32(0.0) if delta is None else delta, where=mask)
         if instance is not None:
-            self.view(self.instance, box)[mask] = instance
+            np.copyto(self.view(self.instance, box), np.uint8(instance), where=mask)
         return mask
 
     @staticmethod
