@@ -92,7 +92,7 @@ def hull_vertices(points: np.ndarray) -> np.ndarray:
 
 def max_distance(points: np.ndarray) -> float:
     """The largest distance between two of `points` (n, d), computed on their convex hull."""
-    points = hull_vertices(np.unique(np.asarray(points, dtype=np.float64), axis=0))
+    points = hull_vertices(np.asarray(points, dtype=np.float64))
     if len(points) < 2:
         return 0.0
     best = 0.0
