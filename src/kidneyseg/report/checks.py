@@ -32,6 +32,9 @@ class ReportOptions:
         max_lesions: at most this many lesions of each class, the largest, are measured; the
             others are counted in `summary.unmeasured_lesions`. Bounds the time and memory of
             a report on a fragmented segmentation.
+        nephrometry: False skips R.E.N.A.L./PADUA and the derived sinus (`lesions[].nephrometry`,
+            `kidneys[].sinus_volume_ml` and `polar_lines_z_mm` are null): the statistics row of
+            `predict` needs neither.
     """
 
     min_lesion_diameter_mm: float = 3.0
@@ -40,6 +43,7 @@ class ReportOptions:
     min_confidence: float = 0.85
     extension_mm: float = 10.0
     max_lesions: int = 30
+    nephrometry: bool = True
 
 
 def run_checks(report: dict, options: ReportOptions, confidence: float | None) -> list[dict]:

@@ -146,7 +146,15 @@ def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: R
     kidneys, other_count, other_voxels = _find_kidneys(crop_labels > 0, parenchyma, affine, midline)
     anatomy = {
         k.side: nephrometry.kidney_anatomy(
-            k.mask, k.mask & parenchyma, crop_ct, k.contour, affine, k.centroid, k.z_range, midline
+            k.mask,
+            k.mask & parenchyma,
+            crop_ct,
+            k.contour,
+            affine,
+            k.centroid,
+            k.z_range,
+            midline,
+            derive_sinus=options.nephrometry,
         )
         for k in kidneys
     }
@@ -162,10 +170,15 @@ def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: R
                 scan,
                 options,
             )
-            lesions += _score_tumors(rows, anatomy) if class_name == "tumor" else [r for r, _, _ in rows]
+            if class_name == "tumor":
+                _score_tumors(rows, anatomy, options.nephrometry)
+            lesions += [row for row, _, _ in rows]
             small += dropped
             unmeasured += beyond
-    kidney_rows = [_measure_kidney(k, parenchyma, affine, voxel_ml, lesions, scan, anatomy) for k in kidneys]
+    kidney_rows = [
+        _measure_kidney(k, parenchyma, affine, voxel_ml, lesions, scan, anatomy[k.side], options.nephrometry)
+        for k in kidneys
+    ]
     tumors = [r for r in lesions if r["type"] == "tumor"]
     return {
         "status": "ok",
@@ -179,8 +192,8 @@ def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: R
     }
 
 
-def _score_tumors(rows: list[tuple[dict, np.ndarray, np.ndarray]], anatomy: dict) -> list[dict]:
-    """Add nephrometry and the medial extension to each tumor row (tumors assigned to a kidney)."""
+def _score_tumors(rows: list[tuple[dict, np.ndarray, np.ndarray]], anatomy: dict, scored: bool) -> None:
+    """Add the medial extension and (if `scored`) nephrometry to each tumor row assigned to a kidney."""
     for row, lesion, local in rows:
         kidney = anatomy.get(row["kidney"])
         row["extension_mm"] = None
@@ -190,10 +203,10 @@ def _score_tumors(rows: list[tuple[dict, np.ndarray, np.ndarray]], anatomy: dict
         row["extension_mm"] = round(
             staging.medial_extension_mm(lesion, local, kidney.medial_edge_mm, kidney.midline_x), 1
         )
-        row["nephrometry"] = nephrometry.score(
-            lesion, local, kidney, row[staging.GREATEST_DIMENSION], row["exophytic_fraction"]
-        )
-    return [row for row, _, _ in rows]
+        if scored:
+            row["nephrometry"] = nephrometry.score(
+                lesion, local, kidney, row[staging.GREATEST_DIMENSION], row["exophytic_fraction"]
+            )
 
 
 def _find_kidneys(
@@ -267,7 +280,8 @@ def _measure_kidney(
     voxel_ml: float,
     lesions: list[dict],
     scan: Scan,
-    anatomy: dict,
+    anatomy: nephrometry.KidneyAnatomy,
+    with_sinus: bool,
 ) -> dict:
     own = [row for row in lesions if row["kidney"] == kidney.side]
     z_low, z_high = geometry.cranio_caudal_range_mm(kidney.mask, affine)
@@ -277,9 +291,9 @@ def _measure_kidney(
         "parenchyma_volume_ml": round(int((kidney.mask & parenchyma).sum()) * voxel_ml, 2),
         "cranio_caudal_extent_cm": round((z_high - z_low) / 10, 2),
         "incomplete": geometry.touches_edge(kidney.mask, scan.offset, scan.shape),
-        "sinus_volume_ml": anatomy[kidney.side].sinus_ml,
-        "polar_lines_z_mm": rounded(anatomy[kidney.side].polar_lines, 1),
-        "medial_edge_x_mm": round(_medial_edge_x(anatomy[kidney.side]), 1),
+        "sinus_volume_ml": anatomy.sinus_ml if with_sinus else None,
+        "polar_lines_z_mm": rounded(anatomy.polar_lines, 1) if with_sinus else None,
+        "medial_edge_x_mm": round(_medial_edge_x(anatomy), 1),
         "centroid_ras_mm": rounded(kidney.centroid, 1),
         "has_lesions": bool(own),
         "num_tumors": sum(row["type"] == "tumor" for row in own),

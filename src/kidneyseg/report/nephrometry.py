@@ -78,6 +78,7 @@ def kidney_anatomy(
     centroid: np.ndarray,
     z_range: tuple[float, float],
     midline_x: float,
+    derive_sinus: bool = True,
 ) -> KidneyAnatomy:
     """Derive the sinus, its core and the polar lines of one kidney.
 
@@ -91,11 +92,20 @@ def kidney_anatomy(
         centroid: the kidney's centroid (world mm).
         z_range: world z (lower, upper) of the kidney's parenchyma.
         midline_x: the patient's midline (world x, mm).
+        derive_sinus: False: only the medial edge; the kidney is given no sinus.
     """
     box = geometry.bounding_box(kidney, kidney.shape, pad=0)
     start = np.array([s.start for s in box])
     local = affine.copy()
     local[:3, 3] = geometry.to_world(start[None].astype(np.float64), affine)[0]
+    medial_edge = geometry.sagittal_gap_mm(parenchyma[box], local, midline_x)
+    medial_edge = float(abs(centroid[0] - midline_x)) if medial_edge is None else medial_edge
+    third = (z_range[1] - z_range[0]) / 3
+    without_sinus = KidneyAnatomy(
+        None, None, (z_range[0] + third, z_range[1] - third), centroid, midline_x, 0.0, medial_edge
+    )
+    if not derive_sinus:
+        return without_sinus
     pockets = np.zeros(kidney[box].shape, dtype=bool)  # inside the hull: not kidney, or fat
     lows, highs = [box[a].start for a in hulls.in_plane], [box[a].stop for a in hulls.in_plane]
     # Slice-first views: the in-plane axes keep their order, as `hulls` has them.
@@ -105,8 +115,6 @@ def kidney_anatomy(
     for i, index in enumerate(range(box[hulls.axis].start, box[hulls.axis].stop)):
         outside = ~kidney_slices[i] | (parenchyma_slices[i] & (ct_slices[i] < SINUS_FAT_HU))
         pocket_slices[i] = hulls.filled(index, lows, highs) & outside
-    medial_edge = geometry.sagittal_gap_mm(parenchyma[box], local, midline_x)
-    medial_edge = float(abs(centroid[0] - midline_x)) if medial_edge is None else medial_edge
     # An opening across each slice removes the one-voxel slivers between the hull and a
     # staircase outline, which would otherwise join the sinus along the whole kidney.
     in_plane = np.ones((3, 3, 3), dtype=bool)
@@ -116,10 +124,6 @@ def kidney_anatomy(
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     sizes = geometry.voxel_counts(labelled, count)
     sizes[0] = 0
-    third = (z_range[1] - z_range[0]) / 3
-    without_sinus = KidneyAnatomy(
-        None, None, (z_range[0] + third, z_range[1] - third), centroid, midline_x, 0.0, medial_edge
-    )
     if count == 0 or sizes.max() * voxel_ml < MIN_SINUS_ML:
         return without_sinus
     piece = int(np.argmax(sizes))
