@@ -326,10 +326,11 @@ def check_precision(backend: Backend, precision: str, device: str) -> None:
     Raises:
         KidneysegError: one line saying what to do instead.
     """
+    from kidneyseg.predict.sliding_window import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise KidneysegError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     runs = [b.name for b in BACKENDS.values() if precision in b.precisions]
-    if not runs:
-        known = tuple(dict.fromkeys(p for b in BACKENDS.values() for p in b.precisions))
-        raise KidneysegError(f"precision must be one of {known}, got {precision!r}")
     if precision not in backend.precisions:
         raise KidneysegError(
             f"--precision {precision} runs on the {' or '.join(runs)} backend only, but this "

@@ -16,6 +16,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
+from kidneyseg.evaluate.surface import bounding_box as tight_box
+
 FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 """26-connectivity: voxels touching by a face, an edge or a corner belong to one component."""
 
@@ -267,11 +269,10 @@ def bounding_box(
     """The bounding box of `mask` (itself a crop starting at `within`), padded by `pad` voxels
     and clipped to `shape`."""
     starts = [0, 0, 0] if within is None else [s.start for s in within]
-    box = []
-    for axis, (start, n) in enumerate(zip(starts, shape, strict=True)):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(0, start + int(hits[0]) - pad), min(n, start + int(hits[-1]) + 1 + pad)))
-    return tuple(box)
+    return tuple(
+        slice(max(0, start + s.start - pad), min(n, start + s.stop + pad))
+        for s, start, n in zip(tight_box(mask), starts, shape, strict=True)
+    )
 
 
 def touches_edge(mask: np.ndarray, starts, shape: tuple[int, ...]) -> bool:
