@@ -256,6 +256,24 @@ def test_2d_recipe_then_tumor_finetuning_freezes_shallow_levels(phantoms, cache,
     assert all(torch.equal(again[k], after[k]) for k in after)
 
 
+def test_a_run_can_start_from_another_runs_weights(run3d, phantoms, cache, tmp_path):
+    out = tmp_path / "from-sca"
+    slow = load_recipe("sca-unet-3d:cpu", overrides=[*SCA, "train.epochs=1", "train.lr=0.000000000001"])
+    engine.train(slow, phantoms, out, cache_dir=cache, progress=False, init_weights=run3d)
+    start, after = _weights(run3d / "best.pt"), _weights(out / "last.pt")
+    floats = [k for k in start if start[k].dtype.is_floating_point and "running" not in k]
+    assert all(torch.allclose(start[k], after[k], atol=1e-6) for k in floats)
+    engine.train(slow, phantoms, tmp_path / "scratch", cache_dir=cache, progress=False)
+    scratch = _weights(tmp_path / "scratch" / "last.pt")  # the random start of the same seed
+    assert any(not torch.allclose(scratch[k], after[k], atol=1e-6) for k in floats)
+    record = json.loads((out / "run.json").read_text())
+    assert record["initial_weights"] == str((run3d / "best.pt").resolve()) and record["freeze_depth"] == 0
+    other = load_recipe("sca-unet-3d:cpu", overrides=[*SCA, "model.kwargs.channels=[4, 8, 16, 16]"])
+    with pytest.raises(KidneysegError, match="another network") as error:
+        engine.train(other, phantoms, tmp_path / "misfit", cache_dir=cache, init_weights=run3d)
+    assert "best.pt" in str(error.value)
+
+
 def test_a_patch_larger_than_the_cases_is_padded(phantoms, cache, tmp_path):
     patch = ["data.patch_size=[64, 64, 48]", "inference.roi_size=[64, 64, 48]"]
     overrides = [*SCA, *patch, "train.epochs=1", "train.augment.elastic_prob=0.0"]
@@ -340,6 +358,27 @@ def test_cli_trains_resumes_and_reports_errors_in_one_line(phantoms, cache, tmp_
     result = runner.invoke(app, ["train", "--resume", str(run), "--quiet", "train.epochs=2"])
     assert result.exit_code == 0, result.output
     assert len(_rows(run)) == 2
+    tuned = tmp_path / "cli-tuned"
+    result = runner.invoke(
+        app,
+        [
+            *args[:-1],
+            str(tuned),
+            "--init-weights",
+            str(run),
+            "--cache",
+            str(cache),
+            "--quiet",
+            *SCA,
+            "train.epochs=1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tuned / "run.json").read_text())["initial_weights"].endswith("best.pt")
+    wider = [*SCA, "model.kwargs.channels=[8, 8, 8, 8]"]
+    result = runner.invoke(app, [*args[:-1], str(tmp_path / "y"), "--init-weights", str(run), *wider])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "initial weights are of another network" in result.output and not (tmp_path / "y").exists()
     result = runner.invoke(
         app, ["train", "--recipe", "sca-unet3d", "--data", str(phantoms), "--out", str(tmp_path / "x")]
     )

@@ -22,6 +22,8 @@ Examples:
 
   kidneyseg train --resume runs/sca
 
+  kidneyseg train --recipe sca-unet-3d:transfer --init-weights runs/sca --data phantoms --out runs/sca-ft
+
   kidneyseg train --finetune-tumor runs/ag --data phantoms --out runs/ag-tumor train.epochs=10
 
   torchrun --nproc_per_node 2 -m kidneyseg train --recipe sca-unet-3d --data kits21 --out runs/sca
@@ -65,6 +67,14 @@ def train(
             "--finetune-tumor", help="2D stage 2: fine-tune this run on tumor slices, shallow levels frozen."
         ),
     ] = None,
+    init_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--init-weights",
+            help="Start from this run's best weights (or this checkpoint) of the same network, "
+            "not random ones.",
+        ),
+    ] = None,
     cache: Annotated[
         Path | None,
         typer.Option("--cache", help="Preprocessed-case cache (default RUN/preprocessed); shareable."),
@@ -86,12 +96,12 @@ def train(
         _list_recipes()
         return
     if resume is not None:
-        if recipe or finetune_tumor or out:
+        if recipe or finetune_tumor or out or init_weights:
             raise KidneysegError("--resume takes only the run folder (and train.epochs=N to extend it)")
         _resume(resume, overrides, data, device, quiet)
         return
     if finetune_tumor is not None:
-        if recipe or data is None or out is None:
+        if recipe or init_weights or data is None or out is None:
             raise KidneysegError(
                 "--finetune-tumor needs --data and --out (the recipe comes from the stage-1 run)"
             )
@@ -110,7 +120,11 @@ def train(
         raise KidneysegError("--data and --out are required to train")
     from kidneyseg.train.engine import train as run_train
 
-    _report(run_train(config, data, out, cache_dir=cache, device=device, progress=not quiet))
+    _report(
+        run_train(
+            config, data, out, cache_dir=cache, device=device, progress=not quiet, init_weights=init_weights
+        )
+    )
 
 
 def _finetune(

@@ -144,6 +144,7 @@ def train(
     cache_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
     progress: bool = True,
+    init_weights: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Train `config` on the labelled cases under `data_dir`, writing the run folder `out`.
 
@@ -156,14 +157,36 @@ def train(
             the same preprocessing config can share one.
         device: "auto", "cpu" or "cuda" (under torchrun each rank takes its LOCAL_RANK GPU).
         progress: show tqdm bars (else one log line per epoch).
+        init_weights: start from this run's best weights (or this checkpoint file) instead of
+            random ones (nnU-Net's `-pretrained_weights`): same network and classes, nothing
+            frozen, a fresh optimizer and epoch count. The run record names it.
 
     Raises:
-        KidneysegError: bad data, bad config, a diverged loss, or a failed write.
+        KidneysegError: bad data, bad config, a diverged loss, a failed write, or initial
+            weights of another network.
     """
     out = Path(out)
     notice = _check_new_run_dir(out)
     cache_root = Path(cache_dir) if cache_dir is not None else None
-    return _start(config, Path(data_dir), out, cache_root, device, progress, notice=notice)
+    start = _initial_weights(init_weights, config) if init_weights is not None else None
+    return _start(
+        config, Path(data_dir), out, cache_root, device, progress, init_weights=start, notice=notice
+    )
+
+
+def _initial_weights(source: str | os.PathLike[str], config: RunConfig) -> tuple[Path, dict[str, Any]]:
+    """The weights of `source` (a run folder or checkpoint), refused unless its network and
+    classes are `config`'s."""
+    ckpt = load_checkpoint(resolve_checkpoint(source))
+    wanted = resolve_model_config(config)
+    if ckpt.config.model != wanted.model or ckpt.config.label_map.names != wanted.label_map.names:
+        raise KidneysegError(
+            f"initial weights are of another network ({ckpt.config.model.name} "
+            f"{ckpt.config.model.kwargs}, classes {list(ckpt.config.label_map.names)}) than this "
+            f"recipe's ({wanted.model.name} {wanted.model.kwargs}, classes {list(wanted.label_map.names)})",
+            ckpt.path,
+        )
+    return ckpt.path.resolve(), ckpt.model_state
 
 
 def _state_from(extra: dict[str, Any]) -> RunState:
@@ -262,7 +285,7 @@ def _restart(
         device,
         progress,
         init_weights=(Path(weights), load_checkpoint(weights).model_state) if weights else None,
-        freeze_depth=config.train.freeze_depth if weights else 0,
+        freeze_depth=int(started.get("freeze_depth", 0)),
         notice=f"{run_dir}: no {LAST_NAME} yet (the run stopped in its first epoch); starting from scratch",
     )
 

@@ -251,6 +251,7 @@ class Trainer:
             "cache_root": str(self.cache_root),
             "preprocessed_cache": str(self.data.cache_dir),
             "initial_weights": None if self.initial_weights is None else str(self.initial_weights),
+            "freeze_depth": self.freeze_depth,
             "device": str(self.device),
             "world_size": self.ctx.world,
             "amp": self.amp,
