@@ -417,18 +417,24 @@ def test_measuring_fits_the_memory_estimate_per_voxel(background_bias):
 
 def test_without_nephrometry_the_other_numbers_are_the_same():
     """The statistics row's measurement (`ReportOptions(nephrometry=False)`) skips the derived
-    sinus and R.E.N.A.L./PADUA; every other number is the full report's."""
+    sinus, R.E.N.A.L./PADUA and each lesion's place in its kidney; every other number is the
+    full report's."""
     affine, shape = make_grid(GRIDS["RAS"])
     ct, labels = build_scene(affine, shape)
     full, bare = measure(ct, labels), measure(ct, labels, options=ReportOptions(nephrometry=False))
     assert all(row["nephrometry"] is not None for row in full["lesions"] if row["type"] == "tumor")
     assert all(row.get("nephrometry") is None for row in bare["lesions"])
     assert all(k["sinus_volume_ml"] is None and k["polar_lines_z_mm"] is None for k in bare["kidneys"])
+    placed = ("position", "position_fraction", "exophytic_fraction")
+    assert all(row[key] is not None for row in full["lesions"] for key in placed)
+    assert all(row[key] is None for row in bare["lesions"] for key in placed)
     for report in (full, bare):
         for row in report["kidneys"]:
             row.pop("sinus_volume_ml"), row.pop("polar_lines_z_mm")
         for row in report["lesions"]:
             row.pop("nephrometry", None)
+            for key in placed:
+                row.pop(key)
         report.pop("created_utc")
     assert bare["summary"] == full["summary"] and bare["staging"] == full["staging"]
     assert bare["kidneys"] == full["kidneys"] and bare["lesions"] == full["lesions"]

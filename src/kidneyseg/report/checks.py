@@ -32,9 +32,10 @@ class ReportOptions:
         max_lesions: at most this many lesions of each class, the largest, are measured; the
             others are counted in `summary.unmeasured_lesions`. Bounds the time and memory of
             a report on a fragmented segmentation.
-        nephrometry: False skips R.E.N.A.L./PADUA and the derived sinus (`lesions[].nephrometry`,
-            `kidneys[].sinus_volume_ml` and `polar_lines_z_mm` are null): the statistics row of
-            `predict` needs neither.
+        nephrometry: False skips R.E.N.A.L./PADUA, the derived sinus and each lesion's place in
+            its kidney (`lesions[].nephrometry`, `position`, `position_fraction`,
+            `exophytic_fraction`, `kidneys[].sinus_volume_ml` and `polar_lines_z_mm` are null):
+            the statistics row of `predict` shows none of them.
     """
 
     min_lesion_diameter_mm: float = 3.0

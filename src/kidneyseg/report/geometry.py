@@ -144,11 +144,24 @@ def max_planar_diameter_mm(mask: np.ndarray, affine: np.ndarray, normal: int) ->
     return best, best_slice
 
 
+def diameter_and_z_range_mm(mask: np.ndarray, affine: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """`max_3d_diameter_mm` and `cranio_caudal_range_mm` from one walk over the outline (0 and
+    NaNs for an empty mask)."""
+    hulls, lows, highs = [], [], []
+    for points in face_midpoint_slabs(mask):
+        world = to_world(points, affine)
+        lows.append(float(world[:, 2].min()))
+        highs.append(float(world[:, 2].max()))
+        hulls.append(hull_vertices(world))
+    if not hulls:
+        return 0.0, (float("nan"), float("nan"))
+    return max_distance(np.concatenate(hulls)), (min(lows), max(highs))
+
+
 def max_3d_diameter_mm(mask: np.ndarray, affine: np.ndarray) -> float:
     """The largest distance between two points of the mask's outline, in mm (found on the hull of
-    each slab's outline points)."""
-    parts = [hull_vertices(to_world(points, affine)) for points in face_midpoint_slabs(mask)]
-    return max_distance(np.concatenate(parts)) if parts else 0.0
+    each slab's outline points); 0 for an empty mask."""
+    return diameter_and_z_range_mm(mask, affine)[0]
 
 
 def cranio_caudal_range_mm(mask: np.ndarray, affine: np.ndarray) -> tuple[float, float]:

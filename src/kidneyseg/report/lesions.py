@@ -73,7 +73,7 @@ def measure_lesions(
         lesion = labelled[box] == number
         local = affine.copy()
         local[:3, 3] = geometry.to_world(np.array([[s.start for s in box]], dtype=np.float64), affine)[0]
-        row = _measure_lesion(lesion, local, class_name, ct[box][lesion], box, kidneys)
+        row = _measure_lesion(lesion, local, class_name, ct[box][lesion], box, kidneys, options.nephrometry)
         if row["axial_slice_index"] is not None:
             row["axial_slice_index"] += int(scan.offset[geometry.slice_axis(affine)])
         row["incomplete"] = geometry.touches_edge(lesion, scan.offset + [s.start for s in box], scan.shape)
@@ -94,20 +94,22 @@ def _measure_lesion(
     hu: np.ndarray,
     box: tuple[slice, ...],
     kidneys: list[Kidney],
+    place: bool,
 ) -> dict:
+    """One lesion's row; its position along its kidney and exophytic fraction only if `place`."""
     voxel_ml = abs(float(np.linalg.det(local[:3, :3]))) / 1000.0
     axis = geometry.slice_axis(local)
     centroid = geometry.to_world(geometry.centroid_index(lesion)[None], local)[0]
     kidney = _assign(lesion, box, centroid, kidneys)
     axial_mm, axial_slice = geometry.max_axial_diameter_mm(lesion, local)
-    z_low, z_high = geometry.cranio_caudal_range_mm(lesion, local)
+    diameter_mm, (z_low, z_high) = geometry.diameter_and_z_range_mm(lesion, local)
     row = {
         "id": "",
         "type": class_name,
         "kidney": kidney.side if kidney else None,
         "volume_ml": round(int(np.count_nonzero(lesion)) * voxel_ml, 3),
         "max_axial_diameter_cm": round(axial_mm / 10, 2),
-        "max_3d_diameter_cm": round(geometry.max_3d_diameter_mm(lesion, local) / 10, 2),
+        "max_3d_diameter_cm": round(diameter_mm / 10, 2),
         "cranio_caudal_extent_cm": round((z_high - z_low) / 10, 2),
         "hu_mean": round(float(hu.mean(dtype=np.float64)), 1),
         "hu_sd": round(float(hu.std(dtype=np.float64)), 1),
@@ -118,7 +120,7 @@ def _measure_lesion(
         "centroid_ras_mm": rounded(centroid, 1),
         "axial_slice_index": axial_slice + box[axis].start if axial_slice >= 0 else None,
     }
-    if kidney is not None:
+    if kidney is not None and place:
         row.update(_place_in_kidney(lesion, box, centroid, kidney))
     return row
 
