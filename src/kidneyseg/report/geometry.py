@@ -57,8 +57,9 @@ def face_midpoint_slabs(mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> 
         block = padded[start : start + SLAB + 2]
         for axis in axes:
             for step in (1, -1):
-                neighbour = np.roll(block, -step, axis=axis)[inner]
-                points = np.argwhere(block[inner] & ~neighbour).astype(np.float64)
+                shifted = list(inner)
+                shifted[axis] = slice(1 + step, block.shape[axis] - 1 + step)
+                points = np.argwhere(block[inner] & ~block[tuple(shifted)]).astype(np.float64)
                 if len(points):
                     points[:, 0] += start
                     points[:, axis] += 0.5 * step
