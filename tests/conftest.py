@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,10 @@ import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Every test (and the processes tests start) compiles its networks afresh: nothing is read from or
+# written to the user's compile cache (tests of the cache give their own folder).
+os.environ["KIDNEYSEG_CACHE_DIR"] = ""
 
 
 @pytest.fixture(scope="session")

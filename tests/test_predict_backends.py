@@ -17,7 +17,7 @@ from kidneyseg.io.volume import Volume, write_volume
 from kidneyseg.models import build_model
 from kidneyseg.models.registry import list_models
 from kidneyseg.predict import backends
-from kidneyseg.predict.backends import OpenVINONetwork, resolve_backend
+from kidneyseg.predict.backends import CACHE_ENV, OpenVINONetwork, resolve_backend
 from kidneyseg.predict.predictor import Predictor, PredictSettings
 from kidneyseg.predict.runner import run_prediction
 from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
@@ -133,6 +133,45 @@ def test_auto_falls_back_to_pytorch_when_openvino_cannot_compile(ckpt3d, phantom
     assert [w for w in warnings if "confidence" not in w] == [f"warning: {predictor.backend_fallback}"]
 
 
+def test_a_converted_network_is_cached_and_read_back_the_same(rng, tmp_path, monkeypatch):
+    """The second conversion of the same network reads the cache instead of tracing, and scores
+    exactly as the traced one; other weights, another window or an unreadable entry trace again."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    net = build_model("sca_unet_3d", channels=[4, 8, 16, 16]).eval()
+    window = (1, 32, 32, 16)
+    x = torch.from_numpy(rng.random((2, *window), dtype=np.float32))
+    traced = OpenVINONetwork(net, window, "float32", threads=1)
+    assert traced.cache == "miss" and len(list((tmp_path / "cache" / "openvino").glob("*.bin"))) == 1
+
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("traced although cached")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(torch.jit, "trace", no_tracing)
+        cached = OpenVINONetwork(net, window, "float32", threads=1)
+    assert cached.cache == "hit"
+    assert torch.equal(cached(x), traced(x))
+    assert OpenVINONetwork(net, (1, 32, 32, 32), "float32", threads=1).cache == "miss"
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)
+    changed = OpenVINONetwork(net, window, "float32", threads=1)
+    assert changed.cache == "miss"
+    with torch.inference_mode():
+        torch.testing.assert_close(changed(x), net(x), rtol=1e-4, atol=1e-4)
+    for xml in (tmp_path / "cache" / "openvino").glob("*.xml"):
+        xml.write_text("not a model")
+    assert OpenVINONetwork(net, window, "float32", threads=1).cache == "miss"
+    assert OpenVINONetwork(net, window, "float32", threads=1).cache == "hit"
+    assert not list((tmp_path / "cache" / "openvino").glob("*partial*"))
+    monkeypatch.setenv(CACHE_ENV, "")
+    assert OpenVINONetwork(net, window, "float32", threads=1).cache == "off"
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(blocked))
+    assert OpenVINONetwork(net, window, "float32", threads=1).cache == "unwritable"
+
+
 def test_run_record_names_the_backend(ckpt3d, phantom_ct, tmp_path):
     ct = write_volume(tmp_path / "ct.nii.gz", phantom_ct)
     run_prediction(ct, tmp_path / "out", [ckpt3d], PredictSettings(backend="openvino"), progress=False)
@@ -140,6 +179,8 @@ def test_run_record_names_the_backend(ckpt3d, phantom_ct, tmp_path):
     assert environment["backend"] == "openvino"
     assert environment["backend_version"].startswith(tuple("0123456789"))
     assert environment["backend_compile_seconds"] > 0
+    # the network and the locator, neither cached: the tests' KIDNEYSEG_CACHE_DIR is empty
+    assert environment["compile_cache"] == ["off", "off"]
 
 
 @pytest.mark.slow

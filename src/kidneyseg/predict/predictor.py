@@ -235,6 +235,12 @@ class Predictor:
         settings = PredictSettings(backend=self.settings.backend, postprocess=False, roi="body")
         return roi, Predictor([default_model()], settings, device=self.device)
 
+    def compile_cache(self) -> list[str]:
+        """Whether each compiled network (the locator's last) came from the compile cache
+        (`OpenVINONetwork.cache`; empty with PyTorch)."""
+        located = self.locator.compile_cache() if self.locator is not None else []
+        return [c.cache for c in self.compiled if hasattr(c, "cache")] + located
+
     @property
     def config(self) -> RunConfig:
         return self.checkpoints[0].config

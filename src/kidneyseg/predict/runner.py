@@ -208,6 +208,7 @@ def _environment(predictor: Predictor) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         **predictor.backend.describe(),
         "backend_compile_seconds": round(predictor.compile_seconds, 3),
+        "compile_cache": predictor.compile_cache(),
         "backend_fallback": predictor.backend_fallback,
         "precision": predictor.settings.precision,
         "calibration": predictor.calibration,
