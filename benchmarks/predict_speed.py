@@ -15,7 +15,8 @@ Gaussian blending) and the same overlap:
   `-kidneys` suffix two-stage (`--roi kidneys`: the bundled model locates the kidneys, the network
   runs only around them).
 
-Each run is a fresh process (so its peak resident memory is its own); runs are interleaved
+Each run is a fresh process (so its peak resident memory is its own), which traces its networks
+for OpenVINO afresh unless `--compile-cache` lets the later runs read them back; runs are interleaved
 (reference, ours, reference, ours, ...) because the cores are shared, and medians are reported
 with the ratio. Label agreement is measured against MONAI's output and, for the other backends,
 against `ours-torch` (same grid, so only the backend differs). A second case, 512 × 512 × 600
@@ -24,14 +25,16 @@ slices (or `--long-slices`), measures our peak memory on a long scan.
 Usage:
     python benchmarks/predict_speed.py [--repeats 3] [--reference-repeats 1] [--overlaps 0.8 0.5]
         [--checkpoint RUN] [--pipelines monai ours-torch ours-openvino ours-openvino-kidneys]
-        [--long-overlap 0.8] [--long-slices 600 1000]
+        [--long-overlap 0.8] [--long-slices 600 1000] [--compile-cache]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -178,7 +181,13 @@ def run_ours(
     entry = record.cases[0]
     stages = {"compile": record.environment["backend_compile_seconds"], **entry["seconds"]}
     roi_record = entry["roi"] and {k: v for k, v in entry["roi"].items() if k != "locator"}
-    return {"seconds": seconds, "stages": stages, "windows": entry["windows"], "roi": roi_record}
+    return {
+        "seconds": seconds,
+        "stages": stages,
+        "compile_cache": record.environment["compile_cache"],
+        "windows": entry["windows"],
+        "roi": roi_record,
+    }
 
 
 def child(args: argparse.Namespace) -> None:
@@ -246,6 +255,12 @@ def main() -> None:
     parser.add_argument("--long-overlap", type=float, default=0.8)
     parser.add_argument("--long-pipeline", default="ours-openvino", choices=PIPELINES[1:])
     parser.add_argument("--workdir", help="Keep cases and outputs here (default: a temporary folder).")
+    parser.add_argument(
+        "--compile-cache",
+        action="store_true",
+        help="Our runs keep the converted networks in WORKDIR/cache, emptied first: the first run "
+        "of each network traces it (cold), the later ones read it back (warm). Default: every run traces.",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--overlap", type=float, help=argparse.SUPPRESS)
@@ -259,6 +274,11 @@ def main() -> None:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         cases = make_cases(work, [] if args.skip_long else args.long_slices)
+        from kidneyseg.predict.backends import CACHE_ENV
+
+        cache = work / "cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        os.environ[CACHE_ENV] = str(cache) if args.compile_cache else ""  # the children inherit it
         if args.checkpoint:
             from kidneyseg.checkpoint import resolve_checkpoint
 
