@@ -53,18 +53,15 @@ def test_each_kidney_component_gets_a_box_in_world_coordinates():
     assert located.volumes_ml[0] == pytest.approx(7 * 10 * 12 * 0.027)
 
 
-@pytest.mark.parametrize(
-    ("where", "reason"),
-    [
-        ((slice(0, 0),) * 3, "no kidney found"),
-        ((slice(5, 12), slice(10, 20), slice(0, 12)), "touches the edge of the scan"),
-    ],
-)
-def test_no_kidney_or_a_kidney_at_the_scan_edge_falls_back(where, reason):
+def test_no_kidney_falls_back_and_a_kidney_at_the_scan_edge_is_flagged():
     meta = _meta()
     labels = np.zeros(meta.shape, np.uint8)
-    labels[where] = 1
-    assert reason in locate(labels, meta).fallback
+    assert "no kidney found" in locate(labels, meta).fallback
+    labels[5:12, 10:20, 0:12] = 1
+    labels[25:33, 10:20, 8:20] = 1
+    located = locate(labels, meta)
+    assert located.fallback is None and located.at_edge == (True, False)
+    assert [box["at_edge"] for box in located.record()["boxes_mm"]] == [True, False]
 
 
 def test_regions_grow_by_the_margin_merge_and_hold_a_window_of_context():
@@ -74,13 +71,15 @@ def test_regions_grow_by_the_margin_merge_and_hold_a_window_of_context():
     def box(lo, hi):  # voxel index range -> world box (voxel edges)
         return tuple((world[:3, :3] @ np.add(p, -0.5) + world[:3, 3]).tolist() for p in (lo, hi))
 
-    far = Located((box((5, 20, 20), (15, 30, 30)), box((60, 20, 20), (70, 30, 30))), (1.0, 1.0), None)
+    boxes = (box((5, 20, 20), (15, 30, 30)), box((60, 20, 20), (70, 30, 30)))
+    far = Located(boxes, (1.0, 1.0), (False, True), None)
     apart = regions(far, meta, window=(16, 16, 16), margin_mm=4.0)
     assert [r.core for r in apart] == [((3, 17), (18, 32), (18, 32)), ((58, 72), (18, 32), (18, 32))]
+    assert [r.whole_volume for r in apart] == [False, True]  # the second box is at the scan edge
     assert all(hi - lo >= 16 for r in apart for lo, hi in r.context)
     assert all(lo >= 0 and hi <= n for r in apart for (lo, hi), n in zip(r.context, meta.shape, strict=True))
     near = regions(far, meta, window=(16, 16, 16), margin_mm=50.0)
-    assert len(near) == 1 and near[0].core == ((0, 80), (0, 55), (0, 50))
+    assert len(near) == 1 and near[0].core == ((0, 80), (0, 55), (0, 50)) and near[0].whole_volume
     assert near[0].context == near[0].core
 
 
@@ -170,7 +169,16 @@ def test_long_tail_single_horseshoe_edge_and_no_kidney(ckpt):
 
     cut = rows[len(rows) // 2]  # the scan ends inside the kidneys
     edge = Volume(np.ascontiguousarray(case.ct.array[cut:]), case.ct.affine @ _shift(0, cut))
-    assert "edge of the scan" in predictor.predict(edge).roi["fallback"]
+    probabilities = replace(predictor.settings, probabilities=True)
+    kidneys = Predictor([ckpt], probabilities).predict(edge)
+    body = Predictor([ckpt], replace(probabilities, roi="body")).predict(edge)
+    record = kidneys.roi
+    assert record["fallback"] is None and any(box["at_edge"] for box in record["boxes_mm"])
+    at_edge = [r for r in record["regions"] if r["whole_volume"]]
+    assert at_edge and kidneys.windows["total"] <= body.windows["total"]
+    for region in at_edge:  # the whole volume's scores there, bit for bit (one window per pass)
+        core = (slice(None), *(slice(lo, hi) for lo, hi in region["core"]))
+        assert np.array_equal(kidneys.probabilities[core], body.probabilities[core])
 
     none = _without_one_kidney(case, 1)
     none = _without_one_kidney(replace(case, ct=none), 0)

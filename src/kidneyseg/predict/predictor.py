@@ -254,10 +254,15 @@ class Predictor:
         return [c.path for c in self.checkpoints]
 
     def scores(
-        self, image: np.ndarray, progress: bool = False, source: str | None = None
+        self,
+        image: np.ndarray,
+        progress: bool = False,
+        source: str | None = None,
+        within: Sequence[Box] | None = None,
     ) -> tuple[torch.Tensor, WindowStats]:
         """Blended window scores `[C, X, Y, Z]` over a preprocessed image (logits for one network,
-        probabilities for an ensemble), and the window counts.
+        probabilities for an ensemble), and the window counts; with `within`, exact inside those
+        boxes only (`sliding_window_scores`).
 
         Raises:
             KidneysegError: the network produced NaN or infinite scores.
@@ -273,8 +278,9 @@ class Predictor:
             precision=self.settings.precision,
             reuse_constant=self.settings.reuse_constant_windows,
             constant_networks=self.torch_networks,
+            classes=self.label_map.num_classes,
         )
-        scores = sliding_window_scores(image, window_predictor, self.inference, progress=progress)
+        scores = sliding_window_scores(image, window_predictor, self.inference, progress, within)
         for compiled in self.compiled:
             self.backend.release(compiled)
         if not torch.isfinite(scores).all():
@@ -326,15 +332,22 @@ class Predictor:
         if located.fallback is None:
             window = window_roi(self.inference.roi_size, self.spatial_dims)
             found = regions(located, meta, window, self.settings.roi_margin_mm)
-            roi_record["regions"] = [{"core": r.core, "context": r.context} for r in found]
+            roi_record["regions"] = [
+                {"core": r.core, "context": r.context, "whole_volume": r.whole_volume} for r in found
+            ]
             t = time.perf_counter()
+            edge_cores = [r.core for r in found if r.whole_volume]
+            whole = scores
+            if whole is None and edge_cores:  # one pass of the whole-volume windows for them all
+                whole, edge_stats = self.scores(image, progress, ct.source, within=edge_cores)
+                stats.add(edge_stats)
             for region in found:
-                if scores is None:
+                if whole is not None and (region.whole_volume or scores is not None):
+                    parts.append((region, whole[(slice(None), *slices(region.core))]))
+                else:
                     part, region_stats = self.scores(image[slices(region.context)], progress, ct.source)
                     stats.add(region_stats)
                     parts.append((region, part[(slice(None), *region.core_in_context)]))
-                else:
-                    parts.append((region, scores[(slice(None), *slices(region.core))]))
             seconds["windows"] = time.perf_counter() - t
         return parts, stats, scores, roi_record
 

@@ -7,9 +7,11 @@ grid) over the whole CT; every 26-connected component of its kidney + masses lab
 `MIN_KIDNEY_ML` gives a box, recorded in world coordinates. Stage 2 runs the user's network with
 its own settings only in each box grown by a margin (the "core"); the windows see at least one
 window's worth of real image around the core (the "context"), and only the core's scores are kept.
-Outside the cores the label is background. When stage 1 finds no kidney, or a component touches
-the edge of the scan (the kidney may be cut, and the locator had no context beyond it), the case
-falls back to the whole volume, and the reason is recorded. This is the idea of TotalSegmentator's
+Outside the cores the label is background. When stage 1 finds no kidney, the case falls back to
+the whole volume. A component that touches the edge of the scan (the kidney may be cut, and the
+locator had no context beyond it) falls back to the whole volume for its region only: every
+window of the whole-volume prediction that overlaps its core runs, so inside that core the
+scores are exactly the whole volume's. Both are recorded. This is the idea of TotalSegmentator's
 ROI crop and nnU-Net's cascade, with the margin measured (docs/prediction.md).
 """
 
@@ -42,19 +44,27 @@ class Located:
     Attributes:
         boxes_mm: per component, `(low, high)` RAS corners (mm) of its voxels' extent.
         volumes_ml: per component, its volume.
+        at_edge: per component, whether it touches the edge of the scan (its region then gets
+            the whole-volume windows).
         fallback: why stage 2 runs on the whole volume (None: it runs in the boxes).
     """
 
     boxes_mm: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]
     volumes_ml: tuple[float, ...]
+    at_edge: tuple[bool, ...]
     fallback: str | None
 
     def record(self) -> dict:
         """JSON-ready, for the run record."""
         return {
             "boxes_mm": [
-                {"low": [round(v, 1) for v in lo], "high": [round(v, 1) for v in hi], "ml": round(ml, 1)}
-                for (lo, hi), ml in zip(self.boxes_mm, self.volumes_ml, strict=True)
+                {
+                    "low": [round(v, 1) for v in lo],
+                    "high": [round(v, 1) for v in hi],
+                    "ml": round(ml, 1),
+                    "at_edge": edge,
+                }
+                for (lo, hi), ml, edge in zip(self.boxes_mm, self.volumes_ml, self.at_edge, strict=True)
             ],
             "fallback": self.fallback,
         }
@@ -62,10 +72,13 @@ class Located:
 
 @dataclass(frozen=True)
 class Region:
-    """Where stage 2 runs, on the user's preprocessed grid: `context` holds `core`, whose scores count."""
+    """Where stage 2 runs, on the user's preprocessed grid: `context` holds `core`, whose scores
+    count. `whole_volume`: the core holds a box at the edge of the scan, and its scores are the
+    whole volume's (every whole-volume window overlapping it runs; `context` is unused)."""
 
     core: Box
     context: Box
+    whole_volume: bool = False
 
     @property
     def core_in_context(self) -> tuple[slice, ...]:
@@ -103,25 +116,23 @@ def locate(labels: np.ndarray, meta: PreprocessMeta, min_ml: float = MIN_KIDNEY_
         world = to_world(_corners([(s.start - 0.5, s.stop - 0.5) for s in found]), affine)
         boxes.append((tuple(world.min(axis=0).tolist()), tuple(world.max(axis=0).tolist())))
         volumes.append(float(sizes[index]))
-        if any(s.start == 0 or s.stop == n for s, n in zip(found, labels.shape, strict=True)):
-            at_edge.append(len(boxes))
+        at_edge.append(any(s.start == 0 or s.stop == n for s, n in zip(found, labels.shape, strict=True)))
     fallback = None
     if not boxes:
         fallback = f"no kidney found by stage 1 (no component of at least {min_ml:g} mL)"
-    elif at_edge:
-        fallback = f"kidney box {at_edge[0]} of {len(boxes)} touches the edge of the scan"
-    return Located(tuple(boxes), tuple(volumes), fallback)
+    return Located(tuple(boxes), tuple(volumes), tuple(at_edge), fallback)
 
 
-def _merge(boxes: list[list[list[int]]]) -> list[list[list[int]]]:
-    """Union boxes that intersect, until none do."""
+def _merge(boxes: list[tuple[list[list[int]], bool]]) -> list[tuple[list[list[int]], bool]]:
+    """Union boxes (each with its at-the-edge flag) that intersect, until none do."""
     merged = True
     while merged:
         merged = False
         for i, j in itertools.combinations(range(len(boxes)), 2):
-            a, b = boxes[i], boxes[j]
+            (a, edge_a), (b, edge_b) = boxes[i], boxes[j]
             if all(lo_a < hi_b and lo_b < hi_a for (lo_a, hi_a), (lo_b, hi_b) in zip(a, b, strict=True)):
-                boxes[i] = [[min(p[0], q[0]), max(p[1], q[1])] for p, q in zip(a, b, strict=True)]
+                union = [[min(p[0], q[0]), max(p[1], q[1])] for p, q in zip(a, b, strict=True)]
+                boxes[i] = (union, edge_a or edge_b)
                 del boxes[j]
                 merged = True
                 break
@@ -131,30 +142,31 @@ def _merge(boxes: list[list[list[int]]]) -> list[list[list[int]]]:
 def regions(located: Located, meta: PreprocessMeta, window: Sequence[int], margin_mm: float) -> list[Region]:
     """Stage 2's regions on the user's preprocessed grid (`meta`'s) for stage 1's boxes.
 
-    Each box, grown by `margin_mm`, becomes a core (cores that intersect are merged); its context
-    is the core grown to at least one `window` per axis (or the whole axis), inside the image.
+    Each box, grown by `margin_mm`, becomes a core (cores that intersect are merged, and a merged
+    core holding a box at the edge of the scan is `whole_volume`); its context is the core grown
+    to at least one `window` per axis (or the whole axis), inside the image.
     """
     inverse = np.linalg.inv(np.asarray(meta.affine))
     shape = meta.shape
     cores = []
-    for low, high in located.boxes_mm:
+    for (low, high), edge in zip(located.boxes_mm, located.at_edge, strict=True):
         index = to_world(_corners(list(zip(low, high, strict=True))), inverse)
         lo, hi = index.min(axis=0), index.max(axis=0)
         pad = [margin_mm / s for s in meta.spacing]
-        cores.append(
-            [
-                [max(0, math.floor(a - p + 0.5)), min(n, math.ceil(b + p + 0.5))]
-                for a, b, p, n in zip(lo, hi, pad, shape, strict=True)
-            ]
-        )
+        core = [
+            [max(0, math.floor(a - p + 0.5)), min(n, math.ceil(b + p + 0.5))]
+            for a, b, p, n in zip(lo, hi, pad, shape, strict=True)
+        ]
+        if all(lo < hi for lo, hi in core):
+            cores.append((core, edge))
     out = []
-    for core in _merge([c for c in cores if all(lo < hi for lo, hi in c)]):
+    for core, edge in _merge(cores):
         context = []
         for (lo, hi), w, n in zip(core, window, shape, strict=True):
             size = min(max(hi - lo, w), n)
             start = min(max(0, (lo + hi - size) // 2), n - size)
             context.append((start, start + size))
-        out.append(Region(tuple(map(tuple, core)), tuple(context)))  # type: ignore[arg-type]
+        out.append(Region(tuple(map(tuple, core)), tuple(context), edge))  # type: ignore[arg-type]
     return out
 
 

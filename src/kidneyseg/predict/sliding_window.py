@@ -80,6 +80,8 @@ class WindowPredictor:
             features have (almost) no variance, so each norm layer amplifies rounding differences
             and the output depends on the exact arithmetic. With another backend's `networks`, passing the
             PyTorch modules here keeps those windows exactly as PyTorch (and MONAI) computes them.
+        classes: how many scores the networks give per voxel; needed only to skip windows
+            (`sliding_window_scores(within=...)`).
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class WindowPredictor:
         precision: str = "float32",
         reuse_constant: bool = True,
         constant_networks: Sequence[torch.nn.Module] | None = None,
+        classes: int | None = None,
     ):
         if precision not in AUTOCAST:
             raise ValueError(f"precision must be one of {tuple(AUTOCAST)}, got {precision!r}")
@@ -102,6 +105,7 @@ class WindowPredictor:
         if len(self.constant_networks) != len(self.networks):
             raise ValueError("constant_networks must be as many as networks")
         self.spatial_dims = spatial_dims
+        self.classes = classes
         self.precision = precision
         self.reuse_constant = reuse_constant
         axes = sorted(set(mirror_axes))
@@ -200,11 +204,20 @@ def count_windows(shape: Sequence[int], roi: Sequence[int], overlaps: Sequence[f
     return count
 
 
+def _meets(spans: Sequence[slice], before: Sequence[int], boxes: Sequence[Sequence[tuple[int, int]]]) -> bool:
+    """Whether a window (MONAI's slices on the image padded by `before`) overlaps one of `boxes`."""
+    return any(
+        all(s.start - b < hi and s.stop - b > lo for s, b, (lo, hi) in zip(spans, before, box, strict=True))
+        for box in boxes
+    )
+
+
 def sliding_window_scores(
     image: np.ndarray | torch.Tensor,
     predictor: WindowPredictor,
     inference: InferenceConfig,
     progress: bool = False,
+    within: Sequence[Sequence[tuple[int, int]]] | None = None,
 ) -> torch.Tensor:
     """Blend window scores over a preprocessed image `[X, Y, Z]` into `[C, X, Y, Z]` float32.
 
@@ -215,6 +228,11 @@ def sliding_window_scores(
             blending ("gaussian": MONAI's, sigma 0.125 × window) and windows (3D) or slices (2D)
             per forward pass; its `mirror_axes` are the predictor's business.
         progress: show a progress bar over the windows.
+        within: boxes `((x0, x1), (y0, y1), (z0, z1))` of the image: only the windows that
+            overlap one of them run, the others count as zeros. Inside the boxes every voxel is
+            blended from all the windows that hold it, so the scores there are those of the
+            whole image (bit for bit with one window per pass; a pass holding fewer windows may
+            round its last bit differently); elsewhere they mean nothing.
     """
     import torch
     from monai.inferers import sliding_window_inference
@@ -223,17 +241,36 @@ def sliding_window_scores(
     roi = window_roi(inference.roi_size, predictor.spatial_dims)
     overlap = inference.overlap
     overlaps = (overlap, overlap, 0.0) if predictor.spatial_dims == 2 else (overlap,) * 3
+    if within is not None and predictor.classes is None:
+        raise ValueError("skipping windows needs the predictor's number of classes")
     tensor = torch.as_tensor(image, dtype=torch.float32)[None, None]
-    total = count_windows(tensor.shape[2:], roi, overlaps)
+    shape = tensor.shape[2:]
+    # MONAI pads an image smaller than the window evenly; its window slices are on that padding.
+    before = [max(r - n, 0) // 2 for r, n in zip(roi, shape, strict=True)]
+    total = count_windows(shape, roi, overlaps)
     with tqdm(total=total, desc="windows", unit="window", disable=not progress, leave=False) as bar:
 
-        def counted(windows: torch.Tensor) -> torch.Tensor:
-            out = predictor(windows)
+        def counted(windows: torch.Tensor, where: list[tuple[slice, ...]]) -> torch.Tensor:
+            needed = [
+                i for i, spans in enumerate(where) if within is None or _meets(spans[2:], before, within)
+            ]
+            if len(needed) == windows.shape[0]:
+                out = predictor(windows)
+            else:
+                out = torch.zeros((windows.shape[0], predictor.classes, *windows.shape[2:]))
+                if needed:
+                    out[needed] = predictor(windows[needed])
             bar.update(windows.shape[0])
             return out
 
         with torch.inference_mode():
             scores = sliding_window_inference(
-                tensor, roi, inference.sw_batch_size, counted, overlap=overlaps, mode=inference.blend
+                tensor,
+                roi,
+                inference.sw_batch_size,
+                counted,
+                overlap=overlaps,
+                mode=inference.blend,
+                with_coord=True,
             )
     return scores[0]
