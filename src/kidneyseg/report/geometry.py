@@ -43,14 +43,15 @@ SLAB = 16
 several bytes a voxel: the memory of measuring a long scan stays that of its masks."""
 
 
-def face_midpoint_slabs(mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> Iterator[np.ndarray]:
-    """Index coordinates of the midpoints of the mask's boundary faces normal to `axes`, in
-    non-empty parts of `SLAB` slices along axis 0.
+HULL_BATCH = 1 << 15
+"""Outline points gathered before their convex hull replaces them (0.8 MB of coordinates): a few
+hull computations per lesion, and bounded memory for a large one."""
 
-    A face lies between a voxel inside the mask and its neighbour outside it along one of
-    `axes`; with `axes` the two in-plane axes of a slice these are the in-plane outline
-    points of every slice.
-    """
+
+def face_midpoints_by_axis(
+    mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)
+) -> Iterator[tuple[int, np.ndarray]]:
+    """`face_midpoint_slabs`, each part with the axis its faces are normal to."""
     padded = np.pad(mask.astype(bool, copy=False), 1)
     inner = (slice(1, -1),) * 3
     for start in range(0, mask.shape[0], SLAB):
@@ -63,7 +64,18 @@ def face_midpoint_slabs(mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> 
                 if len(points):
                     points[:, 0] += start
                     points[:, axis] += 0.5 * step
-                    yield points
+                    yield axis, points
+
+
+def face_midpoint_slabs(mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> Iterator[np.ndarray]:
+    """Index coordinates of the midpoints of the mask's boundary faces normal to `axes`, in
+    non-empty parts of `SLAB` slices along axis 0.
+
+    A face lies between a voxel inside the mask and its neighbour outside it along one of
+    `axes`; with `axes` the two in-plane axes of a slice these are the in-plane outline
+    points of every slice.
+    """
+    return (points for _, points in face_midpoints_by_axis(mask, axes))
 
 
 def voxel_slabs(mask: np.ndarray) -> Iterator[np.ndarray]:
@@ -120,49 +132,96 @@ def max_axial_diameter_mm(mask: np.ndarray, affine: np.ndarray) -> tuple[float, 
     return max_planar_diameter_mm(mask, affine, normal=2)
 
 
-def max_planar_diameter_mm(mask: np.ndarray, affine: np.ndarray, normal: int) -> tuple[float, int]:
-    """Like `max_axial_diameter_mm` for the planes perpendicular to world axis `normal`
-    (0: sagittal, 1: coronal, 2: axial), sliced across the array axis closest to it."""
-    axis = slice_axis(affine, normal)
-    in_plane = tuple(a for a in range(3) if a != axis)
-    keep = [a for a in range(3) if a != normal]
-    outlines: dict[int, list[np.ndarray]] = {}
-    for points in face_midpoint_slabs(mask, in_plane):
-        world_xy = to_world(points, affine)[:, keep]
-        index = points[:, axis].astype(np.int64)
+class _PlanarOutlines:
+    """The outline points of a mask on each of its slices across the array axis closest to world
+    axis `normal`, projected on the world plane perpendicular to it, gathered part by part."""
+
+    def __init__(self, affine: np.ndarray, normal: int):
+        self.axis = slice_axis(affine, normal)
+        self.in_plane = tuple(a for a in range(3) if a != self.axis)
+        self.keep = [a for a in range(3) if a != normal]
+        self.outlines: dict[int, list[np.ndarray]] = {}
+
+    def add(self, points: np.ndarray, world: np.ndarray) -> None:
+        """In-plane face midpoints (index coordinates) and the same in world mm."""
+        world_xy = world[:, self.keep]
+        index = points[:, self.axis].astype(np.int64)
         order = np.argsort(index, kind="stable")
         slices, starts = np.unique(index[order], return_index=True)
         for i, chosen in zip(slices, np.split(order, starts[1:]), strict=True):
             # Slices across axis 0 lie in one slab each; others gather a part from every slab,
             # kept as its hull.
-            part = world_xy[chosen] if axis == 0 else hull_vertices(world_xy[chosen])
-            outlines.setdefault(int(i), []).append(part)
-    best, best_slice = 0.0, -1
-    for index in sorted(outlines):
-        diameter = max_distance(np.concatenate(outlines[index]))
-        if diameter > best:
-            best, best_slice = diameter, index
-    return best, best_slice
+            part = world_xy[chosen] if self.axis == 0 else hull_vertices(world_xy[chosen])
+            self.outlines.setdefault(int(i), []).append(part)
+
+    def widest(self) -> tuple[float, int]:
+        """The largest diameter over the slices, and its slice (-1 when there is none).
+
+        A slice's diameter is at most the diagonal of its outline's extent: slices are measured
+        from the largest diagonal down, until no other can beat the best (ties: the lowest index).
+        """
+        points = {index: np.concatenate(parts) for index, parts in self.outlines.items()}
+        bounds = {i: float(np.linalg.norm(p.max(axis=0) - p.min(axis=0))) for i, p in points.items()}
+        best, best_slice = 0.0, -1
+        for index in sorted(points, key=lambda i: (-bounds[i], i)):
+            if bounds[index] < best:
+                break
+            diameter = max_distance(points[index])
+            if diameter > best or (diameter == best and index < best_slice):
+                best, best_slice = diameter, index
+        return best, best_slice
 
 
-def diameter_and_z_range_mm(mask: np.ndarray, affine: np.ndarray) -> tuple[float, tuple[float, float]]:
-    """`max_3d_diameter_mm` and `cranio_caudal_range_mm` from one walk over the outline (0 and
-    NaNs for an empty mask)."""
-    hulls, lows, highs = [], [], []
-    for points in face_midpoint_slabs(mask):
+class _Extent:
+    """The largest distance between outline points and their world z range, gathered part by part
+    (kept as the hull of the points so far every `HULL_BATCH` points)."""
+
+    def __init__(self):
+        self.kept, self.waiting, self.lows, self.highs = np.empty((0, 3)), [], [], []
+
+    def add(self, world: np.ndarray) -> None:
+        self.lows.append(float(world[:, 2].min()))
+        self.highs.append(float(world[:, 2].max()))
+        self.waiting.append(world)
+        if sum(len(w) for w in self.waiting) > HULL_BATCH:
+            self.kept = hull_vertices(np.concatenate([self.kept, *self.waiting]))
+            self.waiting = []
+
+    def result(self) -> tuple[float, tuple[float, float]]:
+        """The diameter and (inferior, superior) z; 0 and NaNs when nothing was added."""
+        if not self.lows:
+            return 0.0, (float("nan"), float("nan"))
+        return max_distance(np.concatenate([self.kept, *self.waiting])), (min(self.lows), max(self.highs))
+
+
+def max_planar_diameter_mm(mask: np.ndarray, affine: np.ndarray, normal: int) -> tuple[float, int]:
+    """Like `max_axial_diameter_mm` for the planes perpendicular to world axis `normal`
+    (0: sagittal, 1: coronal, 2: axial), sliced across the array axis closest to it."""
+    planes = _PlanarOutlines(affine, normal)
+    for points in face_midpoint_slabs(mask, planes.in_plane):
+        planes.add(points, to_world(points, affine))
+    return planes.widest()
+
+
+def lesion_outline_mm(mask: np.ndarray, affine: np.ndarray) -> tuple[float, int, float, tuple[float, float]]:
+    """`max_axial_diameter_mm`, `max_3d_diameter_mm` and `cranio_caudal_range_mm` from one walk
+    over the outline: (axial diameter, its slice, 3D diameter, (inferior, superior) z)."""
+    planes, extent = _PlanarOutlines(affine, 2), _Extent()
+    for axis, points in face_midpoints_by_axis(mask):
         world = to_world(points, affine)
-        lows.append(float(world[:, 2].min()))
-        highs.append(float(world[:, 2].max()))
-        hulls.append(hull_vertices(world))
-    if not hulls:
-        return 0.0, (float("nan"), float("nan"))
-    return max_distance(np.concatenate(hulls)), (min(lows), max(highs))
+        extent.add(world)
+        if axis in planes.in_plane:
+            planes.add(points, world)
+    return (*planes.widest(), *extent.result())
 
 
 def max_3d_diameter_mm(mask: np.ndarray, affine: np.ndarray) -> float:
     """The largest distance between two points of the mask's outline, in mm (found on the hull of
-    each slab's outline points); 0 for an empty mask."""
-    return diameter_and_z_range_mm(mask, affine)[0]
+    its outline points); 0 for an empty mask."""
+    extent = _Extent()
+    for points in face_midpoint_slabs(mask):
+        extent.add(to_world(points, affine))
+    return extent.result()[0]
 
 
 def cranio_caudal_range_mm(mask: np.ndarray, affine: np.ndarray) -> tuple[float, float]:

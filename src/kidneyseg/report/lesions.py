@@ -101,8 +101,7 @@ def _measure_lesion(
     axis = geometry.slice_axis(local)
     centroid = geometry.to_world(geometry.centroid_index(lesion)[None], local)[0]
     kidney = _assign(lesion, box, centroid, kidneys)
-    axial_mm, axial_slice = geometry.max_axial_diameter_mm(lesion, local)
-    diameter_mm, (z_low, z_high) = geometry.diameter_and_z_range_mm(lesion, local)
+    axial_mm, axial_slice, diameter_mm, (z_low, z_high) = geometry.lesion_outline_mm(lesion, local)
     row = {
         "id": "",
         "type": class_name,
