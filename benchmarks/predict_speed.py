@@ -274,7 +274,7 @@ def main() -> None:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         cases = make_cases(work, [] if args.skip_long else args.long_slices)
-        from kidneyseg.predict.backends import CACHE_ENV
+        from kidneyseg.predict.compile_cache import CACHE_ENV
 
         cache = work / "cache"
         shutil.rmtree(cache, ignore_errors=True)

@@ -17,7 +17,8 @@ from kidneyseg.io.volume import Volume, write_volume
 from kidneyseg.models import build_model
 from kidneyseg.models.registry import list_models
 from kidneyseg.predict import backends
-from kidneyseg.predict.backends import CACHE_ENV, OpenVINONetwork, resolve_backend
+from kidneyseg.predict.backends import OpenVINONetwork, resolve_backend
+from kidneyseg.predict.compile_cache import CACHE_ENV
 from kidneyseg.predict.predictor import Predictor, PredictSettings
 from kidneyseg.predict.runner import run_prediction
 from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores

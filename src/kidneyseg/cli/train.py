@@ -34,6 +34,33 @@ def register(app: typer.Typer) -> None:
     app.command("train", epilog=EXAMPLES)(train)
 
 
+OutOption = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Run folder to create (a run there without a checkpoint starts again)."),
+]
+ResumeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--resume",
+        help="Continue this run from its last checkpoint, or from scratch if it has none yet "
+        "(only the epochs and time limit may change).",
+    ),
+]
+FinetuneOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--finetune-tumor", help="2D stage 2: fine-tune this run on tumor slices, shallow levels frozen."
+    ),
+]
+InitWeightsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--init-weights",
+        help="Start from this run's best weights (or this checkpoint) of the same network, not random ones.",
+    ),
+]
+
+
 @one_line_errors
 def train(
     overrides: Annotated[
@@ -47,34 +74,10 @@ def train(
     data: Annotated[
         Path | None, typer.Option("--data", "-d", help="Dataset folder (KiTS or plain layout).")
     ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", "-o", help="Run folder to create (a run there without a checkpoint starts again)."
-        ),
-    ] = None,
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            "--resume",
-            help="Continue this run from its last checkpoint, or from scratch if it has none yet "
-            "(only the epochs and time limit may change).",
-        ),
-    ] = None,
-    finetune_tumor: Annotated[
-        Path | None,
-        typer.Option(
-            "--finetune-tumor", help="2D stage 2: fine-tune this run on tumor slices, shallow levels frozen."
-        ),
-    ] = None,
-    init_weights: Annotated[
-        Path | None,
-        typer.Option(
-            "--init-weights",
-            help="Start from this run's best weights (or this checkpoint) of the same network, "
-            "not random ones.",
-        ),
-    ] = None,
+    out: OutOption = None,
+    resume: ResumeOption = None,
+    finetune_tumor: FinetuneOption = None,
+    init_weights: InitWeightsOption = None,
     cache: Annotated[
         Path | None,
         typer.Option("--cache", help="Preprocessed-case cache (default RUN/preprocessed); shareable."),

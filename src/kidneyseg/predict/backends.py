@@ -10,11 +10,9 @@ on this project's CPU, and how close its logits are to PyTorch's: docs/predictio
 
 OpenVINO: the network is traced once with TorchScript for the window shape (batch left dynamic)
 and compiled for the CPU with the precision asked for. Tracing runs the network once in PyTorch
-(1.8 s for the paper-scale SCA-UNet on 2 cores), so the converted network is kept in a cache
-(`compile_cache_dir`), keyed by everything that defines it: the weights, the network's layers
-(its `repr`), the source of `kidneyseg.models` and of this module, the window shape and the
-versions of kidneyseg, PyTorch and OpenVINO. A later process with the same network reads it back
-instead of tracing; the graph read back is the one traced, with float32 weights. OpenVINO's CPU
+(1.8 s for the paper-scale SCA-UNet on 2 cores), so the converted network is kept in the compile
+cache (`kidneyseg.predict.compile_cache`); a later process with the same network reads it back
+instead of tracing, the graph traced, with float32 weights. OpenVINO's CPU
 plugin would pick bfloat16 by itself on CPUs that have it, so float32 is requested explicitly.
 `int8` (OpenVINO only) is post-training quantisation with NNCF: the converted model's
 convolutions get int8 weights and activations, their ranges calibrated on phantom windows
@@ -32,15 +30,12 @@ had been imported before; its import-time message, though, has then already gone
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import io
-import os
 import sys
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -124,40 +119,6 @@ def quantize_int8(model: Any, calibration: Sequence[Any]) -> Any:
         )
 
 
-CACHE_ENV = "KIDNEYSEG_CACHE_DIR"
-"""Environment variable naming the cache folder; set and empty, nothing is cached."""
-
-
-def compile_cache_dir() -> Path | None:
-    """Where converted OpenVINO networks are kept: `$KIDNEYSEG_CACHE_DIR/openvino`, else
-    `$XDG_CACHE_HOME/kidneyseg/openvino` (`~/.cache/kidneyseg/openvino`); None when
-    `KIDNEYSEG_CACHE_DIR` is set and empty."""
-    chosen = os.environ.get(CACHE_ENV)
-    if chosen is not None:
-        return Path(chosen) / "openvino" if chosen else None
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "kidneyseg" / "openvino"
-
-
-def network_key(network: torch.nn.Module, window_shape: Sequence[int], openvino_version: str) -> str:
-    """A digest of what a converted network depends on (module docstring)."""
-    import torch
-
-    import kidneyseg
-    from kidneyseg import models
-
-    digest = hashlib.sha256()
-    versions = f"{kidneyseg.__version__} {torch.__version__} {openvino_version} {tuple(window_shape)}"
-    digest.update(versions.encode())
-    digest.update(repr(network).encode())
-    for source in [*sorted(Path(models.__file__).parent.glob("*.py")), Path(__file__)]:
-        digest.update(source.read_bytes())
-    for name, tensor in network.state_dict().items():
-        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 class OpenVINONetwork:
     """A network compiled by OpenVINO for one window shape, called like the module on a batch.
 
@@ -208,6 +169,8 @@ class OpenVINONetwork:
         """The OpenVINO model of `network`: from the cache, or traced (and then cached)."""
         import torch
 
+        from kidneyseg.predict.compile_cache import compile_cache_dir, network_key, save_model
+
         folder = compile_cache_dir()
         self.cache = "off"
         if folder is not None:
@@ -226,7 +189,7 @@ class OpenVINONetwork:
             traced = torch.jit.trace(network, torch.zeros(1, *self.window_shape), check_trace=False)
         model = ov.convert_model(traced, input=[(-1, *self.window_shape)])
         if folder is not None:
-            self.cache = "miss" if _save_model(ov, model, path) else "unwritable"
+            self.cache = "miss" if save_model(ov, model, path) else "unwritable"
         return model
 
     def _compile(self):
@@ -248,23 +211,6 @@ class OpenVINONetwork:
             self._request = self._compile()
         self._request.infer([np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)])
         return torch.from_numpy(self._request.get_output_tensor(0).data.copy())
-
-
-def _save_model(ov: ModuleType, model: Any, path: Path) -> bool:
-    """Write `model` as `path` (.xml) and its .bin, float32, so that a reader never sees half of
-    it (written under temporary names, the .bin renamed first); False when it cannot be written."""
-    temporary = path.with_name(f"{path.stem}.{os.getpid()}.partial.xml")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ov.save_model(model, str(temporary), compress_to_fp16=False)
-        os.replace(temporary.with_suffix(".bin"), path.with_suffix(".bin"))
-        os.replace(temporary, path)
-    except (OSError, RuntimeError):
-        for leftover in (temporary, temporary.with_suffix(".bin")):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-        return False
-    return True
 
 
 class Backend(Protocol):

@@ -15,103 +15,28 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kidneyseg.config import InferenceConfig, RunConfig
+from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import LabelMap
-from kidneyseg.predict.roi import MARGIN_MM, ROIS, Box, Region
+from kidneyseg.predict.roi import ROIS, Box, Region
+from kidneyseg.predict.settings import Prediction, PredictSettings
 from kidneyseg.predict.sliding_window import WindowStats
 from kidneyseg.preprocess import PreprocessMeta
 
 if TYPE_CHECKING:
     import torch
 
-POSTPROCESS_DEFAULT = True
-"""Whether prediction keeps only the foreground connected to the two largest kidney components by
-default: on, because it raised the KiTS Dice of every one of 10 held-out phantoms
-(benchmarks/postprocess_gain.py, docs/prediction.md)."""
-
 CPU_3D_BATCH = 1
 """Most 3D windows per forward pass on CPU unless asked otherwise: 2 per pass were not faster end to
 end, and every window adds ≈ 0.8 GB of activations for the paper's SCA-UNet (docs/prediction.md)."""
-
-
-@dataclass(frozen=True)
-class PredictSettings:
-    """Inference settings; `None` means "as the checkpoint's config says".
-
-    Attributes:
-        overlap: window overlap (the checkpoint's `inference.overlap`, the one default).
-        blend: "gaussian" or "constant".
-        sw_batch_size: windows (3D) or slices (2D) per forward pass.
-        mirror_axes: spatial axes mirrored for test-time augmentation (empty tuple: none).
-        precision: "float32", "bfloat16" (faster with native bf16) or "int8" (OpenVINO + NNCF); not exact.
-        backend: "auto" (OpenVINO on CPU when installed, else PyTorch), "torch" or "openvino"
-            (see `kidneyseg.predict.backends`).
-        postprocess: keep only the two largest kidney components (see `postprocess`).
-        probabilities: also return class probabilities on the network grid.
-        chunk_slices: slices of the original grid inverted at a time (bounds memory).
-        reuse_constant_windows: compute constant (all-air) windows once per value.
-        roi: "kidneys" (two-stage: the user's network only around the kidneys the bundled model
-            finds, `kidneyseg.predict.roi`), "body" (the whole body crop), or None: "kidneys" when
-            the bundled model is installed, else "body".
-        roi_margin_mm: margin around each kidney box with `roi="kidneys"`.
-    """
-
-    overlap: float | None = None
-    blend: str | None = None
-    sw_batch_size: int | None = None
-    mirror_axes: tuple[int, ...] | None = None
-    precision: str = "float32"
-    backend: str = "auto"
-    postprocess: bool = POSTPROCESS_DEFAULT
-    probabilities: bool = False
-    chunk_slices: int = 16
-    reuse_constant_windows: bool = True
-    roi: str | None = None
-    roi_margin_mm: float = MARGIN_MM
-
-    def resolve(self, inference: InferenceConfig) -> InferenceConfig:
-        """The checkpoint's inference config with these settings applied."""
-        changes = {
-            k: getattr(self, k)
-            for k in ("overlap", "blend", "sw_batch_size", "mirror_axes")
-            if getattr(self, k) is not None
-        }
-        return replace(inference, **changes)
-
-
-@dataclass(frozen=True, eq=False)
-class Prediction:
-    """The result for one CT.
-
-    Attributes:
-        labels: uint8 label map on exactly the CT's grid.
-        probabilities: `[C, X, Y, Z]` float32 class probabilities on the network grid, or None.
-        probabilities_affine: voxel-to-world affine of `probabilities` (RAS+, mm).
-        seconds: time per stage (preprocess, windows, inverse, postprocess).
-        windows: how many windows were seen, computed and reused.
-        roi: with `roi="kidneys"`: the locator, its window counts, the kidney boxes (world mm), the
-            fallback to the whole volume and why, and the regions on the network grid.
-        confidence: the mean, over the network-grid voxels predicted as any foreground class, of
-            the winning class's probability (1: every such voxel certain; near 1 / classes: a
-            guess); None when nothing was predicted. Low on images unlike the training data.
-    """
-
-    labels: Volume
-    probabilities: np.ndarray | None = None
-    probabilities_affine: np.ndarray | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-    windows: dict[str, int] = field(default_factory=dict)
-    confidence: float | None = None
-    roi: dict[str, Any] | None = None
 
 
 class Predictor:
