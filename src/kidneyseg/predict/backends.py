@@ -11,8 +11,8 @@ on this project's CPU, and how close its logits are to PyTorch's: docs/predictio
 OpenVINO: the network is traced once with TorchScript for the window shape (batch left dynamic)
 and compiled for the CPU with the precision asked for. Tracing runs the network once in PyTorch
 (1.8 s for the paper-scale SCA-UNet on 2 cores), so the converted network is kept in the compile
-cache (`kidneyseg.predict.compile_cache`); a later process with the same network reads it back
-instead of tracing, the graph traced, with float32 weights. OpenVINO's CPU
+cache (`kidneyseg.predict.compile_cache`); a later process with the same network reads that
+graph back, float32 weights and all, instead of tracing. OpenVINO's CPU
 plugin would pick bfloat16 by itself on CPUs that have it, so float32 is requested explicitly.
 `int8` (OpenVINO only) is post-training quantisation with NNCF: the converted model's
 convolutions get int8 weights and activations, their ranges calibrated on phantom windows
@@ -144,7 +144,6 @@ class OpenVINONetwork:
         threads: int,
         calibration: Sequence[Any] | None = None,
     ):
-
         ov = import_openvino()
         if precision not in OPENVINO_PRECISION:
             raise ValueError(f"precision must be one of {tuple(OPENVINO_PRECISION)}, got {precision!r}")

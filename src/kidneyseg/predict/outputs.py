@@ -166,8 +166,8 @@ def write_case_files(
         report = json.loads(paths.json.read_text(encoding="utf-8"))
     else:
         try:
-            # The statistics row shows no nephrometry, so none is derived (on a random network's
-            # speckle in the KiTS-size case: 9.1 s of CPU instead of 11.8 s).
+            # The statistics row shows no nephrometry and no lesion position, so none is derived
+            # (the write stage of the KiTS-size case: docs/prediction.md).
             bare = ReportOptions(nephrometry=False)
             report = measure(ct, labels, label_map, case_id=name, confidence=confidence, options=bare)
         except KidneysegError as exc:  # the statistics say why; the labels are still written

@@ -267,7 +267,7 @@ class Predictor:
                 whole, edge_stats = self.scores(image, progress, ct.source, within=edge_cores)
                 stats.add(edge_stats)
             for region in found:
-                if whole is not None and (region.whole_volume or scores is not None):
+                if region.whole_volume or scores is not None:  # `whole` holds this region's scores
                     parts.append((region, whole[(slice(None), *slices(region.core))]))
                 else:
                     part, region_stats = self.scores(image[slices(region.context)], progress, ct.source)

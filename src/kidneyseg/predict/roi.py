@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from kidneyseg.predict.sliding_window import boxes_meet
 from kidneyseg.preprocess import PreprocessMeta
 from kidneyseg.report.geometry import to_world
 
@@ -130,7 +131,7 @@ def _merge(boxes: list[tuple[list[list[int]], bool]]) -> list[tuple[list[list[in
         merged = False
         for i, j in itertools.combinations(range(len(boxes)), 2):
             (a, edge_a), (b, edge_b) = boxes[i], boxes[j]
-            if all(lo_a < hi_b and lo_b < hi_a for (lo_a, hi_a), (lo_b, hi_b) in zip(a, b, strict=True)):
+            if boxes_meet(a, b):
                 union = [[min(p[0], q[0]), max(p[1], q[1])] for p, q in zip(a, b, strict=True)]
                 boxes[i] = (union, edge_a or edge_b)
                 del boxes[j]

@@ -204,12 +204,15 @@ def count_windows(shape: Sequence[int], roi: Sequence[int], overlaps: Sequence[f
     return count
 
 
+def boxes_meet(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> bool:
+    """Whether boxes `((lo, hi), ...)` (half-open index ranges) share a voxel."""
+    return all(lo_a < hi_b and lo_b < hi_a for (lo_a, hi_a), (lo_b, hi_b) in zip(a, b, strict=True))
+
+
 def _meets(spans: Sequence[slice], before: Sequence[int], boxes: Sequence[Sequence[tuple[int, int]]]) -> bool:
     """Whether a window (MONAI's slices on the image padded by `before`) overlaps one of `boxes`."""
-    return any(
-        all(s.start - b < hi and s.stop - b > lo for s, b, (lo, hi) in zip(spans, before, box, strict=True))
-        for box in boxes
-    )
+    window = [(s.start - b, s.stop - b) for s, b in zip(spans, before, strict=True)]
+    return any(boxes_meet(window, box) for box in boxes)
 
 
 def sliding_window_scores(
