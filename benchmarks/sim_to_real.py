@@ -1,6 +1,8 @@
 """Does a model trained on phantoms find kidneys on real CT?
 
-For every run given, predicts (with `kidneyseg`'s own predictor, default settings):
+For every run given, predicts (with `kidneyseg`'s own predictor, default settings), or for every
+folder of label maps given reads (`--labels`, e.g. nnU-Net's predictions from
+`benchmarks/nnunet_anchor.py`, named as `REAL_CTS` and the phantoms' case ids):
 
 - the real labelled low-dose CT `../shared/data/real-ct/lowdose_abdomen_4mm.nii.gz`: kidney Dice
   of the predicted kidney + masses against its kidney label (the scan has no lesion labels);
@@ -13,8 +15,8 @@ and draws one picture: a row per run, the low-dose CT, the DICOM series and the 
 the prediction (red kidney, yellow tumor, cyan cyst) and the reference kidney outline (green).
 
 Usage:
-    python benchmarks/sim_to_real.py --run NAME=RUN_DIR [--run ...] --phantoms HELD_OUT_DIR \
-        --picture docs/images/sim_to_real.png [--json out.json]
+    python benchmarks/sim_to_real.py --run NAME=RUN_DIR [--run ...] [--labels NAME=FOLDER ...] \
+        --phantoms HELD_OUT_DIR --picture docs/images/sim_to_real.png [--json out.json]
 """
 
 from __future__ import annotations
@@ -26,46 +28,75 @@ from pathlib import Path
 import numpy as np
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct"
-LOWDOSE, LOWDOSE_LABELS = REAL / "lowdose_abdomen_4mm.nii.gz", REAL / "lowdose_abdomen_4mm_kidneys.nii.gz"
-UNLABELLED = {"dicom": REAL / "dicom_series", "chest": REAL / "chest_ct_1.5mm.nii.gz"}
+LOWDOSE_LABELS = REAL / "lowdose_abdomen_4mm_kidneys.nii.gz"
+REAL_CTS = {
+    "lowdose": REAL / "lowdose_abdomen_4mm.nii.gz",
+    "dicom": REAL / "dicom_series",
+    "chest": REAL / "chest_ct_1.5mm.nii.gz",
+}
 
 
-def score_run(model: str, phantoms: Path | None) -> tuple[dict, dict]:
-    """Figures and predicted label maps (for the picture) of one run."""
+class Predicted:
+    """Label maps from `kidneyseg`'s own predictor with a run's model (default settings)."""
+
+    def __init__(self, model: str) -> None:
+        from kidneyseg.predict import Predictor, PredictSettings
+
+        self.predictor = Predictor([model], PredictSettings(roi="body"))
+
+    def labels(self, name: str, ct) -> tuple[np.ndarray, float | None]:
+        prediction = self.predictor.predict(ct)
+        return prediction.labels.array, prediction.confidence
+
+
+class FromFiles:
+    """Label maps another tool wrote: `<name>.nii.gz` in one folder, named as `REAL_CTS` and
+    the phantoms' case ids, on the grid of the CT as kidneyseg reads it."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def labels(self, name: str, ct) -> tuple[np.ndarray, float | None]:
+        from kidneyseg.io.volume import read_volume
+
+        path = self.folder / f"{name}.nii.gz"
+        labels = read_volume(path).array
+        if labels.shape != ct.array.shape:
+            raise SystemExit(f"{path}: shape {labels.shape}, its CT has {ct.array.shape}")
+        return labels, None
+
+
+def score_run(source: Predicted | FromFiles, phantoms: Path | None) -> tuple[dict, dict]:
+    """Figures and label maps (for the picture) of one run."""
     from kidneyseg.data.cases import discover
     from kidneyseg.evaluate.metrics import kits_dice
     from kidneyseg.io.volume import read_volume
     from kidneyseg.labels import KITS_REGIONS
-    from kidneyseg.predict import Predictor, PredictSettings
 
-    predictor = Predictor([model], PredictSettings(roi="body"))
-    maps = {}
-    prediction = predictor.predict(read_volume(LOWDOSE))
-    low = prediction.labels.array
-    maps["lowdose"] = low
-    reference = read_volume(LOWDOSE_LABELS).array > 0
-    row: dict = {"lowdose_kidney_dice": round(kits_dice(reference, low > 0), 4)}
-    row["lowdose_confidence"] = _rounded(prediction.confidence)
-    for name, path in UNLABELLED.items():
+    maps, row = {}, {}
+    for name, path in REAL_CTS.items():
         ct = read_volume(path)
-        prediction = predictor.predict(ct)
-        labels = prediction.labels.array
-        maps[name] = labels
-        row[f"{name}_kidney_ml"] = round(float((labels > 0).sum() * np.prod(ct.spacing)) / 1000, 1)
-        row[f"{name}_confidence"] = _rounded(prediction.confidence)
+        maps[name], confidence = source.labels(name, ct)
+        row[f"{name}_confidence"] = _rounded(confidence)
+        if name == "lowdose":
+            reference = read_volume(LOWDOSE_LABELS).array > 0
+            row["lowdose_kidney_dice"] = round(kits_dice(reference, maps[name] > 0), 4)
+        else:
+            voxels = (maps[name] > 0).sum()
+            row[f"{name}_kidney_ml"] = round(float(voxels * np.prod(ct.spacing)) / 1000, 1)
     if phantoms is not None:
         scores: dict[str, list[float]] = {r.name: [] for r in KITS_REGIONS} | {"cyst": [], "confidence": []}
         for case in discover(phantoms, require_labels=True).labelled:
             ref = read_volume(case.label).array
-            prediction = predictor.predict(read_volume(case.image))
-            pred = prediction.labels.array
-            scores["confidence"].append(prediction.confidence or 0.0)
+            pred, confidence = source.labels(case.case_id, read_volume(case.image))
+            if confidence is not None:
+                scores["confidence"].append(confidence)
             for region in KITS_REGIONS:
                 scores[region.name].append(
                     kits_dice(np.isin(ref, region.values()), np.isin(pred, region.values()))
                 )
             scores["cyst"].append(kits_dice(ref == 3, pred == 3))
-        row.update({f"phantom_{k}": round(float(np.mean(v)), 4) for k, v in scores.items()})
+        row.update({f"phantom_{k}": round(float(np.mean(v)), 4) for k, v in scores.items() if v})
     return row, maps
 
 
@@ -82,7 +113,7 @@ def picture(results: dict[str, dict], out: Path) -> None:
 
     from kidneyseg.io.volume import read_volume
 
-    cts = {"lowdose": read_volume(LOWDOSE), **{k: read_volume(p) for k, p in UNLABELLED.items()}}
+    cts = {name: read_volume(path) for name, path in REAL_CTS.items()}
     ref = read_volume(LOWDOSE_LABELS).array > 0
     colours = ListedColormap([(0, 0, 0, 0), (1, 0, 0, 0.45), (1, 1, 0, 0.6), (0, 1, 1, 0.6)])
     fig, axes = plt.subplots(len(results), 3, figsize=(12, 4 * len(results)), squeeze=False)
@@ -122,15 +153,21 @@ def _axial(ct: np.ndarray, labels: np.ndarray, affine: np.ndarray, ref: np.ndarr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", action="append", required=True, help="NAME=RUN_DIR (repeatable).")
+    parser.add_argument("--run", action="append", default=[], help="NAME=RUN_DIR (repeatable).")
+    parser.add_argument(
+        "--labels", action="append", default=[], help="NAME=FOLDER of label maps another tool wrote."
+    )
     parser.add_argument("--phantoms", type=Path, help="Held-out labelled phantoms (KiTS layout).")
     parser.add_argument("--picture", type=Path, help="PNG to draw.")
     parser.add_argument("--json", type=Path, help="Write the figures here too.")
     args = parser.parse_args()
+    sources = [(spec, Predicted) for spec in args.run] + [(spec, FromFiles) for spec in args.labels]
+    if not sources:
+        parser.error("give at least one --run or --labels")
     rows, maps = {}, {}
-    for spec in args.run:
-        name, _, run = spec.partition("=")
-        rows[name], maps[name] = score_run(run, args.phantoms)
+    for spec, kind in sources:
+        name, _, where = spec.partition("=")
+        rows[name], maps[name] = score_run(kind(where), args.phantoms)
         print(json.dumps({name: rows[name]}), flush=True)
     if args.picture:
         picture(maps, args.picture)
