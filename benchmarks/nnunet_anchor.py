@@ -41,12 +41,12 @@ from pathlib import Path
 
 DATASET_ID = 501
 DATASET_NAME = f"Dataset{DATASET_ID}_KidneysegPhantoms"
-CLASSES = {"background": 0, "kidney": 1, "tumor": 2, "cyst": 3}
 ITERATIONS_PER_EPOCH = 10
 VAL_ITERATIONS_PER_EPOCH = 2
 
 
 def _paths(work: Path) -> dict[str, Path]:
+    """nnU-Net's three folders under `work`, by the environment variable that names each."""
     return {
         "nnUNet_raw": work / "raw",
         "nnUNet_preprocessed": work / "preprocessed",
@@ -66,10 +66,11 @@ def _environment(work: Path, threads: int, workers: int) -> None:
 def prepare(args: argparse.Namespace) -> None:
     """Link the phantoms as an nnU-Net raw dataset, plan, preprocess, write our split."""
     from kidneyseg.data.cases import discover
+    from kidneyseg.labels import KITS23
 
     _environment(args.work, args.threads, args.workers)
     dataset = discover(args.data, require_labels=True)
-    raw = args.work / "raw" / DATASET_NAME
+    raw = _paths(args.work)["nnUNet_raw"] / DATASET_NAME
     (raw / "imagesTr").mkdir(parents=True, exist_ok=True)
     (raw / "labelsTr").mkdir(parents=True, exist_ok=True)
     for case in dataset.labelled:
@@ -80,7 +81,7 @@ def prepare(args: argparse.Namespace) -> None:
                 link.symlink_to(Path(target).resolve())
     description = {
         "channel_names": {"0": "CT"},
-        "labels": CLASSES,
+        "labels": {c.name: c.value for c in KITS23.classes},
         "numTraining": len(dataset.labelled),
         "file_ending": ".nii.gz",
         "name": "kidneyseg phantoms",
@@ -99,7 +100,7 @@ def prepare(args: argparse.Namespace) -> None:
     subprocess.run(command, check=True)
     run = json.loads((args.val_from / "run.json").read_text())
     split = [{"train": run["train_cases"], "val": run["val_cases"]}]
-    target = args.work / "preprocessed" / DATASET_NAME / "splits_final.json"
+    target = _paths(args.work)["nnUNet_preprocessed"] / DATASET_NAME / "splits_final.json"
     target.write_text(json.dumps(split, indent=2))
     print(f"{len(dataset.labelled)} cases; split of {args.val_from} written to {target}")
 
@@ -149,7 +150,7 @@ def train(args: argparse.Namespace) -> None:
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
     torch.set_num_threads(args.threads)
-    preprocessed = args.work / "preprocessed" / DATASET_NAME
+    preprocessed = _paths(args.work)["nnUNet_preprocessed"] / DATASET_NAME
     plans = load_json(str(preprocessed / "nnUNetPlans.json"))
     plans["continue_training"] = False  # what nnUNetv2_train adds for a new run
     dataset_json = load_json(str(preprocessed / "dataset.json"))
@@ -220,7 +221,7 @@ def predict(args: argparse.Namespace) -> None:
         verbose=False,
         allow_tqdm=True,
     )
-    model = args.work / "results" / DATASET_NAME / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    model = _paths(args.work)["nnUNet_results"] / DATASET_NAME / "nnUNetTrainer__nnUNetPlans__3d_fullres"
     predictor.initialize_from_trained_model_folder(
         str(model), use_folds=(0,), checkpoint_name=args.checkpoint
     )
