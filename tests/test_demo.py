@@ -119,3 +119,29 @@ def test_demo_starts_with_a_real_ct_and_the_bundled_model(tmp_path):
     page = result.index.read_text()
     assert "Real CT, bundled pretrained model" in page and real["report"] in page
     assert (out / real["report"]).is_file()
+
+
+def test_demo_starts_from_the_bundled_weights_when_the_network_is_the_bundled_models(tmp_path):
+    """SCA-UNet 3D's cpu network is the bundled model's: the demo fine-tunes it (a learning rate
+    too small to move the weights shows where training started); `--from-scratch` does not."""
+    import torch
+
+    from kidneyseg.checkpoint import load_checkpoint
+    from kidneyseg.predict.pretrained import BUNDLED, bundled_path
+
+    patch = ("data.patch_size=[32, 32, 16]", "inference.roi_size=[32, 32, 16]", "data.samples_per_case=1")
+    same_network = (*TINY, *patch, "train.lr=1.0e-12")
+    bundled = load_checkpoint(bundled_path()).model_state
+    for from_bundled in (True, False):
+        out = tmp_path / f"demo-{from_bundled}"
+        settings = DemoSettings(
+            cases=3, size="tiny", device="cpu", overrides=same_network, from_bundled=from_bundled
+        )
+        result = run_demo(out, settings, progress=False)
+        record = json.loads((out / "demo.json").read_text())
+        trained = load_checkpoint(out / "run" / "last.pt").model_state
+        same = all(torch.allclose(trained[k].float(), bundled[k].float(), atol=1e-6) for k in bundled)
+        assert same is from_bundled
+        assert record["initial_weights"] == (BUNDLED if from_bundled else None)
+        assert record["settings"]["from_bundled"] is from_bundled
+        assert ("starting from the weights of" in result.index.read_text()) is from_bundled

@@ -44,13 +44,26 @@ def demo(
         Path | None,
         typer.Option("--real-ct-labels", help="Its kidney reference labels: the demo then gives its Dice."),
     ] = None,
+    from_scratch: Annotated[
+        bool,
+        typer.Option(
+            "--from-scratch", help="Train from random weights, not from the bundled model's (SCA-UNet 3D)."
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run the whole pipeline on synthetic phantoms and write an index.html that links the results."""
     from kidneyseg.demo import DemoSettings, run_demo
 
     settings = DemoSettings(
-        recipe, cases, seed, fast, device=device, real_ct=real_ct, real_ct_labels=real_ct_labels
+        recipe,
+        cases,
+        seed,
+        fast,
+        device=device,
+        real_ct=real_ct,
+        real_ct_labels=real_ct_labels,
+        from_bundled=not from_scratch,
     )
     result = run_demo(out, settings, progress=not quiet)
     s = result.scores

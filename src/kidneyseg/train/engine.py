@@ -30,6 +30,7 @@ import torch
 from kidneyseg.checkpoint import (
     BEST_NAME,
     LAST_NAME,
+    Checkpoint,
     load_checkpoint,
     resolve_checkpoint,
 )
@@ -174,18 +175,31 @@ def train(
     )
 
 
+def weights_fit(source: str | os.PathLike[str], config: RunConfig) -> bool:
+    """Whether the weights of `source` (a run folder or checkpoint) can start a run of `config`:
+    the same network and classes."""
+    return _other_network(load_checkpoint(resolve_checkpoint(source)), config) is None
+
+
+def _other_network(ckpt: Checkpoint, config: RunConfig) -> str | None:
+    """Why `ckpt`'s weights cannot start a run of `config` (another network or classes), or None."""
+    wanted = resolve_model_config(config)
+    if ckpt.config.model == wanted.model and ckpt.config.label_map.names == wanted.label_map.names:
+        return None
+    return (
+        f"initial weights are of another network ({ckpt.config.model.name} "
+        f"{ckpt.config.model.kwargs}, classes {list(ckpt.config.label_map.names)}) than this "
+        f"recipe's ({wanted.model.name} {wanted.model.kwargs}, classes {list(wanted.label_map.names)})"
+    )
+
+
 def _initial_weights(source: str | os.PathLike[str], config: RunConfig) -> tuple[Path, dict[str, Any]]:
     """The weights of `source` (a run folder or checkpoint), refused unless its network and
     classes are `config`'s."""
     ckpt = load_checkpoint(resolve_checkpoint(source))
-    wanted = resolve_model_config(config)
-    if ckpt.config.model != wanted.model or ckpt.config.label_map.names != wanted.label_map.names:
-        raise KidneysegError(
-            f"initial weights are of another network ({ckpt.config.model.name} "
-            f"{ckpt.config.model.kwargs}, classes {list(ckpt.config.label_map.names)}) than this "
-            f"recipe's ({wanted.model.name} {wanted.model.kwargs}, classes {list(wanted.label_map.names)})",
-            ckpt.path,
-        )
+    mismatch = _other_network(ckpt, config)
+    if mismatch is not None:
+        raise KidneysegError(mismatch, ckpt.path)
     return ckpt.path.resolve(), ckpt.model_state
 
 

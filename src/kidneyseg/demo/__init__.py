@@ -3,7 +3,8 @@ predict → evaluate → report.
 
 `run_demo` first segments a real CT (when one is given) with the bundled pretrained model and
 writes its report; then it generates a phantom dataset, trains the CPU variant of a recipe on its
-training split for the variant's number of epochs, predicts the held-out cases back onto their
+training split for the variant's number of epochs (starting from the bundled model's weights when
+the recipe's network is the bundled model's, as for SCA-UNet 3D), predicts the held-out cases back onto their
 original CT grids, scores them with the KiTS metrics, writes a clinical report per case and an
 `index.html` that links everything. Every stage reuses what an earlier, interrupted demo in the
 same folder already finished.
@@ -11,7 +12,6 @@ same folder already finished.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import time
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kidneyseg.demo.page import index_html, real_ct_line
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_text_atomic
 from kidneyseg.labels import LabelMap
@@ -50,6 +51,8 @@ class DemoSettings:
         overrides: extra `section.key=value` config overrides.
         real_ct: a real CT to segment with the bundled pretrained model first (None: skip).
         real_ct_labels: its kidney reference labels, if any (the demo then gives its Dice).
+        from_bundled: start training from the bundled model's weights when the recipe's network
+            and classes are the bundled model's (else, and when False, from random weights).
     """
 
     recipe: str = "sca-unet-3d"
@@ -61,6 +64,7 @@ class DemoSettings:
     overrides: tuple[str, ...] = ()
     real_ct: Path | None = None
     real_ct_labels: Path | None = None
+    from_bundled: bool = True
 
     @property
     def n_cases(self) -> int:
@@ -78,6 +82,7 @@ class DemoSettings:
             "cases": self.n_cases,
             "seed": self.seed,
             "fast": self.fast,
+            "from_bundled": self.from_bundled,
             "size": self.size,
             "overrides": list(self.all_overrides),
         }
@@ -137,7 +142,7 @@ def run_demo(
         start = time.perf_counter()
         _say(progress, f"[0/5] segmenting the real CT {settings.real_ct} with the bundled pretrained model")
         real = _segment_real_ct(settings, out / "real-ct", settings.device)
-        _say(progress, "      " + _real_ct_line(real))
+        _say(progress, "      " + real_ct_line(real))
         _timed(seconds, "real_ct", start)
 
     start = time.perf_counter()
@@ -177,13 +182,14 @@ def run_demo(
     record = {
         "settings": settings.record(),
         "training_status": status,
+        "initial_weights": _initial_weights(run_dir),
         "held_out_cases": [r["case_id"] for r in rows["validation"]],
         "scores": scores,
         "real_ct": real,
         "seconds": seconds,
     }
     write_text_atomic(out / "demo.json", json.dumps(record, indent=2) + "\n")
-    index = write_text_atomic(out / "index.html", _index_html(out, record, reports))
+    index = write_text_atomic(out / "index.html", index_html(out, record, reports))
     return DemoResult(out, index, scores, seconds, reports, real)
 
 
@@ -228,10 +234,14 @@ def _train_stage(
     """Train the demo's run on the phantoms (or resume or keep an earlier one); its status."""
     from kidneyseg.train.engine import resume, train
 
-    _say(progress, f"[2/5] training {settings.recipe}:cpu for {config.train.epochs} epochs")
+    init = _bundled_init(config, settings)
+    start = f"the bundled model's weights ({init.stem})" if init else "random weights"
+    _say(progress, f"[2/5] training {settings.recipe}:cpu for {config.train.epochs} epochs from {start}")
     status = _run_status(run_dir, settings.recipe)
     if status is None:
-        status = train(config, phantoms, run_dir, device=settings.device, progress=progress).status
+        status = train(
+            config, phantoms, run_dir, device=settings.device, progress=progress, init_weights=init
+        ).status
     elif status not in ("finished", "time limit"):
         status = resume(run_dir, device=settings.device, progress=progress).status
     if status == "time limit":
@@ -241,6 +251,21 @@ def _train_stage(
             f"epoch {config.train.epochs}: the figures below are those of a shorter run",
         )
     return status
+
+
+def _bundled_init(config: RunConfig, settings: DemoSettings) -> Path | None:
+    """The bundled model's checkpoint if the demo starts from it, else None."""
+    from kidneyseg.predict.pretrained import bundled_path
+    from kidneyseg.train.engine import weights_fit
+
+    path = bundled_path()
+    return path if settings.from_bundled and path.is_file() and weights_fit(path, config) else None
+
+
+def _initial_weights(run_dir: Path) -> str | None:
+    """The name of the checkpoint the demo's run started from (None: random weights)."""
+    init = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["initial_weights"]
+    return None if init is None else Path(init).stem
 
 
 def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict:
@@ -280,14 +305,6 @@ def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict
     return record
 
 
-def _real_ct_line(real: dict) -> str:
-    dice = (
-        "" if real["kidney_dice"] is None else f", kidney Dice {real['kidney_dice']:.3f} against its labels"
-    )
-    found = f"{real['kidney_ml']:.0f} mL labelled kidney, tumor or cyst"
-    return f"{found} (confidence {_fmt(real['confidence'])}){dice}"
-
-
 def _run_status(run_dir: Path, recipe: str) -> str | None:
     """The status in the training run's `run.json` (None if there is no run yet); a run of
     another recipe is an error rather than something to reuse."""
@@ -325,56 +342,3 @@ def _write_reports(
 def _say(progress: bool, message: str) -> None:
     if progress:
         print(message, flush=True)
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
-
-
-def _real_ct_html(real: dict | None) -> str:
-    if real is None:
-        return ""
-    return f"""<h2>Real CT, bundled pretrained model</h2>
-<p>{html.escape(real["ct"])} segmented with <b>{html.escape(real["model"])}</b> (trained on phantoms only):
-{html.escape(_real_ct_line(real))}. <a href="{html.escape(real["report"])}">Report</a>.</p>"""
-
-
-def _index_html(out: Path, record: dict, reports: list[Path]) -> str:
-    scores = record["scores"]
-    settings = record["settings"]
-    summary_md = (out / "evaluation" / "summary.md").read_text(encoding="utf-8")
-    links = (
-        (html.escape(p.relative_to(out).as_posix()), html.escape(p.stem.removesuffix("_report")))
-        for p in reports
-    )
-    rows = "".join(f'<li><a href="{href}">{name}</a></li>' for href, name in links)
-    times = ", ".join(f"{k} {v:.0f} s" for k, v in record["seconds"].items())
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>kidneyseg demo</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2rem .6rem;text-align:right}}
-pre{{background:#f6f6f6;padding:1rem;overflow-x:auto}}img{{max-width:100%}}</style></head>
-<body>
-<h1>kidneyseg demo</h1>
-<p>Recipe <b>{html.escape(settings["recipe"])}:cpu</b> trained on the training split of
-{settings["cases"]} synthetic phantom cases
-(seed {settings["seed"]}{", fast" if settings["fast"] else ""}); the held-out cases below were predicted onto
-their original CT grids. Phantoms are synthetic: these numbers show that the pipeline works, not how a
-model performs on patients.</p>
-<h2>Held-out Dice</h2>
-<table><tr><th>Kidney</th><th>Tumor</th><th>Cyst</th><th>Mean</th><th>KiTS HEC Dice</th>
-<th>KiTS HEC Surface Dice</th></tr>
-<tr><td>{_fmt(scores["kidney_dice"])}</td><td>{_fmt(scores["tumor_dice"])}</td><td>{_fmt(scores["cyst_dice"])}</td>
-<td>{_fmt(scores["mean_dice"])}</td><td>{_fmt(scores["kits_hec_dice_mean"])}</td>
-<td>{_fmt(scores["kits_hec_surface_dice_mean"])}</td></tr></table>
-<p>Full evaluation: <a href="evaluation/summary.md">summary.md</a>,
-<a href="evaluation/summary.json">summary.json</a>,
-<a href="evaluation/per_case.csv">per_case.csv</a>. Stage times: {html.escape(times)}.</p>
-{_real_ct_html(record.get("real_ct"))}
-<h2>Case reports</h2><ul>{rows}</ul>
-<h2>Training curve</h2><p><img src="run/curves.png" alt="training curves"></p>
-<p>Run folder: <a href="run/config.yaml">config.yaml</a>, <a href="run/metrics.csv">metrics.csv</a>,
-<a href="run/run.json">run.json</a>.</p>
-<h2>Evaluation summary</h2><pre>{html.escape(summary_md)}</pre>
-</body></html>
-"""
