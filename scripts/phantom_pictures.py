@@ -19,8 +19,8 @@ from kidneyseg.data.phantom import generate_case
 from kidneyseg.labels import KITS23
 
 
-def draw(size: str, seed: int, anatomy: Path | None, out: Path) -> None:
-    case = generate_case(seed, size=size, anatomy=anatomy, orientation="RAS")
+def draw(size: str, seed: int, anatomy: Path | None, out: Path, chest: float = 0.0) -> None:
+    case = generate_case(seed, size=size, anatomy=anatomy, orientation="RAS", chest=chest)
     ct, labels = case.ct.array, case.labels.array
     sx, sy, sz = case.ct.spacing
     # radiological display: patient's right on the image's left, anterior up, superior up
@@ -49,6 +49,7 @@ def draw(size: str, seed: int, anatomy: Path | None, out: Path) -> None:
         f"phantom seed {seed}, size {size}, {info['phase']} phase, {ct.shape} voxels of "
         f"{sx:.2f}×{sy:.2f}×{sz:.2f} mm\n{info['counts']['tumor']} tumor(s), {info['counts']['cyst']} cyst(s)"
         + (f", kidneys and tumors from {info['anatomy']}" if info["anatomy"] else "")
+        + (f", chest-abdomen scan (+{info['chest_mm']:.0f} mm cranially)" if info["chest_mm"] else "")
     )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -61,9 +62,10 @@ def main() -> None:
     parser.add_argument("--size", default="full")
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--anatomy", type=Path)
+    parser.add_argument("--chest", type=float, default=0.0, help="share of chest-abdomen scans")
     parser.add_argument("--out", type=Path, default=Path("docs/images/phantom_full.png"))
     args = parser.parse_args()
-    draw(args.size, args.seed, args.anatomy, args.out)
+    draw(args.size, args.seed, args.anatomy, args.out, args.chest)
 
 
 if __name__ == "__main__":

@@ -353,7 +353,7 @@ def test_phantom_into_a_dataset_of_other_phantoms_is_refused(tmp_path):
     for args in (["--seed", "9"], ["--orientation", "RAS"]):
         result = runner.invoke(app, ["phantom", "--out", out, "-n", "2", "--size", "tiny", "-q", *args])
         assert result.exit_code == 2
-        _one_error_line(result, "already holds phantoms made with another seed, size or orientation")
+        _one_error_line(result, "already holds phantoms made with another seed, size, orientation or chest")
 
 
 # ---- faults that held when tried: kept there

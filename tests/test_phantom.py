@@ -428,3 +428,34 @@ def test_bony_pelvis_appears_when_the_scan_reaches_it():
         if len(seen) == 2:
             break
     assert seen == {"deep", "above"}
+
+
+def test_chest_abdomen_scans_cover_the_whole_heart_and_change_no_other_case():
+    from kidneyseg.data.phantom.generate import CHEST_MM
+
+    seeds = case_seeds(5, 6)
+    cases = [generate_case(s, size="small", orientation="RAS", chest=0.5) for s in seeds]
+    assert 0 < sum(c.truth["chest_mm"] > 0 for c in cases) < len(cases)
+    for seed, case in zip(seeds, cases, strict=True):
+        plain = generate_case(seed, size="small", orientation="RAS")
+        if case.truth["chest_mm"] == 0:
+            assert np.array_equal(case.ct.array, plain.ct.array) and case.truth == plain.truth
+            continue
+        assert CHEST_MM[0] <= case.truth["chest_mm"] <= CHEST_MM[1]
+        top = case.ct.affine[2, 3] + case.ct.spacing[2] * (case.ct.shape[2] - 1)
+        plain_top = plain.ct.affine[2, 3] + plain.ct.spacing[2] * (plain.ct.shape[2] - 1)
+        assert top - plain_top == pytest.approx(case.truth["chest_mm"], abs=case.ct.spacing[2])
+        heart = case.tissue.array == Tissue.HEART
+        assert heart.sum() > 2 * (plain.tissue.array == Tissue.HEART).sum()
+        assert not heart[:, :, -1].any()  # the whole heart is in view, below the top slice
+        assert (case.tissue.array[:, :, -1] == Tissue.LUNG).any()
+
+
+def test_cli_refuses_to_mix_chest_shares_in_one_dataset(tmp_path):
+    out = tmp_path / "phantoms"
+    args = ["phantom", "--out", str(out), "--cases", "1", "--size", "tiny", "--quiet"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    result = CliRunner().invoke(app, [*args, "--chest", "1"])
+    assert result.exit_code == 2 and "chest share" in result.output
+    bad = CliRunner().invoke(app, ["phantom", "--out", str(tmp_path / "bad"), "--chest", "1.5"])
+    assert bad.exit_code == 2 and not (tmp_path / "bad").exists()

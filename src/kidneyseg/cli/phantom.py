@@ -49,25 +49,42 @@ def phantom(
             "--orientation", help="Axis codes of the written arrays: IPL (KiTS files), RAS, LPS, ..."
         ),
     ] = "IPL",
+    chest: Annotated[
+        float,
+        typer.Option(
+            "--chest",
+            min=0.0,
+            max=1.0,
+            help="Share of cases that also cover the chest through the heart, as chest-abdomen scans do.",
+        ),
+    ] = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Generate synthetic contrast-enhanced abdominal CT with kidney, tumor and cyst labels, plus a
     phantom.json ground truth per case (lesion kind, side, centre, diameters, volume)."""
     from kidneyseg.data.phantom import generate_dataset
 
-    _refuse_other_phantoms(Path(out) / "dataset", seed, size, orientation)
+    _refuse_other_phantoms(Path(out) / "dataset", seed, size, orientation, chest)
     folders = generate_dataset(
-        out, cases, seed=seed, size=size, anatomy=anatomy, orientation=orientation, progress=not quiet
+        out,
+        cases,
+        seed=seed,
+        size=size,
+        anatomy=anatomy,
+        orientation=orientation,
+        progress=not quiet,
+        chest=chest,
     )
     typer.echo(f"wrote {len(folders)} cases to {Path(out) / 'dataset'}")
 
 
-def _refuse_other_phantoms(dataset: Path, seed: int, size: str, orientation: str) -> None:
-    """Refuse to write into a dataset of phantoms made with another seed, size or orientation:
-    the cases would be silently mixed (the same settings rewrite the same cases)."""
+def _refuse_other_phantoms(dataset: Path, seed: int, size: str, orientation: str, chest: float) -> None:
+    """Refuse to write into a dataset of phantoms made with another seed, size, orientation or
+    chest share: the cases would be silently mixed (the same settings rewrite the same cases)."""
     import json
 
     from kidneyseg.data.phantom import case_seeds
+    from kidneyseg.data.phantom.generate import chest_extension
     from kidneyseg.errors import KidneysegError
 
     for path in sorted(dataset.glob("case_*/phantom.json")):
@@ -76,15 +93,18 @@ def _refuse_other_phantoms(dataset: Path, seed: int, size: str, orientation: str
             index = int(path.parent.name.removeprefix("case_"))
         except (OSError, ValueError):
             truth, index = {}, -1
+        case_seed = case_seeds(seed, index + 1)[index] if index >= 0 else None
         same = (
-            index >= 0
-            and truth.get("seed") == case_seeds(seed, index + 1)[index]
+            case_seed is not None
+            and truth.get("seed") == case_seed
+            and truth.get("chest_mm", 0.0) == round(chest_extension(case_seed, chest), 1)
             and truth.get("size") == size
             and truth.get("orientation") == orientation.upper()
         )
         if not same:
             raise KidneysegError(
-                f"already holds phantoms made with another seed, size or orientation ({path.parent.name}); "
+                f"already holds phantoms made with another seed, size, orientation or chest share "
+                f"({path.parent.name}); "
                 "choose another --out",
                 dataset,
             )

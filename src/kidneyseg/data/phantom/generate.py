@@ -115,25 +115,38 @@ def _check_size(size: str) -> SizePreset:
     return SIZES[size]
 
 
-def _sample_grid(preset: SizePreset, body: Body, rng: np.random.Generator) -> Grid:
+def _sample_grid(preset: SizePreset, body: Body, rng: np.random.Generator, chest_mm: float = 0.0) -> Grid:
     """The scan's grid: a field of view that usually holds the body (1 in 10 cuts its flanks), and
     a cranio-caudal range placed anywhere from mostly above to mostly below the renal hila (z = 0),
-    so some scans end inside a kidney."""
+    so some scans end inside a kidney; `chest_mm` more above it for a chest-abdomen scan."""
     fov = body.width * (rng.uniform(0.85, 1.0) if rng.random() < 0.1 else rng.uniform(1.08, 1.4))
     pixel = float(np.clip(fov / preset.in_plane, *preset.spacing))
     extent = rng.uniform(*preset.extent)
     if preset.slices:
         nz = preset.slices
-        thickness = extent / nz
+        thickness = (extent + chest_mm) / nz
     else:
         thickness = float(rng.choice(preset.thickness))
-        nz = min(round(extent / thickness), preset.max_slices)
+        nz = min(round((extent + chest_mm) / thickness), preset.max_slices)
     n = preset.in_plane
     centre = np.array([rng.uniform(-10, 10), rng.uniform(-15, 15)])
     below = rng.uniform(0.15, 0.3) if rng.random() < 0.1 else rng.uniform(0.35, 0.65)
-    z_lo = -nz * thickness * below
+    z_lo = -(nz * thickness - chest_mm) * below
     origin = (centre[0] - pixel * (n - 1) / 2, centre[1] - pixel * (n - 1) / 2, z_lo)
     return Grid((n, n, nz), (pixel, pixel, thickness), origin)
+
+
+CHEST_MM = (120.0, 250.0)
+"""Extra cranial coverage (mm) of a chest-abdomen scan: through the lungs and the whole heart."""
+
+
+def chest_extension(seed: int, chest: float) -> float:
+    """A case's extra cranial coverage: `CHEST_MM` with probability `chest`, else 0. Drawn from a
+    stream of its own, so that `chest` changes no other draw of any case."""
+    if not 0.0 <= chest <= 1.0:
+        raise KidneysegError(f"the chest-abdomen share must be between 0 and 1, got {chest}")
+    rng = np.random.default_rng([seed, 1])
+    return float(rng.uniform(*CHEST_MM)) if rng.random() < chest else 0.0
 
 
 THROMBUS_P = 0.1
@@ -222,9 +235,9 @@ def _measure_truth(scene: Scene, labels: np.ndarray) -> dict:
     return {"kidneys": kidney_truth, "lesions": lesion_truth}
 
 
-def _synthetic_scene(preset: SizePreset, rng: np.random.Generator) -> Scene:
+def _synthetic_scene(preset: SizePreset, rng: np.random.Generator, chest_mm: float = 0.0) -> Scene:
     body = sample_body(rng)
-    grid = _sample_grid(preset, body, rng)
+    grid = _sample_grid(preset, body, rng, chest_mm)
     canvas = Canvas(grid, samples_per_slice(grid.spacing[2]))
     kidneys = sample_kidneys(body, rng)
     fov_radius = canvas.grid.spacing[0] * canvas.grid.shape[0] / 2 * 1.02
@@ -244,7 +257,11 @@ def _synthetic_scene(preset: SizePreset, rng: np.random.Generator) -> Scene:
 
 
 def generate_case(
-    seed: int, size: str = "small", anatomy: Path | None = None, orientation: str = KITS_ORIENTATION
+    seed: int,
+    size: str = "small",
+    anatomy: Path | None = None,
+    orientation: str = KITS_ORIENTATION,
+    chest: float = 0.0,
 ) -> PhantomCase:
     """Generate one phantom CT case with its reference labels and ground truth.
 
@@ -257,11 +274,13 @@ def generate_case(
             taken from one of them (chosen by `seed`), the body is synthesised around them.
         orientation: axis codes of the written arrays, e.g. `IPL` (KiTS files: slices first),
             `RAS` or `LPS`.
+        chest: the probability that the scan also covers the chest up through the heart, as a
+            chest-abdomen scan does (`CHEST_MM` more cranially).
 
     Raises:
         KidneysegError: unknown size or orientation, or an unusable anatomy folder.
     """
-    return generate_case_on(_check_size(size), seed, anatomy, orientation, size_name=size)
+    return generate_case_on(_check_size(size), seed, anatomy, orientation, size_name=size, chest=chest)
 
 
 def generate_case_on(
@@ -270,18 +289,20 @@ def generate_case_on(
     anatomy: Path | None = None,
     orientation: str = KITS_ORIENTATION,
     size_name: str = "custom",
+    chest: float = 0.0,
 ) -> PhantomCase:
     """`generate_case` on a grid of your own, e.g. exactly 512×512×200 voxels for a benchmark:
     `generate_case_on(SizePreset(512, (0.8, 0.8), (), (300, 300), slices=200), seed=0)`."""
     orientation = _check_orientation(orientation)
+    chest_mm = chest_extension(seed, chest)
     rng = np.random.default_rng(seed)
     phase = str(rng.choice(PHASES, p=PHASE_P))
     if anatomy is not None:
         from kidneyseg.data.phantom.real import real_scene
 
-        scene = real_scene(Path(anatomy), preset, rng)
+        scene = real_scene(Path(anatomy), preset, rng, chest_mm)
     else:
-        scene = _synthetic_scene(preset, rng)
+        scene = _synthetic_scene(preset, rng, chest_mm)
     paint_context(scene.canvas, scene.body, sample_context(rng))
     canvas = scene.canvas
     grid = canvas.output
@@ -308,6 +329,7 @@ def generate_case_on(
         "spacing_mm": [round(float(s), 4) for s in np.linalg.norm(out_affine[:3, :3], axis=0)],
         "dose": dose,
         "noise_sd_hu": round(noise_sd, 2),
+        "chest_mm": round(chest_mm, 1),
         "hu": {t.name.lower(): round(float(hu[t]), 1) for t in Tissue},
         "counts": counts,
         **truth,
@@ -333,12 +355,14 @@ def generate_dataset(
     anatomy: Path | None = None,
     orientation: str = KITS_ORIENTATION,
     progress: bool = True,
+    chest: float = 0.0,
 ) -> list[Path]:
     """Write `cases` phantoms to `out/dataset/case_XXXXX/` (KiTS23 layout); returns the case folders.
 
     Each folder holds `imaging.nii.gz` (int16 HU), `segmentation.nii.gz` (uint8: 0 background,
     1 kidney, 2 tumor, 3 cyst) and `phantom.json` (the ground truth, see `PhantomCase`). Files are
-    written atomically; `phantom.json` last, so a folder with it is complete.
+    written atomically; `phantom.json` last, so a folder with it is complete. `chest`: the share
+    of chest-abdomen scans (`generate_case`).
     """
     from tqdm import tqdm
 
@@ -350,6 +374,7 @@ def generate_dataset(
         raise KidneysegError(f"the number of cases must be at least 1, got {cases}")
     _check_size(size)
     _check_orientation(orientation)
+    chest_extension(0, chest)
     if anatomy is not None:
         from kidneyseg.data.phantom.real import anatomy_files
 
@@ -359,7 +384,7 @@ def generate_dataset(
     for index, case_seed in enumerate(
         tqdm(case_seeds(seed, cases), desc="phantom cases", unit="case", disable=not progress)
     ):
-        case = generate_case(case_seed, size=size, anatomy=anatomy, orientation=orientation)
+        case = generate_case(case_seed, size=size, anatomy=anatomy, orientation=orientation, chest=chest)
         folder = root / f"case_{index:05d}"
         write_volume(folder / "imaging.nii.gz", case.ct, np.int16)
         write_labels(folder / "segmentation.nii.gz", case.labels.array, case.ct)

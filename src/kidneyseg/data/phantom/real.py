@@ -129,8 +129,9 @@ def _sample_nearest(array: np.ndarray, index: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def real_scene(folder: Path, preset, rng: np.random.Generator) -> Scene:
-    """Paint a synthetic body around the kidneys and lesions of one real label map."""
+def real_scene(folder: Path, preset, rng: np.random.Generator, chest_mm: float = 0.0) -> Scene:
+    """Paint a synthetic body around the kidneys and lesions of one real label map (`chest_mm`
+    more above the cranial margin for a chest-abdomen scan)."""
     from scipy import ndimage as ndi
 
     files = anatomy_files(folder)
@@ -143,7 +144,7 @@ def real_scene(folder: Path, preset, rng: np.random.Generator) -> Scene:
     z_any = np.nonzero(labels.any(axis=(0, 1)))[0]
     margin = rng.uniform(*MARGIN_MM, size=2) / spacing[2]
     z0 = max(int(z_any[0] - margin[0]), 0)
-    z1 = min(int(z_any[-1] + margin[1]) + 1, labels.shape[2])
+    z1 = min(int(z_any[-1] + margin[1]) + 1, labels.shape[2]) + round(chest_mm / spacing[2])
     if z1 - z0 > preset.max_slices:  # trim the margins, never the annotation
         excess = z1 - z0 - preset.max_slices
         z0 = min(z0 + excess // 2, int(z_any[0]))
