@@ -7,7 +7,9 @@ folder of label maps given reads (`--labels`, e.g. nnU-Net's predictions from
 - the real labelled low-dose CT `../shared/data/real-ct/lowdose_abdomen_4mm.nii.gz`: kidney Dice
   of the predicted kidney + masses against its kidney label (the scan has no lesion labels);
 - a folder of labelled phantoms (e.g. built with `--anatomy` over KiTS19 cases the runs never
-  saw): mean Dice of the KiTS regions kidney + masses, masses, tumor, and of the cyst label;
+  saw): mean Dice of the KiTS regions kidney + masses, masses, tumor, and of the cyst label, and
+  the mean volume (mL) labelled kidney, tumor or cyst on the phantoms' heart (from their tissue
+  maps; phantoms of chest-abdomen scans, `kidneyseg phantom --chest`, show the whole heart);
 - the real CTs without labels (the contrast-enhanced DICOM series and the chest CT): predicted
   kidney volume (mL; the chest CT holds almost no kidney),
 
@@ -69,6 +71,7 @@ class FromFiles:
 def score_run(source: Predicted | FromFiles, phantoms: Path | None) -> tuple[dict, dict]:
     """Figures and label maps (for the picture) of one run."""
     from kidneyseg.data.cases import discover
+    from kidneyseg.data.phantom.tissue import Tissue
     from kidneyseg.evaluate.metrics import kits_dice
     from kidneyseg.io.volume import read_volume
     from kidneyseg.labels import KITS_REGIONS
@@ -85,10 +88,15 @@ def score_run(source: Predicted | FromFiles, phantoms: Path | None) -> tuple[dic
             voxels = (maps[name] > 0).sum()
             row[f"{name}_kidney_ml"] = round(float(voxels * np.prod(ct.spacing)) / 1000, 1)
     if phantoms is not None:
-        scores: dict[str, list[float]] = {r.name: [] for r in KITS_REGIONS} | {"cyst": [], "confidence": []}
+        scores: dict[str, list[float]] = {r.name: [] for r in KITS_REGIONS}
+        scores |= {"cyst": [], "confidence": [], "heart_ml": []}
         for case in discover(phantoms, require_labels=True).labelled:
             ref = read_volume(case.label).array
-            pred, confidence = source.labels(case.case_id, read_volume(case.image))
+            ct = read_volume(case.image)
+            pred, confidence = source.labels(case.case_id, ct)
+            if case.tissue is not None:
+                heart = read_volume(case.tissue).array == Tissue.HEART
+                scores["heart_ml"].append(float((pred[heart] > 0).sum() * np.prod(ct.spacing)) / 1000)
             if confidence is not None:
                 scores["confidence"].append(confidence)
             for region in KITS_REGIONS:
