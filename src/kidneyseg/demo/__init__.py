@@ -234,15 +234,18 @@ def _train_stage(
     """Train the demo's run on the phantoms (or resume or keep an earlier one); its status."""
     from kidneyseg.train.engine import resume, train
 
-    init = _bundled_init(config, settings)
-    start = f"the bundled model's weights ({init.stem})" if init else "random weights"
-    _say(progress, f"[2/5] training {settings.recipe}:cpu for {config.train.epochs} epochs from {start}")
     status = _run_status(run_dir, settings.recipe)
     if status is None:
+        init = _bundled_init(config, settings)
+        start = f"the bundled model's weights ({init.stem})" if init else "random weights"
+        _say(progress, f"[2/5] training {settings.recipe}:cpu for {config.train.epochs} epochs from {start}")
         status = train(
             config, phantoms, run_dir, device=settings.device, progress=progress, init_weights=init
         ).status
-    elif status not in ("finished", "time limit"):
+    elif status in ("finished", "time limit"):
+        _say(progress, f"[2/5] keeping the earlier training in {run_dir} ({status})")
+    else:
+        _say(progress, f"[2/5] resuming the earlier training in {run_dir}")
         status = resume(run_dir, device=settings.device, progress=progress).status
     if status == "time limit":
         _say(
