@@ -115,6 +115,12 @@ def _check_size(size: str) -> SizePreset:
     return SIZES[size]
 
 
+def _check_chest(chest: float) -> float:
+    if not 0.0 <= chest <= 1.0:
+        raise KidneysegError(f"the chest-abdomen share must be between 0 and 1, got {chest}")
+    return chest
+
+
 def _sample_grid(preset: SizePreset, body: Body, rng: np.random.Generator, chest_mm: float = 0.0) -> Grid:
     """The scan's grid: a field of view that usually holds the body (1 in 10 cuts its flanks), and
     a cranio-caudal range placed anywhere from mostly above to mostly below the renal hila (z = 0),
@@ -143,10 +149,8 @@ CHEST_MM = (120.0, 250.0)
 def chest_extension(seed: int, chest: float) -> float:
     """A case's extra cranial coverage: `CHEST_MM` with probability `chest`, else 0. Drawn from a
     stream of its own, so that `chest` changes no other draw of any case."""
-    if not 0.0 <= chest <= 1.0:
-        raise KidneysegError(f"the chest-abdomen share must be between 0 and 1, got {chest}")
     rng = np.random.default_rng([seed, 1])
-    return float(rng.uniform(*CHEST_MM)) if rng.random() < chest else 0.0
+    return float(rng.uniform(*CHEST_MM)) if rng.random() < _check_chest(chest) else 0.0
 
 
 THROMBUS_P = 0.1
@@ -374,7 +378,7 @@ def generate_dataset(
         raise KidneysegError(f"the number of cases must be at least 1, got {cases}")
     _check_size(size)
     _check_orientation(orientation)
-    chest_extension(0, chest)
+    _check_chest(chest)
     if anatomy is not None:
         from kidneyseg.data.phantom.real import anatomy_files
 
