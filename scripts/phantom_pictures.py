@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from kidneyseg.data.phantom import generate_case
+from kidneyseg.data.phantom.tissue import HEART_TISSUES
 from kidneyseg.labels import KITS23
 
 
@@ -32,6 +33,14 @@ def draw(size: str, seed: int, anatomy: Path | None, out: Path, chest: float = 0
         ("coronal", ct[:, coronal_j, :].T[::-1, ::-1], labels[:, coronal_j, :].T[::-1, ::-1], sz / sx),
         ("coronal, spine", ct[:, bone_j, :].T[::-1, ::-1], labels[:, bone_j, :].T[::-1, ::-1], sz / sx),
     ]
+    if case.truth["chest_mm"]:  # a chest-abdomen scan shows the heart instead of the spine
+        heart_k = int(np.argmax(np.isin(case.tissue.array, HEART_TISSUES).sum(axis=(0, 1))))
+        views[2] = (
+            "axial, heart",
+            ct[:, :, heart_k].T[::-1, ::-1],
+            labels[:, :, heart_k].T[::-1, ::-1],
+            sy / sx,
+        )
     colors = [tuple(c / 255 for c in cls.color) for cls in KITS23.foreground]
     height = max(1.0, 0.5 + 0.5 * ct.shape[2] * sz / (ct.shape[0] * sx))
     fig, axes = plt.subplots(2, 3, figsize=(18, 12 * height))

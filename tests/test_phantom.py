@@ -15,7 +15,7 @@ from kidneyseg.data.cases import discover
 from kidneyseg.data.phantom import SIZES, case_seeds, generate_case, generate_dataset
 from kidneyseg.data.phantom.generate import _synthetic_scene
 from kidneyseg.data.phantom.render import HU_RANGES, PHASES, render_ct, sample_hu
-from kidneyseg.data.phantom.tissue import Tissue, label_lut, tissue_set
+from kidneyseg.data.phantom.tissue import HEART_TISSUES, Tissue, label_lut, tissue_set
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume, read_volume, write_volume
 
@@ -445,10 +445,68 @@ def test_chest_abdomen_scans_cover_the_whole_heart_and_change_no_other_case():
         top = case.ct.affine[2, 3] + case.ct.spacing[2] * (case.ct.shape[2] - 1)
         plain_top = plain.ct.affine[2, 3] + plain.ct.spacing[2] * (plain.ct.shape[2] - 1)
         assert top - plain_top == pytest.approx(case.truth["chest_mm"], abs=case.ct.spacing[2])
-        heart = case.tissue.array == Tissue.HEART
-        assert heart.sum() > 2 * (plain.tissue.array == Tissue.HEART).sum()
+        heart = np.isin(case.tissue.array, HEART_TISSUES)
+        assert heart.sum() > 2 * np.isin(plain.tissue.array, HEART_TISSUES).sum()
         assert not heart[:, :, -1].any()  # the whole heart is in view, below the top slice
         assert (case.tissue.array[:, :, -1] == Tissue.LUNG).any()
+
+
+def _lung_canvas(spacing: float = 1.5, n: int = 110):
+    from kidneyseg.data.phantom.shapes import Canvas, Grid
+
+    canvas = Canvas(Grid((n, n, n), (spacing,) * 3, (-spacing * n / 2,) * 3))
+    canvas.tissue[:] = Tissue.LUNG
+    return canvas
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_heart_is_chambers_of_blood_walled_by_muscle_in_a_sac_of_fat(seed):
+    from scipy import ndimage
+
+    from kidneyseg.data.phantom.context import _paint_heart, sample_heart
+
+    canvas, heart = _lung_canvas(), sample_heart(np.random.default_rng(seed))
+    box = canvas.box((-90, -90, -90), (90, 90, 90))
+    _paint_heart(canvas, box, np.ones((1, 1, 1), dtype=bool), np.zeros(3), heart)
+    t = canvas.tissue
+    blood, muscle = t == Tissue.HEART, t == Tissue.MYOCARDIUM
+    assert blood.sum() > 0 and muscle.sum() > 0
+    # the sac holds fat in the grooves between the chambers
+    assert (t == Tissue.VISCERAL_FAT).sum() > 0.05 * (blood | muscle).sum()
+    # blood reaches fat or lung only through a wall at least as thick as the thinnest (one voxel
+    # of discretisation)
+    depth = ndimage.distance_transform_edt(blood | muscle, sampling=1.5)
+    assert depth[blood].min() >= min(heart.walls) - 1.5
+    # the left ventricle's wall is the thick one: its blood lies deepest
+    assert depth[blood].max() > heart.walls[0]
+
+
+@pytest.mark.parametrize("forearm", [False, True])
+def test_an_arm_has_one_bone_or_two_and_fat_planes_between_its_muscles(forearm):
+    from dataclasses import replace
+
+    from scipy import ndimage
+
+    from kidneyseg.data.phantom.body import sample_body
+    from kidneyseg.data.phantom.context import _paint_arm, sample_arms
+
+    rng = np.random.default_rng(5)
+    arms = replace(sample_arms(rng), forearm=forearm, gap=0.0, height=0.0, radius=40.0)
+    body = replace(sample_body(rng), a=100.0)
+    canvas = _lung_canvas(spacing=1.0, n=400)
+    canvas.tissue[:] = Tissue.AIR
+    _paint_arm(canvas, body, arms, side=1)
+    middle = canvas.tissue[:, :, 200]
+    _, bones = ndimage.label(middle == Tissue.BONE_CANCELLOUS)
+    assert bones == (2 if forearm else 1)
+    muscle, fat = middle == Tissue.MUSCLE, middle == Tissue.SUBCUTANEOUS_FAT
+    inner = fat & ndimage.binary_erosion(
+        ndimage.binary_fill_holes(
+            muscle | fat | np.isin(middle, (Tissue.BONE_CORTICAL, Tissue.BONE_CANCELLOUS))
+        ),
+        iterations=8,
+    )
+    assert inner.sum() > 0 and ndimage.label(muscle)[1] >= 2
 
 
 def test_cli_refuses_to_mix_chest_shares_in_one_dataset(tmp_path):

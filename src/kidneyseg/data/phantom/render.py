@@ -59,6 +59,7 @@ HU_RANGES: dict[str, dict[Tissue, tuple[float, float]]] = {
         Tissue.AORTA: (35, 55),
         Tissue.IVC: (35, 55),
         Tissue.HEART: (35, 55),
+        Tissue.MYOCARDIUM: (35, 55),
         Tissue.KIDNEY_CORTEX: (25, 45),
         Tissue.KIDNEY_MEDULLA: (20, 40),
         Tissue.RENAL_PELVIS: (0, 20),
@@ -70,6 +71,7 @@ HU_RANGES: dict[str, dict[Tissue, tuple[float, float]]] = {
         **_COMMON,
         **_CONTRAST,
         Tissue.HEART: (150, 300),
+        Tissue.MYOCARDIUM: (80, 160),
         Tissue.ADRENAL: (50, 100),
         Tissue.LIVER: (60, 100),
         Tissue.HEPATIC_VESSEL: (120, 190),
@@ -86,6 +88,7 @@ HU_RANGES: dict[str, dict[Tissue, tuple[float, float]]] = {
         **_COMMON,
         **_CONTRAST,
         Tissue.HEART: (130, 200),
+        Tissue.MYOCARDIUM: (80, 150),
         Tissue.ADRENAL: (50, 90),
         Tissue.LIVER: (100, 140),
         Tissue.HEPATIC_VESSEL: (150, 210),
@@ -108,6 +111,7 @@ HU_RANGES: dict[str, dict[Tissue, tuple[float, float]]] = {
         Tissue.AORTA: (100, 160),
         Tissue.IVC: (100, 150),
         Tissue.HEART: (100, 150),
+        Tissue.MYOCARDIUM: (70, 130),
         Tissue.KIDNEY_CORTEX: (110, 180),
         Tissue.KIDNEY_MEDULLA: (120, 200),
         Tissue.RENAL_PELVIS: (300, 1500),
@@ -140,6 +144,7 @@ UNENHANCED_HU: dict[Tissue, float] = {
     Tissue.BOWEL_WALL: 40,
     Tissue.IVC: 40,
     Tissue.HEART: 40,
+    Tissue.MYOCARDIUM: 45,
 }
 """Attenuation before contrast (blood 40 HU); enhancement is added on top of these."""
 ENHANCEMENT_RATIO: dict[str, dict[Tissue, tuple[float, float]]] = {
@@ -153,6 +158,7 @@ ENHANCEMENT_RATIO: dict[str, dict[Tissue, tuple[float, float]]] = {
         Tissue.PANCREAS: (0.25, 0.45),
         Tissue.BOWEL_WALL: (0.2, 0.4),
         Tissue.IVC: (0.3, 0.6),
+        Tissue.MYOCARDIUM: (0.35, 0.6),
     },
     "nephrographic": {
         Tissue.KIDNEY_CORTEX: (0.75, 1.15),
@@ -163,6 +169,7 @@ ENHANCEMENT_RATIO: dict[str, dict[Tissue, tuple[float, float]]] = {
         Tissue.PANCREAS: (0.35, 0.6),
         Tissue.BOWEL_WALL: (0.35, 0.6),
         Tissue.IVC: (0.7, 1.0),
+        Tissue.MYOCARDIUM: (0.35, 0.6),
     },
     "excretory": {
         Tissue.KIDNEY_CORTEX: (0.9, 1.3),
@@ -170,6 +177,7 @@ ENHANCEMENT_RATIO: dict[str, dict[Tissue, tuple[float, float]]] = {
         Tissue.LIVER: (0.5, 0.8),
         Tissue.SPLEEN: (0.6, 0.9),
         Tissue.IVC: (0.8, 1.0),
+        Tissue.MYOCARDIUM: (0.3, 0.55),
     },
 }
 """Enhancement of each perfused tissue as a fraction of the aorta's (aorta − 40 HU): organs of a

@@ -50,6 +50,7 @@ class Tissue(IntEnum):
     TUMOR_CALCIFICATION = 32
     CYST_SEPTUM = 33
     ADRENAL = 34
+    MYOCARDIUM = 35
 
 
 N_TISSUES = len(Tissue)
@@ -57,6 +58,8 @@ KIDNEY_TISSUES = (Tissue.KIDNEY_CORTEX, Tissue.KIDNEY_MEDULLA, Tissue.RENAL_PELV
 """Labelled kidney (KiTS: "all parenchyma and the non-fat tissue within the hilum")."""
 TUMOR_TISSUES = (Tissue.TUMOR, Tissue.TUMOR_NECROSIS, Tissue.TUMOR_CALCIFICATION)
 CYST_TISSUES = (Tissue.CYST, Tissue.CYST_SEPTUM)
+HEART_TISSUES = (Tissue.HEART, Tissue.MYOCARDIUM)
+"""The heart: the blood in its chambers (`Tissue.HEART`) and their walls."""
 
 
 def label_lut() -> np.ndarray:
