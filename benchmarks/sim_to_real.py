@@ -71,7 +71,7 @@ class FromFiles:
 def score_run(source: Predicted | FromFiles, phantoms: Path | None) -> tuple[dict, dict]:
     """Figures and label maps (for the picture) of one run."""
     from kidneyseg.data.cases import discover
-    from kidneyseg.data.phantom.tissue import Tissue
+    from kidneyseg.data.phantom.tissue import HEART_TISSUES
     from kidneyseg.evaluate.metrics import kits_dice
     from kidneyseg.io.volume import read_volume
     from kidneyseg.labels import KITS_REGIONS
@@ -95,7 +95,7 @@ def score_run(source: Predicted | FromFiles, phantoms: Path | None) -> tuple[dic
             ct = read_volume(case.image)
             pred, confidence = source.labels(case.case_id, ct)
             if case.tissue is not None:
-                heart = read_volume(case.tissue).array == Tissue.HEART
+                heart = np.isin(read_volume(case.tissue).array, HEART_TISSUES)
                 scores["heart_ml"].append(float((pred[heart] > 0).sum() * np.prod(ct.spacing)) / 1000)
             if confidence is not None:
                 scores["confidence"].append(confidence)
