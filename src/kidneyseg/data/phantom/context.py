@@ -177,19 +177,20 @@ def _paint_heart(canvas: Canvas, box: Box, above: np.ndarray, centre: np.ndarray
     axes = frame(apex, [0.0, 0.0, 1.0])
     semi = np.asarray(heart.semi)
     sac, _ = ellipsoid_level(box, centre, axes, semi)
-    canvas.paint(box, (sac < 1) & above, Tissue.VISCERAL_FAT, over=tissue_set(Tissue.LUNG))
     inside = (sac < 1) & above
+    canvas.paint(box, inside, Tissue.VISCERAL_FAT, over=tissue_set(Tissue.LUNG))
+    # blood stays a wall's thickness inside the sac too, where the sac cuts a chamber
+    walled = {
+        wall: (ellipsoid_level(box, centre, axes, semi - heart.walls[wall])[0] < 1) & above
+        for wall in {chamber[3] for chamber in CHAMBERS}
+    }
     for _, place, size, wall in CHAMBERS:
         middle = centre + (np.asarray(place) * semi) @ axes
         outer = np.asarray(size) * semi
         level, _ = ellipsoid_level(box, middle, axes, outer)
         canvas.paint(box, (level < 1) & inside, Tissue.MYOCARDIUM, over=tissue_set(Tissue.VISCERAL_FAT))
-        thickness = heart.walls[wall]
-        level, _ = ellipsoid_level(box, middle, axes, outer - thickness)
-        walled, _ = ellipsoid_level(box, centre, axes, semi - thickness)  # a wall where the sac cuts it
-        canvas.paint(
-            box, (level < 1) & (walled < 1) & above, Tissue.HEART, over=tissue_set(Tissue.MYOCARDIUM)
-        )
+        level, _ = ellipsoid_level(box, middle, axes, outer - heart.walls[wall])
+        canvas.paint(box, (level < 1) & walled[wall], Tissue.HEART, over=tissue_set(Tissue.MYOCARDIUM))
 
 
 def _paint_table(canvas: Canvas, body: Body, gap: float) -> None:
