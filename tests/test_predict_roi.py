@@ -176,8 +176,10 @@ def test_long_tail_single_horseshoe_edge_and_no_kidney(ckpt):
     assert record["fallback"] is None and any(box["at_edge"] for box in record["boxes_mm"])
     at_edge = [r for r in record["regions"] if r["whole_volume"]]
     assert at_edge and kidneys.windows["total"] <= body.windows["total"]
-    for region in at_edge:  # the whole volume's scores there, to float32 rounding (other windows
-        # would differ by far more), and so its labels
+    # The whole volume's logits there; their softmax over the region's slice rounds the last bit
+    # of a few values unlike the softmax over the whole array (other windows would differ by far
+    # more). So the same probabilities to float32 rounding, and the same labels.
+    for region in at_edge:
         core = (slice(None), *(slice(lo, hi) for lo, hi in region["core"]))
         np.testing.assert_allclose(kidneys.probabilities[core], body.probabilities[core], rtol=0, atol=1e-6)
         assert np.array_equal(kidneys.probabilities[core].argmax(0), body.probabilities[core].argmax(0))
