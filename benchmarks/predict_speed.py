@@ -53,17 +53,19 @@ PIPELINES = (
     "ours-torch-kidneys",
     "ours-openvino-kidneys",
 )
-KITS_SEED = 1  # generate_case(1, size="full"): 512 x 512 x 202 slices, 0.82 x 0.82 x 1.5 mm
+KITS_SEED = 1
+KITS_SLICES = 202  # 512 x 512 x 202 slices, 0.82 x 0.82 x 1.5 mm, whatever the generator draws
 
 
 def make_cases(folder: Path, long_slices: list[int]) -> dict[str, Path]:
     """The KiTS-size phantom and long versions of it (`long<N>`: each slice repeated, 1 mm apart,
     cut at N slices)."""
-    from kidneyseg.data.phantom import generate_case
+    from kidneyseg.data.phantom.generate import SizePreset, generate_case_on
     from kidneyseg.io.volume import Volume, read_volume, write_volume
 
     kits = folder / "kits.nii.gz"
-    ct = read_volume(kits) if kits.is_file() else generate_case(KITS_SEED, size="full").ct
+    grid = SizePreset(512, (0.82, 0.82), (), (1.5 * KITS_SLICES,) * 2, slices=KITS_SLICES)
+    ct = read_volume(kits) if kits.is_file() else generate_case_on(grid, KITS_SEED, size_name="full").ct
     if not kits.is_file():
         write_volume(kits, ct)
     cases = {"kits": kits}
