@@ -9,7 +9,7 @@ import pydicom
 import pytest
 
 from kidneyseg.errors import KidneysegError
-from kidneyseg.io.volume import Volume, read_volume, write_labels, write_volume
+from kidneyseg.io.volume import FORTRAN_TILE, Volume, fortran_ordered, read_volume, write_labels, write_volume
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,15 @@ def test_nifti_matches_nibabel_and_round_trips_exactly(nifti_path, tmp_path):
     np.testing.assert_array_equal(again.affine, volume.affine)
     plain = read_volume(write_volume(tmp_path / "copy.nii", volume))
     np.testing.assert_array_equal(plain.array, volume.array)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2 * FORTRAN_TILE + 3, 4, FORTRAN_TILE - 1), (11, 6, 19, 4)])
+def test_fortran_ordered_copies_any_layout_tile_by_tile(shape):
+    array = np.random.default_rng(0).integers(-500, 500, shape).astype(np.int16)
+    for view in (array, array[::-1], array[:, ::2], array.T):
+        copy = fortran_ordered(view)
+        assert copy.flags.f_contiguous
+        np.testing.assert_array_equal(copy, view)
 
 
 def test_dicom_to_nifti_keeps_geometry(dicom_dir, tmp_path):

@@ -228,12 +228,47 @@ def write_volume(path: str | os.PathLike[str], volume: Volume, dtype: np.dtype |
     path = Path(path)
     if not path.name.endswith(NIFTI_SUFFIXES):
         raise KidneysegError("output must end in .nii or .nii.gz", path)
-    array = volume.array if dtype is None else volume.array.astype(dtype, copy=False)
-    image = nib.Nifti1Image(array, volume.affine)
-    image.header.set_xyzt_units("mm", "sec")
-    image.set_qform(volume.affine, code=1)
-    image.set_sform(volume.affine, code=1)
+    image = nifti_image(
+        volume.array if dtype is None else volume.array.astype(dtype, copy=False), volume.affine
+    )
     return write_atomic(path, lambda tmp: nib.save(image, str(tmp)))
+
+
+def nifti_image(array: np.ndarray, affine: np.ndarray):
+    """A `nibabel.Nifti1Image` of `array` with `affine` as qform and sform, in mm.
+
+    The image holds a Fortran-ordered copy (`fortran_ordered`): NIfTI stores voxels in that order,
+    so nibabel writes it slice by slice instead of gathering each slice across the whole array
+    (docs/prediction.md, "What keeps the memory down").
+    """
+    import nibabel as nib
+
+    image = nib.Nifti1Image(fortran_ordered(array), affine)
+    image.header.set_xyzt_units("mm", "sec")
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    return image
+
+
+FORTRAN_TILE = 8
+"""Edge of the tiles `fortran_ordered` copies: each tile's rows lie on few memory pages."""
+
+
+def fortran_ordered(array: np.ndarray) -> np.ndarray:
+    """`array` in Fortran order, copied tile by tile over its first and last axes.
+
+    `np.asfortranarray` of a C-ordered array reads each output column across the whole array, a
+    memory page per voxel; in tiles the pages are reused (benchmarks/nifti_write.py).
+    """
+    if array.ndim < 2 or array.flags.f_contiguous:
+        return np.asfortranarray(array)
+    reverse = tuple(range(array.ndim))[::-1]
+    out = np.empty(array.shape[::-1], array.dtype)
+    for i in range(0, array.shape[0], FORTRAN_TILE):
+        for k in range(0, array.shape[-1], FORTRAN_TILE):
+            tile = array[i : i + FORTRAN_TILE, ..., k : k + FORTRAN_TILE]
+            out[k : k + FORTRAN_TILE, ..., i : i + FORTRAN_TILE] = tile.transpose(reverse)
+    return out.transpose(reverse)
 
 
 def write_labels(path: str | os.PathLike[str], labels: np.ndarray, like: Volume) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kidneyseg.io.atomic import write_atomic, write_text_atomic
-from kidneyseg.io.volume import Volume
+from kidneyseg.io.volume import Volume, nifti_image
 from kidneyseg.labels import BACKGROUND, LabelMap
 
 NIFTI_INTENT_LABEL = 1002
@@ -27,13 +27,8 @@ BODY_HU = -500.0
 
 def label_image(labels: np.ndarray, affine: np.ndarray, label_map: LabelMap):
     """A `nibabel.Nifti1Image` of `labels` (uint8) on `affine`, with its classes in the header."""
-    import nibabel as nib
-
-    image = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), affine)
+    image = nifti_image(np.asarray(labels, dtype=np.uint8), affine)
     header = image.header
-    header.set_xyzt_units("mm", "sec")
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
     header.set_intent(NIFTI_INTENT_LABEL, name=label_map.name[:15])
     classes = " ".join(f"{c.value}={c.name}" for c in label_map.foreground)
     header["descrip"] = f"kidneyseg {classes}"[:79].encode("ascii")

@@ -16,7 +16,7 @@ import numpy as np
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_atomic
-from kidneyseg.io.volume import Volume, nifti_stem
+from kidneyseg.io.volume import Volume, nifti_image, nifti_stem
 from kidneyseg.labels import LabelMap, split_sides
 from kidneyseg.predict.predictor import Prediction, PredictSettings
 
@@ -76,11 +76,8 @@ def write_probabilities(path: Path, prediction: Prediction) -> Path:
 
     probs = np.moveaxis(prediction.probabilities, 0, -1)
     quantised = np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
-    image = nib.Nifti1Image(quantised, prediction.probabilities_affine)
+    image = nifti_image(quantised, prediction.probabilities_affine)
     image.header.set_slope_inter(1.0 / 255.0, 0.0)
-    image.header.set_xyzt_units("mm", "sec")
-    image.set_qform(prediction.probabilities_affine, code=1)
-    image.set_sform(prediction.probabilities_affine, code=1)
     return write_atomic(path, lambda tmp: nib.save(image, str(tmp)))
 
 
