@@ -9,11 +9,13 @@ ensembling stay the same whatever the backend: only the forward pass moves. How 
 on this project's CPU, and how close its logits are to PyTorch's: docs/prediction.md.
 
 OpenVINO: the network is traced once with TorchScript for the window shape (batch left dynamic)
-and compiled for the CPU with the precision asked for. Tracing runs the network once in PyTorch
-(1.8 s for the paper-scale SCA-UNet on 2 cores), so the converted network is kept in the compile
-cache (`kidneyseg.predict.compile_cache`); a later process with the same network reads that
-graph back, float32 weights and all, instead of tracing. OpenVINO's CPU
-plugin would pick bfloat16 by itself on CPUs that have it, so float32 is requested explicitly.
+and compiled for the CPU with the precision asked for and a fixed number of windows per call
+(OpenVINO plans the buffers of a static shape once: 0.56 GiB per window of the paper's SCA-UNet
+against 0.83 GiB with the batch left dynamic, at the same speed; docs/prediction.md). Tracing
+runs the network once in PyTorch (1.8 s for the paper-scale SCA-UNet on 2 cores), so the converted
+network is kept in the compile cache (`kidneyseg.predict.compile_cache`); a later process with
+the same network reads that graph back, float32 weights and all, instead of tracing. OpenVINO's
+CPU plugin would pick bfloat16 by itself on CPUs that have it, so float32 is requested explicitly.
 `int8` (OpenVINO only) is post-training quantisation with NNCF: the converted model's
 convolutions get int8 weights and activations, their ranges calibrated on phantom windows
 (`kidneyseg.predict.calibration`); what NNCF leaves unquantised runs in float32.
@@ -129,6 +131,8 @@ class OpenVINONetwork:
         threads: CPU threads for inference.
         calibration: with int8, the calibration inputs (arrays `[1, *window_shape]`,
             `kidneyseg.predict.calibration.calibration_windows`).
+        batch: windows per forward pass the network is compiled for; a call with another number
+            of windows runs them `batch` at a time, the last pass padded with zeros.
 
     Attributes:
         quantize_seconds: time NNCF took to quantise (int8; else 0).
@@ -143,6 +147,7 @@ class OpenVINONetwork:
         precision: str,
         threads: int,
         calibration: Sequence[Any] | None = None,
+        batch: int = 1,
     ):
         ov = import_openvino()
         if precision not in OPENVINO_PRECISION:
@@ -157,6 +162,8 @@ class OpenVINONetwork:
             start = time.perf_counter()
             self._model = quantize_int8(self._model, calibration)
             self.quantize_seconds = time.perf_counter() - start
+        self.batch = int(batch)
+        self._model.reshape([self.batch, *self.window_shape])
         self._config = {
             "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision],
             "INFERENCE_NUM_THREADS": int(threads),
@@ -208,8 +215,18 @@ class OpenVINONetwork:
             raise ValueError(f"this compiled network takes windows {self.window_shape}, got {got}")
         if self._request is None:
             self._request = self._compile()
-        self._request.infer([np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)])
-        return torch.from_numpy(self._request.get_output_tensor(0).data.copy())
+        windows = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        if len(windows) == self.batch:
+            self._request.infer([windows])
+            return torch.from_numpy(self._request.get_output_tensor(0).data.copy())
+        parts = []
+        for start in range(0, len(windows), self.batch):
+            chunk = windows[start : start + self.batch]
+            padded = np.zeros((self.batch, *self.window_shape), dtype=np.float32)
+            padded[: len(chunk)] = chunk
+            self._request.infer([padded])
+            parts.append(self._request.get_output_tensor(0).data[: len(chunk)].copy())
+        return torch.from_numpy(np.concatenate(parts))
 
 
 class Backend(Protocol):
@@ -228,9 +245,11 @@ class Backend(Protocol):
         window_shape: Sequence[int],
         precision: str,
         calibration: Sequence[Any] | None = None,
+        batch: int = 1,
     ) -> Any:
         """`network` (in eval mode) ready for windows of `window_shape` = `(channels, *spatial)`;
-        `calibration`: inputs for precisions that need them (int8), else None.
+        `calibration`: inputs for precisions that need them (int8), else None; `batch`: the windows
+        per forward pass it will mostly be given.
 
         Raises:
             Exception: the backend's own error when it cannot compile this network.
@@ -262,6 +281,7 @@ class TorchBackend:
         window_shape: Sequence[int],
         precision: str,
         calibration: Sequence[Any] | None = None,
+        batch: int = 1,
     ) -> Any:
         return network
 
@@ -297,10 +317,11 @@ class OpenVINOBackend:
         window_shape: Sequence[int],
         precision: str,
         calibration: Sequence[Any] | None = None,
+        batch: int = 1,
     ) -> Any:
         import torch
 
-        return OpenVINONetwork(network, window_shape, precision, torch.get_num_threads(), calibration)
+        return OpenVINONetwork(network, window_shape, precision, torch.get_num_threads(), calibration, batch)
 
     def run(self, compiled: Any, windows: torch.Tensor) -> torch.Tensor:
         return compiled(windows)

@@ -127,7 +127,10 @@ class Predictor:
             calibration = None
             if precision in NEEDS_CALIBRATION:  # int8: windows of phantoms (seconds in the record)
                 calibration, self.calibration = calibrate(self.config.preprocess, window)
-            compiled = [self.backend.compile(n, window, precision, calibration) for n in self.torch_networks]
+            batch = self.inference.sw_batch_size
+            compiled = [
+                self.backend.compile(n, window, precision, calibration, batch) for n in self.torch_networks
+            ]
         except Exception as exc:  # the backends' errors have no common base class
             reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
             failed = f"{self.backend.title} could not compile the network"
