@@ -438,3 +438,26 @@ def test_without_nephrometry_the_other_numbers_are_the_same():
         report.pop("created_utc")
     assert bare["summary"] == full["summary"] and bare["staging"] == full["staging"]
     assert bare["kidneys"] == full["kidneys"] and bare["lesions"] == full["lesions"]
+
+
+def test_kidney_overlap_counts_shared_voxels_across_boxes():
+    """A kidney's mask lives on its own box of the crop; its overlap with a lesion on another box
+    is the count a whole-crop mask would give."""
+    from kidneyseg.report.lesions import Kidney
+
+    rng = np.random.default_rng(3)
+    kidney_box = (slice(5, 30), slice(3, 25), slice(2, 18))
+    in_crop = np.zeros((40, 30, 20), dtype=bool)
+    in_crop[kidney_box] = rng.random((25, 22, 16)) > 0.4
+    mask = in_crop[kidney_box]
+    kidney = Kidney("right", kidney_box, mask, mask, np.zeros(3), (0.0, 1.0), geometry.SliceHulls(mask, 2))
+    for box in [
+        (slice(20, 40), slice(0, 10), slice(10, 20)),  # partly inside
+        (slice(0, 40), slice(0, 30), slice(0, 20)),  # the whole crop
+        (slice(31, 40), slice(0, 30), slice(0, 20)),  # beside it
+    ]:
+        lesion = rng.random(tuple(s.stop - s.start for s in box)) > 0.3
+        expected = int(np.count_nonzero(in_crop[box] & lesion))
+        assert kidney.overlap(box, lesion) == expected
+    assert expected == 0  # the last box lies beside the kidney
+    assert kidney.overlap((slice(0, 40), slice(0, 30), slice(0, 20)), in_crop) == int(mask.sum())

@@ -163,3 +163,15 @@ def test_filled_hull_slices_match_the_point_test(axis):
         points = np.insert(grid, axis, index, axis=1)
         assert np.array_equal(filled.ravel(), hulls.contains(points)), index
     assert region.any()
+
+
+def test_points_on_slices_beyond_the_region_are_outside():
+    """A lesion reaching past its kidney's box: the slices beyond it hold no hull (a negative
+    slice must not wrap round to the far end of the box)."""
+    from kidneyseg.report.geometry import SliceHulls
+
+    region = np.ones((6, 7, 8), dtype=bool)
+    for axis in range(3):
+        points = np.full((4, 3), 3)
+        points[:, axis] = [-1, region.shape[axis], 0, region.shape[axis] - 1]
+        assert SliceHulls(region, axis).contains(points).tolist() == [False, False, True, True]

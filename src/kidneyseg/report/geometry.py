@@ -46,6 +46,9 @@ several bytes a voxel: the memory of measuring a long scan stays that of its mas
 HULL_BATCH = 1 << 15
 """Outline points gathered before their convex hull replaces them (0.8 MB of coordinates): a few
 hull computations per lesion, and bounded memory for a large one."""
+SLICE_POINTS = 1 << 12
+"""A slice's in-plane outline points above which their convex hull replaces them as soon as they
+are found: a random network's 31-million-voxel "lesion" kept all of them, 1 GiB."""
 
 
 def face_midpoints_by_axis(
@@ -149,9 +152,11 @@ class _PlanarOutlines:
         order = np.argsort(index, kind="stable")
         slices, starts = np.unique(index[order], return_index=True)
         for i, chosen in zip(slices, np.split(order, starts[1:]), strict=True):
-            # Slices across axis 0 lie in one slab each; others gather a part from every slab,
-            # kept as its hull.
-            part = world_xy[chosen] if self.axis == 0 else hull_vertices(world_xy[chosen])
+            # Slices across axis 0 lie in one slab each (their hull waits for `widest` unless
+            # they are large); others gather a part from every slab, kept as its hull.
+            part = world_xy[chosen]
+            if self.axis != 0 or len(part) > SLICE_POINTS:
+                part = hull_vertices(part)
             self.outlines.setdefault(int(i), []).append(part)
 
     def widest(self) -> tuple[float, int]:
@@ -308,11 +313,14 @@ class SliceHulls:
         return self._equations[index]
 
     def contains(self, points: np.ndarray) -> np.ndarray:
-        """For each voxel index in `points` (n, 3): inside the hull on its own slice?"""
+        """For each voxel index in `points` (n, 3): inside the hull on its own slice? (Points on
+        slices beyond the region's array are outside.)"""
         inside = np.zeros(len(points), dtype=bool)
         order = np.argsort(points[:, self.axis], kind="stable")
         slices, starts = np.unique(points[order, self.axis], return_index=True)
         for index, chosen in zip(slices, np.split(order, starts[1:]), strict=True):
+            if not 0 <= index < self.region.shape[self.axis]:
+                continue
             equations = self._hull(int(index))
             if equations is not None:
                 queries = points[chosen][:, self.in_plane].astype(np.float64)
@@ -346,6 +354,13 @@ def bounding_box(
         slice(max(0, start + s.start - pad), min(n, start + s.stop + pad))
         for s, start, n in zip(tight_box(mask), starts, shape, strict=True)
     )
+
+
+def crop_affine(affine: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
+    """The voxel-to-world affine of the sub-array `box` of the array `affine` maps."""
+    local = affine.copy()
+    local[:3, 3] = to_world(np.array([[s.start for s in box]], dtype=np.float64), affine)[0]
+    return local
 
 
 def touches_edge(mask: np.ndarray, starts, shape: tuple[int, ...]) -> bool:

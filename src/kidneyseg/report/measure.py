@@ -23,8 +23,10 @@ Conventions:
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 
 import numpy as np
+from scipy import ndimage
 
 from kidneyseg import __version__
 from kidneyseg.errors import KidneysegError
@@ -137,20 +139,20 @@ def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: R
     voxel_ml = abs(float(np.linalg.det(ct.affine[:3, :3]))) / 1000.0
     box = geometry.bounding_box(array > 0, ct.shape)
     scan = Scan(np.array([s.start for s in box]), ct.shape)
-    affine = ct.affine.copy()
-    affine[:3, 3] = geometry.to_world(scan.offset[None].astype(np.float64), ct.affine)[0]
+    affine = geometry.crop_affine(ct.affine, box)
     crop_labels = array[box]
     crop_ct = np.asarray(ct.array[box])
-    parenchyma = crop_labels == label_map.value("kidney")
     midline = _midline_x(ct)
-    kidneys, other_count, other_voxels = _find_kidneys(crop_labels > 0, parenchyma, affine, midline)
+    kidneys, other_count, other_voxels = _find_kidneys(
+        crop_labels, label_map.value("kidney"), affine, midline
+    )
     anatomy = {
         k.side: nephrometry.kidney_anatomy(
             k.mask,
-            k.mask & parenchyma,
-            crop_ct,
+            k.parenchyma,
+            crop_ct[k.box],
             k.contour,
-            affine,
+            geometry.crop_affine(affine, k.box),
             k.centroid,
             k.z_range,
             midline,
@@ -162,21 +164,23 @@ def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: R
     for class_name in LESION_CLASSES:
         if label_map.has(class_name):
             rows, dropped, beyond = measure_lesions(
-                crop_labels == label_map.value(class_name),
+                crop_labels,
+                label_map.value(class_name),
                 class_name,
                 kidneys,
                 crop_ct,
                 affine,
                 scan,
                 options,
+                partial(_score_tumor, anatomy=anatomy, scored=options.nephrometry)
+                if class_name == "tumor"
+                else None,
             )
-            if class_name == "tumor":
-                _score_tumors(rows, anatomy, options.nephrometry)
-            lesions += [row for row, _, _ in rows]
+            lesions += rows
             small += dropped
             unmeasured += beyond
     kidney_rows = [
-        _measure_kidney(k, parenchyma, affine, voxel_ml, lesions, scan, anatomy[k.side], options.nephrometry)
+        _measure_kidney(k, affine, voxel_ml, lesions, scan, anatomy[k.side], options.nephrometry)
         for k in kidneys
     ]
     tumors = [r for r in lesions if r["type"] == "tumor"]
@@ -192,32 +196,33 @@ def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: R
     }
 
 
-def _score_tumors(rows: list[tuple[dict, np.ndarray, np.ndarray]], anatomy: dict, scored: bool) -> None:
-    """Add the medial extension and (if `scored`) nephrometry to each tumor row assigned to a kidney."""
-    for row, lesion, local in rows:
-        kidney = anatomy.get(row["kidney"])
-        row["extension_mm"] = None
-        row["nephrometry"] = None
-        if kidney is None:
-            continue
-        row["extension_mm"] = round(
-            staging.medial_extension_mm(lesion, local, kidney.medial_edge_mm, kidney.midline_x), 1
+def _score_tumor(row: dict, lesion: np.ndarray, local: np.ndarray, anatomy: dict, scored: bool) -> None:
+    """Add the medial extension and (if `scored`) nephrometry to a tumor's row (None for both when
+    it is assigned to no kidney); `lesion` is its mask on the array `local` maps."""
+    kidney = anatomy.get(row["kidney"])
+    row["extension_mm"] = None
+    row["nephrometry"] = None
+    if kidney is None:
+        return
+    row["extension_mm"] = round(
+        staging.medial_extension_mm(lesion, local, kidney.medial_edge_mm, kidney.midline_x), 1
+    )
+    if scored:
+        row["nephrometry"] = nephrometry.score(
+            lesion, local, kidney, row[staging.GREATEST_DIMENSION], row["exophytic_fraction"]
         )
-        if scored:
-            row["nephrometry"] = nephrometry.score(
-                lesion, local, kidney, row[staging.GREATEST_DIMENSION], row["exophytic_fraction"]
-            )
 
 
 def _find_kidneys(
-    mask: np.ndarray, parenchyma: np.ndarray, affine: np.ndarray, midline_x: float
+    labels: np.ndarray, kidney_value: int, affine: np.ndarray, midline_x: float
 ) -> tuple[list[Kidney], int, int]:
     """The kidney on each side, and the number and voxel count of the other components.
 
     Works on per-component voxel counts, so that a prediction with thousands of stray
-    specks costs no more than one with none; only the kidneys become masks.
+    specks costs no more than one with none; only the kidneys become masks, each on its own
+    bounding box.
     """
-    labelled, count = geometry.components(mask)
+    labelled, count = geometry.components(labels > 0)
     right_of_midline = _right_of(midline_x, labelled.shape, affine)
     sizes = geometry.voxel_counts(labelled, count)
     right_sizes = geometry.voxel_counts(labelled, count, within=right_of_midline)
@@ -233,20 +238,25 @@ def _find_kidneys(
             continue
         candidates.append(("right" if share_right >= 0.5 else "left", sizes[component], component, None))
     kidneys, other_voxels = [], 0
+    boxes = ndimage.find_objects(labelled)
     for side in SIDES:
         on_side = sorted((c for c in candidates if c[0] == side), key=lambda c: -c[1])
         if on_side:
             _, _, component, half = on_side[0]
-            region = labelled == component
+            box = boxes[component - 1]
+            region = labelled[box] == component
             if half is not None:
-                region &= right_of_midline if half == "right" else ~right_of_midline
-            own = region & parenchyma
+                region &= right_of_midline[box] if half == "right" else ~right_of_midline[box]
+            own = np.logical_and(region, labels[box] == kidney_value, order="C")  # slices taken fast
+            local = geometry.crop_affine(affine, box)
             kidneys.append(
                 Kidney(
                     side,
+                    box,
                     region,
-                    geometry.to_world(geometry.centroid_index(region)[None], affine)[0],
-                    geometry.cranio_caudal_range_mm(own if own.any() else region, affine),
+                    own,
+                    geometry.to_world(geometry.centroid_index(region)[None], local)[0],
+                    geometry.cranio_caudal_range_mm(own if own.any() else region, local),
                     geometry.SliceHulls(own, geometry.slice_axis(affine)),
                 )
             )
@@ -275,7 +285,6 @@ def _midline_x(ct: Volume) -> float:
 
 def _measure_kidney(
     kidney: Kidney,
-    parenchyma: np.ndarray,
     affine: np.ndarray,
     voxel_ml: float,
     lesions: list[dict],
@@ -284,13 +293,14 @@ def _measure_kidney(
     with_sinus: bool,
 ) -> dict:
     own = [row for row in lesions if row["kidney"] == kidney.side]
-    z_low, z_high = geometry.cranio_caudal_range_mm(kidney.mask, affine)
+    z_low, z_high = geometry.cranio_caudal_range_mm(kidney.mask, geometry.crop_affine(affine, kidney.box))
+    starts = scan.offset + [s.start for s in kidney.box]
     return {
         "side": kidney.side,
         "volume_ml": round(int(kidney.mask.sum()) * voxel_ml, 2),
-        "parenchyma_volume_ml": round(int((kidney.mask & parenchyma).sum()) * voxel_ml, 2),
+        "parenchyma_volume_ml": round(int(kidney.parenchyma.sum()) * voxel_ml, 2),
         "cranio_caudal_extent_cm": round((z_high - z_low) / 10, 2),
-        "incomplete": geometry.touches_edge(kidney.mask, scan.offset, scan.shape),
+        "incomplete": geometry.touches_edge(kidney.mask, starts, scan.shape),
         "sinus_volume_ml": anatomy.sinus_ml if with_sinus else None,
         "polar_lines_z_mm": rounded(anatomy.polar_lines, 1) if with_sinus else None,
         "medial_edge_x_mm": round(_medial_edge_x(anatomy), 1),

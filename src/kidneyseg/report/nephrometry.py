@@ -95,9 +95,7 @@ def kidney_anatomy(
         derive_sinus: False: only the medial edge; the kidney is given no sinus.
     """
     box = geometry.bounding_box(kidney, kidney.shape, pad=0)
-    start = np.array([s.start for s in box])
-    local = affine.copy()
-    local[:3, 3] = geometry.to_world(start[None].astype(np.float64), affine)[0]
+    local = geometry.crop_affine(affine, box)
     medial_edge = geometry.sagittal_gap_mm(parenchyma[box], local, midline_x)
     medial_edge = float(abs(centroid[0] - midline_x)) if medial_edge is None else medial_edge
     third = (z_range[1] - z_range[0]) / 3
@@ -132,7 +130,7 @@ def kidney_anatomy(
     outline = sum(len(points) for points in geometry.face_midpoint_slabs(sinus))
     if outline > MAX_SINUS_OUTLINE_PER_KIDNEY_VOXEL * np.count_nonzero(kidney):
         return without_sinus
-    local[:3, 3] = geometry.to_world(np.array([[s.start for s in sinus_box]], dtype=np.float64), local)[0]
+    local = geometry.crop_affine(local, sinus_box)
     ball = _ball(np.linalg.norm(affine[:3, :3], axis=0), CORE_MM)
     core = ndimage.binary_erosion(sinus, ball, border_value=0)
     sinus_outline = cKDTree(geometry.outline_points(sinus, local))
