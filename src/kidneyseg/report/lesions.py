@@ -94,9 +94,25 @@ def measure_lesions(
     ]
     boxes = ndimage.find_objects(labelled)
     rows = []
+
+    def lesion_row(number: int) -> dict:
+        """Lesion `number`'s row, completed by `finish` unless it is too small. Its mask lives only here."""
+        box = tuple(
+            slice(max(0, s.start - 1), min(n, s.stop + 1))
+            for s, n in zip(boxes[number - 1], labelled.shape, strict=True)
+        )
+        lesion = labelled[box] == number
+        local = geometry.crop_affine(affine, box)
+        row = _measure_lesion(lesion, local, class_name, ct[box][lesion], box, kidneys, options.nephrometry)
+        if row["axial_slice_index"] is not None:
+            row["axial_slice_index"] += int(scan.offset[geometry.slice_axis(affine)])
+        row["incomplete"] = geometry.touches_edge(lesion, scan.offset + [s.start for s in box], scan.shape)
+        if finish is not None and not _too_small(row, options):
+            finish(row, lesion, local)
+        return row
+
     for number in large[: options.max_lesions]:
-        where = (labelled, int(number), boxes[number - 1])
-        row = _measure_component(where, class_name, kidneys, ct, affine, scan, options, finish)
+        row = lesion_row(int(number))
         if _too_small(row, options):
             small.append({k: row[k] for k in ("type", "volume_ml", "max_3d_diameter_cm")})
         else:
@@ -109,33 +125,6 @@ def measure_lesions(
 
 def _too_small(row: dict, options: ReportOptions) -> bool:
     return row["max_3d_diameter_cm"] * 10 < options.min_lesion_diameter_mm
-
-
-def _measure_component(
-    where: tuple[np.ndarray, int, tuple[slice, ...]],
-    class_name: str,
-    kidneys: list[Kidney],
-    ct: np.ndarray,
-    affine: np.ndarray,
-    scan: Scan,
-    options: ReportOptions,
-    finish: Callable[[dict, np.ndarray, np.ndarray], None] | None,
-) -> dict:
-    """The row of one lesion, `where` = (the class's component array, the lesion's number, its
-    bounding box), completed by `finish` unless it is too small. Its mask lives only here."""
-    labelled, number, found = where
-    box = tuple(
-        slice(max(0, s.start - 1), min(n, s.stop + 1)) for s, n in zip(found, labelled.shape, strict=True)
-    )
-    lesion = labelled[box] == number
-    local = geometry.crop_affine(affine, box)
-    row = _measure_lesion(lesion, local, class_name, ct[box][lesion], box, kidneys, options.nephrometry)
-    if row["axial_slice_index"] is not None:
-        row["axial_slice_index"] += int(scan.offset[geometry.slice_axis(affine)])
-    row["incomplete"] = geometry.touches_edge(lesion, scan.offset + [s.start for s in box], scan.shape)
-    if finish is not None and not _too_small(row, options):
-        finish(row, lesion, local)
-    return row
 
 
 def _measure_lesion(
