@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial import ConvexHull
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
@@ -329,7 +330,9 @@ def test_slab_by_slab_measurements_equal_the_whole_mask_ones():
     )
     low, high = geometry.cranio_caudal_range_mm(mask, affine)
     assert (low, high) == pytest.approx((world[:, 2].min(), world[:, 2].max()))
-    assert geometry.sagittal_gap_mm(mask, affine, -3.0) == pytest.approx(np.abs(world[:, 0] + 3.0).min())
+    assert world[:, 0].min() < 3.0 < world[:, 0].max()
+    for x in (-40.0, 3.0, 60.0):  # the plane beside the mask, through it, on its other side
+        assert geometry.sagittal_gap_mm(mask, affine, x) == pytest.approx(np.abs(world[:, 0] - x).min())
     np.testing.assert_allclose(geometry.centroid_index(mask), np.argwhere(mask).mean(axis=0))
     labelled, count = geometry.components(mask)
     np.testing.assert_array_equal(geometry.voxel_counts(labelled, count), np.bincount(labelled.ravel()))
@@ -344,6 +347,32 @@ def test_slab_by_slab_measurements_equal_the_whole_mask_ones():
     ]
     best = max(np.sqrt(((p[:, None] - p[None]) ** 2).sum(-1).max()) for p in per_slice if len(p))
     assert geometry.max_axial_diameter_mm(mask, affine)[0] == pytest.approx(best)
+
+
+def test_line_extremes_are_the_outline_points_at_the_ends_of_each_line():
+    """`line_extremes_by_axis` keeps, of every line of voxels along an axis, the outline's first and
+    last face on it (lines along axis 0 across slab boundaries), so the outline's hull is theirs."""
+    rng = np.random.default_rng(11)
+    mask = np.zeros((2 * geometry.SLAB + 7, 10, 8), dtype=bool)
+    mask[1:-1, 1:-1, 1:-1] = rng.random((2 * geometry.SLAB + 5, 8, 6)) < 0.3
+    truth = _brute_face_midpoints(mask)
+    expected = []
+    for axis in range(3):
+        on_axis = truth[truth[:, axis] % 1 != 0]  # faces normal to `axis` sit half a voxel off
+        others = [a for a in range(3) if a != axis]
+        for line in np.unique(on_axis[:, others], axis=0):
+            along = on_axis[(on_axis[:, others] == line).all(axis=1), axis]
+            for end in (along.min(), along.max()):
+                point = np.empty(3)
+                point[others], point[axis] = line, end
+                expected.append(point)
+    found = np.concatenate([points for _, points in geometry.line_extremes_by_axis(mask)])
+    np.testing.assert_array_equal(_sorted_rows(found), _sorted_rows(np.array(expected)))
+    hull = ConvexHull(truth)
+    np.testing.assert_array_equal(
+        _sorted_rows(truth[hull.vertices]), _sorted_rows(found[ConvexHull(found).vertices])
+    )
+    assert all(axis == 1 for axis, _ in geometry.line_extremes_by_axis(mask, (1,)))
 
 
 def test_sinus_core_erosion_is_the_distance_transform_test():

@@ -46,15 +46,16 @@ several bytes a voxel: the memory of measuring a long scan stays that of its mas
 HULL_BATCH = 1 << 15
 """Outline points gathered before their convex hull replaces them (0.8 MB of coordinates): a few
 hull computations per lesion, and bounded memory for a large one."""
-SLICE_POINTS = 1 << 12
-"""A slice's in-plane outline points above which their convex hull replaces them as soon as they
-are found: a random network's 31-million-voxel "lesion" kept all of them, 1 GiB."""
 
 
-def face_midpoints_by_axis(
-    mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)
-) -> Iterator[tuple[int, np.ndarray]]:
-    """`face_midpoint_slabs`, each part with the axis its faces are normal to."""
+def face_midpoint_slabs(mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> Iterator[np.ndarray]:
+    """Index coordinates of the midpoints of the mask's boundary faces normal to `axes`, in
+    non-empty parts of `SLAB` slices along axis 0.
+
+    A face lies between a voxel inside the mask and its neighbour outside it along one of
+    `axes`; with `axes` the two in-plane axes of a slice these are the in-plane outline
+    points of every slice.
+    """
     padded = np.pad(mask.astype(bool, copy=False), 1)
     inner = (slice(1, -1),) * 3
     for start in range(0, mask.shape[0], SLAB):
@@ -67,18 +68,49 @@ def face_midpoints_by_axis(
                 if len(points):
                     points[:, 0] += start
                     points[:, axis] += 0.5 * step
-                    yield axis, points
+                    yield points
 
 
-def face_midpoint_slabs(mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> Iterator[np.ndarray]:
-    """Index coordinates of the midpoints of the mask's boundary faces normal to `axes`, in
-    non-empty parts of `SLAB` slices along axis 0.
+def line_extremes_by_axis(
+    mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Of the outline points `face_midpoint_slabs` gives, only the first and the last on every line
+    of voxels along each of `axes`, in parts (`SLAB` slices along axis 0 at a time), each with the
+    axis its lines run along.
 
-    A face lies between a voxel inside the mask and its neighbour outside it along one of
-    `axes`; with `axes` the two in-plane axes of a slice these are the in-plane outline
-    points of every slice.
+    Every other outline point lies between these two on its line, so it is never a corner of the
+    outline's convex hull: the hulls, diameters and linear extents (z range) of the outline are
+    theirs, from two points a line instead of every boundary face (a random network's speckle has
+    millions). Lines along axis 0 cross the slabs; their ends come last.
     """
-    return (points for _, points in face_midpoints_by_axis(mask, axes))
+    ends = np.full((2, *mask.shape[1:]), -1, dtype=np.int64) if 0 in axes else None
+    for start in range(0, mask.shape[0], SLAB):
+        block = mask[start : start + SLAB].astype(bool, copy=False)
+        for axis in axes:
+            present = block.any(axis=axis)
+            if not present.any():
+                continue
+            low = np.argmax(block, axis=axis)
+            high = block.shape[axis] - 1 - np.argmax(np.flip(block, axis=axis), axis=axis)
+            if axis == 0:
+                unset = present & (ends[0] < 0)
+                ends[0][unset] = low[unset] + start
+                ends[1][present] = high[present] + start
+            else:
+                yield axis, _line_ends(present, low, high, axis, start)
+    if ends is not None and (ends[0] >= 0).any():
+        yield 0, _line_ends(ends[0] >= 0, ends[0], ends[1], 0, 0)
+
+
+def _line_ends(present: np.ndarray, low: np.ndarray, high: np.ndarray, axis: int, start: int) -> np.ndarray:
+    """Index coordinates of the outer faces of the first (`low`) and last (`high`) voxel of the lines
+    along `axis` that hold any (`present`, indexed by the other two axes), axis 0 offset by `start`."""
+    lines = np.argwhere(present).astype(np.float64)
+    points = np.empty((2 * len(lines), 3))
+    points[:, [a for a in range(3) if a != axis]] = np.concatenate([lines, lines])
+    points[:, axis] = np.concatenate([low[present] - 0.5, high[present] + 0.5])
+    points[:, 0] += start
+    return points
 
 
 def voxel_slabs(mask: np.ndarray) -> Iterator[np.ndarray]:
@@ -94,8 +126,14 @@ def voxel_slabs(mask: np.ndarray) -> Iterator[np.ndarray]:
 def sagittal_gap_mm(mask: np.ndarray, affine: np.ndarray, x: float) -> float | None:
     """The smallest distance (mm) between the mask's outline and the sagittal plane at world
     `x` (the patient's midline); None for an empty mask."""
+    ends = [to_world(points, affine)[:, 0] for _, points in line_extremes_by_axis(mask)]
+    if not ends:
+        return None
+    low, high = min(float(e.min()) for e in ends), max(float(e.max()) for e in ends)
+    if low > x or high < x:  # one side of the plane: the nearest point is an extreme one
+        return low - x if low > x else x - high
     gaps = [float(np.abs(to_world(points, affine)[:, 0] - x).min()) for points in face_midpoint_slabs(mask)]
-    return min(gaps, default=None)
+    return min(gaps)
 
 
 def hull_vertices(points: np.ndarray) -> np.ndarray:
@@ -146,18 +184,13 @@ class _PlanarOutlines:
         self.outlines: dict[int, list[np.ndarray]] = {}
 
     def add(self, points: np.ndarray, world: np.ndarray) -> None:
-        """In-plane face midpoints (index coordinates) and the same in world mm."""
+        """In-plane outline points (index coordinates, `line_extremes_by_axis`) and the same in world mm."""
         world_xy = world[:, self.keep]
         index = points[:, self.axis].astype(np.int64)
         order = np.argsort(index, kind="stable")
         slices, starts = np.unique(index[order], return_index=True)
         for i, chosen in zip(slices, np.split(order, starts[1:]), strict=True):
-            # Slices across axis 0 lie in one slab each (their hull waits for `widest` unless
-            # they are large); others gather a part from every slab, kept as its hull.
-            part = world_xy[chosen]
-            if self.axis != 0 or len(part) > SLICE_POINTS:
-                part = hull_vertices(part)
-            self.outlines.setdefault(int(i), []).append(part)
+            self.outlines.setdefault(int(i), []).append(world_xy[chosen])
 
     def widest(self) -> tuple[float, int]:
         """The largest diameter over the slices, and its slice (-1 when there is none).
@@ -203,7 +236,7 @@ def max_planar_diameter_mm(mask: np.ndarray, affine: np.ndarray, normal: int) ->
     """Like `max_axial_diameter_mm` for the planes perpendicular to world axis `normal`
     (0: sagittal, 1: coronal, 2: axial), sliced across the array axis closest to it."""
     planes = _PlanarOutlines(affine, normal)
-    for points in face_midpoint_slabs(mask, planes.in_plane):
+    for _, points in line_extremes_by_axis(mask, planes.in_plane):
         planes.add(points, to_world(points, affine))
     return planes.widest()
 
@@ -212,7 +245,7 @@ def lesion_outline_mm(mask: np.ndarray, affine: np.ndarray) -> tuple[float, int,
     """`max_axial_diameter_mm`, `max_3d_diameter_mm` and `cranio_caudal_range_mm` from one walk
     over the outline: (axial diameter, its slice, 3D diameter, (inferior, superior) z)."""
     planes, extent = _PlanarOutlines(affine, 2), _Extent()
-    for axis, points in face_midpoints_by_axis(mask):
+    for axis, points in line_extremes_by_axis(mask):
         world = to_world(points, affine)
         extent.add(world)
         if axis in planes.in_plane:
@@ -224,14 +257,14 @@ def max_3d_diameter_mm(mask: np.ndarray, affine: np.ndarray) -> float:
     """The largest distance between two points of the mask's outline, in mm (found on the hull of
     its outline points); 0 for an empty mask."""
     extent = _Extent()
-    for points in face_midpoint_slabs(mask):
+    for _, points in line_extremes_by_axis(mask):
         extent.add(to_world(points, affine))
     return extent.result()[0]
 
 
 def cranio_caudal_range_mm(mask: np.ndarray, affine: np.ndarray) -> tuple[float, float]:
     """The world z (inferior, superior) limits of the mask's outline, in mm."""
-    parts = (to_world(points, affine)[:, 2] for points in face_midpoint_slabs(mask))
+    parts = (to_world(points, affine)[:, 2] for _, points in line_extremes_by_axis(mask))
     lows, highs = zip(*((float(z.min()), float(z.max())) for z in parts), strict=True)
     return min(lows), max(highs)
 
