@@ -16,6 +16,7 @@ from kidneyseg.models import (
     SpatialAttention,
     build_model,
     count_parameters,
+    layers,
     list_models,
     model_info,
     record_attention,
@@ -114,6 +115,84 @@ def test_wrong_input_rank_names_the_expected_shape() -> None:
     model = tiny("sca_unet_3d")
     with pytest.raises(ValueError, match=r"\(N, C, \*, \*, \*\)"):
         model(torch.rand(1, 1, 16, 16))
+
+
+MONAI_UNETS = [
+    {"spatial_dims": 3, "in_channels": 1, "out_channels": 4, "channels": (4, 8, 16), "strides": (2, 2)},
+    {
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 3,
+        "channels": (4, 8, 16, 16),
+        "strides": (2, 2, 2),
+        "num_res_units": 2,
+    },
+    {
+        "spatial_dims": 2,
+        "in_channels": 2,
+        "out_channels": 3,
+        "channels": (4, 8, 8),
+        "strides": ((2, 1), 2),
+        "kernel_size": 5,
+        "num_res_units": 1,
+        "act": ("leakyrelu", {"negative_slope": 0.1}),
+        "norm": ("instance", {"affine": True}),
+        "dropout": 0.1,
+        "adn_ordering": "ADN",
+    },
+    {
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 2,
+        "channels": (4, 8, 8),
+        "strides": (2, 2),
+        "num_res_units": 1,
+        "act": "RELU",
+        "norm": "batch",
+        "bias": False,
+    },
+    {  # names outside the layers' own table come from MONAI's factories
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 2,
+        "channels": (4, 8),
+        "strides": (2,),
+        "act": "swish",
+        "norm": ("group", {"num_groups": 2}),
+    },
+]
+
+
+@pytest.mark.parametrize("kwargs", MONAI_UNETS, ids=range(len(MONAI_UNETS)))
+def test_unet_layers_build_monais_unet(kwargs) -> None:
+    """`kidneyseg.models.layers` builds MONAI's UNet without importing MONAI: the same module tree,
+    names and parameter shapes, and with the same weights the same outputs, in training mode too."""
+    torch.manual_seed(0)
+    theirs = UNet(**kwargs)
+    ours = layers.UNet(**kwargs)
+    assert repr(ours) == repr(theirs)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.rand(2, kwargs["in_channels"], *(16,) * kwargs["spatial_dims"])
+    for mode in (False, True):
+        ours.train(mode), theirs.train(mode)
+        torch.manual_seed(1)
+        expected = theirs(x)
+        torch.manual_seed(1)
+        torch.testing.assert_close(ours(x), expected, rtol=0, atol=0)
+
+
+def test_two_conv_and_layer_names_are_monais() -> None:
+    from monai.networks.layers import get_act_layer
+    from monai.networks.nets.basic_unet import TwoConv
+
+    torch.manual_seed(0)
+    theirs = TwoConv(2, 3, 5, "relu", ("batch", {"momentum": 0.2}), False, 0.2)
+    ours = layers.TwoConv(2, 3, 5, "relu", ("batch", {"momentum": 0.2}), False, 0.2)
+    assert repr(ours) == repr(theirs)
+    for name in ("prelu", "gelu", ("leakyrelu", {"negative_slope": 0.3}), "Tanh"):
+        assert repr(layers.act_layer(name)) == repr(get_act_layer(name))
+    with pytest.raises(ValueError, match="no same padding"):
+        layers.Convolution(3, 1, 1, kernel_size=4)
 
 
 def test_sca_unet_attention_sits_where_the_paper_puts_it() -> None:

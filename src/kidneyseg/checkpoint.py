@@ -70,7 +70,8 @@ class Checkpoint:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape a run's numbers."""
-    import monai
+    from importlib.metadata import version
+
     import numpy
     import torch
 
@@ -79,7 +80,7 @@ def library_versions() -> dict[str, str]:
     return {
         "kidneyseg": __version__,
         "torch": torch.__version__,
-        "monai": monai.__version__,
+        "monai": version("monai"),  # importing MONAI to ask would import all of it
         "numpy": numpy.__version__,
         "python": platform.python_version(),
     }

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from monai.networks.layers import get_act_layer
-from monai.networks.layers.factories import Conv
 from torch import nn
+
+from kidneyseg.models.layers import CONV, act_layer
 
 
 def _linear_mode(spatial_dims: int) -> str:
@@ -46,7 +46,7 @@ class SpatialAttention(nn.Module):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"spatial attention kernel_size must be odd, got {kernel_size}")
-        self.conv = Conv[Conv.CONV, spatial_dims](2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.conv = CONV[spatial_dims](2, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
@@ -81,11 +81,11 @@ class ChannelAttention(nn.Module):
         act: str | tuple = "relu",
     ):
         super().__init__()
-        conv = Conv[Conv.CONV, spatial_dims]
+        conv = CONV[spatial_dims]
         hidden = max(1, in_channels // reduction)
         self.mlp = nn.Sequential(
             conv(in_channels, hidden, 1, bias=False),
-            get_act_layer(act),
+            act_layer(act),
             conv(hidden, out_channels or in_channels, 1, bias=False),
         )
 
@@ -125,7 +125,7 @@ class AttentionGate(nn.Module):
         sub_sample: int = 2,
     ):
         super().__init__()
-        conv = Conv[Conv.CONV, spatial_dims]
+        conv = CONV[spatial_dims]
         inter = inter_channels or max(1, skip_channels // 2)
         self.mode = _linear_mode(spatial_dims)
         self.theta = conv(skip_channels, inter, sub_sample, stride=sub_sample, bias=False)

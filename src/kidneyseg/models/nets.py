@@ -1,4 +1,5 @@
-"""The networks of the two papers, built from MONAI blocks; every one accepts any input size.
+"""The networks of the two papers, built from MONAI's layers (`kidneyseg.models.layers`, the same
+layers without importing MONAI); every one accepts any input size.
 
 * `PaddedUNet`: MONAI's `UNet` (Kerfoot et al. 2019, https://doi.org/10.1007/978-3-030-12029-0_40)
   with pad-and-crop, the residual U-Net 3D baseline of Gohil & Lad.
@@ -21,13 +22,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import Convolution
-from monai.networks.layers.factories import Conv, Pool
-from monai.networks.nets import UNet
-from monai.networks.nets.basic_unet import TwoConv
 from torch import nn
 
 from kidneyseg.models.blocks import Attended, AttentionGate, ChannelAttention, SpatialAttention
+from kidneyseg.models.layers import CONV, CONV_TRANSPOSED, MAX_POOL, Convolution, TwoConv, UNet
 
 PAD_MODES = ("replicate", "constant")
 
@@ -80,7 +78,7 @@ def _check_pad_mode(pad_mode: str) -> str:
 class PaddedUNet(UNet):
     """MONAI `UNet` (Kerfoot et al. 2019) that accepts any input size.
 
-    All arguments are those of `monai.networks.nets.UNet`, plus:
+    All arguments are those of MONAI's `UNet` (`kidneyseg.models.layers.UNet`), plus:
 
     Args:
         pad_mode: "replicate" or "constant" (zeros): how inputs are padded up to a multiple of
@@ -316,8 +314,8 @@ class AttentionGateUNet(nn.Module):
             TwoConv(spatial_dims, widths[i], widths[i + 1], act, norm, bias, dropout)
             for i in range(len(channels))
         )
-        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2)
-        up_conv = Conv[Conv.CONVTRANS, spatial_dims]
+        self.pool = MAX_POOL[spatial_dims](kernel_size=2)
+        up_conv = CONV_TRANSPOSED[spatial_dims]
         skips = range(len(channels) - 1)
         self.up = nn.ModuleList(up_conv(channels[i + 1], channels[i], kernel_size=2, stride=2) for i in skips)
         self.gates = (
@@ -333,7 +331,7 @@ class AttentionGateUNet(nn.Module):
         self.decoder = nn.ModuleList(
             TwoConv(spatial_dims, 2 * channels[i], channels[i], act, norm, bias, dropout) for i in skips
         )
-        self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
+        self.head = CONV[spatial_dims](channels[0], out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, size = pad_to_divisor(x, self.divisor, self.pad_mode)

@@ -17,11 +17,11 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
-from monai.networks.nets import UNet
 from torch import nn
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import KITS19, KITS23
+from kidneyseg.models.layers import UNet
 from kidneyseg.models.nets import (
     SCA_PAPER_ATTENTION,
     AttentionGateUNet,
