@@ -91,6 +91,43 @@ def test_constant_windows_are_reused_and_change_nothing(rng):
 
 
 @pytest.mark.parametrize(
+    ("shape", "roi", "overlaps", "batch", "blend"),
+    [
+        ((40, 36, 30), (16, 16, 8), (0.5,) * 3, 1, "gaussian"),
+        ((40, 36, 30), (16, 16, 8), (0.8,) * 3, 3, "gaussian"),
+        ((23, 9, 30), (16, 16, 8), (0.25, 0.5, 0.8), 2, "constant"),  # padded along y, odd sizes
+        ((40, 36, 5), (20, 24, 1), (0.5, 0.5, 0.0), 4, "gaussian"),  # a 2D network's slices
+        ((16, 16, 8), (16, 16, 8), (0.8,) * 3, 1, "gaussian"),  # one window
+    ],
+)
+def test_blended_windows_are_monais_bit_for_bit(rng, shape, roi, overlaps, batch, blend):
+    """`blend_windows` places, weights and sums the windows as MONAI's `sliding_window_inference`,
+    which it replaces so that predicting does not import MONAI."""
+    from monai.inferers import sliding_window_inference
+
+    from kidneyseg.predict.sliding_window import blend_windows
+
+    image = torch.from_numpy(rng.random(shape, dtype=np.float32))[None, None]
+    calls = {"ours": [], "monai": []}
+
+    def scores(who):
+        def run(windows, where):
+            calls[who].append([[(s.start, s.stop) for s in spans] for spans in where])
+            return torch.cat([windows * 2 - 0.3, windows.square(), -windows], dim=1)
+
+        return run
+
+    with torch.inference_mode():
+        ours = blend_windows(image, roi, overlaps, batch, scores("ours"), blend)
+        monai = sliding_window_inference(
+            image, roi, batch, scores("monai"), overlap=overlaps, mode=blend, with_coord=True
+        )
+    assert calls["ours"] == calls["monai"]
+    assert ours.shape == (1, 3, *shape)
+    assert torch.equal(ours, monai)
+
+
+@pytest.mark.parametrize(
     ("roi", "overlap", "dims"),
     [((16, 16, 8), 0.5, 3), ((16, 16, 8), 0.8, 3), ((64, 8, 8), 0.25, 3), ((20, 24), 0.5, 2)],
 )

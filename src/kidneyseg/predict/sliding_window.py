@@ -1,10 +1,11 @@
 """Sliding-window inference on the preprocessed grid, with MONAI's window placement and blending.
 
 The one inferer of the project: prediction (`Predictor.scores`) and validation during training
-(`kidneyseg.train.validation`) both run `sliding_window_scores` with an `InferenceConfig`, so
-MONAI's `sliding_window_inference` is called from this module only. The windows, their order and
-their Gaussian/constant blending are MONAI's (the inferer the SCA-UNet code of Gohil & Lad uses,
-with overlap 0.8); what is added here is the callable it runs on each batch of windows, `WindowPredictor`:
+(`kidneyseg.train.validation`) both run `sliding_window_scores` with an `InferenceConfig`. The
+windows, their order and their Gaussian/constant blending are those of MONAI's
+`sliding_window_inference` (the inferer the SCA-UNet code of Gohil & Lad uses, with overlap 0.8),
+which `blend_windows` reproduces bit for bit without importing MONAI; what is added here is the
+callable it runs on each batch of windows, `WindowPredictor`:
 
 - windows whose input is constant (all air/fat below the HU window, typically at the corners of
   the body box) are computed once per value and reused: a network in eval mode maps identical
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -238,7 +239,6 @@ def sliding_window_scores(
             round its last bit differently); elsewhere they mean nothing.
     """
     import torch
-    from monai.inferers import sliding_window_inference
     from tqdm import tqdm
 
     roi = window_roi(inference.roi_size, predictor.spatial_dims)
@@ -267,13 +267,85 @@ def sliding_window_scores(
             return out
 
         with torch.inference_mode():
-            scores = sliding_window_inference(
-                tensor,
-                roi,
-                inference.sw_batch_size,
-                counted,
-                overlap=overlaps,
-                mode=inference.blend,
-                with_coord=True,
-            )
+            scores = blend_windows(tensor, roi, overlaps, inference.sw_batch_size, counted, inference.blend)
     return scores[0]
+
+
+def window_starts(size: int, roi: int, overlap: float) -> list[int]:
+    """Where MONAI's windows start along one axis of `size` voxels (at least `roi`): every
+    `int(roi × (1 - overlap))` voxels (at least 1), the last one flush with the end."""
+    step = roi if roi == size else max(int(roi * (1 - overlap)), 1)
+    return [min(i * step, size - roi) for i in range(math.ceil((size - roi) / step) + 1)]
+
+
+def importance_map(roi: Sequence[int], blend: str, sigma_scale: float = 0.125) -> torch.Tensor:
+    """MONAI's window weights: ones ("constant") or a Gaussian of sigma `sigma_scale` × the window
+    per axis centred on the window ("gaussian"), clamped below at its minimum or 0.001."""
+    import torch
+
+    if blend == "constant":
+        weights = torch.ones(tuple(roi), dtype=torch.float)
+    elif blend == "gaussian":
+        for axis, size in enumerate(roi):
+            x = torch.arange(start=-(size - 1) / 2.0, end=(size - 1) / 2.0 + 1, dtype=torch.float)
+            x = torch.exp(x**2 / (-2 * (size * sigma_scale) ** 2))
+            weights = weights.unsqueeze(-1) * x[(None,) * axis] if axis else x
+    else:
+        raise ValueError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
+    return torch.clamp_(weights, min=max(torch.min(weights).item(), 0.001))
+
+
+def blend_windows(
+    image: torch.Tensor,
+    roi: Sequence[int],
+    overlaps: Sequence[float],
+    batch: int,
+    run: Callable[[torch.Tensor, list[list[slice]]], torch.Tensor],
+    blend: str,
+) -> torch.Tensor:
+    """MONAI's `sliding_window_inference` (1.x) as this project calls it, without importing MONAI
+    (which imports all of itself, seconds of a prediction's start-up): the same windows in the same
+    order, the same weights and the same sums, so the same scores bit for bit (tests/test_predict.py).
+
+    Args:
+        image: `[1, 1, *spatial]` float32, padded evenly with zeros where smaller than `roi`.
+        roi: the window.
+        overlaps: per axis, as MONAI's `overlap`.
+        batch: windows per call of `run`.
+        run: scores `[B, C, *roi]` of windows `[B, 1, *roi]`, also given the windows' places
+            (MONAI's `with_coord`: `[batch slice, channel slice, *spatial slices]` each).
+        blend: "gaussian" or "constant".
+
+    Returns:
+        The blended scores `[1, C, *spatial]`.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    size = image.shape[2:]
+    pads = [max(r - n, 0) for r, n in zip(roi, size, strict=True)]
+    if any(pads):
+        image = F.pad(image, [p for pad in reversed(pads) for p in (pad // 2, pad - pad // 2)])
+    padded = image.shape[2:]
+    starts = [window_starts(n, r, o) for n, r, o in zip(padded, roi, overlaps, strict=True)]
+    places = [
+        [slice(0, 1), slice(None), *(slice(a, a + r) for a, r in zip(corner, roi, strict=True))]
+        for corner in itertools.product(*starts)
+    ]
+    weights = importance_map(roi, blend)[None, None]
+    scores = counts = None
+    for first in range(0, len(places), batch):
+        chosen = places[first : first + batch]
+        windows = (
+            torch.cat([image[tuple(place)] for place in chosen]) if batch > 1 else image[tuple(chosen[0])]
+        )
+        out = run(windows, chosen) * weights
+        if scores is None:
+            scores = torch.zeros((1, out.shape[1], *padded), dtype=image.dtype)
+            counts = torch.zeros((1, 1, *padded), dtype=image.dtype)
+            for place in places:
+                counts[(slice(None), slice(None), *place[2:])] += weights
+        for place, window in zip(chosen, out, strict=True):
+            scores[tuple(place)] += window
+    scores /= counts
+    return scores[(..., *(slice(p // 2, p // 2 + n) for p, n in zip(pads, size, strict=True)))]
