@@ -11,7 +11,8 @@ Gaussian blending) and the same overlap:
   NIfTI write with the CT's affine;
 - ours: `kidneyseg.predict.run_prediction` on the same file, the network run by PyTorch
   (`ours-torch`) or compiled by OpenVINO (`ours-openvino`, the default on CPU when installed);
-  float32, or bfloat16 with a `-bf16` suffix; over the whole body (`--roi body`), or with a
+  float32, or bfloat16 with a `-bf16` suffix, or (OpenVINO only) int8 with `-int8` (NNCF's
+  post-training quantisation, calibrated on phantom windows); over the whole body (`--roi body`), or with a
   `-kidneys` suffix two-stage (`--roi kidneys`: the bundled model locates the kidneys, the network
   runs only around them).
 
@@ -52,6 +53,7 @@ PIPELINES = (
     "ours-openvino-bf16",
     "ours-torch-kidneys",
     "ours-openvino-kidneys",
+    "ours-openvino-int8-kidneys",
 )
 KITS_SEED = 1
 KITS_SLICES = 202  # 512 x 512 x 202 slices, 0.82 x 0.82 x 1.5 mm, whatever the generator draws
@@ -198,7 +200,7 @@ def child(args: argparse.Namespace) -> None:
         result = run_reference(Path(args.case), Path(args.checkpoint), args.overlap, out)
     else:
         parts = args.pipeline.split("-")
-        precision = "bfloat16" if "bf16" in parts else "float32"
+        precision = {"bf16": "bfloat16", "int8": "int8"}.get(parts[2] if len(parts) > 2 else "", "float32")
         roi = "kidneys" if "kidneys" in parts else "body"
         result = run_ours(Path(args.case), Path(args.checkpoint), args.overlap, out, parts[1], precision, roi)
     result["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -20,6 +20,7 @@ from kidneyseg.models import (
     list_models,
     model_info,
     record_attention,
+    unet,
 )
 
 TINY = {
@@ -169,7 +170,7 @@ def test_unet_layers_build_monais_unet(kwargs) -> None:
     names and parameter shapes, and with the same weights the same outputs, in training mode too."""
     torch.manual_seed(0)
     theirs = UNet(**kwargs)
-    ours = layers.UNet(**kwargs)
+    ours = unet.UNet(**kwargs)
     assert repr(ours) == repr(theirs)
     ours.load_state_dict(theirs.state_dict())
     x = torch.rand(2, kwargs["in_channels"], *(16,) * kwargs["spatial_dims"])

@@ -16,6 +16,7 @@ from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS19
 from kidneyseg.report import geometry, measure
 from kidneyseg.report.checks import ReportOptions
+from kidneyseg.report.hulls import SliceHulls
 
 HALF_EXTENT = np.array([85.0, 40.0, 60.0])
 SPACING = (1.2, 1.0, 1.5)  # mm along the world x, y, z the grid axes are closest to
@@ -479,7 +480,7 @@ def test_kidney_overlap_counts_shared_voxels_across_boxes():
     in_crop = np.zeros((40, 30, 20), dtype=bool)
     in_crop[kidney_box] = rng.random((25, 22, 16)) > 0.4
     mask = in_crop[kidney_box]
-    kidney = Kidney("right", kidney_box, mask, mask, np.zeros(3), (0.0, 1.0), geometry.SliceHulls(mask, 2))
+    kidney = Kidney("right", kidney_box, mask, mask, np.zeros(3), (0.0, 1.0), SliceHulls(mask, 2))
     for box in [
         (slice(20, 40), slice(0, 10), slice(10, 20)),  # partly inside
         (slice(0, 40), slice(0, 30), slice(0, 20)),  # the whole crop

@@ -150,7 +150,7 @@ def test_filled_hull_slices_match_the_point_test(axis):
     `SliceHulls.contains` (the point test) finds inside each slice's hull."""
     from scipy import ndimage
 
-    from kidneyseg.report.geometry import SliceHulls
+    from kidneyseg.report.hulls import SliceHulls
 
     rng = np.random.default_rng(axis)
     region = ndimage.binary_opening(ndimage.gaussian_filter(rng.random((30, 34, 38)), 2) > 0.52)
@@ -168,7 +168,7 @@ def test_filled_hull_slices_match_the_point_test(axis):
 def test_points_on_slices_beyond_the_region_are_outside():
     """A lesion reaching past its kidney's box: the slices beyond it hold no hull (a negative
     slice must not wrap round to the far end of the box)."""
-    from kidneyseg.report.geometry import SliceHulls
+    from kidneyseg.report.hulls import SliceHulls
 
     region = np.ones((6, 7, 8), dtype=bool)
     for axis in range(3):

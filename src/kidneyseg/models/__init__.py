@@ -1,7 +1,7 @@
 """Networks of the two papers behind one registry: `build_model(name, **overrides)`.
 
-Importing this package imports torch, not MONAI (`kidneyseg.models.layers` rebuilds the layers
-it takes from MONAI).
+Importing this package imports torch, not MONAI (`kidneyseg.models.layers` and `unet` rebuild
+the layers it takes from MONAI).
 """
 
 from kidneyseg.models.blocks import (

@@ -1,5 +1,5 @@
-"""The networks of the two papers, built from MONAI's layers (`kidneyseg.models.layers`, the same
-layers without importing MONAI); every one accepts any input size.
+"""The networks of the two papers, built from MONAI's layers (`kidneyseg.models.layers` and
+`unet`, the same layers without importing MONAI); every one accepts any input size.
 
 * `PaddedUNet`: MONAI's `UNet` (Kerfoot et al. 2019, https://doi.org/10.1007/978-3-030-12029-0_40)
   with pad-and-crop, the residual U-Net 3D baseline of Gohil & Lad.
@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from kidneyseg.models.blocks import Attended, AttentionGate, ChannelAttention, SpatialAttention
-from kidneyseg.models.layers import CONV, CONV_TRANSPOSED, MAX_POOL, Convolution, TwoConv, UNet
+from kidneyseg.models.layers import CONV, CONV_TRANSPOSED, MAX_POOL, Convolution, TwoConv
+from kidneyseg.models.unet import UNet
 
 PAD_MODES = ("replicate", "constant")
 
@@ -78,7 +79,7 @@ def _check_pad_mode(pad_mode: str) -> str:
 class PaddedUNet(UNet):
     """MONAI `UNet` (Kerfoot et al. 2019) that accepts any input size.
 
-    All arguments are those of MONAI's `UNet` (`kidneyseg.models.layers.UNet`), plus:
+    All arguments are those of MONAI's `UNet` (`kidneyseg.models.unet.UNet`), plus:
 
     Args:
         pad_mode: "replicate" or "constant" (zeros): how inputs are padded up to a multiple of

@@ -21,7 +21,6 @@ from torch import nn
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import KITS19, KITS23
-from kidneyseg.models.layers import UNet
 from kidneyseg.models.nets import (
     SCA_PAPER_ATTENTION,
     AttentionGateUNet,
@@ -29,6 +28,7 @@ from kidneyseg.models.nets import (
     SCAUNet,
     count_parameters,
 )
+from kidneyseg.models.unet import UNet
 
 GOHIL_LAD = (
     "Gohil & Lad, Kidney and kidney tumor segmentation using spatial and channel attention enhanced "

@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from kidneyseg.report import geometry
 from kidneyseg.report.checks import ReportOptions
+from kidneyseg.report.hulls import SliceHulls
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Kidney:
     parenchyma: np.ndarray  # its voxels labelled kidney
     centroid: np.ndarray  # world RAS+ mm
     z_range: tuple[float, float]  # world z of its parenchyma (or of the whole kidney without any)
-    contour: geometry.SliceHulls  # convex hull of its parenchyma on each axial slice
+    contour: SliceHulls  # convex hull of its parenchyma on each axial slice
 
     def overlap(self, box: tuple[slice, ...], mask: np.ndarray) -> int:
         """How many voxels of `mask`, itself the sub-array `box` of the crop, lie in this kidney."""

@@ -34,6 +34,7 @@ from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS23, LESION_CLASSES, SIDES, LabelMap, check_label_values
 from kidneyseg.report import geometry, nephrometry, staging
 from kidneyseg.report.checks import ReportOptions, run_checks
+from kidneyseg.report.hulls import SliceHulls
 from kidneyseg.report.lesions import Kidney, Scan, measure_lesions, rounded
 from kidneyseg.report.provenance import dicom_identifiers
 
@@ -257,7 +258,7 @@ def _find_kidneys(
                     own,
                     geometry.to_world(geometry.centroid_index(region)[None], local)[0],
                     geometry.cranio_caudal_range_mm(own if own.any() else region, local),
-                    geometry.SliceHulls(own, geometry.slice_axis(affine)),
+                    SliceHulls(own, geometry.slice_axis(affine)),
                 )
             )
             other_voxels += sum(int(c[1]) for c in on_side[1:])

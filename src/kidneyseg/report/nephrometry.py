@@ -31,6 +31,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from kidneyseg.report import geometry
+from kidneyseg.report.hulls import SliceHulls
 
 CORE_MM = 3.0  # the collecting-system proxy: sinus voxels at least this far inside the sinus
 TOUCH_MM = 1.0  # a gap up to this counts as contact (one voxel face-to-face is 0 mm)
@@ -73,7 +74,7 @@ def kidney_anatomy(
     kidney: np.ndarray,
     parenchyma: np.ndarray,
     ct: np.ndarray,
-    hulls: geometry.SliceHulls,
+    hulls: SliceHulls,
     affine: np.ndarray,
     centroid: np.ndarray,
     z_range: tuple[float, float],
