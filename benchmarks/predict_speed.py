@@ -200,7 +200,7 @@ def child(args: argparse.Namespace) -> None:
         result = run_reference(Path(args.case), Path(args.checkpoint), args.overlap, out)
     else:
         parts = args.pipeline.split("-")
-        precision = {"bf16": "bfloat16", "int8": "int8"}.get(parts[2] if len(parts) > 2 else "", "float32")
+        precision = "bfloat16" if "bf16" in parts else "int8" if "int8" in parts else "float32"
         roi = "kidneys" if "kidneys" in parts else "body"
         result = run_ours(Path(args.case), Path(args.checkpoint), args.overlap, out, parts[1], precision, roi)
     result["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -196,13 +196,11 @@ def window_roi(roi_size: Sequence[int], spatial_dims: int) -> tuple[int, int, in
 
 
 def count_windows(shape: Sequence[int], roi: Sequence[int], overlaps: Sequence[float]) -> int:
-    """How many windows MONAI's `sliding_window_inference` places on an image of `shape`
-    (its scan interval `int(roi × (1 - overlap))`, at least 1; the last window flush with the edge)."""
-    count = 1
-    for size, r, o in zip(shape, roi, overlaps, strict=True):
-        step = max(int(r * (1 - o)), 1)
-        count *= math.ceil(max(size - r, 0) / step) + 1
-    return count
+    """How many windows `blend_windows` (as MONAI's `sliding_window_inference`) places on an image
+    of `shape`: `window_starts` along each axis, the image padded up to the window where smaller."""
+    return math.prod(
+        len(window_starts(max(size, r), r, o)) for size, r, o in zip(shape, roi, overlaps, strict=True)
+    )
 
 
 def boxes_meet(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> bool:
@@ -333,7 +331,10 @@ def blend_windows(
         for corner in itertools.product(*starts)
     ]
     weights = importance_map(roi, blend)[None, None]
-    scores = counts = None
+    counts = torch.zeros((1, 1, *padded), dtype=image.dtype)
+    for place in places:
+        counts[(slice(None), slice(None), *place[2:])] += weights
+    scores = None
     for first in range(0, len(places), batch):
         chosen = places[first : first + batch]
         windows = (
@@ -342,9 +343,6 @@ def blend_windows(
         out = run(windows, chosen) * weights
         if scores is None:
             scores = torch.zeros((1, out.shape[1], *padded), dtype=image.dtype)
-            counts = torch.zeros((1, 1, *padded), dtype=image.dtype)
-            for place in places:
-                counts[(slice(None), slice(None), *place[2:])] += weights
         for place, window in zip(chosen, out, strict=True):
             scores[tuple(place)] += window
     scores /= counts
