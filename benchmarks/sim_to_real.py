@@ -17,7 +17,8 @@ and draws one picture: a row per run, the low-dose CT, the DICOM series and the 
 the prediction (red kidney, yellow tumor, cyan cyst) and the reference kidney outline (green).
 
 Usage:
-    python benchmarks/sim_to_real.py --run NAME=RUN_DIR [--run ...] [--labels NAME=FOLDER ...] \
+    python benchmarks/sim_to_real.py --run NAME=RUN_DIR [--run ...] [--run-unchecked NAME=RUN_DIR ...] \
+        [--labels NAME=FOLDER ...] \
         --phantoms HELD_OUT_DIR --picture docs/images/sim_to_real.png [--json out.json]
 """
 
@@ -39,16 +40,24 @@ REAL_CTS = {
 
 
 class Predicted:
-    """Label maps from `kidneyseg`'s own predictor with a run's model (default settings)."""
+    """Label maps from `kidneyseg`'s own predictor with a run's model (default settings, or
+    without post-processing's anatomy check)."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, anatomy_check: bool = True) -> None:
         from kidneyseg.predict import Predictor, PredictSettings
 
-        self.predictor = Predictor([model], PredictSettings(roi="body"))
+        self.predictor = Predictor([model], PredictSettings(roi="body", anatomy_check=anatomy_check))
 
     def labels(self, name: str, ct) -> tuple[np.ndarray, float | None]:
         prediction = self.predictor.predict(ct)
         return prediction.labels.array, prediction.confidence
+
+
+class Unchecked(Predicted):
+    """`Predicted` without post-processing's anatomy check (`kidneyseg.predict.anatomy`)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model, anatomy_check=False)
 
 
 class FromFiles:
@@ -161,19 +170,37 @@ def _axial(ct: np.ndarray, labels: np.ndarray, affine: np.ndarray, ref: np.ndarr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", action="append", default=[], help="NAME=RUN_DIR (repeatable).")
-    parser.add_argument(
-        "--labels", action="append", default=[], help="NAME=FOLDER of label maps another tool wrote."
+    sources = parser.add_argument_group("rows, in the order given")
+    sources.add_argument(
+        "--run",
+        dest="sources",
+        action="append",
+        default=[],
+        type=lambda v: (v, Predicted),
+        help="NAME=RUN_DIR (repeatable).",
+    )
+    sources.add_argument(
+        "--run-unchecked",
+        dest="sources",
+        action="append",
+        type=lambda v: (v, Unchecked),
+        help="NAME=RUN_DIR, predicted without post-processing's anatomy check.",
+    )
+    sources.add_argument(
+        "--labels",
+        dest="sources",
+        action="append",
+        type=lambda v: (v, FromFiles),
+        help="NAME=FOLDER of label maps another tool wrote.",
     )
     parser.add_argument("--phantoms", type=Path, help="Held-out labelled phantoms (KiTS layout).")
     parser.add_argument("--picture", type=Path, help="PNG to draw.")
     parser.add_argument("--json", type=Path, help="Write the figures here too.")
     args = parser.parse_args()
-    sources = [(spec, Predicted) for spec in args.run] + [(spec, FromFiles) for spec in args.labels]
-    if not sources:
-        parser.error("give at least one --run or --labels")
+    if not args.sources:
+        parser.error("give at least one --run, --run-unchecked or --labels")
     rows, maps = {}, {}
-    for spec, kind in sources:
+    for spec, kind in args.sources:
         name, _, where = spec.partition("=")
         rows[name], maps[name] = score_run(kind(where), args.phantoms)
         print(json.dumps({name: rows[name]}), flush=True)

@@ -94,6 +94,11 @@ def predict(
     tta: _flag("Mirroring test-time augmentation on every axis.", "--tta") = False,
     probabilities: _flag("Also write class probabilities (network grid).", "--probabilities") = False,
     postprocess: Postprocess = None,
+    no_anatomy_check: _flag(
+        "Keep components the CT rules out as kidneys (at the body surface, in a blood pool or bone, "
+        "no kidney voxel).",
+        "--no-anatomy-check",
+    ) = False,
     split_sides: _flag("Label kidney, tumor and cyst right and left (1-6).", "--split-sides") = False,
     per_class: _flag("Also write one binary mask per class.", "--per-class") = False,
     dicom_seg: _flag("Also write a DICOM SEG (DICOM input).", "--dicom-seg") = False,
@@ -132,6 +137,7 @@ def predict(
     settings = _settings(overlap, blend, batch, tta, precision, backend, probabilities, roi)
     if postprocess is not None:
         settings = replace(settings, postprocess=postprocess)
+    settings = replace(settings, anatomy_check=not no_anatomy_check)
     if roi_margin is not None:
         settings = replace(settings, roi_margin_mm=roi_margin)
     device = str(pick_device(device))

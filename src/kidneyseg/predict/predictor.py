@@ -283,9 +283,11 @@ class Predictor:
         """Segment `ct` (Hounsfield units, any orientation); labels come back on its grid."""
         import torch
 
-        from kidneyseg.predict.postprocess import foreground_confidence, keep_largest_components
+        from kidneyseg.predict.anatomy import AnatomyCheck
+        from kidneyseg.predict.postprocess import foreground_confidence, keep_kidneys
         from kidneyseg.predict.roi import restrict, slices
         from kidneyseg.preprocess import invert_probabilities, preprocess
+        from kidneyseg.report.geometry import slice_axis
 
         seconds: dict[str, float] = {}
         t = time.perf_counter()
@@ -332,9 +334,17 @@ class Predictor:
             labels = inverted if labels is None else np.maximum(labels, inverted, out=labels)
         del parts
         seconds["inverse"] = time.perf_counter() - t
+        ruled_out: list[dict[str, Any]] = []
         if self.settings.postprocess:
             t = time.perf_counter()
-            labels = keep_largest_components(labels)
+            check = None
+            if self.settings.anatomy_check:
+                air = self.config.preprocess.body_threshold_hu
+                kidney = self.label_map.value("kidney")
+                check = AnatomyCheck(ct.array, ct.spacing, slice_axis(ct.affine), air, kidney)
+            labels, ruled_out = keep_kidneys(labels, check=check)
+            voxel_ml = float(np.prod(ct.spacing)) / 1000.0
+            ruled_out = [{**r, "volume_ml": round(r["voxels"] * voxel_ml, 2)} for r in ruled_out]
             seconds["postprocess"] = time.perf_counter() - t
         return Prediction(
             labels=Volume(labels, ct.affine, ct.source, ct.dicom_files),
@@ -344,4 +354,5 @@ class Predictor:
             windows=stats.counts(),
             confidence=confidence,
             roi=roi_record,
+            ruled_out=tuple(ruled_out),
         )

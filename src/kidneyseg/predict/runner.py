@@ -173,6 +173,11 @@ def predict_case(
     except BaseException:
         remove(written)
         raise
+    for dropped in prediction.ruled_out:
+        warn(
+            f"warning: {case.case_id}: left out a {dropped['volume_ml']:g} mL component labelled as kidney: "
+            f"{dropped['reason']}"
+        )
     for check in report.get("warnings", []):  # the report's check of the prediction's confidence
         if isinstance(check, dict) and check.get("code") == "low_confidence":
             warn(f"warning: {case.case_id}: {check['message']}")
@@ -187,6 +192,7 @@ def predict_case(
         "spacing": list(ct.spacing),
         "windows": prediction.windows,
         "roi": prediction.roi,
+        "ruled_out": list(prediction.ruled_out),
         "confidence": None if prediction.confidence is None else round(prediction.confidence, 4),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "total_seconds": round(total, 3),

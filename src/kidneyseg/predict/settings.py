@@ -30,6 +30,8 @@ class PredictSettings:
         backend: "auto" (OpenVINO on CPU when installed, else PyTorch), "torch" or "openvino"
             (see `kidneyseg.predict.backends`).
         postprocess: keep only the two largest kidney components (see `postprocess`).
+        anatomy_check: with `postprocess`, skip components the CT rules out as kidneys (at the
+            body surface, inside a blood pool or bone: `kidneyseg.predict.anatomy`).
         probabilities: also return class probabilities on the network grid.
         chunk_slices: slices of the original grid inverted at a time (bounds memory).
         reuse_constant_windows: compute constant (all-air) windows once per value.
@@ -46,6 +48,7 @@ class PredictSettings:
     precision: str = "float32"
     backend: str = "auto"
     postprocess: bool = POSTPROCESS_DEFAULT
+    anatomy_check: bool = True
     probabilities: bool = False
     chunk_slices: int = 16
     reuse_constant_windows: bool = True
@@ -74,6 +77,8 @@ class Prediction:
         windows: how many windows were seen, computed and reused.
         roi: with `roi="kidneys"`: the locator, its window counts, the kidney boxes (world mm), the
             fallback to the whole volume and why, and the regions on the network grid.
+        ruled_out: the components post-processing dropped because the CT rules them out as kidneys:
+            voxels, volume (mL), bounding box (voxel indices of the CT) and the reason.
         confidence: the mean, over the network-grid voxels predicted as any foreground class, of
             the winning class's probability (1: every such voxel certain; near 1 / classes: a
             guess); None when nothing was predicted. Low on images unlike the training data.
@@ -86,3 +91,4 @@ class Prediction:
     windows: dict[str, int] = field(default_factory=dict)
     confidence: float | None = None
     roi: dict[str, Any] | None = None
+    ruled_out: tuple[dict[str, Any], ...] = ()
