@@ -9,6 +9,7 @@ import pytest
 
 from kidneyseg.predict.anatomy import AnatomyCheck
 from kidneyseg.predict.postprocess import keep_kidneys, keep_largest_components
+from kidneyseg.predict.roi import MIN_KIDNEY_ML
 
 SPACING = (1.5, 1.5, 1.5)
 
@@ -31,6 +32,7 @@ def _scene() -> tuple[np.ndarray, np.ndarray, dict[str, tuple[slice, ...]]]:
     for name, place in places.items():
         labels[place] = 2 if name == "tumor alone" else 1
     labels[74:80, 64:70, 12:16] = 2  # a tumor in the kidney
+    labels[95:103, 40:48, 10:18] = 1  # a deep fragment under 5 mL
     return ct, labels, places
 
 
@@ -39,11 +41,12 @@ def test_components_the_ct_rules_out_are_left_out_and_the_kidney_kept():
     sizes = {name: labels[place].size for name, place in places.items()}
     assert sizes["kidney"] == min(sizes.values())  # by size alone it would go first
     assert not keep_largest_components(labels)[places["kidney"]].any()
+    assert labels[95:103, 40:48, 10:18].size * np.prod(SPACING) < MIN_KIDNEY_ML * 1000
 
     out, ruled_out = keep_kidneys(labels, check=AnatomyCheck(ct, SPACING, 2, -500.0, kidney=1))
     expected = np.zeros_like(labels)
     expected[places["kidney"]] = labels[places["kidney"]]
-    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(out, expected)  # the fragment too small for a kidney is gone
     reasons = {}
     for entry in ruled_out:
         box = tuple(slice(a, b) for a, b in entry["box"])
@@ -61,7 +64,8 @@ def test_depth_counts_only_air_outside_the_body():
     """Bowel gas beside a kidney is not the body's surface; the same kidney at the skin is."""
     ct, labels, places = _scene()
     kidney = labels == 1
-    kidney[places["under the skin"]] = kidney[places["blood pool"]] = kidney[places["table pad"]] = False
+    for name in ("under the skin", "blood pool", "table pad"):
+        kidney[places[name]] = False
     check = AnatomyCheck(ct, SPACING, 2, -500.0, kidney=1)
     box = places["kidney"]
     assert check.reason(kidney[box], labels[box], box) is None

@@ -46,6 +46,14 @@ Postprocess = Annotated[
         show_default=False,
     ),
 ]
+NoAnatomyCheck = Annotated[
+    bool,
+    typer.Option(
+        "--no-anatomy-check",
+        help="Keep components the CT rules out as kidneys (at the body surface, in a blood pool or "
+        "bone, without kidney voxels).",
+    ),
+]
 Series = Annotated[str | None, typer.Option(help="Series UID when a DICOM folder holds several.")]
 Precision = Annotated[
     str,
@@ -94,11 +102,7 @@ def predict(
     tta: _flag("Mirroring test-time augmentation on every axis.", "--tta") = False,
     probabilities: _flag("Also write class probabilities (network grid).", "--probabilities") = False,
     postprocess: Postprocess = None,
-    no_anatomy_check: _flag(
-        "Keep components the CT rules out as kidneys (at the body surface, in a blood pool or bone, "
-        "no kidney voxel).",
-        "--no-anatomy-check",
-    ) = False,
+    no_anatomy_check: NoAnatomyCheck = False,
     split_sides: _flag("Label kidney, tumor and cyst right and left (1-6).", "--split-sides") = False,
     per_class: _flag("Also write one binary mask per class.", "--per-class") = False,
     dicom_seg: _flag("Also write a DICOM SEG (DICOM input).", "--dicom-seg") = False,
@@ -135,9 +139,9 @@ def predict(
             "--series chooses a series of a DICOM folder, but the input is a file", input_path
         )
     settings = _settings(overlap, blend, batch, tta, precision, backend, probabilities, roi)
+    settings = replace(settings, anatomy_check=not no_anatomy_check)
     if postprocess is not None:
         settings = replace(settings, postprocess=postprocess)
-    settings = replace(settings, anatomy_check=not no_anatomy_check)
     if roi_margin is not None:
         settings = replace(settings, roi_margin_mm=roi_margin)
     device = str(pick_device(device))

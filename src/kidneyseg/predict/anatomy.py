@@ -5,6 +5,8 @@ trained on synthetic CT still labels structures elsewhere as kidney (docs/pretra
 patch on the table pad outside the body, the wall of a contrast-filled heart. Post-processing
 drops a component of the kidney + masses region when the CT around it says it is one of these:
 
+- **Too small**: under `MIN_KIDNEY_ML`, the least stage 1 of kidney-focused prediction takes for a
+  kidney (`kidneyseg.predict.roi`); left out silently, as the two-largest rule leaves out fragments.
 - **No kidney in it**: a component of tumor or cyst alone. A renal mass lies in or on a kidney
   (the report cannot place it otherwise).
 - **At the body surface**: half of its voxels lie closer than `MIN_DEPTH_MM` to the air outside
@@ -25,6 +27,8 @@ show what the checks do (docs/prediction.md, "Where a kidney cannot be").
 from __future__ import annotations
 
 import numpy as np
+
+from kidneyseg.predict.roi import MIN_KIDNEY_ML
 
 MIN_DEPTH_MM = 25.0
 SHELL_MM = 5.0
@@ -53,6 +57,7 @@ class AnatomyCheck:
     def __init__(
         self, ct: np.ndarray, spacing: tuple[float, ...], axial_axis: int, air_hu: float, kidney: int
     ):
+        self.min_voxels = MIN_KIDNEY_ML * 1000.0 / float(np.prod(spacing))
         self.stride = tuple(max(1, int(GRID_MM // s)) for s in spacing)
         self.ct = ct[tuple(slice(None, None, k) for k in self.stride)]
         self.spacing = tuple(float(s) * k for s, k in zip(spacing, self.stride, strict=True))

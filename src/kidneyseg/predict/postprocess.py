@@ -77,7 +77,7 @@ def keep_kidneys(
     else:
         places = ndimage.find_objects(components)
         kept = 0
-        for i in order[:MAX_CHECKED]:
+        for i in [i for i in order if sizes[i] >= check.min_voxels][:MAX_CHECKED]:
             place = places[i - 1]
             whole = tuple(slice(p.start + b.start, p.stop + b.start) for p, b in zip(place, box, strict=True))
             reason = check.reason(components[place] == i, labels[whole], whole)
