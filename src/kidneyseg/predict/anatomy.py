@@ -20,8 +20,8 @@ drops a component of the kidney + masses region when the CT around it says it is
   is fat and soft tissue (at most 0.05 on the phantoms, 0.00 on the low-dose CT); the renal pelvis
   full of excreted contrast takes an estimated 0.10-0.15 of it in an excretory phase.
 
-The thresholds come from anatomy and the phantoms, with a wide margin; the shared real CTs only
-show what the checks do (docs/prediction.md, "Where a kidney cannot be").
+How the thresholds were set, and what they do on the shared real CTs: docs/prediction.md, "Where a
+kidney cannot be".
 """
 
 from __future__ import annotations
