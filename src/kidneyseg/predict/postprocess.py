@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kidneyseg.evaluate.surface import bounding_box
 from kidneyseg.predict.anatomy import MAX_CHECKED, AnatomyCheck
 from kidneyseg.report.geometry import voxel_counts
 
@@ -75,12 +76,12 @@ def keep_kidneys(
     if check is None:
         drop[order[:keep]] = False
     else:
-        places = ndimage.find_objects(components)
         kept = 0
         for i in [i for i in order if sizes[i] >= check.min_voxels][:MAX_CHECKED]:
-            place = places[i - 1]
+            mask = components == i  # its box from this mask: find_objects would scan every label
+            place = bounding_box(mask)
             whole = tuple(slice(p.start + b.start, p.stop + b.start) for p, b in zip(place, box, strict=True))
-            reason = check.reason(components[place] == i, labels[whole], whole)
+            reason = check.reason(mask[place], labels[whole], whole)
             if reason is None:
                 drop[i] = False
                 kept += 1
