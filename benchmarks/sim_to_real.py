@@ -171,28 +171,14 @@ def _axial(ct: np.ndarray, labels: np.ndarray, affine: np.ndarray, ref: np.ndarr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sources = parser.add_argument_group("rows, in the order given")
-    sources.add_argument(
-        "--run",
-        dest="sources",
-        action="append",
-        default=[],
-        type=lambda v: (v, Predicted),
-        help="NAME=RUN_DIR (repeatable).",
-    )
-    sources.add_argument(
-        "--run-unchecked",
-        dest="sources",
-        action="append",
-        type=lambda v: (v, Unchecked),
-        help="NAME=RUN_DIR, predicted without post-processing's anatomy check.",
-    )
-    sources.add_argument(
-        "--labels",
-        dest="sources",
-        action="append",
-        type=lambda v: (v, FromFiles),
-        help="NAME=FOLDER of label maps another tool wrote.",
-    )
+    for flag, kind, text in (
+        ("--run", Predicted, "NAME=RUN_DIR (repeatable)."),
+        ("--run-unchecked", Unchecked, "NAME=RUN_DIR, predicted without post-processing's anatomy check."),
+        ("--labels", FromFiles, "NAME=FOLDER of label maps another tool wrote."),
+    ):
+        sources.add_argument(
+            flag, dest="sources", action="append", default=[], type=lambda v, k=kind: (v, k), help=text
+        )
     parser.add_argument("--phantoms", type=Path, help="Held-out labelled phantoms (KiTS layout).")
     parser.add_argument("--picture", type=Path, help="PNG to draw.")
     parser.add_argument("--json", type=Path, help="Write the figures here too.")
