@@ -57,7 +57,8 @@ class AnatomyCheck:
     def __init__(
         self, ct: np.ndarray, spacing: tuple[float, ...], axial_axis: int, air_hu: float, kidney: int
     ):
-        self.min_voxels = MIN_KIDNEY_ML * 1000.0 / float(np.prod(spacing))
+        self.voxel_ml = float(np.prod(spacing)) / 1000.0
+        self.min_voxels = MIN_KIDNEY_ML / self.voxel_ml
         self.stride = tuple(max(1, int(GRID_MM // s)) for s in spacing)
         self.ct = ct[tuple(slice(None, None, k) for k in self.stride)]
         self.spacing = tuple(float(s) * k for s, k in zip(spacing, self.stride, strict=True))

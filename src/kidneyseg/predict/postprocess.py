@@ -51,7 +51,7 @@ def keep_kidneys(
 
     Returns:
         A new label map (classes inside kept components unchanged), and for each component a
-        check ruled out: its voxel count, bounding box (voxel indices) and the reason.
+        check ruled out: its voxel count and volume (mL), bounding box (voxel indices) and the reason.
     """
     from scipy import ndimage
 
@@ -89,7 +89,12 @@ def keep_kidneys(
                     break
             else:
                 ruled_out.append(
-                    {"voxels": int(sizes[i]), "box": [[s.start, s.stop] for s in whole], "reason": reason}
+                    {
+                        "voxels": int(sizes[i]),
+                        "volume_ml": round(int(sizes[i]) * check.voxel_ml, 2),
+                        "box": [[s.start, s.stop] for s in whole],
+                        "reason": reason,
+                    }
                 )
     np.copyto(out[box], 0, where=drop[components])
     return out, ruled_out

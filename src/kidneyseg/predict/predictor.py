@@ -343,8 +343,6 @@ class Predictor:
                 kidney = self.label_map.value("kidney")
                 check = AnatomyCheck(ct.array, ct.spacing, slice_axis(ct.affine), air, kidney)
             labels, ruled_out = keep_kidneys(labels, check=check)
-            voxel_ml = float(np.prod(ct.spacing)) / 1000.0
-            ruled_out = [{**r, "volume_ml": round(r["voxels"] * voxel_ml, 2)} for r in ruled_out]
             seconds["postprocess"] = time.perf_counter() - t
         return Prediction(
             labels=Volume(labels, ct.affine, ct.source, ct.dicom_files),
