@@ -500,22 +500,31 @@ def test_non_finite_scores_stop_the_case(ckpt3d):
         predictor.predict(ct)
 
 
-def test_confidence_is_the_mean_winning_probability_over_foreground_voxels():
+def test_confidence_is_the_mean_winning_probability_over_kept_foreground_voxels():
     import torch
 
-    from kidneyseg.predict.postprocess import foreground_confidence
+    from kidneyseg.predict.postprocess import foreground_voxels, kept_confidence
 
     logits = torch.zeros(4, 40, 3, 3)
     logits[1, :20] = 10.0  # kidney, almost certain
     logits[2, 20:30] = 1.0  # tumor, narrowly
-    expected_kidney = torch.softmax(torch.tensor([0.0, 10, 0, 0]), 0)[1].item()
-    expected_tumor = torch.softmax(torch.tensor([0.0, 0, 1, 0]), 0)[2].item()
-    n_k, n_t = 20 * 9, 10 * 9
-    expected = (n_k * expected_kidney + n_t * expected_tumor) / (n_k + n_t)
-    assert foreground_confidence([logits], probabilities=False, chunk=7) == pytest.approx(expected, rel=1e-5)
+    p_kidney = torch.softmax(torch.tensor([0.0, 10, 0, 0]), 0)[1].item()
+    p_tumor = torch.softmax(torch.tensor([0.0, 0, 1, 0]), 0)[2].item()
+    points, top = foreground_voxels([((0, 0, 0), logits)], probabilities=False, chunk=7)
+    assert sorted(set(points[:, 0])) == list(range(30)) and len(points) == 30 * 9
     probs = torch.softmax(logits, 0)
-    halves = [probs[:, :25], probs[:, 25:]]  # regions predicted apart count as one
-    assert foreground_confidence(halves, probabilities=True) == pytest.approx(expected, rel=1e-5)
-    assert (
-        foreground_confidence([torch.zeros(4, 5, 2, 2).index_fill_(0, torch.tensor([0]), 5.0)], False) is None
+    halves = foreground_voxels([((0, 0, 0), probs[:, :25]), ((25, 0, 0), probs[:, 25:])], probabilities=True)
+    assert np.array_equal(halves[0], points) and np.allclose(halves[1], top)
+
+    # labels on a grid twice as fine, shifted by one network voxel along X
+    affine = np.diag([0.5, 0.5, 0.5, 1.0])
+    network_affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    network_affine[0, 3] = -1.0
+    labels = np.zeros((80, 6, 6), np.uint8)
+    labels[: 2 * 31] = 1  # all labelled; network slice 0 (a kidney slice) falls outside this grid
+    assert kept_confidence(points, top, network_affine, labels, affine) == pytest.approx(
+        (19 * p_kidney + 10 * p_tumor) / 29, rel=1e-5
     )
+    labels[: 2 * 21] = 0  # post-processing dropped the kidney: only the narrow tumor is left
+    assert kept_confidence(points, top, network_affine, labels, affine) == pytest.approx(p_tumor, rel=1e-5)
+    assert kept_confidence(points, top, network_affine, np.zeros_like(labels), affine) is None

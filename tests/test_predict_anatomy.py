@@ -95,5 +95,7 @@ def test_bundled_model_labels_no_kidney_on_the_chest_ct(shared_data, tmp_path, a
         assert not labels.any()
         assert case["ruled_out"] and all(r["volume_ml"] > 0 for r in case["ruled_out"])
         assert "left out a" in result.output
+        assert case["confidence"] is None and "confidence" not in result.output  # nothing to be sure of
     else:
         assert (labels == 1).sum() > 1000 and case["ruled_out"] == []
+        assert 0 < case["confidence"] < 1

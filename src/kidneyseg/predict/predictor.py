@@ -284,7 +284,7 @@ class Predictor:
         import torch
 
         from kidneyseg.predict.anatomy import AnatomyCheck
-        from kidneyseg.predict.postprocess import foreground_confidence, keep_kidneys
+        from kidneyseg.predict.postprocess import foreground_voxels, keep_kidneys, kept_confidence
         from kidneyseg.predict.roi import restrict, slices
         from kidneyseg.preprocess import invert_probabilities, preprocess
         from kidneyseg.report.geometry import slice_axis
@@ -316,7 +316,9 @@ class Predictor:
         del image, scores
 
         ensemble = len(self.torch_networks) > 1
-        confidence = foreground_confidence([p for _, p in parts], probabilities=ensemble)
+        points, top = foreground_voxels(
+            [([lo for lo, _ in r.core], p) for r, p in parts], probabilities=ensemble
+        )
         probabilities = None
         if self.settings.probabilities:
             probabilities = np.zeros((self.label_map.num_classes, *meta.shape), dtype=np.float32)
@@ -344,6 +346,7 @@ class Predictor:
                 check = AnatomyCheck(ct.array, ct.spacing, slice_axis(ct.affine), air, kidney)
             labels, ruled_out = keep_kidneys(labels, check=check)
             seconds["postprocess"] = time.perf_counter() - t
+        confidence = kept_confidence(points, top, np.asarray(meta.affine), labels, ct.affine)
         return Prediction(
             labels=Volume(labels, ct.affine, ct.source, ct.dicom_files),
             probabilities=probabilities,

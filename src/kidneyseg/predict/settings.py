@@ -79,9 +79,10 @@ class Prediction:
             fallback to the whole volume and why, and the regions on the network grid.
         ruled_out: the components post-processing dropped because the CT rules them out as kidneys:
             voxels, volume (mL), bounding box (voxel indices of the CT) and the reason.
-        confidence: the mean, over the network-grid voxels predicted as any foreground class, of
-            the winning class's probability (1: every such voxel certain; near 1 / classes: a
-            guess); None when nothing was predicted. Low on images unlike the training data.
+        confidence: the mean, over the network-grid voxels predicted as any foreground class
+            and still labelled after post-processing, of the winning class's probability (1:
+            every such voxel certain; near 1 / classes: a guess); None when nothing is labelled.
+            Low on images unlike the training data.
     """
 
     labels: Volume
