@@ -266,6 +266,23 @@ def test_real_anatomy_small_size(real_anatomy):
     assert (case.labels.array == 2).any()  # every KiTS19 case has a tumor
 
 
+def test_anatomy_in_order_takes_each_label_map_in_turn(real_anatomy, tmp_path):
+    """Case i takes the i-th map (cycling), whatever its seed draws; the CLI says the same."""
+    folders = generate_dataset(
+        tmp_path / "out", 4, seed=5, size="tiny", anatomy=real_anatomy, progress=False, anatomy_in_order=True
+    )
+    sources = [json.loads((f / "phantom.json").read_text())["anatomy"].split("/")[0] for f in folders]
+    assert sources == sorted(REAL_CASES) * 2
+    args = ["phantom", "--out", str(tmp_path / "cli"), "--cases", "2", "--size", "tiny", "-q"]
+    result = CliRunner().invoke(app, [*args, "--anatomy", str(real_anatomy), "--anatomy-in-order"])
+    assert result.exit_code == 0, result.output
+    cli = [json.loads(p.read_text())["anatomy"] for p in sorted((tmp_path / "cli").rglob("phantom.json"))]
+    assert [a.split("/")[0] for a in cli] == sorted(REAL_CASES)
+    result = CliRunner().invoke(app, [*args[:2], str(tmp_path / "none"), *args[3:], "--anatomy-in-order"])
+    assert result.exit_code != 0 and "needs an anatomy folder" in result.output
+    assert not (tmp_path / "none").exists()
+
+
 def test_cli_writes_cases_and_reports_bad_input(tmp_path):
     runner = CliRunner()
     out = tmp_path / "phantoms"

@@ -15,6 +15,8 @@ Examples:
   kidneyseg phantom --out phantoms --cases 10
 
   kidneyseg phantom --out real-shapes --anatomy kits19/data --size full
+
+  kidneyseg phantom --out each-mask --anatomy my-masks --anatomy-in-order --cases 30
 """
 
 
@@ -43,6 +45,14 @@ def phantom(
             "the body synthesised around them.",
         ),
     ] = None,
+    anatomy_in_order: Annotated[
+        bool,
+        typer.Option(
+            "--anatomy-in-order",
+            help="Case i takes the i-th label map of --anatomy (sorted, cycling) instead of a random one: "
+            "as many cases as maps use each once.",
+        ),
+    ] = False,
     orientation: Annotated[
         str,
         typer.Option(
@@ -74,6 +84,7 @@ def phantom(
         orientation=orientation,
         progress=not quiet,
         chest=chest,
+        anatomy_in_order=anatomy_in_order,
     )
     typer.echo(f"wrote {len(folders)} cases to {Path(out) / 'dataset'}")
 

@@ -266,6 +266,7 @@ def generate_case(
     anatomy: Path | None = None,
     orientation: str = KITS_ORIENTATION,
     chest: float = 0.0,
+    anatomy_index: int | None = None,
 ) -> PhantomCase:
     """Generate one phantom CT case with its reference labels and ground truth.
 
@@ -275,7 +276,8 @@ def generate_case(
             1.8-2.5 mm, 2.5-3.5 mm slices, for CPU training and the demo) or `tiny` (64×64×32 at
             4.5-7 mm, for unit tests).
         anatomy: a folder of real KiTS label maps (e.g. KiTS19's `data/`); kidneys and tumors are
-            taken from one of them (chosen by `seed`), the body is synthesised around them.
+            taken from one of them (chosen by `seed`, or the `anatomy_index`-th in sorted order,
+            cycling), the body is synthesised around them.
         orientation: axis codes of the written arrays, e.g. `IPL` (KiTS files: slices first),
             `RAS` or `LPS`.
         chest: the probability that the scan also covers the chest up through the heart, as a
@@ -284,7 +286,8 @@ def generate_case(
     Raises:
         KidneysegError: unknown size or orientation, or an unusable anatomy folder.
     """
-    return generate_case_on(_check_size(size), seed, anatomy, orientation, size_name=size, chest=chest)
+    preset = _check_size(size)
+    return generate_case_on(preset, seed, anatomy, orientation, size, chest, anatomy_index)
 
 
 def generate_case_on(
@@ -294,6 +297,7 @@ def generate_case_on(
     orientation: str = KITS_ORIENTATION,
     size_name: str = "custom",
     chest: float = 0.0,
+    anatomy_index: int | None = None,
 ) -> PhantomCase:
     """`generate_case` on a grid of your own, e.g. exactly 512×512×200 voxels for a benchmark:
     `generate_case_on(SizePreset(512, (0.8, 0.8), (), (300, 300), slices=200), seed=0)`."""
@@ -304,7 +308,7 @@ def generate_case_on(
     if anatomy is not None:
         from kidneyseg.data.phantom.real import real_scene
 
-        scene = real_scene(Path(anatomy), preset, rng, chest_mm)
+        scene = real_scene(Path(anatomy), preset, rng, chest_mm, anatomy_index)
     else:
         scene = _synthetic_scene(preset, rng, chest_mm)
     paint_context(scene.canvas, scene.body, sample_context(rng))
@@ -360,13 +364,15 @@ def generate_dataset(
     orientation: str = KITS_ORIENTATION,
     progress: bool = True,
     chest: float = 0.0,
+    anatomy_in_order: bool = False,
 ) -> list[Path]:
     """Write `cases` phantoms to `out/dataset/case_XXXXX/` (KiTS23 layout); returns the case folders.
 
     Each folder holds `imaging.nii.gz` (int16 HU), `segmentation.nii.gz` (uint8: 0 background,
     1 kidney, 2 tumor, 3 cyst) and `phantom.json` (the ground truth, see `PhantomCase`). Files are
     written atomically; `phantom.json` last, so a folder with it is complete. `chest`: the share
-    of chest-abdomen scans (`generate_case`).
+    of chest-abdomen scans (`generate_case`). `anatomy_in_order`: case i takes the i-th label map
+    of `anatomy` (cycling) instead of one drawn by its seed, so as many cases as maps use each once.
     """
     from tqdm import tqdm
 
@@ -379,6 +385,8 @@ def generate_dataset(
     _check_size(size)
     _check_orientation(orientation)
     _check_chest(chest)
+    if anatomy_in_order and anatomy is None:
+        raise KidneysegError("taking label maps in order needs an anatomy folder")
     if anatomy is not None:
         from kidneyseg.data.phantom.real import anatomy_files
 
@@ -388,7 +396,8 @@ def generate_dataset(
     for index, case_seed in enumerate(
         tqdm(case_seeds(seed, cases), desc="phantom cases", unit="case", disable=not progress)
     ):
-        case = generate_case(case_seed, size=size, anatomy=anatomy, orientation=orientation, chest=chest)
+        order = index if anatomy_in_order else None
+        case = generate_case(case_seed, size, anatomy, orientation, chest, anatomy_index=order)
         folder = root / f"case_{index:05d}"
         write_volume(folder / "imaging.nii.gz", case.ct, np.int16)
         write_labels(folder / "segmentation.nii.gz", case.labels.array, case.ct)

@@ -129,13 +129,16 @@ def _sample_nearest(array: np.ndarray, index: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def real_scene(folder: Path, preset, rng: np.random.Generator, chest_mm: float = 0.0) -> Scene:
-    """Paint a synthetic body around the kidneys and lesions of one real label map (`chest_mm`
-    more above the cranial margin for a chest-abdomen scan)."""
+def real_scene(
+    folder: Path, preset, rng: np.random.Generator, chest_mm: float = 0.0, index: int | None = None
+) -> Scene:
+    """Paint a synthetic body around the kidneys and lesions of one real label map of `folder`:
+    the `index`-th (cycling), or one drawn from `rng` when None (`chest_mm` more above the
+    cranial margin for a chest-abdomen scan)."""
     from scipy import ndimage as ndi
 
     files = anatomy_files(folder)
-    path = files[int(rng.integers(len(files)))]
+    path = files[int(rng.integers(len(files))) if index is None else index % len(files)]
     labels, affine = _canonical(path)
     if not np.allclose(affine[:3, :3], np.diag(np.diag(affine[:3, :3])), atol=1e-3 * np.abs(affine).max()):
         raise KidneysegError("oblique label maps are not supported as phantom anatomy", path)
