@@ -7,9 +7,13 @@ folder of label maps given reads (`--labels`, e.g. nnU-Net's predictions from
 - the real labelled low-dose CT `../shared/data/real-ct/lowdose_abdomen_4mm.nii.gz`: kidney Dice
   of the predicted kidney + masses against its kidney label (the scan has no lesion labels);
 - a folder of labelled phantoms (e.g. built with `--anatomy` over KiTS19 cases the runs never
-  saw): mean Dice of the KiTS regions kidney + masses, masses, tumor, and of the cyst label, and
-  the mean volume (mL) labelled kidney, tumor or cyst on the phantoms' heart (from their tissue
-  maps; phantoms of chest-abdomen scans, `kidneyseg phantom --chest`, show the whole heart);
+  saw): mean Dice of the KiTS regions kidney + masses, masses, tumor (KiTS's rule: 1 when
+  reference and prediction are both empty), and of the cyst label (as `kidneyseg evaluate`: a
+  case with neither a reference nor a predicted cyst does not count), the same within strata
+  (contrast-enhanced or unenhanced phantoms; reference tumor volume up to or over that of a 4 cm
+  sphere, the T1a limit), and the mean volume (mL) labelled kidney, tumor or cyst on the
+  phantoms' heart (from their tissue maps; phantoms of chest-abdomen scans, `kidneyseg phantom
+  --chest`, show the whole heart);
 - the real CTs without labels (the contrast-enhanced DICOM series and the chest CT): predicted
   kidney volume (mL; the chest CT holds almost no kidney),
 
@@ -80,10 +84,8 @@ class FromFiles:
 def score_run(source: Predicted | FromFiles, phantoms: Path | None) -> tuple[dict, dict]:
     """Figures and label maps (for the picture) of one run."""
     from kidneyseg.data.cases import discover
-    from kidneyseg.data.phantom.tissue import HEART_TISSUES
     from kidneyseg.evaluate.metrics import kits_dice
     from kidneyseg.io.volume import read_volume
-    from kidneyseg.labels import KITS_REGIONS
 
     maps, row = {}, {}
     for name, path in REAL_CTS.items():
@@ -97,24 +99,56 @@ def score_run(source: Predicted | FromFiles, phantoms: Path | None) -> tuple[dic
             voxels = (maps[name] > 0).sum()
             row[f"{name}_kidney_ml"] = round(float(voxels * np.prod(ct.spacing)) / 1000, 1)
     if phantoms is not None:
-        scores: dict[str, list[float]] = {r.name: [] for r in KITS_REGIONS}
-        scores |= {"cyst": [], "confidence": [], "heart_ml": []}
-        for case in discover(phantoms, require_labels=True).labelled:
-            ref = read_volume(case.label).array
-            ct = read_volume(case.image)
-            pred, confidence = source.labels(case.case_id, ct)
-            if case.tissue is not None:
-                heart = np.isin(read_volume(case.tissue).array, HEART_TISSUES)
-                scores["heart_ml"].append(float((pred[heart] > 0).sum() * np.prod(ct.spacing)) / 1000)
-            if confidence is not None:
-                scores["confidence"].append(confidence)
-            for region in KITS_REGIONS:
-                scores[region.name].append(
-                    kits_dice(np.isin(ref, region.values()), np.isin(pred, region.values()))
-                )
-            scores["cyst"].append(kits_dice(ref == 3, pred == 3))
-        row.update({f"phantom_{k}": round(float(np.mean(v)), 4) for k, v in scores.items() if v})
+        cases = [_score_phantom(case, source) for case in discover(phantoms, require_labels=True).labelled]
+        row.update(_means(cases, "phantom_"))
+        for stratum, keep in STRATA.items():
+            chosen = [c for c in cases if keep(c)]
+            row[f"phantom_{stratum}"] = {"cases": len(chosen), **_means(chosen, "", STRATUM_FIGURES)}
     return row, maps
+
+
+STRATUM_FIGURES = ("kidney_and_masses", "masses", "tumor", "cyst")
+T1A_SPHERE_ML = 4 / 3 * np.pi * 2.0**3  # a 4 cm sphere (33.5 mL): the TNM T1a limit
+STRATA = {
+    "enhanced": lambda c: c["phase"] not in (None, "noncontrast"),
+    "unenhanced": lambda c: c["phase"] == "noncontrast",
+    "tumor_up_to_4cm": lambda c: c["tumor_ml"] <= T1A_SPHERE_ML,
+    "tumor_over_4cm": lambda c: c["tumor_ml"] > T1A_SPHERE_ML,
+}
+
+
+def _score_phantom(case, source: Predicted | FromFiles) -> dict:
+    """One phantom's Dice figures, volume labelled on its heart, confidence, contrast phase and
+    reference tumor volume (mL)."""
+    from kidneyseg.data.phantom.tissue import HEART_TISSUES
+    from kidneyseg.evaluate.metrics import dice, kits_dice
+    from kidneyseg.io.volume import read_volume
+    from kidneyseg.labels import KITS_REGIONS
+
+    ref = read_volume(case.label).array
+    ct = read_volume(case.image)
+    pred, confidence = source.labels(case.case_id, ct)
+    voxel_ml = float(np.prod(ct.spacing)) / 1000
+    truth_file = Path(case.image).parent / "phantom.json"  # absent for scans that are not phantoms
+    phase = json.loads(truth_file.read_text())["phase"] if truth_file.exists() else None
+    scores = {r.name: kits_dice(np.isin(ref, r.values()), np.isin(pred, r.values())) for r in KITS_REGIONS}
+    scores |= {"cyst": dice(ref == 3, pred == 3), "confidence": confidence}
+    if case.tissue is not None:
+        heart = np.isin(read_volume(case.tissue).array, HEART_TISSUES)
+        scores["heart_ml"] = float((pred[heart] > 0).sum()) * voxel_ml
+    return scores | {"phase": phase, "tumor_ml": float((ref == 2).sum()) * voxel_ml}
+
+
+def _means(cases: list[dict], prefix: str, keys: tuple[str, ...] | None = None) -> dict:
+    """Mean of each figure over the cases where it is defined (not None or NaN)."""
+    if keys is None:
+        keys = tuple(k for k in cases[0] if k not in ("phase", "tumor_ml")) if cases else ()
+    means = {}
+    for key in keys:
+        values = [c[key] for c in cases if c.get(key) is not None and not np.isnan(c[key])]
+        if values:
+            means[f"{prefix}{key}"] = round(float(np.mean(values)), 4)
+    return means
 
 
 def _rounded(value: float | None) -> float | None:
