@@ -184,6 +184,21 @@ def test_dicom_series_off_a_regular_grid_is_refused(dicom_dir, tmp_path, fault):
     assert str(info.value).startswith(f"{folder}: ") and "\n" not in str(info.value)
 
 
+def test_dicom_header_takes_the_slice_spacing_from_the_positions(dicom_dir, tmp_path):
+    """The memory check's header reads the spacing between slices, not SliceThickness."""
+    from kidneyseg.io.formats import read_header
+
+    volume = read_volume(dicom_dir)
+    folder = _edited_series(
+        dicom_dir, tmp_path / "thick", edit=lambda k, ds: setattr(ds, "SliceThickness", 9.0)
+    )
+    header = read_header(folder)
+    assert header.shape == volume.shape
+    assert header.spacing == pytest.approx(volume.spacing, abs=1e-3) and volume.spacing[2] != pytest.approx(
+        9.0
+    )
+
+
 def test_dicom_duplicate_and_truncated_slices_are_refused(dicom_dir, tmp_path):
     folder = _edited_series(dicom_dir, tmp_path / "dup")
     (folder / "slice005-copy.dcm").write_bytes((folder / "slice005.dcm").read_bytes())

@@ -77,7 +77,7 @@ def test_the_reader_table_reads_and_refuses(tmp_path, shared_data):
     assert header.itemsize == 2
     series = shared_data / "real-ct" / "dicom_series"
     header, volume = read_header(series), read_volume(series)
-    assert header.shape == volume.shape  # the slice spacing is estimated (SliceThickness)
+    assert header.shape == volume.shape and header.spacing == pytest.approx(volume.spacing, abs=1e-3)
     (tmp_path / "x.mha").write_bytes(b"")
     with pytest.raises(KidneysegError, match=r"not a NIfTI file \(.nii, .nii.gz\) or a DICOM folder"):
         read_volume(tmp_path / "x.mha")

@@ -88,13 +88,29 @@ def _dicom_header(folder: Path, series_files: tuple[str, ...]) -> ImageHeader:
         series_files = series[choose_series(series, None, folder)]
     try:
         first = pydicom.dcmread(series_files[0], stop_before_pixels=True)
+        second = pydicom.dcmread(series_files[1], stop_before_pixels=True) if len(series_files) > 1 else first
         rows, cols = int(first.Rows), int(first.Columns)
         pixel = [float(v) for v in first.PixelSpacing]
-        thickness = float(getattr(first, "SliceThickness", 0) or 0) or 1.0
+        spacing = _slice_spacing(first, second) or float(getattr(first, "SliceThickness", 0) or 0) or 1.0
         bits = int(first.BitsAllocated)
     except Exception as exc:  # pydicom raises many types for damaged files
         raise KidneysegError(f"cannot read the DICOM header ({type(exc).__name__}: {exc})", folder) from None
-    return ImageHeader((cols, rows, len(series_files)), (pixel[1], pixel[0], thickness), max(2, bits // 8))
+    return ImageHeader((cols, rows, len(series_files)), (pixel[1], pixel[0], spacing), max(2, bits // 8))
+
+
+def _slice_spacing(first, second) -> float | None:
+    """The distance (mm) between two slices along the normal of their plane, from their
+    positions (SliceThickness can differ: thin slices reconstructed further apart, or thick
+    ones overlapping); None without positions or for the same slice twice."""
+    if not all(hasattr(ds, "ImagePositionPatient") for ds in (first, second)):
+        return None
+    orientation = np.asarray(first.ImageOrientationPatient, dtype=float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    step = np.asarray(second.ImagePositionPatient, dtype=float) - np.asarray(
+        first.ImagePositionPatient, dtype=float
+    )
+    distance = abs(float(step @ normal))
+    return distance if distance > 0 else None
 
 
 NIFTI = Format(
