@@ -173,6 +173,26 @@ def test_a_converted_network_is_cached_and_read_back_the_same(rng, tmp_path, mon
     assert OpenVINONetwork(net, window, "float32", threads=1).cache == "unwritable"
 
 
+def test_the_compile_cache_drops_the_least_recently_used_entry(tmp_path, monkeypatch):
+    """Beyond `KEEP` entries the one read or written longest ago goes; a read counts as a use."""
+    import time
+
+    from kidneyseg.predict import compile_cache
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(compile_cache, "KEEP", 2)
+    torch.manual_seed(0)
+    net = build_model("sca_unet_3d", channels=[4, 8, 16, 16]).eval()
+    windows = [(1, 32, 32, 16), (1, 32, 32, 32), (1, 16, 16, 16)]
+    assert [OpenVINONetwork(net, w, "float32", threads=1).cache for w in windows[:2]] == ["miss", "miss"]
+    time.sleep(0.05)
+    assert OpenVINONetwork(net, windows[0], "float32", threads=1).cache == "hit"  # now the newer
+    time.sleep(0.05)
+    assert OpenVINONetwork(net, windows[2], "float32", threads=1).cache == "miss"
+    assert len(list((tmp_path / "cache" / "openvino").glob("*.bin"))) == 2
+    assert [OpenVINONetwork(net, w, "float32", threads=1).cache for w in windows] == ["hit", "miss", "miss"]
+
+
 def test_run_record_names_the_backend(ckpt3d, phantom_ct, tmp_path):
     ct = write_volume(tmp_path / "ct.nii.gz", phantom_ct)
     run_prediction(ct, tmp_path / "out", [ckpt3d], PredictSettings(backend="openvino"), progress=False)

@@ -175,7 +175,7 @@ class OpenVINONetwork:
         """The OpenVINO model of `network`: from the cache, or traced (and then cached)."""
         import torch
 
-        from kidneyseg.predict.compile_cache import compile_cache_dir, network_key, save_model
+        from kidneyseg.predict.compile_cache import compile_cache_dir, mark_used, network_key, save_model
 
         folder = compile_cache_dir()
         self.cache = "off"
@@ -184,6 +184,7 @@ class OpenVINONetwork:
             if path.is_file() and path.with_suffix(".bin").is_file():
                 with contextlib.suppress(Exception):  # unreadable: trace again and replace it
                     model = ov.Core().read_model(str(path))
+                    mark_used(path)
                     self.cache = "hit"
                     return model
         with torch.no_grad(), warnings.catch_warnings():

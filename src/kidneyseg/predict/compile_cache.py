@@ -4,7 +4,8 @@ Tracing a network for OpenVINO runs it once in PyTorch (1.8 s for the paper-scal
 cores); the converted graph is kept under `compile_cache_dir()`, keyed by `network_key` (the
 weights, the layers, the source of `kidneyseg.models` and of the backends, the window shape and
 the library versions), so any change traces again. `kidneyseg.predict.backends.OpenVINONetwork`
-reads and writes it.
+reads and writes it. Entries are dropped least recently used first beyond `KEEP`, so upgrades
+and retrained networks do not fill the disk.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 CACHE_ENV = "KIDNEYSEG_CACHE_DIR"
 """Environment variable naming the cache folder; set and empty, nothing is cached."""
+KEEP = 16
+"""Converted networks kept: writing a new one removes the least recently used beyond this many."""
 
 
 def compile_cache_dir() -> Path | None:
@@ -69,8 +72,32 @@ def save_model(ov: ModuleType, model: Any, path: Path) -> bool:
         os.replace(temporary.with_suffix(".bin"), path.with_suffix(".bin"))
         os.replace(temporary, path)
     except (OSError, RuntimeError):
-        for leftover in (temporary, temporary.with_suffix(".bin")):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+        _remove(temporary)
         return False
+    for stale in sorted(_entries(path.parent), key=_last_used, reverse=True)[KEEP:]:
+        _remove(stale)
     return True
+
+
+def mark_used(path: Path) -> None:
+    """Record that the entry `path` (.xml) was just read, so that it is dropped last."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def _entries(folder: Path) -> list[Path]:
+    return [p for p in folder.glob("*.xml") if not p.name.endswith(".partial.xml")]
+
+
+def _last_used(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed meanwhile by another run
+        return 0.0
+
+
+def _remove(xml: Path) -> None:
+    """Delete an entry's .xml and .bin (a reader that opened them keeps them until it closes)."""
+    for part in (xml, xml.with_suffix(".bin")):
+        with contextlib.suppress(OSError):
+            part.unlink()
