@@ -27,19 +27,19 @@ def draw(size: str, seed: int, anatomy: Path | None, out: Path, chest: float = 0
     # radiological display: patient's right on the image's left, anterior up, superior up
     axial_k = int(np.argmax((labels > 1).sum(axis=(0, 1)) * 10 + (labels == 1).sum(axis=(0, 1))))
     coronal_j = int(np.argmax((labels == 1).sum(axis=(0, 2))))
-    bone_j = int(np.argmax((ct > 300).sum(axis=(0, 2))))  # through the spine (and sacrum, iliac wings)
     views = [
         ("axial", ct[:, :, axial_k].T[::-1, ::-1], labels[:, :, axial_k].T[::-1, ::-1], sy / sx),
         ("coronal", ct[:, coronal_j, :].T[::-1, ::-1], labels[:, coronal_j, :].T[::-1, ::-1], sz / sx),
-        ("coronal, spine", ct[:, bone_j, :].T[::-1, ::-1], labels[:, bone_j, :].T[::-1, ::-1], sz / sx),
     ]
     if case.truth["chest_mm"]:  # a chest-abdomen scan shows the heart instead of the spine
         heart_k = int(np.argmax(np.isin(case.tissue.array, HEART_TISSUES).sum(axis=(0, 1))))
-        views[2] = (
-            "axial, heart",
-            ct[:, :, heart_k].T[::-1, ::-1],
-            labels[:, :, heart_k].T[::-1, ::-1],
-            sy / sx,
+        views.append(
+            ("axial, heart", ct[:, :, heart_k].T[::-1, ::-1], labels[:, :, heart_k].T[::-1, ::-1], sy / sx)
+        )
+    else:
+        bone_j = int(np.argmax((ct > 300).sum(axis=(0, 2))))  # through the spine (and sacrum, iliac wings)
+        views.append(
+            ("coronal, spine", ct[:, bone_j, :].T[::-1, ::-1], labels[:, bone_j, :].T[::-1, ::-1], sz / sx)
         )
     colors = [tuple(c / 255 for c in cls.color) for cls in KITS23.foreground]
     height = max(1.0, 0.5 + 0.5 * ct.shape[2] * sz / (ct.shape[0] * sx))
