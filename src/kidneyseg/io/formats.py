@@ -101,8 +101,10 @@ def _dicom_header(folder: Path, series_files: tuple[str, ...]) -> ImageHeader:
 def _slice_spacing(first, second) -> float | None:
     """The distance (mm) between two slices along the normal of their plane, from their
     positions (SliceThickness can differ: thin slices reconstructed further apart, or thick
-    ones overlapping); None without positions or for the same slice twice."""
-    if not all(hasattr(ds, "ImagePositionPatient") for ds in (first, second)):
+    ones overlapping); None without positions and orientation, or for the same slice twice."""
+    if not hasattr(first, "ImageOrientationPatient") or not all(
+        hasattr(ds, "ImagePositionPatient") for ds in (first, second)
+    ):
         return None
     orientation = np.asarray(first.ImageOrientationPatient, dtype=float)
     normal = np.cross(orientation[:3], orientation[3:])
