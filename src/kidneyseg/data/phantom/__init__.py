@@ -5,19 +5,18 @@ Modules, in the order a case is made: `shapes` (grids, boxes, the canvas painted
 noise), `tissue` (the tissue ids and which KiTS label each belongs to), `body` (a patient's size
 and layout), `anatomy` (the body painted; its bony pelvis in `pelvis`), `kidney` (kidneys,
 vessels, tumors, cysts), `context` (what lies around them), `real` (kidneys and lesions taken
-from real KiTS label maps), `render` (HU per tissue and phase, the CT image formation) and
-`generate` (cases and datasets on disk).
+from real KiTS label maps), `render` (HU per tissue and phase, the CT image formation),
+`generate` (cases) and `dataset` (datasets on disk).
 See docs/phantom.md.
 """
 
+from kidneyseg.data.phantom.dataset import case_seeds, generate_dataset
 from kidneyseg.data.phantom.generate import (
     SIZES,
     PhantomCase,
     SizePreset,
-    case_seeds,
     generate_case,
     generate_case_on,
-    generate_dataset,
 )
 
 __all__ = [

@@ -4,9 +4,7 @@
 liver, spleen, stomach, pancreas, bowel with gas and contents, aorta, IVC and renal vessels), two
 kidneys with cortex, medullary pyramids, sinus fat and pelvis, 0-3 tumors and 0-3 cysts, rendered
 in a random contrast phase with partial volume across the slices and correlated noise.
-`generate_dataset` writes cases as `OUT/dataset/case_XXXXX/{imaging,segmentation}.nii.gz` plus
-`phantom.json`, the ground truth of every lesion (kind, side, centre, diameters, volume)
-for measurement checks.
+`kidneyseg.data.phantom.dataset.generate_dataset` writes cases to disk with their ground truth.
 
 With `anatomy=DIR` the kidneys, tumors (and cysts, if annotated) come from real KiTS label maps
 and the body is synthesised around them (see `real`). What the phantoms model, the HU
@@ -15,7 +13,6 @@ table with its sources and their limits are described in docs/phantom.md.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +90,7 @@ class PhantomCase:
     tissue: Volume
 
 
-def _check_orientation(orientation: str) -> str:
+def check_orientation(orientation: str) -> str:
     import nibabel as nib
 
     code = orientation.upper()
@@ -109,13 +106,13 @@ def _check_orientation(orientation: str) -> str:
     return code
 
 
-def _check_size(size: str) -> SizePreset:
+def check_size(size: str) -> SizePreset:
     if size not in SIZES:
         raise KidneysegError(f"unknown phantom size {size!r}; choose one of {', '.join(SIZES)}")
     return SIZES[size]
 
 
-def _check_chest(chest: float) -> float:
+def check_chest(chest: float) -> float:
     if not 0.0 <= chest <= 1.0:
         raise KidneysegError(f"the chest-abdomen share must be between 0 and 1, got {chest}")
     return chest
@@ -150,7 +147,7 @@ def chest_extension(seed: int, chest: float) -> float:
     """A case's extra cranial coverage: `CHEST_MM` with probability `chest`, else 0. Drawn from a
     stream of its own, so that `chest` changes no other draw of any case."""
     rng = np.random.default_rng([seed, 1])
-    return float(rng.uniform(*CHEST_MM)) if rng.random() < _check_chest(chest) else 0.0
+    return float(rng.uniform(*CHEST_MM)) if rng.random() < check_chest(chest) else 0.0
 
 
 THROMBUS_P = 0.1
@@ -286,7 +283,7 @@ def generate_case(
     Raises:
         KidneysegError: unknown size or orientation, or an unusable anatomy folder.
     """
-    preset = _check_size(size)
+    preset = check_size(size)
     return generate_case_on(preset, seed, anatomy, orientation, size, chest, anatomy_index)
 
 
@@ -301,7 +298,7 @@ def generate_case_on(
 ) -> PhantomCase:
     """`generate_case` on a grid of your own, e.g. exactly 512×512×200 voxels for a benchmark:
     `generate_case_on(SizePreset(512, (0.8, 0.8), (), (300, 300), slices=200), seed=0)`."""
-    orientation = _check_orientation(orientation)
+    orientation = check_orientation(orientation)
     chest_mm = chest_extension(seed, chest)
     rng = np.random.default_rng(seed)
     phase = str(rng.choice(PHASES, p=PHASE_P))
@@ -348,62 +345,3 @@ def generate_case_on(
         truth,
         Volume(np.ascontiguousarray(tissue), out_affine),
     )
-
-
-def case_seeds(seed: int, cases: int) -> list[int]:
-    """Independent per-case seeds of a dataset (stable: case i's seed does not depend on `cases`)."""
-    return [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(cases)]
-
-
-def generate_dataset(
-    out: Path,
-    cases: int,
-    seed: int = 0,
-    size: str = "small",
-    anatomy: Path | None = None,
-    orientation: str = KITS_ORIENTATION,
-    progress: bool = True,
-    chest: float = 0.0,
-    anatomy_in_order: bool = False,
-) -> list[Path]:
-    """Write `cases` phantoms to `out/dataset/case_XXXXX/` (KiTS23 layout); returns the case folders.
-
-    Each folder holds `imaging.nii.gz` (int16 HU), `segmentation.nii.gz` (uint8: 0 background,
-    1 kidney, 2 tumor, 3 cyst) and `phantom.json` (the ground truth, see `PhantomCase`). Files are
-    written atomically; `phantom.json` last, so a folder with it is complete. `chest`: the share
-    of chest-abdomen scans (`generate_case`). `anatomy_in_order`: case i takes the i-th label map
-    of `anatomy` (cycling) instead of one drawn by its seed, so as many cases as maps use each once.
-    """
-    from tqdm import tqdm
-
-    from kidneyseg.data.cases import TISSUE_FILE
-    from kidneyseg.io.atomic import write_text_atomic
-    from kidneyseg.io.volume import write_labels, write_volume
-
-    if cases < 1:
-        raise KidneysegError(f"the number of cases must be at least 1, got {cases}")
-    _check_size(size)
-    _check_orientation(orientation)
-    _check_chest(chest)
-    if anatomy_in_order and anatomy is None:
-        raise KidneysegError("taking label maps in order needs an anatomy folder")
-    if anatomy is not None:
-        from kidneyseg.data.phantom.real import anatomy_files
-
-        anatomy_files(Path(anatomy))
-    root = Path(out) / "dataset"
-    folders = []
-    for index, case_seed in enumerate(
-        tqdm(case_seeds(seed, cases), desc="phantom cases", unit="case", disable=not progress)
-    ):
-        order = index if anatomy_in_order else None
-        case = generate_case(case_seed, size, anatomy, orientation, chest, anatomy_index=order)
-        folder = root / f"case_{index:05d}"
-        write_volume(folder / "imaging.nii.gz", case.ct, np.int16)
-        write_labels(folder / "segmentation.nii.gz", case.labels.array, case.ct)
-        write_labels(folder / TISSUE_FILE, case.tissue.array, case.ct)
-        write_text_atomic(
-            folder / "phantom.json", json.dumps({"case_id": folder.name, **case.truth}, indent=1)
-        )
-        folders.append(folder)
-    return folders

@@ -1,0 +1,78 @@
+"""Phantom datasets on disk: `generate_dataset` writes cases as
+`OUT/dataset/case_XXXXX/{imaging,segmentation}.nii.gz` plus `phantom.json`, the ground truth of
+every lesion (kind, side, centre, diameters, volume) for measurement checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kidneyseg.data.phantom.generate import (
+    KITS_ORIENTATION,
+    check_chest,
+    check_orientation,
+    check_size,
+    generate_case,
+)
+from kidneyseg.errors import KidneysegError
+
+
+def case_seeds(seed: int, cases: int) -> list[int]:
+    """Independent per-case seeds of a dataset (stable: case i's seed does not depend on `cases`)."""
+    return [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(cases)]
+
+
+def generate_dataset(
+    out: Path,
+    cases: int,
+    seed: int = 0,
+    size: str = "small",
+    anatomy: Path | None = None,
+    orientation: str = KITS_ORIENTATION,
+    progress: bool = True,
+    chest: float = 0.0,
+    anatomy_in_order: bool = False,
+) -> list[Path]:
+    """Write `cases` phantoms to `out/dataset/case_XXXXX/` (KiTS23 layout); returns the case folders.
+
+    Each folder holds `imaging.nii.gz` (int16 HU), `segmentation.nii.gz` (uint8: 0 background,
+    1 kidney, 2 tumor, 3 cyst) and `phantom.json` (the ground truth, see `PhantomCase`). Files are
+    written atomically; `phantom.json` last, so a folder with it is complete. `chest`: the share
+    of chest-abdomen scans (`generate_case`). `anatomy_in_order`: case i takes the i-th label map
+    of `anatomy` (cycling) instead of one drawn by its seed, so as many cases as maps use each once.
+    """
+    from tqdm import tqdm
+
+    from kidneyseg.data.cases import TISSUE_FILE
+    from kidneyseg.io.atomic import write_text_atomic
+    from kidneyseg.io.volume import write_labels, write_volume
+
+    if cases < 1:
+        raise KidneysegError(f"the number of cases must be at least 1, got {cases}")
+    check_size(size)
+    check_orientation(orientation)
+    check_chest(chest)
+    if anatomy_in_order and anatomy is None:
+        raise KidneysegError("taking label maps in order needs an anatomy folder")
+    if anatomy is not None:
+        from kidneyseg.data.phantom.real import anatomy_files
+
+        anatomy_files(Path(anatomy))
+    root = Path(out) / "dataset"
+    folders = []
+    for index, case_seed in enumerate(
+        tqdm(case_seeds(seed, cases), desc="phantom cases", unit="case", disable=not progress)
+    ):
+        order = index if anatomy_in_order else None
+        case = generate_case(case_seed, size, anatomy, orientation, chest, anatomy_index=order)
+        folder = root / f"case_{index:05d}"
+        write_volume(folder / "imaging.nii.gz", case.ct, np.int16)
+        write_labels(folder / "segmentation.nii.gz", case.labels.array, case.ct)
+        write_labels(folder / TISSUE_FILE, case.tissue.array, case.ct)
+        write_text_atomic(
+            folder / "phantom.json", json.dumps({"case_id": folder.name, **case.truth}, indent=1)
+        )
+        folders.append(folder)
+    return folders
