@@ -101,20 +101,27 @@ def score_run(source: Predicted | FromFiles, phantoms: Path | None) -> tuple[dic
     if phantoms is not None:
         cases = [_score_phantom(case, source) for case in discover(phantoms, require_labels=True).labelled]
         row.update(_means(cases, "phantom_"))
-        for stratum, keep in STRATA.items():
+        for stratum, keep in _strata().items():
             chosen = [c for c in cases if keep(c)]
             row[f"phantom_{stratum}"] = {"cases": len(chosen), **_means(chosen, "", STRATUM_FIGURES)}
     return row, maps
 
 
 STRATUM_FIGURES = ("kidney_and_masses", "masses", "tumor", "cyst")
-T1A_SPHERE_ML = 4 / 3 * np.pi * 2.0**3  # a 4 cm sphere (33.5 mL): the TNM T1a limit
-STRATA = {
-    "enhanced": lambda c: c["phase"] not in (None, "noncontrast"),
-    "unenhanced": lambda c: c["phase"] == "noncontrast",
-    "tumor_up_to_4cm": lambda c: c["tumor_ml"] <= T1A_SPHERE_ML,
-    "tumor_over_4cm": lambda c: c["tumor_ml"] > T1A_SPHERE_ML,
-}
+
+
+def _strata() -> dict:
+    """Phantoms by contrast phase, and by reference tumor volume up to or over that of a sphere
+    as wide as the T1a limit (4 cm, `kidneyseg.report.staging`: 33.5 mL)."""
+    from kidneyseg.report.staging import SIZE_CUTS_CM
+
+    t1a_sphere_ml = np.pi / 6 * SIZE_CUTS_CM[0][0] ** 3
+    return {
+        "enhanced": lambda c: c["phase"] not in (None, "noncontrast"),
+        "unenhanced": lambda c: c["phase"] == "noncontrast",
+        "tumor_up_to_4cm": lambda c: c["tumor_ml"] <= t1a_sphere_ml,
+        "tumor_over_4cm": lambda c: c["tumor_ml"] > t1a_sphere_ml,
+    }
 
 
 def _score_phantom(case, source: Predicted | FromFiles) -> dict:

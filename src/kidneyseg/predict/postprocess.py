@@ -21,7 +21,7 @@ import numpy as np
 
 from kidneyseg.evaluate.surface import bounding_box
 from kidneyseg.predict.anatomy import MAX_CHECKED, AnatomyCheck
-from kidneyseg.report.geometry import voxel_counts
+from kidneyseg.report.geometry import to_world, voxel_counts
 
 if TYPE_CHECKING:
     import torch
@@ -141,7 +141,7 @@ def kept_confidence(
     to_labels = np.linalg.inv(affine) @ np.asarray(points_affine, dtype=float)
     kept = np.zeros(len(points), bool)
     for start in range(0, len(points), 1 << 20):
-        block = points[start : start + (1 << 20)].astype(float) @ to_labels[:3, :3].T + to_labels[:3, 3]
+        block = to_world(points[start : start + (1 << 20)].astype(float), to_labels)  # labels' indices
         index = np.rint(block).astype(np.intp)
         inside = np.all((index >= 0) & (index < labels.shape), axis=1)
         kept[start : start + len(block)][inside] = labels[tuple(index[inside].T)] > 0
