@@ -58,7 +58,7 @@ def runners(
 ) -> dict[str, Callable]:
     """Name → a function building the runner (so that set-up time is kept out of the timing)."""
     from kidneyseg.predict.backends import OpenVINONetwork, import_openvino
-    from kidneyseg.predict.calibration import calibration_windows
+    from kidneyseg.predict.calibration import CalibrationSet
 
     def plain():
         return lambda x: net(x).numpy()
@@ -83,8 +83,9 @@ def runners(
 
     def openvino_int8(rest: str):
         def build():
-            calibration = calibration_windows(config.preprocess, window)
-            compiled = OpenVINONetwork(net, window, "int8", threads, calibration)
+            compiled = OpenVINONetwork(
+                net, window, "int8", threads, CalibrationSet(config.preprocess, window)
+            )
             if rest == "f32":
                 return lambda x: compiled(x).numpy()
             config_bf16 = {"INFERENCE_PRECISION_HINT": rest, "INFERENCE_NUM_THREADS": threads}

@@ -17,7 +17,8 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import write_volume
 from kidneyseg.predict import backends, calibration
 from kidneyseg.predict.backends import OpenVINONetwork
-from kidneyseg.predict.calibration import Calibration, calibration_windows
+from kidneyseg.predict.calibration import Calibration, CalibrationSet, calibration_windows
+from kidneyseg.predict.compile_cache import CACHE_ENV
 from kidneyseg.predict.predictor import Predictor, PredictSettings
 from kidneyseg.predict.pretrained import bundled_path
 from kidneyseg.predict.runner import run_prediction
@@ -61,8 +62,7 @@ def test_calibration_windows_are_fixed_phantom_windows_of_the_network_shape(bund
 def test_int8_network_is_quantised_and_keeps_a_trained_networks_labels(bundled, phantom):
     ckpt, net = bundled
     window = (1, *ckpt.config.inference.roi_size)
-    calib = calibration_windows(ckpt.config.preprocess, window, SMALL)
-    int8 = OpenVINONetwork(net, window, "int8", 1, calib)
+    int8 = OpenVINONetwork(net, window, "int8", 1, CalibrationSet(ckpt.config.preprocess, window, SMALL))
     float32 = OpenVINONetwork(net, window, "float32", 1)
     assert int8.quantize_seconds > 0
     assert any(op.get_type_name() == "FakeQuantize" for op in int8._model.get_ops())
@@ -81,6 +81,40 @@ def test_int8_network_is_quantised_and_keeps_a_trained_networks_labels(bundled, 
     assert (a.argmax(1) == b.argmax(1)).float().mean() >= 0.99
     with pytest.raises(ValueError, match="calibration"):
         OpenVINONetwork(net, window, "int8", 1)
+
+
+def test_the_quantised_network_is_cached_and_read_back_without_calibrating(bundled, tmp_path, monkeypatch):
+    """A second int8 compilation of the same network with the same calibration reads the
+    quantised graph from the compile cache: no windows, no NNCF, the same scores."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    ckpt, net = bundled
+    window = (1, *ckpt.config.inference.roi_size)
+    first_set = CalibrationSet(ckpt.config.preprocess, window, SMALL)
+    first = OpenVINONetwork(net, window, "int8", 1, first_set)
+    assert first.cache == "miss" and first.quantize_seconds > 0 and first_set.windows_seconds is not None
+    # the float32 graph it was quantised from is kept beside it
+    assert len(list((tmp_path / "cache" / "openvino").glob("*.xml"))) == 2
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("quantised or calibrated although cached")
+
+    monkeypatch.setattr(backends, "quantize_int8", refuse)
+    monkeypatch.setattr(calibration, "calibration_windows", refuse)
+    again_set = CalibrationSet(ckpt.config.preprocess, window, SMALL)
+    again = OpenVINONetwork(net, window, "int8", 1, again_set)
+    assert (again.cache, again.quantize_seconds, again_set.windows_seconds) == ("hit", 0.0, None)
+    assert any(op.get_type_name() == "FakeQuantize" for op in again._model.get_ops())
+    x = torch.from_numpy(np.concatenate(calibration_windows(ckpt.config.preprocess, window, SMALL)))
+    monkeypatch.undo()
+    assert torch.equal(again(x), first(x))
+    # another calibration is another quantised network
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    other = CalibrationSet(
+        ckpt.config.preprocess, window, Calibration(windows=4, phantoms=1, size="tiny", seed=1)
+    )
+    assert other.key() != again_set.key()
+    assert OpenVINONetwork(net, window, "int8", 1, other).cache == "miss"
+    assert OpenVINONetwork(net, window, "float32", 1).cache == "hit"
 
 
 def test_predict_int8_agrees_with_float32_and_records_the_calibration(phantom, tmp_path, monkeypatch):

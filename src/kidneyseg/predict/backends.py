@@ -14,7 +14,8 @@ and compiled for the CPU with the precision asked for and a fixed number of wind
 against 0.83 GiB with the batch left dynamic, at the same speed; docs/prediction.md). Tracing
 runs the network once in PyTorch (1.8 s for the paper-scale SCA-UNet on 2 cores), so the converted
 network is kept in the compile cache (`kidneyseg.predict.compile_cache`); a later process with
-the same network reads that graph back, float32 weights and all, instead of tracing. OpenVINO's
+the same network reads that graph back, float32 weights and all, instead of tracing (and with
+int8 the quantised graph, instead of calibrating and quantising again). OpenVINO's
 CPU plugin would pick bfloat16 by itself on CPUs that have it, so float32 is requested explicitly.
 `int8` (OpenVINO only) is post-training quantisation with NNCF: the converted model's
 convolutions get int8 weights and activations, their ranges calibrated on phantom windows
@@ -32,6 +33,7 @@ had been imported before; its import-time message, though, has then already gone
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import io
 import sys
@@ -45,6 +47,8 @@ from kidneyseg.errors import KidneysegError
 
 if TYPE_CHECKING:
     import torch
+
+    from kidneyseg.predict.calibration import CalibrationSet
 
 OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16", "int8": "f32"}
 """OpenVINO's inference precision per `--precision`; with int8, for what NNCF left unquantised."""
@@ -129,15 +133,16 @@ class OpenVINONetwork:
         window_shape: `(channels, *spatial)` of one input window; the batch size may vary.
         precision: "float32", "bfloat16" or "int8".
         threads: CPU threads for inference.
-        calibration: with int8, the calibration inputs (arrays `[1, *window_shape]`,
-            `kidneyseg.predict.calibration.calibration_windows`).
+        calibration: with int8, its calibration (`kidneyseg.predict.calibration.CalibrationSet`:
+            windows made only when the quantised network is not in the compile cache).
         batch: windows per forward pass the network is compiled for; a call with another number
             of windows runs them `batch` at a time, the last pass padded with zeros.
 
     Attributes:
-        quantize_seconds: time NNCF took to quantise (int8; else 0).
+        quantize_seconds: time NNCF took to quantise (int8 not read from the cache; else 0).
         cache: "hit" (read from `compile_cache_dir`), "miss" (traced, then kept there), "off"
-            (no cache) or "unwritable" (traced; the cache folder could not be written).
+            (no cache) or "unwritable" (traced; the cache folder could not be written); with
+            int8, of the quantised network.
     """
 
     def __init__(
@@ -146,7 +151,7 @@ class OpenVINONetwork:
         window_shape: Sequence[int],
         precision: str,
         threads: int,
-        calibration: Sequence[Any] | None = None,
+        calibration: CalibrationSet | None = None,
         batch: int = 1,
     ):
         ov = import_openvino()
@@ -156,12 +161,8 @@ class OpenVINONetwork:
             raise ValueError("int8 needs calibration inputs")
         self.window_shape = tuple(int(s) for s in window_shape)
         self.spatial_dims = len(self.window_shape) - 1
-        self._model = self._convert(network.eval(), ov)
         self.quantize_seconds = 0.0
-        if precision == "int8":
-            start = time.perf_counter()
-            self._model = quantize_int8(self._model, calibration)
-            self.quantize_seconds = time.perf_counter() - start
+        self._model = self._convert(network.eval(), ov, calibration if precision == "int8" else None)
         self.batch = int(batch)
         self._model.reshape([self.batch, *self.window_shape])
         self._config = {
@@ -171,22 +172,34 @@ class OpenVINONetwork:
         }
         self._request = self._compile()
 
-    def _convert(self, network: torch.nn.Module, ov: ModuleType) -> Any:
-        """The OpenVINO model of `network`: from the cache, or traced (and then cached)."""
-        import torch
-
-        from kidneyseg.predict.compile_cache import compile_cache_dir, mark_used, network_key, save_model
+    def _convert(self, network: torch.nn.Module, ov: ModuleType, calibration: CalibrationSet | None) -> Any:
+        """The OpenVINO model of `network`, quantised when a calibration is given: from the
+        cache, or made (and then cached)."""
+        from kidneyseg.predict.compile_cache import cached_model, compile_cache_dir, network_key
 
         folder = compile_cache_dir()
-        self.cache = "off"
-        if folder is not None:
-            path = folder / f"{network_key(network, self.window_shape, ov.get_version())}.xml"
-            if path.is_file() and path.with_suffix(".bin").is_file():
-                with contextlib.suppress(Exception):  # unreadable: trace again and replace it
-                    model = ov.Core().read_model(str(path))
-                    mark_used(path)
-                    self.cache = "hit"
-                    return model
+        key = network_key(network, self.window_shape, ov.get_version()) if folder is not None else ""
+        if calibration is None:
+            model, self.cache = cached_model(ov, folder, key, lambda: self._trace(network, ov))
+            return model
+
+        def quantized() -> Any:
+            model, _ = cached_model(ov, folder, key, lambda: self._trace(network, ov))
+            start = time.perf_counter()
+            model = quantize_int8(model, calibration.windows())
+            self.quantize_seconds = time.perf_counter() - start
+            return model
+
+        int8_key = (
+            hashlib.sha256(f"{key} {calibration.key()}".encode()).hexdigest() if folder is not None else ""
+        )
+        model, self.cache = cached_model(ov, folder, f"{int8_key}.int8", quantized)
+        return model
+
+    def _trace(self, network: torch.nn.Module, ov: ModuleType) -> Any:
+        """`network` traced for this window shape and converted to OpenVINO."""
+        import torch
+
         with torch.no_grad(), warnings.catch_warnings():
             # Shape checks inside the networks become constants: right for this window shape,
             # which the compiled input enforces. torch.export would avoid the deprecated tracer,
@@ -194,10 +207,7 @@ class OpenVINONetwork:
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             traced = torch.jit.trace(network, torch.zeros(1, *self.window_shape), check_trace=False)
-        model = ov.convert_model(traced, input=[(-1, *self.window_shape)])
-        if folder is not None:
-            self.cache = "miss" if save_model(ov, model, path) else "unwritable"
-        return model
+        return ov.convert_model(traced, input=[(-1, *self.window_shape)])
 
     def _compile(self):
         return import_openvino().Core().compile_model(self._model, "CPU", self._config).create_infer_request()
@@ -245,11 +255,11 @@ class Backend(Protocol):
         network: torch.nn.Module,
         window_shape: Sequence[int],
         precision: str,
-        calibration: Sequence[Any] | None = None,
+        calibration: CalibrationSet | None = None,
         batch: int = 1,
     ) -> Any:
         """`network` (in eval mode) ready for windows of `window_shape` = `(channels, *spatial)`;
-        `calibration`: inputs for precisions that need them (int8), else None; `batch`: the windows
+        `calibration`: for precisions that need it (int8), else None; `batch`: the windows
         per forward pass it will mostly be given.
 
         Raises:
@@ -281,7 +291,7 @@ class TorchBackend:
         network: torch.nn.Module,
         window_shape: Sequence[int],
         precision: str,
-        calibration: Sequence[Any] | None = None,
+        calibration: CalibrationSet | None = None,
         batch: int = 1,
     ) -> Any:
         return network
@@ -317,7 +327,7 @@ class OpenVINOBackend:
         network: torch.nn.Module,
         window_shape: Sequence[int],
         precision: str,
-        calibration: Sequence[Any] | None = None,
+        calibration: CalibrationSet | None = None,
         batch: int = 1,
     ) -> Any:
         import torch

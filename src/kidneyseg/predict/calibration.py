@@ -7,8 +7,10 @@ phantoms with fixed seeds), preprocessed exactly as the checkpoint's config says
 network's window shape. Half of the windows are centred on a kidney, tumor or cyst voxel (the
 voxels whose labels matter), half on any body voxel (what most windows of a scan hold). The
 phantoms and window centres follow from `Calibration` alone, so the same checkpoint is quantised
-the same way on every run; nothing is cached between runs (`predict_run.json` records the
-calibration and its seconds under `environment.calibration`).
+the same way on every run. So the quantised network is kept in the compile cache
+(`kidneyseg.predict.compile_cache`) under the float32 network's key and `CalibrationSet.key`, and a
+later run that reads it back makes no windows and does not quantise (`predict_run.json` records
+the calibration and its seconds under `environment.calibration`).
 """
 
 from __future__ import annotations
@@ -51,23 +53,71 @@ CALIBRATION = Calibration()
 """The calibration `--precision int8` uses (docs/prediction.md: its agreement with float32)."""
 
 
-def calibrate(
-    preprocess_config: PreprocessConfig, window_shape: Sequence[int]
-) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """`CALIBRATION`'s windows for a checkpoint, and their run-record entry (with the seconds they
-    took and NNCF's version; the backend adds `quantize_seconds`)."""
-    import time
-    from importlib.metadata import version
+class CalibrationSet:
+    """`calibration`'s windows for one checkpoint's preprocessing and window shape, made on first
+    use: a quantised network read from the compile cache needs none.
 
-    start = time.perf_counter()
-    windows = calibration_windows(preprocess_config, window_shape, CALIBRATION)
-    record = {
-        **CALIBRATION.record(),
-        "window_shape": list(window_shape),
-        "windows_seconds": round(time.perf_counter() - start, 3),
-        "nncf_version": version("nncf"),
-    }
-    return windows, record
+    Args:
+        preprocess_config: the checkpoint's preprocessing (spacing, HU window, crop).
+        window_shape: `(channels, *spatial)` of one network input.
+        calibration: which phantom windows (None: `CALIBRATION`).
+    """
+
+    def __init__(
+        self,
+        preprocess_config: PreprocessConfig,
+        window_shape: Sequence[int],
+        calibration: Calibration | None = None,
+    ) -> None:
+        from importlib.metadata import version
+
+        self.preprocess_config = preprocess_config
+        self.window_shape = tuple(int(s) for s in window_shape)
+        self.calibration = CALIBRATION if calibration is None else calibration
+        self.nncf_version = version("nncf")
+        self.windows_seconds: float | None = None
+        self._windows: list[np.ndarray] | None = None
+
+    def windows(self) -> list[np.ndarray]:
+        """The calibration inputs (`calibration_windows`), made once."""
+        import time
+
+        if self._windows is None:
+            start = time.perf_counter()
+            self._windows = calibration_windows(self.preprocess_config, self.window_shape, self.calibration)
+            self.windows_seconds = round(time.perf_counter() - start, 3)
+        return self._windows
+
+    def key(self) -> str:
+        """A digest of what the windows and NNCF's ranges depend on: the calibration, the
+        preprocessing, the window shape, the versions of NNCF and NumPy (its random generator
+        draws the window centres), and the source of the phantom generator, the preprocessing
+        and the label maps."""
+        import hashlib
+        from pathlib import Path
+
+        import kidneyseg
+
+        package = Path(kidneyseg.__file__).parent
+        digest = hashlib.sha256()
+        digest.update(
+            repr((asdict(self.calibration), asdict(self.preprocess_config), self.window_shape)).encode()
+        )
+        digest.update(f"{kidneyseg.__version__} {self.nncf_version} {np.__version__}".encode())
+        sources = [Path(__file__), package / "labels.py", package / "config.py"]
+        for source in sorted([*sources, *package.glob("data/**/*.py"), *package.glob("preprocess/*.py")]):
+            digest.update(source.read_bytes())
+        return digest.hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        """The run record's entry: the calibration, the window shape, NNCF's version and the
+        seconds the windows took (None when every network came quantised from the cache)."""
+        return {
+            **self.calibration.record(),
+            "window_shape": list(self.window_shape),
+            "windows_seconds": self.windows_seconds,
+            "nncf_version": self.nncf_version,
+        }
 
 
 def _crop(image: np.ndarray, centre: Sequence[int], roi: Sequence[int]) -> np.ndarray:

@@ -3,9 +3,11 @@
 Tracing a network for OpenVINO runs it once in PyTorch (1.8 s for the paper-scale SCA-UNet on 2
 cores); the converted graph is kept under `compile_cache_dir()`, keyed by `network_key` (the
 weights, the layers, the source of `kidneyseg.models` and of the backends, the window shape and
-the library versions), so any change traces again. `kidneyseg.predict.backends.OpenVINONetwork`
-reads and writes it. Entries are dropped least recently used first beyond `KEEP`, so upgrades
-and retrained networks do not fill the disk.
+the library versions), so any change traces again. An int8 network quantised from one of them is
+kept too, under that key and its calibration's (`kidneyseg.predict.calibration.CalibrationSet.key`).
+`kidneyseg.predict.backends.OpenVINONetwork` reads and writes it (`cached_model`). Entries are
+dropped least recently used first beyond `KEEP`, so upgrades and retrained networks do not fill
+the disk.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -77,6 +79,21 @@ def save_model(ov: ModuleType, model: Any, path: Path) -> bool:
     for stale in sorted(_entries(path.parent), key=_last_used, reverse=True)[KEEP:]:
         _remove(stale)
     return True
+
+
+def cached_model(ov: ModuleType, folder: Path | None, name: str, make: Callable[[], Any]) -> tuple[Any, str]:
+    """The OpenVINO model kept as `folder/name.xml`, or `make()`'s (then kept there), and where it
+    came from: "hit", "miss", "off" (`folder` is None) or "unwritable"."""
+    if folder is None:
+        return make(), "off"
+    path = folder / f"{name}.xml"
+    if path.is_file() and path.with_suffix(".bin").is_file():
+        with contextlib.suppress(Exception):  # unreadable: make it again and replace it
+            model = ov.Core().read_model(str(path))
+            mark_used(path)
+            return model, "hit"
+    model = make()
+    return model, "miss" if save_model(ov, model, path) else "unwritable"
 
 
 def mark_used(path: Path) -> None:

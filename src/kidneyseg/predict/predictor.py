@@ -118,15 +118,15 @@ class Predictor:
         """The networks compiled for the backend, the seconds it took, and why `auto` fell back
         to PyTorch (None when it did not)."""
         from kidneyseg.predict.backends import BACKENDS, FALLBACK, NEEDS_CALIBRATION
-        from kidneyseg.predict.calibration import calibrate
+        from kidneyseg.predict.calibration import CalibrationSet
         from kidneyseg.predict.sliding_window import window_roi
 
         window = (1, *window_roi(self.inference.roi_size, self.spatial_dims)[: self.spatial_dims])
         precision, start = self.settings.precision, time.perf_counter()
         try:
             calibration = None
-            if precision in NEEDS_CALIBRATION:  # int8: windows of phantoms (seconds in the record)
-                calibration, self.calibration = calibrate(self.config.preprocess, window)
+            if precision in NEEDS_CALIBRATION:  # int8: windows of phantoms, unless cached quantised
+                calibration = CalibrationSet(self.config.preprocess, window)
             batch = self.inference.sw_batch_size
             compiled = [
                 self.backend.compile(n, window, precision, calibration, batch) for n in self.torch_networks
@@ -139,8 +139,9 @@ class Predictor:
                 raise KidneysegError(f"{failed} ({reason})", self.checkpoints[0].path) from exc
             self.backend = BACKENDS[FALLBACK]
             return list(self.torch_networks), 0.0, f"{failed}, using {self.backend.title}: {reason}"
-        if self.calibration is not None:
-            self.calibration["quantize_seconds"] = round(sum(c.quantize_seconds for c in compiled), 3)
+        if calibration is not None:
+            quantize_seconds = round(sum(c.quantize_seconds for c in compiled), 3)
+            self.calibration = {**calibration.record(), "quantize_seconds": quantize_seconds}
         return compiled, time.perf_counter() - start, None
 
     def _resolve_roi(self) -> tuple[str, Predictor | None]:
