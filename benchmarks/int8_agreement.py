@@ -8,7 +8,9 @@ interleaved, on a real CT (default: the labelled low-dose scan beside the reposi
 - per precision, the median seconds of a case after start-up (read, preprocess, windows, back to
   the CT grid, write), of its network part alone (the windows: locating the kidneys and around
   them), and of the start-up itself (loading, compiling; with int8 also the
-  calibration windows and NNCF's quantisation), and the ratio to float32 in the same run;
+  calibration windows and NNCF's quantisation unless the compile cache holds the quantised
+  network from an earlier run: `compile_cache` in the output), and the ratio to float32 in the
+  same run;
 - per case, int8's and bfloat16's agreement with float32: % identical voxels and the Dice of
   kidney + masses (every foreground class together) between the two label maps;
 - on the real CT, each precision's kidney + masses Dice against the reference label.
@@ -52,6 +54,7 @@ def predict(ct: Path, out: Path, model: Path, precision: str) -> tuple[np.ndarra
         "startup_seconds": record.startup_seconds,
         "compile_seconds": record.environment["backend_compile_seconds"],
         "calibration": record.environment["calibration"],
+        "compile_cache": record.environment["compile_cache"],
     }
     return labels, timing
 

@@ -10,7 +10,8 @@ input) goes through:
 - openvino / openvino-bf16: `kidneyseg.predict.backends.OpenVINONetwork` (TorchScript trace →
   OpenVINO), float32 / bfloat16 inference precision (`--backend openvino`);
 - openvino-int8: the same quantised by NNCF, calibrated on phantom windows as `--precision int8`
-  does (`kidneyseg.predict.calibration`; set-up includes making the windows and quantising);
+  does (`kidneyseg.predict.calibration`; set-up includes making the windows and quantising:
+  the compile cache is off, as on a first run);
 - openvino-int8-bf16: that int8 model with bfloat16 for what NNCF leaves unquantised (not
   offered: measured to see where int8 would pay);
 - openvino-export: the graph from `torch.export` instead of the tracer, float32;
@@ -32,6 +33,7 @@ import copy
 import importlib.util
 import io
 import json
+import os
 import statistics
 import time
 import warnings
@@ -41,6 +43,7 @@ import numpy as np
 import torch
 
 from kidneyseg.config import RunConfig
+from kidneyseg.predict.compile_cache import CACHE_ENV
 
 
 def timed(fn: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarray]:
@@ -160,6 +163,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="Run only these (torch, the reference, always runs).")
     args = parser.parse_args()
 
+    os.environ[CACHE_ENV] = ""  # every set-up traces (and quantises) as a first run does
     torch.manual_seed(0)
     config = RunConfig()
     window = (1, *config.inference.roi_size)
