@@ -72,6 +72,13 @@ def check_unlisted_files(folder: Path, listed: set[str]) -> None:
         )
 
 
+def slice_normal(orientation) -> np.ndarray:
+    """The normal of the slice plane whose ImageOrientationPatient (row, then column direction
+    cosines) is `orientation`: the axis along which slice positions are compared."""
+    orientation = np.asarray(orientation, dtype=np.float64)
+    return np.cross(orientation[:3], orientation[3:])
+
+
 def _read_headers(files: tuple[str, ...], folder: Path) -> list:
     import pydicom
 
@@ -120,8 +127,7 @@ def check_series(files: tuple[str, ...], folder: Path) -> None:
             "split the series by orientation",
             folder,
         )
-    row, column = orientations[0, :3], orientations[0, 3:]
-    normal = np.cross(row, column)
+    normal = slice_normal(orientations[0])
     positions = np.stack([h[2] for h in headers])
     along = positions @ normal
     order = np.argsort(along, kind="stable")

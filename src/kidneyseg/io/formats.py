@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kidneyseg.errors import KidneysegError
+from kidneyseg.io.dicom import slice_normal
 from kidneyseg.io.volume import (
     NIFTI_SUFFIXES,
     Volume,
@@ -106,8 +107,7 @@ def _slice_spacing(first, second) -> float | None:
         hasattr(ds, "ImagePositionPatient") for ds in (first, second)
     ):
         return None
-    orientation = np.asarray(first.ImageOrientationPatient, dtype=float)
-    normal = np.cross(orientation[:3], orientation[3:])
+    normal = slice_normal(first.ImageOrientationPatient)
     step = np.asarray(second.ImagePositionPatient, dtype=float) - np.asarray(
         first.ImagePositionPatient, dtype=float
     )
