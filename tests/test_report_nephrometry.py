@@ -13,7 +13,7 @@ import pytest
 
 from kidneyseg.io.volume import Volume
 from kidneyseg.report import measure
-from kidneyseg.report.staging import size_category
+from kidneyseg.report.staging import clinical_t, size_category, specimen_size_cm, sphere_diameter_cm
 from test_report_measure import ellipsoid, make_grid, world_coordinates
 
 KIDNEY = ((45.0, 0.0, 0.0), (20.0, 25.0, 50.0))
@@ -125,6 +125,49 @@ def test_tumor_crossing_the_lower_polar_line(lower):
 )
 def test_tnm_size_cut_offs(cm, category):
     assert size_category(cm) == category
+
+
+def test_specimen_size_combines_the_axial_diameter_and_the_sphere_of_the_volume():
+    d = 3.7
+    ball_ml = np.pi / 6 * d**3
+    assert sphere_diameter_cm(ball_ml) == pytest.approx(d)
+    assert specimen_size_cm(5.0, ball_ml, fit=(0.0, 0.0, 1.0)) == pytest.approx(d)
+    assert specimen_size_cm(5.0, ball_ml, fit=(0.5, 1.0, 0.0)) == pytest.approx(5.5)
+    assert specimen_size_cm(5.0, ball_ml, fit=(0.1, 0.2, 0.3)) == pytest.approx(0.1 + 0.2 * 5.0 + 0.3 * d)
+
+
+def test_ct_size_category_comes_from_the_specimen_estimate(lower):
+    """The staged size is the estimate from the measured tumor; its measured max axial diameter
+    and that diameter's category are kept beside it."""
+    (tumor,) = lower["lesions"]
+    staged = lower["staging"]
+    estimate = specimen_size_cm(tumor["max_axial_diameter_cm"], tumor["volume_ml"])
+    assert staged["specimen_size_cm"] == pytest.approx(estimate, abs=0.005)
+    assert staged["size_category"] == f"c{size_category(estimate)}"
+    assert staged["greatest_dimension_cm"] == tumor["max_axial_diameter_cm"]
+    assert staged["measured_size_category"] == "cT1b"
+
+
+def test_the_tumor_with_the_largest_specimen_estimate_is_staged():
+    """A flat tumor (4.3 cm axially, 19 mL) and a round one (3.9 cm, 31 mL): the one staged is
+    the one whose estimate is larger, whichever has the longer axial diameter."""
+
+    def row(tumor_id, axial_cm, ml):
+        return {
+            "id": tumor_id,
+            "max_axial_diameter_cm": axial_cm,
+            "volume_ml": ml,
+            "extension_mm": None,
+            "incomplete": False,
+        }
+
+    tumors = [row("T1", 4.3, 19.4), row("T2", 3.9, np.pi / 6 * 3.9**3)]
+    estimates = {r["id"]: specimen_size_cm(r["max_axial_diameter_cm"], r["volume_ml"]) for r in tumors}
+    staged = clinical_t(tumors, extension_mm=10.0)
+    assert staged["tumor_id"] == max(estimates, key=estimates.get)
+    assert staged["specimen_size_cm"] == pytest.approx(max(estimates.values()), abs=0.005)
+    assert staged["measured_size_category"] == f"c{size_category(staged['greatest_dimension_cm'])}"
+    assert staged["category"] == staged["size_category"] == f"c{size_category(max(estimates.values()))}"
 
 
 def test_tumor_reaching_medially_beyond_the_kidney_is_flagged_ct3():

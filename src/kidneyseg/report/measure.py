@@ -38,7 +38,7 @@ from kidneyseg.report.hulls import SliceHulls
 from kidneyseg.report.lesions import Kidney, Scan, measure_lesions, rounded
 from kidneyseg.report.provenance import dicom_identifiers
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BODY_HU = -300.0
 SPLIT_SHARE = 0.15
 

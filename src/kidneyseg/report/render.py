@@ -251,8 +251,11 @@ def _staging(staging: dict | None) -> str:
     if staging is None:
         return "— (no tumor)"
     bound = "≥ " if staging["greatest_dimension_is_lower_bound"] else ""
-    size = f"{bound}{staging['greatest_dimension_cm']:.1f} cm"
-    text = f"{staging['category']} ({staging['tumor_id']}, {size}; by size {staging['size_category']})"
+    text = (
+        f"{staging['category']} ({staging['tumor_id']}: specimen size estimate "
+        f"{staging['specimen_size_cm']:.1f} cm → {staging['size_category']}; max axial diameter "
+        f"{bound}{staging['greatest_dimension_cm']:.1f} cm → {staging['measured_size_category']})"
+    )
     if staging["extension_beyond_kidney"]:
         text += f"; extends beyond the kidney: {', '.join(staging['extension_tumor_ids'])}"
     return text

@@ -1,8 +1,10 @@
 """Clinical T category (TNM 8th edition, kidney) from the label map.
 
-Size: the largest tumor's greatest dimension, cut at 4, 7 and 10 cm (T1a ≤ 4 cm, T1b > 4 and
-≤ 7 cm, T2a > 7 and ≤ 10 cm, T2b > 10 cm; Brierley, Gospodarowicz & Wittekind, TNM
-Classification of Malignant Tumours, 8th ed., UICC/Wiley 2017). Extension: a tumor reaching
+Size: the greatest dimension the pathologist would measure on the specimen, estimated from the
+tumor's mask (`specimen_size_cm`), cut at 4, 7 and 10 cm (T1a ≤ 4 cm, T1b > 4 and ≤ 7 cm, T2a > 7
+and ≤ 10 cm, T2b > 10 cm; Brierley, Gospodarowicz & Wittekind, TNM Classification of Malignant
+Tumours, 8th ed., UICC/Wiley 2017). The mask's own maximum axial diameter, which reads about
+0.5 cm larger than the specimen, is kept beside it with its category. Extension: a tumor reaching
 medially beyond its kidney's parenchyma, towards the renal vein and the vena cava, by more
 than `ReportOptions.extension_mm` raises the cT3 flag. The images cannot show microscopic
 invasion of the perinephric or sinus fat (pT3a in most KiTS19 cases), adrenal or Gerota's
@@ -17,12 +19,31 @@ from kidneyseg.report import geometry
 
 SIZE_CUTS_CM = ((4.0, "T1a"), (7.0, "T1b"), (10.0, "T2a"))
 GREATEST_DIMENSION = "max_axial_diameter_cm"
-"""The tumor measurement staged: the one radiologists report and the summary names largest."""
+"""The tumor's measured greatest dimension: the one radiologists report and the summary names largest."""
+SPECIMEN_SIZE_FIT = (-0.143, -0.417, 1.553)
+"""cm = a + b × max axial diameter (cm) + c × diameter of the sphere of its volume (cm): least
+squares against `pathologic_size` over the 210 KiTS19 reference masks (each case's largest tumor
+by volume). `python benchmarks/validate_staging.py` refits it, and measures the staging out of
+fold (docs/validation.md)."""
 
 
 def size_category(greatest_dimension_cm: float) -> str:
     """T1a/T1b/T2a/T2b from a tumor's greatest dimension in cm."""
     return next((t for cut, t in SIZE_CUTS_CM if greatest_dimension_cm <= cut), "T2b")
+
+
+def sphere_diameter_cm(volume_ml: float) -> float:
+    """The diameter (cm) of the sphere of volume `volume_ml`."""
+    return float((6 * volume_ml / np.pi) ** (1 / 3))
+
+
+def specimen_size_cm(
+    max_axial_diameter_cm: float, volume_ml: float, fit: tuple[float, float, float] = SPECIMEN_SIZE_FIT
+) -> float:
+    """The specimen's greatest dimension (cm) estimated from a tumor mask's maximum axial
+    diameter and volume, with the coefficients `fit` (a, b, c of `SPECIMEN_SIZE_FIT`)."""
+    a, b, c = fit
+    return float(a + b * max_axial_diameter_cm + c * sphere_diameter_cm(volume_ml))
 
 
 def medial_extension_mm(
@@ -44,12 +65,14 @@ def clinical_t(tumors: list[dict], extension_mm: float) -> dict | None:
     """The case's cT category from its measured tumors (report rows with `extension_mm`).
 
     Returns None without a tumor. The category is cT3 when any tumor is flagged as extending
-    beyond its kidney, else the size category of the tumor with the greatest dimension.
+    beyond its kidney, else the size category of the tumor with the greatest estimated specimen
+    size.
     """
     if not tumors:
         return None
-    largest = max(tumors, key=lambda r: r[GREATEST_DIMENSION])
-    size = largest[GREATEST_DIMENSION]
+    specimen = {r["id"]: specimen_size_cm(r[GREATEST_DIMENSION], r["volume_ml"]) for r in tumors}
+    largest = max(tumors, key=lambda r: specimen[r["id"]])
+    size = round(specimen[largest["id"]], 2)
     extending = [
         r["id"] for r in tumors if r["extension_mm"] is not None and r["extension_mm"] > extension_mm
     ]
@@ -58,11 +81,14 @@ def clinical_t(tumors: list[dict], extension_mm: float) -> dict | None:
         "category": "cT3" if extending else f"c{by_size}",
         "size_category": f"c{by_size}",
         "tumor_id": largest["id"],
-        "greatest_dimension_cm": size,
+        "specimen_size_cm": size,
+        "greatest_dimension_cm": largest[GREATEST_DIMENSION],
+        "measured_size_category": f"c{size_category(largest[GREATEST_DIMENSION])}",
         "greatest_dimension_is_lower_bound": largest["incomplete"],
         "extension_beyond_kidney": bool(extending),
         "extension_tumor_ids": extending,
         "extension_threshold_mm": extension_mm,
-        "basis": "TNM 8th ed.: size of the largest tumor (max axial diameter); cT3 when a tumor reaches "
+        "basis": "TNM 8th ed.: the largest tumor's specimen size estimated from its max axial diameter and "
+        "volume (fit to KiTS19 pathology); cT3 when a tumor reaches "
         f"more than {extension_mm:g} mm medially beyond its kidney (renal vein / sinus direction)",
     }
