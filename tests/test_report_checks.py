@@ -118,3 +118,34 @@ def test_real_dicom_slab_kidney_is_incomplete_and_air_cyst_flagged(shared_data):
     air = [w for w in report["warnings"] if w["code"] == "implausible_hu"]
     assert len(air) == 1 and air[0]["hu_mean"] < -500
     assert isinstance(report["inputs"]["dicom"], dict)
+
+
+def test_real_chest_ct_with_a_weak_models_findings(shared_data):
+    """What a weak model labelled on the real chest CT (issue 16): two "kidneys" of over 500 mL
+    in the chest, one-voxel "cysts" and a "cyst" in the lung; each finding carries its warning."""
+    from scipy import ndimage
+
+    ct = read_volume(shared_data / "real-ct" / "chest_ct_1.5mm.nii.gz")
+    hu = np.asarray(ct.array)
+    world = world_coordinates(ct.affine, ct.shape)
+    centre = ct.affine[:3, :3] @ ((np.asarray(ct.shape) - 1) / 2) + ct.affine[:3, 3]
+    labels = np.zeros(ct.shape, np.uint8)
+    for side in (-1, 1):
+        labels[ellipsoid(world, centre + np.array([side * 42.0, 0.0, 0.0]), (38.0, 45.0, 72.0))] = 1
+    kidney = np.argwhere(labels == 1)
+    specks = kidney[np.random.default_rng(0).choice(len(kidney), 10, replace=False)]
+    labels[tuple(specks.T)] = 3
+    lung = ndimage.binary_erosion(hu < -700, iterations=3) & (labels == 0)
+    inner = np.zeros_like(lung)
+    inner[tuple(slice(s // 4, 3 * s // 4) for s in ct.shape)] = True
+    seed = np.argwhere(lung & inner)[0]
+    labels[tuple(slice(c - 2, c + 3) for c in seed)] = 3
+    report = measure(ct, Volume(labels, ct.affine, "weak model"))
+    too_big = [w for w in report["warnings"] if w["code"] == "kidney_volume_out_of_range"]
+    assert sorted(w["kidney"] for w in too_big) == ["left", "right"]
+    assert all(w["volume_ml"] > 400 for w in too_big)
+    assert report["summary"]["small_lesions"]["count"] == 10
+    assert "small_lesions_excluded" in codes(report)
+    (cyst,) = report["lesions"]
+    (air,) = [w for w in report["warnings"] if w["code"] == "implausible_hu"]
+    assert air["lesion"] == cyst["id"] and air["hu_mean"] < -700
