@@ -63,10 +63,8 @@ def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarr
             f"differs from the CT's (spacing {_fmt(ct.spacing)}, origin {_fmt(ct.origin)}) ({ct.source})",
             where,
         )
-    array = np.asarray(labels.array)
-    check_label_values(array, label_map, where)
-    if array.dtype.kind == "f":
-        array = array.astype(np.int16)
+    check_label_values(np.asarray(labels.array), label_map, where)
+    array = label_array(labels)
     # min/max and one comparison per class: np.unique on a 512×512×600 map takes seconds.
     low, high = int(array.min()), int(array.max())
     present = {v for v in range(low, high + 1) if v in (low, high) or bool((array == v).any())}
@@ -79,6 +77,12 @@ def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarr
             where,
         )
     return array
+
+
+def label_array(labels: Volume) -> np.ndarray:
+    """The label map as an integer array (labels stored as whole floats are cast)."""
+    array = np.asarray(labels.array)
+    return array.astype(np.int16) if array.dtype.kind == "f" else array
 
 
 def measure(

@@ -21,7 +21,7 @@ from kidneyseg.io.atomic import atomic_path
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS23, LabelMap
 from kidneyseg.report.checks import ReportOptions
-from kidneyseg.report.measure import measure, validate_inputs
+from kidneyseg.report.measure import label_array, measure
 from kidneyseg.report.overlays import WINDOW_HU, Scene, compose
 
 KIDNEY_COLUMNS = (
@@ -107,7 +107,7 @@ def write_report(
         KidneysegError: the inputs do not fit together, or the folder is not writable.
     """
     report = measure(ct, labels, label_map, case_id=case_id, options=options, confidence=confidence)
-    scene = Scene(ct, validate_inputs(ct, labels, label_map), label_map)
+    scene = Scene(ct, label_array(labels), label_map)  # validated by `measure`
     figures = [(title, scene.views(focus, title, line)) for title, focus, line in _focus_points(report)]
     page = render_html(report, figures, label_map)
     stem = f"{case_id}_" if case_id else ""
