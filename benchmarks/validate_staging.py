@@ -55,10 +55,10 @@ def stage_case(path: Path) -> dict:
         "ct": staged.get("category", "none")[1:],
         "size_t": staged.get("size_category", "none")[1:],
         "specimen_cm": staged.get("specimen_size_cm"),
-        "axial_cm": max((r["max_axial_diameter_cm"] for r in tumors), default=None),
+        "axial_cm": max((r[staging.GREATEST_DIMENSION] for r in tumors), default=None),
         "max_3d_cm": max((r["max_3d_diameter_cm"] for r in tumors), default=None),
         "max_ml": max((r["volume_ml"] for r in tumors), default=None),
-        "tumors": [[r["max_axial_diameter_cm"], r["volume_ml"]] for r in tumors],
+        "tumor_ml": [r["volume_ml"] for r in tumors],
         "extension_mm": max(extensions, default=None),
         "num_tumors": len(tumors),
         "seconds": time.perf_counter() - start,
@@ -66,24 +66,26 @@ def stage_case(path: Path) -> dict:
 
 
 def fit_specimen_size(rows: list[dict]) -> np.ndarray:
-    """Least squares of `pathologic_size` on 1, the max axial diameter and the sphere diameter of
-    each case's largest tumor by volume: the fit behind `staging.SPECIMEN_SIZE_FIT`."""
-    largest = [max(r["tumors"], key=lambda t: t[1]) for r in rows]
-    x = np.array([[1.0, axial, staging.sphere_diameter_cm(ml)] for axial, ml in largest])
+    """Least squares of `pathologic_size` on 1 and the sphere diameter of each case's largest
+    tumor: the fit behind `staging.SPECIMEN_SIZE_FIT`."""
+    x = np.array([[1.0, staging.sphere_diameter_cm(max(r["tumor_ml"]))] for r in rows])
     return np.linalg.lstsq(x, np.array([r["pathologic_size"] for r in rows]), rcond=None)[0]
 
 
 def out_of_fold_sizes(rows: list[dict], groups: list[np.ndarray]) -> np.ndarray:
-    """Each case's specimen size estimate (its largest over its tumors, as the report takes it)
-    with the coefficients fitted on the cases outside its group."""
+    """Each case's specimen size estimate with the coefficients fitted on the cases outside its
+    group."""
     sizes = np.empty(len(rows))
     for group in groups:
         held = set(group.tolist())
         fit = tuple(fit_specimen_size([r for i, r in enumerate(rows) if i not in held]))
-        sizes[group] = [
-            max(staging.specimen_size_cm(a, ml, fit) for a, ml in rows[i]["tumors"]) for i in group
-        ]
+        sizes[group] = [staging.specimen_size_cm(max(rows[i]["tumor_ml"]), fit) for i in group]
     return sizes
+
+
+def in_t1_t2(category: str) -> bool:
+    """Whether a pathologic T category is pT1 or pT2 (a, b): where size alone decides."""
+    return category[:2] in ("T1", "T2")
 
 
 def size_line(name: str, cm: np.ndarray, path_size: np.ndarray) -> str:
@@ -122,7 +124,7 @@ def confusion(truth: list[str], guess: list[str], name: str) -> list[str]:
 
 def agreement_row(name: str, truth: list[str], guess: list[str]) -> str:
     pairs = list(zip(truth, guess, strict=True))
-    within = [(t, g) for t, g in pairs if t[:2] in ("T1", "T2")]
+    within = [(t, g) for t, g in pairs if in_t1_t2(t)]
     return (
         f"| {name} | {np.mean([t == g for t, g in pairs]):.1%} | "
         f"{np.mean([t == g for t, g in within]):.1%} ({len(within)}) | "
@@ -142,12 +144,16 @@ def write_section(rows: list[dict], seconds: float, workers: int, path: Path) ->
     extension = np.array([r["extension_mm"] if r["extension_mm"] is not None else -np.inf for r in rows])
     sizes = np.array([r["axial_cm"] for r in rows])
     specimen = np.array([r["specimen_cm"] for r in rows])
+    shipped_sizes = np.array([round(staging.specimen_size_cm(max(r["tumor_ml"])), 2) for r in rows])
+    if not np.allclose(specimen, shipped_sizes):
+        raise SystemExit("the saved rows were measured with another SPECIMEN_SIZE_FIT: measure again")
     path_size = np.array([r["pathologic_size"] for r in rows])
     radio_size = np.array([r["radiographic_size"] for r in rows])
     folds = np.array_split(np.random.default_rng(FOLD_SEED).permutation(len(rows)), FOLDS)
     parity = np.array([int(r["case_id"][-5:]) % 2 for r in rows])
     out_of_fold = {
         f"{FOLDS} folds": out_of_fold_sizes(rows, folds),
+        "leave one out": out_of_fold_sizes(rows, [np.array([i]) for i in range(len(rows))]),
         "fit on even case numbers, tested on odd, and the reverse": out_of_fold_sizes(
             rows, [np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)]
         ),
@@ -164,8 +170,8 @@ def write_section(rows: list[dict], seconds: float, workers: int, path: Path) ->
         "",
         '`kidneyseg report` gives a clinical T category (report.md, "Clinical T category"): the TNM 8th '
         "edition size category (T1a ≤ 4 cm, T1b ≤ 7, T2a ≤ 10, T2b > 10 cm) of the largest tumor's specimen "
-        "size estimated from its mask (a + b × max axial diameter + c × diameter of the sphere of its "
-        "volume, fitted here against `pathologic_size`), and cT3 when a tumor reaches more than 10 mm "
+        "size estimated from its volume (a + c × the diameter of the sphere of its volume, fitted here "
+        "against `pathologic_size`), and cT3 when a tumor reaches more than 10 mm "
         "medially beyond its kidney's parenchyma. Each of the KiTS19 reference masks is run through "
         "`kidneyseg.report.measure` as the command runs it and compared with `pathology_t_stage`, and its "
         "size with `pathologic_size`, from "
@@ -197,11 +203,11 @@ def write_section(rows: list[dict], seconds: float, workers: int, path: Path) ->
         agreement_row("pathologic size, size only (ceiling)", truth, pathologist),
         "",
         f"The shipped coefficients (`staging.SPECIMEN_SIZE_FIT`) are a {shipped[0]:+.3f}, "
-        f"b {shipped[1]:+.3f}, c {shipped[2]:+.3f}; this run's fit over all cases gives "
-        f"{fit[0]:+.3f}, {fit[1]:+.3f}, {fit[2]:+.3f}. The in-sample row uses the cases the coefficients "
-        "were fitted on; the out-of-fold "
-        f"rows estimate each case with coefficients fitted without it ({FOLDS} folds of a seed-{FOLD_SEED} "
-        "permutation, and a split by case number), which is what to expect on new patients.",
+        f"c {shipped[1]:+.3f}; this run's fit over all cases gives a {fit[0]:+.3f}, c {fit[1]:+.3f}. "
+        "The in-sample row uses the cases the coefficients were fitted on; the out-of-fold rows "
+        f"estimate each case with coefficients fitted without it ({FOLDS} folds of a seed-{FOLD_SEED} "
+        "permutation, each case alone, and a split by case number), which is what to expect on new "
+        "patients.",
         "",
         "κ over the categories T0 (benign), T1a, T1b, T2a, T2b, T3, T4. Size alone can never give "
         f"T0 ({truth.count('T0')} benign cases) or T4 ({truth.count('T4')}), and T3 only through the "
@@ -260,7 +266,7 @@ def other_measures(
             staging.sphere_diameter_cm(r["max_ml"]) for r in rows
         ],
     }
-    within = [i for i, t in enumerate(truth) if t[:2] in ("T1", "T2")]
+    within = [i for i, t in enumerate(truth) if in_t1_t2(t)]
     exact_by_measure = {}
     lines = [
         "### Other size measures",
@@ -293,7 +299,7 @@ def verdict(
     the pathologic sizes, cm, `others`: exact agreement within pT1–pT2 of other sizes of the masks)."""
 
     def within(guess: list[str]) -> float:
-        pairs = [(t, g) for t, g in zip(truth, guess, strict=True) if t[:2] in ("T1", "T2")]
+        pairs = [(t, g) for t, g in zip(truth, guess, strict=True) if in_t1_t2(t)]
         return float(np.mean([t == g for t, g in pairs]))
 
     flagged = extension > 10.0
@@ -305,7 +311,7 @@ def verdict(
     held_out = ", ".join(
         f"{within([size_t(c) for c in cm]):.1%} ({name})" for name, cm in out_of_fold.items()
     )
-    cases = sum(t[:2] in ("T1", "T2") for t in truth)
+    cases = sum(in_t1_t2(t) for t in truth)
     first = next(iter(out_of_fold.values()))
     return [
         "### What the images can and cannot stage",
@@ -316,7 +322,8 @@ def verdict(
         f"against the radiologist's size's {within(radiologist):.1%}. Subtracting a constant does not close "
         f"the gap (the best shift from 0 to 0.5 cm, {best_shift:.2f} cm chosen on these very cases, reaches "
         f"{best:.1%}); {closest[0]} comes closer ({closest[1]:.1%}). The report's specimen size estimate "
-        f"combines the axial diameter and the volume. Fitted without the case it stages, it agrees in "
+        "is that sphere diameter calibrated against the pathologic size. Fitted without the case it "
+        "stages, it agrees in "
         f"{held_out}: {round(within([size_t(c) for c in first]) * cases)} of {cases} cases with {FOLDS} "
         f"folds, where the radiologist's size gets {round(within(radiologist) * cases)}; on {cases} cases "
         "a few either way are within the noise. "

@@ -75,6 +75,10 @@ def test_report_files_are_written_with_the_measurements(written):
     for key in ("summary", "kidneys", "lesions", "inputs", "status", "case_id", "staging", "warnings"):
         assert saved[key] == fresh[key]
     assert paths.status == "ok" and paths.message == saved["message"]
+    staging = saved["staging"]
+    page = paths.html.read_text()
+    assert f"specimen size estimate {staging['specimen_size_cm']:.1f} cm → {staging['size_category']}" in page
+    assert f"max axial diameter {staging['greatest_dimension_cm']:.1f} cm → " in page
 
 
 def test_html_is_self_contained(written):

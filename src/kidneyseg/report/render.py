@@ -252,7 +252,7 @@ def _staging(staging: dict | None) -> str:
         return "— (no tumor)"
     bound = "≥ " if staging["greatest_dimension_is_lower_bound"] else ""
     text = (
-        f"{staging['category']} ({staging['tumor_id']}: specimen size estimate "
+        f"{staging['category']} ({staging['tumor_id']}: specimen size estimate {bound}"
         f"{staging['specimen_size_cm']:.1f} cm → {staging['size_category']}; max axial diameter "
         f"{bound}{staging['greatest_dimension_cm']:.1f} cm → {staging['measured_size_category']})"
     )

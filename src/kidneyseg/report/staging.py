@@ -1,14 +1,14 @@
 """Clinical T category (TNM 8th edition, kidney) from the label map.
 
 Size: the greatest dimension the pathologist would measure on the specimen, estimated from the
-tumor's mask (`specimen_size_cm`), cut at 4, 7 and 10 cm (T1a ≤ 4 cm, T1b > 4 and ≤ 7 cm, T2a > 7
-and ≤ 10 cm, T2b > 10 cm; Brierley, Gospodarowicz & Wittekind, TNM Classification of Malignant
-Tumours, 8th ed., UICC/Wiley 2017). The mask's own maximum axial diameter, which reads about
-0.5 cm larger than the specimen, is kept beside it with its category. Extension: a tumor reaching
-medially beyond its kidney's parenchyma, towards the renal vein and the vena cava, by more
-than `ReportOptions.extension_mm` raises the cT3 flag. The images cannot show microscopic
-invasion of the perinephric or sinus fat (pT3a in most KiTS19 cases), adrenal or Gerota's
-fascia involvement (T4) or nodes: docs/validation.md measures what this catches.
+volume of the largest tumor (`specimen_size_cm`), cut at 4, 7 and 10 cm (T1a ≤ 4 cm, T1b > 4 and
+≤ 7 cm, T2a > 7 and ≤ 10 cm, T2b > 10 cm; Brierley, Gospodarowicz & Wittekind, TNM Classification
+of Malignant Tumours, 8th ed., UICC/Wiley 2017). The mask's own maximum axial diameter, which
+reads larger than the specimen (docs/validation.md), is kept beside it with its category.
+Extension: a tumor reaching medially beyond its kidney's parenchyma, towards the renal vein and
+the vena cava, by more than `ReportOptions.extension_mm` raises the cT3 flag. The images cannot
+show microscopic invasion of the perinephric or sinus fat (pT3a in most KiTS19 cases), adrenal or
+Gerota's fascia involvement (T4) or nodes: docs/validation.md measures what this catches.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from kidneyseg.report import geometry
 SIZE_CUTS_CM = ((4.0, "T1a"), (7.0, "T1b"), (10.0, "T2a"))
 GREATEST_DIMENSION = "max_axial_diameter_cm"
 """The tumor's measured greatest dimension: the one radiologists report and the summary names largest."""
-SPECIMEN_SIZE_FIT = (-0.143, -0.417, 1.553)
-"""cm = a + b × max axial diameter (cm) + c × diameter of the sphere of its volume (cm): least
-squares against `pathologic_size` over the 210 KiTS19 reference masks (each case's largest tumor
-by volume). `python benchmarks/validate_staging.py` refits it, and measures the staging out of
-fold (docs/validation.md)."""
+SPECIMEN_SIZE_FIT = (-0.230, 1.092)
+"""cm = a + c × the diameter of the sphere of the tumor's volume (cm): least squares against the
+KiTS19 `pathologic_size` (each case's largest tumor). Increasing in the volume, so a tumor
+that grows never goes down a category and a cut-off tumor's estimate is a lower bound.
+`python benchmarks/validate_staging.py` refits it and measures the staging out of fold
+(docs/validation.md)."""
 
 
 def size_category(greatest_dimension_cm: float) -> str:
@@ -37,13 +38,11 @@ def sphere_diameter_cm(volume_ml: float) -> float:
     return float((6 * volume_ml / np.pi) ** (1 / 3))
 
 
-def specimen_size_cm(
-    max_axial_diameter_cm: float, volume_ml: float, fit: tuple[float, float, float] = SPECIMEN_SIZE_FIT
-) -> float:
-    """The specimen's greatest dimension (cm) estimated from a tumor mask's maximum axial
-    diameter and volume, with the coefficients `fit` (a, b, c of `SPECIMEN_SIZE_FIT`)."""
-    a, b, c = fit
-    return float(a + b * max_axial_diameter_cm + c * sphere_diameter_cm(volume_ml))
+def specimen_size_cm(volume_ml: float, fit: tuple[float, float] = SPECIMEN_SIZE_FIT) -> float:
+    """The specimen's greatest dimension (cm) estimated from a tumor mask's volume, with the
+    coefficients `fit` (a, c of `SPECIMEN_SIZE_FIT`)."""
+    a, c = fit
+    return float(a + c * sphere_diameter_cm(volume_ml))
 
 
 def medial_extension_mm(
@@ -65,14 +64,12 @@ def clinical_t(tumors: list[dict], extension_mm: float) -> dict | None:
     """The case's cT category from its measured tumors (report rows with `extension_mm`).
 
     Returns None without a tumor. The category is cT3 when any tumor is flagged as extending
-    beyond its kidney, else the size category of the tumor with the greatest estimated specimen
-    size.
+    beyond its kidney, else the size category of the largest tumor's estimated specimen size.
     """
     if not tumors:
         return None
-    specimen = {r["id"]: specimen_size_cm(r[GREATEST_DIMENSION], r["volume_ml"]) for r in tumors}
-    largest = max(tumors, key=lambda r: specimen[r["id"]])
-    size = round(specimen[largest["id"]], 2)
+    largest = max(tumors, key=lambda r: r["volume_ml"])
+    size = round(specimen_size_cm(largest["volume_ml"]), 2)
     extending = [
         r["id"] for r in tumors if r["extension_mm"] is not None and r["extension_mm"] > extension_mm
     ]
@@ -88,7 +85,7 @@ def clinical_t(tumors: list[dict], extension_mm: float) -> dict | None:
         "extension_beyond_kidney": bool(extending),
         "extension_tumor_ids": extending,
         "extension_threshold_mm": extension_mm,
-        "basis": "TNM 8th ed.: the largest tumor's specimen size estimated from its max axial diameter and "
-        "volume (fit to KiTS19 pathology); cT3 when a tumor reaches "
+        "basis": "TNM 8th ed.: the largest tumor's specimen size estimated from its volume (fit to KiTS19 "
+        "pathology); cT3 when a tumor reaches "
         f"more than {extension_mm:g} mm medially beyond its kidney (renal vein / sinus direction)",
     }
