@@ -228,7 +228,7 @@ def write_section(rows: list[dict], seconds: float, workers: int, path: Path) ->
             for name, cm in {
                 "report's specimen size estimate (shipped fit, in sample)": specimen,
                 f"specimen size estimate, out of fold ({FOLDS} folds)": out_of_fold[f"{FOLDS} folds"],
-                "max axial diameter of the largest tumor": sizes,
+                "largest max axial diameter of any tumor": sizes,
                 "radiologist's size": radio_size,
             }.items()
         ),
@@ -277,7 +277,7 @@ def other_measures(
         "|---|---|---|---|",
     ]
     table = {
-        "the max axial diameter of the largest tumor (measured)": report,
+        "the largest max axial diameter of any tumor (measured)": report,
         **others,
         "the radiologist's size": radiologist,
     }
@@ -322,7 +322,8 @@ def verdict(
         f"against the radiologist's size's {within(radiologist):.1%}. Subtracting a constant does not close "
         f"the gap (the best shift from 0 to 0.5 cm, {best_shift:.2f} cm chosen on these very cases, reaches "
         f"{best:.1%}); {closest[0]} comes closer ({closest[1]:.1%}). The report's specimen size estimate "
-        "is that sphere diameter calibrated against the pathologic size. Fitted without the case it "
+        "is the diameter of the sphere of the largest tumor's volume calibrated against the pathologic "
+        "size. Fitted without the case it "
         "stages, it agrees in "
         f"{held_out}: {round(within([size_t(c) for c in first]) * cases)} of {cases} cases with {FOLDS} "
         f"folds, where the radiologist's size gets {round(within(radiologist) * cases)}; on {cases} cases "

@@ -138,9 +138,12 @@ def test_specimen_size_is_the_calibrated_diameter_of_the_sphere_of_the_volume():
 
 
 def test_a_tumor_that_grows_never_goes_down_a_category():
-    volumes = np.geomspace(0.05, 3000.0, 400)
-    estimates = [specimen_size_cm(ml) for ml in volumes]
-    assert estimates[0] > 0 and np.all(np.diff(estimates) > 0)
+    """From one 1 mm voxel to 3 L the estimate never falls nor goes below 0; above the report's
+    default minimum lesion (0.05 mL) it rises strictly."""
+    volumes = np.geomspace(0.001, 3000.0, 400)
+    estimates = np.array([specimen_size_cm(ml) for ml in volumes])
+    assert estimates.min() == 0 and np.all(np.diff(estimates) >= 0)
+    assert np.all(np.diff(estimates[volumes >= 0.05]) > 0) and estimates[volumes >= 0.05].min() > 0
     order = [f"T{c}" for c in ("1a", "1b", "2a", "2b")]
     categories = [order.index(size_category(cm)) for cm in estimates]
     assert np.all(np.diff(categories) >= 0) and categories[-1] == 3
@@ -174,6 +177,36 @@ def test_the_largest_tumor_is_staged_by_its_estimate_beside_its_measured_diamete
     assert staged["specimen_size_cm"] == pytest.approx(4.03, abs=0.005)
     assert staged["category"] == staged["size_category"] == "cT1b"
     assert staged["greatest_dimension_cm"] == 3.9 and staged["measured_size_category"] == "cT1a"
+
+
+def test_a_cut_tumor_makes_the_staged_size_a_lower_bound(lower):
+    """A complete round 3.9 cm tumor (31 mL) is staged beside a 25 mL one cut by the scan's edge,
+    which may be the larger: the estimate (4.03 cm, cT1b) and its category are lower bounds (≥ on
+    the page), the staged tumor's measured diameter (cT1a) is not."""
+    import copy
+
+    from kidneyseg.labels import KITS23
+    from kidneyseg.report.render import render_html
+
+    def row(tumor_id, ml, incomplete):
+        d = sphere_diameter_cm(ml)
+        return {
+            "id": tumor_id,
+            "max_axial_diameter_cm": d,
+            "volume_ml": ml,
+            "extension_mm": None,
+            "incomplete": incomplete,
+        }
+
+    staged = clinical_t([row("T1", np.pi / 6 * 3.9**3, False), row("T2", 25.0, True)], extension_mm=10.0)
+    assert staged["tumor_id"] == "T1"
+    assert staged["specimen_size_is_lower_bound"] and not staged["greatest_dimension_is_lower_bound"]
+    report = copy.deepcopy(lower)
+    report["staging"] = staged
+    page = render_html(report, [], KITS23)
+    assert "specimen size estimate ≥ 4.03 cm → cT1b; max axial diameter 3.90 cm → cT1a" in page
+    complete = clinical_t([row("T1", np.pi / 6 * 3.9**3, False), row("T2", 25.0, False)], extension_mm=10.0)
+    assert not complete["specimen_size_is_lower_bound"]
 
 
 def test_tumor_reaching_medially_beyond_the_kidney_is_flagged_ct3():

@@ -250,11 +250,15 @@ def _summary_rows(report: dict) -> list[tuple[str, str]]:
 def _staging(staging: dict | None) -> str:
     if staging is None:
         return "— (no tumor)"
-    bound = "≥ " if staging["greatest_dimension_is_lower_bound"] else ""
+
+    def bound(key: str) -> str:
+        return "≥ " if staging[key] else ""
+
     text = (
-        f"{staging['category']} ({staging['tumor_id']}: specimen size estimate {bound}"
-        f"{staging['specimen_size_cm']:.1f} cm → {staging['size_category']}; max axial diameter "
-        f"{bound}{staging['greatest_dimension_cm']:.1f} cm → {staging['measured_size_category']})"
+        f"{staging['category']} ({staging['tumor_id']}: specimen size estimate "
+        f"{bound('specimen_size_is_lower_bound')}{staging['specimen_size_cm']:.2f} cm → "
+        f"{staging['size_category']}; max axial diameter {bound('greatest_dimension_is_lower_bound')}"
+        f"{staging['greatest_dimension_cm']:.2f} cm → {staging['measured_size_category']})"
     )
     if staging["extension_beyond_kidney"]:
         text += f"; extends beyond the kidney: {', '.join(staging['extension_tumor_ids'])}"

@@ -22,8 +22,8 @@ GREATEST_DIMENSION = "max_axial_diameter_cm"
 """The tumor's measured greatest dimension: the one radiologists report and the summary names largest."""
 SPECIMEN_SIZE_FIT = (-0.230, 1.092)
 """cm = a + c × the diameter of the sphere of the tumor's volume (cm): least squares against the
-KiTS19 `pathologic_size` (each case's largest tumor). Increasing in the volume, so a tumor
-that grows never goes down a category and a cut-off tumor's estimate is a lower bound.
+KiTS19 `pathologic_size` (each case's largest tumor by volume). Increasing in the volume, so a
+tumor that grows never goes down a category and a cut-off tumor's estimate is a lower bound.
 `python benchmarks/validate_staging.py` refits it and measures the staging out of fold
 (docs/validation.md)."""
 
@@ -40,9 +40,10 @@ def sphere_diameter_cm(volume_ml: float) -> float:
 
 def specimen_size_cm(volume_ml: float, fit: tuple[float, float] = SPECIMEN_SIZE_FIT) -> float:
     """The specimen's greatest dimension (cm) estimated from a tumor mask's volume, with the
-    coefficients `fit` (a, c of `SPECIMEN_SIZE_FIT`)."""
+    coefficients `fit` (a, c of `SPECIMEN_SIZE_FIT`); never below 0 (a negative intercept meets
+    volumes of a few voxels)."""
     a, c = fit
-    return float(a + c * sphere_diameter_cm(volume_ml))
+    return max(0.0, float(a + c * sphere_diameter_cm(volume_ml)))
 
 
 def medial_extension_mm(
@@ -64,7 +65,9 @@ def clinical_t(tumors: list[dict], extension_mm: float) -> dict | None:
     """The case's cT category from its measured tumors (report rows with `extension_mm`).
 
     Returns None without a tumor. The category is cT3 when any tumor is flagged as extending
-    beyond its kidney, else the size category of the largest tumor's estimated specimen size.
+    beyond its kidney, else the size category of the estimated specimen size of the largest
+    tumor by volume. That size is a lower bound when any tumor is cut by the scan's edge (a cut
+    tumor may be larger than the one staged); the greatest dimension, when the staged one is.
     """
     if not tumors:
         return None
@@ -81,11 +84,12 @@ def clinical_t(tumors: list[dict], extension_mm: float) -> dict | None:
         "specimen_size_cm": size,
         "greatest_dimension_cm": largest[GREATEST_DIMENSION],
         "measured_size_category": f"c{size_category(largest[GREATEST_DIMENSION])}",
+        "specimen_size_is_lower_bound": any(r["incomplete"] for r in tumors),
         "greatest_dimension_is_lower_bound": largest["incomplete"],
         "extension_beyond_kidney": bool(extending),
         "extension_tumor_ids": extending,
         "extension_threshold_mm": extension_mm,
-        "basis": "TNM 8th ed.: the largest tumor's specimen size estimated from its volume (fit to KiTS19 "
-        "pathology); cT3 when a tumor reaches "
-        f"more than {extension_mm:g} mm medially beyond its kidney (renal vein / sinus direction)",
+        "basis": "TNM 8th ed.: the specimen size of the largest tumor by volume, estimated from its "
+        "volume (fit to KiTS19 pathology); cT3 when a tumor reaches more than"
+        f" {extension_mm:g} mm medially beyond its kidney (renal vein / sinus direction)",
     }
