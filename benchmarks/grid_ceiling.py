@@ -4,8 +4,10 @@ the CT grid (linear, as the predictor's inverse), written as label maps that
 `sim_to_real.py --labels` scores like any model's.
 
 It separates what the grid costs (e.g. 3 mm voxels on small tumors) from what the network gets
-wrong. The real low-dose CT is resampled from its kidney labels; the DICOM series and the chest
-CT, which hold no kidney, get empty maps.
+wrong. It is the score of a network that reproduces its training targets exactly; soft scores
+can carry partial volume that one-hot labels do not, so it is not a strict upper bound. The real
+low-dose CT is resampled from its kidney labels; the DICOM series and the chest CT, which hold no
+kidney, get empty maps.
 
 Usage:
     python benchmarks/grid_ceiling.py --checkpoint src/kidneyseg/weights/sca-unet-3d-transfer.pt \
@@ -26,11 +28,16 @@ from sim_to_real import LOWDOSE_LABELS, REAL_CTS
 
 
 def on_grid_and_back(ct, labels, config) -> np.ndarray:
-    """`labels` (on `ct`'s grid) resampled to the grid of the preprocessing `config` and back."""
+    """`labels` (on `ct`'s grid) resampled to the grid of the preprocessing `config` and back,
+    background outside the crop the predictor takes from the CT alone (with labels, preprocessing
+    widens its crop to keep every labelled voxel)."""
     from kidneyseg.preprocess import invert_labels, preprocess
 
     pre = preprocess(ct, config, labels=labels)
-    return invert_labels(pre.labels, pre.meta, mode="linear")
+    back = invert_labels(pre.labels, pre.meta, mode="linear")
+    crop = preprocess(ct, config).meta
+    inside = invert_labels(np.ones(crop.shape, np.uint8), crop, mode="nearest") > 0
+    return np.where(inside, back, 0).astype(np.uint8)
 
 
 def main(argv: list[str] | None = None) -> int:
