@@ -127,6 +127,20 @@ def test_tnm_size_cut_offs(cm, category):
     assert size_category(cm) == category
 
 
+ROUND_39_ML = np.pi / 6 * 3.9**3  # a ball 3.9 cm across
+
+
+def tumor_row(tumor_id: str, axial_cm: float, ml: float, incomplete: bool = False) -> dict:
+    """A measured tumor's report row, as `clinical_t` reads it."""
+    return {
+        "id": tumor_id,
+        "max_axial_diameter_cm": axial_cm,
+        "volume_ml": ml,
+        "extension_mm": None,
+        "incomplete": incomplete,
+    }
+
+
 def test_specimen_size_is_the_calibrated_diameter_of_the_sphere_of_the_volume():
     d = 3.7
     ball_ml = np.pi / 6 * d**3
@@ -162,17 +176,7 @@ def test_ct_size_category_comes_from_the_specimen_estimate(lower):
 def test_the_largest_tumor_is_staged_by_its_estimate_beside_its_measured_diameter():
     """A flat tumor (4.3 cm axially, 19 mL) and a round one (3.9 cm, 31 mL): the round one is
     staged, cT1b by its estimate (-0.230 + 1.092 * 3.9 = 4.03 cm) and cT1a by its diameter."""
-
-    def row(tumor_id, axial_cm, ml):
-        return {
-            "id": tumor_id,
-            "max_axial_diameter_cm": axial_cm,
-            "volume_ml": ml,
-            "extension_mm": None,
-            "incomplete": False,
-        }
-
-    staged = clinical_t([row("T1", 4.3, 19.4), row("T2", 3.9, np.pi / 6 * 3.9**3)], extension_mm=10.0)
+    staged = clinical_t([tumor_row("T1", 4.3, 19.4), tumor_row("T2", 3.9, ROUND_39_ML)], extension_mm=10.0)
     assert staged["tumor_id"] == "T2"
     assert staged["specimen_size_cm"] == pytest.approx(4.03, abs=0.005)
     assert staged["category"] == staged["size_category"] == "cT1b"
@@ -188,24 +192,16 @@ def test_a_cut_tumor_makes_the_staged_size_a_lower_bound(lower):
     from kidneyseg.labels import KITS23
     from kidneyseg.report.render import render_html
 
-    def row(tumor_id, ml, incomplete):
-        d = sphere_diameter_cm(ml)
-        return {
-            "id": tumor_id,
-            "max_axial_diameter_cm": d,
-            "volume_ml": ml,
-            "extension_mm": None,
-            "incomplete": incomplete,
-        }
-
-    staged = clinical_t([row("T1", np.pi / 6 * 3.9**3, False), row("T2", 25.0, True)], extension_mm=10.0)
+    round_tumor = tumor_row("T1", 3.9, ROUND_39_ML)
+    cut = tumor_row("T2", sphere_diameter_cm(25.0), 25.0, incomplete=True)
+    staged = clinical_t([round_tumor, cut], extension_mm=10.0)
     assert staged["tumor_id"] == "T1"
     assert staged["specimen_size_is_lower_bound"] and not staged["greatest_dimension_is_lower_bound"]
     report = copy.deepcopy(lower)
     report["staging"] = staged
     page = render_html(report, [], KITS23)
     assert "specimen size estimate ≥ 4.03 cm → cT1b; max axial diameter 3.90 cm → cT1a" in page
-    complete = clinical_t([row("T1", np.pi / 6 * 3.9**3, False), row("T2", 25.0, False)], extension_mm=10.0)
+    complete = clinical_t([round_tumor, {**cut, "incomplete": False}], extension_mm=10.0)
     assert not complete["specimen_size_is_lower_bound"]
 
 
