@@ -500,31 +500,43 @@ def test_non_finite_scores_stop_the_case(ckpt3d):
         predictor.predict(ct)
 
 
-def test_confidence_is_the_mean_winning_probability_over_kept_foreground_voxels():
+def test_votes_give_the_case_confidence_and_each_lesions_sure_fraction():
     import torch
 
-    from kidneyseg.predict.postprocess import foreground_voxels, kept_confidence
+    from kidneyseg.predict.votes import SURE, Votes, foreground_voxels
 
     logits = torch.zeros(4, 40, 3, 3)
     logits[1, :20] = 10.0  # kidney, almost certain
     logits[2, 20:30] = 1.0  # tumor, narrowly
     p_kidney = torch.softmax(torch.tensor([0.0, 10, 0, 0]), 0)[1].item()
     p_tumor = torch.softmax(torch.tensor([0.0, 0, 1, 0]), 0)[2].item()
-    points, top = foreground_voxels([((0, 0, 0), logits)], probabilities=False, chunk=7)
+    assert p_tumor < SURE < p_kidney
+    points, winner, top = foreground_voxels([((0, 0, 0), logits)], probabilities=False, chunk=7)
     assert sorted(set(points[:, 0])) == list(range(30)) and len(points) == 30 * 9
+    assert np.array_equal(winner, np.where(points[:, 0] < 20, 1, 2))
     probs = torch.softmax(logits, 0)
     halves = foreground_voxels([((0, 0, 0), probs[:, :25]), ((25, 0, 0), probs[:, 25:])], probabilities=True)
-    assert np.array_equal(halves[0], points) and np.allclose(halves[1], top)
+    assert np.array_equal(halves[0], points) and np.array_equal(halves[1], winner)
+    assert np.allclose(halves[2], top)
 
     # labels on a grid twice as fine, shifted by one network voxel along X
     affine = np.diag([0.5, 0.5, 0.5, 1.0])
     network_affine = np.diag([1.0, 1.0, 1.0, 1.0])
     network_affine[0, 3] = -1.0
+    votes = Votes(points, winner, top, network_affine)
     labels = np.zeros((80, 6, 6), np.uint8)
     labels[: 2 * 31] = 1  # all labelled; network slice 0 (a kidney slice) falls outside this grid
-    assert kept_confidence(points, top, network_affine, labels, affine) == pytest.approx(
-        (19 * p_kidney + 10 * p_tumor) / 29, rel=1e-5
-    )
+    assert votes.mean_top(labels, affine) == pytest.approx((19 * p_kidney + 10 * p_tumor) / 29, rel=1e-5)
+    # a "lesion" over network slices 15-24: five sure kidney slices and five narrow tumor slices
+    lesion = np.zeros_like(labels)
+    lesion[2 * 14 : 2 * 24] = 1  # network slice k lies at index 2 (k - 1) of this grid
+    assert votes.sure_fraction(lesion, affine, 2) == 0.0  # the tumor votes are below SURE
+    assert votes.sure_fraction(lesion, affine, 1) == pytest.approx(0.5)
+    # the same lesion as a box of its own: the box's affine places it
+    box_affine = affine.copy()
+    box_affine[:3, 3] = affine[:3, :3] @ [28, 0, 0]
+    assert votes.sure_fraction(lesion[28:48], box_affine, 1) == pytest.approx(0.5)
+    assert votes.sure_fraction(np.zeros_like(labels), affine, 1) is None
     labels[: 2 * 21] = 0  # post-processing dropped the kidney: only the narrow tumor is left
-    assert kept_confidence(points, top, network_affine, labels, affine) == pytest.approx(p_tumor, rel=1e-5)
-    assert kept_confidence(points, top, network_affine, np.zeros_like(labels), affine) is None
+    assert votes.mean_top(labels, affine) == pytest.approx(p_tumor, rel=1e-5)
+    assert votes.mean_top(np.zeros_like(labels), affine) is None

@@ -63,6 +63,11 @@ def test_segment_takes_a_path_an_image_or_a_volume(ckpt, ct_file):
         kidneyseg.segment(ct_file, model=predictor, overlap=0.25)
     _, report = kidneyseg.segment(ct_file, model=[ckpt], device="cpu", report=True, overlap=0.25)
     assert report["inputs"]["shape"] == list(ct.shape) and "summary" in report
+    # the report carries what the prediction says about itself
+    _, report = kidneyseg.segment(ct_file, model=predictor, report=True)
+    prediction = predictor.predict(read_volume(ct_file))
+    assert prediction.confidence is not None
+    assert report["inputs"]["model_confidence"] == pytest.approx(prediction.confidence)
 
 
 def test_segment_makes_the_command_lines_checks(ckpt, ct_file, tmp_path, monkeypatch):

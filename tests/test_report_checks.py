@@ -149,3 +149,30 @@ def test_real_chest_ct_with_a_weak_models_findings(shared_data):
     (cyst,) = report["lesions"]
     (air,) = [w for w in report["warnings"] if w["code"] == "implausible_hu"]
     assert air["lesion"] == cyst["id"] and air["hu_mean"] < -700
+
+
+def test_a_lesion_the_model_was_unsure_of_is_flagged(grid):
+    from kidneyseg.predict.votes import Votes
+
+    ct, labels = build_scene(*grid)
+    array = np.asarray(labels.array)
+    points = np.argwhere(array > 0)
+    winner = array[tuple(points.T)]
+    top = np.full(len(points), 0.95, np.float32)
+    cyst = next(r for r in measure(ct, labels)["lesions"] if r["type"] == "cyst")
+    # torn on the cyst: kidney at 0.5 on its first 70 % of voxels, cyst at 0.95 on the rest
+    in_cyst = np.flatnonzero(winner == 3)
+    torn = in_cyst[: int(0.7 * len(in_cyst))]
+    winner[torn], top[torn] = 1, 0.5
+    votes = Votes(points.astype(np.uint16), winner.astype(np.uint8), top, labels.affine)
+    report = measure(ct, labels, votes=votes)
+    sure = {r["id"]: r["sure_fraction"] for r in report["lesions"]}
+    assert sure[cyst["id"]] == pytest.approx(0.3, abs=0.01)
+    assert all(value == 1.0 for key, value in sure.items() if key != cyst["id"])
+    (warning,) = report["warnings"]
+    assert (warning["code"], warning["lesions"]) == ("uncertain_lesions", [cyst["id"]])
+    assert warning["sure_fractions"] == [sure[cyst["id"]]]
+    assert warning["threshold"] == ReportOptions().min_sure_fraction
+    assert f"{cyst['id']} ({sure[cyst['id']]:.0%})" in warning["message"]
+    assert codes(measure(ct, labels, votes=votes, options=ReportOptions(min_sure_fraction=0.25))) == []
+    assert all(r["sure_fraction"] is None for r in measure(ct, labels)["lesions"])  # labels alone

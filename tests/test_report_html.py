@@ -231,3 +231,27 @@ def test_warnings_make_a_red_banner(tmp_path):
     banner = re.search(r'<div class="warnings">(.*?)</div>', page, re.S)
     assert banner and "implausible_hu" in banner.group(1) and "low_confidence" in banner.group(1)
     assert "model confidence 0.20" in page
+
+
+def test_the_staged_tumor_the_model_was_unsure_of_is_marked(tmp_path):
+    from kidneyseg.predict.votes import Votes
+
+    ct, labels = scene()
+    array = np.asarray(labels.array)
+    points = np.argwhere(array > 0)
+    winner = array[tuple(points.T)].astype(np.uint8)
+    top = np.where(winner == 2, 0.6, 0.99).astype(np.float32)  # every tumor voxel below SURE
+    votes = Votes(points.astype(np.uint16), winner, top, labels.affine)
+    paths = write_report(ct, labels, tmp_path, votes=votes)
+    report = json.loads(paths.json.read_text())
+    staged = report["staging"]["tumor_id"]
+    assert paths.warnings == ("uncertain_lesions",)
+    page = paths.html.read_text()
+    assert f"the model was unsure of {staged} (see the warning)" in page and "Model sure" in page
+    sure = write_report(
+        ct,
+        labels,
+        tmp_path / "sure",
+        votes=Votes(points.astype(np.uint16), winner, top + 0.35, labels.affine),
+    )
+    assert sure.warnings == () and "the model was unsure" not in sure.html.read_text()

@@ -293,7 +293,13 @@ def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict
     labels_path = write_labels(out_dir / "labels.nii.gz", prediction.labels.array, ct)
     labels = replace(prediction.labels, source=str(labels_path), dicom_files=())  # the report names the file
     report = write_report(
-        ct, labels, out_dir, predictor.label_map, "real_ct", confidence=prediction.confidence
+        ct,
+        labels,
+        out_dir,
+        predictor.label_map,
+        "real_ct",
+        confidence=prediction.confidence,
+        votes=prediction.votes,
     )
     predicted = prediction.labels.array > 0
     record: dict = {

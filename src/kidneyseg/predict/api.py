@@ -160,10 +160,11 @@ def segment(
     volume, messages = _as_checked_volume(ct, predictor, series_uid, hu_check)
     for message in messages:
         warnings.warn(message, stacklevel=2)
-    labels = predictor.predict(volume).labels
-    image = label_image(labels.array, volume.affine, predictor.label_map)
+    prediction = predictor.predict(volume)
+    image = label_image(prediction.labels.array, volume.affine, predictor.label_map)
     if not report:
         return image
     from kidneyseg.report import measure
 
-    return image, measure(volume, labels, predictor.label_map)
+    confidence, votes = prediction.confidence, prediction.votes
+    return image, measure(volume, prediction.labels, predictor.label_map, confidence=confidence, votes=votes)

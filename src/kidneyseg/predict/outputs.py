@@ -154,11 +154,13 @@ def write_case_files(
         written.append(write_probabilities(outputs["probabilities"], prediction))
     if options.dicom:
         written += _write_dicom(outputs, labels, label_map, options)
-    confidence = prediction.confidence
+    confidence, votes = prediction.confidence, prediction.votes
     if "report" in outputs:
         # The report names the label file this case writes, not the CT the labels came from.
         named = replace(labels, source=str(outputs["labels"]), dicom_files=())
-        paths = write_report(ct, named, outputs["report"].parent, label_map, name, confidence=confidence)
+        paths = write_report(
+            ct, named, outputs["report"].parent, label_map, name, confidence=confidence, votes=votes
+        )
         written += [paths.json, paths.html, paths.preview]
         report = json.loads(paths.json.read_text(encoding="utf-8"))
     else:
@@ -166,7 +168,7 @@ def write_case_files(
             # The statistics row shows no nephrometry and no lesion position, so none is derived
             # (the write stage of the KiTS-size case: docs/prediction.md).
             bare = ReportOptions(nephrometry=False)
-            report = measure(ct, labels, label_map, case_id=name, confidence=confidence, options=bare)
+            report = measure(ct, labels, label_map, name, bare, confidence, votes)
         except KidneysegError as exc:  # the statistics say why; the labels are still written
             report = {"status": "not measured", "warnings": [f"not measured: {exc}"]}
     out_map = output_label_map(label_map, options)

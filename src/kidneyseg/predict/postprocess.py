@@ -7,24 +7,17 @@ typically on the spleen, liver or bowel that share kidney HU. nnU-Net applies th
 ("remove all but the largest component" per region) when it improves validation Dice; whether
 it does here is measured in docs/prediction.md. `keep_kidneys` also skips components that the CT
 around them rules out as kidneys (`kidneyseg.predict.anatomy`).
-
-`foreground_voxels` and `kept_confidence` summarise how sure the network was of the foreground
-that post-processing kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from kidneyseg.evaluate.surface import bounding_box
 from kidneyseg.predict.anatomy import MAX_CHECKED, AnatomyCheck
-from kidneyseg.report.geometry import to_world, voxel_counts
-
-if TYPE_CHECKING:
-    import torch
+from kidneyseg.report.geometry import voxel_counts
 
 
 def keep_largest_components(labels: np.ndarray, keep: int = 2) -> np.ndarray:
@@ -99,50 +92,3 @@ def keep_kidneys(
                 )
     np.copyto(out[box], 0, where=drop[components])
     return out, ruled_out
-
-
-def foreground_voxels(
-    parts: Sequence[tuple[Sequence[int], torch.Tensor]], probabilities: bool, chunk: int = 16
-) -> tuple[np.ndarray, np.ndarray]:
-    """The network-grid voxels whose winning class is not background, and that class's probability.
-
-    Args:
-        parts: `(start, scores)` per region predicted (the whole image, or the kidney regions):
-            `scores` is `[C, X, ...]` logits (one network) or averaged probabilities (an
-            ensemble) whose first voxel sits at index `start` of the network grid.
-        probabilities: whether the scores are probabilities already.
-        chunk: slices along X per step (bounds the temporary memory).
-
-    Returns:
-        uint16 `[N, 3]` network-grid indices and float32 `[N]` winning probabilities.
-    """
-    import torch
-
-    points, tops = [np.zeros((0, 3), np.uint16)], [np.zeros(0, np.float32)]
-    for (origin, scores), x in ((part, x) for part in parts for x in range(0, part[1].shape[1], chunk)):
-        block = scores[:, x : x + chunk].float()
-        top, winner = (block if probabilities else torch.softmax(block, dim=0)).max(dim=0)
-        where = np.argwhere(winner.numpy() > 0)
-        tops.append(top.numpy()[tuple(where.T)])
-        where[:, 0] += x
-        points.append((where + np.asarray(origin)).astype(np.uint16))
-    return np.concatenate(points), np.concatenate(tops)
-
-
-def kept_confidence(
-    points: np.ndarray, top: np.ndarray, points_affine: np.ndarray, labels: np.ndarray, affine: np.ndarray
-) -> float | None:
-    """Mean winning probability over the network-grid `points` still labelled in the output.
-
-    A point counts when the voxel of `labels` (on the grid `affine`) nearest to its centre
-    (`points_affine`) holds any foreground class, so voxels that post-processing dropped do not
-    count. None when no point does: a confidence needs something labelled.
-    """
-    to_labels = np.linalg.inv(affine) @ np.asarray(points_affine, dtype=float)
-    kept = np.zeros(len(points), bool)
-    for start in range(0, len(points), 1 << 20):
-        block = to_world(points[start : start + (1 << 20)].astype(float), to_labels)  # labels' indices
-        index = np.rint(block).astype(np.intp)
-        inside = np.all((index >= 0) & (index < labels.shape), axis=1)
-        kept[start : start + len(block)][inside] = labels[tuple(index[inside].T)] > 0
-    return float(top[kept].mean()) if kept.any() else None

@@ -285,8 +285,9 @@ class Predictor:
         import torch
 
         from kidneyseg.predict.anatomy import AnatomyCheck
-        from kidneyseg.predict.postprocess import foreground_voxels, keep_kidneys, kept_confidence
+        from kidneyseg.predict.postprocess import keep_kidneys
         from kidneyseg.predict.roi import restrict, slices
+        from kidneyseg.predict.votes import Votes, foreground_voxels
         from kidneyseg.preprocess import invert_probabilities, preprocess
         from kidneyseg.report.geometry import slice_axis
 
@@ -317,8 +318,9 @@ class Predictor:
         del image, scores
 
         ensemble = len(self.torch_networks) > 1
-        points, top = foreground_voxels(
-            [([lo for lo, _ in r.core], p) for r, p in parts], probabilities=ensemble
+        votes = Votes(
+            *foreground_voxels([([lo for lo, _ in r.core], p) for r, p in parts], probabilities=ensemble),
+            affine=np.asarray(meta.affine),
         )
         probabilities = None
         if self.settings.probabilities:
@@ -347,14 +349,14 @@ class Predictor:
                 check = AnatomyCheck(ct.array, ct.spacing, slice_axis(ct.affine), air, kidney)
             labels, ruled_out = keep_kidneys(labels, check=check)
             seconds["postprocess"] = time.perf_counter() - t
-        confidence = kept_confidence(points, top, np.asarray(meta.affine), labels, ct.affine)
         return Prediction(
             labels=Volume(labels, ct.affine, ct.source, ct.dicom_files),
             probabilities=probabilities,
             probabilities_affine=np.asarray(meta.affine) if probabilities is not None else None,
             seconds=seconds,
             windows=stats.counts(),
-            confidence=confidence,
+            confidence=votes.mean_top(labels, ct.affine),
+            votes=votes,
             roi=roi_record,
             ruled_out=tuple(ruled_out),
         )

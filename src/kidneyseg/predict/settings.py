@@ -10,6 +10,7 @@ import numpy as np
 from kidneyseg.config import InferenceConfig
 from kidneyseg.io.volume import Volume
 from kidneyseg.predict.roi import MARGIN_MM
+from kidneyseg.predict.votes import Votes
 
 POSTPROCESS_DEFAULT = True
 """Whether prediction keeps only the foreground connected to the two largest kidney components by
@@ -83,6 +84,8 @@ class Prediction:
             and still labelled after post-processing, of the winning class's probability (1:
             every such voxel certain; near 1 / classes: a guess); None when nothing is labelled.
             Low on images unlike the training data.
+        votes: the network-grid voxels it labelled foreground, their classes and probabilities
+            (`kidneyseg.predict.votes.Votes`): what the report's per-lesion confidence reads.
     """
 
     labels: Volume
@@ -93,3 +96,4 @@ class Prediction:
     confidence: float | None = None
     roi: dict[str, Any] | None = None
     ruled_out: tuple[dict[str, Any], ...] = ()
+    votes: Votes | None = None

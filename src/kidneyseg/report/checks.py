@@ -27,6 +27,8 @@ class ReportOptions:
         min_lesion_volume_ml: likewise for the volume.
         kidney_parenchyma_ml: the plausible range of one adult kidney's parenchyma volume.
         min_confidence: a model confidence below this raises `low_confidence`.
+        min_sure_fraction: a lesion whose share of network voxels the model was sure of
+            (`sure_fraction`, predicted labels only) is below this raises `uncertain_lesions`.
         extension_mm: tumor reaching this far medially beyond its kidney's parenchyma
             raises the cT3 flag (`staging.py`).
         max_lesions: at most this many lesions of each class, the largest, are measured; the
@@ -42,6 +44,7 @@ class ReportOptions:
     min_lesion_volume_ml: float = 0.05
     kidney_parenchyma_ml: tuple[float, float] = (60.0, 400.0)
     min_confidence: float = 0.85
+    min_sure_fraction: float = 0.6
     extension_mm: float = 10.0
     max_lesions: int = 30
     nephrometry: bool = True
@@ -62,6 +65,7 @@ def run_checks(report: dict, options: ReportOptions, confidence: float | None) -
         warnings += _kidney_warnings(kidney, options)
     for lesion in report["lesions"]:
         warnings += _lesion_warnings(lesion)
+    warnings += _uncertain_lesions(report["lesions"], options)
     small = report["summary"]["small_lesions"]
     if small["count"]:
         warnings.append(
@@ -152,3 +156,27 @@ def _lesion_warnings(lesion: dict) -> list[dict]:
             }
         )
     return warnings
+
+
+def _uncertain_lesions(lesions: list[dict], options: ReportOptions) -> list[dict]:
+    """One warning for all the lesions whose `sure_fraction` is below the threshold (a weak model
+    on an unfamiliar scan can label dozens)."""
+    unsure = [
+        r
+        for r in lesions
+        if r["sure_fraction"] is not None and r["sure_fraction"] < options.min_sure_fraction
+    ]
+    if not unsure:
+        return []
+    listed = ", ".join(f"{r['id']} ({r['sure_fraction']:.0%})" for r in unsure)
+    return [
+        {
+            "code": "uncertain_lesions",
+            "message": f"The model was sure of less than {options.min_sure_fraction:.0%} of {len(unsure)} "
+            f"lesion(s): {listed}. They may be kidney, another lesion type or nothing: check them on "
+            "the images before using their size or stage.",
+            "lesions": [r["id"] for r in unsure],
+            "sure_fractions": [r["sure_fraction"] for r in unsure],
+            "threshold": options.min_sure_fraction,
+        }
+    ]

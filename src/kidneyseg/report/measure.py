@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -38,7 +39,10 @@ from kidneyseg.report.hulls import SliceHulls
 from kidneyseg.report.lesions import Kidney, Scan, measure_lesions, rounded
 from kidneyseg.report.provenance import dicom_identifiers
 
-SCHEMA_VERSION = 3
+if TYPE_CHECKING:
+    from kidneyseg.predict.votes import Votes
+
+SCHEMA_VERSION = 4
 BODY_HU = -300.0
 SPLIT_SHARE = 0.15
 
@@ -92,6 +96,7 @@ def measure(
     case_id: str | None = None,
     options: ReportOptions | None = None,
     confidence: float | None = None,
+    votes: Votes | None = None,
 ) -> dict:
     """Measure kidneys and lesions, check them and stage; returns the report as a JSON-ready
     dict (docs/report.md).
@@ -104,6 +109,9 @@ def measure(
         options: thresholds of the checks (default `ReportOptions()`).
         confidence: the model's confidence in `labels` (0-1) when they were predicted;
             below `options.min_confidence` it raises a `low_confidence` warning.
+        votes: the network's foreground voxels when `labels` were predicted: each lesion's
+            `sure_fraction` comes from them, and below `options.min_sure_fraction` it raises an
+            `uncertain_lesions` warning (None: no lesion has one).
 
     Raises:
         KidneysegError: the inputs do not fit together (see `validate_inputs`).
@@ -134,13 +142,15 @@ def measure(
         "staging": None,
     }
     if (array > 0).any():
-        report.update(_measure_case(ct, array, label_map, options))
+        report.update(_measure_case(ct, array, label_map, options, votes))
     report["summary"] = _summary(report, options)
     report["warnings"] = run_checks(report, options, confidence)
     return report
 
 
-def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: ReportOptions) -> dict:
+def _measure_case(
+    ct: Volume, array: np.ndarray, label_map: LabelMap, options: ReportOptions, votes: Votes | None
+) -> dict:
     voxel_ml = abs(float(np.linalg.det(ct.affine[:3, :3]))) / 1000.0
     box = geometry.bounding_box(array > 0, ct.shape)
     scan = Scan(np.array([s.start for s in box]), ct.shape)
@@ -177,9 +187,13 @@ def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: R
                 affine,
                 scan,
                 options,
-                partial(_score_tumor, anatomy=anatomy, scored=options.nephrometry)
-                if class_name == "tumor"
-                else None,
+                partial(
+                    _finish_lesion,
+                    value=label_map.value(class_name),
+                    votes=votes,
+                    anatomy=anatomy if class_name == "tumor" else None,
+                    scored=options.nephrometry,
+                ),
             )
             lesions += rows
             small += dropped
@@ -201,9 +215,27 @@ def _measure_case(ct: Volume, array: np.ndarray, label_map: LabelMap, options: R
     }
 
 
+def _finish_lesion(
+    row: dict,
+    lesion: np.ndarray,
+    local: np.ndarray,
+    value: int,
+    votes: Votes | None,
+    anatomy: dict | None,
+    scored: bool,
+) -> None:
+    """Add the model's sure fraction to a lesion's row (None without `votes`), and to a tumor's
+    (`anatomy` given) its medial extension and (if `scored`) nephrometry; `lesion` is its mask on
+    the array `local` maps."""
+    sure = None if votes is None else votes.sure_fraction(lesion, local, value)
+    row["sure_fraction"] = None if sure is None else round(sure, 3)
+    if anatomy is not None:
+        _score_tumor(row, lesion, local, anatomy, scored)
+
+
 def _score_tumor(row: dict, lesion: np.ndarray, local: np.ndarray, anatomy: dict, scored: bool) -> None:
     """Add the medial extension and (if `scored`) nephrometry to a tumor's row (None for both when
-    it is assigned to no kidney); `lesion` is its mask on the array `local` maps."""
+    it is assigned to no kidney)."""
     kidney = anatomy.get(row["kidney"])
     row["extension_mm"] = None
     row["nephrometry"] = None

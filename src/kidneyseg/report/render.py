@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from kidneyseg.labels import KITS23, LabelMap
 from kidneyseg.report.checks import ReportOptions
 from kidneyseg.report.measure import label_array, measure
 from kidneyseg.report.overlays import WINDOW_HU, Scene, compose
+
+if TYPE_CHECKING:
+    from kidneyseg.predict.votes import Votes
 
 KIDNEY_COLUMNS = (
     ("side", "Side", ""),
@@ -62,6 +66,7 @@ LESION_COLUMNS = (
     ("hu_sd", "SD HU", "{:.0f}"),
     ("position", "Position", ""),
     ("exophytic_fraction", "Exophytic", "{:.0%}"),
+    ("sure_fraction", "Model sure", "{:.0%}"),
 )
 
 
@@ -89,6 +94,7 @@ def write_report(
     case_id: str | None = None,
     options: ReportOptions | None = None,
     confidence: float | None = None,
+    votes: Votes | None = None,
 ) -> ReportPaths:
     """Measure `labels` on `ct` and write `<case_id>_report.json`, `.html` and
     `<case_id>_preview.png` (or `report.*`, `preview.png`).
@@ -102,11 +108,12 @@ def write_report(
         case_id: names the files and the report; default: none (`report.json`).
         options: thresholds of the plausibility checks.
         confidence: the model's confidence in `labels` (0-1), when predicted.
+        votes: the network's foreground voxels, when predicted (each lesion's sure fraction).
 
     Raises:
         KidneysegError: the inputs do not fit together, or the folder is not writable.
     """
-    report = measure(ct, labels, label_map, case_id=case_id, options=options, confidence=confidence)
+    report = measure(ct, labels, label_map, case_id, options, confidence, votes)
     scene = Scene(ct, label_array(labels), label_map)  # validated by `measure`
     figures = [(title, scene.views(focus, title, line)) for title, focus, line in _focus_points(report)]
     page = render_html(report, figures, label_map)
@@ -236,7 +243,7 @@ def _summary_rows(report: dict) -> list[tuple[str, str]]:
         ("Tumors", str(summary["num_tumors"])),
         ("Cysts", str(summary["num_cysts"])),
         ("Largest tumor, max axial diameter", "—" if largest is None else f"{largest:.1f} cm"),
-        ("Clinical T category (images)", _staging(staging)),
+        ("Clinical T category (images)", _staging(staging, _uncertain(report["warnings"]))),
         ("Total tumor volume", f"{summary['total_tumor_volume_ml']:.1f} mL"),
         ("Total cyst volume", f"{summary['total_cyst_volume_ml']:.1f} mL"),
         (
@@ -247,7 +254,12 @@ def _summary_rows(report: dict) -> list[tuple[str, str]]:
     ]
 
 
-def _staging(staging: dict | None) -> str:
+def _uncertain(warnings: list[dict]) -> set[str]:
+    """The ids of the lesions the model was unsure of (`uncertain_lesions`)."""
+    return {i for w in warnings if w["code"] == "uncertain_lesions" for i in w["lesions"]}
+
+
+def _staging(staging: dict | None, uncertain: set[str]) -> str:
     if staging is None:
         return "— (no tumor)"
 
@@ -262,6 +274,8 @@ def _staging(staging: dict | None) -> str:
     )
     if staging["extension_beyond_kidney"]:
         text += f"; extends beyond the kidney: {', '.join(staging['extension_tumor_ids'])}"
+    if staging["tumor_id"] in uncertain:
+        text += f"; the model was unsure of {staging['tumor_id']} (see the warning)"
     return text
 
 

@@ -1,0 +1,107 @@
+"""How sure the network was where it labelled foreground: of the whole case, and of each lesion.
+
+`foreground_voxels` gathers, from the blended scores, every network-grid voxel whose winning class
+is not background, with that class and its probability; `Votes` keeps them with the network
+grid's affine, so that any mask on any grid (the label map on the CT grid, one lesion's box) can
+ask which of them fall inside it:
+
+- `Votes.mean_top`: the case's confidence, the mean winning probability over the voxels still
+  labelled after post-processing;
+- `Votes.sure_fraction`: one lesion's, the share of its network-grid voxels that the network gave
+  the lesion's own class with probability at least `SURE` (docs/report.md, "Lesion confidence").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kidneyseg.report.geometry import to_world
+
+if TYPE_CHECKING:
+    import torch
+
+SURE = 0.9
+"""The probability of its class at which a network-grid voxel of a lesion counts as sure."""
+
+_BLOCK = 1 << 20
+"""Votes mapped to a mask's grid at a time (bounds the temporaries on a random network's votes)."""
+
+
+def foreground_voxels(
+    parts: Sequence[tuple[Sequence[int], torch.Tensor]], probabilities: bool, chunk: int = 16
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The network-grid voxels whose winning class is not background, that class and its probability.
+
+    Args:
+        parts: `(start, scores)` per region predicted (the whole image, or the kidney regions):
+            `scores` is `[C, X, ...]` logits (one network) or averaged probabilities (an
+            ensemble) whose first voxel sits at index `start` of the network grid.
+        probabilities: whether the scores are probabilities already.
+        chunk: slices along X per step (bounds the temporary memory).
+
+    Returns:
+        uint16 `[N, 3]` network-grid indices, uint8 `[N]` winning classes and float32 `[N]`
+        winning probabilities.
+    """
+    import torch
+
+    points, winners, tops = [np.zeros((0, 3), np.uint16)], [np.zeros(0, np.uint8)], [np.zeros(0, np.float32)]
+    for (origin, scores), x in ((part, x) for part in parts for x in range(0, part[1].shape[1], chunk)):
+        block = scores[:, x : x + chunk].float()
+        top, winner = (block if probabilities else torch.softmax(block, dim=0)).max(dim=0)
+        winner = winner.numpy()
+        where = np.argwhere(winner > 0)
+        index = tuple(where.T)
+        tops.append(top.numpy()[index])
+        winners.append(winner[index].astype(np.uint8))
+        where[:, 0] += x
+        points.append((where + np.asarray(origin)).astype(np.uint16))
+    return np.concatenate(points), np.concatenate(winners), np.concatenate(tops)
+
+
+@dataclass(frozen=True)
+class Votes:
+    """The network's foreground voxels (`foreground_voxels`) on the grid `affine` (voxel to world).
+
+    Attributes:
+        points: uint16 `[N, 3]` network-grid indices.
+        winner: uint8 `[N]` winning class of each (a value of the model's label map).
+        top: float32 `[N]` its probability.
+        affine: the network grid's voxel-to-world affine (RAS+, mm).
+    """
+
+    points: np.ndarray
+    winner: np.ndarray
+    top: np.ndarray
+    affine: np.ndarray
+
+    def _inside(self, mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        """Whether each vote's centre falls in a voxel of `mask` (a grid with voxel-to-world
+        `affine`) that is set: the voxel nearest to it."""
+        to_mask = np.linalg.inv(np.asarray(affine, dtype=float)) @ np.asarray(self.affine, dtype=float)
+        inside = np.zeros(len(self.points), bool)
+        for start in range(0, len(self.points), _BLOCK):
+            block = to_world(self.points[start : start + _BLOCK].astype(float), to_mask)
+            index = np.rint(block).astype(np.intp)
+            within = np.all((index >= 0) & (index < mask.shape), axis=1)
+            inside[start : start + len(index)][within] = mask[tuple(index[within].T)] > 0
+        return inside
+
+    def mean_top(self, labels: np.ndarray, affine: np.ndarray) -> float | None:
+        """Mean winning probability over the votes that fall in any foreground voxel of `labels`
+        (so voxels that post-processing dropped do not count); None when none does."""
+        kept = self._inside(labels, affine)
+        return float(self.top[kept].mean()) if kept.any() else None
+
+    def sure_fraction(self, mask: np.ndarray, affine: np.ndarray, value: int) -> float | None:
+        """The share of the votes inside `mask` whose winner is class `value` with probability at
+        least `SURE`; None when no vote falls inside (a lesion smaller than a network voxel)."""
+        inside = self._inside(mask, affine)
+        if not inside.any():
+            return None
+        sure = (self.winner[inside] == value) & (self.top[inside] >= SURE)
+        return float(sure.mean())
