@@ -29,6 +29,7 @@ SURE = 0.9
 
 _BLOCK = 1 << 20
 """Votes mapped to a mask's grid at a time (bounds the temporaries on a random network's votes)."""
+_MAX_INDEX = np.iinfo(np.uint16).max
 
 
 def foreground_voxels(
@@ -81,14 +82,27 @@ class Votes:
 
     def _inside(self, mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
         """Whether each vote's centre falls in a voxel of `mask` (a grid with voxel-to-world
-        `affine`) that is set: the voxel nearest to it."""
+        `affine`) that is set: the voxel nearest to it. Only the votes within the mask's box,
+        taken to the network grid, are mapped (a lesion is a small part of a random network's
+        millions of votes)."""
         to_mask = np.linalg.inv(np.asarray(affine, dtype=float)) @ np.asarray(self.affine, dtype=float)
+        corners = (
+            np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in mask.shape], indexing="ij")).reshape(3, -1).T
+        )
+        in_network = to_world(corners, np.linalg.inv(to_mask))
+        low = np.clip(np.floor(in_network.min(axis=0)) - 1, 0, _MAX_INDEX).astype(np.uint16)
+        high = np.clip(np.ceil(in_network.max(axis=0)) + 1, 0, _MAX_INDEX).astype(np.uint16)
         inside = np.zeros(len(self.points), bool)
         for start in range(0, len(self.points), _BLOCK):
-            block = to_world(self.points[start : start + _BLOCK].astype(float), to_mask)
-            index = np.rint(block).astype(np.intp)
+            block = self.points[start : start + _BLOCK]
+            near = np.ones(len(block), bool)
+            for axis in range(3):  # compared in uint16, one axis at a time: no N x 3 temporaries
+                column = block[:, axis]
+                near &= (column >= low[axis]) & (column <= high[axis])
+            near = np.flatnonzero(near)
+            index = np.rint(to_world(block[near].astype(float), to_mask)).astype(np.intp)
             within = np.all((index >= 0) & (index < mask.shape), axis=1)
-            inside[start : start + len(index)][within] = mask[tuple(index[within].T)] > 0
+            inside[start + near[within]] = mask[tuple(index[within].T)] > 0
         return inside
 
     def mean_top(self, labels: np.ndarray, affine: np.ndarray) -> float | None:
