@@ -1,21 +1,22 @@
 """Does a lesion's sure fraction tell a real lesion from a false one? Chooses and checks the report's
-`uncertain_lesion` threshold (`ReportOptions.min_sure_fraction`, docs/report.md).
+`uncertain_lesions` threshold (`ReportOptions.min_sure_fraction`, docs/report.md).
 
-Every lesion the model labels (a connected component of tumor or of cyst, as the report finds
-them, of at least the report's minimum volume) is scored by its sure fraction
-(`kidneyseg.predict.votes.Votes.sure_fraction`) and called real when at least half of its voxels
-carry the same class in the reference labels. Per class it prints the area under the ROC curve,
-and, with `--choose`, the threshold that flags at most `--true-flagged` (10 %) of the real lesions
-of at least `--rule-min-ml` (1 mL), both classes together: the rule the shipped threshold came
-from. Sub-millilitre lesions are left out of the rule because the 3 mm model is almost never sure
-of them, real or not, so the share of them in a draw of phantoms, not the model, would set the
-threshold (with them, two draws of tuning phantoms gave 0.60 and 0.20). Then, at the shipped threshold, the
-share of real and of false lesions that get the warning on every folder given.
+Every lesion the report of the model's prediction lists (a connected component of tumor or of
+cyst of at least the report's minimum volume and diameter, the largest of each class) is scored by
+its sure fraction (`lesions[].sure_fraction`, `kidneyseg.predict.votes.Votes.sure_fraction`) and
+called real when at least half of its voxels carry the same class in the reference labels. Per
+class it prints the area under the ROC curve, and, with `--choose`, the threshold that flags at
+most `--true-flagged` (10 %) of the real lesions of at least `--rule-min-ml` (1 mL), both classes
+together: the rule the shipped threshold came from. Sub-millilitre lesions are left out of the
+rule because the 3 mm model is almost never sure of them, real or not, so the share of them in a
+draw of phantoms, not the model, would set the threshold (with them, two draws of tuning phantoms
+gave 0.60 and 0.20). Then, at the shipped threshold, the share of real and of false lesions that
+get the warning on every folder given.
 
-Usage:
-    python benchmarks/lesion_confidence.py --choose TUNING_PHANTOMS --check HELD_OUT_PHANTOMS \
+Usage (from `benchmarks/`):
+    python lesion_confidence.py --choose TUNING_PHANTOMS --check HELD_OUT_PHANTOMS \
         --real --rows ROWS.json
-    python benchmarks/lesion_confidence.py --from-rows ROWS.json
+    python lesion_confidence.py --from-rows ROWS.json
 """
 
 from __future__ import annotations
@@ -32,27 +33,42 @@ from sim_to_real import LOWDOSE_LABELS, REAL_CTS
 
 
 def lesion_rows(predictor, ct, reference: np.ndarray | None, name: str) -> list[dict]:
-    """One row per predicted lesion of `ct`: class, volume (mL), sure fraction and, with a
-    `reference`, the share of its voxels the reference gives the same class."""
-    from kidneyseg.report import geometry
-    from kidneyseg.report.checks import ReportOptions
+    """One row per lesion the report of `ct`'s prediction lists: class, volume (mL), sure fraction
+    (as the report gives it) and, with a `reference`, the share of its voxels the reference gives
+    the same class. The report's rows are matched to the label map's components by voxel count
+    and centroid."""
+    from kidneyseg.io.volume import Volume
+    from kidneyseg.report import geometry, measure
 
     prediction = predictor.predict(ct)
     labels, label_map = prediction.labels.array, predictor.label_map
+    report = measure(ct, Volume(labels, ct.affine), label_map, votes=prediction.votes)
     voxel_ml = abs(float(np.linalg.det(ct.affine[:3, :3]))) / 1000.0
     rows = []
     for class_name in ("tumor", "cyst"):
+        listed = [r for r in report["lesions"] if r["type"] == class_name]
+        if not listed:
+            continue
         value = label_map.value(class_name)
-        components = geometry.components(labels == value)[0]
-        for number, box in enumerate(ndimage.find_objects(components), start=1):
-            lesion = components[box] == number
-            volume = float(lesion.sum()) * voxel_ml
-            if volume < ReportOptions().min_lesion_volume_ml:
-                continue
-            sure = prediction.votes.sure_fraction(lesion, geometry.crop_affine(ct.affine, box), value)
-            same = None if reference is None else float((reference[box][lesion] == value).mean())
+        components, count = geometry.components(labels == value)
+        sizes = np.bincount(components.ravel(), minlength=count + 1)
+        centroids = geometry.to_world(
+            np.asarray(ndimage.center_of_mass(components > 0, components, range(1, count + 1))), ct.affine
+        )
+        for row in listed:
+            voxels = round(row["volume_ml"] / voxel_ml)
+            candidates = np.flatnonzero(np.abs(sizes[1:] - voxels) <= 1) + 1
+            distance = np.linalg.norm(centroids[candidates - 1] - row["centroid_ras_mm"], axis=1)
+            number = int(candidates[np.argmin(distance)])
+            same = None if reference is None else float((reference[components == number] == value).mean())
             rows.append(
-                {"case": name, "type": class_name, "volume_ml": round(volume, 3), "sure": sure, "same": same}
+                {
+                    "case": name,
+                    "type": class_name,
+                    "volume_ml": row["volume_ml"],
+                    "sure": row["sure_fraction"],
+                    "same": same,
+                }
             )
     return rows
 

@@ -203,6 +203,21 @@ def test_ensemble_averages_probabilities(rng):
     torch.testing.assert_close(got.sum(1), torch.ones(2, 8, 8, 8))
 
 
+def test_an_ensemble_of_one_network_twice_votes_as_that_network(ckpt3d):
+    """An ensemble's scores are probabilities already: its votes and confidence are the single
+    network's (softmax taken once, not twice; windows blend probabilities, not logits, so not
+    to the last digit)."""
+    from kidneyseg.data.phantom import generate_case
+
+    ct = generate_case(3, size="tiny").ct
+    one = Predictor([ckpt3d]).predict(ct)
+    two = Predictor([ckpt3d, ckpt3d]).predict(ct)
+    assert len(one.votes.top) > 100
+    assert abs(len(one.votes.top) - len(two.votes.top)) <= len(one.votes.top) // 1000  # float near-ties
+    assert two.votes.top.mean() == pytest.approx(one.votes.top.mean(), abs=0.01)
+    assert two.confidence == pytest.approx(one.confidence, abs=0.01)
+
+
 def test_bfloat16_stays_close_to_float32(rng):
     net = small_net()
     x = torch.from_numpy(rng.random((1, 1, 16, 16, 8), dtype=np.float32))
@@ -537,6 +552,29 @@ def test_votes_give_the_case_confidence_and_each_lesions_sure_fraction():
     box_affine[:3, 3] = affine[:3, :3] @ [28, 0, 0]
     assert votes.sure_fraction(lesion[28:48], box_affine, 1) == pytest.approx(0.5)
     assert votes.sure_fraction(np.zeros_like(labels), affine, 1) is None
+    at_sure = Votes(points, winner, np.full_like(top, SURE), network_affine)  # exactly SURE counts as sure
+    assert at_sure.sure_fraction(lesion, affine, 2) == pytest.approx(0.5)
     labels[: 2 * 21] = 0  # post-processing dropped the kidney: only the narrow tumor is left
     assert votes.mean_top(labels, affine) == pytest.approx(p_tumor, rel=1e-5)
     assert votes.mean_top(np.zeros_like(labels), affine) is None
+
+
+def test_votes_count_the_same_whichever_way_the_mask_is_stored():
+    from kidneyseg.predict.votes import Votes
+
+    rng = np.random.default_rng(0)
+    points = np.argwhere(np.ones((10, 10, 10), bool)).astype(np.uint16)  # a vote every 3 mm, at 0, 3, 6, ...
+    winner = rng.integers(1, 4, len(points)).astype(np.uint8)
+    top = rng.random(len(points)).astype(np.float32)
+    votes = Votes(points, winner, top, np.diag([3.0, 3.0, 3.0, 1.0]))
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = 1.0  # mask voxels centred at 1, 3, 5, ... mm: the votes at 6, 18, ... mm fall halfway
+    mask = rng.random((14, 14, 14)) > 0.4
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1.0, mask.shape[0] - 1  # the same mask stored mirrored along X
+    for value in (1, 2, 3):
+        as_stored = votes.sure_fraction(mask, affine, value)
+        assert as_stored == votes.sure_fraction(mask[::-1], affine @ flip, value)
+        assert as_stored == votes.sure_fraction(
+            np.ascontiguousarray(mask.transpose(2, 0, 1)), affine[:, [2, 0, 1, 3]], value
+        )

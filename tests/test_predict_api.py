@@ -68,6 +68,7 @@ def test_segment_takes_a_path_an_image_or_a_volume(ckpt, ct_file):
     prediction = predictor.predict(read_volume(ct_file))
     assert prediction.confidence is not None
     assert report["inputs"]["model_confidence"] == pytest.approx(prediction.confidence)
+    assert report["lesions"] and all(0.0 <= r["sure_fraction"] <= 1.0 for r in report["lesions"])
 
 
 def test_segment_makes_the_command_lines_checks(ckpt, ct_file, tmp_path, monkeypatch):

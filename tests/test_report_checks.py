@@ -174,5 +174,6 @@ def test_a_lesion_the_model_was_unsure_of_is_flagged(grid):
     assert warning["sure_fractions"] == [sure[cyst["id"]]]
     assert warning["threshold"] == ReportOptions().min_sure_fraction
     assert f"{cyst['id']} ({sure[cyst['id']]:.0%})" in warning["message"]
-    assert codes(measure(ct, labels, votes=votes, options=ReportOptions(min_sure_fraction=0.25))) == []
+    at_threshold = ReportOptions(min_sure_fraction=sure[cyst["id"]])  # flagged only below it
+    assert codes(measure(ct, labels, votes=votes, options=at_threshold)) == []
     assert all(r["sure_fraction"] is None for r in measure(ct, labels)["lesions"])  # labels alone

@@ -139,7 +139,8 @@ def segment(
         model: a run folder or checkpoint, a list of them (an ensemble), or a `Predictor` to
             reuse across calls; None means the bundled pretrained model
             (`kidneyseg.predict.pretrained.default_model`).
-        report: also return the case report (the dict `kidneyseg report` writes as JSON).
+        report: also return the case report (the dict `kidneyseg predict --report` writes as JSON,
+            with the model's confidence and each lesion's sure fraction).
         series_uid: the series to read when a DICOM folder holds several.
         device: "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N".
         hu_check: refuse images that are not CT in Hounsfield units.

@@ -178,8 +178,8 @@ def predict_case(
             f"warning: {case.case_id}: left out a {dropped['volume_ml']:g} mL component labelled as kidney: "
             f"{dropped['reason']}"
         )
-    for check in report.get("warnings", []):  # the report's check of the prediction's confidence
-        if isinstance(check, dict) and check.get("code") == "low_confidence":
+    for check in report.get("warnings", []):  # the report's checks of what the model was sure of
+        if isinstance(check, dict) and check.get("code") in ("low_confidence", "uncertain_lesions"):
             warn(f"warning: {case.case_id}: {check['message']}")
     seconds = {"read": seconds_read, **prediction.seconds, "write": time.perf_counter() - t}
     total = time.perf_counter() - start

@@ -30,6 +30,9 @@ SURE = 0.9
 _BLOCK = 1 << 20
 """Votes mapped to a mask's grid at a time (bounds the temporaries on a random network's votes)."""
 _MAX_INDEX = np.iinfo(np.uint16).max
+_TIE_BREAK_MM = np.array([1e-3, 1e-3, 1e-3])
+"""How far (RAS+ mm) each vote is moved before it is rounded to a mask voxel: a tie-breaker, far
+below any voxel size and far above floating-point noise."""
 
 
 def foreground_voxels(
@@ -86,6 +89,10 @@ class Votes:
         taken to the network grid, are mapped (a lesion is a small part of a random network's
         millions of votes)."""
         to_mask = np.linalg.inv(np.asarray(affine, dtype=float)) @ np.asarray(self.affine, dtype=float)
+        # A vote halfway between two mask voxels (common: both grids are centred on the scan) goes
+        # to the one further along +R, +A, +S: nudged in world space, so that the same CT stored
+        # in another axis order or direction counts the same votes.
+        to_mask[:3, 3] += np.linalg.inv(np.asarray(affine, dtype=float)[:3, :3]) @ _TIE_BREAK_MM
         corners = (
             np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in mask.shape], indexing="ij")).reshape(3, -1).T
         )

@@ -44,7 +44,7 @@ class ReportOptions:
     min_lesion_volume_ml: float = 0.05
     kidney_parenchyma_ml: tuple[float, float] = (60.0, 400.0)
     min_confidence: float = 0.85
-    min_sure_fraction: float = 0.6
+    min_sure_fraction: float = 0.65
     extension_mm: float = 10.0
     max_lesions: int = 30
     nephrometry: bool = True
@@ -172,9 +172,9 @@ def _uncertain_lesions(lesions: list[dict], options: ReportOptions) -> list[dict
     return [
         {
             "code": "uncertain_lesions",
-            "message": f"The model was sure of less than {options.min_sure_fraction:.0%} of {len(unsure)} "
-            f"lesion(s): {listed}. They may be kidney, another lesion type or nothing: check them on "
-            "the images before using their size or stage.",
+            "message": f"For {len(unsure)} lesion(s) the model was sure of less than "
+            f"{options.min_sure_fraction:.0%} of the voxels: {listed}. They may be kidney, another lesion "
+            "type or nothing: check them on the images before using their size or stage.",
             "lesions": [r["id"] for r in unsure],
             "sure_fractions": [r["sure_fraction"] for r in unsure],
             "threshold": options.min_sure_fraction,
