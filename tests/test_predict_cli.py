@@ -111,7 +111,7 @@ def test_report_option_writes_the_case_report(ckpt, tmp_path):
     assert report["lesions"] and all(0.0 <= r["sure_fraction"] <= 1.0 for r in report["lesions"])
     # the untrained network is sure of none of them: the warning, and the console says so
     assert "uncertain_lesions" in [w["code"] for w in report["warnings"]]
-    assert "the model was sure of less than" in result.output
+    assert "the model was unsure of" in result.output
 
 
 @pytest.fixture(scope="module")

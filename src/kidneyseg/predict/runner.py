@@ -179,8 +179,10 @@ def predict_case(
             f"{dropped['reason']}"
         )
     for check in report.get("warnings", []):  # the report's checks of what the model was sure of
-        if isinstance(check, dict) and check.get("code") in ("low_confidence", "uncertain_lesions"):
+        if isinstance(check, dict) and check.get("code") == "low_confidence":
             warn(f"warning: {case.case_id}: {check['message']}")
+        elif isinstance(check, dict) and check.get("code") == "uncertain_lesions":
+            warn(f"warning: {case.case_id}: the model was unsure of lesion(s) {', '.join(check['lesions'])}")
     seconds = {"read": seconds_read, **prediction.seconds, "write": time.perf_counter() - t}
     total = time.perf_counter() - start
     return {
