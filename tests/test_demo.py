@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from kidneyseg.cli import app
 from kidneyseg.demo import DemoSettings, run_demo
 from kidneyseg.io.volume import read_volume
+from kidneyseg.report import ReportOptions
 
 TINY = ("preprocess.spacing=[6.0, 6.0, 6.0]", "data.num_workers=0", "train.epochs=1")
 TINY_2D = (
@@ -116,8 +117,15 @@ def test_demo_starts_with_a_real_ct_and_the_bundled_model(tmp_path):
         2 * (reference & predicted).sum() / (reference.sum() + predicted.sum()), 4
     )
     assert 0 < real["confidence"] <= 1
+    report = json.loads((out / real["report"]).with_suffix(".json").read_text())
+    threshold = ReportOptions().min_sure_fraction
+    unsure = [
+        r for r in report["lesions"] if r["sure_fraction"] is not None and r["sure_fraction"] < threshold
+    ]
+    assert (real["lesions"], real["uncertain_lesions"]) == (len(report["lesions"]), len(unsure))
     page = result.index.read_text()
     assert "Real CT, bundled pretrained model" in page and real["report"] in page
+    assert f"{real['lesions']} lesion(s), the model unsure of {real['uncertain_lesions']}" in page
     assert (out / real["report"]).is_file()
 
 

@@ -302,11 +302,15 @@ def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict
         votes=prediction.votes,
     )
     predicted = prediction.labels.array > 0
+    measured = json.loads(report.json.read_text(encoding="utf-8"))
+    unsure = [w["lesions"] for w in measured["warnings"] if w["code"] == "uncertain_lesions"]
     record: dict = {
         "ct": str(settings.real_ct),
         "model": model.stem,
         "kidney_ml": round(float(predicted.sum()) * float(np.prod(ct.spacing)) / 1000.0, 1),
         "confidence": None if prediction.confidence is None else round(prediction.confidence, 4),
+        "lesions": len(measured["lesions"]),
+        "uncertain_lesions": len(unsure[0]) if unsure else 0,
         "report": report.html.relative_to(out_dir.parent).as_posix(),
         "kidney_dice": None,
     }

@@ -12,7 +12,8 @@ def real_ct_line(real: dict) -> str:
         "" if real["kidney_dice"] is None else f", kidney Dice {real['kidney_dice']:.3f} against its labels"
     )
     found = f"{real['kidney_ml']:.0f} mL labelled kidney, tumor or cyst"
-    return f"{found} (confidence {_fmt(real['confidence'])}){dice}"
+    lesions = f"; {real['lesions']} lesion(s), the model unsure of {real['uncertain_lesions']}"
+    return f"{found} (confidence {_fmt(real['confidence'])}){dice}{lesions}"
 
 
 def _fmt(value: float | None) -> str:
