@@ -26,7 +26,7 @@ import numpy as np
 
 from kidneyseg.predict.sliding_window import boxes_meet
 from kidneyseg.preprocess import PreprocessMeta
-from kidneyseg.report.geometry import to_world
+from kidneyseg.report.geometry import box_corners, to_world
 
 ROIS = ("kidneys", "body")
 MARGIN_MM = 30.0
@@ -92,10 +92,6 @@ def slices(box: Box) -> tuple[slice, ...]:
     return tuple(slice(lo, hi) for lo, hi in box)
 
 
-def _corners(box: Sequence[tuple[float, float]]) -> np.ndarray:
-    return np.array(list(itertools.product(*box)), dtype=float)
-
-
 def locate(labels: np.ndarray, meta: PreprocessMeta, min_ml: float = MIN_KIDNEY_ML) -> Located:
     """Kidney boxes from stage 1's labels on its preprocessed grid (`meta`'s), or the fallback.
 
@@ -114,7 +110,7 @@ def locate(labels: np.ndarray, meta: PreprocessMeta, min_ml: float = MIN_KIDNEY_
     for index, found in enumerate(ndimage.find_objects(components), start=1):
         if found is None or sizes[index] < min_ml:
             continue
-        world = to_world(_corners([(s.start - 0.5, s.stop - 0.5) for s in found]), affine)
+        world = to_world(box_corners([(s.start - 0.5, s.stop - 0.5) for s in found]), affine)
         boxes.append((tuple(world.min(axis=0).tolist()), tuple(world.max(axis=0).tolist())))
         volumes.append(float(sizes[index]))
         at_edge.append(any(s.start == 0 or s.stop == n for s, n in zip(found, labels.shape, strict=True)))
@@ -151,7 +147,7 @@ def regions(located: Located, meta: PreprocessMeta, window: Sequence[int], margi
     shape = meta.shape
     cores = []
     for (low, high), edge in zip(located.boxes_mm, located.at_edge, strict=True):
-        index = to_world(_corners(list(zip(low, high, strict=True))), inverse)
+        index = to_world(box_corners(list(zip(low, high, strict=True))), inverse)
         lo, hi = index.min(axis=0), index.max(axis=0)
         pad = [margin_mm / s for s in meta.spacing]
         core = [

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kidneyseg.report.geometry import to_world
+from kidneyseg.report.geometry import box_corners, to_world
 
 if TYPE_CHECKING:
     import torch
@@ -93,10 +93,7 @@ class Votes:
         # to the one further along +R, +A, +S: nudged in world space, so that the same CT stored
         # in another axis order or direction counts the same votes.
         to_mask[:3, 3] += np.linalg.inv(np.asarray(affine, dtype=float)[:3, :3]) @ _TIE_BREAK_MM
-        corners = (
-            np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in mask.shape], indexing="ij")).reshape(3, -1).T
-        )
-        in_network = to_world(corners, np.linalg.inv(to_mask))
+        in_network = to_world(box_corners([(-0.5, n - 0.5) for n in mask.shape]), np.linalg.inv(to_mask))
         low = np.clip(np.floor(in_network.min(axis=0)) - 1, 0, _MAX_INDEX).astype(np.uint16)
         high = np.clip(np.ceil(in_network.max(axis=0)) + 1, 0, _MAX_INDEX).astype(np.uint16)
         inside = np.zeros(len(self.points), bool)

@@ -10,7 +10,8 @@ discretised ellipses this convention stays within [-0.24, +0.92] voxel of the tr
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -36,6 +37,11 @@ def to_world(index_points: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Map (n, 3) voxel index coordinates to (n, 3) world RAS+ mm."""
     affine = np.asarray(affine, dtype=np.float64)
     return index_points @ affine[:3, :3].T + affine[:3, 3]
+
+
+def box_corners(box: Sequence[tuple[float, float]]) -> np.ndarray:
+    """The 2^d corners of the box `((low, high), ...)`, as a (2^d, d) float array."""
+    return np.array(list(itertools.product(*box)), dtype=float)
 
 
 SLAB = 16
