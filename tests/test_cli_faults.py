@@ -386,7 +386,29 @@ def odd_inputs(tmp_path_factory) -> dict[str, Path]:
     (folder / "dangling.nii.gz").symlink_to(folder / "gone.nii.gz")
     (folder / "loop_a.nii.gz").symlink_to(folder / "loop_b.nii.gz")
     (folder / "loop_b.nii.gz").symlink_to(folder / "loop_a.nii.gz")
+
+    def header_edit(name: str, **fields) -> Path:
+        header = image.header.copy()
+        for key, value in fields.items():
+            header[key] = value
+        nib.save(nib.Nifti1Image(array, None, header=header), folder / name)
+        return folder / name
+
+    def raw_pixdim(name: str, index: int, value: float) -> Path:
+        """The good CT with pixdim[index] set in the stored bytes (nibabel repairs it on saving)."""
+        header = image.header.copy()
+        header["sform_code"], header["qform_code"] = 0, 1
+        data = bytearray(nib.Nifti1Image(array, None, header=header).to_bytes())
+        data[76 + 4 * index : 80 + 4 * index] = np.float32(value).tobytes()
+        (folder / name).write_bytes(bytes(data))
+        return folder / name
+
+    srows = {k: image.header[k] * np.array([1e4, 1e4, 1e4, 1.0]) for k in ("srow_x", "srow_y", "srow_z")}
     return {
+        "zero_pixdim": raw_pixdim("zero_pixdim.nii", 1, 0.0),
+        "negative_pixdim": raw_pixdim("negative_pixdim.nii", 3, -2.5),
+        "sform_in_metres_per_1e4": header_edit("sform_scaled.nii.gz", sform_code=1, qform_code=0, **srows),
+        "scaled_values": save("scaled.nii.gz", array.astype(np.int32) * 100000),
         "good": good,
         "png": folder / "png.nii.gz",
         "gzipped_text": folder / "gzipped_text.nii.gz",
@@ -419,6 +441,11 @@ HELD_PREDICT = {
     "nan-voxel": ("nan", [], "the image holds NaN or infinite values"),
     "inf-voxel": ("inf", [], "the image holds NaN or infinite values"),
     "uint16-without-intercept": ("uint16", [], "no value below 0"),
+    "values-scaled": ("scaled_values", [], "no CT in Hounsfield units goes above 50000"),
+    "zero-pixdim": ("zero_pixdim", [], "voxel sizes (pixdim) 0, "),
+    "negative-pixdim": ("negative_pixdim", [], "must be positive and finite"),
+    "sform-scaled-pixdim-not": ("sform_in_metres_per_1e4", [], "is not that of a CT"),
+    "roi-margin-nan": ("good", ["--roi-margin", "nan"], "the ROI margin must be a finite number of mm"),
     "mask-as-ct": ("mask", [], "the image looks already normalised"),
     "one-voxel": ("one_voxel", [], "no body in the image"),
     "series-for-a-file": ("good", ["--series", "1.2.3"], "--series chooses a series of a DICOM folder"),

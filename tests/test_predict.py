@@ -394,13 +394,19 @@ def test_dicom_seg_refuses_series_without_uids(shared_data, tmp_path):
 
 
 def test_hounsfield_check(rng):
-    ct = rng.integers(-1024, 1500, (20, 20, 10)).astype(np.int16)
+    ct = rng.integers(-1024, 700, (20, 20, 10)).astype(np.int16)
     assert check_hounsfield(ct) is None
     with pytest.raises(KidneysegError, match="already normalised"):
         check_hounsfield(rng.random((8, 8, 8), dtype=np.float32))
     with pytest.raises(KidneysegError, match="not CT in Hounsfield"):
         check_hounsfield(ct.astype(np.int32) + 1024)
     assert "no air" in check_hounsfield(np.clip(ct, -200, None))
+    with pytest.raises(KidneysegError, match="goes above 50000"):
+        check_hounsfield(ct.astype(np.int64) * 100000)
+    body = np.full((20, 20, 10), 40, np.int16)
+    body[:4], body[-2:] = -1000, 1200  # air around the body, and bone
+    assert check_hounsfield(body) is None
+    assert "as if air and bone were swapped" in check_hounsfield(-body)
 
 
 def test_memory_estimate_grows_with_the_case_and_refuses_too_large(tmp_path):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from kidneyseg.cli import app
 from kidneyseg.io.volume import write_volume
-from kidneyseg.predict.runner import RECORD_NAME
+from kidneyseg.predict.run_record import RECORD_NAME
 from test_predict import TINY_3D, _dicom_copy, huge_header_file, save_tiny
 
 runner = CliRunner()

@@ -40,6 +40,36 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def test_a_rerun_skips_only_what_the_same_input_model_and_settings_made(ckpt, cases, tmp_path):
+    """An output already there is re-used only for the very input, model and settings that wrote
+    it: another CT under the same name, other settings or a folder in the label map's place are
+    predicted again (or refused), never reported as done."""
+    import nibabel as nib
+    import numpy as np
+
+    ct, out = tmp_path / "ct.nii.gz", tmp_path / "out" / "seg.nii.gz"
+    ct.write_bytes((cases / "a.nii.gz").read_bytes())
+    base = ["predict", "-i", str(ct), "-o", str(out), "-m", str(ckpt), "-q"]
+    assert "1 predicted" in runner.invoke(app, base).output
+    assert "0 predicted, 1 already done" in runner.invoke(app, base).output
+    first = np.asarray(nib.load(out).dataobj)
+
+    ct.write_bytes((cases / "b.nii.gz").read_bytes())  # another CT under the same name
+    again = runner.invoke(app, base)
+    assert again.exit_code == 0 and "1 predicted, 0 already done" in again.output
+    other = np.asarray(nib.load(out).dataobj)
+    assert not np.array_equal(first, other) or first.shape != other.shape
+    record = json.loads((out.parent / "predict_run.json").read_text())
+    assert record["cases"][0]["status"] == "done" and record["fingerprint"]
+    assert "1 predicted" in runner.invoke(app, [*base, "--overlap", "0.25"]).output
+    assert "0 predicted, 1 already done" in runner.invoke(app, [*base, "--overlap", "0.25"]).output
+
+    blocked = tmp_path / "blocked" / "seg.nii.gz"
+    blocked.mkdir(parents=True)
+    result = runner.invoke(app, ["predict", "-i", str(ct), "-o", str(blocked), "-m", str(ckpt), "-q"])
+    assert result.exit_code == 2 and "Is a directory" in result.output
+
+
 def test_shards_split_a_folder_and_statistics_cover_every_case(ckpt, cases, tmp_path):
     out = tmp_path / "out"
     base = ["predict", "-i", str(cases), "-o", str(out), "-m", str(ckpt), "--overlap", "0"]

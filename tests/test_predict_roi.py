@@ -106,8 +106,9 @@ def test_body_is_the_whole_volume_and_unknown_modes_are_refused(ckpt, phantom):
     assert Predictor([ckpt], PredictSettings(roi="body", backend="torch")).predict(phantom).roi is None
     with pytest.raises(KidneysegError, match="roi must be one of"):
         Predictor([ckpt], PredictSettings(roi="liver"))
-    with pytest.raises(KidneysegError, match="at least 0 mm"):
-        Predictor([ckpt], PredictSettings(roi_margin_mm=-1.0))
+    for margin in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(KidneysegError, match="finite number of mm, at least 0"):
+            Predictor([ckpt], PredictSettings(roi_margin_mm=margin))
 
 
 def test_kidneys_mode_runs_the_network_only_in_the_boxes_and_records_them(ckpt, phantom):

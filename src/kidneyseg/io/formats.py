@@ -28,8 +28,10 @@ from kidneyseg.io.dicom import slice_normal
 from kidneyseg.io.volume import (
     NIFTI_SUFFIXES,
     Volume,
+    affine_spacing,
     choose_series,
     list_dicom_series,
+    load_nifti,
     nifti_stem,
     read_dicom_series,
     read_nifti,
@@ -63,12 +65,10 @@ class Format:
 
 
 def _nifti_header(path: Path, _series_files: tuple[str, ...]) -> ImageHeader:
-    import nibabel as nib
-
+    image = load_nifti(path, "the NIfTI header")
     try:
-        image = nib.load(str(path))
         shape = tuple(int(n) for n in image.shape[:3])
-        zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+        zooms = affine_spacing(image.affine)
         dtype = image.get_data_dtype()
         slope, _ = image.header.get_slope_inter()
     except Exception as exc:  # nibabel raises many types for corrupt headers

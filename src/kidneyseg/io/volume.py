@@ -32,6 +32,11 @@ def nifti_stem(path: Path) -> str:
     return path.name
 
 
+def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along i, j, k of a voxel-to-world affine: its columns' lengths."""
+    return tuple(float(s) for s in np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0))  # type: ignore[return-value]
+
+
 @dataclass(frozen=True, eq=False)
 class Volume:
     """A 3D image or label map with its geometry.
@@ -73,7 +78,7 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along i, j, k."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+        return affine_spacing(self.affine)
 
     @property
     def origin(self) -> tuple[float, float, float]:
@@ -119,14 +124,58 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
     return format_of(path).read(Path(path), series_uid)
 
 
-def read_nifti(path: Path) -> Volume:
-    """A NIfTI file as a `Volume` (use `read_volume`, which checks the path first)."""
+def load_nifti(path: Path, what: str = "NIfTI"):
+    """`nibabel.load` of a NIfTI file whose geometry is checked: the voxel sizes of the affine in
+    use (sform, else qform or pixdim) must be positive and finite. nibabel would silently make a
+    zero pixdim 1 mm and a negative one positive (logging a line without the file's name): such a
+    header is refused here instead.
+
+    Raises:
+        KidneysegError: the file cannot be read (`what` names it in the message) or its voxel
+            sizes are not positive and finite.
+    """
+    import logging
+
     import nibabel as nib
 
+    log = logging.getLogger("nibabel")
+    level, log.level = log.level, logging.ERROR
     try:
         image = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for corrupt/truncated files
-        raise KidneysegError(f"cannot read NIfTI ({_one_line(exc)})", path) from None
+        raise KidneysegError(f"cannot read {what} ({_one_line(exc)})", path) from None
+    finally:
+        log.setLevel(level)
+    if int(image.header["sform_code"]) == 0:
+        from nibabel.openers import ImageOpener
+
+        with ImageOpener(str(path)) as raw:  # the header as stored, before nibabel's repairs
+            stored = type(image.header).from_fileobj(raw, check=False)
+        pixdim = [float(v) for v in stored["pixdim"][1:4]]
+        if not all(math.isfinite(v) and v > 0 for v in pixdim):
+            shown = ", ".join(f"{v:g}" for v in pixdim)
+            raise KidneysegError(
+                f"voxel sizes (pixdim) {shown} must be positive and finite; fix the header", path
+            )
+    spacing = affine_spacing(image.affine)
+    if not all(math.isfinite(v) and v > 0 for v in spacing):
+        raise KidneysegError(f"voxel spacing {spacing} must be positive and finite", path)
+    return image
+
+
+def check_finite(array: np.ndarray, path: str | os.PathLike[str] | None) -> None:
+    """Refuse an image holding NaN or infinite values.
+
+    Raises:
+        KidneysegError: it does.
+    """
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise KidneysegError("the image holds NaN or infinite values", path)
+
+
+def read_nifti(path: Path) -> Volume:
+    """A NIfTI file as a `Volume` (use `read_volume`, which checks the path first)."""
+    image = load_nifti(path)
     dtype = image.get_data_dtype()
     if dtype.kind == "c":
         raise KidneysegError(f"the image holds complex values ({dtype}); CT must be real-valued", path)
@@ -145,13 +194,7 @@ def read_nifti(path: Path) -> Volume:
         array = array[..., 0]
     if array.ndim != 3:
         raise KidneysegError(f"expected a 3D image, got {array.ndim}D {array.shape}", path)
-    zooms = image.header.get_zooms()[:3]
-    if not all(np.isfinite(z) and z > 0 for z in zooms):
-        raise KidneysegError(
-            f"voxel spacing {tuple(float(z) for z in zooms)} must be positive and finite", path
-        )
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise KidneysegError("the image holds NaN or infinite values", path)
+    check_finite(array, path)
     return Volume(np.asarray(array), image.affine, source=str(path))
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from kidneyseg.config import PreprocessConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.formats import ImageHeader
-from kidneyseg.io.volume import NIFTI_SUFFIXES
+from kidneyseg.io.volume import NIFTI_SUFFIXES, check_finite, load_nifti
 from kidneyseg.preprocess.spatial import resampled_shape
 
 GIB = 1024**3
@@ -101,9 +101,7 @@ def check_orientation_given(path: str | os.PathLike[str]) -> str | None:
     path = Path(path)
     if not (path.is_file() and path.name.endswith(NIFTI_SUFFIXES)):
         return None
-    import nibabel as nib
-
-    header = nib.load(str(path)).header
+    header = load_nifti(path).header
     if int(header["qform_code"]) or int(header["sform_code"]):
         return None
     return (
@@ -120,8 +118,10 @@ def check_body(array: np.ndarray, path: str | None = None) -> None:
     """Refuse an image without a body: with nothing above -500 HU any label would be nonsense.
 
     Raises:
-        KidneysegError: the image's maximum is at most -500 HU (e.g. all air, or constant).
+        KidneysegError: the image holds NaN or infinite values, or its maximum is at most
+            -500 HU (e.g. all air, or constant).
     """
+    check_finite(array, path)
     high = float(array.max())
     if high <= BODY_HU:
         raise KidneysegError(
@@ -130,17 +130,30 @@ def check_body(array: np.ndarray, path: str | None = None) -> None:
         )
 
 
+MAX_HU = 50000.0
+"""Above this no CT is in Hounsfield units: 12-bit CT ends at 3071 HU, extended-range metal
+reconstructions at about 30000 HU."""
+
+
 def check_hounsfield(array: np.ndarray, path: str | None = None) -> str | None:
     """Refuse images that are clearly not CT in Hounsfield units; return a warning for doubtful ones.
 
     Raises:
-        KidneysegError: the values lie within [-10, 10] (already normalised) or none is below
-            0 (no air or fat: raw stored values without the rescale intercept, or not CT).
+        KidneysegError: the values lie within [-10, 10] (already normalised), none is below
+            0 (no air or fat: raw stored values without the rescale intercept, or not CT), or
+            some exceed `MAX_HU` (scaled values).
 
     Returns:
-        A warning when the image holds no air (nothing below -500 HU), else None.
+        A warning when the image holds no air (nothing below -500 HU) or more of it is above
+        +500 HU than below -500 HU (air and bone swapped: inverted values), else None.
     """
     low, high = float(array.min()), float(array.max())
+    if high > MAX_HU:
+        raise KidneysegError(
+            f"values up to {high:g}: no CT in Hounsfield units goes above {MAX_HU:g} (scaled or not "
+            "CT); pass --no-hu-check to predict anyway",
+            path,
+        )
     if low >= -10.0 and high <= 10.0:
         raise KidneysegError(
             f"values lie in [{low:g}, {high:g}]: the image looks already normalised, but kidneyseg "
@@ -159,5 +172,11 @@ def check_hounsfield(array: np.ndarray, path: str | None = None) -> str | None:
         return (
             f"{path or 'image'}: no air in the image (minimum {low:g} HU); check that it is CT in "
             "Hounsfield units"
+        )
+    dense, air = (float(np.count_nonzero(m)) / array.size for m in (array > 500.0, array < -500.0))
+    if dense > air:
+        return (
+            f"{path or 'image'}: more of the image is above +500 HU ({dense:.0%}) than below -500 HU "
+            f"({air:.0%}), as if air and bone were swapped; check that it is CT in Hounsfield units"
         )
     return None

@@ -12,6 +12,7 @@ bounded) and arg-maxed there, so the label map has exactly the CT's shape and af
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -154,8 +155,10 @@ class Predictor:
             roi = "kidneys" if bundled_path().is_file() else "body"
         if roi not in ROIS:
             raise KidneysegError(f"roi must be one of {ROIS}, got {roi!r}")
-        if self.settings.roi_margin_mm < 0:
-            raise KidneysegError(f"the ROI margin must be at least 0 mm, got {self.settings.roi_margin_mm}")
+        if not 0 <= self.settings.roi_margin_mm < math.inf:
+            raise KidneysegError(
+                f"the ROI margin must be a finite number of mm, at least 0, got {self.settings.roi_margin_mm}"
+            )
         alone = len(self.checkpoints) == 1 and bundled_name(self.checkpoints[0].path) == BUNDLED
         if roi == "body" or alone:
             return roi, None

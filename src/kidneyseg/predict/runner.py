@@ -5,8 +5,10 @@ layout, `images/` + `labels/`, a flat folder of NIfTI files, or one DICOM series
 sub-folder). Per case the outputs are, in the output folder:
 
 - `<case>.nii.gz`: the label map, exactly on the CT's grid, its classes named in the header
-  (written last: it marks the case as finished, so a re-run skips it); with `split_sides` the
-  classes are kidney_right, kidney_left, tumor_right, ... (`kidneyseg.labels.split_sides`);
+  (written last); with `split_sides` the classes are kidney_right, kidney_left, tumor_right, ...
+  (`kidneyseg.labels.split_sides`). A re-run into the same folder skips a case only if it was
+  predicted from the same input file(s), models and settings and its outputs are all there
+  (`kidneyseg.predict.run_record`);
 - `<case>_<class>.nii.gz` (option): one binary mask per class;
 - `<case>_probabilities.nii.gz` (option): class probabilities on the network grid, 4D, uint8
   scaled to [0, 1], with that grid's own affine (they overlay the CT in world coordinates);
@@ -29,7 +31,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +49,14 @@ from kidneyseg.predict.outputs import (
     write_case_files,
 )
 from kidneyseg.predict.predictor import Predictor, PredictSettings
-
-RECORD_NAME = "predict_run.json"
+from kidneyseg.predict.run_record import (
+    RunRecord,
+    can_skip,
+    finished_here,
+    input_stamp,
+    record_name,
+    run_fingerprint,
+)
 
 
 @dataclass(frozen=True)
@@ -59,24 +67,6 @@ class CaseInput:
     path: Path
     series_uid: str | None = None
     dicom_files: tuple[str, ...] = ()
-
-
-@dataclass
-class RunRecord:
-    """The JSON run record (`predict_run.json`)."""
-
-    started: str
-    command: dict[str, Any]
-    environment: dict[str, Any]
-    models: list[dict[str, Any]]
-    settings: dict[str, Any]
-    cases: list[dict[str, Any]] = field(default_factory=list)
-    startup_seconds: float = 0.0
-    seconds: float = 0.0
-
-    @property
-    def failures(self) -> list[dict[str, Any]]:
-        return [c for c in self.cases if c["status"] == "failed"]
 
 
 def _dicom_case(folder: Path, series_uid: str | None) -> CaseInput | None:
@@ -130,11 +120,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 1 <= i <= n:
         raise KidneysegError(f"--shard i/n needs 1 <= i <= n, got {text!r}")
     return i, n
-
-
-def record_name(shard: tuple[int, int] | None) -> str:
-    """The run record's file name: one per shard, so that concurrent jobs never share a file."""
-    return RECORD_NAME if shard is None else f"predict_run.{shard[0]}-of-{shard[1]}.json"
 
 
 def predict_case(
@@ -275,11 +260,12 @@ def _run_case(
         options = replace(options, dicom_seg=False, dicom_rtstruct=False)
     out_map = output_label_map(predictor.label_map, options)
     outputs = case_outputs(out_dir, name, predictor.settings, options, out_map, suffix)
-    if not options.overwrite and all(p.exists() for p in outputs.values()):
-        before = previous.get(case.case_id, {"case_id": case.case_id, "input": str(case.path)})
-        return {**before, "status": "skipped"}
     try:
-        return predict_case(predictor, case, out_dir, options, not quiet_case, warn, name, suffix)
+        stamp = input_stamp(case.path, case.dicom_files, case.series_uid)
+        if not options.overwrite and can_skip(previous, case.case_id, stamp, outputs.values()):
+            return {**previous[case.case_id], "status": "skipped"}
+        entry = predict_case(predictor, case, out_dir, options, not quiet_case, warn, name, suffix)
+        return {**entry, "input_stamp": stamp}
     except KidneysegError as exc:
         if reraise:
             raise
@@ -322,7 +308,7 @@ def run_prediction(
     from tqdm import tqdm
 
     from kidneyseg.predict.label_files import write_color_table
-    from kidneyseg.report.statistics import case_line, finished_cases, write_cohort_statistics
+    from kidneyseg.report.statistics import case_line, write_cohort_statistics
 
     start = time.perf_counter()
     settings, options = settings or PredictSettings(), options or OutputOptions()
@@ -337,15 +323,20 @@ def run_prediction(
         warn(f"warning: {predictor.backend_fallback}")
     created = check_output_folder(out_dir)
     record_path = out_dir / record_name(shard)
-    previous = finished_cases(record_path)
+    run_settings = {**asdict(settings), "resolved_inference": asdict(predictor.inference), **asdict(options)}
+    fingerprint = run_fingerprint(
+        predictor.model_paths + (predictor.locator.model_paths if predictor.locator else []), run_settings
+    )
     record = RunRecord(
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         command={"input": str(input_path), "output": str(out), "series_uid": series_uid, "shard": shard},
         environment=_environment(predictor),
         models=_models(predictor),
-        settings={**asdict(settings), "resolved_inference": asdict(predictor.inference), **asdict(options)},
+        settings=run_settings,
         startup_seconds=round(time.perf_counter() - start, 3),
+        fingerprint=fingerprint,
     )
+    previous = finished_here(record_path, fingerprint)
     bar = tqdm(cases, desc="cases", unit="case", disable=not (progress and folder_mode), dynamic_ncols=True)
     for case in bar:
         bar.set_postfix_str(case.case_id)

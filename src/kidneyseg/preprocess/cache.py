@@ -16,7 +16,6 @@ half-written case; a case whose config hash and source files are unchanged is sk
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ import numpy as np
 from kidneyseg.config import PreprocessConfig
 from kidneyseg.data.cases import Case, Dataset
 from kidneyseg.errors import KidneysegError
+from kidneyseg.io.stamps import file_stamp, stamp_hash
 from kidneyseg.io.volume import read_volume
 from kidneyseg.labels import LabelMap
 from kidneyseg.plaindata import to_dict
@@ -41,17 +41,11 @@ IMAGE_FILE, LABEL_FILE, META_FILE, TISSUE_FILE = "image.npy", "label.npy", "meta
 def config_hash(cfg: PreprocessConfig) -> str:
     """A hash of everything that determines the cached arrays (config and format versions)."""
     payload = {"cache": CACHE_VERSION, "meta": META_VERSION, "config": to_dict(cfg)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return stamp_hash(payload)
 
 
 def _source(path: Path | None) -> dict[str, Any] | None:
-    if path is None:
-        return None
-    try:
-        stat = path.stat()
-    except OSError as exc:
-        raise KidneysegError(f"cannot read ({exc.strerror})", path) from None
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return None if path is None else file_stamp(path)
 
 
 def _record(case: Case, cfg: PreprocessConfig) -> dict[str, Any]:

@@ -1,0 +1,29 @@
+"""What a result was made from, to tell whether it can be re-used: files by path, size and
+modification time, and settings by a short hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from kidneyseg.errors import KidneysegError
+
+
+def file_stamp(path: Path) -> dict[str, Any]:
+    """The file's resolved path, size and modification time (ns).
+
+    Raises:
+        KidneysegError: the file cannot be read.
+    """
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise KidneysegError(f"cannot read ({exc.strerror})", path) from None
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def stamp_hash(payload: Any) -> str:
+    """A 16-hex-digit hash of a JSON-ready value (key order does not matter)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
