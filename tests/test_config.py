@@ -66,6 +66,8 @@ def test_run_config_nests_sections(tmp_path):
         ("train.lr=0", "train.lr=0.0 must be positive and finite"),
         ("train.epochs=0", "train.epochs=0 must be >= 1"),
         ("train.epochs=-1", "train.epochs=-1 must be >= 1"),
+        ("train.seed=-3", "train.seed=-3 must be >= 0"),
+        ("data.split_seed=-1", "data.split_seed=-1 must be >= 0"),
         (
             "model.kwargs.channels=[0, 0, 0, 0]",
             r"model.kwargs.channels=\[0, 0, 0, 0\] must be a list of positive",

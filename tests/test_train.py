@@ -19,7 +19,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kidneyseg.checkpoint import load_checkpoint
+from kidneyseg.checkpoint import load_checkpoint, save_checkpoint
 from kidneyseg.cli import app
 from kidneyseg.config import RunConfig
 from kidneyseg.data.phantom import generate_dataset
@@ -272,6 +272,13 @@ def test_a_run_can_start_from_another_runs_weights(run3d, phantoms, cache, tmp_p
     with pytest.raises(KidneysegError, match="another network") as error:
         engine.train(other, phantoms, tmp_path / "misfit", cache_dir=cache, init_weights=run3d)
     assert "best.pt" in str(error.value)
+    whole = tmp_path / "whole.pt"  # the same network, its weights rounded to integers
+    source = load_checkpoint(run3d / "best.pt")
+    state = {k: v.long() if v.is_floating_point() else v for k, v in source.model_state.items()}
+    save_checkpoint(whole, model_state=state, config=source.config)
+    with pytest.raises(KidneysegError, match=r"holds torch\.int64 values where the network has"):
+        engine.train(slow, phantoms, tmp_path / "rounded", cache_dir=cache, init_weights=whole)
+    assert not (tmp_path / "rounded").exists()
 
 
 def test_a_patch_larger_than_the_cases_is_padded(phantoms, cache, tmp_path):
@@ -281,6 +288,21 @@ def test_a_patch_larger_than_the_cases_is_padded(phantoms, cache, tmp_path):
         load_recipe("sca-unet-3d:cpu", overrides=overrides), phantoms, tmp_path / "r", cache_dir=cache
     )
     assert result.status == "finished" and 0 <= result.last_metrics["val_dice"] <= 1
+
+
+def test_resume_from_a_damaged_training_state_is_one_clear_error(run3d, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run3d, run)
+    payload = torch.load(run / "last.pt", weights_only=True)
+    del payload["extra"]["epoch"]
+    torch.save(payload, run / "last.pt")
+    with pytest.raises(KidneysegError, match=r"state is incomplete or damaged \(KeyError: 'epoch'\)"):
+        engine.resume(run, progress=False)
+    payload["extra"]["epoch"] = 1
+    payload["extra"]["optimizer"]["param_groups"] = []
+    torch.save(payload, run / "last.pt")
+    with pytest.raises(KidneysegError, match="the checkpoint's training state does not fit this run"):
+        engine.resume(run, progress=False)
 
 
 def test_a_diverging_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
@@ -298,7 +320,8 @@ def test_a_diverging_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoi
     monkeypatch.setattr(trainer, "build_loss", nan_loss)
     with pytest.raises(
         KidneysegError,
-        match=r"training diverged: the loss is nan \(here or on another rank\) at epoch 3, step 1",
+        match=r"training diverged: the loss is nan \(here or on another rank\) at epoch 3, step 1; "
+        r"the last good checkpoint is kept; train a new run from it .* --init-weights .*last\.pt train\.lr=",
     ):
         engine.resume(run, epochs=3)
     assert (run / "last.pt").read_bytes() == before

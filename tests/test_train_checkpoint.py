@@ -82,6 +82,10 @@ def test_refuses_files_that_are_not_ours(tmp_path):
         ck.load_checkpoint(pickled)
     with pytest.raises(KidneysegError, match="no such checkpoint"):
         ck.load_checkpoint(tmp_path / "missing.pt")
+    for text in (b"hello", b"abc"):  # torch's safe loader raised KeyError / IndexError on these
+        (tmp_path / "short.pt").write_bytes(text)
+        with pytest.raises(KidneysegError, match="not a readable checkpoint"):
+            ck.load_checkpoint(tmp_path / "short.pt")
 
 
 def test_refuses_a_future_format_and_a_truncated_file(tmp_path):
@@ -92,6 +96,11 @@ def test_refuses_a_future_format_and_a_truncated_file(tmp_path):
     torch.save(payload, tmp_path / "future.pt")
     with pytest.raises(KidneysegError, match="newer than this kidneyseg reads"):
         ck.load_checkpoint(tmp_path / "future.pt")
+    for marker in (True, -5, 0, "2"):
+        payload[ck.FORMAT_KEY] = marker
+        torch.save(payload, tmp_path / "odd.pt")
+        with pytest.raises(KidneysegError, match="is not a format version"):
+            ck.load_checkpoint(tmp_path / "odd.pt")
     data = path.read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(KidneysegError, match="corrupt, truncated"):
@@ -136,6 +145,10 @@ def test_resolve_checkpoint(tmp_path):
 
 def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
     model, _ = _model_and_state()
+    four = RunConfig(labels="kits19", model=ModelConfig("unet_2d", {"channels": [4, 8], "out_channels": 4}))
+    path = ck.save_checkpoint(tmp_path / "four.pt", model_state=model.state_dict(), config=four)
+    with pytest.raises(KidneysegError, match="out_channels=4 but the kits19 label map has 3 classes"):
+        ck.build_model_from_checkpoint(ck.load_checkpoint(path))
     wider = RunConfig(labels="kits19", model=ModelConfig("unet_2d", {"channels": [8, 16], "out_channels": 3}))
     path = ck.save_checkpoint(tmp_path / "c.pt", model_state=model.state_dict(), config=wider)
     with pytest.raises(KidneysegError, match="weights do not fit model 'unet_2d'"):

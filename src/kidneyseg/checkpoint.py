@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import platform
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,7 +131,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
         raise KidneysegError("no such checkpoint file", path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError):
+    except Exception:  # torch's safe loader raises many types for damaged or foreign files
         raise KidneysegError(
             "not a readable checkpoint: corrupt, truncated, or holding pickled code that a safe load refuses",
             path,
@@ -141,7 +139,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     if not isinstance(payload, dict) or FORMAT_KEY not in payload:
         raise KidneysegError("not a kidneyseg checkpoint (no format marker)", path)
     version = payload[FORMAT_KEY]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or version < 1:
+        raise KidneysegError(f"checkpoint format marker {version!r} is not a format version", path)
+    if version > FORMAT_VERSION:
         raise KidneysegError(
             f"checkpoint format version {version} is newer than this kidneyseg reads "
             f"({FORMAT_VERSION}); upgrade kidneyseg",
@@ -194,14 +194,28 @@ def resolve_checkpoint(run_or_file: str | os.PathLike[str]) -> Path:
     raise KidneysegError("no such run folder or checkpoint file", path)
 
 
+def output_channels(config: RunConfig) -> int:
+    """The network's output channels: one per class of the config's label map.
+
+    Raises:
+        KidneysegError: `model.kwargs.out_channels` states another number.
+    """
+    label_map = config.label_map
+    declared = config.model.kwargs.get("out_channels")
+    if declared is not None and int(declared) != label_map.num_classes:
+        raise KidneysegError(
+            f"model.kwargs.out_channels={declared} but the {label_map.name} label map has "
+            f"{label_map.num_classes} classes; drop the override or change `labels`"
+        )
+    return label_map.num_classes
+
+
 def build_model_from_config(config: RunConfig) -> Any:
     """The untrained network a run config describes (`config.model.name` + its kwargs), with
-    one output channel per class of the config's label map unless the kwargs state them."""
+    one output channel per class of the config's label map (`output_channels`)."""
     from kidneyseg.models import build_model
 
-    return build_model(
-        config.model.name, **{"out_channels": config.label_map.num_classes, **config.model.kwargs}
-    )
+    return build_model(config.model.name, **{**config.model.kwargs, "out_channels": output_channels(config)})
 
 
 def build_model_from_checkpoint(ckpt: Checkpoint) -> Any:

@@ -192,6 +192,7 @@ class DataConfig:
         check_choice("data.slice_filter", self.slice_filter, SLICE_FILTERS)
         check_choice("data.cache", self.cache, CACHES)
         _require(0.0 < self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "must be in (0, 1)")
+        _require(self.split_seed >= 0, "data.split_seed", self.split_seed, "must be >= 0")
         _require(self.folds == 0 or self.folds >= 2, "data.folds", self.folds, "must be 0 (no folds) or >= 2")
         _require(
             0 <= self.fold < max(self.folds, 1),
@@ -314,7 +315,7 @@ class TrainConfig:
         _require(
             0.0 < self.plateau_factor < 1.0, "train.plateau_factor", self.plateau_factor, "must be in (0, 1)"
         )
-        for key in ("plateau_patience", "val_max_cases", "freeze_depth"):
+        for key in ("plateau_patience", "val_max_cases", "freeze_depth", "seed"):
             _require(getattr(self, key) >= 0, f"train.{key}", getattr(self, key), "must be >= 0")
         _require(self.val_every >= 1, "train.val_every", self.val_every, "must be >= 1")
         _require(

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from kidneyseg.checkpoint import output_channels
 from kidneyseg.config import RunConfig, TrainConfig
 from kidneyseg.errors import KidneysegError
 
@@ -18,15 +19,7 @@ def resolve_model_config(config: RunConfig) -> RunConfig:
     (`inference.roi_size`, used by validation and prediction, equal to `data.patch_size`)."""
     from kidneyseg.models import model_info
 
-    label_map = config.label_map
-    kwargs = dict(config.model.kwargs)
-    declared = kwargs.get("out_channels")
-    if declared is not None and int(declared) != label_map.num_classes:
-        raise KidneysegError(
-            f"model.kwargs.out_channels={declared} but the {label_map.name} label map has "
-            f"{label_map.num_classes} classes; drop the override or change `labels`"
-        )
-    kwargs["out_channels"] = label_map.num_classes
+    kwargs = {**config.model.kwargs, "out_channels": output_channels(config)}
     dims = model_info(config.model.name, **kwargs)["spatial_dims"]
     wanted = 3 if config.data.sampling == "patch3d" else 2
     if dims != wanted:

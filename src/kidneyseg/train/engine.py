@@ -31,6 +31,7 @@ from kidneyseg.checkpoint import (
     BEST_NAME,
     LAST_NAME,
     Checkpoint,
+    build_model_from_checkpoint,
     load_checkpoint,
     resolve_checkpoint,
 )
@@ -121,7 +122,13 @@ def _start(
             init_weights[0] if init_weights is not None else None,
         )
         if init is not None:
-            trainer.load_state(*init)
+            try:
+                trainer.load_state(*init)
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise KidneysegError(
+                    f"cannot resume: the checkpoint's training state does not fit this run ({_named(exc)})",
+                    out / LAST_NAME,
+                ) from None
         elif init_weights is not None:
             trainer.model.load_state_dict(init_weights[1])
         if ctx.is_main:
@@ -200,6 +207,7 @@ def _initial_weights(source: str | os.PathLike[str], config: RunConfig) -> tuple
     mismatch = _other_network(ckpt, config)
     if mismatch is not None:
         raise KidneysegError(mismatch, ckpt.path)
+    build_model_from_checkpoint(ckpt)  # refuses weights that are not finite or do not fit
     return ckpt.path.resolve(), ckpt.model_state
 
 
@@ -252,18 +260,32 @@ def resume(
         raise KidneysegError("checkpoint holds no training state to resume from", last)
     config = ckpt.config
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
-    data = Path(data_dir) if data_dir is not None else Path(extra["data_dir"])
+    try:
+        data = Path(data_dir) if data_dir is not None else Path(extra["data_dir"])
+        cache_root, state, freeze_depth = (
+            Path(extra["cache_root"]),
+            _state_from(extra),
+            int(extra.get("freeze_depth", 0)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KidneysegError(
+            f"checkpoint's training state is incomplete or damaged ({_named(exc)})", last
+        ) from None
     return _start(
         config,
         data,
         run_dir,
-        Path(extra["cache_root"]),
+        cache_root,
         device,
         progress,
-        state=_state_from(extra),
+        state=state,
         init=(ckpt.model_state, extra),
-        freeze_depth=int(extra.get("freeze_depth", 0)),
+        freeze_depth=freeze_depth,
     )
+
+
+def _named(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def _restart(

@@ -182,11 +182,17 @@ class Trainer:
                 logits = self.net(image)
             loss = self.loss_fn(logits.float(), label)
             if not all_true(bool(torch.isfinite(loss)), self.ctx):
+                last = self.out / LAST_NAME
+                advice = (
+                    f"the last good checkpoint is kept; train a new run from it with a lower learning "
+                    f"rate: --init-weights {last} train.lr=..."
+                    if last.is_file()
+                    else "no checkpoint was written yet; start again with a lower learning rate: train.lr=..."
+                )
                 raise KidneysegError(
                     f"training diverged: the loss is {float(loss.detach())} (here or on another rank) at "
-                    f"epoch {epoch + 1}, step {step + 1}; the last good checkpoint is kept. "
-                    "Resume with a lower learning rate, e.g. --resume RUN train.lr=...",
-                    self.out / LAST_NAME,
+                    f"epoch {epoch + 1}, step {step + 1}; {advice}",
+                    self.out,
                 )
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
