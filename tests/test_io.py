@@ -172,6 +172,14 @@ DICOM_FAULTS = {
         dict(edit=lambda k, ds: k == 7 and setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 0.98, 0.199])),
         "different orientations",
     ),
+    "pixel-spacing": (
+        dict(edit=lambda k, ds: k == 10 and setattr(ds, "PixelSpacing", [0.5, 0.5])),
+        r"different pixel spacings \(slice000\.dcm: 0\.976562 × 0\.976562 mm, slice010\.dcm: 0\.5 × 0\.5",
+    ),
+    "no-position": (
+        dict(edit=lambda k, ds: k == 0 and delattr(ds, "ImagePositionPatient")),
+        "DICOM file slice000.dcm has no valid slice position or orientation",
+    ),
 }
 
 

@@ -137,3 +137,21 @@ def test_seg_and_rtstruct_of_an_anonymised_series_with_new_uids(series, ckpt, tm
 
     again = runner.invoke(app, [*args, "--dicom-seg", "--dicom-rtstruct", "-q"])
     assert "0 predicted, 1 already done" in again.output
+
+
+def test_a_folder_of_nifti_files_and_dicom_series_folders_finds_both(series, tmp_path):
+    """A DICOM series sub-folder beside NIfTI files is a case too (it was silently left out); a
+    NIfTI file and a DICOM folder of one case id are refused."""
+    from kidneyseg.predict.runner import find_inputs
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    volume = read_volume(series)
+    nib.save(nib.Nifti1Image(volume.array, volume.affine), mixed / "b.nii.gz")
+    (mixed / "a").symlink_to(series, target_is_directory=True)
+    cases, folder_mode = find_inputs(mixed)
+    assert folder_mode and sorted(c.case_id for c in cases) == ["a", "b"]
+    assert next(c for c in cases if c.case_id == "a").dicom_files
+    nib.save(nib.Nifti1Image(volume.array, volume.affine), mixed / "a.nii.gz")
+    with pytest.raises(KidneysegError, match=r"both a NIfTI file and a DICOM folder of case\(s\) \['a'\]"):
+        find_inputs(mixed)

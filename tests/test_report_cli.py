@@ -97,3 +97,25 @@ def test_singular_affine_is_one_line_naming_the_file(cli, case_files, tmp_path):
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"error: {tmp_path / 'flat.nii.gz'}: the image affine is singular")
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_ct_that_is_not_in_hu_is_refused_as_predict_refuses_it(cli, case_files, tmp_path):
+    """The report's HU figures need CT in HU: a blank or shifted CT is one line (was: "ok" with
+    every lesion at 0 HU), `--no-hu-check` goes on, inverted values are warned about."""
+    folder, ct, _ = case_files
+    labels = folder / "seg.nii.gz"
+    for name, values, message in (
+        ("blank", np.zeros(ct.shape, np.int16), "the image looks already normalised"),
+        ("shifted", (ct.array + 1024).clip(0).astype(np.uint16), "no value below 0"),
+    ):
+        write_volume(tmp_path / f"{name}.nii.gz", Volume(values, ct.affine))
+        out = tmp_path / name
+        result = cli("--ct", tmp_path / f"{name}.nii.gz", "--labels", labels, "--out", out)
+        assert result.exit_code == 2 and message in result.output
+        assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+    shifted = ("--ct", tmp_path / "shifted.nii.gz", "--labels", labels, "--out", tmp_path / "x")
+    result = cli(*shifted, "--no-hu-check")
+    assert result.exit_code == 0 and (tmp_path / "x" / "report.json").is_file()
+    write_volume(tmp_path / "inverted.nii.gz", Volume(-ct.array.astype(np.int16), ct.affine))
+    result = cli("--ct", tmp_path / "inverted.nii.gz", "--labels", labels, "--out", tmp_path / "inv")
+    assert result.exit_code == 0 and "check that it is CT in Hounsfield units" in result.output

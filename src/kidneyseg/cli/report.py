@@ -49,6 +49,12 @@ def report(
         float | None,
         typer.Option("--confidence", help="The model's confidence in the labels (0-1), if known."),
     ] = None,
+    hu_check: Annotated[
+        bool,
+        typer.Option(
+            "--hu-check/--no-hu-check", help="Refuse a CT that is clearly not in HU (as predict does)."
+        ),
+    ] = True,
 ) -> None:
     """Measure kidneys, tumors and cysts and write a JSON report and a self-contained HTML page.
 
@@ -58,16 +64,20 @@ def report(
     from kidneyseg.io.formats import files_by_case_id
     from kidneyseg.io.volume import read_volume
     from kidneyseg.labels import get_label_map
+    from kidneyseg.predict.checks import content_warnings
     from kidneyseg.report import ReportOptions, write_report
 
     _check_options(min_lesion_mm, min_lesion_ml, confidence, case_id)
     classes = get_label_map(label_map)
     options = ReportOptions(min_lesion_diameter_mm=min_lesion_mm, min_lesion_volume_ml=min_lesion_ml)
     if labels.is_dir() and files_by_case_id(labels):
-        _cohort(ct, labels, out, classes, quiet, options)
+        _cohort(ct, labels, out, classes, quiet, options, hu_check)
         return
+    image = read_volume(ct)
+    for warning in content_warnings(image, hu_check):
+        typer.echo(f"warning: {warning}", err=True)
     paths = write_report(
-        read_volume(ct), read_volume(labels), out, classes, case_id, options=options, confidence=confidence
+        image, read_volume(labels), out, classes, case_id, options=options, confidence=confidence
     )
     typer.echo(paths.message)
     if paths.warnings:
@@ -93,11 +103,13 @@ def _check_options(min_mm: float, min_ml: float, confidence: float | None, case_
         raise KidneysegError(f"--case-id names the report's files and must be a plain name, got {case_id!r}")
 
 
-def _cohort(ct: Path, labels: Path, out: Path, classes, quiet: bool, options) -> None:
+def _cohort(ct: Path, labels: Path, out: Path, classes, quiet: bool, options, hu_check: bool) -> None:
     from kidneyseg.report.cohort import report_cohort
 
     echo = None if quiet else typer.echo
-    result = report_cohort(ct, labels, out, classes, progress=not quiet, echo=echo, options=options)
+    result = report_cohort(
+        ct, labels, out, classes, progress=not quiet, echo=echo, options=options, hu_check=hu_check
+    )
     typer.echo(
         f"{len(result.reported)} case(s) reported, {len(result.failures)} failed; wrote {result.statistics}"
     )

@@ -23,6 +23,8 @@ SPACING_RTOL = 0.01
 """Largest deviation of one slice gap from the series' median gap, relative to that median."""
 ORIENTATION_ATOL = 1e-4
 """Largest difference between two slices' direction cosines (ImageOrientationPatient)."""
+PIXEL_RTOL = 1e-4
+"""Pixel spacings of one series' slices differ by at most this fraction."""
 TILT_VOXELS = 0.5
 """Largest in-plane shift of the last slice off the slice normal, in pixels, before it is a tilt."""
 
@@ -87,8 +89,8 @@ def _read_headers(files: tuple[str, ...], folder: Path) -> list:
         name = Path(f).name
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
-            orientation = np.array(ds.ImageOrientationPatient, dtype=np.float64)
-            position = np.array(ds.ImagePositionPatient, dtype=np.float64)
+            orientation = np.array(getattr(ds, "ImageOrientationPatient", ()), dtype=np.float64)
+            position = np.array(getattr(ds, "ImagePositionPatient", ()), dtype=np.float64)
             rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
             samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
             pixel = tuple(float(v) for v in ds.PixelSpacing)
@@ -112,7 +114,7 @@ def check_series(files: tuple[str, ...], folder: Path) -> None:
 
     Raises:
         KidneysegError: a file cannot be read or is truncated; the slices have different
-            orientations; their positions are sheared off the slice normal (gantry tilt);
+            orientations or pixel spacings; their positions are sheared off the slice normal (gantry tilt);
             two share a position; a slice is missing; or the spacing is not uniform.
     """
     if len(files) < 2:
@@ -125,6 +127,16 @@ def check_series(files: tuple[str, ...], folder: Path) -> None:
         raise KidneysegError(
             f"slices have different orientations ({names[0]} and {names[odd]}): not one volume; "
             "split the series by orientation",
+            folder,
+        )
+    pixels = np.array([h[3] for h in headers])
+    odd_pixels = np.flatnonzero(np.abs(pixels - pixels[0]).max(axis=1) > PIXEL_RTOL * pixels[0].max())
+    if odd_pixels.size:
+        odd = int(odd_pixels[0])
+        first, other = (" × ".join(f"{v:g}" for v in pixels[k]) for k in (0, odd))
+        raise KidneysegError(
+            f"slices have different pixel spacings ({names[0]}: {first} mm, {names[odd]}: {other} mm): "
+            "not one volume",
             folder,
         )
     normal = slice_normal(orientations[0])

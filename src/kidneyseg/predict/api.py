@@ -31,15 +31,6 @@ def _check_memory(where: str | os.PathLike[str] | None, header, predictor: Predi
     check_memory(where or "image", need)
 
 
-def _content_warnings(ct: Volume, hu_check: bool) -> list[str]:
-    """Refuse an image without a body; warn when it does not look like CT in HU."""
-    from kidneyseg.predict.checks import check_body, check_hounsfield
-
-    check_body(ct.array, ct.source)
-    message = check_hounsfield(ct.array, ct.source) if hu_check else None
-    return [message] if message else []
-
-
 def read_checked(
     path: str | os.PathLike[str],
     predictor: Predictor,
@@ -56,12 +47,12 @@ def read_checked(
     """
     from kidneyseg.io.formats import read_header
     from kidneyseg.io.volume import read_volume
-    from kidneyseg.predict.checks import check_orientation_given
+    from kidneyseg.predict.checks import check_orientation_given, content_warnings
 
     _check_memory(path, read_header(path, dicom_files), predictor)
     ct = read_volume(path, series_uid)
     unoriented = check_orientation_given(path)
-    return ct, [*([unoriented] if unoriented else []), *_content_warnings(ct, hu_check)]
+    return ct, [*([unoriented] if unoriented else []), *content_warnings(ct, hu_check)]
 
 
 def _as_checked_volume(
@@ -90,8 +81,10 @@ def _as_checked_volume(
             array = array[..., 0]
         name = ct.get_filename() if hasattr(ct, "get_filename") else None
         ct = Volume(np.asarray(array), ct.affine, source=name or "nibabel image")
+    from kidneyseg.predict.checks import content_warnings
+
     _check_memory(ct.source, ImageHeader(ct.shape, ct.spacing, int(ct.array.dtype.itemsize)), predictor)
-    return ct, _content_warnings(ct, hu_check)
+    return ct, content_warnings(ct, hu_check)
 
 
 def _predictor(model: ModelSpec, device: str, options: dict[str, Any]) -> Predictor:

@@ -5,7 +5,8 @@
 - `check_spacing`: voxel sizes outside 0.05-50 mm are a broken header, not a CT.
 - `check_orientation_given`: a NIfTI header without orientation is flagged.
 - `check_body`: an image with nothing above -500 HU holds no body and is refused.
-- `check_hounsfield`: a CT must be in Hounsfield units; images already normalised to [0, 1]
+- `check_hounsfield` (both in `content_warnings`, which `predict` and `report` apply): a CT must
+  be in Hounsfield units; images already normalised to [0, 1]
   or [-1, 1], or stored without the rescale intercept (no value below 0), are refused, and
   images without any air are flagged.
 """
@@ -21,7 +22,7 @@ import numpy as np
 from kidneyseg.config import PreprocessConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.formats import ImageHeader
-from kidneyseg.io.volume import NIFTI_SUFFIXES, check_finite, load_nifti
+from kidneyseg.io.volume import NIFTI_SUFFIXES, Volume, check_finite, load_nifti
 from kidneyseg.preprocess.spatial import resampled_shape
 
 GIB = 1024**3
@@ -151,21 +152,21 @@ def check_hounsfield(array: np.ndarray, path: str | None = None) -> str | None:
     if high > MAX_HU:
         raise KidneysegError(
             f"values up to {high:g}: no CT in Hounsfield units goes above {MAX_HU:g} (scaled or not "
-            "CT); pass --no-hu-check to predict anyway",
+            "CT); pass --no-hu-check to go on anyway",
             path,
         )
     if low >= -10.0 and high <= 10.0:
         raise KidneysegError(
             f"values lie in [{low:g}, {high:g}]: the image looks already normalised, but kidneyseg "
             "expects CT in Hounsfield units (air -1000, water 0); pass the original CT, or "
-            "--no-hu-check to predict anyway",
+            "--no-hu-check to go on anyway",
             path,
         )
     if low >= 0.0:
         raise KidneysegError(
             f"no value below 0 (range [{low:g}, {high:g}]): this is not CT in Hounsfield units "
             "(raw stored values without the rescale intercept, or another modality); pass --no-hu-check "
-            "to predict anyway",
+            "to go on anyway",
             path,
         )
     if low > -500.0:
@@ -180,3 +181,11 @@ def check_hounsfield(array: np.ndarray, path: str | None = None) -> str | None:
             f"({air:.0%}), as if air and bone were swapped; check that it is CT in Hounsfield units"
         )
     return None
+
+
+def content_warnings(ct: Volume, hu_check: bool = True) -> list[str]:
+    """Refuse an image without a body or (with `hu_check`) clearly not CT in HU; return the
+    warnings when it looks doubtful (`check_body`, `check_hounsfield`)."""
+    check_body(ct.array, ct.source)
+    message = check_hounsfield(ct.array, ct.source) if hu_check else None
+    return [message] if message else []

@@ -1,7 +1,7 @@
 """`kidneyseg predict` as a function: find the cases, predict each, write outputs and a run record.
 
 An input is a CT file (NIfTI), a DICOM series folder, or a folder of cases (KiTS19/21/23
-layout, `images/` + `labels/`, a flat folder of NIfTI files, or one DICOM series per
+layout, `images/` + `labels/`, a flat folder of NIfTI files and/or one DICOM series per
 sub-folder). Per case the outputs are, in the output folder:
 
 - `<case>.nii.gz`: the label map, exactly on the CT's grid, its classes named in the header
@@ -77,6 +77,11 @@ def _dicom_case(folder: Path, series_uid: str | None) -> CaseInput | None:
     return CaseInput(case_id_of(folder), folder, series_uid, series[series_uid])
 
 
+def _dicom_subfolders(folder: Path, series_uid: str | None) -> list[CaseInput]:
+    """One case per sub-folder of `folder` holding a DICOM series."""
+    return [c for d in sorted(p for p in folder.iterdir() if p.is_dir()) if (c := _dicom_case(d, series_uid))]
+
+
 def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> tuple[list[CaseInput], bool]:
     """The cases an input path holds, and whether it is a folder of cases (folder mode).
 
@@ -97,11 +102,15 @@ def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> 
         pass
     flat = files_by_case_id(path)  # refuses two files of one case
     if flat:
-        return [CaseInput(name, image) for name, image in flat.items()], True
+        series = _dicom_subfolders(path, series_uid)
+        both = sorted(set(flat) & {c.case_id for c in series})
+        if both:
+            raise KidneysegError(f"holds both a NIfTI file and a DICOM folder of case(s) {both}", path)
+        return [CaseInput(name, image) for name, image in flat.items()] + series, True
     single = _dicom_case(path, series_uid)
     if single is not None:
         return [single], False
-    cases = [c for d in sorted(p for p in path.iterdir() if p.is_dir()) if (c := _dicom_case(d, series_uid))]
+    cases = _dicom_subfolders(path, series_uid)
     if cases:
         return cases, True
     raise KidneysegError(

@@ -40,9 +40,11 @@ def report_cohort(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     options: ReportOptions | None = None,
+    hu_check: bool = True,
 ) -> CohortResult:
     """Write the report of every case of `ct_dir` that has a label map in `labels_dir`, and
-    `out_dir/statistics.csv`; a case that cannot be measured is listed, the others go on.
+    `out_dir/statistics.csv`; a case that cannot be measured, or whose CT holds no body or (with
+    `hu_check`) is clearly not in HU, is listed, the others go on; doubtful CTs are echoed.
 
     Raises:
         KidneysegError: `ct_dir` holds no CT, or no CT has a label map in `labels_dir`.
@@ -51,6 +53,7 @@ def report_cohort(
 
     from kidneyseg.io.formats import files_by_case_id
     from kidneyseg.io.volume import read_volume
+    from kidneyseg.predict.checks import content_warnings
     from kidneyseg.predict.runner import find_inputs
     from kidneyseg.report.render import write_report
     from kidneyseg.report.statistics import case_line
@@ -71,6 +74,7 @@ def report_cohort(
     for case, label_path in tqdm(pairs, desc="reports", unit="case", disable=not progress):
         try:
             ct = read_volume(case.path, case.series_uid)
+            doubts = content_warnings(ct, hu_check)
             paths = write_report(ct, read_volume(label_path), out_dir, label_map, case.case_id, options)
         except KidneysegError as exc:
             result.failures[case.case_id] = str(exc)
@@ -79,5 +83,7 @@ def report_cohort(
         result.reported.append(case.case_id)
         if echo is not None:
             echo(case_line(rows[-1]))
+            for doubt in doubts:
+                echo(f"warning: {doubt}")
     write_statistics(result.statistics, rows)
     return result
