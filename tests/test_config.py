@@ -59,6 +59,17 @@ def test_run_config_nests_sections(tmp_path):
         load_yaml(tmp_path / "list.yaml")
 
 
+def test_numbers_in_exponent_form_without_a_dot_are_numbers():
+    """YAML 1.1 reads `5e-4` as a string; a float field takes it as the number (it was refused:
+    "expected float, got '5e-4'"), and a word is still refused."""
+    from kidneyseg.recipes import load_recipe
+
+    config = load_recipe("sca-unet-3d:cpu", overrides=["train.lr=5e-4", "train.weight_decay=1E-5"])
+    assert (config.train.lr, config.train.weight_decay) == (5e-4, 1e-5)
+    with pytest.raises(KidneysegError, match="expected float, got 'abc'"):
+        load_recipe("sca-unet-3d:cpu", overrides=["train.lr=abc"])
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -14,6 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from kidneyseg.cli import evaluate as evaluate_cli
+from kidneyseg.errors import KidneysegError
 from kidneyseg.evaluate.folder import evaluate_folders, label_files, read_csv, write_csv
 from kidneyseg.evaluate.metrics import case_metrics
 from kidneyseg.labels import KITS19
@@ -161,6 +162,20 @@ def test_csv_round_trip_keeps_nan(tmp_path):
     assert back[1]["dice_kidney"] == 0.25 and back[0]["case_id"] == "a"
 
 
+def test_a_csv_with_a_case_twice_or_a_score_outside_0_1_is_refused(tmp_path):
+    """`compare` reads these rows: a repeated case silently replaced the first, and a Dice of 5
+    gave a row "1.000 [-3.000, 5.000]"."""
+    good = {"case_id": "a", "dice_kidney": 0.5, "hec_sd_masses": 0.25, "tumor_lesions_ref": 3.0}
+    for rows, message in (
+        ([good, {**good}], "line 3: case a appears twice"),
+        ([good, {**good, "case_id": "b", "dice_kidney": 5.0}], r"line 3: dice_kidney = 5 is not in \[0, 1\]"),
+        ([{**good, "hec_sd_masses": -3.0}], r"line 2: hec_sd_masses = -3 is not in \[0, 1\]"),
+    ):
+        with pytest.raises(KidneysegError, match=message):
+            read_csv(write_csv(tmp_path / "x.csv", rows))
+    assert read_csv(write_csv(tmp_path / "x.csv", [good]))[0]["tumor_lesions_ref"] == 3.0
+
+
 def with_cyst(rng: np.random.Generator) -> np.ndarray:
     labels = synthetic_labels(rng)
     labels[1:3, 1:3, 1:3] = 3  # a cyst outside the kidney: scored as kidney by a KiTS19 run
@@ -232,3 +247,7 @@ def test_evaluate_label_map_kits19_scores_kits19_references(cli, tmp_path, rng):
     assert summary["label_map"] == "kits19" and set(summary["lesions"]) == {"tumor", "masses"}
     assert "dice_cyst" not in summary["metrics"]
     assert "Cyst" not in (out / "summary.md").read_text()
+    assert "KiTS19 references have no cyst label" not in result.output
+    default = cli("--pred", pred_dir, "--ref", ref_root, "--out", tmp_path / "d", "-q")
+    assert default.exit_code == 0 and "tumor 1.000, cyst 0.000" in default.output
+    assert "warning: " in default.output and "--label-map kits19 counts them as kidney" in default.output

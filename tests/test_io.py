@@ -114,6 +114,24 @@ def test_folder_with_two_series_is_refused_listing_both(dicom_dir, tmp_path):
         read_volume(folder, series_uid="9.9")
 
 
+def test_grid_difference_names_what_differs():
+    """A grid that differs only in its axis directions was refused with identical shape, spacing
+    and origin in the message; now each difference is named."""
+    affine = np.diag([-0.8, -0.8, 2.5, 1.0])
+    base = Volume(np.zeros((4, 5, 6), np.uint8), affine)
+    flipped = affine.copy()
+    flipped[0, 0] = 0.8
+    assert base.grid_difference(base) is None
+    flip = base.grid_difference(Volume(base.array, flipped))
+    assert flip == "axis directions LPS vs RPS (up to 180° apart)"
+    moved = affine.copy()
+    moved[:3, 3] = (1.0, 0.0, 0.0)
+    assert base.grid_difference(Volume(base.array, moved)) == "origin (0, 0, 0) vs (1, 0, 0) mm"
+    other = Volume(np.zeros((4, 5, 7), np.uint8), np.diag([-0.8, -0.8, 2.0, 1.0]))
+    expected = "shape (4, 5, 6) vs (4, 5, 7); spacing (0.8, 0.8, 2.5) vs (0.8, 0.8, 2) mm"
+    assert base.grid_difference(other) == expected
+
+
 def test_read_errors_name_the_file(tmp_path):
     with pytest.raises(KidneysegError, match="no such file"):
         read_volume(tmp_path / "absent.nii.gz")

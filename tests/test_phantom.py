@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -307,6 +308,15 @@ def test_cli_writes_cases_and_reports_bad_input(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
         assert "Traceback" not in result.output
         assert not bad_out.exists()
+
+    maps = tmp_path / "maps"  # the second map is junk: the first case is written, then removed
+    maps.mkdir()
+    shutil.copy(out / "dataset" / "case_00000" / "segmentation.nii.gz", maps / "a_good.nii.gz")
+    (maps / "b_junk.nii.gz").write_text("junk")
+    args = ["--anatomy", str(maps), "--anatomy-in-order", "-n", "2", "--size", "tiny"]
+    result = runner.invoke(app, ["phantom", "--out", str(tmp_path / "half"), *args])
+    assert result.exit_code == 2 and "b_junk.nii.gz" in result.output
+    assert not (tmp_path / "half").exists()
 
 
 def test_a_window_chosen_for_each_case_misses_much_of_its_kidney():

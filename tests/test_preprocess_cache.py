@@ -283,6 +283,14 @@ def test_bad_dataset_folders(tmp_path, rng, layout):
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_cache_path_that_is_a_file_is_one_line(kits23, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    result = _cli("--data", kits23, "--out", blocker, "-q")  # was a FileExistsError traceback
+    _assert_one_line_error(result, f"{blocker}: the cache path exists and is not a folder")
+    assert blocker.read_text() == "x"
+
+
 def test_meta_json_is_plain_json(kits23, tmp_path):
     [folder, *_] = preprocess_dataset(discover(kits23), CFG, tmp_path / "cache", progress=False)
     data = json.loads((folder / "meta.json").read_text())

@@ -53,6 +53,7 @@ def evaluate(
     """Per-label Dice, KiTS21/23 Dice and Surface Dice, KiTS19 composite and lesion detection,
     per case and averaged. Exits 1 if cases are found on one side only (unless --allow-missing)."""
     from kidneyseg.config import KITS21_ANNOTATIONS, check_choice
+    from kidneyseg.data.cases import kits_layout
     from kidneyseg.errors import KidneysegError
     from kidneyseg.evaluate.folder import evaluate_folders, write_outputs
     from kidneyseg.evaluate.tables import fmt
@@ -62,6 +63,12 @@ def evaluate(
     if pred.resolve() == ref.resolve():
         raise KidneysegError("--pred and --ref are the same folder: every score would be perfect", pred)
     classes = get_label_map(label_map)
+    if classes.name != "kits19" and kits_layout(ref) == "kits19":
+        typer.echo(
+            f"warning: {ref}: KiTS19 references have no cyst label, so predicted cysts score as false "
+            "positives; --label-map kits19 counts them as kidney",
+            err=True,
+        )
     result = evaluate_folders(
         pred, ref, jobs=jobs, annotation=annotation, progress=not quiet, label_map=classes
     )

@@ -138,10 +138,6 @@ def _read_labels(path: Path, label_map: LabelMap, mapping: dict[int, int]):
     return volume, labels
 
 
-def _rounded(values: tuple[float, ...], digits: int) -> tuple[float, ...]:
-    return tuple(round(v, digits) for v in values)
-
-
 def evaluate_case(case_id: str, pred_path: Path, ref_path: Path, scoring: Scoring = Scoring()) -> dict:
     """Read one prediction/reference pair and compute `case_metrics` with the reference's spacing,
     both sides brought into `scoring.label_map`.
@@ -151,11 +147,10 @@ def evaluate_case(case_id: str, pred_path: Path, ref_path: Path, scoring: Scorin
     """
     ref_volume, ref = _read_labels(Path(ref_path), scoring.label_map, scoring.ref_mapping)
     pred_volume, pred = _read_labels(Path(pred_path), scoring.label_map, scoring.pred_mapping)
-    if not pred_volume.same_grid(ref_volume):
+    difference = pred_volume.grid_difference(ref_volume)
+    if difference:
         raise KidneysegError(
-            f"grid differs from the reference {ref_path}: shape {pred_volume.shape} vs {ref_volume.shape}, "
-            f"spacing {_rounded(pred_volume.spacing, 4)} vs {_rounded(ref_volume.spacing, 4)}, "
-            f"origin {_rounded(pred_volume.origin, 2)} vs {_rounded(ref_volume.origin, 2)} "
+            f"grid differs from the reference {ref_path}: {difference} "
             "(predictions must be on the reference CT's grid)",
             pred_path,
         )
@@ -315,12 +310,27 @@ def write_csv(path: str | os.PathLike[str], rows: tuple[dict, ...] | list[dict])
     return write_text_atomic(path, buffer.getvalue())
 
 
+def _csv_row(raw: dict[str, str], where: str, path: Path) -> dict:
+    """One per-case row: `case_id` a string, the rest floats (empty = NaN), scores in [0, 1]."""
+    try:
+        row = {k: v if k == "case_id" else (float(v) if v != "" else math.nan) for k, v in raw.items()}
+    except (TypeError, ValueError):
+        raise KidneysegError(f"{where}: a metric value is not a number", path) from None
+    scores = ("dice" in k or "_sd_" in k or k.endswith("_composite") for k in row)
+    for key, is_score in zip(row, scores, strict=True):
+        value = row[key]
+        if is_score and not (math.isnan(value) or 0.0 <= value <= 1.0):
+            raise KidneysegError(f"{where}: {key} = {value:g} is not in [0, 1]", path)
+    return row
+
+
 def read_csv(path: str | os.PathLike[str]) -> list[dict]:
     """Read a per-case CSV written by `write_csv`: `case_id` stays a string, the rest are floats
     (empty = NaN).
 
     Raises:
-        KidneysegError: the file is missing or is not a per-case evaluation CSV.
+        KidneysegError: the file is missing or is not a per-case evaluation CSV, a case appears
+            twice, or a Dice score lies outside [0, 1].
     """
     import csv
 
@@ -331,14 +341,14 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict]:
         reader = csv.DictReader(f)
         if not reader.fieldnames or "case_id" not in reader.fieldnames:
             raise KidneysegError("not a per-case evaluation CSV (no case_id column)", path)
-        rows = []
+        rows: list[dict] = []
+        seen: set[str] = set()
         for line, raw in enumerate(reader, start=2):
-            try:
-                rows.append(
-                    {k: v if k == "case_id" else (float(v) if v != "" else math.nan) for k, v in raw.items()}
-                )
-            except (TypeError, ValueError):
-                raise KidneysegError(f"line {line}: a metric value is not a number", path) from None
+            row = _csv_row(raw, f"line {line}", path)
+            if row["case_id"] in seen:
+                raise KidneysegError(f"line {line}: case {row['case_id']} appears twice", path)
+            seen.add(row["case_id"])
+            rows.append(row)
     if not rows:
         raise KidneysegError("the evaluation CSV has no cases", path)
     return rows

@@ -107,6 +107,32 @@ class Volume:
         """True if `other` has the same shape and (to `atol` mm) the same affine."""
         return self.shape == other.shape and bool(np.allclose(self.affine, other.affine, atol=atol))
 
+    def grid_difference(self, other: Volume, atol: float = 1e-4) -> str | None:
+        """What differs between this grid and `other`'s (this one first): shape, spacing, origin
+        or axis directions; None when `same_grid`."""
+        if self.same_grid(other, atol):
+            return None
+
+        def shown(values, digits: int) -> str:
+            return "(" + ", ".join(f"{round(float(v), digits):g}" for v in values) + ")"
+
+        parts = []
+        if self.shape != other.shape:
+            parts.append(f"shape {self.shape} vs {other.shape}")
+        if not np.allclose(self.spacing, other.spacing, atol=atol):
+            parts.append(f"spacing {shown(self.spacing, 4)} vs {shown(other.spacing, 4)} mm")
+        if not np.allclose(self.origin, other.origin, atol=atol):
+            parts.append(f"origin {shown(self.origin, 2)} vs {shown(other.origin, 2)} mm")
+        mine, theirs = (v.affine[:3, :3] / np.asarray(v.spacing) for v in (self, other))
+        if not np.allclose(mine, theirs, atol=atol):
+            import nibabel as nib
+
+            codes = ["".join(nib.aff2axcodes(v.affine)) for v in (self, other)]
+            cosines = np.clip(np.sum(mine * theirs, axis=0), -1.0, 1.0)
+            angle = float(np.degrees(np.arccos(cosines)).max())
+            parts.append(f"axis directions {codes[0]} vs {codes[1]} (up to {angle:.3g}° apart)")
+        return "; ".join(parts) or f"affines differ by more than {atol:g} mm"
+
 
 def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> Volume:
     """Read a CT or label map in any format of the reader table (`kidneyseg.io.formats`): a

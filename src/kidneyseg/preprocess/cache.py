@@ -162,6 +162,8 @@ def preprocess_dataset(
     from tqdm import tqdm
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise KidneysegError("the cache path exists and is not a folder", out)
     _refuse_cache_inside_cases(dataset, out)
     folders = []
     bar = tqdm(dataset.cases, desc="preprocessing", unit="case", disable=not progress)

@@ -61,12 +61,9 @@ def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarr
             "give the segmentation made on this CT",
             where,
         )
-    if not ct.same_grid(labels, atol=1e-3):
-        raise KidneysegError(
-            f"label map geometry (spacing {_fmt(labels.spacing)} mm, origin {_fmt(labels.origin)} mm) "
-            f"differs from the CT's (spacing {_fmt(ct.spacing)}, origin {_fmt(ct.origin)}) ({ct.source})",
-            where,
-        )
+    difference = labels.grid_difference(ct, atol=1e-3)
+    if difference:
+        raise KidneysegError(f"label map geometry differs from the CT's ({ct.source}): {difference}", where)
     check_label_values(np.asarray(labels.array), label_map, where)
     array = label_array(labels)
     # min/max and one comparison per class: np.unique on a 512×512×600 map takes seconds.
@@ -389,7 +386,3 @@ def _message(kidneys: list[dict], lesions: list[dict]) -> str:
     cysts = sum(r["type"] == "cyst" for r in lesions)
     found = f"{tumors} tumor(s) and {cysts} cyst(s)" if lesions else "no tumor or cyst"
     return f"Kidney(s) found: {sides}; {found}."
-
-
-def _fmt(values) -> str:
-    return "(" + ", ".join(f"{v:.2f}" for v in values) + ")"

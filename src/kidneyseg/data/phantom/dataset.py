@@ -5,6 +5,7 @@ every lesion (kind, side, centre, diameters, volume) for measurement checks."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,8 @@ def generate_dataset(
 
     Each folder holds `imaging.nii.gz` (int16 HU), `segmentation.nii.gz` (uint8: 0 background,
     1 kidney, 2 tumor, 3 cyst) and `phantom.json` (the ground truth, see `PhantomCase`). Files are
-    written atomically; `phantom.json` last, so a folder with it is complete. `chest`: the share
+    written atomically; `phantom.json` last, so a folder with it is complete; a run that fails
+    removes the cases it wrote (and the folders it created). `chest`: the share
     of chest-abdomen scans (`generate_case`). `anatomy_in_order`: case i takes the i-th label map
     of `anatomy` (cycling) instead of one drawn by its seed, so as many cases as maps use each once.
     """
@@ -61,18 +63,24 @@ def generate_dataset(
 
         anatomy_files(Path(anatomy))
     root = Path(out) / "dataset"
-    folders = []
-    for index, case_seed in enumerate(
-        tqdm(case_seeds(seed, cases), desc="phantom cases", unit="case", disable=not progress)
-    ):
-        order = index if anatomy_in_order else None
-        case = generate_case(case_seed, size, anatomy, orientation, chest, anatomy_index=order)
-        folder = root / f"case_{index:05d}"
-        write_volume(folder / "imaging.nii.gz", case.ct, np.int16)
-        write_labels(folder / "segmentation.nii.gz", case.labels.array, case.ct)
-        write_labels(folder / TISSUE_FILE, case.tissue.array, case.ct)
-        write_text_atomic(
-            folder / "phantom.json", json.dumps({"case_id": folder.name, **case.truth}, indent=1)
-        )
-        folders.append(folder)
+    new = [p for p in (Path(out), root) if not p.exists()]
+    folders: list[Path] = []
+    try:
+        for index, case_seed in enumerate(
+            tqdm(case_seeds(seed, cases), desc="phantom cases", unit="case", disable=not progress)
+        ):
+            order = index if anatomy_in_order else None
+            case = generate_case(case_seed, size, anatomy, orientation, chest, anatomy_index=order)
+            folder = root / f"case_{index:05d}"
+            folders.append(folder)
+            write_volume(folder / "imaging.nii.gz", case.ct, np.int16)
+            write_labels(folder / "segmentation.nii.gz", case.labels.array, case.ct)
+            write_labels(folder / TISSUE_FILE, case.tissue.array, case.ct)
+            write_text_atomic(
+                folder / "phantom.json", json.dumps({"case_id": folder.name, **case.truth}, indent=1)
+            )
+    except BaseException:  # a failed run leaves none of its cases (e.g. an unreadable anatomy map)
+        for path in [*folders, *reversed(new)]:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     return folders
