@@ -119,3 +119,13 @@ def test_a_ct_that_is_not_in_hu_is_refused_as_predict_refuses_it(cli, case_files
     write_volume(tmp_path / "inverted.nii.gz", Volume(-ct.array.astype(np.int16), ct.affine))
     result = cli("--ct", tmp_path / "inverted.nii.gz", "--labels", labels, "--out", tmp_path / "inv")
     assert result.exit_code == 0 and "check that it is CT in Hounsfield units" in result.output
+
+
+def test_a_folder_of_cts_with_one_label_file_says_what_to_give(cli, case_files, tmp_path):
+    """It said "no DICOM series found in this folder", of a folder that holds NIfTI CTs."""
+    folder, ct, _ = case_files
+    cts = tmp_path / "cts"
+    write_volume(cts / "p1.nii.gz", ct)
+    result = cli("--ct", cts, "--labels", folder / "seg.nii.gz", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "--ct is a folder of CTs: give --labels the folder" in result.output
+    assert not (tmp_path / "out").exists()

@@ -61,6 +61,7 @@ def report(
     Given a folder of label maps, report every case of the --ct folder that has one and write
     statistics.csv, one row per case.
     """
+    from kidneyseg.errors import KidneysegError
     from kidneyseg.io.formats import files_by_case_id
     from kidneyseg.io.volume import read_volume
     from kidneyseg.labels import get_label_map
@@ -73,6 +74,10 @@ def report(
     if labels.is_dir() and files_by_case_id(labels):
         _cohort(ct, labels, out, classes, quiet, options, hu_check)
         return
+    if ct.is_dir() and files_by_case_id(ct):
+        raise KidneysegError(
+            "--ct is a folder of CTs: give --labels the folder of their <case>.nii.gz label maps", labels
+        )
     image = read_volume(ct)
     for warning in content_warnings(image, hu_check):
         typer.echo(f"warning: {warning}", err=True)
