@@ -247,7 +247,7 @@ def test_evaluate_label_map_kits19_scores_kits19_references(cli, tmp_path, rng):
     assert summary["label_map"] == "kits19" and set(summary["lesions"]) == {"tumor", "masses"}
     assert "dice_cyst" not in summary["metrics"]
     assert "Cyst" not in (out / "summary.md").read_text()
-    assert "KiTS19 references have no cyst label" not in result.output
+    assert "no reference holds a cyst" not in result.output
     default = cli("--pred", pred_dir, "--ref", ref_root, "--out", tmp_path / "d", "-q")
     assert default.exit_code == 0 and "tumor 1.000, cyst 0.000" in default.output
-    assert "warning: " in default.output and "--label-map kits19 counts them as kidney" in default.output
+    assert "warning: " in default.output and "no reference holds a cyst, but the" in default.output

@@ -4,6 +4,8 @@ for NIfTI; exact NIfTI round trips; DICOM → NIfTI keeps the geometry; refusals
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pydicom
 import pytest
@@ -127,9 +129,33 @@ def test_grid_difference_names_what_differs():
     moved = affine.copy()
     moved[:3, 3] = (1.0, 0.0, 0.0)
     assert base.grid_difference(Volume(base.array, moved)) == "origin (0, 0, 0) vs (1, 0, 0) mm"
+    moved[:3, 3] = (0.0015, 0.0, 0.0)  # beyond the tolerance, hidden by 2 decimals
+    assert base.grid_difference(Volume(base.array, moved)) == "origin (0, 0, 0) vs (0.0015, 0, 0) mm"
     other = Volume(np.zeros((4, 5, 7), np.uint8), np.diag([-0.8, -0.8, 2.0, 1.0]))
     expected = "shape (4, 5, 6) vs (4, 5, 7); spacing (0.8, 0.8, 2.5) vs (0.8, 0.8, 2) mm"
     assert base.grid_difference(other) == expected
+
+
+def test_a_header_nibabel_would_repair_is_refused_without_stray_lines(tmp_path, capfd):
+    """An invalid sform code (nibabel drops it and uses another affine, e.g. 1 mm voxels) and a
+    zero pixdim (nibabel makes it 1 mm) are refused naming the file, and nibabel's own unnamed
+    lines are not printed, however often such a file is read."""
+    import nibabel as nib
+
+    stored = bytearray(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.diag([0.8, 0.8, 2.5, 1])).to_bytes())
+    bad_code, zero = bytearray(stored), bytearray(stored)
+    bad_code[254:256] = np.int16(7).tobytes()  # sform_code
+    zero[252:256] = np.zeros(2, np.int16).tobytes()  # qform and sform codes 0: pixdim is the geometry
+    zero[80:84] = np.float32(0).tobytes()  # pixdim[1]
+    for name, data, message in (
+        ("code.nii", bad_code, "the header is not valid NIfTI: sform_code 7 not valid"),
+        ("zero.nii", zero, "voxel sizes (pixdim) 0, 0.8, 2.5 must be positive and finite"),
+    ):
+        (tmp_path / name).write_bytes(bytes(data))
+        for _ in range(2):
+            with pytest.raises(KidneysegError, match=re.escape(f"{tmp_path / name}: {message}")):
+                read_volume(tmp_path / name)
+    assert capfd.readouterr().err == ""
 
 
 def test_read_errors_name_the_file(tmp_path):

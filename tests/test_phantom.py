@@ -317,6 +317,14 @@ def test_cli_writes_cases_and_reports_bad_input(tmp_path):
     result = runner.invoke(app, ["phantom", "--out", str(tmp_path / "half"), *args])
     assert result.exit_code == 2 and "b_junk.nii.gz" in result.output
     assert not (tmp_path / "half").exists()
+    (maps / "b_junk.nii.gz").unlink()  # a dataset made before the failing run keeps its cases
+    one = ["--anatomy", str(maps), "--anatomy-in-order", "-n", "1", "--size", "tiny"]
+    assert runner.invoke(app, ["phantom", "--out", str(tmp_path / "kept"), *one]).exit_code == 0
+    (tmp_path / "kept" / "dataset" / "case_00000" / "notes.txt").write_text("mine")
+    (maps / "b_junk.nii.gz").write_text("junk")
+    assert runner.invoke(app, ["phantom", "--out", str(tmp_path / "kept"), *args]).exit_code == 2
+    assert [p.name for p in (tmp_path / "kept" / "dataset").iterdir()] == ["case_00000"]
+    assert (tmp_path / "kept" / "dataset" / "case_00000" / "notes.txt").read_text() == "mine"
 
 
 def test_a_window_chosen_for_each_case_misses_much_of_its_kidney():

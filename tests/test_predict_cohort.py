@@ -42,8 +42,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_a_rerun_skips_only_what_the_same_input_model_and_settings_made(ckpt, cases, tmp_path):
     """An output already there is re-used only for the very input, model and settings that wrote
-    it: another CT under the same name, other settings or a folder in the label map's place are
-    predicted again (or refused), never reported as done."""
+    it, while it is still the file they wrote: another CT under the same name, other settings, a
+    rewritten label map or a folder in its place are predicted again (or refused), never reported
+    as done. Settings that change no label (the batch) and other CTs predicted into the same folder
+    in between do not make it redo a case."""
     import nibabel as nib
     import numpy as np
 
@@ -51,23 +53,49 @@ def test_a_rerun_skips_only_what_the_same_input_model_and_settings_made(ckpt, ca
     ct.write_bytes((cases / "a.nii.gz").read_bytes())
     base = ["predict", "-i", str(ct), "-o", str(out), "-m", str(ckpt), "-q"]
     assert "1 predicted" in runner.invoke(app, base).output
-    assert "0 predicted, 1 already done" in runner.invoke(app, base).output
+    assert "0 predicted, 1 already done" in runner.invoke(app, [*base, "--batch", "2"]).output
     first = np.asarray(nib.load(out).dataobj)
+
+    c_into_out = ["predict", "-i", str(cases / "c.nii.gz"), "-o", str(out.parent), "-m", str(ckpt)]
+    other = runner.invoke(app, c_into_out)
+    assert "1 predicted" in other.output  # another CT into the same folder, then the first again
+    assert "0 predicted, 1 already done" in runner.invoke(app, base).output
+    record = json.loads((out.parent / "predict_run.json").read_text())
+    assert [(c["case_id"], c["status"]) for c in record["cases"]] == [("ct", "skipped"), ("c", "earlier")]
 
     ct.write_bytes((cases / "b.nii.gz").read_bytes())  # another CT under the same name
     again = runner.invoke(app, base)
     assert again.exit_code == 0 and "1 predicted, 0 already done" in again.output
-    other = np.asarray(nib.load(out).dataobj)
-    assert not np.array_equal(first, other) or first.shape != other.shape
-    record = json.loads((out.parent / "predict_run.json").read_text())
-    assert record["cases"][0]["status"] == "done" and record["fingerprint"]
+    assert not np.array_equal(first, np.asarray(nib.load(out).dataobj))
     assert "1 predicted" in runner.invoke(app, [*base, "--overlap", "0.25"]).output
     assert "0 predicted, 1 already done" in runner.invoke(app, [*base, "--overlap", "0.25"]).output
+    nib.save(nib.Nifti1Image(first, nib.load(out).affine), out)  # the label map replaced by hand
+    assert "1 predicted" in runner.invoke(app, [*base, "--overlap", "0.25"]).output
 
     blocked = tmp_path / "blocked" / "seg.nii.gz"
     blocked.mkdir(parents=True)
     result = runner.invoke(app, ["predict", "-i", str(ct), "-o", str(blocked), "-m", str(ckpt), "-q"])
     assert result.exit_code == 2 and "Is a directory" in result.output
+
+
+def test_an_interrupted_folder_run_goes_on_where_it_stopped(ckpt, cases, tmp_path, monkeypatch):
+    """The record is written after every case, so a run stopped at its third case (Ctrl-C, a
+    scheduler's time limit) skips the two it finished when it is started again."""
+    from kidneyseg.predict import runner as predict_runner
+
+    out, real = tmp_path / "out", predict_runner.predict_case
+
+    def stop_at_c(predictor, case, *args, **kwargs):
+        if case.case_id == "c":
+            raise KeyboardInterrupt
+        return real(predictor, case, *args, **kwargs)
+
+    monkeypatch.setattr(predict_runner, "predict_case", stop_at_c)
+    base = ["predict", "-i", str(cases), "-o", str(out), "-m", str(ckpt), "-q"]
+    assert runner.invoke(app, base).exit_code != 0
+    assert sorted(p.name for p in out.glob("?.nii.gz")) == ["a.nii.gz", "b.nii.gz"]
+    monkeypatch.setattr(predict_runner, "predict_case", real)
+    assert "1 predicted, 2 already done, 0 failed" in runner.invoke(app, base).output
 
 
 def test_shards_split_a_folder_and_statistics_cover_every_case(ckpt, cases, tmp_path):

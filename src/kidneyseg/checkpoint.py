@@ -131,6 +131,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
         raise KidneysegError("no such checkpoint file", path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except MemoryError:
+        raise
     except Exception:  # torch's safe loader raises many types for damaged or foreign files
         raise KidneysegError(
             "not a readable checkpoint: corrupt, truncated, or holding pickled code that a safe load refuses",

@@ -53,7 +53,6 @@ def evaluate(
     """Per-label Dice, KiTS21/23 Dice and Surface Dice, KiTS19 composite and lesion detection,
     per case and averaged. Exits 1 if cases are found on one side only (unless --allow-missing)."""
     from kidneyseg.config import KITS21_ANNOTATIONS, check_choice
-    from kidneyseg.data.cases import kits_layout
     from kidneyseg.errors import KidneysegError
     from kidneyseg.evaluate.folder import evaluate_folders, write_outputs
     from kidneyseg.evaluate.tables import fmt
@@ -63,12 +62,6 @@ def evaluate(
     if pred.resolve() == ref.resolve():
         raise KidneysegError("--pred and --ref are the same folder: every score would be perfect", pred)
     classes = get_label_map(label_map)
-    if classes.name != "kits19" and kits_layout(ref) == "kits19":
-        typer.echo(
-            f"warning: {ref}: KiTS19 references have no cyst label, so predicted cysts score as false "
-            "positives; --label-map kits19 counts them as kidney",
-            err=True,
-        )
     result = evaluate_folders(
         pred, ref, jobs=jobs, annotation=annotation, progress=not quiet, label_map=classes
     )
@@ -80,6 +73,14 @@ def evaluate(
         f"KiTS Dice {means['hec_dice_mean']}, Surface Dice {means['hec_sd_mean']}"
     )
     typer.echo(f"wrote {paths['csv']}, {paths['json']} and {paths['markdown']}")
+    references, predicted = (_total(result.rows, f"cyst_lesions_{k}") for k in ("ref", "fp"))
+    if "cyst" in classes.names and not references and predicted:
+        typer.echo(
+            f"warning: {ref}: no reference holds a cyst, but the predictions do; if these are KiTS19 "
+            "references (no cyst label: cysts were drawn as kidney), --label-map kits19 counts them "
+            "as kidney",
+            err=True,
+        )
     for cases, what in (
         (result.missing_predictions, "reference cases have no prediction"),
         (result.missing_references, "predictions have no reference"),
@@ -89,3 +90,7 @@ def evaluate(
             typer.echo(f"warning: {len(cases)} {what}: {', '.join(cases[:10])}{more}", err=True)
     if not result.complete and not allow_missing:
         raise typer.Exit(EXIT_MISSING)
+
+
+def _total(rows, column: str) -> float:
+    return sum(r.get(column, 0.0) for r in rows if r.get(column) == r.get(column))  # NaN left out

@@ -8,6 +8,7 @@ describes every volume whatever its source.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -113,16 +114,21 @@ class Volume:
         if self.same_grid(other, atol):
             return None
 
-        def shown(values, digits: int) -> str:
-            return "(" + ", ".join(f"{round(float(v), digits):g}" for v in values) + ")"
+        def pair(mine, theirs, digits: int) -> str:
+            """The two as rounded to `digits`, with more digits where that hides the difference."""
+            for fmt in (lambda v: f"{round(float(v), digits):g}", lambda v: f"{float(v):.9g}"):
+                a, b = ("(" + ", ".join(fmt(v) for v in values) + ")" for values in (mine, theirs))
+                if a != b:
+                    break
+            return f"{a} vs {b} mm"
 
         parts = []
         if self.shape != other.shape:
             parts.append(f"shape {self.shape} vs {other.shape}")
         if not np.allclose(self.spacing, other.spacing, atol=atol):
-            parts.append(f"spacing {shown(self.spacing, 4)} vs {shown(other.spacing, 4)} mm")
+            parts.append(f"spacing {pair(self.spacing, other.spacing, 4)}")
         if not np.allclose(self.origin, other.origin, atol=atol):
-            parts.append(f"origin {shown(self.origin, 2)} vs {shown(other.origin, 2)} mm")
+            parts.append(f"origin {pair(self.origin, other.origin, 2)}")
         mine, theirs = (v.affine[:3, :3] / np.asarray(v.spacing) for v in (self, other))
         if not np.allclose(mine, theirs, atol=atol):
             import nibabel as nib
@@ -150,28 +156,39 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
     return format_of(path).read(Path(path), series_uid)
 
 
+class _Collected(logging.Handler):
+    """The log records of a block, kept instead of printed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def load_nifti(path: Path, what: str = "NIfTI"):
     """`nibabel.load` of a NIfTI file whose geometry is checked: the voxel sizes of the affine in
-    use (sform, else qform or pixdim) must be positive and finite. nibabel would silently make a
-    zero pixdim 1 mm and a negative one positive (logging a line without the file's name): such a
-    header is refused here instead.
+    use (sform, else qform or pixdim) must be positive and finite. nibabel repairs some headers
+    while it reads them, logging a line without the file's name: a zero pixdim becomes 1 mm, a
+    negative one positive, an invalid sform or qform code 0 (another affine). Those change the
+    geometry and are refused here; its other repair notes are logged again with the file named.
 
     Raises:
-        KidneysegError: the file cannot be read (`what` names it in the message) or its voxel
-            sizes are not positive and finite.
+        KidneysegError: the file cannot be read (`what` names it in the message), its voxel
+            sizes are not positive and finite, or its sform or qform code is not valid.
     """
-    import logging
-
     import nibabel as nib
 
-    log = logging.getLogger("nibabel")
-    level, log.level = log.level, logging.ERROR
+    log, collected = logging.getLogger("nibabel.global"), _Collected()  # nibabel's header logger
+    handlers, propagate = log.handlers[:], log.propagate
+    log.handlers, log.propagate = [collected], False
     try:
         image = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for corrupt/truncated files
         raise KidneysegError(f"cannot read {what} ({_one_line(exc)})", path) from None
     finally:
-        log.setLevel(level)
+        log.handlers, log.propagate = handlers, propagate
     if int(image.header["sform_code"]) == 0:
         from nibabel.openers import ImageOpener
 
@@ -180,9 +197,11 @@ def load_nifti(path: Path, what: str = "NIfTI"):
         pixdim = [float(v) for v in stored["pixdim"][1:4]]
         if not all(math.isfinite(v) and v > 0 for v in pixdim):
             shown = ", ".join(f"{v:g}" for v in pixdim)
-            raise KidneysegError(
-                f"voxel sizes (pixdim) {shown} must be positive and finite; fix the header", path
-            )
+            raise KidneysegError(f"voxel sizes (pixdim) {shown} must be positive and finite", path)
+    for message in collected.messages:
+        if "form_code" in message:
+            raise KidneysegError(f"the header is not valid NIfTI: {message}; fix the header", path)
+        log.warning("%s: %s", path, message)
     spacing = affine_spacing(image.affine)
     if not all(math.isfinite(v) and v > 0 for v in spacing):
         raise KidneysegError(f"voxel spacing {spacing} must be positive and finite", path)

@@ -1,20 +1,34 @@
-"""The run record of `kidneyseg predict` (`predict_run.json`), and when a re-run may skip a case:
-only when an earlier run into the same folder predicted it from the same input file(s) (path,
-size, modification time), with the same models and settings, and its output files are all there.
-Anything else is predicted again, so an output never silently belongs to another CT, model or
-setting."""
+"""The run record of `kidneyseg predict` (`predict_run.json`), and when a re-run may skip a case.
+
+A case is skipped only when a run record in the output folder (any of them: shards and earlier
+runs too) says it was predicted from the same input file(s) (path, size, modification time), with
+the same models and the same settings that shape its outputs (`case_fingerprint`), and every
+output file is still the one that run wrote (path, size, modification time). Anything else is
+predicted again, so an output never silently belongs to another CT, model or setting. The
+record is rewritten after every case, so an interrupted run is continued where it stopped, and it
+keeps the earlier runs' cases that this run did not touch (status `earlier`).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import platform
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kidneyseg.io.stamps import file_stamp, stamp_hash
 
+if TYPE_CHECKING:
+    from kidneyseg.predict.outputs import OutputOptions
+    from kidneyseg.predict.predictor import Predictor
+
 RECORD_NAME = "predict_run.json"
+FINISHED = ("done", "skipped", "earlier")
+"""Statuses of a case whose outputs a re-run may use."""
 
 
 @dataclass
@@ -29,12 +43,68 @@ class RunRecord:
     cases: list[dict[str, Any]] = field(default_factory=list)
     startup_seconds: float = 0.0
     seconds: float = 0.0
-    fingerprint: str = ""
-    """A hash of the models and settings: a re-run with another one predicts every case again."""
 
     @property
     def failures(self) -> list[dict[str, Any]]:
         return [c for c in self.cases if c["status"] == "failed"]
+
+
+def new_record(
+    command: dict[str, Any], predictor: Predictor, options: OutputOptions, startup: float
+) -> RunRecord:
+    """This run's record, its cases still to come."""
+    settings = predictor.settings
+    return RunRecord(
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        command=command,
+        environment=_environment(predictor),
+        models=_models(predictor),
+        settings={**asdict(settings), "resolved_inference": asdict(predictor.inference), **asdict(options)},
+        startup_seconds=round(startup, 3),
+    )
+
+
+def _environment(predictor: Predictor) -> dict[str, Any]:
+    import torch
+
+    from kidneyseg.checkpoint import library_versions
+
+    return {
+        "versions": library_versions(),
+        "platform": platform.platform(),
+        "device": predictor.device,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        **predictor.backend.describe(),
+        "backend_compile_seconds": round(predictor.compile_seconds, 3),
+        "compile_cache": predictor.compile_cache(),
+        "backend_fallback": predictor.backend_fallback,
+        "precision": predictor.settings.precision,
+        "calibration": predictor.calibration,
+    }
+
+
+def _models(predictor: Predictor) -> list[dict[str, Any]]:
+    from kidneyseg.predict.pretrained import bundled_name
+
+    return [
+        {
+            "path": str(c.path),
+            "pretrained": bundled_name(c.path),
+            "model": c.config.model.name,
+            "model_kwargs": dict(c.config.model.kwargs),
+            "label_map": c.label_map.name,
+            "written_by": c.versions,
+        }
+        for c in predictor.checkpoints
+    ]
+
+
+def write_record(path: Path, record: RunRecord, kept: list[dict[str, Any]]) -> None:
+    """Write `record` with the earlier runs' cases it keeps (`kept_cases`), atomically."""
+    from kidneyseg.io.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps({**asdict(record), "cases": record.cases + kept}, indent=2) + "\n")
 
 
 def record_name(shard: tuple[int, int] | None) -> str:
@@ -48,25 +118,78 @@ def input_stamp(path: Path, dicom_files: Iterable[str], series_uid: str | None) 
     return stamp_hash({"files": [file_stamp(f) for f in files], "series_uid": series_uid})
 
 
-def run_fingerprint(model_paths: Iterable[Path], settings: dict[str, Any]) -> str:
-    """A hash of what every case of a run was predicted with: the model files and the settings
-    (`overwrite`, which only says whether to redo, left out)."""
-    kept = {k: v for k, v in settings.items() if k != "overwrite"}
-    return stamp_hash({"models": [file_stamp(Path(p)) for p in model_paths], "settings": kept})
+def _numbers_as_floats(value: Any) -> Any:
+    """`value` with every number a float (0 and 0.0 are one setting), for hashing."""
+    if isinstance(value, dict):
+        return {k: _numbers_as_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_numbers_as_floats(v) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
-def finished_here(record_path: Path, fingerprint: str) -> dict[str, dict[str, Any]]:
-    """The finished cases of the earlier run record at `record_path`, by case id, if that run had
-    this `fingerprint` (else none)."""
+def case_fingerprint(predictor: Predictor, options: OutputOptions) -> str:
+    """A hash of what a case's outputs depend on: the model files (the locator's too), the
+    resolved inference settings, precision, post-processing, the ROI mode and margin, and the
+    output options. Left out: the batch size, chunking and backend (they change at most the
+    last bits of a score) and `overwrite`."""
+    settings = predictor.settings
+    models = predictor.model_paths + (predictor.locator.model_paths if predictor.locator else [])
+    inference = {k: v for k, v in asdict(predictor.inference).items() if k != "sw_batch_size"}
+    chosen = {
+        "precision": settings.precision,
+        "postprocess": settings.postprocess,
+        "anatomy_check": settings.anatomy_check,
+        "probabilities": settings.probabilities,
+        "roi": predictor.roi,
+        "roi_margin_mm": settings.roi_margin_mm,
+    }
+    kept = {k: v for k, v in asdict(options).items() if k != "overwrite"}
+    payload = {"inference": inference, "settings": chosen, "options": kept}
+    return stamp_hash({"models": [file_stamp(Path(p)) for p in models], **_numbers_as_floats(payload)})
+
+
+def output_stamps(outputs: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """The stamps of a case's output files (folders, e.g. a DICOM copy, are not stamped)."""
+    return {name: file_stamp(path) for name, path in outputs.items() if path.is_file()}
+
+
+def _read_cases(path: Path) -> list[dict[str, Any]]:
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        cases = record["cases"] if record.get("fingerprint") == fingerprint else []
-    except (OSError, ValueError, KeyError, AttributeError):
-        return {}
-    return {c["case_id"]: c for c in cases if c.get("status") in ("done", "skipped") and "input_stamp" in c}
+        cases = json.loads(path.read_text(encoding="utf-8"))["cases"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [c for c in cases if isinstance(c, dict) and c.get("status") in FINISHED and "fingerprint" in c]
 
 
-def can_skip(previous: dict[str, dict[str, Any]], case_id: str, stamp: str, outputs: Iterable[Path]) -> bool:
-    """Whether the case was finished from this very input and all its outputs are there."""
-    entry = previous.get(case_id)
-    return entry is not None and entry["input_stamp"] == stamp and all(p.exists() for p in outputs)
+def earlier_cases(out_dir: Path) -> list[dict[str, Any]]:
+    """The finished cases of every run record in `out_dir` (read before this run writes)."""
+    return [c for path in sorted(out_dir.glob("predict_run*.json")) for c in _read_cases(path)]
+
+
+def kept_cases(record_path: Path, this_run: set[str]) -> list[dict[str, Any]]:
+    """The finished cases of the earlier record at `record_path` that this run does not predict:
+    kept in the rewritten record (status `earlier`)."""
+    return [{**c, "status": "earlier"} for c in _read_cases(record_path) if c["case_id"] not in this_run]
+
+
+def reusable(
+    earlier: list[dict[str, Any]], case_id: str, fingerprint: str, stamp: str, outputs: dict[str, Path]
+) -> dict[str, Any] | None:
+    """The earlier entry of this case made from this very input with these models and settings,
+    whose output files are still the ones it wrote; None if there is none."""
+    for entry in earlier:
+        if (entry["case_id"], entry["fingerprint"], entry.get("input_stamp")) != (
+            case_id,
+            fingerprint,
+            stamp,
+        ):
+            continue
+        stamps = entry.get("output_stamps") or {}
+        if all(
+            stamps.get(name) == file_stamp(path) if path.is_file() else path.is_dir() and name not in stamps
+            for name, path in outputs.items()
+        ):
+            return entry
+    return None

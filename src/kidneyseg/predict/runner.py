@@ -7,7 +7,7 @@ sub-folder). Per case the outputs are, in the output folder:
 - `<case>.nii.gz`: the label map, exactly on the CT's grid, its classes named in the header
   (written last); with `split_sides` the classes are kidney_right, kidney_left, tumor_right, ...
   (`kidneyseg.labels.split_sides`). A re-run into the same folder skips a case only if it was
-  predicted from the same input file(s), models and settings and its outputs are all there
+  predicted from the same input file(s), models and settings and its outputs are unchanged
   (`kidneyseg.predict.run_record`);
 - `<case>_<class>.nii.gz` (option): one binary mask per class;
 - `<case>_probabilities.nii.gz` (option): class probabilities on the network grid, 4D, uint8
@@ -26,17 +26,14 @@ behind; in folder mode the other cases go on and the failures are listed at the 
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from kidneyseg.errors import KidneysegError
-from kidneyseg.io.atomic import write_text_atomic
 from kidneyseg.io.formats import case_id_of, files_by_case_id
 from kidneyseg.io.volume import NIFTI_SUFFIXES, choose_series, list_dicom_series, nifti_stem
 from kidneyseg.predict.outputs import (
@@ -51,11 +48,15 @@ from kidneyseg.predict.outputs import (
 from kidneyseg.predict.predictor import Predictor, PredictSettings
 from kidneyseg.predict.run_record import (
     RunRecord,
-    can_skip,
-    finished_here,
+    case_fingerprint,
+    earlier_cases,
     input_stamp,
+    kept_cases,
+    new_record,
+    output_stamps,
     record_name,
-    run_fingerprint,
+    reusable,
+    write_record,
 )
 
 
@@ -197,26 +198,6 @@ def predict_case(
     }
 
 
-def _environment(predictor: Predictor) -> dict[str, Any]:
-    import torch
-
-    from kidneyseg.checkpoint import library_versions
-
-    return {
-        "versions": library_versions(),
-        "platform": platform.platform(),
-        "device": predictor.device,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        **predictor.backend.describe(),
-        "backend_compile_seconds": round(predictor.compile_seconds, 3),
-        "compile_cache": predictor.compile_cache(),
-        "backend_fallback": predictor.backend_fallback,
-        "precision": predictor.settings.precision,
-        "calibration": predictor.calibration,
-    }
-
-
 def _output_target(out: Path, folder_mode: bool) -> tuple[Path, str | None, str]:
     """The output folder, and for `-o name.nii.gz` the label map's name and suffix."""
     if not out.name.endswith(NIFTI_SUFFIXES):
@@ -256,25 +237,29 @@ def _run_case(
     case: CaseInput,
     out_dir: Path,
     options: OutputOptions,
-    previous: dict[str, dict[str, Any]],
+    previous: tuple[list[dict[str, Any]], str],
     target: tuple[str | None, str],
     quiet_case: bool,
     warn: Callable[[str], None],
     reraise: bool,
 ) -> dict[str, Any]:
-    """One case of a run: skipped when finished, predicted, or failed with its reason (raised
-    with `reraise`)."""
+    """One case of a run: skipped when `previous` (the earlier runs' finished cases and this
+    run's fingerprint) says it is done, predicted, or failed with its reason (raised with
+    `reraise`)."""
     name, suffix = target[0] or case.case_id, target[1]
     if not case.dicom_files:
         options = replace(options, dicom_seg=False, dicom_rtstruct=False)
     out_map = output_label_map(predictor.label_map, options)
     outputs = case_outputs(out_dir, name, predictor.settings, options, out_map, suffix)
+    earlier, fingerprint = previous
     try:
         stamp = input_stamp(case.path, case.dicom_files, case.series_uid)
-        if not options.overwrite and can_skip(previous, case.case_id, stamp, outputs.values()):
-            return {**previous[case.case_id], "status": "skipped"}
+        before = None if options.overwrite else reusable(earlier, case.case_id, fingerprint, stamp, outputs)
+        if before is not None:
+            return {**before, "status": "skipped"}
         entry = predict_case(predictor, case, out_dir, options, not quiet_case, warn, name, suffix)
-        return {**entry, "input_stamp": stamp}
+        made = {"fingerprint": fingerprint, "input_stamp": stamp, "output_stamps": output_stamps(outputs)}
+        return {**entry, **made}
     except KidneysegError as exc:
         if reraise:
             raise
@@ -332,20 +317,10 @@ def run_prediction(
         warn(f"warning: {predictor.backend_fallback}")
     created = check_output_folder(out_dir)
     record_path = out_dir / record_name(shard)
-    run_settings = {**asdict(settings), "resolved_inference": asdict(predictor.inference), **asdict(options)}
-    fingerprint = run_fingerprint(
-        predictor.model_paths + (predictor.locator.model_paths if predictor.locator else []), run_settings
-    )
-    record = RunRecord(
-        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        command={"input": str(input_path), "output": str(out), "series_uid": series_uid, "shard": shard},
-        environment=_environment(predictor),
-        models=_models(predictor),
-        settings=run_settings,
-        startup_seconds=round(time.perf_counter() - start, 3),
-        fingerprint=fingerprint,
-    )
-    previous = finished_here(record_path, fingerprint)
+    command = {"input": str(input_path), "output": str(out), "series_uid": series_uid, "shard": shard}
+    record = new_record(command, predictor, options, time.perf_counter() - start)
+    previous = (earlier_cases(out_dir), case_fingerprint(predictor, options))
+    kept = kept_cases(record_path, {c.case_id for c in cases})
     bar = tqdm(cases, desc="cases", unit="case", disable=not (progress and folder_mode), dynamic_ncols=True)
     for case in bar:
         bar.set_postfix_str(case.case_id)
@@ -358,34 +333,19 @@ def run_prediction(
             _remove_if_empty(out_dir, created)
             raise
         record.cases.append(entry)
+        record.seconds = round(time.perf_counter() - start, 3)
+        if entry["status"] != "failed":  # after every case: an interrupted run goes on from here
+            write_record(record_path, record, kept)
         if echo is not None and entry["status"] == "done":
             (bar.write if not bar.disable else echo)(case_line(entry["statistics"]))
     bar.close()
-    record.seconds = round(time.perf_counter() - start, 3)
     if all(c["status"] == "failed" for c in record.cases):
         _remove_if_empty(out_dir, created)
         return record
     write_color_table(out_dir, output_label_map(predictor.label_map, options))
-    write_text_atomic(record_path, json.dumps(asdict(record), indent=2) + "\n")
     if folder_mode:
         write_cohort_statistics(out_dir)
     return record
-
-
-def _models(predictor: Predictor) -> list[dict[str, Any]]:
-    from kidneyseg.predict.pretrained import bundled_name
-
-    return [
-        {
-            "path": str(c.path),
-            "pretrained": bundled_name(c.path),
-            "model": c.config.model.name,
-            "model_kwargs": dict(c.config.model.kwargs),
-            "label_map": c.label_map.name,
-            "written_by": c.versions,
-        }
-        for c in predictor.checkpoints
-    ]
 
 
 def _remove_if_empty(out_dir: Path, created: bool) -> None:

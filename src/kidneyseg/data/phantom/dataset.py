@@ -41,7 +41,7 @@ def generate_dataset(
     Each folder holds `imaging.nii.gz` (int16 HU), `segmentation.nii.gz` (uint8: 0 background,
     1 kidney, 2 tumor, 3 cyst) and `phantom.json` (the ground truth, see `PhantomCase`). Files are
     written atomically; `phantom.json` last, so a folder with it is complete; a run that fails
-    removes the cases it wrote (and the folders it created). `chest`: the share
+    removes the case folders and the folders it created (cases that were there stay). `chest`: the share
     of chest-abdomen scans (`generate_case`). `anatomy_in_order`: case i takes the i-th label map
     of `anatomy` (cycling) instead of one drawn by its seed, so as many cases as maps use each once.
     """
@@ -64,6 +64,7 @@ def generate_dataset(
         anatomy_files(Path(anatomy))
     root = Path(out) / "dataset"
     new = [p for p in (Path(out), root) if not p.exists()]
+    existed = set(root.iterdir()) if root.is_dir() else set()
     folders: list[Path] = []
     try:
         for index, case_seed in enumerate(
@@ -79,8 +80,8 @@ def generate_dataset(
             write_text_atomic(
                 folder / "phantom.json", json.dumps({"case_id": folder.name, **case.truth}, indent=1)
             )
-    except BaseException:  # a failed run leaves none of its cases (e.g. an unreadable anatomy map)
-        for path in [*folders, *reversed(new)]:
+    except BaseException:  # a failed run leaves none of its new cases (e.g. an unreadable anatomy map)
+        for path in [*(f for f in folders if f not in existed), *reversed(new)]:
             shutil.rmtree(path, ignore_errors=True)
         raise
     return folders
