@@ -168,3 +168,54 @@ def test_report_over_a_cohort(tmp_path):
     rows = read_csv(out / "statistics.csv")
     assert [r["case_id"] for r in rows] == ["p1"] and rows[0]["num_tumors"] == "2"
     assert (out / "p1_report.html").is_file()
+
+
+def test_records_keep_what_is_on_disk_across_models_interrupts_and_output_names(
+    ckpt, cases, tmp_path, monkeypatch
+):
+    """Another model's run stopped at b keeps the first model's entries of b and c, whose files it
+    never touched; a failure after the last success is in the record; statistics.csv takes each
+    case's row from the run whose files are on disk; two label maps of one CT under two names
+    do not push each other out of the record."""
+    from kidneyseg.predict import runner as predict_runner
+
+    other = save_tiny(tmp_path / "other.pt", TINY_3D, seed=1)
+    out, real = tmp_path / "out", predict_runner.predict_case
+    base = ["predict", "-i", str(cases), "-o", str(out), "-q", "--roi", "body"]
+    assert "3 predicted" in runner.invoke(app, [*base, "-m", str(ckpt)]).output
+
+    def stop_at_b(predictor, case, *args, **kwargs):
+        if case.case_id == "b":
+            raise KeyboardInterrupt
+        return real(predictor, case, *args, **kwargs)
+
+    monkeypatch.setattr(predict_runner, "predict_case", stop_at_b)
+    assert runner.invoke(app, [*base, "-m", str(other)]).exit_code != 0
+    monkeypatch.setattr(predict_runner, "predict_case", real)
+    assert "1 predicted, 2 already done" in runner.invoke(app, [*base, "-m", str(ckpt)]).output
+
+    assert "1 predicted" in runner.invoke(app, [*base, "-m", str(other), "--shard", "1/3"]).output  # a
+    keys = ("right_kidney_ml", "left_kidney_ml", "num_tumors", "num_cysts", "total_tumor_ml")
+    own = json.loads((out / "predict_run.1-of-3.json").read_text())["cases"][0]["statistics"]
+    stale = json.loads((out / "predict_run.json").read_text())["cases"][0]["statistics"]
+    assert [own[k] for k in keys] != [stale[k] for k in keys]  # the two models' rows differ
+    row = next(r for r in read_csv(out / "statistics.csv") if r["case_id"] == "a")
+    assert [row[k] for k in keys] == [str(own[k]) for k in keys]
+
+    mixed = tmp_path / "junk"
+    mixed.mkdir()
+    (mixed / "a.nii.gz").write_bytes((cases / "a.nii.gz").read_bytes())
+    (mixed / "zz.nii.gz").write_text("not a CT")
+    result = runner.invoke(
+        app, ["predict", "-i", str(mixed), "-o", str(tmp_path / "o4"), "-m", str(ckpt), "-q"]
+    )
+    assert result.exit_code == 1
+    record = json.loads((tmp_path / "o4" / "predict_run.json").read_text())
+    assert [(c["case_id"], c["status"]) for c in record["cases"]] == [("a", "done"), ("zz", "failed")]
+
+    one = ["predict", "-i", str(cases / "a.nii.gz"), "-m", str(ckpt), "-q"]
+    for name in ("plain", "wide", "plain", "wide"):
+        extra = ["--overlap", "0.25"] if name == "wide" else []
+        runner.invoke(app, [*one, "-o", str(tmp_path / "o2" / f"{name}.nii.gz"), *extra])
+    record = json.loads((tmp_path / "o2" / "predict_run.json").read_text())
+    assert [c["status"] for c in record["cases"]] == ["skipped", "earlier"]

@@ -6,7 +6,7 @@ the same models and the same settings that shape its outputs (`case_fingerprint`
 output file is still the one that run wrote (path, size, modification time). Anything else is
 predicted again, so an output never silently belongs to another CT, model or setting. The
 record is rewritten after every case, so an interrupted run is continued where it stopped, and it
-keeps the earlier runs' cases that this run did not touch (status `earlier`).
+keeps the earlier runs' cases whose label map this run did not write (status `earlier`).
 """
 
 from __future__ import annotations
@@ -101,10 +101,13 @@ def _models(predictor: Predictor) -> list[dict[str, Any]]:
 
 
 def write_record(path: Path, record: RunRecord, kept: list[dict[str, Any]]) -> None:
-    """Write `record` with the earlier runs' cases it keeps (`kept_cases`), atomically."""
+    """Write `record` with the earlier cases (`kept_cases`) whose label map this run has not
+    written (nor re-used) so far, atomically."""
     from kidneyseg.io.atomic import write_text_atomic
 
-    write_text_atomic(path, json.dumps({**asdict(record), "cases": record.cases + kept}, indent=2) + "\n")
+    taken = {_label_map(c) for c in record.cases if c["status"] != "failed"}
+    cases = record.cases + [c for c in kept if _label_map(c) not in taken]
+    write_text_atomic(path, json.dumps({**asdict(record), "cases": cases}, indent=2) + "\n")
 
 
 def record_name(shard: tuple[int, int] | None) -> str:
@@ -133,7 +136,7 @@ def case_fingerprint(predictor: Predictor, options: OutputOptions) -> str:
     """A hash of what a case's outputs depend on: the model files (the locator's too), the
     resolved inference settings, precision, post-processing, the ROI mode and margin, and the
     output options. Left out: the batch size, chunking and backend (they change at most the
-    last bits of a score) and `overwrite`."""
+    last bits of a score), `overwrite` and `hu_check` (they decide whether to predict, not what)."""
     settings = predictor.settings
     models = predictor.model_paths + (predictor.locator.model_paths if predictor.locator else [])
     inference = {k: v for k, v in asdict(predictor.inference).items() if k != "sw_batch_size"}
@@ -145,7 +148,7 @@ def case_fingerprint(predictor: Predictor, options: OutputOptions) -> str:
         "roi": predictor.roi,
         "roi_margin_mm": settings.roi_margin_mm,
     }
-    kept = {k: v for k, v in asdict(options).items() if k != "overwrite"}
+    kept = {k: v for k, v in asdict(options).items() if k not in ("overwrite", "hu_check")}
     payload = {"inference": inference, "settings": chosen, "options": kept}
     return stamp_hash({"models": [file_stamp(Path(p)) for p in models], **_numbers_as_floats(payload)})
 
@@ -168,28 +171,34 @@ def earlier_cases(out_dir: Path) -> list[dict[str, Any]]:
     return [c for path in sorted(out_dir.glob("predict_run*.json")) for c in _read_cases(path)]
 
 
-def kept_cases(record_path: Path, this_run: set[str]) -> list[dict[str, Any]]:
-    """The finished cases of the earlier record at `record_path` that this run does not predict:
-    kept in the rewritten record (status `earlier`)."""
-    return [{**c, "status": "earlier"} for c in _read_cases(record_path) if c["case_id"] not in this_run]
+def kept_cases(record_path: Path) -> list[dict[str, Any]]:
+    """The finished cases of the earlier record at `record_path` (status `earlier`): kept in the
+    rewritten record unless this run writes their label map again (`write_record`)."""
+    return [{**c, "status": "earlier"} for c in _read_cases(record_path)]
+
+
+def _label_map(entry: dict[str, Any]) -> str | None:
+    return (entry.get("outputs") or {}).get("labels")
+
+
+def on_disk(entry: dict[str, Any]) -> bool:
+    """Whether the entry's output files are still the ones it wrote (False without stamps)."""
+    stamps = entry.get("output_stamps") or {}
+    paths = {name: Path(path) for name, path in (entry.get("outputs") or {}).items()}
+    return bool(stamps) and all(
+        name in paths and paths[name].is_file() and file_stamp(paths[name]) == stamp
+        for name, stamp in stamps.items()
+    )
 
 
 def reusable(
     earlier: list[dict[str, Any]], case_id: str, fingerprint: str, stamp: str, outputs: dict[str, Path]
 ) -> dict[str, Any] | None:
     """The earlier entry of this case made from this very input with these models and settings,
-    whose output files are still the ones it wrote; None if there is none."""
+    into these very outputs, whose files are still the ones it wrote; None if there is none."""
+    wanted = (case_id, fingerprint, stamp, {name: str(path) for name, path in outputs.items()})
     for entry in earlier:
-        if (entry["case_id"], entry["fingerprint"], entry.get("input_stamp")) != (
-            case_id,
-            fingerprint,
-            stamp,
-        ):
-            continue
-        stamps = entry.get("output_stamps") or {}
-        if all(
-            stamps.get(name) == file_stamp(path) if path.is_file() else path.is_dir() and name not in stamps
-            for name, path in outputs.items()
-        ):
+        made = (entry["case_id"], entry["fingerprint"], entry.get("input_stamp"), entry.get("outputs"))
+        if made == wanted and on_disk(entry) and all(path.exists() for path in outputs.values()):
             return entry
     return None

@@ -320,7 +320,7 @@ def run_prediction(
     command = {"input": str(input_path), "output": str(out), "series_uid": series_uid, "shard": shard}
     record = new_record(command, predictor, options, time.perf_counter() - start)
     previous = (earlier_cases(out_dir), case_fingerprint(predictor, options))
-    kept = kept_cases(record_path, {c.case_id for c in cases})
+    kept = kept_cases(record_path)
     bar = tqdm(cases, desc="cases", unit="case", disable=not (progress and folder_mode), dynamic_ncols=True)
     for case in bar:
         bar.set_postfix_str(case.case_id)
@@ -334,7 +334,7 @@ def run_prediction(
             raise
         record.cases.append(entry)
         record.seconds = round(time.perf_counter() - start, 3)
-        if entry["status"] != "failed":  # after every case: an interrupted run goes on from here
+        if any(c["status"] != "failed" for c in record.cases):  # an interrupted run goes on from here
             write_record(record_path, record, kept)
         if echo is not None and entry["status"] == "done":
             (bar.write if not bar.disable else echo)(case_line(entry["statistics"]))

@@ -117,8 +117,15 @@ def finished_cases(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def write_cohort_statistics(out_dir: Path) -> Path:
-    """`statistics.csv` from the finished cases of every run record (every shard) in `out_dir`."""
-    rows: dict[str, dict[str, Any]] = {}
+    """`statistics.csv` from the finished cases of every run record (every shard) in `out_dir`:
+    per case, the row of the entry whose outputs are the files on disk (`on_disk`), else the last
+    one read."""
+    from kidneyseg.predict.run_record import on_disk
+
+    rows: dict[str, tuple[bool, dict[str, Any]]] = {}
     for path in sorted(out_dir.glob("predict_run*.json")):
-        rows |= {case_id: c["statistics"] for case_id, c in finished_cases(path).items()}
-    return write_statistics(out_dir / STATISTICS_NAME, rows.values())
+        for case_id, case in finished_cases(path).items():
+            current = on_disk(case)
+            if current or not rows.get(case_id, (False, None))[0]:
+                rows[case_id] = (current, case["statistics"])
+    return write_statistics(out_dir / STATISTICS_NAME, [row for _, row in rows.values()])
