@@ -101,6 +101,9 @@ def test_discovery_errors(tmp_path):
     _kits_case(tmp_path / "k23" / "dataset" / "case_00000")
     with pytest.raises(KidneysegError, match="no case_XXXXX folders found for layout 'kits21'"):
         discover(tmp_path / "k23", layout="kits21")
+    _kits_case(tmp_path / "k23" / "dataset" / "case_00001")  # the case folders' own parent, as kits21
+    with pytest.raises(KidneysegError, match=r"segmentation\.nii\.gz but no aggregated_AND_seg\.nii\.gz"):
+        discover(tmp_path / "k23" / "dataset", layout="kits21")  # was: every label dropped, exit 0
     _kits_case(tmp_path / "nolabels" / "dataset" / "case_00000", seg_names=())
     with pytest.raises(KidneysegError, match="none of the 1 cases has a reference segmentation"):
         discover(tmp_path / "nolabels", require_labels=True)

@@ -131,7 +131,8 @@ def walk_kits(
     (the KiTS19 repository before the CT download) lacks it.
 
     Raises:
-        KidneysegError: no case folders of `layout` under `root`.
+        KidneysegError: no case folders of `layout` under `root`, or KiTS21 was asked for but a
+            case folder holds `segmentation.nii.gz` instead of its aggregated segmentation.
     """
     root = Path(root)
     found = _kits_folder(root, layout)
@@ -139,6 +140,14 @@ def walk_kits(
         raise KidneysegError(f"no case_XXXXX folders found for layout {layout!r}", root)
     folder, layout = found
     seg_name = f"aggregated_{annotation}_seg.nii.gz" if layout == "kits21" else "segmentation.nii.gz"
+    if layout == "kits21":
+        other = next((d for d in _case_dirs(folder) if (d / "segmentation.nii.gz").exists()), None)
+        if other is not None and not (other / seg_name).exists():
+            raise KidneysegError(
+                f"holds segmentation.nii.gz but no {seg_name}: not the KiTS21 layout "
+                "(use the layout auto, kits19 or kits23)",
+                other,
+            )
     return tuple(
         Case(d.name, d / IMAGE_FILE, _existing(d / seg_name), _existing(d / TISSUE_FILE))
         for d in _case_dirs(folder)
