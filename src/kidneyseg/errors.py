@@ -17,3 +17,8 @@ class KidneysegError(Exception):
         self.path = None if path is None else str(path)
         self.message = message
         super().__init__(message if path is None else f"{path}: {message}")
+
+
+def exception_line(exc: BaseException) -> str:
+    """An exception's type and the first line of its message, for a one-line reason."""
+    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0]

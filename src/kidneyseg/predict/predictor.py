@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kidneyseg.config import RunConfig
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, exception_line
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import LabelMap
 from kidneyseg.predict.roi import ROIS, Box, Region
@@ -133,7 +133,7 @@ class Predictor:
                 self.backend.compile(n, window, precision, calibration, batch) for n in self.torch_networks
             ]
         except Exception as exc:  # the backends' errors have no common base class
-            reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+            reason = exception_line(exc)
             failed = f"{self.backend.title} could not compile the network"
             unfixable = self.backend.name == FALLBACK or precision not in BACKENDS[FALLBACK].precisions
             if self.settings.backend != "auto" or unfixable:  # PyTorch has no int8

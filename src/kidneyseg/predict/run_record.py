@@ -163,18 +163,28 @@ def _read_cases(path: Path) -> list[dict[str, Any]]:
         cases = json.loads(path.read_text(encoding="utf-8"))["cases"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    return [c for c in cases if isinstance(c, dict) and c.get("status") in FINISHED and "fingerprint" in c]
+    return [c for c in cases if isinstance(c, dict) and "case_id" in c]
+
+
+def _finished(entry: dict[str, Any]) -> bool:
+    """Whether a re-run may use the entry: finished, and recorded with what `reusable` checks."""
+    return entry.get("status") in FINISHED and "fingerprint" in entry
+
+
+def recorded_cases(out_dir: Path) -> list[dict[str, Any]]:
+    """Every case entry of every run record (every shard) in `out_dir`, in file-name order."""
+    return [c for path in sorted(out_dir.glob("predict_run*.json")) for c in _read_cases(path)]
 
 
 def earlier_cases(out_dir: Path) -> list[dict[str, Any]]:
     """The finished cases of every run record in `out_dir` (read before this run writes)."""
-    return [c for path in sorted(out_dir.glob("predict_run*.json")) for c in _read_cases(path)]
+    return [c for c in recorded_cases(out_dir) if _finished(c)]
 
 
 def kept_cases(record_path: Path) -> list[dict[str, Any]]:
     """The finished cases of the earlier record at `record_path` (status `earlier`): kept in the
     rewritten record unless this run writes their label map again (`write_record`)."""
-    return [{**c, "status": "earlier"} for c in _read_cases(record_path)]
+    return [{**c, "status": "earlier"} for c in _read_cases(record_path) if _finished(c)]
 
 
 def _label_map(entry: dict[str, Any]) -> str | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -107,25 +106,15 @@ def case_line(row: dict[str, object]) -> str:
     return "; ".join(parts)
 
 
-def finished_cases(path: Path) -> dict[str, dict[str, Any]]:
-    """The finished cases of an earlier run record at `path`, by case id (for their statistics)."""
-    try:
-        cases = json.loads(path.read_text(encoding="utf-8"))["cases"]
-    except (OSError, ValueError, KeyError):
-        return {}
-    return {c["case_id"]: c for c in cases if "statistics" in c}
-
-
 def write_cohort_statistics(out_dir: Path) -> Path:
     """`statistics.csv` from the finished cases of every run record (every shard) in `out_dir`:
     per case, the row of the entry whose outputs are the files on disk (`on_disk`), else the last
     one read."""
-    from kidneyseg.predict.run_record import on_disk
+    from kidneyseg.predict.run_record import on_disk, recorded_cases
 
     rows: dict[str, tuple[bool, dict[str, Any]]] = {}
-    for path in sorted(out_dir.glob("predict_run*.json")):
-        for case_id, case in finished_cases(path).items():
-            current = on_disk(case)
-            if current or not rows.get(case_id, (False, None))[0]:
-                rows[case_id] = (current, case["statistics"])
+    for case in (c for c in recorded_cases(out_dir) if "statistics" in c):
+        current = on_disk(case)
+        if current or not rows.get(case["case_id"], (False, None))[0]:
+            rows[case["case_id"]] = (current, case["statistics"])
     return write_statistics(out_dir / STATISTICS_NAME, [row for _, row in rows.values()])

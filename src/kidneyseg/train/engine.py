@@ -36,7 +36,7 @@ from kidneyseg.checkpoint import (
     resolve_checkpoint,
 )
 from kidneyseg.config import RunConfig
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, exception_line
 from kidneyseg.io.atomic import remove_stale_partials, write_text_atomic
 from kidneyseg.plaindata import dump_yaml, from_dict, load_yaml
 from kidneyseg.train.build import (
@@ -125,8 +125,9 @@ def _start(
             try:
                 trainer.load_state(*init)
             except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                reason = exception_line(exc)
                 raise KidneysegError(
-                    f"cannot resume: the checkpoint's training state does not fit this run ({_named(exc)})",
+                    f"cannot resume: the checkpoint's training state does not fit this run ({reason})",
                     out / LAST_NAME,
                 ) from None
         elif init_weights is not None:
@@ -269,7 +270,7 @@ def resume(
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise KidneysegError(
-            f"checkpoint's training state is incomplete or damaged ({_named(exc)})", last
+            f"checkpoint's training state is incomplete or damaged ({exception_line(exc)})", last
         ) from None
     return _start(
         config,
@@ -282,10 +283,6 @@ def resume(
         init=(ckpt.model_state, extra),
         freeze_depth=freeze_depth,
     )
-
-
-def _named(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def _restart(
