@@ -26,14 +26,21 @@ def _kits_case(folder, seg_names=("segmentation.nii.gz",), image=True):
         _nifti(folder / name, k + 1, np.uint8)
 
 
-def test_kits19_layout(tmp_path):
+def test_kits19_layout(tmp_path, caplog):
     for k in range(3):
         _kits_case(tmp_path / "kits19" / "data" / f"case_{k:05d}")
     _kits_case(tmp_path / "kits19" / "data" / "case_00003", seg_names=())  # a test case: no labels
     _kits_case(tmp_path / "kits19" / "data" / "case_00004", image=False)  # no CT: not a case
+    _kits_case(tmp_path / "kits19" / "data" / "case_00005", image=False)
+    (tmp_path / "kits19" / "data" / "case_00005" / "imaging.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
     (tmp_path / "kits19" / "data" / "notes").mkdir()
     for root in (tmp_path / "kits19", tmp_path / "kits19" / "data"):
+        caplog.clear()
         dataset = discover(root)
+        assert caplog.messages == [
+            f"{tmp_path / 'kits19' / 'data'}: 2 case folder(s) without imaging.nii.gz left out: "
+            "case_00004, case_00005 (broken link)"
+        ]
         assert dataset.layout == "kits19" and dataset.label_map is KITS19
         assert [c.case_id for c in dataset.cases] == [f"case_{k:05d}" for k in range(4)]
         assert [c.case_id for c in dataset.labelled] == ["case_00000", "case_00001", "case_00002"]

@@ -224,6 +224,10 @@ DICOM_FAULTS = {
         dict(edit=lambda k, ds: k == 0 and delattr(ds, "ImagePositionPatient")),
         "DICOM file slice000.dcm has no valid slice position or orientation",
     ),
+    "mr": (
+        dict(edit=lambda k, ds: setattr(ds, "Modality", "MR")),
+        "DICOM file slice000.dcm is MR \\(Modality\\), not CT",
+    ),
 }
 
 

@@ -18,6 +18,7 @@ hold only the segmentations.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from kidneyseg.config import KITS21_ANNOTATIONS, LAYOUTS, check_choice
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.formats import files_by_case_id
 from kidneyseg.labels import KITS19, KITS23, LabelMap
+
+log = logging.getLogger(__name__)
 
 _CASE_DIR = re.compile(r"^case_\d{5}$")
 IMAGE_FILE = "imaging.nii.gz"
@@ -154,13 +157,28 @@ def walk_kits(
     )
 
 
+def _warn_without_image(cases: list[Case], folder: Path) -> None:
+    """Say which case folders are left out for want of a CT (a partial download, a broken link)."""
+    shown = [c.case_id + (" (broken link)" if c.image.is_symlink() else "") for c in cases[:10]]
+    more = f" and {len(cases) - 10} more" if len(cases) > 10 else ""
+    log.warning(
+        "%s: %d case folder(s) without %s left out: %s%s",
+        folder,
+        len(cases),
+        IMAGE_FILE,
+        ", ".join(shown),
+        more,
+    )
+
+
 def discover(
     root: str | os.PathLike[str],
     layout: str = "auto",
     annotation: str = "AND",
     require_labels: bool = False,
 ) -> Dataset:
-    """Find the cases under `root`.
+    """Find the cases under `root`. KiTS case folders without a CT are left out with a warning
+    naming them (all of them without: an error).
 
     Args:
         root: the dataset folder (or the repository folder holding it).
@@ -184,7 +202,10 @@ def discover(
         labels = files_by_case_id(labels_dir)
         cases = [Case(name, image, labels.get(name)) for name, image in files_by_case_id(images_dir).items()]
     else:
-        cases = [c for c in walk_kits(folder, layout, annotation) if c.image.exists()]
+        walked = walk_kits(folder, layout, annotation)
+        cases = [c for c in walked if c.image.exists()]
+        if cases and len(cases) < len(walked):
+            _warn_without_image([c for c in walked if not c.image.exists()], folder)
     if not cases:
         raise KidneysegError(f"no CT images found in the {layout} layout", folder)
     dataset = Dataset(folder, layout, KITS19 if layout == "kits19" else KITS23, tuple(cases))

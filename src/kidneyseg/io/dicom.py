@@ -27,6 +27,8 @@ PIXEL_RTOL = 1e-4
 """Pixel spacings of one series' slices differ by at most this fraction."""
 TILT_VOXELS = 0.5
 """Largest in-plane shift of the last slice off the slice normal, in pixels, before it is a tilt."""
+CT_MODALITIES = ("CT", "OT", "")
+"""Modality values read as CT: CT, "other" (some derived or exported CT) and none given."""
 
 
 @contextmanager
@@ -95,6 +97,7 @@ def _read_headers(files: tuple[str, ...], folder: Path) -> list:
             samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
             pixel = tuple(float(v) for v in ds.PixelSpacing)
             compressed = ds.file_meta.TransferSyntaxUID.is_compressed
+            modality = str(getattr(ds, "Modality", "") or "").strip()
         except Exception as exc:  # pydicom raises many types for damaged files
             raise KidneysegError(
                 f"DICOM file {name} cannot be read ({type(exc).__name__}: {exc})".splitlines()[0], folder
@@ -105,6 +108,12 @@ def _read_headers(files: tuple[str, ...], folder: Path) -> list:
             raise KidneysegError(
                 f"DICOM file {name} is truncated: it is smaller than its {rows} × {columns} pixels", folder
             )
+        if modality.upper() not in CT_MODALITIES:
+            raise KidneysegError(
+                f"DICOM file {name} is {modality} (Modality), not CT: kidneyseg segments CT "
+                "in Hounsfield units",
+                folder,
+            )
         headers.append((name, orientation, position, pixel))
     return headers
 
@@ -113,9 +122,10 @@ def check_series(files: tuple[str, ...], folder: Path) -> None:
     """Refuse a series whose slices do not form one regular grid.
 
     Raises:
-        KidneysegError: a file cannot be read or is truncated; the slices have different
-            orientations or pixel spacings; their positions are sheared off the slice normal (gantry tilt);
-            two share a position; a slice is missing; or the spacing is not uniform.
+        KidneysegError: a file cannot be read, is truncated or is not CT (MR, PET, ...); the
+            slices have different orientations or pixel spacings; their positions are sheared off
+            the slice normal (gantry tilt); two share a position; a slice is missing; or the
+            spacing is not uniform.
     """
     if len(files) < 2:
         return
