@@ -24,7 +24,7 @@ from kidneyseg.cli import app
 from kidneyseg.config import RunConfig
 from kidneyseg.data.phantom import generate_dataset
 from kidneyseg.errors import KidneysegError
-from kidneyseg.plaindata import from_dict, load_yaml
+from kidneyseg.plaindata import dump_yaml, from_dict, load_yaml
 from kidneyseg.recipes import load_recipe
 from kidneyseg.train import engine, record, trainer
 
@@ -303,6 +303,28 @@ def test_resume_from_a_damaged_training_state_is_one_clear_error(run3d, tmp_path
     torch.save(payload, run / "last.pt")
     with pytest.raises(KidneysegError, match="the checkpoint's training state does not fit this run"):
         engine.resume(run, progress=False)
+
+
+def test_resume_refuses_a_config_yaml_that_is_not_the_checkpoints(run3d, tmp_path):
+    """A hand-edited config.yaml (or a last.pt of another run) was trained on and overwritten."""
+    run = tmp_path / "run"
+    shutil.copytree(run3d, run)
+    written = load_yaml(run / "config.yaml")
+    lr = written["train"]["lr"]
+    written["train"]["lr"] = lr / 10
+    written["train"]["epochs"] = 5  # a resume may change this one
+    (run / "config.yaml").write_text(dump_yaml(written))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(
+        KidneysegError,
+        match=rf"config\.yaml: says train\.lr: {lr / 10!r} but the run's last\.pt "
+        rf"was trained with {lr!r} \(1 key\(s\) differ\)",
+    ):
+        engine.resume(run, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    (run / "config.yaml").write_text("train:\n\tlr: 1\n")  # not a config: rewritten from last.pt
+    engine.resume(run, progress=False)
+    assert (run / "config.yaml").read_text() == (run3d / "config.yaml").read_text()
 
 
 def test_a_diverging_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(

@@ -99,6 +99,17 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """The dotted keys (`train.lr`) where two configs' plain data differ, with both values."""
+    a, b = to_dict(a), to_dict(b)
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return [] if a == b else [(prefix, a, b)]
+    out = []
+    for key in sorted(set(a) | set(b)):
+        out += differences(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+    return out
+
+
 def parse_override(item: str, form: str = "section.key=value") -> tuple[str, Any]:
     """Split one `key=value` override; the value is parsed as YAML (`[16, 32]` is a list).
 

@@ -38,7 +38,7 @@ from kidneyseg.checkpoint import (
 from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError, exception_line
 from kidneyseg.io.atomic import remove_stale_partials, write_text_atomic
-from kidneyseg.plaindata import dump_yaml, from_dict, load_yaml
+from kidneyseg.plaindata import differences, dump_yaml, from_dict, load_yaml
 from kidneyseg.train.build import (
     resolve_model_config,
 )
@@ -260,6 +260,7 @@ def resume(
     if "optimizer" not in extra:
         raise KidneysegError("checkpoint holds no training state to resume from", last)
     config = ckpt.config
+    _check_config_file(run_dir / "config.yaml", config)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
     try:
         data = Path(data_dir) if data_dir is not None else Path(extra["data_dir"])
@@ -283,6 +284,27 @@ def resume(
         init=(ckpt.model_state, extra),
         freeze_depth=freeze_depth,
     )
+
+
+def _check_config_file(path: Path, config: RunConfig) -> None:
+    """Refuse to resume when the run's config.yaml says otherwise than its last checkpoint: a
+    hand-edited config.yaml (the resume would train on and overwrite it) or a last.pt of another
+    run. The epochs and time limit, which a resume may change, do not count. A config.yaml that
+    is not a valid config is rewritten from the checkpoint."""
+    try:
+        written = from_dict(RunConfig, load_yaml(path), str(path))
+    except (KidneysegError, OSError):
+        return
+    changeable = ("train.epochs", "train.time_limit_minutes")
+    odd = [d for d in differences(written, config) if d[0] not in changeable]
+    if odd:
+        key, here, there = odd[0]
+        raise KidneysegError(
+            f"says {key}: {here!r} but the run's {LAST_NAME} was trained with {there!r} "
+            f"({len(odd)} key(s) differ); a resumed run keeps its config: put config.yaml back, "
+            "or start a new run (train --init-weights to begin from these weights)",
+            path,
+        )
 
 
 def _restart(
