@@ -303,6 +303,12 @@ def test_resume_from_a_damaged_training_state_is_one_clear_error(run3d, tmp_path
     torch.save(payload, run / "last.pt")
     with pytest.raises(KidneysegError, match="the checkpoint's training state does not fit this run"):
         engine.resume(run, progress=False)
+    payload = torch.load(run3d / "last.pt", weights_only=True)
+    name = next(iter(payload["model_state"]))
+    payload["model_state"][name] = torch.full_like(payload["model_state"][name], float("nan"))
+    torch.save(payload, run / "last.pt")  # was: resumed, and the loss diverged at the first step
+    with pytest.raises(KidneysegError, match=rf"NaN or infinite weights \(1 tensors, first {name}\)"):
+        engine.resume(run, progress=False)
 
 
 def test_resume_refuses_a_config_yaml_that_is_not_the_checkpoints(run3d, tmp_path):

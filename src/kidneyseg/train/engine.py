@@ -259,6 +259,7 @@ def resume(
     extra = ckpt.extra
     if "optimizer" not in extra:
         raise KidneysegError("checkpoint holds no training state to resume from", last)
+    build_model_from_checkpoint(ckpt)  # refuses weights that are not finite or do not fit
     config = ckpt.config
     _check_config_file(run_dir / "config.yaml", config)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
