@@ -45,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = load_recipe("sca-unet-3d:cpu")
-    loss_fn = build_loss(config.train.loss, config.train.ce_weight)
+    loss_fn = build_loss(config.train, config.label_map)
     variant = dict(config.model.kwargs)
     nets = {
         "cpu variant": build_model(config.model.name, out_channels=4, **variant),

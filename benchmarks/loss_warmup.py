@@ -27,6 +27,7 @@ import time
 import numpy as np
 import torch
 
+from kidneyseg.config import TrainConfig
 from kidneyseg.data.phantom import case_seeds, generate_case
 from kidneyseg.models import build_model
 from kidneyseg.preprocess import preprocess
@@ -74,7 +75,7 @@ def run(spec: str, x: torch.Tensor, y: torch.Tensor, steps: int, every: int, pap
     net = build_model(config.model.name, out_channels=4, **kwargs)
     optimizer = build_optimizer(net.parameters(), config.train)
     name, _, weight = spec.partition(":")
-    loss_fn = build_loss(name, float(weight or 1.0))
+    loss_fn = build_loss(TrainConfig(loss=name, ce_weight=float(weight or 1.0)), config.label_map)
     curve, start = [], time.perf_counter()
     for step in range(1, steps + 1):
         i = (step - 1) % len(x)

@@ -35,7 +35,7 @@ def main() -> None:
     torch.manual_seed(0)
     config = load_recipe("sca-unet-3d:transfer")
     net = build_model(config.model.name, out_channels=4, **dict(config.model.kwargs))
-    loss_fn = build_loss(config.train.loss, config.train.ce_weight)
+    loss_fn = build_loss(config.train, config.label_map)
     tissue = generate_case(1, size="small", orientation="RAS").tissue.array
     rng = np.random.default_rng(0)
     patches = [tissue[x : x + 64, y : y + 64, 10:58] for x, y in ((30, 40), (60, 50), (80, 70), (40, 90))]

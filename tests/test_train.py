@@ -290,6 +290,15 @@ def test_a_patch_larger_than_the_cases_is_padded(phantoms, cache, tmp_path):
     assert result.status == "finished" and 0 <= result.last_metrics["val_dice"] <= 1
 
 
+def test_a_run_trains_on_the_kits_regions(phantoms, cache, tmp_path):
+    overrides = [*SCA, "train.epochs=1", "train.loss=dice_ce_regions"]
+    config = load_recipe("sca-unet-3d:cpu", overrides=overrides)
+    result = engine.train(config, phantoms, tmp_path / "r", cache_dir=cache)
+    assert result.status == "finished" and math.isfinite(result.last_metrics["train_loss"])
+    assert 0 <= result.last_metrics["val_dice"] <= 1
+    assert load_checkpoint(tmp_path / "r" / "last.pt").config.train.loss == "dice_ce_regions"
+
+
 def test_resume_from_a_damaged_training_state_is_one_clear_error(run3d, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(run3d, run)

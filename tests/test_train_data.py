@@ -12,7 +12,7 @@ from kidneyseg.config import TrainConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import KITS19, KITS23, label_lut
 from kidneyseg.train.data import epoch_seed
-from kidneyseg.train.losses import build_loss
+from kidneyseg.train.losses import build_loss, region_matrix
 from kidneyseg.train.samples import SliceEpochSampler
 
 KEEP = list(range(0, 300, 3))  # 100 foreground slices
@@ -69,9 +69,9 @@ def test_dice_squared_is_the_vnet_form():
     g = torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2).float()
     dims = (2, 3)
     expected = (1 - 2 * (p * g).sum(dims) / ((p**2).sum(dims) + (g**2).sum(dims))).mean()
-    got = build_loss(TrainConfig(loss="dice_squared"))(logits, labels)
+    got = build_loss(TrainConfig(loss="dice_squared"), KITS23)(logits, labels)
     assert float(got) == pytest.approx(float(expected), abs=1e-4)
-    plain = build_loss(TrainConfig(loss="dice"))(logits, labels)
+    plain = build_loss(TrainConfig(loss="dice"), KITS23)(logits, labels)
     assert abs(float(plain) - float(expected)) > 1e-3  # the squares matter
     with pytest.raises(KidneysegError, match=r"train\.loss='focal' is not one of"):
         TrainConfig(loss="focal")
@@ -82,11 +82,45 @@ def test_dice_ce_adds_cross_entropy():
     logits = torch.randn(1, 4, 4, 4, 4)
     labels = torch.randint(0, 4, (1, 1, 4, 4, 4))
     ce = torch.nn.functional.cross_entropy(logits, labels[:, 0])
-    total = build_loss(TrainConfig(loss="dice_ce"))(logits, labels)
-    dice = build_loss(TrainConfig(loss="dice"))(logits, labels)
+    total = build_loss(TrainConfig(loss="dice_ce"), KITS23)(logits, labels)
+    dice = build_loss(TrainConfig(loss="dice"), KITS23)(logits, labels)
     assert float(total) == pytest.approx(float(dice + ce), abs=1e-5)
     assert np.isfinite(float(total))
-    weighted = build_loss(TrainConfig(loss="dice_ce", ce_weight=0.1))(logits, labels)
+    weighted = build_loss(TrainConfig(loss="dice_ce", ce_weight=0.1), KITS23)(logits, labels)
     assert float(weighted) == pytest.approx(float(dice + 0.1 * ce), abs=1e-5)
     with pytest.raises(KidneysegError, match="ce_weight"):
         TrainConfig(loss="dice_ce", ce_weight=-1.0)
+
+
+def test_region_loss_is_dice_over_the_kits_regions_plus_cross_entropy():
+    torch.manual_seed(2)
+    logits = torch.randn(2, 4, 5, 6, 4)
+    labels = torch.randint(0, 4, (2, 1, 5, 6, 4))
+    p = torch.softmax(logits, 1)
+    g = torch.nn.functional.one_hot(labels[:, 0], 4).movedim(-1, 1).float()
+    dice = []
+    for members in ([1, 2, 3], [2, 3], [2]):  # kidney + masses, masses, tumor
+        pr, gr = p[:, members].sum(1), g[:, members].sum(1)
+        inter, total = (pr * gr).sum((1, 2, 3)), (pr + gr).sum((1, 2, 3))
+        dice.append(1 - (2 * inter + 1e-5) / (total + 1e-5))
+    ce = torch.nn.functional.cross_entropy(logits, labels[:, 0])
+    expected = torch.stack(dice).mean() + 0.1 * ce
+    got = build_loss(TrainConfig(loss="dice_ce_regions", ce_weight=0.1), KITS23)(logits, labels)
+    assert float(got) == pytest.approx(float(expected), abs=1e-5)
+    exclusive = build_loss(TrainConfig(loss="dice_ce", ce_weight=0.1), KITS23)(logits, labels)
+    assert abs(float(got) - float(exclusive)) > 1e-3
+    # Calling a tumor a cyst costs only the tumor region; exclusive classes pay it twice.
+    truth = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
+    truth[..., 1:3, 1:3, 1:3] = 2
+    as_cyst = torch.nn.functional.one_hot(torch.where(truth[:, 0] == 2, 3, 0), 4).movedim(-1, 1).float() * 40
+    right = torch.nn.functional.one_hot(truth[:, 0], 4).movedim(-1, 1).float() * 40
+    regions = build_loss(TrainConfig(loss="dice_ce_regions", ce_weight=0.0), KITS23)
+    classes = build_loss(TrainConfig(loss="dice_ce", ce_weight=0.0), KITS23)
+    assert float(regions(right, truth)) == pytest.approx(0.0, abs=1e-4)
+    assert float(regions(as_cyst, truth)) == pytest.approx(1 / 3, abs=1e-3)
+    assert float(classes(as_cyst, truth)) == pytest.approx(2 / 4, abs=1e-3)
+
+
+def test_kits19_regions_count_the_tumor_once():
+    assert region_matrix(KITS19).tolist() == [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]
+    assert region_matrix(KITS23).tolist() == [[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 1, 0]]

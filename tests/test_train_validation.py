@@ -79,7 +79,7 @@ def test_validation_matches_a_direct_monai_call(one_thread, monkeypatch, recipe,
     cases = {"a": label, "b": torch.where(label == last, 0, label)}
     monkeypatch.setattr(validation, "load_full_case", lambda record, lut: (image, cases[record.case_id]))
     records = [CaseRecord(name, None, shape, (), (), ()) for name in cases]  # type: ignore[arg-type]
-    loss_fn = build_loss(config.train)
+    loss_fn = build_loss(config.train, config.label_map)
     metrics = validation.validate(net, records, None, labels, loss_fn, inference, DistContext(), amp=False)
     losses = [float(loss_fn(expected, case)) for case in cases.values()]
     assert metrics["val_loss"] == pytest.approx(np.mean(losses), rel=1e-5)

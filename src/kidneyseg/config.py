@@ -14,7 +14,7 @@ from typing import Any
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import LABEL_MAPS, LabelMap
 
-LOSSES = ("dice_ce", "dice_squared", "dice")
+LOSSES = ("dice_ce", "dice_squared", "dice", "dice_ce_regions")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("none", "plateau", "cosine")
 SAMPLINGS = ("patch3d", "slice2d")
@@ -259,9 +259,10 @@ class TrainConfig:
         epochs: passes over the training sampler.
         loss: "dice_ce" (MONAI DiceCELoss, SCA-UNet) or "dice_squared" (Sørensen–Dice with
             squared denominators, V-Net form: MONAI DiceLoss(squared_pred=True), attention U-Net)
-            or "dice" (plain soft Dice).
-        ce_weight: weight of the cross-entropy term of "dice_ce" (MONAI's lambda_ce; 1 = the
-            paper's plain sum).
+            or "dice" (plain soft Dice) or "dice_ce_regions" (Dice over the KiTS regions
+            kidney + masses, masses, tumor, plus cross-entropy over the classes).
+        ce_weight: weight of the cross-entropy term of "dice_ce" and "dice_ce_regions" (MONAI's
+            lambda_ce; 1 = the paper's plain sum).
         optimizer: "adamw", "adam" or "sgd".
         lr: learning rate (SCA-UNet paper: "10e-4", read as 1e-3; its code used 1e-4).
         weight_decay: optimizer weight decay.

@@ -140,7 +140,7 @@ class Trainer:
         self.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], train)
         self.scheduler = build_scheduler(self.optimizer, train)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.loss_fn = build_loss(train)
+        self.loss_fn = build_loss(train, config.label_map)
         self.val_inference = validation_inference(config)
 
     def load_state(self, model_state: dict[str, Any], extra: dict[str, Any]) -> None:
