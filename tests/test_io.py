@@ -293,3 +293,16 @@ def test_empty_or_junk_dicom_folder_prints_nothing_but_the_error(tmp_path, capfd
             read_volume(tmp_path / name)
     captured = capfd.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_a_series_without_uid_is_listed_with_how_to_choose_it(tmp_path):
+    from kidneyseg.io.volume import choose_series
+
+    series = {"": ("a.dcm", "b.dcm"), "1.2.3": ("c.dcm", "d.dcm", "e.dcm")}
+    with pytest.raises(KidneysegError) as info:
+        choose_series(series, None, tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path}: holds 2 DICOM series, choose one with --series UID: "
+        "a series without UID, chosen with --series '' (2 files); 1.2.3 (3 files)"
+    )
+    assert choose_series(series, "", tmp_path) == ""

@@ -261,12 +261,18 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, tuple[str, ..
         }
 
 
+EMPTY_UID = "a series without UID, chosen with --series ''"
+"""How the listing of a folder's series shows one whose SeriesInstanceUID is empty (anonymised)."""
+
+
 def choose_series(series: dict[str, tuple[str, ...]], series_uid: str | None, folder: Path) -> str:
     """The UID to read from `series` (as `list_dicom_series` returns it): `series_uid` if given,
     else the only one; several series without a choice is an error that lists them."""
     if series_uid is None:
         if len(series) > 1:
-            listing = "; ".join(f"{uid} ({len(files)} files)" for uid, files in sorted(series.items()))
+            listing = "; ".join(
+                f"{uid or EMPTY_UID} ({len(files)} files)" for uid, files in sorted(series.items())
+            )
             raise KidneysegError(
                 f"holds {len(series)} DICOM series, choose one with --series UID: {listing}", folder
             )
