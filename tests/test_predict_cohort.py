@@ -78,6 +78,21 @@ def test_a_rerun_skips_only_what_the_same_input_model_and_settings_made(ckpt, ca
     assert result.exit_code == 2 and "Is a directory" in result.output
 
 
+def test_a_rerun_with_report_redoes_a_case_whose_page_or_preview_is_gone_or_changed(ckpt, cases, tmp_path):
+    out = tmp_path / "out"
+    base = ["predict", "-i", str(cases / "a.nii.gz"), "-o", str(out), "-m", str(ckpt), "--report", "-q"]
+    assert "1 predicted" in runner.invoke(app, base).output
+    assert "0 predicted, 1 already done" in runner.invoke(app, base).output
+    (out / "a_preview.png").unlink()
+    assert "1 predicted, 0 already done" in runner.invoke(app, base).output
+    assert (out / "a_preview.png").is_file()
+    (out / "a_report.html").write_text("edited")
+    assert "1 predicted, 0 already done" in runner.invoke(app, base).output
+    assert (out / "a_report.html").read_text() != "edited"
+    record = json.loads((out / "predict_run.json").read_text())["cases"][0]
+    assert {"report", "report_html", "report_preview"} <= set(record["output_stamps"])
+
+
 def test_an_interrupted_folder_run_goes_on_where_it_stopped(ckpt, cases, tmp_path, monkeypatch):
     """The record is written after every case, so a run stopped at its third case (Ctrl-C, a
     scheduler's time limit) skips the two it finished when it is started again."""

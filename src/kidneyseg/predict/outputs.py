@@ -52,8 +52,8 @@ def case_outputs(
     label_map: LabelMap,
     suffix: str = ".nii.gz",
 ) -> dict[str, Path]:
-    """The files a case writes, named after `name` (the report writer names its own files beside
-    them); `label_map` is the written one (`output_label_map`)."""
+    """The files a case writes, named after `name`; `label_map` is the written one
+    (`output_label_map`)."""
     outputs = {"labels": out_dir / f"{name}{suffix}"}
     if options.per_class:
         outputs |= {f"mask_{c.name}": out_dir / f"{name}_{c.name}{suffix}" for c in label_map.foreground}
@@ -66,7 +66,10 @@ def case_outputs(
     if options.dicom and options.new_uids:
         outputs["dicom_ct"] = out_dir / f"{name}_ct"
     if options.report:
-        outputs["report"] = out_dir / f"{name}_report.json"
+        from kidneyseg.report.render import report_files
+
+        names = ("report", "report_html", "report_preview")
+        outputs |= dict(zip(names, report_files(out_dir, name), strict=True))
     return outputs
 
 

@@ -86,6 +86,12 @@ class ReportPaths:
     warnings: tuple[str, ...] = ()
 
 
+def report_files(out_dir: Path, case_id: str | None) -> tuple[Path, Path, Path]:
+    """The report's JSON, HTML page and preview picture for `case_id` in `out_dir`."""
+    stem = f"{case_id}_" if case_id else ""
+    return out_dir / f"{stem}report.json", out_dir / f"{stem}report.html", out_dir / f"{stem}preview.png"
+
+
 def write_report(
     ct: Volume,
     labels: Volume,
@@ -117,10 +123,7 @@ def write_report(
     scene = Scene(ct, label_array(labels), label_map)  # validated by `measure`
     figures = [(title, scene.views(focus, title, line)) for title, focus, line in _focus_points(report)]
     page = render_html(report, figures, label_map)
-    stem = f"{case_id}_" if case_id else ""
-    out_dir = Path(out_dir)
-    json_path, html_path = out_dir / f"{stem}report.json", out_dir / f"{stem}report.html"
-    preview_path = out_dir / f"{stem}preview.png"
+    json_path, html_path, preview_path = report_files(Path(out_dir), case_id)
     preview = compose(list(figures[0][1].values()))
     # All files appear together or not at all: each is renamed only once all are written, the
     # page first (the innermost), so that a failure there leaves nothing behind.
