@@ -65,9 +65,13 @@ def ckpt(tmp_path_factory) -> Path:
     return save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny3d.pt", TINY_3D, seed=0)
 
 
-def test_sigterm_is_one_line_exit_143_and_leaves_no_output(ckpt, tmp_path, monkeypatch):
+@pytest.mark.parametrize("worker_died", [False, True], ids=["main", "group"])
+def test_sigterm_is_one_line_exit_143_and_leaves_no_output(ckpt, tmp_path, monkeypatch, worker_died):
     """SIGTERM (kill, timeout, a scheduler's time limit) in the middle of a folder of cases: the
-    case loop does not take it for a bad case and go on; the empty output folder is removed."""
+    case loop does not take it for a bad case and go on; the empty output folder is removed.
+    Sent to the process group (`timeout`, SLURM), it also kills PyTorch's data-loader workers,
+    whose SIGCHLD handler raises a RuntimeError while the interrupt unwinds (was: that
+    traceback, exit 1, in `train`)."""
     import kidneyseg.predict.runner
 
     cases = tmp_path / "cases"
@@ -76,7 +80,11 @@ def test_sigterm_is_one_line_exit_143_and_leaves_no_output(ckpt, tmp_path, monke
         phantom_file(cases / f"case{seed}.nii.gz", seed)
 
     def killed(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            if worker_died:
+                raise RuntimeError("DataLoader worker (pid 12345) is killed by signal: Terminated. ")
 
     monkeypatch.setattr(kidneyseg.predict.runner, "predict_case", killed)
     before = signal.getsignal(signal.SIGTERM)

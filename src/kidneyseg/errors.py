@@ -22,3 +22,16 @@ class KidneysegError(Exception):
 def exception_line(exc: BaseException) -> str:
     """An exception's type and the first line of its message, for a one-line reason."""
     return f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+
+
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The interrupt (Ctrl-C, SIGTERM) that `exc` was raised while handling, if any: a signal sent
+    to the whole process group also kills PyTorch's data-loader workers, and the main process
+    then raises "DataLoader worker ... is killed by signal" on top of its own interrupt."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__context__
+    return None

@@ -10,11 +10,11 @@ import re
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import typer
 
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, interrupt_behind
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,10 +67,16 @@ def check_environment() -> None:
     logging.getLogger("matplotlib").setLevel(logging.ERROR)
 
 
+def _stopped(interrupt: KeyboardInterrupt) -> NoReturn:
+    terminated = isinstance(interrupt, Terminated)
+    typer.echo("terminated" if terminated else "interrupted", err=True)
+    raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+
+
 def one_line_errors(fn: F) -> F:
     """Decorate a command so that a `KidneysegError` prints `error: <message>` and exits 2, and
     an interrupt prints `interrupted` (Ctrl-C, exit 130) or `terminated` (SIGTERM, exit 143),
-    without a traceback."""
+    without a traceback, also when another error was raised on top of it (`interrupt_behind`)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -81,11 +87,12 @@ def one_line_errors(fn: F) -> F:
         except KidneysegError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        except Terminated:
-            typer.echo("terminated", err=True)
-            raise typer.Exit(EXIT_TERMINATED) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt as exc:
+            _stopped(exc)
+        except Exception as exc:
+            interrupt = interrupt_behind(exc)
+            if interrupt is None:
+                raise
+            _stopped(interrupt)
 
     return wrapper  # type: ignore[return-value]

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kidneyseg.errors import KidneysegError, exception_line
+from kidneyseg.errors import KidneysegError, exception_line, interrupt_behind
 from kidneyseg.io.formats import case_id_of, files_by_case_id
 from kidneyseg.io.volume import NIFTI_SUFFIXES, choose_series, list_dicom_series, nifti_stem
 from kidneyseg.predict.outputs import (
@@ -265,7 +265,7 @@ def _run_case(
             raise
         reason = str(exc)
     except Exception as exc:  # one bad case must not stop the others in folder mode
-        if reraise:
+        if reraise or interrupt_behind(exc) is not None:
             raise
         reason = exception_line(exc)
     return {"case_id": case.case_id, "input": str(case.path), "status": "failed", "reason": reason}
