@@ -93,6 +93,33 @@ def test_a_rerun_with_report_redoes_a_case_whose_page_or_preview_is_gone_or_chan
     assert {"report", "report_html", "report_preview"} <= set(record["output_stamps"])
 
 
+def test_a_rerun_with_fewer_outputs_removes_what_belonged_to_the_old_label_map(ckpt, cases, tmp_path):
+    """--per-class masks and a report of an earlier run would sit beside a label map they were not
+    made from; a file changed since that run wrote it is the user's and stays."""
+    import os
+
+    out = tmp_path / "out"
+    base = ["predict", "-i", str(cases / "a.nii.gz"), "-o", str(out), "-m", str(ckpt)]
+    assert "1 predicted" in runner.invoke(app, [*base, "--per-class", "--report", "-q"]).output
+    made = {
+        "a_kidney.nii.gz",
+        "a_tumor.nii.gz",
+        "a_cyst.nii.gz",
+        "a_report.json",
+        "a_report.html",
+        "a_preview.png",
+    }
+    assert made <= {p.name for p in out.iterdir()}
+    os.utime(out / "a_cyst.nii.gz", (1e9, 1e9))  # touched since: not the file that run wrote
+    result = runner.invoke(app, base)
+    assert result.exit_code == 0 and "1 predicted" in result.output
+    removed = made - {"a_cyst.nii.gz"}
+    assert not removed & {p.name for p in out.iterdir()} and (out / "a_cyst.nii.gz").is_file()
+    assert "removed what an earlier run wrote beside the old label map" in result.output
+    entry = json.loads((out / "predict_run.json").read_text())["cases"][0]
+    assert sorted(Path(p).name for p in entry["removed_stale"]) == sorted(removed)
+
+
 def test_an_interrupted_folder_run_goes_on_where_it_stopped(ckpt, cases, tmp_path, monkeypatch):
     """The record is written after every case, so a run stopped at its third case (Ctrl-C, a
     scheduler's time limit) skips the two it finished when it is started again."""

@@ -201,6 +201,23 @@ def on_disk(entry: dict[str, Any]) -> bool:
     )
 
 
+def stale_outputs(earlier: list[dict[str, Any]], outputs: dict[str, Path]) -> list[Path]:
+    """Files earlier runs wrote beside the label map in `outputs`, that this case does not write
+    again and that are still as those runs wrote them: e.g. the `--per-class` masks of a run
+    before one without. Once the label map is rewritten they no longer belong to it."""
+    label, current = str(outputs["labels"]), {str(p) for p in outputs.values()}
+    stale = []
+    for entry in earlier:
+        if _label_map(entry) != label:
+            continue
+        stamps = entry.get("output_stamps") or {}
+        for name, path in (entry.get("outputs") or {}).items():
+            file = Path(path)
+            if path not in current and name in stamps and file.is_file() and file_stamp(file) == stamps[name]:
+                stale.append(file)
+    return stale
+
+
 def reusable(
     earlier: list[dict[str, Any]], case_id: str, fingerprint: str, stamp: str, outputs: dict[str, Path]
 ) -> dict[str, Any] | None:

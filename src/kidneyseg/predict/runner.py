@@ -56,6 +56,7 @@ from kidneyseg.predict.run_record import (
     output_stamps,
     record_name,
     reusable,
+    stale_outputs,
     write_record,
 )
 
@@ -258,8 +259,17 @@ def _run_case(
         if before is not None:
             return {**before, "status": "skipped"}
         entry = predict_case(predictor, case, out_dir, options, not quiet_case, warn, name, suffix)
+        stale = stale_outputs(earlier, outputs)
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if stale:
+            names = ", ".join(p.name for p in stale)
+            warn(
+                f"warning: {case.case_id}: removed what an earlier run wrote beside the old label map: "
+                + names
+            )
         made = {"fingerprint": fingerprint, "input_stamp": stamp, "output_stamps": output_stamps(outputs)}
-        return {**entry, **made}
+        return {**entry, **made, "removed_stale": [str(p) for p in stale]}
     except KidneysegError as exc:
         if reraise:
             raise
