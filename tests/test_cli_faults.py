@@ -79,21 +79,32 @@ def test_sigterm_is_one_line_exit_143_and_leaves_no_output(ckpt, tmp_path, monke
     for seed in (1, 2):
         phantom_file(cases / f"case{seed}.nii.gz", seed)
 
+    unwinding = []  # the SIGCHLD handler while the interrupt unwinds
+
     def killed(*args, **kwargs):
         try:
             os.kill(os.getpid(), signal.SIGTERM)
         finally:
-            if worker_died:
+            unwinding.append(signal.getsignal(signal.SIGCHLD))
+            if worker_died:  # as PyTorch's SIGCHLD handler does for a dead worker
                 raise RuntimeError("DataLoader worker (pid 12345) is killed by signal: Terminated. ")
 
+    def loader_handler(signum, frame):  # stands in for the data loader's (other children end too)
+        pass
+
     monkeypatch.setattr(kidneyseg.predict.runner, "predict_case", killed)
-    before = signal.getsignal(signal.SIGTERM)
-    out = tmp_path / "out"
-    result = runner.invoke(app, ["predict", "-i", str(cases), "-o", str(out), "--model", str(ckpt), "-q"])
+    original = signal.signal(signal.SIGCHLD, loader_handler)
+    try:
+        before = signal.getsignal(signal.SIGTERM)
+        out = tmp_path / "out"
+        result = runner.invoke(app, ["predict", "-i", str(cases), "-o", str(out), "--model", str(ckpt), "-q"])
+        assert signal.getsignal(signal.SIGCHLD) is loader_handler  # restored on the way out
+    finally:
+        signal.signal(signal.SIGCHLD, original)
     assert result.exit_code == EXIT_TERMINATED == 143
     assert result.output == "terminated\n"
     assert not out.exists()
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.getsignal(signal.SIGTERM) is before and unwinding == [signal.SIG_DFL]
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-2", "2.5"])

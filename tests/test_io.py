@@ -306,3 +306,12 @@ def test_a_series_without_uid_is_listed_with_how_to_choose_it(tmp_path):
         "a series without UID, chosen with --series '' (2 files); 1.2.3 (3 files)"
     )
     assert choose_series(series, "", tmp_path) == ""
+
+
+def test_a_one_file_series_of_another_modality_is_refused(dicom_dir, tmp_path):
+    """The slice-by-slice checks need two files; the modality is checked for one as well."""
+    folder = _edited_series(dicom_dir, tmp_path / "one", edit=lambda k, ds: setattr(ds, "Modality", "MR"))
+    for extra in sorted(folder.iterdir())[1:]:
+        extra.unlink()
+    with pytest.raises(KidneysegError, match=r"DICOM file slice000\.dcm is MR \(Modality\), not CT"):
+        read_volume(folder)

@@ -100,7 +100,11 @@ def test_a_rerun_with_fewer_outputs_removes_what_belonged_to_the_old_label_map(c
 
     out = tmp_path / "out"
     base = ["predict", "-i", str(cases / "a.nii.gz"), "-o", str(out), "-m", str(ckpt)]
-    assert "1 predicted" in runner.invoke(app, [*base, "--per-class", "--report", "-q"]).output
+    first = runner.invoke(app, [*base, "--per-class", "--report", "--shard", "1/1", "-q"])
+    assert "1 predicted" in first.output  # a shard's record, then the same run's again: two entries
+    assert (
+        "0 predicted, 1 already done" in runner.invoke(app, [*base, "--per-class", "--report", "-q"]).output
+    )
     made = {
         "a_kidney.nii.gz",
         "a_tumor.nii.gz",
@@ -116,6 +120,7 @@ def test_a_rerun_with_fewer_outputs_removes_what_belonged_to_the_old_label_map(c
     removed = made - {"a_cyst.nii.gz"}
     assert not removed & {p.name for p in out.iterdir()} and (out / "a_cyst.nii.gz").is_file()
     assert "removed what an earlier run wrote beside the old label map" in result.output
+    assert result.output.count("a_kidney.nii.gz") == 1
     entry = json.loads((out / "predict_run.json").read_text())["cases"][0]
     assert sorted(Path(p).name for p in entry["removed_stale"]) == sorted(removed)
 

@@ -340,6 +340,9 @@ def test_resume_refuses_a_config_yaml_that_is_not_the_checkpoints(run3d, tmp_pat
     (run / "config.yaml").write_text("train:\n\tlr: 1\n")  # not a config: rewritten from last.pt
     engine.resume(run, progress=False)
     assert (run / "config.yaml").read_text() == (run3d / "config.yaml").read_text()
+    (run / "config.yaml").write_bytes(b"\xff\xfe\x00 not text")
+    engine.resume(run, progress=False)
+    assert (run / "config.yaml").read_text() == (run3d / "config.yaml").read_text()
 
 
 def test_a_diverging_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(

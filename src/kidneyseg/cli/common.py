@@ -39,6 +39,9 @@ def sigterm_raises() -> Iterator[None]:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
+        # A SIGTERM to the process group kills PyTorch's data-loader workers too; its SIGCHLD
+        # handler would raise about them while the interrupt unwinds (`interrupt_behind`).
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         raise Terminated
 
     try:
@@ -46,10 +49,12 @@ def sigterm_raises() -> Iterator[None]:
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
+    child = signal.getsignal(signal.SIGCHLD)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGCHLD, child)
 
 
 _OMP_THREADS = re.compile(r"^\s*[1-9]\d*(\s*,\s*[1-9]\d*)*\s*$")

@@ -83,6 +83,26 @@ def slice_normal(orientation) -> np.ndarray:
     return np.cross(orientation[:3], orientation[3:])
 
 
+def _refuse_other_modality(modality: str, name: str, folder: Path) -> None:
+    if modality.upper() not in CT_MODALITIES:
+        raise KidneysegError(
+            f"DICOM file {name} is {modality} (Modality), not CT: kidneyseg segments CT in Hounsfield units",
+            folder,
+        )
+
+
+def _check_single_file(file: str, folder: Path) -> None:
+    """The modality of a one-file series (e.g. an enhanced multi-frame image); the rest of it is
+    left to ITK's reader."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(file, stop_before_pixels=True)
+    except Exception:  # damaged: ITK's reader says so
+        return
+    _refuse_other_modality(str(getattr(ds, "Modality", "") or "").strip(), Path(file).name, folder)
+
+
 def _read_headers(files: tuple[str, ...], folder: Path) -> list:
     import pydicom
 
@@ -108,12 +128,7 @@ def _read_headers(files: tuple[str, ...], folder: Path) -> list:
             raise KidneysegError(
                 f"DICOM file {name} is truncated: it is smaller than its {rows} × {columns} pixels", folder
             )
-        if modality.upper() not in CT_MODALITIES:
-            raise KidneysegError(
-                f"DICOM file {name} is {modality} (Modality), not CT: kidneyseg segments CT "
-                "in Hounsfield units",
-                folder,
-            )
+        _refuse_other_modality(modality, name, folder)
         headers.append((name, orientation, position, pixel))
     return headers
 
@@ -128,6 +143,8 @@ def check_series(files: tuple[str, ...], folder: Path) -> None:
             spacing is not uniform.
     """
     if len(files) < 2:
+        for file in files:
+            _check_single_file(file, folder)
         return
     headers = _read_headers(files, folder)
     names = [h[0] for h in headers]

@@ -215,7 +215,7 @@ def stale_outputs(earlier: list[dict[str, Any]], outputs: dict[str, Path]) -> li
             file = Path(path)
             if path not in current and name in stamps and file.is_file() and file_stamp(file) == stamps[name]:
                 stale.append(file)
-    return stale
+    return list(dict.fromkeys(stale))  # shards' and later runs' records may list a file again
 
 
 def reusable(

@@ -257,7 +257,7 @@ def _run_case(
         stamp = input_stamp(case.path, case.dicom_files, case.series_uid)
         before = None if options.overwrite else reusable(earlier, case.case_id, fingerprint, stamp, outputs)
         if before is not None:
-            return {**before, "status": "skipped"}
+            return {**{k: v for k, v in before.items() if k != "removed_stale"}, "status": "skipped"}
         entry = predict_case(predictor, case, out_dir, options, not quiet_case, warn, name, suffix)
         stale = stale_outputs(earlier, outputs)
         for path in stale:

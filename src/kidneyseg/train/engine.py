@@ -294,7 +294,7 @@ def _check_config_file(path: Path, config: RunConfig) -> None:
     is not a valid config is rewritten from the checkpoint."""
     try:
         written = from_dict(RunConfig, load_yaml(path), str(path))
-    except (KidneysegError, OSError):
+    except (KidneysegError, OSError, ValueError):  # ValueError: not UTF-8 text
         return
     changeable = ("train.epochs", "train.time_limit_minutes")
     odd = [d for d in differences(written, config) if d[0] not in changeable]

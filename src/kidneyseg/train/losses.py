@@ -54,7 +54,7 @@ class RegionDiceCE(nn.Module):
         classes = label[:, 0].long()
         onehot = nn.functional.one_hot(classes, logits.shape[1]).movedim(-1, 1).to(logits.dtype)
         probs = torch.softmax(logits, 1)
-        regions = self.regions.to(logits.dtype)
+        regions = self.regions.to(device=logits.device, dtype=logits.dtype)  # the trainer never moves a loss
         in_region = torch.einsum("bc...,rc->br...", probs, regions)
         target = torch.einsum("bc...,rc->br...", onehot, regions)
         return self.dice(in_region, target) + self.ce_weight * self.ce(logits, classes)
