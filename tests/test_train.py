@@ -353,8 +353,8 @@ def test_a_diverging_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoi
     before = (run / "last.pt").read_bytes()
     real = trainer.build_loss
 
-    def nan_loss(train):
-        loss = real(train)
+    def nan_loss(train, label_map):
+        loss = real(train, label_map)
         return lambda logits, label: loss(logits, label) * float("nan")
 
     monkeypatch.setattr(trainer, "build_loss", nan_loss)
