@@ -83,6 +83,11 @@ def slice_normal(orientation) -> np.ndarray:
     return np.cross(orientation[:3], orientation[3:])
 
 
+def _modality(ds) -> str:
+    """A pydicom dataset's Modality ("" when absent)."""
+    return str(getattr(ds, "Modality", "") or "").strip()
+
+
 def _refuse_other_modality(modality: str, name: str, folder: Path) -> None:
     if modality.upper() not in CT_MODALITIES:
         raise KidneysegError(
@@ -97,10 +102,10 @@ def _check_single_file(file: str, folder: Path) -> None:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(file, stop_before_pixels=True)
+        modality = _modality(pydicom.dcmread(file, stop_before_pixels=True))
     except Exception:  # damaged: ITK's reader says so
         return
-    _refuse_other_modality(str(getattr(ds, "Modality", "") or "").strip(), Path(file).name, folder)
+    _refuse_other_modality(modality, Path(file).name, folder)
 
 
 def _read_headers(files: tuple[str, ...], folder: Path) -> list:
@@ -117,7 +122,7 @@ def _read_headers(files: tuple[str, ...], folder: Path) -> list:
             samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
             pixel = tuple(float(v) for v in ds.PixelSpacing)
             compressed = ds.file_meta.TransferSyntaxUID.is_compressed
-            modality = str(getattr(ds, "Modality", "") or "").strip()
+            modality = _modality(ds)
         except Exception as exc:  # pydicom raises many types for damaged files
             raise KidneysegError(
                 f"DICOM file {name} cannot be read ({type(exc).__name__}: {exc})".splitlines()[0], folder

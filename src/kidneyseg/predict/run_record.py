@@ -191,13 +191,17 @@ def _label_map(entry: dict[str, Any]) -> str | None:
     return (entry.get("outputs") or {}).get("labels")
 
 
+def _as_written(path: Path, stamp: dict[str, Any]) -> bool:
+    """Whether `path` is still the file its `output_stamps` entry `stamp` was taken of."""
+    return path.is_file() and file_stamp(path) == stamp
+
+
 def on_disk(entry: dict[str, Any]) -> bool:
     """Whether the entry's output files are still the ones it wrote (False without stamps)."""
     stamps = entry.get("output_stamps") or {}
     paths = {name: Path(path) for name, path in (entry.get("outputs") or {}).items()}
     return bool(stamps) and all(
-        name in paths and paths[name].is_file() and file_stamp(paths[name]) == stamp
-        for name, stamp in stamps.items()
+        name in paths and _as_written(paths[name], stamp) for name, stamp in stamps.items()
     )
 
 
@@ -212,9 +216,8 @@ def stale_outputs(earlier: list[dict[str, Any]], outputs: dict[str, Path]) -> li
             continue
         stamps = entry.get("output_stamps") or {}
         for name, path in (entry.get("outputs") or {}).items():
-            file = Path(path)
-            if path not in current and name in stamps and file.is_file() and file_stamp(file) == stamps[name]:
-                stale.append(file)
+            if path not in current and name in stamps and _as_written(Path(path), stamps[name]):
+                stale.append(Path(path))
     return list(dict.fromkeys(stale))  # shards' and later runs' records may list a file again
 
 
