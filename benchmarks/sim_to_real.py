@@ -21,8 +21,8 @@ and draws one picture: a row per run, the low-dose CT, the DICOM series and the 
 the prediction (red kidney, yellow tumor, cyan cyst) and the reference kidney outline (green).
 
 Usage:
-    python benchmarks/sim_to_real.py --run NAME=RUN_DIR [--run ...] [--run-unchecked NAME=RUN_DIR ...] \
-        [--labels NAME=FOLDER ...] \
+    python benchmarks/sim_to_real.py --run NAME=RUN_DIR[,RUN_DIR...] [--run ...] \
+        [--run-unchecked NAME=RUN_DIR ...] [--labels NAME=FOLDER ...] \
         --phantoms HELD_OUT_DIR --picture docs/images/sim_to_real.png [--json out.json]
 """
 
@@ -50,7 +50,8 @@ class Predicted:
     def __init__(self, model: str, anatomy_check: bool = True) -> None:
         from kidneyseg.predict import Predictor, PredictSettings
 
-        self.predictor = Predictor([model], PredictSettings(roi="body", anatomy_check=anatomy_check))
+        models = model.split(",")  # several: an ensemble
+        self.predictor = Predictor(models, PredictSettings(roi="body", anatomy_check=anatomy_check))
 
     def labels(self, name: str, ct) -> tuple[np.ndarray, float | None]:
         prediction = self.predictor.predict(ct)
@@ -213,7 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sources = parser.add_argument_group("rows, in the order given")
     for flag, kind, text in (
-        ("--run", Predicted, "NAME=RUN_DIR (repeatable)."),
+        ("--run", Predicted, "NAME=RUN_DIR[,RUN_DIR...] (repeatable; several: their ensemble)."),
         ("--run-unchecked", Unchecked, "NAME=RUN_DIR, predicted without post-processing's anatomy check."),
         ("--labels", FromFiles, "NAME=FOLDER of label maps another tool wrote."),
     ):
