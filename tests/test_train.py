@@ -129,6 +129,32 @@ def test_same_seed_same_losses_and_resume_is_exact(run3d, phantoms, cache, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_an_interrupted_run_says_so_in_its_record_and_resumes(run3d, phantoms, cache, tmp_path, monkeypatch):
+    out = tmp_path / "stopped"
+    epochs = []
+    train_epoch = trainer.Trainer._train_epoch
+
+    def second_epoch_interrupted(self, samples, epoch):
+        epochs.append(epoch)
+        if epoch == 1:  # Ctrl-C or SIGTERM, under the error of a data-loader worker it killed
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise RuntimeError("DataLoader worker (pid 12345) is killed by signal: Terminated.") from None
+        return train_epoch(self, samples, epoch)
+
+    monkeypatch.setattr(trainer.Trainer, "_train_epoch", second_epoch_interrupted)
+    config = load_recipe("sca-unet-3d:cpu", overrides=[*SCA, "train.epochs=2"])
+    with pytest.raises(RuntimeError, match="DataLoader worker"):
+        engine.train(config, phantoms, out, cache_dir=cache, progress=False)
+    record = json.loads((out / "run.json").read_text())
+    assert epochs == [0, 1] and record["status"] == "interrupted"
+    assert record["epochs_done"] == load_checkpoint(out / "last.pt").extra["epoch"] == 1
+    monkeypatch.undo()
+    assert engine.resume(out, progress=False).epochs == 2
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+
+
 TIMING = {"train_seconds", "patches_per_second", "val_seconds", "epoch_seconds", "cpu_seconds"}
 
 

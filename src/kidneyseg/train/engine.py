@@ -36,7 +36,7 @@ from kidneyseg.checkpoint import (
     resolve_checkpoint,
 )
 from kidneyseg.config import RunConfig
-from kidneyseg.errors import KidneysegError, exception_line
+from kidneyseg.errors import KidneysegError, exception_line, interrupt_behind
 from kidneyseg.io.atomic import remove_stale_partials, write_text_atomic
 from kidneyseg.plaindata import differences, dump_yaml, from_dict, load_yaml
 from kidneyseg.train.build import (
@@ -140,7 +140,12 @@ def _start(
             trainer.write_record("running")  # first: where the data is, for a resume without last.pt
             write_text_atomic(out / "config.yaml", dump_yaml(config))
             trainer.restore_outputs()
-        return trainer.run()
+        try:
+            return trainer.run()
+        except BaseException as exc:  # Ctrl-C or SIGTERM (perhaps under a data loader's error)
+            if interrupt_behind(exc) is not None:
+                trainer.mark_interrupted()
+            raise
     finally:
         shutdown(ctx)
 

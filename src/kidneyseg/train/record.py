@@ -92,3 +92,15 @@ def write_run_record(path: Path, record: dict[str, Any]) -> Path:
         return v
 
     return write_text_atomic(path, json.dumps(clean(record), indent=2) + "\n")
+
+
+def set_status(path: Path, status: str) -> None:
+    """Set the status of the run record at `path`, leaving the rest as written: the record
+    written last matches the last checkpoint, while a stopped trainer's state may be ahead of
+    both. A missing or unreadable record is left to `--resume`, which writes it again."""
+    try:
+        last = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(last, dict):
+        write_run_record(path, last | {"status": status})

@@ -271,6 +271,10 @@ class Trainer:
         if self.ctx.is_main:
             record.write_run_record(self.out / "run.json", self._record(status))
 
+    def mark_interrupted(self) -> None:
+        if self.ctx.is_main:
+            record.set_status(self.out / "run.json", "interrupted")
+
     def _copy_last_to_best(self) -> None:
         write_atomic(self.out / BEST_NAME, lambda tmp: shutil.copyfile(self.out / LAST_NAME, tmp))
 
