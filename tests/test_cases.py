@@ -8,7 +8,7 @@ import pytest
 
 from kidneyseg.data.cases import discover
 from kidneyseg.data.splits import kfold_splits, run_split, train_val_split
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.io.volume import Volume, read_volume, write_volume
 from kidneyseg.labels import KITS19, KITS23
 
@@ -177,3 +177,18 @@ def test_split_errors():
         train_val_split(IDS[:3] + IDS[:1], 0.2)
     with pytest.raises(KidneysegError, match="k must be between 2"):
         kfold_splits(IDS[:3], 4)
+
+
+def test_long_lists_of_names_show_the_first_ten_and_a_count():
+    names = [f"case_{i:05d}" for i in range(13)]
+    assert some_names(names) == ", ".join(names[:10]) + " and 3 more"
+    assert some_names(names[:10]) == ", ".join(names[:10]) and some_names([]) == ""
+
+
+def test_a_subset_names_the_cases_the_dataset_lacks(tmp_path):
+    _kits_case(tmp_path / "case_00000")
+    dataset = discover(tmp_path)
+    missing = [f"case_{i:05d}" for i in range(1, 13)]
+    with pytest.raises(KidneysegError, match=f"cases not in this dataset: {some_names(missing)}$"):
+        dataset.subset(["case_00000", *missing])
+    assert dataset.subset(["case_00000"])[0].case_id == "case_00000"

@@ -107,7 +107,8 @@ def test_compare_models_ranks_models_and_pairs_them(rng):
 
 def test_models_must_share_their_cases(rng):
     models = {"a": synthetic_rows(rng, 10, 0.8), "b": synthetic_rows(rng, 9, 0.8)}
-    with pytest.raises(KidneysegError, match="different cases"):
+    only_a = models["a"][-1]["case_id"]
+    with pytest.raises(KidneysegError, match=f"different cases \\(only a: {only_a}; only b: none\\)"):
         compare_models({"validation": models}, n_boot=200)
 
 

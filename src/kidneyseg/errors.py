@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from os import PathLike
 
 
@@ -17,6 +18,12 @@ class KidneysegError(Exception):
         self.path = None if path is None else str(path)
         self.message = message
         super().__init__(message if path is None else f"{path}: {message}")
+
+
+def some_names(names: Sequence[str], shown: int = 10) -> str:
+    """The first `shown` of `names` for a message: "a, b, c and 7 more"."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def exception_line(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from kidneyseg.cli.common import one_line_errors
+from kidneyseg.errors import some_names
 
 EXIT_MISSING = 1
 """Exit code when cases were found on one side only (the results are written all the same)."""
@@ -86,8 +87,7 @@ def evaluate(
         (result.missing_references, "predictions have no reference"),
     ):
         if cases:
-            more = " ..." if len(cases) > 10 else ""
-            typer.echo(f"warning: {len(cases)} {what}: {', '.join(cases[:10])}{more}", err=True)
+            typer.echo(f"warning: {len(cases)} {what}: {some_names(cases)}", err=True)
     if not result.complete and not allow_missing:
         raise typer.Exit(EXIT_MISSING)
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from kidneyseg.cli.common import one_line_errors
+from kidneyseg.errors import some_names
 
 EXAMPLES = """
 Examples:
@@ -125,7 +126,6 @@ def _cohort(ct: Path, labels: Path, out: Path, classes, quiet: bool, options, hu
         (result.labels_without_ct, f"label map(s) in {labels} have no CT in {ct}"),
     ):
         if cases:
-            more = " ..." if len(cases) > 10 else ""
-            typer.echo(f"warning: {len(cases)} {what}: {', '.join(cases[:10])}{more}", err=True)
+            typer.echo(f"warning: {len(cases)} {what}: {some_names(cases)}", err=True)
     if result.failures:
         raise typer.Exit(1)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kidneyseg.config import KITS21_ANNOTATIONS, LAYOUTS, check_choice
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.io.formats import files_by_case_id
 from kidneyseg.labels import KITS19, KITS23, LabelMap
 
@@ -64,7 +64,7 @@ class Dataset:
         by_id = {c.case_id: c for c in self.cases}
         missing = [i for i in case_ids if i not in by_id]
         if missing:
-            raise KidneysegError(f"cases {missing[:5]} are not in this dataset", self.root)
+            raise KidneysegError(f"cases not in this dataset: {some_names(missing)}", self.root)
         return tuple(by_id[i] for i in case_ids)
 
 
@@ -159,15 +159,9 @@ def walk_kits(
 
 def _warn_without_image(cases: list[Case], folder: Path) -> None:
     """Say which case folders are left out for want of a CT (a partial download, a broken link)."""
-    shown = [c.case_id + (" (broken link)" if c.image.is_symlink() else "") for c in cases[:10]]
-    more = f" and {len(cases) - 10} more" if len(cases) > 10 else ""
+    names = [c.case_id + (" (broken link)" if c.image.is_symlink() else "") for c in cases]
     log.warning(
-        "%s: %d case folder(s) without %s left out: %s%s",
-        folder,
-        len(cases),
-        IMAGE_FILE,
-        ", ".join(shown),
-        more,
+        "%s: %d case folder(s) without %s left out: %s", folder, len(cases), IMAGE_FILE, some_names(names)
     )
 
 

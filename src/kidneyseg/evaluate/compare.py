@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.evaluate.folder import CSV_NAME, read_csv
 from kidneyseg.evaluate.stats import N_BOOTSTRAP, bootstrap_mean_of_means, bootstrap_means, paired_test
 from kidneyseg.evaluate.tables import METRIC_SETS, fmt, markdown_table, scored_columns
@@ -51,11 +51,11 @@ def _aligned(models: dict[str, list[dict]], data_set: str) -> list[str]:
     first_name, first = next(iter(case_sets.items()))
     for name, cases in case_sets.items():
         if cases != first:
-            only_first = sorted(first - cases)[:5]
-            only_this = sorted(cases - first)[:5]
+            only_first = some_names(sorted(first - cases)) or "none"
+            only_this = some_names(sorted(cases - first)) or "none"
             raise KidneysegError(
                 f"{data_set} set: models {first_name!r} and {name!r} were evaluated on different cases "
-                f"(only {first_name}: {only_first}, only {name}: {only_this}); "
+                f"(only {first_name}: {only_first}; only {name}: {only_this}); "
                 "paired statistics need the same cases"
             )
     return sorted(first)

@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.evaluate.folder import CSV_NAME, Scoring, evaluate_pairs, write_csv
 
 SPLIT_KEYS = {"validation": "val_cases", "training": "train_cases"}
@@ -89,7 +89,7 @@ def evaluate_run(
         unlabelled = [c.case_id for c in cases if c.label is None]
         if unlabelled:
             raise KidneysegError(
-                f"{data_set} cases {unlabelled[:5]} have no reference segmentation", dataset.root
+                f"{data_set} cases without a reference segmentation: {some_names(unlabelled)}", dataset.root
             )
         if not cases:
             continue
