@@ -267,6 +267,23 @@ def test_dicom_duplicate_and_truncated_slices_are_refused(dicom_dir, tmp_path):
         read_volume(folder)
 
 
+def test_an_unreadable_dicom_header_is_one_line_with_its_reason(dicom_dir, monkeypatch):
+    real, name = pydicom.dcmread, sorted(p.name for p in dicom_dir.iterdir())[3]
+
+    def dcmread(path, *args, **kwargs):
+        if str(path).endswith(name):
+            raise ValueError("tag (0028,0030) damaged\nsecond line of the reader's message")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", dcmread)
+    with pytest.raises(KidneysegError) as error:
+        read_volume(dicom_dir)
+    assert (
+        str(error.value)
+        == f"{dicom_dir}: DICOM file {name} cannot be read (ValueError: tag (0028,0030) damaged)"
+    )
+
+
 def test_dicom_objects_without_pixels_beside_the_series_are_ignored(dicom_dir, tmp_path):
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, exception_line
 
 SPACING_RTOL = 0.01
 """Largest deviation of one slice gap from the series' median gap, relative to that median."""
@@ -125,7 +125,7 @@ def _read_headers(files: tuple[str, ...], folder: Path) -> list:
             modality = _modality(ds)
         except Exception as exc:  # pydicom raises many types for damaged files
             raise KidneysegError(
-                f"DICOM file {name} cannot be read ({type(exc).__name__}: {exc})".splitlines()[0], folder
+                f"DICOM file {name} cannot be read ({exception_line(exc)})", folder
             ) from None
         if orientation.shape != (6,) or position.shape != (3,):
             raise KidneysegError(f"DICOM file {name} has no valid slice position or orientation", folder)
