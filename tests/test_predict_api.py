@@ -59,6 +59,13 @@ def test_segment_takes_a_path_an_image_or_a_volume(ckpt, ct_file):
         )
     predictor = Predictor([ckpt])  # loaded once, reused for many CTs
     np.testing.assert_array_equal(np.asarray(kidneyseg.segment(ct_file, model=predictor).dataobj), labels)
+    # big-endian voxels, as a NIfTI file may store them (was: a torch traceback), in memory and on disk
+    swapped = nib.Nifti1Image(np.asarray(ct.dataobj).astype(">i2"), ct.affine, ct.header.as_byteswapped(">"))
+    big_endian = ct_file.parent / "big-endian.nii.gz"
+    swapped.to_filename(big_endian)
+    assert not read_volume(big_endian).array.dtype.isnative
+    for other in (swapped, big_endian):
+        np.testing.assert_array_equal(np.asarray(kidneyseg.segment(other, model=predictor).dataobj), labels)
     with pytest.raises(KidneysegError, match="fixed by the Predictor"):
         kidneyseg.segment(ct_file, model=predictor, overlap=0.25)
     _, report = kidneyseg.segment(ct_file, model=[ckpt], device="cpu", report=True, overlap=0.25)
@@ -83,6 +90,11 @@ def test_segment_makes_the_command_lines_checks(ckpt, ct_file, tmp_path, monkeyp
     normalised = Volume(np.zeros((20, 20, 10), np.float32), np.eye(4), "normalised")
     with pytest.raises(KidneysegError, match="already normalised"):
         kidneyseg.segment(normalised, model=ckpt)
+    words = Volume(np.full((20, 20, 10), "air", dtype=object), np.eye(4), "words")
+    with pytest.raises(
+        KidneysegError, match=r"^words: the image holds object values; a CT holds real numbers$"
+    ):
+        kidneyseg.segment(words, model=ckpt)
     with pytest.raises(KidneysegError, match="segment\\(\\) takes one CT"):
         kidneyseg.segment(ct_file.parent, model=ckpt)
     with pytest.raises(KidneysegError, match="not list"):

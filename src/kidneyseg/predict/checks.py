@@ -119,9 +119,11 @@ def check_body(array: np.ndarray, path: str | None = None) -> None:
     """Refuse an image without a body: with nothing above -500 HU any label would be nonsense.
 
     Raises:
-        KidneysegError: the image holds NaN or infinite values, or its maximum is at most
-            -500 HU (e.g. all air, or constant).
+        KidneysegError: the image holds values that are not real numbers, NaN or infinite
+            values, or its maximum is at most -500 HU (e.g. all air, or constant).
     """
+    if array.dtype.kind not in "biuf":
+        raise KidneysegError(f"the image holds {array.dtype} values; a CT holds real numbers", path)
     check_finite(array, path)
     high = float(array.max())
     if high <= BODY_HU:

@@ -299,6 +299,8 @@ class Predictor:
         array = ct.array
         if any(stride < 0 for stride in array.strides):  # a flipped view (in-memory volumes only)
             array = np.ascontiguousarray(array)
+        if not array.dtype.isnative:  # big-endian data (a NIfTI file's choice): torch takes native only
+            array = array.astype(array.dtype.newbyteorder("="))
         ct = Volume(array, ct.affine, ct.source, ct.dicom_files)
         pre = preprocess(ct, self.config.preprocess)
         image, meta = pre.image, pre.meta
