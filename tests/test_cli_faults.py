@@ -476,6 +476,11 @@ HELD_PREDICT = {
     "shard-0-of-2": ("good", ["--shard", "0/2"], "--shard i/n needs 1 <= i <= n, got '0/2'"),
     "shard-1-of-0": ("good", ["--shard", "1/0"], "--shard i/n needs 1 <= i <= n, got '1/0'"),
     "shard-abc": ("good", ["--shard", "abc"], "--shard must look like i/n"),
+    "shard-of-a-file": (
+        "good",
+        ["--shard", "1/2"],
+        "--shard shares out the cases of a folder, and this is one CT",
+    ),
     "device-bogus": ("good", ["--device", "bogus"], "unknown device 'bogus'"),
     "precision-float16": ("good", ["--precision", "float16"], "--precision must be one of"),
     "int8-on-pytorch": (
@@ -496,6 +501,24 @@ def test_predict_odd_inputs_and_options_are_one_line(ckpt, odd_inputs, tmp_path,
     assert result.exit_code == 2
     _one_error_line(result, message)
     assert not out.exists()
+
+
+def test_cases_whose_outputs_would_clash_are_refused_and_an_empty_shard_says_so(ckpt, odd_inputs, tmp_path):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    for name in ("c0", "c0_kidney"):  # with --per-class, c0's kidney mask is c0_kidney.nii.gz
+        (cases / f"{name}.nii.gz").write_bytes(odd_inputs["good"].read_bytes())
+    out = tmp_path / "out"
+    args = ["predict", "-i", str(cases), "-o", str(out), "--model", str(ckpt), "-q"]
+    result = runner.invoke(app, [*args, "--per-class", "--shard", "2/2"])
+    assert result.exit_code == 2
+    _one_error_line(result, f"{out / 'c0_kidney.nii.gz'}: cases c0 and c0_kidney would both write this file")
+    assert not out.exists()
+    result = runner.invoke(app, [*args, "--shard", "3/3"])  # two cases in three shares
+    assert result.exit_code == 0 and "this shard holds none of the folder's cases" in result.output
+    assert not out.exists()
+    result = runner.invoke(app, [*args, "--shard", "2/2"])
+    assert result.exit_code == 0 and sorted(p.name for p in out.glob("*.nii.gz")) == ["c0_kidney.nii.gz"]
 
 
 def test_predict_output_that_is_a_file_is_one_line(ckpt, odd_inputs, tmp_path):

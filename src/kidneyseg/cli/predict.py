@@ -206,6 +206,9 @@ def _settings(overlap, blend, batch, tta, precision, backend, probabilities, roi
 def _summary(record, out: Path, seconds: float) -> None:
     done = [c for c in record.cases if c["status"] == "done"]
     skipped = [c for c in record.cases if c["status"] == "skipped"]
+    if not record.cases:
+        typer.echo(f"this shard holds none of the folder's cases: nothing to predict in {seconds:.1f} s")
+        return
     typer.echo(
         f"{len(done)} predicted, {len(skipped)} already done, {len(record.failures)} failed "
         f"in {seconds:.1f} s ({seconds - record.seconds + record.startup_seconds:.1f} s start-up: "

@@ -103,6 +103,26 @@ def refuse_overwriting_inputs(
             )
 
 
+def refuse_clashing_outputs(case_files: dict[str, dict[str, Path]]) -> None:
+    """Refuse a run in which two cases would write the same file: with `--per-class`, a CT named
+    `a_kidney` beside one named `a` (each run would overwrite the other's file).
+
+    Args:
+        case_files: each case id's outputs (`case_outputs`).
+
+    Raises:
+        KidneysegError: naming the file and both cases.
+    """
+    writer: dict[Path, str] = {}
+    for case_id, outputs in case_files.items():
+        for path in outputs.values():
+            other = writer.setdefault(path, case_id)
+            if other != case_id:
+                raise KidneysegError(
+                    f"cases {other} and {case_id} would both write this file; rename one of the inputs", path
+                )
+
+
 def check_output_folder(out_dir: Path) -> bool:
     """Make sure `out_dir` can be written; returns True if it had to be created."""
     existed = out_dir.exists()

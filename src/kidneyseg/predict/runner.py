@@ -41,6 +41,7 @@ from kidneyseg.predict.outputs import (
     case_outputs,
     check_output_folder,
     output_label_map,
+    refuse_clashing_outputs,
     refuse_overwriting_inputs,
     remove,
     write_case_files,
@@ -318,11 +319,18 @@ def run_prediction(
     settings, options = settings or PredictSettings(), options or OutputOptions()
     cases, folder_mode = find_inputs(input_path, series_uid)
     out_dir, *target = _output_target(Path(out), folder_mode)
-    if shard is not None:
-        cases = sorted(cases, key=lambda c: c.case_id)[shard[0] - 1 :: shard[1]]
+    if shard is not None and not folder_mode:
+        raise KidneysegError("--shard shares out the cases of a folder, and this is one CT", input_path)
     refuse_overwriting_inputs([(c.case_id, c.path) for c in cases], out_dir, *target)
     _check_dicom_outputs(cases, options, input_path)
     predictor = Predictor(models, settings, device=device)
+    if folder_mode:  # every case, also those of other shards
+        out_map = output_label_map(predictor.label_map, options)
+        refuse_clashing_outputs(
+            {c.case_id: case_outputs(out_dir, c.case_id, predictor.settings, options, out_map) for c in cases}
+        )
+    if shard is not None:
+        cases = sorted(cases, key=lambda c: c.case_id)[shard[0] - 1 :: shard[1]]
     if predictor.backend_fallback:
         warn(f"warning: {predictor.backend_fallback}")
     created = check_output_folder(out_dir)
