@@ -16,7 +16,7 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.io.formats import ImageHeader, read_header
 from kidneyseg.io.volume import Volume, read_volume
 from kidneyseg.labels import KITS23
-from kidneyseg.predict.checks import check_hounsfield, check_memory, estimate_memory
+from kidneyseg.predict.checks import check_air_level, check_hounsfield, check_memory, estimate_memory
 from kidneyseg.predict.postprocess import keep_largest_components
 from kidneyseg.predict.predictor import CPU_3D_BATCH, Predictor, PredictSettings
 from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
@@ -407,6 +407,22 @@ def test_hounsfield_check(rng):
     body[:4], body[-2:] = -1000, 1200  # air around the body, and bone
     assert check_hounsfield(body) is None
     assert "as if air and bone were swapped" in check_hounsfield(-body)
+
+
+def test_a_ct_whose_air_is_far_below_minus_1000_is_refused_but_padding_is_not(rng):
+    body = rng.normal(40, 20, (40, 40, 20))
+    body[:, :10] = rng.normal(-1000, 20, (40, 10, 20))  # air in front of the patient
+    body[:, 10:14] = rng.normal(-850, 30, (40, 4, 20))  # lung
+    padded = body.copy()
+    padded[:, 30:] = -3024  # outside the scanner's field of view: a third of the image, below the air
+    for ct in (body, padded, np.clip(body, -1024, None)):
+        check_air_level(ct.astype(np.int16))
+    tenths = body * 10
+    with pytest.raises(KidneysegError, match="the air in the image lies at about -9"):
+        check_air_level(tenths.astype(np.int32))
+    with pytest.raises(KidneysegError, match="the air in the image lies at about -9"):
+        check_air_level(np.clip(tenths, -10240, None))  # half its air one value, left out as padding
+    check_air_level(np.clip(body, -200, None))  # no air at all: nothing to decide
 
 
 def test_memory_estimate_grows_with_the_case_and_refuses_too_large(tmp_path):

@@ -8,7 +8,9 @@
 - `check_hounsfield` (both in `content_warnings`, which `predict` and `report` apply): a CT must
   be in Hounsfield units; images already normalised to [0, 1]
   or [-1, 1], or stored without the rescale intercept (no value below 0), are refused, and
-  images without any air are flagged.
+  images without any air are flagged;
+- `check_air_level` (also in `content_warnings`): a CT whose air lies far below -1000 HU (values
+  in tenths of HU) is refused.
 """
 
 from __future__ import annotations
@@ -185,9 +187,41 @@ def check_hounsfield(array: np.ndarray, path: str | None = None) -> str | None:
     return None
 
 
+AIR_BELOW_HU = -1500.0
+"""Air reads -1000 HU (lungs -900 to -800); a CT whose air lies below this is scaled (tenths of
+HU read as HU: air at -10240). Pixel padding (-2000, -3024, -32768) can lie lower and is left out."""
+
+
+def check_air_level(array: np.ndarray, path: str | None = None) -> None:
+    """Refuse a CT whose air lies far below -1000 HU: scaled values (HU x 10) put every tissue at
+    the wrong density. Air is the median of every 8th voxel below -500 HU, leaving out pixel
+    padding (one value below `AIR_BELOW_HU` holding more than 5 % of them); fewer than 1000 such
+    voxels decide nothing.
+
+    Raises:
+        KidneysegError: the air lies below `AIR_BELOW_HU`.
+    """
+    sample = array[::2, ::2, ::2]
+    air = sample[sample < -500.0]
+    values, counts = np.unique(air, return_counts=True)
+    padding = values[(values < AIR_BELOW_HU) & (counts > 0.05 * air.size)]
+    if padding.size:
+        air = air[~np.isin(air, padding)]
+    if air.size < 1000 or (level := float(np.median(air))) >= AIR_BELOW_HU:
+        return
+    raise KidneysegError(
+        f"the air in the image lies at about {level:.0f}, where CT in Hounsfield units has -1000: the "
+        "values look scaled (e.g. tenths of HU); pass the CT in HU, or --no-hu-check to go on anyway",
+        path,
+    )
+
+
 def content_warnings(ct: Volume, hu_check: bool = True) -> list[str]:
     """Refuse an image without a body or (with `hu_check`) clearly not CT in HU; return the
-    warnings when it looks doubtful (`check_body`, `check_hounsfield`)."""
+    warnings when it looks doubtful (`check_body`, `check_hounsfield`, `check_air_level`)."""
     check_body(ct.array, ct.source)
-    message = check_hounsfield(ct.array, ct.source) if hu_check else None
+    if not hu_check:
+        return []
+    message = check_hounsfield(ct.array, ct.source)
+    check_air_level(ct.array, ct.source)
     return [message] if message else []
