@@ -17,7 +17,7 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import LPS_TO_RAS, read_volume
 from kidneyseg.labels import KITS23
 from kidneyseg.predict.dicom_rtstruct import write_rtstruct
-from kidneyseg.predict.dicom_source import read_sources
+from kidneyseg.predict.dicom_source import EMPTY_WHEN_ABSENT, read_sources
 from test_predict import TINY_3D, save_tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -137,6 +137,25 @@ def test_seg_and_rtstruct_of_an_anonymised_series_with_new_uids(series, ckpt, tm
 
     again = runner.invoke(app, [*args, "--dicom-seg", "--dicom-rtstruct", "-q"])
     assert "0 predicted, 1 already done" in again.output
+
+
+def test_seg_and_rtstruct_of_a_series_without_birth_date_or_study_time(series, ckpt, tmp_path):
+    """Anonymisation may remove type 2 attributes the writers copy (was: AttributeError tracebacks
+    from highdicom and rt-utils)."""
+    stripped = tmp_path / "stripped"
+    stripped.mkdir()
+    for path in sorted(series.iterdir()):
+        ds = pydicom.dcmread(path)
+        for key in EMPTY_WHEN_ABSENT:
+            delattr(ds, key)
+        ds.save_as(stripped / path.name)
+    out = tmp_path / "out"
+    args = ["predict", "-i", str(stripped), "-o", str(out), "-m", str(ckpt), "--new-uids", "--overlap", "0"]
+    result = runner.invoke(app, [*args, "--dicom-seg", "--dicom-rtstruct", "-q"])
+    assert result.exit_code == 0, result.output
+    for name in ("seg", "rtstruct"):
+        written = pydicom.dcmread(out / f"stripped_{name}.dcm", stop_before_pixels=True)
+        assert written.PatientBirthDate == "" and written.StudyTime == "" and written.PatientID == ""
 
 
 def test_a_folder_of_nifti_files_and_dicom_series_folders_finds_both(series, tmp_path):

@@ -64,8 +64,24 @@ def _missing_message(missing: list[str], what: str) -> str:
     )
 
 
+EMPTY_WHEN_ABSENT = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+"""Type 2 attributes (required, may be empty) of the Patient and General Study modules, which a
+SEG or RTSTRUCT copies from its series: anonymisation often removes them, and the writers then
+fail; they are given empty values, as DICOM allows."""
+
+
 def read_sources(files: Sequence[str | os.PathLike[str]], where: str | None, new_uids: bool = False) -> list:
-    """The series' datasets with every referenced UID set.
+    """The series' datasets with every referenced UID set, and `EMPTY_WHEN_ABSENT` attributes.
 
     Args:
         files: the series' files.
@@ -89,6 +105,9 @@ def read_sources(files: Sequence[str | os.PathLike[str]], where: str | None, new
         shared[key] = generate_uid(entropy_srcs=["kidneyseg", key, *names])
     for name, ds in zip(names, sources, strict=True):
         _fill_from_meta(ds)
+        for key in EMPTY_WHEN_ABSENT:
+            if key not in ds:
+                setattr(ds, key, "")
         missing = [key for key in REFERENCED_UIDS if not ds.get(key)]
         if missing and not new_uids:
             raise KidneysegError(_missing_message(missing, "a DICOM SEG or RTSTRUCT"), where)
