@@ -620,6 +620,22 @@ def test_report_cohort_names_the_cases_on_one_side_only(phantom_case, tmp_path):
     assert f"warning: 1 label map(s) in {labels} have no CT in {cts}: zzz\n" in result.output
 
 
+@pytest.mark.parametrize(
+    "option", [["--case-id", "p7"], ["--confidence", "0.9"]], ids=["case-id", "confidence"]
+)
+def test_report_cohort_refuses_the_options_of_one_case(phantom_case, tmp_path, option):
+    """Was: ignored, the files named by the case ids and no model confidence, exit 0."""
+    ct, seg = phantom_case
+    for folder, source in (("cts", ct), ("labels", seg)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.nii.gz").write_bytes(source.read_bytes())
+    args = ["--ct", str(tmp_path / "cts"), "--labels", str(tmp_path / "labels"), "--out", str(tmp_path / "o")]
+    result = runner.invoke(app, ["report", *args, *option])
+    assert result.exit_code == 2
+    _one_error_line(result, f"{tmp_path / 'labels'}: {option[0]} is for one case: a folder of label maps")
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_file_as_the_dataset_folder_is_named_as_a_file(phantom_case, tmp_path):
     result = runner.invoke(app, ["preprocess", "--data", str(phantom_case[0]), "--out", str(tmp_path / "c")])
     assert result.exit_code == 2

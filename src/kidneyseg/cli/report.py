@@ -73,6 +73,11 @@ def report(
     classes = get_label_map(label_map)
     options = ReportOptions(min_lesion_diameter_mm=min_lesion_mm, min_lesion_volume_ml=min_lesion_ml)
     if labels.is_dir() and files_by_case_id(labels):
+        for option, value in (("--case-id", case_id), ("--confidence", confidence)):
+            if value is not None:
+                raise KidneysegError(
+                    f"{option} is for one case: a folder of label maps names each case by its file", labels
+                )
         _cohort(ct, labels, out, classes, quiet, options, hu_check)
         return
     if ct.is_dir() and files_by_case_id(ct):
