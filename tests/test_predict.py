@@ -403,6 +403,9 @@ def test_hounsfield_check(rng):
     assert "no air" in check_hounsfield(np.clip(ct, -200, None))
     with pytest.raises(KidneysegError, match="goes above 50000"):
         check_hounsfield(ct.astype(np.int64) * 100000)
+    with pytest.raises(KidneysegError, match=r"values down to -3e\+38: no CT .* goes below -50000"):
+        check_hounsfield(np.where(ct > 0, ct, -3e38).astype(np.float32))
+    assert check_hounsfield(np.where(ct > -1000, ct, -32768).astype(np.int16)) is None  # padding
     body = np.full((20, 20, 10), 40, np.int16)
     body[:4], body[-2:] = -1000, 1200  # air around the body, and bone
     assert check_hounsfield(body) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -129,3 +130,40 @@ def test_a_folder_of_cts_with_one_label_file_says_what_to_give(cli, case_files, 
     result = cli("--ct", cts, "--labels", folder / "seg.nii.gz", "--out", tmp_path / "out")
     assert result.exit_code == 2 and "--ct is a folder of CTs: give --labels the folder" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def _strict_json(path):
+    def refuse(constant):
+        raise AssertionError(f"{path}: {constant} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_values_far_below_air_are_refused_and_never_make_invalid_json(cli, case_files, tmp_path):
+    """Was: -3e38 inside a tumor gave `"hu_median": -Infinity` (not JSON) and a numpy overflow
+    warning; now refused as values above 50000 HU are, and with --no-hu-check measured. A figure
+    that overflows (the SD of +-1e200) is written as null."""
+    folder, ct, labels = case_files
+    tumor = labels.array == 2
+    values = np.where(tumor, np.float32(-3e38), ct.array.astype(np.float32))
+    write_volume(tmp_path / "low.nii.gz", Volume(values, ct.affine))
+    args = ("--ct", tmp_path / "low.nii.gz", "--labels", folder / "seg.nii.gz")
+    result = cli(*args, "--out", tmp_path / "refused")
+    assert result.exit_code == 2 and not (tmp_path / "refused").exists()
+    assert result.output.startswith(f"error: {tmp_path / 'low.nii.gz'}: values down to -3e+38: no CT")
+    assert len(result.output.splitlines()) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = cli(*args, "--out", tmp_path / "out", "--no-hu-check")
+    assert result.exit_code == 0, result.output
+    tumors = [
+        row for row in _strict_json(tmp_path / "out" / "report.json")["lesions"] if row["type"] == "tumor"
+    ]
+    assert tumors and all(row["hu_median"] == pytest.approx(-3e38, rel=1e-6) for row in tumors)
+    huge = np.where(tumor, 1e200, ct.array.astype(np.float64))
+    huge[tuple(np.argwhere(tumor)[0])] = -1e200
+    write_volume(tmp_path / "huge.nii.gz", Volume(huge, ct.affine))
+    args = ("--ct", tmp_path / "huge.nii.gz", "--labels", folder / "seg.nii.gz", "--no-hu-check")
+    assert cli(*args, "--out", tmp_path / "huge").exit_code == 0
+    sds = [row["hu_sd"] for row in _strict_json(tmp_path / "huge" / "report.json")["lesions"]]
+    assert None in sds and all(sd is None or sd < 1000 for sd in sds)

@@ -3,13 +3,16 @@
 `from_dict` builds a dataclass from plain data, rejecting unknown keys with a suggestion;
 `to_dict` turns it back into plain data for YAML or JSON; `parse_override` reads one
 `key=value` string (the value parsed as YAML), which `apply_overrides` applies as
-`section.key=value` and the CLI uses for its other overrides.
+`section.key=value` and the CLI uses for its other overrides. `json_text` writes plain data as
+strict JSON.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import math
 import os
 import re
 import types
@@ -165,3 +168,19 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_text(value: Any) -> str:
+    """Plain data as indented JSON text, NaN and infinite numbers written as null: JSON has
+    neither, and Python's `NaN`, `Infinity` make a file other readers refuse."""
+    return json.dumps(_finite(value), indent=2, allow_nan=False) + "\n"

@@ -138,6 +138,9 @@ def check_body(array: np.ndarray, path: str | None = None) -> None:
 MAX_HU = 50000.0
 """Above this no CT is in Hounsfield units: 12-bit CT ends at 3071 HU, extended-range metal
 reconstructions at about 30000 HU."""
+MIN_HU = -50000.0
+"""Below this no CT is in Hounsfield units: air is -1000 HU, and padding outside the field of
+view is at most -32768 (the lowest 16-bit value)."""
 
 
 def check_hounsfield(array: np.ndarray, path: str | None = None) -> str | None:
@@ -146,7 +149,7 @@ def check_hounsfield(array: np.ndarray, path: str | None = None) -> str | None:
     Raises:
         KidneysegError: the values lie within [-10, 10] (already normalised), none is below
             0 (no air or fat: raw stored values without the rescale intercept, or not CT), or
-            some exceed `MAX_HU` (scaled values).
+            some exceed `MAX_HU` or lie below `MIN_HU` (scaled values).
 
     Returns:
         A warning when the image holds no air (nothing below -500 HU) or more of it is above
@@ -156,6 +159,12 @@ def check_hounsfield(array: np.ndarray, path: str | None = None) -> str | None:
     if high > MAX_HU:
         raise KidneysegError(
             f"values up to {high:g}: no CT in Hounsfield units goes above {MAX_HU:g} (scaled or not "
+            "CT); pass --no-hu-check to go on anyway",
+            path,
+        )
+    if low < MIN_HU:
+        raise KidneysegError(
+            f"values down to {low:g}: no CT in Hounsfield units goes below {MIN_HU:g} (scaled or not "
             "CT); pass --no-hu-check to go on anyway",
             path,
         )

@@ -154,7 +154,7 @@ def _measure_lesion(
         "cranio_caudal_extent_cm": round((z_high - z_low) / 10, 2),
         "hu_mean": round(mean, 1),
         "hu_sd": round(sd, 1),
-        "hu_median": round(float(np.median(hu)), 1),
+        "hu_median": round(_median(hu), 1),
         "position": None,
         "position_fraction": None,
         "exophytic_fraction": None,
@@ -204,6 +204,14 @@ def _mean_sd(values: np.ndarray, chunk: int = 1 << 20) -> tuple[float, float]:
     mean = float(values.mean(dtype=np.float64))
     squares = sum(float(np.square(values[i : i + chunk] - mean).sum()) for i in range(0, len(values), chunk))
     return mean, math.sqrt(squares / len(values))
+
+
+def _median(values: np.ndarray) -> float:
+    """The median, its two middle values averaged in float64: `np.median` averages them in the
+    values' own type, which overflows for float32 values near its limit."""
+    middle = (len(values) - 1) // 2, len(values) // 2
+    low, high = np.partition(values, middle)[list(middle)]
+    return (float(low) + float(high)) / 2
 
 
 def rounded(values, digits: int) -> list[float]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from kidneyseg.io.atomic import atomic_path
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS23, LabelMap
+from kidneyseg.plaindata import json_text
 from kidneyseg.report.checks import ReportOptions
 from kidneyseg.report.measure import label_array, measure
 from kidneyseg.report.overlays import WINDOW_HU, Scene, compose
@@ -132,7 +132,7 @@ def write_report(
         atomic_path(json_path) as json_tmp,
         atomic_path(html_path) as html_tmp,
     ):
-        json_tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        json_tmp.write_text(json_text(report), encoding="utf-8")
         html_tmp.write_text(page, encoding="utf-8")
         png.write_bytes(preview)
     return ReportPaths(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kidneyseg.io.atomic import write_atomic, write_text_atomic
+from kidneyseg.plaindata import json_text
 
 
 def write_metrics_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
@@ -81,17 +82,7 @@ def plot_curves(path: Path, rows: Sequence[dict[str, Any]], class_names: Sequenc
 
 def write_run_record(path: Path, record: dict[str, Any]) -> Path:
     """The machine-readable run record (JSON; NaN written as null)."""
-
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-
-    return write_text_atomic(path, json.dumps(clean(record), indent=2) + "\n")
+    return write_text_atomic(path, json_text(record))
 
 
 def set_status(path: Path, status: str) -> None:
