@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from kidneyseg.errors import KidneysegError
+from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS23, TUMOR
 from kidneyseg.report import measure, write_report
-from kidneyseg.report.overlays import DPI, LEGEND_INCH, render_views
+from kidneyseg.report.overlays import DPI, LEGEND_INCH, MAX_ASPECT, WIDTH_INCH, render_views
 from test_report_measure import LESIONS, build_scene, make_grid
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -130,6 +131,21 @@ def test_pictures_keep_the_physical_aspect_ratio():
             tumor = tumor[tumor[:, 1] < image.shape[1] / 2]
         height, width = np.ptp(tumor, axis=0) + 1
         assert height / width == pytest.approx(1.0, abs=0.15), view
+
+
+@pytest.mark.parametrize("spacing", [(0.05, 0.05, 50.0), (50.0, 50.0, 0.05)], ids=["long", "flat"])
+def test_strongly_anisotropic_voxels_draw_pictures_of_bounded_size(tmp_path, spacing):
+    """Was: the picture's height followed the view's mm extents, 0.05 × 50 mm voxels asked for a
+    figure of 10^9 pixels and the report was killed for memory."""
+    ct, labels = scene()
+    affine = np.diag([*spacing, 1.0])
+    paths = write_report(Volume(ct.array, affine), Volume(labels.array, affine), tmp_path)
+    pictures = [read_png(data) for data in embedded_images(paths.html.read_text())]
+    tallest = DPI * (WIDTH_INCH * MAX_ASPECT + LEGEND_INCH + 0.3)
+    assert pictures and all(p.shape[0] <= tallest and p.shape[1] == WIDTH_INCH * DPI for p in pictures)
+    preview = read_png(paths.preview.read_bytes())
+    assert preview.shape[0] <= tallest and preview.shape[1] == 3 * WIDTH_INCH * DPI
+    assert min(p.shape[0] for p in pictures) >= DPI * WIDTH_INCH / MAX_ASPECT  # stretched, not a strip
 
 
 def test_empty_segmentation_report_says_so(tmp_path):

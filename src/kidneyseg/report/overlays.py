@@ -4,7 +4,9 @@ Slices are shown in the radiological convention (patient's right on the image's 
 anterior or superior at the top) after reorienting the arrays to the closest canonical RAS
 axes, with the pixel aspect ratio taken from the voxel spacing, a soft-tissue window
 (W 400 / L 40 HU), label colors and names from `kidneyseg.labels`, and the patient
-orientation letters on the image edges.
+orientation letters on the image edges. A view longer than `MAX_ASPECT` times its width (or
+wider than `MAX_ASPECT` times its height), which only strongly anisotropic voxels give, is
+stretched to that shape and says so in its title, so that every picture has bounded pixels.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ DPI = 110
 WIDTH_INCH = 5.0
 LEGEND_INCH = 0.45  # band at the bottom of each picture holding the legend
 SCALE_BARS_MM = (10.0, 20.0, 50.0, 100.0)
+MAX_ASPECT = 4.0  # height : width of a picture's image, and width : height
 
 # For each view: the canonical axis it cuts, and how its 2D picture is read from the
 # (x: right, y: anterior, z: superior) array: which axes run down the rows and across the
@@ -119,7 +122,8 @@ class Scene:
         ct2d, seg2d = ct2d[::-1, ::-1], seg2d[::-1, ::-1]
         height_mm = seg2d.shape[0] * self.spacing[row_axis]
         width_mm = seg2d.shape[1] * self.spacing[col_axis]
-        fig_h = WIDTH_INCH * height_mm / width_mm + LEGEND_INCH + 0.3
+        aspect = float(np.clip(height_mm / width_mm, 1 / MAX_ASPECT, MAX_ASPECT))
+        fig_h = WIDTH_INCH * aspect + LEGEND_INCH + 0.3
         fig, ax = plt.subplots(figsize=(WIDTH_INCH, fig_h), dpi=DPI)
         extent = (0, width_mm, height_mm, 0)
         level, width = WINDOW_HU
@@ -132,6 +136,9 @@ class Scene:
             interpolation="bilinear",
         )
         ax.imshow(self._overlay(seg2d), extent=extent, interpolation="nearest")
+        stretched = aspect != height_mm / width_mm
+        if stretched:
+            ax.set_aspect(aspect * width_mm / height_mm)
         marker = (
             (high[col_axis] - 1 - centre[col_axis] + 0.5) * self.spacing[col_axis],
             (high[row_axis] - 1 - centre[row_axis] + 0.5) * self.spacing[row_axis],
@@ -142,8 +149,9 @@ class Scene:
         _letters(ax, letters)
         _scale_bar(ax, width_mm, height_mm)
         position_mm = (self.affine[:3, :3] @ centre + self.affine[:3, 3])[cut]
+        note = ", stretched" if stretched else ""
         ax.set_title(
-            f"{name.capitalize()} through {title} ({'xyz'[cut]} = {position_mm:.0f} mm)", fontsize=10
+            f"{name.capitalize()} through {title} ({'xyz'[cut]} = {position_mm:.0f} mm{note})", fontsize=10
         )
         ax.set_axis_off()
         from matplotlib.patches import Patch
