@@ -620,6 +620,32 @@ def test_report_cohort_names_the_cases_on_one_side_only(phantom_case, tmp_path):
     assert f"warning: 1 label map(s) in {labels} have no CT in {cts}: zzz\n" in result.output
 
 
+def test_report_cohort_removes_an_earlier_runs_reports_of_cases_it_does_not_report(phantom_case, tmp_path):
+    """Was: the reports of a case whose label map is gone, or that fails now, stayed beside the
+    new statistics.csv. Only files the earlier run wrote, and still as it wrote them, go."""
+    ct, seg = phantom_case
+    cts, labels, out = tmp_path / "cts", tmp_path / "labels", tmp_path / "o"
+    cts.mkdir(), labels.mkdir()
+    for name in ("a", "b", "c"):
+        (cts / f"{name}.nii.gz").write_bytes(ct.read_bytes())
+        (labels / f"{name}.nii.gz").write_bytes(seg.read_bytes())
+    args = ["report", "--ct", str(cts), "--labels", str(labels), "--out", str(out), "-q"]
+    assert runner.invoke(app, args).exit_code == 0
+    (labels / "b.nii.gz").write_bytes(ct.read_bytes())  # b fails now: a CT is no label map
+    (labels / "c.nii.gz").unlink()
+    with (out / "c_report.html").open("a") as page:
+        page.write("<!-- the user's note -->")
+    (out / "x_report.json").write_text("{}")  # not written by kidneyseg
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert (
+        "warning: removed 5 report file(s) an earlier run wrote for cases not reported now: "
+        "b_report.json, b_report.html, b_preview.png, c_report.json, c_preview.png\n"
+    ) in result.output
+    kept = {"a_report.json", "a_report.html", "a_preview.png", "c_report.html", "x_report.json"}
+    assert {p.name for p in out.iterdir()} == kept | {"statistics.csv", "report_run.json"}
+
+
 @pytest.mark.parametrize(
     "option", [["--case-id", "p7"], ["--confidence", "0.9"]], ids=["case-id", "confidence"]
 )

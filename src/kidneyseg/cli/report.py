@@ -132,5 +132,12 @@ def _cohort(ct: Path, labels: Path, out: Path, classes, quiet: bool, options, hu
     ):
         if cases:
             typer.echo(f"warning: {len(cases)} {what}: {some_names(cases)}", err=True)
+    if result.removed:
+        names = [path.name for path in result.removed]
+        typer.echo(
+            f"warning: removed {len(names)} report file(s) an earlier run wrote for cases not reported now: "
+            f"{some_names(names)}",
+            err=True,
+        )
     if result.failures:
         raise typer.Exit(1)

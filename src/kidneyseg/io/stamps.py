@@ -27,3 +27,8 @@ def file_stamp(path: Path) -> dict[str, Any]:
 def stamp_hash(payload: Any) -> str:
     """A 16-hex-digit hash of a JSON-ready value (key order does not matter)."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def as_stamped(path: Path, stamp: dict[str, Any]) -> bool:
+    """Whether `path` is still the file `stamp` (a `file_stamp`) was taken of."""
+    return path.is_file() and file_stamp(path) == stamp

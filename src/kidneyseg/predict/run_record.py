@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kidneyseg.io.stamps import file_stamp, stamp_hash
+from kidneyseg.io.stamps import as_stamped, file_stamp, stamp_hash
 
 if TYPE_CHECKING:
     from kidneyseg.predict.outputs import OutputOptions
@@ -191,17 +191,12 @@ def _label_map(entry: dict[str, Any]) -> str | None:
     return (entry.get("outputs") or {}).get("labels")
 
 
-def _as_written(path: Path, stamp: dict[str, Any]) -> bool:
-    """Whether `path` is still the file its `output_stamps` entry `stamp` was taken of."""
-    return path.is_file() and file_stamp(path) == stamp
-
-
 def on_disk(entry: dict[str, Any]) -> bool:
     """Whether the entry's output files are still the ones it wrote (False without stamps)."""
     stamps = entry.get("output_stamps") or {}
     paths = {name: Path(path) for name, path in (entry.get("outputs") or {}).items()}
     return bool(stamps) and all(
-        name in paths and _as_written(paths[name], stamp) for name, stamp in stamps.items()
+        name in paths and as_stamped(paths[name], stamp) for name, stamp in stamps.items()
     )
 
 
@@ -216,7 +211,7 @@ def stale_outputs(earlier: list[dict[str, Any]], outputs: dict[str, Path]) -> li
             continue
         stamps = entry.get("output_stamps") or {}
         for name, path in (entry.get("outputs") or {}).items():
-            if path not in current and name in stamps and _as_written(Path(path), stamps[name]):
+            if path not in current and name in stamps and as_stamped(Path(path), stamps[name]):
                 stale.append(Path(path))
     return list(dict.fromkeys(stale))  # shards' and later runs' records may list a file again
 

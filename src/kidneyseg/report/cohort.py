@@ -3,7 +3,9 @@
 `kidneyseg report --ct CASES --labels LABELS --out DIR` pairs each case of CASES (any layout
 `kidneyseg predict` reads) with `LABELS/<case>.nii.gz`, as `kidneyseg predict -o LABELS` names
 its label maps (case ids by the one rule of `kidneyseg.io.formats.case_id_of`), and writes each
-case's report and one row per case in `DIR/statistics.csv`.
+case's report and one row per case in `DIR/statistics.csv`. `DIR/report_run.json` records the
+report files it wrote (path, size, modification time): the next run removes those of cases it
+does not report (their label map gone, or failing now) while they are still as written.
 """
 
 from __future__ import annotations
@@ -15,21 +17,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kidneyseg.errors import KidneysegError
+from kidneyseg.io.atomic import write_text_atomic
+from kidneyseg.io.stamps import as_stamped
 from kidneyseg.labels import KITS23, LabelMap
 from kidneyseg.report.checks import ReportOptions
 from kidneyseg.report.statistics import STATISTICS_NAME, statistics_row, write_statistics
+
+RECORD_NAME = "report_run.json"
 
 
 @dataclass
 class CohortResult:
     """What a cohort run wrote: the statistics file, the cases reported and those that failed;
-    and the cases on one side only (a CT without a label map, a label map without a CT)."""
+    the cases on one side only (a CT without a label map, a label map without a CT); and the
+    files of an earlier run it removed, of cases it does not report."""
 
     statistics: Path
     reported: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     cts_without_labels: list[str] = field(default_factory=list)
     labels_without_ct: list[str] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)
 
 
 def report_cohort(
@@ -44,7 +52,8 @@ def report_cohort(
 ) -> CohortResult:
     """Write the report of every case of `ct_dir` that has a label map in `labels_dir`, and
     `out_dir/statistics.csv`; a case that cannot be measured, or whose CT holds no body or (with
-    `hu_check`) is clearly not in HU, is listed, the others go on; doubtful CTs are echoed.
+    `hu_check`) is clearly not in HU, is listed, the others go on; doubtful CTs are echoed. The
+    report files an earlier run wrote for cases not reported now are removed (`_stale_reports`).
 
     Raises:
         KidneysegError: `ct_dir` holds no CT, or no CT has a label map in `labels_dir`.
@@ -54,6 +63,7 @@ def report_cohort(
     from kidneyseg.io.formats import files_by_case_id
     from kidneyseg.io.volume import read_volume
     from kidneyseg.predict.checks import content_warnings
+    from kidneyseg.predict.run_record import output_stamps
     from kidneyseg.predict.runner import find_inputs
     from kidneyseg.report.render import write_report
     from kidneyseg.report.statistics import case_line
@@ -67,7 +77,7 @@ def report_cohort(
             f"no label map named <case>.nii.gz for any of the {len(cases)} CT(s) of {ct_dir}", labels_dir
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, result = [], CohortResult(out_dir / STATISTICS_NAME)
+    rows, result, written = [], CohortResult(out_dir / STATISTICS_NAME), {}
     paired = {c.case_id for c, _ in pairs}
     result.cts_without_labels = sorted({c.case_id for c in cases} - paired)
     result.labels_without_ct = sorted(labels.keys() - paired)
@@ -79,6 +89,7 @@ def report_cohort(
         except KidneysegError as exc:
             result.failures[case.case_id] = str(exc)
             continue
+        written[case.case_id] = output_stamps(_named(paths.json, paths.html, paths.preview))
         rows.append(statistics_row(case.case_id, json.loads(paths.json.read_text(encoding="utf-8"))))
         result.reported.append(case.case_id)
         if echo is not None:
@@ -86,4 +97,33 @@ def report_cohort(
             for doubt in doubts:
                 echo(f"warning: {doubt}")
     write_statistics(result.statistics, rows)
+    result.removed = _stale_reports(out_dir, set(written))
+    for path in result.removed:
+        path.unlink()
+    write_text_atomic(out_dir / RECORD_NAME, json.dumps({"cases": written}, indent=2) + "\n")
     return result
+
+
+def _named(*paths: Path) -> dict[str, Path]:
+    return dict(zip(("json", "html", "preview"), paths, strict=True))
+
+
+def _stale_reports(out_dir: Path, reported: set[str]) -> list[Path]:
+    """The report files (`<case>_report.json`, `.html`, `<case>_preview.png`) that the earlier
+    run recorded in `out_dir/report_run.json` for cases not in `reported`, and that are still as
+    it wrote them (path, size, modification time): nothing else is ever removed."""
+    from kidneyseg.report.render import report_files
+
+    try:
+        earlier = json.loads((out_dir / RECORD_NAME).read_text(encoding="utf-8"))["cases"]
+        cases = [(c, stamps) for c, stamps in earlier.items() if isinstance(stamps, dict)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    stale = []
+    for case_id, stamps in cases:
+        if case_id in reported or not case_id or Path(case_id).name != case_id:
+            continue
+        for name, path in _named(*report_files(out_dir, case_id)).items():
+            if isinstance(stamps.get(name), dict) and as_stamped(path, stamps[name]):
+                stale.append(path)
+    return stale
