@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from kidneyseg.cli import compare as compare_cli
 from kidneyseg.errors import KidneysegError
 from kidneyseg.evaluate.compare import compare_models, paper_table
-from kidneyseg.evaluate.folder import write_csv
+from kidneyseg.evaluate.folder import read_csv, write_csv
 from kidneyseg.evaluate.stats import bootstrap_mean_of_means, bootstrap_means, paired_test
 from kidneyseg.evaluate.tables import METRIC_SETS
 
@@ -159,6 +159,55 @@ def test_compare_run_that_is_not_a_training_run_is_one_line(cli, tmp_path):
     assert result.exit_code == 2 and "no run.json" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def tiny_checkpoint(path, seed: int):
+    """An untrained tiny SCA-UNet checkpoint: another seed, another network's predictions."""
+    import torch
+
+    from kidneyseg import checkpoint as ck
+    from kidneyseg.config import InferenceConfig, ModelConfig, PreprocessConfig, RunConfig
+
+    config = RunConfig(
+        labels="kits23",
+        preprocess=PreprocessConfig(spacing=(6.0, 6.0, 6.0)),
+        model=ModelConfig("sca_unet_3d", {"channels": [4, 8, 16, 16]}),
+        inference=InferenceConfig(roi_size=(32, 32, 16)),
+    )
+    torch.manual_seed(seed)
+    return ck.save_checkpoint(
+        path, model_state=ck.build_model_from_config(config).state_dict(), config=config
+    )
+
+
+def test_a_run_is_predicted_again_when_its_checkpoint_or_data_change(cli, tmp_path, one_torch_thread):
+    """`--run` reuses a case's prediction only when predict's run record says it was made from
+    the same checkpoint and CT (was: any `<case>.nii.gz` in the folder was reused): after best.pt
+    is replaced, or with another --data, the scores are those of a fresh comparison."""
+    from kidneyseg.data.phantom import generate_dataset
+
+    data, other_data, run = tmp_path / "data", tmp_path / "other_data", tmp_path / "run"
+    generate_dataset(data, 2, seed=0, size="tiny", progress=False)
+    generate_dataset(other_data, 2, seed=1, size="tiny", progress=False)
+    run.mkdir()
+    split = {"data_dir": str(data), "val_cases": ["case_00000", "case_00001"], "train_cases": []}
+    (run / "run.json").write_text(json.dumps(split))
+
+    def kidney_dice(out, *more):
+        result = cli("--run", f"m={run}", "--no-train-set", "--bootstrap", 100, "--out", out, *more)
+        assert result.exit_code == 0, result.output
+        return [row["dice_kidney"] for row in read_csv(out / "runs" / "m" / "validation" / "per_case.csv")]
+
+    tiny_checkpoint(run / "best.pt", seed=0)
+    first = kidney_dice(tmp_path / "cmp")
+    tiny_checkpoint(run / "best.pt", seed=1)
+    again = kidney_dice(tmp_path / "cmp")
+    assert again != first and again == kidney_dice(tmp_path / "fresh")
+    assert kidney_dice(tmp_path / "cmp") == again  # unchanged: reused, not predicted
+    record = json.loads((tmp_path / "cmp" / "runs" / "m" / "validation" / "predict_run.json").read_text())
+    assert [c["status"] for c in record["cases"]] == ["skipped", "skipped"]
+    other = kidney_dice(tmp_path / "cmp", "--data", other_data)
+    assert other == kidney_dice(tmp_path / "fresh_other", "--data", other_data) and other != again
 
 
 @pytest.mark.slow

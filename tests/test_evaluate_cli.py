@@ -216,9 +216,10 @@ def test_kits19_run_is_scored_correctly_on_kits23_references(tmp_path, rng, monk
         save(data / "dataset" / case / "imaging.nii.gz", np.zeros(SHAPE, np.int16))
     run = kits19_run(tmp_path, data, sorted(refs))
 
-    def perfect_kits19_prediction(predictor, case, folder, options):
+    def perfect_kits19_prediction(predictor, case, folder, *args):
         assert predictor.label_map == KITS19
         save(folder / f"{case.case_id}.nii.gz", np.where(refs[case.case_id] == 3, 1, refs[case.case_id]))
+        return {"case_id": case.case_id, "status": "done"}
 
     monkeypatch.setattr(runner, "predict_case", perfect_kits19_prediction)
     rows = evaluate_run(run, tmp_path / "eval", data_sets=("validation",), progress=False)["validation"]

@@ -2,8 +2,9 @@
 
 A run folder written by `kidneyseg train` records its split (`run.json`: `val_cases`,
 `train_cases`, `data_dir`) next to its checkpoints. Here each case of the split is predicted
-with the public prediction API (`Predictor`, `predict_case`: the same preprocessing, sliding
-window and inversion to the CT grid as `kidneyseg predict`) and scored with `evaluate_pairs`
+with the public prediction API (`Predictor`, `predict_cases`: the same preprocessing, sliding
+window and inversion to the CT grid as `kidneyseg predict`, and its run record, so a prediction
+is reused only when it was made from the same checkpoint, settings and CT) and scored with `evaluate_pairs`
 against the dataset's reference — the numbers the papers' tables report for the validation and
 the training set. Cases are scored in the run's label map, the references mapped as the run
 mapped its training labels (`data.label_mapping`): a KiTS19-label run is scored against
@@ -52,8 +53,9 @@ def evaluate_run(
 ) -> dict[str, tuple[dict, ...]]:
     """Predict and evaluate a run's validation and/or training cases.
 
-    Predictions go to `out_dir/<data set>/<case_id>.nii.gz` (finished ones are reused, so an
-    interrupted comparison resumes) and the per-case scores to `out_dir/<data set>/per_case.csv`
+    Predictions go to `out_dir/<data set>/<case_id>.nii.gz` with predict's run record (a case is
+    reused when its checkpoint, settings and CT are unchanged, so an interrupted comparison
+    resumes; otherwise predicted again) and the per-case scores to `out_dir/<data set>/per_case.csv`
     (usable later with `kidneyseg compare --eval`).
 
     Args:
@@ -69,13 +71,12 @@ def evaluate_run(
         `{data set: per-case rows}`.
 
     Raises:
-        KidneysegError: not a run folder, dataset missing or lacking the run's cases.
+        KidneysegError: not a run folder, dataset missing or lacking the run's cases, or a case
+            could not be predicted.
     """
-    from tqdm import tqdm
-
     from kidneyseg.data.cases import discover
     from kidneyseg.predict import CaseInput, OutputOptions, Predictor, PredictSettings
-    from kidneyseg.predict.runner import predict_case
+    from kidneyseg.predict.runner import Destination, predict_cases
 
     record = read_run_split(run_dir)
     dataset = discover(data_dir or record["data_dir"], require_labels=True)
@@ -94,9 +95,18 @@ def evaluate_run(
         if not cases:
             continue
         folder = out_dir / data_set
-        for case in tqdm(cases, desc=f"predict {data_set}", unit="case", disable=not progress):
-            if not (folder / f"{case.case_id}.nii.gz").exists():
-                predict_case(predictor, CaseInput(case.case_id, case.image), folder, OutputOptions())
+        inputs = [CaseInput(c.case_id, c.image) for c in cases]
+        command = {"run": str(run_dir), "data": str(dataset.root), "data_set": data_set}
+        made = predict_cases(
+            predictor, inputs, Destination(folder), OutputOptions(), command, progress=progress
+        )
+        if made.failures:
+            failed = made.failures[0]
+            raise KidneysegError(
+                f"{len(made.failures)} {data_set} case(s) could not be predicted; "
+                f"{failed['case_id']}: {failed['reason']}",
+                folder,
+            )
         pairs = [(c.case_id, folder / f"{c.case_id}.nii.gz", c.label) for c in cases]
         rows = evaluate_pairs(pairs, jobs=jobs, progress=progress, scoring=scoring)
         write_csv(folder / CSV_NAME, rows)

@@ -48,6 +48,7 @@ from kidneyseg.predict.outputs import (
 )
 from kidneyseg.predict.predictor import Predictor, PredictSettings
 from kidneyseg.predict.run_record import (
+    RECORD_NAME,
     RunRecord,
     case_fingerprint,
     earlier_cases,
@@ -234,21 +235,32 @@ def _check_dicom_outputs(cases: list[CaseInput], options: OutputOptions, where: 
                 refuse_missing_uids(case.dicom_files, case.path, what)
 
 
+@dataclass(frozen=True)
+class Destination:
+    """Where `predict_cases` writes: the output folder, the run record's file name, the label
+    map's name and suffix for a single CT (None: each case's id), and whether the cases are a
+    folder's (then a failed case does not stop the others)."""
+
+    out_dir: Path
+    record_file: str = RECORD_NAME
+    name: str | None = None
+    suffix: str = ".nii.gz"
+    folder_mode: bool = True
+
+
 def _run_case(
     predictor: Predictor,
     case: CaseInput,
-    out_dir: Path,
+    where: Destination,
     options: OutputOptions,
     previous: tuple[list[dict[str, Any]], str],
-    target: tuple[str | None, str],
     quiet_case: bool,
     warn: Callable[[str], None],
-    reraise: bool,
 ) -> dict[str, Any]:
     """One case of a run: skipped when `previous` (the earlier runs' finished cases and this
-    run's fingerprint) says it is done, predicted, or failed with its reason (raised with
-    `reraise`)."""
-    name, suffix = target[0] or case.case_id, target[1]
+    run's fingerprint) says it is done, predicted, or failed with its reason (raised outside
+    folder mode)."""
+    out_dir, name, suffix = where.out_dir, where.name or case.case_id, where.suffix
     if not case.dicom_files:
         options = replace(options, dicom_seg=False, dicom_rtstruct=False)
     out_map = output_label_map(predictor.label_map, options)
@@ -272,11 +284,11 @@ def _run_case(
         made = {"fingerprint": fingerprint, "input_stamp": stamp, "output_stamps": output_stamps(outputs)}
         return {**entry, **made, "removed_stale": [str(p) for p in stale]}
     except KidneysegError as exc:
-        if reraise:
+        if not where.folder_mode:
             raise
         reason = str(exc)
     except Exception as exc:  # one bad case must not stop the others in folder mode
-        if reraise or interrupt_behind(exc) is not None:
+        if not where.folder_mode or interrupt_behind(exc) is not None:
             raise
         reason = exception_line(exc)
     return {"case_id": case.case_id, "input": str(case.path), "status": "failed", "reason": reason}
@@ -310,11 +322,6 @@ def run_prediction(
         KidneysegError: bad models, input or output; DICOM output the input cannot give
             (checked before predicting); or the only case failed.
     """
-    from tqdm import tqdm
-
-    from kidneyseg.predict.label_files import write_color_table
-    from kidneyseg.report.statistics import case_line, write_cohort_statistics
-
     start = time.perf_counter()
     settings, options = settings or PredictSettings(), options or OutputOptions()
     cases, folder_mode = find_inputs(input_path, series_uid)
@@ -333,20 +340,49 @@ def run_prediction(
         cases = sorted(cases, key=lambda c: c.case_id)[shard[0] - 1 :: shard[1]]
     if predictor.backend_fallback:
         warn(f"warning: {predictor.backend_fallback}")
-    created = check_output_folder(out_dir)
-    record_path = out_dir / record_name(shard)
     command = {"input": str(input_path), "output": str(out), "series_uid": series_uid, "shard": shard}
-    record = new_record(command, predictor, options, time.perf_counter() - start)
+    where = Destination(out_dir, record_name(shard), *target, folder_mode)
+    return predict_cases(
+        predictor, cases, where, options, command, time.perf_counter() - start, progress, warn, echo
+    )
+
+
+def predict_cases(
+    predictor: Predictor,
+    cases: list[CaseInput],
+    where: Destination,
+    options: OutputOptions,
+    command: dict[str, Any],
+    startup: float = 0.0,
+    progress: bool = True,
+    warn: Callable[[str], None] = print,
+    echo: Callable[[str], None] | None = None,
+) -> RunRecord:
+    """Predict `cases` with `predictor` into `where.out_dir`, recording the run in its run record
+    (`command`: what asked for it; `startup`: seconds spent before predicting). A case is skipped
+    when a run record there says it was made from the same input, models and settings and its
+    outputs are unchanged (`kidneyseg.predict.run_record`); otherwise it is predicted again.
+
+    Raises:
+        KidneysegError: the output folder cannot be written; outside folder mode, the case's error.
+    """
+    from tqdm import tqdm
+
+    from kidneyseg.predict.label_files import write_color_table
+    from kidneyseg.report.statistics import case_line, write_cohort_statistics
+
+    start = time.perf_counter() - startup
+    out_dir, folder_mode = where.out_dir, where.folder_mode
+    created = check_output_folder(out_dir)
+    record_path = out_dir / where.record_file
+    record = new_record(command, predictor, options, startup)
     previous = (earlier_cases(out_dir), case_fingerprint(predictor, options))
     kept = kept_cases(record_path)
     bar = tqdm(cases, desc="cases", unit="case", disable=not (progress and folder_mode), dynamic_ncols=True)
     for case in bar:
         bar.set_postfix_str(case.case_id)
-        quiet_case = folder_mode or not progress
         try:
-            entry = _run_case(
-                predictor, case, out_dir, options, previous, tuple(target), quiet_case, warn, not folder_mode
-            )
+            entry = _run_case(predictor, case, where, options, previous, folder_mode or not progress, warn)
         except BaseException:  # a single CT's error is the run's
             _remove_if_empty(out_dir, created)
             raise
