@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -140,6 +141,27 @@ def test_no_common_cases_is_an_error(cli, folders, tmp_path):
     save(other / "patient_a.nii.gz", refs["case_00000"])
     result = cli("--pred", other, "--ref", ref_root, "--out", tmp_path / "e", "-q")
     assert result.exit_code == 2 and "no case ids in common" in result.output
+
+
+@pytest.mark.parametrize("given", ["dataset", "root"])
+def test_predictions_written_into_the_dataset_are_refused_not_scored_as_the_references(
+    cli, folders, tmp_path, given
+):
+    """`predict -i DATASET -o DATASET` puts <case>.nii.gz beside the case folders (was: evaluate
+    took the case folders' segmentations as the predictions: Dice 1.000 everywhere)."""
+    ref_root, pred_dir, _, _ = folders
+    copy, data = tmp_path / "copy", tmp_path / "copy" / "dataset"
+    shutil.copytree(ref_root, copy)
+    for path in pred_dir.glob("case_0000*.nii.gz"):
+        shutil.copy(path, data)
+    out = tmp_path / "eval"
+    result = cli("--pred", data if given == "dataset" else copy, "--ref", ref_root, "--out", out, "-q")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(
+        f"error: {data}: holds case(s) case_00000, case_00002 both in a dataset layout"
+    )
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_segmentation_only_kits_folder_is_a_reference(tmp_path, rng):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.evaluate.lesions import BIN_NAMES
 from kidneyseg.evaluate.metrics import case_metrics
 from kidneyseg.io.formats import files_by_case_id
@@ -84,12 +84,27 @@ def label_files(root: str | os.PathLike[str], annotation: str = "AND") -> dict[s
         found = {c.case_id: c.label for c in discover(root, annotation=annotation).labelled}
     except KidneysegError:
         found = {}
-    found = found or _segmentation_only_cases(root, annotation) or files_by_case_id(root)
+    found = found or _segmentation_only_cases(root, annotation)
+    for folder in dict.fromkeys([root, *(p.parent.parent for p in found.values())]):
+        _refuse_both_layouts(found, files_by_case_id(folder), folder)
+    found = found or files_by_case_id(root)
     if not found:
         raise KidneysegError(
             "no label maps found: expected <case_id>.nii.gz files or a KiTS/plain dataset layout", root
         )
     return found
+
+
+def _refuse_both_layouts(in_layout: dict[str, Path], flat: dict[str, Path], folder: Path) -> None:
+    """Refuse a folder holding a case both in a dataset layout and as `<case_id>.nii.gz` (e.g.
+    predictions written into the dataset): which of them to score would be a guess."""
+    both = sorted(in_layout.keys() & flat.keys())
+    if both:
+        raise KidneysegError(
+            f"holds case(s) {some_names(both)} both in a dataset layout (case folders or labels/) and "
+            "as <case_id>.nii.gz files: which to score is unclear; move one of them to a folder of its own",
+            folder,
+        )
 
 
 @dataclass(frozen=True)
