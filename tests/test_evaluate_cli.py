@@ -164,6 +164,27 @@ def test_predictions_written_into_the_dataset_are_refused_not_scored_as_the_refe
     assert not out.exists()
 
 
+def test_per_class_masks_and_probabilities_beside_a_label_map_are_not_cases(cli, folders, tmp_path):
+    """`predict --per-class --probabilities` writes <case>_kidney/_tumor/_cyst/_probabilities.nii.gz
+    beside <case>.nii.gz (was: listed as predictions without a reference, or scored as cases
+    when the references held them too)."""
+    ref_root, pred_dir, _, preds = folders
+    for case, labels in preds.items():
+        for value, name in ((1, "kidney"), (2, "tumor"), (3, "cyst")):
+            save(pred_dir / f"{case}_{name}.nii.gz", (labels == value).astype(np.uint8))
+        save(pred_dir / f"{case}_probabilities.nii.gz", np.zeros((*SHAPE, 4), np.uint8))
+    result = cli("--pred", pred_dir, "--ref", ref_root, "--out", tmp_path / "e", "-q")
+    assert result.exit_code == evaluate_cli.EXIT_MISSING, result.output
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert summary["n_cases"] == 2 and summary["missing_references"] == ["case_00099"]
+    flat_refs = tmp_path / "flat_refs"
+    shutil.copytree(pred_dir, flat_refs)
+    result = cli("--pred", pred_dir, "--ref", flat_refs, "--out", tmp_path / "e2", "-q")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(tmp_path / "e2" / "per_case.csv")
+    assert [r["case_id"] for r in rows] == ["case_00000", "case_00002", "case_00099"]
+
+
 def test_segmentation_only_kits_folder_is_a_reference(tmp_path, rng):
     root = tmp_path / "kits19"
     for i in range(2):

@@ -4,7 +4,8 @@ Either folder may be a KiTS19/21/23 or plain layout (found with `kidneyseg.data.
 a KiTS layout holding only the segmentations (as the KiTS19 repository does before the CT
 download; `kidneyseg.data.cases.walk_kits`), or a flat folder of `<case_id>.nii.gz` files (what
 `kidneyseg predict` writes), each file's case id given by the one rule of
-`kidneyseg.io.formats.case_id_of`.
+`kidneyseg.io.formats.case_id_of`; the masks and probabilities `predict` writes beside a case's
+label map (`<case>_kidney.nii.gz`, `<case>_probabilities.nii.gz`, ...) are not cases.
 Cases are paired by id; cases found on one side only are listed, never silently dropped.
 
 Cases are scored in one label map (`Scoring`): a run's own (its references mapped with its
@@ -76,6 +77,7 @@ def label_files(root: str | os.PathLike[str], annotation: str = "AND") -> dict[s
         KidneysegError: the folder does not exist or holds no label maps.
     """
     from kidneyseg.data.cases import discover
+    from kidneyseg.predict.outputs import side_files
 
     root = Path(root)
     if not root.is_dir():
@@ -87,7 +89,10 @@ def label_files(root: str | os.PathLike[str], annotation: str = "AND") -> dict[s
     found = found or _segmentation_only_cases(root, annotation)
     for folder in dict.fromkeys([root, *(p.parent.parent for p in found.values())]):
         _refuse_both_layouts(found, files_by_case_id(folder), folder)
-    found = found or files_by_case_id(root)
+    if not found:  # `predict --per-class` masks and probabilities beside a case's label map are not cases
+        flat = files_by_case_id(root)
+        sides = side_files(flat)
+        found = {name: path for name, path in flat.items() if name not in sides}
     if not found:
         raise KidneysegError(
             "no label maps found: expected <case_id>.nii.gz files or a KiTS/plain dataset layout", root

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_atomic
 from kidneyseg.io.volume import Volume, nifti_image, nifti_stem
-from kidneyseg.labels import LabelMap, split_sides
+from kidneyseg.labels import LABEL_MAPS, LabelMap, split_sides
 from kidneyseg.predict.predictor import Prediction, PredictSettings
 
 
@@ -39,6 +40,23 @@ class OutputOptions:
         return self.dicom_seg or self.dicom_rtstruct
 
 
+PROBABILITIES = "probabilities"
+
+
+def side_name(name: str, kind: str) -> str:
+    """The name of a file written beside the label map `name`: `<name>_<class>` (a `--per-class`
+    mask) or `<name>_probabilities`."""
+    return f"{name}_{kind}"
+
+
+def side_files(names: Collection[str]) -> set[str]:
+    """The names among `names` that are files written beside another name's label map (its
+    masks, of any class of any label map with or without sides, or its probabilities), not cases."""
+    maps = [m for base in LABEL_MAPS.values() for m in (base, split_sides(base))]
+    kinds = {c.name for m in maps for c in m.foreground} | {PROBABILITIES}
+    return {side_name(n, k) for n in names for k in kinds} & set(names)
+
+
 def output_label_map(label_map: LabelMap, options: OutputOptions) -> LabelMap:
     """The classes of the written label files (split into sides with `split_sides`)."""
     return split_sides(label_map) if options.split_sides else label_map
@@ -56,9 +74,11 @@ def case_outputs(
     (`output_label_map`)."""
     outputs = {"labels": out_dir / f"{name}{suffix}"}
     if options.per_class:
-        outputs |= {f"mask_{c.name}": out_dir / f"{name}_{c.name}{suffix}" for c in label_map.foreground}
+        outputs |= {
+            f"mask_{c.name}": out_dir / f"{side_name(name, c.name)}{suffix}" for c in label_map.foreground
+        }
     if settings.probabilities:
-        outputs["probabilities"] = out_dir / f"{name}_probabilities.nii.gz"
+        outputs[PROBABILITIES] = out_dir / f"{side_name(name, PROBABILITIES)}.nii.gz"
     if options.dicom_seg:
         outputs["dicom_seg"] = out_dir / f"{name}_seg.dcm"
     if options.dicom_rtstruct:
@@ -173,8 +193,8 @@ def write_case_files(
 
     labels = prediction.labels
     name = nifti_stem(outputs["labels"])
-    if "probabilities" in outputs:
-        written.append(write_probabilities(outputs["probabilities"], prediction))
+    if PROBABILITIES in outputs:
+        written.append(write_probabilities(outputs[PROBABILITIES], prediction))
     if options.dicom:
         written += _write_dicom(outputs, labels, label_map, options)
     confidence, votes = prediction.confidence, prediction.votes
