@@ -144,6 +144,27 @@ def test_compare_cli_writes_tables_json_and_box_plots(cli, tmp_path, rng):
     assert image.ndim == 3 and image.shape[0] > 100
 
 
+def test_a_rerun_into_the_same_out_removes_its_own_earlier_box_plots_only(cli, tmp_path, rng):
+    """A comparison without a training set, re-run into the folder of one with (was: the
+    training set's box plots stayed beside a comparison.md without that set)."""
+    val = write_csv(tmp_path / "a" / "val" / "per_case.csv", synthetic_rows(rng, 12, 0.9))
+    train = write_csv(tmp_path / "a" / "train" / "per_case.csv", synthetic_rows(rng, 20, 0.9))
+    out = tmp_path / "cmp"
+    args = ("--eval", f"a={val}", "--out", out, "--bootstrap", 100)
+    assert cli(*args, "--train-eval", f"a={train}").exit_code == 0
+    (out / "boxplot_training_notes.png").write_bytes(b"not compare's")
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    assert "removed the box plots of an earlier comparison" in result.output
+    assert "boxplot_training_kidney.png" in result.output
+    plots = sorted(p.name for p in out.glob("boxplot_*.png"))
+    assert plots == [
+        "boxplot_training_notes.png",
+        *(f"boxplot_validation_{c}.png" for c in ("cyst", "kidney", "mean", "tumor")),
+    ]
+    assert "Training set" not in (out / "comparison.md").read_text()
+
+
 def test_compare_cli_bad_input_is_one_line(cli, tmp_path, rng):
     result = cli("--eval", "no-equals-sign", "--out", tmp_path / "o")
     assert result.exit_code == 2 and "NAME=PATH" in result.output

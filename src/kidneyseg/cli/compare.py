@@ -93,6 +93,11 @@ def compare(
         for data_set, rows in scores.items():
             data_sets[data_set][name] = list(rows)
     paths = write_comparison(data_sets, out, n_boot=n_boot, seed=seed)
+    if paths["removed"]:
+        names = ", ".join(p.name for p in paths["removed"])
+        typer.echo(
+            f"removed the box plots of an earlier comparison in {out} that this one lacks: {names}", err=True
+        )
     typer.echo(paper_table(json.loads(paths["json"][0].read_text(encoding="utf-8"))), nl=False)
     typer.echo(
         f"wrote {paths['markdown'][0]}, {paths['json'][0]} and {len(paths['plots'])} box plots in {out}"

@@ -164,6 +164,10 @@ def comparison_markdown(result: dict) -> str:
     return "\n".join(parts)
 
 
+def _plot_path(out_dir: Path, data_set: str, heading: str) -> Path:
+    return out_dir / f"boxplot_{data_set}_{heading.lower()}.png"
+
+
 def box_plots(models: dict[str, list[dict]], out_dir: str | os.PathLike[str], data_set: str) -> list[Path]:
     """One PNG per class of the per-label Dice (and their per-case mean): a box per model."""
     import matplotlib
@@ -191,7 +195,7 @@ def box_plots(models: dict[str, list[dict]], out_dir: str | os.PathLike[str], da
         ax.set_title(f"{heading} Dice, {data_set} set")
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
-        path = out_dir / f"boxplot_{data_set}_{heading.lower()}.png"
+        path = _plot_path(out_dir, data_set, heading)
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")
         plt.close(fig)
@@ -205,14 +209,23 @@ def write_comparison(
     n_boot: int = N_BOOTSTRAP,
     seed: int = 0,
 ) -> dict[str, list[Path]]:
-    """Compute the comparison and write `comparison.json`, `comparison.md` and the box plots."""
+    """Compute the comparison and write `comparison.json`, `comparison.md` and the box plots;
+    then remove the box plots of an earlier comparison in `out_dir` that this one does not
+    write again (e.g. a training set's), so that no plot belongs to another comparison.
+    Returns the paths written (`json`, `markdown`, `plots`) and removed (`removed`)."""
+    from kidneyseg.evaluate.runs import SPLIT_KEYS
     from kidneyseg.io.atomic import write_text_atomic
 
     result = compare_models(data_sets, n_boot=n_boot, seed=seed)
     out_dir = Path(out_dir)
     plots = [p for name, models in data_sets.items() if models for p in box_plots(models, out_dir, name)]
-    return {
+    written = {
         "json": [write_text_atomic(out_dir / COMPARISON_JSON, json.dumps(result, indent=2) + "\n")],
         "markdown": [write_text_atomic(out_dir / COMPARISON_MD, comparison_markdown(result))],
         "plots": plots,
     }
+    ours = [_plot_path(out_dir, s, h) for s in SPLIT_KEYS for h, _ in METRIC_SETS["dice"][1]]
+    removed = [p for p in ours if p not in plots and p.is_file()]
+    for path in removed:
+        path.unlink()
+    return {**written, "removed": removed}
