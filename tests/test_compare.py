@@ -172,6 +172,12 @@ def test_compare_cli_bad_input_is_one_line(cli, tmp_path, rng):
     assert result.exit_code == 2 and "no such per-case evaluation CSV" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+    rows = synthetic_rows(rng, 3, 0.9)
+    rows[1]["case_id"] = ""  # was: "models 'a' and 'b' were evaluated on different cases"
+    a, b = (write_csv(tmp_path / f"{m}.csv", rows if m == "a" else synthetic_rows(rng, 3, 0.9)) for m in "ab")
+    result = cli("--eval", f"a={a}", "--eval", f"b={b}", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and result.output == f"error: {a}: line 3: the case_id is empty\n"
+    assert not (tmp_path / "o").exists()
 
 
 def test_compare_run_that_is_not_a_training_run_is_one_line(cli, tmp_path):

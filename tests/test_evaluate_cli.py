@@ -211,6 +211,7 @@ def test_a_csv_with_a_case_twice_or_a_score_outside_0_1_is_refused(tmp_path):
     good = {"case_id": "a", "dice_kidney": 0.5, "hec_sd_masses": 0.25, "tumor_lesions_ref": 3.0}
     for rows, message in (
         ([good, {**good}], "line 3: case a appears twice"),
+        ([good, {**good, "case_id": ""}], "line 3: the case_id is empty"),
         ([good, {**good, "case_id": "b", "dice_kidney": 5.0}], r"line 3: dice_kidney = 5 is not in \[0, 1\]"),
         ([{**good, "hec_sd_masses": -3.0}], r"line 2: hec_sd_masses = -3 is not in \[0, 1\]"),
     ):

@@ -332,6 +332,8 @@ def write_csv(path: str | os.PathLike[str], rows: tuple[dict, ...] | list[dict])
 
 def _csv_row(raw: dict[str, str], where: str, path: Path) -> dict:
     """One per-case row: `case_id` a string, the rest floats (empty = NaN), scores in [0, 1]."""
+    if not (raw.get("case_id") or "").strip():
+        raise KidneysegError(f"{where}: the case_id is empty", path)
     try:
         row = {k: v if k == "case_id" else (float(v) if v != "" else math.nan) for k, v in raw.items()}
     except (TypeError, ValueError):
@@ -349,8 +351,8 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict]:
     (empty = NaN).
 
     Raises:
-        KidneysegError: the file is missing or is not a per-case evaluation CSV, a case appears
-            twice, or a Dice score lies outside [0, 1].
+        KidneysegError: the file is missing or is not a per-case evaluation CSV, a case id is
+            empty or appears twice, or a Dice score lies outside [0, 1].
     """
     import csv
 
