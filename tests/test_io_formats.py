@@ -12,7 +12,7 @@ from kidneyseg.evaluate.folder import label_files
 from kidneyseg.io.formats import DICOM, NIFTI, case_id_of, files_by_case_id, format_of, read_header
 from kidneyseg.io.volume import Volume, read_volume, write_volume
 from kidneyseg.labels import KITS19, KITS23, check_label_values
-from kidneyseg.predict.runner import find_inputs
+from kidneyseg.predict.inputs import find_inputs
 from kidneyseg.preprocess.spatial import resampled_grid, resampled_shape
 
 AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])

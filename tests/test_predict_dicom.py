@@ -161,7 +161,7 @@ def test_seg_and_rtstruct_of_a_series_without_birth_date_or_study_time(series, c
 def test_a_folder_of_nifti_files_and_dicom_series_folders_finds_both(series, tmp_path):
     """A DICOM series sub-folder beside NIfTI files is a case too (it was silently left out); a
     NIfTI file and a DICOM folder of one case id are refused."""
-    from kidneyseg.predict.runner import find_inputs
+    from kidneyseg.predict.inputs import find_inputs
 
     mixed = tmp_path / "mixed"
     mixed.mkdir()

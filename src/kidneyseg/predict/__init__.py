@@ -5,10 +5,11 @@ Importing this package does not import torch; its functions do.
 """
 
 from kidneyseg.predict.api import segment
+from kidneyseg.predict.inputs import CaseInput, find_inputs
 from kidneyseg.predict.outputs import OutputOptions
 from kidneyseg.predict.predictor import Prediction, Predictor, PredictSettings
 from kidneyseg.predict.run_record import RunRecord
-from kidneyseg.predict.runner import CaseInput, find_inputs, run_prediction
+from kidneyseg.predict.runner import run_prediction
 
 __all__ = [
     "CaseInput",

@@ -61,7 +61,7 @@ def _as_checked_volume(
     from kidneyseg.io.formats import ImageHeader
 
     if isinstance(ct, str | os.PathLike):
-        from kidneyseg.predict.runner import find_inputs
+        from kidneyseg.predict.inputs import find_inputs
 
         cases, folder_mode = find_inputs(ct, series_uid)
         if folder_mode:

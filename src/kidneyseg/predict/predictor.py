@@ -296,12 +296,7 @@ class Predictor:
 
         seconds: dict[str, float] = {}
         t = time.perf_counter()
-        array = ct.array
-        if any(stride < 0 for stride in array.strides):  # a flipped view (in-memory volumes only)
-            array = np.ascontiguousarray(array)
-        if not array.dtype.isnative:  # big-endian data (a NIfTI file's choice): torch takes native only
-            array = array.astype(array.dtype.newbyteorder("="))
-        ct = Volume(array, ct.affine, ct.source, ct.dicom_files)
+        ct = Volume(_for_torch(ct.array), ct.affine, ct.source, ct.dicom_files)
         pre = preprocess(ct, self.config.preprocess)
         image, meta = pre.image, pre.meta
         del pre
@@ -365,3 +360,13 @@ class Predictor:
             roi=roi_record,
             ruled_out=tuple(ruled_out),
         )
+
+
+def _for_torch(array: np.ndarray) -> np.ndarray:
+    """`array` as torch takes it: a flipped view (in-memory volumes only) copied, big-endian data
+    (a NIfTI file's choice) in native byte order."""
+    if any(stride < 0 for stride in array.strides):
+        array = np.ascontiguousarray(array)
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from kidneyseg.errors import KidneysegError, exception_line, interrupt_behind
-from kidneyseg.io.formats import case_id_of, files_by_case_id
-from kidneyseg.io.volume import NIFTI_SUFFIXES, choose_series, list_dicom_series, nifti_stem
+from kidneyseg.io.volume import NIFTI_SUFFIXES, nifti_stem
+from kidneyseg.predict.inputs import CaseInput, find_inputs
 from kidneyseg.predict.outputs import (
     OutputOptions,
     case_outputs,
@@ -61,67 +61,6 @@ from kidneyseg.predict.run_record import (
     stale_outputs,
     write_record,
 )
-
-
-@dataclass(frozen=True)
-class CaseInput:
-    """One CT to predict: an id (names its outputs), its file or DICOM folder, a series UID."""
-
-    case_id: str
-    path: Path
-    series_uid: str | None = None
-    dicom_files: tuple[str, ...] = ()
-
-
-def _dicom_case(folder: Path, series_uid: str | None) -> CaseInput | None:
-    series = list_dicom_series(folder)
-    if not series:
-        return None
-    series_uid = choose_series(series, series_uid, folder)
-    return CaseInput(case_id_of(folder), folder, series_uid, series[series_uid])
-
-
-def _dicom_subfolders(folder: Path, series_uid: str | None) -> list[CaseInput]:
-    """One case per sub-folder of `folder` holding a DICOM series."""
-    return [c for d in sorted(p for p in folder.iterdir() if p.is_dir()) if (c := _dicom_case(d, series_uid))]
-
-
-def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> tuple[list[CaseInput], bool]:
-    """The cases an input path holds, and whether it is a folder of cases (folder mode).
-
-    Raises:
-        KidneysegError: the path does not exist, holds no CT, holds two files of one case, or
-            holds several DICOM series and `series_uid` does not choose one.
-    """
-    from kidneyseg.data.cases import discover
-
-    path = Path(path)
-    if not path.exists():
-        raise KidneysegError("no such file or folder", path)
-    if path.is_file():
-        return [CaseInput(case_id_of(path), path)], False
-    try:
-        return [CaseInput(c.case_id, c.image) for c in discover(path).cases], True
-    except KidneysegError:
-        pass
-    flat = files_by_case_id(path)  # refuses two files of one case
-    if flat:
-        series = _dicom_subfolders(path, series_uid)
-        both = sorted(set(flat) & {c.case_id for c in series})
-        if both:
-            raise KidneysegError(f"holds both a NIfTI file and a DICOM folder of case(s) {both}", path)
-        return [CaseInput(name, image) for name, image in flat.items()] + series, True
-    single = _dicom_case(path, series_uid)
-    if single is not None:
-        return [single], False
-    cases = _dicom_subfolders(path, series_uid)
-    if cases:
-        return cases, True
-    raise KidneysegError(
-        "no CT found: expected a NIfTI file, a DICOM series folder, or a folder of cases "
-        "(KiTS layout, images/, NIfTI files, or DICOM series sub-folders)",
-        path,
-    )
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -63,8 +63,8 @@ def report_cohort(
     from kidneyseg.io.formats import files_by_case_id
     from kidneyseg.io.volume import read_volume
     from kidneyseg.predict.checks import content_warnings
+    from kidneyseg.predict.inputs import find_inputs
     from kidneyseg.predict.run_record import output_stamps
-    from kidneyseg.predict.runner import find_inputs
     from kidneyseg.report.render import write_report
     from kidneyseg.report.statistics import case_line
 

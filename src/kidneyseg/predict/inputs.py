@@ -1,0 +1,74 @@
+"""Where the CTs of a prediction come from: a CT file (NIfTI), a DICOM series folder, or a folder
+of cases (KiTS19/21/23 layout, `images/` + `labels/`, a flat folder of NIfTI files and/or one
+DICOM series per sub-folder), each a `CaseInput`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from kidneyseg.errors import KidneysegError
+from kidneyseg.io.formats import case_id_of, files_by_case_id
+from kidneyseg.io.volume import choose_series, list_dicom_series
+
+
+@dataclass(frozen=True)
+class CaseInput:
+    """One CT to predict: an id (names its outputs), its file or DICOM folder, a series UID."""
+
+    case_id: str
+    path: Path
+    series_uid: str | None = None
+    dicom_files: tuple[str, ...] = ()
+
+
+def _dicom_case(folder: Path, series_uid: str | None) -> CaseInput | None:
+    series = list_dicom_series(folder)
+    if not series:
+        return None
+    series_uid = choose_series(series, series_uid, folder)
+    return CaseInput(case_id_of(folder), folder, series_uid, series[series_uid])
+
+
+def _dicom_subfolders(folder: Path, series_uid: str | None) -> list[CaseInput]:
+    """One case per sub-folder of `folder` holding a DICOM series."""
+    return [c for d in sorted(p for p in folder.iterdir() if p.is_dir()) if (c := _dicom_case(d, series_uid))]
+
+
+def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> tuple[list[CaseInput], bool]:
+    """The cases an input path holds, and whether it is a folder of cases (folder mode).
+
+    Raises:
+        KidneysegError: the path does not exist, holds no CT, holds two files of one case, or
+            holds several DICOM series and `series_uid` does not choose one.
+    """
+    from kidneyseg.data.cases import discover
+
+    path = Path(path)
+    if not path.exists():
+        raise KidneysegError("no such file or folder", path)
+    if path.is_file():
+        return [CaseInput(case_id_of(path), path)], False
+    try:
+        return [CaseInput(c.case_id, c.image) for c in discover(path).cases], True
+    except KidneysegError:
+        pass
+    flat = files_by_case_id(path)  # refuses two files of one case
+    if flat:
+        series = _dicom_subfolders(path, series_uid)
+        both = sorted(set(flat) & {c.case_id for c in series})
+        if both:
+            raise KidneysegError(f"holds both a NIfTI file and a DICOM folder of case(s) {both}", path)
+        return [CaseInput(name, image) for name, image in flat.items()] + series, True
+    single = _dicom_case(path, series_uid)
+    if single is not None:
+        return [single], False
+    cases = _dicom_subfolders(path, series_uid)
+    if cases:
+        return cases, True
+    raise KidneysegError(
+        "no CT found: expected a NIfTI file, a DICOM series folder, or a folder of cases "
+        "(KiTS layout, images/, NIfTI files, or DICOM series sub-folders)",
+        path,
+    )
