@@ -22,7 +22,9 @@ from kidneyseg.predict.label_files import (
     NIFTI_INTENT_LABEL,
     class_masks,
     color_table_text,
+    label_image,
     split_labels_by_side,
+    written_label_map,
 )
 from test_predict import TINY_3D, save_tiny
 from test_predict_cli import phantom_file
@@ -131,6 +133,43 @@ def test_colour_table_is_slicers_format():
         "2 tumor 230 25 75 255",
         "3 cyst 255 225 25 255",
     ]
+
+
+def test_a_label_map_split_into_sides_is_refused_by_evaluate_and_report(ct_file, tmp_path):
+    """Values 1-3 of a sides map are right kidney, left kidney, right tumor: read as kits23 they
+    would be kidney, tumor, cyst (was: the left kidney reported as a 108 mL cT3 tumor, exit 0)."""
+    ct = read_volume(ct_file)
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[4:10, 4:10, 2:6], labels[-10:-4, 4:10, 2:6] = 1, 2  # a right and a left kidney, no lesion
+    for folder, label_map in (("pred", split_sides(KITS23)), ("ref", KITS23)):
+        (tmp_path / folder).mkdir()
+        nib.save(label_image(labels, ct.affine, label_map), tmp_path / folder / "c.nii.gz")
+    sides = tmp_path / "pred" / "c.nii.gz"
+    assert (
+        written_label_map(sides) == "kits23-sides"
+        and written_label_map(tmp_path / "ref" / "c.nii.gz") == "kits23"
+    )
+    assert written_label_map(ct_file) is None
+    message = f"error: {sides}: this label map was written by `kidneyseg predict --split-sides`"
+    report = runner.invoke(
+        app, ["report", "--ct", str(ct_file), "--labels", str(sides), "--out", str(tmp_path / "r")]
+    )
+    assert report.exit_code == 2 and report.output.startswith(message), report.output
+    evaluate = [
+        "evaluate",
+        "--pred",
+        str(sides.parent),
+        "--ref",
+        str(tmp_path / "ref"),
+        "--out",
+        str(tmp_path / "e"),
+        "-q",
+    ]
+    result = runner.invoke(app, evaluate)
+    assert result.exit_code == 2 and result.output.startswith(message), result.output
+    assert not (tmp_path / "r").exists() and not (tmp_path / "e").exists()
+    nib.save(label_image(labels, ct.affine, KITS23), sides)  # the same voxels, written as kits23
+    assert runner.invoke(app, evaluate).exit_code == 0
 
 
 def test_one_ct_to_a_named_file_with_sides_and_masks(ckpt, ct_file, tmp_path):

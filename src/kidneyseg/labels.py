@@ -107,6 +107,10 @@ SIDES = ("right", "left")
 """The patient's sides, in the order `split_sides` numbers them."""
 
 
+SIDES_SUFFIX = "-sides"
+"""Ends the name of a label map split into sides (`split_sides`): `kits23-sides`."""
+
+
 def split_sides(label_map: LabelMap) -> LabelMap:
     """`label_map` with every foreground class split into its right and left part, named as
     TotalSegmentator names them: kidney_right = 1, kidney_left = 2, tumor_right = 3, ...
@@ -116,7 +120,7 @@ def split_sides(label_map: LabelMap) -> LabelMap:
         for side in SIDES:
             color = cls.color if side == "right" else tuple(int(c * 0.7) for c in cls.color)
             classes.append(LabelClass(len(classes), f"{cls.name}_{side}", color))  # type: ignore[arg-type]
-    return LabelMap(f"{label_map.name}-sides", tuple(classes))
+    return LabelMap(f"{label_map.name}{SIDES_SUFFIX}", tuple(classes))
 
 
 def get_label_map(name: str) -> LabelMap:

@@ -67,6 +67,7 @@ def report(
     from kidneyseg.io.volume import read_volume
     from kidneyseg.labels import get_label_map
     from kidneyseg.predict.checks import content_warnings
+    from kidneyseg.predict.label_files import read_label_file
     from kidneyseg.report import ReportOptions, write_report
 
     _check_options(min_lesion_mm, min_lesion_ml, confidence, case_id)
@@ -88,7 +89,7 @@ def report(
     for warning in content_warnings(image, hu_check):
         typer.echo(f"warning: {warning}", err=True)
     paths = write_report(
-        image, read_volume(labels), out, classes, case_id, options=options, confidence=confidence
+        image, read_label_file(labels), out, classes, case_id, options=options, confidence=confidence
     )
     typer.echo(paths.message)
     if paths.warnings:

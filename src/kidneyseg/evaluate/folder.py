@@ -147,9 +147,9 @@ def _read_labels(path: Path, label_map: LabelMap, mapping: dict[int, int]):
     Raises:
         KidneysegError: fractional values, or a value that is not a class after the mapping.
     """
-    from kidneyseg.io.volume import read_volume
+    from kidneyseg.predict.label_files import read_label_file
 
-    volume = read_volume(path)
+    volume = read_label_file(path)
     check_label_values(volume.array, None if mapping else label_map, path)
     labels = np.asarray(volume.array, dtype=np.uint8)
     if mapping:

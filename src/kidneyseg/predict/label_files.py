@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_atomic, write_text_atomic
-from kidneyseg.io.volume import Volume, nifti_image
-from kidneyseg.labels import BACKGROUND, LabelMap
+from kidneyseg.io.volume import NIFTI_SUFFIXES, Volume, load_nifti, nifti_image, read_volume
+from kidneyseg.labels import BACKGROUND, SIDES_SUFFIX, LabelMap
 
 NIFTI_INTENT_LABEL = 1002
 BODY_HU = -500.0
@@ -33,6 +34,39 @@ def label_image(labels: np.ndarray, affine: np.ndarray, label_map: LabelMap):
     classes = " ".join(f"{c.value}={c.name}" for c in label_map.foreground)
     header["descrip"] = f"kidneyseg {classes}"[:79].encode("ascii")
     return image
+
+
+def written_label_map(path: str | os.PathLike[str]) -> str | None:
+    """The label map a NIfTI label file names in its header if kidneyseg wrote it (`label_image`),
+    else None (another tool's file, a DICOM folder)."""
+    if not str(path).endswith(NIFTI_SUFFIXES) or not Path(path).is_file():
+        return None
+    header = load_nifti(Path(path)).header
+    if int(header["intent_code"]) != NIFTI_INTENT_LABEL or not header["descrip"].tobytes().startswith(
+        b"kidneyseg"
+    ):
+        return None
+    return header["intent_name"].tobytes().rstrip(b"\0").decode("ascii", "replace")
+
+
+def read_label_file(path: str | os.PathLike[str]) -> Volume:
+    """Read a label map for `evaluate` or `report`, which take the classes of an unsplit label map,
+    refusing a file that `predict --split-sides` wrote: its values mean other classes (1 right
+    kidney, 2 left kidney, 3 right tumor, ...), and one without a value above 3 would pass any
+    check of values.
+
+    Raises:
+        KidneysegError: the file's header names a label map split into sides, or `read_volume`'s.
+    """
+    name = written_label_map(path)
+    if name is not None and name.endswith(SIDES_SUFFIX):
+        raise KidneysegError(
+            f"this label map was written by `kidneyseg predict --split-sides` ({name}: 1 = right kidney, "
+            "2 = left kidney, 3 = right tumor, ...); evaluate and report take the classes of "
+            "the unsplit map: predict without --split-sides",
+            path,
+        )
+    return read_volume(path)
 
 
 def write_label_image(

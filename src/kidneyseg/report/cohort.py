@@ -64,6 +64,7 @@ def report_cohort(
     from kidneyseg.io.volume import read_volume
     from kidneyseg.predict.checks import content_warnings
     from kidneyseg.predict.inputs import find_inputs
+    from kidneyseg.predict.label_files import read_label_file
     from kidneyseg.predict.run_record import output_stamps
     from kidneyseg.report.render import write_report
     from kidneyseg.report.statistics import case_line
@@ -85,7 +86,7 @@ def report_cohort(
         try:
             ct = read_volume(case.path, case.series_uid)
             doubts = content_warnings(ct, hu_check)
-            paths = write_report(ct, read_volume(label_path), out_dir, label_map, case.case_id, options)
+            paths = write_report(ct, read_label_file(label_path), out_dir, label_map, case.case_id, options)
         except KidneysegError as exc:
             result.failures[case.case_id] = str(exc)
             continue
