@@ -98,8 +98,11 @@ def test_a_rerun_with_fewer_outputs_removes_what_belonged_to_the_old_label_map(c
     made from; a file changed since that run wrote it is the user's and stays."""
     import os
 
+    single = tmp_path / "single"  # a folder of one case: a shard of it has its own record
+    single.mkdir()
+    (single / "a.nii.gz").write_bytes((cases / "a.nii.gz").read_bytes())
     out = tmp_path / "out"
-    base = ["predict", "-i", str(cases / "a.nii.gz"), "-o", str(out), "-m", str(ckpt)]
+    base = ["predict", "-i", str(single), "-o", str(out), "-m", str(ckpt)]
     first = runner.invoke(app, [*base, "--per-class", "--report", "--shard", "1/1", "-q"])
     assert "1 predicted" in first.output  # a shard's record, then the same run's again: two entries
     assert (
@@ -161,6 +164,48 @@ def test_shards_split_a_folder_and_statistics_cover_every_case(ckpt, cases, tmp_
     again = runner.invoke(app, [*base, "--shard", "1/2", "-q"])
     assert "0 predicted, 2 already done" in again.output
     assert [r["case_id"] for r in read_csv(out / "statistics.csv")] == ["a", "b", "c"]
+
+
+def test_the_record_is_rewritten_after_every_case_unless_that_takes_too_long(tmp_path, monkeypatch):
+    """A re-run that skips thousands of cases spent most of its time rewriting the record (600
+    tiny cases: 91 s); the writes now take at most `WRITE_SHARE` of the run, and `flush` catches up."""
+    import kidneyseg.predict.run_record as run_record
+
+    now, written = [0.0], []
+
+    class Clock:
+        @staticmethod
+        def perf_counter() -> float:
+            return now[0]
+
+    def write(path, record, kept, seconds):
+        written.append(len(record.cases))
+        now[0] += seconds
+
+    monkeypatch.setattr(run_record, "time", Clock)
+    for seconds, cases in ((0.001, 50), (1.0, 500)):  # cheap writes, then a record slow to write
+        written.clear()
+        monkeypatch.setattr(run_record, "write_record", lambda p, r, k, s=seconds: write(p, r, k, s))
+        record = run_record.RunRecord("now", {}, {}, [], {})
+        writer = run_record.RecordWriter(tmp_path / "r.json", record, [])
+        start = now[0]
+        record.cases.append({"status": "failed"})
+        writer.after_case()
+        assert written == []  # only failures: nothing a re-run could go on from
+        for _ in range(cases - 1):
+            now[0] += 0.1  # a case skipped or predicted
+            record.cases.append({"status": "skipped"})
+            writer.after_case()
+        writer.flush()
+        assert written[-1] == cases  # the whole run recorded at the end
+        if seconds < 0.1:
+            assert written == list(range(2, cases + 1))  # after every case
+        else:
+            assert len(written) * seconds <= run_record.WRITE_SHARE * (now[0] - start) + 2 * seconds
+            assert 1 < len(written) < cases / 10
+    writes = len(written)
+    writer.flush()
+    assert len(written) == writes  # nothing pending: no second write of the same record
 
 
 def test_shard_argument_is_checked():

@@ -5,8 +5,9 @@ runs too) says it was predicted from the same input file(s) (path, size, modific
 the same models and the same settings that shape its outputs (`case_fingerprint`), and every
 output file is still the one that run wrote (path, size, modification time). Anything else is
 predicted again, so an output never silently belongs to another CT, model or setting. The
-record is rewritten after every case, so an interrupted run is continued where it stopped, and it
-keeps the earlier runs' cases whose label map this run did not write (status `earlier`).
+record is rewritten after every case (`RecordWriter`: less often when thousands of cases make
+each rewrite long), so an interrupted run is continued where it stopped, and it keeps the
+earlier runs' cases whose label map this run did not write (status `earlier`).
 """
 
 from __future__ import annotations
@@ -108,6 +109,36 @@ def write_record(path: Path, record: RunRecord, kept: list[dict[str, Any]]) -> N
     taken = {_label_map(c) for c in record.cases if c["status"] != "failed"}
     cases = record.cases + [c for c in kept if _label_map(c) not in taken]
     write_text_atomic(path, json.dumps({**asdict(record), "cases": cases}, indent=2) + "\n")
+
+
+WRITE_SHARE = 0.05
+"""The most of a run's time that rewriting its record may take: a record of thousands of cases
+takes a quarter of a second to write, far more than a case a re-run skips."""
+
+
+class RecordWriter:
+    """Rewrites the run record after a case, unless the rewrites so far took more than
+    `WRITE_SHARE` of the run's time; `flush` writes what is still pending (at the end, and when
+    the run is interrupted). A run killed outright may have its last few cases unrecorded: its
+    re-run predicts them again."""
+
+    def __init__(self, path: Path, record: RunRecord, kept: list[dict[str, Any]]) -> None:
+        self.path, self.record, self.kept = path, record, kept
+        self.started, self.spent, self.pending = time.perf_counter(), 0.0, False
+
+    def after_case(self) -> None:
+        if not any(c["status"] != "failed" for c in self.record.cases):  # nothing to go on from
+            return
+        self.pending = True
+        if self.spent <= WRITE_SHARE * (time.perf_counter() - self.started):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            t = time.perf_counter()
+            write_record(self.path, self.record, self.kept)
+            self.spent += time.perf_counter() - t
+            self.pending = False
 
 
 def record_name(shard: tuple[int, int] | None) -> str:

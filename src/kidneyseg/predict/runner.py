@@ -49,6 +49,7 @@ from kidneyseg.predict.outputs import (
 from kidneyseg.predict.predictor import Predictor, PredictSettings
 from kidneyseg.predict.run_record import (
     RECORD_NAME,
+    RecordWriter,
     RunRecord,
     case_fingerprint,
     earlier_cases,
@@ -59,7 +60,6 @@ from kidneyseg.predict.run_record import (
     record_name,
     reusable,
     stale_outputs,
-    write_record,
 )
 
 
@@ -316,22 +316,23 @@ def predict_cases(
     record_path = out_dir / where.record_file
     record = new_record(command, predictor, options, startup)
     previous = (earlier_cases(out_dir), case_fingerprint(predictor, options))
-    kept = kept_cases(record_path)
+    writer = RecordWriter(record_path, record, kept_cases(record_path))
     bar = tqdm(cases, desc="cases", unit="case", disable=not (progress and folder_mode), dynamic_ncols=True)
     for case in bar:
         bar.set_postfix_str(case.case_id)
         try:
             entry = _run_case(predictor, case, where, options, previous, folder_mode or not progress, warn)
-        except BaseException:  # a single CT's error is the run's
+        except BaseException:  # a single CT's error is the run's; an interrupt leaves the record current
+            writer.flush()
             _remove_if_empty(out_dir, created)
             raise
         record.cases.append(entry)
         record.seconds = round(time.perf_counter() - start, 3)
-        if any(c["status"] != "failed" for c in record.cases):  # an interrupted run goes on from here
-            write_record(record_path, record, kept)
+        writer.after_case()  # an interrupted run goes on from here
         if echo is not None and entry["status"] == "done":
             (bar.write if not bar.disable else echo)(case_line(entry["statistics"]))
     bar.close()
+    writer.flush()
     if all(c["status"] == "failed" for c in record.cases):
         _remove_if_empty(out_dir, created)
         return record
