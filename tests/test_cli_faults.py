@@ -39,6 +39,22 @@ def _one_error_line(result, message: str) -> None:
         (["evaluate", "--pred", "p", "--ref", "r"], "Missing option '--out'"),
         (["report", "--ct", "c", "--labels", "l", "--out", "o", "--min-lesion-mm", "x"], "--min-lesion-mm"),
         (["nonsense"], "No such command 'nonsense'"),
+        (
+            ["predict", "-i", "a.nii.gz", "-i", "b.nii.gz", "-o", "x"],
+            "'--input' / '-i': given twice; it takes one",
+        ),
+        (
+            ["predict", "-i", "a.nii.gz", "--out=x", "-o", "y"],
+            "'--out' / '-o': given twice; it takes one value",
+        ),
+        (
+            ["train", "-r", "sca-unet-3d:cpu", "--recipe", "x", "--data", "d", "--out", "o"],
+            "'--recipe' / '-r': given",
+        ),
+        (
+            ["predict", "-i", "a.nii.gz", "-o", "x", "-m", "m1", "-m", "m2", "--tta", "--tta"],
+            "no such file or folder",
+        ),
     ],
     ids=[
         "phantom-cases-abc",
@@ -50,6 +66,10 @@ def _one_error_line(result, message: str) -> None:
         "evaluate-missing-option",
         "report-float-abc",
         "unknown-verb",
+        "predict-input-twice",
+        "predict-out-twice-one-with-equals",
+        "train-recipe-twice",
+        "predict-models-and-flags-repeat-freely",
     ],
 )
 def test_bad_option_values_are_one_line_not_a_usage_box(tmp_path, monkeypatch, args, message):

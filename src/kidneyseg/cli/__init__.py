@@ -62,6 +62,35 @@ def _one_line_usage_error(exc) -> None:
 
 typer.rich_utils.rich_format_error = _one_line_usage_error
 
+
+def _refusing_repeats(parse_args):
+    """An option that takes one value, given twice (`-i a.nii.gz -i b.nii.gz`), is refused:
+    Click would keep the last value without a word."""
+
+    def parse(self, ctx, args):
+        single = {
+            name: param
+            for param in self.params
+            if param.param_type_name == "option"
+            and not (param.multiple or getattr(param, "is_flag", False) or getattr(param, "count", False))
+            for name in param.opts
+        }
+        given: dict[str, int] = {}
+        for arg in args:
+            if arg == "--":
+                break
+            param = single.get(arg.split("=", 1)[0])
+            if param is not None:
+                given[param.name] = given.get(param.name, 0) + 1
+                if given[param.name] > 1:
+                    raise typer.BadParameter("given twice; it takes one value", ctx=ctx, param=param)
+        return parse_args(self, ctx, args)
+
+    return parse
+
+
+typer.core.TyperCommand.parse_args = _refusing_repeats(typer.core.TyperCommand.parse_args)  # type: ignore[method-assign]
+
 VERBS: tuple[str, ...] = (
     "demo",
     "phantom",
