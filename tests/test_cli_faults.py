@@ -52,8 +52,16 @@ def _one_error_line(result, message: str) -> None:
             "'--recipe' / '-r': given",
         ),
         (
+            ["predict", "-ia.nii.gz", "-ib.nii.gz", "-o", "x"],
+            "'--input' / '-i': given twice; it takes one value",
+        ),
+        (
             ["predict", "-i", "a.nii.gz", "-o", "x", "-m", "m1", "-m", "m2", "--tta", "--tta"],
             "no such file or folder",
+        ),
+        (
+            ["report", "--ct", "a.nii.gz", "--labels", "b.nii.gz", "--out", "o", "--case-id", "--out"],
+            "no such file",
         ),
     ],
     ids=[
@@ -69,7 +77,9 @@ def _one_error_line(result, message: str) -> None:
         "predict-input-twice",
         "predict-out-twice-one-with-equals",
         "train-recipe-twice",
+        "predict-input-twice-attached",
         "predict-models-and-flags-repeat-freely",
+        "report-a-value-that-looks-like-an-option",
     ],
 )
 def test_bad_option_values_are_one_line_not_a_usage_box(tmp_path, monkeypatch, args, message):

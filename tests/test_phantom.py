@@ -297,12 +297,12 @@ def test_cli_writes_cases_and_reports_bad_input(tmp_path):
 
     for args, message in (
         (["--size", "huge"], "unknown phantom size"),
-        (["--orientation", "XYZ"], "orientation 'XYZ'"),
-        (["--anatomy", str(tmp_path / "nowhere")], "anatomy folder does not exist"),
-        (["-n", "0"], "the number of cases must be at least 1, got 0"),
+        (["--size", "tiny", "--orientation", "XYZ"], "orientation 'XYZ'"),
+        (["--size", "tiny", "--anatomy", str(tmp_path / "nowhere")], "anatomy folder does not exist"),
+        (["--size", "tiny", "-n", "0"], "the number of cases must be at least 1, got 0"),
     ):
         bad_out = tmp_path / "bad"
-        result = runner.invoke(app, ["phantom", "--out", str(bad_out), "--size", "tiny", *args])
+        result = runner.invoke(app, ["phantom", "--out", str(bad_out), *args])
         assert result.exit_code == 2
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]

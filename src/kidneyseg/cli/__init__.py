@@ -65,25 +65,20 @@ typer.rich_utils.rich_format_error = _one_line_usage_error
 
 def _refusing_repeats(parse_args):
     """An option that takes one value, given twice (`-i a.nii.gz -i b.nii.gz`), is refused:
-    Click would keep the last value without a word."""
+    Click would keep the last value without a word. Counted on Click's own parse of the
+    arguments (values, `--opt=value`, `-ivalue`, `--`), before the real one."""
 
     def parse(self, ctx, args):
-        single = {
-            name: param
-            for param in self.params
-            if param.param_type_name == "option"
-            and not (param.multiple or getattr(param, "is_flag", False) or getattr(param, "count", False))
-            for name in param.opts
-        }
-        given: dict[str, int] = {}
-        for arg in args:
-            if arg == "--":
-                break
-            param = single.get(arg.split("=", 1)[0])
-            if param is not None:
-                given[param.name] = given.get(param.name, 0) + 1
-                if given[param.name] > 1:
+        _, _, order = self.make_parser(ctx).parse_args(args=list(args))
+        if not any(param.is_eager for param in order):  # --help and --version answer as they are
+            seen: set[str] = set()
+            for param in order:
+                single = param.param_type_name == "option" and not (
+                    param.multiple or getattr(param, "is_flag", False) or getattr(param, "count", False)
+                )
+                if single and param.name in seen:
                     raise typer.BadParameter("given twice; it takes one value", ctx=ctx, param=param)
+                seen.add(param.name)
         return parse_args(self, ctx, args)
 
     return parse
