@@ -18,7 +18,8 @@ from kidneyseg.cli import evaluate as evaluate_cli
 from kidneyseg.errors import KidneysegError
 from kidneyseg.evaluate.folder import evaluate_folders, label_files, read_csv, write_csv
 from kidneyseg.evaluate.metrics import case_metrics
-from kidneyseg.labels import KITS19
+from kidneyseg.labels import KITS19, KITS23
+from kidneyseg.predict.label_files import class_masks, label_image
 
 AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
 SHAPE = (24, 20, 12)
@@ -164,17 +165,23 @@ def test_predictions_written_into_the_dataset_are_refused_not_scored_as_the_refe
     assert not out.exists()
 
 
-def test_per_class_masks_and_probabilities_beside_a_label_map_are_not_cases(cli, folders, tmp_path):
+def test_per_class_masks_and_probabilities_beside_a_label_map_are_not_cases(cli, folders, tmp_path, caplog):
     """`predict --per-class --probabilities` writes <case>_kidney/_tumor/_cyst/_probabilities.nii.gz
     beside <case>.nii.gz (was: listed as predictions without a reference, or scored as cases
-    when the references held them too)."""
+    when the references held them too); they are told by their headers and named in a warning."""
     ref_root, pred_dir, _, preds = folders
     for case, labels in preds.items():
-        for value, name in ((1, "kidney"), (2, "tumor"), (3, "cyst")):
-            save(pred_dir / f"{case}_{name}.nii.gz", (labels == value).astype(np.uint8))
+        for name, (mask, mask_map) in class_masks(labels, KITS23).items():
+            nib.save(label_image(mask, AFFINE, mask_map), str(pred_dir / f"{case}_{name}.nii.gz"))
         save(pred_dir / f"{case}_probabilities.nii.gz", np.zeros((*SHAPE, 4), np.uint8))
     result = cli("--pred", pred_dir, "--ref", ref_root, "--out", tmp_path / "e", "-q")
     assert result.exit_code == evaluate_cli.EXIT_MISSING, result.output
+    assert caplog.messages == [
+        f"{pred_dir}: 8 mask/probability file(s) predict wrote left out: case_00000_cyst.nii.gz, "
+        "case_00000_kidney.nii.gz, case_00000_probabilities.nii.gz, case_00000_tumor.nii.gz, "
+        "case_00002_cyst.nii.gz, case_00002_kidney.nii.gz, case_00002_probabilities.nii.gz, "
+        "case_00002_tumor.nii.gz"
+    ]
     summary = json.loads((tmp_path / "e" / "summary.json").read_text())
     assert summary["n_cases"] == 2 and summary["missing_references"] == ["case_00099"]
     flat_refs = tmp_path / "flat_refs"
@@ -183,6 +190,23 @@ def test_per_class_masks_and_probabilities_beside_a_label_map_are_not_cases(cli,
     assert result.exit_code == 0, result.output
     rows = read_csv(tmp_path / "e2" / "per_case.csv")
     assert [r["case_id"] for r in rows] == ["case_00000", "case_00002", "case_00099"]
+
+
+def test_cases_only_named_like_predicts_masks_are_cases(cli, tmp_path, caplog):
+    """CTs `c0` and `c0_kidney` predicted without --per-class give two label maps (was: c0_kidney
+    taken for c0's mask and left out on both sides: "1 cases", exit 0, no warning); a 3D
+    `c0_probabilities` is a case too."""
+    labels = synthetic_labels(np.random.default_rng(0))
+    for side in ("pred", "ref"):
+        save(tmp_path / side / "c1_kidney.nii.gz", labels)  # another tool's file of that name
+        save(tmp_path / side / "c1.nii.gz", labels)
+        for name in ("c0", "c0_kidney", "c0_probabilities"):
+            nib.save(label_image(labels, AFFINE, KITS23), str(tmp_path / side / f"{name}.nii.gz"))
+    result = cli("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--out", tmp_path / "e", "-q")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("5 cases: Dice kidney 1.000") and not caplog.messages
+    rows = read_csv(tmp_path / "e" / "per_case.csv")
+    assert [r["case_id"] for r in rows] == ["c0", "c0_kidney", "c0_probabilities", "c1", "c1_kidney"]
 
 
 def test_segmentation_only_kits_folder_is_a_reference(tmp_path, rng):

@@ -5,8 +5,8 @@ a KiTS layout holding only the segmentations (as the KiTS19 repository does befo
 download; `kidneyseg.data.cases.walk_kits`), or a flat folder of `<case_id>.nii.gz` files (what
 `kidneyseg predict` writes), each file's case id given by the one rule of
 `kidneyseg.io.formats.case_id_of`; the masks and probabilities `predict` writes beside a case's
-label map (`<case>_kidney.nii.gz`, `<case>_probabilities.nii.gz`, ...) are not cases.
-Cases are paired by id; cases found on one side only are listed, never silently dropped.
+label map (`<case>_kidney.nii.gz`, ...; told by their headers: `predict.outputs.side_files`) are
+left out with a warning. Cases are paired by id; those on one side only are listed, never dropped.
 
 Cases are scored in one label map (`Scoring`): a run's own (its references mapped with its
 `data.label_mapping`), or a named one with both sides folded into it (`kidneyseg evaluate
@@ -15,6 +15,7 @@ Cases are scored in one label map (`Scoring`): a run's own (its references mappe
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -32,6 +33,8 @@ from kidneyseg.labels import KITS23, LabelMap, check_label_values, folding, labe
 CSV_NAME = "per_case.csv"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,11 @@ def label_files(root: str | os.PathLike[str], annotation: str = "AND") -> dict[s
         flat = files_by_case_id(root)
         sides = side_files(flat)
         found = {name: path for name, path in flat.items() if name not in sides}
+        if sides:
+            left_out = some_names(sorted(flat[name].name for name in sides))
+            log.warning(
+                "%s: %d mask/probability file(s) predict wrote left out: %s", root, len(sides), left_out
+            )
     if not found:
         raise KidneysegError(
             "no label maps found: expected <case_id>.nii.gz files or a KiTS/plain dataset layout", root

@@ -20,7 +20,7 @@ import numpy as np
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_atomic, write_text_atomic
 from kidneyseg.io.volume import NIFTI_SUFFIXES, Volume, load_nifti, nifti_image, read_volume
-from kidneyseg.labels import BACKGROUND, SIDES_SUFFIX, LabelMap
+from kidneyseg.labels import BACKGROUND, SIDES_SUFFIX, LabelClass, LabelMap
 
 NIFTI_INTENT_LABEL = 1002
 BODY_HU = -500.0
@@ -30,10 +30,15 @@ def label_image(labels: np.ndarray, affine: np.ndarray, label_map: LabelMap):
     """A `nibabel.Nifti1Image` of `labels` (uint8) on `affine`, with its classes in the header."""
     image = nifti_image(np.asarray(labels, dtype=np.uint8), affine)
     header = image.header
-    header.set_intent(NIFTI_INTENT_LABEL, name=label_map.name[:15])
+    header.set_intent(NIFTI_INTENT_LABEL, name=_intent_name(label_map))
     classes = " ".join(f"{c.value}={c.name}" for c in label_map.foreground)
     header["descrip"] = f"kidneyseg {classes}"[:79].encode("ascii")
     return image
+
+
+def _intent_name(label_map: LabelMap) -> str:
+    """The label map's name as `label_image` writes it in the header (15 characters at most)."""
+    return label_map.name[:15]
 
 
 def written_label_map(path: str | os.PathLike[str]) -> str | None:
@@ -113,9 +118,20 @@ def split_labels_by_side(labels: np.ndarray, ct: Volume) -> np.ndarray:
     return out.astype(np.uint8)
 
 
+def mask_label_map(label_class: LabelClass) -> LabelMap:
+    """The one-class map of a `--per-class` mask of `label_class` (its value 1)."""
+    return LabelMap(label_class.name, (BACKGROUND, replace(label_class, value=1)))
+
+
 def class_masks(labels: np.ndarray, label_map: LabelMap) -> dict[str, tuple[np.ndarray, LabelMap]]:
     """Per foreground class of `label_map`: its binary uint8 mask and the one-class map naming it."""
-    return {
-        c.name: ((labels == c.value).astype(np.uint8), LabelMap(c.name, (BACKGROUND, replace(c, value=1))))
-        for c in label_map.foreground
-    }
+    return {c.name: ((labels == c.value).astype(np.uint8), mask_label_map(c)) for c in label_map.foreground}
+
+
+def is_class_mask(path: str | os.PathLike[str], label_class: LabelClass) -> bool:
+    """Whether kidneyseg wrote `path` as the mask of `label_class` (`class_masks`, `label_image`):
+    its header names the mask's one-class map. A file only named like one is not."""
+    try:
+        return written_label_map(path) == _intent_name(mask_label_map(label_class))
+    except KidneysegError:  # an unreadable header: not provably a mask
+        return False

@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Collection
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_atomic
-from kidneyseg.io.volume import Volume, nifti_image, nifti_stem
+from kidneyseg.io.volume import NIFTI_SUFFIXES, Volume, load_nifti, nifti_image, nifti_stem
 from kidneyseg.labels import LABEL_MAPS, LabelMap, split_sides
 from kidneyseg.predict.predictor import Prediction, PredictSettings
 
@@ -49,12 +49,24 @@ def side_name(name: str, kind: str) -> str:
     return f"{name}_{kind}"
 
 
-def side_files(names: Collection[str]) -> set[str]:
-    """The names among `names` that are files written beside another name's label map (its
-    masks, of any class of any label map with or without sides, or its probabilities), not cases."""
+def side_files(files: dict[str, Path]) -> set[str]:
+    """The names among `files` (name -> file) of files predict wrote beside another name's label
+    map, not cases: a `--per-class` mask of any class of any label map with or without sides
+    (`is_class_mask`), or the probabilities (`is_probabilities`). Each is told by its header, so
+    a case only named like one (`a_kidney` beside `a`) stays a case."""
+    from kidneyseg.predict.label_files import is_class_mask
+
     maps = [m for base in LABEL_MAPS.values() for m in (base, split_sides(base))]
-    kinds = {c.name for m in maps for c in m.foreground} | {PROBABILITIES}
-    return {side_name(n, k) for n in names for k in kinds} & set(names)
+    classes = {c.name: c for m in maps for c in m.foreground}
+    written = {PROBABILITIES: is_probabilities} | {
+        k: partial(is_class_mask, label_class=c) for k, c in classes.items()
+    }
+    return {
+        side_name(n, kind)
+        for n in files
+        for kind, wrote in written.items()
+        if side_name(n, kind) in files and wrote(files[side_name(n, kind)])
+    }
 
 
 def output_label_map(label_map: LabelMap, options: OutputOptions) -> LabelMap:
@@ -102,6 +114,17 @@ def write_probabilities(path: Path, prediction: Prediction) -> Path:
     image = nifti_image(quantised, prediction.probabilities_affine)
     image.header.set_slope_inter(1.0 / 255.0, 0.0)
     return write_atomic(path, lambda tmp: nib.save(image, str(tmp)))
+
+
+def is_probabilities(path: Path) -> bool:
+    """Whether `path` holds probabilities as `write_probabilities` writes them: a 4D NIfTI (a case's
+    label map is 3D), told by its header."""
+    if not str(path).endswith(NIFTI_SUFFIXES):
+        return False
+    try:
+        return len(load_nifti(path).header.get_data_shape()) == 4
+    except KidneysegError:  # an unreadable header: not provably the probabilities
+        return False
 
 
 def refuse_overwriting_inputs(
