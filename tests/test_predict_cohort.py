@@ -147,6 +147,27 @@ def test_an_interrupted_folder_run_goes_on_where_it_stopped(ckpt, cases, tmp_pat
     monkeypatch.setattr(predict_runner, "predict_case", real)
     assert "1 predicted, 2 already done, 0 failed" in runner.invoke(app, base).output
 
+    # Stopped between cases while the record's rewrite was put off (`WRITE_SHARE`): it is written
+    # on the way out, so the re-run skips both finished cases.
+    from kidneyseg.predict import run_record
+
+    again, after_case = tmp_path / "again", run_record.RecordWriter.after_case
+
+    def stop_after_b(writer):
+        after_case(writer)
+        if len(writer.record.cases) == 2:
+            assert writer.pending  # b is not written yet
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_record, "WRITE_SHARE", 0.0)
+    monkeypatch.setattr(run_record.RecordWriter, "after_case", stop_after_b)
+    assert runner.invoke(app, [*base[:4], str(again), *base[5:]]).exit_code != 0
+    monkeypatch.undo()
+    assert (
+        "1 predicted, 2 already done, 0 failed"
+        in runner.invoke(app, [*base[:4], str(again), *base[5:]]).output
+    )
+
 
 def test_shards_split_a_folder_and_statistics_cover_every_case(ckpt, cases, tmp_path):
     out = tmp_path / "out"

@@ -318,21 +318,24 @@ def predict_cases(
     previous = (earlier_cases(out_dir), case_fingerprint(predictor, options))
     writer = RecordWriter(record_path, record, kept_cases(record_path))
     bar = tqdm(cases, desc="cases", unit="case", disable=not (progress and folder_mode), dynamic_ncols=True)
-    for case in bar:
-        bar.set_postfix_str(case.case_id)
-        try:
-            entry = _run_case(predictor, case, where, options, previous, folder_mode or not progress, warn)
-        except BaseException:  # a single CT's error is the run's; an interrupt leaves the record current
-            writer.flush()
-            _remove_if_empty(out_dir, created)
-            raise
-        record.cases.append(entry)
-        record.seconds = round(time.perf_counter() - start, 3)
-        writer.after_case()  # an interrupted run goes on from here
-        if echo is not None and entry["status"] == "done":
-            (bar.write if not bar.disable else echo)(case_line(entry["statistics"]))
+    try:
+        for case in bar:
+            bar.set_postfix_str(case.case_id)
+            try:
+                entry = _run_case(
+                    predictor, case, where, options, previous, folder_mode or not progress, warn
+                )
+            except BaseException:  # a single CT's error is the run's
+                _remove_if_empty(out_dir, created)
+                raise
+            record.cases.append(entry)
+            record.seconds = round(time.perf_counter() - start, 3)
+            writer.after_case()  # an interrupted run goes on from here
+            if echo is not None and entry["status"] == "done":
+                (bar.write if not bar.disable else echo)(case_line(entry["statistics"]))
+    finally:  # also on an interrupt, wherever it lands: the record holds every finished case
+        writer.flush()
     bar.close()
-    writer.flush()
     if all(c["status"] == "failed" for c in record.cases):
         _remove_if_empty(out_dir, created)
         return record

@@ -132,15 +132,15 @@ def _start(
                 ) from None
         elif init_weights is not None:
             trainer.model.load_state_dict(init_weights[1])
-        if ctx.is_main:
-            if notice:
-                print(notice, file=sys.stderr, flush=True)
-            out.mkdir(parents=True, exist_ok=True)
-            remove_stale_partials(out)
-            trainer.write_record("running")  # first: where the data is, for a resume without last.pt
-            write_text_atomic(out / "config.yaml", dump_yaml(config))
-            trainer.restore_outputs()
         try:
+            if ctx.is_main:
+                if notice:
+                    print(notice, file=sys.stderr, flush=True)
+                out.mkdir(parents=True, exist_ok=True)
+                remove_stale_partials(out)
+                trainer.write_record("running")  # first: where the data is, for a resume without last.pt
+                write_text_atomic(out / "config.yaml", dump_yaml(config))
+                trainer.restore_outputs()
             return trainer.run()
         except BaseException as exc:  # Ctrl-C or SIGTERM (perhaps under a data loader's error)
             if interrupt_behind(exc) is not None:
