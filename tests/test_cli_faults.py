@@ -3,6 +3,7 @@ environment. Each gives one line naming the problem and a non-zero exit, and lea
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -650,9 +651,10 @@ def test_report_cohort_names_the_cases_on_one_side_only(phantom_case, tmp_path):
     assert f"warning: 1 label map(s) in {labels} have no CT in {cts}: zzz\n" in result.output
 
 
-def test_report_cohort_removes_an_earlier_runs_reports_of_cases_it_does_not_report(phantom_case, tmp_path):
-    """Was: the reports of a case whose label map is gone, or that fails now, stayed beside the
-    new statistics.csv. Only files the earlier run wrote, and still as it wrote them, go."""
+def test_report_cohort_removes_the_earlier_reports_of_cts_whose_label_map_is_gone(phantom_case, tmp_path):
+    """Was: the reports of a case whose label map is gone stayed beside the new statistics.csv.
+    Only files the earlier run wrote, and still as it wrote them, go; a case that fails now
+    keeps its earlier report, and its record entry, for a later run to clean."""
     ct, seg = phantom_case
     cts, labels, out = tmp_path / "cts", tmp_path / "labels", tmp_path / "o"
     cts.mkdir(), labels.mkdir()
@@ -669,11 +671,18 @@ def test_report_cohort_removes_an_earlier_runs_reports_of_cases_it_does_not_repo
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     assert (
-        "warning: removed 5 report file(s) an earlier run wrote for cases not reported now: "
-        "b_report.json, b_report.html, b_preview.png, c_report.json, c_preview.png\n"
+        "warning: removed 2 report file(s) an earlier run wrote for CTs whose label map is gone: "
+        "c_report.json, c_preview.png\n"
     ) in result.output
-    kept = {"a_report.json", "a_report.html", "a_preview.png", "c_report.html", "x_report.json"}
+    reports = {f"{c}_{kind}" for c in "ab" for kind in ("report.json", "report.html", "preview.png")}
+    kept = reports | {"c_report.html", "x_report.json"}
     assert {p.name for p in out.iterdir()} == kept | {"statistics.csv", "report_run.json"}
+    assert set(json.loads((out / "report_run.json").read_text())["cases"]) == {"a", "b"}
+    (labels / "b.nii.gz").unlink()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "b_report.json, b_report.html, b_preview.png\n" in result.output
+    assert not any(out.glob("b_*"))
 
 
 @pytest.mark.parametrize(

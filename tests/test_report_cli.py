@@ -167,3 +167,38 @@ def test_values_far_below_air_are_refused_and_never_make_invalid_json(cli, case_
     assert cli(*args, "--out", tmp_path / "huge").exit_code == 0
     sds = [row["hu_sd"] for row in _strict_json(tmp_path / "huge" / "report.json")["lesions"]]
     assert None in sds and all(sd is None or sd < 1000 for sd in sds)
+
+
+def _batch(folder, case_files, names):
+    """A folder of CTs and one of label maps, for the cases `names`."""
+    source, _, _ = case_files
+    for sub, file in (("ct", "ct.nii.gz"), ("lab", "seg.nii.gz")):
+        (folder / sub).mkdir(parents=True)
+        for name in names:
+            (folder / sub / f"{name}.nii.gz").write_bytes((source / file).read_bytes())
+    return ("--ct", folder / "ct", "--labels", folder / "lab")
+
+
+def _reports(out, names):
+    return {f"{n}_{kind}" for n in names for kind in ("report.json", "report.html", "preview.png")}
+
+
+def test_a_second_batch_or_a_failing_rerun_keeps_the_earlier_reports(cli, case_files, tmp_path):
+    """Was: a second batch into the same --out removed the first batch's reports, and a re-run
+    where every case fails (a wrong --label-map) removed every earlier report."""
+    out = tmp_path / "R"
+    first = _batch(tmp_path / "b1", case_files, ["p1", "p2"])
+    second = _batch(tmp_path / "b2", case_files, ["p3"])
+    assert cli(*first, "--out", out, "-q").exit_code == 0
+    result = cli(*second, "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    assert "removed" not in result.output
+    everything = _reports(out, ["p1", "p2", "p3"])
+    assert everything <= {p.name for p in out.iterdir()}
+    result = cli(*second, "--out", out, "-q", "--label-map", "kits19")
+    assert result.exit_code == 1 and "p3: " in result.output and "removed" not in result.output
+    assert everything <= {p.name for p in out.iterdir()}
+    (tmp_path / "b1" / "lab" / "p2.nii.gz").unlink()  # the record still knows batch 1's files
+    result = cli(*first, "--out", out, "-q")
+    assert "removed 3 report file(s)" in result.output
+    assert {p.name for p in out.glob("p*")} == _reports(out, ["p1", "p3"])

@@ -136,8 +136,8 @@ def _cohort(ct: Path, labels: Path, out: Path, classes, quiet: bool, options, hu
     if result.removed:
         names = [path.name for path in result.removed]
         typer.echo(
-            f"warning: removed {len(names)} report file(s) an earlier run wrote for cases not reported now: "
-            f"{some_names(names)}",
+            f"warning: removed {len(names)} report file(s) an earlier run wrote for CTs whose label map "
+            f"is gone: {some_names(names)}",
             err=True,
         )
     if result.failures:

@@ -4,8 +4,10 @@
 `kidneyseg predict` reads) with `LABELS/<case>.nii.gz`, as `kidneyseg predict -o LABELS` names
 its label maps (case ids by the one rule of `kidneyseg.io.formats.case_id_of`), and writes each
 case's report and one row per case in `DIR/statistics.csv`. `DIR/report_run.json` records the
-report files it wrote (path, size, modification time): the next run removes those of cases it
-does not report (their label map gone, or failing now) while they are still as written.
+report files it wrote (path, size, modification time), and keeps the entries of earlier runs'
+cases it does not report: a later run removes the files of a case whose CT is among its inputs
+and whose label map is gone, while they are still as written. A case that fails, or that is
+not among a run's CTs, keeps its earlier report.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ RECORD_NAME = "report_run.json"
 class CohortResult:
     """What a cohort run wrote: the statistics file, the cases reported and those that failed;
     the cases on one side only (a CT without a label map, a label map without a CT); and the
-    files of an earlier run it removed, of cases it does not report."""
+    files of an earlier run it removed, of its CTs whose label map is gone."""
 
     statistics: Path
     reported: list[str] = field(default_factory=list)
@@ -52,8 +54,9 @@ def report_cohort(
 ) -> CohortResult:
     """Write the report of every case of `ct_dir` that has a label map in `labels_dir`, and
     `out_dir/statistics.csv`; a case that cannot be measured, or whose CT holds no body or (with
-    `hu_check`) is clearly not in HU, is listed, the others go on; doubtful CTs are echoed. The
-    report files an earlier run wrote for cases not reported now are removed (`_stale_reports`).
+    `hu_check`) is clearly not in HU, is listed, the others go on (its earlier report stays);
+    doubtful CTs are echoed. The report files an earlier run wrote for CTs of `ct_dir` that have
+    no label map now are removed (`_stale_reports`).
 
     Raises:
         KidneysegError: `ct_dir` holds no CT, or no CT has a label map in `labels_dir`.
@@ -98,10 +101,12 @@ def report_cohort(
             for doubt in doubts:
                 echo(f"warning: {doubt}")
     write_statistics(result.statistics, rows)
-    result.removed = _stale_reports(out_dir, set(written))
+    earlier, gone = _recorded(out_dir), set(result.cts_without_labels)
+    result.removed = _stale_reports(out_dir, earlier, gone)
     for path in result.removed:
         path.unlink()
-    write_text_atomic(out_dir / RECORD_NAME, json.dumps({"cases": written}, indent=2) + "\n")
+    cases = {c: stamps for c, stamps in earlier.items() if c not in gone} | written
+    write_text_atomic(out_dir / RECORD_NAME, json.dumps({"cases": cases}, indent=2) + "\n")
     return result
 
 
@@ -109,21 +114,26 @@ def _named(*paths: Path) -> dict[str, Path]:
     return dict(zip(("json", "html", "preview"), paths, strict=True))
 
 
-def _stale_reports(out_dir: Path, reported: set[str]) -> list[Path]:
-    """The report files (`<case>_report.json`, `.html`, `<case>_preview.png`) that the earlier
-    run recorded in `out_dir/report_run.json` for cases not in `reported`, and that are still as
-    it wrote them (path, size, modification time): nothing else is ever removed."""
-    from kidneyseg.report.render import report_files
-
+def _recorded(out_dir: Path) -> dict[str, dict]:
+    """The report files' stamps per case in `out_dir/report_run.json` (none if unreadable)."""
     try:
         earlier = json.loads((out_dir / RECORD_NAME).read_text(encoding="utf-8"))["cases"]
-        cases = [(c, stamps) for c, stamps in earlier.items() if isinstance(stamps, dict)]
+        cases = {c: stamps for c, stamps in earlier.items() if isinstance(stamps, dict)}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return []
+        return {}
+    return {c: stamps for c, stamps in cases.items() if c and Path(c).name == c}
+
+
+def _stale_reports(out_dir: Path, earlier: dict[str, dict], gone: set[str]) -> list[Path]:
+    """The report files (`<case>_report.json`, `.html`, `<case>_preview.png`) that `earlier`
+    (the record's stamps) lists for the cases in `gone` (CTs of this run without a label map
+    now), and that are still as written (path, size, modification time): nothing else is ever
+    removed."""
+    from kidneyseg.report.render import report_files
+
     stale = []
-    for case_id, stamps in cases:
-        if case_id in reported or not case_id or Path(case_id).name != case_id:
-            continue
+    for case_id in sorted(gone & earlier.keys()):
+        stamps = earlier[case_id]
         for name, path in _named(*report_files(out_dir, case_id)).items():
             if isinstance(stamps.get(name), dict) and as_stamped(path, stamps[name]):
                 stale.append(path)
