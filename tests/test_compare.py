@@ -274,3 +274,25 @@ def test_compare_trained_runs_end_to_end(cli, tmp_path):
         assert (out / "runs" / "a" / "validation" / f"{case}.nii.gz").is_file()
     paired = summary["sets"]["validation"]["metrics"]["hec_dice"]["paired"]["a vs b"]
     assert paired["Mean"]["mean_difference"] == 0.0
+
+
+def test_compare_leaves_a_box_plot_it_did_not_write(cli, tmp_path, rng):
+    """Was: any `boxplot_<set>_<class>.png` in --out that the run did not write was removed by
+    its name alone. Now only plots an earlier comparison recorded, still as it wrote them, go."""
+    val = write_csv(tmp_path / "a" / "val" / "per_case.csv", synthetic_rows(rng, 12, 0.9))
+    train = write_csv(tmp_path / "a" / "train" / "per_case.csv", synthetic_rows(rng, 20, 0.9))
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "boxplot_training_kidney.png").write_bytes(b"the user's own plot")
+    args = ("--eval", f"a={val}", "--out", out, "--bootstrap", 100)
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    assert "removed" not in result.output
+    assert (out / "boxplot_training_kidney.png").read_bytes() == b"the user's own plot"
+    assert cli(*args, "--train-eval", f"a={train}").exit_code == 0
+    with (out / "boxplot_training_tumor.png").open("ab") as plot:
+        plot.write(b"edited")
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    assert "that this one lacks: boxplot_training_kidney.png, boxplot_training_cyst.png, " in result.output
+    assert sorted(p.name for p in out.glob("boxplot_training_*")) == ["boxplot_training_tumor.png"]

@@ -25,6 +25,8 @@ from kidneyseg.evaluate.tables import METRIC_SETS, fmt, markdown_table, scored_c
 
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
+PLOTS_KEY = "box_plots"
+"""The key of `comparison.json` that records the box plots the run wrote: name -> `file_stamp`."""
 
 
 def parse_named(spec: str, option: str) -> tuple[str, Path]:
@@ -203,29 +205,44 @@ def box_plots(models: dict[str, list[dict]], out_dir: str | os.PathLike[str], da
     return paths
 
 
+def _recorded_plots(out_dir: Path) -> dict[str, dict]:
+    """The box plots an earlier comparison in `out_dir` recorded in its `comparison.json`, by
+    file name, with their stamps (none if it recorded none or cannot be read)."""
+    try:
+        plots = json.loads((out_dir / COMPARISON_JSON).read_text(encoding="utf-8"))[PLOTS_KEY]
+        return {name: stamp for name, stamp in plots.items() if isinstance(stamp, dict)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def write_comparison(
     data_sets: dict[str, dict[str, list[dict]]],
     out_dir: str | os.PathLike[str],
     n_boot: int = N_BOOTSTRAP,
     seed: int = 0,
 ) -> dict[str, list[Path]]:
-    """Compute the comparison and write `comparison.json`, `comparison.md` and the box plots;
-    then remove the box plots of an earlier comparison in `out_dir` that this one does not
-    write again (e.g. a training set's), so that no plot belongs to another comparison.
-    Returns the paths written (`json`, `markdown`, `plots`) and removed (`removed`)."""
+    """Compute the comparison and write `comparison.json` (with the stamps of the box plots,
+    `PLOTS_KEY`), `comparison.md` and the box plots; then remove the box plots that an earlier
+    comparison in `out_dir` recorded, that this one does not write again (e.g. a training set's)
+    and that are still as that run wrote them, so that no plot belongs to another comparison and
+    a file compare did not write stays. Returns the paths written (`json`, `markdown`, `plots`)
+    and removed (`removed`)."""
     from kidneyseg.evaluate.runs import SPLIT_KEYS
     from kidneyseg.io.atomic import write_text_atomic
+    from kidneyseg.io.stamps import as_stamped, file_stamp
 
     result = compare_models(data_sets, n_boot=n_boot, seed=seed)
     out_dir = Path(out_dir)
+    earlier = _recorded_plots(out_dir)
     plots = [p for name, models in data_sets.items() if models for p in box_plots(models, out_dir, name)]
+    record = {**result, PLOTS_KEY: {p.name: file_stamp(p) for p in plots}}
     written = {
-        "json": [write_text_atomic(out_dir / COMPARISON_JSON, json.dumps(result, indent=2) + "\n")],
+        "json": [write_text_atomic(out_dir / COMPARISON_JSON, json.dumps(record, indent=2) + "\n")],
         "markdown": [write_text_atomic(out_dir / COMPARISON_MD, comparison_markdown(result))],
         "plots": plots,
     }
     ours = [_plot_path(out_dir, s, h) for s in SPLIT_KEYS for h, _ in METRIC_SETS["dice"][1]]
-    removed = [p for p in ours if p not in plots and p.is_file()]
+    removed = [p for p in ours if p not in plots and p.name in earlier and as_stamped(p, earlier[p.name])]
     for path in removed:
         path.unlink()
     return {**written, "removed": removed}
