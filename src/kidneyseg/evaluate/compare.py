@@ -22,6 +22,7 @@ from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.evaluate.folder import CSV_NAME, read_csv
 from kidneyseg.evaluate.stats import N_BOOTSTRAP, bootstrap_mean_of_means, bootstrap_means, paired_test
 from kidneyseg.evaluate.tables import METRIC_SETS, fmt, markdown_table, scored_columns
+from kidneyseg.io.stamps import recorded
 
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
@@ -208,11 +209,12 @@ def box_plots(models: dict[str, list[dict]], out_dir: str | os.PathLike[str], da
 def _recorded_plots(out_dir: Path) -> dict[str, dict]:
     """The box plots an earlier comparison in `out_dir` recorded in its `comparison.json`, by
     file name, with their stamps (none if it recorded none or cannot be read)."""
-    try:
-        plots = json.loads((out_dir / COMPARISON_JSON).read_text(encoding="utf-8"))[PLOTS_KEY]
-        return {name: stamp for name, stamp in plots.items() if isinstance(stamp, dict)}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
+    plots = recorded(out_dir / COMPARISON_JSON, PLOTS_KEY)
+    return (
+        {name: stamp for name, stamp in plots.items() if isinstance(stamp, dict)}
+        if isinstance(plots, dict)
+        else {}
+    )
 
 
 def write_comparison(

@@ -29,6 +29,17 @@ def stamp_hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def recorded(path: Path, key: str) -> Any:
+    """The value under `key` of the JSON record at `path` (a run record naming the files it
+    wrote), or None when the file is missing, unreadable, not a JSON object or lacks the key: an
+    earlier run's record is a hint, never a reason to stop."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record.get(key) if isinstance(record, dict) else None
+
+
 def as_stamped(path: Path, stamp: dict[str, Any]) -> bool:
     """Whether `path` is still the file `stamp` (a `file_stamp`) was taken of."""
     return path.is_file() and file_stamp(path) == stamp

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kidneyseg.io.stamps import as_stamped, file_stamp, stamp_hash
+from kidneyseg.io.stamps import as_stamped, file_stamp, recorded, stamp_hash
 
 if TYPE_CHECKING:
     from kidneyseg.predict.outputs import OutputOptions
@@ -190,11 +190,8 @@ def output_stamps(outputs: dict[str, Path]) -> dict[str, dict[str, Any]]:
 
 
 def _read_cases(path: Path) -> list[dict[str, Any]]:
-    try:
-        cases = json.loads(path.read_text(encoding="utf-8"))["cases"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return [c for c in cases if isinstance(c, dict) and "case_id" in c]
+    cases = recorded(path, "cases")
+    return [c for c in cases if isinstance(c, dict) and "case_id" in c] if isinstance(cases, list) else []
 
 
 def _finished(entry: dict[str, Any]) -> bool:

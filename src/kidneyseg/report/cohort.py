@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_text_atomic
-from kidneyseg.io.stamps import as_stamped
+from kidneyseg.io.stamps import as_stamped, recorded
 from kidneyseg.labels import KITS23, LabelMap
 from kidneyseg.report.checks import ReportOptions
 from kidneyseg.report.statistics import STATISTICS_NAME, statistics_row, write_statistics
@@ -116,12 +116,10 @@ def _named(*paths: Path) -> dict[str, Path]:
 
 def _recorded(out_dir: Path) -> dict[str, dict]:
     """The report files' stamps per case in `out_dir/report_run.json` (none if unreadable)."""
-    try:
-        earlier = json.loads((out_dir / RECORD_NAME).read_text(encoding="utf-8"))["cases"]
-        cases = {c: stamps for c, stamps in earlier.items() if isinstance(stamps, dict)}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    cases = recorded(out_dir / RECORD_NAME, "cases")
+    if not isinstance(cases, dict):
         return {}
-    return {c: stamps for c, stamps in cases.items() if c and Path(c).name == c}
+    return {c: stamps for c, stamps in cases.items() if isinstance(stamps, dict) and c and Path(c).name == c}
 
 
 def _stale_reports(out_dir: Path, earlier: dict[str, dict], gone: set[str]) -> list[Path]:
