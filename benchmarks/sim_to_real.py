@@ -1,8 +1,8 @@
 """Does a model trained on phantoms find kidneys on real CT?
 
-For every run given, predicts (with `kidneyseg`'s own predictor, default settings), or for every
-folder of label maps given reads (`--labels`, e.g. nnU-Net's predictions from
-`benchmarks/nnunet_anchor.py`, named as `REAL_CTS` and the phantoms' case ids):
+For every run given, predicts (with `kidneyseg`'s own predictor, default settings or those given
+by `--setting`), or for every folder of label maps given reads (`--labels`, e.g. nnU-Net's
+predictions from `benchmarks/nnunet_anchor.py`, named as `REAL_CTS` and the phantoms' case ids):
 
 - the real labelled low-dose CT `../shared/data/real-ct/lowdose_abdomen_4mm.nii.gz`: kidney Dice
   of the predicted kidney + masses against its kidney label (the scan has no lesion labels);
@@ -22,7 +22,7 @@ the prediction (red kidney, yellow tumor, cyan cyst) and the reference kidney ou
 
 Usage:
     python benchmarks/sim_to_real.py --run NAME=RUN_DIR[,RUN_DIR...] [--run ...] \
-        [--run-unchecked NAME=RUN_DIR ...] [--labels NAME=FOLDER ...] \
+        [--run-unchecked NAME=RUN_DIR ...] [--labels NAME=FOLDER ...] [--setting KEY=VALUE ...] \
         --phantoms HELD_OUT_DIR --picture docs/images/sim_to_real.png [--json out.json]
 """
 
@@ -47,11 +47,12 @@ class Predicted:
     """Label maps from `kidneyseg`'s own predictor with a run's model (default settings, or
     without post-processing's anatomy check)."""
 
-    def __init__(self, model: str, anatomy_check: bool = True) -> None:
+    def __init__(self, model: str, anatomy_check: bool = True, **settings) -> None:
         from kidneyseg.predict import Predictor, PredictSettings
 
         models = model.split(",")  # several: an ensemble
-        self.predictor = Predictor(models, PredictSettings(roi="body", anatomy_check=anatomy_check))
+        chosen = PredictSettings(roi="body", anatomy_check=anatomy_check, **settings)
+        self.predictor = Predictor(models, chosen)
 
     def labels(self, name: str, ct) -> tuple[np.ndarray, float | None]:
         prediction = self.predictor.predict(ct)
@@ -61,8 +62,8 @@ class Predicted:
 class Unchecked(Predicted):
     """`Predicted` without post-processing's anatomy check (`kidneyseg.predict.anatomy`)."""
 
-    def __init__(self, model: str) -> None:
-        super().__init__(model, anatomy_check=False)
+    def __init__(self, model: str, **settings) -> None:
+        super().__init__(model, anatomy_check=False, **settings)
 
 
 class FromFiles:
@@ -210,6 +211,17 @@ def _axial(ct: np.ndarray, labels: np.ndarray, affine: np.ndarray, ref: np.ndarr
     return ct_l[:, :, z].T, lab_l[:, :, z].T, (ref_l[:, :, z].T if ref_l is not None else None)
 
 
+def _setting(item: str) -> tuple[str, object]:
+    """`KEY=VALUE` with VALUE read as YAML (numbers, lists); lists become tuples."""
+    import yaml
+
+    key, sep, text = item.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{item!r}: expected KEY=VALUE")
+    value = yaml.safe_load(text)
+    return key, tuple(value) if isinstance(value, list) else value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sources = parser.add_argument_group("rows, in the order given")
@@ -221,16 +233,28 @@ def main() -> None:
         sources.add_argument(
             flag, dest="sources", action="append", default=[], type=lambda v, k=kind: (v, k), help=text
         )
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        type=_setting,
+        help="KEY=VALUE of kidneyseg.predict.PredictSettings for the predicted rows, e.g. overlap=0.75 "
+        "or mirror_axes=[0] (repeatable).",
+    )
     parser.add_argument("--phantoms", type=Path, help="Held-out labelled phantoms (KiTS layout).")
     parser.add_argument("--picture", type=Path, help="PNG to draw.")
     parser.add_argument("--json", type=Path, help="Write the figures here too.")
     args = parser.parse_args()
     if not args.sources:
         parser.error("give at least one --run, --run-unchecked or --labels")
+    settings = dict(args.setting)
+    if settings and all(kind is FromFiles for _, kind in args.sources):
+        parser.error("--setting applies to --run and --run-unchecked rows; none was given")
     rows, maps = {}, {}
     for spec, kind in args.sources:
         name, _, where = spec.partition("=")
-        rows[name], maps[name] = score_run(kind(where), args.phantoms)
+        source = kind(where) if kind is FromFiles else kind(where, **settings)
+        rows[name], maps[name] = score_run(source, args.phantoms)
         print(json.dumps({name: rows[name]}), flush=True)
     if args.picture:
         picture(maps, args.picture)
