@@ -198,3 +198,12 @@ def test_one_ct_to_a_named_file_with_sides_and_masks(ckpt, ct_file, tmp_path):
     assert 0 < record["cases"][0]["confidence"] <= 1
     uids = runner.invoke(app, ["predict", "-i", str(ct_file), "-o", str(out), "-m", str(ckpt), "--new-uids"])
     assert uids.exit_code == 2 and "--new-uids is for DICOM outputs" in uids.output
+
+
+def test_predictions_warnings_go_to_stderr_by_default(ckpt, ct_file, tmp_path, capsys):
+    from kidneyseg.predict.runner import run_prediction
+
+    run_prediction(ct_file, tmp_path / "out", [ckpt], progress=False)  # an untrained network: unsure
+    captured = capsys.readouterr()
+    assert "warning: ct: " in captured.err
+    assert "warning" not in captured.out

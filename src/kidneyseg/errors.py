@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from os import PathLike
 
@@ -18,6 +19,11 @@ class KidneysegError(Exception):
         self.path = None if path is None else str(path)
         self.message = message
         super().__init__(message if path is None else f"{path}: {message}")
+
+
+def warn_on_stderr(message: str) -> None:
+    """Print a warning on stderr, where the command line's warnings go (stdout holds results)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def some_names(names: Sequence[str], shown: int = 10) -> str:

@@ -166,7 +166,6 @@ def predict(
         series_uid=series,
         device=device,
         progress=not quiet,
-        warn=lambda message: typer.echo(message, err=True),
         shard=parse_shard(shard) if shard else None,
         echo=None if quiet else typer.echo,
     )

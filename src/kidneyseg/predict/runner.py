@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kidneyseg.errors import KidneysegError, exception_line, interrupt_behind
+from kidneyseg.errors import KidneysegError, exception_line, interrupt_behind, warn_on_stderr
 from kidneyseg.io.volume import NIFTI_SUFFIXES, nifti_stem
 from kidneyseg.predict.inputs import CaseInput, find_inputs
 from kidneyseg.predict.outputs import (
@@ -80,7 +80,7 @@ def predict_case(
     out_dir: Path,
     options: OutputOptions,
     progress: bool = False,
-    warn: Callable[[str], None] = print,
+    warn: Callable[[str], None] = warn_on_stderr,
     name: str | None = None,
     suffix: str = ".nii.gz",
 ) -> dict[str, Any]:
@@ -242,7 +242,7 @@ def run_prediction(
     series_uid: str | None = None,
     device: str = "cpu",
     progress: bool = True,
-    warn: Callable[[str], None] = print,
+    warn: Callable[[str], None] = warn_on_stderr,
     shard: tuple[int, int] | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> RunRecord:
@@ -294,7 +294,7 @@ def predict_cases(
     command: dict[str, Any],
     startup: float = 0.0,
     progress: bool = True,
-    warn: Callable[[str], None] = print,
+    warn: Callable[[str], None] = warn_on_stderr,
     echo: Callable[[str], None] | None = None,
 ) -> RunRecord:
     """Predict `cases` with `predictor` into `where.out_dir`, recording the run in its run record
