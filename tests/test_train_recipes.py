@@ -72,6 +72,12 @@ def test_attention_unet_2d_follows_the_paper():
     assert load_recipe("unet-2d").model.name == "unet_2d"
 
 
+@pytest.mark.parametrize("recipe", ["attention-unet-2d", "unet-2d"])
+def test_the_2d_cpu_variants_train_all_four_classes(recipe):
+    c = load_recipe(recipe, "cpu")  # the variant's `label_mapping: {}` clears the paper's {3: 1}
+    assert c.labels == "kits23" and c.data.label_mapping == {}
+
+
 def test_variant_selection_and_errors():
     assert parse_spec("sca-unet-3d:cpu") == ("sca-unet-3d", "cpu")
     assert load_recipe("sca-unet-3d:cpu") == load_recipe("sca-unet-3d", "cpu")

@@ -146,10 +146,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `update` merged in recursively (update wins)."""
+    """`base` with `update` merged in recursively (update wins). An empty mapping in `update`
+    replaces the base's (a variant's `label_mapping: {}` means no mapping, not "unchanged")."""
     out = dict(base)
     for k, v in update.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        merge = isinstance(v, dict) and v and isinstance(out.get(k), dict)
+        out[k] = deep_merge(out[k], v) if merge else v
     return out
 
 
