@@ -58,8 +58,9 @@ Series = Annotated[str | None, typer.Option(help="Series UID when a DICOM folder
 Precision = Annotated[
     str,
     typer.Option(
+        # "\\[": Typer's rich markup would take "[int8]" for a style tag and drop it
         help="float32; bfloat16 (faster on CPUs with bf16); int8 (OpenVINO, calibrated on phantom "
-        "windows at start-up; needs NNCF: pip install 'kidneyseg[int8]')."
+        "windows at start-up; needs NNCF: pip install 'kidneyseg\\[int8]')."
     ),
 ]
 Backend = Annotated[
