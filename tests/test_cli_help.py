@@ -36,3 +36,10 @@ def test_brackets_in_help_are_shown_not_taken_for_markup():
     assert "needs NNCF: pip install 'kidneyseg[int8]')." in words
     for text in _help_texts(get_command(app)):
         assert Text.from_markup(text).plain == text.replace("\\[", "["), text
+
+
+def test_phantom_help_says_phantoms_may_be_unenhanced():
+    result = CliRunner().invoke(app, ["phantom", "--help"], env={"COLUMNS": "200"})
+    words = " ".join(result.output.replace("\u2502", " ").split())
+    assert "Generate synthetic abdominal CT (unenhanced or in a contrast phase)" in words
+    assert "contrast-enhanced" not in words

@@ -70,8 +70,9 @@ def phantom(
     ] = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Generate synthetic contrast-enhanced abdominal CT with kidney, tumor and cyst labels, plus a
-    phantom.json ground truth per case (lesion kind, side, centre, diameters, volume)."""
+    """Generate synthetic abdominal CT (unenhanced or in a contrast phase) with kidney, tumor and
+    cyst labels, plus a phantom.json ground truth per case (lesion kind, side, centre, diameters,
+    volume)."""
     from kidneyseg.data.phantom import generate_dataset
 
     _refuse_other_phantoms(Path(out) / "dataset", seed, size, orientation, chest)

@@ -1,4 +1,4 @@
-"""Synthetic contrast-enhanced abdominal CT with reference labels, in the KiTS23 layout.
+"""Synthetic abdominal CT (unenhanced or in a contrast phase) with reference labels, in the KiTS23 layout.
 
 `generate_case(seed)` builds one phantom: a random adult body (wall layers, spine, ribs, muscles,
 liver, spleen, stomach, pancreas, bowel with gas and contents, aorta, IVC and renal vessels), two
