@@ -16,13 +16,14 @@ import kidneyseg
 from kidneyseg.cli import app
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume, read_volume
-from kidneyseg.labels import KITS23, split_sides
+from kidneyseg.labels import KITS19, KITS23, split_sides
 from kidneyseg.predict import Predictor
 from kidneyseg.predict.label_files import (
     NIFTI_INTENT_LABEL,
     class_masks,
     color_table_text,
     label_image,
+    mask_label_map,
     split_labels_by_side,
     written_label_map,
 )
@@ -172,6 +173,29 @@ def test_a_label_map_split_into_sides_is_refused_by_evaluate_and_report(ct_file,
     assert runner.invoke(app, evaluate).exit_code == 0
 
 
+def test_every_label_map_names_every_value_within_the_description_field(tmp_path):
+    """NIfTI's description holds 80 bytes: the --split-sides map lost `6=cyst_left`
+    ("kidneyseg 1=kidney_right ... 5=cyst_right "). Every map predict writes (kits19, kits23,
+    split into sides or not, and each class's --per-class mask) names all its values."""
+    import re
+
+    maps = [m for base in (KITS19, KITS23) for m in (base, split_sides(base))]
+    maps += [mask_label_map(c) for m in maps for c in m.foreground]
+    for label_map in maps:
+        nib.save(label_image(np.zeros((2, 2, 2)), np.eye(4), label_map), tmp_path / "m.nii.gz")
+        text = nib.load(tmp_path / "m.nii.gz").header["descrip"].item().decode("ascii")
+        assert len(text) <= 79 and text.startswith("kidneyseg "), text  # 80 with the final NUL
+        pairs = dict(token.split("=") for token in text.split()[1:])
+        named = {v: re.sub("_R$", "_right", re.sub("_L$", "_left", n)) for v, n in pairs.items()}
+        assert named == {str(c.value): c.name for c in label_map.foreground}, text
+        assert written_label_map(tmp_path / "m.nii.gz") == label_map.name
+    assert label_image(np.zeros((2, 2, 2)), np.eye(4), KITS23).header["descrip"].item() == (
+        b"kidneyseg 1=kidney 2=tumor 3=cyst"
+    )
+    sides = label_image(np.zeros((2, 2, 2)), np.eye(4), split_sides(KITS23)).header["descrip"].item()
+    assert sides == b"kidneyseg 1=kidney_R 2=kidney_L 3=tumor_R 4=tumor_L 5=cyst_R 6=cyst_L"
+
+
 def test_one_ct_to_a_named_file_with_sides_and_masks(ckpt, ct_file, tmp_path):
     out = tmp_path / "seg.nii.gz"
     result = runner.invoke(
@@ -181,7 +205,7 @@ def test_one_ct_to_a_named_file_with_sides_and_masks(ckpt, ct_file, tmp_path):
     assert out.is_file()
     image = nib.load(out)
     assert int(image.header["intent_code"]) == NIFTI_INTENT_LABEL
-    assert "1=kidney_right 2=kidney_left" in image.header["descrip"].item().decode()
+    assert "1=kidney_R 2=kidney_L" in image.header["descrip"].item().decode()
     labels = np.asarray(image.dataobj)
     for name in split_sides(KITS23).names[1:]:
         mask = np.asarray(nib.load(tmp_path / f"seg_{name}.nii.gz").dataobj)

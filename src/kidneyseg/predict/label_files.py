@@ -2,7 +2,8 @@
 colour table 3D Slicer reads, left/right classes and one binary mask per class.
 
 - The label map is uint8 with the NIfTI intent "label" (1002), the label map's name as intent
-  name and `value=class` pairs in the description, so a reader knows what 1, 2, 3 mean.
+  name and `value=class` pairs in the description, so a reader knows what 1, 2, 3 mean
+  (`label_description`: within the description's 80 bytes, sides written R and L).
 - The colour table is Slicer's text format (`# Color table file`, then `value name R G B A`
   per line; https://slicer.readthedocs.io/en/latest/developer_guide/modules/colors.html).
 - `--split-sides` splits each class at the body's midline (the patient's left is +x in RAS), as
@@ -20,7 +21,7 @@ import numpy as np
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_atomic, write_text_atomic
 from kidneyseg.io.volume import NIFTI_SUFFIXES, Volume, load_nifti, nifti_image, read_volume
-from kidneyseg.labels import BACKGROUND, SIDES_SUFFIX, LabelClass, LabelMap
+from kidneyseg.labels import BACKGROUND, SIDES, SIDES_SUFFIX, LabelClass, LabelMap
 
 NIFTI_INTENT_LABEL = 1002
 BODY_HU = -500.0
@@ -31,9 +32,34 @@ def label_image(labels: np.ndarray, affine: np.ndarray, label_map: LabelMap):
     image = nifti_image(np.asarray(labels, dtype=np.uint8), affine)
     header = image.header
     header.set_intent(NIFTI_INTENT_LABEL, name=_intent_name(label_map))
-    classes = " ".join(f"{c.value}={c.name}" for c in label_map.foreground)
-    header["descrip"] = f"kidneyseg {classes}"[:79].encode("ascii")
+    header["descrip"] = label_description(label_map).encode("ascii")
     return image
+
+
+DESCRIPTION_BYTES = 79
+"""The NIfTI description's 80 bytes, less the NUL that C readers expect at its end."""
+
+
+def label_description(label_map: LabelMap) -> str:
+    """The header description naming every value of `label_map`, in `DESCRIPTION_BYTES`:
+    `kidneyseg 1=kidney 2=tumor 3=cyst`. Where the names would not fit (`kits23-sides`: 90
+    bytes), the sides are written R and L: `kidneyseg 1=kidney_R 2=kidney_L ... 6=cyst_L`.
+    Where even that would not fit (a trained model's own map of many classes), the map's name
+    and its values, whose names its colour table (`write_color_table`) gives."""
+    for name in (lambda c: c.name, _short_side_name):
+        text = "kidneyseg " + " ".join(f"{c.value}={name(c)}" for c in label_map.foreground)
+        if len(text) <= DESCRIPTION_BYTES:
+            return text
+    values = f" values 1-{label_map.num_classes - 1}, named in its .ctbl"
+    return f"kidneyseg {label_map.name}"[: DESCRIPTION_BYTES - len(values)] + values
+
+
+def _short_side_name(label_class: LabelClass) -> str:
+    """`kidney_right` -> `kidney_R`, `kidney_left` -> `kidney_L` (the classes of `split_sides`)."""
+    for side in SIDES:
+        if label_class.name.endswith(f"_{side}"):
+            return f"{label_class.name.removesuffix(side)}{side[0].upper()}"
+    return label_class.name
 
 
 def _intent_name(label_map: LabelMap) -> str:
