@@ -202,3 +202,35 @@ def test_a_second_batch_or_a_failing_rerun_keeps_the_earlier_reports(cli, case_f
     result = cli(*first, "--out", out, "-q")
     assert "removed 3 report file(s)" in result.output
     assert {p.name for p in out.glob("p*")} == _reports(out, ["p1", "p3"])
+
+
+def test_predicts_masks_and_probabilities_beside_the_label_maps_are_not_cases(cli, case_files, tmp_path):
+    """`report --labels` on a folder that `predict --per-class --probabilities` wrote (was: "4
+    label map(s) in LABELS have no CT: p1_cyst, p1_kidney, ..."): the side files are told by
+    their headers, as `evaluate` tells them, and named in one warning; a file only named like one
+    (another tool's `p2_kidney`) is still a label map."""
+    import nibabel as nib
+
+    from kidneyseg.labels import KITS23
+    from kidneyseg.predict.label_files import class_masks, write_label_image
+
+    _, _, labels = case_files
+    args = _batch(tmp_path, case_files, ["p1"])
+    lab = tmp_path / "lab"
+    write_label_image(lab / "p1.nii.gz", labels.array, labels, KITS23)  # as predict writes it
+    for name, (mask, mask_map) in class_masks(np.asarray(labels.array), KITS23).items():
+        write_label_image(lab / f"p1_{name}.nii.gz", mask, labels, mask_map)
+    nib.save(
+        nib.Nifti1Image(np.zeros((*labels.shape, 4), np.uint8), labels.affine),
+        lab / "p1_probabilities.nii.gz",
+    )
+    write_volume(lab / "p2_kidney.nii.gz", labels)
+    result = cli(*args, "--out", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("warning:") == 2, result.output
+    assert (
+        f"warning: {lab}: 4 mask/probability file(s) predict wrote left out: p1_cyst.nii.gz, "
+        "p1_kidney.nii.gz, p1_probabilities.nii.gz, p1_tumor.nii.gz"
+    ) in result.output
+    assert f"warning: 1 label map(s) in {lab} have no CT in {tmp_path / 'ct'}: p2_kidney\n" in result.output
+    assert {p.name for p in (tmp_path / "out").glob("p*")} == _reports(None, ["p1"])

@@ -116,6 +116,7 @@ def _check_options(min_mm: float, min_ml: float, confidence: float | None, case_
 
 
 def _cohort(ct: Path, labels: Path, out: Path, classes, quiet: bool, options, hu_check: bool) -> None:
+    from kidneyseg.predict.outputs import side_files_note
     from kidneyseg.report.cohort import report_cohort
 
     echo = None if quiet else typer.echo
@@ -127,6 +128,8 @@ def _cohort(ct: Path, labels: Path, out: Path, classes, quiet: bool, options, hu
     )
     for case_id, reason in result.failures.items():
         typer.echo(f"  {case_id}: {reason}", err=True)
+    if result.side_files:
+        typer.echo(f"warning: {side_files_note(labels, result.side_files)}", err=True)
     for cases, what in (
         (result.cts_without_labels, f"CT(s) of {ct} have no label map in {labels}"),
         (result.labels_without_ct, f"label map(s) in {labels} have no CT in {ct}"),

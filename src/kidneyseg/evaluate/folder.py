@@ -5,8 +5,9 @@ a KiTS layout holding only the segmentations (as the KiTS19 repository does befo
 download; `kidneyseg.data.cases.walk_kits`), or a flat folder of `<case_id>.nii.gz` files (what
 `kidneyseg predict` writes), each file's case id given by the one rule of
 `kidneyseg.io.formats.case_id_of`; the masks and probabilities `predict` writes beside a case's
-label map (`<case>_kidney.nii.gz`, ...; told by their headers: `predict.outputs.side_files`) are
-left out with a warning. Cases are paired by id; those on one side only are listed, never dropped.
+label map (`<case>_kidney.nii.gz`, ...; told by their headers:
+`predict.outputs.without_side_files`) are left out with a warning. Cases are paired by id; those
+on one side only are listed, never dropped.
 
 Cases are scored in one label map (`Scoring`): a run's own (its references mapped with its
 `data.label_mapping`), or a named one with both sides folded into it (`kidneyseg evaluate
@@ -80,7 +81,7 @@ def label_files(root: str | os.PathLike[str], annotation: str = "AND") -> dict[s
         KidneysegError: the folder does not exist or holds no label maps.
     """
     from kidneyseg.data.cases import discover
-    from kidneyseg.predict.outputs import side_files
+    from kidneyseg.predict.outputs import side_files_note, without_side_files
 
     root = Path(root)
     if not root.is_dir():
@@ -93,14 +94,9 @@ def label_files(root: str | os.PathLike[str], annotation: str = "AND") -> dict[s
     for folder in dict.fromkeys([root, *(p.parent.parent for p in found.values())]):
         _refuse_both_layouts(found, files_by_case_id(folder), folder)
     if not found:  # `predict --per-class` masks and probabilities beside a case's label map are not cases
-        flat = files_by_case_id(root)
-        sides = side_files(flat)
-        found = {name: path for name, path in flat.items() if name not in sides}
-        if sides:
-            left_out = some_names(sorted(flat[name].name for name in sides))
-            log.warning(
-                "%s: %d mask/probability file(s) predict wrote left out: %s", root, len(sides), left_out
-            )
+        found, left_out = without_side_files(files_by_case_id(root))
+        if left_out:
+            log.warning("%s", side_files_note(root, left_out))
     if not found:
         raise KidneysegError(
             "no label maps found: expected <case_id>.nii.gz files or a KiTS/plain dataset layout", root

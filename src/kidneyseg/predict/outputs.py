@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.io.atomic import write_atomic
 from kidneyseg.io.volume import NIFTI_SUFFIXES, Volume, load_nifti, nifti_image, nifti_stem
 from kidneyseg.labels import LABEL_MAPS, LabelMap, split_sides
@@ -67,6 +67,21 @@ def side_files(files: dict[str, Path]) -> set[str]:
         for kind, wrote in written.items()
         if side_name(n, kind) in files and wrote(files[side_name(n, kind)])
     }
+
+
+def without_side_files(files: dict[str, Path]) -> tuple[dict[str, Path], list[str]]:
+    """The cases of a flat folder of label maps (`files`: name -> file), as `evaluate` and
+    `report` read `predict`'s output folder: every file but predict's side files (`side_files`);
+    and the file names of those left out, sorted, for `side_files_note`."""
+    sides = side_files(files)
+    return {n: path for n, path in files.items() if n not in sides}, sorted(files[n].name for n in sides)
+
+
+def side_files_note(folder: Path, left_out: list[str]) -> str:
+    """The line naming the side files `without_side_files` left out of `folder`'s cases."""
+    return (
+        f"{folder}: {len(left_out)} mask/probability file(s) predict wrote left out: {some_names(left_out)}"
+    )
 
 
 def output_label_map(label_map: LabelMap, options: OutputOptions) -> LabelMap:

@@ -2,8 +2,10 @@
 
 `kidneyseg report --ct CASES --labels LABELS --out DIR` pairs each case of CASES (any layout
 `kidneyseg predict` reads) with `LABELS/<case>.nii.gz`, as `kidneyseg predict -o LABELS` names
-its label maps (case ids by the one rule of `kidneyseg.io.formats.case_id_of`), and writes each
-case's report and one row per case in `DIR/statistics.csv`. `DIR/report_run.json` records the
+its label maps (case ids by the one rule of `kidneyseg.io.formats.case_id_of`; the masks and
+probabilities predict writes beside them are not cases, told by their headers as `evaluate`
+tells them: `predict.outputs.without_side_files`), and writes each case's report and one row per
+case in `DIR/statistics.csv`. `DIR/report_run.json` records the
 report files it wrote (path, size, modification time), and keeps the entries of earlier runs'
 cases it does not report: a later run removes the files of a case whose CT is among its inputs
 and whose label map is gone, while they are still as written. A case that fails, or that is
@@ -31,14 +33,16 @@ RECORD_NAME = "report_run.json"
 @dataclass
 class CohortResult:
     """What a cohort run wrote: the statistics file, the cases reported and those that failed;
-    the cases on one side only (a CT without a label map, a label map without a CT); and the
-    files of an earlier run it removed, of its CTs whose label map is gone."""
+    the cases on one side only (a CT without a label map, a label map without a CT); the files of
+    the label folder left out as predict's masks and probabilities (`side_files`: file names);
+    and the files of an earlier run it removed, of its CTs whose label map is gone."""
 
     statistics: Path
     reported: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     cts_without_labels: list[str] = field(default_factory=list)
     labels_without_ct: list[str] = field(default_factory=list)
+    side_files: list[str] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
 
 
@@ -68,20 +72,21 @@ def report_cohort(
     from kidneyseg.predict.checks import content_warnings
     from kidneyseg.predict.inputs import find_inputs
     from kidneyseg.predict.label_files import read_label_file
+    from kidneyseg.predict.outputs import without_side_files
     from kidneyseg.predict.run_record import output_stamps
     from kidneyseg.report.render import write_report
     from kidneyseg.report.statistics import case_line
 
     labels_dir, out_dir = Path(labels_dir), Path(out_dir)
     cases, _ = find_inputs(ct_dir)
-    labels = files_by_case_id(labels_dir)
+    labels, side_files = without_side_files(files_by_case_id(labels_dir))
     pairs = [(c, labels[c.case_id]) for c in cases if c.case_id in labels]
     if not pairs:
         raise KidneysegError(
             f"no label map named <case>.nii.gz for any of the {len(cases)} CT(s) of {ct_dir}", labels_dir
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, result, written = [], CohortResult(out_dir / STATISTICS_NAME), {}
+    rows, result, written = [], CohortResult(out_dir / STATISTICS_NAME, side_files=side_files), {}
     paired = {c.case_id for c, _ in pairs}
     result.cts_without_labels = sorted({c.case_id for c in cases} - paired)
     result.labels_without_ct = sorted(labels.keys() - paired)
