@@ -332,3 +332,39 @@ def test_records_keep_what_is_on_disk_across_models_interrupts_and_output_names(
         runner.invoke(app, [*one, "-o", str(tmp_path / "o2" / f"{name}.nii.gz"), *extra])
     record = json.loads((tmp_path / "o2" / "predict_run.json").read_text())
     assert [c["status"] for c in record["cases"]] == ["skipped", "earlier"]
+
+
+def test_a_rerun_without_sides_removes_the_sided_colour_table_once_no_label_map_is_sided(
+    ckpt, cases, tmp_path
+):
+    """Was: after `--split-sides` and a re-run without it, `kits23-sides_ColorTable.ctbl` stayed
+    beside the new kits23 label maps. It is removed, as a case's stale files are, when no label
+    map in the folder is sided any more (not while another shard's case still is) and it is
+    still as the earlier run wrote it (a table changed since is the user's)."""
+    import os
+
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("a", "b"):
+        (two / f"{name}.nii.gz").write_bytes((cases / f"{name}.nii.gz").read_bytes())
+    out = tmp_path / "out"
+    base = ["predict", "-i", str(two), "-o", str(out), "-m", str(ckpt), "-q"]
+    sided, plain = out / "kits23-sides_ColorTable.ctbl", out / "kits23_ColorTable.ctbl"
+    assert runner.invoke(app, [*base, "--split-sides"]).exit_code == 0
+    assert sided.is_file() and not plain.exists()
+    first = runner.invoke(app, [*base, "--shard", "1/2"])  # b's label map is still sided
+    assert first.exit_code == 0 and "removed" not in first.output, first.output
+    assert sided.is_file() and plain.is_file()
+    second = runner.invoke(app, [*base, "--shard", "2/2"])
+    assert second.exit_code == 0, second.output
+    assert f"warning: removed what an earlier run wrote for label maps no longer in {out}: {sided.name}" in (
+        second.output
+    )
+    assert not sided.exists() and plain.is_file()
+    record = json.loads((out / "predict_run.2-of-2.json").read_text())
+    assert record["removed_stale"] == [str(sided.resolve())]
+    assert [t["label_map"] for t in record["color_tables"]] == ["kits23"]
+    assert runner.invoke(app, [*base, "--split-sides"]).exit_code == 0
+    os.utime(sided, (1e9, 1e9))  # touched since: not the table that run wrote
+    assert runner.invoke(app, base).exit_code == 0
+    assert sided.is_file() and plain.is_file()

@@ -31,7 +31,7 @@ def label_image(labels: np.ndarray, affine: np.ndarray, label_map: LabelMap):
     """A `nibabel.Nifti1Image` of `labels` (uint8) on `affine`, with its classes in the header."""
     image = nifti_image(np.asarray(labels, dtype=np.uint8), affine)
     header = image.header
-    header.set_intent(NIFTI_INTENT_LABEL, name=_intent_name(label_map))
+    header.set_intent(NIFTI_INTENT_LABEL, name=_intent_name(label_map.name))
     header["descrip"] = label_description(label_map).encode("ascii")
     return image
 
@@ -62,9 +62,9 @@ def _short_side_name(label_class: LabelClass) -> str:
     return label_class.name
 
 
-def _intent_name(label_map: LabelMap) -> str:
-    """The label map's name as `label_image` writes it in the header (15 characters at most)."""
-    return label_map.name[:15]
+def _intent_name(label_map_name: str) -> str:
+    """A label map's name as `label_image` writes it in the header (15 characters at most)."""
+    return label_map_name[:15]
 
 
 def written_label_map(path: str | os.PathLike[str]) -> str | None:
@@ -78,6 +78,19 @@ def written_label_map(path: str | os.PathLike[str]) -> str | None:
     ):
         return None
     return header["intent_name"].tobytes().rstrip(b"\0").decode("ascii", "replace")
+
+
+def folder_holds_label_map(folder: Path, label_map_name: str) -> bool:
+    """Whether a NIfTI file in `folder` is a label file kidneyseg wrote of the label map called
+    `label_map_name` (its header names it: `written_label_map`), e.g. a case's `--split-sides`
+    map that a later run into the folder did not replace. Only headers are read."""
+    for path in folder.iterdir():
+        try:
+            if written_label_map(path) == _intent_name(label_map_name):
+                return True
+        except KidneysegError:  # an unreadable file names no label map
+            continue
+    return False
 
 
 def read_label_file(path: str | os.PathLike[str]) -> Volume:
@@ -158,6 +171,6 @@ def is_class_mask(path: str | os.PathLike[str], label_class: LabelClass) -> bool
     """Whether kidneyseg wrote `path` as the mask of `label_class` (`class_masks`, `label_image`):
     its header names the mask's one-class map. A file only named like one is not."""
     try:
-        return written_label_map(path) == _intent_name(mask_label_map(label_class))
+        return written_label_map(path) == _intent_name(mask_label_map(label_class).name)
     except KidneysegError:  # an unreadable header: not provably a mask
         return False

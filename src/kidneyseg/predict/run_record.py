@@ -44,6 +44,8 @@ class RunRecord:
     cases: list[dict[str, Any]] = field(default_factory=list)
     startup_seconds: float = 0.0
     seconds: float = 0.0
+    color_tables: list[dict[str, Any]] = field(default_factory=list)
+    removed_stale: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[dict[str, Any]]:
@@ -199,9 +201,67 @@ def _finished(entry: dict[str, Any]) -> bool:
     return entry.get("status") in FINISHED and "fingerprint" in entry
 
 
+def _records(out_dir: Path) -> list[Path]:
+    """Every run record (every shard's) in `out_dir`, in file-name order."""
+    return sorted(out_dir.glob("predict_run*.json"))
+
+
 def recorded_cases(out_dir: Path) -> list[dict[str, Any]]:
     """Every case entry of every run record (every shard) in `out_dir`, in file-name order."""
-    return [c for path in sorted(out_dir.glob("predict_run*.json")) for c in _read_cases(path)]
+    return [c for path in _records(out_dir) for c in _read_cases(path)]
+
+
+def color_table_entry(path: Path, label_map: str) -> dict[str, Any]:
+    """The record's entry of the colour table at `path` of the label map called `label_map`."""
+    return {"label_map": label_map, "stamp": file_stamp(path)}
+
+
+def recorded_color_tables(*records: Path) -> list[dict[str, Any]]:
+    """The colour tables (`color_table_entry`) the run records at `records` list."""
+    found = []
+    for path in records:
+        tables = recorded(path, "color_tables")
+        for entry in tables if isinstance(tables, list) else []:
+            if not isinstance(entry, dict) or not isinstance(entry.get("label_map"), str):
+                continue
+            if isinstance(entry.get("stamp"), dict) and isinstance(entry["stamp"].get("path"), str):
+                found.append(entry)
+    return found
+
+
+def earlier_color_tables(out_dir: Path) -> list[dict[str, Any]]:
+    """The colour tables of every run record in `out_dir` (read before this run writes)."""
+    return recorded_color_tables(*_records(out_dir))
+
+
+def kept_color_tables(tables: list[dict[str, Any]], current: dict[str, Any]) -> list[dict[str, Any]]:
+    """The colour tables a run records: its own (`current`), and those of `tables` (its record
+    file's earlier entries) at other paths that are still as written, for a later run to remove
+    once no label map is of them (`stale_color_tables`)."""
+    kept = {
+        e["stamp"]["path"]: e
+        for e in tables
+        if e["stamp"]["path"] != current["stamp"]["path"] and as_stamped(Path(e["stamp"]["path"]), e["stamp"])
+    }
+    return [current, *kept.values()]
+
+
+def stale_color_tables(earlier: list[dict[str, Any]], current: Path, out_dir: Path) -> list[Path]:
+    """Colour tables earlier runs wrote (`earlier`: their entries) that this run does not write
+    again (it wrote `current`), that are still as written, and whose label map no label file in
+    `out_dir` is of any more: e.g. `kits23-sides_ColorTable.ctbl` once a run without
+    `--split-sides` has rewritten every sided label map. While one still is (a case that failed,
+    another shard's), the table stays."""
+    from kidneyseg.predict.label_files import folder_holds_label_map
+
+    stale = []
+    for entry in earlier:
+        path = Path(entry["stamp"]["path"])
+        if path == current.resolve() or path in stale or not as_stamped(path, entry["stamp"]):
+            continue
+        if not folder_holds_label_map(out_dir, entry["label_map"]):
+            stale.append(path)
+    return stale
 
 
 def earlier_cases(out_dir: Path) -> list[dict[str, Any]]:

@@ -16,7 +16,8 @@ sub-folder). Per case the outputs are, in the output folder:
   referencing the source series; with `new_uids` also `<case>_ct/`, the CT with the new UIDs;
 - `<case>_report.json` / `.html` (option): the case report.
 
-Once per run: `<label map>_ColorTable.ctbl` (3D Slicer's colour table), `predict_run.json`
+Once per run: `<label map>_ColorTable.ctbl` (3D Slicer's colour table; an earlier run's table of
+another label map goes once no label map in the folder is of it), `predict_run.json`
 (versions, device, models, settings, per-case time and statistics; `predict_run.<i>-of-<n>.json`
 for a shard) and, for a folder, `statistics.csv` over every finished case of every shard. An
 output path ending in `.nii.gz` names the label map of a single CT; the other files go beside it,
@@ -35,6 +36,7 @@ from typing import Any
 
 from kidneyseg.errors import KidneysegError, exception_line, interrupt_behind, warn_on_stderr
 from kidneyseg.io.volume import NIFTI_SUFFIXES, nifti_stem
+from kidneyseg.labels import LabelMap
 from kidneyseg.predict.inputs import CaseInput, find_inputs
 from kidneyseg.predict.outputs import (
     OutputOptions,
@@ -52,14 +54,20 @@ from kidneyseg.predict.run_record import (
     RecordWriter,
     RunRecord,
     case_fingerprint,
+    color_table_entry,
     earlier_cases,
+    earlier_color_tables,
     input_stamp,
     kept_cases,
+    kept_color_tables,
     new_record,
     output_stamps,
     record_name,
+    recorded_color_tables,
     reusable,
+    stale_color_tables,
     stale_outputs,
+    write_record,
 )
 
 
@@ -307,7 +315,6 @@ def predict_cases(
     """
     from tqdm import tqdm
 
-    from kidneyseg.predict.label_files import write_color_table
     from kidneyseg.report.statistics import case_line, write_cohort_statistics
 
     start = time.perf_counter() - startup
@@ -315,7 +322,9 @@ def predict_cases(
     created = check_output_folder(out_dir)
     record_path = out_dir / where.record_file
     record = new_record(command, predictor, options, startup)
+    record.color_tables = recorded_color_tables(record_path)  # kept, should the run be interrupted
     previous = (earlier_cases(out_dir), case_fingerprint(predictor, options))
+    tables = earlier_color_tables(out_dir)
     writer = RecordWriter(record_path, record, kept_cases(record_path))
     bar = tqdm(cases, desc="cases", unit="case", disable=not (progress and folder_mode), dynamic_ncols=True)
     try:
@@ -339,10 +348,34 @@ def predict_cases(
     if all(c["status"] == "failed" for c in record.cases):
         _remove_if_empty(out_dir, created)
         return record
-    write_color_table(out_dir, output_label_map(predictor.label_map, options))
+    _write_color_table(out_dir, output_label_map(predictor.label_map, options), record, tables, warn)
+    write_record(record_path, record, writer.kept)  # with the colour tables
     if folder_mode:
         write_cohort_statistics(out_dir)
     return record
+
+
+def _write_color_table(
+    out_dir: Path,
+    label_map: LabelMap,
+    record: RunRecord,
+    earlier: list[dict[str, Any]],
+    warn: Callable[[str], None],
+) -> None:
+    """Write the run's colour table and list it in `record.color_tables`; remove the tables
+    earlier runs wrote (`earlier`) that no label map in the folder is of any more
+    (`stale_color_tables`), naming them, and list them in `record.removed_stale`."""
+    from kidneyseg.predict.label_files import write_color_table
+
+    current = color_table_entry(write_color_table(out_dir, label_map), label_map.name)
+    stale = stale_color_tables(earlier, Path(current["stamp"]["path"]), out_dir)
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        names = ", ".join(p.name for p in stale)
+        warn(f"warning: removed what an earlier run wrote for label maps no longer in {out_dir}: {names}")
+    record.color_tables = kept_color_tables(record.color_tables, current)
+    record.removed_stale = [str(p) for p in stale]
 
 
 def _remove_if_empty(out_dir: Path, created: bool) -> None:
