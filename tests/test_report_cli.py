@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,6 +185,11 @@ def _reports(out, names):
     return {f"{n}_{kind}" for n in names for kind in ("report.json", "report.html", "preview.png")}
 
 
+def _statistics_cases(out: Path) -> list[str]:
+    with (out / "statistics.csv").open() as f:
+        return [row["case_id"] for row in csv.DictReader(f)]
+
+
 def test_a_second_batch_or_a_failing_rerun_keeps_the_earlier_reports(cli, case_files, tmp_path):
     """Was: a second batch into the same --out removed the first batch's reports, and a re-run
     where every case fails (a wrong --label-map) removed every earlier report."""
@@ -195,13 +202,19 @@ def test_a_second_batch_or_a_failing_rerun_keeps_the_earlier_reports(cli, case_f
     assert "removed" not in result.output
     everything = _reports(out, ["p1", "p2", "p3"])
     assert everything <= {p.name for p in out.iterdir()}
+    assert _statistics_cases(out) == ["p1", "p2", "p3"]  # a row for every report in the folder
     result = cli(*second, "--out", out, "-q", "--label-map", "kits19")
     assert result.exit_code == 1 and "p3: " in result.output and "removed" not in result.output
     assert everything <= {p.name for p in out.iterdir()}
+    assert _statistics_cases(out) == ["p1", "p2"]  # the failed case has no row
     (tmp_path / "b1" / "lab" / "p2.nii.gz").unlink()  # the record still knows batch 1's files
     result = cli(*first, "--out", out, "-q")
     assert "removed 3 report file(s)" in result.output
     assert {p.name for p in out.glob("p*")} == _reports(out, ["p1", "p3"])
+    assert _statistics_cases(out) == ["p1", "p3"]
+    (out / "p1_report.json").write_text("{}")  # edited since: no longer the report it recorded
+    assert cli(*second, "--out", out, "-q").exit_code == 0
+    assert _statistics_cases(out) == ["p3"]
 
 
 def test_predicts_masks_and_probabilities_beside_the_label_maps_are_not_cases(cli, case_files, tmp_path):

@@ -4,12 +4,13 @@
 `kidneyseg predict` reads) with `LABELS/<case>.nii.gz`, as `kidneyseg predict -o LABELS` names
 its label maps (case ids by the one rule of `kidneyseg.io.formats.case_id_of`; the masks and
 probabilities predict writes beside them are not cases, told by their headers as `evaluate`
-tells them: `predict.outputs.without_side_files`), and writes each case's report and one row per
-case in `DIR/statistics.csv`. `DIR/report_run.json` records the
-report files it wrote (path, size, modification time), and keeps the entries of earlier runs'
-cases it does not report: a later run removes the files of a case whose CT is among its inputs
-and whose label map is gone, while they are still as written. A case that fails, or that is
-not among a run's CTs, keeps its earlier report.
+tells them: `predict.outputs.without_side_files`), and writes each case's report and
+`DIR/statistics.csv`: a row for each case reported and for each report of an earlier batch still
+there as written. `DIR/report_run.json` records the report files it wrote (path, size,
+modification time), and keeps the entries of earlier runs' cases it does not report: a later
+run removes the files of a case whose CT is among its inputs and whose label map is gone, while
+they are still as written. A case that fails, or that is not among a run's CTs, keeps its
+earlier report.
 """
 
 from __future__ import annotations
@@ -105,14 +106,31 @@ def report_cohort(
             echo(case_line(rows[-1]))
             for doubt in doubts:
                 echo(f"warning: {doubt}")
-    write_statistics(result.statistics, rows)
     earlier, gone = _recorded(out_dir), set(result.cts_without_labels)
+    others = {
+        case_id: stamps for case_id, stamps in earlier.items() if case_id not in {c.case_id for c in cases}
+    }
+    write_statistics(result.statistics, rows + _rows_of_other_batches(out_dir, others))
     result.removed = _stale_reports(out_dir, earlier, gone)
     for path in result.removed:
         path.unlink()
     cases = {c: stamps for c, stamps in earlier.items() if c not in gone} | written
     write_text_atomic(out_dir / RECORD_NAME, json.dumps({"cases": cases}, indent=2) + "\n")
     return result
+
+
+def _rows_of_other_batches(out_dir: Path, others: dict[str, dict]) -> list[dict]:
+    """The statistics rows of the reports an earlier run wrote for cases that are not among this
+    run's CTs (another batch) and that are still as written, so that `statistics.csv` has a row
+    for every report the folder holds."""
+    from kidneyseg.report.render import report_files
+
+    rows = []
+    for case_id, stamps in sorted(others.items()):
+        path = report_files(out_dir, case_id)[0]
+        if isinstance(stamps.get("json"), dict) and as_stamped(path, stamps["json"]):
+            rows.append(statistics_row(case_id, json.loads(path.read_text(encoding="utf-8"))))
+    return rows
 
 
 def _named(*paths: Path) -> dict[str, Path]:
