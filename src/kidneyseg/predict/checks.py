@@ -149,7 +149,8 @@ def check_hounsfield(array: np.ndarray, path: str | None = None) -> str | None:
     Raises:
         KidneysegError: the values lie within [-10, 10] (already normalised), none is below
             0 (no air or fat: raw stored values without the rescale intercept, or not CT), or
-            some exceed `MAX_HU` or lie below `MIN_HU` (scaled values).
+            some exceed `MAX_HU` or lie below `MIN_HU` (scaled values, or a padding value far
+            below any CT's).
 
     Returns:
         A warning when the image holds no air (nothing below -500 HU) or more of it is above
@@ -164,8 +165,9 @@ def check_hounsfield(array: np.ndarray, path: str | None = None) -> str | None:
         )
     if low < MIN_HU:
         raise KidneysegError(
-            f"values down to {low:g}: no CT in Hounsfield units goes below {MIN_HU:g} (scaled or not "
-            "CT); pass --no-hu-check to go on anyway",
+            f"values down to {low:g}: no CT in Hounsfield units goes below {MIN_HU:g} (scaled, not CT, "
+            "or padding outside the field of view stored as a huge negative number); pass "
+            "--no-hu-check to go on anyway",
             path,
         )
     if low >= -10.0 and high <= 10.0:
