@@ -231,3 +231,84 @@ def test_predictions_warnings_go_to_stderr_by_default(ckpt, ct_file, tmp_path, c
     captured = capsys.readouterr()
     assert "warning: ct: " in captured.err
     assert "warning" not in captured.out
+
+
+def test_predictor_takes_one_path_and_predicts_what_segment_takes(ckpt, ct_file, recwarn):
+    """(was: `Predictor("runs/x")` iterated the string, reporting a run folder "r"; a `Path` gave a
+    TypeError, and `predict(path | nibabel image)` an AttributeError deep in the code)"""
+    for model in (str(ckpt), ckpt):
+        assert Predictor(model).model_paths == [ckpt]
+    predictor = Predictor([ckpt])
+    labels = predictor.predict(read_volume(ct_file)).labels.array
+    for ct in (ct_file, str(ct_file), nib.load(ct_file)):
+        np.testing.assert_array_equal(predictor.predict(ct).labels.array, labels)
+    normalised = nib.Nifti1Image(np.zeros((20, 20, 10), np.float32), np.eye(4))
+    with pytest.raises(KidneysegError, match="already normalised"):  # segment()'s checks, too
+        predictor.predict(normalised)
+    with pytest.raises(
+        KidneysegError, match=r"^Predictor.predict\(\) takes no bare numpy array: it has no voxel spacing"
+    ):
+        predictor.predict(np.zeros((20, 20, 10), np.int16))
+    with pytest.raises(KidneysegError, match=r": Predictor.predict\(\) takes one CT; for a folder"):
+        predictor.predict(ct_file.parent)
+    with pytest.raises(KidneysegError, match=r"^settings must be a PredictSettings.* not dict$"):
+        Predictor([ckpt], {"overlap": 0.5})
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"chunk_slices": 0}, r"^chunk_slices must be a whole number, at least 1, got 0$"),
+        ({"chunk_slices": 2.5}, r"^chunk_slices must be a whole number, at least 1, got 2.5$"),
+        (
+            {"mirror_axes": (-1,)},
+            r"^mirror_axes \[-1\] are not spatial axes: use 0 \(x\), 1 \(y\) and 2 \(z\)$",
+        ),
+        ({"mirror_axes": (0, 5)}, r"^mirror_axes \[5\] are not spatial axes"),
+        ({"mirror_axes": 1}, r"^mirror_axes must be a tuple of axes such as \(0, 1\), got 1$"),
+        ({"roi": "liver"}, r"^roi must be one of \('kidneys', 'body'\), got 'liver'$"),
+        (
+            {"roi_margin_mm": float("nan")},
+            r"^the ROI margin must be a finite number of mm, at least 0, got nan$",
+        ),
+    ],
+    ids=[
+        "chunk-0",
+        "chunk-fraction",
+        "mirror-negative",
+        "mirror-5",
+        "mirror-not-a-tuple",
+        "roi",
+        "margin-nan",
+    ],
+)
+def test_settings_are_refused_before_anything_runs(ckpt, ct_file, monkeypatch, option, message):
+    """(was: `chunk_slices=0` a ValueError after the whole prediction, `mirror_axes=(-1,)` a
+    ValueError from the windows, `mirror_axes=(5,)` silently dropped: no mirroring)"""
+    from kidneyseg.predict import PredictSettings
+
+    monkeypatch.setattr(Predictor, "predict", lambda *a, **k: pytest.fail("predicted"))
+    with pytest.raises(KidneysegError, match=message):
+        PredictSettings(**option)
+    with pytest.raises(KidneysegError, match=message):
+        kidneyseg.segment(ct_file, model=ckpt, device="cpu", **option)
+
+
+def test_mirror_axes_beyond_a_2d_network_are_refused_unless_tta(ckpt, tmp_path):
+    """`tta=True` mirrors every axis a network has; an axis named alone must be the network's."""
+    from kidneyseg.predict import PredictSettings
+    from test_predict import TINY_2D
+
+    ckpt2d = save_tiny(tmp_path / "tiny2d.pt", TINY_2D, seed=0)
+    assert Predictor(ckpt2d, PredictSettings(mirror_axes=(0, 1, 2))).inference.mirror_axes == (0, 1)
+    assert Predictor(ckpt2d, PredictSettings(mirror_axes=[1])).inference.mirror_axes == (1,)
+    with pytest.raises(KidneysegError, match=r"mirror_axes \[2\]: a 2D network has spatial axes 0..1 only"):
+        Predictor(ckpt2d, PredictSettings(mirror_axes=(0, 2)))
+
+
+def test_segment_refuses_a_series_uid_for_a_file(ckpt, ct_file):
+    """(was: ignored, while `predict --series` for a file is refused: one rule for both)"""
+    with pytest.raises(
+        KidneysegError, match="series_uid chooses a series of a DICOM folder, but the input is a file"
+    ):
+        kidneyseg.segment(ct_file, model=ckpt, device="cpu", series_uid="1.2.3")

@@ -130,15 +130,12 @@ def predict(
 
     from kidneyseg.cli import STARTED
     from kidneyseg.device import pick_device
-    from kidneyseg.errors import KidneysegError
+    from kidneyseg.predict.inputs import refuse_series_of_a_file
     from kidneyseg.predict.outputs import OutputOptions
     from kidneyseg.predict.pretrained import default_model
     from kidneyseg.predict.runner import parse_shard, run_prediction
 
-    if series is not None and input_path.is_file():
-        raise KidneysegError(
-            "--series chooses a series of a DICOM folder, but the input is a file", input_path
-        )
+    refuse_series_of_a_file(input_path, series, "--series")
     settings = _settings(overlap, blend, batch, tta, precision, backend, probabilities, roi)
     settings = replace(settings, anatomy_check=not no_anatomy_check)
     if postprocess is not None:
@@ -177,8 +174,8 @@ def _settings(overlap, blend, batch, tta, precision, backend, probabilities, roi
     """Checked inference settings (postprocessing as by default)."""
     from kidneyseg.config import BLENDS
     from kidneyseg.errors import KidneysegError
-    from kidneyseg.predict.predictor import PredictSettings
     from kidneyseg.predict.roi import ROIS
+    from kidneyseg.predict.settings import EVERY_AXIS, PredictSettings
     from kidneyseg.predict.sliding_window import PRECISIONS
 
     if blend is not None and blend not in BLENDS:
@@ -195,7 +192,7 @@ def _settings(overlap, blend, batch, tta, precision, backend, probabilities, roi
         overlap=overlap,
         blend=blend,
         sw_batch_size=batch,
-        mirror_axes=(0, 1, 2) if tta else None,
+        mirror_axes=EVERY_AXIS if tta else None,
         precision=precision,
         backend=backend,
         probabilities=probabilities,

@@ -19,6 +19,7 @@ import numpy as np
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 from kidneyseg.predict.predictor import Predictor, PredictSettings
+from kidneyseg.predict.settings import EVERY_AXIS
 
 ModelSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Predictor | None
 
@@ -55,26 +56,53 @@ def read_checked(
     return ct, [*([unoriented] if unoriented else []), *content_warnings(ct, hu_check)]
 
 
+def checked_volume(
+    ct: Any,
+    predictor: Predictor,
+    series_uid: str | None = None,
+    hu_check: bool = True,
+    caller: str = "segment()",
+) -> Volume:
+    """`ct` (a CT file or DICOM series folder, a nibabel image or a `Volume`) as a `Volume`, with
+    the command line's checks; what they find worth a warning is issued at the caller's caller
+    (`warnings.warn`). `caller` names the function in the messages.
+
+    Raises:
+        KidneysegError: as `read_checked`, and for a folder of cases, a series UID given for a
+            file, or anything else (a numpy array has no spacing or orientation).
+    """
+    volume, messages = _as_checked_volume(ct, predictor, series_uid, hu_check, caller)
+    for message in messages:
+        warnings.warn(message, stacklevel=3)
+    return volume
+
+
 def _as_checked_volume(
-    ct: Any, predictor: Predictor, series_uid: str | None, hu_check: bool
+    ct: Any, predictor: Predictor, series_uid: str | None, hu_check: bool, caller: str
 ) -> tuple[Volume, list[str]]:
     from kidneyseg.io.formats import ImageHeader
 
     if isinstance(ct, str | os.PathLike):
-        from kidneyseg.predict.inputs import find_inputs
+        from kidneyseg.predict.inputs import find_inputs, refuse_series_of_a_file
 
+        refuse_series_of_a_file(ct, series_uid, "series_uid")
         cases, folder_mode = find_inputs(ct, series_uid)
         if folder_mode:
             raise KidneysegError(
-                "segment() takes one CT; for a folder of cases use `kidneyseg predict` or "
+                f"{caller} takes one CT; for a folder of cases use `kidneyseg predict` or "
                 "kidneyseg.predict.run_prediction",
                 ct,
             )
         return read_checked(cases[0].path, predictor, cases[0].series_uid, cases[0].dicom_files, hu_check)
+    if isinstance(ct, np.ndarray):
+        raise KidneysegError(
+            f"{caller} takes no bare numpy array: it has no voxel spacing or orientation; pass "
+            "kidneyseg.io.Volume(array, affine) or a nibabel image"
+        )
     if not isinstance(ct, Volume):
         if not hasattr(ct, "dataobj") or not hasattr(ct, "affine"):
             raise KidneysegError(
-                f"segment() takes a file or folder path, a nibabel image or a Volume, not {type(ct).__name__}"
+                f"{caller} takes a file or folder path, a nibabel image or a Volume, not {type(ct).__name__}"
             )
         array = np.asanyarray(ct.dataobj)
         if array.ndim == 4 and array.shape[3] == 1:
@@ -100,13 +128,8 @@ def _predictor(model: ModelSpec, device: str, options: dict[str, Any]) -> Predic
     if unknown:
         raise KidneysegError(f"unknown option(s) {unknown}; segment() takes {sorted(known)}")
     if options.pop("tta", False):
-        options["mirror_axes"] = (0, 1, 2)
-    if model is None:
-        models = [default_model()]
-    elif isinstance(model, str | os.PathLike):
-        models = [model]
-    else:
-        models = list(model)
+        options["mirror_axes"] = EVERY_AXIS
+    models = default_model() if model is None else model
     return Predictor(models, PredictSettings(**options), device=str(pick_device(device)))
 
 
@@ -151,9 +174,7 @@ def segment(
     from kidneyseg.predict.label_files import label_image
 
     predictor = _predictor(model, device, dict(options))
-    volume, messages = _as_checked_volume(ct, predictor, series_uid, hu_check)
-    for message in messages:
-        warnings.warn(message, stacklevel=2)
+    volume = checked_volume(ct, predictor, series_uid, hu_check)
     prediction = predictor.predict(volume)
     image = label_image(prediction.labels.array, volume.affine, predictor.label_map)
     if not report:

@@ -36,6 +36,17 @@ def _dicom_subfolders(folder: Path, series_uid: str | None) -> list[CaseInput]:
     return [c for d in sorted(p for p in folder.iterdir() if p.is_dir()) if (c := _dicom_case(d, series_uid))]
 
 
+def refuse_series_of_a_file(path: str | os.PathLike[str], series_uid: str | None, option: str) -> None:
+    """A series UID chooses among the series of a DICOM folder: refuse one given for a file
+    rather than ignore it (`option` is how the caller names it: `--series`, `series_uid`).
+
+    Raises:
+        KidneysegError: `series_uid` is given and `path` is a file.
+    """
+    if series_uid is not None and Path(path).is_file():
+        raise KidneysegError(f"{option} chooses a series of a DICOM folder, but the input is a file", path)
+
+
 def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> tuple[list[CaseInput], bool]:
     """The cases an input path holds, and whether it is a folder of cases (folder mode).
 

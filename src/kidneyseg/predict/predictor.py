@@ -12,7 +12,6 @@ bounded) and arg-maxed there, so the label map has exactly the CT's shape and af
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -27,8 +26,8 @@ from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError, exception_line
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import LabelMap
-from kidneyseg.predict.roi import ROIS, Box, Region
-from kidneyseg.predict.settings import Prediction, PredictSettings
+from kidneyseg.predict.roi import Box, Region
+from kidneyseg.predict.settings import EVERY_AXIS, Prediction, PredictSettings
 from kidneyseg.predict.sliding_window import WindowStats
 from kidneyseg.preprocess import PreprocessMeta
 
@@ -44,7 +43,7 @@ class Predictor:
     """Networks loaded from one or several checkpoints (an ensemble, e.g. k folds), ready to predict.
 
     Args:
-        models: run folders (their best checkpoint) or checkpoint files.
+        models: a run folder (its best checkpoint) or checkpoint file, or a list of them.
         settings: inference settings overriding the checkpoint's.
         device: torch device ("cpu", "cuda").
 
@@ -64,7 +63,7 @@ class Predictor:
 
     def __init__(
         self,
-        models: Sequence[str | os.PathLike[str]],
+        models: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         settings: PredictSettings | None = None,
         device: str = "cpu",
     ):
@@ -75,8 +74,15 @@ class Predictor:
         )
         from kidneyseg.predict.backends import check_precision, resolve_backend
 
+        if isinstance(models, str | os.PathLike):
+            models = [models]
         if not models:
             raise KidneysegError("no model given: pass a run folder or checkpoint with --model")
+        if settings is not None and not isinstance(settings, PredictSettings):
+            raise KidneysegError(
+                "settings must be a PredictSettings, e.g. PredictSettings(overlap=0.5), "
+                f"not {type(settings).__name__}"
+            )
         self.settings = settings or PredictSettings()
         self.checkpoints = [load_checkpoint(resolve_checkpoint(m)) for m in models]
         first = self.checkpoints[0]
@@ -107,13 +113,25 @@ class Predictor:
             and not str(device).startswith("cuda")
         ):
             inference = replace(inference, sw_batch_size=min(inference.sw_batch_size, CPU_3D_BATCH))
-        # --tta asks for every axis; a 2D network mirrors only in-plane.
-        mirror_axes = tuple(a for a in inference.mirror_axes if a < self.spatial_dims)
-        self.inference = replace(inference, mirror_axes=mirror_axes)
+        self.inference = replace(inference, mirror_axes=self._mirror_axes(inference.mirror_axes))
         self.compiled, self.compile_seconds, self.backend_fallback = self._compile()
         self.roi, self.locator = self._resolve_roi()
         if self.locator is not None:
             self.compile_seconds += self.locator.compile_seconds
+
+    def _mirror_axes(self, axes: tuple[int, ...]) -> tuple[int, ...]:
+        """The axes to mirror: `EVERY_AXIS` (--tta) means those the network has (a 2D network
+        mirrors only in-plane); an axis named on its own must be one of them."""
+        if tuple(axes) == EVERY_AXIS:
+            return EVERY_AXIS[: self.spatial_dims]
+        outside = [a for a in axes if a >= self.spatial_dims]
+        if outside:
+            raise KidneysegError(
+                f"mirror_axes {outside}: a {self.spatial_dims}D network has spatial axes "
+                f"0..{self.spatial_dims - 1} only (tta mirrors every axis it has)",
+                self.checkpoints[0].path,
+            )
+        return tuple(axes)
 
     def _compile(self) -> tuple[list[Any], float, str | None]:
         """The networks compiled for the backend, the seconds it took, and why `auto` fell back
@@ -150,15 +168,9 @@ class Predictor:
         whose whole-volume scores are then both stage 1 and, inside the kidney boxes, stage 2."""
         from kidneyseg.predict.pretrained import BUNDLED, bundled_name, bundled_path
 
-        roi = self.settings.roi
+        roi = self.settings.roi  # a valid choice or None (`PredictSettings` checks it)
         if roi is None:
             roi = "kidneys" if bundled_path().is_file() else "body"
-        if roi not in ROIS:
-            raise KidneysegError(f"roi must be one of {ROIS}, got {roi!r}")
-        if not 0 <= self.settings.roi_margin_mm < math.inf:
-            raise KidneysegError(
-                f"the ROI margin must be a finite number of mm, at least 0, got {self.settings.roi_margin_mm}"
-            )
         alone = len(self.checkpoints) == 1 and bundled_name(self.checkpoints[0].path) == BUNDLED
         if roi == "body" or alone:
             return roi, None
@@ -283,17 +295,21 @@ class Predictor:
             seconds["windows"] = time.perf_counter() - t
         return parts, stats, scores, roi_record
 
-    def predict(self, ct: Volume, progress: bool = False) -> Prediction:
-        """Segment `ct` (Hounsfield units, any orientation); labels come back on its grid."""
-        import torch
-
+    def predict(self, ct: Volume | str | os.PathLike[str] | Any, progress: bool = False) -> Prediction:
+        """Segment `ct` (Hounsfield units, any orientation); labels come back on its grid. A
+        `Volume` is taken as it is; a CT file or DICOM folder or a nibabel image is read and
+        checked as by `segment()`, which says what it cannot take in a `KidneysegError`."""
         from kidneyseg.predict.anatomy import AnatomyCheck
         from kidneyseg.predict.postprocess import keep_kidneys
-        from kidneyseg.predict.roi import restrict, slices
+        from kidneyseg.predict.roi import restrict
         from kidneyseg.predict.votes import Votes, foreground_voxels
         from kidneyseg.preprocess import invert_probabilities, preprocess
         from kidneyseg.report.geometry import slice_axis
 
+        if not isinstance(ct, Volume):
+            from kidneyseg.predict.api import checked_volume
+
+            ct = checked_volume(ct, self, caller="Predictor.predict()")
         seconds: dict[str, float] = {}
         t = time.perf_counter()
         ct = Volume(_for_torch(ct.array), ct.affine, ct.source, ct.dicom_files)
@@ -324,11 +340,7 @@ class Predictor:
         )
         probabilities = None
         if self.settings.probabilities:
-            probabilities = np.zeros((self.label_map.num_classes, *meta.shape), dtype=np.float32)
-            probabilities[0] = 1.0  # background wherever stage 2 did not run
-            for region, part in parts:
-                probs = part if ensemble else torch.softmax(part, dim=0)
-                probabilities[(slice(None), *slices(region.core))] = probs.numpy()
+            probabilities = _probabilities(parts, (self.label_map.num_classes, *meta.shape), ensemble)
 
         t = time.perf_counter()
         labels = None
@@ -360,6 +372,21 @@ class Predictor:
             roi=roi_record,
             ruled_out=tuple(ruled_out),
         )
+
+
+def _probabilities(parts: list[tuple[Region, torch.Tensor]], shape: tuple[int, ...], ensemble: bool):
+    """Class probabilities `shape` ([C, X, Y, Z]) on the network grid from the regions' scores
+    (probabilities for an ensemble, else logits); background wherever stage 2 did not run."""
+    import torch
+
+    from kidneyseg.predict.roi import slices
+
+    probabilities = np.zeros(shape, dtype=np.float32)
+    probabilities[0] = 1.0
+    for region, part in parts:
+        probs = part if ensemble else torch.softmax(part, dim=0)
+        probabilities[(slice(None), *slices(region.core))] = probs.numpy()
+    return probabilities
 
 
 def _for_torch(array: np.ndarray) -> np.ndarray:

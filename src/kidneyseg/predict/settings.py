@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from kidneyseg.config import InferenceConfig
+from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
-from kidneyseg.predict.roi import MARGIN_MM
+from kidneyseg.predict.roi import MARGIN_MM, ROIS
 from kidneyseg.predict.votes import Votes
+
+EVERY_AXIS = (0, 1, 2)
+"""`mirror_axes` of `--tta` / `tta=True`: every spatial axis the network has (a 2D network, which
+runs slice by slice along z, mirrors in-plane only). Named axes must all be the network's."""
 
 POSTPROCESS_DEFAULT = True
 """Whether prediction keeps only the foreground connected to the two largest kidney components by
@@ -56,6 +63,31 @@ class PredictSettings:
     roi: str | None = None
     roi_margin_mm: float = MARGIN_MM
 
+    def __post_init__(self) -> None:
+        """Refuse values no prediction can use when the settings are made, not after the
+        network has run, each in one line naming the setting."""
+        if self.mirror_axes is not None:
+            if not isinstance(self.mirror_axes, list | tuple):
+                raise KidneysegError(
+                    f"mirror_axes must be a tuple of axes such as (0, 1), got {self.mirror_axes!r}"
+                )
+            outside = [a for a in self.mirror_axes if not _whole(a) or a not in EVERY_AXIS]
+            if outside:
+                raise KidneysegError(
+                    f"mirror_axes {outside} are not spatial axes: use 0 (x), 1 (y) and 2 (z)"
+                )
+            object.__setattr__(self, "mirror_axes", tuple(self.mirror_axes))
+        if not _whole(self.chunk_slices) or self.chunk_slices < 1:
+            raise KidneysegError(
+                f"chunk_slices must be a whole number, at least 1, got {self.chunk_slices!r}"
+            )
+        if self.roi is not None and self.roi not in ROIS:
+            raise KidneysegError(f"roi must be one of {ROIS}, got {self.roi!r}")
+        if not (isinstance(self.roi_margin_mm, numbers.Real) and 0 <= self.roi_margin_mm < math.inf):
+            raise KidneysegError(
+                f"the ROI margin must be a finite number of mm, at least 0, got {self.roi_margin_mm}"
+            )
+
     def resolve(self, inference: InferenceConfig) -> InferenceConfig:
         """The checkpoint's inference config with these settings applied."""
         changes = {
@@ -64,6 +96,10 @@ class PredictSettings:
             if getattr(self, k) is not None
         }
         return replace(inference, **changes)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, eq=False)
