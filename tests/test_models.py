@@ -232,7 +232,9 @@ def test_sca_unet_attention_placement_is_configuration() -> None:
     narrow = tiny("sca_unet_3d", last_decoder_channels=3)
     assert narrow.model[-1].conv.in_channels == 3 and narrow.model[-1].conv.out_channels == 4
     assert narrow(torch.rand(1, 1, 9, 9, 9)).shape == (1, 4, 9, 9, 9)
-    with pytest.raises(KidneysegError, match="unknown attention position 'encoder5'"):
+    with pytest.raises(
+        KidneysegError, match=r"attention at 'encoder5' needs at least 7 channels \(levels\), got 4"
+    ):
         build_model("sca_unet_3d", attention={"encoder5": "spatial"})
 
 
@@ -400,3 +402,30 @@ def test_cli_override_of_the_wrong_kind_is_one_line() -> None:
         result.output
         == "error: model 'unet_3d': channels must be a list like (16, 32, 64, 128, 256), got 'abc'\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "channels=[8,16,32,1e9]",
+            "channels must be a list of whole numbers like (32, 64, 128, 128), got [8, 16, 32, '1e9']",
+        ),
+        (
+            "channels=[8,16,32,1.5]",
+            "channels must be a list of whole numbers like (32, 64, 128, 128), got [8, 16, 32, 1.5]",
+        ),
+        ("channels=[8]", "attention at 'encoder0' needs at least 2 channels (levels), got 1: [8]"),
+    ],
+    ids=["exponent", "fraction", "too-few-levels"],
+)
+def test_cli_channels_that_cannot_build_the_network_are_named(value, message) -> None:
+    """(was: "not all arguments converted during string formatting" for 1e9, which YAML 1.1
+    reads as a string; "unknown attention position 'encoder0'" for one channel)"""
+    from typer.testing import CliRunner
+
+    from kidneyseg.cli import app
+
+    result = CliRunner().invoke(app, ["models", "sca_unet_3d", "--set", value])
+    assert result.exit_code == 2
+    assert result.output == f"error: model 'sca_unet_3d': {message}\n"

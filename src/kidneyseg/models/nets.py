@@ -182,6 +182,12 @@ class SCAUNet(PaddedUNet):
             *(f"decoder{i}" for i in range(levels)),
         }
         for position, kind in attention.items():
+            level = position.removeprefix("encoder").removeprefix("decoder")
+            if position not in valid and level != position and level.isdigit():
+                raise ValueError(
+                    f"attention at {position!r} needs at least {int(level) + 2} channels (levels), "
+                    f"got {len(channels)}: {list(channels)}"
+                )
             if position not in valid:
                 raise ValueError(f"unknown attention position {position!r}; valid: {sorted(valid)}")
             if kind not in ("spatial", "channel"):

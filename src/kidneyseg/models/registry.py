@@ -102,6 +102,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_types(name: str, defaults: Mapping[str, Any], overrides: dict[str, Any]) -> None:
     """Refuse an override that cannot stand for a list or number default (e.g. `channels=abc`),
     before the network's constructor fails on it with a message about its own internals."""
@@ -109,6 +113,12 @@ def _check_types(name: str, defaults: Mapping[str, Any], overrides: dict[str, An
         default = defaults.get(key)
         if isinstance(default, (list, tuple)) and not isinstance(value, (list, tuple)):
             expected = "a list"
+        elif (
+            isinstance(default, (list, tuple))
+            and all(_is_whole(v) for v in default)
+            and not all(_is_whole(v) for v in value)
+        ):  # e.g. channels=[8,16,1e9]: YAML 1.1 reads 1e9 as a string (was: a %-formatting error)
+            expected = "a list of whole numbers"
         elif _is_number(default) and not _is_number(value):
             expected = "a number"
         else:
