@@ -153,3 +153,70 @@ def test_demo_starts_from_the_bundled_weights_when_the_network_is_the_bundled_mo
         assert record["initial_weights"] == (BUNDLED if from_bundled else None)
         assert record["settings"]["from_bundled"] is from_bundled
         assert ("starting from the weights of" in result.index.read_text()) is from_bundled
+
+
+@pytest.fixture(scope="module")
+def real_case(tmp_path_factory):
+    """A tiny phantom standing in for a real CT, and label maps that do not fit it."""
+    import nibabel as nib
+
+    from kidneyseg.data.phantom import generate_dataset
+
+    root = tmp_path_factory.mktemp("real")
+    case = generate_dataset(root, cases=1, seed=3, size="tiny", progress=False)[0]
+    seg = nib.load(case / "segmentation.nii.gz")
+    labels, affine = np.asanyarray(seg.dataobj), seg.affine
+    shifted = affine.copy()
+    shifted[:3, 3] += 40
+    for name, array, grid in (
+        ("shifted", labels, shifted),
+        ("sevens", np.full(labels.shape, 7, np.uint8), affine),
+        ("halves", labels.astype(np.float32) * 0.5, affine),
+        ("cropped", labels[:, :, : labels.shape[2] // 2], affine),
+        ("mask_as_ct", labels.astype(np.int16), nib.load(case / "imaging.nii.gz").affine),
+    ):
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(array), grid), root / f"{name}.nii.gz")
+    return case
+
+
+@pytest.mark.parametrize(
+    ("ct", "labels", "message"),
+    [
+        ("imaging", "shifted", r"label map geometry differs from the CT's \(.*\): origin"),
+        ("imaging", "sevens", r"label values \[7\] are not in the kits23 label map"),
+        ("imaging", "halves", "label map holds non-integer values"),
+        ("imaging", "cropped", r"label map shape \(.*\) differs from the CT's"),
+        ("mask_as_ct", None, "the image looks already normalised"),
+    ],
+    ids=["labels-40mm-off", "label-7", "labels-1.5", "labels-of-another-shape", "mask-as-ct"],
+)
+def test_demo_checks_the_real_ct_and_its_labels_before_anything(
+    real_case, tmp_path, monkeypatch, ct, labels, message
+):
+    """(was: a Dice from labels on another grid or with values 7 and 1.5, a label map segmented as a
+    CT, and for labels of another shape a numpy traceback after predicting, outputs left behind)"""
+    from kidneyseg.predict import Predictor
+
+    monkeypatch.setattr(Predictor, "predict", lambda *a, **k: pytest.fail("predicted"))
+    root = real_case.parent.parent
+    ct_path = real_case / "imaging.nii.gz" if ct == "imaging" else root / f"{ct}.nii.gz"
+    args = [
+        "demo",
+        "--out",
+        str(tmp_path / "demo"),
+        "--fast",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--real-ct",
+        str(ct_path),
+    ]
+    if labels is not None:
+        args += ["--real-ct-labels", str(root / f"{labels}.nii.gz")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert len(result.output.splitlines()) == 1 and re.match(
+        rf"error: .*{labels or ct}\.nii\.gz: ", result.output
+    )
+    assert re.search(message, result.output), result.output
+    assert not (tmp_path / "demo").exists()

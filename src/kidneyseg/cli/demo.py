@@ -44,6 +44,10 @@ def demo(
         Path | None,
         typer.Option("--real-ct-labels", help="Its kidney reference labels: the demo then gives its Dice."),
     ] = None,
+    no_hu_check: Annotated[
+        bool,
+        typer.Option("--no-hu-check", help="Segment the real CT even if it does not look like CT in HU."),
+    ] = False,
     from_scratch: Annotated[
         bool,
         typer.Option(
@@ -64,6 +68,7 @@ def demo(
         real_ct=real_ct,
         real_ct_labels=real_ct_labels,
         from_bundled=not from_scratch,
+        hu_check=not no_hu_check,
     )
     result = run_demo(out, settings, progress=not quiet)
     s = result.scores

@@ -20,12 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kidneyseg.demo.page import index_html, real_ct_line
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, warn_on_stderr
 from kidneyseg.io.atomic import write_text_atomic
 from kidneyseg.labels import LabelMap
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from kidneyseg.config import RunConfig
+    from kidneyseg.io.volume import Volume
+    from kidneyseg.predict import Predictor
 
 DEMO_OVERRIDES = ("data.val_fraction=0.2", "train.time_limit_minutes=40", "train.val_every=3")
 """The demo holds out a fifth of its cases (6 of 30) whatever the recipe's own split, so that its
@@ -55,6 +59,7 @@ class DemoSettings:
         real_ct_labels: its kidney reference labels, if any (the demo then gives its Dice).
         from_bundled: start training from the bundled model's weights when the recipe's network
             and classes are the bundled model's (else, and when False, from random weights).
+        hu_check: refuse a real CT that is clearly not CT in HU, as `predict` does.
     """
 
     recipe: str = "sca-unet-3d"
@@ -67,6 +72,7 @@ class DemoSettings:
     real_ct: Path | None = None
     real_ct_labels: Path | None = None
     from_bundled: bool = True
+    hu_check: bool = True
 
     @property
     def n_cases(self) -> int:
@@ -281,14 +287,14 @@ def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict
 
     from kidneyseg.device import pick_device
     from kidneyseg.evaluate.metrics import kits_dice
-    from kidneyseg.io.volume import read_volume, write_labels
+    from kidneyseg.io.volume import write_labels
     from kidneyseg.predict import Predictor
     from kidneyseg.predict.pretrained import default_model
     from kidneyseg.report import write_report
 
     model = default_model()
-    predictor = Predictor([model], device=str(pick_device(device)))
-    ct = read_volume(settings.real_ct)
+    predictor = Predictor(model, device=str(pick_device(device)))
+    ct, reference = _read_real_ct(settings, predictor)
     prediction = predictor.predict(ct)
     labels_path = write_labels(out_dir / "labels.nii.gz", prediction.labels.array, ct)
     labels = replace(prediction.labels, source=str(labels_path), dicom_files=())  # the report names the file
@@ -314,10 +320,29 @@ def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict
         "report": report.html.relative_to(out_dir.parent).as_posix(),
         "kidney_dice": None,
     }
-    if settings.real_ct_labels is not None:
-        reference = read_volume(settings.real_ct_labels).array > 0
-        record["kidney_dice"] = round(kits_dice(reference, predicted), 4)
+    if reference is not None:
+        record["kidney_dice"] = round(kits_dice(reference > 0, predicted), 4)
     return record
+
+
+def _read_real_ct(settings: DemoSettings, predictor: Predictor) -> tuple[Volume, np.ndarray | None]:
+    """The real CT, with `predict`'s checks (memory, CT in HU, a body; its warnings on stderr),
+    and its reference labels if given, with `report`'s (the CT's grid, whole numbers, classes of
+    the model's label map): checked before anything is predicted or written.
+
+    Raises:
+        KidneysegError: naming the CT or the label file.
+    """
+    from kidneyseg.predict.api import as_checked_volume
+    from kidneyseg.predict.label_files import read_label_file
+    from kidneyseg.report.measure import validate_inputs
+
+    ct, messages = as_checked_volume(settings.real_ct, predictor, None, settings.hu_check, "--real-ct")
+    for message in messages:
+        warn_on_stderr(message)
+    if settings.real_ct_labels is None:
+        return ct, None
+    return ct, validate_inputs(ct, read_label_file(settings.real_ct_labels), predictor.label_map)
 
 
 def _run_status(run_dir: Path, recipe: str) -> str | None:

@@ -71,15 +71,16 @@ def checked_volume(
         KidneysegError: as `read_checked`, and for a folder of cases, a series UID given for a
             file, or anything else (a numpy array has no spacing or orientation).
     """
-    volume, messages = _as_checked_volume(ct, predictor, series_uid, hu_check, caller)
+    volume, messages = as_checked_volume(ct, predictor, series_uid, hu_check, caller)
     for message in messages:
         warnings.warn(message, stacklevel=3)
     return volume
 
 
-def _as_checked_volume(
+def as_checked_volume(
     ct: Any, predictor: Predictor, series_uid: str | None, hu_check: bool, caller: str
 ) -> tuple[Volume, list[str]]:
+    """`checked_volume`, its warnings returned rather than issued: the volume and the warnings."""
     from kidneyseg.io.formats import ImageHeader
 
     if isinstance(ct, str | os.PathLike):
