@@ -186,6 +186,24 @@ def test_resume_of_a_missing_folder_says_so(tmp_path):
     _one_error_line(result, "nowhere: no such run folder")
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--recipe", "unet-2d"], "takes its recipe and weights from the stage-1 run: leave out --recipe"),
+        ([], "--finetune-tumor needs --data and --out"),
+    ],
+    ids=["with-a-recipe", "without-data"],
+)
+def test_finetune_tumor_says_which_option_is_wrong(tmp_path, extra, message):
+    """(was: "--finetune-tumor needs --data and --out" when both were given with --recipe)"""
+    args = ["train", "--finetune-tumor", str(tmp_path / "run"), *extra]
+    if extra:
+        args += ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    _one_error_line(result, message)
+
+
 # ---- predict: outputs over inputs, impossible voxel sizes, checkpoints that would load wrongly
 
 

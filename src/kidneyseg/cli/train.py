@@ -104,10 +104,13 @@ def train(
         _resume(resume, overrides, data, device, quiet)
         return
     if finetune_tumor is not None:
-        if recipe or init_weights or data is None or out is None:
+        if recipe or init_weights:
             raise KidneysegError(
-                "--finetune-tumor needs --data and --out (the recipe comes from the stage-1 run)"
+                "--finetune-tumor takes its recipe and weights from the stage-1 run: "
+                "leave out --recipe and --init-weights"
             )
+        if data is None or out is None:
+            raise KidneysegError("--finetune-tumor needs --data and --out")
         _finetune(finetune_tumor, data, out, overrides, cache, device, quiet)
         return
     if recipe is None:
