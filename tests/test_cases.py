@@ -192,3 +192,38 @@ def test_a_subset_names_the_cases_the_dataset_lacks(tmp_path):
     with pytest.raises(KidneysegError, match=f"cases not in this dataset: {some_names(missing)}$"):
         dataset.subset(["case_00000", *missing])
     assert dataset.subset(["case_00000"])[0].case_id == "case_00000"
+
+
+def test_files_training_leaves_out_are_named(tmp_path, caplog):
+    """Was: a CT without a label map and a misnamed label map (`c0_seg`) were left out of
+    training without a word."""
+    for name in ("c0", "c1", "c2"):
+        _nifti(tmp_path / "images" / f"{name}.nii.gz")
+    for name in ("c0_seg", "c1", "c2"):
+        _nifti(tmp_path / "labels" / f"{name}.nii.gz", 1, np.uint8)
+    dataset = discover(tmp_path, require_labels=True)
+    assert [c.case_id for c in dataset.labelled] == ["c1", "c2"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'labels'}: 1 label map(s) without a CT in images/ left out: c0_seg.nii.gz",
+        f"{tmp_path}: 1 CT(s) without a label map in labels/ left out: c0",
+    ]
+    caplog.clear()
+    discover(tmp_path / "labels", layout="plain")  # CTs without label maps to predict: no warning
+    assert not caplog.records
+
+
+def test_a_kits_layout_beside_images_and_labels_is_refused_unless_a_layout_is_chosen(tmp_path):
+    """Was: read as KiTS, the plain cases (here `extra`) left out without a word."""
+    _kits_case(tmp_path / "dataset" / "case_00000")
+    for name in ("case_00000", "extra"):
+        _nifti(tmp_path / "images" / f"{name}.nii.gz")
+        _nifti(tmp_path / "labels" / f"{name}.nii.gz", 1, np.uint8)
+    with pytest.raises(KidneysegError) as info:
+        discover(tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path}: holds case(s) case_00000, extra in images/ + labels/ beside the kits23 layout's "
+        f"case folders in {tmp_path / 'dataset'}: which to read is unclear; choose one with --layout "
+        "kits23 or --layout plain (train: data.layout=...)"
+    )
+    assert [c.case_id for c in discover(tmp_path, layout="plain").cases] == ["case_00000", "extra"]
+    assert [c.case_id for c in discover(tmp_path, layout="kits23").cases] == ["case_00000"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,17 +102,37 @@ def _resolve(root: Path, layout: str) -> tuple[Path, str]:
     if layout == "plain":
         return root, "plain"
     found = _kits_folder(root, layout)
+    plain = _plain_pairs_dirs(root)
+    if found is not None and layout == "auto" and plain is not None:
+        refuse_two_layouts(
+            root,
+            list(files_by_case_id(plain[0])),
+            f"in {plain[0].name}/ + {plain[1].name}/ beside the {found[1]} layout's case folders "
+            f"in {found[0]}",
+            "read",
+            f"choose one with --layout {found[1]} or --layout plain (train: data.layout=...)",
+        )
     if found is not None:
         return found
     if layout != "auto":
         raise KidneysegError(f"no case_XXXXX folders found for layout {layout!r}", root)
-    if _plain_pairs_dirs(root) is not None:
+    if plain is not None:
         return root, "plain"
     raise KidneysegError(
         "no cases found: expected case_XXXXX/imaging.nii.gz folders (KiTS19/21/23 layout) "
         "or images/ + labels/ folders",
         root,
     )
+
+
+def refuse_two_layouts(folder: Path, case_ids: Iterable[str], where: str, verb: str, advice: str) -> None:
+    """Refuse a folder holding cases (`case_ids`, if any) in two layouts at once (`where`):
+    which of them to `verb` would be a guess, and one of them would be left out unseen."""
+    ids = sorted(case_ids)
+    if ids:
+        raise KidneysegError(
+            f"holds case(s) {some_names(ids)} {where}: which to {verb} is unclear; {advice}", folder
+        )
 
 
 def _plain_pairs_dirs(root: Path) -> tuple[Path, Path] | None:
@@ -165,14 +186,22 @@ def _warn_without_image(cases: list[Case], folder: Path) -> None:
     )
 
 
+def _warn_left_out(names: list[str], what: str, folder: Path) -> None:
+    """Say which files training leaves out for want of their other half (a misnamed label map)."""
+    if names:
+        log.warning("%s: %d %s left out: %s", folder, len(names), what, some_names(names))
+
+
 def discover(
     root: str | os.PathLike[str],
     layout: str = "auto",
     annotation: str = "AND",
     require_labels: bool = False,
 ) -> Dataset:
-    """Find the cases under `root`. KiTS case folders without a CT are left out with a warning
-    naming them (all of them without: an error).
+    """Find the cases under `root`. KiTS case folders without a CT, and plain-layout label maps
+    without one, are left out with a warning naming them (all of them without: an error); with
+    `require_labels`, so are CTs without a label map. A folder holding both a KiTS layout and
+    plain `images/` + `labels/` is refused with `layout="auto"`.
 
     Args:
         root: the dataset folder (or the repository folder holding it).
@@ -181,7 +210,7 @@ def discover(
         require_labels: raise if no case has a reference segmentation.
 
     Raises:
-        KidneysegError: the folder is missing, empty or not in a known layout.
+        KidneysegError: the folder is missing, empty, not in a known layout, or (auto) in two.
     """
     root = Path(root)
     check_choice("layout", layout, LAYOUTS)
@@ -194,12 +223,23 @@ def discover(
     if layout == "plain":
         images_dir, labels_dir = _plain_pairs_dirs(folder) or (folder, folder)
         labels = files_by_case_id(labels_dir)
-        cases = [Case(name, image, labels.get(name)) for name, image in files_by_case_id(images_dir).items()]
+        images = files_by_case_id(images_dir)
+        cases = [Case(name, image, labels.get(name)) for name, image in images.items()]
+        if images_dir != labels_dir:
+            _warn_left_out(
+                [labels[n].name for n in labels if n not in images],
+                f"label map(s) without a CT in {images_dir.name}/",
+                labels_dir,
+            )
     else:
         walked = walk_kits(folder, layout, annotation)
         cases = [c for c in walked if c.image.exists()]
         if cases and len(cases) < len(walked):
             _warn_without_image([c for c in walked if not c.image.exists()], folder)
+    if require_labels and any(c.label is not None for c in cases):
+        where = f" in {labels_dir.name}/" if layout == "plain" else ""
+        unlabelled = [c.case_id for c in cases if c.label is None]
+        _warn_left_out(unlabelled, f"CT(s) without a label map{where}", folder)
     if not cases:
         raise KidneysegError(f"no CT images found in the {layout} layout", folder)
     dataset = Dataset(folder, layout, KITS19 if layout == "kits19" else KITS23, tuple(cases))

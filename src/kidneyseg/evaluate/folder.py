@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kidneyseg.errors import KidneysegError, some_names
+from kidneyseg.errors import KidneysegError
 from kidneyseg.evaluate.lesions import BIN_NAMES
 from kidneyseg.evaluate.metrics import case_metrics
 from kidneyseg.io.formats import files_by_case_id
@@ -80,7 +80,7 @@ def label_files(root: str | os.PathLike[str], annotation: str = "AND") -> dict[s
     Raises:
         KidneysegError: the folder does not exist or holds no label maps.
     """
-    from kidneyseg.data.cases import discover
+    from kidneyseg.data.cases import discover, refuse_two_layouts
     from kidneyseg.predict.outputs import side_files_note, without_side_files
 
     root = Path(root)
@@ -92,7 +92,13 @@ def label_files(root: str | os.PathLike[str], annotation: str = "AND") -> dict[s
         found = {}
     found = found or _segmentation_only_cases(root, annotation)
     for folder in dict.fromkeys([root, *(p.parent.parent for p in found.values())]):
-        _refuse_both_layouts(found, files_by_case_id(folder), folder)
+        refuse_two_layouts(  # e.g. predictions written into the dataset: which to score is a guess
+            folder,
+            found.keys() & files_by_case_id(folder).keys(),
+            "both in a dataset layout (case folders or labels/) and as <case_id>.nii.gz files",
+            "score",
+            "move one of them to a folder of its own",
+        )
     if not found:  # `predict --per-class` masks and probabilities beside a case's label map are not cases
         found, left_out = without_side_files(files_by_case_id(root))
         if left_out:
@@ -102,18 +108,6 @@ def label_files(root: str | os.PathLike[str], annotation: str = "AND") -> dict[s
             "no label maps found: expected <case_id>.nii.gz files or a KiTS/plain dataset layout", root
         )
     return found
-
-
-def _refuse_both_layouts(in_layout: dict[str, Path], flat: dict[str, Path], folder: Path) -> None:
-    """Refuse a folder holding a case both in a dataset layout and as `<case_id>.nii.gz` (e.g.
-    predictions written into the dataset): which of them to score would be a guess."""
-    both = sorted(in_layout.keys() & flat.keys())
-    if both:
-        raise KidneysegError(
-            f"holds case(s) {some_names(both)} both in a dataset layout (case folders or labels/) and "
-            "as <case_id>.nii.gz files: which to score is unclear; move one of them to a folder of its own",
-            folder,
-        )
 
 
 @dataclass(frozen=True)
