@@ -21,6 +21,36 @@ def _partial_name(path: Path) -> Path:
     return path.with_name(f".{stem}.partial-{os.getpid()}{dot}{rest}")
 
 
+def make_folder(folder: Path, kind: str = "output") -> bool:
+    """Create `folder` (and its parents) if needed and make sure it can be written; returns True
+    if it had to be created. `kind` names it in the one-line errors ("output", "cache", "run").
+
+    Raises:
+        KidneysegError: the path is a file, cannot be created (under a file, on a read-only or
+            virtual file system), or is not writable.
+    """
+    existed = folder.exists()
+    if existed and not folder.is_dir():
+        raise KidneysegError(f"the {kind} path exists and is not a folder", folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KidneysegError(f"cannot create the {kind} folder ({exc.strerror or exc})", folder) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise KidneysegError(f"the {kind} folder is not writable", folder)
+    return not existed
+
+
+def remove_empty_folders(folder: Path) -> None:
+    """Remove `folder` and the folders under it that hold no file: what a command that failed
+    leaves of the folders it made (files written in them, e.g. preprocessed cases, are kept)."""
+    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(path.iterdir()):
+            path.rmdir()
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it to `path`, else delete it."""

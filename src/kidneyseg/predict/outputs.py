@@ -7,7 +7,6 @@ finished) and lists every file it wrote, so a failure can remove them all.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, replace
 from functools import partial
@@ -179,20 +178,6 @@ def refuse_clashing_outputs(case_files: dict[str, dict[str, Path]]) -> None:
                 raise KidneysegError(
                     f"cases {other} and {case_id} would both write this file; rename one of the inputs", path
                 )
-
-
-def check_output_folder(out_dir: Path) -> bool:
-    """Make sure `out_dir` can be written; returns True if it had to be created."""
-    existed = out_dir.exists()
-    if existed and not out_dir.is_dir():
-        raise KidneysegError("the output path exists and is not a folder", out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise KidneysegError(f"cannot create the output folder ({exc.strerror})", out_dir) from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise KidneysegError("the output folder is not writable", out_dir)
-    return not existed
 
 
 def _write_dicom(

@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from kidneyseg.errors import KidneysegError, exception_line, interrupt_behind, warn_on_stderr
+from kidneyseg.io.atomic import make_folder
 from kidneyseg.io.volume import NIFTI_SUFFIXES, nifti_stem
 from kidneyseg.labels import LabelMap
 from kidneyseg.predict.inputs import CaseInput, find_inputs
 from kidneyseg.predict.outputs import (
     OutputOptions,
     case_outputs,
-    check_output_folder,
     output_label_map,
     refuse_clashing_outputs,
     refuse_overwriting_inputs,
@@ -319,7 +319,7 @@ def predict_cases(
 
     start = time.perf_counter() - startup
     out_dir, folder_mode = where.out_dir, where.folder_mode
-    created = check_output_folder(out_dir)
+    created = make_folder(out_dir)
     record_path = out_dir / where.record_file
     record = new_record(command, predictor, options, startup)
     record.color_tables = recorded_color_tables(record_path)  # kept, should the run be interrupted

@@ -27,6 +27,7 @@ import numpy as np
 from kidneyseg.config import PreprocessConfig
 from kidneyseg.data.cases import Case, Dataset
 from kidneyseg.errors import KidneysegError
+from kidneyseg.io.atomic import make_folder, remove_empty_folders
 from kidneyseg.io.stamps import file_stamp, stamp_hash
 from kidneyseg.io.volume import read_volume
 from kidneyseg.labels import LabelMap
@@ -165,14 +166,20 @@ def preprocess_dataset(
     if out.exists() and not out.is_dir():
         raise KidneysegError("the cache path exists and is not a folder", out)
     _refuse_cache_inside_cases(dataset, out)
+    created = make_folder(out, "cache")
     folders = []
     bar = tqdm(dataset.cases, desc="preprocessing", unit="case", disable=not progress)
-    for case in bar:
-        folder = out / case.case_id
-        if not _is_fresh(folder, _record(case, cfg)):
-            bar.set_postfix_str(case.case_id)
-            preprocess_case(case, cfg, folder, dataset.label_map)
-        folders.append(folder)
+    try:
+        for case in bar:
+            folder = out / case.case_id
+            if not _is_fresh(folder, _record(case, cfg)):
+                bar.set_postfix_str(case.case_id)
+                preprocess_case(case, cfg, folder, dataset.label_map)
+            folders.append(folder)
+    except BaseException:
+        if created:
+            remove_empty_folders(out)
+        raise
     return folders
 
 
