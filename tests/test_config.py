@@ -84,6 +84,7 @@ def test_numbers_in_exponent_form_without_a_dot_are_numbers():
             r"model.kwargs.channels=\[0, 0, 0, 0\] must be a list of positive",
         ),
         ("model.kwargs.strides=[2, 0, 2]", r"model.kwargs.strides=\[2, 0, 2\] must be a list of positive"),
+        ("model.kwargs.in_channels=2", "model.kwargs.in_channels=2 must be 1: a CT has one channel"),
         ("train.loss=dice_c", "train.loss='dice_c' is not one of dice_ce, dice_squared, dice"),
         ("train.optimizer=adamax", "train.optimizer='adamax' is not one of adamw, adam, sgd"),
         ("train.scheduler=step", "train.scheduler='step' is not one of none, plateau, cosine"),

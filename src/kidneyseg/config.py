@@ -91,6 +91,8 @@ class ModelConfig:
                     value,
                     "must be a list of positive integers",
                 )
+        channels = self.kwargs.get("in_channels", 1)
+        _require(channels == 1, "model.kwargs.in_channels", channels, "must be 1: a CT has one channel")
 
 
 @dataclass(frozen=True)

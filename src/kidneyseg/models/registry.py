@@ -147,8 +147,21 @@ def build_model(name: str, **overrides: Any) -> nn.Module:
     _check_types(name, entry.defaults, overrides)
     try:
         return entry.network(**{**entry.defaults, **overrides})
-    except (TypeError, ValueError) as exc:
-        raise KidneysegError(f"model {name!r}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a negative size
+        raise KidneysegError(f"model {name!r}: {_culprits(entry, overrides)}{exc}") from None
+
+
+def _culprits(entry: ModelEntry, overrides: dict[str, Any]) -> str:
+    """The overrides that each alone keep the network from being built ("key=value: "), found
+    by building it on the meta device (no weights allocated)."""
+    bad = []
+    for key, value in overrides.items():
+        try:
+            with torch.device("meta"):
+                entry.network(**{**entry.defaults, key: value})
+        except (TypeError, ValueError, RuntimeError):
+            bad.append(f"{key}={value!r}")
+    return f"{', '.join(bad)}: " if bad else ""
 
 
 def model_info(name: str, **overrides: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from torch import nn
 
 from kidneyseg.checkpoint import output_channels
 from kidneyseg.config import RunConfig, TrainConfig
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, exception_line
 
 
 def resolve_model_config(config: RunConfig) -> RunConfig:
@@ -35,6 +35,29 @@ def resolve_model_config(config: RunConfig) -> RunConfig:
             f"{list(config.data.patch_size)}: the network predicts on windows of the size it trained on"
         )
     return dataclasses.replace(config, model=dataclasses.replace(config.model, kwargs=kwargs))
+
+
+def check_network_runs(config: RunConfig) -> None:
+    """Build the run's network and pass one small one-channel input through it, so that model
+    settings its constructor takes but it cannot run with fail in one line naming them, before
+    anything is written (a few milliseconds for the recipes' networks).
+
+    Raises:
+        KidneysegError: the network cannot be built, or cannot run on a CT's one channel.
+    """
+    from kidneyseg.checkpoint import build_model_from_config
+
+    model = build_model_from_config(config)
+    size = [2 * d for d in model.divisor]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 1, *size))
+    except Exception as exc:  # whatever the network raises for settings it cannot run with
+        settings = ", ".join(f"{k}={v!r}" for k, v in config.model.kwargs.items() if k != "out_channels")
+        raise KidneysegError(
+            f"model {config.model.name!r} with model.kwargs {settings or '(defaults)'} cannot run on "
+            f"a one-channel {len(size)}D input ({exception_line(exc)})"
+        ) from None
 
 
 def build_optimizer(params: Iterable[nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer:
