@@ -741,3 +741,74 @@ def test_a_nifti_without_orientation_is_predicted_with_a_warning(ckpt, odd_input
     )
     assert result.exit_code == 0, result.output
     assert f"warning: {ct}: the header gives no orientation (qform and sform codes 0)" in result.output
+
+
+def test_an_output_or_cache_folder_that_cannot_be_made_is_one_line(tmp_path_factory, tmp_path):
+    """Was: NotADirectoryError / FileNotFoundError tracebacks, exit 1, from `train` and
+    `preprocess`."""
+    from kidneyseg.data.phantom import generate_dataset
+
+    data = tmp_path_factory.mktemp("data")
+    generate_dataset(data, cases=2, seed=0, size="tiny", progress=False)
+    afile = tmp_path / "afile.txt"
+    afile.write_text("hi\n")
+    for args, path, kind in [
+        (["preprocess", "--out", str(afile / "sub")], afile / "sub", "cache"),
+        (["preprocess", "--out", "/proc/kidneyseg-x"], "/proc/kidneyseg-x", "cache"),
+        (["train", "--out", str(afile / "run")], afile / "run", "run"),
+        (["train", "--out", "/proc/kidneyseg-x"], "/proc/kidneyseg-x", "run"),
+        (["train", "--out", str(tmp_path / "run"), "--cache", str(afile)], afile, "cache"),
+    ]:
+        recipe = ["--recipe", "sca-unet-3d:cpu"] if args[0] == "train" else []
+        result = runner.invoke(app, [args[0], "--data", str(data), *recipe, *args[1:], "-q"])
+        assert result.exit_code == 2, result.output
+        _one_error_line(result, f"{path}")
+        assert f"cannot create the {kind} folder (" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile.txt"]  # nothing left behind
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["models", "sca_unet_3d", "--set", "out_channels=-1"],
+            "error: model 'sca_unet_3d': out_channels=-1: Trying to create tensor with negative dimension",
+        ),
+        (
+            ["models", "sca_unet_3d", "--set", "spatial_kernel_size=-1"],
+            "error: model 'sca_unet_3d': spatial_kernel_size=-1: Trying to create tensor",
+        ),
+        (
+            ["train", "model.kwargs.spatial_kernel_size=-1"],
+            "error: model 'sca_unet_3d': spatial_kernel_size=-1: Trying to create tensor",
+        ),
+        (["train", "model.kwargs.in_channels=2"], "error: model.kwargs.in_channels=2 must be 1"),
+    ],
+    ids=["models-out-channels", "models-kernel", "train-kernel", "train-in-channels"],
+)
+def test_network_settings_that_cannot_build_or_run_are_one_line(phantom_case, tmp_path, args, message):
+    """Was: tracebacks; `in_channels=2` failed in epoch 1 leaving `run.json` "running"."""
+    if args[0] == "train":
+        data = ["--data", str(phantom_case[0].parent), "--out", str(tmp_path / "run")]
+        args = ["train", "--recipe", "sca-unet-3d:cpu", *data, "-q", *args[1:]]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    _one_error_line(result, message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_network_the_constructor_takes_but_cannot_run_is_refused_before_training():
+    import dataclasses
+
+    from kidneyseg.errors import KidneysegError
+    from kidneyseg.recipes import load_recipe
+    from kidneyseg.train.build import check_network_runs, resolve_model_config
+
+    config = resolve_model_config(load_recipe("sca-unet-3d:cpu"))
+    check_network_runs(config)
+    wrong = dataclasses.replace(config.model)
+    object.__setattr__(wrong, "kwargs", {**wrong.kwargs, "in_channels": 2})  # past the config's rule
+    with pytest.raises(
+        KidneysegError, match=r"in_channels=2 cannot run on a one-channel 3D input \(RuntimeError"
+    ):
+        check_network_runs(dataclasses.replace(config, model=wrong))

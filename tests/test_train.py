@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -153,6 +154,98 @@ def test_an_interrupted_run_says_so_in_its_record_and_resumes(run3d, phantoms, c
     monkeypatch.undo()
     assert engine.resume(out, progress=False).epochs == 2
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
+
+
+def test_a_run_that_fails_after_it_started_says_so_in_its_record(phantoms, cache, tmp_path, monkeypatch):
+    """Was: `run.json` said "running" after any error but an interrupt or a divergence."""
+
+    def broken_epoch(self, samples, epoch):
+        raise RuntimeError("an error in epoch 1")
+
+    monkeypatch.setattr(trainer.Trainer, "_train_epoch", broken_epoch)
+    out = tmp_path / "failed"
+    config = load_recipe("sca-unet-3d:cpu", overrides=[*SCA, "train.epochs=1"])
+    with pytest.raises(RuntimeError, match="an error in epoch 1"):
+        engine.train(config, phantoms, out, cache_dir=cache, progress=False)
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+
+
+def _with_labels(phantoms: Path, out: Path, change) -> Path:
+    """A copy of the phantom dataset with each case's label map passed through `change(id, labels)`."""
+    from kidneyseg.io.volume import Volume, read_volume, write_volume
+
+    for case in sorted((phantoms / "dataset").iterdir()):
+        (out / "dataset" / case.name).mkdir(parents=True)
+        shutil.copy(case / "imaging.nii.gz", out / "dataset" / case.name)
+        labels = read_volume(case / "segmentation.nii.gz")
+        changed = change(case.name, labels.array.copy())
+        write_volume(out / "dataset" / case.name / "segmentation.nii.gz", Volume(changed, labels.affine))
+    return out
+
+
+def test_data_without_foreground_to_train_or_validate_on_is_refused(phantoms, tmp_path):
+    """Was: validation cases without foreground gave "finished … best validation Dice -inf (epoch
+    0)" and no best.pt; an all-background dataset trained to "finished"; a 2D run said "no
+    training slice holds foreground", naming no folder, and left run.json "running"."""
+    from kidneyseg.data.splits import run_split
+
+    config = load_recipe("sca-unet-3d:cpu", overrides=[*SCA, "train.epochs=1"])
+    ids = sorted(p.name for p in (phantoms / "dataset").iterdir())
+    val = run_split(ids, config.data)[1]
+    bgval = _with_labels(phantoms, tmp_path / "bgval", lambda i, a: a * (i not in val))
+    bg = _with_labels(phantoms, tmp_path / "bg", lambda i, a: a * 0)
+    notumor = _with_labels(phantoms, tmp_path / "notumor", lambda i, a: np.where(a == 2, 1, a))
+    tumor_slices = load_recipe("attention-unet-2d:cpu", overrides=[*AG, "data.slice_filter=tumor"])
+    for data, run_config, message in [
+        (bgval, config, f"the validation case(s) {val[0]} hold no kidney, tumor or cyst: no validation Dice"),
+        (bg, config, "none of the 5 training case(s) holds kidney, tumor or cyst: nothing to train on"),
+        (notumor, tumor_slices, "none of the 5 training case(s) holds tumor: nothing to train on"),
+    ]:
+        out = tmp_path / f"run-{data.name}"
+        with pytest.raises(KidneysegError) as info:
+            engine.train(run_config, data, out, progress=False)
+        assert str(info.value).startswith(f"{data}: {message}")
+        assert [p.name for p in out.iterdir()] == ["preprocessed"]  # no record: the run never started
+
+
+def test_a_run_folder_without_best_pt_is_used_through_last_pt_with_a_warning(run3d, tmp_path, caplog):
+    """Was: `predict --model RUN` of a run without best.pt used its last.pt without a word."""
+    from kidneyseg.checkpoint import resolve_checkpoint
+
+    shutil.copy(run3d / "last.pt", tmp_path / "last.pt")
+    assert resolve_checkpoint(tmp_path) == tmp_path / "last.pt"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path}: no best.pt (no epoch validated yet); using last.pt"
+    ]
+
+
+def test_resume_refuses_data_holding_other_cases(run3d, phantoms, tmp_path):
+    """Was: the split was made again from what the data held now: validation cases were trained
+    on, epochs validated on other cases compared for best.pt, run.json's cases overwritten."""
+    run = tmp_path / "run"
+    shutil.copytree(run3d, run)
+    other = tmp_path / "other"
+    shutil.copytree(phantoms, other)
+    shutil.rmtree(other / "dataset" / "case_00000")
+    shutil.copytree(phantoms / "dataset" / "case_00001", other / "dataset" / "case_00009")
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for _where in ("in last.pt", "in run.json only"):  # an older last.pt holds no cases
+        with pytest.raises(KidneysegError) as info:
+            engine.resume(run, epochs=3, data_dir=other, progress=False)
+        assert str(info.value).startswith(
+            f"{run}: cannot resume: {other} does not hold the cases the run was trained and validated "
+            "on (new: case_00009; gone: case_00000; "
+        )
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+        ckpt = load_checkpoint(run / "last.pt")
+        ckpt.extra.pop("train_cases", None), ckpt.extra.pop("val_cases", None)
+        save_checkpoint(
+            run / "last.pt", model_state=ckpt.model_state, config=ckpt.config, extra_state=ckpt.extra
+        )
+        files["last.pt"] = (run / "last.pt").read_bytes()
+    moved = tmp_path / "moved"  # the same cases in another folder: resumed
+    shutil.copytree(phantoms, moved)
+    assert engine.resume(run, epochs=3, data_dir=moved, progress=False).epochs == 3
 
 
 TIMING = {"train_seconds", "patches_per_second", "val_seconds", "epoch_seconds", "cpu_seconds"}

@@ -19,6 +19,7 @@ weights: `predict` needs nothing but this file.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import atomic_path
 from kidneyseg.labels import LabelMap
 from kidneyseg.plaindata import dump_yaml, from_dict
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 FORMAT_KEY = "kidneyseg_checkpoint"
@@ -180,7 +183,8 @@ def _check_stored_label_map(stored: str | None, config: RunConfig) -> None:
 
 
 def resolve_checkpoint(run_or_file: str | os.PathLike[str]) -> Path:
-    """The checkpoint file for a run folder (its best checkpoint, else its last) or a file.
+    """The checkpoint file for a run folder (its best checkpoint, else its last, with a warning
+    saying so) or a file.
 
     Raises:
         KidneysegError: nothing usable at that path.
@@ -189,9 +193,11 @@ def resolve_checkpoint(run_or_file: str | os.PathLike[str]) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        for name in (BEST_NAME, LAST_NAME):
-            if (path / name).is_file():
-                return path / name
+        if (path / BEST_NAME).is_file():
+            return path / BEST_NAME
+        if (path / LAST_NAME).is_file():
+            log.warning("%s: no %s (no epoch validated yet); using %s", path, BEST_NAME, LAST_NAME)
+            return path / LAST_NAME
         raise KidneysegError(f"run folder holds no checkpoint ({BEST_NAME} or {LAST_NAME})", path)
     raise KidneysegError("no such run folder or checkpoint file", path)
 

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 
 from kidneyseg.checkpoint import (
-    BEST_NAME,
     LAST_NAME,
     Checkpoint,
     build_model_from_checkpoint,
@@ -37,48 +36,22 @@ from kidneyseg.checkpoint import (
 )
 from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError, exception_line, interrupt_behind
-from kidneyseg.io.atomic import remove_stale_partials, write_text_atomic
-from kidneyseg.plaindata import differences, dump_yaml, from_dict, load_yaml
-from kidneyseg.train.build import (
-    resolve_model_config,
-)
+from kidneyseg.io.atomic import make_folder, remove_empty_folders, remove_stale_partials, write_text_atomic
+from kidneyseg.plaindata import dump_yaml, from_dict, load_yaml
+from kidneyseg.train.build import check_network_runs, resolve_model_config
 from kidneyseg.train.distributed import (
     init_distributed,
     shutdown,
 )
 from kidneyseg.train.prepare import prepare_data
+from kidneyseg.train.rundir import (
+    RUN_FILES,
+    RecordedCases,
+    check_config_file,
+    check_new_run_dir,
+    stopped_before_first_checkpoint,
+)
 from kidneyseg.train.trainer import RunResult, RunState, Trainer
-
-RUN_FILES = ("config.yaml", "metrics.csv", "curves.png", "run.json", LAST_NAME, BEST_NAME)
-
-
-def _stopped_before_first_checkpoint(out: Path, files: list[str]) -> bool:
-    """Whether `files` are what a run writes before its first checkpoint: its record (0 epochs
-    done) and its config, both readable (a foreign `config.yaml` is not taken for a run's)."""
-    if not set(files) <= {"run.json", "config.yaml"}:
-        return False
-    try:
-        if "config.yaml" in files:
-            from_dict(RunConfig, load_yaml(out / "config.yaml"), str(out / "config.yaml"))
-        started = json.loads((out / "run.json").read_text(encoding="utf-8")) if "run.json" in files else {}
-    except (KidneysegError, OSError, ValueError):
-        return False
-    return isinstance(started, dict) and started.get("epochs_done", 0) == 0
-
-
-def _check_new_run_dir(out: Path) -> str | None:
-    """Refuse a folder holding a run, or say so when starting again one that stopped before its
-    first checkpoint."""
-    if out.exists() and not out.is_dir():
-        raise KidneysegError("--out is a file, not a folder", out)
-    taken = [n for n in RUN_FILES if (out / n).exists()]
-    if not taken:
-        return None
-    if _stopped_before_first_checkpoint(out, taken):
-        return f"{out}: the run here stopped before its first checkpoint ({LAST_NAME}); starting it again"
-    raise KidneysegError(
-        f"folder already holds a run ({taken[0]}); use --resume to continue it or another --out", out
-    )
 
 
 def _configure_torch(config: RunConfig) -> None:
@@ -101,14 +74,21 @@ def _start(
     init_weights: tuple[Path, dict[str, Any]] | None = None,
     freeze_depth: int = 0,
     notice: str | None = None,
+    cases: RecordedCases | None = None,
 ) -> RunResult:
+    """Check the network, make the run folder, prepare the data, build the trainer and run it.
+    A run folder this call made is removed again, if nothing was written in it, when the run
+    fails before it started (its preprocessed cases are kept for the next try)."""
     ctx = init_distributed(device)
+    created = False
     try:
         _configure_torch(config)
         data_dir = data_dir.resolve()
         cache_root = (Path(cache_root) if cache_root is not None else out / "preprocessed").resolve()
         config = resolve_model_config(config)
-        data = prepare_data(config, data_dir, cache_root, ctx, progress)
+        check_network_runs(config)
+        created = make_folder(out, "run") if ctx.is_main else False
+        data = prepare_data(config, data_dir, cache_root, ctx, progress, cases)
         trainer = Trainer(
             config,
             out,
@@ -132,22 +112,35 @@ def _start(
                 ) from None
         elif init_weights is not None:
             trainer.model.load_state_dict(init_weights[1])
-        try:
-            if ctx.is_main:
-                if notice:
-                    print(notice, file=sys.stderr, flush=True)
-                out.mkdir(parents=True, exist_ok=True)
-                remove_stale_partials(out)
-                trainer.write_record("running")  # first: where the data is, for a resume without last.pt
-                write_text_atomic(out / "config.yaml", dump_yaml(config))
-                trainer.restore_outputs()
-            return trainer.run()
-        except BaseException as exc:  # Ctrl-C or SIGTERM (perhaps under a data loader's error)
-            if interrupt_behind(exc) is not None:
-                trainer.mark_interrupted()
-            raise
+        return _run(trainer, config, notice)
+    except BaseException:
+        if created:
+            remove_empty_folders(out)
+        raise
     finally:
         shutdown(ctx)
+
+
+def _run(trainer: Trainer, config: RunConfig, notice: str | None) -> RunResult:
+    """Write the run's record and config, then train; a run that stops on an interrupt or an
+    error after its record was written says so in it (`interrupted`, `failed`)."""
+    out, started = trainer.out, False
+    try:
+        if trainer.ctx.is_main:
+            if notice:
+                print(notice, file=sys.stderr, flush=True)
+            remove_stale_partials(out)
+            trainer.write_record("running")  # first: where the data is, for a resume without last.pt
+            started = True
+            write_text_atomic(out / "config.yaml", dump_yaml(config))
+            trainer.restore_outputs()
+        return trainer.run()
+    except BaseException as exc:  # Ctrl-C or SIGTERM (perhaps under a data loader's error)
+        if interrupt_behind(exc) is not None:
+            trainer.mark_interrupted()
+        elif started:
+            trainer.mark_failed()
+        raise
 
 
 def train(
@@ -180,7 +173,7 @@ def train(
             weights of another network.
     """
     out = Path(out)
-    notice = _check_new_run_dir(out)
+    notice = check_new_run_dir(out)
     cache_root = Path(cache_dir) if cache_dir is not None else None
     start = _initial_weights(init_weights, config) if init_weights is not None else None
     return _start(
@@ -245,12 +238,13 @@ def resume(
         run_dir: the run folder.
         epochs: a new total number of epochs (to extend a finished run).
         time_limit_minutes: a new limit on the run's total training time (0: none).
-        data_dir: the dataset, if it moved since the run started.
+        data_dir: the dataset, if it moved since the run started (its cases must be the run's).
         device: as for `train`.
         progress: as for `train`.
 
     Raises:
-        KidneysegError: no last checkpoint and no config, or the run's data is gone.
+        KidneysegError: no last checkpoint and no config, the run's data is gone, or it holds
+            other cases than those the run was trained and validated on.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -266,7 +260,7 @@ def resume(
         raise KidneysegError("checkpoint holds no training state to resume from", last)
     build_model_from_checkpoint(ckpt)  # refuses weights that are not finite or do not fit
     config = ckpt.config
-    _check_config_file(run_dir / "config.yaml", config)
+    check_config_file(run_dir / "config.yaml", config)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
     try:
         data = Path(data_dir) if data_dir is not None else Path(extra["data_dir"])
@@ -289,28 +283,8 @@ def resume(
         state=state,
         init=(ckpt.model_state, extra),
         freeze_depth=freeze_depth,
+        cases=RecordedCases.of_run(run_dir, extra),
     )
-
-
-def _check_config_file(path: Path, config: RunConfig) -> None:
-    """Refuse to resume when the run's config.yaml says otherwise than its last checkpoint: a
-    hand-edited config.yaml (the resume would train on and overwrite it) or a last.pt of another
-    run. The epochs and time limit, which a resume may change, do not count. A config.yaml that
-    is not a valid config is rewritten from the checkpoint."""
-    try:
-        written = from_dict(RunConfig, load_yaml(path), str(path))
-    except (KidneysegError, OSError, ValueError):  # ValueError: not UTF-8 text
-        return
-    changeable = ("train.epochs", "train.time_limit_minutes")
-    odd = [d for d in differences(written, config) if d[0] not in changeable]
-    if odd:
-        key, here, there = odd[0]
-        raise KidneysegError(
-            f"says {key}: {here!r} but the run's {LAST_NAME} was trained with {there!r} "
-            f"({len(odd)} key(s) differ); a resumed run keeps its config: put config.yaml back, "
-            "or start a new run (train --init-weights to begin from these weights)",
-            path,
-        )
 
 
 def _restart(
@@ -322,7 +296,7 @@ def _restart(
 ) -> RunResult:
     """`resume` of a run stopped before its first checkpoint: start it from scratch."""
     taken = [n for n in RUN_FILES if (run_dir / n).exists()]
-    if "config.yaml" not in taken or not _stopped_before_first_checkpoint(run_dir, taken):
+    if "config.yaml" not in taken or not stopped_before_first_checkpoint(run_dir, taken):
         raise KidneysegError(
             f"no {LAST_NAME} to resume from, nor the config.yaml of a run stopped in its first epoch; "
             "start the run with train --out",
@@ -381,7 +355,7 @@ def finetune_tumor(
             "--finetune-tumor continues a 2D slice run (attention-unet-2d or unet-2d)", ckpt.path
         )
     out = Path(out)
-    notice = _check_new_run_dir(out)
+    notice = check_new_run_dir(out)
     return _start(
         config,
         Path(data_dir),

@@ -20,10 +20,11 @@ from tqdm import tqdm
 from kidneyseg.config import RunConfig
 from kidneyseg.data.cases import discover
 from kidneyseg.data.splits import run_split
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.labels import label_lut
 from kidneyseg.train.data import CaseRecord, scan_case
 from kidneyseg.train.distributed import DistContext, barrier
+from kidneyseg.train.rundir import RecordedCases
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,17 @@ def prepare_data(
     cache_root: str | os.PathLike[str],
     ctx: DistContext,
     progress: bool = True,
+    cases: RecordedCases | None = None,
 ) -> PreparedData:
     """Discover, split, preprocess (rank 0; the others wait) and check the cases.
 
+    Args:
+        cases: a resumed run's cases; other cases in the data (new, gone or split otherwise)
+            are refused before anything is preprocessed.
+
     Raises:
-        KidneysegError: no labelled cases, fewer than two, or label values the run's label map
-            does not know (naming the file).
+        KidneysegError: no labelled cases, fewer than two, other cases than a resumed run's,
+            or label values the run's label map does not know (naming the file).
     """
     from kidneyseg.preprocess import config_hash, preprocess_dataset
 
@@ -66,6 +72,8 @@ def prepare_data(
             f"need at least 2 labelled cases to train and validate, found {len(labelled)}", data_dir
         )
     train_ids, val_ids = run_split([c.case_id for c in labelled], config.data)
+    if cases is not None:
+        cases.check(train_ids, val_ids, Path(data_dir))
     cache_dir = Path(cache_root) / config_hash(config.preprocess)
     if ctx.is_main:
         preprocess_dataset(
@@ -77,4 +85,35 @@ def prepare_data(
         bar = tqdm(ids, desc=f"checking {what} cases", disable=not (progress and ctx.is_main), leave=False)
         return tuple(scan_case(i, cache_dir / i, label_map, lut) for i in bar)
 
-    return PreparedData(lut, scan(train_ids, "training"), scan(val_ids, "validation"), cache_dir)
+    train, val = scan(train_ids, "training"), scan(val_ids, "validation")
+    _check_foreground(config, train, val, Path(data_dir))
+    return PreparedData(lut, train, val, cache_dir)
+
+
+def _check_foreground(
+    config: RunConfig, train: tuple[CaseRecord, ...], val: tuple[CaseRecord, ...], data_dir: Path
+) -> None:
+    """Refuse data whose training cases hold nothing to learn (no foreground; no tumor for a 2D
+    run on tumor slices), or whose validated cases hold no foreground: no Dice could choose
+    `best.pt`.
+
+    Raises:
+        KidneysegError: naming the dataset folder (and the validation cases).
+    """
+    classes = [c.name for c in config.label_map.foreground]
+    anything = ", ".join(classes[:-1]) + f" or {classes[-1]}" if len(classes) > 1 else classes[0]
+    tumor = config.data.sampling == "slice2d" and config.data.slice_filter == "tumor"
+    if not any(r.tumor_slices if tumor else r.foreground_slices for r in train):
+        raise KidneysegError(
+            f"none of the {len(train)} training case(s) holds {'tumor' if tumor else anything}: "
+            "nothing to train on",
+            data_dir,
+        )
+    validated = val[: config.train.val_max_cases] if config.train.val_max_cases else val
+    if not any(r.foreground_slices for r in validated):
+        raise KidneysegError(
+            f"the validation case(s) {some_names([r.case_id for r in validated])} hold no {anything}: "
+            "no validation Dice could choose best.pt; label them, or split otherwise "
+            "(data.split_seed, data.val_fraction)",
+            data_dir,
+        )

@@ -85,13 +85,26 @@ def write_run_record(path: Path, record: dict[str, Any]) -> Path:
     return write_text_atomic(path, json_text(record))
 
 
-def set_status(path: Path, status: str) -> None:
-    """Set the status of the run record at `path`, leaving the rest as written: the record
-    written last matches the last checkpoint, while a stopped trainer's state may be ahead of
-    both. A missing or unreadable record is left to `--resume`, which writes it again."""
+def set_status(path: Path, status: str, only_from: str | None = None) -> None:
+    """Set the status of the run record at `path` (only if it is `only_from`, when given),
+    leaving the rest as written: the record written last matches the last checkpoint, while a
+    stopped trainer's state may be ahead of both. A missing or unreadable record is left to
+    `--resume`, which writes it again."""
     try:
         last = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
-    if isinstance(last, dict):
+    if isinstance(last, dict) and (only_from is None or last.get("status") == only_from):
         write_run_record(path, last | {"status": status})
+
+
+def epoch_line(row: dict[str, float], epochs: int, classes: Sequence[Any]) -> str:
+    """The console line of an epoch: losses, validation Dice per class, speed and time."""
+    parts = [f"epoch {int(row['epoch'])}/{epochs}", f"loss {row['train_loss']:.4f}"]
+    if not math.isnan(row.get("val_dice", math.nan)):
+        parts.append(f"val loss {row['val_loss']:.4f}")
+        parts.append(f"val Dice {row['val_dice']:.3f}")
+        parts.extend(f"{c.name} {row[f'val_dice_{c.name}']:.3f}" for c in classes)
+    parts.append(f"{row['patches_per_second']:.2f} patches/s")
+    parts.append(f"{row['epoch_seconds']:.0f} s")
+    return "  ".join(parts)

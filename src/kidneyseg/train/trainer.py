@@ -237,6 +237,8 @@ class Trainer:
             "data_dir": str(self.data_dir),
             "cache_root": str(self.cache_root),
             "world": self.ctx.world,
+            "train_cases": [r.case_id for r in self.data.train],
+            "val_cases": [r.case_id for r in self.data.val],
         }
 
     def _record(self, status: str) -> dict[str, Any]:
@@ -274,6 +276,11 @@ class Trainer:
     def mark_interrupted(self) -> None:
         if self.ctx.is_main:
             record.set_status(self.out / "run.json", "interrupted")
+
+    def mark_failed(self) -> None:
+        """Say in the record that the run stopped on an error (a diverged run has said so)."""
+        if self.ctx.is_main:
+            record.set_status(self.out / "run.json", "failed", only_from="running")
 
     def _copy_last_to_best(self) -> None:
         write_atomic(self.out / BEST_NAME, lambda tmp: shutil.copyfile(self.out / LAST_NAME, tmp))
@@ -371,7 +378,7 @@ class Trainer:
                 barrier(self.ctx)
                 if self.ctx.is_main:
                     eta = s.train_seconds / s.epoch * (train.epochs - s.epoch)
-                    line = _epoch_line(row, train.epochs, self.config.label_map.foreground)
+                    line = record.epoch_line(row, train.epochs, self.config.label_map.foreground)
                     print(f"{line}  ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
                 limit = train.time_limit_minutes * 60
                 if limit and s.epoch < train.epochs and all_true(s.train_seconds >= limit, self.ctx):
@@ -386,14 +393,3 @@ class Trainer:
         return RunResult(
             self.out, s.epoch, s.best_dice, s.best_epoch, status, s.history[-1] if s.history else {}
         )
-
-
-def _epoch_line(row: dict[str, float], epochs: int, classes: Any) -> str:
-    parts = [f"epoch {int(row['epoch'])}/{epochs}", f"loss {row['train_loss']:.4f}"]
-    if not math.isnan(row.get("val_dice", math.nan)):
-        parts.append(f"val loss {row['val_loss']:.4f}")
-        parts.append(f"val Dice {row['val_dice']:.3f}")
-        parts.extend(f"{c.name} {row[f'val_dice_{c.name}']:.3f}" for c in classes)
-    parts.append(f"{row['patches_per_second']:.2f} patches/s")
-    parts.append(f"{row['epoch_seconds']:.0f} s")
-    return "  ".join(parts)

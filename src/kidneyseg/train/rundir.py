@@ -1,0 +1,111 @@
+"""A run folder's checks: a new run's `--out`, a resumed run's `config.yaml` and cases, and
+making the folder (removed again, if empty, when a run fails before it started)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kidneyseg.checkpoint import BEST_NAME, LAST_NAME
+from kidneyseg.config import RunConfig
+from kidneyseg.errors import KidneysegError, some_names
+from kidneyseg.io.stamps import recorded
+from kidneyseg.plaindata import differences, from_dict, load_yaml
+
+RUN_FILES = ("config.yaml", "metrics.csv", "curves.png", "run.json", LAST_NAME, BEST_NAME)
+
+
+def stopped_before_first_checkpoint(out: Path, files: list[str]) -> bool:
+    """Whether `files` are what a run writes before its first checkpoint: its record (0 epochs
+    done) and its config, both readable (a foreign `config.yaml` is not taken for a run's)."""
+    if not set(files) <= {"run.json", "config.yaml"}:
+        return False
+    try:
+        if "config.yaml" in files:
+            from_dict(RunConfig, load_yaml(out / "config.yaml"), str(out / "config.yaml"))
+        started = json.loads((out / "run.json").read_text(encoding="utf-8")) if "run.json" in files else {}
+    except (KidneysegError, OSError, ValueError):
+        return False
+    return isinstance(started, dict) and started.get("epochs_done", 0) == 0
+
+
+def check_new_run_dir(out: Path) -> str | None:
+    """Refuse a folder holding a run, or say so when starting again one that stopped before its
+    first checkpoint."""
+    if out.exists() and not out.is_dir():
+        raise KidneysegError("--out is a file, not a folder", out)
+    taken = [n for n in RUN_FILES if (out / n).exists()]
+    if not taken:
+        return None
+    if stopped_before_first_checkpoint(out, taken):
+        return f"{out}: the run here stopped before its first checkpoint ({LAST_NAME}); starting it again"
+    raise KidneysegError(
+        f"folder already holds a run ({taken[0]}); use --resume to continue it or another --out", out
+    )
+
+
+def check_config_file(path: Path, config: RunConfig) -> None:
+    """Refuse to resume when the run's config.yaml says otherwise than its last checkpoint: a
+    hand-edited config.yaml (the resume would train on and overwrite it) or a last.pt of another
+    run. The epochs and time limit, which a resume may change, do not count. A config.yaml that
+    is not a valid config is rewritten from the checkpoint."""
+    try:
+        written = from_dict(RunConfig, load_yaml(path), str(path))
+    except (KidneysegError, OSError, ValueError):  # ValueError: not UTF-8 text
+        return
+    changeable = ("train.epochs", "train.time_limit_minutes")
+    odd = [d for d in differences(written, config) if d[0] not in changeable]
+    if odd:
+        key, here, there = odd[0]
+        raise KidneysegError(
+            f"says {key}: {here!r} but the run's {LAST_NAME} was trained with {there!r} "
+            f"({len(odd)} key(s) differ); a resumed run keeps its config: put config.yaml back, "
+            "or start a new run (train --init-weights to begin from these weights)",
+            path,
+        )
+
+
+@dataclass(frozen=True)
+class RecordedCases:
+    """The training and validation cases a run was trained and validated on: a resume must
+    find the same cases split the same way, or its epochs would differ from the run's."""
+
+    run_dir: Path
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+
+    @classmethod
+    def of_run(cls, run_dir: Path, extra: dict[str, Any]) -> RecordedCases | None:
+        """The cases in the last checkpoint's training state, else in the run's `run.json`;
+        None for a run that recorded neither."""
+        found = [
+            extra.get(key) or recorded(run_dir / "run.json", key) for key in ("train_cases", "val_cases")
+        ]
+        if not all(isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in found):
+            return None
+        return cls(run_dir, tuple(found[0]), tuple(found[1]))
+
+    def check(self, train: Sequence[str], val: Sequence[str], data_dir: Path) -> None:
+        """Refuse a resume whose data holds other cases, or splits them otherwise, naming them.
+
+        Raises:
+            KidneysegError: the cases differ (names the run, the data and the cases new or gone).
+        """
+        if set(train) == set(self.train) and set(val) == set(self.val):
+            return
+        had, has = {*self.train, *self.val}, {*train, *val}
+        new, gone = sorted(has - had), sorted(had - has)
+        moved = sorted(i for i in has & had if (i in self.val) != (i in val))
+        what = [
+            f"{label}: {some_names(ids)}"
+            for label, ids in (("new", new), ("gone", gone), ("split otherwise", moved))
+            if ids
+        ]
+        raise KidneysegError(
+            f"cannot resume: {data_dir} does not hold the cases the run was trained and validated on "
+            f"({'; '.join(what)}); give --data the run's dataset, or start a new run",
+            self.run_dir,
+        )
