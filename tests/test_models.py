@@ -415,7 +415,10 @@ def test_cli_override_of_the_wrong_kind_is_one_line() -> None:
             "channels=[8,16,32,1.5]",
             "channels must be a list of whole numbers like (32, 64, 128, 128), got [8, 16, 32, 1.5]",
         ),
-        ("channels=[8]", "attention at 'encoder0' needs at least 2 channels (levels), got 1: [8]"),
+        (
+            "channels=[8]",  # the override that alone keeps the network from being built is named first
+            "channels=[8]: attention at 'encoder0' needs at least 2 channels (levels), got 1: [8]",
+        ),
     ],
     ids=["exponent", "fraction", "too-few-levels"],
 )
