@@ -11,6 +11,7 @@ from kidneyseg.data.splits import kfold_splits, run_split, train_val_split
 from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.io.volume import Volume, read_volume, write_volume
 from kidneyseg.labels import KITS19, KITS23
+from kidneyseg.predict.inputs import find_inputs
 
 AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
 
@@ -223,7 +224,12 @@ def test_a_kits_layout_beside_images_and_labels_is_refused_unless_a_layout_is_ch
     assert str(info.value) == (
         f"{tmp_path}: holds case(s) case_00000, extra in images/ + labels/ beside the kits23 layout's "
         f"case folders in {tmp_path / 'dataset'}: which to read is unclear; choose one with --layout "
-        "kits23 or --layout plain (train: data.layout=...)"
+        "kits23 or --layout plain (train: data.layout=...), or give predict and report a folder of "
+        f"one layout (e.g. {tmp_path / 'images'})"
     )
     assert [c.case_id for c in discover(tmp_path, layout="plain").cases] == ["case_00000", "extra"]
     assert [c.case_id for c in discover(tmp_path, layout="kits23").cases] == ["case_00000"]
+    # predict and report, which read a folder in other ways too, pass the refusal on (was: "no CT found")
+    with pytest.raises(KidneysegError, match="which to read is unclear"):
+        find_inputs(tmp_path)
+    assert [c.case_id for c in find_inputs(tmp_path / "images")[0]] == ["case_00000", "extra"]

@@ -110,7 +110,8 @@ def _resolve(root: Path, layout: str) -> tuple[Path, str]:
             f"in {plain[0].name}/ + {plain[1].name}/ beside the {found[1]} layout's case folders "
             f"in {found[0]}",
             "read",
-            f"choose one with --layout {found[1]} or --layout plain (train: data.layout=...)",
+            f"choose one with --layout {found[1]} or --layout plain (train: data.layout=...), "
+            f"or give predict and report a folder of one layout (e.g. {plain[0]})",
         )
     if found is not None:
         return found
@@ -125,12 +126,21 @@ def _resolve(root: Path, layout: str) -> tuple[Path, str]:
     )
 
 
+class TwoLayoutsError(KidneysegError):
+    """A folder holds cases in two layouts at once: a refusal that callers trying other ways of
+    reading a folder (`predict.inputs.find_inputs`) must pass on, not take for "no cases here"."""
+
+
 def refuse_two_layouts(folder: Path, case_ids: Iterable[str], where: str, verb: str, advice: str) -> None:
     """Refuse a folder holding cases (`case_ids`, if any) in two layouts at once (`where`):
-    which of them to `verb` would be a guess, and one of them would be left out unseen."""
+    which of them to `verb` would be a guess, and one of them would be left out unseen.
+
+    Raises:
+        TwoLayoutsError: some cases are in both layouts.
+    """
     ids = sorted(case_ids)
     if ids:
-        raise KidneysegError(
+        raise TwoLayoutsError(
             f"holds case(s) {some_names(ids)} {where}: which to {verb} is unclear; {advice}", folder
         )
 

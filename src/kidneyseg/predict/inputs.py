@@ -51,10 +51,11 @@ def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> 
     """The cases an input path holds, and whether it is a folder of cases (folder mode).
 
     Raises:
-        KidneysegError: the path does not exist, holds no CT, holds two files of one case, or
-            holds several DICOM series and `series_uid` does not choose one.
+        KidneysegError: the path does not exist, holds no CT, holds two files of one case or
+            cases in two dataset layouts, or holds several DICOM series and `series_uid` does not
+            choose one.
     """
-    from kidneyseg.data.cases import discover
+    from kidneyseg.data.cases import TwoLayoutsError, discover
 
     path = Path(path)
     if not path.exists():
@@ -63,7 +64,9 @@ def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> 
         return [CaseInput(case_id_of(path), path)], False
     try:
         return [CaseInput(c.case_id, c.image) for c in discover(path).cases], True
-    except KidneysegError:
+    except TwoLayoutsError:
+        raise
+    except KidneysegError:  # not a dataset layout: a folder of files or DICOM series, tried below
         pass
     flat = files_by_case_id(path)  # refuses two files of one case
     if flat:
