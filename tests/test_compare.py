@@ -188,18 +188,19 @@ def test_compare_run_that_is_not_a_training_run_is_one_line(cli, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def tiny_checkpoint(path, seed: int):
+def tiny_checkpoint(path, seed: int, layout: str = "auto"):
     """An untrained tiny SCA-UNet checkpoint: another seed, another network's predictions."""
     import torch
 
     from kidneyseg import checkpoint as ck
-    from kidneyseg.config import InferenceConfig, ModelConfig, PreprocessConfig, RunConfig
+    from kidneyseg.config import DataConfig, InferenceConfig, ModelConfig, PreprocessConfig, RunConfig
 
     config = RunConfig(
         labels="kits23",
         preprocess=PreprocessConfig(spacing=(6.0, 6.0, 6.0)),
         model=ModelConfig("sca_unet_3d", {"channels": [4, 8, 16, 16]}),
         inference=InferenceConfig(roi_size=(32, 32, 16)),
+        data=DataConfig(layout=layout, patch_size=(32, 32, 16)),
     )
     torch.manual_seed(seed)
     return ck.save_checkpoint(
@@ -235,6 +236,29 @@ def test_a_run_is_predicted_again_when_its_checkpoint_or_data_change(cli, tmp_pa
     assert [c["status"] for c in record["cases"]] == ["skipped", "skipped"]
     other = kidney_dice(tmp_path / "cmp", "--data", other_data)
     assert other == kidney_dice(tmp_path / "fresh_other", "--data", other_data) and other != again
+
+
+def test_a_run_is_scored_on_its_data_read_with_its_own_layout(cli, tmp_path, one_torch_thread):
+    """Was: `--run` read the run's dataset with layout auto, so a run trained with
+    `data.layout=kits23` on a folder that also holds images/ + labels/ was refused."""
+    import shutil
+
+    from kidneyseg.data.phantom import generate_dataset
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    generate_dataset(data, 2, seed=0, size="tiny", progress=False)
+    for case in ("case_00000", "case_00001"):  # the same cases again in the plain layout
+        for folder, name in (("images", "imaging"), ("labels", "segmentation")):
+            (data / folder).mkdir(exist_ok=True)
+            shutil.copy(data / "dataset" / case / f"{name}.nii.gz", data / folder / f"{case}.nii.gz")
+    run.mkdir()
+    split = {"data_dir": str(data), "val_cases": ["case_00000", "case_00001"], "train_cases": []}
+    (run / "run.json").write_text(json.dumps(split))
+    tiny_checkpoint(run / "best.pt", seed=0, layout="kits23")
+    result = cli("--run", f"m={run}", "--no-train-set", "--bootstrap", 100, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(tmp_path / "cmp" / "runs" / "m" / "validation" / "per_case.csv")
+    assert [row["case_id"] for row in rows] == ["case_00000", "case_00001"]
 
 
 @pytest.mark.slow

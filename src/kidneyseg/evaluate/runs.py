@@ -79,9 +79,10 @@ def evaluate_run(
     from kidneyseg.predict.runner import Destination, predict_cases
 
     record = read_run_split(run_dir)
-    dataset = discover(data_dir or record["data_dir"], require_labels=True)
     # The whole body, not --roi kidneys: scoring a run measures its own network, not the locator's.
     predictor = Predictor([run_dir], PredictSettings(roi="body"), device=device)
+    data = predictor.config.data  # the dataset read as the run read it
+    dataset = discover(data_dir or record["data_dir"], data.layout, data.annotation, require_labels=True)
     scoring = Scoring.of_run(predictor.label_map, predictor.config.data.label_mapping)
     out_dir = Path(out_dir)
     results = {}
