@@ -169,6 +169,15 @@ def test_a_run_that_fails_after_it_started_says_so_in_its_record(phantoms, cache
         engine.train(config, phantoms, out, cache_dir=cache, progress=False)
     assert json.loads((out / "run.json").read_text())["status"] == "failed"
 
+    def full_disk(self, samples, epoch):  # a one-line error that is not a divergence
+        raise KidneysegError("could not write (No space left on device)", self.out / "metrics.csv")
+
+    monkeypatch.setattr(trainer.Trainer, "_train_epoch", full_disk)
+    out = tmp_path / "full"
+    with pytest.raises(KidneysegError, match="No space left"):
+        engine.train(config, phantoms, out, cache_dir=cache, progress=False)
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"  # was: "diverged"
+
 
 def _with_labels(phantoms: Path, out: Path, change) -> Path:
     """A copy of the phantom dataset with each case's label map passed through `change(id, labels)`."""

@@ -58,6 +58,10 @@ from kidneyseg.train.samples import TrainSamples
 from kidneyseg.train.validation import validate, validation_inference
 
 
+class DivergedError(KidneysegError):
+    """The training loss became NaN or infinite: the run's record says "diverged"."""
+
+
 @dataclass
 class RunState:
     """What changes from epoch to epoch (and is restored on resume)."""
@@ -189,7 +193,7 @@ class Trainer:
                     if last.is_file()
                     else "no checkpoint was written yet; start again with a lower learning rate: train.lr=..."
                 )
-                raise KidneysegError(
+                raise DivergedError(
                     f"training diverged: the loss is {float(loss.detach())} (here or on another rank) at "
                     f"epoch {epoch + 1}, step {step + 1}; {advice}",
                     self.out,
@@ -384,7 +388,7 @@ class Trainer:
                 if limit and s.epoch < train.epochs and all_true(s.train_seconds >= limit, self.ctx):
                     status = "time limit"
                     break
-        except KidneysegError:
+        except DivergedError:  # other errors: the engine records the run as failed
             self.write_record("diverged")
             raise
         finally:
