@@ -202,7 +202,10 @@ def _mean_sd(values: np.ndarray, chunk: int = 1 << 20) -> tuple[float, float]:
     """Mean and standard deviation in float64, a chunk at a time: numpy's `std` makes a float64
     copy of every value (0.24 GiB for a random network's 31-million-voxel "lesion")."""
     mean = float(values.mean(dtype=np.float64))
-    squares = sum(float(np.square(values[i : i + chunk] - mean).sum()) for i in range(0, len(values), chunk))
+    with np.errstate(over="ignore"):  # an SD beyond float64 (values of +-1e200) is inf, written as null
+        squares = sum(
+            float(np.square(values[i : i + chunk] - mean).sum()) for i in range(0, len(values), chunk)
+        )
     return mean, math.sqrt(squares / len(values))
 
 

@@ -115,7 +115,8 @@ class Scene:
         cut, (row_axis, col_axis), letters = VIEWS[name]
         index = [slice(lo, hi) for lo, hi in zip(low, high, strict=True)]
         index[cut] = int(centre[cut])
-        ct2d = np.asarray(self.image[tuple(index)], dtype=np.float32)
+        with np.errstate(over="ignore"):  # values beyond float32 (+-1e200) become +-inf: shown clipped
+            ct2d = np.asarray(self.image[tuple(index)], dtype=np.float32)
         seg2d = np.asarray(self.seg[tuple(index)])
         if row_axis > col_axis:
             ct2d, seg2d = ct2d.T, seg2d.T
