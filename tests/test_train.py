@@ -638,3 +638,17 @@ def test_ddp_with_two_cpu_processes(phantoms, cache, tmp_path):
     assert float(rows[0]["patches"]) == 2 * cached  # 1 patch per cached case per rank, summed over ranks
     assert not [p for p in run.iterdir() if p.name.startswith(".")]  # rank 0 alone wrote, nothing partial
     load_checkpoint(run / "last.pt")
+
+
+def test_curves_before_the_first_validated_epoch_draw_without_a_warning(tmp_path):
+    """Was: matplotlib's "No artists with labels found to put in legend" on stderr after epoch 1
+    of a run that validates every third epoch (the demo)."""
+    import warnings
+
+    from kidneyseg.train.record import plot_curves
+
+    row = {"epoch": 1.0, "train_loss": 0.5, "val_loss": float("nan"), "val_dice": float("nan")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = plot_curves(tmp_path / "curves.png", [row], ["kidney"], "run")
+    assert path.read_bytes().startswith(b"\x89PNG")

@@ -54,7 +54,7 @@ def plot_curves(path: Path, rows: Sequence[dict[str, Any]], class_names: Sequenc
 
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
-    ax_loss.plot(epochs, [r["train_loss"] for r in rows], label="train loss")
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], marker=".", label="train loss")
     val = [(r["epoch"], r["val_loss"]) for r in rows if not math.isnan(r.get("val_loss", math.nan))]
     if val:
         ax_loss.plot(*zip(*val, strict=True), marker=".", label="validation loss")
@@ -71,7 +71,10 @@ def plot_curves(path: Path, rows: Sequence[dict[str, Any]], class_names: Sequenc
     ax_dice.set_ylim(0, 1)
     ax_dice.set_xlabel("epoch")
     ax_dice.set_ylabel("validation Dice")
-    ax_dice.legend(loc="lower right")
+    if ax_dice.lines:
+        ax_dice.legend(loc="lower right")
+    else:  # before the first validated epoch (train.val_every > 1)
+        ax_dice.text(0.5, 0.5, "not validated yet", ha="center", va="center", transform=ax_dice.transAxes)
     ax_dice.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
