@@ -13,6 +13,7 @@ from typing import Any
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import LABEL_MAPS, LabelMap
+from kidneyseg.plaindata import is_whole
 
 LOSSES = ("dice_ce", "dice_squared", "dice", "dice_ce_regions")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -37,7 +38,7 @@ def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def _positive_ints(values: Any) -> bool:
-    return all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+    return all(is_whole(v) and v > 0 for v in values)
 
 
 @dataclass(frozen=True)

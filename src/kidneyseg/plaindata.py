@@ -29,6 +29,11 @@ _EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 """A number in exponent form without a dot (`5e-4`), which YAML 1.1 leaves a string."""
 
 
+def is_whole(value: Any) -> bool:
+    """Whether `value` is a whole number as YAML and Python give it (an `int`, not a `bool`)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -69,7 +74,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return float(value)
     if tp is float and isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
         return float(value)  # YAML 1.1 reads 5e-4 (no dot) as a string
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+    if tp is int and is_whole(value):
         return value
     if tp is bool and isinstance(value, bool):
         return value

@@ -191,9 +191,7 @@ def walk_kits(
 def _warn_without_image(cases: list[Case], folder: Path) -> None:
     """Say which case folders are left out for want of a CT (a partial download, a broken link)."""
     names = [c.case_id + (" (broken link)" if c.image.is_symlink() else "") for c in cases]
-    log.warning(
-        "%s: %d case folder(s) without %s left out: %s", folder, len(cases), IMAGE_FILE, some_names(names)
-    )
+    _warn_left_out(names, f"case folder(s) without {IMAGE_FILE}", folder)
 
 
 def _warn_left_out(names: list[str], what: str, folder: Path) -> None:

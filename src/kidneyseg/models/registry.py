@@ -29,6 +29,7 @@ from kidneyseg.models.nets import (
     count_parameters,
 )
 from kidneyseg.models.unet import UNet
+from kidneyseg.plaindata import is_whole
 
 GOHIL_LAD = (
     "Gohil & Lad, Kidney and kidney tumor segmentation using spatial and channel attention enhanced "
@@ -102,10 +103,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_types(name: str, defaults: Mapping[str, Any], overrides: dict[str, Any]) -> None:
     """Refuse an override that cannot stand for a list or number default (e.g. `channels=abc`),
     before the network's constructor fails on it with a message about its own internals."""
@@ -115,8 +112,8 @@ def _check_types(name: str, defaults: Mapping[str, Any], overrides: dict[str, An
             expected = "a list"
         elif (
             isinstance(default, (list, tuple))
-            and all(_is_whole(v) for v in default)
-            and not all(_is_whole(v) for v in value)
+            and all(is_whole(v) for v in default)
+            and not all(is_whole(v) for v in value)
         ):  # e.g. channels=[8,16,1e9]: YAML 1.1 reads 1e9 as a string (was: a %-formatting error)
             expected = "a list of whole numbers"
         elif _is_number(default) and not _is_number(value):

@@ -84,13 +84,16 @@ def folder_holds_label_map(folder: Path, label_map_name: str) -> bool:
     """Whether a NIfTI file in `folder` is a label file kidneyseg wrote of the label map called
     `label_map_name` (its header names it: `written_label_map`), e.g. a case's `--split-sides`
     map that a later run into the folder did not replace. Only headers are read."""
-    for path in folder.iterdir():
-        try:
-            if written_label_map(path) == _intent_name(label_map_name):
-                return True
-        except KidneysegError:  # an unreadable file names no label map
-            continue
-    return False
+    return any(_is_label_file_of(path, label_map_name) for path in folder.iterdir())
+
+
+def _is_label_file_of(path: str | os.PathLike[str], label_map_name: str) -> bool:
+    """Whether kidneyseg wrote `path` as a label file of the label map called `label_map_name`
+    (its header names it: `written_label_map`); an unreadable file names no label map."""
+    try:
+        return written_label_map(path) == _intent_name(label_map_name)
+    except KidneysegError:
+        return False
 
 
 def read_label_file(path: str | os.PathLike[str]) -> Volume:
@@ -170,7 +173,4 @@ def class_masks(labels: np.ndarray, label_map: LabelMap) -> dict[str, tuple[np.n
 def is_class_mask(path: str | os.PathLike[str], label_class: LabelClass) -> bool:
     """Whether kidneyseg wrote `path` as the mask of `label_class` (`class_masks`, `label_image`):
     its header names the mask's one-class map. A file only named like one is not."""
-    try:
-        return written_label_map(path) == _intent_name(mask_label_map(label_class).name)
-    except KidneysegError:  # an unreadable header: not provably a mask
-        return False
+    return _is_label_file_of(path, mask_label_map(label_class).name)

@@ -99,6 +99,8 @@ class PredictSettings:
 
 
 def _whole(value: Any) -> bool:
+    """A whole number, numpy's integers included (settings are made in Python, not read from
+    YAML as `plaindata.is_whole`'s are)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
