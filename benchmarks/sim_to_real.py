@@ -5,7 +5,8 @@ by `--setting`), or for every folder of label maps given reads (`--labels`, e.g.
 predictions from `benchmarks/nnunet_anchor.py`, named as `REAL_CTS` and the phantoms' case ids):
 
 - the real labelled low-dose CT `../shared/data/real-ct/lowdose_abdomen_4mm.nii.gz`: kidney Dice
-  of the predicted kidney + masses against its kidney label (the scan has no lesion labels);
+  of the predicted kidney + masses against its kidney label (the scan has no lesion labels), the
+  volumes (mL) labelled outside that label and missed inside it, and those labelled tumor and cyst;
 - a folder of labelled phantoms (e.g. built with `--anatomy` over KiTS19 cases the runs never
   saw): mean Dice of the KiTS regions kidney + masses, masses, tumor (KiTS's rule: 1 when
   reference and prediction are both empty), and of the cyst label (as `kidneyseg evaluate`: a
@@ -96,7 +97,13 @@ def score_run(source: Predicted | FromFiles, phantoms: Path | None) -> tuple[dic
         row[f"{name}_confidence"] = _rounded(confidence)
         if name == "lowdose":
             reference = read_volume(LOWDOSE_LABELS).array > 0
-            row["lowdose_kidney_dice"] = round(kits_dice(reference, maps[name] > 0), 4)
+            found = maps[name] > 0
+            row["lowdose_kidney_dice"] = round(kits_dice(reference, found), 4)
+            ml = float(np.prod(ct.spacing)) / 1000
+            row["lowdose_false_ml"] = round(float((found & ~reference).sum()) * ml, 1)
+            row["lowdose_missed_ml"] = round(float((reference & ~found).sum()) * ml, 1)
+            for value, lesion in ((2, "tumor"), (3, "cyst")):
+                row[f"lowdose_{lesion}_ml"] = round(float((maps[name] == value).sum()) * ml, 1)
         else:
             voxels = (maps[name] > 0).sum()
             row[f"{name}_kidney_ml"] = round(float(voxels * np.prod(ct.spacing)) / 1000, 1)
