@@ -27,6 +27,7 @@ from kidneyseg.predict.label_files import (
     split_labels_by_side,
     written_label_map,
 )
+from kidneyseg.report import measure
 from test_predict import TINY_3D, save_tiny
 from test_predict_cli import phantom_file
 
@@ -105,24 +106,28 @@ def test_segment_makes_the_command_lines_checks(ckpt, ct_file, tmp_path, monkeyp
 
 
 def test_sides_follow_the_patient_not_the_array():
-    # LPS voxel axes: array index 0 grows towards the patient's right (world x decreases in RAS).
+    """Was: each voxel beyond the body's midline in +x went to the left classes, although +x is the
+    patient's right in RAS (as the report has it): every side swapped."""
+    # Array index 0 grows towards the patient's left (world x decreases; +x is the patient's right).
     affine = np.diag([-2.0, -2.0, 2.0, 1.0])
     ct = np.full((40, 20, 10), -1000, np.int16)
     ct[5:35, 3:17] = 40
     labels = np.zeros(ct.shape, np.uint8)
-    labels[8:14, 8:12, 3:7] = 1  # small i: world x large (+x is the patient's left in RAS)
+    labels[8:14, 8:12, 3:7] = 1  # small i: world x large, the patient's right
     labels[26:32, 8:12, 3:7] = 1
     labels[28:30, 9:11, 4:6] = 2
     split = split_labels_by_side(labels, Volume(ct, affine))
     sides = split_sides(KITS23)
     assert sides.names[1:3] == ("kidney_right", "kidney_left")
-    assert set(np.unique(split[8:14, 8:12, 3:7])) == {sides.value("kidney_left")}
-    assert set(np.unique(split[28:30, 9:11, 4:6])) == {sides.value("tumor_right")}
+    assert set(np.unique(split[8:14, 8:12, 3:7])) == {sides.value("kidney_right")}
+    assert set(np.unique(split[28:30, 9:11, 4:6])) == {sides.value("tumor_left")}
     assert ((split > 0) == (labels > 0)).all()
     masks = class_masks(split, sides)
     assert set(masks) == set(sides.names[1:])
     mask, mask_map = masks["kidney_right"]
     assert mask.sum() == (split == 1).sum() and mask_map.names == ("background", "kidney_right")
+    report = measure(Volume(ct, affine), Volume(labels, affine))
+    assert report["kidneys"][0]["side"] == "right" and report["kidneys"][0]["centroid_ras_mm"][0] == -21.0
 
 
 def test_colour_table_is_slicers_format():

@@ -10,7 +10,9 @@
   or [-1, 1], or stored without the rescale intercept (no value below 0), are refused, and
   images without any air are flagged;
 - `check_air_level` (also in `content_warnings`): a CT whose air lies far below -1000 HU (values
-  in tenths of HU) is refused.
+  in tenths of HU) is refused;
+- `content_warnings` also flags a CT whose spine lies in front of the body's centre: data rotated
+  against the header's orientation (`kidneyseg.report.midline`).
 """
 
 from __future__ import annotations
@@ -234,10 +236,13 @@ def check_air_level(array: np.ndarray, path: str | None = None) -> None:
 
 def content_warnings(ct: Volume, hu_check: bool = True) -> list[str]:
     """Refuse an image without a body or (with `hu_check`) clearly not CT in HU; return the
-    warnings when it looks doubtful (`check_body`, `check_hounsfield`, `check_air_level`)."""
+    warnings when it looks doubtful (`check_body`, `check_hounsfield`, `check_air_level`) or its
+    anatomy does not fit the header's orientation (`kidneyseg.report.midline.orientation_warning`)."""
+    from kidneyseg.report.midline import orientation_warning
+
     check_body(ct.array, ct.source)
-    if not hu_check:
-        return []
-    message = check_hounsfield(ct.array, ct.source)
-    check_air_level(ct.array, ct.source)
-    return [message] if message else []
+    message = None
+    if hu_check:
+        message = check_hounsfield(ct.array, ct.source)
+        check_air_level(ct.array, ct.source)
+    return [m for m in (message, orientation_warning(ct)) if m]

@@ -6,8 +6,9 @@ colour table 3D Slicer reads, left/right classes and one binary mask per class.
   (`label_description`: within the description's 80 bytes, sides written R and L).
 - The colour table is Slicer's text format (`# Color table file`, then `value name R G B A`
   per line; https://slicer.readthedocs.io/en/latest/developer_guide/modules/colors.html).
-- `--split-sides` splits each class at the body's midline (the patient's left is +x in RAS), as
-  TotalSegmentator's kidney_left / kidney_right: see `kidneyseg.labels.split_sides`.
+- `--split-sides` gives each class a side as the report gives its kidneys (the patient's right is
+  +x in RAS; the midline from the spine, `kidneyseg.report.midline`), as TotalSegmentator's
+  kidney_left / kidney_right: see `kidneyseg.labels.split_sides`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from kidneyseg.io.volume import NIFTI_SUFFIXES, Volume, load_nifti, nifti_image,
 from kidneyseg.labels import BACKGROUND, SIDES, SIDES_SUFFIX, LabelClass, LabelMap
 
 NIFTI_INTENT_LABEL = 1002
-BODY_HU = -500.0
 
 
 def label_image(labels: np.ndarray, affine: np.ndarray, label_map: LabelMap):
@@ -140,22 +140,20 @@ def write_color_table(folder: Path, label_map: LabelMap) -> Path:
     return write_text_atomic(folder / f"{label_map.name}_ColorTable.ctbl", color_table_text(label_map))
 
 
-def body_midline_x(ct: Volume) -> float:
-    """World x (RAS+, mm) of the centre of the body (voxels above -500 HU) of `ct`."""
-    step = max(1, min(ct.shape) // 64)
-    sample = np.asarray(ct.array[::step, ::step, ::step])
-    body = np.argwhere(sample > BODY_HU).astype(np.float64) * step
-    centre = body.mean(axis=0) if len(body) else (np.asarray(ct.shape, np.float64) - 1) / 2
-    return float(ct.affine[0, :3] @ centre + ct.affine[0, 3])
-
-
 def split_labels_by_side(labels: np.ndarray, ct: Volume) -> np.ndarray:
     """Labels of `kidneyseg.labels.split_sides(label_map)`: value v becomes 2v - 1 on the
-    patient's right of the body's midline and 2v on the left."""
+    patient's right (world x above the midline) and 2v on the left. Each component of the
+    foreground takes one side as the report's kidneys do (`kidneyseg.report.midline.component_sides`)."""
+    from kidneyseg.report import geometry, midline
+
+    line = midline.find_midline(midline.survey(ct))
     i, j, k = (np.arange(n, dtype=np.float32) for n in labels.shape)
     a = ct.affine[0]
     x = (a[0] * i)[:, None, None] + (a[1] * j)[None, :, None] + (a[2] * k)[None, None, :] + a[3]
-    left = x > body_midline_x(ct)
+    right_of = x > line.x
+    labelled, count = geometry.components(labels > 0)
+    sides = midline.component_sides(labelled, count, right_of, line)[0][labelled]
+    left = np.where(sides == midline.SPLIT, ~right_of, sides == midline.LEFT)
     out = np.where(labels > 0, 2 * labels.astype(np.int16) - 1 + left, 0)
     return out.astype(np.uint8)
 

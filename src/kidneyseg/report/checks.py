@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kidneyseg.report.midline import ORIENTATION_MESSAGE
+
 # Hounsfield-unit range of the mean CT value a lesion class can physically have. Below
 # -200 HU the "lesion" is mostly air (bowel gas, outside the body); simple and hyperdense
 # cysts stay below ~100 HU, enhancing tumors below ~300 HU; above that it is bone, metal or
@@ -51,8 +53,9 @@ class ReportOptions:
 
 
 def run_checks(report: dict, options: ReportOptions, confidence: float | None) -> list[dict]:
-    """All warnings for a measured report, in a fixed order (kidneys, lesions, fragments, model)."""
-    warnings = []
+    """All warnings for a measured report, in a fixed order (orientation and midline, kidneys,
+    lesions, fragments, model)."""
+    warnings = _anatomy_warnings(report)
     if not report["kidneys"]:
         warnings.append(
             {
@@ -98,6 +101,31 @@ def run_checks(report: dict, options: ReportOptions, confidence: float | None) -
                 "check the segmentation before using the numbers.",
                 "confidence": confidence,
                 "threshold": options.min_confidence,
+            }
+        )
+    return warnings
+
+
+def _anatomy_warnings(report: dict) -> list[dict]:
+    """Whether the anatomy fits the header's orientation, and whether the sides rest on a midline."""
+    anatomy = report.get("anatomy", {})
+    warnings = []
+    if anatomy.get("spine_in_front"):
+        warnings.append(
+            {
+                "code": "orientation_mismatch",
+                "message": ORIENTATION_MESSAGE[0].upper() + ORIENTATION_MESSAGE[1:] + ".",
+                "spine_depth_fraction": anatomy["spine_depth_fraction"],
+            }
+        )
+    if report["kidneys"] and anatomy.get("midline_source") == "none":
+        warnings.append(
+            {
+                "code": "midline_unknown",
+                "message": "The patient's midline could not be found (no spine in view, the body cut at "
+                "the side of the field of view, the scanner's centre outside it): the kidneys' sides "
+                f"rest on the centre of the body in view (x = {anatomy['midline_x_mm']:g} mm); check them.",
+                "midline_x_mm": anatomy["midline_x_mm"],
             }
         )
     return warnings

@@ -11,11 +11,12 @@ Conventions:
   the right kidney is the one with the larger x whatever the array order (RAS, LPS, the
   KiTS19 files with slices on array axis 0, oblique grids).
 - "Axial" means across the array axis closest to world z (`geometry.slice_axis`).
-- Kidneys: 26-connected components of kidney + masses. The patient's midline is the x
-  centroid of the body (CT > -300 HU). A component with at least 15 % of its voxels on
-  each side of the midline holds both kidneys (touching kidneys, horseshoe kidney) and is
-  split by the midsagittal plane. The kidney on each side is the largest component (or
-  part) there; smaller ones are reported as `other_components`.
+- Kidneys: 26-connected components of kidney + masses. The patient's midline is the spine's
+  x, else the body's or the scanner's (`kidneyseg.report.midline`). The largest component with
+  at least 15 % of its voxels on each side of a spine or body midline holds both kidneys
+  (touching kidneys, horseshoe kidney) and is split by the midsagittal plane; any other
+  component goes whole to the side holding most of it. The kidney on each side is the largest
+  component (or part) there; smaller ones are reported as `other_components`.
 - Lesions: 26-connected components of each lesion class (tumor, cyst), each assigned to
   the kidney that holds most of its voxels, else to the nearest kidney.
 """
@@ -33,7 +34,7 @@ from kidneyseg import __version__
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS23, LESION_CLASSES, SIDES, LabelMap, check_label_values
-from kidneyseg.report import geometry, nephrometry, staging
+from kidneyseg.report import geometry, midline, nephrometry, staging
 from kidneyseg.report.checks import ReportOptions, run_checks
 from kidneyseg.report.hulls import SliceHulls
 from kidneyseg.report.lesions import Kidney, Scan, measure_lesions, rounded
@@ -42,9 +43,7 @@ from kidneyseg.report.provenance import dicom_identifiers
 if TYPE_CHECKING:
     from kidneyseg.predict.votes import Votes
 
-SCHEMA_VERSION = 4
-BODY_HU = -300.0
-SPLIT_SHARE = 0.15
+SCHEMA_VERSION = 5
 
 
 def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarray:
@@ -138,15 +137,30 @@ def measure(
         "other_components": {"count": 0, "volume_ml": 0.0},
         "staging": None,
     }
+    found = midline.survey(ct)
+    line = midline.find_midline(found)
+    fraction = found.spine_depth_fraction
+    report["anatomy"] = {
+        "midline_x_mm": round(line.x, 1),
+        "midline_source": line.source,
+        "spine_ras_mm": None if found.spine_xy is None else rounded(found.spine_xy, 1),
+        "spine_depth_fraction": None if fraction is None else round(fraction, 2),
+        "spine_in_front": midline.spine_in_front(found),
+    }
     if (array > 0).any():
-        report.update(_measure_case(ct, array, label_map, options, votes))
+        report.update(_measure_case(ct, array, label_map, options, votes, line))
     report["summary"] = _summary(report, options)
     report["warnings"] = run_checks(report, options, confidence)
     return report
 
 
 def _measure_case(
-    ct: Volume, array: np.ndarray, label_map: LabelMap, options: ReportOptions, votes: Votes | None
+    ct: Volume,
+    array: np.ndarray,
+    label_map: LabelMap,
+    options: ReportOptions,
+    votes: Votes | None,
+    line: midline.Midline,
 ) -> dict:
     voxel_ml = abs(float(np.linalg.det(ct.affine[:3, :3]))) / 1000.0
     box = geometry.bounding_box(array > 0, ct.shape)
@@ -154,10 +168,7 @@ def _measure_case(
     affine = geometry.crop_affine(ct.affine, box)
     crop_labels = array[box]
     crop_ct = np.asarray(ct.array[box])
-    midline = _midline_x(ct)
-    kidneys, other_count, other_voxels = _find_kidneys(
-        crop_labels, label_map.value("kidney"), affine, midline
-    )
+    kidneys, other_count, other_voxels = _find_kidneys(crop_labels, label_map.value("kidney"), affine, line)
     anatomy = {
         k.side: nephrometry.kidney_anatomy(
             k.mask,
@@ -167,7 +178,7 @@ def _measure_case(
             geometry.crop_affine(affine, k.box),
             k.centroid,
             k.z_range,
-            midline,
+            line.x,
             derive_sinus=options.nephrometry,
         )
         for k in kidneys
@@ -248,7 +259,7 @@ def _score_tumor(row: dict, lesion: np.ndarray, local: np.ndarray, anatomy: dict
 
 
 def _find_kidneys(
-    labels: np.ndarray, kidney_value: int, affine: np.ndarray, midline_x: float
+    labels: np.ndarray, kidney_value: int, affine: np.ndarray, line: midline.Midline
 ) -> tuple[list[Kidney], int, int]:
     """The kidney on each side, and the number and voxel count of the other components.
 
@@ -257,20 +268,18 @@ def _find_kidneys(
     bounding box.
     """
     labelled, count = geometry.components(labels > 0)
-    right_of_midline = _right_of(midline_x, labelled.shape, affine)
-    sizes = geometry.voxel_counts(labelled, count)
-    right_sizes = geometry.voxel_counts(labelled, count, within=right_of_midline)
+    right_of_midline = _right_of(line.x, labelled.shape, affine)
+    sides, sizes, right_sizes = midline.component_sides(labelled, count, right_of_midline, line)
     # Candidates: (side, voxels, component, half) with half = the side kept of a split component.
     candidates = []
-    largest = int(np.argmax(sizes[1:])) + 1
     for component in range(1, count + 1):
-        share_right = right_sizes[component] / sizes[component]
-        if component == largest and SPLIT_SHARE <= share_right <= 1 - SPLIT_SHARE:
+        if sides[component] == midline.SPLIT:
             left_size = sizes[component] - right_sizes[component]
             candidates += [("right", right_sizes[component], component, "right")]
             candidates += [("left", left_size, component, "left")]
             continue
-        candidates.append(("right" if share_right >= 0.5 else "left", sizes[component], component, None))
+        side = "right" if sides[component] == midline.RIGHT else "left"
+        candidates.append((side, sizes[component], component, None))
     kidneys, other_voxels = [], 0
     boxes = ndimage.find_objects(labelled)
     for side in SIDES:
@@ -308,13 +317,6 @@ def _right_of(x: float, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarra
             x - float(affine[0, 3])
         )
     return out
-
-
-def _midline_x(ct: Volume) -> float:
-    step = max(1, min(ct.shape) // 64)
-    body = np.asarray(ct.array[::step, ::step, ::step]) > BODY_HU
-    centre = geometry.centroid_index(body) * step if body.any() else (np.asarray(ct.shape) - 1) / 2
-    return float(geometry.to_world(centre[None], ct.affine)[0, 0])
 
 
 def _measure_kidney(

@@ -1,0 +1,221 @@
+"""The patient's midline and the check that the anatomy fits the header, from one spine locator.
+
+- **Spine** (`survey`): the vertebral column is the bone (above `BONE_HU`) deep in the trunk
+  (at least `MIN_DEPTH_MM` from the air around it: not ribs under the skin, not an arm beside the
+  body or the table under it) that lies near the same place on the most axial slices. On the CT
+  subsampled to about `GRID_MM`, the share of slices with such bone within `SMOOTH_MM` of each
+  in-plane point, smoothed over `SMOOTH_MM`, peaks on the column; the spine is the centre of the
+  region around the peak above half of it. Ribs run obliquely through the slices, the pelvis
+  covers only its own slices, and contrast-filled aorta and bowel stay below 400 HU (a contrast
+  pool denser than that, as the heart of a CT angiogram, can be taken for it). It is found when
+  the peak reaches `MIN_SHARE`.
+- **Midline** (`find_midline`): the spine's x when it is found (`source` "spine"); else the
+  body's x centroid when the body (CT > `BODY_HU`) lies whole across the field of view on nearly
+  every slice ("body"); else the scanner's x = 0, which CT centres on the patient, when it lies
+  well inside the image ("scanner"); else the body's centroid, which cannot be trusted ("none":
+  the report warns `midline_unknown`). Only a spine or whole-body midline may split a kidney
+  component that crosses it (`component_sides`).
+- **Orientation** (`spine_in_front`): lying supine or prone, with a header that says so, the spine
+  lies in the back half of the body (world -y, posterior). Found clearly in front of the body's
+  centre, the data are rotated against the header (a prone scan written as supine): the
+  `ORIENTATION_MESSAGE` warning. Left-right mirrors cannot be told this way.
+
+World coordinates are RAS+ mm, as in `kidneyseg.report.measure`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from kidneyseg.io.volume import Volume
+from kidneyseg.report import geometry
+
+GRID_MM = 3.0
+MAX_SLICES = 96
+"""At most this many axial slices are read (every k-th): the column is long, the check cheap."""
+BODY_HU = -300.0
+PADDING_HU = -1500.0
+"""Below this a voxel is padding outside the reconstruction circle, not air (air is -1000 HU)."""
+BONE_HU = 400.0
+MIN_DEPTH_MM = 20.0
+SMOOTH_MM = 15.0
+MIN_SHARE = 0.3
+"""The spine is found when this share of the slices has deep bone within `SMOOTH_MM` of the same
+point: 0.38 on the shared low-dose CT (4 mm, the faintest bone), 0.74-0.81 on phantoms, 1.0 on the
+shared DICOM series; 0.22 where a reconstruction circle leaves the spine out of that CT."""
+MIN_SLICES = 5
+WHOLE_SHARE = 0.9
+"""The body lies whole across the field of view when no lateral end of it touches the field's edge
+on at least this share of its slices."""
+SCANNER_MARGIN = 0.2
+"""x = 0 is used only when it lies this share of the image's width inside either side."""
+FRONT_LIMIT = 0.55
+"""The spine is in front of the body's centre beyond this fraction of the body's depth (0 back, 1
+front); a supine abdomen has its spinal column at 0.15-0.45."""
+SPLITTING_SOURCES = ("spine", "body")
+SPLIT_SHARE = 0.15
+ORIENTATION_MESSAGE = (
+    "the anatomy does not fit the header's orientation: the spine lies in front of the body's "
+    "centre; check the orientation (a prone scan stored as supine, or a flipped image)"
+)
+RIGHT, LEFT, SPLIT = 1, 2, 3
+"""Per-component sides of `component_sides`."""
+
+
+@dataclass(frozen=True)
+class Midline:
+    """The patient's midline: its world x (mm) and what it came from ("spine", "body",
+    "scanner" or "none": nothing trusted)."""
+
+    x: float
+    source: str
+
+    @property
+    def splits(self) -> bool:
+        """Whether a kidney component crossing this midline may be split at it."""
+        return self.source in SPLITTING_SOURCES
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What `survey` reads from the CT: the spine's world x and y (None when not found), its place
+    across the body's depth (0 back, 1 front; None when the body is cut front or back), the
+    body's world x centroid, and whether the body lies whole across the field of view."""
+
+    spine_xy: tuple[float, float] | None
+    spine_depth_fraction: float | None
+    body_x: float
+    body_whole_across: bool
+    image_x_range: tuple[float, float]
+
+
+def survey(ct: Volume) -> Survey:
+    """Locate the spine and the body on `ct` (Hounsfield units), subsampled to about `GRID_MM`."""
+    axial = geometry.slice_axis(ct.affine)
+    stride = [max(1, round(float(GRID_MM / s))) for s in ct.spacing]
+    stride[axial] = max(stride[axial], -(-ct.shape[axial] // MAX_SLICES))
+    sample = np.moveaxis(np.asarray(ct.array[tuple(slice(None, None, k) for k in stride)]), axial, 0)
+    order = [axial, *(a for a in range(3) if a != axial)]
+    affine = ct.affine.copy()
+    affine[:3, :3] = ct.affine[:3, order] * np.asarray(stride, dtype=float)[order]
+    sampling = [ct.spacing[a] * stride[a] for a in order[1:]]
+    lateral = 1 + int(np.argmax(np.abs(affine[0, 1:3])))
+    reach = [max(1, round(float(SMOOTH_MM / s))) for s in sampling]
+    bone = np.zeros(sample.shape[1:])
+    trunks = np.zeros(sample.shape[1:], dtype=bool)
+    body_slices, whole, count, total = 0, 0, 0, np.zeros(3)
+    for values in sample:
+        body = _trunk(values)
+        if body is None:
+            continue
+        body_slices += 1
+        trunks |= body
+        depth = ndimage.distance_transform_edt(body, sampling=sampling) if not body.all() else np.inf
+        bone += ndimage.maximum_filter((values > BONE_HU) & (depth >= MIN_DEPTH_MM), reach)
+        whole += not _cut_across(body, values > PADDING_HU, lateral - 1)
+        count += int(body.sum())
+        total[1:] += [float(np.sum(np.nonzero(body)[a])) for a in range(2)]
+    corners = geometry.to_world(geometry.box_corners([(0, n - 1) for n in sample.shape]), affine)
+    x_range = (float(corners[:, 0].min()), float(corners[:, 0].max()))
+    centre = total / max(count, 1)
+    centre[0] = (sample.shape[0] - 1) / 2
+    body_x = float(geometry.to_world(centre[None], affine)[0, 0]) if count else sum(x_range) / 2
+    spine = _spine(bone / max(body_slices, 1), reach) if body_slices >= MIN_SLICES else None
+    spine_xy, fraction = None, None
+    if spine is not None:
+        point = geometry.to_world(np.array([[centre[0], *spine]]), affine)[0]
+        spine_xy = (float(point[0]), float(point[1]))
+        fraction = _depth_fraction(trunks, spine, affine)
+    return Survey(spine_xy, fraction, body_x, whole >= WHOLE_SHARE * max(body_slices, 1), x_range)
+
+
+def _trunk(values: np.ndarray) -> np.ndarray | None:
+    """The largest body region (CT > `BODY_HU`, holes filled) of an axial slice: the trunk, not an
+    arm beside it or the table under it; None for a slice without body."""
+    regions, count = ndimage.label(ndimage.binary_fill_holes(values > BODY_HU))
+    if not count:
+        return None
+    return regions == 1 + int(np.argmax(ndimage.sum_labels(regions > 0, regions, range(1, count + 1))))
+
+
+def _cut_across(body: np.ndarray, view: np.ndarray, axis: int) -> bool:
+    """Whether a lateral end of the body (its first or last voxel along the in-plane `axis` closest
+    to world x) touches the edge of the field of view (the image's or the padding's)."""
+    present = np.flatnonzero(body.any(axis=1 - axis))
+    for end, step in ((present[0], -1), (present[-1], 1)):
+        beyond = end + step
+        if not 0 <= beyond < body.shape[axis]:
+            return True
+        line = np.take(body, end, axis=axis)
+        if np.any(line & ~np.take(view, beyond, axis=axis)):
+            return True
+    return False
+
+
+def _spine(share: np.ndarray, reach: list[int]) -> np.ndarray | None:
+    """In-plane sample index of the spine's centre from the share of slices on which each point is
+    deep bone near it, or None when no column reaches `MIN_SHARE`; `reach`: `SMOOTH_MM` in samples."""
+    smooth = ndimage.uniform_filter(share, reach)
+    peak = float(smooth.max())
+    if peak < MIN_SHARE:
+        return None
+    regions, _ = ndimage.label(smooth >= peak / 2)
+    region = regions == regions[np.unravel_index(np.argmax(smooth), smooth.shape)]
+    return np.asarray(ndimage.center_of_mass(smooth * region))
+
+
+def _depth_fraction(trunks: np.ndarray, spine: np.ndarray, affine: np.ndarray) -> float | None:
+    """Where the spine lies across the trunk's depth (`trunks`: on any slice) along the in-plane
+    axis closest to world y: 0 at the back (-y), 1 at the front; None when the trunk reaches that
+    axis's ends (cut)."""
+    axis = int(np.argmax(np.abs(affine[1, 1:3])))
+    line = np.take(trunks, round(float(spine[1 - axis])), axis=1 - axis)
+    present = np.flatnonzero(line)
+    if not present.size or present[0] == 0 or present[-1] == line.size - 1:
+        return None
+    back, front = (present[0], present[-1]) if affine[1, 1 + axis] > 0 else (present[-1], present[0])
+    return float((spine[axis] - back) / (front - back))
+
+
+def find_midline(found: Survey) -> Midline:
+    """The patient's midline from a `survey` (module docstring)."""
+    if found.spine_xy is not None:
+        return Midline(found.spine_xy[0], "spine")
+    if found.body_whole_across:
+        return Midline(found.body_x, "body")
+    low, high = found.image_x_range
+    margin = SCANNER_MARGIN * (high - low)
+    if low + margin < 0.0 < high - margin:
+        return Midline(0.0, "scanner")
+    return Midline(found.body_x, "none")
+
+
+def spine_in_front(found: Survey) -> bool:
+    """Whether the spine lies clearly in front of the body's centre (`FRONT_LIMIT`)."""
+    return found.spine_depth_fraction is not None and found.spine_depth_fraction > FRONT_LIMIT
+
+
+def orientation_warning(ct: Volume) -> str | None:
+    """`ORIENTATION_MESSAGE`, naming the image, when the spine lies in front of the body's centre."""
+    return f"{ct.source or 'image'}: {ORIENTATION_MESSAGE}" if spine_in_front(survey(ct)) else None
+
+
+def component_sides(
+    labelled: np.ndarray, count: int, right_of: np.ndarray, line: Midline
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Side of each of the `count` components of `labelled` (`RIGHT`, `LEFT` or `SPLIT`; index 0
+    unused), and their voxel counts in all and right of the midline (`right_of`). The largest
+    component with at least `SPLIT_SHARE` of its voxels on each side holds both kidneys and is
+    split at the midline, when the midline may split (`Midline.splits`); any other goes whole to
+    the side holding most of it."""
+    sizes = geometry.voxel_counts(labelled, count)
+    right_sizes = geometry.voxel_counts(labelled, count, within=right_of)
+    share_right = right_sizes / np.maximum(sizes, 1)
+    sides = np.where(share_right >= 0.5, RIGHT, LEFT)
+    largest = int(np.argmax(sizes[1:])) + 1 if count else 0
+    if count and line.splits and SPLIT_SHARE <= share_right[largest] <= 1 - SPLIT_SHARE:
+        sides[largest] = SPLIT
+    return sides, sizes, right_sizes

@@ -1,0 +1,107 @@
+"""The patient's midline from the spine, and the check that the anatomy fits the header, on the real
+low-dose CT beside the repository and its reference kidneys (`kidneyseg.report.midline`)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from kidneyseg.io.volume import Volume, read_volume
+from kidneyseg.predict.checks import content_warnings
+from kidneyseg.report import measure
+from kidneyseg.report.midline import ORIENTATION_MESSAGE, find_midline, survey
+
+LOWDOSE = "real-ct/lowdose_abdomen_4mm"
+
+
+@pytest.fixture(scope="module")
+def lowdose(shared_data) -> tuple[Volume, Volume]:
+    """The CT (L, A, I: array axis 0 runs from the patient's right to the left) and its kidneys."""
+    return read_volume(shared_data / f"{LOWDOSE}.nii.gz"), read_volume(
+        shared_data / f"{LOWDOSE}_kidneys.nii.gz"
+    )
+
+
+def _crop(volume: Volume, box: tuple[slice, ...]) -> Volume:
+    affine = volume.affine.copy()
+    affine[:3, 3] = nib.affines.apply_affine(volume.affine, [s.start or 0 for s in box])
+    return Volume(np.asarray(volume.array)[box], affine, volume.source)
+
+
+def _sides(report: dict) -> list[tuple[str, float]]:
+    return [(k["side"], k["volume_ml"]) for k in report["kidneys"]]
+
+
+def test_the_whole_scan_keeps_its_sides_and_takes_the_midline_from_the_spine(lowdose):
+    report = measure(*lowdose)
+    assert report["anatomy"]["midline_source"] == "spine"
+    assert abs(report["anatomy"]["midline_x_mm"]) < 15
+    assert [side for side, _ in _sides(report)] == ["right", "left"]
+    assert not {"orientation_mismatch", "midline_unknown"} & {w["code"] for w in report["warnings"]}
+    assert content_warnings(lowdose[0]) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "box"),
+    [
+        ("right half of the abdomen", (slice(0, 62), slice(None), slice(None))),
+        ("crop around the right kidney", (slice(25, 55), slice(None), slice(None))),
+        ("tight crop without air", (slice(25, 55), slice(19, 43), slice(27, 62))),
+    ],
+)
+def test_a_scan_of_one_side_keeps_the_right_kidney_whole(lowdose, name, box):
+    """Was: the midline at the centre of the body in view cut the right kidney into "right and
+    left" (right 97 mL + left 104 mL on the right half)."""
+    ct, labels = lowdose
+    whole = dict(_sides(measure(ct, labels)))["right"]
+    report = measure(_crop(ct, box), _crop(labels, box))
+    sides = dict(_sides(report))
+    assert sides["right"] == pytest.approx(whole, rel=0.1), name
+    assert sides.get("left", 0.0) < 5.0, name  # at most the edge of the left kidney in view
+
+
+def test_an_off_centre_reconstruction_circle_keeps_the_right_kidney_right(lowdose):
+    """Was: a 250 mm circle centred on the patient's right (-3024 outside) moved the midline onto the
+    right kidney, reported as the left one. The spine is outside the circle: the scanner's x = 0."""
+    ct, labels = lowdose
+    x, y = np.mgrid[: ct.shape[0], : ct.shape[1]]
+    outside = np.hypot((x - 22) * 3.906, (y - 35) * 3.906) > 125
+    array = np.asarray(ct.array).copy()
+    array[outside] = -3024
+    kept = np.asarray(labels.array) * ~outside[..., None]
+    report = measure(Volume(array, ct.affine), Volume(kept, ct.affine))
+    assert report["anatomy"]["midline_source"] == "scanner"
+    assert [side for side, _ in _sides(report)] == ["right"]
+
+
+def test_no_trusted_midline_is_named(lowdose):
+    """A crop of the right flank, the body cut at the side and x = 0 at the image's edge: the sides
+    rest on the body in view, and the report says so."""
+    ct, labels = lowdose
+    box = (slice(0, 40), slice(None), slice(None))
+    flank = _crop(ct, box)
+    cropped = Volume(np.where(flank.array > 150, 40, flank.array), flank.affine)  # no bone in view
+    assert find_midline(survey(cropped)).source == "none"
+    report = measure(cropped, _crop(labels, box))
+    assert "midline_unknown" in {w["code"] for w in report["warnings"]}
+
+
+def test_prone_data_under_a_supine_header_is_flagged(lowdose):
+    """Was: the data rotated 180 degrees about the long axis, the header unchanged, gave a 162 mL
+    tumor and no warning. Correct headers (supine, or prone data with a prone header) give none."""
+    ct, labels = lowdose
+    flipped = Volume(np.flip(np.asarray(ct.array), (0, 1)).copy(), ct.affine, "prone.nii.gz")
+    flipped_labels = Volume(np.flip(np.asarray(labels.array), (0, 1)).copy(), ct.affine)
+    assert content_warnings(flipped) == [f"prone.nii.gz: {ORIENTATION_MESSAGE}"]
+    report = measure(flipped, flipped_labels)
+    assert [w["code"] for w in report["warnings"]][:1] == ["orientation_mismatch"]
+    assert "spine lies in front of the body's centre" in report["warnings"][0]["message"]
+    prone = ct.affine @ np.diag([-1.0, -1.0, 1.0, 1.0])
+    prone[:3, 3] = nib.affines.apply_affine(ct.affine, [ct.shape[0] - 1, ct.shape[1] - 1, 0])
+    assert content_warnings(Volume(flipped.array, prone)) == []
+
+
+@pytest.mark.parametrize("name", ["chest_ct_1.5mm.nii.gz", "dicom_series"])
+def test_other_real_scans_fit_their_headers(shared_data, name):
+    assert content_warnings(read_volume(shared_data / "real-ct" / name)) == []
