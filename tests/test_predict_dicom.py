@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from scipy import ndimage
 from typer.testing import CliRunner
 
 from kidneyseg.cli import app
@@ -71,6 +72,27 @@ def _voxels_of_contour(points: np.ndarray, affine_ras: np.ndarray) -> np.ndarray
     return (np.linalg.inv(affine_ras) @ np.c_[ras, np.ones(len(ras))].T).T[:, :3]
 
 
+def _assert_contours_follow(rt: pydicom.Dataset, labels: np.ndarray, affine_ras: np.ndarray) -> None:
+    """Each ROI of `rt` has its class's colour, and its contours lie on the slices of that class
+    in `labels`, every point within one voxel of it."""
+    names = {r.ROINumber: r.ROIName for r in rt.StructureSetROISequence}
+    for roi in rt.ROIContourSequence:
+        cls = KITS23.value(names[roi.ReferencedROINumber])
+        assert list(roi.ROIDisplayColor) == list(KITS23.classes[cls].color)
+        mask = labels == cls
+        near = ndimage.binary_dilation(mask, np.ones((3, 3, 1), bool))  # within one voxel in-plane
+        slices_seen = set()
+        for contour in roi.ContourSequence:
+            ijk = _voxels_of_contour(np.asarray(contour.ContourData, float).reshape(-1, 3), affine_ras)
+            k = np.rint(ijk[:, 2]).astype(int)
+            assert np.allclose(ijk[:, 2], k, atol=1e-3) and len(set(k)) == 1  # planar, on a slice
+            slices_seen.add(int(k[0]))
+            i, j = np.rint(ijk[:, 0]).astype(int), np.rint(ijk[:, 1]).astype(int)
+            assert np.abs(ijk[:, :2] - np.c_[i, j]).max() < 1e-3  # through voxel centres
+            assert near[i, j, k].all()
+        assert slices_seen == set(np.flatnonzero(mask.any(axis=(0, 1))))
+
+
 def test_rtstruct_contours_lie_within_one_voxel_of_the_labels(series, tmp_path):
     ct = read_volume(series)
     labels = scene(ct.shape)
@@ -79,26 +101,27 @@ def test_rtstruct_contours_lie_within_one_voxel_of_the_labels(series, tmp_path):
     rt = pydicom.dcmread(path)
     assert rt.Modality == "RTSTRUCT"
     assert rt.StudyInstanceUID == sources[0].StudyInstanceUID
-    names = {r.ROINumber: r.ROIName for r in rt.StructureSetROISequence}
-    assert sorted(names.values()) == ["cyst", "kidney", "tumor"]
-    for roi in rt.ROIContourSequence:
-        cls = KITS23.value(names[roi.ReferencedROINumber])
-        assert list(roi.ROIDisplayColor) == list(KITS23.classes[cls].color)
-        mask = labels == cls
-        slices_seen = set()
-        for contour in roi.ContourSequence:
-            ijk = _voxels_of_contour(np.asarray(contour.ContourData, float).reshape(-1, 3), ct.affine)
-            k = np.rint(ijk[:, 2]).astype(int)
-            assert np.allclose(ijk[:, 2], k, atol=1e-3) and len(set(k)) == 1  # planar, on a slice
-            slices_seen.add(int(k[0]))
-            i, j = np.rint(ijk[:, 0]).astype(int), np.rint(ijk[:, 1]).astype(int)
-            assert np.abs(ijk[:, :2] - np.c_[i, j]).max() < 1e-3  # through voxel centres
-            near = np.zeros(len(i), bool)
-            for di in (-1, 0, 1):
-                for dj in (-1, 0, 1):
-                    near |= mask[i + di, j + dj, k]
-            assert near.all()  # every point is within one voxel of the class
-        assert slices_seen == set(np.flatnonzero(mask.any(axis=(0, 1))))
+    assert sorted(r.ROIName for r in rt.StructureSetROISequence) == ["cyst", "kidney", "tumor"]
+    _assert_contours_follow(rt, labels, ct.affine)
+
+
+def _assert_dicom_outputs_hold_the_labels(out: Path, name: str) -> None:
+    """The SEG's pixels are the label map `kidneyseg predict` wrote beside it, and the RTSTRUCT
+    has one ROI per class present, its contours along that class."""
+    import highdicom as hd
+
+    labels = np.asarray(nib.load(out / f"{name}.nii.gz").dataobj)
+    # Without the anatomy check the untrained network labels all three classes on this slab.
+    present = {c.name for c in KITS23.foreground if (labels == c.value).any()}
+    assert present == {"kidney", "tumor", "cyst"}
+    ct_copy = read_volume(out / f"{name}_ct")
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in ct_copy.dicom_files]
+    seg = hd.seg.segread(out / f"{name}_seg.dcm")
+    back = seg.get_pixels_by_source_instance(uids, combine_segments=True, skip_overlap_checks=True)
+    np.testing.assert_array_equal(np.transpose(back, (2, 1, 0)), labels)
+    rt = pydicom.dcmread(out / f"{name}_rtstruct.dcm")
+    assert {r.ROIName for r in rt.StructureSetROISequence} == present
+    _assert_contours_follow(rt, labels, ct_copy.affine)
 
 
 def test_seg_and_rtstruct_of_an_anonymised_series_with_new_uids(series, ckpt, tmp_path):
@@ -106,6 +129,7 @@ def test_seg_and_rtstruct_of_an_anonymised_series_with_new_uids(series, ckpt, tm
 
     out = tmp_path / "out"
     args = ["predict", "-i", str(series), "-o", str(out), "-m", str(ckpt), "--new-uids", "--overlap", "0"]
+    args.append("--no-anatomy-check")  # with it, nothing is labelled on this slab
     result = runner.invoke(app, [*args, "--dicom-seg", "--dicom-rtstruct", "-q"])
     assert result.exit_code == 0, result.output
     name = series.name
@@ -124,16 +148,10 @@ def test_seg_and_rtstruct_of_an_anonymised_series_with_new_uids(series, ckpt, tm
         rgb = hd.color.CIELabColor.from_dicom_value(segment.RecommendedDisplayCIELabValue).to_rgb()
         assert np.abs(np.subtract(rgb, cls.color)).max() <= 1
         assert segment.AnatomicRegionSequence[0].CodeValue == "64033007"
-    labels = np.asarray(nib.load(out / f"{name}.nii.gz").dataobj)
-    uids = [ds.SOPInstanceUID for ds in copy]
-    if labels.any():
-        back = seg.get_pixels_by_source_instance(uids, combine_segments=True, skip_overlap_checks=True)
-        np.testing.assert_array_equal(np.transpose(back, (2, 1, 0)), labels)
     rt = pydicom.dcmread(out / f"{name}_rtstruct.dcm")
     referenced = rt.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
     assert referenced.RTReferencedSeriesSequence[0].SeriesInstanceUID == copy[0].SeriesInstanceUID
-    present = {c.name for c in KITS23.foreground if (labels == c.value).any()}
-    assert {r.ROIName for r in rt.StructureSetROISequence} == present
+    _assert_dicom_outputs_hold_the_labels(out, name)
 
     again = runner.invoke(app, [*args, "--dicom-seg", "--dicom-rtstruct", "-q"])
     assert "0 predicted, 1 already done" in again.output
@@ -151,11 +169,13 @@ def test_seg_and_rtstruct_of_a_series_without_birth_date_or_study_time(series, c
         ds.save_as(stripped / path.name)
     out = tmp_path / "out"
     args = ["predict", "-i", str(stripped), "-o", str(out), "-m", str(ckpt), "--new-uids", "--overlap", "0"]
+    args.append("--no-anatomy-check")  # with it, nothing is labelled on this slab
     result = runner.invoke(app, [*args, "--dicom-seg", "--dicom-rtstruct", "-q"])
     assert result.exit_code == 0, result.output
     for name in ("seg", "rtstruct"):
         written = pydicom.dcmread(out / f"stripped_{name}.dcm", stop_before_pixels=True)
         assert written.PatientBirthDate == "" and written.StudyTime == "" and written.PatientID == ""
+    _assert_dicom_outputs_hold_the_labels(out, "stripped")
 
 
 def test_a_folder_of_nifti_files_and_dicom_series_folders_finds_both(series, tmp_path):
