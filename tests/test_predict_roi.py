@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from kidneyseg.config import PreprocessConfig
 from kidneyseg.data.phantom import generate_case
@@ -15,7 +16,7 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume, write_volume
 from kidneyseg.predict import Predictor, PredictSettings
 from kidneyseg.predict.pretrained import bundled_path
-from kidneyseg.predict.roi import Located, locate, regions, restrict
+from kidneyseg.predict.roi import MIN_KIDNEY_ML, Located, locate, regions, restrict
 from kidneyseg.preprocess import invert_probabilities, preprocess
 from test_predict import TINY_3D, save_tiny
 
@@ -187,10 +188,26 @@ def test_long_tail_single_horseshoe_edge_and_no_kidney(ckpt):
 
     none = _without_one_kidney(case, 1)
     none = _without_one_kidney(replace(case, ct=none), 0)
-    record = predictor.predict(none).roi
-    # Without kidneys the locator either finds nothing (the whole body is predicted, and the
-    # record says why) or boxes what it takes for kidney, and the record lists those boxes.
-    assert record["fallback"] is not None or (record["boxes_mm"] and record["regions"])
+    # Without kidneys the locator may still box what it takes for kidney (today it boxes the fat
+    # painted where they were); the record lists exactly what it found, or why it found nothing.
+    _assert_records_what_the_locator_found(predictor.predict(none).roi, none)
+
+
+def _assert_records_what_the_locator_found(record: dict, ct: Volume) -> None:
+    """`record` has a box with its mL for each component of the bundled locator's kidney + masses
+    of at least MIN_KIDNEY_ML (counted here from its whole-volume labels), and a region for them;
+    or, when there is none, the fallback and why."""
+    settings = PredictSettings(roi="body", backend="torch", postprocess=False, probabilities=True)
+    locator = Predictor([bundled_path()], settings).predict(ct)
+    components, _ = ndimage.label(locator.probabilities.argmax(0) > 0, np.ones((3, 3, 3), bool))
+    voxel_ml = abs(np.linalg.det(locator.probabilities_affine[:3, :3])) / 1000
+    volumes = np.bincount(components.ravel())[1:] * voxel_ml
+    kidneys = np.sort(volumes[volumes >= MIN_KIDNEY_ML])
+    np.testing.assert_allclose(sorted(box["ml"] for box in record["boxes_mm"]), kidneys, atol=0.051)
+    if len(kidneys):
+        assert record["fallback"] is None and record["regions"]
+    else:
+        assert "no kidney found by stage 1" in record["fallback"] and "regions" not in record
 
 
 def _shift(axis: int, voxels: int) -> np.ndarray:
@@ -217,10 +234,21 @@ def test_run_record_has_the_roi_and_the_cli_option(ckpt, phantom, tmp_path):
 
 
 def test_chest_ct_without_kidneys_is_handled_and_recorded(ckpt, shared_data):
+    """Nothing is labelled on a CT without kidneys; the record lists what the locator took for
+    kidney and each component of stage 2 that the anatomy check ruled out, with its reason."""
     from kidneyseg.io.volume import read_volume
+    from kidneyseg.predict.anatomy import MAX_CHECKED
 
     ct = read_volume(shared_data / "real-ct" / "chest_ct_1.5mm.nii.gz")
-    prediction = Predictor([ckpt], PredictSettings(roi="kidneys", backend="torch")).predict(ct)
-    record = prediction.roi
-    assert record["fallback"] is not None or record["regions"]
-    assert prediction.labels.shape == ct.shape
+    settings = PredictSettings(roi="kidneys", backend="torch")
+    prediction = Predictor([ckpt], settings).predict(ct)
+    assert prediction.labels.shape == ct.shape and not prediction.labels.array.any()
+    _assert_records_what_the_locator_found(prediction.roi, ct)
+    # The untrained network labels much of its regions; every component large enough to be a
+    # kidney is checked (the largest MAX_CHECKED) and, since nothing is left, ruled out.
+    unchecked = Predictor([ckpt], replace(settings, postprocess=False)).predict(ct).labels.array
+    components, _ = ndimage.label(unchecked > 0, np.ones((3, 3, 3), bool))
+    voxels = np.bincount(components.ravel())[1:]
+    checked = sorted(voxels[voxels * np.prod(ct.spacing) / 1000 >= MIN_KIDNEY_ML])[::-1][:MAX_CHECKED]
+    assert checked and [r["voxels"] for r in prediction.ruled_out] == checked
+    assert all(r["reason"] for r in prediction.ruled_out)
