@@ -62,6 +62,18 @@ def _leftovers(out) -> list[str]:
     return sorted(p.name for p in out.rglob("*") if "partial" in p.name) if out.exists() else []
 
 
+def _assert_cached_as_preprocessed(folder, image_file, label_file):
+    """The cached case in `folder` is `preprocess` of its files (the image to float16 rounding);
+    returns the reference."""
+    image, label, meta = load_cached(folder)
+    ref = preprocess(read_volume(image_file), CFG, read_volume(label_file))
+    # float16 storage: at most half a float16 step (2^-12 below 1.0) from the float32 result.
+    assert np.abs(image.astype(np.float32) - ref.image).max() <= 2.0**-12
+    np.testing.assert_array_equal(label, ref.labels)
+    assert meta == ref.meta
+    return ref
+
+
 def test_cache_files_and_exact_content(kits23, tmp_path):
     out = tmp_path / "cache"
     dataset = discover(kits23)
@@ -70,11 +82,7 @@ def test_cache_files_and_exact_content(kits23, tmp_path):
     for folder, case in zip(folders, dataset.cases, strict=True):
         image, label, meta = load_cached(folder)
         assert isinstance(image, np.memmap) and image.dtype == np.float16 and label.dtype == np.uint8
-        ref = preprocess(read_volume(case.image), CFG, read_volume(case.label))
-        # float16 storage: at most half a float16 step (2^-12 below 1.0) from the float32 result.
-        assert np.abs(image.astype(np.float32) - ref.image).max() <= 2.0**-12
-        np.testing.assert_array_equal(label, ref.labels)
-        assert meta == ref.meta
+        ref = _assert_cached_as_preprocessed(folder, case.image, case.label)
         np.testing.assert_array_equal(
             invert_labels(label, meta, mode="nearest"), read_volume(case.label).array
         )
@@ -112,12 +120,16 @@ def test_an_interrupted_case_is_redone(kits23, tmp_path):
     out = tmp_path / "cache"
     dataset = discover(kits23)
     preprocess_dataset(dataset, CFG, out, progress=False)
+    cases = ("case_00000", "case_00002")
+    first = {case: (*load_cached(out / case, mmap=False), read_cache_meta(out / case)) for case in cases}
     (out / "case_00000" / "image.npy").unlink()
     (out / "case_00002" / "meta.json").write_text("{not json")
     preprocess_dataset(dataset, CFG, out, progress=False)
-    for case in ("case_00000", "case_00002"):
-        image, _, _ = load_cached(out / case)
-        assert image.size > 0
+    for case, (image, label, meta, record) in first.items():  # redone exactly as the first time
+        again_image, again_label, again_meta = load_cached(out / case, mmap=False)
+        np.testing.assert_array_equal(again_image, image)
+        np.testing.assert_array_equal(again_label, label)
+        assert again_meta == meta and read_cache_meta(out / case) == record
 
 
 def test_cases_without_labels_are_cached_without_label_file(tmp_path, rng):
@@ -252,7 +264,8 @@ def test_bad_case_is_one_line_and_leaves_no_partial_output(tmp_path, rng, proble
     result = _cli("--data", root, "--out", out, "--spacing", 1.5, 1.5, 3, "-q")
     _assert_one_line_error(result, str(bad), BAD_INPUTS[problem])
     # The good case before it is complete; nothing of the bad one, no temporary leftovers.
-    assert load_cached(out / "case_00000")[0].size > 0
+    good = root / "dataset" / "case_00000"
+    _assert_cached_as_preprocessed(out / "case_00000", good / "imaging.nii.gz", good / "segmentation.nii.gz")
     assert not (out / "case_00001").exists() and _leftovers(out) == []
 
 
