@@ -8,6 +8,7 @@ import warnings
 import nibabel as nib
 import numpy as np
 import pytest
+import surface_distance as sd
 from scipy import ndimage
 
 from kidneyseg.evaluate.lesions import BIN_NAMES, match_lesions
@@ -20,8 +21,6 @@ from kidneyseg.evaluate.surface import (
     tolerance_offsets,
 )
 from kidneyseg.labels import KITS_REGIONS
-
-sd = pytest.importorskip("surface_distance", reason="the reference `surface-distance` package is needed")
 
 PERTURBATIONS = ("erode", "dilate", "shift", "islands", "mixed")
 

@@ -247,9 +247,6 @@ def test_predict_with_openvino_opens_no_network_connection(ckpt3d, phantom_ct, t
     import subprocess
     import sys
 
-    pytest.importorskip("openvino")
-    if precision == "int8":
-        pytest.importorskip("nncf")
     ct = write_volume(tmp_path / "ct.nii.gz", phantom_ct)
     calls = tmp_path / "calls.log"
     calls.touch()

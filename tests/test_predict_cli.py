@@ -95,7 +95,6 @@ def test_kits_layout_with_options(ckpt, tmp_path):
 
 
 def test_report_option_writes_the_case_report(ckpt, tmp_path):
-    pytest.importorskip("kidneyseg.report", reason="the report module is not in this checkout")
     ct = phantom_file(tmp_path / "one.nii.gz", 3)
     result = predict("-i", ct, "-o", tmp_path / "out", "--model", ckpt, "--report", "-q")
     assert result.exit_code == 0, result.output

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import nibabel as nib
+import nncf  # noqa: F401  (the `dev` extra installs it and OpenVINO: `make test` tests int8)
 import numpy as np
+import openvino  # noqa: F401
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -22,9 +24,6 @@ from kidneyseg.predict.compile_cache import CACHE_ENV
 from kidneyseg.predict.predictor import Predictor, PredictSettings
 from kidneyseg.predict.pretrained import bundled_path
 from kidneyseg.predict.runner import run_prediction
-
-pytest.importorskip("openvino")
-pytest.importorskip("nncf")  # the `dev` extra installs it (`make test`): int8 is tested there
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
