@@ -189,6 +189,10 @@ def test_bad_inputs_give_one_line_and_no_output(ckpt, tmp_path):
 
     result = predict("-i", normalised, "-o", tmp_path / "out", "--model", ckpt, "-q", "--no-hu-check")
     assert result.exit_code == 0, result.output
+    written = nib.load(tmp_path / "out" / "normalised.nii.gz")  # on the CT's grid
+    assert written.shape == image.shape and np.allclose(written.affine, image.affine)
+    record = json.loads((tmp_path / "out" / "predict_run.json").read_text())
+    assert record["settings"]["hu_check"] is False
 
 
 def _nifti_faults(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
