@@ -59,7 +59,14 @@ def test_round_trip_loads_with_weights_only_and_predicts_the_same(tmp_path):
     assert set(loaded.versions) >= {"kidneyseg", "torch", "monai"}
     assert loaded.extra["epoch"] == 3 and loaded.extra["best_dice"] == -math.inf
     assert torch.equal(loaded.extra["torch_rng"], extra["torch_rng"])
-    torch.optim.AdamW(model.parameters()).load_state_dict(loaded.extra["optimizer"])
+    assert loaded.extra["python_rng"] == extra["python_rng"]
+    assert loaded.extra["scheduler"] == extra["scheduler"]
+    saved, back = extra["optimizer"], loaded.extra["optimizer"]
+    assert back["param_groups"] == saved["param_groups"] and back["state"].keys() == saved["state"].keys()
+    for index, state in saved["state"].items():
+        assert back["state"][index].keys() == state.keys()
+        assert all(torch.equal(back["state"][index][key], value) for key, value in state.items())
+    torch.optim.AdamW(model.parameters()).load_state_dict(back)
     rebuilt = ck.build_model_from_checkpoint(loaded)
     x = torch.rand(1, 1, 32, 32)
     model.eval()
