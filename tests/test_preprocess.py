@@ -198,6 +198,29 @@ def test_invert_probabilities_equals_labels_when_upsampling(rng):
     np.testing.assert_array_equal(invert_probabilities(one_hot, pre.meta, chunk_slices=4), labels.array)
 
 
+def test_outermost_planes_beyond_the_grid_take_the_edge_voxels_scores(rng):
+    """0.5 mm slices on a 2 mm grid: round(13 mm / 2 mm) = 6 voxels, 0.5 mm short of the CT at
+    each end, so the first and last slices lie beyond the grid's faces (within half a grid voxel)
+    and take the edge voxels' scores. Beyond the body crop (faces inside the grid) stays background."""
+    ct, _ = _ras_case(rng, shape=(40, 48, 26), spacing=(1.2, 1.0, 0.5))
+    for crop in (True, False):
+        pre = preprocess(ct, PreprocessConfig(spacing=(1.62, 1.62, 2.0), crop_foreground=crop))
+        assert pre.meta.resampled_shape[2] == 6 and pre.meta.crop[2] == (0, 6)
+        kidney = np.ones(pre.meta.shape, np.uint8)
+        scores = np.stack([1 - kidney, kidney]).astype(np.float32)
+        for back in (
+            invert_probabilities(scores, pre.meta),
+            invert_labels(kidney, pre.meta),
+            invert_labels(kidney, pre.meta, mode="nearest"),
+        ):
+            assert back[:, :, 0].any() and back[:, :, -1].any()
+            np.testing.assert_array_equal(back, np.repeat(back[:, :, 13:14], 26, axis=2))
+            if crop:  # the body crop leaves air in-plane out
+                assert pre.meta.crop[0][0] > 0 and not back[0].any() and not back[:, 0].any()
+            else:
+                assert back.all()
+
+
 def test_body_crop_keeps_the_largest_component_with_margin(rng):
     ct, labels = _ras_case(rng)
     array = ct.array.copy()

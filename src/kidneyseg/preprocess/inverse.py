@@ -23,14 +23,23 @@ fraction of its voxels lie in mixed cells, where that beats per-voxel gathers (d
 
 
 def _inverse_axes(meta: PreprocessMeta) -> list[tuple[slice, np.ndarray, np.ndarray]]:
-    """Per canonical axis: the slice of canonical voxels whose nearest preprocessed voxel lies
-    in the crop, their nearest preprocessed indices, and their fractional positions."""
+    """Per canonical axis: the slice of canonical voxels that take the crop's scores, their
+    nearest preprocessed indices (clipped to the crop), and their fractional positions.
+
+    A voxel takes them when its nearest preprocessed voxel lies in the crop. Beyond a face of the
+    crop that is a face of the resampled grid there is no crop to be outside of: the grid has
+    `round(extent / spacing)` voxels centred on the CT, so the CT's outermost voxels may lie up to
+    a quarter of a grid voxel beyond it; voxels up to half a grid voxel beyond such a face take
+    the edge voxel's scores. Beyond a face inside the grid (the body crop, a `--roi kidneys`
+    region) voxels stay background."""
     out = []
     for k, (lo, hi) in enumerate(meta.crop):
         x = np.arange(meta.canonical_shape[k])
         j = meta.axis_maps[k].to_target(x) - lo
-        index, inside = nearest_indices(j, hi - lo)
-        where = np.nonzero(inside)[0]
+        index = nearest_indices(j, hi - lo)
+        low = -1.0 if lo == 0 else -0.5
+        high = hi - lo + (0.0 if hi == meta.resampled_shape[k] else -0.5)
+        where = np.nonzero((j >= low) & (j < high))[0]
         if len(where) == 0:
             out.append((slice(0, 0), index[:0], j[:0]))
             continue

@@ -105,15 +105,10 @@ def resampled_grid(
     return new_shape, tuple(maps)
 
 
-def nearest_indices(positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest voxel of each (fractional) index position on an axis of length `n`.
-
-    Returns the indices clipped to `[0, n)` and a mask of positions that lie within the
-    axis' extent `[-0.5, n - 0.5]`.
-    """
-    rounded = np.floor(positions + 0.5).astype(np.int64)
-    inside = (rounded >= 0) & (rounded < n)
-    return np.clip(rounded, 0, n - 1), inside
+def nearest_indices(positions: np.ndarray, n: int) -> np.ndarray:
+    """Nearest voxel of each (fractional) index position on an axis of length `n`, clipped to
+    `[0, n)` (positions beyond the end voxels take the edge voxel)."""
+    return np.clip(np.floor(positions + 0.5).astype(np.int64), 0, n - 1)
 
 
 def _normalised(positions: np.ndarray, n: int) -> np.ndarray:
@@ -191,5 +186,5 @@ def resample_nearest(array: np.ndarray, positions: tuple[np.ndarray, ...]) -> np
     """
     view, local, order = _memory_order(array, positions)
     for axis in range(view.ndim):
-        view = np.take(view, nearest_indices(local[axis], view.shape[axis])[0], axis=axis)
+        view = np.take(view, nearest_indices(local[axis], view.shape[axis]), axis=axis)
     return np.transpose(view, np.argsort(order))
