@@ -495,6 +495,7 @@ def odd_inputs(tmp_path_factory) -> dict[str, Path]:
         "float64": save("float64.nii.gz", array.astype(np.float64)),
         "int32": save("int32.nii.gz", array.astype(np.int32)),
         "one_slice": save("one_slice.nii.gz", np.ascontiguousarray(array[:, :, 10:11])),
+        "zero_slices": save("zero_slices.nii.gz", np.ascontiguousarray(array[:, :, :0])),
         "two_voxels_wide": save("two_wide.nii.gz", np.ascontiguousarray(array[:, 30:32, :])),
     }
 
@@ -518,6 +519,7 @@ HELD_PREDICT = {
     "roi-margin-nan": ("good", ["--roi-margin", "nan"], "the ROI margin must be a finite number of mm"),
     "mask-as-ct": ("mask", [], "the image looks already normalised"),
     "one-voxel": ("one_voxel", [], "no body in the image"),
+    "zero-slices": ("zero_slices", [], "zero_slices.nii.gz: the image has no voxels (shape "),
     "series-for-a-file": ("good", ["--series", "1.2.3"], "--series chooses a series of a DICOM folder"),
     "overlap-1": ("good", ["--overlap", "1.0"], "--overlap must be in [0, 1), got 1.0"),
     "overlap-negative": ("good", ["--overlap", "-0.1"], "--overlap must be in [0, 1), got -0.1"),

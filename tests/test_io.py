@@ -116,6 +116,20 @@ def test_folder_with_two_series_is_refused_listing_both(dicom_dir, tmp_path):
         read_volume(folder, series_uid="9.9")
 
 
+def test_an_image_without_voxels_is_refused_naming_its_shape(tmp_path):
+    """A 3D image with an axis of length 0 was refused as "expected a 3D image, got 1D (0,)"
+    (nibabel reads its voxels as shape (0,)); a Volume of one reached numpy's reductions."""
+    import nibabel as nib
+
+    path = tmp_path / "zero_slices.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((108, 70, 0), np.int16), np.eye(4)), path)
+    message = r"zero_slices\.nii\.gz: the image has no voxels \(shape 108 × 70 × 0\)$"
+    with pytest.raises(KidneysegError, match=message):
+        read_volume(path)
+    with pytest.raises(KidneysegError, match=r"the image has no voxels \(shape 108 × 0 × 70\)"):
+        Volume(np.zeros((108, 0, 70), np.int16), np.eye(4))
+
+
 def test_grid_difference_names_what_differs():
     """A grid that differs only in its axis directions was refused with identical shape, spacing
     and origin in the message; now each difference is named."""

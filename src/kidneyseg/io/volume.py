@@ -60,6 +60,7 @@ class Volume:
         where = self.source
         if self.array.ndim != 3:
             raise KidneysegError(f"expected a 3D image, got {self.array.ndim}D {self.array.shape}", where)
+        check_has_voxels(self.array.shape, where)
         if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
             raise KidneysegError("the image affine is missing or not finite", where)
         spacing = self.spacing
@@ -218,9 +219,20 @@ def check_finite(array: np.ndarray, path: str | os.PathLike[str] | None) -> None
         raise KidneysegError("the image holds NaN or infinite values", path)
 
 
+def check_has_voxels(shape: tuple[int, ...], where: str | os.PathLike[str] | None) -> None:
+    """Raise if an image of `shape` has no voxels (an axis of length 0).
+
+    Raises:
+        KidneysegError: it has none.
+    """
+    if 0 in shape:
+        raise KidneysegError(f"the image has no voxels (shape {' × '.join(str(n) for n in shape)})", where)
+
+
 def read_nifti(path: Path) -> Volume:
     """A NIfTI file as a `Volume` (use `read_volume`, which checks the path first)."""
     image = load_nifti(path)
+    check_has_voxels(image.shape, path)  # before nibabel reads such an image as shape (0,)
     dtype = image.get_data_dtype()
     if dtype.kind == "c":
         raise KidneysegError(f"the image holds complex values ({dtype}); CT must be real-valued", path)
