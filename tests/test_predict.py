@@ -410,6 +410,10 @@ def test_hounsfield_check(rng):
     body[:4], body[-2:] = -1000, 1200  # air around the body, and bone
     assert check_hounsfield(body) is None
     assert "as if air and bone were swapped" in check_hounsfield(-body)
+    crop = np.full((30, 24, 35), 40, np.int16)  # a tight crop around a kidney: soft tissue, a
+    crop[:3, :3] = 1100  # rib (1.3 %), a little bowel gas (0.1 %), no air around the body
+    crop[-1, -1, :25] = -800
+    assert check_hounsfield(crop) is None  # was: "above +500 HU (1%) than below -500 HU (0%)"
 
 
 def test_a_ct_whose_air_is_far_below_minus_1000_is_refused_but_padding_is_not(rng):
