@@ -272,6 +272,18 @@ def test_predictor_takes_one_path_and_predicts_what_segment_takes(ckpt, ct_file,
         Predictor([ckpt], {"overlap": 0.5})
 
 
+def test_predictor_without_a_model_says_how_to_pass_the_bundled_one():
+    """(was: "pass a run folder or checkpoint with --model", an option the Python API lacks)"""
+    from kidneyseg.predict.pretrained import default_model
+
+    for models in (None, []):
+        with pytest.raises(KidneysegError, match=r"^no model given: models must be a run folder") as raised:
+            Predictor(models)
+        assert "--model" not in str(raised.value)
+        assert str(raised.value).endswith("pass kidneyseg.predict.pretrained.default_model()")
+    assert Predictor(default_model()).model_paths == [default_model()]
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [

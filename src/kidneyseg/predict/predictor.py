@@ -73,11 +73,12 @@ class Predictor:
             resolve_checkpoint,
         )
         from kidneyseg.predict.backends import check_precision, resolve_backend
+        from kidneyseg.predict.pretrained import NO_MODEL
 
         if isinstance(models, str | os.PathLike):
             models = [models]
         if not models:
-            raise KidneysegError("no model given: pass a run folder or checkpoint with --model")
+            raise KidneysegError(NO_MODEL)
         if settings is not None and not isinstance(settings, PredictSettings):
             raise KidneysegError(
                 "settings must be a PredictSettings, e.g. PredictSettings(overlap=0.5), "
@@ -166,7 +167,7 @@ class Predictor:
     def _resolve_roi(self) -> tuple[str, Predictor | None]:
         """The ROI mode, and stage 1's predictor: None when this one is the bundled model alone,
         whose whole-volume scores are then both stage 1 and, inside the kidney boxes, stage 2."""
-        from kidneyseg.predict.pretrained import BUNDLED, bundled_name, bundled_path
+        from kidneyseg.predict.pretrained import BUNDLED, bundled_name, bundled_path, default_model
 
         roi = self.settings.roi  # a valid choice or None (`PredictSettings` checks it)
         if roi is None:
@@ -174,8 +175,6 @@ class Predictor:
         alone = len(self.checkpoints) == 1 and bundled_name(self.checkpoints[0].path) == BUNDLED
         if roi == "body" or alone:
             return roi, None
-        from kidneyseg.predict.pretrained import default_model
-
         settings = PredictSettings(backend=self.settings.backend, postprocess=False, roi="body")
         return roi, Predictor([default_model()], settings, device=self.device)
 

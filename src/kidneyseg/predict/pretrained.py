@@ -17,6 +17,13 @@ from kidneyseg.errors import KidneysegError
 BUNDLED = "sca-unet-3d-transfer"
 """Name of the bundled model (its file is `<name>.pt` in `kidneyseg/weights/`)."""
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+NO_MODEL = (
+    "no model given: models must be a run folder or checkpoint, or a list of them (an ensemble); "
+    "for the bundled pretrained model, which kidneyseg.segment() uses when model is None, pass "
+    "kidneyseg.predict.pretrained.default_model()"
+)
+"""`Predictor`'s refusal of no model. Only Python callers meet it: `kidneyseg predict` without
+--model passes the bundled model."""
 
 
 def bundled_path(name: str = BUNDLED) -> Path:
