@@ -16,7 +16,7 @@ SPACING = (1.5, 1.5, 1.5)
 
 def _scene() -> tuple[np.ndarray, np.ndarray, dict[str, tuple[slice, ...]]]:
     """A body (an elliptic cylinder of soft tissue in air, axial slices along the last axis) with
-    a small kidney deep inside and four larger components that cannot be kidneys."""
+    a small kidney deep inside and five larger components that cannot be kidneys."""
     x, y = np.ogrid[:180, :140]
     body = ((x - 90) / 85.0) ** 2 + ((y - 70) / 65.0) ** 2 <= 1.0
     ct = np.where(body[..., None], 40, -1000).astype(np.int16).repeat(30, axis=2)
@@ -27,7 +27,9 @@ def _scene() -> tuple[np.ndarray, np.ndarray, dict[str, tuple[slice, ...]]]:
         "tumor alone": np.s_[40:60, 60:80, 5:25],
         "under the skin": np.s_[75:105, 126:132, 3:27],
         "table pad": np.s_[70:110, 0:4, 0:30],
+        "fat": np.s_[60:75, 85:100, 5:25],
     }
+    ct[places["fat"]] = -100  # deep, but fat: an empty renal fossa
     labels = np.zeros(ct.shape, np.uint8)
     for name, place in places.items():
         labels[place] = 2 if name == "tumor alone" else 1
@@ -58,6 +60,7 @@ def test_components_the_ct_rules_out_are_left_out_and_the_kidney_kept():
     assert "no kidney voxel" in reasons["tumor alone"]
     assert "air outside the body" in reasons["under the skin"]
     assert "air outside the body" in reasons["table pad"]
+    assert "median is -100 HU" in reasons["fat"]
 
 
 def test_depth_counts_only_air_outside_the_body():

@@ -193,6 +193,19 @@ def test_long_tail_single_horseshoe_edge_and_no_kidney(ckpt):
     _assert_records_what_the_locator_found(predictor.predict(none).roi, none)
 
 
+def test_the_bundled_model_labels_no_kidney_in_an_empty_renal_fossa():
+    """With its kidneys painted over as fat the bundled model still labels the fossae kidney, by
+    their surroundings; the anatomy check leaves that fat out."""
+    case = generate_case(1, size="small")
+    none = _without_one_kidney(replace(case, ct=_without_one_kidney(case, 1)), 0)
+    settings = PredictSettings(roi="body", backend="torch")
+    unchecked = Predictor([bundled_path()], replace(settings, anatomy_check=False)).predict(none)
+    assert unchecked.labels.array.sum() * np.prod(none.spacing) / 1000 > 50  # mL
+    checked = Predictor([bundled_path()], settings).predict(none)
+    assert not checked.labels.array.any()
+    assert checked.ruled_out and all("fat or air, not kidney" in e["reason"] for e in checked.ruled_out)
+
+
 def _assert_records_what_the_locator_found(record: dict, ct: Volume) -> None:
     """`record` has a box with its mL for each component of the bundled locator's kidney + masses
     of at least MIN_KIDNEY_ML (counted here from its whole-volume labels), and a region for them;
