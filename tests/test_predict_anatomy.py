@@ -60,7 +60,7 @@ def test_components_the_ct_rules_out_are_left_out_and_the_kidney_kept():
     assert "no kidney voxel" in reasons["tumor alone"]
     assert "air outside the body" in reasons["under the skin"]
     assert "air outside the body" in reasons["table pad"]
-    assert "median is -100 HU" in reasons["fat"]
+    assert "kidney voxels is -100 HU" in reasons["fat"]
 
 
 def test_depth_counts_only_air_outside_the_body():
@@ -102,3 +102,17 @@ def test_bundled_model_labels_no_kidney_on_the_chest_ct(shared_data, tmp_path, a
     else:
         assert (labels == 1).sum() > 1000 and case["ruled_out"] == []
         assert 0 < case["confidence"] < 1
+
+
+def test_a_kidney_with_a_larger_fat_containing_tumor_is_kept():
+    """The fat rule reads the kidney voxels only: a renal mass may be fat (an angiomyolipoma)."""
+    ct, labels, places = _scene()
+    kidney = places["kidney"]
+    only = np.zeros_like(labels)
+    only[kidney] = labels[kidney]
+    fat_tumor = np.s_[86:110, 60:75, 8:22]
+    only[fat_tumor], ct[fat_tumor] = 2, -100
+    assert np.median(ct[only > 0]) < -50 < np.median(ct[only == 1])
+    out, ruled_out = keep_kidneys(only, check=AnatomyCheck(ct, SPACING, 2, -500.0, kidney=1))
+    np.testing.assert_array_equal(out, only)
+    assert ruled_out == []

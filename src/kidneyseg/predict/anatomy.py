@@ -19,10 +19,10 @@ drops a component of the kidney + masses region when the CT around it says it is
   around it is denser than `DENSE_HU` (contrast-filled blood, bone). Around a kidney that shell
   is fat and soft tissue (at most 0.05 on the phantoms, 0.00 on the low-dose CT); the renal pelvis
   full of excreted contrast takes an estimated 0.10-0.15 of it in an excretory phase.
-- **Fat or air**: its median is below `FAT_HU`. Kidney parenchyma reads 20-250 HU from unenhanced to
-  arterial phase, a cyst -9 to 20 HU, fat -150 to -50 HU (docs/phantom.md, "HU values and their
-  sources"); a kidney with its masses is mostly parenchyma, so its median lies far above fat
-  even with a large cyst. A network that has learned where kidneys lie from the structures
+- **Fat or air**: the median of its kidney voxels is below `FAT_HU`. Kidney parenchyma reads
+  20-250 HU from unenhanced to arterial phase, fat -150 to -50 HU (docs/phantom.md, "HU values
+  and their sources"); its masses are left out of the median, since a renal mass may be fat (an
+  angiomyolipoma) or a large cyst. A network that has learned where kidneys lie from the structures
   around them labels the fat of an empty renal fossa kidney (a phantom with its kidneys painted
   over as fat: 340 mL "kidney" of median -100 HU).
 
@@ -99,6 +99,7 @@ class AnatomyCheck:
         mask = mask[coarse]
         if not mask.any():
             return None
+        kidney = mask & (labels[coarse] == self.kidney)
         reach = [int(np.ceil(max(MIN_DEPTH_MM, SHELL_MM) / s)) for s in self.spacing]
         grown = tuple(
             slice(max(f - r, 0), min(f + m + r, n))
@@ -129,7 +130,12 @@ class AnatomyCheck:
             median = float(np.median(depth[component]))
             if median < MIN_DEPTH_MM:
                 return f"half of it lies within {median:.0f} mm of the air outside the body (at its surface)"
-        median_hu = float(np.median(self.ct[grown][component]))
-        if median_hu < FAT_HU:
-            return f"its median is {median_hu:.0f} HU, below {FAT_HU:g} HU (fat or air, not kidney)"
+        if kidney.any():
+            at = tuple(slice(f, f + m) for f, m in zip(first, mask.shape, strict=True))
+            median_hu = float(np.median(self.ct[at][kidney]))
+            if median_hu < FAT_HU:
+                return (
+                    f"the median of its kidney voxels is {median_hu:.0f} HU, below {FAT_HU:g} HU "
+                    "(fat or air, not kidney)"
+                )
         return None
