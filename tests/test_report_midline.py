@@ -105,3 +105,18 @@ def test_prone_data_under_a_supine_header_is_flagged(lowdose):
 @pytest.mark.parametrize("name", ["chest_ct_1.5mm.nii.gz", "dicom_series"])
 def test_other_real_scans_fit_their_headers(shared_data, name):
     assert content_warnings(read_volume(shared_data / "real-ct" / name)) == []
+
+
+@pytest.mark.parametrize("name", [f"{LOWDOSE}.nii.gz", "real-ct/chest_ct_1.5mm.nii.gz"])
+def test_the_midline_does_not_depend_on_the_axis_order(shared_data, name):
+    """Was: the low-dose CT's spine at x = -5.2 mm as stored (L, A, I) and +2.7 mm in R, A, S: an
+    even smoothing window lies half a sample off-centre, towards the array's low index."""
+    ct = read_volume(shared_data / name)
+    image = nib.Nifti1Image(np.asarray(ct.array), ct.affine)
+    stored = nib.orientations.io_orientation(ct.affine)
+    xs = []
+    for codes in ("LAI", "RAS", "PIR"):
+        order = nib.orientations.ornt_transform(stored, nib.orientations.axcodes2ornt(codes))
+        turned = image.as_reoriented(order)
+        xs.append(find_midline(survey(Volume(np.asarray(turned.dataobj), turned.affine))).x)
+    assert max(xs) - min(xs) < 0.25 * min(ct.spacing), xs

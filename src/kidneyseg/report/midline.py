@@ -97,13 +97,18 @@ def survey(ct: Volume) -> Survey:
     axial = geometry.slice_axis(ct.affine)
     stride = [max(1, round(float(GRID_MM / s))) for s in ct.spacing]
     stride[axial] = max(stride[axial], -(-ct.shape[axial] // MAX_SLICES))
-    sample = np.moveaxis(np.asarray(ct.array[tuple(slice(None, None, k) for k in stride)]), axial, 0)
+    # Samples centred in the image and odd, centred windows: the same CT in another axis order
+    # (flipped axes) gives the same world points (was: two samples' shift with an even window).
+    start = [(n - 1) % k // 2 for n, k in zip(ct.shape, stride, strict=True)]
+    box = tuple(slice(b, None, k) for b, k in zip(start, stride, strict=True))
+    sample = np.moveaxis(np.asarray(ct.array[box]), axial, 0)
     order = [axial, *(a for a in range(3) if a != axial)]
     affine = ct.affine.copy()
     affine[:3, :3] = ct.affine[:3, order] * np.asarray(stride, dtype=float)[order]
+    affine[:3, 3] = geometry.to_world(np.asarray(start, dtype=float)[None], ct.affine)[0]
     sampling = [ct.spacing[a] * stride[a] for a in order[1:]]
     lateral = 1 + int(np.argmax(np.abs(affine[0, 1:3])))
-    reach = [max(1, round(float(SMOOTH_MM / s))) for s in sampling]
+    reach = [2 * max(1, round(float(SMOOTH_MM / s / 2))) + 1 for s in sampling]
     bone = np.zeros(sample.shape[1:])
     trunks = np.zeros(sample.shape[1:], dtype=bool)
     body_slices, whole, count, total = 0, 0, 0, np.zeros(3)
@@ -157,7 +162,8 @@ def _cut_across(body: np.ndarray, view: np.ndarray, axis: int) -> bool:
 
 def _spine(share: np.ndarray, reach: list[int]) -> np.ndarray | None:
     """In-plane sample index of the spine's centre from the share of slices on which each point is
-    deep bone near it, or None when no column reaches `MIN_SHARE`; `reach`: `SMOOTH_MM` in samples."""
+    deep bone near it, or None when no column reaches `MIN_SHARE`; `reach`: `SMOOTH_MM` in samples
+    (odd)."""
     smooth = ndimage.uniform_filter(share, reach)
     peak = float(smooth.max())
     if peak < MIN_SHARE:
