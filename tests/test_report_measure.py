@@ -14,6 +14,7 @@ from scipy.spatial import ConvexHull
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS19
+from kidneyseg.predict.label_files import split_labels_by_side
 from kidneyseg.report import geometry, measure
 from kidneyseg.report.checks import ReportOptions
 from kidneyseg.report.hulls import SliceHulls
@@ -187,6 +188,22 @@ def test_touching_kidneys_are_split_at_the_midline():
     assert right["volume_ml"] == pytest.approx(left["volume_ml"], rel=0.05)
     assert right["centroid_ras_mm"][0] > 20 and left["centroid_ras_mm"][0] < -20
     assert report["other_components"]["count"] == 0
+
+
+def test_one_kidney_lying_across_the_midline_is_kept_whole():
+    """Was: a single kidney in front of the spine (pelvic, ectopic, malrotated) was cut at the midline
+    into a right and a left kidney (the low-dose CT's 168 mL right kidney moved there: right 72 mL +
+    left 96 mL, no warning). Without a narrow isthmus it stays whole on the side holding most of it,
+    in the report and in `--split-sides`, and the report says that its side is in doubt."""
+    affine, shape = make_grid(np.eye(3), spacing=(1.5, 1.5, 2.0), half_extent=np.array([90.0, 45.0, 70.0]))
+    ct, labels = build_scene(affine, shape, lesions={}, kidneys=(((-6.0, 0.0, 0.0), (20.0, 25.0, 50.0)),))
+    report = measure(ct, labels)
+    (kidney,) = report["kidneys"]
+    assert kidney["side"] == "left" and 0.25 < kidney["across_midline_fraction"] < 0.4
+    assert kidney["volume_ml"] == pytest.approx(4 / 3 * np.pi * 20 * 25 * 50 / 1000, rel=0.03)
+    assert "midline_kidney" in {w["code"] for w in report["warnings"]}
+    split = split_labels_by_side(np.asarray(labels.array), ct)
+    assert set(np.unique(split)) == {0, 2}
 
 
 def test_single_kidney_and_a_stray_fragment():

@@ -147,15 +147,14 @@ def split_labels_by_side(labels: np.ndarray, ct: Volume) -> np.ndarray:
     from kidneyseg.report import geometry, midline
 
     line = midline.find_midline(midline.survey(ct))
-    i, j, k = (np.arange(n, dtype=np.float32) for n in labels.shape)
-    a = ct.affine[0]
-    x = (a[0] * i)[:, None, None] + (a[1] * j)[None, :, None] + (a[2] * k)[None, None, :] + a[3]
-    right_of = x > line.x
-    labelled, count = geometry.components(labels > 0)
-    sides = midline.component_sides(labelled, count, right_of, line)[0][labelled]
-    left = np.where(sides == midline.SPLIT, ~right_of, sides == midline.LEFT)
-    out = np.where(labels > 0, 2 * labels.astype(np.int16) - 1 + left, 0)
-    return out.astype(np.uint8)
+    out = np.zeros(labels.shape, np.uint8)
+    if not labels.any():
+        return out
+    box = geometry.bounding_box(labels > 0, labels.shape, pad=0)
+    crop = labels[box]
+    left = midline.component_sides(crop > 0, geometry.crop_affine(ct.affine, box), line).left()
+    out[box] = np.where(crop > 0, 2 * crop.astype(np.uint8) - 1 + left, 0)
+    return out
 
 
 def mask_label_map(label_class: LabelClass) -> LabelMap:

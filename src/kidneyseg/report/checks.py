@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kidneyseg.report.midline import ORIENTATION_MESSAGE
+from kidneyseg.report.midline import ORIENTATION_MESSAGE, SPLIT_SHARE
 
 # Hounsfield-unit range of the mean CT value a lesion class can physically have. Below
 # -200 HU the "lesion" is mostly air (bowel gas, outside the body); simple and hyperdense
@@ -141,6 +141,19 @@ def _kidney_warnings(kidney: dict, options: ReportOptions) -> list[dict]:
                 "message": f"The {side} kidney touches the edge of the scan: it is cut off, its volume "
                 "and extent are lower bounds.",
                 "kidney": side,
+            }
+        )
+    across = kidney.get("across_midline_fraction", 0.0)
+    if across >= SPLIT_SHARE:
+        warnings.append(
+            {
+                "code": "midline_kidney",
+                "message": f"The {side} kidney lies across the patient's midline ({across:.0%} of it on "
+                "the other side) with no narrow isthmus there: it is kept whole and given the side "
+                "holding most of it; an ectopic, pelvic or malrotated kidney, or two kidneys fused "
+                "broadly. Check its side on the images.",
+                "kidney": side,
+                "across_midline_fraction": across,
             }
         )
     low, high = options.kidney_parenchyma_ml

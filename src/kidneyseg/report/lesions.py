@@ -37,6 +37,7 @@ class Kidney:
     centroid: np.ndarray  # world RAS+ mm
     z_range: tuple[float, float]  # world z of its parenchyma (or of the whole kidney without any)
     contour: SliceHulls  # convex hull of its parenchyma on each axial slice
+    across_midline: float = 0.0  # share of a whole component's voxels beyond the midline
 
     def overlap(self, box: tuple[slice, ...], mask: np.ndarray) -> int:
         """How many voxels of `mask`, itself the sub-array `box` of the crop, lie in this kidney."""

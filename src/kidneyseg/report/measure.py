@@ -13,9 +13,9 @@ Conventions:
 - "Axial" means across the array axis closest to world z (`geometry.slice_axis`).
 - Kidneys: 26-connected components of kidney + masses. The patient's midline is the spine's
   x, else the body's or the scanner's (`kidneyseg.report.midline`). The largest component with
-  at least 15 % of its voxels on each side of a spine or body midline holds both kidneys
-  (touching kidneys, horseshoe kidney) and is split by the midsagittal plane; any other
-  component goes whole to the side holding most of it. The kidney on each side is the largest
+  at least 15 % of its voxels on each side of a spine or body midline and a narrow isthmus there
+  holds both kidneys (touching kidneys, horseshoe kidney) and is split by the midsagittal plane;
+  any other component goes whole to the side holding most of it. The kidney on each side is the largest
   component (or part) there; smaller ones are reported as `other_components`.
 - Lesions: 26-connected components of each lesion class (tumor, cyst), each assigned to
   the kidney that holds most of its voxels, else to the nearest kidney.
@@ -43,7 +43,7 @@ from kidneyseg.report.provenance import dicom_identifiers
 if TYPE_CHECKING:
     from kidneyseg.predict.votes import Votes
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarray:
@@ -267,18 +267,17 @@ def _find_kidneys(
     specks costs no more than one with none; only the kidneys become masks, each on its own
     bounding box.
     """
-    labelled, count = geometry.components(labels > 0)
-    right_of_midline = _right_of(line.x, labelled.shape, affine)
-    sides, sizes, right_sizes = midline.component_sides(labelled, count, right_of_midline, line)
+    sides = midline.component_sides(labels > 0, affine, line)
+    labelled, count, sizes, right_sizes = sides.labelled, sides.count, sides.sizes, sides.right_sizes
     # Candidates: (side, voxels, component, half) with half = the side kept of a split component.
     candidates = []
     for component in range(1, count + 1):
-        if sides[component] == midline.SPLIT:
+        if sides.side[component] == midline.SPLIT:
             left_size = sizes[component] - right_sizes[component]
             candidates += [("right", right_sizes[component], component, "right")]
             candidates += [("left", left_size, component, "left")]
             continue
-        side = "right" if sides[component] == midline.RIGHT else "left"
+        side = "right" if sides.side[component] == midline.RIGHT else "left"
         candidates.append((side, sizes[component], component, None))
     kidneys, other_voxels = [], 0
     boxes = ndimage.find_objects(labelled)
@@ -289,7 +288,7 @@ def _find_kidneys(
             box = boxes[component - 1]
             region = labelled[box] == component
             if half is not None:
-                region &= right_of_midline[box] if half == "right" else ~right_of_midline[box]
+                region &= sides.right[box] if half == "right" else ~sides.right[box]
             own = np.logical_and(region, labels[box] == kidney_value, order="C")  # slices taken fast
             local = geometry.crop_affine(affine, box)
             kidneys.append(
@@ -301,22 +300,11 @@ def _find_kidneys(
                     geometry.to_world(geometry.centroid_index(region)[None], local)[0],
                     geometry.cranio_caudal_range_mm(own if own.any() else region, local),
                     SliceHulls(own, geometry.slice_axis(affine)),
+                    sides.across(component),
                 )
             )
             other_voxels += sum(int(c[1]) for c in on_side[1:])
     return kidneys, len(candidates) - len(kidneys), other_voxels
-
-
-def _right_of(x: float, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
-    """Which voxels have a world x above `x` (lie to the patient's right of it), slab by slab."""
-    out = np.empty(shape, dtype=bool)
-    grids = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij", sparse=True)
-    for start in range(0, shape[0], geometry.SLAB):
-        rows = slice(start, start + geometry.SLAB)
-        out[rows] = sum(float(affine[0, a]) * grids[a][rows if a == 0 else slice(None)] for a in range(3)) > (
-            x - float(affine[0, 3])
-        )
-    return out
 
 
 def _measure_kidney(
@@ -337,6 +325,7 @@ def _measure_kidney(
         "parenchyma_volume_ml": round(int(kidney.parenchyma.sum()) * voxel_ml, 2),
         "cranio_caudal_extent_cm": round((z_high - z_low) / 10, 2),
         "incomplete": geometry.touches_edge(kidney.mask, starts, scan.shape),
+        "across_midline_fraction": round(kidney.across_midline, 3),
         "sinus_volume_ml": anatomy.sinus_ml if with_sinus else None,
         "polar_lines_z_mm": rounded(anatomy.polar_lines, 1) if with_sinus else None,
         "medial_edge_x_mm": round(_medial_edge_x(anatomy), 1),

@@ -15,7 +15,7 @@
   every slice ("body"); else the scanner's x = 0, which CT centres on the patient, when it lies
   well inside the image ("scanner"); else the body's centroid, which cannot be trusted ("none":
   the report warns `midline_unknown`). Only a spine or whole-body midline may split a kidney
-  component that crosses it (`component_sides`).
+  component that crosses it, and only at a narrow isthmus (`component_sides`).
 - **Orientation** (`spine_in_front`): lying supine or prone, with a header that says so, the spine
   lies in the back half of the body (world -y, posterior). Found clearly in front of the body's
   centre, the data are rotated against the header (a prone scan written as supine): the
@@ -65,12 +65,16 @@ FRONT_LIMIT = 0.55
 front); a supine abdomen has its spinal column at 0.15-0.45."""
 SPLITTING_SOURCES = ("spine", "body")
 SPLIT_SHARE = 0.15
+WAIST_MM = 8.0
+WAIST_SHARE = 0.5
+"""A component split at the midline has there at most this share of the cross-section it has on
+the less full side (`_has_waist`): a horseshoe's isthmus 5-20 %, one kidney lying across it 100 %."""
 ORIENTATION_MESSAGE = (
     "the anatomy does not fit the header's orientation: the spine lies in front of the body's "
     "centre; check the orientation (a prone scan stored as supine, or a flipped image)"
 )
 RIGHT, LEFT, SPLIT = 1, 2, 3
-"""Per-component sides of `component_sides`."""
+"""Per-component sides of `component_sides` (`Sides.side`)."""
 
 
 @dataclass(frozen=True)
@@ -235,19 +239,81 @@ def orientation_warning(ct: Volume) -> str | None:
     return f"{ct.source or 'image'}: {ORIENTATION_MESSAGE}" if spine_in_front(survey(ct)) else None
 
 
-def component_sides(
-    labelled: np.ndarray, count: int, right_of: np.ndarray, line: Midline
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Side of each of the `count` components of `labelled` (`RIGHT`, `LEFT` or `SPLIT`; index 0
-    unused), and their voxel counts in all and right of the midline (`right_of`). The largest
-    component with at least `SPLIT_SHARE` of its voxels on each side holds both kidneys and is
-    split at the midline, when the midline may split (`Midline.splits`); any other goes whole to
-    the side holding most of it."""
+@dataclass(frozen=True)
+class Sides:
+    """The side of each 26-connected component of a mask (`component_sides`): `labelled` (1..count),
+    `side` per component (`RIGHT`, `LEFT` or `SPLIT`; index 0 unused, uint8), their voxel counts in
+    all and right of the midline, and `right` (the voxels right of the midline)."""
+
+    labelled: np.ndarray
+    count: int
+    side: np.ndarray
+    sizes: np.ndarray
+    right_sizes: np.ndarray
+    right: np.ndarray
+
+    def left(self) -> np.ndarray:
+        """Which voxels of the mask go to the patient's left: those of `LEFT` components and, of a
+        `SPLIT` one, those left of the midline (a uint8 look-up per voxel, no int64 copy)."""
+        voxel_side = self.side[self.labelled]
+        return (voxel_side == LEFT) | ((voxel_side == SPLIT) & ~self.right)
+
+    def across(self, component: int) -> float:
+        """The share of a whole component's voxels on the other side of the midline than its own."""
+        beyond = (
+            self.right_sizes[component]
+            if self.side[component] == LEFT
+            else (self.sizes[component] - self.right_sizes[component])
+        )
+        return float(beyond / max(self.sizes[component], 1)) if self.side[component] != SPLIT else 0.0
+
+
+def right_of(x: float, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """Which voxels have a world x above `x` (lie to the patient's right of it), slab by slab."""
+    out = np.empty(shape, dtype=bool)
+    grids = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij", sparse=True)
+    for start in range(0, shape[0], geometry.SLAB):
+        rows = slice(start, start + geometry.SLAB)
+        out[rows] = sum(float(affine[0, a]) * grids[a][rows if a == 0 else slice(None)] for a in range(3)) > (
+            x - float(affine[0, 3])
+        )
+    return out
+
+
+def component_sides(mask: np.ndarray, affine: np.ndarray, line: Midline) -> Sides:
+    """The side of each 26-connected component of `mask` (on the grid `affine` maps: pass the
+    foreground's bounding box, the cost is per voxel). The largest component with at least
+    `SPLIT_SHARE` of its voxels on each side is split at the midline when it is two kidneys joined
+    by a narrow isthmus there (`_has_waist`: a horseshoe kidney, touching kidneys) and the midline
+    may split (`Midline.splits`); any other goes whole to the side holding most of it."""
+    labelled, count = geometry.components(mask)
+    right = right_of(line.x, mask.shape, affine)
     sizes = geometry.voxel_counts(labelled, count)
-    right_sizes = geometry.voxel_counts(labelled, count, within=right_of)
+    right_sizes = geometry.voxel_counts(labelled, count, within=right)
     share_right = right_sizes / np.maximum(sizes, 1)
-    sides = np.where(share_right >= 0.5, RIGHT, LEFT)
+    side = np.where(share_right >= 0.5, RIGHT, LEFT).astype(np.uint8)
     largest = int(np.argmax(sizes[1:])) + 1 if count else 0
-    if count and line.splits and SPLIT_SHARE <= share_right[largest] <= 1 - SPLIT_SHARE:
-        sides[largest] = SPLIT
-    return sides, sizes, right_sizes
+    crosses = bool(count) and SPLIT_SHARE <= share_right[largest] <= 1 - SPLIT_SHARE
+    if crosses and line.splits and _has_waist(labelled, largest, affine, line.x):
+        side[largest] = SPLIT
+    return Sides(labelled, count, side, sizes, right_sizes, right)
+
+
+def _has_waist(labelled: np.ndarray, component: int, affine: np.ndarray, x: float) -> bool:
+    """Whether the component's cross-section at the midline (its voxels within half a band of it,
+    bands `WAIST_MM` or two voxels wide along world x) is at most `WAIST_SHARE` of its largest
+    cross-section on the less full side: two kidney masses joined by an isthmus, not one kidney
+    lying across the midline."""
+    box = ndimage.find_objects(labelled, max_label=component)[component - 1]
+    local = geometry.crop_affine(affine, box)
+    width = max(WAIST_MM, 2 * float(np.abs(local[0, :3]).sum()))
+    counts: dict[int, int] = {}
+    for start in range(box[0].start, box[0].stop, geometry.SLAB):
+        part = (slice(start, min(start + geometry.SLAB, box[0].stop)), *box[1:])
+        points = np.argwhere(labelled[part] == component) + [s.start for s in part]
+        bands = np.floor((points @ affine[0, :3] + affine[0, 3] - x) / width + 0.5).astype(np.int64)
+        for band, n in zip(*np.unique(bands, return_counts=True), strict=True):
+            counts[int(band)] = counts.get(int(band), 0) + int(n)
+    right = max((n for band, n in counts.items() if band > 0), default=0)
+    left = max((n for band, n in counts.items() if band < 0), default=0)
+    return counts.get(0, 0) <= WAIST_SHARE * min(right, left)
