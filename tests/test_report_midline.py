@@ -122,23 +122,14 @@ def test_the_midline_does_not_depend_on_the_axis_order(shared_data, name):
     assert max(xs) - min(xs) < 0.25 * min(ct.spacing), xs
 
 
-@pytest.mark.parametrize("hu", [450, 600])
-def test_a_dense_aorta_in_front_of_the_spine_is_not_the_spine(lowdose, hu):
-    """Was: a contrast-filled aorta (24 mm, at 450 HU or more) left of the low-dose CT's spine and in
-    front of it was taken for the spine: the midline moved from -1 mm to -31 mm."""
-    ct, labels = lowdose
-    x, y = np.mgrid[: ct.shape[0], : ct.shape[1]]
-    array = np.asarray(ct.array).copy()
-    array[np.hypot((x - 61) * 3.906, (y - 33) * 3.906) < 12] = hu
-    plain, dense = survey(ct), survey(Volume(array, ct.affine))
-    assert dense.spine_xy[0] == pytest.approx(plain.spine_xy[0], abs=4.0)
-    assert dense.spine_xy[1] == pytest.approx(plain.spine_xy[1], abs=8.0)
-    report = measure(Volume(array, ct.affine), labels)
-    assert [side for side, _ in _sides(report)] == ["right", "left"]
+@pytest.mark.parametrize("index", [11, 14, 22])
+def test_bone_behind_the_vertebral_body_does_not_move_the_midline(index):
+    """Phantoms of the demo's set (seed 0) with posterior ribs and vertebral arches behind the
+    vertebral body: a rule that took such bone for the spine behind a contrast pool put the
+    midline 14-32 mm off and one kidney 'across the midline'. Their bodies are centred at x = 0."""
+    from kidneyseg.data.phantom import case_seeds, generate_case
 
-
-def test_the_heart_of_a_ct_angiogram_is_not_the_spine(shared_data):
-    """Was: the shared chest CT angiogram's spine at y = 178 mm, in the contrast-filled heart; its
-    vertebral body lies at y = 112-130 mm (L, P, S)."""
-    spine = survey(read_volume(shared_data / "real-ct" / "chest_ct_1.5mm.nii.gz")).spine_xy
-    assert 105 < spine[1] < 135 and abs(spine[0] + 15) < 5
+    case = generate_case(case_seeds(0, 30)[index], size="small")
+    found = survey(case.ct)
+    assert found.spine_xy is not None and abs(found.spine_xy[0]) < 3.0
+    assert abs(find_midline(found).x) < 3.0

@@ -6,10 +6,10 @@
   subsampled to about `GRID_MM`, the share of slices with such bone within `SMOOTH_MM` of each
   in-plane point, smoothed over `SMOOTH_MM`, peaks on the column; the spine is the centre of the
   region around the peak above half of it. Ribs run obliquely through the slices, the pelvis
-  covers only its own slices, and contrast-filled aorta and bowel mostly stay below 400 HU. A
-  denser contrast pool (an arterial-phase aorta, the heart of a CT angiogram) lies in front of the
-  vertebral body: a column of bone behind the highest peak makes that peak a pool, and the column
-  is the spine (`_spine`). It is found when the peak reaches `MIN_SHARE`.
+  covers only its own slices, and contrast-filled aorta and bowel mostly stay below 400 HU (a
+  contrast pool denser than that on as many slices, an arterial-phase aorta or the heart of a CT
+  angiogram, can be taken for it where the spine's bone is faint, docs/report.md). It is found
+  when the peak reaches `MIN_SHARE`.
 - **Midline** (`find_midline`): the spine's x when it is found (`source` "spine"); else the
   body's x centroid when the body (CT > `BODY_HU`) lies whole across the field of view on nearly
   every slice ("body"); else the scanner's x = 0, which CT centres on the patient, when it lies
@@ -43,13 +43,6 @@ PADDING_HU = -1500.0
 BONE_HU = 400.0
 MIN_DEPTH_MM = 20.0
 SMOOTH_MM = 15.0
-BEHIND_MM = 30.0
-LATERAL_MM = 32.0
-"""A bone column at least `BEHIND_MM` behind the highest peak and within `LATERAL_MM` of its x makes
-that peak a contrast pool in front of the vertebral body (`_spine`): the abdominal aorta lies 30-50 mm
-in front of the column's centre and 15-30 mm left of it, the heart of a CT angiogram 55-65 mm in
-front; the phantoms' posterior elements lie 24 mm behind their vertebral body, their paired ribs and
-pelvic bones 38-50 mm to each side."""
 MIN_SHARE = 0.3
 """The spine is found when this share of the slices has deep bone within `SMOOTH_MM` of the same
 point: 0.38 on the shared low-dose CT (4 mm, the faintest bone), 0.74-0.81 on phantoms, 1.0 on the
@@ -140,7 +133,7 @@ def survey(ct: Volume) -> Survey:
     centre = total / max(count, 1)
     centre[0] = (sample.shape[0] - 1) / 2
     body_x = float(geometry.to_world(centre[None], affine)[0, 0]) if count else sum(x_range) / 2
-    spine = _spine(bone / max(body_slices, 1), reach, affine[:2, 1:3]) if body_slices >= MIN_SLICES else None
+    spine = _spine(bone / max(body_slices, 1), reach) if body_slices >= MIN_SLICES else None
     spine_xy, fraction = None, None
     if spine is not None:
         point = geometry.to_world(np.array([[centre[0], *spine]]), affine)[0]
@@ -172,35 +165,17 @@ def _cut_across(body: np.ndarray, view: np.ndarray, axis: int) -> bool:
     return False
 
 
-def _spine(share: np.ndarray, reach: list[int], in_plane: np.ndarray) -> np.ndarray | None:
+def _spine(share: np.ndarray, reach: list[int]) -> np.ndarray | None:
     """In-plane sample index of the spine's centre from the share of slices on which each point is
     deep bone near it, or None when no column reaches `MIN_SHARE`; `reach`: `SMOOTH_MM` in samples
-    (odd); `in_plane`: world x and y (mm) per sample step of the two in-plane axes.
-
-    The column is the region around the highest peak above half of it, unless a peak reaching
-    `MIN_SHARE` lies at least `BEHIND_MM` behind that region's centre (world -y) and within
-    `LATERAL_MM` of its x: then the region is a contrast pool in front of the vertebral body (aorta,
-    heart), and the column is the highest such peak's region, less the points nearer to the pool."""
+    (odd)."""
     smooth = ndimage.uniform_filter(share, reach)
-    peaks = np.argwhere((smooth == ndimage.maximum_filter(smooth, reach)) & (smooth >= MIN_SHARE))
-    if not len(peaks):
+    peak = float(smooth.max())
+    if peak < MIN_SHARE:
         return None
-    values = smooth[tuple(peaks.T)]
-    top = _centre(smooth, peaks[np.argmax(values)])
-    offset = (peaks - top) @ in_plane.T
-    behind = (offset[:, 1] <= -BEHIND_MM) & (np.abs(offset[:, 0]) <= LATERAL_MM)
-    if not behind.any():
-        return top
-    column = peaks[np.argmax(np.where(behind, values, -1.0))]
-    grid = np.moveaxis(np.indices(smooth.shape), 0, -1) @ in_plane.T
-    to_column, to_pool = (np.linalg.norm(grid - p @ in_plane.T, axis=-1) for p in (column, top))
-    return _centre(smooth * (to_column < to_pool), column)
-
-
-def _centre(smooth: np.ndarray, peak: np.ndarray) -> np.ndarray:
-    """Centre (sample index) of the region of `smooth` around `peak` above half of its value."""
-    regions, _ = ndimage.label(smooth >= smooth[tuple(peak)] / 2)
-    return np.asarray(ndimage.center_of_mass(smooth * (regions == regions[tuple(peak)])))
+    regions, _ = ndimage.label(smooth >= peak / 2)
+    region = regions == regions[np.unravel_index(np.argmax(smooth), smooth.shape)]
+    return np.asarray(ndimage.center_of_mass(smooth * region))
 
 
 def _depth_fraction(trunks: np.ndarray, spine: np.ndarray, affine: np.ndarray) -> float | None:
