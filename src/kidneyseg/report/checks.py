@@ -108,9 +108,9 @@ def run_checks(report: dict, options: ReportOptions, confidence: float | None) -
 
 def _anatomy_warnings(report: dict) -> list[dict]:
     """Whether the anatomy fits the header's orientation, and whether the sides rest on a midline."""
-    anatomy = report.get("anatomy", {})
+    anatomy = report["anatomy"]
     warnings = []
-    if anatomy.get("spine_in_front"):
+    if anatomy["spine_in_front"]:
         warnings.append(
             {
                 "code": "orientation_mismatch",
@@ -118,7 +118,7 @@ def _anatomy_warnings(report: dict) -> list[dict]:
                 "spine_depth_fraction": anatomy["spine_depth_fraction"],
             }
         )
-    if report["kidneys"] and anatomy.get("midline_source") == "none":
+    if report["kidneys"] and anatomy["midline_source"] == "none":
         warnings.append(
             {
                 "code": "midline_unknown",
@@ -143,7 +143,7 @@ def _kidney_warnings(kidney: dict, options: ReportOptions) -> list[dict]:
                 "kidney": side,
             }
         )
-    across = kidney.get("across_midline_fraction", 0.0)
+    across = kidney["across_midline_fraction"]
     if across >= SPLIT_SHARE:
         warnings.append(
             {
