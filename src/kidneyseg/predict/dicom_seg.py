@@ -107,5 +107,6 @@ def write_dicom_seg(
         software_versions=__version__,
         device_serial_number="none",
         series_description=series_description,
+        omit_empty_frames=bool(frames.any()),  # an empty map: all frames, without highdicom's notice
     )
     return write_atomic(path, lambda tmp: seg.save_as(str(tmp)))
