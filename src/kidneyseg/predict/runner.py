@@ -128,6 +128,9 @@ def predict_case(
             warn(f"warning: {case.case_id}: {check['message']}")
         elif isinstance(check, dict) and check.get("code") == "uncertain_lesions":
             warn(f"warning: {case.case_id}: the model was unsure of lesion(s) {', '.join(check['lesions'])}")
+        elif isinstance(check, dict) and check.get("code") == "laterality_mismatch":
+            warn(f"warning: {case.case_id}: {check['message']}")
+            warnings.append(check["message"])
     seconds = {"read": seconds_read, **prediction.seconds, "write": time.perf_counter() - t}
     total = time.perf_counter() - start
     return {

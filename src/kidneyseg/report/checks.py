@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kidneyseg.report.laterality import LATERALITY_MESSAGE, MIRRORED_BELOW
 from kidneyseg.report.midline import ORIENTATION_MESSAGE, SPLIT_SHARE
 
 # Hounsfield-unit range of the mean CT value a lesion class can physically have. Below
@@ -107,7 +108,8 @@ def run_checks(report: dict, options: ReportOptions, confidence: float | None) -
 
 
 def _anatomy_warnings(report: dict) -> list[dict]:
-    """Whether the anatomy fits the header's orientation, and whether the sides rest on a midline."""
+    """Whether the anatomy fits the header's orientation (spine behind, liver on the right), and
+    whether the sides rest on a midline."""
     anatomy = report["anatomy"]
     warnings = []
     if anatomy["spine_in_front"]:
@@ -116,6 +118,20 @@ def _anatomy_warnings(report: dict) -> list[dict]:
                 "code": "orientation_mismatch",
                 "message": ORIENTATION_MESSAGE[0].upper() + ORIENTATION_MESSAGE[1:] + ".",
                 "spine_depth_fraction": anatomy["spine_depth_fraction"],
+            }
+        )
+    share = anatomy["liver_right_share"]
+    if (
+        report["kidneys"]
+        and anatomy["midline_source"] != "none"
+        and share is not None
+        and share < MIRRORED_BELOW
+    ):
+        warnings.append(
+            {
+                "code": "laterality_mismatch",
+                "message": LATERALITY_MESSAGE,
+                "liver_right_share": share,
             }
         )
     if report["kidneys"] and anatomy["midline_source"] == "none":

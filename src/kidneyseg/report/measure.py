@@ -34,7 +34,7 @@ from kidneyseg import __version__
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS23, LESION_CLASSES, SIDES, LabelMap, check_label_values
-from kidneyseg.report import geometry, midline, nephrometry, staging
+from kidneyseg.report import geometry, laterality, midline, nephrometry, staging
 from kidneyseg.report.checks import ReportOptions, run_checks
 from kidneyseg.report.hulls import SliceHulls
 from kidneyseg.report.lesions import Kidney, Scan, measure_lesions, rounded
@@ -43,7 +43,7 @@ from kidneyseg.report.provenance import dicom_identifiers
 if TYPE_CHECKING:
     from kidneyseg.predict.votes import Votes
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarray:
@@ -146,9 +146,10 @@ def measure(
         "spine_ras_mm": None if found.spine_xy is None else rounded(found.spine_xy, 1),
         "spine_depth_fraction": None if fraction is None else round(fraction, 2),
         "spine_in_front": midline.spine_in_front(found),
+        "liver_right_share": None,
     }
     if (array > 0).any():
-        report.update(_measure_case(ct, array, label_map, options, votes, line))
+        report.update(_measure_case(ct, array, label_map, options, votes, line, report["anatomy"]))
     report["summary"] = _summary(report, options)
     report["warnings"] = run_checks(report, options, confidence)
     return report
@@ -161,7 +162,10 @@ def _measure_case(
     options: ReportOptions,
     votes: Votes | None,
     line: midline.Midline,
+    anatomy_record: dict,
 ) -> dict:
+    """The measured part of the report (kidneys, lesions, staging) and `anatomy_record` with the
+    liver's side, which rests on the kidneys found."""
     voxel_ml = abs(float(np.linalg.det(ct.affine[:3, :3]))) / 1000.0
     box = geometry.bounding_box(array > 0, ct.shape)
     scan = Scan(np.array([s.start for s in box]), ct.shape)
@@ -211,7 +215,9 @@ def _measure_case(
         for k in kidneys
     ]
     tumors = [r for r in lesions if r["type"] == "tumor"]
+    share = laterality.right_share(ct, array > 0, _axial_profile(kidneys, scan, ct.affine), line)
     return {
+        "anatomy": {**anatomy_record, "liver_right_share": None if share is None else round(share, 2)},
         "status": "ok",
         "message": _message(kidney_rows, lesions),
         "kidneys": kidney_rows,
@@ -221,6 +227,17 @@ def _measure_case(
         "other_components": {"count": other_count, "volume_ml": round(other_voxels * voxel_ml, 2)},
         "staging": staging.clinical_t(tumors, options.extension_mm),
     }
+
+
+def _axial_profile(kidneys: list[Kidney], scan: Scan, affine: np.ndarray) -> np.ndarray:
+    """Voxels of the kidneys found (kidney + masses) on each axial slice of the CT."""
+    axial = geometry.slice_axis(affine)
+    profile = np.zeros(scan.shape[axial], dtype=np.int64)
+    for kidney in kidneys:
+        first = int(scan.offset[axial]) + kidney.box[axial].start
+        counts = np.count_nonzero(kidney.mask, axis=tuple(a for a in range(3) if a != axial))
+        profile[first : first + counts.size] += counts
+    return profile
 
 
 def _finish_lesion(
