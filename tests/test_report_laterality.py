@@ -88,6 +88,20 @@ def test_a_left_right_mirror_under_an_unchanged_header_is_flagged(lowdose):
     assert mirrored_sides == {"right": sides["left"], "left": sides["right"]}
 
 
+def test_a_feet_first_scan_registered_head_first_is_flagged(lowdose):
+    """A feet-first scan under a head-first header is the image turned 180 degrees about the
+    front-back axis: left-right and head-foot both swapped, the spine in place. Was: the slab
+    "above" the kidneys (by the header) lay in the pelvis, share 0.48, and the report's sides were
+    swapped without a warning."""
+    ct, labels = lowdose
+    turned = [Volume(np.flip(np.asarray(v.array), (0, 2)).copy(), v.affine) for v in (ct, labels)]
+    report = measure(*turned)
+    assert report["anatomy"]["liver_right_share"] < MIRRORED_BELOW
+    codes = {w["code"] for w in report["warnings"]}
+    assert "laterality_mismatch" in codes
+    assert "orientation_mismatch" not in codes  # the spine stays behind: only the liver tells
+
+
 @pytest.mark.parametrize(
     "box",
     [
