@@ -144,3 +144,26 @@ def test_stray_labels_far_from_the_kidneys_do_not_move_the_slab(lowdose):
     stray = measure(ct, Volume(array, labels.affine))
     assert stray["other_components"]["count"] == 1
     assert stray["anatomy"]["liver_right_share"] == measure(ct, labels)["anatomy"]["liver_right_share"]
+
+
+def test_slices_too_thick_to_tell_are_not_judged(lowdose):
+    """Every second slice of the low-dose CT (8.8 mm): the liver's depth is too coarse to weigh,
+    so the share is null rather than a guess, mirrored or not."""
+    ct, labels = lowdose
+    affine = ct.affine.copy()
+    affine[:3, 2] *= 2
+    for volume in (ct, _mirrored(ct)):
+        thick = Volume(np.asarray(volume.array)[:, :, ::2], affine)
+        report = measure(thick, Volume(np.asarray(labels.array)[:, :, ::2], affine))
+        assert report["kidneys"] and report["anatomy"]["liver_right_share"] is None
+
+
+def test_a_turn_about_the_long_axis_gets_one_warning_not_two(lowdose):
+    """A prone scan stored as supine swaps left and right too, but the spine in front already
+    says the orientation is wrong: `orientation_mismatch` alone."""
+    ct, labels = lowdose
+    turned = [Volume(np.flip(np.asarray(v.array), (0, 1)).copy(), v.affine) for v in (ct, labels)]
+    report = measure(*turned)
+    assert report["anatomy"]["liver_right_share"] < MIRRORED_BELOW
+    codes = [w["code"] for w in report["warnings"]]
+    assert "orientation_mismatch" in codes and "laterality_mismatch" not in codes

@@ -124,6 +124,7 @@ def _anatomy_warnings(report: dict) -> list[dict]:
     if (
         report["kidneys"]
         and anatomy["midline_source"] != "none"
+        and not anatomy["spine_in_front"]  # turned about the long axis: orientation_mismatch says it
         and share is not None
         and share < MIRRORED_BELOW
     ):

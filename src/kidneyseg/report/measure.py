@@ -215,7 +215,7 @@ def _measure_case(
         for k in kidneys
     ]
     tumors = [r for r in lesions if r["type"] == "tumor"]
-    share = laterality.right_share(ct, array > 0, _axial_profile(kidneys, scan, ct.affine), line)
+    share = laterality.right_share(ct, array, _axial_profile(kidneys, scan, ct.affine), line)
     return {
         "anatomy": {**anatomy_record, "liver_right_share": None if share is None else round(share, 2)},
         "status": "ok",
