@@ -99,17 +99,15 @@ class AnatomyCheck:
         mask = mask[coarse]
         if not mask.any():
             return None
-        kidney = mask & (labels[coarse] == self.kidney)
+        at = tuple(slice(f, f + m) for f, m in zip(first, mask.shape, strict=True))  # in self.ct
         reach = [int(np.ceil(max(MIN_DEPTH_MM, SHELL_MM) / s)) for s in self.spacing]
         grown = tuple(
-            slice(max(f - r, 0), min(f + m + r, n))
-            for f, m, r, n in zip(first, mask.shape, reach, self.ct.shape, strict=True)
+            slice(max(a.start - r, 0), min(a.stop + r, n))
+            for a, r, n in zip(at, reach, self.ct.shape, strict=True)
         )
         component = np.zeros(tuple(g.stop - g.start for g in grown), dtype=bool)
         component[
-            tuple(
-                slice(f - g.start, f - g.start + m) for f, g, m in zip(first, grown, mask.shape, strict=True)
-            )
+            tuple(slice(a.start - g.start, a.stop - g.start) for a, g in zip(at, grown, strict=True))
         ] = mask
 
         shell = ~component & (ndimage.distance_transform_edt(~component, sampling=self.spacing) <= SHELL_MM)
@@ -130,8 +128,8 @@ class AnatomyCheck:
             median = float(np.median(depth[component]))
             if median < MIN_DEPTH_MM:
                 return f"half of it lies within {median:.0f} mm of the air outside the body (at its surface)"
+        kidney = mask & (labels[coarse] == self.kidney)
         if kidney.any():
-            at = tuple(slice(f, f + m) for f, m in zip(first, mask.shape, strict=True))
             median_hu = float(np.median(self.ct[at][kidney]))
             if median_hu < FAT_HU:
                 return (
