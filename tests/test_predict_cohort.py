@@ -248,12 +248,13 @@ def test_statistics_row_from_a_report():
             {"type": "tumor", "max_axial_diameter_cm": 1.5},
             {"type": "tumor", "max_axial_diameter_cm": 4.25},
         ],
-        "staging": {"category": "cT1a"},
+        "staging": {"category": "cT1a", "extension_tumor_ids": ["T2", "T1"]},
         "warnings": [{"code": "incomplete_kidney"}],
         "inputs": {"model_confidence": 0.91},
     }
     row = statistics_row("p1", report, ["no air"], seconds=12.34)
     assert row["tumor_diameters_cm"] == "4.25;1.50" and row["ct_category"] == "cT1a"
+    assert row["extension_tumors"] == "T2;T1"
     assert row["warnings"] == "incomplete_kidney; no air" and row["confidence"] == 0.91
     assert case_line(row) == (
         "p1: 12.3 s; kidneys right 150 mL, left 148 mL; 2 tumors (largest 4.25 cm); "

@@ -79,7 +79,10 @@ def test_report_files_are_written_with_the_measurements(written):
     assert paths.status == "ok" and paths.message == saved["message"]
     staging = saved["staging"]
     page = paths.html.read_text()
-    assert f"specimen size estimate {staging['specimen_size_cm']:.2f} cm → {staging['size_category']}" in page
+    assert (
+        f"{staging['category']} ({staging['tumor_id']}: specimen size estimate "
+        f"{staging['specimen_size_cm']:.2f} cm;" in page
+    )
     assert (
         f"max axial diameter {staging['greatest_dimension_cm']:.2f} cm → {staging['measured_size_category']}"
         in page

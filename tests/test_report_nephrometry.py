@@ -170,7 +170,7 @@ def test_ct_size_category_comes_from_the_specimen_estimate(lower):
     staged = lower["staging"]
     assert staged["specimen_size_cm"] == pytest.approx(specimen_size_cm(tumor["volume_ml"]), abs=0.005)
     assert staged["greatest_dimension_cm"] == tumor["max_axial_diameter_cm"]
-    assert staged["size_category"] == staged["measured_size_category"] == "cT1b"
+    assert staged["category"] == staged["measured_size_category"] == "cT1b"
 
 
 def test_the_largest_tumor_is_staged_by_its_estimate_beside_its_measured_diameter():
@@ -179,7 +179,7 @@ def test_the_largest_tumor_is_staged_by_its_estimate_beside_its_measured_diamete
     staged = clinical_t([tumor_row("T1", 4.3, 19.4), tumor_row("T2", 3.9, ROUND_39_ML)], extension_mm=10.0)
     assert staged["tumor_id"] == "T2"
     assert staged["specimen_size_cm"] == pytest.approx(4.03, abs=0.005)
-    assert staged["category"] == staged["size_category"] == "cT1b"
+    assert staged["category"] == "cT1b"
     assert staged["greatest_dimension_cm"] == 3.9 and staged["measured_size_category"] == "cT1a"
 
 
@@ -200,26 +200,33 @@ def test_a_cut_tumor_makes_the_staged_size_a_lower_bound(lower):
     report = copy.deepcopy(lower)
     report["staging"] = staged
     page = render_html(report, [], KITS23)
-    assert "specimen size estimate ≥ 4.03 cm → cT1b; max axial diameter 3.90 cm → cT1a" in page
+    assert "≥ cT1b (T1: specimen size estimate ≥ 4.03 cm; max axial diameter 3.90 cm → cT1a)" in page
     complete = clinical_t([round_tumor, {**cut, "incomplete": False}], extension_mm=10.0)
     assert not complete["specimen_size_is_lower_bound"]
 
 
-def test_tumor_reaching_medially_beyond_the_kidney_is_flagged_ct3():
-    """A hilar tumor stays within 10 mm of the kidney's medial edge (cT1a); a tumor 13 mm further
-    medial, towards the vena cava (as a renal vein thrombus would), is flagged cT3."""
+def test_tumor_reaching_medially_beyond_the_kidney_is_flagged_as_a_possible_ct3():
+    """A hilar tumor stays within 10 mm of the kidney's medial edge; a tumor 13 mm further medial,
+    towards the vena cava (as a renal vein thrombus would), is flagged as a possible cT3 beside
+    its size category (cT1a both)."""
     hilar = case(((30.0, 0.0, 0.0), 6.0))
     (kidney,) = hilar["kidneys"]
     # The parenchyma's most medial point: the ellipsoid's medial tip x = 25 mm, carved by the sinus.
     assert 25.0 <= kidney["medial_edge_x_mm"] <= 27.0
     # The tumor's outline reaches x = 30 - 6 - 0.5 (its voxels' outer faces).
     assert hilar["lesions"][0]["extension_mm"] == pytest.approx(kidney["medial_edge_x_mm"] - 23.5, abs=0.15)
-    assert hilar["staging"]["category"] == "cT1a"
+    assert hilar["staging"]["category"] == "cT1a" and not hilar["staging"]["extension_beyond_kidney"]
     cord = case(((12.0, 0.0, 0.0), 9.0))
     edge = cord["kidneys"][0]["medial_edge_x_mm"]
     assert cord["lesions"][0]["extension_mm"] == pytest.approx(edge - 2.5, abs=0.15)
-    assert cord["staging"]["category"] == "cT3" and cord["staging"]["size_category"] == "cT1a"
+    assert cord["staging"]["category"] == "cT1a" and cord["staging"]["extension_beyond_kidney"]
     assert cord["staging"]["extension_tumor_ids"] == ["T1"]
+    from kidneyseg.labels import KITS23
+    from kidneyseg.report.render import render_html
+
+    assert "possible cT3: T1 reaches more than 10 mm medially beyond the kidney" in render_html(
+        cord, [], KITS23
+    )
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])

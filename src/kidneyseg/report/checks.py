@@ -33,7 +33,7 @@ class ReportOptions:
         min_sure_fraction: a lesion whose share of network voxels the model was sure of
             (`sure_fraction`, predicted labels only) is below this raises `uncertain_lesions`.
         extension_mm: tumor reaching this far medially beyond its kidney's parenchyma
-            raises the cT3 flag (`staging.py`).
+            raises the extension flag, a possible cT3 (`staging.py`).
         max_lesions: at most this many lesions of each class, the largest, are measured; the
             others are counted in `summary.unmeasured_lesions`. Bounds the time and memory of
             a report on a fragmented segmentation.

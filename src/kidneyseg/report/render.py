@@ -270,13 +270,17 @@ def _staging(staging: dict | None, uncertain: set[str]) -> str:
         return "≥ " if staging[key] else ""
 
     text = (
-        f"{staging['category']} ({staging['tumor_id']}: specimen size estimate "
-        f"{bound('specimen_size_is_lower_bound')}{staging['specimen_size_cm']:.2f} cm → "
-        f"{staging['size_category']}; max axial diameter {bound('greatest_dimension_is_lower_bound')}"
+        f"{bound('specimen_size_is_lower_bound')}{staging['category']} ({staging['tumor_id']}: specimen "
+        f"size estimate {bound('specimen_size_is_lower_bound')}{staging['specimen_size_cm']:.2f} cm; max "
+        f"axial diameter {bound('greatest_dimension_is_lower_bound')}"
         f"{staging['greatest_dimension_cm']:.2f} cm → {staging['measured_size_category']})"
     )
     if staging["extension_beyond_kidney"]:
-        text += f"; extends beyond the kidney: {', '.join(staging['extension_tumor_ids'])}"
+        text += (
+            f"; possible cT3: {', '.join(staging['extension_tumor_ids'])} reaches more than "
+            f"{staging['extension_threshold_mm']:g} mm medially beyond the kidney (check the renal vein "
+            "and the sinus fat)"
+        )
     if staging["tumor_id"] in uncertain:
         text += f"; the model was unsure of {staging['tumor_id']} (see the warning)"
     return text

@@ -6,9 +6,12 @@ volume of the largest tumor (`specimen_size_cm`), cut at 4, 7 and 10 cm (T1a ≤
 of Malignant Tumours, 8th ed., UICC/Wiley 2017). The mask's own maximum axial diameter, which
 reads larger than the specimen (docs/validation.md), is kept beside it with its category.
 Extension: a tumor reaching medially beyond its kidney's parenchyma, towards the renal vein and
-the vena cava, by more than `ReportOptions.extension_mm` raises the cT3 flag. The images cannot
-show microscopic invasion of the perinephric or sinus fat (pT3a in most KiTS19 cases), adrenal or
-Gerota's fascia involvement (T4) or nodes: docs/validation.md measures what this catches.
+the vena cava, by more than `ReportOptions.extension_mm` raises the extension flag, a possible cT3
+for a reader to check on the images; it does not change the category. On the KiTS19 reference
+masks no threshold makes a flagged tumor more often pT3 than not (docs/validation.md), so staging
+it cT3 would lower agreement with pathology. The images cannot show microscopic invasion of the
+perinephric or sinus fat (pT3a in most KiTS19 cases), adrenal or Gerota's fascia involvement (T4)
+or nodes.
 """
 
 from __future__ import annotations
@@ -64,10 +67,11 @@ def medial_extension_mm(
 def clinical_t(tumors: list[dict], extension_mm: float) -> dict | None:
     """The case's cT category from its measured tumors (report rows with `extension_mm`).
 
-    Returns None without a tumor. The category is cT3 when any tumor is flagged as extending
-    beyond its kidney, else the size category of the estimated specimen size of the largest
-    tumor by volume. That size is a lower bound when any tumor is cut by the scan's edge (a cut
-    tumor may be larger than the one staged); the greatest dimension, when the staged one is.
+    Returns None without a tumor. The category is the size category of the estimated specimen
+    size of the largest tumor by volume; tumors reaching beyond their kidney are flagged beside
+    it (a possible cT3, not a category). That size is a lower bound when any tumor is cut by the
+    scan's edge (a cut tumor may be larger than the one staged); the greatest dimension, when the
+    staged one is.
     """
     if not tumors:
         return None
@@ -76,10 +80,8 @@ def clinical_t(tumors: list[dict], extension_mm: float) -> dict | None:
     extending = [
         r["id"] for r in tumors if r["extension_mm"] is not None and r["extension_mm"] > extension_mm
     ]
-    by_size = size_category(size)
     return {
-        "category": "cT3" if extending else f"c{by_size}",
-        "size_category": f"c{by_size}",
+        "category": f"c{size_category(size)}",
         "tumor_id": largest["id"],
         "specimen_size_cm": size,
         "greatest_dimension_cm": largest[GREATEST_DIMENSION],
@@ -90,6 +92,7 @@ def clinical_t(tumors: list[dict], extension_mm: float) -> dict | None:
         "extension_tumor_ids": extending,
         "extension_threshold_mm": extension_mm,
         "basis": "TNM 8th ed.: the specimen size of the largest tumor by volume, estimated from its "
-        "volume (fit to KiTS19 pathology); cT3 when a tumor reaches more than"
-        f" {extension_mm:g} mm medially beyond its kidney (renal vein / sinus direction)",
+        "volume (fit to KiTS19 pathology); a tumor reaching more than"
+        f" {extension_mm:g} mm medially beyond its kidney (renal vein / sinus direction) is flagged as a"
+        " possible cT3 to check, without changing the category",
     }
