@@ -15,7 +15,7 @@ from kidneyseg.cli import app
 from kidneyseg.io.volume import Volume, read_volume
 from kidneyseg.report import measure
 from kidneyseg.report.laterality import LATERALITY_MESSAGE, MIRRORED_BELOW, right_share
-from kidneyseg.report.midline import find_midline, survey
+from kidneyseg.report.midline import ORIENTATION_MESSAGE, find_midline, survey
 
 LOWDOSE = "real-ct/lowdose_abdomen_4mm"
 SPACING = 3.0
@@ -133,6 +133,24 @@ def test_predict_says_so_on_stderr_and_in_the_run_record(lowdose, tmp_path):
     assert f"warning: mirrored: {LATERALITY_MESSAGE}" in result.output
     record = json.loads((tmp_path / "out" / "predict_run.json").read_text())
     assert LATERALITY_MESSAGE in record["cases"][0]["warnings"]
+    row = record["cases"][0]["statistics"]["warnings"]
+    assert row.split("; ").count("laterality_mismatch") == 1 and LATERALITY_MESSAGE[:40] not in row
+
+
+def test_predict_states_a_turned_orientation_once_in_the_statistics(lowdose, tmp_path):
+    """Turned 180 degrees about the long axis: the reading warns (before the model runs) and the
+    report's `orientation_mismatch` says the same; the statistics row names it once (was: its
+    code and the reading's message side by side)."""
+    ct, _ = lowdose
+    path = tmp_path / "turned.nii.gz"
+    nib.save(nib.Nifti1Image(np.flip(np.asarray(ct.array), (0, 1)).copy(), ct.affine), path)
+    result = CliRunner().invoke(app, ["predict", "-i", str(path), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert ORIENTATION_MESSAGE in result.output
+    case = json.loads((tmp_path / "out" / "predict_run.json").read_text())["cases"][0]
+    assert any(ORIENTATION_MESSAGE in w for w in case["warnings"])
+    row = case["statistics"]["warnings"]
+    assert row.split("; ").count("orientation_mismatch") == 1 and ORIENTATION_MESSAGE[:40] not in row
 
 
 def test_stray_labels_far_from_the_kidneys_do_not_move_the_slab(lowdose):

@@ -101,6 +101,7 @@ def predict_case(
             available, or its outputs cannot be written; nothing of it is left on disk.
     """
     from kidneyseg.predict.api import read_checked
+    from kidneyseg.report.midline import ORIENTATION_MESSAGE
     from kidneyseg.report.statistics import statistics_row
 
     start = time.perf_counter()
@@ -123,6 +124,9 @@ def predict_case(
             f"warning: {case.case_id}: left out a {dropped['volume_ml']:g} mL component labelled as kidney: "
             f"{dropped['reason']}"
         )
+    # The statistics row carries the report's codes; of the reading's warnings, only those the
+    # report does not (its orientation_mismatch is the reading's orientation warning).
+    read_only = [w for w in warnings if ORIENTATION_MESSAGE not in w]
     for check in report.get("warnings", []):  # the report's checks of what the model was sure of
         if isinstance(check, dict) and check.get("code") == "low_confidence":
             warn(f"warning: {case.case_id}: {check['message']}")
@@ -147,7 +151,7 @@ def predict_case(
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "total_seconds": round(total, 3),
         "warnings": warnings,
-        "statistics": statistics_row(case.case_id, report, warnings, total),
+        "statistics": statistics_row(case.case_id, report, read_only, total),
     }
 
 
