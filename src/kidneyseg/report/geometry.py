@@ -39,6 +39,13 @@ def to_world(index_points: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return index_points @ affine[:3, :3].T + affine[:3, 3]
 
 
+def grid_map(row: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """One row of an affine applied to every index of a grid of `shape`: `row[:3] @ index + row[3]`
+    (e.g. `affine[0]`: each voxel's world x), float64."""
+    grids = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij", sparse=True)
+    return np.broadcast_to(sum(row[a] * grids[a] for a in range(3)) + row[3], shape)
+
+
 def box_corners(box: Sequence[tuple[float, float]]) -> np.ndarray:
     """The 2^d corners of the box `((low, high), ...)`, as a (2^d, d) float array."""
     return np.array(list(itertools.product(*box)), dtype=float)

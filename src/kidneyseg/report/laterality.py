@@ -74,7 +74,7 @@ def right_share(ct: Volume, labels: np.ndarray, per_slice: np.ndarray, line: Mid
     mean = ndimage.uniform_filter(values, 3)  # noise: a single sample may fall outside SOFT_HU
     soft = (mean >= SOFT_HU[0]) & (mean <= SOFT_HU[1]) & ~label
     view = _mirror_in_view(values >= PADDING_HU, affine, line.x)
-    offset = _map(affine[0], view.shape) - line.x  # world x from the midline
+    offset = geometry.grid_map(affine[0], view.shape) - line.x  # world x from the midline
     if not view.any() or float(np.abs(offset[view]).max()) < HALF_WIDTH_MM:
         return None
     thick = (ndimage.distance_transform_edt(soft, sampling=spacing) >= DEPTH_MM) & view
@@ -112,16 +112,10 @@ def _mirror_in_view(field: np.ndarray, affine: np.ndarray, x: float) -> np.ndarr
     reflect = np.eye(4)
     reflect[0, 0], reflect[0, 3] = -1.0, 2.0 * x
     to_mirror = np.linalg.inv(affine) @ reflect @ affine  # sample index -> its mirror's index
-    index = [np.rint(_map(to_mirror[j], field.shape)) for j in range(3)]
+    index = [np.rint(geometry.grid_map(to_mirror[j], field.shape)) for j in range(3)]
     inside = np.ones(field.shape, dtype=bool)
     for j, n in enumerate(field.shape):
         inside &= (index[j] >= 0) & (index[j] < n)
     mirrored = np.zeros(field.shape, dtype=bool)
     mirrored[inside] = field[tuple(i[inside].astype(np.int64) for i in index)]
     return mirrored & field
-
-
-def _map(row: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """One row of an affine applied to every index of a grid of `shape`: `row[:3] @ index + row[3]`."""
-    grids = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij", sparse=True)
-    return np.broadcast_to(sum(row[a] * grids[a] for a in range(3)) + row[3], shape)

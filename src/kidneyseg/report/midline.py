@@ -246,12 +246,11 @@ class Sides:
 def right_of(x: float, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     """Which voxels have a world x above `x` (lie to the patient's right of it), slab by slab."""
     out = np.empty(shape, dtype=bool)
-    grids = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij", sparse=True)
     for start in range(0, shape[0], geometry.SLAB):
-        rows = slice(start, start + geometry.SLAB)
-        out[rows] = sum(float(affine[0, a]) * grids[a][rows if a == 0 else slice(None)] for a in range(3)) > (
-            x - float(affine[0, 3])
-        )
+        rows = out[start : start + geometry.SLAB]
+        row = np.asarray(affine[0], dtype=np.float64).copy()
+        row[3] += row[0] * start  # the slab's first index is 0 in its own grid
+        rows[...] = geometry.grid_map(row, rows.shape) > x
     return out
 
 
@@ -286,7 +285,7 @@ def _has_waist(labelled: np.ndarray, component: int, affine: np.ndarray, x: floa
     for start in range(box[0].start, box[0].stop, geometry.SLAB):
         part = (slice(start, min(start + geometry.SLAB, box[0].stop)), *box[1:])
         points = np.argwhere(labelled[part] == component) + [s.start for s in part]
-        bands = np.floor((points @ affine[0, :3] + affine[0, 3] - x) / width + 0.5).astype(np.int64)
+        bands = np.floor((geometry.to_world(points, affine)[:, 0] - x) / width + 0.5).astype(np.int64)
         for band, n in zip(*np.unique(bands, return_counts=True), strict=True):
             counts[int(band)] = counts.get(int(band), 0) + int(n)
     right = max((n for band, n in counts.items() if band > 0), default=0)
