@@ -213,9 +213,9 @@ def write_section(rows: list[dict], seconds: float, workers: int, path: Path) ->
         "permutation, each case alone, and a split by case number), which is what to expect on new "
         "patients.",
         "",
-        "κ over the categories T0 (benign), T1a, T1b, T2a, T2b, T3, T4. Size alone can never give "
-        f"T0 ({truth.count('T0')} benign cases) or T4 ({truth.count('T4')}), and T3 only through the "
-        "extension flag.",
+        "κ over the categories T0 (benign), T1a, T1b, T2a, T2b, T3, T4. The report's cT never gives "
+        f"T0 ({truth.count('T0')} benign cases), T3 or T4 ({truth.count('T4')}); the second row stages the "
+        "flagged cases cT3.",
         "",
         "Confusion matrix of the report's cT (rows: pathology):",
         "",
@@ -237,7 +237,7 @@ def write_section(rows: list[dict], seconds: float, workers: int, path: Path) ->
             }.items()
         ),
         "",
-        "### The extension (cT3) flag",
+        "### The extension flag (possible cT3)",
         "",
         "How far the tumor reaches medially beyond its kidney's parenchyma, against pT3 (renal vein or "
         "perinephric/sinus fat invasion at pathology), for several thresholds (the report uses "

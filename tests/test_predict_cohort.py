@@ -93,6 +93,20 @@ def test_a_rerun_with_report_redoes_a_case_whose_page_or_preview_is_gone_or_chan
     assert {"report", "report_html", "report_preview"} <= set(record["output_stamps"])
 
 
+def test_a_rerun_after_the_report_schema_changed_predicts_again(ckpt, cases, tmp_path, monkeypatch):
+    """A case's statistics row follows the report's schema (schema 8 stopped staging the
+    extension flag cT3): a version writing another schema redoes the case rather than keeping
+    the row the older one wrote."""
+    import importlib
+
+    measure = importlib.import_module("kidneyseg.report.measure")  # the module, not the function
+    base = ["predict", "-i", str(cases / "a.nii.gz"), "-o", str(tmp_path / "out"), "-m", str(ckpt), "-q"]
+    assert "1 predicted" in runner.invoke(app, base).output
+    assert "0 predicted, 1 already done" in runner.invoke(app, base).output
+    monkeypatch.setattr(measure, "SCHEMA_VERSION", measure.SCHEMA_VERSION + 1)
+    assert "1 predicted, 0 already done" in runner.invoke(app, base).output
+
+
 def test_a_rerun_with_fewer_outputs_removes_what_belonged_to_the_old_label_map(ckpt, cases, tmp_path):
     """--per-class masks and a report of an earlier run would sit beside a label map they were not
     made from; a file changed since that run wrote it is the user's and stays."""
@@ -254,7 +268,10 @@ def test_statistics_row_from_a_report():
     }
     row = statistics_row("p1", report, ["no air"], seconds=12.34)
     assert row["tumor_diameters_cm"] == "4.25;1.50" and row["ct_category"] == "cT1a"
-    assert row["extension_tumors"] == "T2;T1"
+    assert row["extension_tumors"] == "T2;T1" and row["status"] == "ok"
+    older = statistics_row("p1", {**report, "schema_version": 7})  # an earlier batch's report
+    assert older["status"].startswith("report schema 7, this version writes")
+    assert older["ct_category"] == "cT1a"  # its figures are kept, the status says whose they are
     assert row["warnings"] == "incomplete_kidney; no air" and row["confidence"] == 0.91
     assert case_line(row) == (
         "p1: 12.3 s; kidneys right 150 mL, left 148 mL; 2 tumors (largest 4.25 cm); "

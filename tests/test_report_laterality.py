@@ -153,6 +153,27 @@ def test_predict_states_a_turned_orientation_once_in_the_statistics(lowdose, tmp
     assert row.split("; ").count("orientation_mismatch") == 1 and ORIENTATION_MESSAGE[:40] not in row
 
 
+def test_the_orientation_warning_stays_in_the_statistics_when_the_labels_cannot_be_measured(
+    lowdose, tmp_path, monkeypatch
+):
+    """Without a report's `orientation_mismatch` (the labels could not be measured) the row keeps
+    the reading's own orientation warning."""
+    import kidneyseg.report as report_package
+    from kidneyseg.errors import KidneysegError
+
+    def unmeasurable(*args, **kwargs):
+        raise KidneysegError("a tumor without any kidney")
+
+    monkeypatch.setattr(report_package, "measure", unmeasurable)
+    ct, _ = lowdose
+    path = tmp_path / "turned.nii.gz"
+    nib.save(nib.Nifti1Image(np.flip(np.asarray(ct.array), (0, 1)).copy(), ct.affine), path)
+    result = CliRunner().invoke(app, ["predict", "-i", str(path), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "out" / "predict_run.json").read_text())["cases"][0]["statistics"]
+    assert row["status"] == "not measured" and ORIENTATION_MESSAGE in row["warnings"]
+
+
 def test_stray_labels_far_from_the_kidneys_do_not_move_the_slab(lowdose):
     """The slab rests on the two kidneys the report keeps: a false "kidney" on the heart (top
     slices, patient's left) counts as another component and changes nothing."""

@@ -133,3 +133,22 @@ def test_bone_behind_the_vertebral_body_does_not_move_the_midline(index):
     found = survey(case.ct)
     assert found.spine_xy is not None and abs(found.spine_xy[0]) < 3.0
     assert abs(find_midline(found).x) < 3.0
+
+
+def test_right_of_matches_each_voxels_world_x_on_oblique_grids():
+    """`right_of` works slab by slab (`geometry.SLAB` rows): across slab boundaries and on
+    oblique, permuted affines it marks exactly the voxels whose world x exceeds the line."""
+    from kidneyseg.report import geometry
+    from kidneyseg.report.midline import right_of
+
+    rng = np.random.default_rng(0)
+    shape = (3 * geometry.SLAB + 5, 11, 7)
+    index = np.indices(shape).reshape(3, -1).T.astype(float)
+    for _ in range(5):
+        affine = np.eye(4)
+        affine[:3, :3] = rng.normal(size=(3, 3))
+        affine[:3, 3] = rng.normal(size=3) * 50
+        x = float(geometry.to_world(np.array([shape]) / 2, affine)[0, 0] + rng.normal())
+        expected = (geometry.to_world(index, affine)[:, 0] > x).reshape(shape)
+        assert 0 < expected.sum() < expected.size
+        assert np.array_equal(right_of(x, shape, affine), expected)

@@ -227,6 +227,10 @@ def test_tumor_reaching_medially_beyond_the_kidney_is_flagged_as_a_possible_ct3(
     assert "possible cT3: T1 reaches more than 10 mm medially beyond the kidney" in render_html(
         cord, [], KITS23
     )
+    two = [{**tumor_row(t, 2.0, 4.0), "extension_mm": 12.0} for t in ("T1", "T2")]
+    cord["staging"] = clinical_t(two, extension_mm=10.0)
+    assert cord["staging"]["category"] == "cT1a"
+    assert "possible cT3: T1, T2 reach more than 10 mm" in render_html(cord, [], KITS23)
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])

@@ -167,9 +167,12 @@ def _numbers_as_floats(value: Any) -> Any:
 
 def case_fingerprint(predictor: Predictor, options: OutputOptions) -> str:
     """A hash of what a case's outputs depend on: the model files (the locator's too), the
-    resolved inference settings, precision, post-processing, the ROI mode and margin, and the
-    output options. Left out: the batch size, chunking and backend (they change at most the
+    resolved inference settings, precision, post-processing, the ROI mode and margin, the output
+    options and the report's schema version (its measurements feed every case's statistics row).
+    Left out: the batch size, chunking and backend (they change at most the
     last bits of a score), `overwrite` and `hu_check` (they decide whether to predict, not what)."""
+    from kidneyseg.report.measure import SCHEMA_VERSION
+
     settings = predictor.settings
     models = predictor.model_paths + (predictor.locator.model_paths if predictor.locator else [])
     inference = {k: v for k, v in asdict(predictor.inference).items() if k != "sw_batch_size"}
@@ -182,7 +185,7 @@ def case_fingerprint(predictor: Predictor, options: OutputOptions) -> str:
         "roi_margin_mm": settings.roi_margin_mm,
     }
     kept = {k: v for k, v in asdict(options).items() if k not in ("overwrite", "hu_check")}
-    payload = {"inference": inference, "settings": chosen, "options": kept}
+    payload = {"inference": inference, "settings": chosen, "options": kept, "report_schema": SCHEMA_VERSION}
     return stamp_hash({"models": [file_stamp(Path(p)) for p in models], **_numbers_as_floats(payload)})
 
 

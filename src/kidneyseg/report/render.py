@@ -276,8 +276,9 @@ def _staging(staging: dict | None, uncertain: set[str]) -> str:
         f"{staging['greatest_dimension_cm']:.2f} cm → {staging['measured_size_category']})"
     )
     if staging["extension_beyond_kidney"]:
+        ids = staging["extension_tumor_ids"]
         text += (
-            f"; possible cT3: {', '.join(staging['extension_tumor_ids'])} reaches more than "
+            f"; possible cT3: {', '.join(ids)} {'reach' if len(ids) > 1 else 'reaches'} more than "
             f"{staging['extension_threshold_mm']:g} mm medially beyond the kidney (check the renal vein "
             "and the sinus fat)"
         )

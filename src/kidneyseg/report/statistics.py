@@ -61,7 +61,7 @@ def statistics_row(
     codes = [w["code"] if isinstance(w, dict) else str(w) for w in report.get("warnings", [])]
     return {
         "case_id": case_id,
-        "status": report.get("status", ""),
+        "status": _status(report),
         "kidneys_found": " ".join(summary.get("kidneys_found", [])),
         "right_kidney_ml": kidneys.get("right", {}).get("volume_ml", ""),
         "left_kidney_ml": kidneys.get("left", {}).get("volume_ml", ""),
@@ -79,6 +79,17 @@ def statistics_row(
         "warnings": "; ".join([*codes, *warnings]),
         "seconds": "" if seconds is None else round(seconds, 1),
     }
+
+
+def _status(report: dict) -> str:
+    """The report's status, or for a report another version wrote (an earlier batch's, in the same
+    folder) that its figures follow that version's schema, e.g. its staging."""
+    from kidneyseg.report.measure import SCHEMA_VERSION
+
+    written = report.get("schema_version", SCHEMA_VERSION)
+    if written == SCHEMA_VERSION:
+        return report.get("status", "")
+    return f"report schema {written}, this version writes {SCHEMA_VERSION}: report the case again"
 
 
 def write_statistics(path: str | os.PathLike[str], rows: Iterable[dict[str, object]]) -> Path:
