@@ -10,7 +10,7 @@ import pytest
 from kidneyseg.io.volume import Volume, read_volume
 from kidneyseg.predict.checks import content_warnings
 from kidneyseg.report import measure
-from kidneyseg.report.midline import ORIENTATION_MESSAGE, find_midline, survey
+from kidneyseg.report.midline import ORIENTATION_MESSAGE, ROLLED_MESSAGE, find_midline, survey
 
 LOWDOSE = "real-ct/lowdose_abdomen_4mm"
 
@@ -100,6 +100,48 @@ def test_prone_data_under_a_supine_header_is_flagged(lowdose):
     prone = ct.affine @ np.diag([-1.0, -1.0, 1.0, 1.0])
     prone[:3, 3] = nib.affines.apply_affine(ct.affine, [ct.shape[0] - 1, ct.shape[1] - 1, 0])
     assert content_warnings(Volume(flipped.array, prone)) == []
+
+
+def _rolled(volume: Volume, degrees: float, air: float, order: int) -> Volume:
+    """`volume` turned by `degrees` about the long axis (its axial plane: array axes 0 and 1) under
+    its own header: a patient lying on the side."""
+    from scipy import ndimage
+
+    array = ndimage.rotate(np.asarray(volume.array), degrees, axes=(0, 1), order=order, cval=air)
+    return Volume(array, volume.affine, "side.nii.gz")
+
+
+@pytest.mark.parametrize("degrees", [60, 90, -90])
+def test_a_patient_on_the_side_is_flagged(lowdose, degrees):
+    """Was: turned 75-90 degrees about the long axis under the header (a patient lying on the
+    side, or in-plane axes the header does not describe), both kidneys lay on one side of the
+    spine's x and the report kept one of them, no warning (at 90: 'right 168 mL', the 138 mL
+    kidney among 'other fragments'; at -90 the same kidney called left); at -60 it blamed a
+    mirror (`laterality_mismatch`)."""
+    ct, labels = lowdose
+    turned = _rolled(ct, degrees, -1024.0, 1)
+    assert content_warnings(turned) == [f"side.nii.gz: {ROLLED_MESSAGE}"]
+    report = measure(turned, _rolled(labels, degrees, 0, 0))
+    assert abs(report["anatomy"]["roll_deg"]) == pytest.approx(abs(degrees), abs=10)
+    codes = [w["code"] for w in report["warnings"]]
+    assert "orientation_mismatch" in codes and "laterality_mismatch" not in codes
+    assert "spine lies to one side of the body's centre" in report["warnings"][0]["message"]
+
+
+def test_a_slightly_turned_patient_keeps_the_sides_without_a_warning(lowdose):
+    """30 degrees: both kidneys still lie either side of the spine's x."""
+    ct, labels = lowdose
+    report = measure(_rolled(ct, 30, -1024.0, 1), _rolled(labels, 30, 0, 0))
+    assert report["anatomy"]["roll_deg"] == pytest.approx(30, abs=10)
+    assert [side for side, _ in _sides(report)] == ["right", "left"]
+    assert "orientation_mismatch" not in {w["code"] for w in report["warnings"]}
+
+
+def test_in_plane_axes_swapped_under_the_header_are_flagged(lowdose):
+    """The axial plane's two array axes swapped (a transposed export) and the header kept."""
+    ct, _ = lowdose
+    swapped = Volume(np.swapaxes(np.asarray(ct.array), 0, 1).copy(), ct.affine, "swapped.nii.gz")
+    assert content_warnings(swapped) == [f"swapped.nii.gz: {ROLLED_MESSAGE}"]
 
 
 @pytest.mark.parametrize("name", ["chest_ct_1.5mm.nii.gz", "dicom_series"])

@@ -101,7 +101,7 @@ def predict_case(
             available, or its outputs cannot be written; nothing of it is left on disk.
     """
     from kidneyseg.predict.api import read_checked
-    from kidneyseg.report.midline import ORIENTATION_MESSAGE
+    from kidneyseg.report.midline import MISFIT
     from kidneyseg.report.statistics import statistics_row
 
     start = time.perf_counter()
@@ -127,7 +127,7 @@ def predict_case(
     # The statistics row carries the report's codes; of the reading's warnings, only those the
     # report does not (its orientation_mismatch is the reading's orientation warning).
     codes = {w.get("code") for w in report.get("warnings", []) if isinstance(w, dict)}
-    read_only = [w for w in warnings if "orientation_mismatch" not in codes or ORIENTATION_MESSAGE not in w]
+    read_only = [w for w in warnings if "orientation_mismatch" not in codes or MISFIT not in w]
     for check in report.get("warnings", []):  # the report's checks of what the model was sure of
         if isinstance(check, dict) and check.get("code") == "low_confidence":
             warn(f"warning: {case.case_id}: {check['message']}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kidneyseg.report.laterality import LATERALITY_MESSAGE, MIRRORED_BELOW
-from kidneyseg.report.midline import ORIENTATION_MESSAGE, SPLIT_SHARE
+from kidneyseg.report.midline import ORIENTATION_MESSAGE, ROLLED_MESSAGE, SPLIT_SHARE
 
 # Hounsfield-unit range of the mean CT value a lesion class can physically have. Below
 # -200 HU the "lesion" is mostly air (bowel gas, outside the body); simple and hyperdense
@@ -112,19 +112,22 @@ def _anatomy_warnings(report: dict) -> list[dict]:
     whether the sides rest on a midline."""
     anatomy = report["anatomy"]
     warnings = []
-    if anatomy["spine_in_front"]:
+    turned = anatomy["spine_in_front"] or anatomy["rolled"]
+    if turned:
+        message = ORIENTATION_MESSAGE if anatomy["spine_in_front"] else ROLLED_MESSAGE
         warnings.append(
             {
                 "code": "orientation_mismatch",
-                "message": ORIENTATION_MESSAGE[0].upper() + ORIENTATION_MESSAGE[1:] + ".",
+                "message": message[0].upper() + message[1:] + ".",
                 "spine_depth_fraction": anatomy["spine_depth_fraction"],
+                "roll_deg": anatomy["roll_deg"],
             }
         )
     share = anatomy["liver_right_share"]
     if (
         report["kidneys"]
         and anatomy["midline_source"] != "none"
-        and not anatomy["spine_in_front"]  # turned about the long axis: orientation_mismatch says it
+        and not turned  # turned about the long axis: orientation_mismatch says it
         and share is not None
         and share < MIRRORED_BELOW
     ):

@@ -146,6 +146,8 @@ def measure(
         "spine_ras_mm": None if found.spine_xy is None else rounded(found.spine_xy, 1),
         "spine_depth_fraction": None if fraction is None else round(fraction, 2),
         "spine_in_front": midline.spine_in_front(found),
+        "roll_deg": None if found.roll_deg is None else round(found.roll_deg, 1),
+        "rolled": midline.rolled(found),
         "liver_right_share": None,
     }
     if (array > 0).any():
