@@ -124,7 +124,8 @@ def test_a_patient_on_the_side_is_flagged(lowdose, degrees):
     report = measure(turned, _rolled(labels, degrees, 0, 0))
     assert abs(report["anatomy"]["roll_deg"]) == pytest.approx(abs(degrees), abs=10)
     codes = [w["code"] for w in report["warnings"]]
-    assert "orientation_mismatch" in codes and "laterality_mismatch" not in codes
+    assert "orientation_mismatch" in codes  # one warning: not also a mirror or a kidney across
+    assert not {"laterality_mismatch", "midline_kidney"} & set(codes)  # the midline (was, at 60)
     assert "spine lies to one side of the body's centre" in report["warnings"][0]["message"]
 
 
@@ -142,6 +143,27 @@ def test_in_plane_axes_swapped_under_the_header_are_flagged(lowdose):
     ct, _ = lowdose
     swapped = Volume(np.swapaxes(np.asarray(ct.array), 0, 1).copy(), ct.affine, "swapped.nii.gz")
     assert content_warnings(swapped) == [f"swapped.nii.gz: {ROLLED_MESSAGE}"]
+
+
+def test_an_arm_against_the_flank_taken_for_the_spine_is_not_silent(shared_data):
+    """The real DICOM slab with its patient-left arm moved 2 samples (1.4 mm) in, to touch the
+    flank: the arm joins the trunk and its humerus is taken for the spine (midline x = -200 mm),
+    so both kidneys would lie on one side of it. Was silent before the roll check; now the
+    warning says to check the sides (and names the arm as a possible cause)."""
+    from scipy import ndimage
+
+    ct = read_volume(shared_data / "real-ct" / "dicom_series")
+    array = np.asarray(ct.array).copy()
+    for k in range(array.shape[2]):
+        plane = array[:, :, k]
+        regions, count = ndimage.label(ndimage.binary_fill_holes(plane > -300))
+        sizes = ndimage.sum_labels(regions > 0, regions, range(1, count + 1))
+        centres = ndimage.center_of_mass(regions > 0, regions, range(1, count + 1))
+        arm = regions == 1 + next(i for i in np.argsort(-sizes)[1:] if centres[i][0] > 256)
+        moved = np.roll(np.where(arm, plane, -1024), -2, axis=0)
+        plane[arm] = -1024
+        plane[np.roll(arm, -2, axis=0)] = moved[np.roll(arm, -2, axis=0)]
+    assert ROLLED_MESSAGE in content_warnings(Volume(array, ct.affine))[0]
 
 
 @pytest.mark.parametrize("name", ["chest_ct_1.5mm.nii.gz", "dicom_series"])

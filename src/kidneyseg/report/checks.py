@@ -57,6 +57,7 @@ def run_checks(report: dict, options: ReportOptions, confidence: float | None) -
     """All warnings for a measured report, in a fixed order (orientation and midline, kidneys,
     lesions, fragments, model)."""
     warnings = _anatomy_warnings(report)
+    turned = _turned(report["anatomy"])
     if not report["kidneys"]:
         warnings.append(
             {
@@ -66,7 +67,7 @@ def run_checks(report: dict, options: ReportOptions, confidence: float | None) -
             }
         )
     for kidney in report["kidneys"]:
-        warnings += _kidney_warnings(kidney, options)
+        warnings += _kidney_warnings(kidney, options, turned)
     for lesion in report["lesions"]:
         warnings += _lesion_warnings(lesion)
     warnings += _uncertain_lesions(report["lesions"], options)
@@ -112,7 +113,7 @@ def _anatomy_warnings(report: dict) -> list[dict]:
     whether the sides rest on a midline."""
     anatomy = report["anatomy"]
     warnings = []
-    turned = anatomy["spine_in_front"] or anatomy["rolled"]
+    turned = _turned(anatomy)
     if turned:
         message = ORIENTATION_MESSAGE if anatomy["spine_in_front"] else ROLLED_MESSAGE
         warnings.append(
@@ -151,7 +152,15 @@ def _anatomy_warnings(report: dict) -> list[dict]:
     return warnings
 
 
-def _kidney_warnings(kidney: dict, options: ReportOptions) -> list[dict]:
+def _turned(anatomy: dict) -> bool:
+    """Whether the data are turned about the long axis against the header (spine in front of the
+    body's centre, or to one side of it): `orientation_mismatch` then stands for the side checks."""
+    return anatomy["spine_in_front"] or anatomy["rolled"]
+
+
+def _kidney_warnings(kidney: dict, options: ReportOptions, turned: bool) -> list[dict]:
+    """`turned`: the orientation check already says the sides cannot be trusted (no
+    `midline_kidney` then)."""
     warnings = []
     side = kidney["side"]
     if kidney["incomplete"]:
@@ -164,7 +173,7 @@ def _kidney_warnings(kidney: dict, options: ReportOptions) -> list[dict]:
             }
         )
     across = kidney["across_midline_fraction"]
-    if across >= SPLIT_SHARE:
+    if across >= SPLIT_SHARE and not turned:
         warnings.append(
             {
                 "code": "midline_kidney",

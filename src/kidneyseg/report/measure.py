@@ -43,7 +43,7 @@ from kidneyseg.report.provenance import dicom_identifiers
 if TYPE_CHECKING:
     from kidneyseg.predict.votes import Votes
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarray:

@@ -23,7 +23,9 @@
   it (`rolled`: the direction from the trunk's centroid to the spine more than `ROLL_LIMIT_DEG`
   from straight behind), the patient lies on the side or the image's axes do not match its
   header, and sides from the header's x fail from about 70 degrees (both kidneys on one side of
-  the spine's x): `ROLLED_MESSAGE`. Left-right mirrors cannot be told this way.
+  the spine's x): `ROLLED_MESSAGE`. An arm lying against the flank joins the trunk, and its
+  humerus (20-35 mm deep) can be taken for the spine: the midline then lies at the body's side,
+  and the same warning says to check the sides. Left-right mirrors cannot be told this way.
 
 World coordinates are RAS+ mm, as in `kidneyseg.report.measure`.
 """
@@ -81,8 +83,9 @@ ORIENTATION_MESSAGE = (
     "centre; check the orientation (a prone scan stored as supine, or a flipped image)"
 )
 ROLLED_MESSAGE = (
-    f"{MISFIT}: the spine lies to one side of the body's centre; check the orientation (a patient "
-    "lying on the side, or image axes that do not match the header): right and left may be wrong"
+    f"{MISFIT}: the spine lies to one side of the body's centre; check the orientation and the sides "
+    "(a patient lying on the side, image axes that do not match the header, or an arm against the "
+    "flank taken for the spine): right and left may be wrong"
 )
 RIGHT, LEFT, SPLIT = 1, 2, 3
 """Per-component sides of `component_sides` (`Sides.side`)."""
