@@ -1,15 +1,15 @@
 """The patient's midline and the check that the anatomy fits the header, from one spine locator.
 
-- **Spine** (`survey`): the vertebral column is the bone (above `BONE_HU`) deep in the trunk
-  (at least `MIN_DEPTH_MM` from the air around it: not ribs under the skin, not an arm beside the
-  body or the table under it) that lies near the same place on the most axial slices. On the CT
-  subsampled to about `GRID_MM`, the share of slices with such bone within `SMOOTH_MM` of each
-  in-plane point, smoothed over `SMOOTH_MM`, peaks on the column; the spine is the centre of the
-  region around the peak above half of it. Ribs run obliquely through the slices, the pelvis
-  covers only its own slices, and contrast-filled aorta and bowel mostly stay below 400 HU (a
-  contrast pool denser than that on as many slices, an arterial-phase aorta or the heart of a CT
-  angiogram, can be taken for it where the spine's bone is faint, docs/report.md). It is found
-  when the peak reaches `MIN_SHARE`.
+- **Spine** (`survey`): the vertebral column is the bone (above `BONE_HU`) deep in the trunk (at
+  least `MIN_DEPTH_MM` from the air around it: not ribs under the skin, not an arm beside the
+  body, even one lying against the flank, nor the table under it) that lies near the same place on
+  the most axial slices. On the CT subsampled to about `GRID_MM`, the share of slices with such
+  bone within `SMOOTH_MM` of each in-plane point, smoothed over `SMOOTH_MM`, peaks on the column;
+  the spine is the centre of the region around the peak above half of it. Ribs run obliquely
+  through the slices, the pelvis covers only its own slices, and contrast-filled aorta and bowel
+  mostly stay below 400 HU (a contrast pool denser than that on as many slices, an arterial-phase
+  aorta or the heart of a CT angiogram, can be taken for it where the spine's bone is faint,
+  docs/report.md). It is found when the peak reaches `MIN_SHARE`.
 - **Midline** (`find_midline`): the spine's x when it is found (`source` "spine"); else the
   body's x centroid when the body (CT > `BODY_HU`) lies whole across the field of view on nearly
   every slice ("body"); else the scanner's x = 0, which CT centres on the patient, when it lies
@@ -23,9 +23,9 @@
   it (`rolled`: the direction from the trunk's centroid to the spine more than `ROLL_LIMIT_DEG`
   from straight behind), the patient lies on the side or the image's axes do not match its
   header, and sides from the header's x fail from about 70 degrees (both kidneys on one side of
-  the spine's x): `ROLLED_MESSAGE`. An arm lying against the flank joins the trunk, and its
-  humerus (20-35 mm deep) can be taken for the spine: the midline then lies at the body's side,
-  and the same warning says to check the sides. Left-right mirrors cannot be told this way.
+  the spine's x): `ROLLED_MESSAGE`. Should bone at the body's side still be taken for the spine
+  (a very thick arm against the flank), the midline lies at the side and the same warning says
+  to check the sides. Left-right mirrors cannot be told this way.
 
 World coordinates are RAS+ mm, as in `kidneyseg.report.measure`.
 """
@@ -47,12 +47,16 @@ BODY_HU = -300.0
 PADDING_HU = -1500.0
 """Below this a voxel is padding outside the reconstruction circle, not air (air is -1000 HU)."""
 BONE_HU = 400.0
-MIN_DEPTH_MM = 20.0
+MIN_DEPTH_MM = 35.0
+"""A vertebral body lies 50 mm or more from the skin; the humerus of an arm lying against the flank
+(the arm then joins the trunk) 20-35 mm. Was 20: the real DICOM slab with an arm moved 1.4 mm in
+took the humerus for the spine (midline x = -200 mm), and a tiny phantom's spine lay 12 mm off."""
 SMOOTH_MM = 15.0
 MIN_SHARE = 0.3
 """The spine is found when this share of the slices has deep bone within `SMOOTH_MM` of the same
-point: 0.38 on the shared low-dose CT (4 mm, the faintest bone), 0.74-0.81 on phantoms, 1.0 on the
-shared DICOM series; 0.22 where a reconstruction circle leaves the spine out of that CT."""
+point: 0.47 on the shared low-dose CT (4 mm, the faintest bone), 0.50 on the chest CT (its lungs
+reach the field's edge, so the spine's depth is read to them), 0.68 or more on phantoms, 1.0 on
+the shared DICOM series; 0.22 where a reconstruction circle leaves the spine out of that CT."""
 MIN_SLICES = 5
 WHOLE_SHARE = 0.9
 """The body lies whole across the field of view when no lateral end of it touches the field's edge
