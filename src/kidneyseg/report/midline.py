@@ -123,7 +123,7 @@ class Survey:
     body_x: float
     body_whole_across: bool
     image_x_range: tuple[float, float]
-    roll_deg: float | None = None
+    roll_deg: float | None
 
 
 def survey(ct: Volume) -> Survey:
