@@ -218,3 +218,19 @@ def test_right_of_matches_each_voxels_world_x_on_oblique_grids():
         expected = (geometry.to_world(index, affine)[:, 0] > x).reshape(shape)
         assert 0 < expected.sum() < expected.size
         assert np.array_equal(right_of(x, shape, affine), expected)
+
+
+def test_a_stepped_crop_maps_each_sample_to_its_voxels_world_point():
+    """`geometry.crop_affine` of a box with steps (the surveys' subsampled grids): sample i lies
+    where voxel start + i * step lies, on an oblique affine."""
+    from kidneyseg.report import geometry
+
+    rng = np.random.default_rng(1)
+    affine = np.eye(4)
+    affine[:3, :3] = rng.normal(size=(3, 3))
+    affine[:3, 3] = rng.normal(size=3) * 50
+    box = (slice(3, None, 2), slice(1, 40, 3), slice(0, None, 1))
+    index = np.array([[0, 0, 0], [4, 7, 2], [9, 1, 5]], dtype=float)
+    voxels = index * [2, 3, 1] + [3, 1, 0]
+    local = geometry.crop_affine(affine, box)
+    assert np.allclose(geometry.to_world(index, local), geometry.to_world(voxels, affine))

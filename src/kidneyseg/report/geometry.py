@@ -331,8 +331,10 @@ def bounding_box(
 
 
 def crop_affine(affine: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
-    """The voxel-to-world affine of the sub-array `box` of the array `affine` maps."""
-    local = affine.copy()
+    """The voxel-to-world affine of the sub-array `box` of the array `affine` maps (a slice's
+    step, when it has one, is the sub-array's voxel size along it)."""
+    local = np.array(affine, dtype=np.float64)
+    local[:3, :3] = local[:3, :3] * np.array([s.step or 1 for s in box], dtype=np.float64)
     local[:3, 3] = to_world(np.array([[s.start for s in box]], dtype=np.float64), affine)[0]
     return local
 

@@ -22,8 +22,9 @@ on 40 held-out phantoms (0.01-0.13 mirrored or turned). Below `MIRRORED_BELOW` t
 depth is then too coarse: 10 mm slices of that CT gave 0.66 / 0.34), when the symmetric field of
 view reaches less than `HALF_WIDTH_MM` to either side, or when it holds less than `MIN_ML` of such
 tissue. Situs inversus raises it too, rightly: the sides are then the patient's but not where a
-reader expects. A patient rolled about the long axis by about 60 degrees (lateral decubitus) can
-raise it falsely: the midline plane no longer divides the body's sides.
+reader expects. A patient rolled about the long axis lowers the share (the midline plane no
+longer divides the body's sides); beyond `midline.ROLL_LIMIT_DEG` the report's
+`orientation_mismatch` says so instead.
 """
 
 from __future__ import annotations
@@ -99,12 +100,7 @@ def _sample(
     box = [slice(0, None, k) for k in stride]
     box[axial] = slice(slab[0], slab[1], stride[axial])
     values = np.asarray(ct.array[tuple(box)], dtype=np.float64)  # any finite value, no overflow
-    affine = ct.affine.copy()
-    affine[:3, :3] = ct.affine[:3, :3] * np.asarray(stride, dtype=float)
-    start = np.zeros((1, 3))
-    start[0, axial] = slab[0]
-    affine[:3, 3] = geometry.to_world(start, ct.affine)[0]
-    return values, np.asarray(labels[tuple(box)]) > 0, affine
+    return values, np.asarray(labels[tuple(box)]) > 0, geometry.crop_affine(ct.affine, tuple(box))
 
 
 def _mirror_in_view(field: np.ndarray, affine: np.ndarray, x: float) -> np.ndarray:

@@ -137,9 +137,8 @@ def survey(ct: Volume) -> Survey:
     box = tuple(slice(b, None, k) for b, k in zip(start, stride, strict=True))
     sample = np.moveaxis(np.asarray(ct.array[box]), axial, 0)
     order = [axial, *(a for a in range(3) if a != axial)]
-    affine = ct.affine.copy()
-    affine[:3, :3] = ct.affine[:3, order] * np.asarray(stride, dtype=float)[order]
-    affine[:3, 3] = geometry.to_world(np.asarray(start, dtype=float)[None], ct.affine)[0]
+    affine = geometry.crop_affine(ct.affine, box)
+    affine[:3, :3] = affine[:3, order]  # the sample's axes: axial first
     sampling = [ct.spacing[a] * stride[a] for a in order[1:]]
     lateral = 1 + int(np.argmax(np.abs(affine[0, 1:3])))
     reach = [2 * max(1, round(float(SMOOTH_MM / s / 2))) + 1 for s in sampling]
