@@ -262,7 +262,11 @@ def test_statistics_row_from_a_report():
             {"type": "tumor", "max_axial_diameter_cm": 1.5},
             {"type": "tumor", "max_axial_diameter_cm": 4.25},
         ],
-        "staging": {"category": "cT1a", "extension_tumor_ids": ["T2", "T1"]},
+        "staging": {
+            "category": "cT1a",
+            "specimen_size_is_lower_bound": False,
+            "extension_tumor_ids": ["T2", "T1"],
+        },
         "warnings": [{"code": "incomplete_kidney"}],
         "inputs": {"model_confidence": 0.91},
     }

@@ -51,6 +51,30 @@ def test_kits19_mask_cropped_through_a_kidney_is_incomplete(shared_data):
             assert kidney["volume_ml"] < whole_kidney["volume_ml"]  # a lower bound indeed
 
 
+def test_kits19_mask_cut_through_its_tumor_stages_a_lower_bound(shared_data):
+    """Cut through the middle of its tumor, a KiTS19 mask's cT category is a lower bound in the
+    summary and the statistics row, as on the page (the whole mask's is not)."""
+    from kidneyseg.report.statistics import statistics_row
+
+    labels = read_volume(shared_data / "kits19" / KITS_CASE / "segmentation.nii.gz")
+    array = np.asarray(labels.array)
+    ct = Volume(np.full(labels.shape, 40, np.int16), labels.affine, "flat CT")
+    whole = measure(ct, labels, KITS19)
+    tumor_slices = np.flatnonzero((array == 2).any(axis=(1, 2)))
+    cut = int(np.median(tumor_slices)) + 1
+    cropped = measure(
+        Volume(np.asarray(ct.array)[:cut], ct.affine, "ct"), Volume(array[:cut], labels.affine, "cut"), KITS19
+    )
+    assert "incomplete_lesion" in codes(cropped) and cropped["staging"]["specimen_size_is_lower_bound"]
+    for report, shown in (
+        (whole, whole["staging"]["category"]),
+        (cropped, f"≥ {cropped['staging']['category']}"),
+    ):
+        assert report["summary"]["clinical_t"] == shown
+        assert statistics_row("case", report)["ct_category"] == shown
+    assert not whole["summary"]["clinical_t"].startswith("≥")
+
+
 def test_air_in_a_cyst_is_implausible(grid):
     ct, labels = build_scene(*grid)
     hu = np.asarray(ct.array).copy()

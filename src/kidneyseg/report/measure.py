@@ -43,7 +43,7 @@ from kidneyseg.report.provenance import dicom_identifiers
 if TYPE_CHECKING:
     from kidneyseg.predict.votes import Votes
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 
 def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarray:
@@ -375,7 +375,7 @@ def _summary(report: dict, options: ReportOptions) -> dict:
         "largest_tumor_axial_diameter_cm": largest["max_axial_diameter_cm"] if largest else None,
         "total_tumor_volume_ml": round(sum(r["volume_ml"] for r in tumors), 2),
         "total_cyst_volume_ml": round(sum(r["volume_ml"] for r in cysts), 2),
-        "clinical_t": report["staging"]["category"] if report["staging"] else None,
+        "clinical_t": staging.shown_category(report["staging"]),
         "small_lesions": {
             "count": len(small),
             "volume_ml": round(sum(r["volume_ml"] for r in small), 3),

@@ -24,6 +24,7 @@ from kidneyseg.plaindata import json_text
 from kidneyseg.report.checks import ReportOptions
 from kidneyseg.report.measure import label_array, measure
 from kidneyseg.report.overlays import WINDOW_HU, Scene, compose
+from kidneyseg.report.staging import shown_category
 
 if TYPE_CHECKING:
     from kidneyseg.predict.votes import Votes
@@ -270,7 +271,7 @@ def _staging(staging: dict | None, uncertain: set[str]) -> str:
         return "≥ " if staging[key] else ""
 
     text = (
-        f"{bound('specimen_size_is_lower_bound')}{staging['category']} ({staging['tumor_id']}: specimen "
+        f"{shown_category(staging)} ({staging['tumor_id']}: specimen "
         f"size estimate {bound('specimen_size_is_lower_bound')}{staging['specimen_size_cm']:.2f} cm; max "
         f"axial diameter {bound('greatest_dimension_is_lower_bound')}"
         f"{staging['greatest_dimension_cm']:.2f} cm → {staging['measured_size_category']})"

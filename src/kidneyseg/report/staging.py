@@ -64,6 +64,14 @@ def medial_extension_mm(
     return float(medial_edge_mm - geometry.sagittal_gap_mm(tumor, affine, midline_x))
 
 
+def shown_category(staging: dict | None) -> str | None:
+    """The case's cT category as the page, the summary and the statistics show it: `≥ cT1b` when
+    the size is a lower bound (a tumor cut by the scan's edge), None without a tumor."""
+    if staging is None:
+        return None
+    return f"{'≥ ' if staging['specimen_size_is_lower_bound'] else ''}{staging['category']}"
+
+
 def clinical_t(tumors: list[dict], extension_mm: float) -> dict | None:
     """The case's cT category from its measured tumors (report rows with `extension_mm`).
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kidneyseg.io.atomic import write_text_atomic
+from kidneyseg.report.staging import shown_category
 
 STATISTICS_NAME = "statistics.csv"
 
@@ -73,7 +74,7 @@ def statistics_row(
         "cyst_diameters_cm": _diameters(report, "cyst"),
         "total_tumor_ml": summary.get("total_tumor_volume_ml", ""),
         "total_cyst_ml": summary.get("total_cyst_volume_ml", ""),
-        "ct_category": staging.get("category", ""),
+        "ct_category": shown_category(report.get("staging")) or "",
         "extension_tumors": ";".join(staging.get("extension_tumor_ids", [])),
         "confidence": report.get("inputs", {}).get("model_confidence") or "",
         "warnings": "; ".join([*codes, *warnings]),
