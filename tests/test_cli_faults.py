@@ -606,6 +606,8 @@ def test_predict_takes_any_integer_or_float_type_and_odd_shapes(ckpt, odd_inputs
         labels[name] = np.asarray(nib.load(tmp_path / name / path.name).dataobj)
         if name == "int8":
             assert "no air in the image (minimum -128 HU)" in result.output
+            record = json.loads((tmp_path / name / "predict_run.json").read_text())
+            assert "no_air" in record["cases"][0]["statistics"]["warnings"].split("; ")
     for name in ("int32", "float64", "spaced"):
         np.testing.assert_array_equal(labels[name], labels["good"], err_msg=name)
     for name in ("one_slice", "two_voxels_wide"):

@@ -400,7 +400,8 @@ def test_hounsfield_check(rng):
         check_hounsfield(rng.random((8, 8, 8), dtype=np.float32))
     with pytest.raises(KidneysegError, match="not CT in Hounsfield"):
         check_hounsfield(ct.astype(np.int32) + 1024)
-    assert "no air" in check_hounsfield(np.clip(ct, -200, None))
+    no_air = check_hounsfield(np.clip(ct, -200, None))
+    assert no_air.code == "no_air" and "no air" in no_air.message
     with pytest.raises(KidneysegError, match="goes above 50000"):
         check_hounsfield(ct.astype(np.int64) * 100000)
     with pytest.raises(KidneysegError, match=r"values down to -3e\+38: no CT .* goes below -50000"):
@@ -409,7 +410,8 @@ def test_hounsfield_check(rng):
     body = np.full((20, 20, 10), 40, np.int16)
     body[:4], body[-2:] = -1000, 1200  # air around the body, and bone
     assert check_hounsfield(body) is None
-    assert "as if air and bone were swapped" in check_hounsfield(-body)
+    inverted = check_hounsfield(-body)
+    assert inverted.code == "inverted_hu" and "as if air and bone were swapped" in inverted.message
     crop = np.full((30, 24, 35), 40, np.int16)  # a tight crop around a kidney: soft tissue, a
     crop[:3, :3] = 1100  # rib (1.3 %), a little bowel gas (0.1 %), no air around the body
     crop[-1, -1, :25] = -800

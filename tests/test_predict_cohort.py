@@ -270,16 +270,16 @@ def test_statistics_row_from_a_report():
         "warnings": [{"code": "incomplete_kidney"}],
         "inputs": {"model_confidence": 0.91},
     }
-    row = statistics_row("p1", report, ["no air"], seconds=12.34)
+    row = statistics_row("p1", report, ["no_air"], seconds=12.34)
     assert row["tumor_diameters_cm"] == "4.25;1.50" and row["ct_category"] == "cT1a"
     assert row["extension_tumors"] == "T2;T1" and row["status"] == "ok"
     older = statistics_row("p1", {**report, "schema_version": 7})  # an earlier batch's report
     assert older["status"].startswith("report schema 7, this version writes")
     assert older["ct_category"] == "cT1a"  # its figures are kept, the status says whose they are
-    assert row["warnings"] == "incomplete_kidney; no air" and row["confidence"] == 0.91
+    assert row["warnings"] == "incomplete_kidney; no_air" and row["confidence"] == 0.91
     assert case_line(row) == (
         "p1: 12.3 s; kidneys right 150 mL, left 148 mL; 2 tumors (largest 4.25 cm); "
-        "warnings: incomplete_kidney; no air"
+        "warnings: incomplete_kidney; no_air"
     )
 
 

@@ -157,7 +157,8 @@ def test_the_orientation_warning_stays_in_the_statistics_when_the_labels_cannot_
     lowdose, tmp_path, monkeypatch
 ):
     """Without a report's `orientation_mismatch` (the labels could not be measured) the row keeps
-    the reading's own orientation warning."""
+    the reading's own orientation warning, by its code (a message holds "; ", the column's
+    separator); why the labels were not measured is on the console and in the run record."""
     import kidneyseg.report as report_package
     from kidneyseg.errors import KidneysegError
 
@@ -170,8 +171,11 @@ def test_the_orientation_warning_stays_in_the_statistics_when_the_labels_cannot_
     nib.save(nib.Nifti1Image(np.flip(np.asarray(ct.array), (0, 1)).copy(), ct.affine), path)
     result = CliRunner().invoke(app, ["predict", "-i", str(path), "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    row = json.loads((tmp_path / "out" / "predict_run.json").read_text())["cases"][0]["statistics"]
-    assert row["status"] == "not measured" and ORIENTATION_MESSAGE in row["warnings"]
+    case = json.loads((tmp_path / "out" / "predict_run.json").read_text())["cases"][0]
+    row = case["statistics"]
+    assert row["status"] == "not measured" and row["warnings"] == "not_measured; orientation_mismatch"
+    assert "turned: a tumor without any kidney" in result.output
+    assert "a tumor without any kidney" in case["warnings"]
 
 
 def test_stray_labels_far_from_the_kidneys_do_not_move_the_slab(lowdose):

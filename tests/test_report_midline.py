@@ -93,7 +93,7 @@ def test_prone_data_under_a_supine_header_is_flagged(lowdose):
     ct, labels = lowdose
     flipped = Volume(np.flip(np.asarray(ct.array), (0, 1)).copy(), ct.affine, "prone.nii.gz")
     flipped_labels = Volume(np.flip(np.asarray(labels.array), (0, 1)).copy(), ct.affine)
-    assert content_warnings(flipped) == [f"prone.nii.gz: {ORIENTATION_MESSAGE}"]
+    assert content_warnings(flipped) == [("orientation_mismatch", f"prone.nii.gz: {ORIENTATION_MESSAGE}")]
     report = measure(flipped, flipped_labels)
     assert [w["code"] for w in report["warnings"]][:1] == ["orientation_mismatch"]
     assert "spine lies in front of the body's centre" in report["warnings"][0]["message"]
@@ -120,7 +120,7 @@ def test_a_patient_on_the_side_is_flagged(lowdose, degrees):
     mirror (`laterality_mismatch`)."""
     ct, labels = lowdose
     turned = _rolled(ct, degrees, -1024.0, 1)
-    assert content_warnings(turned) == [f"side.nii.gz: {ROLLED_MESSAGE}"]
+    assert content_warnings(turned) == [("orientation_mismatch", f"side.nii.gz: {ROLLED_MESSAGE}")]
     report = measure(turned, _rolled(labels, degrees, 0, 0))
     assert abs(report["anatomy"]["roll_deg"]) == pytest.approx(abs(degrees), abs=10)
     codes = [w["code"] for w in report["warnings"]]
@@ -142,7 +142,7 @@ def test_in_plane_axes_swapped_under_the_header_are_flagged(lowdose):
     """The axial plane's two array axes swapped (a transposed export) and the header kept."""
     ct, _ = lowdose
     swapped = Volume(np.swapaxes(np.asarray(ct.array), 0, 1).copy(), ct.affine, "swapped.nii.gz")
-    assert content_warnings(swapped) == [f"swapped.nii.gz: {ROLLED_MESSAGE}"]
+    assert content_warnings(swapped) == [("orientation_mismatch", f"swapped.nii.gz: {ROLLED_MESSAGE}")]
 
 
 def test_an_arm_against_the_flank_is_not_taken_for_the_spine(shared_data):

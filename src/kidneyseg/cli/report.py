@@ -86,8 +86,8 @@ def report(
             "--ct is a folder of CTs: give --labels the folder of their <case>.nii.gz label maps", labels
         )
     image = read_volume(ct)
-    for warning in content_warnings(image, hu_check):
-        typer.echo(f"warning: {warning}", err=True)
+    for doubt in content_warnings(image, hu_check):
+        typer.echo(f"warning: {doubt.message}", err=True)
     paths = write_report(
         image, read_label_file(labels), out, classes, case_id, options=options, confidence=confidence
     )

@@ -337,9 +337,9 @@ def _read_real_ct(settings: DemoSettings, predictor: Predictor) -> tuple[Volume,
     from kidneyseg.predict.label_files import read_label_file
     from kidneyseg.report.measure import validate_inputs
 
-    ct, messages = as_checked_volume(settings.real_ct, predictor, None, settings.hu_check, "--real-ct")
-    for message in messages:
-        warn_on_stderr(message)
+    ct, doubts = as_checked_volume(settings.real_ct, predictor, None, settings.hu_check, "--real-ct")
+    for doubt in doubts:
+        warn_on_stderr(doubt.message)
     if settings.real_ct_labels is None:
         return ct, None
     return ct, validate_inputs(ct, read_label_file(settings.real_ct_labels), predictor.label_map)

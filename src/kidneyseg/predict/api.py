@@ -12,7 +12,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 from kidneyseg.predict.predictor import Predictor, PredictSettings
 from kidneyseg.predict.settings import EVERY_AXIS
+
+if TYPE_CHECKING:
+    from kidneyseg.predict.checks import Doubt
 
 ModelSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Predictor | None
 
@@ -38,7 +41,7 @@ def read_checked(
     series_uid: str | None = None,
     dicom_files: tuple[str, ...] = (),
     hu_check: bool = True,
-) -> tuple[Volume, list[str]]:
+) -> tuple[Volume, list[Doubt]]:
     """Read the CT at `path` if memory allows, and check that it holds a body and is CT in HU;
     returns it and warnings.
 
@@ -71,15 +74,15 @@ def checked_volume(
         KidneysegError: as `read_checked`, and for a folder of cases, a series UID given for a
             file, or anything else (a numpy array has no spacing or orientation).
     """
-    volume, messages = as_checked_volume(ct, predictor, series_uid, hu_check, caller)
-    for message in messages:
-        warnings.warn(message, stacklevel=3)
+    volume, doubts = as_checked_volume(ct, predictor, series_uid, hu_check, caller)
+    for doubt in doubts:
+        warnings.warn(doubt.message, stacklevel=3)
     return volume
 
 
 def as_checked_volume(
     ct: Any, predictor: Predictor, series_uid: str | None, hu_check: bool, caller: str
-) -> tuple[Volume, list[str]]:
+) -> tuple[Volume, list[Doubt]]:
     """`checked_volume`, its warnings returned rather than issued: the volume and the warnings."""
     from kidneyseg.io.formats import ImageHeader
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,6 +44,14 @@ PER_ORIGINAL_VOXEL = 17.0
 PER_PREPROCESSED_VOXEL_AND_CLASS = 12.0
 PER_PREPROCESSED_VOXEL = 16.0
 FIXED_OVERHEAD = 2.0 * GIB  # interpreter, torch, MONAI (0.4 GB) and a 2-window pass of SCA-UNet (1.6 GB)
+
+
+class Doubt(NamedTuple):
+    """A warning about a CT as read: a code (as in `statistics.csv`'s warnings column and the
+    report's warnings) and a message for people, naming the image."""
+
+    code: str
+    message: str
 
 
 SPACING_MM = (0.05, 50.0)
@@ -101,7 +110,7 @@ def check_memory(path: str | os.PathLike[str], needed: int, available: int | Non
         )
 
 
-def check_orientation_given(path: str | os.PathLike[str]) -> str | None:
+def check_orientation_given(path: str | os.PathLike[str]) -> Doubt | None:
     """A warning when a NIfTI header gives no orientation (qform and sform codes both 0): readers
     then assume one, so right and left may be swapped."""
     path = Path(path)
@@ -110,9 +119,10 @@ def check_orientation_given(path: str | os.PathLike[str]) -> str | None:
     header = load_nifti(path).header
     if int(header["qform_code"]) or int(header["sform_code"]):
         return None
-    return (
+    return Doubt(
+        "no_orientation",
         f"{path}: the header gives no orientation (qform and sform codes 0); it was read as "
-        "nibabel's default, so right and left may be swapped: check the labels' sides"
+        "nibabel's default, so right and left may be swapped: check the labels' sides",
     )
 
 
@@ -152,7 +162,7 @@ Inverted, the real and phantom CTs here have 37-65 % of their voxels above +500 
 as they are, 0.3-7 % (bone, with more air), and a crop around a kidney without air 0.5 %."""
 
 
-def check_hounsfield(array: np.ndarray, path: str | None = None) -> str | None:
+def check_hounsfield(array: np.ndarray, path: str | None = None) -> Doubt | None:
     """Refuse images that are clearly not CT in Hounsfield units; return a warning for doubtful ones.
 
     Raises:
@@ -162,9 +172,9 @@ def check_hounsfield(array: np.ndarray, path: str | None = None) -> str | None:
             below any CT's).
 
     Returns:
-        A warning when the image holds no air (nothing below -500 HU) or when at least
-        `SWAPPED_SHARE` of it is above +500 HU and more of it than below -500 HU (air and bone
-        swapped: inverted values), else None.
+        A warning when the image holds no air (`no_air`: nothing below -500 HU) or when at least
+        `SWAPPED_SHARE` of it is above +500 HU and more of it than below -500 HU (`inverted_hu`:
+        air and bone swapped), else None.
     """
     low, high = float(array.min()), float(array.max())
     if high > MAX_HU:
@@ -195,15 +205,17 @@ def check_hounsfield(array: np.ndarray, path: str | None = None) -> str | None:
             path,
         )
     if low > -500.0:
-        return (
+        return Doubt(
+            "no_air",
             f"{path or 'image'}: no air in the image (minimum {low:g} HU); check that it is CT in "
-            "Hounsfield units"
+            "Hounsfield units",
         )
     dense, air = (float(np.count_nonzero(m)) / array.size for m in (array > 500.0, array < -500.0))
     if dense >= SWAPPED_SHARE and dense > air:
-        return (
+        return Doubt(
+            "inverted_hu",
             f"{path or 'image'}: more of the image is above +500 HU ({dense:.0%}) than below -500 HU "
-            f"({air:.0%}), as if air and bone were swapped; check that it is CT in Hounsfield units"
+            f"({air:.0%}), as if air and bone were swapped; check that it is CT in Hounsfield units",
         )
     return None
 
@@ -242,15 +254,17 @@ def check_air_level(array: np.ndarray, path: str | None = None) -> None:
     )
 
 
-def content_warnings(ct: Volume, hu_check: bool = True) -> list[str]:
+def content_warnings(ct: Volume, hu_check: bool = True) -> list[Doubt]:
     """Refuse an image without a body or (with `hu_check`) clearly not CT in HU; return the
     warnings when it looks doubtful (`check_body`, `check_hounsfield`, `check_air_level`) or its
-    anatomy does not fit the header's orientation (`kidneyseg.report.midline.orientation_warning`)."""
+    anatomy does not fit the header's orientation (`orientation_mismatch`,
+    `kidneyseg.report.midline.orientation_warning`)."""
     from kidneyseg.report.midline import orientation_warning
 
     check_body(ct.array, ct.source)
-    message = None
+    doubt = None
     if hu_check:
-        message = check_hounsfield(ct.array, ct.source)
+        doubt = check_hounsfield(ct.array, ct.source)
         check_air_level(ct.array, ct.source)
-    return [m for m in (message, orientation_warning(ct)) if m]
+    misfit = orientation_warning(ct)
+    return [d for d in (doubt, misfit and Doubt("orientation_mismatch", misfit)) if d]

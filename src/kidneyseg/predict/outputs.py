@@ -236,7 +236,7 @@ def write_case_files(
             bare = ReportOptions(nephrometry=False)
             report = measure(ct, labels, label_map, name, bare, confidence, votes)
         except KidneysegError as exc:  # the statistics say why; the labels are still written
-            report = {"status": "not measured", "warnings": [f"not measured: {exc}"]}
+            report = {"status": "not measured", "warnings": [{"code": "not_measured", "message": f"{exc}"}]}
     out_map = output_label_map(label_map, options)
     array = split_labels_by_side(labels.array, ct) if options.split_sides else labels.array
     if options.per_class:

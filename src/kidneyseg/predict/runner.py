@@ -101,11 +101,11 @@ def predict_case(
             available, or its outputs cannot be written; nothing of it is left on disk.
     """
     from kidneyseg.predict.api import read_checked
-    from kidneyseg.report.midline import MISFIT
     from kidneyseg.report.statistics import statistics_row
 
     start = time.perf_counter()
-    ct, warnings = read_checked(case.path, predictor, case.series_uid, case.dicom_files, options.hu_check)
+    ct, doubts = read_checked(case.path, predictor, case.series_uid, case.dicom_files, options.hu_check)
+    warnings = [doubt.message for doubt in doubts]
     for message in warnings:
         warn(f"warning: {message}")
     seconds_read = time.perf_counter() - start
@@ -124,16 +124,15 @@ def predict_case(
             f"warning: {case.case_id}: left out a {dropped['volume_ml']:g} mL component labelled as kidney: "
             f"{dropped['reason']}"
         )
-    # The statistics row carries the report's codes; of the reading's warnings, only those the
-    # report does not (its orientation_mismatch is the reading's orientation warning).
-    codes = {w.get("code") for w in report.get("warnings", []) if isinstance(w, dict)}
-    read_only = [w for w in warnings if "orientation_mismatch" not in codes or MISFIT not in w]
+    # The statistics row carries the report's codes, and those of the reading it does not hold.
+    codes = {w["code"] for w in report.get("warnings", [])}
+    read_only = [doubt.code for doubt in doubts if doubt.code not in codes]
     for check in report.get("warnings", []):  # the report's checks of what the model was sure of
-        if isinstance(check, dict) and check.get("code") == "low_confidence":
+        if check["code"] == "low_confidence":
             warn(f"warning: {case.case_id}: {check['message']}")
-        elif isinstance(check, dict) and check.get("code") == "uncertain_lesions":
+        elif check["code"] == "uncertain_lesions":
             warn(f"warning: {case.case_id}: the model was unsure of lesion(s) {', '.join(check['lesions'])}")
-        elif isinstance(check, dict) and check.get("code") == "laterality_mismatch":
+        elif check["code"] in ("laterality_mismatch", "not_measured"):
             warn(f"warning: {case.case_id}: {check['message']}")
             warnings.append(check["message"])
     seconds = {"read": seconds_read, **prediction.seconds, "write": time.perf_counter() - t}

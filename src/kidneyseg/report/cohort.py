@@ -105,7 +105,7 @@ def report_cohort(
         if echo is not None:
             echo(case_line(rows[-1]))
             for doubt in doubts:
-                echo(f"warning: {doubt}")
+                echo(f"warning: {doubt.message}")
     earlier, gone = _recorded(out_dir), set(result.cts_without_labels)
     others = {
         case_id: stamps for case_id, stamps in earlier.items() if case_id not in {c.case_id for c in cases}

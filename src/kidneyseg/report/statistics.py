@@ -54,12 +54,13 @@ def _diameters(report: dict, kind: str) -> str:
 def statistics_row(
     case_id: str, report: dict, warnings: Iterable[str] = (), seconds: float | None = None
 ) -> dict[str, object]:
-    """The CSV row of one case: its report's numbers, its warnings (the report's codes and the
-    prediction's messages) and the model's confidence when the report has one."""
+    """The CSV row of one case: its report's numbers, its warnings (the report's codes and
+    `warnings`, further codes, e.g. those of reading the CT) and the model's confidence when the
+    report has one."""
     kidneys = {k["side"]: k for k in report.get("kidneys", [])}
     summary = report.get("summary", {})
     staging = report.get("staging") or {}
-    codes = [w["code"] if isinstance(w, dict) else str(w) for w in report.get("warnings", [])]
+    codes = [w["code"] for w in report.get("warnings", [])]
     return {
         "case_id": case_id,
         "status": _status(report),
