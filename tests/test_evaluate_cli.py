@@ -219,6 +219,23 @@ def test_segmentation_only_kits_folder_is_a_reference(tmp_path, rng):
     assert found["case_00001"].name == "segmentation.nii.gz"
 
 
+def test_references_count_with_or_without_their_ct(tmp_path, rng):
+    """A partial KiTS download (some case folders hold the CT, some only the segmentation) and a
+    plain layout with a label map whose CT is missing: every reference is scored (was: the ones
+    without a CT were dropped, and their predictions said to have no reference)."""
+    kits = tmp_path / "kits23" / "dataset"
+    for i in range(3):
+        save(kits / f"case_{i:05d}" / "segmentation.nii.gz", synthetic_labels(rng))
+    save(kits / "case_00001" / "imaging.nii.gz", rng.normal(size=(8, 8, 8)).astype(np.float32))
+    assert sorted(label_files(tmp_path / "kits23")) == ["case_00000", "case_00001", "case_00002"]
+    plain = tmp_path / "plain"
+    for name in ("a", "b"):
+        save(plain / "labels" / f"{name}.nii.gz", synthetic_labels(rng))
+    save(plain / "images" / "a.nii.gz", rng.normal(size=(8, 8, 8)).astype(np.float32))
+    found = label_files(plain)
+    assert sorted(found) == ["a", "b"] and found["b"].parent.name == "labels"
+
+
 def test_csv_round_trip_keeps_nan(tmp_path):
     rows = [
         {"case_id": "a", "dice_cyst": float("nan"), "dice_kidney": 0.5},

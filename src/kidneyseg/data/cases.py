@@ -102,7 +102,7 @@ def _resolve(root: Path, layout: str) -> tuple[Path, str]:
     if layout == "plain":
         return root, "plain"
     found = _kits_folder(root, layout)
-    plain = _plain_pairs_dirs(root)
+    plain = plain_pairs_dirs(root)
     if found is not None and layout == "auto" and plain is not None:
         refuse_two_layouts(
             root,
@@ -145,7 +145,9 @@ def refuse_two_layouts(folder: Path, case_ids: Iterable[str], where: str, verb: 
         )
 
 
-def _plain_pairs_dirs(root: Path) -> tuple[Path, Path] | None:
+def plain_pairs_dirs(root: Path) -> tuple[Path, Path] | None:
+    """The plain layout's images and labels folders under `root` (`images/` + `labels/`, or
+    nnU-Net's `imagesTr/` + `labelsTr/`); None if it has none."""
     for images, labels in (("images", "labels"), ("imagesTr", "labelsTr")):
         if (root / images).is_dir():
             return root / images, root / labels
@@ -229,7 +231,7 @@ def discover(
         )
     folder, layout = _resolve(root, layout)
     if layout == "plain":
-        images_dir, labels_dir = _plain_pairs_dirs(folder) or (folder, folder)
+        images_dir, labels_dir = plain_pairs_dirs(folder) or (folder, folder)
         labels = files_by_case_id(labels_dir)
         images = files_by_case_id(images_dir)
         cases = [Case(name, image, labels.get(name)) for name, image in images.items()]

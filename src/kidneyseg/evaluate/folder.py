@@ -1,8 +1,9 @@
 """Evaluate a folder of predictions against a folder of references, case by case, in parallel.
 
-Either folder may be a KiTS19/21/23 or plain layout (found with `kidneyseg.data.cases.discover`),
-a KiTS layout holding only the segmentations (as the KiTS19 repository does before the CT
-download; `kidneyseg.data.cases.walk_kits`), or a flat folder of `<case_id>.nii.gz` files (what
+Either folder may be a KiTS19/21/23 layout, whose case folders count with or without their CT
+(scoring reads only label maps; the KiTS19 repository holds only the segmentations before the CT
+download, a partial download some of the CTs; `kidneyseg.data.cases.walk_kits`), the plain
+layout (every label map in its `labels/` folder), or a flat folder of `<case_id>.nii.gz` files (what
 `kidneyseg predict` writes), each file's case id given by the one rule of
 `kidneyseg.io.formats.case_id_of`; the masks and probabilities `predict` writes beside a case's
 label map (`<case>_kidney.nii.gz`, ...; told by their headers:
@@ -64,13 +65,17 @@ class Scoring:
         return cls(label_map, dict(label_mapping))
 
 
-def _segmentation_only_cases(root: Path, annotation: str) -> dict[str, Path]:
-    from kidneyseg.data.cases import walk_kits
+def _dataset_label_files(root: Path, annotation: str) -> dict[str, Path]:
+    """Case id → label map of every case of a dataset layout under `root`, with its CT or not
+    (scoring reads none): each KiTS case folder's reference, or every file in the plain layout's
+    labels folder."""
+    from kidneyseg.data.cases import plain_pairs_dirs, walk_kits
 
     try:
         cases = walk_kits(root, annotation=annotation)
     except KidneysegError:
-        return {}
+        plain = plain_pairs_dirs(root)
+        return files_by_case_id(plain[1]) if plain is not None and plain[1].is_dir() else {}
     return {c.case_id: c.label for c in cases if c.label is not None}
 
 
@@ -80,17 +85,13 @@ def label_files(root: str | os.PathLike[str], annotation: str = "AND") -> dict[s
     Raises:
         KidneysegError: the folder does not exist or holds no label maps.
     """
-    from kidneyseg.data.cases import discover, refuse_two_layouts
+    from kidneyseg.data.cases import refuse_two_layouts
     from kidneyseg.predict.outputs import side_files_note, without_side_files
 
     root = Path(root)
     if not root.is_dir():
         raise KidneysegError("is a file, not a folder" if root.exists() else "folder does not exist", root)
-    try:
-        found = {c.case_id: c.label for c in discover(root, annotation=annotation).labelled}
-    except KidneysegError:
-        found = {}
-    found = found or _segmentation_only_cases(root, annotation)
+    found = _dataset_label_files(root, annotation)
     for folder in dict.fromkeys([root, *(p.parent.parent for p in found.values())]):
         refuse_two_layouts(  # e.g. predictions written into the dataset: which to score is a guess
             folder,
