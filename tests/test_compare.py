@@ -188,6 +188,22 @@ def test_compare_run_that_is_not_a_training_run_is_one_line(cli, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_run_name_that_is_not_a_plain_name_or_given_twice_is_refused_before_any_prediction(cli, tmp_path):
+    """A run's name names its folder OUT/runs/NAME: `../x` or an absolute path wrote its
+    predictions outside OUT (found by a hostile review). A name given twice is refused before
+    the first run is predicted."""
+    run = tmp_path / "run"
+    run.mkdir()
+    tiny_checkpoint(run / "best.pt", 0)
+    for names in (["../escaped"], [str(tmp_path / "absolute")], ["..", "a"], ["a", "a"]):
+        specs = [arg for name in names for arg in ("--run", f"{name}={run}")]
+        result = cli(*specs, "--data", tmp_path / "no-data", "--out", tmp_path / "o")
+        expected = "is given twice" if names == ["a", "a"] else "must be a plain name"
+        assert result.exit_code == 2 and expected in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def tiny_checkpoint(path, seed: int, layout: str = "auto"):
     """An untrained tiny SCA-UNet checkpoint: another seed, another network's predictions."""
     import torch

@@ -69,6 +69,7 @@ def compare(
     from kidneyseg.errors import KidneysegError
     from kidneyseg.evaluate.compare import load_scores, paper_table, parse_named, write_comparison
     from kidneyseg.evaluate.runs import evaluate_run
+    from kidneyseg.io.formats import is_plain_name
 
     if not evaluations and not runs:
         raise KidneysegError("give at least one --eval NAME=DIR or --run NAME=RUN_DIR")
@@ -85,10 +86,15 @@ def compare(
                 raise KidneysegError(f"{option}: model name {name!r} is given twice")
             data_sets[data_set][name] = load_scores(path)
     wanted = ("validation", "training") if train_set else ("validation",)
-    for spec in runs or []:
-        name, path = parse_named(spec, "--run")
-        if name in data_sets["validation"]:
+    named_runs = [parse_named(spec, "--run") for spec in runs or []]
+    for i, (name, _) in enumerate(named_runs):  # all checked before any run is predicted
+        if not is_plain_name(name):
+            raise KidneysegError(
+                f"--run: the model name names its folder OUT/runs/NAME and must be a plain name, got {name!r}"
+            )
+        if name in data_sets["validation"] or name in [n for n, _ in named_runs[:i]]:
             raise KidneysegError(f"--run: model name {name!r} is given twice")
+    for name, path in named_runs:
         scores = evaluate_run(path, out / "runs" / name, data, wanted, jobs=jobs, device=device)
         for data_set, rows in scores.items():
             data_sets[data_set][name] = list(rows)

@@ -105,13 +105,14 @@ def _check_options(min_mm: float, min_ml: float, confidence: float | None, case_
     import math
 
     from kidneyseg.errors import KidneysegError
+    from kidneyseg.io.formats import is_plain_name
 
     for option, value in (("--min-lesion-mm", min_mm), ("--min-lesion-ml", min_ml)):
         if not (math.isfinite(value) and value >= 0):
             raise KidneysegError(f"{option} must be a number >= 0, got {value}")
     if confidence is not None and not 0.0 <= confidence <= 1.0:
         raise KidneysegError(f"--confidence must be between 0 and 1, got {confidence}")
-    if case_id is not None and (not case_id.strip(". ") or any(c in case_id for c in "/\\")):
+    if case_id is not None and not is_plain_name(case_id):
         raise KidneysegError(f"--case-id names the report's files and must be a plain name, got {case_id!r}")
 
 

@@ -152,6 +152,12 @@ def read_header(path: str | os.PathLike[str], series_files: tuple[str, ...] = ()
     return format_of(path).read_header(Path(path), series_files)
 
 
+def is_plain_name(text: str) -> bool:
+    """Whether `text` can name a file or folder inside an output folder: not empty, `.` or `..`,
+    and without a path separator (so nothing is written outside it)."""
+    return bool(text.strip(". ")) and not any(c in text for c in "/\\")
+
+
 def case_id_of(path: str | os.PathLike[str]) -> str:
     """The case a CT, label map or prediction belongs to: its format's stem without nnU-Net's
     channel suffix `_0000` (see the module docstring).
