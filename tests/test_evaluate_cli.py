@@ -95,6 +95,30 @@ def test_evaluate_writes_csv_json_markdown_and_reports_missing_cases(cli, folder
     assert "case_00001" in markdown
 
 
+def test_summary_gives_the_mean_of_the_class_means_where_a_case_lacks_a_class(cli, tmp_path, rng):
+    """One case holds a cyst the prediction misses, one holds none: each case's own mean (the
+    table's Mean column) then differs from the average of the class columns, which compare and
+    the papers call the Mean; the summary gives both (was: one number under two meanings)."""
+    pred_dir, ref_dir = tmp_path / "pred", tmp_path / "ref"
+    for case, cyst in (("a", True), ("b", False)):
+        labels = synthetic_labels(rng)
+        labels[labels == 3] = 1
+        if cyst:
+            labels[1:3, 1:3, 1:3] = 3
+        save(ref_dir / f"{case}.nii.gz", labels)
+        save(pred_dir / f"{case}.nii.gz", np.where(labels == 3, 0, labels).astype(np.uint8))
+    out = tmp_path / "eval"
+    assert cli("--pred", pred_dir, "--ref", ref_dir, "--out", out, "-q").exit_code == 0
+    rows = read_csv(out / "per_case.csv")
+    case_means = np.mean([r["dice_mean"] for r in rows])
+    class_means = np.mean([np.nanmean([r[f"dice_{c}"] for r in rows]) for c in ("kidney", "tumor", "cyst")])
+    assert abs(case_means - class_means) > 0.1
+    markdown = (out / "summary.md").read_text()
+    assert f"| mean | 1.000 | 1.000 | 0.000 | {case_means:.3f} |" in markdown
+    assert f"the Mean of `kidneyseg compare` and of the papers' tables: {class_means:.3f}." in markdown
+    assert markdown.count("the Mean of `kidneyseg compare`") == 1  # the KiTS regions: no case lacks one
+
+
 def test_allow_missing_exits_zero(cli, folders, tmp_path):
     ref_root, pred_dir, _, _ = folders
     result = cli("--pred", pred_dir, "--ref", ref_root, "--out", tmp_path / "e", "-q", "--allow-missing")

@@ -68,6 +68,23 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mean_note(metrics: dict, columns: Sequence[tuple[str, str]]) -> list[str]:
+    """Where cases lack a class, the table's Mean (each case's mean over its defined classes,
+    then over cases) differs from the average of the class columns, which `compare` and the
+    papers call the Mean: a line giving the latter."""
+    *classes, (_, mean_column) = columns
+    class_means = [metrics[c]["mean"] for _, c in classes]
+    if any(v is None or math.isnan(v) for v in class_means) or metrics[mean_column]["mean"] is None:
+        return []
+    average = sum(class_means) / len(class_means)
+    if fmt(average) == fmt(metrics[mean_column]["mean"]):
+        return []
+    return [
+        "Mean: each case's mean over the classes it holds, averaged over cases. The average of the "
+        f"class columns' means, the Mean of `kidneyseg compare` and of the papers' tables: {fmt(average)}.\n"
+    ]
+
+
 def evaluation_markdown(summary: dict) -> str:
     """The summary of one `kidneyseg evaluate` run as markdown."""
     metrics = summary["metrics"]
@@ -81,6 +98,7 @@ def evaluation_markdown(summary: dict) -> str:
         median_row = ["median", *[fmt(metrics[c]["median"]) for _, c in columns]]
         n_row = ["cases", *[str(metrics[c]["n"]) for _, c in columns]]
         parts.append(f"## {title}\n\n" + markdown_table(header, [mean_row, median_row, n_row]))
+        parts.extend(_mean_note(metrics, columns))
     rows = []
     for name, entry in summary["lesions"].items():
         for key, label in [("all", "all sizes"), *BIN_LABELS.items()]:
