@@ -438,6 +438,10 @@ def test_a_fragmented_segmentation_measures_the_largest_lesions_and_counts_the_r
     assert counted == pytest.approx(total, abs=0.01)
     assert "lesions_not_measured" in [w["code"] for w in report["warnings"]]
     assert "lesions_not_measured" not in [w["code"] for w in full["warnings"]]
+    # The counts, total volumes and message hold the lesions not measured too (were: 5 a class).
+    for key in ("num_tumors", "num_cysts", "total_tumor_volume_ml", "total_cyst_volume_ml"):
+        assert report["summary"][key] == pytest.approx(full["summary"][key], abs=0.011), key
+    assert report["message"] == full["message"]
 
 
 @pytest.mark.parametrize("background_bias", [0.3, -1.0], ids=["speckle", "all foreground"])

@@ -221,7 +221,7 @@ def _measure_case(
     return {
         "anatomy": {**anatomy_record, "liver_right_share": None if share is None else round(share, 2)},
         "status": "ok",
-        "message": _message(kidney_rows, lesions),
+        "message": _message(kidney_rows, lesions + unmeasured),
         "kidneys": kidney_rows,
         "lesions": lesions,
         "small_lesions": small,
@@ -362,11 +362,12 @@ def _medial_edge_x(anatomy: nephrometry.KidneyAnatomy) -> float:
 
 def _summary(report: dict, options: ReportOptions) -> dict:
     kidneys, lesions = report["kidneys"], report["lesions"]
-    tumors = [row for row in lesions if row["type"] == "tumor"]
-    cysts = [row for row in lesions if row["type"] == "cyst"]
-    largest = max(tumors, key=lambda r: r["max_axial_diameter_cm"], default=None)
+    measured_tumors = [row for row in lesions if row["type"] == "tumor"]
+    largest = max(measured_tumors, key=lambda r: r["max_axial_diameter_cm"], default=None)
     small = report.pop("small_lesions", [])
     unmeasured = report.pop("unmeasured_lesions", [])
+    # Counts and volumes hold the lesions beyond the measured ones of a class too.
+    tumors, cysts = ([r for r in lesions + unmeasured if r["type"] == kind] for kind in ("tumor", "cyst"))
     return {
         "kidneys_found": [k["side"] for k in kidneys],
         "num_tumors": len(tumors),
