@@ -13,7 +13,7 @@ Usage:
 
 Replaces the "Clinical T category" section of docs/validation.md (or appends it).
 `--rows` keeps every case's measurements; `--from-rows` rewrites the page from them without
-measuring again.
+measuring again (rows of another report schema are refused: their staging is another version's).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 
 from kidneyseg.report import staging
 from kidneyseg.report.checks import ReportOptions
+from kidneyseg.report.measure import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "kits19"
@@ -365,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.from_rows is not None:
         saved = json.loads(args.from_rows.read_text())
+        if saved.get("report_schema") != SCHEMA_VERSION:
+            sys.exit(
+                f"error: {args.from_rows}: rows of report schema {saved.get('report_schema', 'before 10')}, "
+                f"this version writes {SCHEMA_VERSION}: measure them again (--rows)"
+            )
         rows, seconds = saved["rows"], saved["seconds"]
     else:
         clinical = json.loads((args.data / "kits.json").read_text())[: args.limit]
@@ -377,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         keys = ("case_id", "pathology_t_stage", "pathologic_size", "radiographic_size")
         rows = [{**{k: c[k] for k in keys}, **r} for (c, _), r in zip(todo, results, strict=True)]
         if args.rows is not None:
-            args.rows.write_text(json.dumps({"rows": rows, "seconds": seconds}, indent=1))
+            saved = {"report_schema": SCHEMA_VERSION, "rows": rows, "seconds": seconds}
+            args.rows.write_text(json.dumps(saved, indent=1))
     result = write_section(rows, seconds, args.workers, args.out)
     print(f"{len(rows)} cases: exact {result['exact']:.1%}, kappa {result['kappa']:.3f} ({seconds:.0f} s)")
     return 0
