@@ -93,6 +93,32 @@ def _assert_contours_follow(rt: pydicom.Dataset, labels: np.ndarray, affine_ras:
         assert slices_seen == set(np.flatnonzero(mask.any(axis=(0, 1))))
 
 
+def test_new_uids_are_the_same_on_every_run_and_differ_between_series_of_the_same_file_names(
+    series, tmp_path
+):
+    """Anonymised exports often share file names (000.dcm, ...): two patients' series got the same
+    study, series, frame of reference and SOP instance UIDs (found by a hostile review), so a PACS
+    would merge them. The UIDs come from the files' contents."""
+    for patient in ("a", "b"):
+        (tmp_path / patient).mkdir()
+        for path in sorted(series.iterdir()):
+            ds = pydicom.dcmread(path)
+            for key in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID"):
+                ds.pop(key, None)
+            ds.file_meta.MediaStorageSOPInstanceUID = ""
+            ds.PatientID = patient
+            ds.save_as(tmp_path / patient / path.name)
+    files = read_volume(tmp_path / "a").dicom_files
+    twin = [str(tmp_path / "b" / Path(f).name) for f in files]
+    first, again, second = (read_sources(f, "x", new_uids=True) for f in (files, files, twin))
+    keys = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
+    for key in keys:
+        assert first[0].get(key) == again[0].get(key) and first[0].get(key) != second[0].get(key), key
+    uids = [ds.SOPInstanceUID for ds in first]
+    assert uids == [ds.SOPInstanceUID for ds in again] and len(set(uids)) == len(uids)
+    assert not set(uids) & {ds.SOPInstanceUID for ds in second}
+
+
 def test_rtstruct_contours_lie_within_one_voxel_of_the_labels(series, tmp_path):
     ct = read_volume(series)
     labels = scene(ct.shape)

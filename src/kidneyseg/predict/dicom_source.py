@@ -3,12 +3,14 @@
 A SEG or RTSTRUCT is placed on its CT by the study, series, SOP instance and frame of reference
 UIDs of the source slices. Anonymised series often lack some of them; `kidneyseg predict`
 refuses them before computing anything, or with `--new-uids` gives them UIDs derived from the
-series' files (the same on every run) and writes the CT again with those UIDs beside the
-outputs, so that viewers load the CT and its segmentation together.
+contents of the series' files (the same on every run; another series, even with the same file
+names, gets others) and writes the CT again with those UIDs beside the outputs, so that viewers
+load the CT and its segmentation together.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -86,7 +88,8 @@ def read_sources(files: Sequence[str | os.PathLike[str]], where: str | None, new
     Args:
         files: the series' files.
         where: named in errors.
-        new_uids: give missing UIDs values derived from the files' names (stable across runs)
+        new_uids: give missing UIDs values derived from the files' contents (stable across
+            runs, distinct between series: anonymised series often share file names)
             instead of refusing the series.
 
     Raises:
@@ -99,11 +102,11 @@ def read_sources(files: Sequence[str | os.PathLike[str]], where: str | None, new
         sources = [pydicom.dcmread(f) for f in files]
     except Exception as exc:  # pydicom raises many types for damaged files
         raise KidneysegError(f"cannot read the source DICOM files ({type(exc).__name__})", where) from None
-    names = [Path(f).name for f in files]
+    digests = [hashlib.sha256(Path(f).read_bytes()).hexdigest() if new_uids else "" for f in files]
     shared = {}
     for key in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
-        shared[key] = generate_uid(entropy_srcs=["kidneyseg", key, *names])
-    for name, ds in zip(names, sources, strict=True):
+        shared[key] = generate_uid(entropy_srcs=["kidneyseg", key, *digests])
+    for digest, ds in zip(digests, sources, strict=True):
         _fill_from_meta(ds)
         for key in EMPTY_WHEN_ABSENT:
             if key not in ds:
@@ -116,7 +119,7 @@ def read_sources(files: Sequence[str | os.PathLike[str]], where: str | None, new
                 ds.SOPClassUID = pydicom.uid.CTImageStorage
             elif key == "SOPInstanceUID":
                 ds.SOPInstanceUID = generate_uid(
-                    entropy_srcs=["kidneyseg", shared["SeriesInstanceUID"], name]
+                    entropy_srcs=["kidneyseg", shared["SeriesInstanceUID"], digest]
                 )
             else:
                 setattr(ds, key, shared[key])
