@@ -747,6 +747,39 @@ def test_a_nifti_without_orientation_is_predicted_with_a_warning(ckpt, odd_input
     assert f"warning: {ct}: the header gives no orientation (qform and sform codes 0)" in result.output
 
 
+def test_label_maps_state_their_grid_as_the_ct_does(ckpt, odd_inputs, tmp_path):
+    """A label map's header says what its CT's says: no orientation stays none (was: qform and
+    sform written with code 1 and nibabel's guess, which ITK readers place 300 mm away from the
+    CT they read with codes 0), a template-space sform (code 2) beside no qform stays so, and a
+    qform that differs from the sform is kept. The same for --per-class masks and segment()."""
+    import nibabel as nib
+    import numpy as np
+
+    import kidneyseg
+
+    image = nib.load(odd_inputs["good"])
+    turned = image.affine.copy()
+    turned[:3, 3] += 7.5
+    for name, (qcode, scode) in {"none": (0, 0), "template": (0, 2), "both": (1, 1)}.items():
+        source = nib.Nifti1Image(np.asarray(image.dataobj), image.affine)
+        source.set_qform(turned if name == "both" else image.affine, code=qcode)
+        source.set_sform(image.affine, code=scode)
+        ct = tmp_path / f"{name}.nii.gz"
+        nib.save(source, ct)
+        out = tmp_path / f"out-{name}"
+        args = ["predict", "-i", str(ct), "-o", str(out), "-m", str(ckpt), "-q", "--per-class"]
+        assert runner.invoke(app, args).exit_code == 0
+        written = [nib.load(out / f"{name}.nii.gz"), nib.load(out / f"{name}_kidney.nii.gz")]
+        written.append(kidneyseg.segment(nib.load(ct), model=str(ckpt)))
+        read = nib.load(ct).header
+        for label in written:
+            header = label.header
+            assert (int(header["qform_code"]), int(header["sform_code"])) == (qcode, scode), name
+            np.testing.assert_allclose(header.get_qform(), read.get_qform(), atol=1e-4)
+            np.testing.assert_allclose(header.get_sform(), read.get_sform(), atol=1e-4)
+            np.testing.assert_allclose(header.get_zooms()[:3], read.get_zooms()[:3])
+
+
 def test_an_output_or_cache_folder_that_cannot_be_made_is_one_line(tmp_path_factory, tmp_path):
     """Was: NotADirectoryError / FileNotFoundError tracebacks, exit 1, from `train` and
     `preprocess`."""

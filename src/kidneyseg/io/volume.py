@@ -39,6 +39,26 @@ def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
 
 
 @dataclass(frozen=True, eq=False)
+class NiftiFrames:
+    """How a NIfTI header states its grid: its qform and sform with their codes. Files written on
+    that grid with them (`nifti_image`) state it the same way, so every reader places them as it
+    places the source: a header without orientation (both codes 0, which readers resolve in their
+    own ways) stays one, and a scanner-based sform keeps its code."""
+
+    qform: np.ndarray
+    qform_code: int
+    sform: np.ndarray
+    sform_code: int
+
+    @classmethod
+    def of(cls, header) -> NiftiFrames:
+        """The frames of a nibabel NIfTI-1 or NIfTI-2 header."""
+        return cls(
+            header.get_qform(), int(header["qform_code"]), header.get_sform(), int(header["sform_code"])
+        )
+
+
+@dataclass(frozen=True, eq=False)
 class Volume:
     """A 3D image or label map with its geometry.
 
@@ -47,12 +67,15 @@ class Volume:
         affine: 4×4 voxel-to-world (RAS+, mm) matrix.
         source: where it was read from, for messages.
         dicom_files: for a DICOM series, its files ordered as the slices of `array`.
+        frames: for a NIfTI file, how its header stated the grid (files written on it state it
+            the same way); None: `affine` as qform and sform, scanner-based.
     """
 
     array: np.ndarray
     affine: np.ndarray
     source: str | None = None
     dicom_files: tuple[str, ...] = field(default=())
+    frames: NiftiFrames | None = None
 
     def __post_init__(self) -> None:
         affine = np.asarray(self.affine, dtype=np.float64)
@@ -103,7 +126,7 @@ class Volume:
         """The same geometry with other voxels (same shape)."""
         if array.shape != self.array.shape:
             raise ValueError(f"shape {array.shape} differs from {self.array.shape}")
-        return Volume(array, self.affine, self.source, self.dicom_files)
+        return Volume(array, self.affine, self.source, self.dicom_files, self.frames)
 
     def same_grid(self, other: Volume, atol: float = 1e-4) -> bool:
         """True if `other` has the same shape and (to `atol` mm) the same affine."""
@@ -252,7 +275,7 @@ def read_nifti(path: Path) -> Volume:
     if array.ndim != 3:
         raise KidneysegError(f"expected a 3D image, got {array.ndim}D {array.shape}", path)
     check_finite(array, path)
-    return Volume(np.asarray(array), image.affine, source=str(path))
+    return Volume(np.asarray(array), image.affine, source=str(path), frames=NiftiFrames.of(image.header))
 
 
 def _one_line(exc: Exception) -> str:
@@ -335,13 +358,17 @@ def write_volume(path: str | os.PathLike[str], volume: Volume, dtype: np.dtype |
     if not path.name.endswith(NIFTI_SUFFIXES):
         raise KidneysegError("output must end in .nii or .nii.gz", path)
     image = nifti_image(
-        volume.array if dtype is None else volume.array.astype(dtype, copy=False), volume.affine
+        volume.array if dtype is None else volume.array.astype(dtype, copy=False),
+        volume.affine,
+        volume.frames,
     )
     return write_atomic(path, lambda tmp: nib.save(image, str(tmp)))
 
 
-def nifti_image(array: np.ndarray, affine: np.ndarray):
-    """A `nibabel.Nifti1Image` of `array` with `affine` as qform and sform, in mm.
+def nifti_image(array: np.ndarray, affine: np.ndarray, frames: NiftiFrames | None = None):
+    """A `nibabel.Nifti1Image` of `array` with `affine` as qform and sform (code 1, scanner), in
+    mm; with the `frames` of the NIfTI file whose grid it is on, with its qform and sform and their
+    codes instead.
 
     The image holds a Fortran-ordered copy (`fortran_ordered`): NIfTI stores voxels in that order,
     so nibabel writes it slice by slice instead of gathering each slice across the whole array
@@ -351,8 +378,12 @@ def nifti_image(array: np.ndarray, affine: np.ndarray):
 
     image = nib.Nifti1Image(fortran_ordered(array), affine)
     image.header.set_xyzt_units("mm", "sec")
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
+    if frames is None:
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
+    else:
+        image.set_qform(frames.qform, code=frames.qform_code)
+        image.set_sform(frames.sform, code=frames.sform_code)
     return image
 
 
@@ -381,4 +412,4 @@ def write_labels(path: str | os.PathLike[str], labels: np.ndarray, like: Volume)
     """Write a label map as uint8 NIfTI with exactly the geometry of the CT `like`."""
     if labels.shape != like.shape:
         raise KidneysegError(f"label map shape {labels.shape} differs from the CT's {like.shape}", path)
-    return write_volume(path, Volume(labels.astype(np.uint8, copy=False), like.affine, like.source))
+    return write_volume(path, like.with_array(labels.astype(np.uint8, copy=False)))

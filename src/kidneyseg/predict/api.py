@@ -85,6 +85,7 @@ def as_checked_volume(
 ) -> tuple[Volume, list[Doubt]]:
     """`checked_volume`, its warnings returned rather than issued: the volume and the warnings."""
     from kidneyseg.io.formats import ImageHeader
+    from kidneyseg.io.volume import NiftiFrames
 
     if isinstance(ct, str | os.PathLike):
         from kidneyseg.predict.inputs import find_inputs, refuse_series_of_a_file
@@ -112,7 +113,8 @@ def as_checked_volume(
         if array.ndim == 4 and array.shape[3] == 1:
             array = array[..., 0]
         name = ct.get_filename() if hasattr(ct, "get_filename") else None
-        ct = Volume(np.asarray(array), ct.affine, source=name or "nibabel image")
+        frames = NiftiFrames.of(ct.header) if "sform_code" in getattr(ct, "header", {}) else None
+        ct = Volume(np.asarray(array), ct.affine, source=name or "nibabel image", frames=frames)
     from kidneyseg.predict.checks import content_warnings
 
     _check_memory(ct.source, ImageHeader(ct.shape, ct.spacing, int(ct.array.dtype.itemsize)), predictor)
@@ -180,7 +182,7 @@ def segment(
     predictor = _predictor(model, device, dict(options))
     volume = checked_volume(ct, predictor, series_uid, hu_check)
     prediction = predictor.predict(volume)
-    image = label_image(prediction.labels.array, volume.affine, predictor.label_map)
+    image = label_image(prediction.labels.array, volume.affine, predictor.label_map, volume.frames)
     if not report:
         return image
     from kidneyseg.report import measure

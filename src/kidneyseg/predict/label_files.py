@@ -21,15 +21,18 @@ import numpy as np
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_atomic, write_text_atomic
-from kidneyseg.io.volume import NIFTI_SUFFIXES, Volume, load_nifti, nifti_image, read_volume
+from kidneyseg.io.volume import NIFTI_SUFFIXES, NiftiFrames, Volume, load_nifti, nifti_image, read_volume
 from kidneyseg.labels import BACKGROUND, SIDES, SIDES_SUFFIX, LabelClass, LabelMap
 
 NIFTI_INTENT_LABEL = 1002
 
 
-def label_image(labels: np.ndarray, affine: np.ndarray, label_map: LabelMap):
-    """A `nibabel.Nifti1Image` of `labels` (uint8) on `affine`, with its classes in the header."""
-    image = nifti_image(np.asarray(labels, dtype=np.uint8), affine)
+def label_image(
+    labels: np.ndarray, affine: np.ndarray, label_map: LabelMap, frames: NiftiFrames | None = None
+):
+    """A `nibabel.Nifti1Image` of `labels` (uint8) on `affine`, with its classes in the header; on
+    a NIfTI file's grid, give its `frames` to state the grid as that file does."""
+    image = nifti_image(np.asarray(labels, dtype=np.uint8), affine, frames)
     header = image.header
     header.set_intent(NIFTI_INTENT_LABEL, name=_intent_name(label_map.name))
     header["descrip"] = label_description(label_map).encode("ascii")
@@ -122,7 +125,7 @@ def write_label_image(
     """Write `labels` (on the grid of `like`) atomically as a NIfTI label map naming its classes."""
     import nibabel as nib
 
-    image = label_image(labels, like.affine, label_map)
+    image = label_image(labels, like.affine, label_map, like.frames)
     return write_atomic(path, lambda tmp: nib.save(image, str(tmp)))
 
 
