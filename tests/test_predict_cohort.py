@@ -142,6 +142,28 @@ def test_a_rerun_with_fewer_outputs_removes_what_belonged_to_the_old_label_map(c
     assert sorted(Path(p).name for p in entry["removed_stale"]) == sorted(removed)
 
 
+def test_another_spelling_of_the_same_paths_is_the_same_run(ckpt, cases, tmp_path, monkeypatch):
+    """Relative, absolute and `..` spellings of the input and output folders: the case is done,
+    and a changed run removes the earlier run's masks (was: every spelling predicted the case
+    again, listed it once more in the record, and left masks that contradict the new label map;
+    found by a hostile review)."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.nii.gz").write_bytes((cases / "a.nii.gz").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    first = runner.invoke(app, ["predict", "-i", "in", "-o", "out", "-m", str(ckpt), "-q", "--per-class"])
+    assert "1 predicted" in first.output
+    monkeypatch.chdir(tmp_path / "in")
+    again = ["predict", "-i", ".", "-o", str(tmp_path / "out"), "-m", str(ckpt), "-q"]
+    assert "0 predicted, 1 already done" in runner.invoke(app, [*again, "--per-class"]).output
+    changed = runner.invoke(
+        app, ["predict", "-i", ".", "-o", "../out", "-m", str(ckpt), "-q", "--no-postprocess"]
+    )
+    assert "1 predicted" in changed.output and "removed what an earlier run wrote" in changed.output
+    assert not (tmp_path / "out" / "a_kidney.nii.gz").exists()
+    record = json.loads((tmp_path / "out" / "predict_run.json").read_text())
+    assert [c["case_id"] for c in record["cases"]] == ["a"]
+
+
 def test_an_interrupted_folder_run_goes_on_where_it_stopped(ckpt, cases, tmp_path, monkeypatch):
     """The record is written after every case, so a run stopped at its third case (Ctrl-C, a
     scheduler's time limit) skips the two it finished when it is started again."""

@@ -278,8 +278,10 @@ def run_prediction(
     """
     start = time.perf_counter()
     settings, options = settings or PredictSettings(), options or OutputOptions()
-    cases, folder_mode = find_inputs(input_path, series_uid)
-    out_dir, *target = _output_target(Path(out), folder_mode)
+    # Absolute and normalised (symbolic links kept: a linked CT is named by its link), so that
+    # another spelling of the same paths finds the earlier run's record and outputs.
+    cases, folder_mode = find_inputs(os.path.abspath(input_path), series_uid)
+    out_dir, *target = _output_target(Path(os.path.abspath(out)), folder_mode)
     if shard is not None and not folder_mode:
         raise KidneysegError("--shard shares out the cases of a folder, and this is one CT", input_path)
     refuse_overwriting_inputs([(c.case_id, c.path) for c in cases], out_dir, *target)
