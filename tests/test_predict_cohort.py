@@ -164,6 +164,24 @@ def test_another_spelling_of_the_same_paths_is_the_same_run(ckpt, cases, tmp_pat
     assert [c["case_id"] for c in record["cases"]] == ["a"]
 
 
+def test_one_ct_predicted_again_into_a_batch_folder_updates_its_statistics_row(ckpt, cases, tmp_path):
+    """Another model's label map of one CT, predicted into a batch's folder: the batch's
+    statistics.csv gives that label map's row (was: the row of the label map it replaced)."""
+    out = tmp_path / "out"
+    batch = runner.invoke(app, ["predict", "-i", str(cases), "-o", str(out), "-m", str(ckpt), "-q"])
+    assert "3 predicted" in batch.output
+    before = {r["case_id"]: r for r in read_csv(out / "statistics.csv")}
+    other = save_tiny(tmp_path / "other.pt", TINY_3D, seed=1)
+    one = ["predict", "-i", str(cases / "a.nii.gz"), "-o", str(out), "-m", str(other), "-q"]
+    assert "1 predicted" in runner.invoke(app, one).output
+    after = {r["case_id"]: r for r in read_csv(out / "statistics.csv")}
+    (entry,) = [
+        c for c in json.loads((out / "predict_run.json").read_text())["cases"] if c["status"] == "done"
+    ]
+    assert entry["case_id"] == "a" and after["a"] == {k: str(v) for k, v in entry["statistics"].items()}
+    assert after["a"]["right_kidney_ml"] != before["a"]["right_kidney_ml"] and after.keys() == before.keys()
+
+
 def test_an_interrupted_folder_run_goes_on_where_it_stopped(ckpt, cases, tmp_path, monkeypatch):
     """The record is written after every case, so a run stopped at its third case (Ctrl-C, a
     scheduler's time limit) skips the two it finished when it is started again."""

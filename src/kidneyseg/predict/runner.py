@@ -324,7 +324,7 @@ def predict_cases(
     """
     from tqdm import tqdm
 
-    from kidneyseg.report.statistics import case_line, write_cohort_statistics
+    from kidneyseg.report.statistics import STATISTICS_NAME, case_line, write_cohort_statistics
 
     start = time.perf_counter() - startup
     out_dir, folder_mode = where.out_dir, where.folder_mode
@@ -359,7 +359,7 @@ def predict_cases(
         return record
     _write_color_table(out_dir, output_label_map(predictor.label_map, options), record, tables, warn)
     write_record(record_path, record, writer.kept)  # with the colour tables
-    if folder_mode:
+    if folder_mode or (out_dir / STATISTICS_NAME).is_file():  # one CT into a batch's folder: its row too
         write_cohort_statistics(out_dir)
     return record
 
