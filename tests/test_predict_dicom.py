@@ -3,6 +3,7 @@ RTSTRUCT contours read back with pydicom and compared with the label map."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -220,3 +221,34 @@ def test_a_folder_of_nifti_files_and_dicom_series_folders_finds_both(series, tmp
     nib.save(nib.Nifti1Image(volume.array, volume.affine), mixed / "a.nii.gz")
     with pytest.raises(KidneysegError, match=r"both a NIfTI file and a DICOM folder of case\(s\) \['a'\]"):
         find_inputs(mixed)
+
+
+def test_a_case_folder_of_two_series_fails_alone_and_series_chooses_within_it(series, ckpt, tmp_path):
+    """In a folder of patients, one holding two DICOM series failed the whole batch, and --series
+    (the UID of one of them) failed the patients without it (found by a hostile review). Now that
+    patient alone fails, with the series listed; --series chooses within the folder holding it; a
+    --series no folder holds is one line."""
+    from pydicom.uid import generate_uid
+
+    cases = tmp_path / "cases"
+    (cases / "p3").mkdir(parents=True)
+    (cases / "p1").symlink_to(series, target_is_directory=True)
+    second = generate_uid()
+    for path in sorted(series.iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.save_as(cases / "p3" / path.name)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = second, generate_uid()
+        ds.save_as(cases / "p3" / f"b_{path.name}")
+    base = ["predict", "-i", str(cases), "-m", str(ckpt), "--overlap", "0", "-q"]
+    result = runner.invoke(app, [*base, "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert "p3: " in result.output and "holds 2 DICOM series, choose one with --series UID" in result.output
+    record = json.loads((tmp_path / "out" / "predict_run.json").read_text())
+    assert {c["case_id"]: c["status"] for c in record["cases"]} == {"p1": "done", "p3": "failed"}
+    chosen = runner.invoke(app, [*base, "-o", str(tmp_path / "chosen"), "--series", second])
+    assert chosen.exit_code == 0, chosen.output
+    record = json.loads((tmp_path / "chosen" / "predict_run.json").read_text())
+    assert {c["case_id"]: c["status"] for c in record["cases"]} == {"p1": "done", "p3": "done"}
+    unknown = runner.invoke(app, [*base, "-o", str(tmp_path / "none"), "--series", "1.2.3"])
+    assert unknown.exit_code == 2 and "no sub-folder holds the DICOM series 1.2.3" in unknown.output
+    assert not (tmp_path / "none").exists()

@@ -54,7 +54,13 @@ NoAnatomyCheck = Annotated[
         "bone, without kidney voxels).",
     ),
 ]
-Series = Annotated[str | None, typer.Option(help="Series UID when a DICOM folder holds several.")]
+Series = Annotated[
+    str | None,
+    typer.Option(
+        help="Series UID when a DICOM folder holds several (in a folder of cases: for the case "
+        "folder that holds it)."
+    ),
+]
 Precision = Annotated[
     str,
     typer.Option(

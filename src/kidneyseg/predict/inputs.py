@@ -15,12 +15,15 @@ from kidneyseg.io.volume import choose_series, list_dicom_series
 
 @dataclass(frozen=True)
 class CaseInput:
-    """One CT to predict: an id (names its outputs), its file or DICOM folder, a series UID."""
+    """One CT to predict: an id (names its outputs), its file or DICOM folder, a series UID; or,
+    for a case of a folder that cannot be read as one CT, `problem` (the case fails with it, and
+    the other cases go on)."""
 
     case_id: str
     path: Path
     series_uid: str | None = None
     dicom_files: tuple[str, ...] = ()
+    problem: str | None = None
 
 
 def _dicom_case(folder: Path, series_uid: str | None) -> CaseInput | None:
@@ -32,8 +35,27 @@ def _dicom_case(folder: Path, series_uid: str | None) -> CaseInput | None:
 
 
 def _dicom_subfolders(folder: Path, series_uid: str | None) -> list[CaseInput]:
-    """One case per sub-folder of `folder` holding a DICOM series."""
-    return [c for d in sorted(p for p in folder.iterdir() if p.is_dir()) if (c := _dicom_case(d, series_uid))]
+    """One case per sub-folder of `folder` holding DICOM series: its only series, or the one
+    `series_uid` names; a sub-folder of several series none of which is named is a case with its
+    `problem` (the series listed).
+
+    Raises:
+        KidneysegError: `series_uid` is given and no sub-folder holds it.
+    """
+    cases = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        series = list_dicom_series(sub)
+        if not series:
+            continue
+        try:
+            uid = choose_series(series, series_uid if series_uid in series else None, sub)
+        except KidneysegError as exc:
+            cases.append(CaseInput(case_id_of(sub), sub, problem=str(exc)))
+            continue
+        cases.append(CaseInput(case_id_of(sub), sub, uid, series[uid]))
+    if series_uid is not None and not any(c.series_uid == series_uid for c in cases):
+        raise KidneysegError(f"no sub-folder holds the DICOM series {series_uid}", folder)
+    return cases
 
 
 def refuse_series_of_a_file(path: str | os.PathLike[str], series_uid: str | None, option: str) -> None:
@@ -52,8 +74,9 @@ def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> 
 
     Raises:
         KidneysegError: the path does not exist, holds no CT, holds two files of one case or
-            cases in two dataset layouts, or holds several DICOM series and `series_uid` does not
-            choose one.
+            cases in two dataset layouts, is a DICOM folder of several series and `series_uid`
+            does not choose one, or is a folder of cases none of which holds `series_uid`
+            (a case folder of several series, none chosen, is a case with its `problem`).
     """
     from kidneyseg.data.cases import TwoLayoutsError, discover
 

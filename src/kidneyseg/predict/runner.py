@@ -221,6 +221,8 @@ def _run_case(
     outputs = case_outputs(out_dir, name, predictor.settings, options, out_map, suffix)
     earlier, fingerprint = previous
     try:
+        if case.problem is not None:
+            raise KidneysegError(case.problem)
         stamp = input_stamp(case.path, case.dicom_files, case.series_uid)
         before = None if options.overwrite else reusable(earlier, case.case_id, fingerprint, stamp, outputs)
         if before is not None:
