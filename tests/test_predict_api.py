@@ -344,6 +344,24 @@ def test_settings_are_refused_before_anything_runs(ckpt, ct_file, monkeypatch, o
         kidneyseg.segment(ct_file, model=ckpt, device="cpu", **option)
 
 
+@pytest.mark.parametrize(
+    "option", ["tta", "postprocess", "anatomy_check", "probabilities", "report", "hu_check"]
+)
+def test_a_yes_no_option_that_is_not_true_or_false_is_refused(ckpt, ct_file, monkeypatch, option):
+    """`tta="no"` turned test-time flips on and `postprocess="false"` left post-processing on,
+    without a word (found by a hostile review); numpy's booleans are fine."""
+    import numpy as np
+
+    monkeypatch.setattr(Predictor, "predict", lambda *a, **k: pytest.fail("predicted"))
+    for value in ("no", "false", 0, None):
+        with pytest.raises(KidneysegError, match=rf"^{option} must be True or False, got {value!r}$"):
+            kidneyseg.segment(ct_file, model=ckpt, device="cpu", **{option: value})
+    if option not in ("tta", "report", "hu_check"):
+        from kidneyseg.predict import PredictSettings
+
+        assert getattr(PredictSettings(**{option: np.bool_(False)}), option) == np.False_
+
+
 def test_mirror_axes_beyond_a_2d_network_are_refused_unless_tta(ckpt, tmp_path):
     """`tta=True` mirrors every axis a network has; an axis named alone must be the network's."""
     from kidneyseg.predict import PredictSettings

@@ -19,7 +19,7 @@ import numpy as np
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 from kidneyseg.predict.predictor import Predictor, PredictSettings
-from kidneyseg.predict.settings import EVERY_AXIS
+from kidneyseg.predict.settings import EVERY_AXIS, check_flag
 
 if TYPE_CHECKING:
     from kidneyseg.predict.checks import Doubt
@@ -133,6 +133,7 @@ def _predictor(model: ModelSpec, device: str, options: dict[str, Any]) -> Predic
     unknown = sorted(set(options) - known)
     if unknown:
         raise KidneysegError(f"unknown option(s) {unknown}; segment() takes {sorted(known)}")
+    check_flag("tta", options.get("tta", False))
     if options.pop("tta", False):
         options["mirror_axes"] = EVERY_AXIS
     models = default_model() if model is None else model
@@ -179,6 +180,8 @@ def segment(
     """
     from kidneyseg.predict.label_files import label_image
 
+    for name, value in (("report", report), ("hu_check", hu_check)):
+        check_flag(name, value)
     predictor = _predictor(model, device, dict(options))
     volume = checked_volume(ct, predictor, series_uid, hu_check)
     prediction = predictor.predict(volume)

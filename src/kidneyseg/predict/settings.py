@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,9 @@ class PredictSettings:
     def __post_init__(self) -> None:
         """Refuse values no prediction can use when the settings are made, not after the
         network has run, each in one line naming the setting."""
+        for setting in fields(self):
+            if setting.type == "bool":
+                check_flag(setting.name, getattr(self, setting.name))
         if self.mirror_axes is not None:
             if not isinstance(self.mirror_axes, list | tuple):
                 raise KidneysegError(
@@ -96,6 +99,17 @@ class PredictSettings:
             if getattr(self, k) is not None
         }
         return replace(inference, **changes)
+
+
+def check_flag(name: str, value: Any) -> None:
+    """Refuse a yes/no setting that is not True or False (numpy's included): `"no"` or `"false"`
+    would count as true.
+
+    Raises:
+        KidneysegError: naming the setting.
+    """
+    if not isinstance(value, bool | np.bool_):
+        raise KidneysegError(f"{name} must be True or False, got {value!r}")
 
 
 def _whole(value: Any) -> bool:
