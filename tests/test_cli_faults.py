@@ -421,7 +421,38 @@ def test_phantom_into_a_dataset_of_other_phantoms_is_refused(tmp_path):
     for args in (["--seed", "9"], ["--orientation", "RAS"]):
         result = runner.invoke(app, ["phantom", "--out", out, "-n", "2", "--size", "tiny", "-q", *args])
         assert result.exit_code == 2
-        _one_error_line(result, "already holds phantoms made with another seed, size, orientation or chest")
+        _one_error_line(result, "already holds phantoms made with another seed, size, orientation, chest")
+
+
+def test_phantom_never_overwrites_a_real_label_map_or_mixes_anatomy(tmp_path, shared_data):
+    """Was: `phantom --out` a folder holding a real KiTS case replaced its segmentation with a
+    synthetic one, and phantoms over another (or no) anatomy folder were rewritten in place, exit 0
+    (found by a hostile review)."""
+    real = tmp_path / "kits" / "dataset" / "case_00000"
+    real.mkdir(parents=True)
+    source = shared_data / "kits19" / "case_00000" / "segmentation.nii.gz"
+    (real / "segmentation.nii.gz").write_bytes(source.read_bytes())
+    result = runner.invoke(
+        app, ["phantom", "--out", str(tmp_path / "kits"), "-n", "1", "--size", "tiny", "-q"]
+    )
+    assert result.exit_code == 2
+    _one_error_line(result, "holds a case that is not a kidneyseg phantom (case_00000: a label map without")
+    assert (real / "segmentation.nii.gz").read_bytes() == source.read_bytes()
+    assert sorted(p.name for p in real.iterdir()) == ["segmentation.nii.gz"]
+    anatomy = tmp_path / "anatomy"
+    (anatomy / "case_00000").mkdir(parents=True)
+    (anatomy / "case_00000" / "segmentation.nii.gz").symlink_to(source)
+    out = str(tmp_path / "ph")
+    base = ["phantom", "--out", out, "-n", "1", "--size", "tiny", "-q"]
+    assert runner.invoke(app, [*base, "--anatomy", str(anatomy)]).exit_code == 0
+    assert runner.invoke(app, [*base, "--anatomy", str(anatomy)]).exit_code == 0  # the same: rewritten
+    elsewhere = tmp_path / "other-anatomy" / "case_00001"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "segmentation.nii.gz").symlink_to(source)
+    for other in ([], ["--anatomy", str(elsewhere.parent)]):
+        result = runner.invoke(app, [*base, *other])
+        assert result.exit_code == 2
+        _one_error_line(result, "already holds phantoms made with another seed, size, orientation, chest")
 
 
 # ---- faults that held when tried: kept there

@@ -75,7 +75,6 @@ def phantom(
     volume)."""
     from kidneyseg.data.phantom import generate_dataset
 
-    _refuse_other_phantoms(Path(out) / "dataset", seed, size, orientation, chest)
     folders = generate_dataset(
         out,
         cases,
@@ -88,35 +87,3 @@ def phantom(
         anatomy_in_order=anatomy_in_order,
     )
     typer.echo(f"wrote {len(folders)} cases to {Path(out) / 'dataset'}")
-
-
-def _refuse_other_phantoms(dataset: Path, seed: int, size: str, orientation: str, chest: float) -> None:
-    """Refuse to write into a dataset of phantoms made with another seed, size, orientation or
-    chest share: the cases would be silently mixed (the same settings rewrite the same cases)."""
-    import json
-
-    from kidneyseg.data.phantom import case_seeds
-    from kidneyseg.data.phantom.generate import chest_extension
-    from kidneyseg.errors import KidneysegError
-
-    for path in sorted(dataset.glob("case_*/phantom.json")):
-        try:
-            truth = json.loads(path.read_text(encoding="utf-8"))
-            index = int(path.parent.name.removeprefix("case_"))
-        except (OSError, ValueError):
-            truth, index = {}, -1
-        case_seed = case_seeds(seed, index + 1)[index] if index >= 0 else None
-        same = (
-            case_seed is not None
-            and truth.get("seed") == case_seed
-            and truth.get("chest_mm", 0.0) == round(chest_extension(case_seed, chest), 1)
-            and truth.get("size") == size
-            and truth.get("orientation") == orientation.upper()
-        )
-        if not same:
-            raise KidneysegError(
-                f"already holds phantoms made with another seed, size, orientation or chest share "
-                f"({path.parent.name}); "
-                "choose another --out",
-                dataset,
-            )

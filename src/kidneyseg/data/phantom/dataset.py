@@ -41,7 +41,8 @@ def generate_dataset(
     Each folder holds `imaging.nii.gz` (int16 HU), `segmentation.nii.gz` (uint8: 0 background,
     1 kidney, 2 tumor, 3 cyst) and `phantom.json` (the ground truth, see `PhantomCase`). Files are
     written atomically; `phantom.json` last, so a folder with it is complete; a run that fails
-    removes the case folders and the folders it created (cases that were there stay). `chest`: the share
+    removes the case folders and the folders it created (cases that were there stay). A dataset
+    holding other cases is refused (`_refuse_other_cases`). `chest`: the share
     of chest-abdomen scans (`generate_case`). `anatomy_in_order`: case i takes the i-th label map
     of `anatomy` (cycling) instead of one drawn by its seed, so as many cases as maps use each once.
     """
@@ -63,6 +64,7 @@ def generate_dataset(
 
         anatomy_files(Path(anatomy))
     root = Path(out) / "dataset"
+    _refuse_other_cases(root, seed, size, orientation, chest, anatomy)
     new = [p for p in (Path(out), root) if not p.exists()]
     existed = set(root.iterdir()) if root.is_dir() else set()
     folders: list[Path] = []
@@ -85,3 +87,50 @@ def generate_dataset(
             shutil.rmtree(path, ignore_errors=True)
         raise
     return folders
+
+
+def _refuse_other_cases(dataset: Path, seed: int, size: str, orientation: str, chest: float, anatomy) -> None:
+    """Refuse to write into a dataset holding other cases: phantoms made with another seed, size,
+    orientation, chest share or anatomy folder (told apart by the names of its label maps: one of
+    the same names holding other shapes is not seen), which would be silently mixed (the same
+    settings rewrite the same cases), or a case folder with a label map that is no phantom's (a real
+    dataset's, or one a killed run left without its `phantom.json`), which would be overwritten.
+
+    Raises:
+        KidneysegError: naming the dataset and the first such case.
+    """
+    from kidneyseg.data.phantom.generate import chest_extension
+
+    for folder in sorted(dataset.glob("case_*")):
+        path = folder / "phantom.json"
+        if not path.is_file():
+            if (folder / "segmentation.nii.gz").exists():
+                raise KidneysegError(
+                    f"holds a case that is not a kidneyseg phantom ({folder.name}: a label map without "
+                    "phantom.json; a real dataset's, or left by an interrupted run): it would be "
+                    "overwritten; choose another --out, or remove the case",
+                    dataset,
+                )
+            continue
+        try:
+            truth = json.loads(path.read_text(encoding="utf-8"))
+            index = int(folder.name.removeprefix("case_"))
+        except (OSError, ValueError):
+            truth, index = {}, -1
+        case_seed = case_seeds(seed, index + 1)[index] if index >= 0 else None
+        drawn = truth.get("anatomy")
+        same = (
+            case_seed is not None
+            and truth.get("seed") == case_seed
+            and truth.get("chest_mm", 0.0) == round(chest_extension(case_seed, chest), 1)
+            and truth.get("size") == size
+            and truth.get("orientation") == orientation.upper()
+            and (drawn is None) == (anatomy is None)
+            and (anatomy is None or (Path(anatomy) / drawn).exists())
+        )
+        if not same:
+            raise KidneysegError(
+                "already holds phantoms made with another seed, size, orientation, chest share or "
+                f"anatomy folder ({folder.name}); choose another --out",
+                dataset,
+            )
