@@ -106,6 +106,18 @@ def test_numbers_in_exponent_form_without_a_dot_are_numbers():
             "data.class_ratios=[1, -1, 1, 1]",
             r"data.class_ratios=\[1.0, -1.0, 1.0, 1.0\] must be non-negative",
         ),
+        # Found by a hostile review: MONAI tracebacks, or values silently changing the run.
+        ("data.replace_rate=0", r"data.replace_rate=0.0 must be in \(0, 1\]"),
+        ("data.label_mapping={a: 1}", r"data.label_mapping=\{'a': 1\} must map label values"),
+        ("data.label_mapping={3: 1.5}", r"data.label_mapping=\{3: 1.5\} must map label values"),
+        ("preprocess.body_threshold_hu=.nan", "preprocess.body_threshold_hu=nan must be finite"),
+        ("inference.mirror_axes=[9]", r"inference.mirror_axes=\[9\] must be axes 0, 1, 2"),
+        ("train.augment.noise_std=-1", "train.augment.noise_std=-1.0 must be >= 0 and finite"),
+        ("train.augment.elastic_prob=5", r"train.augment.elastic_prob=5.0 must be a probability in \[0, 1\]"),
+        ("train.augment.flip_prob=2", r"train.augment.flip_prob=2.0 must be a probability"),
+        ("train.augment.flip_axes=[7]", r"train.augment.flip_axes=\[7\] must be axes 0, 1, 2"),
+        ("train.augment.elastic_sigma=[8, 5]", r"train.augment.elastic_sigma=\[8.0, 5.0\] must be a range"),
+        ("train.augment.elastic_scale=[0.1, -1, 0.1]", "train.augment.elastic_scale=.* must be >= 0"),
     ],
 )
 def test_values_that_cannot_train_are_refused_in_one_line_naming_the_key(override, message):
@@ -114,6 +126,17 @@ def test_values_that_cannot_train_are_refused_in_one_line_naming_the_key(overrid
     with pytest.raises(KidneysegError, match=message) as info:
         load_recipe("sca-unet-3d:cpu", overrides=[override])
     assert "\n" not in str(info.value)
+
+
+def test_a_2d_network_flips_and_mirrors_its_slices_axes_only():
+    """Was: flip axis 2 of a 2D recipe crashed MONAI's RandFlipd mid-training (found by a
+    hostile review); a 3D recipe takes axis 2."""
+    from kidneyseg.recipes import load_recipe
+
+    for key in ("train.augment.flip_axes", "inference.mirror_axes"):
+        with pytest.raises(KidneysegError, match=rf"{key}=\[2\] must be axes 0 and 1 of a 2D network"):
+            load_recipe("attention-unet-2d:cpu", overrides=[f"{key}=[2]"])
+        assert load_recipe("sca-unet-3d:cpu", overrides=[f"{key}=[2]"])
 
 
 def test_every_string_choice_of_every_config_section_is_validated():

@@ -41,6 +41,15 @@ def _positive_ints(values: Any) -> bool:
     return all(is_whole(v) and v > 0 for v in values)
 
 
+def _axes(values: Any, dims: int) -> bool:
+    """Whether `values` are spatial axes of a `dims`-D array (0 .. dims - 1)."""
+    return all(is_whole(v) and 0 <= v < dims for v in values)
+
+
+def _finite_at_least_0(values: Any) -> bool:
+    return all(isinstance(v, int | float) and math.isfinite(v) and v >= 0 for v in values)
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """How a CT is brought to the network's grid (SCA-UNet paper defaults).
@@ -73,6 +82,12 @@ class PreprocessConfig:
             raise KidneysegError(f"preprocess.hu_window {self.hu_window} must be finite with low < high")
         if not (math.isfinite(self.crop_margin_mm) and self.crop_margin_mm >= 0):
             raise KidneysegError(f"preprocess.crop_margin_mm {self.crop_margin_mm} must be >= 0")
+        _require(
+            math.isfinite(self.body_threshold_hu),
+            "preprocess.body_threshold_hu",
+            self.body_threshold_hu,
+            "must be finite",
+        )
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,12 @@ class InferenceConfig:
         _require(_positive_ints(self.roi_size), "inference.roi_size", list(self.roi_size), "must be positive")
         _require(0.0 <= self.overlap < 1.0, "inference.overlap", self.overlap, "must be in [0, 1)")
         _require(self.sw_batch_size >= 1, "inference.sw_batch_size", self.sw_batch_size, "must be >= 1")
+        _require(
+            _axes(self.mirror_axes, 3),
+            "inference.mirror_axes",
+            list(self.mirror_axes),
+            "must be axes 0, 1, 2",
+        )
 
 
 @dataclass(frozen=True)
@@ -214,8 +235,15 @@ class DataConfig:
         )
         for key in ("samples_per_case", "batch_size"):
             _require(getattr(self, key) >= 1, f"data.{key}", getattr(self, key), "must be >= 1")
-        for key in ("background_slice_fraction", "replace_rate", "synth_randomize"):
+        for key in ("background_slice_fraction", "synth_randomize"):
             _require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", getattr(self, key), "must be in [0, 1]")
+        _require(0.0 < self.replace_rate <= 1.0, "data.replace_rate", self.replace_rate, "must be in (0, 1]")
+        _require(
+            all(is_whole(k) and is_whole(v) and k >= 0 and v >= 0 for k, v in self.label_mapping.items()),
+            "data.label_mapping",
+            self.label_mapping,
+            "must map label values to class values, whole numbers >= 0",
+        )
         ratios = self.class_ratios
         _require(
             not ratios or (min(ratios) >= 0 and sum(ratios) > 0),
@@ -251,6 +279,30 @@ class AugmentConfig:
     shift_pixels: tuple[float, ...] = (10.0, 10.0)
     flip_prob: float = 0.0
     flip_axes: tuple[int, ...] = (0, 1)
+
+    def __post_init__(self) -> None:
+        for key in ("elastic_prob", "intensity_shift_prob", "noise_prob", "shift_prob", "flip_prob"):
+            value = getattr(self, key)
+            _require(0.0 <= value <= 1.0, f"train.augment.{key}", value, "must be a probability in [0, 1]")
+        for key in ("intensity_shift", "noise_std"):
+            value = getattr(self, key)
+            _require(_finite_at_least_0([value]), f"train.augment.{key}", value, "must be >= 0 and finite")
+        for key in ("elastic_sigma", "elastic_magnitude"):
+            value = getattr(self, key)
+            _require(
+                len(value) == 2 and _finite_at_least_0(value) and value[0] <= value[1],
+                f"train.augment.{key}",
+                list(value),
+                "must be a range [low, high] with 0 <= low <= high",
+            )
+        for key in ("elastic_translate", "elastic_rotate", "elastic_scale", "shift_pixels"):
+            value = getattr(self, key)
+            _require(
+                _finite_at_least_0(value), f"train.augment.{key}", list(value), "must be >= 0 and finite"
+            )
+        _require(
+            _axes(self.flip_axes, 3), "train.augment.flip_axes", list(self.flip_axes), "must be axes 0, 1, 2"
+        )
 
 
 @dataclass(frozen=True)
@@ -343,6 +395,12 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_choice("labels", self.labels, tuple(LABEL_MAPS))
+        if self.data.sampling == "slice2d":  # a 2D network: axes 0 and 1 only
+            for key, axes in (
+                ("train.augment.flip_axes", self.train.augment.flip_axes),
+                ("inference.mirror_axes", self.inference.mirror_axes),
+            ):
+                _require(_axes(axes, 2), key, list(axes), "must be axes 0 and 1 of a 2D network's slices")
 
     @property
     def label_map(self) -> LabelMap:
