@@ -448,6 +448,28 @@ def test_resume_from_a_damaged_training_state_is_one_clear_error(run3d, tmp_path
         engine.resume(run, progress=False)
 
 
+def test_resume_chooses_the_best_again_when_best_pt_is_lost_and_refuses_fewer_epochs(run3d, tmp_path, capsys):
+    """Found by a hostile review: with best.pt deleted, a resume reported the best epoch of weights
+    that were not there (and predict then said no epoch had validated); `--resume` with fewer
+    epochs than done was taken, and the record said 4 planned, 8 done."""
+    run = tmp_path / "run"
+    shutil.copytree(run3d, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(
+        KidneysegError, match=r"has done 2 epochs: a new total \(train.epochs\) must be at least"
+    ):
+        engine.resume(run, epochs=1, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    payload = torch.load(run / "last.pt", weights_only=True)
+    payload["extra"]["best_epoch"], payload["extra"]["best_dice"] = 1, 2.0  # no later epoch beats it
+    torch.save(payload, run / "last.pt")
+    (run / "best.pt").unlink()
+    result = engine.resume(run, epochs=3, progress=False)
+    assert "best.pt: missing or not the checkpoint of the best epoch" in capsys.readouterr().err
+    assert result.best_epoch == 3 and load_checkpoint(run / "best.pt").extra["epoch"] == 3
+    assert json.loads((run / "run.json").read_text())["best_epoch"] == 3
+
+
 def test_resume_refuses_a_config_yaml_that_is_not_the_checkpoints(run3d, tmp_path):
     """A hand-edited config.yaml (or a last.pt of another run) was trained on and overwritten."""
     run = tmp_path / "run"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 
 from kidneyseg.checkpoint import (
+    BEST_NAME,
     LAST_NAME,
     Checkpoint,
     build_model_from_checkpoint,
@@ -273,6 +275,12 @@ def resume(
         raise KidneysegError(
             f"checkpoint's training state is incomplete or damaged ({exception_line(exc)})", last
         ) from None
+    if config.train.epochs < state.epoch:
+        raise KidneysegError(
+            f"the run has done {state.epoch} epochs: a new total (train.epochs) must be at least that, "
+            f"got {config.train.epochs}",
+            run_dir,
+        )
     return _start(
         config,
         data,
@@ -284,6 +292,26 @@ def resume(
         init=(ckpt.model_state, extra),
         freeze_depth=freeze_depth,
         cases=RecordedCases.of_run(run_dir, extra),
+        notice=_forget_a_lost_best(run_dir, state),
+    )
+
+
+def _forget_a_lost_best(run_dir: Path, state: RunState) -> str | None:
+    """When `best.pt` is missing or is not the checkpoint of the run's best epoch (deleted,
+    replaced, damaged), the best is chosen again from the epochs to come rather than reported
+    for weights that are not there; returns the notice saying so."""
+    best = run_dir / BEST_NAME
+    if state.best_epoch in (0, state.epoch):  # none yet, or rewritten from last.pt on resume
+        return None
+    try:
+        if int(load_checkpoint(best).extra.get("epoch", -1)) == state.best_epoch:
+            return None
+    except KidneysegError:
+        pass
+    state.best_dice, state.best_epoch = -math.inf, 0
+    return (
+        f"{best}: missing or not the checkpoint of the best epoch; the best is chosen again from the "
+        "epochs still to come"
     )
 
 
