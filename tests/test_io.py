@@ -327,7 +327,7 @@ def test_empty_or_junk_dicom_folder_prints_nothing_but_the_error(tmp_path, capfd
 
 
 def test_a_series_without_uid_is_listed_with_how_to_choose_it(tmp_path):
-    from kidneyseg.io.volume import choose_series
+    from kidneyseg.io.dicom import choose_series
 
     series = {"": ("a.dcm", "b.dcm"), "1.2.3": ("c.dcm", "d.dcm", "e.dcm")}
     with pytest.raises(KidneysegError) as info:

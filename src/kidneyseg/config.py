@@ -8,7 +8,7 @@ dataclasses from plain data (YAML, JSON, `section.key=value` overrides) and back
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from kidneyseg.errors import KidneysegError
@@ -82,12 +82,8 @@ class PreprocessConfig:
             raise KidneysegError(f"preprocess.hu_window {self.hu_window} must be finite with low < high")
         if not (math.isfinite(self.crop_margin_mm) and self.crop_margin_mm >= 0):
             raise KidneysegError(f"preprocess.crop_margin_mm {self.crop_margin_mm} must be >= 0")
-        _require(
-            math.isfinite(self.body_threshold_hu),
-            "preprocess.body_threshold_hu",
-            self.body_threshold_hu,
-            "must be finite",
-        )
+        threshold = self.body_threshold_hu
+        _require(math.isfinite(threshold), "preprocess.body_threshold_hu", threshold, "must be finite")
 
 
 @dataclass(frozen=True)
@@ -136,12 +132,8 @@ class InferenceConfig:
         _require(_positive_ints(self.roi_size), "inference.roi_size", list(self.roi_size), "must be positive")
         _require(0.0 <= self.overlap < 1.0, "inference.overlap", self.overlap, "must be in [0, 1)")
         _require(self.sw_batch_size >= 1, "inference.sw_batch_size", self.sw_batch_size, "must be >= 1")
-        _require(
-            _axes(self.mirror_axes, 3),
-            "inference.mirror_axes",
-            list(self.mirror_axes),
-            "must be axes 0, 1, 2",
-        )
+        axes = list(self.mirror_axes)
+        _require(_axes(axes, 3), "inference.mirror_axes", axes, "must be axes 0, 1, 2")
 
 
 @dataclass(frozen=True)
@@ -281,28 +273,20 @@ class AugmentConfig:
     flip_axes: tuple[int, ...] = (0, 1)
 
     def __post_init__(self) -> None:
-        for key in ("elastic_prob", "intensity_shift_prob", "noise_prob", "shift_prob", "flip_prob"):
+        for key in (f.name for f in fields(self) if f.name != "flip_axes"):
             value = getattr(self, key)
-            _require(0.0 <= value <= 1.0, f"train.augment.{key}", value, "must be a probability in [0, 1]")
-        for key in ("intensity_shift", "noise_std"):
-            value = getattr(self, key)
-            _require(_finite_at_least_0([value]), f"train.augment.{key}", value, "must be >= 0 and finite")
+            values = value if isinstance(value, tuple) else (value,)
+            _require(_finite_at_least_0(values), f"train.augment.{key}", value, "must be >= 0 and finite")
+            if key.endswith("_prob"):
+                _require(value <= 1.0, f"train.augment.{key}", value, "must be a probability in [0, 1]")
         for key in ("elastic_sigma", "elastic_magnitude"):
-            value = getattr(self, key)
+            low_high = list(getattr(self, key))
+            rule = "must be a range [low, high], low <= high"
             _require(
-                len(value) == 2 and _finite_at_least_0(value) and value[0] <= value[1],
-                f"train.augment.{key}",
-                list(value),
-                "must be a range [low, high] with 0 <= low <= high",
+                len(low_high) == 2 and low_high[0] <= low_high[1], f"train.augment.{key}", low_high, rule
             )
-        for key in ("elastic_translate", "elastic_rotate", "elastic_scale", "shift_pixels"):
-            value = getattr(self, key)
-            _require(
-                _finite_at_least_0(value), f"train.augment.{key}", list(value), "must be >= 0 and finite"
-            )
-        _require(
-            _axes(self.flip_axes, 3), "train.augment.flip_axes", list(self.flip_axes), "must be axes 0, 1, 2"
-        )
+        axes = list(self.flip_axes)
+        _require(_axes(axes, 3), "train.augment.flip_axes", axes, "must be axes 0, 1, 2")
 
 
 @dataclass(frozen=True)

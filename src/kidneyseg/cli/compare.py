@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated
 
@@ -69,7 +70,6 @@ def compare(
     from kidneyseg.errors import KidneysegError
     from kidneyseg.evaluate.compare import load_scores, paper_table, parse_named, write_comparison
     from kidneyseg.evaluate.runs import evaluate_run
-    from kidneyseg.io.formats import is_plain_name
 
     if not evaluations and not runs:
         raise KidneysegError("give at least one --eval NAME=DIR or --run NAME=RUN_DIR")
@@ -86,14 +86,7 @@ def compare(
                 raise KidneysegError(f"{option}: model name {name!r} is given twice")
             data_sets[data_set][name] = load_scores(path)
     wanted = ("validation", "training") if train_set else ("validation",)
-    named_runs = [parse_named(spec, "--run") for spec in runs or []]
-    for i, (name, _) in enumerate(named_runs):  # all checked before any run is predicted
-        if not is_plain_name(name):
-            raise KidneysegError(
-                f"--run: the model name names its folder OUT/runs/NAME and must be a plain name, got {name!r}"
-            )
-        if name in data_sets["validation"] or name in [n for n, _ in named_runs[:i]]:
-            raise KidneysegError(f"--run: model name {name!r} is given twice")
+    named_runs = _named_runs(runs or [], data_sets["validation"])
     for name, path in named_runs:
         scores = evaluate_run(path, out / "runs" / name, data, wanted, jobs=jobs, device=device)
         for data_set, rows in scores.items():
@@ -108,3 +101,21 @@ def compare(
     typer.echo(
         f"wrote {paths['markdown'][0]}, {paths['json'][0]} and {len(paths['plots'])} box plots in {out}"
     )
+
+
+def _named_runs(specs: list[str], taken: Collection[str]) -> list[tuple[str, Path]]:
+    """The `--run NAME=RUN_DIR` pairs, all checked before any run is predicted: each NAME names
+    its folder OUT/runs/NAME, so it must be a plain name, and given once (not among `taken`)."""
+    from kidneyseg.errors import KidneysegError
+    from kidneyseg.evaluate.compare import parse_named
+    from kidneyseg.io.formats import is_plain_name
+
+    named = [parse_named(spec, "--run") for spec in specs]
+    for i, (name, _) in enumerate(named):
+        if not is_plain_name(name):
+            raise KidneysegError(
+                f"--run: the model name names its folder OUT/runs/NAME and must be a plain name, got {name!r}"
+            )
+        if name in taken or name in [n for n, _ in named[:i]]:
+            raise KidneysegError(f"--run: model name {name!r} is given twice")
+    return named

@@ -6,11 +6,12 @@ that changes along the scan, a gantry tilt or slices of different orientations a
 as a volume on a wrong grid, and a damaged file is silently left out. `check_series` reads
 the headers with pydicom and refuses each of these with one line naming the folder and the
 problem (resample such a series first, e.g. with dcm2niix, which corrects tilt and uneven
-spacing).
+spacing). `list_dicom_series` and `choose_series` find a folder's series and the one to read.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -210,3 +211,36 @@ def check_series(files: tuple[str, ...], folder: Path) -> None:
             "(e.g. with dcm2niix)",
             folder,
         )
+
+
+def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, tuple[str, ...]]:
+    """The DICOM series in `folder`: series instance UID → its files in slice order."""
+    import SimpleITK as sitk
+
+    folder = str(folder)
+    reader = sitk.ImageSeriesReader()
+    with itk_quiet():
+        return {
+            uid: tuple(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in reader.GetGDCMSeriesIDs(folder)
+        }
+
+
+EMPTY_UID = "a series without UID, chosen with --series ''"
+"""How the listing of a folder's series shows one whose SeriesInstanceUID is empty (anonymised)."""
+
+
+def choose_series(series: dict[str, tuple[str, ...]], series_uid: str | None, folder: Path) -> str:
+    """The UID to read from `series` (as `list_dicom_series` returns it): `series_uid` if given,
+    else the only one; several series without a choice is an error that lists them."""
+    if series_uid is None:
+        if len(series) > 1:
+            listing = "; ".join(
+                f"{uid or EMPTY_UID} ({len(files)} files)" for uid, files in sorted(series.items())
+            )
+            raise KidneysegError(
+                f"holds {len(series)} DICOM series, choose one with --series UID: {listing}", folder
+            )
+        return next(iter(series))
+    if series_uid not in series:
+        raise KidneysegError(f"has no DICOM series {series_uid}; it has {sorted(series)}", folder)
+    return series_uid

@@ -24,13 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from kidneyseg.errors import KidneysegError
-from kidneyseg.io.dicom import slice_normal
+from kidneyseg.io.dicom import choose_series, list_dicom_series, slice_normal
 from kidneyseg.io.volume import (
     NIFTI_SUFFIXES,
     Volume,
     affine_spacing,
-    choose_series,
-    list_dicom_series,
     load_nifti,
     nifti_stem,
     read_dicom_series,

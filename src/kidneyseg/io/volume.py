@@ -282,46 +282,17 @@ def _one_line(exc: Exception) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
-def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, tuple[str, ...]]:
-    """The DICOM series in `folder`: series instance UID → its files in slice order."""
-    import SimpleITK as sitk
-
-    from kidneyseg.io.dicom import itk_quiet
-
-    folder = str(folder)
-    reader = sitk.ImageSeriesReader()
-    with itk_quiet():
-        return {
-            uid: tuple(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in reader.GetGDCMSeriesIDs(folder)
-        }
-
-
-EMPTY_UID = "a series without UID, chosen with --series ''"
-"""How the listing of a folder's series shows one whose SeriesInstanceUID is empty (anonymised)."""
-
-
-def choose_series(series: dict[str, tuple[str, ...]], series_uid: str | None, folder: Path) -> str:
-    """The UID to read from `series` (as `list_dicom_series` returns it): `series_uid` if given,
-    else the only one; several series without a choice is an error that lists them."""
-    if series_uid is None:
-        if len(series) > 1:
-            listing = "; ".join(
-                f"{uid or EMPTY_UID} ({len(files)} files)" for uid, files in sorted(series.items())
-            )
-            raise KidneysegError(
-                f"holds {len(series)} DICOM series, choose one with --series UID: {listing}", folder
-            )
-        return next(iter(series))
-    if series_uid not in series:
-        raise KidneysegError(f"has no DICOM series {series_uid}; it has {sorted(series)}", folder)
-    return series_uid
-
-
 def read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
     """A DICOM series of `folder` as a `Volume` (use `read_volume`, which checks the path first)."""
     import SimpleITK as sitk
 
-    from kidneyseg.io.dicom import check_series, check_unlisted_files, itk_quiet
+    from kidneyseg.io.dicom import (
+        check_series,
+        check_unlisted_files,
+        choose_series,
+        itk_quiet,
+        list_dicom_series,
+    )
 
     series = list_dicom_series(folder)
     if not series:

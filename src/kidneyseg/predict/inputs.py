@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kidneyseg.errors import KidneysegError
+from kidneyseg.io.dicom import choose_series, list_dicom_series
 from kidneyseg.io.formats import case_id_of, files_by_case_id
-from kidneyseg.io.volume import choose_series, list_dicom_series
 
 
 @dataclass(frozen=True)
