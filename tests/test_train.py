@@ -470,6 +470,21 @@ def test_resume_chooses_the_best_again_when_best_pt_is_lost_and_refuses_fewer_ep
     assert json.loads((run / "run.json").read_text())["best_epoch"] == 3
 
 
+def test_a_moved_run_resumes_with_its_own_cache_or_the_one_given(run3d, tmp_path):
+    """A run folder moved with its default cache made the old location again and filled it anew,
+    and `--resume --cache DIR` was ignored (found by a hostile review)."""
+    run = tmp_path / "moved"
+    shutil.copytree(run3d, run)
+    payload = torch.load(run / "last.pt", weights_only=True)
+    payload["extra"]["cache_root"] = str(tmp_path / "old-place" / "preprocessed")
+    torch.save(payload, run / "last.pt")
+    engine.resume(run, epochs=3, progress=False)
+    assert not (tmp_path / "old-place").exists() and any((run / "preprocessed").iterdir())
+    assert json.loads((run / "run.json").read_text())["cache_root"] == str((run / "preprocessed").resolve())
+    engine.resume(run, epochs=4, cache_dir=tmp_path / "given", progress=False)
+    assert any((tmp_path / "given").iterdir())
+
+
 def test_resume_refuses_a_config_yaml_that_is_not_the_checkpoints(run3d, tmp_path):
     """A hand-edited config.yaml (or a last.pt of another run) was trained on and overwritten."""
     run = tmp_path / "run"

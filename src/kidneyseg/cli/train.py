@@ -101,7 +101,7 @@ def train(
     if resume is not None:
         if recipe or finetune_tumor or out or init_weights:
             raise KidneysegError("--resume takes only the run folder (and train.epochs=N to extend it)")
-        _resume(resume, overrides, data, device, quiet)
+        _resume(resume, overrides, data, cache, device, quiet)
         return
     if finetune_tumor is not None:
         if recipe or init_weights:
@@ -153,7 +153,9 @@ def _list_recipes() -> None:
         typer.echo(f"{name:20s} variants: {variants:10s} {doc['recipe'].get('paper', '')}")
 
 
-def _resume(run: Path, overrides: list[str], data: Path | None, device: str, quiet: bool) -> None:
+def _resume(
+    run: Path, overrides: list[str], data: Path | None, cache: Path | None, device: str, quiet: bool
+) -> None:
     from kidneyseg.plaindata import parse_override
 
     changes: dict[str, float] = {}
@@ -170,7 +172,7 @@ def _resume(run: Path, overrides: list[str], data: Path | None, device: str, qui
         changes[key.removeprefix("train.")] = value if key == "train.epochs" else float(value)
     from kidneyseg.train.engine import resume as run_resume
 
-    _report(run_resume(run, **changes, data_dir=data, device=device, progress=not quiet))
+    _report(run_resume(run, **changes, data_dir=data, cache_dir=cache, device=device, progress=not quiet))
 
 
 def _report(result: RunResult) -> None:

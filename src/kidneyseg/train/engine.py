@@ -230,6 +230,7 @@ def resume(
     epochs: int | None = None,
     time_limit_minutes: float | None = None,
     data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> RunResult:
@@ -241,6 +242,7 @@ def resume(
         epochs: a new total number of epochs (to extend a finished run).
         time_limit_minutes: a new limit on the run's total training time (0: none).
         data_dir: the dataset, if it moved since the run started (its cases must be the run's).
+        cache_dir: the preprocessed-case cache to use (default: the run's, `_cache_of`).
         device: as for `train`.
         progress: as for `train`.
 
@@ -255,7 +257,7 @@ def resume(
     changes = {"epochs": epochs, "time_limit_minutes": time_limit_minutes}
     changes = {k: v for k, v in changes.items() if v is not None}
     if not last.is_file():
-        return _restart(run_dir, changes, data_dir, device, progress)
+        return _restart(run_dir, changes, data_dir, cache_dir, device, progress)
     ckpt = load_checkpoint(last)
     extra = ckpt.extra
     if "optimizer" not in extra:
@@ -267,7 +269,7 @@ def resume(
     try:
         data = Path(data_dir) if data_dir is not None else Path(extra["data_dir"])
         cache_root, state, freeze_depth = (
-            Path(extra["cache_root"]),
+            _cache_of(run_dir, extra["cache_root"], cache_dir),
             _state_from(extra),
             int(extra.get("freeze_depth", 0)),
         )
@@ -315,10 +317,22 @@ def _forget_a_lost_best(run_dir: Path, state: RunState) -> str | None:
     )
 
 
+def _cache_of(run_dir: Path, recorded: str | None, given: str | os.PathLike[str] | None) -> Path | None:
+    """The cache a resumed run uses: the one given, else the one it recorded while that is still
+    there, else the run folder's own `preprocessed/` (a run folder moved with its default cache:
+    was, the old location made again and filled anew)."""
+    if given is not None:
+        return Path(given)
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    return run_dir / "preprocessed"
+
+
 def _restart(
     run_dir: Path,
     changes: dict[str, Any],
     data_dir: str | os.PathLike[str] | None,
+    cache_dir: str | os.PathLike[str] | None,
     device: str,
     progress: bool,
 ) -> RunResult:
@@ -344,7 +358,7 @@ def _restart(
         config,
         Path(data),
         run_dir,
-        Path(started["cache_root"]) if started.get("cache_root") else None,
+        _cache_of(run_dir, started.get("cache_root"), cache_dir),
         device,
         progress,
         init_weights=(Path(weights), load_checkpoint(weights).model_state) if weights else None,
