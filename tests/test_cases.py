@@ -35,12 +35,16 @@ def test_kits19_layout(tmp_path, caplog):
     _kits_case(tmp_path / "kits19" / "data" / "case_00005", image=False)
     (tmp_path / "kits19" / "data" / "case_00005" / "imaging.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
     (tmp_path / "kits19" / "data" / "notes").mkdir()
+    for misnamed in ("case_0006", "Case_00007"):  # was: left out without a word
+        _kits_case(tmp_path / "kits19" / "data" / misnamed)
     for root in (tmp_path / "kits19", tmp_path / "kits19" / "data"):
         caplog.clear()
         dataset = discover(root)
         assert caplog.messages == [
             f"{tmp_path / 'kits19' / 'data'}: 2 case folder(s) without imaging.nii.gz left out: "
-            "case_00004, case_00005 (broken link)"
+            "case_00004, case_00005 (broken link)",
+            f"{tmp_path / 'kits19' / 'data'}: 2 folder(s) holding imaging.nii.gz not named case_XXXXX "
+            "(5 digits) left out: Case_00007, case_0006",
         ]
         assert dataset.layout == "kits19" and dataset.label_map is KITS19
         assert [c.case_id for c in dataset.cases] == [f"case_{k:05d}" for k in range(4)]

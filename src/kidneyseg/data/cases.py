@@ -246,6 +246,12 @@ def discover(
         cases = [c for c in walked if c.image.exists()]
         if cases and len(cases) < len(walked):
             _warn_without_image([c for c in walked if not c.image.exists()], folder)
+        misnamed = [
+            p.name
+            for p in sorted(folder.iterdir())
+            if p.is_dir() and not _CASE_DIR.match(p.name) and (p / IMAGE_FILE).exists()
+        ]
+        _warn_left_out(misnamed, f"folder(s) holding {IMAGE_FILE} not named case_XXXXX (5 digits)", folder)
     if require_labels and any(c.label is not None for c in cases):
         where = f" in {labels_dir.name}/" if layout == "plain" else ""
         unlabelled = [c.case_id for c in cases if c.label is None]
