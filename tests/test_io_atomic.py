@@ -23,6 +23,32 @@ def test_stale_partials_of_dead_writers_are_removed_and_live_ones_kept(tmp_path)
     (tmp_path / "sub").mkdir()
     below = tmp_path / "sub" / f".last.partial-{dead_pid}.pt"
     below.write_text("x")
+    case = tmp_path / f".case_00003.partial-{dead_pid}"  # a preprocessed case being written
+    case.mkdir()
+    (case / "image.npy").write_text("x")
     assert str(os.getpid()) in live.name
-    assert remove_stale_partials(tmp_path) == sorted([stale, stale_suffixes])
-    assert all(p.exists() for p in [*kept, below])
+    assert remove_stale_partials(tmp_path) == sorted([stale, stale_suffixes, case])
+    assert all(p.exists() for p in [*kept, below]) and not case.exists()
+
+
+def test_a_killed_preprocess_or_phantom_run_leaves_no_temporary_file_after_a_rerun(tmp_path):
+    """Found by a hostile review: SIGKILL mid-way left `.case_00003.partial-PID/` in the cache and
+    `.imaging.partial-PID.nii.gz` in a phantom's case folder, and re-runs never removed them."""
+    from kidneyseg.config import PreprocessConfig
+    from kidneyseg.data.cases import discover
+    from kidneyseg.data.phantom import generate_dataset
+    from kidneyseg.preprocess import preprocess_dataset
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(dead.stdout)
+    generate_dataset(tmp_path / "ph", 2, size="tiny", progress=False)
+    case = tmp_path / "ph" / "dataset" / "case_00001"
+    (case / f".imaging.partial-{pid}.nii.gz").write_text("x")
+    (tmp_path / "cache" / f".case_00001.partial-{pid}").mkdir(parents=True)
+    generate_dataset(tmp_path / "ph", 2, size="tiny", progress=False)
+    config = PreprocessConfig(spacing=(4.0, 4.0, 4.0))
+    preprocess_dataset(discover(tmp_path / "ph"), config, tmp_path / "cache", progress=False)
+    assert not [p.name for p in case.iterdir() if p.name.startswith(".")]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["case_00000", "case_00001"]

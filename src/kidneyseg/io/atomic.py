@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,16 +95,20 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_partials(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporary files in `folder` (not below it) that a killed writer left behind:
-    those named by `atomic_path` whose process is gone. Files of live writers are kept.
+    """Delete the temporary files and folders in `folder` (not below it) that a killed writer
+    left behind: those named `.NAME.partial-PID...` (`atomic_path`, a preprocessed case's folder)
+    whose process is gone. Those of live writers are kept.
 
     Returns:
-        The files removed.
+        The files and folders removed.
     """
     removed = []
     for path in sorted(Path(folder).iterdir()):
         match = _PARTIAL.match(path.name)
-        if match and path.is_file() and not _alive(int(match.group(1))):
-            path.unlink(missing_ok=True)
+        if match and not _alive(int(match.group(1))):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             removed.append(path)
     return removed

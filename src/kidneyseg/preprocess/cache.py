@@ -27,7 +27,7 @@ import numpy as np
 from kidneyseg.config import PreprocessConfig
 from kidneyseg.data.cases import Case, Dataset
 from kidneyseg.errors import KidneysegError
-from kidneyseg.io.atomic import make_folder, remove_empty_folders
+from kidneyseg.io.atomic import make_folder, remove_empty_folders, remove_stale_partials
 from kidneyseg.io.stamps import file_stamp, stamp_hash
 from kidneyseg.io.volume import read_volume
 from kidneyseg.labels import LabelMap
@@ -167,6 +167,7 @@ def preprocess_dataset(
         raise KidneysegError("the cache path exists and is not a folder", out)
     _refuse_cache_inside_cases(dataset, out)
     created = make_folder(out, "cache")
+    remove_stale_partials(out)  # cases a killed run was writing
     folders = []
     bar = tqdm(dataset.cases, desc="preprocessing", unit="case", disable=not progress)
     try:

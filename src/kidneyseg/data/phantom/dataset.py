@@ -49,7 +49,7 @@ def generate_dataset(
     from tqdm import tqdm
 
     from kidneyseg.data.cases import TISSUE_FILE
-    from kidneyseg.io.atomic import write_text_atomic
+    from kidneyseg.io.atomic import remove_stale_partials, write_text_atomic
     from kidneyseg.io.volume import write_labels, write_volume
 
     if cases < 1:
@@ -75,6 +75,8 @@ def generate_dataset(
             order = index if anatomy_in_order else None
             case = generate_case(case_seed, size, anatomy, orientation, chest, anatomy_index=order)
             folder = root / f"case_{index:05d}"
+            if folder.is_dir():
+                remove_stale_partials(folder)  # files a killed run was writing
             folders.append(folder)
             write_volume(folder / "imaging.nii.gz", case.ct, np.int16)
             write_labels(folder / "segmentation.nii.gz", case.labels.array, case.ct)
