@@ -689,3 +689,30 @@ def test_curves_before_the_first_validated_epoch_draw_without_a_warning(tmp_path
         warnings.simplefilter("error")
         path = plot_curves(tmp_path / "curves.png", [row], ["kidney"], "run")
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_mapping_trains_label_values_outside_the_datasets_label_map(phantoms, cache, tmp_path):
+    """`data.label_mapping={4: 2}` on label maps whose tumor is 4 (was: refused by preprocessing,
+    which checked the values against the layout's label map before any mapping; found by a
+    hostile review). Without the mapping, the value is refused naming the file."""
+    import nibabel as nib
+    import numpy as np
+
+    plain = tmp_path / "plain"
+    for case in sorted((phantoms / "dataset").iterdir()):
+        for folder in ("images", "labels"):
+            (plain / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(case / "imaging.nii.gz", plain / "images" / f"{case.name}.nii.gz")
+        image = nib.load(case / "segmentation.nii.gz")
+        labels = np.asarray(image.dataobj).copy()
+        labels[labels == 2] = 4
+        nib.save(nib.Nifti1Image(labels, image.affine), plain / "labels" / f"{case.name}.nii.gz")
+    overrides = [*SCA, "train.epochs=1"]
+    with pytest.raises(KidneysegError, match=r"label values \[4\] are not in the kits23 label map"):
+        engine.train(
+            load_recipe("sca-unet-3d:cpu", overrides=overrides), plain, tmp_path / "a", cache_dir=cache
+        )
+    mapped = load_recipe("sca-unet-3d:cpu", overrides=[*overrides, "data.label_mapping={4: 2}"])
+    result = engine.train(mapped, plain, tmp_path / "b", cache_dir=cache)
+    assert result.status == "finished"
+    assert math.isfinite(float(_rows(tmp_path / "b")[0]["val_dice_tumor"]))  # 4 validated as tumor

@@ -96,8 +96,12 @@ def _refuse_cache_inside_cases(dataset: Dataset, out: Path) -> None:
                 )
 
 
-def preprocess_case(case: Case, cfg: PreprocessConfig, folder: Path, label_map: LabelMap) -> Path:
-    """Preprocess one case into `folder` (written under a temporary name, then renamed).
+def preprocess_case(
+    case: Case, cfg: PreprocessConfig, folder: Path, label_map: LabelMap, mapped: bool = False
+) -> Path:
+    """Preprocess one case into `folder` (written under a temporary name, then renamed). Its
+    label values must be classes of `label_map`, or with `mapped` (a run's `data.label_mapping`
+    maps them to classes, and training checks the mapped values) any of 0..255.
 
     Raises:
         KidneysegError: the CT or label map is unreadable, invalid or inconsistent.
@@ -107,7 +111,7 @@ def preprocess_case(case: Case, cfg: PreprocessConfig, folder: Path, label_map: 
     labels = read_volume(case.label) if case.label is not None else None
     tissue = read_volume(case.tissue) if case.tissue is not None else None
     try:
-        result = preprocess(ct, cfg, labels, label_map, tissue)
+        result = preprocess(ct, cfg, labels, None if mapped else label_map, tissue)
     except MemoryError as exc:
         raise KidneysegError(
             f"not enough memory to resample it to {cfg.spacing} mm ({exc}); check the spacing", case.image
@@ -149,9 +153,14 @@ def preprocess_case(case: Case, cfg: PreprocessConfig, folder: Path, label_map: 
 
 
 def preprocess_dataset(
-    dataset: Dataset, cfg: PreprocessConfig, out: str | os.PathLike[str], progress: bool = True
+    dataset: Dataset,
+    cfg: PreprocessConfig,
+    out: str | os.PathLike[str],
+    progress: bool = True,
+    mapped: bool = False,
 ) -> list[Path]:
-    """Preprocess every case of `dataset` into `out/<case_id>/`, skipping up-to-date ones.
+    """Preprocess every case of `dataset` into `out/<case_id>/`, skipping up-to-date ones
+    (`mapped`: as for `preprocess_case`).
 
     A cached case is redone when the config (hash) or the size/mtime of its CT or label file
     changed. Stops at the first bad case with a `KidneysegError` naming its file; the cases
@@ -175,7 +184,7 @@ def preprocess_dataset(
             folder = out / case.case_id
             if not _is_fresh(folder, _record(case, cfg)):
                 bar.set_postfix_str(case.case_id)
-                preprocess_case(case, cfg, folder, dataset.label_map)
+                preprocess_case(case, cfg, folder, dataset.label_map, mapped)
             folders.append(folder)
     except BaseException:
         if created:

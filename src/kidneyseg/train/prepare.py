@@ -76,8 +76,12 @@ def prepare_data(
         cases.check(train_ids, val_ids, Path(data_dir))
     cache_dir = Path(cache_root) / config_hash(config.preprocess)
     if ctx.is_main:
-        preprocess_dataset(
-            dataclasses.replace(dataset, cases=labelled), config.preprocess, cache_dir, progress
+        preprocess_dataset(  # with a mapping, `scan_case` checks the mapped values
+            dataclasses.replace(dataset, cases=labelled),
+            config.preprocess,
+            cache_dir,
+            progress,
+            mapped=bool(config.data.label_mapping),
         )
     barrier(ctx)
 
