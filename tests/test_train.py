@@ -257,6 +257,21 @@ def test_resume_refuses_data_holding_other_cases(run3d, phantoms, tmp_path):
     assert engine.resume(run, epochs=3, data_dir=moved, progress=False).epochs == 3
 
 
+def test_resume_refuses_other_files_under_the_runs_case_ids(run3d, tmp_path):
+    """Phantoms of another seed hold the same case ids: a resume trained on them and chose best.pt
+    by Dice on other validation cases (found by a hostile review)."""
+    run = tmp_path / "run"
+    shutil.copytree(run3d, run)
+    other = tmp_path / "other"
+    generate_dataset(other, cases=6, seed=7, size="tiny", progress=False)
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(
+        KidneysegError, match="holds other files under the run's case ids than it was trained on"
+    ):
+        engine.resume(run, epochs=3, data_dir=other, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+
+
 TIMING = {"train_seconds", "patches_per_second", "val_seconds", "epoch_seconds", "cpu_seconds"}
 
 

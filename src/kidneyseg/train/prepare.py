@@ -35,6 +35,8 @@ class PreparedData:
     train: tuple[CaseRecord, ...]
     val: tuple[CaseRecord, ...]
     cache_dir: Path
+    file_sizes: dict[str, list[int]]
+    """Per case id, the sizes in bytes of its CT and label map (a resume checks them)."""
 
 
 def prepare_data(
@@ -72,8 +74,9 @@ def prepare_data(
             f"need at least 2 labelled cases to train and validate, found {len(labelled)}", data_dir
         )
     train_ids, val_ids = run_split([c.case_id for c in labelled], config.data)
+    file_sizes = {c.case_id: [c.image.stat().st_size, c.label.stat().st_size] for c in labelled}  # type: ignore[union-attr]
     if cases is not None:
-        cases.check(train_ids, val_ids, Path(data_dir))
+        cases.check(train_ids, val_ids, Path(data_dir), file_sizes)
     cache_dir = Path(cache_root) / config_hash(config.preprocess)
     if ctx.is_main:
         preprocess_dataset(  # with a mapping, `scan_case` checks the mapped values
@@ -91,7 +94,7 @@ def prepare_data(
 
     train, val = scan(train_ids, "training"), scan(val_ids, "validation")
     _check_foreground(config, train, val, Path(data_dir))
-    return PreparedData(lut, train, val, cache_dir)
+    return PreparedData(lut, train, val, cache_dir, file_sizes)
 
 
 def _check_foreground(

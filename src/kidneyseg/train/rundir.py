@@ -71,11 +71,14 @@ def check_config_file(path: Path, config: RunConfig) -> None:
 @dataclass(frozen=True)
 class RecordedCases:
     """The training and validation cases a run was trained and validated on: a resume must
-    find the same cases split the same way, or its epochs would differ from the run's."""
+    find the same cases split the same way, or its epochs would differ from the run's; and, where
+    the run recorded them (`file_sizes`: case id -> sizes in bytes of its CT and label map), the
+    same files under those ids."""
 
     run_dir: Path
     train: tuple[str, ...]
     val: tuple[str, ...]
+    file_sizes: dict[str, list[int]] | None = None
 
     @classmethod
     def of_run(cls, run_dir: Path, extra: dict[str, Any]) -> RecordedCases | None:
@@ -86,15 +89,28 @@ class RecordedCases:
         ]
         if not all(isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in found):
             return None
-        return cls(run_dir, tuple(found[0]), tuple(found[1]))
+        sizes = extra.get("case_file_sizes") or recorded(run_dir / "run.json", "case_file_sizes")
+        return cls(run_dir, tuple(found[0]), tuple(found[1]), sizes if isinstance(sizes, dict) else None)
 
-    def check(self, train: Sequence[str], val: Sequence[str], data_dir: Path) -> None:
-        """Refuse a resume whose data holds other cases, or splits them otherwise, naming them.
+    def check(
+        self, train: Sequence[str], val: Sequence[str], data_dir: Path, file_sizes: dict[str, list[int]]
+    ) -> None:
+        """Refuse a resume whose data holds other cases, or splits them otherwise, or other files
+        under the run's case ids (`file_sizes` differ from the run's), naming them.
 
         Raises:
-            KidneysegError: the cases differ (names the run, the data and the cases new or gone).
+            KidneysegError: the cases differ (names the run, the data and the cases new, gone or
+                changed).
         """
         if set(train) == set(self.train) and set(val) == set(self.val):
+            changed = sorted(i for i, sizes in (self.file_sizes or {}).items() if file_sizes.get(i) != sizes)
+            if changed:
+                raise KidneysegError(
+                    f"cannot resume: {data_dir} holds other files under the run's case ids than it was "
+                    f"trained on (sizes differ: {some_names(changed)}); --data gives the run's dataset "
+                    "moved elsewhere: give it, or start a new run",
+                    self.run_dir,
+                )
             return
         had, has = {*self.train, *self.val}, {*train, *val}
         new, gone = sorted(has - had), sorted(had - has)

@@ -243,6 +243,7 @@ class Trainer:
             "world": self.ctx.world,
             "train_cases": [r.case_id for r in self.data.train],
             "val_cases": [r.case_id for r in self.data.val],
+            "case_file_sizes": self.data.file_sizes,
         }
 
     def _record(self, status: str) -> dict[str, Any]:
@@ -259,6 +260,7 @@ class Trainer:
             "last_metrics": s.history[-1] if s.history else {},
             "train_cases": [r.case_id for r in self.data.train],
             "val_cases": [r.case_id for r in self.data.val],
+            "case_file_sizes": self.data.file_sizes,
             "data_dir": str(self.data_dir),
             "cache_root": str(self.cache_root),
             "preprocessed_cache": str(self.data.cache_dir),
