@@ -731,3 +731,22 @@ def test_a_mapping_trains_label_values_outside_the_datasets_label_map(phantoms, 
     result = engine.train(mapped, plain, tmp_path / "b", cache_dir=cache)
     assert result.status == "finished"
     assert math.isfinite(float(_rows(tmp_path / "b")[0]["val_dice_tumor"]))  # 4 validated as tumor
+
+
+def test_an_all_background_label_map_is_named(phantoms, cache, tmp_path, caplog):
+    """Was: trained on as "no kidney here" without a word (found by a hostile review)."""
+    import nibabel as nib
+    import numpy as np
+
+    data = tmp_path / "data"
+    shutil.copytree(phantoms, data)
+    path = data / "dataset" / "case_00002" / "segmentation.nii.gz"
+    image = nib.load(path)
+    nib.save(nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine), path)
+    engine.train(
+        load_recipe("sca-unet-3d:cpu", overrides=[*SCA, "train.epochs=1"]),
+        data,
+        tmp_path / "r",
+        cache_dir=cache,
+    )
+    assert f"{data.resolve()}: 1 case(s) with an all-background label map: case_00002" in caplog.messages

@@ -10,6 +10,7 @@ every label value against the run's label map.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from kidneyseg.labels import label_lut
 from kidneyseg.train.data import CaseRecord, scan_case
 from kidneyseg.train.distributed import DistContext, barrier
 from kidneyseg.train.rundir import RecordedCases
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,8 @@ def _check_foreground(
 ) -> None:
     """Refuse data whose training cases hold nothing to learn (no foreground; no tumor for a 2D
     run on tumor slices), or whose validated cases hold no foreground: no Dice could choose
-    `best.pt`.
+    `best.pt`. Cases whose label map is all background are named in a warning (a label map
+    exported empty by mistake is otherwise trained on as "no kidney here").
 
     Raises:
         KidneysegError: naming the dataset folder (and the validation cases).
@@ -115,6 +119,11 @@ def _check_foreground(
             f"none of the {len(train)} training case(s) holds {'tumor' if tumor else anything}: "
             "nothing to train on",
             data_dir,
+        )
+    empty = [r.case_id for r in (*train, *val) if not r.foreground_slices]
+    if empty:
+        log.warning(
+            "%s: %d case(s) with an all-background label map: %s", data_dir, len(empty), some_names(empty)
         )
     validated = val[: config.train.val_max_cases] if config.train.val_max_cases else val
     if not any(r.foreground_slices for r in validated):
