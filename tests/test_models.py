@@ -419,8 +419,9 @@ def test_cli_override_of_the_wrong_kind_is_one_line() -> None:
             "channels=[8]",  # the override that alone keeps the network from being built is named first
             "channels=[8]: attention at 'encoder0' needs at least 2 channels (levels), got 1: [8]",
         ),
+        ("out_channels=0", "out_channels must be at least 2 (background and a class), got 0"),
     ],
-    ids=["exponent", "fraction", "too-few-levels"],
+    ids=["exponent", "fraction", "too-few-levels", "no-classes"],
 )
 def test_cli_channels_that_cannot_build_the_network_are_named(value, message) -> None:
     """(was: "not all arguments converted during string formatting" for 1e9, which YAML 1.1

@@ -142,6 +142,11 @@ def build_model(name: str, **overrides: Any) -> nn.Module:
             hint = f"did you mean {close[0]!r}?" if close else f"valid: {', '.join(sorted(accepted))}"
             raise KidneysegError(f"model {name!r} has no argument {key!r}; {hint}")
     _check_types(name, entry.defaults, overrides)
+    classes = overrides.get("out_channels", 2)
+    if classes < 2:  # was: a network of 0 outputs built, a zero-element warning from torch
+        raise KidneysegError(
+            f"model {name!r}: out_channels must be at least 2 (background and a class), got {classes}"
+        )
     try:
         return entry.network(**{**entry.defaults, **overrides})
     except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a negative size
