@@ -380,3 +380,12 @@ def test_segment_refuses_a_series_uid_for_a_file(ckpt, ct_file):
         KidneysegError, match="series_uid chooses a series of a DICOM folder, but the input is a file"
     ):
         kidneyseg.segment(ct_file, model=ckpt, device="cpu", series_uid="1.2.3")
+
+
+def test_a_cuda_device_without_cuda_is_named_as_the_caller_gave_it(ckpt, ct_file, monkeypatch):
+    """Was: segment(device="cuda") answered with the command line's "--device cuda"."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(KidneysegError, match=r"^device 'cuda' asked for, but torch sees no CUDA device$"):
+        kidneyseg.segment(ct_file, model=ckpt, device="cuda")

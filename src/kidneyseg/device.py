@@ -15,6 +15,6 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
         if not torch.cuda.is_available():
-            raise KidneysegError(f"--device {name} asked for, but torch sees no CUDA device")
+            raise KidneysegError(f"device {name!r} asked for, but torch sees no CUDA device")
         return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
     raise KidneysegError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
