@@ -806,9 +806,39 @@ def test_label_maps_state_their_grid_as_the_ct_does(ckpt, odd_inputs, tmp_path):
         for label in written:
             header = label.header
             assert (int(header["qform_code"]), int(header["sform_code"])) == (qcode, scode), name
-            np.testing.assert_allclose(header.get_qform(), read.get_qform(), atol=1e-4)
-            np.testing.assert_allclose(header.get_sform(), read.get_sform(), atol=1e-4)
+            if qcode:
+                np.testing.assert_allclose(header.get_qform(), read.get_qform(), atol=1e-4)
+            if scode:
+                np.testing.assert_allclose(header.get_sform(), read.get_sform(), atol=1e-4)
+            np.testing.assert_allclose(header.get_best_affine(), read.get_best_affine(), atol=1e-4)
             np.testing.assert_allclose(header.get_zooms()[:3], read.get_zooms()[:3])
+
+
+def test_a_qform_of_code_0_holding_no_rotation_is_ignored_and_a_crop_is_written_where_it_lies(tmp_path):
+    """Found in review of the frames: a qform of code 0 holding numbers that are no rotation
+    (ignored by every reader) broke reading the file; a Volume given another affine (a crop) was
+    written where its source's header put the uncropped grid."""
+    import dataclasses
+
+    import nibabel as nib
+    import numpy as np
+
+    from kidneyseg.io.volume import read_volume, write_volume
+
+    affine = np.diag([0.8, 0.8, 3.0, 1.0])
+    image = nib.Nifti1Image(np.zeros((20, 20, 10), np.int16), affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=0)
+    image.header["quatern_b"], image.header["quatern_c"] = 0.9, 0.9
+    nib.save(image, tmp_path / "junk.nii.gz")
+    volume = read_volume(tmp_path / "junk.nii.gz")
+    np.testing.assert_allclose(volume.affine, affine)
+    shifted = affine.copy()
+    shifted[2, 3] += 12.0  # 4 slices of 3 mm cut off
+    write_volume(
+        tmp_path / "crop.nii.gz", dataclasses.replace(volume, array=volume.array[:, :, 4:], affine=shifted)
+    )
+    np.testing.assert_allclose(nib.load(tmp_path / "crop.nii.gz").affine, shifted, atol=1e-4)
 
 
 def test_an_output_or_cache_folder_that_cannot_be_made_is_one_line(tmp_path_factory, tmp_path):

@@ -40,22 +40,22 @@ def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
 
 @dataclass(frozen=True, eq=False)
 class NiftiFrames:
-    """How a NIfTI header states its grid: its qform and sform with their codes. Files written on
-    that grid with them (`nifti_image`) state it the same way, so every reader places them as it
-    places the source: a header without orientation (both codes 0, which readers resolve in their
-    own ways) stays one, and a scanner-based sform keeps its code."""
+    """How a NIfTI header states its grid: its qform and sform with their codes (a matrix only
+    where its code is set: a qform of code 0 may hold any numbers). Files written on that grid
+    with them (`nifti_image`) state it the same way, so every reader places them as it places the
+    source: a header without orientation (both codes 0, which readers resolve in their own ways)
+    stays one, and a scanner-based sform keeps its code."""
 
-    qform: np.ndarray
+    qform: np.ndarray | None
     qform_code: int
-    sform: np.ndarray
+    sform: np.ndarray | None
     sform_code: int
 
     @classmethod
     def of(cls, header) -> NiftiFrames:
         """The frames of a nibabel NIfTI-1 or NIfTI-2 header."""
-        return cls(
-            header.get_qform(), int(header["qform_code"]), header.get_sform(), int(header["sform_code"])
-        )
+        q, s = int(header["qform_code"]), int(header["sform_code"])
+        return cls(header.get_qform() if q else None, q, header.get_sform() if s else None, s)
 
 
 @dataclass(frozen=True, eq=False)
@@ -339,7 +339,7 @@ def write_volume(path: str | os.PathLike[str], volume: Volume, dtype: np.dtype |
 def nifti_image(array: np.ndarray, affine: np.ndarray, frames: NiftiFrames | None = None):
     """A `nibabel.Nifti1Image` of `array` with `affine` as qform and sform (code 1, scanner), in
     mm; with the `frames` of the NIfTI file whose grid it is on, with its qform and sform and their
-    codes instead.
+    codes instead, as long as they state `affine` (not for a crop or another grid).
 
     The image holds a Fortran-ordered copy (`fortran_ordered`): NIfTI stores voxels in that order,
     so nibabel writes it slice by slice instead of gathering each slice across the whole array
@@ -349,12 +349,13 @@ def nifti_image(array: np.ndarray, affine: np.ndarray, frames: NiftiFrames | Non
 
     image = nib.Nifti1Image(fortran_ordered(array), affine)
     image.header.set_xyzt_units("mm", "sec")
-    if frames is None:
-        image.set_qform(affine, code=1)
-        image.set_sform(affine, code=1)
-    else:
+    if frames is not None:
         image.set_qform(frames.qform, code=frames.qform_code)
         image.set_sform(frames.sform, code=frames.sform_code)
+        if np.allclose(image.header.get_best_affine(), affine, atol=1e-4):
+            return image
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
     return image
 
 
