@@ -162,6 +162,11 @@ def test_another_spelling_of_the_same_paths_is_the_same_run(ckpt, cases, tmp_pat
     assert not (tmp_path / "out" / "a_kidney.nii.gz").exists()
     record = json.loads((tmp_path / "out" / "predict_run.json").read_text())
     assert [c["case_id"] for c in record["cases"]] == ["a"]
+    (tmp_path / "in" / "sub").mkdir()  # `..` after a symbolic link is the link target's parent
+    (tmp_path / "link").symlink_to(tmp_path / "in" / "sub", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    linked = ["predict", "-i", "link/..", "-o", "link/../../out", "-m", str(ckpt), "-q", "--no-postprocess"]
+    assert "0 predicted, 1 already done" in runner.invoke(app, linked).output
 
 
 def test_one_ct_predicted_again_into_a_batch_folder_updates_its_statistics_row(ckpt, cases, tmp_path):

@@ -155,6 +155,15 @@ def predict_case(
     }
 
 
+def _canonical(path: str | os.PathLike[str]) -> Path:
+    """`path` absolute, the folders above it with their symbolic links and `..` resolved as the
+    system resolves them, its own name kept (a linked CT or case folder is named by its link)."""
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        return Path(os.path.realpath(path))
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
 def _output_target(out: Path, folder_mode: bool) -> tuple[Path, str | None, str]:
     """The output folder, and for `-o name.nii.gz` the label map's name and suffix."""
     if not out.name.endswith(NIFTI_SUFFIXES):
@@ -280,10 +289,9 @@ def run_prediction(
     """
     start = time.perf_counter()
     settings, options = settings or PredictSettings(), options or OutputOptions()
-    # Absolute and normalised (symbolic links kept: a linked CT is named by its link), so that
-    # another spelling of the same paths finds the earlier run's record and outputs.
-    cases, folder_mode = find_inputs(os.path.abspath(input_path), series_uid)
-    out_dir, *target = _output_target(Path(os.path.abspath(out)), folder_mode)
+    # One spelling of the same paths, so that another finds the earlier run's record and outputs.
+    cases, folder_mode = find_inputs(_canonical(input_path), series_uid)
+    out_dir, *target = _output_target(_canonical(out), folder_mode)
     if shard is not None and not folder_mode:
         raise KidneysegError("--shard shares out the cases of a folder, and this is one CT", input_path)
     refuse_overwriting_inputs([(c.case_id, c.path) for c in cases], out_dir, *target)
