@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from kidneyseg.cli import app
 from kidneyseg.errors import KidneysegError
 from kidneyseg.predict.runner import parse_shard
-from kidneyseg.report.statistics import COLUMNS, case_line, statistics_row
+from kidneyseg.report.statistics import COLUMNS, case_line, statistics_row, write_statistics
 from test_predict import TINY_3D, save_tiny
 from test_predict_cli import phantom_file
 from test_report_measure import build_scene, make_grid
@@ -185,6 +185,12 @@ def test_one_ct_predicted_again_into_a_batch_folder_updates_its_statistics_row(c
     ]
     assert entry["case_id"] == "a" and after["a"] == {k: str(v) for k, v in entry["statistics"].items()}
     assert after["a"]["right_kidney_ml"] != before["a"]["right_kidney_ml"] and after.keys() == before.keys()
+    # A folder of `kidneyseg report` over a cohort: its rows stay (was: all dropped for the one CT's)
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    write_statistics(cohort / "statistics.csv", [{**before["b"], "case_id": "reported"}])
+    assert "1 predicted" in runner.invoke(app, [*one[:3], "-o", str(cohort), *one[5:]]).output
+    assert [r["case_id"] for r in read_csv(cohort / "statistics.csv")] == ["a", "reported"]
 
 
 def test_an_interrupted_folder_run_goes_on_where_it_stopped(ckpt, cases, tmp_path, monkeypatch):

@@ -334,7 +334,12 @@ def predict_cases(
     """
     from tqdm import tqdm
 
-    from kidneyseg.report.statistics import STATISTICS_NAME, case_line, write_cohort_statistics
+    from kidneyseg.report.statistics import (
+        STATISTICS_NAME,
+        case_line,
+        update_statistics,
+        write_cohort_statistics,
+    )
 
     start = time.perf_counter() - startup
     out_dir, folder_mode = where.out_dir, where.folder_mode
@@ -369,8 +374,12 @@ def predict_cases(
         return record
     _write_color_table(out_dir, output_label_map(predictor.label_map, options), record, tables, warn)
     write_record(record_path, record, writer.kept)  # with the colour tables
-    if folder_mode or (out_dir / STATISTICS_NAME).is_file():  # one CT into a batch's folder: its row too
+    if folder_mode:
         write_cohort_statistics(out_dir)
+    elif (out_dir / STATISTICS_NAME).is_file():  # one CT into a batch's folder: its row there
+        update_statistics(
+            out_dir / STATISTICS_NAME, [c["statistics"] for c in record.cases if c["status"] == "done"]
+        )
     return record
 
 

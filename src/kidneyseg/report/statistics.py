@@ -103,6 +103,15 @@ def write_statistics(path: str | os.PathLike[str], rows: Iterable[dict[str, obje
     return write_text_atomic(path, buffer.getvalue())
 
 
+def update_statistics(path: Path, rows: Iterable[dict[str, object]]) -> Path:
+    """Put `rows` into the statistics file at `path` in place of the rows of their cases, keeping
+    every other row (those of an earlier batch, or of `kidneyseg report` over a cohort)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        kept = {r["case_id"]: r for r in csv.DictReader(f)}
+    kept.update({str(r["case_id"]): r for r in rows})
+    return write_statistics(path, [{key: row.get(key, "") for key in COLUMNS} for row in kept.values()])
+
+
 def case_line(row: dict[str, object]) -> str:
     """One console line for a case, e.g.
     `case_7: 12.3 s; kidneys right 151 mL, left 148 mL; 1 tumor (largest 4.10 cm)`."""
