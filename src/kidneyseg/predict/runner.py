@@ -101,6 +101,7 @@ def predict_case(
             available, or its outputs cannot be written; nothing of it is left on disk.
     """
     from kidneyseg.predict.api import read_checked
+    from kidneyseg.report.measure import SCHEMA_VERSION
     from kidneyseg.report.statistics import statistics_row
 
     start = time.perf_counter()
@@ -151,6 +152,7 @@ def predict_case(
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "total_seconds": round(total, 3),
         "warnings": warnings,
+        "report_schema": SCHEMA_VERSION,
         "statistics": statistics_row(case.case_id, report, read_only, total),
     }
 

@@ -83,15 +83,28 @@ def statistics_row(
     }
 
 
+RECORDED_SCHEMA_SINCE = 10
+"""The first report schema whose version `predict`'s run record keeps beside each case's row."""
+
+
+def schema_status(written: int | None, status: str, again: str) -> str:
+    """`status`, or for a row of a report another version wrote (an earlier batch's, in the same
+    folder; None: a run record from before `RECORDED_SCHEMA_SINCE`) that its figures follow that
+    version's schema, e.g. its staging, and what to do (`again`)."""
+    from kidneyseg.report.measure import SCHEMA_VERSION
+
+    if written == SCHEMA_VERSION:
+        return status
+    schema = f"before {RECORDED_SCHEMA_SINCE}" if written is None else written
+    return f"report schema {schema}, this version writes {SCHEMA_VERSION}: {again}"
+
+
 def _status(report: dict) -> str:
-    """The report's status, or for a report another version wrote (an earlier batch's, in the same
-    folder) that its figures follow that version's schema, e.g. its staging."""
+    """The report's status, marked when another version wrote the report (`schema_status`)."""
     from kidneyseg.report.measure import SCHEMA_VERSION
 
     written = report.get("schema_version", SCHEMA_VERSION)
-    if written == SCHEMA_VERSION:
-        return report.get("status", "")
-    return f"report schema {written}, this version writes {SCHEMA_VERSION}: report the case again"
+    return schema_status(written, report.get("status", ""), "report the case again")
 
 
 def write_statistics(path: str | os.PathLike[str], rows: Iterable[dict[str, object]]) -> Path:
@@ -133,12 +146,14 @@ def case_line(row: dict[str, object]) -> str:
 def write_cohort_statistics(out_dir: Path) -> Path:
     """`statistics.csv` from the finished cases of every run record (every shard) in `out_dir`:
     per case, the row of the entry whose outputs are the files on disk (`on_disk`), else the last
-    one read."""
+    one read; a row another version made says so in its status (`schema_status`)."""
     from kidneyseg.predict.run_record import on_disk, recorded_cases
 
     rows: dict[str, tuple[bool, dict[str, Any]]] = {}
     for case in (c for c in recorded_cases(out_dir) if "statistics" in c):
         current = on_disk(case)
         if current or not rows.get(case["case_id"], (False, None))[0]:
-            rows[case["case_id"]] = (current, case["statistics"])
+            row = case["statistics"]
+            status = schema_status(case.get("report_schema"), row.get("status", ""), "predict the case again")
+            rows[case["case_id"]] = (current, {**row, "status": status})
     return write_statistics(out_dir / STATISTICS_NAME, [row for _, row in rows.values()])
