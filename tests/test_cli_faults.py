@@ -437,6 +437,17 @@ def test_phantom_never_overwrites_a_real_label_map_or_mixes_anatomy(tmp_path, sh
     )
     assert result.exit_code == 2
     _one_error_line(result, "holds a case that is not a kidneyseg phantom (case_00000: a label map without")
+    killed = tmp_path / "killed"  # a phantom a killed run left without phantom.json: written again
+    assert (
+        runner.invoke(app, ["phantom", "--out", str(killed), "-n", "2", "--size", "tiny", "-q"]).exit_code
+        == 0
+    )
+    (killed / "dataset" / "case_00001" / "phantom.json").unlink()
+    assert (
+        runner.invoke(app, ["phantom", "--out", str(killed), "-n", "2", "--size", "tiny", "-q"]).exit_code
+        == 0
+    )
+    assert (killed / "dataset" / "case_00001" / "phantom.json").is_file()
     assert (real / "segmentation.nii.gz").read_bytes() == source.read_bytes()
     assert sorted(p.name for p in real.iterdir()) == ["segmentation.nii.gz"]
     anatomy = tmp_path / "anatomy"

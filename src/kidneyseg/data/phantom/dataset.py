@@ -40,7 +40,8 @@ def generate_dataset(
 
     Each folder holds `imaging.nii.gz` (int16 HU), `segmentation.nii.gz` (uint8: 0 background,
     1 kidney, 2 tumor, 3 cyst) and `phantom.json` (the ground truth, see `PhantomCase`). Files are
-    written atomically; `phantom.json` last, so a folder with it is complete; a run that fails
+    written atomically; the tissue map first, so a folder with it is a phantom's (complete or
+    left by a killed run), and `phantom.json` last, so a folder with it is complete; a run that fails
     removes the case folders and the folders it created (cases that were there stay). A dataset
     holding other cases is refused (`_refuse_other_cases`). `chest`: the share
     of chest-abdomen scans (`generate_case`). `anatomy_in_order`: case i takes the i-th label map
@@ -78,9 +79,9 @@ def generate_dataset(
             if folder.is_dir():
                 remove_stale_partials(folder)  # files a killed run was writing
             folders.append(folder)
+            write_labels(folder / TISSUE_FILE, case.tissue.array, case.ct)  # first: marks a phantom's folder
             write_volume(folder / "imaging.nii.gz", case.ct, np.int16)
             write_labels(folder / "segmentation.nii.gz", case.labels.array, case.ct)
-            write_labels(folder / TISSUE_FILE, case.tissue.array, case.ct)
             write_text_atomic(
                 folder / "phantom.json", json.dumps({"case_id": folder.name, **case.truth}, indent=1)
             )
@@ -95,22 +96,23 @@ def _refuse_other_cases(dataset: Path, seed: int, size: str, orientation: str, c
     """Refuse to write into a dataset holding other cases: phantoms made with another seed, size,
     orientation, chest share or anatomy folder (told apart by the names of its label maps: one of
     the same names holding other shapes is not seen), which would be silently mixed (the same
-    settings rewrite the same cases), or a case folder with a label map that is no phantom's (a real
-    dataset's, or one a killed run left without its `phantom.json`), which would be overwritten.
+    settings rewrite the same cases), or a case folder with a label map that is no phantom's (no
+    `phantom.json` and no tissue map: a real dataset's), which would be overwritten. A case a
+    killed run left unfinished (its tissue map, no `phantom.json`) is written again.
 
     Raises:
         KidneysegError: naming the dataset and the first such case.
     """
+    from kidneyseg.data.cases import TISSUE_FILE
     from kidneyseg.data.phantom.generate import chest_extension
 
     for folder in sorted(dataset.glob("case_*")):
         path = folder / "phantom.json"
         if not path.is_file():
-            if (folder / "segmentation.nii.gz").exists():
+            if (folder / "segmentation.nii.gz").exists() and not (folder / TISSUE_FILE).exists():
                 raise KidneysegError(
                     f"holds a case that is not a kidneyseg phantom ({folder.name}: a label map without "
-                    "phantom.json; a real dataset's, or left by an interrupted run): it would be "
-                    "overwritten; choose another --out, or remove the case",
+                    "phantom.json or a tissue map): it would be overwritten; choose another --out",
                     dataset,
                 )
             continue
