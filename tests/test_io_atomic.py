@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-from kidneyseg.io.atomic import _partial_name, remove_stale_partials
+from kidneyseg.io.atomic import partial_name, remove_stale_partials
 
 
 def test_stale_partials_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
@@ -14,16 +15,23 @@ def test_stale_partials_of_dead_writers_are_removed_and_live_ones_kept(tmp_path)
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     dead_pid = int(dead.stdout)
-    stale = tmp_path / f".last.partial-{dead_pid}.pt"
-    stale_suffixes = tmp_path / f".case.partial-{dead_pid}.nii.gz"
-    live = _partial_name(tmp_path / "metrics.csv")  # this process's: a write in progress
-    kept = [tmp_path / "last.pt", tmp_path / ".hidden", tmp_path / "notes.partial-1.txt", live]
+
+    def dead_writers(name: str) -> Path:
+        return partial_name(tmp_path / name).with_name(
+            partial_name(tmp_path / name).name.replace(f"-{os.getpid()}", f"-{dead_pid}")
+        )
+
+    stale = dead_writers("last.pt")
+    stale_suffixes = tmp_path / f".case.partial-{dead_pid}.nii.gz"  # named by an older version
+    live = partial_name(tmp_path / "metrics.csv")  # this process's: a write in progress
+    elsewhere = tmp_path / f".other.partial-00000000-{dead_pid}.pt"  # another machine's (a shared cache)
+    kept = [tmp_path / "last.pt", tmp_path / ".hidden", tmp_path / "notes.partial-1.txt", live, elsewhere]
     for path in [stale, stale_suffixes, *kept]:
         path.write_text("x")
     (tmp_path / "sub").mkdir()
     below = tmp_path / "sub" / f".last.partial-{dead_pid}.pt"
     below.write_text("x")
-    case = tmp_path / f".case_00003.partial-{dead_pid}"  # a preprocessed case being written
+    case = dead_writers("case_00003")  # a preprocessed case being written
     case.mkdir()
     (case / "image.npy").write_text("x")
     assert str(os.getpid()) in live.name

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from kidneyseg.errors import KidneysegError
 
-_PARTIAL = re.compile(r"^\..+\.partial-(\d+)(\..*)?$")
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+"""This machine in temporary names: a folder shared between machines (a cache) may hold another
+machine's writes in progress, whose process numbers mean nothing here."""
+_PARTIAL = re.compile(r"^\..+\.partial-(?:([0-9a-f]{8})-)?(\d+)(\..*)?$")
 
 
-def _partial_name(path: Path) -> Path:
-    # Keep the full suffix (.nii.gz, .json, ...) so that writers that pick a format
-    # from the file name still do the right thing.
-    name = path.name
-    stem, dot, rest = name.partition(".")
-    return path.with_name(f".{stem}.partial-{os.getpid()}{dot}{rest}")
+def partial_name(path: Path) -> Path:
+    """The temporary name a write of `path` goes under: `.NAME.partial-HOST-PID.SUFFIX`, hidden,
+    naming the machine and process, and keeping the full suffix (.nii.gz, .json, ...) so that
+    writers that pick a format from the file name still do the right thing."""
+    stem, dot, rest = path.name.partition(".")
+    return path.with_name(f".{stem}.partial-{_HOST}-{os.getpid()}{dot}{rest}")
 
 
 def make_folder(folder: Path, kind: str = "output") -> bool:
@@ -63,7 +68,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise KidneysegError(f"cannot create the output folder ({exc.strerror})", parent) from None
     if not os.access(parent, os.W_OK):
         raise KidneysegError("the output folder is not writable", parent)
-    tmp = _partial_name(path)
+    tmp = partial_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -96,8 +101,8 @@ def _alive(pid: int) -> bool:
 
 def remove_stale_partials(folder: str | os.PathLike[str]) -> list[Path]:
     """Delete the temporary files and folders in `folder` (not below it) that a killed writer
-    left behind: those named `.NAME.partial-PID...` (`atomic_path`, a preprocessed case's folder)
-    whose process is gone. Those of live writers are kept.
+    left behind: those named by `partial_name` (`atomic_path`, a preprocessed case's folder) on
+    this machine, whose process is gone. Those of live writers and of other machines are kept.
 
     Returns:
         The files and folders removed.
@@ -105,7 +110,8 @@ def remove_stale_partials(folder: str | os.PathLike[str]) -> list[Path]:
     removed = []
     for path in sorted(Path(folder).iterdir()):
         match = _PARTIAL.match(path.name)
-        if match and not _alive(int(match.group(1))):
+        here = match is not None and match.group(1) in (None, _HOST)  # no machine: an older name
+        if here and not _alive(int(match.group(2))):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:

@@ -27,7 +27,7 @@ import numpy as np
 from kidneyseg.config import PreprocessConfig
 from kidneyseg.data.cases import Case, Dataset
 from kidneyseg.errors import KidneysegError
-from kidneyseg.io.atomic import make_folder, remove_empty_folders, remove_stale_partials
+from kidneyseg.io.atomic import make_folder, partial_name, remove_empty_folders, remove_stale_partials
 from kidneyseg.io.stamps import file_stamp, stamp_hash
 from kidneyseg.io.volume import read_volume
 from kidneyseg.labels import LabelMap
@@ -131,7 +131,7 @@ def preprocess_case(
         "preprocess": result.meta.to_dict(),
     }
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    tmp = partial_name(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
