@@ -150,6 +150,15 @@ def read_header(path: str | os.PathLike[str], series_files: tuple[str, ...] = ()
     return format_of(path).read_header(Path(path), series_files)
 
 
+def canonical_path(path: str | os.PathLike[str]) -> Path:
+    """`path` absolute, the folders above it with their symbolic links and `..` resolved as the
+    system resolves them, its own name kept (a linked CT or case folder is named by its link)."""
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        return Path(os.path.realpath(path))
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
 def is_plain_name(text: str) -> bool:
     """Whether `text` can name a file or folder inside an output folder: not empty, `.` or `..`,
     and without a path separator (so nothing is written outside it)."""

@@ -16,7 +16,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from kidneyseg.io.stamps import as_stamped, file_stamp, recorded, stamp_hash
 
 if TYPE_CHECKING:
+    from kidneyseg.labels import LabelMap
     from kidneyseg.predict.outputs import OutputOptions
     from kidneyseg.predict.predictor import Predictor
 
@@ -318,3 +319,26 @@ def reusable(
         if made == wanted and on_disk(entry) and all(path.exists() for path in outputs.values()):
             return entry
     return None
+
+
+def write_color_tables(
+    out_dir: Path,
+    label_map: LabelMap,
+    record: RunRecord,
+    earlier: list[dict[str, Any]],
+    warn: Callable[[str], None],
+) -> None:
+    """Write the run's colour table and list it in `record.color_tables`; remove the tables
+    earlier runs wrote (`earlier`) that no label map in the folder is of any more
+    (`stale_color_tables`), naming them, and list them in `record.removed_stale`."""
+    from kidneyseg.predict.label_files import write_color_table
+
+    current = color_table_entry(write_color_table(out_dir, label_map), label_map.name)
+    stale = stale_color_tables(earlier, Path(current["stamp"]["path"]), out_dir)
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        names = ", ".join(p.name for p in stale)
+        warn(f"warning: removed what an earlier run wrote for label maps no longer in {out_dir}: {names}")
+    record.color_tables = kept_color_tables(record.color_tables, current)
+    record.removed_stale = [str(p) for p in stale]

@@ -36,8 +36,8 @@ from typing import Any
 
 from kidneyseg.errors import KidneysegError, exception_line, interrupt_behind, warn_on_stderr
 from kidneyseg.io.atomic import make_folder
+from kidneyseg.io.formats import canonical_path
 from kidneyseg.io.volume import NIFTI_SUFFIXES, nifti_stem
-from kidneyseg.labels import LabelMap
 from kidneyseg.predict.inputs import CaseInput, find_inputs
 from kidneyseg.predict.outputs import (
     OutputOptions,
@@ -54,19 +54,17 @@ from kidneyseg.predict.run_record import (
     RecordWriter,
     RunRecord,
     case_fingerprint,
-    color_table_entry,
     earlier_cases,
     earlier_color_tables,
     input_stamp,
     kept_cases,
-    kept_color_tables,
     new_record,
     output_stamps,
     record_name,
     recorded_color_tables,
     reusable,
-    stale_color_tables,
     stale_outputs,
+    write_color_tables,
     write_record,
 )
 
@@ -155,15 +153,6 @@ def predict_case(
         "report_schema": SCHEMA_VERSION,
         "statistics": statistics_row(case.case_id, report, read_only, total),
     }
-
-
-def _canonical(path: str | os.PathLike[str]) -> Path:
-    """`path` absolute, the folders above it with their symbolic links and `..` resolved as the
-    system resolves them, its own name kept (a linked CT or case folder is named by its link)."""
-    path = Path(path)
-    if path.name in ("", ".", ".."):
-        return Path(os.path.realpath(path))
-    return Path(os.path.realpath(path.parent)) / path.name
 
 
 def _output_target(out: Path, folder_mode: bool) -> tuple[Path, str | None, str]:
@@ -292,8 +281,8 @@ def run_prediction(
     start = time.perf_counter()
     settings, options = settings or PredictSettings(), options or OutputOptions()
     # One spelling of the same paths, so that another finds the earlier run's record and outputs.
-    cases, folder_mode = find_inputs(_canonical(input_path), series_uid)
-    out_dir, *target = _output_target(_canonical(out), folder_mode)
+    cases, folder_mode = find_inputs(canonical_path(input_path), series_uid)
+    out_dir, *target = _output_target(canonical_path(out), folder_mode)
     if shard is not None and not folder_mode:
         raise KidneysegError("--shard shares out the cases of a folder, and this is one CT", input_path)
     refuse_overwriting_inputs([(c.case_id, c.path) for c in cases], out_dir, *target)
@@ -374,7 +363,7 @@ def predict_cases(
     if all(c["status"] == "failed" for c in record.cases):
         _remove_if_empty(out_dir, created)
         return record
-    _write_color_table(out_dir, output_label_map(predictor.label_map, options), record, tables, warn)
+    write_color_tables(out_dir, output_label_map(predictor.label_map, options), record, tables, warn)
     write_record(record_path, record, writer.kept)  # with the colour tables
     if folder_mode:
         write_cohort_statistics(out_dir)
@@ -383,29 +372,6 @@ def predict_cases(
             out_dir / STATISTICS_NAME, [c["statistics"] for c in record.cases if c["status"] == "done"]
         )
     return record
-
-
-def _write_color_table(
-    out_dir: Path,
-    label_map: LabelMap,
-    record: RunRecord,
-    earlier: list[dict[str, Any]],
-    warn: Callable[[str], None],
-) -> None:
-    """Write the run's colour table and list it in `record.color_tables`; remove the tables
-    earlier runs wrote (`earlier`) that no label map in the folder is of any more
-    (`stale_color_tables`), naming them, and list them in `record.removed_stale`."""
-    from kidneyseg.predict.label_files import write_color_table
-
-    current = color_table_entry(write_color_table(out_dir, label_map), label_map.name)
-    stale = stale_color_tables(earlier, Path(current["stamp"]["path"]), out_dir)
-    for path in stale:
-        path.unlink(missing_ok=True)
-    if stale:
-        names = ", ".join(p.name for p in stale)
-        warn(f"warning: removed what an earlier run wrote for label maps no longer in {out_dir}: {names}")
-    record.color_tables = kept_color_tables(record.color_tables, current)
-    record.removed_stale = [str(p) for p in stale]
 
 
 def _remove_if_empty(out_dir: Path, created: bool) -> None:

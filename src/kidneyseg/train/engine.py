@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -29,7 +28,6 @@ from typing import Any
 import torch
 
 from kidneyseg.checkpoint import (
-    BEST_NAME,
     LAST_NAME,
     Checkpoint,
     build_model_from_checkpoint,
@@ -49,8 +47,10 @@ from kidneyseg.train.prepare import prepare_data
 from kidneyseg.train.rundir import (
     RUN_FILES,
     RecordedCases,
+    cache_of,
     check_config_file,
     check_new_run_dir,
+    forget_a_lost_best,
     stopped_before_first_checkpoint,
 )
 from kidneyseg.train.trainer import RunResult, RunState, Trainer
@@ -269,7 +269,7 @@ def resume(
     try:
         data = Path(data_dir) if data_dir is not None else Path(extra["data_dir"])
         cache_root, state, freeze_depth = (
-            _cache_of(run_dir, extra["cache_root"], cache_dir),
+            cache_of(run_dir, extra["cache_root"], cache_dir),
             _state_from(extra),
             int(extra.get("freeze_depth", 0)),
         )
@@ -294,38 +294,8 @@ def resume(
         init=(ckpt.model_state, extra),
         freeze_depth=freeze_depth,
         cases=RecordedCases.of_run(run_dir, extra),
-        notice=_forget_a_lost_best(run_dir, state),
+        notice=forget_a_lost_best(run_dir, state),
     )
-
-
-def _forget_a_lost_best(run_dir: Path, state: RunState) -> str | None:
-    """When `best.pt` is missing or is not the checkpoint of the run's best epoch (deleted,
-    replaced, damaged), the best is chosen again from the epochs to come rather than reported
-    for weights that are not there; returns the notice saying so."""
-    best = run_dir / BEST_NAME
-    if state.best_epoch in (0, state.epoch):  # none yet, or rewritten from last.pt on resume
-        return None
-    try:
-        if int(load_checkpoint(best).extra.get("epoch", -1)) == state.best_epoch:
-            return None
-    except KidneysegError:
-        pass
-    state.best_dice, state.best_epoch = -math.inf, 0
-    return (
-        f"{best}: missing or not the checkpoint of the best epoch; the best is chosen again from the "
-        "epochs still to come"
-    )
-
-
-def _cache_of(run_dir: Path, recorded: str | None, given: str | os.PathLike[str] | None) -> Path | None:
-    """The cache a resumed run uses: the one given, else the one it recorded while that is still
-    there, else the run folder's own `preprocessed/` (a run folder moved with its default cache:
-    was, the old location made again and filled anew)."""
-    if given is not None:
-        return Path(given)
-    if recorded and Path(recorded).is_dir():
-        return Path(recorded)
-    return run_dir / "preprocessed"
 
 
 def _restart(
@@ -358,7 +328,7 @@ def _restart(
         config,
         Path(data),
         run_dir,
-        _cache_of(run_dir, started.get("cache_root"), cache_dir),
+        cache_of(run_dir, started.get("cache_root"), cache_dir),
         device,
         progress,
         init_weights=(Path(weights), load_checkpoint(weights).model_state) if weights else None,

@@ -1,19 +1,25 @@
-"""A run folder's checks: a new run's `--out`, a resumed run's `config.yaml` and cases, and
-making the folder (removed again, if empty, when a run fails before it started)."""
+"""A run folder's checks: a new run's `--out`, a resumed run's `config.yaml`, cases, cache and
+best checkpoint, and making the folder (removed again, if empty, when a run fails before it
+started)."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kidneyseg.checkpoint import BEST_NAME, LAST_NAME
+from kidneyseg.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint
 from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.io.stamps import recorded
 from kidneyseg.plaindata import differences, from_dict, load_yaml
+
+if TYPE_CHECKING:
+    from kidneyseg.train.trainer import RunState
 
 RUN_FILES = ("config.yaml", "metrics.csv", "curves.png", "run.json", LAST_NAME, BEST_NAME)
 
@@ -125,3 +131,33 @@ class RecordedCases:
             f"({'; '.join(what)}); give --data the run's dataset, or start a new run",
             self.run_dir,
         )
+
+
+def cache_of(run_dir: Path, kept: str | None, given: str | os.PathLike[str] | None) -> Path:
+    """The cache a resumed run uses: the one given, else the one it recorded while that is still
+    there, else the run folder's own `preprocessed/` (a run folder moved with its default cache:
+    was, the old location made again and filled anew)."""
+    if given is not None:
+        return Path(given)
+    if kept and Path(kept).is_dir():
+        return Path(kept)
+    return run_dir / "preprocessed"
+
+
+def forget_a_lost_best(run_dir: Path, state: RunState) -> str | None:
+    """When `best.pt` is missing or is not the checkpoint of the run's best epoch (deleted,
+    replaced, damaged), the best is chosen again from the epochs to come rather than reported
+    for weights that are not there; returns the notice saying so."""
+    best = run_dir / BEST_NAME
+    if state.best_epoch in (0, state.epoch):  # none yet, or rewritten from last.pt on resume
+        return None
+    try:
+        if int(load_checkpoint(best).extra.get("epoch", -1)) == state.best_epoch:
+            return None
+    except KidneysegError:
+        pass
+    state.best_dice, state.best_epoch = -math.inf, 0
+    return (
+        f"{best}: missing or not the checkpoint of the best epoch; the best is chosen again from the "
+        "epochs still to come"
+    )

@@ -7,9 +7,8 @@ last checkpoint holds the model, optimizer, scheduler, AMP scaler, SmartCache po
 metric history; so a run killed after epoch e and resumed produces the same epoch e + 1 as an
 uninterrupted run.
 
-Kill safety: `last.pt` is the run's one source of truth, written first each epoch; `best.pt`,
-`metrics.csv` and `curves.png` follow from it and are rewritten from it on resume
-(`restore_outputs`).
+Kill safety: `last.pt`, the run's one source of truth, is written first each epoch; `best.pt`,
+`metrics.csv` and `curves.png` follow from it and are rewritten from it on resume (`restore_outputs`).
 """
 
 from __future__ import annotations
