@@ -881,7 +881,7 @@ def test_an_output_or_cache_folder_that_cannot_be_made_is_one_line(tmp_path_fact
     [
         (
             ["models", "sca_unet_3d", "--set", "out_channels=-1"],
-            "error: model 'sca_unet_3d': out_channels=-1: Trying to create tensor with negative dimension",
+            "error: model 'sca_unet_3d': out_channels must be at least 2 (background and a class), got -1",
         ),
         (
             ["models", "sca_unet_3d", "--set", "spatial_kernel_size=-1"],
