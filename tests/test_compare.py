@@ -250,6 +250,10 @@ def test_a_run_is_predicted_again_when_its_checkpoint_or_data_change(cli, tmp_pa
     assert kidney_dice(tmp_path / "cmp") == again  # unchanged: reused, not predicted
     record = json.loads((tmp_path / "cmp" / "runs" / "m" / "validation" / "predict_run.json").read_text())
     assert [c["status"] for c in record["cases"]] == ["skipped", "skipped"]
+    spelled = tmp_path / "data" / ".." / "cmp"  # another spelling of the same folder: reused too
+    assert kidney_dice(spelled) == again
+    record = json.loads((tmp_path / "cmp" / "runs" / "m" / "validation" / "predict_run.json").read_text())
+    assert [c["status"] for c in record["cases"]] == ["skipped", "skipped"]
     other = kidney_dice(tmp_path / "cmp", "--data", other_data)
     assert other == kidney_dice(tmp_path / "fresh_other", "--data", other_data) and other != again
 

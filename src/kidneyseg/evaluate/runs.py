@@ -75,6 +75,7 @@ def evaluate_run(
             could not be predicted.
     """
     from kidneyseg.data.cases import discover
+    from kidneyseg.io.formats import canonical_path
     from kidneyseg.predict import CaseInput, OutputOptions, Predictor, PredictSettings
     from kidneyseg.predict.runner import Destination, predict_cases
 
@@ -84,7 +85,7 @@ def evaluate_run(
     data = predictor.config.data  # the dataset read as the run read it
     dataset = discover(data_dir or record["data_dir"], data.layout, data.annotation, require_labels=True)
     scoring = Scoring.of_run(predictor.label_map, predictor.config.data.label_mapping)
-    out_dir = Path(out_dir)
+    out_dir = canonical_path(out_dir)  # another spelling of the folder reuses its predictions
     results = {}
     for data_set in data_sets:
         cases = dataset.subset(record[SPLIT_KEYS[data_set]])
