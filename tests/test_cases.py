@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kidneyseg.data.cases import discover
+from kidneyseg.data.cases import discover, kits_layout
 from kidneyseg.data.splits import kfold_splits, run_split, train_val_split
 from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.io.volume import Volume, read_volume, write_volume
@@ -61,6 +61,7 @@ def test_kits21_layout_selects_the_aggregated_annotation(tmp_path, annotation):
         _kits_case(tmp_path / "repo" / "kits21" / "data" / f"case_{k:05d}", seg_names=names)
     dataset = discover(tmp_path / "repo", annotation=annotation)
     assert dataset.layout == "kits21" and dataset.label_map is KITS23
+    assert kits_layout(tmp_path / "repo") == "kits21" and kits_layout(tmp_path) is None
     assert all(c.label.name == f"aggregated_{annotation}_seg.nii.gz" for c in dataset.cases)
     # The file chosen is the one holding that annotation (values 1, 2, 3 written above).
     value = {"AND": 1, "MAJ": 2, "OR": 3}[annotation]

@@ -350,13 +350,18 @@ def test_a_ct_given_as_labels_lists_a_few_values_not_hundreds(phantom_case, tmp_
 
 def test_evaluate_refuses_a_bad_annotation_the_same_folder_and_a_file(phantom_case, tmp_path):
     """Was: --annotation XYZ ignored; --pred = --ref scored 1.000 everywhere; a file as --pred
-    was "folder does not exist"."""
+    was "folder does not exist"; --annotation MAJ for references that are no KiTS21 layout
+    ignored (found by a hostile review)."""
     _, seg = phantom_case
     preds = tmp_path / "preds"
     preds.mkdir()
     (preds / "case_1.nii.gz").write_bytes(seg.read_bytes())
+    kits23 = tmp_path / "kits23"
+    (kits23 / "dataset" / "case_00001").mkdir(parents=True)
+    (kits23 / "dataset" / "case_00001" / "segmentation.nii.gz").write_bytes(seg.read_bytes())
     out = tmp_path / "eval"
     for args, message in (
+        (["--pred", preds, "--ref", kits23, "--annotation", "MAJ"], "this is no KiTS21 layout"),
         (["--pred", preds, "--ref", preds, "--annotation", "XYZ"], "is not one of AND, MAJ, OR"),
         (["--pred", preds, "--ref", preds], "--pred and --ref are the same folder"),
         (["--pred", seg, "--ref", preds], f"{seg}: is a file, not a folder"),

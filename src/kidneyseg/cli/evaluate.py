@@ -36,8 +36,9 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", help="Folder for per_case.csv, summary.json, summary.md.")],
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cases evaluated in parallel (processes).")] = 1,
     annotation: Annotated[
-        str, typer.Option("--annotation", help="KiTS21 reference: AND, MAJ or OR aggregation.")
-    ] = "AND",
+        str | None,
+        typer.Option("--annotation", help="KiTS21 reference: AND (default), MAJ or OR aggregation."),
+    ] = None,
     allow_missing: Annotated[
         bool,
         typer.Option("--allow-missing", help="Exit 0 even if cases are on one side only (still listed)."),
@@ -54,17 +55,23 @@ def evaluate(
     """Per-label Dice, KiTS21/23 Dice and Surface Dice, KiTS19 composite and lesion detection,
     per case and averaged. Exits 1 if cases are found on one side only (unless --allow-missing)."""
     from kidneyseg.config import KITS21_ANNOTATIONS, check_choice
+    from kidneyseg.data.cases import kits_layout
     from kidneyseg.errors import KidneysegError
     from kidneyseg.evaluate.folder import evaluate_folders, write_outputs
     from kidneyseg.evaluate.tables import fmt
     from kidneyseg.labels import get_label_map
 
-    check_choice("--annotation", annotation, KITS21_ANNOTATIONS)
+    if annotation is not None:
+        check_choice("--annotation", annotation, KITS21_ANNOTATIONS)
+        if kits_layout(ref) != "kits21":  # was: ignored without a word
+            raise KidneysegError(
+                "--annotation chooses a KiTS21 aggregated segmentation; this is no KiTS21 layout", ref
+            )
     if pred.resolve() == ref.resolve():
         raise KidneysegError("--pred and --ref are the same folder: every score would be perfect", pred)
     classes = get_label_map(label_map)
     result = evaluate_folders(
-        pred, ref, jobs=jobs, annotation=annotation, progress=not quiet, label_map=classes
+        pred, ref, jobs=jobs, annotation=annotation or "AND", progress=not quiet, label_map=classes
     )
     paths = write_outputs(result, out)
     means = {k: fmt(v["mean"]) for k, v in result.summary()["metrics"].items()}

@@ -97,6 +97,12 @@ def _kits_folder(root: Path, layout: str) -> tuple[Path, str] | None:
     return None
 
 
+def kits_layout(root: str | os.PathLike[str]) -> str | None:
+    """The KiTS layout recognised under `root` (kits19, kits21 or kits23), None if none."""
+    found = _kits_folder(Path(root), "auto") if Path(root).is_dir() else None
+    return None if found is None else found[1]
+
+
 def _resolve(root: Path, layout: str) -> tuple[Path, str]:
     """The folder holding the case folders (or image/label folders) and the layout."""
     if layout == "plain":
