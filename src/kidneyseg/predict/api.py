@@ -55,7 +55,7 @@ def read_checked(
 
     _check_memory(path, read_header(path, dicom_files), predictor)
     ct = read_volume(path, series_uid)
-    unoriented = check_orientation_given(path)
+    unoriented = check_orientation_given(ct)
     return ct, [*([unoriented] if unoriented else []), *content_warnings(ct, hu_check)]
 
 

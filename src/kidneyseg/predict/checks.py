@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -28,7 +27,7 @@ import numpy as np
 from kidneyseg.config import PreprocessConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.formats import ImageHeader
-from kidneyseg.io.volume import NIFTI_SUFFIXES, Volume, check_finite, load_nifti
+from kidneyseg.io.volume import Volume, check_finite
 from kidneyseg.preprocess.spatial import resampled_shape
 
 GIB = 1024**3
@@ -110,18 +109,14 @@ def check_memory(path: str | os.PathLike[str], needed: int, available: int | Non
         )
 
 
-def check_orientation_given(path: str | os.PathLike[str]) -> Doubt | None:
-    """A warning when a NIfTI header gives no orientation (qform and sform codes both 0): readers
-    then assume one, so right and left may be swapped."""
-    path = Path(path)
-    if not (path.is_file() and path.name.endswith(NIFTI_SUFFIXES)):
-        return None
-    header = load_nifti(path).header
-    if int(header["qform_code"]) or int(header["sform_code"]):
+def check_orientation_given(ct: Volume) -> Doubt | None:
+    """A warning when the NIfTI header `ct` was read from gives no orientation (qform and sform
+    codes both 0, `Volume.frames`): readers then assume one, so right and left may be swapped."""
+    if ct.frames is None or ct.frames.qform_code or ct.frames.sform_code:
         return None
     return Doubt(
         "no_orientation",
-        f"{path}: the header gives no orientation (qform and sform codes 0); it was read as "
+        f"{ct.source}: the header gives no orientation (qform and sform codes 0); it was read as "
         "nibabel's default, so right and left may be swapped: check the labels' sides",
     )
 
