@@ -242,7 +242,7 @@ def resume(
         epochs: a new total number of epochs (to extend a finished run).
         time_limit_minutes: a new limit on the run's total training time (0: none).
         data_dir: the dataset, if it moved since the run started (its cases must be the run's).
-        cache_dir: the preprocessed-case cache to use (default: the run's, `_cache_of`).
+        cache_dir: the preprocessed-case cache to use (default: the run's, `rundir.cache_of`).
         device: as for `train`.
         progress: as for `train`.
 
