@@ -166,6 +166,10 @@ def _output_target(out: Path, folder_mode: bool) -> tuple[Path, str | None, str]
             out,
         )
     name = nifti_stem(out)
+    if not name:
+        raise KidneysegError(
+            "the output file has no name before its .nii or .nii.gz: name the label map", out
+        )
     return out.parent, name, out.name[len(name) :]
 
 
