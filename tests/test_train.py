@@ -750,3 +750,15 @@ def test_an_all_background_label_map_is_named(phantoms, cache, tmp_path, caplog)
         cache_dir=cache,
     )
     assert f"{data.resolve()}: 1 case(s) with an all-background label map: case_00002" in caplog.messages
+
+
+def test_the_record_names_the_validation_cases_that_chose_best_pt(phantoms, cache, tmp_path):
+    """Was: with `train.val_max_cases` run.json listed every validation case and not which of
+    them were validated."""
+    overrides = [*SCA, "train.epochs=1", "data.val_fraction=0.5", "train.val_max_cases=2"]
+    config = load_recipe("sca-unet-3d:cpu", overrides=overrides)
+    out = tmp_path / "run"
+    engine.train(config, phantoms, out, cache_dir=cache, progress=False)
+    record = json.loads((out / "run.json").read_text())
+    assert len(record["val_cases"]) == 3
+    assert record["validated_cases"] == record["val_cases"][:2]

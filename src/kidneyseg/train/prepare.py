@@ -40,6 +40,13 @@ class PreparedData:
     cache_dir: Path
     file_sizes: dict[str, list[int]]
     """Per case id, the sizes in bytes of its CT and label map (a resume checks them)."""
+    max_validated: int = 0
+    """`train.val_max_cases`: validate on the first this many of `val` (0: all)."""
+
+    @property
+    def validated(self) -> tuple[CaseRecord, ...]:
+        """The validation cases whose Dice chooses `best.pt`."""
+        return self.val[: self.max_validated] if self.max_validated else self.val
 
 
 def prepare_data(
@@ -96,13 +103,12 @@ def prepare_data(
         return tuple(scan_case(i, cache_dir / i, label_map, lut) for i in bar)
 
     train, val = scan(train_ids, "training"), scan(val_ids, "validation")
-    _check_foreground(config, train, val, Path(data_dir))
-    return PreparedData(lut, train, val, cache_dir, file_sizes)
+    data = PreparedData(lut, train, val, cache_dir, file_sizes, config.train.val_max_cases)
+    _check_foreground(config, data, Path(data_dir))
+    return data
 
 
-def _check_foreground(
-    config: RunConfig, train: tuple[CaseRecord, ...], val: tuple[CaseRecord, ...], data_dir: Path
-) -> None:
+def _check_foreground(config: RunConfig, data: PreparedData, data_dir: Path) -> None:
     """Refuse data whose training cases hold nothing to learn (no foreground; no tumor for a 2D
     run on tumor slices), or whose validated cases hold no foreground: no Dice could choose
     `best.pt`. Cases whose label map is all background are named in a warning (a label map
@@ -114,21 +120,21 @@ def _check_foreground(
     classes = [c.name for c in config.label_map.foreground]
     anything = ", ".join(classes[:-1]) + f" or {classes[-1]}" if len(classes) > 1 else classes[0]
     tumor = config.data.sampling == "slice2d" and config.data.slice_filter == "tumor"
+    train = data.train
     if not any(r.tumor_slices if tumor else r.foreground_slices for r in train):
         raise KidneysegError(
             f"none of the {len(train)} training case(s) holds {'tumor' if tumor else anything}: "
             "nothing to train on",
             data_dir,
         )
-    empty = [r.case_id for r in (*train, *val) if not r.foreground_slices]
+    empty = [r.case_id for r in (*train, *data.val) if not r.foreground_slices]
     if empty:
         log.warning(
             "%s: %d case(s) with an all-background label map: %s", data_dir, len(empty), some_names(empty)
         )
-    validated = val[: config.train.val_max_cases] if config.train.val_max_cases else val
-    if not any(r.foreground_slices for r in validated):
+    if not any(r.foreground_slices for r in data.validated):
         raise KidneysegError(
-            f"the validation case(s) {some_names([r.case_id for r in validated])} hold no {anything}: "
+            f"the validation case(s) {some_names([r.case_id for r in data.validated])} hold no {anything}: "
             "no validation Dice could choose best.pt; label them, or split otherwise "
             "(data.split_seed, data.val_fraction)",
             data_dir,

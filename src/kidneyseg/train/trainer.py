@@ -208,12 +208,9 @@ class Trainer:
         return {"train_loss": float(sums[0] / max(sums[1], 1)), "patches": float(sums[2])}
 
     def _validate(self) -> dict[str, float]:
-        val = self.data.val
-        if self.config.train.val_max_cases:
-            val = val[: self.config.train.val_max_cases]
         return validate(
             self.model,
-            val,
+            self.data.validated,
             self.data.lut,
             self.config.label_map,
             self.loss_fn,
@@ -259,6 +256,7 @@ class Trainer:
             "last_metrics": s.history[-1] if s.history else {},
             "train_cases": [r.case_id for r in self.data.train],
             "val_cases": [r.case_id for r in self.data.val],
+            "validated_cases": [r.case_id for r in self.data.validated],
             "case_file_sizes": self.data.file_sizes,
             "data_dir": str(self.data_dir),
             "cache_root": str(self.cache_root),
