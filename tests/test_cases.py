@@ -80,6 +80,11 @@ def test_kits23_layout(tmp_path):
     assert [c.case_id for c in dataset.subset(["case_00012", "case_00000"])] == ["case_00012", "case_00000"]
     with pytest.raises(KidneysegError, match="case_00099"):
         dataset.subset(["case_00099"])
+    moved = tmp_path / "kits23" / "data"  # unpacked into a folder named as KiTS19's: its instances/ tell
+    (tmp_path / "kits23" / "dataset").rename(moved)
+    assert discover(tmp_path / "kits23").layout == "kits19"
+    (moved / "case_00005" / "instances").mkdir()
+    assert discover(tmp_path / "kits23").layout == "kits23"
 
 
 def test_plain_and_nnunet_layouts(tmp_path):

@@ -90,7 +90,10 @@ def _kits_folder(root: Path, layout: str) -> tuple[Path, str] | None:
             continue
         if any((d / "aggregated_AND_seg.nii.gz").exists() for d in dirs[:20]):
             return folder, "kits21"
-        # KiTS19 and KiTS23 share file names; KiTS19 lives in `data/` and ships `kits.json`.
+        # KiTS19 and KiTS23 share file names; KiTS23's cases hold their annotators' `instances/`,
+        # KiTS19 lives in `data/` and ships `kits.json`.
+        if any((d / "instances").is_dir() for d in dirs[:20]):
+            return folder, "kits23"
         if folder.name == "data" or (folder / "kits.json").exists():
             return folder, "kits19"
         return folder, "kits23"
