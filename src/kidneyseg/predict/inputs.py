@@ -26,12 +26,18 @@ class CaseInput:
     problem: str | None = None
 
 
-def _dicom_case(folder: Path, series_uid: str | None) -> CaseInput | None:
+def _dicom_case(folder: Path, series_uid: str | None, among: bool = False) -> CaseInput | None:
+    """The case of a DICOM folder: its only series, or the one `series_uid` names (`among`: if
+    the folder holds it, else its only series); None if the folder holds no series.
+
+    Raises:
+        KidneysegError: the folder holds several series and none is named (`choose_series`).
+    """
     series = list_dicom_series(folder)
     if not series:
         return None
-    series_uid = choose_series(series, series_uid, folder)
-    return CaseInput(case_id_of(folder), folder, series_uid, series[series_uid])
+    uid = choose_series(series, None if among and series_uid not in series else series_uid, folder)
+    return CaseInput(case_id_of(folder), folder, uid, series[uid])
 
 
 def _dicom_subfolders(folder: Path, series_uid: str | None) -> list[CaseInput]:
@@ -44,15 +50,12 @@ def _dicom_subfolders(folder: Path, series_uid: str | None) -> list[CaseInput]:
     """
     cases = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        series = list_dicom_series(sub)
-        if not series:
-            continue
         try:
-            uid = choose_series(series, series_uid if series_uid in series else None, sub)
+            case = _dicom_case(sub, series_uid, among=True)
         except KidneysegError as exc:
-            cases.append(CaseInput(case_id_of(sub), sub, problem=str(exc)))
-            continue
-        cases.append(CaseInput(case_id_of(sub), sub, uid, series[uid]))
+            case = CaseInput(case_id_of(sub), sub, problem=str(exc))
+        if case is not None:
+            cases.append(case)
     if series_uid is not None and not any(c.series_uid == series_uid for c in cases):
         raise KidneysegError(f"no sub-folder holds the DICOM series {series_uid}", folder)
     return cases
