@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Build the wheel (`python -m build`), install it into a fresh virtual environment and smoke-test
-# it there: the command, the import, and the files the wheel must carry (recipes, report template).
+# it there: the command, the import, and the files the wheel must carry (recipes, report template);
+# a wheel that passes is copied to dist/.
 # The fresh environment borrows the project environment's dependencies (torch, MONAI, ...) through
 # a .pth file instead of downloading them again; the wheel itself is installed with --no-deps.
 # Usage: scripts/check-wheel.sh [PYTHON]   (default: .venv/bin/python)
 set -euo pipefail
 unset PYTHONPATH  # only the installed wheel may be importable
 cd "$(dirname "$0")/.."
+project=$(pwd)
 PYTHON=${1:-.venv/bin/python}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -43,4 +45,6 @@ from kidneyseg.checkpoint import load_checkpoint
 assert load_checkpoint(default_model()).config.model.name == "sca_unet_3d"  # the bundled weights
 print(f"wheel OK: kidneyseg {kidneyseg.__version__} from {kidneyseg.__file__}")
 PY
-echo "built $(basename "$wheel")"
+mkdir -p "$project/dist"
+cp "$wheel" "$project/dist/"
+echo "built dist/$(basename "$wheel")"
