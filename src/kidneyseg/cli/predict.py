@@ -66,7 +66,7 @@ Precision = Annotated[
     typer.Option(
         # "\\[": Typer's rich markup would take "[int8]" for a style tag and drop it
         help="float32; bfloat16 (faster on CPUs with bf16); int8 (OpenVINO, calibrated on phantom "
-        "windows at start-up; needs NNCF: pip install 'kidneyseg\\[int8]')."
+        "windows at start-up; needs NNCF: pip install nncf, or '.\\[int8]' in a kidneyseg checkout)."
     ),
 ]
 Backend = Annotated[

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16", "int8": "f32"}
 """OpenVINO's inference precision per `--precision`; with int8, for what NNCF left unquantised."""
 INSTALL_HINT = "pip install openvino"
-INT8_INSTALL_HINT = "pip install 'kidneyseg[int8]' (or: pip install nncf)"
+INT8_INSTALL_HINT = "pip install nncf (in a kidneyseg checkout: pip install '.[int8]')"
 
 
 def openvino_available() -> bool:
