@@ -51,7 +51,7 @@ NoAnatomyCheck = Annotated[
     typer.Option(
         "--no-anatomy-check",
         help="Keep components the CT rules out as kidneys (at the body surface, in a blood pool or "
-        "bone, without kidney voxels).",
+        "bone, of fat or air, without kidney voxels).",
     ),
 ]
 Series = Annotated[

@@ -36,8 +36,8 @@ DEMO_OVERRIDES = ("data.val_fraction=0.2", "train.time_limit_minutes=40", "train
 held-out Dice rests on more than a handful of cases. Its training budget is the CPU variant's
 number of epochs, so its figures are the same on any machine; the 40-minute time limit is only a
 safety net for a machine far slower than 2 free cores (the demo says so when it fires). It
-validates every third epoch (the recipes, as the papers, every epoch): validation took a fifth of
-the demo's training time, 206 of 1030 s on the 2-core machine (README, "The demo on this machine")."""
+validates every third epoch (the recipes, as the papers, every epoch): validating every epoch
+took a fifth of the demo's training time on a 2-core machine."""
 
 FAST_OVERRIDES = ("train.epochs=8", "train.time_limit_minutes=1.5", "train.val_max_cases=2")
 """`--fast`: a few minutes end to end; enough to see every stage work, not to reach good Dice."""
