@@ -201,3 +201,31 @@ def test_a_lesion_the_model_was_unsure_of_is_flagged(grid):
     at_threshold = ReportOptions(min_sure_fraction=sure[cyst["id"]])  # flagged only below it
     assert codes(measure(ct, labels, votes=votes, options=at_threshold)) == []
     assert all(r["sure_fraction"] is None for r in measure(ct, labels)["lesions"])  # labels alone
+
+
+def test_a_scan_shorter_than_a_kidney_says_so(shared_data, tmp_path):
+    """Was: 8 slices (35 mm) through both kidneys of the real low-dose CT, as a perfusion scan
+    covers them, gave "kidneys none found" (the bundled model, trained on scans of whole
+    kidneys, labels almost nothing there) and only `no_kidney`, as if there were none."""
+    import json
+
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from kidneyseg.cli import app
+
+    real = shared_data / "real-ct"
+    whole = nib.load(real / "lowdose_abdomen_4mm.nii.gz")
+    slab = tmp_path / "slab.nii.gz"
+    nib.save(whole.slicer[:, :, 37:45], slab)
+    length = round(8 * float(whole.header.get_zooms()[2]), 1)
+    result = CliRunner().invoke(app, ["predict", "-i", str(slab), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert f"covers only {length:g} mm cranio-caudally" in result.output
+    record = json.loads((tmp_path / "out" / "predict_run.json").read_text())
+    assert "short_scan" in record["cases"][0]["statistics"]["warnings"]
+    labels = read_volume(real / "lowdose_abdomen_4mm_kidneys.nii.gz")
+    full = measure(read_volume(real / "lowdose_abdomen_4mm.nii.gz"), labels)
+    assert full["inputs"]["craniocaudal_mm"] > 300 and "short_scan" not in codes(full)
+    cut = read_volume(slab)
+    assert "short_scan" in codes(measure(cut, Volume(labels.array[:, :, 37:45], cut.affine, "cut labels")))

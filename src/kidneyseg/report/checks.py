@@ -32,6 +32,8 @@ class ReportOptions:
         min_confidence: a model confidence below this raises `low_confidence`.
         min_sure_fraction: a lesion whose share of network voxels the model was sure of
             (`sure_fraction`, predicted labels only) is below this raises `uncertain_lesions`.
+        min_scan_length_mm: a scan covering less than this cranio-caudally raises `short_scan`:
+            shorter than an adult kidney (10-12 cm long), it cannot hold one whole.
         extension_mm: tumor reaching this far medially beyond its kidney's parenchyma
             raises the extension flag, a possible cT3 (`staging.py`).
         max_lesions: at most this many lesions of each class, the largest, are measured; the
@@ -48,6 +50,7 @@ class ReportOptions:
     kidney_parenchyma_ml: tuple[float, float] = (60.0, 400.0)
     min_confidence: float = 0.85
     min_sure_fraction: float = 0.65
+    min_scan_length_mm: float = 100.0
     extension_mm: float = 10.0
     max_lesions: int = 30
     nephrometry: bool = True
@@ -58,6 +61,18 @@ def run_checks(report: dict, options: ReportOptions, confidence: float | None) -
     lesions, fragments, model)."""
     warnings = _anatomy_warnings(report)
     turned = _turned(report["anatomy"])
+    length = report["inputs"]["craniocaudal_mm"]
+    if length < options.min_scan_length_mm:
+        warnings.append(
+            {
+                "code": "short_scan",
+                "message": f"The scan covers only {length:g} mm cranio-caudally, less than an adult kidney's "
+                f"length ({options.min_scan_length_mm:g} mm): no kidney can be whole in it, and a model "
+                "trained on whole kidneys may miss or cut them; what is not found here may be there.",
+                "craniocaudal_mm": length,
+                "threshold_mm": options.min_scan_length_mm,
+            }
+        )
     if not report["kidneys"]:
         warnings.append(
             {

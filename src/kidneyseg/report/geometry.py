@@ -33,6 +33,12 @@ def slice_axis(affine: np.ndarray, world_axis: int = 2) -> int:
     return int(np.argmax(np.abs(columns[world_axis]) / np.linalg.norm(columns, axis=0)))
 
 
+def craniocaudal_mm(shape: Sequence[int], affine: np.ndarray) -> float:
+    """The scan's length (mm) across its axial slices: their number times their spacing."""
+    axis = slice_axis(affine)
+    return round(shape[axis] * float(np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, axis])), 1)
+
+
 def to_world(index_points: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Map (n, 3) voxel index coordinates to (n, 3) world RAS+ mm."""
     affine = np.asarray(affine, dtype=np.float64)

@@ -43,7 +43,7 @@ from kidneyseg.report.provenance import dicom_identifiers
 if TYPE_CHECKING:
     from kidneyseg.predict.votes import Votes
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 
 def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarray:
@@ -127,6 +127,7 @@ def measure(
             "spacing_mm": rounded(ct.spacing, 3),
             "orientation": ct.orientation,
             "slice_axis": geometry.slice_axis(ct.affine),
+            "craniocaudal_mm": geometry.craniocaudal_mm(ct.shape, ct.affine),
             "dicom": dicom_identifiers(ct.dicom_files),
             "model_confidence": confidence,
         },
