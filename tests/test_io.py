@@ -242,7 +242,25 @@ DICOM_FAULTS = {
         dict(edit=lambda k, ds: setattr(ds, "Modality", "MR")),
         "DICOM file slice000.dcm is MR \\(Modality\\), not CT",
     ),
+    "sizes": (  # was: "cannot read the DICOM series (  Size: [100, 60, 1])"
+        dict(edit=lambda k, ds: k == 4 and _cropped(ds, 60, 100)),
+        r"different sizes \(slice000\.dcm: 512 × 512 pixels, slice004\.dcm: 60 × 100\)",
+    ),
+    "not-unit": (  # was: "gantry tilt of 75.1°"
+        dict(edit=lambda k, ds: setattr(ds, "ImageOrientationPatient", [2, 0, 0, 0, 1, 0])),
+        r"slice000\.dcm has an ImageOrientationPatient that is not two perpendicular unit vectors",
+    ),
+    "skewed": (  # was: "gantry tilt of 2.3°"
+        dict(edit=lambda k, ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0.2, 0.98, 0])),
+        r"not two perpendicular unit vectors \(lengths 1 and 1, 78\.5° apart\)",
+    ),
 }
+
+
+def _cropped(ds, rows, columns):
+    ds.decompress()
+    ds.PixelData = ds.pixel_array[:rows, :columns].copy().tobytes()
+    ds.Rows, ds.Columns = rows, columns
 
 
 @pytest.mark.parametrize("fault", DICOM_FAULTS)
@@ -279,6 +297,35 @@ def test_dicom_duplicate_and_truncated_slices_are_refused(dicom_dir, tmp_path):
     (folder / "slice012.dcm").write_bytes(whole[: len(whole) // 2])
     with pytest.raises(KidneysegError, match=r"slice012\.dcm .*(cannot be read|truncated)"):
         read_volume(folder)
+
+
+def test_deflated_and_multiframe_dicom(dicom_dir, tmp_path):
+    """Was: a valid deflated series was refused as "truncated"; a multi-frame CT got "expected a 3D
+    series of several slices, got size (...)" or "cannot read the DICOM header (AttributeError...)"."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    plain = read_volume(dicom_dir)
+
+    def deflate(k, ds):
+        ds.decompress()  # the shared series is JPEG 2000
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+
+    deflated = read_volume(_edited_series(dicom_dir, tmp_path / "deflated", edit=deflate))
+    np.testing.assert_array_equal(deflated.array, plain.array)
+    single = tmp_path / "multiframe"
+    single.mkdir()
+    ds = pydicom.dcmread(sorted(dicom_dir.iterdir())[0])
+    ds.decompress()
+    frames = np.stack([ds.pixel_array] * 5)
+    ds.NumberOfFrames, ds.PixelData = 5, frames.tobytes()
+    ds.save_as(single / "mf.dcm")
+    message = r"mf\.dcm holds 5 frames \(a multi-frame image\), and kidneyseg reads a series of one slice per"
+    with pytest.raises(KidneysegError, match=message):
+        read_volume(single)
+    from kidneyseg.io.formats import read_header
+
+    with pytest.raises(KidneysegError, match=message):
+        read_header(single)
 
 
 def test_an_unreadable_dicom_header_is_one_line_with_its_reason(dicom_dir, monkeypatch):

@@ -252,3 +252,37 @@ def test_a_case_folder_of_two_series_fails_alone_and_series_chooses_within_it(se
     unknown = runner.invoke(app, [*base, "-o", str(tmp_path / "none"), "--series", "1.2.3"])
     assert unknown.exit_code == 2 and "no sub-folder holds the DICOM series 1.2.3" in unknown.output
     assert not (tmp_path / "none").exists()
+
+
+def test_names_that_are_not_utf8_fail_their_case_in_one_line(series, ckpt, tmp_path):
+    """Was: a DICOM folder named in Latin-1 (`dcm\\xe9`) aborted the whole process in ITK's C++
+    (exit 134, the folder's other cases lost); DICOM files so named raised a TypeError, and a
+    NIfTI file so named a UnicodeEncodeError in the report."""
+    import os
+
+    from kidneyseg.predict.inputs import find_inputs
+
+    batch = tmp_path / "batch"
+    latin = os.fsdecode(bytes(batch) + b"/dcm\xe9")
+    os.makedirs(latin)
+    for file in sorted(series.iterdir()):
+        os.symlink(file, os.path.join(latin, file.name))
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    for k, file in enumerate(sorted(series.iterdir())):
+        os.symlink(file, os.path.join(renamed, os.fsdecode(b"Bild\xe4%03d.dcm" % k)))
+    volume = read_volume(series)
+    nib.save(nib.Nifti1Image(volume.array, volume.affine), batch / "good.nii.gz")
+    cases, _ = find_inputs(batch)
+    bad = next(c for c in cases if c.case_id != "good")
+    assert bad.case_id == "dcm\\xe9" and "the name is not valid UTF-8" in bad.problem
+    assert next(c for c in cases if c.case_id == "good").problem is None
+    result = runner.invoke(app, ["predict", "-i", str(batch), "-o", str(tmp_path / "out"), "-m", str(ckpt)])
+    assert result.exit_code == 1 and "1 predicted, 0 already done, 1 failed" in result.output
+    assert (tmp_path / "out" / "good.nii.gz").is_file()
+    nifti = os.fsdecode(bytes(tmp_path) + b"/CT\xe9.nii.gz")
+    os.symlink(batch / "good.nii.gz", nifti)
+    for given in (renamed, nifti):
+        single = runner.invoke(app, ["predict", "-i", given, "-o", str(tmp_path / "one"), "-m", str(ckpt)])
+        assert single.exit_code == 2 and len(single.output.splitlines()) == 1, single.output
+        assert "the name is not valid UTF-8" in single.output

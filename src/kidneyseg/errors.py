@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from os import PathLike
@@ -19,6 +20,25 @@ class KidneysegError(Exception):
         self.path = None if path is None else str(path)
         self.message = message
         super().__init__(message if path is None else f"{path}: {message}")
+
+
+def check_utf8_name(path: str | PathLike[str]) -> None:
+    """Refuse a path whose name is not valid UTF-8 (a Latin-1 name from a Windows share or a USB
+    export): ITK's DICOM reader aborts the whole process on such a folder, and no report, record
+    or console line can hold the name as it is.
+
+    Raises:
+        KidneysegError: naming the path with its undecodable bytes escaped.
+    """
+    raw = os.fsencode(path)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        shown = raw.decode("utf-8", "backslashreplace")
+        raise KidneysegError(
+            "the name is not valid UTF-8 (the escaped bytes): rename it, e.g. with convmv -f latin1 -t utf-8",
+            shown,
+        ) from None
 
 
 def warn_on_stderr(message: str) -> None:

@@ -18,12 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from kidneyseg.errors import KidneysegError, exception_line
+from kidneyseg.errors import KidneysegError, check_utf8_name, exception_line
 
 SPACING_RTOL = 0.01
 """Largest deviation of one slice gap from the series' median gap, relative to that median."""
 ORIENTATION_ATOL = 1e-4
 """Largest difference between two slices' direction cosines (ImageOrientationPatient)."""
+ORTHONORMAL_ATOL = 0.01
+"""How far ImageOrientationPatient's two vectors may be from unit length and from perpendicular
+(headers written with few decimals); beyond it the header is broken."""
 PIXEL_RTOL = 1e-4
 """Pixel spacings of one series' slices differ by at most this fraction."""
 TILT_VOXELS = 0.5
@@ -97,16 +100,44 @@ def _refuse_other_modality(modality: str, name: str, folder: Path) -> None:
         )
 
 
+def refuse_multiframe(ds, name: str, folder: Path) -> None:
+    """Refuse a file of several frames (an enhanced or legacy multi-frame CT): its slices' places
+    lie in per-frame sequences that ITK's series reader does not take."""
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise KidneysegError(
+            f"DICOM file {name} holds {frames} frames (a multi-frame image), and kidneyseg reads a "
+            "series of one slice per file: convert it to NIfTI first (e.g. with dcm2niix)",
+            folder,
+        )
+
+
 def _check_single_file(file: str, folder: Path) -> None:
-    """The modality of a one-file series (e.g. an enhanced multi-frame image); the rest of it is
-    left to ITK's reader."""
+    """The modality and frame count of a one-file series; the rest of it is left to ITK's reader."""
     import pydicom
 
     try:
-        modality = _modality(pydicom.dcmread(file, stop_before_pixels=True))
+        ds = pydicom.dcmread(file, stop_before_pixels=True)
+        modality = _modality(ds)
     except Exception:  # damaged: ITK's reader says so
         return
     _refuse_other_modality(modality, Path(file).name, folder)
+    refuse_multiframe(ds, Path(file).name, folder)
+
+
+def _refuse_broken_orientation(orientation: np.ndarray, name: str, folder: Path) -> None:
+    """Refuse ImageOrientationPatient that is not two perpendicular unit vectors (a broken header,
+    which the tilt check would otherwise read as a gantry tilt)."""
+    row, column = orientation[:3], orientation[3:]
+    lengths = np.linalg.norm(row), np.linalg.norm(column)
+    if max(abs(n - 1.0) for n in lengths) > ORTHONORMAL_ATOL or abs(float(row @ column)) > ORTHONORMAL_ATOL:
+        angle = float(np.degrees(np.arccos(np.clip(row @ column / (lengths[0] * lengths[1]), -1, 1))))
+        raise KidneysegError(
+            f"DICOM file {name} has an ImageOrientationPatient that is not two perpendicular unit "
+            f"vectors (lengths {lengths[0]:.3g} and {lengths[1]:.3g}, {angle:.1f}° apart): the header "
+            "is broken",
+            folder,
+        )
 
 
 def _read_headers(files: tuple[str, ...], folder: Path) -> list:
@@ -122,7 +153,8 @@ def _read_headers(files: tuple[str, ...], folder: Path) -> list:
             rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
             samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
             pixel = tuple(float(v) for v in ds.PixelSpacing)
-            compressed = ds.file_meta.TransferSyntaxUID.is_compressed
+            syntax = ds.file_meta.TransferSyntaxUID
+            compressed = syntax.is_compressed or syntax.is_deflated
             modality = _modality(ds)
         except Exception as exc:  # pydicom raises many types for damaged files
             raise KidneysegError(
@@ -130,12 +162,21 @@ def _read_headers(files: tuple[str, ...], folder: Path) -> list:
             ) from None
         if orientation.shape != (6,) or position.shape != (3,):
             raise KidneysegError(f"DICOM file {name} has no valid slice position or orientation", folder)
+        _refuse_broken_orientation(orientation, name, folder)
+        refuse_multiframe(ds, name, folder)
         if not compressed and Path(f).stat().st_size < rows * columns * samples * bits // 8:
             raise KidneysegError(
                 f"DICOM file {name} is truncated: it is smaller than its {rows} × {columns} pixels", folder
             )
         _refuse_other_modality(modality, name, folder)
-        headers.append((name, orientation, position, pixel))
+        if headers and (rows, columns) != headers[0][4]:
+            first, size = headers[0][0], headers[0][4]
+            raise KidneysegError(
+                f"slices have different sizes ({first}: {size[0]} × {size[1]} pixels, {name}: "
+                f"{rows} × {columns}): not one volume",
+                folder,
+            )
+        headers.append((name, orientation, position, pixel, (rows, columns)))
     return headers
 
 
@@ -143,8 +184,9 @@ def check_series(files: tuple[str, ...], folder: Path) -> None:
     """Refuse a series whose slices do not form one regular grid.
 
     Raises:
-        KidneysegError: a file cannot be read, is truncated or is not CT (MR, PET, ...); the
-            slices have different orientations or pixel spacings; their positions are sheared off
+        KidneysegError: a file cannot be read, is truncated, is not CT (MR, PET, ...), holds
+            several frames or a broken orientation; the slices have different orientations,
+            sizes or pixel spacings; their positions are sheared off
             the slice normal (gantry tilt); two share a position; a slice is missing; or the
             spacing is not uniform.
     """
@@ -214,15 +256,24 @@ def check_series(files: tuple[str, ...], folder: Path) -> None:
 
 
 def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, tuple[str, ...]]:
-    """The DICOM series in `folder`: series instance UID → its files in slice order."""
+    """The DICOM series in `folder`: series instance UID → its files in slice order.
+
+    Raises:
+        KidneysegError: the folder's or a file's name is not valid UTF-8 (`check_utf8_name`).
+    """
     import SimpleITK as sitk
 
+    check_utf8_name(folder)
     folder = str(folder)
     reader = sitk.ImageSeriesReader()
     with itk_quiet():
-        return {
+        series = {
             uid: tuple(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in reader.GetGDCMSeriesIDs(folder)
         }
+    for files in series.values():
+        for file in files:
+            check_utf8_name(file)
+    return series
 
 
 EMPTY_UID = "a series without UID, chosen with --series ''"

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kidneyseg.errors import KidneysegError
-from kidneyseg.io.dicom import choose_series, list_dicom_series, slice_normal
+from kidneyseg.io.dicom import choose_series, list_dicom_series, refuse_multiframe, slice_normal
 from kidneyseg.io.volume import (
     NIFTI_SUFFIXES,
     Volume,
@@ -87,11 +87,14 @@ def _dicom_header(folder: Path, series_files: tuple[str, ...]) -> ImageHeader:
         series_files = series[choose_series(series, None, folder)]
     try:
         first = pydicom.dcmread(series_files[0], stop_before_pixels=True)
+        refuse_multiframe(first, Path(series_files[0]).name, folder)
         second = pydicom.dcmread(series_files[1], stop_before_pixels=True) if len(series_files) > 1 else first
         rows, cols = int(first.Rows), int(first.Columns)
         pixel = [float(v) for v in first.PixelSpacing]
         spacing = _slice_spacing(first, second) or float(getattr(first, "SliceThickness", 0) or 0) or 1.0
         bits = int(first.BitsAllocated)
+    except KidneysegError:
+        raise
     except Exception as exc:  # pydicom raises many types for damaged files
         raise KidneysegError(f"cannot read the DICOM header ({type(exc).__name__}: {exc})", folder) from None
     return ImageHeader((cols, rows, len(series_files)), (pixel[1], pixel[0], spacing), max(2, bits // 8))

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, check_utf8_name
 from kidneyseg.io.dicom import choose_series, list_dicom_series
 from kidneyseg.io.formats import case_id_of, files_by_case_id
 
@@ -24,6 +24,20 @@ class CaseInput:
     series_uid: str | None = None
     dicom_files: tuple[str, ...] = ()
     problem: str | None = None
+
+
+def _failing(case_id: str, path: Path, problem: str) -> CaseInput:
+    """A case that fails with `problem`; its id shows the bytes of a name that is not UTF-8 escaped."""
+    return CaseInput(os.fsencode(case_id).decode("utf-8", "backslashreplace"), path, problem=problem)
+
+
+def _named(case: CaseInput) -> CaseInput:
+    """The case, or one failing with its `problem` when its file's name is not valid UTF-8."""
+    try:
+        check_utf8_name(case.path)
+    except KidneysegError as exc:
+        return _failing(case.case_id, case.path, str(exc))
+    return case
 
 
 def _dicom_case(folder: Path, series_uid: str | None, among: bool = False) -> CaseInput | None:
@@ -53,7 +67,7 @@ def _dicom_subfolders(folder: Path, series_uid: str | None) -> list[CaseInput]:
         try:
             case = _dicom_case(sub, series_uid, among=True)
         except KidneysegError as exc:
-            case = CaseInput(case_id_of(sub), sub, problem=str(exc))
+            case = _failing(case_id_of(sub), sub, str(exc))
         if case is not None:
             cases.append(case)
     if series_uid is not None and not any(c.series_uid == series_uid for c in cases):
@@ -86,10 +100,11 @@ def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> 
     path = Path(path)
     if not path.exists():
         raise KidneysegError("no such file or folder", path)
+    check_utf8_name(path)
     if path.is_file():
         return [CaseInput(case_id_of(path), path)], False
     try:
-        return [CaseInput(c.case_id, c.image) for c in discover(path).cases], True
+        return [_named(CaseInput(c.case_id, c.image)) for c in discover(path).cases], True
     except TwoLayoutsError:
         raise
     except KidneysegError:  # not a dataset layout: a folder of files or DICOM series, tried below
@@ -100,7 +115,7 @@ def find_inputs(path: str | os.PathLike[str], series_uid: str | None = None) -> 
         both = sorted(set(flat) & {c.case_id for c in series})
         if both:
             raise KidneysegError(f"holds both a NIfTI file and a DICOM folder of case(s) {both}", path)
-        return [CaseInput(name, image) for name, image in flat.items()] + series, True
+        return [_named(CaseInput(name, image)) for name, image in flat.items()] + series, True
     single = _dicom_case(path, series_uid)
     if single is not None:
         return [single], False
