@@ -77,6 +77,29 @@ def test_folder_mode_goes_on_after_a_bad_case_and_resumes(ckpt, tmp_path):
     assert (out / "alpha.nii.gz").stat().st_mtime_ns == before
 
 
+def test_a_run_writing_the_same_record_is_refused_while_another_holds_it(ckpt, tmp_path):
+    """Was: two runs into one folder at once both exited 0, and the run record and statistics.csv
+    kept only the cases of the run that finished last."""
+    from kidneyseg.io.atomic import exclusive
+
+    ct = phantom_file(tmp_path / "alpha.nii.gz", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    with exclusive(out / f".{RECORD_NAME}.lock", "held by the test"):
+        busy = predict("-i", ct, "-o", out, "--model", ckpt, "-q")
+        assert busy.exit_code == 2 and busy.output.splitlines() == [
+            f"error: {out}: another kidneyseg predict is writing into this folder (its run record "
+            f"{RECORD_NAME}): wait for it to finish, or predict into another --out (--shard shares a "
+            "folder's cases out between jobs)"
+        ]
+        assert [p.name for p in out.iterdir()] == [f".{RECORD_NAME}.lock"]
+        shard = predict("-i", ct.parent, "-o", out, "--model", ckpt, "-q", "--shard", "1/1")
+        assert shard.exit_code == 0, shard.output  # a shard writes its own record
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # each lock went with its run
+    again = predict("-i", ct, "-o", out, "--model", ckpt, "-q")
+    assert again.exit_code == 0 and (out / RECORD_NAME).is_file(), again.output
+
+
 def test_kits_layout_with_options(ckpt, tmp_path):
     case = tmp_path / "data" / "dataset" / "case_00007"
     case.mkdir(parents=True)

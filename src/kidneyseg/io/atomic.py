@@ -118,3 +118,39 @@ def remove_stale_partials(folder: str | os.PathLike[str]) -> list[Path]:
                 path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+@contextmanager
+def exclusive(lock: Path, busy: str) -> Iterator[None]:
+    """Hold the lock file `lock` (created, and removed when released) for the block, or refuse at
+    once with `busy` when another process holds it: two runs writing one record would each keep
+    only their own cases. A holder removes the file only while holding it, and a process that
+    locked a file already removed tries again, so two holders never meet. Without `fcntl`
+    (Windows) the block runs unlocked.
+
+    Raises:
+        KidneysegError: another process holds the lock (`busy`, naming the lock's folder).
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise KidneysegError(busy, lock.parent) from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)

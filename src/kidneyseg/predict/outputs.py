@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.io.atomic import write_atomic
 from kidneyseg.io.volume import NIFTI_SUFFIXES, Volume, load_nifti, nifti_image, nifti_stem
 from kidneyseg.labels import LABEL_MAPS, LabelMap, split_sides
+from kidneyseg.predict.inputs import CaseInput
 from kidneyseg.predict.predictor import Prediction, PredictSettings
 
 
@@ -117,6 +119,26 @@ def case_outputs(
         names = ("report", "report_html", "report_preview")
         outputs |= dict(zip(names, report_files(out_dir, name), strict=True))
     return outputs
+
+
+def check_dicom_outputs(cases: list[CaseInput], options: OutputOptions, where: Any) -> None:
+    """Refuse DICOM outputs the input cannot give, before anything is computed."""
+    if options.new_uids and not options.dicom:
+        raise KidneysegError("--new-uids is for DICOM outputs: add --dicom-seg or --dicom-rtstruct")
+    if not options.dicom:
+        return
+    from kidneyseg.predict.dicom_rtstruct import check_rtstruct_available
+    from kidneyseg.predict.dicom_source import refuse_missing_uids
+
+    if not any(c.dicom_files for c in cases):
+        raise KidneysegError("--dicom-seg and --dicom-rtstruct need DICOM input", where)
+    if options.dicom_rtstruct:
+        check_rtstruct_available()
+    if not options.new_uids:
+        what = "a DICOM SEG" if options.dicom_seg else "an RTSTRUCT"
+        for case in cases:
+            if case.dicom_files:
+                refuse_missing_uids(case.dicom_files, case.path, what)
 
 
 def write_probabilities(path: Path, prediction: Prediction) -> Path:

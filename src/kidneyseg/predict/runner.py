@@ -35,13 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from kidneyseg.errors import KidneysegError, exception_line, interrupt_behind, warn_on_stderr
-from kidneyseg.io.atomic import make_folder
+from kidneyseg.io.atomic import exclusive, make_folder
 from kidneyseg.io.formats import canonical_path
 from kidneyseg.io.volume import NIFTI_SUFFIXES, nifti_stem
 from kidneyseg.predict.inputs import CaseInput, find_inputs
 from kidneyseg.predict.outputs import (
     OutputOptions,
     case_outputs,
+    check_dicom_outputs,
     output_label_map,
     refuse_clashing_outputs,
     refuse_overwriting_inputs,
@@ -173,26 +174,6 @@ def _output_target(out: Path, folder_mode: bool) -> tuple[Path, str | None, str]
     return out.parent, name, out.name[len(name) :]
 
 
-def _check_dicom_outputs(cases: list[CaseInput], options: OutputOptions, where: Any) -> None:
-    """Refuse DICOM outputs the input cannot give, before anything is computed."""
-    if options.new_uids and not options.dicom:
-        raise KidneysegError("--new-uids is for DICOM outputs: add --dicom-seg or --dicom-rtstruct")
-    if not options.dicom:
-        return
-    from kidneyseg.predict.dicom_rtstruct import check_rtstruct_available
-    from kidneyseg.predict.dicom_source import refuse_missing_uids
-
-    if not any(c.dicom_files for c in cases):
-        raise KidneysegError("--dicom-seg and --dicom-rtstruct need DICOM input", where)
-    if options.dicom_rtstruct:
-        check_rtstruct_available()
-    if not options.new_uids:
-        what = "a DICOM SEG" if options.dicom_seg else "an RTSTRUCT"
-        for case in cases:
-            if case.dicom_files:
-                refuse_missing_uids(case.dicom_files, case.path, what)
-
-
 @dataclass(frozen=True)
 class Destination:
     """Where `predict_cases` writes: the output folder, the run record's file name, the label
@@ -290,7 +271,7 @@ def run_prediction(
     if shard is not None and not folder_mode:
         raise KidneysegError("--shard shares out the cases of a folder, and this is one CT", input_path)
     refuse_overwriting_inputs([(c.case_id, c.path) for c in cases], out_dir, *target)
-    _check_dicom_outputs(cases, options, input_path)
+    check_dicom_outputs(cases, options, input_path)
     predictor = Predictor(models, settings, device=device)
     if folder_mode:  # every case, also those of other shards
         out_map = output_label_map(predictor.label_map, options)
@@ -325,8 +306,39 @@ def predict_cases(
     outputs are unchanged (`kidneyseg.predict.run_record`); otherwise it is predicted again.
 
     Raises:
-        KidneysegError: the output folder cannot be written; outside folder mode, the case's error.
+        KidneysegError: the output folder cannot be written, or another run writes its run record
+            there now; outside folder mode, the case's error.
     """
+    out_dir = where.out_dir
+    created = make_folder(out_dir)
+    busy = (
+        f"another kidneyseg predict is writing into this folder (its run record {where.record_file}): "
+        "wait for it to finish, or predict into another --out (--shard shares a folder's cases "
+        "out between jobs)"
+    )
+    try:
+        with exclusive(out_dir / f".{where.record_file}.lock", busy):
+            record = _predict_locked(predictor, cases, where, options, command, startup, progress, warn, echo)
+    except BaseException:  # a single CT's error is the run's
+        _remove_if_empty(out_dir, created)
+        raise
+    if all(c["status"] == "failed" for c in record.cases):
+        _remove_if_empty(out_dir, created)
+    return record
+
+
+def _predict_locked(
+    predictor: Predictor,
+    cases: list[CaseInput],
+    where: Destination,
+    options: OutputOptions,
+    command: dict[str, Any],
+    startup: float,
+    progress: bool,
+    warn: Callable[[str], None],
+    echo: Callable[[str], None] | None,
+) -> RunRecord:
+    """`predict_cases` while it holds its run record's lock."""
     from tqdm import tqdm
 
     from kidneyseg.report.statistics import (
@@ -338,7 +350,6 @@ def predict_cases(
 
     start = time.perf_counter() - startup
     out_dir, folder_mode = where.out_dir, where.folder_mode
-    created = make_folder(out_dir)
     record_path = out_dir / where.record_file
     record = new_record(command, predictor, options, startup)
     record.color_tables = recorded_color_tables(record_path)  # kept, should the run be interrupted
@@ -349,13 +360,7 @@ def predict_cases(
     try:
         for case in bar:
             bar.set_postfix_str(case.case_id)
-            try:
-                entry = _run_case(
-                    predictor, case, where, options, previous, folder_mode or not progress, warn
-                )
-            except BaseException:  # a single CT's error is the run's
-                _remove_if_empty(out_dir, created)
-                raise
+            entry = _run_case(predictor, case, where, options, previous, folder_mode or not progress, warn)
             record.cases.append(entry)
             record.seconds = round(time.perf_counter() - start, 3)
             writer.after_case()  # an interrupted run goes on from here
@@ -365,7 +370,6 @@ def predict_cases(
         writer.flush()
     bar.close()
     if all(c["status"] == "failed" for c in record.cases):
-        _remove_if_empty(out_dir, created)
         return record
     write_color_tables(out_dir, output_label_map(predictor.label_map, options), record, tables, warn)
     write_record(record_path, record, writer.kept)  # with the colour tables
