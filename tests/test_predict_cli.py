@@ -136,6 +136,44 @@ def test_report_option_writes_the_case_report(ckpt, tmp_path):
     assert "the model was unsure of" in result.output
 
 
+@pytest.mark.parametrize("fails", ["moving the report into place", "writing the label map"])
+def test_a_failed_rerun_leaves_the_earlier_outputs_as_they_were(ckpt, tmp_path, monkeypatch, fails):
+    """Was: a re-run that could not replace `one_report.json` (a file made immutable, or locked by a
+    viewer on a share) left the new page beside the old JSON and label map; one that failed at the
+    label map deleted the earlier report it had already replaced."""
+    import os
+
+    import kidneyseg.predict.label_files as label_files
+    import kidneyseg.predict.outputs as outputs
+    from kidneyseg.errors import KidneysegError
+
+    out = tmp_path / "out"
+    first = predict(
+        "-i", phantom_file(tmp_path / "a" / "one.nii.gz", 3), "-o", out, "--model", ckpt, "--report"
+    )
+    assert first.exit_code == 0, first.output
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    if fails == "writing the label map":
+
+        def write_label_image(path, *args, **kwargs):  # as the atomic writer fails on a full disk
+            raise KidneysegError("could not write (No space left on device)", path)
+
+        monkeypatch.setattr(label_files, "write_label_image", write_label_image)
+    else:
+        replace = os.replace
+
+        def refuse(source, target):
+            if Path(target).name == "one_report.json":
+                raise PermissionError(1, "Operation not permitted")
+            replace(source, target)
+
+        monkeypatch.setattr(outputs.os, "replace", refuse)
+    other = phantom_file(tmp_path / "b" / "one.nii.gz", 4)  # another CT of the same name
+    again = predict("-i", other, "-o", out, "--model", ckpt, "--report", "-q")
+    assert again.exit_code != 0 and len(again.output.strip().splitlines()) == 1, again.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 @pytest.fixture(scope="module")
 def two_series(shared_data, tmp_path_factory) -> tuple[Path, list[str]]:
     from pydicom.uid import generate_uid

@@ -1,12 +1,16 @@
 """What `kidneyseg predict` writes for one case, and how (see `kidneyseg.predict.runner`).
 
-Every writer is atomic; `write_case_files` writes the label map last (it marks the case as
-finished) and lists every file it wrote, so a failure can remove them all.
+A case's files appear all or none (`write_case`): they are written into a hidden folder beside
+them, then moved into place, the label map last (it marks the case as finished); a file of an
+earlier run is moved aside first and put back should any move fail, so a failed re-run leaves the
+earlier run's outputs as they were, consistent with each other.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 from dataclasses import dataclass, replace
 from functools import partial
@@ -16,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kidneyseg.errors import KidneysegError, some_names
-from kidneyseg.io.atomic import write_atomic
+from kidneyseg.io.atomic import partial_name, write_atomic
 from kidneyseg.io.volume import NIFTI_SUFFIXES, Volume, load_nifti, nifti_image, nifti_stem
 from kidneyseg.labels import LABEL_MAPS, LabelMap, split_sides
 from kidneyseg.predict.inputs import CaseInput
@@ -204,22 +208,20 @@ def refuse_clashing_outputs(case_files: dict[str, dict[str, Path]]) -> None:
 
 def _write_dicom(
     outputs: dict[str, Path], labels: Volume, label_map: LabelMap, options: OutputOptions
-) -> list[Path]:
+) -> None:
     from kidneyseg.predict.dicom_source import read_sources, write_series
 
     sources = read_sources(labels.dicom_files, labels.source, options.new_uids)
-    written = []
     if "dicom_ct" in outputs:
-        written.append(write_series(outputs["dicom_ct"], sources))
+        write_series(outputs["dicom_ct"], sources)
     if "dicom_seg" in outputs:
         from kidneyseg.predict.dicom_seg import write_dicom_seg
 
-        written.append(write_dicom_seg(outputs["dicom_seg"], labels, label_map, sources))
+        write_dicom_seg(outputs["dicom_seg"], labels, label_map, sources)
     if "dicom_rtstruct" in outputs:
         from kidneyseg.predict.dicom_rtstruct import write_rtstruct
 
-        written.append(write_rtstruct(outputs["dicom_rtstruct"], labels, label_map, sources))
-    return written
+        write_rtstruct(outputs["dicom_rtstruct"], labels, label_map, sources)
 
 
 def write_case_files(
@@ -228,10 +230,10 @@ def write_case_files(
     prediction: Prediction,
     label_map: LabelMap,
     options: OutputOptions,
-    written: list[Path],
+    labels_path: Path,
 ) -> dict:
-    """Write a case's outputs, the label map last, appending each file to `written`; returns the
-    case report (the one written with `--report`, else measured for the statistics, or why not)."""
+    """Write a case's outputs, the label map last; returns the case report (the one written with
+    `--report`, naming `labels_path` as its labels, else measured for the statistics, or why not)."""
     from kidneyseg.predict.label_files import class_masks, split_labels_by_side, write_label_image
     from kidneyseg.report import measure, write_report
     from kidneyseg.report.checks import ReportOptions
@@ -239,17 +241,16 @@ def write_case_files(
     labels = prediction.labels
     name = nifti_stem(outputs["labels"])
     if PROBABILITIES in outputs:
-        written.append(write_probabilities(outputs[PROBABILITIES], prediction))
+        write_probabilities(outputs[PROBABILITIES], prediction)
     if options.dicom:
-        written += _write_dicom(outputs, labels, label_map, options)
+        _write_dicom(outputs, labels, label_map, options)
     confidence, votes = prediction.confidence, prediction.votes
     if "report" in outputs:
         # The report names the label file this case writes, not the CT the labels came from.
-        named = replace(labels, source=str(outputs["labels"]), dicom_files=())
+        named = replace(labels, source=str(labels_path), dicom_files=())
         paths = write_report(
             ct, named, outputs["report"].parent, label_map, name, confidence=confidence, votes=votes
         )
-        written += [paths.json, paths.html, paths.preview]
         report = json.loads(paths.json.read_text(encoding="utf-8"))
     else:
         try:
@@ -263,15 +264,68 @@ def write_case_files(
     array = split_labels_by_side(labels.array, ct) if options.split_sides else labels.array
     if options.per_class:
         for class_name, (mask, mask_map) in class_masks(array, out_map).items():
-            written.append(write_label_image(outputs[f"mask_{class_name}"], mask, ct, mask_map))
-    written.append(write_label_image(outputs["labels"], array, ct, out_map))
+            write_label_image(outputs[f"mask_{class_name}"], mask, ct, mask_map)
+    write_label_image(outputs["labels"], array, ct, out_map)
     return report
 
 
-def remove(paths: list[Path]) -> None:
-    """Delete files and folders written for a case that failed."""
-    for p in paths:
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+def write_case(
+    outputs: dict[str, Path], ct: Volume, prediction: Prediction, label_map: LabelMap, options: OutputOptions
+) -> dict:
+    """Write a case's `outputs` (all in one folder) all or none; returns its report
+    (`write_case_files`).
+
+    Raises:
+        KidneysegError: a file could not be written or moved into place; the folder then holds
+            what it held before.
+    """
+    final = outputs["labels"]
+    stage = partial_name(final.parent / nifti_stem(final))
+    try:
+        stage.mkdir()
+    except OSError as exc:
+        raise KidneysegError(f"could not write ({exc.strerror or exc})", final.parent) from None
+    try:
+        staged = {key: stage / path.name for key, path in outputs.items()}
+        report = write_case_files(staged, ct, prediction, label_map, options, final)
+        _move_into_place(staged, outputs, stage / ".earlier")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return report
+
+
+def _move_into_place(staged: dict[str, Path], outputs: dict[str, Path], aside: Path) -> None:
+    """Move each staged file to its output path, the label map last; an earlier file there goes
+    to `aside` first. Should a move fail, the files moved in are removed and the earlier ones put
+    back.
+
+    Raises:
+        KidneysegError: naming the file that could not be moved.
+    """
+    for key, target in outputs.items():
+        if target.is_dir() != staged[key].is_dir() and (target.exists() or target.is_symlink()):
+            reason = os.strerror(errno.EISDIR if target.is_dir() else errno.ENOTDIR)
+            raise KidneysegError(f"could not write ({reason})", target)
+    aside.mkdir()
+    earlier: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    target = outputs["labels"]
+    try:
+        for key in sorted(outputs, key=lambda k: k == "labels"):
+            target = outputs[key]
+            if target.exists() or target.is_symlink():
+                os.replace(target, aside / target.name)
+                earlier.append((aside / target.name, target))
+            os.replace(staged[key], target)
+            placed.append(target)
+    except OSError as exc:
+        for path in placed:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        for backup, path in earlier:
+            os.replace(backup, path)
+        raise KidneysegError(
+            f"could not write ({exc.strerror or exc}); its earlier outputs are kept", target
+        ) from None

@@ -21,8 +21,10 @@ another label map goes once no label map in the folder is of it), `predict_run.j
 (versions, device, models, settings, per-case time and statistics; `predict_run.<i>-of-<n>.json`
 for a shard) and, for a folder, `statistics.csv` over every finished case of every shard. An
 output path ending in `.nii.gz` names the label map of a single CT; the other files go beside it,
-named after it. Every file is written atomically, and a case that fails leaves none of its files
-behind; in folder mode the other cases go on and the failures are listed at the end.
+named after it. A case's files appear all or none, and a failed re-run leaves an earlier run's
+files as they were (`kidneyseg.predict.outputs.write_case`); in folder mode the other cases go on
+and the failures are listed at the end. While it writes, a run holds a lock file beside its run
+record, so that a second run writing the same record stops at once.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from kidneyseg.errors import KidneysegError, exception_line, interrupt_behind, warn_on_stderr
-from kidneyseg.io.atomic import exclusive, make_folder
+from kidneyseg.io.atomic import exclusive, make_folder, remove_stale_partials
 from kidneyseg.io.formats import canonical_path
 from kidneyseg.io.volume import NIFTI_SUFFIXES, nifti_stem
 from kidneyseg.predict.inputs import CaseInput, find_inputs
@@ -46,8 +48,7 @@ from kidneyseg.predict.outputs import (
     output_label_map,
     refuse_clashing_outputs,
     refuse_overwriting_inputs,
-    remove,
-    write_case_files,
+    write_case,
 )
 from kidneyseg.predict.predictor import Predictor, PredictSettings
 from kidneyseg.predict.run_record import (
@@ -112,13 +113,8 @@ def predict_case(
     prediction = predictor.predict(ct, progress=progress)
     out_map = output_label_map(predictor.label_map, options)
     outputs = case_outputs(out_dir, name or case.case_id, predictor.settings, options, out_map, suffix)
-    written: list[Path] = []
     t = time.perf_counter()
-    try:
-        report = write_case_files(outputs, ct, prediction, predictor.label_map, options, written)
-    except BaseException:
-        remove(written)
-        raise
+    report = write_case(outputs, ct, prediction, predictor.label_map, options)
     for dropped in prediction.ruled_out:
         warn(
             f"warning: {case.case_id}: left out a {dropped['volume_ml']:g} mL component labelled as kidney: "
@@ -350,6 +346,7 @@ def _predict_locked(
 
     start = time.perf_counter() - startup
     out_dir, folder_mode = where.out_dir, where.folder_mode
+    remove_stale_partials(out_dir)  # what a killed run was writing
     record_path = out_dir / where.record_file
     record = new_record(command, predictor, options, startup)
     record.color_tables = recorded_color_tables(record_path)  # kept, should the run be interrupted
