@@ -60,3 +60,43 @@ def test_a_killed_preprocess_or_phantom_run_leaves_no_temporary_file_after_a_rer
     preprocess_dataset(discover(tmp_path / "ph"), config, tmp_path / "cache", progress=False)
     assert not [p.name for p in case.iterdir() if p.name.startswith(".")]
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["case_00000", "case_00001"]
+
+
+def test_a_lock_is_held_by_one_process_at_a_time_and_goes_with_it(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    import pytest
+
+    from kidneyseg.errors import KidneysegError
+    from kidneyseg.io.atomic import exclusive
+
+    lock = tmp_path / ".record.lock"
+    holder = subprocess.Popen(  # another process holds the lock until told to let go
+        [
+            sys.executable,
+            "-c",
+            f"from kidneyseg.io.atomic import exclusive; from pathlib import Path\n"
+            f"with exclusive(Path({str(lock)!r}), 'x'):\n    print('held', flush=True); input()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline() == "held\n"
+    with pytest.raises(KidneysegError) as refused, exclusive(lock, "busy now"):
+        pass
+    assert str(refused.value) == f"{tmp_path}: busy now"
+    holder.communicate("\n")
+    assert not lock.exists()
+    with exclusive(lock, "busy now"):
+        assert lock.exists()
+    assert not lock.exists()
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with exclusive(lock, "busy now"):  # a file system that cannot lock: the block runs unlocked
+        ran = True
+    assert ran and not lock.exists()

@@ -126,7 +126,7 @@ def exclusive(lock: Path, busy: str) -> Iterator[None]:
     once with `busy` when another process holds it: two runs writing one record would each keep
     only their own cases. A holder removes the file only while holding it, and a process that
     locked a file already removed tries again, so two holders never meet. Without `fcntl`
-    (Windows) the block runs unlocked.
+    (Windows), or on a file system that cannot lock, the block runs unlocked.
 
     Raises:
         KidneysegError: another process holds the lock (`busy`, naming the lock's folder).
@@ -137,12 +137,20 @@ def exclusive(lock: Path, busy: str) -> Iterator[None]:
         yield
         return
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise KidneysegError(f"could not write ({exc.strerror or exc})", lock) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise KidneysegError(busy, lock.parent) from None
+        except OSError:  # a file system without locks (some network shares)
+            os.close(fd)
+            lock.unlink(missing_ok=True)
+            yield
+            return
         try:
             if os.fstat(fd).st_ino == os.stat(lock).st_ino:
                 break
