@@ -93,6 +93,29 @@ def test_a_lock_is_held_by_one_process_at_a_time_and_goes_with_it(tmp_path, monk
         assert lock.exists()
     assert not lock.exists()
 
+    lock.write_text("")  # another user's lock file, which this user may read but not write
+    real_open = os.open
+
+    def readable_only(path, flags, *mode):
+        if path == lock and flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *mode)
+
+    monkeypatch.setattr(os, "open", readable_only)
+    with exclusive(lock, "busy now"):
+        holder = subprocess.run(  # held all the same: a second process is refused
+            [
+                sys.executable,
+                "-c",
+                f"from kidneyseg.io.atomic import exclusive; from pathlib import Path\n"
+                f"with exclusive(Path({str(lock)!r}), 'busy'):\n    pass",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert holder.returncode != 0 and "busy" in holder.stderr
+    monkeypatch.undo()
+
     def no_locks(fd, operation):
         raise OSError(errno.ENOLCK, "No locks available")
 

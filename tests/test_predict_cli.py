@@ -96,8 +96,12 @@ def test_a_run_writing_the_same_record_is_refused_while_another_holds_it(ckpt, t
         shard = predict("-i", ct.parent, "-o", out, "--model", ckpt, "-q", "--shard", "1/1")
         assert shard.exit_code == 0, shard.output  # a shard writes its own record
     assert not any(p.name.startswith(".") for p in out.iterdir())  # each lock went with its run
-    again = predict("-i", ct, "-o", out, "--model", ckpt, "-q")
+    left = out / ".alpha.kidneyseg-staging-x1y2z3"  # what a run killed while writing alpha left
+    (left / ".earlier").mkdir(parents=True)
+    (out / ".budget.partial-2025.xlsx").write_text("a user's file, not ours")
+    again = predict("-i", ct, "-o", out, "--model", ckpt, "-q", "--overwrite")
     assert again.exit_code == 0 and (out / RECORD_NAME).is_file(), again.output
+    assert not left.exists() and (out / ".budget.partial-2025.xlsx").is_file()
 
 
 def test_kits_layout_with_options(ckpt, tmp_path):
@@ -136,7 +140,9 @@ def test_report_option_writes_the_case_report(ckpt, tmp_path):
     assert "the model was unsure of" in result.output
 
 
-@pytest.mark.parametrize("fails", ["moving the report into place", "writing the label map"])
+@pytest.mark.parametrize(
+    "fails", ["moving the report into place", "an interrupt moving a mask", "writing the label map"]
+)
 def test_a_failed_rerun_leaves_the_earlier_outputs_as_they_were(ckpt, tmp_path, monkeypatch, fails):
     """Was: a re-run that could not replace `one_report.json` (a file made immutable, or locked by a
     viewer on a share) left the new page beside the old JSON and label map; one that failed at the
@@ -146,11 +152,11 @@ def test_a_failed_rerun_leaves_the_earlier_outputs_as_they_were(ckpt, tmp_path, 
     import kidneyseg.predict.label_files as label_files
     import kidneyseg.predict.outputs as outputs
     from kidneyseg.errors import KidneysegError
+    from kidneyseg.predict.outputs import STAGING
 
     out = tmp_path / "out"
-    first = predict(
-        "-i", phantom_file(tmp_path / "a" / "one.nii.gz", 3), "-o", out, "--model", ckpt, "--report"
-    )
+    options = ["--model", ckpt, "--report", "--per-class"]
+    first = predict("-i", phantom_file(tmp_path / "a" / "one.nii.gz", 3), "-o", out, *options)
     assert first.exit_code == 0, first.output
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     if fails == "writing the label map":
@@ -159,19 +165,30 @@ def test_a_failed_rerun_leaves_the_earlier_outputs_as_they_were(ckpt, tmp_path, 
             raise KidneysegError("could not write (No space left on device)", path)
 
         monkeypatch.setattr(label_files, "write_label_image", write_label_image)
-    else:
-        replace = os.replace
+    else:  # a move into the output folder itself (not the writes into the staging folder)
+        replace, name = os.replace, "one_report.json" if fails.startswith("moving") else "one_tumor.nii.gz"
 
-        def refuse(source, target):
-            if Path(target).name == "one_report.json":
+        def refuse(source, target):  # the move in fails, once: putting the earlier file back works
+            if Path(target) == out / name and STAGING in Path(source).parent.name:
+                if name == "one_tumor.nii.gz":
+                    raise KeyboardInterrupt
                 raise PermissionError(1, "Operation not permitted")
             replace(source, target)
 
         monkeypatch.setattr(outputs.os, "replace", refuse)
     other = phantom_file(tmp_path / "b" / "one.nii.gz", 4)  # another CT of the same name
-    again = predict("-i", other, "-o", out, "--model", ckpt, "--report", "-q")
+    again = predict("-i", other, "-o", out, *options, "-q")
     assert again.exit_code != 0 and len(again.output.strip().splitlines()) == 1, again.output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    if fails.startswith("moving"):
+        assert again.output == (
+            f"error: {out / 'one_report.json'}: could not write (Operation not permitted); the case's "
+            "earlier outputs are kept\n"
+        )
+    elif fails.startswith("writing"):  # named where it goes, not in the staging folder
+        assert (
+            again.output == f"error: {out / 'one_kidney.nii.gz'}: could not write (No space left on device)\n"
+        )
 
 
 @pytest.fixture(scope="module")

@@ -282,7 +282,8 @@ def test_names_that_are_not_utf8_fail_their_case_in_one_line(series, ckpt, tmp_p
     assert (tmp_path / "out" / "good.nii.gz").is_file()
     nifti = os.fsdecode(bytes(tmp_path) + b"/CT\xe9.nii.gz")
     os.symlink(batch / "good.nii.gz", nifti)
-    for given in (renamed, nifti):
-        single = runner.invoke(app, ["predict", "-i", given, "-o", str(tmp_path / "one"), "-m", str(ckpt)])
+    latin_out = os.fsdecode(bytes(tmp_path) + b"/out\xe9")
+    for given, out in ((renamed, str(tmp_path / "one")), (nifti, str(tmp_path / "one")), (batch, latin_out)):
+        single = runner.invoke(app, ["predict", "-i", given, "-o", out, "-m", str(ckpt)])
         assert single.exit_code == 2 and len(single.output.splitlines()) == 1, single.output
         assert "the name is not valid UTF-8" in single.output

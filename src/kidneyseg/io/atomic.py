@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -139,6 +140,8 @@ def exclusive(lock: Path, busy: str) -> Iterator[None]:
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:  # another user's lock file: a read-only descriptor locks it too
+            fd = os.open(lock, os.O_RDONLY)
         except OSError as exc:
             raise KidneysegError(f"could not write ({exc.strerror or exc})", lock) from None
         try:
@@ -160,5 +163,6 @@ def exclusive(lock: Path, busy: str) -> Iterator[None]:
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # another user's file in a sticky folder stays
+            lock.unlink(missing_ok=True)
         os.close(fd)

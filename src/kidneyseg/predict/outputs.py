@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from kidneyseg.errors import KidneysegError, some_names
-from kidneyseg.io.atomic import partial_name, write_atomic
+from kidneyseg.io.atomic import write_atomic
 from kidneyseg.io.volume import NIFTI_SUFFIXES, Volume, load_nifti, nifti_image, nifti_stem
 from kidneyseg.labels import LABEL_MAPS, LabelMap, split_sides
 from kidneyseg.predict.inputs import CaseInput
@@ -269,35 +270,56 @@ def write_case_files(
     return report
 
 
+STAGING = ".kidneyseg-staging-"
+"""In a case's staging folder's name, `.<case><STAGING><random>`: the folder a run writes the
+case's files into before it moves them into place (`write_case`)."""
+
+
 def write_case(
     outputs: dict[str, Path], ct: Volume, prediction: Prediction, label_map: LabelMap, options: OutputOptions
 ) -> dict:
     """Write a case's `outputs` (all in one folder) all or none; returns its report
-    (`write_case_files`).
+    (`write_case_files`). The files go into a staging folder beside them first; one that a killed
+    run left for this case is removed (a run holds its run record's lock while it writes, and
+    shards write other cases).
 
     Raises:
-        KidneysegError: a file could not be written or moved into place; the folder then holds
-            what it held before.
+        KidneysegError: a file could not be written or moved into place (named by its output
+            path); the folder then holds what it held before.
     """
     final = outputs["labels"]
-    stage = partial_name(final.parent / nifti_stem(final))
+    prefix = f".{nifti_stem(final)}{STAGING}"
+    for left in (p for p in final.parent.iterdir() if p.name.startswith(prefix) and p.is_dir()):
+        shutil.rmtree(left, ignore_errors=True)
     try:
-        stage.mkdir()
+        stage = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
     except OSError as exc:
         raise KidneysegError(f"could not write ({exc.strerror or exc})", final.parent) from None
+    staged = {key: stage / path.name for key, path in outputs.items()}
     try:
-        staged = {key: stage / path.name for key, path in outputs.items()}
         report = write_case_files(staged, ct, prediction, label_map, options, final)
-        _move_into_place(staged, outputs, stage / ".earlier")
-    finally:
+    except KidneysegError as exc:  # named by where the file goes, not by the staging folder
         shutil.rmtree(stage, ignore_errors=True)
+        inside = exc.path is not None and Path(exc.path).parent == stage
+        raise KidneysegError(exc.message, final.parent / Path(exc.path).name) if inside else exc from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    aside = stage / ".earlier"
+    try:
+        _move_into_place(staged, outputs, aside)
+    except BaseException:
+        if not (aside.is_dir() and any(aside.iterdir())):  # no earlier output left there
+            shutil.rmtree(stage, ignore_errors=True)
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
     return report
 
 
 def _move_into_place(staged: dict[str, Path], outputs: dict[str, Path], aside: Path) -> None:
     """Move each staged file to its output path, the label map last; an earlier file there goes
-    to `aside` first. Should a move fail, the files moved in are removed and the earlier ones put
-    back.
+    to `aside` first. Should a move fail or the run be interrupted, the files moved in are removed
+    and the earlier ones put back; those that cannot be are left in `aside`, named in the error.
 
     Raises:
         KidneysegError: naming the file that could not be moved.
@@ -318,14 +340,28 @@ def _move_into_place(staged: dict[str, Path], outputs: dict[str, Path], aside: P
                 earlier.append((aside / target.name, target))
             os.replace(staged[key], target)
             placed.append(target)
-    except OSError as exc:
-        for path in placed:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        for backup, path in earlier:
-            os.replace(backup, path)
+    except BaseException as exc:
+        kept = _put_back(placed, earlier)
+        if not isinstance(exc, OSError):
+            raise
+        where = "kept" if kept else f"in {aside}"
+        reason = exc.strerror or exc
         raise KidneysegError(
-            f"could not write ({exc.strerror or exc}); its earlier outputs are kept", target
+            f"could not write ({reason}); the case's earlier outputs are {where}", target
         ) from None
+
+
+def _put_back(placed: list[Path], earlier: list[tuple[Path, Path]]) -> bool:
+    """Remove the files moved in and move the earlier ones back; whether all went back."""
+    for path in placed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    kept = True
+    for backup, path in earlier:
+        try:
+            os.replace(backup, path)
+        except OSError:
+            kept = False
+    return kept

@@ -36,8 +36,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kidneyseg.errors import KidneysegError, exception_line, interrupt_behind, warn_on_stderr
-from kidneyseg.io.atomic import exclusive, make_folder, remove_stale_partials
+from kidneyseg.errors import KidneysegError, check_utf8_name, exception_line, interrupt_behind, warn_on_stderr
+from kidneyseg.io.atomic import exclusive, make_folder
 from kidneyseg.io.formats import canonical_path
 from kidneyseg.io.volume import NIFTI_SUFFIXES, nifti_stem
 from kidneyseg.predict.inputs import CaseInput, find_inputs
@@ -163,7 +163,7 @@ def _output_target(out: Path, folder_mode: bool) -> tuple[Path, str | None, str]
             out,
         )
     name = nifti_stem(out)
-    if not name:
+    if not name.strip("."):
         raise KidneysegError(
             "the output file has no name before its .nii or .nii.gz: name the label map", out
         )
@@ -262,6 +262,7 @@ def run_prediction(
     start = time.perf_counter()
     settings, options = settings or PredictSettings(), options or OutputOptions()
     # One spelling of the same paths, so that another finds the earlier run's record and outputs.
+    check_utf8_name(out)
     cases, folder_mode = find_inputs(canonical_path(input_path), series_uid)
     out_dir, *target = _output_target(canonical_path(out), folder_mode)
     if shard is not None and not folder_mode:
@@ -346,7 +347,6 @@ def _predict_locked(
 
     start = time.perf_counter() - startup
     out_dir, folder_mode = where.out_dir, where.folder_mode
-    remove_stale_partials(out_dir)  # what a killed run was writing
     record_path = out_dir / where.record_file
     record = new_record(command, predictor, options, startup)
     record.color_tables = recorded_color_tables(record_path)  # kept, should the run be interrupted
