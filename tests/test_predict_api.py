@@ -262,6 +262,14 @@ def test_one_ct_to_a_named_file_with_sides_and_masks(ckpt, ct_file, tmp_path):
     )
     assert dots.exit_code == 2 and "has no name before its .nii" in dots.output
     assert not (tmp_path / ".nii.gz").exists() and not (tmp_path / "..nii.gz").exists()
+    upper = runner.invoke(
+        app, ["predict", "-i", str(ct_file), "-o", str(tmp_path / "SEG.NII.GZ"), "-m", str(ckpt)]
+    )
+    assert (
+        upper.exit_code == 2
+        and "suffix in lower case" in upper.output
+        and not (tmp_path / "SEG.NII.GZ").exists()
+    )
     bundled = runner.invoke(app, ["predict", "-i", str(ct_file), "-o", str(tmp_path / "bundled.nii.gz")])
     assert bundled.exit_code == 0, bundled.output
     record = json.loads((tmp_path / "predict_run.json").read_text())

@@ -155,6 +155,8 @@ def predict_case(
 def _output_target(out: Path, folder_mode: bool) -> tuple[Path, str | None, str]:
     """The output folder, and for `-o name.nii.gz` the label map's name and suffix."""
     if not out.name.endswith(NIFTI_SUFFIXES):
+        if out.name.lower().endswith(NIFTI_SUFFIXES):
+            raise KidneysegError("write the label map's suffix in lower case (.nii or .nii.gz)", out)
         return out, None, ".nii.gz"
     if folder_mode:
         raise KidneysegError(
