@@ -20,7 +20,7 @@ from kidneyseg.io.volume import LPS_TO_RAS, read_volume
 from kidneyseg.labels import KITS23
 from kidneyseg.predict.dicom_rtstruct import write_rtstruct
 from kidneyseg.predict.dicom_source import EMPTY_WHEN_ABSENT, read_sources
-from test_predict import TINY_3D, save_tiny
+from test_predict import TINY_3D, _dicom_copy, save_tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -282,6 +282,15 @@ def test_names_that_are_not_utf8_fail_their_case_in_one_line(series, ckpt, tmp_p
     assert (tmp_path / "out" / "good.nii.gz").is_file()
     nifti = os.fsdecode(bytes(tmp_path) + b"/CT\xe9.nii.gz")
     os.symlink(batch / "good.nii.gz", nifti)
+    two = tmp_path / "two"  # --series chooses a series named in UTF-8 beside one that is not
+    study, clean = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    _dicom_copy(series, two, study, clean)
+    for file in _dicom_copy(series, tmp_path / "other", study, pydicom.uid.generate_uid()).iterdir():
+        os.rename(file, os.path.join(two, os.fsdecode(b"\xe4" + file.name.encode())))
+    chosen = runner.invoke(
+        app, ["predict", "-i", str(two), "-o", str(tmp_path / "two-out"), "-m", str(ckpt), "--series", clean]
+    )
+    assert chosen.exit_code == 0, chosen.output
     latin_out = os.fsdecode(bytes(tmp_path) + b"/out\xe9")
     for given, out in ((renamed, str(tmp_path / "one")), (nifti, str(tmp_path / "one")), (batch, latin_out)):
         single = runner.invoke(app, ["predict", "-i", given, "-o", out, "-m", str(ckpt)])

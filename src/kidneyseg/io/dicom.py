@@ -184,12 +184,14 @@ def check_series(files: tuple[str, ...], folder: Path) -> None:
     """Refuse a series whose slices do not form one regular grid.
 
     Raises:
-        KidneysegError: a file cannot be read, is truncated, is not CT (MR, PET, ...), holds
-            several frames or a broken orientation; the slices have different orientations,
-            sizes or pixel spacings; their positions are sheared off
-            the slice normal (gantry tilt); two share a position; a slice is missing; or the
+        KidneysegError: a file's name is not valid UTF-8; a file cannot be read, is truncated,
+            is not CT (MR, PET, ...), holds several frames or a broken orientation; the slices
+            have different orientations, sizes or pixel spacings; their positions are sheared
+            off the slice normal (gantry tilt); two share a position; a slice is missing; or the
             spacing is not uniform.
     """
+    for file in files:  # ITK's reader takes no other names
+        check_utf8_name(file)
     if len(files) < 2:
         for file in files:
             _check_single_file(file, folder)
@@ -259,7 +261,8 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, tuple[str, ..
     """The DICOM series in `folder`: series instance UID → its files in slice order.
 
     Raises:
-        KidneysegError: the folder's or a file's name is not valid UTF-8 (`check_utf8_name`).
+        KidneysegError: the folder's name is not valid UTF-8 (`check_utf8_name`: ITK aborts on
+            it); a file's name is checked where its series is read (`check_series`).
     """
     import SimpleITK as sitk
 
@@ -270,9 +273,6 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, tuple[str, ..
         series = {
             uid: tuple(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in reader.GetGDCMSeriesIDs(folder)
         }
-    for files in series.values():
-        for file in files:
-            check_utf8_name(file)
     return series
 
 
