@@ -270,10 +270,9 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, tuple[str, ..
     folder = str(folder)
     reader = sitk.ImageSeriesReader()
     with itk_quiet():
-        series = {
+        return {
             uid: tuple(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in reader.GetGDCMSeriesIDs(folder)
         }
-    return series
 
 
 EMPTY_UID = "a series without UID, chosen with --series ''"

@@ -300,8 +300,9 @@ def write_case(
         report = write_case_files(staged, ct, prediction, label_map, options, final)
     except KidneysegError as exc:  # named by where the file goes, not by the staging folder
         shutil.rmtree(stage, ignore_errors=True)
-        inside = exc.path is not None and Path(exc.path).parent == stage
-        raise KidneysegError(exc.message, final.parent / Path(exc.path).name) if inside else exc from None
+        if exc.path is None or Path(exc.path).parent != stage:
+            raise
+        raise KidneysegError(exc.message, final.parent / Path(exc.path).name) from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -317,13 +317,9 @@ def predict_cases(
     )
     try:
         with exclusive(out_dir / f".{where.record_file}.lock", busy):
-            record = _predict_locked(predictor, cases, where, options, command, startup, progress, warn, echo)
-    except BaseException:  # a single CT's error is the run's
+            return _predict_locked(predictor, cases, where, options, command, startup, progress, warn, echo)
+    finally:  # a folder this run made and wrote nothing into (a single CT's error, all cases failed)
         _remove_if_empty(out_dir, created)
-        raise
-    if all(c["status"] == "failed" for c in record.cases):
-        _remove_if_empty(out_dir, created)
-    return record
 
 
 def _predict_locked(
