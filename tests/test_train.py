@@ -130,6 +130,26 @@ def test_same_seed_same_losses_and_resume_is_exact(run3d, phantoms, cache, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_run_keeps_each_epochs_weights_when_asked_and_a_lost_one_is_rewritten_on_resume(
+    run3d, phantoms, cache, tmp_path
+):
+    out = tmp_path / "kept"
+    keep = [*SCA, "train.keep_epoch_weights=true"]
+    engine.train(
+        load_recipe("sca-unet-3d:cpu", overrides=[*keep, "train.epochs=1"]), phantoms, out, cache_dir=cache
+    )
+    first = out / "epochs" / "epoch_0001.pt"
+    after_one = _weights(out / "last.pt")
+    assert all(torch.equal(_weights(first)[k], after_one[k]) for k in after_one)
+    first.unlink()  # as if killed between last.pt and the epoch's own file
+    engine.resume(out, epochs=2)
+    assert sorted(p.name for p in (out / "epochs").iterdir()) == ["epoch_0001.pt", "epoch_0002.pt"]
+    assert all(torch.equal(_weights(first)[k], after_one[k]) for k in after_one)
+    second, reference = _weights(out / "epochs" / "epoch_0002.pt"), _weights(run3d / "last.pt")
+    assert all(torch.equal(second[k], reference[k]) for k in reference)
+    assert not (run3d / "epochs").exists()  # off by default
+
+
 def test_an_interrupted_run_says_so_in_its_record_and_resumes(run3d, phantoms, cache, tmp_path, monkeypatch):
     out = tmp_path / "stopped"
     epochs = []

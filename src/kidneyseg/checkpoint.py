@@ -40,6 +40,8 @@ FORMAT_VERSION = 2
 FORMAT_KEY = "kidneyseg_checkpoint"
 BEST_NAME = "best.pt"
 LAST_NAME = "last.pt"
+EPOCHS_DIR = "epochs"
+"""With `train.keep_epoch_weights`, each epoch's weights go into this folder of the run."""
 
 
 @dataclass(frozen=True)

@@ -320,6 +320,9 @@ class TrainConfig:
         deterministic: ask torch for deterministic algorithms.
         time_limit_minutes: stop after the epoch that passes this training time (0: none).
         freeze_depth: fine-tuning: shallow encoder levels frozen (attention U-Net stage 2).
+        keep_epoch_weights: also write each epoch's weights to `epochs/epoch_NNNN.pt` in the run
+            folder, for weight averages along the run (stochastic weight averaging:
+            `scripts/average_weights.py`).
     """
 
     recipe: str = ""
@@ -342,6 +345,7 @@ class TrainConfig:
     deterministic: bool = True
     time_limit_minutes: float = 0.0
     freeze_depth: int = 2
+    keep_epoch_weights: bool = False
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")

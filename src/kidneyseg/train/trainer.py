@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from kidneyseg.checkpoint import (
     BEST_NAME,
+    EPOCHS_DIR,
     LAST_NAME,
     build_model_from_config,
     library_versions,
@@ -39,18 +40,9 @@ from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import write_atomic
 from kidneyseg.train import record
-from kidneyseg.train.build import (
-    build_optimizer,
-    build_scheduler,
-    freeze_encoder,
-)
+from kidneyseg.train.build import build_optimizer, build_scheduler, freeze_encoder
 from kidneyseg.train.data import epoch_seed
-from kidneyseg.train.distributed import (
-    DistContext,
-    all_reduce_sum,
-    all_true,
-    barrier,
-)
+from kidneyseg.train.distributed import DistContext, all_reduce_sum, all_true, barrier
 from kidneyseg.train.losses import build_loss
 from kidneyseg.train.prepare import PreparedData
 from kidneyseg.train.samples import TrainSamples
@@ -297,18 +289,23 @@ class Trainer:
             f"{self.config.train.recipe or self.config.model.name}: {self.out.name}",
         )
 
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+    def _epoch_weights_path(self) -> Path:
+        return self.out / EPOCHS_DIR / f"epoch_{self.state.epoch:04d}.pt"
+
     def _save_epoch(self, improved: bool) -> None:
         """`last.pt` first: what follows is derived from it, and `restore_outputs` rewrites it."""
         if not self.ctx.is_main:
             return
         save_checkpoint(
-            self.out / LAST_NAME,
-            model_state={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            config=self.config,
-            extra_state=self._extra(),
+            self.out / LAST_NAME, model_state=self._weights(), config=self.config, extra_state=self._extra()
         )
         if improved:
             self._copy_last_to_best()
+        if self.config.train.keep_epoch_weights:
+            save_checkpoint(self._epoch_weights_path(), model_state=self._weights(), config=self.config)
         self._write_history()
         self.write_record("running")
 
@@ -319,6 +316,8 @@ class Trainer:
             return
         if s.best_epoch == s.epoch:
             self._copy_last_to_best()
+        if self.config.train.keep_epoch_weights and not self._epoch_weights_path().is_file():
+            save_checkpoint(self._epoch_weights_path(), model_state=self._weights(), config=self.config)
         self._write_history()
 
     # ---- the loop --------------------------------------------------------------------------
