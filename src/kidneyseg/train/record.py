@@ -72,7 +72,7 @@ def plot_curves(path: Path, rows: Sequence[dict[str, Any]], class_names: Sequenc
     ax_dice.set_xlabel("epoch")
     ax_dice.set_ylabel("validation Dice")
     if ax_dice.lines:
-        ax_dice.legend(loc="lower right")
+        ax_dice.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never over the points
     else:  # before the first validated epoch (train.val_every > 1)
         ax_dice.text(0.5, 0.5, "not validated yet", ha="center", va="center", transform=ax_dice.transAxes)
     ax_dice.grid(alpha=0.3)
