@@ -25,6 +25,7 @@ from kidneyseg.cli import app
 from kidneyseg.config import RunConfig
 from kidneyseg.data.phantom import generate_dataset
 from kidneyseg.errors import KidneysegError
+from kidneyseg.io.atomic import partial_name
 from kidneyseg.plaindata import dump_yaml, from_dict, load_yaml
 from kidneyseg.recipes import load_recipe
 from kidneyseg.train import engine, record, trainer
@@ -141,7 +142,13 @@ def test_a_run_keeps_each_epochs_weights_when_asked_and_a_lost_one_is_rewritten_
     first = out / "epochs" / "epoch_0001.pt"
     after_one = _weights(out / "last.pt")
     assert all(torch.equal(_weights(first)[k], after_one[k]) for k in after_one)
-    first.unlink()  # as if killed between last.pt and the epoch's own file
+    assert load_checkpoint(first).extra == {}  # weights alone, no training state
+    first.unlink()  # as if killed between last.pt and the epoch's own file, mid-write
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    partial = partial_name(first)
+    partial.with_name(partial.name.replace(f"-{os.getpid()}", f"-{int(dead.stdout)}")).write_bytes(b"half")
     engine.resume(out, epochs=2)
     assert sorted(p.name for p in (out / "epochs").iterdir()) == ["epoch_0001.pt", "epoch_0002.pt"]
     assert all(torch.equal(_weights(first)[k], after_one[k]) for k in after_one)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from kidneyseg.checkpoint import (
+    EPOCHS_DIR,
     LAST_NAME,
     Checkpoint,
     build_model_from_checkpoint,
@@ -132,6 +133,8 @@ def _run(trainer: Trainer, config: RunConfig, notice: str | None) -> RunResult:
             if notice:
                 print(notice, file=sys.stderr, flush=True)
             remove_stale_partials(out)
+            if (out / EPOCHS_DIR).is_dir():
+                remove_stale_partials(out / EPOCHS_DIR)
             trainer.write_record("running")  # first: where the data is, for a resume without last.pt
             started = True
             write_text_atomic(out / "config.yaml", dump_yaml(config))

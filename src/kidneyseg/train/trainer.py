@@ -292,20 +292,23 @@ class Trainer:
     def _weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
 
-    def _epoch_weights_path(self) -> Path:
-        return self.out / EPOCHS_DIR / f"epoch_{self.state.epoch:04d}.pt"
+    def _save_epoch_weights(self, weights: dict[str, torch.Tensor], only_if_missing: bool = False) -> None:
+        """`train.keep_epoch_weights`: this epoch's weights alone, in `EPOCHS_DIR`."""
+        path = self.out / EPOCHS_DIR / f"epoch_{self.state.epoch:04d}.pt"
+        if self.config.train.keep_epoch_weights and not (only_if_missing and path.is_file()):
+            save_checkpoint(path, model_state=weights, config=self.config)
 
     def _save_epoch(self, improved: bool) -> None:
         """`last.pt` first: what follows is derived from it, and `restore_outputs` rewrites it."""
         if not self.ctx.is_main:
             return
+        weights = self._weights()
         save_checkpoint(
-            self.out / LAST_NAME, model_state=self._weights(), config=self.config, extra_state=self._extra()
+            self.out / LAST_NAME, model_state=weights, config=self.config, extra_state=self._extra()
         )
         if improved:
             self._copy_last_to_best()
-        if self.config.train.keep_epoch_weights:
-            save_checkpoint(self._epoch_weights_path(), model_state=self._weights(), config=self.config)
+        self._save_epoch_weights(weights)
         self._write_history()
         self.write_record("running")
 
@@ -316,8 +319,7 @@ class Trainer:
             return
         if s.best_epoch == s.epoch:
             self._copy_last_to_best()
-        if self.config.train.keep_epoch_weights and not self._epoch_weights_path().is_file():
-            save_checkpoint(self._epoch_weights_path(), model_state=self._weights(), config=self.config)
+        self._save_epoch_weights(self._weights(), only_if_missing=True)
         self._write_history()
 
     # ---- the loop --------------------------------------------------------------------------
