@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roi_agreement import dice, shift_k
+from roi_agreement import both_empty_is_one, dice, slices
 
 
 def main() -> None:
@@ -36,6 +36,7 @@ def main() -> None:
 
     from kidneyseg.io.volume import Volume, read_volume
     from kidneyseg.predict import Predictor, PredictSettings
+    from kidneyseg.report.geometry import crop_affine
 
     ct = read_volume(args.ct)
     reference = read_volume(args.labels).array > 0 if args.labels else None
@@ -46,7 +47,7 @@ def main() -> None:
     for start in range(args.slices + 1):
         for end in range(args.slices + 1):
             keep = slice(start, count - end)
-            crop = Volume(ct.array[..., keep], ct.affine @ shift_k(start), ct.source)
+            crop = Volume(ct.array[..., keep], crop_affine(ct.affine, slices(ct, keep)), ct.source)
             labels = predictor.predict(crop).labels.array > 0
             row = {
                 "removed_start": start,
@@ -62,7 +63,7 @@ def main() -> None:
         "labelled_ml": [min(r["labelled_ml"] for r in rows), max(r["labelled_ml"] for r in rows)],
     }
     if reference is not None:
-        scores = [r["dice"] or 0.0 for r in rows]
+        scores = [both_empty_is_one(r["dice"]) for r in rows]
         summary.update(
             dice_uncropped=rows[0]["dice"],
             dice_min=min(scores),

@@ -55,11 +55,14 @@ def reach_beyond(reference: np.ndarray, affine: np.ndarray, boxes_mm: list[dict]
     return round(float(reach.max()), 1)
 
 
-def shift_k(k: int) -> np.ndarray:
-    """The voxel-to-voxel matrix of an array whose first `k` slices (third axis) were removed."""
-    shift = np.eye(4)
-    shift[2, 3] = k
-    return shift
+def both_empty_is_one(value: float | None) -> float:
+    """A Dice that `dice` left undefined (both masks empty) counts as agreement."""
+    return 1.0 if value is None else value
+
+
+def slices(ct, keep: slice) -> tuple[slice, slice, slice]:
+    """The sub-array of `ct` that keeps the slices `keep` of its third axis."""
+    return (slice(0, ct.array.shape[0]), slice(0, ct.array.shape[1]), keep)
 
 
 def cases(data: Path | None, real: Path | None) -> list[tuple[str, Path, Path | None]]:
@@ -83,6 +86,7 @@ def main() -> None:
 
     from kidneyseg.io.volume import Volume, read_volume
     from kidneyseg.predict import Predictor, PredictSettings
+    from kidneyseg.report.geometry import crop_affine
 
     results = []
     for model in args.model:
@@ -108,9 +112,7 @@ def main() -> None:
                 found = np.argwhere(out["body"] > 0)
                 near_start = len(found) and found[:, 2].mean() < ct.array.shape[2] / 2
                 keep = slice(0, -1) if near_start else slice(1, None)
-                shorter = Volume(
-                    ct.array[..., keep], ct.affine if near_start else ct.affine @ shift_k(1), ct.source
-                )
+                shorter = Volume(ct.array[..., keep], crop_affine(ct.affine, slices(ct, keep)), ct.source)
                 labels_shorter = predictors["body"].predict(shorter).labels.array
                 common = out["body"][..., keep]
                 row["identical_body_vs_shorter"] = round(float(np.mean(common == labels_shorter)), 6)
@@ -128,13 +130,15 @@ def main() -> None:
             "model": model,
             "cases": len(rows),
             "min_identical": min(r["identical"] for r in rows),
-            "min_dice_kidneys_vs_body": min(r["dice_kidneys_vs_body"] or 1.0 for r in rows),
+            "min_dice_kidneys_vs_body": min(both_empty_is_one(r["dice_kidneys_vs_body"]) for r in rows),
             "windows_body": sum(r["body_windows"] for r in rows),
             "windows_kidneys": sum(r["kidneys_windows"] for r in rows),
         }
         if args.floor:
             summary["min_identical_body_vs_shorter"] = min(r["identical_body_vs_shorter"] for r in rows)
-            summary["min_dice_body_vs_shorter"] = min(r["dice_body_vs_shorter"] or 1.0 for r in rows)
+            summary["min_dice_body_vs_shorter"] = min(
+                both_empty_is_one(r["dice_body_vs_shorter"]) for r in rows
+            )
         print(json.dumps(summary))
 
 
