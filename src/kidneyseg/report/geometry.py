@@ -18,6 +18,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from kidneyseg.evaluate.surface import bounding_box as tight_box
+from kidneyseg.io.volume import affine_spacing
 
 FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 """26-connectivity: voxels touching by a face, an edge or a corner belong to one component."""
@@ -36,7 +37,7 @@ def slice_axis(affine: np.ndarray, world_axis: int = 2) -> int:
 def craniocaudal_mm(shape: Sequence[int], affine: np.ndarray) -> float:
     """The scan's length (mm) across its axial slices: their number times their spacing."""
     axis = slice_axis(affine)
-    return round(shape[axis] * float(np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, axis])), 1)
+    return round(shape[axis] * affine_spacing(affine)[axis], 1)
 
 
 def to_world(index_points: np.ndarray, affine: np.ndarray) -> np.ndarray:
