@@ -258,6 +258,41 @@ def test_a_run_is_predicted_again_when_its_checkpoint_or_data_change(cli, tmp_pa
     assert other == kidney_dice(tmp_path / "fresh_other", "--data", other_data) and other != again
 
 
+def test_other_data_jobs_or_device_are_refused_before_any_prediction(cli, tmp_path, monkeypatch):
+    """Found by a hostile run: `--data` holding other files under the run's case ids was scored as
+    the run's own validation set; `--jobs 0` was refused only after predicting (leaving its
+    predictions); `--device cuda` without CUDA ended in a traceback. Each is now one line, exit
+    2, before anything is written; the run's own data is still scored."""
+    import torch
+
+    from kidneyseg.data.cases import discover
+    from kidneyseg.data.phantom import generate_dataset
+
+    data, other_data, run = tmp_path / "data", tmp_path / "other_data", tmp_path / "run"
+    generate_dataset(data, 2, seed=0, size="tiny", progress=False)
+    generate_dataset(other_data, 2, seed=1, size="tiny", progress=False)
+    run.mkdir()
+    sizes = {c.case_id: c.file_sizes() for c in discover(data).cases}
+    assert sizes != {c.case_id: c.file_sizes() for c in discover(other_data).cases}
+    split = {"data_dir": str(data), "val_cases": sorted(sizes), "train_cases": [], "case_file_sizes": sizes}
+    (run / "run.json").write_text(json.dumps(split))
+    tiny_checkpoint(run / "best.pt", seed=0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    base = ("--run", f"m={run}", "--no-train-set", "--bootstrap", 100, "--out", tmp_path / "cmp")
+    for more, expected in (
+        (("--data", other_data), "holds other files under the run's validation case ids"),
+        (("--jobs", 0), "--jobs must be at least 1"),
+        (("--device", "cuda"), "torch sees no CUDA device"),
+    ):
+        result = cli(*base, *more)
+        assert result.exit_code == 2 and expected in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not (tmp_path / "cmp").exists()
+    result = cli(*base, "--data", data)
+    assert result.exit_code == 0, result.output
+    assert len(read_csv(tmp_path / "cmp" / "runs" / "m" / "validation" / "per_case.csv")) == 2
+
+
 def test_a_run_is_scored_on_its_data_read_with_its_own_layout(cli, tmp_path, one_torch_thread):
     """Was: `--run` read the run's dataset with layout auto, so a run trained with
     `data.layout=kits23` on a folder that also holds images/ + labels/ was refused."""

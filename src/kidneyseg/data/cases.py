@@ -47,6 +47,17 @@ class Case:
     label: Path | None
     tissue: Path | None = None
 
+    def file_sizes(self) -> list[int]:
+        """The sizes in bytes of its CT and label map, as a training run records them to tell
+        another file under the same case id."""
+        return [self.image.stat().st_size, self.label.stat().st_size if self.label else 0]
+
+
+def differing_files(recorded: dict[str, list[int]] | None, current: dict[str, list[int]]) -> list[str]:
+    """The case ids in both whose recorded file sizes (`Case.file_sizes`) differ from the current
+    ones, sorted; none when nothing was recorded (runs of older versions)."""
+    return sorted(i for i, sizes in (recorded or {}).items() if i in current and current[i] != sizes)
+
 
 @dataclass(frozen=True)
 class Dataset:

@@ -239,6 +239,12 @@ def _detection(total: dict[str, int], n_cases: int) -> dict:
     }
 
 
+def check_jobs(jobs: int) -> None:
+    """Refuse a number of evaluation worker processes below 1 (`--jobs`)."""
+    if jobs < 1:
+        raise KidneysegError(f"--jobs must be at least 1, got {jobs}")
+
+
 def evaluate_pairs(
     pairs: tuple[tuple[str, Path, Path], ...] | list[tuple[str, Path, Path]],
     jobs: int = 1,
@@ -258,8 +264,7 @@ def evaluate_pairs(
     """
     from tqdm import tqdm
 
-    if jobs < 1:
-        raise KidneysegError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     rows = []
     with tqdm(total=len(pairs), desc="evaluate", unit="case", disable=not progress) as bar:
         if jobs == 1:

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from kidneyseg.errors import KidneysegError, some_names
-from kidneyseg.evaluate.folder import CSV_NAME, Scoring, evaluate_pairs, write_csv
+from kidneyseg.evaluate.folder import CSV_NAME, Scoring, check_jobs, evaluate_pairs, write_csv
 
 SPLIT_KEYS = {"validation": "val_cases", "training": "train_cases"}
 
@@ -71,14 +71,16 @@ def evaluate_run(
         `{data set: per-case rows}`.
 
     Raises:
-        KidneysegError: not a run folder, dataset missing or lacking the run's cases, or a case
-            could not be predicted.
+        KidneysegError: not a run folder, dataset missing or lacking the run's cases or holding
+            other files under their ids (sizes differ from those the run recorded), or a case could
+            not be predicted.
     """
-    from kidneyseg.data.cases import discover
+    from kidneyseg.data.cases import differing_files, discover
     from kidneyseg.io.formats import canonical_path
     from kidneyseg.predict import CaseInput, OutputOptions, Predictor, PredictSettings
     from kidneyseg.predict.runner import Destination, predict_cases
 
+    check_jobs(jobs)  # before any case is predicted
     record = read_run_split(run_dir)
     # The whole body, not --roi kidneys: scoring a run measures its own network, not the locator's.
     predictor = Predictor([run_dir], PredictSettings(roi="body"), device=device)
@@ -93,6 +95,14 @@ def evaluate_run(
         if unlabelled:
             raise KidneysegError(
                 f"{data_set} cases without a reference segmentation: {some_names(unlabelled)}", dataset.root
+            )
+        changed = differing_files(record.get("case_file_sizes"), {c.case_id: c.file_sizes() for c in cases})
+        if changed:
+            raise KidneysegError(
+                f"{dataset.root} holds other files under the run's {data_set} case ids than it was "
+                f"trained and validated on (sizes differ: {some_names(changed)}); to score a run on other "
+                "data: kidneyseg predict, kidneyseg evaluate, then compare --eval",
+                run_dir,
             )
         if not cases:
             continue

@@ -122,7 +122,6 @@ def as_checked_volume(
 
 
 def _predictor(model: ModelSpec, device: str, options: dict[str, Any]) -> Predictor:
-    from kidneyseg.device import pick_device
     from kidneyseg.predict.pretrained import default_model
 
     if isinstance(model, Predictor):
@@ -137,7 +136,7 @@ def _predictor(model: ModelSpec, device: str, options: dict[str, Any]) -> Predic
     if options.pop("tta", False):
         options["mirror_axes"] = EVERY_AXIS
     models = default_model() if model is None else model
-    return Predictor(models, PredictSettings(**options), device=str(pick_device(device)))
+    return Predictor(models, PredictSettings(**options), device=device)
 
 
 def segment(

@@ -45,7 +45,8 @@ class Predictor:
     Args:
         models: a run folder (its best checkpoint) or checkpoint file, or a list of them.
         settings: inference settings overriding the checkpoint's.
-        device: torch device ("cpu", "cuda").
+        device: "auto", "cpu", "cuda" or "cuda:N" (`kidneyseg.device.pick_device`; refused
+            in one line where torch sees no CUDA device).
 
     Attributes:
         backend: the `Backend` the networks run on (`kidneyseg.predict.backends`).
@@ -72,6 +73,7 @@ class Predictor:
             load_checkpoint,
             resolve_checkpoint,
         )
+        from kidneyseg.device import pick_device
         from kidneyseg.predict.backends import check_precision, resolve_backend
         from kidneyseg.predict.pretrained import NO_MODEL
 
@@ -98,7 +100,7 @@ class Predictor:
                         f"an ensemble needs one {what}, but this checkpoint's differs from {first.path}",
                         ckpt.path,
                     )
-        self.device = device
+        self.device = device = str(pick_device(device))
         self.backend = resolve_backend(self.settings.backend, device)
         check_precision(self.backend, self.settings.precision, device)
         self.calibration: dict[str, Any] | None = None

@@ -84,7 +84,7 @@ def prepare_data(
             f"need at least 2 labelled cases to train and validate, found {len(labelled)}", data_dir
         )
     train_ids, val_ids = run_split([c.case_id for c in labelled], config.data)
-    file_sizes = {c.case_id: [c.image.stat().st_size, c.label.stat().st_size] for c in labelled}  # type: ignore[union-attr]
+    file_sizes = {c.case_id: c.file_sizes() for c in labelled}
     if cases is not None:
         cases.check(train_ids, val_ids, Path(data_dir), file_sizes)
     cache_dir = Path(cache_root) / config_hash(config.preprocess)

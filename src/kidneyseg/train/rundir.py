@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from kidneyseg.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint
 from kidneyseg.config import RunConfig
+from kidneyseg.data.cases import differing_files
 from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.io.stamps import recorded
 from kidneyseg.plaindata import differences, from_dict, load_yaml
@@ -109,7 +110,7 @@ class RecordedCases:
                 changed).
         """
         if set(train) == set(self.train) and set(val) == set(self.val):
-            changed = sorted(i for i, sizes in (self.file_sizes or {}).items() if file_sizes.get(i) != sizes)
+            changed = differing_files(self.file_sizes, file_sizes)
             if changed:
                 raise KidneysegError(
                     f"cannot resume: {data_dir} holds other files under the run's case ids than it was "
