@@ -219,13 +219,15 @@ def _axial(ct: np.ndarray, labels: np.ndarray, affine: np.ndarray, ref: np.ndarr
 
 
 def _setting(item: str) -> tuple[str, object]:
-    """`KEY=VALUE` with VALUE read as YAML (numbers, lists); lists become tuples."""
-    import yaml
+    """`KEY=VALUE` with VALUE read as YAML (numbers, lists), as kidneyseg reads overrides; lists
+    become tuples."""
+    from kidneyseg.errors import KidneysegError
+    from kidneyseg.plaindata import parse_override
 
-    key, sep, text = item.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"{item!r}: expected KEY=VALUE")
-    value = yaml.safe_load(text)
+    try:
+        key, value = parse_override(item, "KEY=VALUE")
+    except KidneysegError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return key, tuple(value) if isinstance(value, list) else value
 
 

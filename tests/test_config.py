@@ -59,15 +59,27 @@ def test_run_config_nests_sections(tmp_path):
         load_yaml(tmp_path / "list.yaml")
 
 
-def test_numbers_in_exponent_form_without_a_dot_are_numbers():
-    """YAML 1.1 reads `5e-4` as a string; a float field takes it as the number (it was refused:
-    "expected float, got '5e-4'"), and a word is still refused."""
+def test_numbers_are_read_as_yaml_1_2_reads_them():
+    """YAML 1.1 (PyYAML's default) reads `5e-4` as a string (it was refused: "expected float, got
+    '5e-4'"), `0123` as octal 83 and `1:30` as 90 in base 60, silently changing a split seed or an
+    epoch count (found by a hostile run); `yes` is a boolean there. Overrides and files read them
+    as YAML 1.2 does: decimal, a string where it is not a number, and only true/false as booleans."""
     from kidneyseg.recipes import load_recipe
 
-    config = load_recipe("sca-unet-3d:cpu", overrides=["train.lr=5e-4", "train.weight_decay=1E-5"])
+    config = load_recipe(
+        "sca-unet-3d:cpu",
+        overrides=["train.lr=5e-4", "train.weight_decay=1E-5", "data.split_seed=0123", "train.epochs=010"],
+    )
     assert (config.train.lr, config.train.weight_decay) == (5e-4, 1e-5)
-    with pytest.raises(KidneysegError, match="expected float, got 'abc'"):
-        load_recipe("sca-unet-3d:cpu", overrides=["train.lr=abc"])
+    assert (config.data.split_seed, config.train.epochs) == (123, 10)
+    assert load_recipe("sca-unet-3d:cpu", overrides=["train.epochs=0x10"]).train.epochs == 16
+    for override, message in (
+        ("train.lr=abc", "expected float, got 'abc'"),
+        ("train.epochs=1:30", "expected int, got '1:30'"),
+        ("train.amp=yes", "expected bool, got 'yes'"),
+    ):
+        with pytest.raises(KidneysegError, match=message):
+            load_recipe("sca-unet-3d:cpu", overrides=[override])
 
 
 @pytest.mark.parametrize(

@@ -409,7 +409,7 @@ def test_cli_override_of_the_wrong_kind_is_one_line() -> None:
     [
         (
             "channels=[8,16,32,1e9]",
-            "channels must be a list of whole numbers like (32, 64, 128, 128), got [8, 16, 32, '1e9']",
+            "channels must be a list of whole numbers like (32, 64, 128, 128), got [8, 16, 32, 1000000000.0]",
         ),
         (
             "channels=[8,16,32,1.5]",
@@ -425,7 +425,7 @@ def test_cli_override_of_the_wrong_kind_is_one_line() -> None:
 )
 def test_cli_channels_that_cannot_build_the_network_are_named(value, message) -> None:
     """(was: "not all arguments converted during string formatting" for 1e9, which YAML 1.1
-    reads as a string; "unknown attention position 'encoder0'" for one channel)"""
+    read as a string, now a float; "unknown attention position 'encoder0'" for one channel)"""
     from typer.testing import CliRunner
 
     from kidneyseg.cli import app

@@ -32,7 +32,7 @@ from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import atomic_path
 from kidneyseg.labels import LabelMap
-from kidneyseg.plaindata import dump_yaml, from_dict
+from kidneyseg.plaindata import dump_yaml, from_dict, yaml_load
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
             path,
         )
     try:
-        config = from_dict(RunConfig, yaml.safe_load(payload["config"]), "checkpoint config")
+        config = from_dict(RunConfig, yaml_load(payload["config"]), "checkpoint config")
         _check_stored_label_map(payload.get("label_map"), config)
         versions = json.loads(payload.get("versions", "{}"))
         model_state = payload["model_state"]

@@ -25,8 +25,50 @@ import yaml
 from kidneyseg.errors import KidneysegError
 
 T = TypeVar("T")
-_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-"""A number in exponent form without a dot (`5e-4`), which YAML 1.1 leaves a string."""
+
+
+class _CoreSchemaLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's core schema for booleans and numbers: only
+    true/false are booleans (not yes/no/on/off), `0123` is 123 (YAML 1.1: octal 83), `1:30` a
+    string (1.1: 90, base 60), `5e-4` a float (1.1: a string); `0o17` and `0x1f` stay octal and
+    hex. Config files, recipes, checkpoints' configs and overrides are all read with it."""
+
+
+_CORE_TAGS = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+_CoreSchemaLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _CORE_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, _pattern, _first in (
+    ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    ("int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
+    (
+        "float",
+        r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)",
+        "-+.0123456789",
+    ),
+):
+    _CoreSchemaLoader.add_implicit_resolver(
+        f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"), list(_first)
+    )
+
+
+def _core_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    base = {"0o": 8, "0x": 16}.get(text[:2], 10)
+    return int(text[2:] if base != 10 else text, base)
+
+
+_CoreSchemaLoader.add_constructor("tag:yaml.org,2002:int", _core_int)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with the core schema's booleans and numbers (`_CoreSchemaLoader`).
+
+    Raises:
+        yaml.YAMLError: not valid YAML.
+    """
+    return yaml.load(text, Loader=_CoreSchemaLoader)
 
 
 def is_whole(value: Any) -> bool:
@@ -72,8 +114,6 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if tp is float and isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
-        return float(value)  # YAML 1.1 reads 5e-4 (no dot) as a string
     if tp is int and is_whole(value):
         return value
     if tp is bool and isinstance(value, bool):
@@ -128,7 +168,7 @@ def parse_override(item: str, form: str = "section.key=value") -> tuple[str, Any
     if not sep or not key:
         raise KidneysegError(f"override {item!r} must look like {form}")
     try:
-        return key, yaml.safe_load(raw)
+        return key, yaml_load(raw)
     except yaml.YAMLError:
         raise KidneysegError(f"override {item!r}: the value is not valid YAML") from None
 
@@ -163,7 +203,7 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise KidneysegError("no such config file", path) from None
     except yaml.YAMLError as exc:

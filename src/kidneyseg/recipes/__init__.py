@@ -14,11 +14,9 @@ import difflib
 from importlib import resources
 from typing import Any
 
-import yaml
-
 from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError
-from kidneyseg.plaindata import apply_overrides, deep_merge, from_dict, to_dict
+from kidneyseg.plaindata import apply_overrides, deep_merge, from_dict, to_dict, yaml_load
 
 
 def _files() -> dict[str, Any]:
@@ -52,7 +50,7 @@ def recipe_document(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         raise KidneysegError(f"unknown recipe {name!r}; {hint}available: {', '.join(sorted(files))}")
     if name in seen:
         raise KidneysegError(f"recipes extend each other in a cycle: {' -> '.join((*seen, name))}")
-    doc = yaml.safe_load(files[name].read_text(encoding="utf-8"))
+    doc = yaml_load(files[name].read_text(encoding="utf-8"))
     parent = doc.pop("extends", None)
     if parent is not None:
         base = recipe_document(str(parent), (*seen, name))
