@@ -75,7 +75,7 @@ def evaluate_run(
             other files under their ids (sizes differ from those the run recorded), or a case could
             not be predicted.
     """
-    from kidneyseg.data.cases import differing_files, discover
+    from kidneyseg.data.cases import discover
     from kidneyseg.io.formats import canonical_path
     from kidneyseg.predict import CaseInput, OutputOptions, Predictor, PredictSettings
     from kidneyseg.predict.runner import Destination, predict_cases
@@ -96,14 +96,7 @@ def evaluate_run(
             raise KidneysegError(
                 f"{data_set} cases without a reference segmentation: {some_names(unlabelled)}", dataset.root
             )
-        changed = differing_files(record.get("case_file_sizes"), {c.case_id: c.file_sizes() for c in cases})
-        if changed:
-            raise KidneysegError(
-                f"{dataset.root} holds other files under the run's {data_set} case ids than it was "
-                f"trained and validated on (sizes differ: {some_names(changed)}); to score a run on other "
-                "data: kidneyseg predict, kidneyseg evaluate, then compare --eval",
-                run_dir,
-            )
+        _refuse_other_files(record, cases, dataset.root, data_set, run_dir)
         if not cases:
             continue
         folder = out_dir / data_set
@@ -124,3 +117,21 @@ def evaluate_run(
         write_csv(folder / CSV_NAME, rows)
         results[data_set] = rows
     return results
+
+
+def _refuse_other_files(
+    record: dict, cases: tuple, root: Path, data_set: str, run_dir: str | os.PathLike[str]
+) -> None:
+    """Refuse a `data_set`'s cases (of the dataset at `root`) whose files differ in size from those
+    the run recorded (`case_file_sizes`, as `train --resume` checks them): another dataset under
+    the same case ids is not the run's own training or validation set."""
+    from kidneyseg.data.cases import differing_files
+
+    changed = differing_files(record.get("case_file_sizes"), {c.case_id: c.file_sizes() for c in cases})
+    if changed:
+        raise KidneysegError(
+            f"{root} holds other files under the run's {data_set} case ids than it was trained and "
+            f"validated on (sizes differ: {some_names(changed)}); "
+            "to score a run on other data: kidneyseg predict, kidneyseg evaluate, then compare --eval",
+            run_dir,
+        )
