@@ -106,6 +106,51 @@ def test_tiny_fragments_are_counted_but_not_listed(grid):
     assert big["summary"]["num_cysts"] == 0 and big["summary"]["small_lesions"]["count"] == 1
 
 
+def test_a_lesion_apart_from_every_kidney_is_no_kidney_and_is_flagged(grid):
+    """Found by a hostile run: a tumor alone on the left, touching no kidney, was reported as
+    the left kidney (0 mL of parenchyma, made-up polar lines, a possible cT3). A component without
+    kidney voxels is never a kidney; its lesion is listed with the nearest kidney and flagged."""
+    from test_report_measure import RIGHT_KIDNEY
+
+    lesions = {"apart": (2, "left", (-45.0, 0.0, 0.0), (12.0, 12.0, 12.0))}
+    report = measure(*build_scene(*grid, kidneys=(RIGHT_KIDNEY,), lesions=lesions))
+    assert [k["side"] for k in report["kidneys"]] == ["right"]
+    (tumor,) = report["lesions"]
+    assert tumor["apart_from_kidney"] and tumor["kidney"] == "right"
+    assert tumor["centroid_ras_mm"][0] == pytest.approx(-45.0, abs=1.0)
+    (warning,) = [w for w in report["warnings"] if w["code"] == "lesion_apart_from_kidney"]
+    assert warning["lesion"] == tumor["id"]
+    assert report["other_components"]["count"] == 1
+    assert report["other_components"]["volume_ml"] == pytest.approx(tumor["volume_ml"], rel=1e-6)
+    assert not any(r["apart_from_kidney"] for r in measure(*build_scene(*grid))["lesions"])
+
+
+def test_lesions_of_equal_volume_are_numbered_by_place_not_array_order(grid):
+    """Found by a hostile run: two lesions of the same volume swapped ids (T1/T2) when the same
+    CT was stored with an axis flipped; ties now go by world position."""
+    affine, shape = grid
+    ct, labels = build_scene(affine, shape, lesions={})
+    array = np.asarray(labels.array).copy()
+    for centre in ((45.0, 0.0, -30.0), (45.0, 0.0, 30.0), (-45.0, 0.0, 0.0)):  # three 3x3x3 tumors
+        index = np.round(np.linalg.solve(affine[:3, :3], np.subtract(centre, affine[:3, 3]))).astype(int)
+        array[tuple(slice(i - 1, i + 2) for i in index)] = 2
+    labels = labels.with_array(array)
+    flipped = affine.copy()
+    flipped[:3, 0] = -affine[:3, 0]
+    flipped[:3, 3] = affine[:3, 3] + affine[:3, 0] * (shape[0] - 1)
+
+    def ids(ct, labels):
+        return {r["id"]: r["centroid_ras_mm"] for r in measure(ct, labels)["lesions"]}
+
+    first = ids(ct, labels)
+    assert len(first) == 3 and len({tuple(c) for c in first.values()}) == 3
+    again = ids(
+        Volume(np.asarray(ct.array)[::-1].copy(), flipped, "ct"),
+        Volume(array[::-1].copy(), flipped, "flipped"),
+    )
+    assert again == first
+
+
 def test_kidney_volume_out_of_range(grid):
     report = measure(*build_scene(*grid), options=ReportOptions(kidney_parenchyma_ml=(20.0, 80.0)))
     flagged = [w for w in report["warnings"] if w["code"] == "kidney_volume_out_of_range"]

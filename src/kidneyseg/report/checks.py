@@ -227,6 +227,16 @@ def _lesion_warnings(lesion: dict) -> list[dict]:
                 "lesion": lesion["id"],
             }
         )
+    if lesion["apart_from_kidney"]:
+        warnings.append(
+            {
+                "code": "lesion_apart_from_kidney",
+                "message": f"The {name} touches no kidney: it is listed with the nearest one "
+                f"({lesion['kidney']}), but a renal {lesion['type']} lies in or on a kidney; check the "
+                "segmentation.",
+                "lesion": lesion["id"],
+            }
+        )
     low, high = LESION_HU_RANGE[lesion["type"]]
     if not low <= lesion["hu_mean"] <= high:
         what = "air" if lesion["hu_mean"] < low else "bone, metal or dense contrast"

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from kidneyseg.report import geometry
+from kidneyseg.labels import SIDES
+from kidneyseg.report import geometry, midline
 from kidneyseg.report.checks import ReportOptions
 from kidneyseg.report.hulls import SliceHulls
 
@@ -51,6 +52,66 @@ class Kidney:
         )
         theirs = tuple(slice(s.start - m.start, s.stop - m.start) for s, m in zip(common, box, strict=True))
         return int(np.count_nonzero(self.mask[mine] & mask[theirs]))
+
+
+def find_kidneys(
+    labels: np.ndarray, kidney_value: int, affine: np.ndarray, line: midline.Midline
+) -> tuple[list[Kidney], int, int]:
+    """The kidney on each side: its largest component (or half of a split one) that holds kidney
+    voxels (a lesion apart from every kidney is not one); and the number and voxel count of the
+    other components.
+
+    Works on per-component voxel counts, so that a prediction with thousands of stray
+    specks costs no more than one with none; only the kidneys become masks, each on its own
+    bounding box.
+    """
+    sides = midline.component_sides(labels > 0, affine, line)
+    labelled, count, sizes, right_sizes = sides.labelled, sides.count, sides.sizes, sides.right_sizes
+    kidney = labels == kidney_value
+    in_kidney = geometry.voxel_counts(labelled, count, within=kidney)
+    in_right_kidney = geometry.voxel_counts(labelled, count, within=kidney & sides.right)
+    # Candidates: (side, voxels, component, half, kidney voxels) with half = the side kept of a
+    # split component.
+    candidates = []
+    for component in range(1, count + 1):
+        if sides.side[component] == midline.SPLIT:
+            left = (
+                sizes[component] - right_sizes[component],
+                in_kidney[component] - in_right_kidney[component],
+            )
+            candidates += [("right", right_sizes[component], component, "right", in_right_kidney[component])]
+            candidates += [("left", left[0], component, "left", left[1])]
+            continue
+        side = "right" if sides.side[component] == midline.RIGHT else "left"
+        candidates.append((side, sizes[component], component, None, in_kidney[component]))
+    kidneys, other_voxels = [], 0
+    boxes = ndimage.find_objects(labelled)
+    for side in SIDES:
+        on_side = sorted((c for c in candidates if c[0] == side), key=lambda c: (c[4] == 0, -c[1]))
+        if on_side and on_side[0][4]:
+            _, _, component, half, _ = on_side[0]
+            box = boxes[component - 1]
+            region = labelled[box] == component
+            if half is not None:
+                region &= sides.right[box] if half == "right" else ~sides.right[box]
+            own = np.logical_and(region, labels[box] == kidney_value, order="C")  # slices taken fast
+            local = geometry.crop_affine(affine, box)
+            kidneys.append(
+                Kidney(
+                    side,
+                    box,
+                    region,
+                    own,
+                    geometry.to_world(geometry.centroid_index(region)[None], local)[0],
+                    geometry.cranio_caudal_range_mm(own if own.any() else region, local),
+                    SliceHulls(own, geometry.slice_axis(affine)),
+                    sides.across(component),
+                )
+            )
+            other_voxels += sum(int(c[1]) for c in on_side[1:])
+        else:
+            other_voxels += sum(int(c[1]) for c in on_side)
+    return kidneys, len(candidates) - len(kidneys), other_voxels
 
 
 def measure_lesions(
@@ -119,7 +180,7 @@ def measure_lesions(
             small.append({k: row[k] for k in ("type", "volume_ml", "max_3d_diameter_cm")})
         else:
             rows.append(row)
-    rows.sort(key=lambda r: -r["volume_ml"])
+    rows.sort(key=lambda r: (-r["volume_ml"], *r["centroid_ras_mm"]))  # ties: by place, not array order
     for index, row in enumerate(rows, start=1):
         row["id"] = f"{class_name[0].upper()}{index}"
     return rows, small, unmeasured
@@ -142,13 +203,14 @@ def _measure_lesion(
     voxel_ml = abs(float(np.linalg.det(local[:3, :3]))) / 1000.0
     axis = geometry.slice_axis(local)
     centroid = geometry.to_world(geometry.centroid_index(lesion)[None], local)[0]
-    kidney = _assign(lesion, box, centroid, kidneys)
+    kidney, apart = _assign(lesion, box, centroid, kidneys)
     axial_mm, axial_slice, diameter_mm, (z_low, z_high) = geometry.lesion_outline_mm(lesion, local)
     mean, sd = _mean_sd(hu)
     row = {
         "id": "",
         "type": class_name,
         "kidney": kidney.side if kidney else None,
+        "apart_from_kidney": apart,
         "volume_ml": round(int(np.count_nonzero(lesion)) * voxel_ml, 3),
         "max_axial_diameter_cm": round(axial_mm / 10, 2),
         "max_3d_diameter_cm": round(diameter_mm / 10, 2),
@@ -169,14 +231,15 @@ def _measure_lesion(
 
 def _assign(
     lesion: np.ndarray, box: tuple[slice, ...], centroid: np.ndarray, kidneys: list[Kidney]
-) -> Kidney | None:
-    """The kidney holding most of the lesion's voxels, else the one with the nearest centroid."""
+) -> tuple[Kidney | None, bool]:
+    """The kidney holding most of the lesion's voxels, else the one with the nearest centroid;
+    and whether the lesion lies apart from every kidney (in none of their components)."""
     if not kidneys:
-        return None
+        return None, True
     overlaps = [k.overlap(box, lesion) for k in kidneys]
     if max(overlaps) > 0:
-        return kidneys[int(np.argmax(overlaps))]
-    return min(kidneys, key=lambda k: float(np.linalg.norm(k.centroid - centroid)))
+        return kidneys[int(np.argmax(overlaps))], False
+    return min(kidneys, key=lambda k: float(np.linalg.norm(k.centroid - centroid))), True
 
 
 def _place_in_kidney(

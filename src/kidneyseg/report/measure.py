@@ -16,9 +16,10 @@ Conventions:
   at least 15 % of its voxels on each side of a spine or body midline and a narrow isthmus there
   holds both kidneys (touching kidneys, horseshoe kidney) and is split by the midsagittal plane;
   any other component goes whole to the side holding most of it. The kidney on each side is the largest
-  component (or part) there; smaller ones are reported as `other_components`.
+  component (or part) there that holds kidney voxels; the others are reported as `other_components`.
 - Lesions: 26-connected components of each lesion class (tumor, cyst), each assigned to
-  the kidney that holds most of its voxels, else to the nearest kidney.
+  the kidney that holds most of its voxels, else to the nearest kidney (and flagged as apart
+  from every kidney).
 """
 
 from __future__ import annotations
@@ -28,22 +29,20 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
 
 from kidneyseg import __version__
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
-from kidneyseg.labels import KITS23, LESION_CLASSES, SIDES, LabelMap, check_label_values
+from kidneyseg.labels import KITS23, LESION_CLASSES, LabelMap, check_label_values
 from kidneyseg.report import geometry, laterality, midline, nephrometry, staging
 from kidneyseg.report.checks import ReportOptions, run_checks
-from kidneyseg.report.hulls import SliceHulls
-from kidneyseg.report.lesions import Kidney, Scan, measure_lesions, rounded
+from kidneyseg.report.lesions import Kidney, Scan, find_kidneys, measure_lesions, rounded
 from kidneyseg.report.provenance import dicom_identifiers
 
 if TYPE_CHECKING:
     from kidneyseg.predict.votes import Votes
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 
 def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarray:
@@ -175,7 +174,7 @@ def _measure_case(
     affine = geometry.crop_affine(ct.affine, box)
     crop_labels = array[box]
     crop_ct = np.asarray(ct.array[box])
-    kidneys, other_count, other_voxels = _find_kidneys(crop_labels, label_map.value("kidney"), affine, line)
+    kidneys, other_count, other_voxels = find_kidneys(crop_labels, label_map.value("kidney"), affine, line)
     anatomy = {
         k.side: nephrometry.kidney_anatomy(
             k.mask,
@@ -276,55 +275,6 @@ def _score_tumor(row: dict, lesion: np.ndarray, local: np.ndarray, anatomy: dict
         row["nephrometry"] = nephrometry.score(
             lesion, local, kidney, row[staging.GREATEST_DIMENSION], row["exophytic_fraction"]
         )
-
-
-def _find_kidneys(
-    labels: np.ndarray, kidney_value: int, affine: np.ndarray, line: midline.Midline
-) -> tuple[list[Kidney], int, int]:
-    """The kidney on each side, and the number and voxel count of the other components.
-
-    Works on per-component voxel counts, so that a prediction with thousands of stray
-    specks costs no more than one with none; only the kidneys become masks, each on its own
-    bounding box.
-    """
-    sides = midline.component_sides(labels > 0, affine, line)
-    labelled, count, sizes, right_sizes = sides.labelled, sides.count, sides.sizes, sides.right_sizes
-    # Candidates: (side, voxels, component, half) with half = the side kept of a split component.
-    candidates = []
-    for component in range(1, count + 1):
-        if sides.side[component] == midline.SPLIT:
-            left_size = sizes[component] - right_sizes[component]
-            candidates += [("right", right_sizes[component], component, "right")]
-            candidates += [("left", left_size, component, "left")]
-            continue
-        side = "right" if sides.side[component] == midline.RIGHT else "left"
-        candidates.append((side, sizes[component], component, None))
-    kidneys, other_voxels = [], 0
-    boxes = ndimage.find_objects(labelled)
-    for side in SIDES:
-        on_side = sorted((c for c in candidates if c[0] == side), key=lambda c: -c[1])
-        if on_side:
-            _, _, component, half = on_side[0]
-            box = boxes[component - 1]
-            region = labelled[box] == component
-            if half is not None:
-                region &= sides.right[box] if half == "right" else ~sides.right[box]
-            own = np.logical_and(region, labels[box] == kidney_value, order="C")  # slices taken fast
-            local = geometry.crop_affine(affine, box)
-            kidneys.append(
-                Kidney(
-                    side,
-                    box,
-                    region,
-                    own,
-                    geometry.to_world(geometry.centroid_index(region)[None], local)[0],
-                    geometry.cranio_caudal_range_mm(own if own.any() else region, local),
-                    SliceHulls(own, geometry.slice_axis(affine)),
-                    sides.across(component),
-                )
-            )
-            other_voxels += sum(int(c[1]) for c in on_side[1:])
-    return kidneys, len(candidates) - len(kidneys), other_voxels
 
 
 def _measure_kidney(
