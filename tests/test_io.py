@@ -172,6 +172,49 @@ def test_a_header_nibabel_would_repair_is_refused_without_stray_lines(tmp_path, 
     assert capfd.readouterr().err == ""
 
 
+def test_lengths_in_another_unit_than_mm_are_refused(tmp_path):
+    """Found by a hostile run: a header stating metres (ITK readers: 3906 mm voxels) was read as
+    mm and its label map written in mm, 1000 times smaller in an ITK viewer; one in microns was
+    refused as "not the spacing of a CT". Only mm, or no unit, is read (as mm)."""
+    import nibabel as nib
+
+    for unit, refused in (("mm", False), ("unknown", False), ("meter", True), ("micron", True)):
+        image = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.diag([0.8, 0.8, 2.5, 1]))
+        image.header.set_xyzt_units(unit)
+        path = tmp_path / f"{unit}.nii.gz"
+        nib.save(image, str(path))
+        if refused:
+            with pytest.raises(
+                KidneysegError, match=re.escape(f"{path}: the header states lengths in {unit}s")
+            ):
+                read_volume(path)
+        else:
+            assert read_volume(path).spacing == pytest.approx((0.8, 0.8, 2.5))
+
+
+def test_a_4d_file_of_one_volume_gets_labels_of_the_same_shape(tmp_path):
+    """Found by a hostile run: a CT stored as (x, y, z, 1) got a label map of (x, y, z); now the
+    label map has the CT's exact shape and geometry, and reads back as the same 3D grid."""
+    import nibabel as nib
+
+    affine = np.diag([0.8, 0.9, 2.5, 1.0])
+    affine[:3, 3] = (-10, 20, 30)
+    nib.save(nib.Nifti1Image(np.zeros((5, 6, 7, 1), np.int16), affine), str(tmp_path / "ct.nii.gz"))
+    ct = read_volume(tmp_path / "ct.nii.gz")
+    assert ct.shape == (5, 6, 7)
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[1:3, 2:4, 3:5] = 2
+    write_labels(tmp_path / "seg.nii.gz", labels, ct)
+    written = nib.load(str(tmp_path / "seg.nii.gz"))
+    assert written.shape == (5, 6, 7, 1) and np.allclose(written.affine, affine)
+    back = read_volume(tmp_path / "seg.nii.gz")
+    assert back.same_grid(ct) and np.array_equal(back.array, labels)
+    plain = read_volume(tmp_path / "seg.nii.gz").with_array(labels)
+    assert nib.load(str(write_labels(tmp_path / "again.nii.gz", labels, plain))).shape == (5, 6, 7, 1)
+    three_d = Volume(labels, affine)
+    assert nib.load(str(write_labels(tmp_path / "three.nii.gz", labels, three_d))).shape == (5, 6, 7)
+
+
 def test_read_errors_name_the_file(tmp_path):
     with pytest.raises(KidneysegError, match="no such file"):
         read_volume(tmp_path / "absent.nii.gz")

@@ -50,12 +50,14 @@ class NiftiFrames:
     qform_code: int
     sform: np.ndarray | None
     sform_code: int
+    one_volume_4d: bool = False  # stored as 4D with one volume (x, y, z, 1): written so too
 
     @classmethod
     def of(cls, header) -> NiftiFrames:
         """The frames of a nibabel NIfTI-1 or NIfTI-2 header."""
         q, s = int(header["qform_code"]), int(header["sform_code"])
-        return cls(header.get_qform() if q else None, q, header.get_sform() if s else None, s)
+        four_d = len(header.get_data_shape()) == 4
+        return cls(header.get_qform() if q else None, q, header.get_sform() if s else None, s, four_d)
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,6 +224,13 @@ def load_nifti(path: Path, what: str = "NIfTI"):
         if not all(math.isfinite(v) and v > 0 for v in pixdim):
             shown = ", ".join(f"{v:g}" for v in pixdim)
             raise KidneysegError(f"voxel sizes (pixdim) {shown} must be positive and finite", path)
+    unit = image.header.get_xyzt_units()[0]
+    if unit not in ("mm", "unknown"):
+        raise KidneysegError(
+            f"the header states lengths in {unit}s (xyzt_units); kidneyseg reads NIfTI in mm (or "
+            "without a unit, as mm): convert the file to mm",
+            path,
+        )
     for message in collected.messages:
         if "form_code" in message:
             raise KidneysegError(f"the header is not valid NIfTI: {message}; fix the header", path)
@@ -339,7 +348,8 @@ def write_volume(path: str | os.PathLike[str], volume: Volume, dtype: np.dtype |
 def nifti_image(array: np.ndarray, affine: np.ndarray, frames: NiftiFrames | None = None):
     """A `nibabel.Nifti1Image` of `array` with `affine` as qform and sform (code 1, scanner), in
     mm; with the `frames` of the NIfTI file whose grid it is on, with its qform and sform and their
-    codes instead, as long as they state `affine` (not for a crop or another grid).
+    codes instead, as long as they state `affine` (not for a crop or another grid), and 4D with
+    one volume where that file is.
 
     The image holds a Fortran-ordered copy (`fortran_ordered`): NIfTI stores voxels in that order,
     so nibabel writes it slice by slice instead of gathering each slice across the whole array
@@ -347,7 +357,8 @@ def nifti_image(array: np.ndarray, affine: np.ndarray, frames: NiftiFrames | Non
     """
     import nibabel as nib
 
-    image = nib.Nifti1Image(fortran_ordered(array), affine)
+    data = fortran_ordered(array)
+    image = nib.Nifti1Image(data[..., None] if frames is not None and frames.one_volume_4d else data, affine)
     image.header.set_xyzt_units("mm", "sec")
     if frames is not None:
         image.set_qform(frames.qform, code=frames.qform_code)
