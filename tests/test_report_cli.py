@@ -125,12 +125,22 @@ def test_a_ct_that_is_not_in_hu_is_refused_as_predict_refuses_it(cli, case_files
 
 
 def test_a_folder_of_cts_with_one_label_file_says_what_to_give(cli, case_files, tmp_path):
-    """It said "no DICOM series found in this folder", of a folder that holds NIfTI CTs."""
+    """It said "no DICOM series found in this folder", of a folder that holds NIfTI CTs; and so,
+    found by a hostile run, of a dataset in the KiTS layout, and with an empty --labels folder."""
     folder, ct, _ = case_files
-    cts = tmp_path / "cts"
+    cts, kits, empty = tmp_path / "cts", tmp_path / "kits", tmp_path / "empty"
     write_volume(cts / "p1.nii.gz", ct)
-    result = cli("--ct", cts, "--labels", folder / "seg.nii.gz", "--out", tmp_path / "out")
-    assert result.exit_code == 2 and "--ct is a folder of CTs: give --labels the folder" in result.output
+    write_volume(kits / "case_00000" / "imaging.nii.gz", ct)
+    empty.mkdir()
+    for ct_folder, labels, given in (
+        (cts, folder / "seg.nii.gz", "is one label map"),
+        (kits, folder / "seg.nii.gz", "is one label map"),
+        (kits, empty, "holds no <case>.nii.gz label map"),
+    ):
+        result = cli("--ct", ct_folder, "--labels", labels, "--out", tmp_path / "out")
+        expected = f"{labels}: --ct is a folder of CTs ({ct_folder}) but --labels {given}"
+        assert result.exit_code == 2 and expected in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 

@@ -67,6 +67,7 @@ def report(
     from kidneyseg.io.volume import read_volume
     from kidneyseg.labels import get_label_map
     from kidneyseg.predict.checks import content_warnings
+    from kidneyseg.predict.inputs import find_inputs
     from kidneyseg.predict.label_files import read_label_file
     from kidneyseg.report import ReportOptions, write_report
 
@@ -81,9 +82,12 @@ def report(
                 )
         _cohort(ct, labels, out, classes, quiet, options, hu_check)
         return
-    if ct.is_dir() and files_by_case_id(ct):
+    if ct.is_dir() and find_inputs(ct)[1]:
+        given = "holds no <case>.nii.gz label map" if labels.is_dir() else "is one label map"
         raise KidneysegError(
-            "--ct is a folder of CTs: give --labels the folder of their <case>.nii.gz label maps", labels
+            f"--ct is a folder of CTs ({ct}) but --labels {given}: give the folder of their "
+            "<case>.nii.gz label maps",
+            labels,
         )
     image = read_volume(ct)
     for doubt in content_warnings(image, hu_check):
