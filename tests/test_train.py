@@ -512,6 +512,35 @@ def test_resume_chooses_the_best_again_when_best_pt_is_lost_and_refuses_fewer_ep
     assert json.loads((run / "run.json").read_text())["best_epoch"] == 3
 
 
+def test_resume_does_not_keep_a_best_pt_of_another_run(run3d, tmp_path, capsys):
+    """Found by a hostile run: a best.pt copied from another run (here: another learning rate) at
+    the same epoch number was kept on resume, and predict then used that run's network. Its
+    config must be the run's (but for the epochs and time limit a resume may change)."""
+    from kidneyseg.plaindata import dump_yaml, yaml_load
+
+    run = tmp_path / "run"
+    shutil.copytree(run3d, run)
+    payload = torch.load(run / "last.pt", weights_only=True)
+    payload["extra"]["best_epoch"], payload["extra"]["best_dice"] = 2, 2.0  # no later epoch beats it
+    torch.save(payload, run / "last.pt")
+    best = torch.load(run / "best.pt", weights_only=True)
+    best["extra"]["epoch"] = 2
+    torch.save(best, run / "best.pt")
+    engine.resume(run, epochs=3, progress=False)  # its own best.pt, another total of epochs: kept
+    assert "best.pt: missing or not" not in capsys.readouterr().err
+    assert load_checkpoint(run / "best.pt").extra["epoch"] == 2
+    config = yaml_load(best["config"])
+    config["train"]["lr"] = config["train"]["lr"] * 10
+    best["config"] = dump_yaml(config)
+    torch.save(best, run / "best.pt")
+    result = engine.resume(run, epochs=4, progress=False)
+    assert "best.pt: missing or not the checkpoint of the best epoch" in capsys.readouterr().err
+    assert (
+        result.best_epoch == 4
+        and load_checkpoint(run / "best.pt").config == load_checkpoint(run / "last.pt").config
+    )
+
+
 def test_a_moved_run_resumes_with_its_own_cache_or_the_one_given(run3d, tmp_path):
     """A run folder moved with its default cache made the old location again and filled it anew,
     and `--resume --cache DIR` was ignored (found by a hostile review)."""

@@ -297,7 +297,7 @@ def resume(
         init=(ckpt.model_state, extra),
         freeze_depth=freeze_depth,
         cases=RecordedCases.of_run(run_dir, extra),
-        notice=forget_a_lost_best(run_dir, state),
+        notice=forget_a_lost_best(run_dir, state, ckpt.config),
     )
 
 

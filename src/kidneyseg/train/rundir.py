@@ -54,6 +54,15 @@ def check_new_run_dir(out: Path) -> str | None:
     )
 
 
+RESUME_MAY_CHANGE = ("train.epochs", "train.time_limit_minutes")
+"""The config keys a resume may change (`train --resume KEY=VALUE`)."""
+
+
+def _differences(a: RunConfig, b: RunConfig) -> list[tuple[str, object, object]]:
+    """Where two configs of one run may not differ: `differences` but for `RESUME_MAY_CHANGE`."""
+    return [d for d in differences(a, b) if d[0] not in RESUME_MAY_CHANGE]
+
+
 def check_config_file(path: Path, config: RunConfig) -> None:
     """Refuse to resume when the run's config.yaml says otherwise than its last checkpoint: a
     hand-edited config.yaml (the resume would train on and overwrite it) or a last.pt of another
@@ -63,8 +72,7 @@ def check_config_file(path: Path, config: RunConfig) -> None:
         written = from_dict(RunConfig, load_yaml(path), str(path))
     except (KidneysegError, OSError, ValueError):  # ValueError: not UTF-8 text
         return
-    changeable = ("train.epochs", "train.time_limit_minutes")
-    odd = [d for d in differences(written, config) if d[0] not in changeable]
+    odd = _differences(written, config)
     if odd:
         key, here, there = odd[0]
         raise KidneysegError(
@@ -145,15 +153,17 @@ def cache_of(run_dir: Path, kept: str | None, given: str | os.PathLike[str] | No
     return run_dir / "preprocessed"
 
 
-def forget_a_lost_best(run_dir: Path, state: RunState) -> str | None:
+def forget_a_lost_best(run_dir: Path, state: RunState, config: RunConfig) -> str | None:
     """When `best.pt` is missing or is not the checkpoint of the run's best epoch (deleted,
-    replaced, damaged), the best is chosen again from the epochs to come rather than reported
-    for weights that are not there; returns the notice saying so."""
+    replaced by another run's, damaged), the best is chosen again from the epochs to come rather
+    than reported for weights that are not there; returns the notice saying so. `config`: the
+    run's, from its last checkpoint."""
     best = run_dir / BEST_NAME
     if state.best_epoch in (0, state.epoch):  # none yet, or rewritten from last.pt on resume
         return None
     try:
-        if int(load_checkpoint(best).extra.get("epoch", -1)) == state.best_epoch:
+        found = load_checkpoint(best)
+        if int(found.extra.get("epoch", -1)) == state.best_epoch and not _differences(found.config, config):
             return None
     except KidneysegError:
         pass
