@@ -168,6 +168,17 @@ def test_no_common_cases_is_an_error(cli, folders, tmp_path):
     assert result.exit_code == 2 and "no case ids in common" in result.output
 
 
+def test_a_prediction_that_is_a_broken_link_is_named(cli, folders, tmp_path):
+    """Found by a hostile run: a symbolic link to a file that is gone was "1 reference cases have no
+    prediction: case_00001", as if never predicted; now the link is named."""
+    ref_root, pred_dir, _, _ = folders
+    (pred_dir / "case_00001.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    result = cli("--pred", pred_dir, "--ref", ref_root, "--out", tmp_path / "e", "-q")
+    expected = f"{pred_dir / 'case_00001.nii.gz'}: a symbolic link to a file that is not there"
+    assert result.exit_code == 2 and expected in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "e").exists()
+
+
 @pytest.mark.parametrize("given", ["dataset", "root"])
 def test_predictions_written_into_the_dataset_are_refused_not_scored_as_the_references(
     cli, folders, tmp_path, given

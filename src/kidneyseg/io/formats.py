@@ -185,14 +185,17 @@ def files_by_case_id(folder: str | os.PathLike[str]) -> dict[str, Path]:
 
     Raises:
         KidneysegError: two files name the same case (e.g. `a.nii` and `a.nii.gz`, or
-            `a.nii.gz` and `a_0000.nii.gz`).
+            `a.nii.gz` and `a_0000.nii.gz`), or a NIfTI name is a link to nothing (a case that
+            would otherwise be missing without a word about why).
     """
     folder = Path(folder)
     found: dict[str, Path] = {}
     if not folder.is_dir():
         return found
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or not any(f.reads(path) for f in FORMATS):
+    for path in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        if path.is_symlink() and not path.exists() and path.name.endswith(NIFTI_SUFFIXES):
+            raise KidneysegError("a symbolic link to a file that is not there", path)
+        if not path.is_file() or not any(f.reads(path) for f in FORMATS):
             continue
         name = case_id_of(path)
         if name in found:
