@@ -387,6 +387,13 @@ def test_preprocess_never_replaces_the_dataset_or_foreign_folders(tmp_path, monk
     assert result.exit_code == 2
     _one_error_line(result, "the cache would replace the dataset's case folder")
     assert sorted(p.relative_to(tmp_path) for p in dataset.rglob("*")) == before
+    inside = dataset / "case_00000" / "cache"  # found by a hostile run: was written there
+    result = runner.invoke(app, ["preprocess", "--data", str(tmp_path / "data"), "--out", str(inside), "-q"])
+    assert result.exit_code == 2
+    _one_error_line(
+        result, f"the cache would lie in the dataset's folder {(dataset / 'case_00000').resolve()}"
+    )
+    assert sorted(p.relative_to(tmp_path) for p in dataset.rglob("*")) == before
 
     foreign = tmp_path / "cache" / "case_00000"
     foreign.mkdir(parents=True)

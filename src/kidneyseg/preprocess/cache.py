@@ -84,16 +84,22 @@ def _check_replaceable(folder: Path) -> None:
 
 
 def _refuse_cache_inside_cases(dataset: Dataset, out: Path) -> None:
-    """Refuse a cache whose case folders would be the dataset's own (`--out` = the dataset folder)."""
+    """Refuse a cache whose case folders would be the dataset's own (`--out` = the dataset
+    folder), or that would lie in the folder of a case's files (a case folder, `images/`)."""
+    inside = out.resolve()
     for case in dataset.cases:
         folder = (out / case.case_id).resolve()
         for source in (case.image, case.label, case.tissue):
-            if source is not None and folder in Path(source).resolve().parents:
-                raise KidneysegError(
-                    f"the cache would replace the dataset's case folder {out / case.case_id}; "
-                    "choose a cache folder outside the dataset",
-                    out,
-                )
+            if source is None:
+                continue
+            home = Path(source).resolve().parent
+            if folder in home.parents or folder == home:
+                where = f"replace the dataset's case folder {out / case.case_id}"
+            elif home == inside or home in inside.parents:
+                where = f"lie in the dataset's folder {home} (of case {case.case_id})"
+            else:
+                continue
+            raise KidneysegError(f"the cache would {where}; choose a cache folder outside the dataset", out)
 
 
 def preprocess_case(
@@ -104,10 +110,14 @@ def preprocess_case(
     maps them to classes, and training checks the mapped values) any of 0..255.
 
     Raises:
-        KidneysegError: the CT or label map is unreadable, invalid or inconsistent.
+        KidneysegError: the CT or label map is unreadable, invalid or inconsistent, or the CT
+            holds no body (`predict`'s `check_body`).
     """
+    from kidneyseg.predict.checks import check_body
+
     record = _record(case, cfg)
     ct = read_volume(case.image)
+    check_body(ct.array, str(case.image))  # as `predict`: labels on a CT of air are nonsense
     labels = read_volume(case.label) if case.label is not None else None
     tissue = read_volume(case.tissue) if case.tissue is not None else None
     try:
