@@ -284,6 +284,20 @@ def test_resume_refuses_data_holding_other_cases(run3d, phantoms, tmp_path):
     assert engine.resume(run, epochs=3, data_dir=moved, progress=False).epochs == 3
 
 
+def test_one_ct_under_two_case_ids_is_refused_before_anything_is_written(phantoms, tmp_path):
+    """Found by a hostile run: a case folder linking to another (case_00009 -> case_00001) was
+    preprocessed as a case of its own, so one CT could be trained on and validated on."""
+    data = tmp_path / "data"
+    shutil.copytree(phantoms, data)
+    (data / "dataset" / "case_00009").symlink_to(data / "dataset" / "case_00001", target_is_directory=True)
+    with pytest.raises(KidneysegError, match="cases case_00001 and case_00009 are one CT") as info:
+        engine.train(
+            load_recipe("sca-unet-3d:cpu", overrides=[*SCA, "train.epochs=1"]), data, tmp_path / "run"
+        )
+    assert str(info.value).startswith(f"{data}: ")
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_refuses_other_files_under_the_runs_case_ids(run3d, tmp_path):
     """Phantoms of another seed hold the same case ids: a resume trained on them and chose best.pt
     by Dice on other validation cases (found by a hostile review)."""

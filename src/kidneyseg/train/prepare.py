@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kidneyseg.config import RunConfig
-from kidneyseg.data.cases import discover
+from kidneyseg.data.cases import Case, discover
 from kidneyseg.data.splits import run_split
 from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.labels import label_lut
@@ -64,8 +64,9 @@ def prepare_data(
             are refused before anything is preprocessed.
 
     Raises:
-        KidneysegError: no labelled cases, fewer than two, other cases than a resumed run's,
-            or label values the run's label map does not know (naming the file).
+        KidneysegError: no labelled cases, fewer than two, one CT under two case ids, other
+            cases than a resumed run's, or label values the run's label map does not know
+            (naming the file).
     """
     from kidneyseg.preprocess import config_hash, preprocess_dataset
 
@@ -83,6 +84,7 @@ def prepare_data(
         raise KidneysegError(
             f"need at least 2 labelled cases to train and validate, found {len(labelled)}", data_dir
         )
+    _refuse_one_ct_twice(labelled, data_dir)
     train_ids, val_ids = run_split([c.case_id for c in labelled], config.data)
     file_sizes = {c.case_id: c.file_sizes() for c in labelled}
     if cases is not None:
@@ -139,3 +141,22 @@ def _check_foreground(config: RunConfig, data: PreparedData, data_dir: Path) -> 
             "(data.split_seed, data.val_fraction)",
             data_dir,
         )
+
+
+def _refuse_one_ct_twice(cases: tuple[Case, ...], data_dir: str | os.PathLike[str]) -> None:
+    """Refuse a dataset holding one CT file under two case ids (a link to another case's folder
+    or file): split into training and validation, the model would be scored on what it trained on.
+
+    Raises:
+        KidneysegError: naming both case ids.
+    """
+    seen: dict[Path, str] = {}
+    for case in cases:
+        real = case.image.resolve()
+        if real in seen:
+            raise KidneysegError(
+                f"cases {seen[real]} and {case.case_id} are one CT ({real}): a case in both training "
+                "and validation would score the model on what it trained on; remove the link",
+                data_dir,
+            )
+        seen[real] = case.case_id
