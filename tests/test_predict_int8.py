@@ -149,10 +149,13 @@ def test_predict_int8_agrees_with_float32_and_records_the_calibration(phantom, t
             "--precision int8 runs on the openvino backend only, but this "
             "prediction would run on PyTorch (cpu)",
         ),
-        ({"backend": "auto"}, "cuda", "would run on PyTorch (cuda)"),
+        ({"backend": "auto"}, "cuda", "would run on PyTorch (cuda:0)"),
     ],
 )
-def test_int8_is_refused_where_openvino_does_not_run(settings, device, message):
+def test_int8_is_refused_where_openvino_does_not_run(settings, device, message, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # refused before any CUDA call
     with pytest.raises(KidneysegError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Predictor([bundled_path()], PredictSettings(precision="int8", **settings), device=device)
 
