@@ -174,6 +174,23 @@ def test_a_converted_network_is_cached_and_read_back_the_same(rng, tmp_path, mon
     assert OpenVINONetwork(net, window, "float32", threads=1).cache == "unwritable"
 
 
+def test_a_network_with_batch_norm_is_cached_too(rng, tmp_path, monkeypatch):
+    """Found by a hostile run: the cache key viewed every weight as bytes, which a 0-dim tensor
+    (BatchNorm's num_batches_tracked, in the 2D U-Nets) cannot be: OpenVINO "could not compile"
+    them and `--backend auto` fell back to PyTorch whenever the compile cache was on."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    net = build_model("unet_2d", channels=[4, 8, 16]).eval()
+    assert any(t.dim() == 0 for t in net.state_dict().values())
+    window = (1, 32, 32)
+    x = torch.from_numpy(rng.random((2, *window), dtype=np.float32))
+    assert OpenVINONetwork(net, window, "float32", threads=1).cache == "miss"
+    cached = OpenVINONetwork(net, window, "float32", threads=1)
+    assert cached.cache == "hit"
+    with torch.inference_mode():
+        torch.testing.assert_close(cached(x), net(x), rtol=1e-4, atol=1e-4)
+
+
 def test_the_compile_cache_drops_the_least_recently_used_entry(tmp_path, monkeypatch):
     """Beyond `KEEP` entries the one read or written longest ago goes; a read counts as a use."""
     import time
