@@ -73,6 +73,18 @@ def test_kits19_mask_cut_through_its_tumor_stages_a_lower_bound(shared_data):
         assert report["summary"]["clinical_t"] == shown
         assert statistics_row("case", report)["ct_category"] == shown
     assert not whole["summary"]["clinical_t"].startswith("≥")
+    # Its diameter too (found by a hostile run: the page's summary and the statistics row showed a
+    # plain "4.1 cm" for the cut tumor, the lesion table "≥ 4.1").
+    from kidneyseg.report.render import _summary_rows
+
+    for report, bound in ((whole, ""), (cropped, "≥")):
+        largest = report["summary"]["largest_tumor_axial_diameter_cm"]
+        assert report["summary"]["largest_tumor_is_lower_bound"] is (bound == "≥")
+        assert (
+            dict(_summary_rows(report))["Largest tumor, max axial diameter"]
+            == f"{bound + ' ' if bound else ''}{largest:.1f} cm"
+        )
+        assert statistics_row("case", report)["tumor_diameters_cm"].split(";")[0] == f"{bound}{largest:.2f}"
 
 
 def test_air_in_a_cyst_is_implausible(grid):

@@ -325,6 +325,7 @@ def _summary(report: dict, options: ReportOptions) -> dict:
         "num_cysts": len(cysts),
         "largest_tumor_id": largest["id"] if largest else None,
         "largest_tumor_axial_diameter_cm": largest["max_axial_diameter_cm"] if largest else None,
+        "largest_tumor_is_lower_bound": bool(largest["incomplete"]) if largest else None,
         "total_tumor_volume_ml": round(sum(r["volume_ml"] for r in tumors), 2),
         "total_cyst_volume_ml": round(sum(r["volume_ml"] for r in cysts), 2),
         "clinical_t": staging.shown_category(report["staging"]),

@@ -246,7 +246,10 @@ def _summary_rows(report: dict) -> list[tuple[str, str]]:
         ("Kidneys found", ", ".join(summary["kidneys_found"]) or "none"),
         ("Tumors", str(summary["num_tumors"])),
         ("Cysts", str(summary["num_cysts"])),
-        ("Largest tumor, max axial diameter", "—" if largest is None else f"{largest:.1f} cm"),
+        (
+            "Largest tumor, max axial diameter",
+            "—" if largest is None else f"{_bound(summary)}{largest:.1f} cm",
+        ),
         ("Clinical T category (images)", _staging(staging, _uncertain(report["warnings"]))),
         ("Total tumor volume", f"{summary['total_tumor_volume_ml']:.1f} mL"),
         ("Total cyst volume", f"{summary['total_cyst_volume_ml']:.1f} mL"),
@@ -256,6 +259,11 @@ def _summary_rows(report: dict) -> list[tuple[str, str]]:
         ),
         ("Other kidney-label fragments", _fragments(report["other_components"])),
     ]
+
+
+def _bound(summary: dict) -> str:
+    """ "≥ " before the largest tumor's diameter when the scan's edge cuts it (a lower bound)."""
+    return "≥ " if summary.get("largest_tumor_is_lower_bound") else ""
 
 
 def _uncertain(warnings: list[dict]) -> set[str]:

@@ -46,8 +46,10 @@ def _diameters(report: dict, kind: str) -> str:
         (r for r in report.get("lesions", []) if r.get("type") == kind),
         key=lambda r: -(r.get("max_axial_diameter_cm") or 0),
     )
-    return ";".join(
-        f"{r['max_axial_diameter_cm']:.2f}" for r in rows if r.get("max_axial_diameter_cm") is not None
+    return ";".join(  # ≥: a lesion cut by the scan's edge, its diameter a lower bound
+        f"{'≥' if r.get('incomplete') else ''}{r['max_axial_diameter_cm']:.2f}"
+        for r in rows
+        if r.get("max_axial_diameter_cm") is not None
     )
 
 
