@@ -55,6 +55,14 @@ def test_a_rerun_skips_only_what_the_same_input_model_and_settings_made(ckpt, ca
     assert "1 predicted" in runner.invoke(app, base).output
     assert "0 predicted, 1 already done" in runner.invoke(app, [*base, "--batch", "2"]).output
     first = np.asarray(nib.load(out).dataobj)
+    # The skipping run's record is its own (batch 2), but the case says what made it (found by a
+    # hostile run: it said nothing, and the record named the skipping run's batch and backend).
+    record = json.loads((out.parent / "predict_run.json").read_text())
+    (case,) = record["cases"]
+    assert case["status"] == "skipped" and record["environment"]["backend"] == case["made_with"]["backend"]
+    assert (
+        record["settings"]["resolved_inference"]["sw_batch_size"] == 2 != case["made_with"]["sw_batch_size"]
+    )
 
     c_into_out = ["predict", "-i", str(cases / "c.nii.gz"), "-o", str(out.parent), "-m", str(ckpt)]
     other = runner.invoke(app, c_into_out)

@@ -88,6 +88,26 @@ def _environment(predictor: Predictor) -> dict[str, Any]:
     }
 
 
+def made_with(predictor: Predictor) -> dict[str, Any]:
+    """What a case's entry keeps of the run that predicted it, so that a later run that skips the
+    case (its record then describes that later run's environment) still says what made it: when,
+    and the device, backend, precision, batch size and threads, which the skip does not compare
+    (`case_fingerprint`)."""
+    import torch
+
+    from kidneyseg import __version__
+
+    return {
+        "predicted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "kidneyseg": __version__,
+        "device": predictor.device,
+        "backend": predictor.backend.name,
+        "precision": predictor.settings.precision,
+        "sw_batch_size": predictor.inference.sw_batch_size,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 def _models(predictor: Predictor) -> list[dict[str, Any]]:
     from kidneyseg.predict.pretrained import bundled_name
 

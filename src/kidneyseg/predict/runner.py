@@ -60,6 +60,7 @@ from kidneyseg.predict.run_record import (
     earlier_color_tables,
     input_stamp,
     kept_cases,
+    made_with,
     new_record,
     output_stamps,
     record_name,
@@ -220,7 +221,12 @@ def _run_case(
                 f"warning: {case.case_id}: removed what an earlier run wrote beside the old label map: "
                 + names
             )
-        made = {"fingerprint": fingerprint, "input_stamp": stamp, "output_stamps": output_stamps(outputs)}
+        made = {
+            "fingerprint": fingerprint,
+            "input_stamp": stamp,
+            "output_stamps": output_stamps(outputs),
+            "made_with": made_with(predictor),
+        }
         return {**entry, **made, "removed_stale": [str(p) for p in stale]}
     except KidneysegError as exc:
         if not where.folder_mode:
