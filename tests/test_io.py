@@ -190,6 +190,11 @@ def test_lengths_in_another_unit_than_mm_are_refused(tmp_path):
                 read_volume(path)
         else:
             assert read_volume(path).spacing == pytest.approx((0.8, 0.8, 2.5))
+    for code in (4, 7, 66):  # no unit nibabel knows (found by a review: a KeyError traceback)
+        image = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.diag([0.8, 0.8, 2.5, 1]))
+        image.header["xyzt_units"] = code
+        nib.save(image, str(tmp_path / "odd.nii.gz"))
+        assert read_volume(tmp_path / "odd.nii.gz").spacing == pytest.approx((0.8, 0.8, 2.5))
 
 
 def test_a_4d_file_of_one_volume_gets_labels_of_the_same_shape(tmp_path):

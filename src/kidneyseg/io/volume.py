@@ -55,8 +55,7 @@ class NiftiFrames:
     @classmethod
     def of(cls, header) -> NiftiFrames:
         """The frames of a nibabel NIfTI-1 or NIfTI-2 header."""
-        q, s = int(header["qform_code"]), int(header["sform_code"])
-        four_d = len(header.get_data_shape()) == 4
+        q, s, four_d = int(header["qform_code"]), int(header["sform_code"]), len(header.get_data_shape()) == 4
         return cls(header.get_qform() if q else None, q, header.get_sform() if s else None, s, four_d)
 
 
@@ -193,6 +192,9 @@ class _Collected(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+OTHER_LENGTH_UNITS = {1: "meters", 3: "microns"}  # NIfTI's other than mm (2); 0 and 4-7 read as mm
+
+
 def load_nifti(path: Path, what: str = "NIfTI"):
     """`nibabel.load` of a NIfTI file whose geometry is checked: the voxel sizes of the affine in
     use (sform, else qform or pixdim) must be positive and finite. nibabel repairs some headers
@@ -224,10 +226,10 @@ def load_nifti(path: Path, what: str = "NIfTI"):
         if not all(math.isfinite(v) and v > 0 for v in pixdim):
             shown = ", ".join(f"{v:g}" for v in pixdim)
             raise KidneysegError(f"voxel sizes (pixdim) {shown} must be positive and finite", path)
-    unit = image.header.get_xyzt_units()[0]
-    if unit not in ("mm", "unknown"):
+    unit = OTHER_LENGTH_UNITS.get(int(image.header["xyzt_units"]) & 7)  # the spatial bits
+    if unit is not None:
         raise KidneysegError(
-            f"the header states lengths in {unit}s (xyzt_units); kidneyseg reads NIfTI in mm (or "
+            f"the header states lengths in {unit} (xyzt_units); kidneyseg reads NIfTI in mm (or "
             "without a unit, as mm): convert the file to mm",
             path,
         )
@@ -358,13 +360,13 @@ def nifti_image(array: np.ndarray, affine: np.ndarray, frames: NiftiFrames | Non
     import nibabel as nib
 
     data = fortran_ordered(array)
-    image = nib.Nifti1Image(data[..., None] if frames is not None and frames.one_volume_4d else data, affine)
+    image = nib.Nifti1Image(data, affine)
     image.header.set_xyzt_units("mm", "sec")
     if frames is not None:
         image.set_qform(frames.qform, code=frames.qform_code)
         image.set_sform(frames.sform, code=frames.sform_code)
         if np.allclose(image.header.get_best_affine(), affine, atol=1e-4):
-            return image
+            return nib.Nifti1Image(data[..., None], None, image.header) if frames.one_volume_4d else image
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     return image

@@ -158,12 +158,13 @@ def write_probabilities(path: Path, prediction: Prediction) -> Path:
 
 
 def is_probabilities(path: Path) -> bool:
-    """Whether `path` holds probabilities as `write_probabilities` writes them: a 4D NIfTI (a case's
-    label map is 3D), told by its header."""
+    """Whether `path` holds probabilities as `write_probabilities` writes them: a 4D NIfTI of a
+    volume per class (a case's label map is 3D, or 4D with one volume), told by its header."""
     if not str(path).endswith(NIFTI_SUFFIXES):
         return False
     try:
-        return len(load_nifti(path).header.get_data_shape()) == 4
+        shape = load_nifti(path).header.get_data_shape()
+        return len(shape) == 4 and shape[3] > 1
     except KidneysegError:  # an unreadable header: not provably the probabilities
         return False
 
