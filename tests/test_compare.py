@@ -291,6 +291,20 @@ def test_other_data_jobs_or_device_are_refused_before_any_prediction(cli, tmp_pa
     result = cli(*base, "--data", data)
     assert result.exit_code == 0, result.output
     assert len(read_csv(tmp_path / "cmp" / "runs" / "m" / "validation" / "per_case.csv")) == 2
+    # Found by a review: with the training set, its cases were checked only after the validation
+    # set was predicted and written.
+    split.update(val_cases=["case_00000"], train_cases=["case_00001"])
+    (run / "run.json").write_text(json.dumps(split))
+    both = ("--run", f"m={run}", "--bootstrap", 100, "--out", tmp_path / "cmp2", "--data", other_data)
+    result = cli(*both)
+    assert result.exit_code == 2 and "under the run's validation case ids" in result.output, result.output
+    sizes["case_00000"] = (
+        discover(other_data).subset(["case_00000"])[0].file_sizes()
+    )  # validation: as if its own
+    (run / "run.json").write_text(json.dumps(split))
+    result = cli(*both)
+    assert result.exit_code == 2 and "under the run's training case ids" in result.output, result.output
+    assert not (tmp_path / "cmp2").exists()
 
 
 def test_a_run_is_scored_on_its_data_read_with_its_own_layout(cli, tmp_path, one_torch_thread):

@@ -203,6 +203,16 @@ def test_ensemble_averages_probabilities(rng):
     torch.testing.assert_close(got.sum(1), torch.ones(2, 8, 8, 8))
 
 
+def test_the_device_is_a_name_or_a_torch_device(ckpt3d, monkeypatch):
+    """A `torch.device` is taken as before (found by a review: "'torch.device' object has no
+    attribute 'startswith'" once the device was resolved by name); CUDA without CUDA is one line."""
+    assert Predictor([ckpt3d], device=torch.device("cpu")).device == "cpu"
+    assert Predictor([ckpt3d], device="auto").device == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(KidneysegError, match="device 'cuda' asked for, but torch sees no CUDA device"):
+        Predictor([ckpt3d], device="cuda")
+
+
 def test_an_ensemble_of_one_network_twice_votes_as_that_network(ckpt3d):
     """An ensemble's scores are probabilities already: its votes and confidence are the single
     network's (softmax taken once, not twice; windows blend probabilities, not logits, so not

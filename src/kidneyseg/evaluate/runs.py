@@ -88,15 +88,9 @@ def evaluate_run(
     dataset = discover(data_dir or record["data_dir"], data.layout, data.annotation, require_labels=True)
     scoring = Scoring.of_run(predictor.label_map, predictor.config.data.label_mapping)
     out_dir = canonical_path(out_dir)  # another spelling of the folder reuses its predictions
+    chosen = {data_set: _checked_cases(record, dataset, data_set, run_dir) for data_set in data_sets}
     results = {}
-    for data_set in data_sets:
-        cases = dataset.subset(record[SPLIT_KEYS[data_set]])
-        unlabelled = [c.case_id for c in cases if c.label is None]
-        if unlabelled:
-            raise KidneysegError(
-                f"{data_set} cases without a reference segmentation: {some_names(unlabelled)}", dataset.root
-            )
-        _refuse_other_files(record, cases, dataset.root, data_set, run_dir)
+    for data_set, cases in chosen.items():  # every set checked before any case is predicted
         if not cases:
             continue
         folder = out_dir / data_set
@@ -119,19 +113,24 @@ def evaluate_run(
     return results
 
 
-def _refuse_other_files(
-    record: dict, cases: tuple, root: Path, data_set: str, run_dir: str | os.PathLike[str]
-) -> None:
-    """Refuse a `data_set`'s cases (of the dataset at `root`) whose files differ in size from those
-    the run recorded (`case_file_sizes`, as `train --resume` checks them): another dataset under
-    the same case ids is not the run's own training or validation set."""
+def _checked_cases(record: dict, dataset, data_set: str, run_dir: str | os.PathLike[str]) -> tuple:
+    """The run's `data_set` cases in `dataset`, refused when one has no reference segmentation or
+    other files than the run recorded (`case_file_sizes`, as `train --resume` checks them):
+    another dataset under the same case ids is not the run's own training or validation set."""
     from kidneyseg.data.cases import differing_files
 
+    cases = dataset.subset(record[SPLIT_KEYS[data_set]])
+    unlabelled = [c.case_id for c in cases if c.label is None]
+    if unlabelled:
+        raise KidneysegError(
+            f"{data_set} cases without a reference segmentation: {some_names(unlabelled)}", dataset.root
+        )
     changed = differing_files(record.get("case_file_sizes"), {c.case_id: c.file_sizes() for c in cases})
     if changed:
         raise KidneysegError(
-            f"{root} holds other files under the run's {data_set} case ids than it was trained and "
-            f"validated on (sizes differ: {some_names(changed)}); "
+            f"{dataset.root} holds other files under the run's {data_set} case ids than it was trained "
+            f"and validated on (sizes differ: {some_names(changed)}); "
             "to score a run on other data: kidneyseg predict, kidneyseg evaluate, then compare --eval",
             run_dir,
         )
+    return cases

@@ -45,8 +45,8 @@ class Predictor:
     Args:
         models: a run folder (its best checkpoint) or checkpoint file, or a list of them.
         settings: inference settings overriding the checkpoint's.
-        device: "auto", "cpu", "cuda" or "cuda:N" (`kidneyseg.device.pick_device`; refused
-            in one line where torch sees no CUDA device).
+        device: "auto", "cpu", "cuda" or "cuda:N", or a `torch.device` (`kidneyseg.device.pick_device`;
+            refused in one line where torch sees no CUDA device).
 
     Attributes:
         backend: the `Backend` the networks run on (`kidneyseg.predict.backends`).
@@ -66,7 +66,7 @@ class Predictor:
         self,
         models: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         settings: PredictSettings | None = None,
-        device: str = "cpu",
+        device: str | torch.device = "cpu",
     ):
         from kidneyseg.checkpoint import (
             build_model_from_checkpoint,
@@ -100,7 +100,7 @@ class Predictor:
                         f"an ensemble needs one {what}, but this checkpoint's differs from {first.path}",
                         ckpt.path,
                     )
-        self.device = device = str(pick_device(device))
+        self.device = device = str(pick_device(str(device)))  # a name or a torch.device
         self.backend = resolve_backend(self.settings.backend, device)
         check_precision(self.backend, self.settings.precision, device)
         self.calibration: dict[str, Any] | None = None
