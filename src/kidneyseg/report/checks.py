@@ -231,8 +231,9 @@ def _lesion_warnings(lesion: dict) -> list[dict]:
         warnings.append(
             {
                 "code": "lesion_apart_from_kidney",
-                "message": f"The {name} touches no kidney: it is listed with the nearest one "
-                f"({lesion['kidney']}), but a renal {lesion['type']} lies in or on a kidney; check the "
+                "message": f"The {name} lies apart from the kidneys found (in none of their "
+                f"components): it is listed with the nearest one ({lesion['kidney']}), but a renal "
+                f"{lesion['type']} lies in or on a kidney: a stray label, or a kidney fragment; check the "
                 "segmentation.",
                 "lesion": lesion["id"],
             }

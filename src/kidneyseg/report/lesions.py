@@ -174,13 +174,15 @@ def measure_lesions(
             finish(row, lesion, local)
         return row
 
+    voxels = {}
     for number in large[: options.max_lesions]:
         row = lesion_row(int(number))
         if _too_small(row, options):
             small.append({k: row[k] for k in ("type", "volume_ml", "max_3d_diameter_cm")})
         else:
             rows.append(row)
-    rows.sort(key=lambda r: (-r["volume_ml"], *r["centroid_ras_mm"]))  # ties: by place, not array order
+            voxels[id(row)] = int(sizes[number])
+    rows.sort(key=lambda r: (-voxels[id(r)], *r["centroid_ras_mm"]))  # ties: by place, not array order
     for index, row in enumerate(rows, start=1):
         row["id"] = f"{class_name[0].upper()}{index}"
     return rows, small, unmeasured
@@ -233,7 +235,8 @@ def _assign(
     lesion: np.ndarray, box: tuple[slice, ...], centroid: np.ndarray, kidneys: list[Kidney]
 ) -> tuple[Kidney | None, bool]:
     """The kidney holding most of the lesion's voxels, else the one with the nearest centroid;
-    and whether the lesion lies apart from every kidney (in none of their components)."""
+    and whether the lesion lies apart from the kidneys (in none of their components: a stray
+    label, or on a kidney fragment that is not the kidney of its side)."""
     if not kidneys:
         return None, True
     overlaps = [k.overlap(box, lesion) for k in kidneys]

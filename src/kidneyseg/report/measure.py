@@ -18,8 +18,8 @@ Conventions:
   any other component goes whole to the side holding most of it. The kidney on each side is the largest
   component (or part) there that holds kidney voxels; the others are reported as `other_components`.
 - Lesions: 26-connected components of each lesion class (tumor, cyst), each assigned to
-  the kidney that holds most of its voxels, else to the nearest kidney (and flagged as apart
-  from every kidney).
+  the kidney that holds most of its voxels, else to the nearest kidney (and flagged as lying
+  apart from the kidneys found).
 """
 
 from __future__ import annotations
