@@ -186,11 +186,15 @@ def _letters(ax, letters: tuple[str, str, str, str]) -> None:
 
 
 def _scale_bar(ax, width_mm: float, height_mm: float) -> None:
-    """A white bar of 1, 2, 5 or 10 cm (the longest under a quarter of the width), lower right."""
+    """A white bar of 1, 2, 5 or 10 cm (the longest under a quarter of the width), lower right,
+    bar and label edged in black so that they stay readable on bone or contrast."""
+    from matplotlib import patheffects
+
+    edge = [patheffects.withStroke(linewidth=2.5, foreground="black")]
     length = max((mm for mm in SCALE_BARS_MM if mm <= width_mm / 4), default=SCALE_BARS_MM[0])
     x1 = width_mm * 0.96
     y = height_mm * 0.93
-    ax.plot([x1 - length, x1], [y, y], color="white", linewidth=3, solid_capstyle="butt")
+    ax.plot([x1 - length, x1], [y, y], color="white", linewidth=3, solid_capstyle="butt", path_effects=edge)
     ax.text(
         x1 - length / 2,
         y - height_mm * 0.015,
@@ -199,6 +203,7 @@ def _scale_bar(ax, width_mm: float, height_mm: float) -> None:
         ha="center",
         va="bottom",
         fontsize=9,
+        path_effects=edge,
     )
 
 
