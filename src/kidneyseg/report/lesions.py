@@ -69,7 +69,8 @@ def find_kidneys(
     labelled, count, sizes, right_sizes = sides.labelled, sides.count, sides.sizes, sides.right_sizes
     kidney = labels == kidney_value
     in_kidney = geometry.voxel_counts(labelled, count, within=kidney)
-    in_right_kidney = geometry.voxel_counts(labelled, count, within=kidney & sides.right)
+    if (sides.side == midline.SPLIT).any():  # only a split component needs its halves' counts
+        in_right_kidney = geometry.voxel_counts(labelled, count, within=kidney & sides.right)
     # Candidates: (side, voxels, component, half, kidney voxels) with half = the side kept of a
     # split component.
     candidates = []
@@ -156,7 +157,6 @@ def measure_lesions(
         for n in large[options.max_lesions :]
     ]
     boxes = ndimage.find_objects(labelled)
-    rows = []
 
     def lesion_row(number: int) -> dict:
         """Lesion `number`'s row, completed by `finish` unless it is too small. Its mask lives only here."""
@@ -174,15 +174,15 @@ def measure_lesions(
             finish(row, lesion, local)
         return row
 
-    voxels = {}
+    measured = []  # (voxels, row)
     for number in large[: options.max_lesions]:
         row = lesion_row(int(number))
         if _too_small(row, options):
             small.append({k: row[k] for k in ("type", "volume_ml", "max_3d_diameter_cm")})
         else:
-            rows.append(row)
-            voxels[id(row)] = int(sizes[number])
-    rows.sort(key=lambda r: (-voxels[id(r)], *r["centroid_ras_mm"]))  # ties: by place, not array order
+            measured.append((int(sizes[number]), row))
+    measured.sort(key=lambda m: (-m[0], *m[1]["centroid_ras_mm"]))  # ties: by place, not array order
+    rows = [row for _, row in measured]
     for index, row in enumerate(rows, start=1):
         row["id"] = f"{class_name[0].upper()}{index}"
     return rows, small, unmeasured
