@@ -389,3 +389,25 @@ def test_compare_leaves_a_box_plot_it_did_not_write(cli, tmp_path, rng):
     assert result.exit_code == 0, result.output
     assert "that this one lacks: boxplot_training_kidney.png, boxplot_training_cyst.png, " in result.output
     assert sorted(p.name for p in out.glob("boxplot_training_*")) == ["boxplot_training_tumor.png"]
+
+
+def test_a_training_evaluation_without_its_held_out_one_or_one_folder_under_two_names_is_refused(
+    cli, tmp_path, rng
+):
+    """`--train-eval b=DIR` without `--eval b=...` (was: a training set of model b alone), and
+    one evaluation under two names (was: a model compared with itself, p = 1), are refused
+    before anything is written."""
+    val = write_csv(tmp_path / "a" / "val" / "per_case.csv", synthetic_rows(rng, 12, 0.9))
+    train = write_csv(tmp_path / "a" / "train" / "per_case.csv", synthetic_rows(rng, 20, 0.9))
+    out = tmp_path / "cmp"
+    result = cli("--eval", f"a={val.parent}", "--train-eval", f"b={train}", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert "--train-eval: model 'b' has no --eval b=DIR" in result.output
+    result = cli("--eval", f"a={val.parent}", "--eval", f"b={val}", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert result.output == f"error: --eval: {val.resolve()} is given as both 'a' and 'b'\n"
+    assert not out.exists()
+    result = cli(
+        "--eval", f"a={val.parent}", "--train-eval", f"a={train.parent}", "--out", out, "--bootstrap", 100
+    )
+    assert result.exit_code == 0, result.output

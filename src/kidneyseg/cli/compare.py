@@ -68,7 +68,7 @@ def compare(
     import json
 
     from kidneyseg.errors import KidneysegError
-    from kidneyseg.evaluate.compare import load_scores, paper_table, parse_named, write_comparison
+    from kidneyseg.evaluate.compare import load_scores, paper_table, write_comparison
     from kidneyseg.evaluate.runs import evaluate_run
 
     if not evaluations and not runs:
@@ -80,13 +80,16 @@ def compare(
         ("validation", evaluations or [], "--eval"),
         ("training", train_evaluations or [], "--train-eval"),
     ):
-        for spec in specs:
-            name, path = parse_named(spec, option)
-            if name in data_sets[data_set]:
-                raise KidneysegError(f"{option}: model name {name!r} is given twice")
+        for name, path in _named_evaluations(specs, option):
             data_sets[data_set][name] = load_scores(path)
     wanted = ("validation", "training") if train_set else ("validation",)
     named_runs = _named_runs(runs or [], data_sets["validation"])
+    alone = sorted(set(data_sets["training"]) - set(data_sets["validation"]))
+    if alone:
+        raise KidneysegError(
+            f"--train-eval: model {alone[0]!r} has no --eval {alone[0]}=DIR: a model's training-set "
+            "figures sit beside its held-out ones (--run gives both)"
+        )
     for name, path in named_runs:
         scores = evaluate_run(path, out / "runs" / name, data, wanted, jobs=jobs, device=device)
         for data_set, rows in scores.items():
@@ -101,6 +104,25 @@ def compare(
     typer.echo(
         f"wrote {paths['markdown'][0]}, {paths['json'][0]} and {len(paths['plots'])} box plots in {out}"
     )
+
+
+def _named_evaluations(specs: list[str], option: str) -> list[tuple[str, Path]]:
+    """The `NAME=DIR` pairs of one option: each name and each evaluation given once (one folder
+    under two names would be compared with itself)."""
+    from kidneyseg.errors import KidneysegError
+    from kidneyseg.evaluate.compare import parse_named, scores_file
+
+    named, seen = [], {}
+    for spec in specs:
+        name, path = parse_named(spec, option)
+        if name in dict(named):
+            raise KidneysegError(f"{option}: model name {name!r} is given twice")
+        key = scores_file(path).resolve()
+        if key in seen:
+            raise KidneysegError(f"{option}: {key} is given as both {seen[key]!r} and {name!r}")
+        seen[key] = name
+        named.append((name, path))
+    return named
 
 
 def _named_runs(specs: list[str], taken: Collection[str]) -> list[tuple[str, Path]]:

@@ -42,10 +42,15 @@ def parse_named(spec: str, option: str) -> tuple[str, Path]:
     return name.strip(), Path(path.strip())
 
 
+def scores_file(path: str | os.PathLike[str]) -> Path:
+    """The per-case CSV of a `kidneyseg evaluate` output folder, or the file given."""
+    path = Path(path)
+    return path / CSV_NAME if path.is_dir() else path
+
+
 def load_scores(path: str | os.PathLike[str]) -> list[dict]:
     """Per-case rows from a `kidneyseg evaluate` output folder or its `per_case.csv`."""
-    path = Path(path)
-    return read_csv(path / CSV_NAME if path.is_dir() else path)
+    return read_csv(scores_file(path))
 
 
 def _aligned(models: dict[str, list[dict]], data_set: str) -> list[str]:
