@@ -351,7 +351,8 @@ def test_a_ct_given_as_labels_lists_a_few_values_not_hundreds(phantom_case, tmp_
 def test_evaluate_refuses_a_bad_annotation_the_same_folder_and_a_file(phantom_case, tmp_path):
     """Was: --annotation XYZ ignored; --pred = --ref scored 1.000 everywhere; a file as --pred
     was "folder does not exist"; --annotation MAJ for references that are no KiTS21 layout
-    ignored (found by a hostile review)."""
+    ignored (found by a hostile review); a KiTS folder against its own dataset/ (the same files
+    by another path) scored 1.000 everywhere (found by a hostile run)."""
     _, seg = phantom_case
     preds = tmp_path / "preds"
     preds.mkdir()
@@ -363,7 +364,8 @@ def test_evaluate_refuses_a_bad_annotation_the_same_folder_and_a_file(phantom_ca
     for args, message in (
         (["--pred", preds, "--ref", kits23, "--annotation", "MAJ"], "this is no KiTS21 layout"),
         (["--pred", preds, "--ref", preds, "--annotation", "XYZ"], "is not one of AND, MAJ, OR"),
-        (["--pred", preds, "--ref", preds], "--pred and --ref are the same folder"),
+        (["--pred", preds, "--ref", preds], "are the reference files themselves (case_1, in"),
+        (["--pred", kits23, "--ref", kits23 / "dataset"], "are the reference files themselves"),
         (["--pred", seg, "--ref", preds], f"{seg}: is a file, not a folder"),
     ):
         result = runner.invoke(app, ["evaluate", *map(str, args), "--out", str(out), "-q"])

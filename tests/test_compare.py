@@ -411,3 +411,41 @@ def test_a_training_evaluation_without_its_held_out_one_or_one_folder_under_two_
         "--eval", f"a={val.parent}", "--train-eval", f"a={train.parent}", "--out", out, "--bootstrap", 100
     )
     assert result.exit_code == 0, result.output
+
+
+def test_the_mean_columns_ci_averages_the_same_classes_in_every_resample():
+    """Constant class columns, a cyst in 2 of 20 cases: the mean of means is the same in every
+    resample (was: [0.567, 0.800], the resamples without a cyst averaging two classes only;
+    found by a hostile run)."""
+    values = np.column_stack([np.full(20, 0.9), np.full(20, 0.7), np.full(20, np.nan)])
+    values[[3, 11], 2] = 0.1
+    mean = bootstrap_mean_of_means(values, n_boot=2000)
+    assert mean.mean == pytest.approx(0.5667, abs=1e-4)
+    assert mean.low == pytest.approx(mean.mean) and mean.high == pytest.approx(mean.mean)
+
+
+def test_the_mean_averages_the_classes_every_model_has(cli, tmp_path, rng):
+    """Model a is perfect on kidney and tumor with a false cyst in one case (cyst Dice 0, n = 1);
+    model b has no cyst anywhere and kidney Dice 0.6. The Mean averages kidney and tumor for
+    both (was: a over three classes, b over two, ranking b first; found by a hostile run), says
+    so, and its paired test compares the same classes."""
+    rows = {name: synthetic_rows(rng, 20, 0.9) for name in "ab"}
+    for i in range(20):
+        rows["a"][i].update(dice_kidney=1.0, dice_tumor=1.0, dice_cyst=0.0 if i == 4 else float("nan"))
+        rows["b"][i].update(dice_kidney=0.6, dice_tumor=1.0, dice_cyst=float("nan"))
+        for r in (rows["a"][i], rows["b"][i]):
+            defined = [r[c] for c in ("dice_kidney", "dice_tumor", "dice_cyst") if not np.isnan(r[c])]
+            r["dice_mean"] = float(np.mean(defined))
+    args = []
+    for name, model_rows in rows.items():
+        args += ["--eval", f"{name}={write_csv(tmp_path / name / 'per_case.csv', model_rows)}"]
+    out = tmp_path / "cmp"
+    result = cli(*args, "--out", out, "--bootstrap", 200)
+    assert result.exit_code == 0, result.output
+    dice = json.loads((out / "comparison.json").read_text())["sets"]["validation"]["metrics"]["dice"]
+    assert dice["mean_leaves_out"] == {"Cyst": ["b"]}
+    assert dice["models"]["a"]["Mean"]["mean"] == pytest.approx(1.0)
+    assert dice["models"]["b"]["Mean"]["mean"] == pytest.approx(0.8)
+    assert dice["paired"]["a vs b"]["Mean"]["mean_difference"] == pytest.approx(0.2)
+    assert "The Mean leaves out Cyst for every model: b has no case with a Cyst value" in result.output
+    assert "The Mean leaves out Cyst" in (out / "comparison.md").read_text()

@@ -67,8 +67,6 @@ def evaluate(
             raise KidneysegError(
                 "--annotation chooses a KiTS21 aggregated segmentation; this is no KiTS21 layout", ref
             )
-    if pred.resolve() == ref.resolve():
-        raise KidneysegError("--pred and --ref are the same folder: every score would be perfect", pred)
     classes = get_label_map(label_map)
     result = evaluate_folders(
         pred, ref, jobs=jobs, annotation=annotation or "AND", progress=not quiet, label_map=classes

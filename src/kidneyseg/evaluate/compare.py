@@ -112,20 +112,46 @@ def compare_models(
                 name: _matrix(rows, cases, [*class_columns, mean_column], f"{data_set} set, model {name}")
                 for name, rows in models.items()
             }
+            shared, left_out = _shared_classes(values, headings[:-1])
             per_model = {}
             for name, matrix in values.items():
                 intervals = bootstrap_means(matrix[:, :-1], n_boot=n_boot, seed=seed)
-                intervals.append(bootstrap_mean_of_means(matrix[:, :-1], n_boot=n_boot, seed=seed))
+                intervals.append(bootstrap_mean_of_means(matrix[:, :-1][:, shared], n_boot=n_boot, seed=seed))
                 per_model[name] = {h: i.to_dict() for h, i in zip(headings, intervals, strict=True)}
+                if left_out:  # each case's mean over the same classes, for the paired test
+                    kept = matrix[:, :-1][:, shared]
+                    count = (~np.isnan(kept)).sum(axis=1)
+                    means = np.nansum(kept, axis=1) / np.maximum(count, 1)
+                    matrix[:, -1] = np.where(count > 0, means, np.nan)
             paired = {}
             for a, b in itertools.combinations(models, 2):
                 paired[f"{a} vs {b}"] = {
                     h: paired_test(values[a][:, j], values[b][:, j], n_boot=n_boot, seed=seed).to_dict()
                     for j, h in enumerate(headings)
                 }
-            metrics[key] = {"title": title, "columns": headings, "models": per_model, "paired": paired}
+            metrics[key] = {
+                "title": title,
+                "columns": headings,
+                "mean_leaves_out": left_out,
+                "models": per_model,
+                "paired": paired,
+            }
         out["sets"][data_set] = {"cases": cases, "metrics": metrics}
     return out
+
+
+def _shared_classes(values: dict[str, np.ndarray], headings: list[str]) -> tuple[np.ndarray, dict]:
+    """Which class columns every model has a defined value for (the Mean averages those for
+    every model, so that no model's Mean is over other classes than another's), and the classes
+    left out with the models that lack them: `{heading: [model, ...]}`."""
+    has = {name: ~np.all(np.isnan(matrix[:, :-1]), axis=0) for name, matrix in values.items()}
+    shared = np.logical_and.reduce(list(has.values()))
+    left_out = {
+        heading: [name for name, defined in has.items() if not defined[j]]
+        for j, heading in enumerate(headings)
+        if not shared[j] and any(defined[j] for defined in has.values())
+    }
+    return shared, left_out
 
 
 def _cell(interval: dict) -> str:
@@ -144,7 +170,13 @@ def paper_table(result: dict, data_set: str = "validation", metric: str = "dice"
     """One markdown table in the papers' layout: a row per model, mean [95 % CI] per column."""
     entry = result["sets"][data_set]["metrics"][metric]
     rows = [[name, *[_cell(cells[h]) for h in entry["columns"]]] for name, cells in entry["models"].items()]
-    return markdown_table(["Model", *entry["columns"]], rows)
+    notes = [
+        f"\nThe Mean leaves out {heading} for every model: {', '.join(lacking)} "
+        f"{'has' if len(lacking) == 1 else 'have'} no case with a {heading} value (the class in neither "
+        "reference nor prediction), and Means over different classes would not compare.\n"
+        for heading, lacking in entry.get("mean_leaves_out", {}).items()
+    ]
+    return markdown_table(["Model", *entry["columns"]], rows) + "".join(notes)
 
 
 def comparison_markdown(result: dict) -> str:

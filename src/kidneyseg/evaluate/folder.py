@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.evaluate.lesions import BIN_NAMES
 from kidneyseg.evaluate.metrics import case_metrics
 from kidneyseg.io.formats import files_by_case_id
@@ -133,6 +133,9 @@ def pair_folders(
             f"(predictions: {sorted(preds)[:3]}..., references: {sorted(refs)[:3]}...)",
             pred_dir,
         )
+    if same := [c for c in common if os.path.samefile(preds[c], refs[c])]:  # e.g. KITS vs KITS/data
+        problem = f"the predictions are the reference files themselves ({some_names(same)}, in {ref_dir})"
+        raise KidneysegError(f"{problem}: every score would be perfect", pred_dir)
     return Pairing(
         tuple((c, preds[c], refs[c]) for c in common),
         tuple(sorted(refs.keys() - preds.keys())),

@@ -78,14 +78,20 @@ def bootstrap_mean_of_means(
     values: np.ndarray, n_boot: int = N_BOOTSTRAP, confidence: float = CONFIDENCE, seed: int = 0
 ) -> Interval:
     """Bootstrap CI of the average of the column means (the papers' "Mean" over classes),
-    resampling cases jointly; columns with no defined value are left out."""
+    resampling cases jointly; columns with no defined value are left out.
+
+    Every resample averages the same columns as the mean itself: a resample that draws no
+    defined value of one of them is left out of the percentiles, as it is for that column's own
+    CI (was: averaged over the other columns, a different statistic).
+    """
     values = np.asarray(values, dtype=np.float64)
+    values = values[:, ~np.all(np.isnan(values), axis=0)]
     n_cases = values.shape[0]
     index = np.random.default_rng(seed).integers(0, n_cases, size=(n_boot, n_cases))
     with _nan_means_allowed():
-        samples = np.nanmean(np.nanmean(values[index], axis=1), axis=1)
+        samples = np.mean(np.nanmean(values[index], axis=1), axis=1)
         low, high = _percentiles(samples[:, None], confidence)
-        mean = np.nanmean(np.nanmean(values, axis=0))
+        mean = np.mean(np.nanmean(values, axis=0))
     if n_cases < 2:
         return Interval(float(mean), np.nan, np.nan, int(n_cases))
     return Interval(float(mean), float(low[0]), float(high[0]), int(n_cases))
