@@ -145,6 +145,23 @@ def test_tolerance_offsets_are_exactly_those_within_the_tolerance():
     assert (0, 0, 0) in offsets and (2, 0, 0) in offsets and (0, 0, 1) not in offsets
 
 
+def test_surface_dice_uses_the_official_tolerances_to_every_digit():
+    """A cube shifted by one voxel of 1.03308 mm: its surfaces lie 1.03308 mm apart, above the
+    official kidney + masses tolerance 1.0330772… mm and below its rounding 1.0331 (was: 1.0,
+    the rounded tolerance; found by a hostile run). Scored by DeepMind's surface-distance with
+    the kits23 repository's value."""
+    ref = np.zeros((12, 12, 12), np.uint8)
+    ref[3:9, 3:9, 3:9] = 2
+    pred = np.roll(ref, 1, axis=0)
+    spacing = (1.03308,) * 3
+    official = 1.0330772532390826  # kits23/configuration/labels.py, HEC_SD_TOLERANCES_MM
+    expected = sd.compute_surface_dice_at_tolerance(
+        sd.compute_surface_distances(ref > 0, pred > 0, spacing), official
+    )
+    assert expected < 0.9
+    assert case_metrics(pred, ref, spacing)["hec_sd_kidney_and_masses"] == pytest.approx(expected)
+
+
 def test_empty_mask_rules():
     empty = np.zeros((6, 6, 6), bool)
     full = empty.copy()

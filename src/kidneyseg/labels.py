@@ -218,11 +218,13 @@ class Region:
 
 
 KITS_REGIONS = (
-    Region("kidney_and_masses", ("kidney", "tumor", "cyst"), 1.0331),
-    Region("masses", ("tumor", "cyst"), 1.1329),
-    Region("tumor", ("tumor",), 1.1498),
+    Region("kidney_and_masses", ("kidney", "tumor", "cyst"), 1.0330772532390826),
+    Region("masses", ("tumor", "cyst"), 1.1328796488598762),
+    Region("tumor", ("tumor",), 1.1498198361434828),
 )
-"""KiTS21/23 HECs with the official Surface Dice tolerances."""
+"""KiTS21/23 HECs with the official Surface Dice tolerances (`HEC_SD_TOLERANCES_MM` of the
+kits21 and kits23 repositories, to every digit: a distance at the rounded value would fall on
+the other side of the tolerance)."""
 
 LESION_CLASSES = ("tumor", "cyst")
 """The classes that are renal masses (lesions), as opposed to kidney."""
