@@ -239,7 +239,10 @@ def test_cases_only_named_like_predicts_masks_are_cases(cli, tmp_path, caplog):
             nib.save(label_image(labels, AFFINE, KITS23), str(tmp_path / side / f"{name}.nii.gz"))
     result = cli("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--out", tmp_path / "e", "-q")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("5 cases: Dice kidney 1.000") and not caplog.messages
+    assert "\n5 cases: Dice kidney 1.000" in result.output and not caplog.messages
+    assert (
+        result.output.startswith("warning: ") and "3 reference(s) were written by kidneyseg" in result.output
+    )
     rows = read_csv(tmp_path / "e" / "per_case.csv")
     assert [r["case_id"] for r in rows] == ["c0", "c0_kidney", "c0_probabilities", "c1", "c1_kidney"]
 
@@ -372,3 +375,28 @@ def test_evaluate_label_map_kits19_scores_kits19_references(cli, tmp_path, rng):
     default = cli("--pred", pred_dir, "--ref", ref_root, "--out", tmp_path / "d", "-q")
     assert default.exit_code == 0 and "tumor 1.000, cyst 0.000" in default.output
     assert "warning: " in default.output and "no reference holds a cyst, but the" in default.output
+
+
+def test_headers_that_speak_against_the_evaluation_are_warned_about(cli, tmp_path, rng):
+    """Predictions whose headers name the kits19 label map scored as kits23 (was: cyst 0.000
+    without a word), and references that kidneyseg predict wrote (--pred and --ref swapped?
+    was: lesion detection counted the wrong way round without a word); found by a hostile run.
+    Plain references and kits23 predictions draw neither warning."""
+    refs = tmp_path / "refs"
+    for i in range(2):
+        labels = with_cyst(rng)
+        save(refs / f"case_{i:05d}.nii.gz", labels)
+        for name, label_map in (("k19", KITS19), ("k23", KITS23)):
+            folded = np.where(labels == 3, 1, labels) if label_map is KITS19 else labels
+            path = tmp_path / name / f"case_{i:05d}.nii.gz"
+            path.parent.mkdir(exist_ok=True)
+            nib.save(label_image(folded, AFFINE, label_map), str(path))
+    k19 = cli("--pred", tmp_path / "k19", "--ref", refs, "--out", tmp_path / "e1", "-q")
+    assert k19.exit_code == 0, k19.output
+    assert "predictions of the kits19 label map, as their headers say, which has no cyst class" in k19.output
+    assert "--label-map kits19" in k19.output
+    swapped = cli("--pred", refs, "--ref", tmp_path / "k23", "--out", tmp_path / "e2", "-q")
+    assert swapped.exit_code == 0, swapped.output
+    assert "2 reference(s) were written by kidneyseg predict" in swapped.output
+    plain = cli("--pred", tmp_path / "k23", "--ref", refs, "--out", tmp_path / "e3", "-q")
+    assert plain.exit_code == 0 and "warning" not in plain.output, plain.output

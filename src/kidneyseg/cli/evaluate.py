@@ -57,7 +57,7 @@ def evaluate(
     from kidneyseg.config import KITS21_ANNOTATIONS, check_choice
     from kidneyseg.data.cases import kits_layout
     from kidneyseg.errors import KidneysegError
-    from kidneyseg.evaluate.folder import evaluate_folders, write_outputs
+    from kidneyseg.evaluate.folder import evaluate_folders, pair_folders, write_outputs
     from kidneyseg.evaluate.tables import fmt
     from kidneyseg.labels import get_label_map
 
@@ -68,9 +68,10 @@ def evaluate(
                 "--annotation chooses a KiTS21 aggregated segmentation; this is no KiTS21 layout", ref
             )
     classes = get_label_map(label_map)
-    result = evaluate_folders(
-        pred, ref, jobs=jobs, annotation=annotation or "AND", progress=not quiet, label_map=classes
-    )
+    pairing = pair_folders(pred, ref, annotation or "AND")
+    for note in _header_notes(pairing, classes, pred, ref):
+        typer.echo(f"warning: {note}", err=True)
+    result = evaluate_folders(pred, ref, jobs=jobs, progress=not quiet, label_map=classes, pairing=pairing)
     paths = write_outputs(result, out)
     means = {k: fmt(v["mean"]) for k, v in result.summary()["metrics"].items()}
     per_class = ", ".join(f"{c.name} {means[f'dice_{c.name}']}" for c in classes.foreground)
@@ -99,3 +100,36 @@ def evaluate(
 
 def _total(rows, column: str) -> float:
     return sum(r.get(column, 0.0) for r in rows if r.get(column) == r.get(column))  # NaN left out
+
+
+def _header_notes(pairing, classes, pred: Path, ref: Path) -> list[str]:
+    """What the label files' headers say against this evaluation (only headers are read): a
+    reference kidneyseg predict wrote (are --pred and --ref swapped? Dice would not tell, lesion
+    detection would), predictions whose label map lacks a class that is scored."""
+    from kidneyseg.errors import KidneysegError
+    from kidneyseg.labels import LABEL_MAPS
+    from kidneyseg.predict.label_files import written_label_map
+
+    def named(path: Path) -> str | None:
+        try:
+            return written_label_map(path)
+        except KidneysegError:  # unreadable: the evaluation itself names the file
+            return None
+
+    notes = []
+    predicted_refs = [case for case, _, ref_path in pairing.pairs if named(ref_path)]
+    if predicted_refs:
+        notes.append(
+            f"{ref}: {len(predicted_refs)} reference(s) were written by kidneyseg predict, as their "
+            f"headers say ({some_names(predicted_refs)}): if --pred and --ref are swapped, the "
+            "lesion detection counts are the wrong way round (Dice is symmetric)"
+        )
+    for name in sorted({n for _, pred_path, _ in pairing.pairs if (n := named(pred_path)) in LABEL_MAPS}):
+        lacking = [c for c in classes.names if c not in LABEL_MAPS[name].names and c != "background"]
+        if lacking:
+            notes.append(
+                f"{pred}: predictions of the {name} label map, as their headers say, which has no "
+                f"{', '.join(lacking)} class: scored as {classes.name}, every reference "
+                f"{', '.join(lacking)} counts as missed (--label-map {name} scores them as {name} does)"
+            )
+    return notes

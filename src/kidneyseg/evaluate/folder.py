@@ -8,11 +8,10 @@ layout (every label map in its `labels/` folder), or a flat folder of `<case_id>
 `kidneyseg.io.formats.case_id_of`; the masks and probabilities `predict` writes beside a case's
 label map (`<case>_kidney.nii.gz`, ...; told by their headers:
 `predict.outputs.without_side_files`) are left out with a warning. Cases are paired by id; those
-on one side only are listed, never dropped.
-
-Cases are scored in one label map (`Scoring`): a run's own (its references mapped with its
-`data.label_mapping`), or a named one with both sides folded into it (`kidneyseg evaluate
---label-map kits19`: KiTS19 counted cysts as kidney, so a cyst becomes kidney on either side).
+on one side only are listed, never dropped. Cases are scored in one label map (`Scoring`): a
+run's own (its references mapped with its `data.label_mapping`), or a named one with both sides
+folded into it (`evaluate --label-map kits19`: KiTS19 counted cysts as kidney, so a cyst becomes
+kidney on either side).
 """
 
 from __future__ import annotations
@@ -296,8 +295,10 @@ def evaluate_folders(
     annotation: str = "AND",
     progress: bool = True,
     label_map: LabelMap = KITS23,
+    pairing: Pairing | None = None,
 ) -> EvaluationResult:
-    """Evaluate every prediction in `pred_dir` that has a reference in `ref_dir`.
+    """Evaluate every prediction in `pred_dir` that has a reference in `ref_dir` (their
+    `pair_folders`, unless the caller has it already as `pairing`).
 
     Args:
         pred_dir: predictions (a flat folder of `<case_id>.nii.gz`, or a dataset layout).
@@ -311,7 +312,7 @@ def evaluate_folders(
     Raises:
         KidneysegError: the folders hold no common case, or any case fails to evaluate.
     """
-    pairing = pair_folders(pred_dir, ref_dir, annotation)
+    pairing = pairing or pair_folders(pred_dir, ref_dir, annotation)
     rows = evaluate_pairs(pairing.pairs, jobs=jobs, progress=progress, scoring=Scoring.folded(label_map))
     return EvaluationResult(
         rows,
