@@ -285,6 +285,10 @@ def _nifti_faults(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
     singular_affine[:3, 2] = singular_affine[:3, 0]
     singular = tmp_path / "singular.nii.gz"
     nib.save(nib.Nifti1Image(array, singular_affine), singular)
+    sheared_affine = image.affine.copy()  # axes at 70°: volumes would be off by 6 % (was: read)
+    sheared_affine[1, 2] += np.tan(np.radians(20)) * np.linalg.norm(sheared_affine[:3, 2])
+    sheared = tmp_path / "sheared.nii.gz"
+    nib.save(nib.Nifti1Image(array, sheared_affine), sheared)
     plain = tmp_path / "plain.nii"
     nib.save(nib.Nifti1Image(array, image.affine), plain)
     short = tmp_path / "short.nii"
@@ -292,8 +296,9 @@ def _nifti_faults(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
     return {
         "air": (air, "no body in the image: nothing above -500 HU"),
         "complex": (complex_, "complex values (complex64)"),
-        "singular": (singular, "the image affine is singular"),
+        "singular": (singular, "the image affine is singular: two voxel axes point the same way"),
         "short": (short, "truncated: the header promises"),
+        "sheared": (sheared, "the image affine is sheared (voxel axes at 70.0° instead of 90°)"),
     }
 
 

@@ -21,8 +21,8 @@ from kidneyseg.io.atomic import write_atomic
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-SINGULAR_DETERMINANT = 1e-3
-"""Smallest |det| of the affine's unit axis directions (1 for orthogonal axes) of a usable grid."""
+MAX_AXIS_COSINE = 1e-3
+"""Largest |cos| of the angle between two voxel axes of a usable grid (0.06° from square)."""
 
 
 def nifti_stem(path: Path) -> str:
@@ -90,10 +90,13 @@ class Volume:
         spacing = self.spacing
         if not all(np.isfinite(s) and s > 0 for s in spacing):
             raise KidneysegError(f"voxel spacing {spacing} must be positive and finite", where)
-        if abs(np.linalg.det(self.direction)) < SINGULAR_DETERMINANT:
+        cosines = np.abs(self.direction.T @ self.direction - np.eye(3))
+        if cosines.max() > MAX_AXIS_COSINE:  # volumes and distances assume square axes
+            degrees = float(np.degrees(np.arccos(min(1.0, cosines.max()))))
+            problem = "singular: two voxel axes point the same way" if degrees < 1 else "sheared"
             raise KidneysegError(
-                "the image affine is singular: two voxel axes point the same way, so the grid "
-                "has no 3D geometry; fix the header (sform/qform)",
+                f"the image affine is {problem} (voxel axes at {degrees:.1f}° instead of 90°); fix the "
+                "header (sform/qform) or resample the image onto a grid of square axes",
                 where,
             )
 
@@ -244,11 +247,7 @@ def load_nifti(path: Path, what: str = "NIfTI"):
 
 
 def check_finite(array: np.ndarray, path: str | os.PathLike[str] | None) -> None:
-    """Refuse an image holding NaN or infinite values.
-
-    Raises:
-        KidneysegError: it does.
-    """
+    """Refuse an image holding NaN or infinite values (a `KidneysegError`)."""
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise KidneysegError("the image holds NaN or infinite values", path)
 
