@@ -69,9 +69,9 @@ def evaluate(
             )
     classes = get_label_map(label_map)
     pairing = pair_folders(pred, ref, annotation or "AND")
-    for note in _header_notes(pairing, classes, pred, ref):
-        typer.echo(f"warning: {note}", err=True)
     result = evaluate_folders(pred, ref, jobs=jobs, progress=not quiet, label_map=classes, pairing=pairing)
+    for note in _header_notes(pairing, classes, pred, ref):  # after: a refusal stays one line
+        typer.echo(f"warning: {note}", err=True)
     paths = write_outputs(result, out)
     means = {k: fmt(v["mean"]) for k, v in result.summary()["metrics"].items()}
     per_class = ", ".join(f"{c.name} {means[f'dice_{c.name}']}" for c in classes.foreground)
