@@ -173,19 +173,26 @@ def test_other_real_scans_fit_their_headers(shared_data, name):
     assert content_warnings(read_volume(shared_data / "real-ct" / name)) == []
 
 
-@pytest.mark.parametrize("name", [f"{LOWDOSE}.nii.gz", "real-ct/chest_ct_1.5mm.nii.gz"])
+@pytest.mark.parametrize(
+    "name", [f"{LOWDOSE}.nii.gz", "real-ct/chest_ct_1.5mm.nii.gz", "real-ct/dicom_series"]
+)
 def test_the_midline_does_not_depend_on_the_axis_order(shared_data, name):
     """Was: the low-dose CT's spine at x = -5.2 mm as stored (L, A, I) and +2.7 mm in R, A, S: an
-    even smoothing window lies half a sample off-centre, towards the array's low index."""
+    even smoothing window lies half a sample off-centre, towards the array's low index; then the
+    DICOM slab's midline 1.2 mm and its roll 13.6° apart between axis orders: 512 voxels at stride
+    3 cannot be sampled centred (found by a hostile run), so there a sample averages two voxels."""
     ct = read_volume(shared_data / name)
     image = nib.Nifti1Image(np.asarray(ct.array), ct.affine)
     stored = nib.orientations.io_orientation(ct.affine)
-    xs = []
-    for codes in ("LAI", "RAS", "PIR"):
+    found = []
+    for codes in ("LAI", "RAS", "PIR", "LPS"):
         order = nib.orientations.ornt_transform(stored, nib.orientations.axcodes2ornt(codes))
         turned = image.as_reoriented(order)
-        xs.append(find_midline(survey(Volume(np.asarray(turned.dataobj), turned.affine))).x)
-    assert max(xs) - min(xs) < 0.25 * min(ct.spacing), xs
+        found.append(survey(Volume(np.asarray(turned.dataobj), turned.affine)))
+    xs = [find_midline(f).x for f in found]
+    assert max(xs) - min(xs) < 1e-6, xs
+    rolls = [f.roll_deg for f in found]
+    assert rolls == [None] * 4 or max(rolls) - min(rolls) < 1e-6, rolls
 
 
 @pytest.mark.parametrize("index", [11, 14, 22])

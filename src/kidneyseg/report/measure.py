@@ -64,9 +64,14 @@ def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarr
         raise KidneysegError(f"label map geometry differs from the CT's ({ct.source}): {difference}", where)
     check_label_values(np.asarray(labels.array), label_map, where)
     array = label_array(labels)
-    # min/max and one comparison per class: np.unique on a 512×512×600 map takes seconds.
+    # min/max and one comparison per class, on every fourth voxel first (a kidney has thousands):
+    # np.unique on a 512×512×600 map takes seconds, a comparison over all of it 0.3 s.
     low, high = int(array.min()), int(array.max())
-    present = {v for v in range(low, high + 1) if v in (low, high) or bool((array == v).any())}
+    present = {
+        v
+        for v in range(low, high + 1)
+        if v in (low, high) or bool((array[::4, ::4, ::4] == v).any()) or bool((array == v).any())
+    }
     masses = {label_map.value(n) for n in LESION_CLASSES if label_map.has(n)}
     if present & masses and label_map.value("kidney") not in present:
         raise KidneysegError(

@@ -32,6 +32,7 @@ World coordinates are RAS+ mm, as in `kidneyseg.report.measure`.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,6 +127,26 @@ class Survey:
     roll_deg: float | None
 
 
+def _centred_sample(array: np.ndarray, stride: list[int]) -> tuple[np.ndarray, tuple[slice, ...], np.ndarray]:
+    """`array` every `stride` voxels, the samples centred in it so that the same image with
+    flipped axes gives the same world points (was: half a voxel off where the voxels left over,
+    (n - 1) mod stride, are odd, as for 512 voxels at stride 3). There a sample is the mean of the
+    two voxels it lies between. Returns the sample, the box of its first voxels and the shift
+    (in voxels, 0 or 0.5 per axis) of its points from them."""
+    start = [(n - 1) % k // 2 for n, k in zip(array.shape, stride, strict=True)]
+    halves = [(n - 1) % k % 2 for n, k in zip(array.shape, stride, strict=True)]
+    box = tuple(slice(b, None, k) for b, k in zip(start, stride, strict=True))
+    if not any(halves):
+        return np.asarray(array[box]), box, np.zeros(3)
+    views = [
+        np.asarray(array[tuple(slice(b + d, None, k) for b, d, k in zip(start, shift, stride, strict=True))])
+        for shift in itertools.product(*((0, 1) if h else (0,) for h in halves))
+    ]
+    common = tuple(slice(0, n) for n in np.min([v.shape for v in views], axis=0))
+    sample = np.mean([v[common].astype(np.float32) for v in views], axis=0)
+    return sample, box, 0.5 * np.array(halves)
+
+
 def survey(ct: Volume) -> Survey:
     """Locate the spine and the body on `ct` (Hounsfield units), subsampled to about `GRID_MM`."""
     axial = geometry.slice_axis(ct.affine)
@@ -133,11 +154,11 @@ def survey(ct: Volume) -> Survey:
     stride[axial] = max(stride[axial], -(-ct.shape[axial] // MAX_SLICES))
     # Samples centred in the image and odd, centred windows: the same CT in another axis order
     # (flipped axes) gives the same world points (was: two samples' shift with an even window).
-    start = [(n - 1) % k // 2 for n, k in zip(ct.shape, stride, strict=True)]
-    box = tuple(slice(b, None, k) for b, k in zip(start, stride, strict=True))
-    sample = np.moveaxis(np.asarray(ct.array[box]), axial, 0)
+    sample, box, shift = _centred_sample(ct.array, stride)
+    sample = np.moveaxis(sample, axial, 0)
     order = [axial, *(a for a in range(3) if a != axial)]
     affine = geometry.crop_affine(ct.affine, box)
+    affine[:3, 3] += ct.affine[:3, :3] @ shift
     affine[:3, :3] = affine[:3, order]  # the sample's axes: axial first
     sampling = [ct.spacing[a] * stride[a] for a in order[1:]]
     lateral = 1 + int(np.argmax(np.abs(affine[0, 1:3])))

@@ -17,9 +17,9 @@ shape (docs/report.md, "Nephrometry"): the sinus is what lies inside the convex 
 parenchyma on each axial slice but is neither parenchyma nor lesion (the hilar notch with its
 fat, vessels and pelvis), or is labelled parenchyma but has fat density on the CT (labels that
 draw the kidney's outline around the sinus); the collecting system is approximated by the
-sinus core, the sinus voxels at least `CORE_MM` from its border. The polar lines are the upper and
-lower ends of the
-sinus.
+sinus core, the sinus voxels whose centre lies at least `CORE_MM` from its border (the faces of the
+voxels outside it). The polar lines are the upper and lower ends of the sinus's outline. Sizes are
+in mm, not voxels, so that the same kidney on a finer or a coarser grid gives the same anatomy.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from kidneyseg.report.hulls import SliceHulls
 CORE_MM = 3.0  # the collecting-system proxy: sinus voxels at least this far inside the sinus
 TOUCH_MM = 1.0  # a gap up to this counts as contact (one voxel face-to-face is 0 mm)
 MIN_SINUS_ML = 0.5  # smaller hull-minus-kidney pieces are staircase slivers, not a sinus
+SLIVER_MM = 1.25  # the in-plane opening's radius: narrower gaps between hull and outline are no sinus
 SINUS_FAT_HU = -30.0  # below this, a voxel labelled kidney inside the hull is sinus fat
 ENDOPHYTIC_BELOW = 0.01  # exophytic fraction below this: entirely endophytic
 MAX_SINUS_OUTLINE_PER_KIDNEY_VOXEL = 0.25
@@ -114,11 +115,12 @@ def kidney_anatomy(
     for i, index in enumerate(range(box[hulls.axis].start, box[hulls.axis].stop)):
         outside = ~kidney_slices[i] | (parenchyma_slices[i] & (ct_slices[i] < SINUS_FAT_HU))
         pocket_slices[i] = hulls.filled(index, lows, highs) & outside
-    # An opening across each slice removes the one-voxel slivers between the hull and a
-    # staircase outline, which would otherwise join the sinus along the whole kidney.
-    in_plane = np.ones((3, 3, 3), dtype=bool)
-    in_plane[[0, 2]] = False
-    pockets = ndimage.binary_opening(pockets, np.moveaxis(in_plane, 0, hulls.axis))
+    # An opening across each slice removes the slivers between the hull and a staircase outline,
+    # which would otherwise join the sinus along the whole kidney: a disk of `SLIVER_MM` (at least
+    # one voxel), so that a finer grid of the same outline keeps no more of them.
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    spacing[hulls.axis] = np.inf
+    pockets = ndimage.binary_opening(pockets, _ball(spacing, SLIVER_MM, at_least=1))
     labelled, count = geometry.components(pockets)
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     sizes = geometry.voxel_counts(labelled, count)
@@ -132,15 +134,13 @@ def kidney_anatomy(
     if outline > MAX_SINUS_OUTLINE_PER_KIDNEY_VOXEL * np.count_nonzero(kidney):
         return without_sinus
     local = geometry.crop_affine(local, sinus_box)
-    ball = _ball(np.linalg.norm(affine[:3, :3], axis=0), CORE_MM)
-    core = ndimage.binary_erosion(sinus, ball, border_value=0)
+    core = _core(sinus, np.linalg.norm(affine[:3, :3], axis=0))
     sinus_outline = cKDTree(geometry.outline_points(sinus, local))
     core_outline = cKDTree(geometry.outline_points(core, local)) if core.any() else None
-    z = np.concatenate([_extremes(geometry.to_world(p, local)[:, 2]) for p in geometry.voxel_slabs(sinus)])
     return KidneyAnatomy(
         sinus_outline,
         core_outline,
-        (float(z.min()), float(z.max())),
+        geometry.cranio_caudal_range_mm(sinus, local),
         centroid,
         midline_x,
         round(float(sinus.sum()) * voxel_ml, 2),
@@ -148,14 +148,38 @@ def kidney_anatomy(
     )
 
 
-def _ball(spacing: np.ndarray, radius_mm: float) -> np.ndarray:
-    """The voxel offsets closer than `radius_mm` to the centre: eroding by it keeps the voxels at
-    least `radius_mm` from every voxel outside (a Euclidean distance transform's test, in one
-    byte a voxel instead of its twenty)."""
-    reach = np.floor(radius_mm / spacing).astype(int)
-    axes = (np.arange(-r, r + 1) * d for r, d in zip(reach, spacing, strict=True))
-    offsets = np.meshgrid(*axes, indexing="ij")
-    return sum(o**2 for o in offsets) < radius_mm**2
+def _ball(spacing: np.ndarray, radius_mm: float, to_faces: bool = False, at_least: int = 0) -> np.ndarray:
+    """The voxel offsets closer than `radius_mm` to the centre, and those within `at_least` voxels
+    along every axis; none along an axis of infinite spacing. With `to_faces` an offset counts by
+    the nearest point of its voxel instead of its centre: eroding by it keeps the voxels whose
+    centre is at least `radius_mm` from every voxel outside, edge to edge (a Euclidean distance
+    transform's test, in one byte a voxel instead of its twenty)."""
+    half = 0.5 if to_faces else 0.0
+    reach = [0 if np.isinf(d) else max(int(radius_mm / d + half), at_least) for d in spacing]
+    index = np.meshgrid(*(np.arange(-r, r + 1) for r in reach), indexing="ij")
+    lengths = (
+        np.maximum(np.abs(i) - half, 0) * (0.0 if np.isinf(d) else d)
+        for i, d in zip(index, spacing, strict=True)
+    )
+    within = np.max(np.abs(np.stack(index)), axis=0) <= at_least
+    return (sum(v**2 for v in lengths) < radius_mm**2) | within
+
+
+def _core(sinus: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The collecting-system proxy: the sinus voxels whose centre lies at least `CORE_MM` from the
+    sinus's border, edge to edge (the faces of the voxels outside: on 5 mm slices a voxel next to
+    one outside is 2.5 mm from the border, not 5); where the sinus is too thin for any, its
+    deepest voxels, within half a voxel of its greatest depth (the pelvis lies in the middle of
+    the sinus fat)."""
+    core = ndimage.binary_erosion(sinus, _ball(spacing, CORE_MM, to_faces=True), border_value=0)
+    if core.any():
+        return core
+    padded = np.pad(sinus, 1)  # a thin sinus: its depth, edge to edge, from its nearest voxel outside
+    _, nearest = ndimage.distance_transform_edt(padded, sampling=spacing, return_indices=True)
+    steps = np.abs(nearest - np.indices(padded.shape)).astype(np.float32)
+    gaps = np.maximum(steps - 0.5, 0) * spacing.astype(np.float32)[:, None, None, None]
+    depth = np.where(padded, np.sqrt((gaps**2).sum(axis=0)), 0)[1:-1, 1:-1, 1:-1]
+    return sinus & (depth >= float(depth.max()) - float(spacing.min()) / 2)
 
 
 def score(
