@@ -405,7 +405,14 @@ def test_a_training_evaluation_without_its_held_out_one_or_one_folder_under_two_
     assert "--train-eval: model 'b' has no --eval b=DIR" in result.output
     result = cli("--eval", f"a={val.parent}", "--eval", f"b={val}", "--out", out)
     assert result.exit_code == 2, result.output
-    assert result.output == f"error: --eval: {val.resolve()} is given as both 'a' and 'b'\n"
+    assert result.output == f"error: --eval: {val.resolve()} is given as both --eval a and --eval b\n"
+    result = cli("--eval", f"a={val.parent}", "--train-eval", f"a={val}", "--out", out)
+    assert result.exit_code == 2 and "is given as both --eval a and --train-eval a" in result.output
+    run = tmp_path / "run"  # its training set: compare's own unless --no-train-set
+    result = cli("--run", f"r={run}", "--train-eval", f"r={train}", "--out", out)
+    assert result.exit_code == 2 and "model 'r' is a --run, whose training cases" in result.output
+    result = cli("--run", f"r={run}", "--train-eval", f"r={train}", "--no-train-set", "--out", out)
+    assert "--train-eval" not in result.output and "not a kidneyseg training run" in result.output
     assert not out.exists()
     result = cli(
         "--eval", f"a={val.parent}", "--train-eval", f"a={train.parent}", "--out", out, "--bootstrap", 100

@@ -76,20 +76,16 @@ def compare(
     if n_boot < 100:
         raise KidneysegError(f"--bootstrap must be at least 100, got {n_boot}")
     data_sets: dict[str, dict[str, list[dict]]] = {"validation": {}, "training": {}}
+    seen: dict[Path, str] = {}
     for data_set, specs, option in (
         ("validation", evaluations or [], "--eval"),
         ("training", train_evaluations or [], "--train-eval"),
     ):
-        for name, path in _named_evaluations(specs, option):
+        for name, path in _named_evaluations(specs, option, seen):
             data_sets[data_set][name] = load_scores(path)
     wanted = ("validation", "training") if train_set else ("validation",)
     named_runs = _named_runs(runs or [], data_sets["validation"])
-    alone = sorted(set(data_sets["training"]) - set(data_sets["validation"]))
-    if alone:
-        raise KidneysegError(
-            f"--train-eval: model {alone[0]!r} has no --eval {alone[0]}=DIR: a model's training-set "
-            "figures sit beside its held-out ones (--run gives both)"
-        )
+    _check_training_evaluations(data_sets, {name for name, _ in named_runs}, train_set)
     for name, path in named_runs:
         scores = evaluate_run(path, out / "runs" / name, data, wanted, jobs=jobs, device=device)
         for data_set, rows in scores.items():
@@ -106,21 +102,40 @@ def compare(
     )
 
 
-def _named_evaluations(specs: list[str], option: str) -> list[tuple[str, Path]]:
-    """The `NAME=DIR` pairs of one option: each name and each evaluation given once (one folder
-    under two names would be compared with itself)."""
+def _check_training_evaluations(data_sets: dict, run_names: set[str], train_set: bool) -> None:
+    """Each `--train-eval NAME` beside the held-out figures of its model (`--eval NAME` or
+    `--run NAME`), and not beside a run's own training set."""
+    from kidneyseg.errors import KidneysegError
+
+    for name in sorted(data_sets["training"]):
+        if name not in data_sets["validation"] and name not in run_names:
+            raise KidneysegError(
+                f"--train-eval: model {name!r} has no --eval {name}=DIR: a model's training-set "
+                "figures sit beside its held-out ones (--run gives both)"
+            )
+        if name in run_names and train_set:
+            raise KidneysegError(
+                f"--train-eval: model {name!r} is a --run, whose training cases compare predicts and "
+                f"scores itself; leave out --train-eval {name}, or add --no-train-set to use it instead"
+            )
+
+
+def _named_evaluations(specs: list[str], option: str, seen: dict[Path, str]) -> list[tuple[str, Path]]:
+    """The `NAME=DIR` pairs of one option: each name given once, and each evaluation once over
+    the options (`seen`: evaluation file -> where it was given; one file under two names would
+    be compared with itself, or be a model's held-out and training set at once)."""
     from kidneyseg.errors import KidneysegError
     from kidneyseg.evaluate.compare import parse_named, scores_file
 
-    named, seen = [], {}
+    named = []
     for spec in specs:
         name, path = parse_named(spec, option)
         if name in dict(named):
             raise KidneysegError(f"{option}: model name {name!r} is given twice")
         key = scores_file(path).resolve()
         if key in seen:
-            raise KidneysegError(f"{option}: {key} is given as both {seen[key]!r} and {name!r}")
-        seen[key] = name
+            raise KidneysegError(f"{option}: {key} is given as both {seen[key]} and {option} {name}")
+        seen[key] = f"{option} {name}"
         named.append((name, path))
     return named
 

@@ -94,8 +94,8 @@ def compare_models(
 
     Returns:
         A JSON-ready dict: `{"n_bootstrap", "seed", "sets": {data set: {"cases", "metrics":
-        {metric set: {"title", "columns", "models": {model: {column: Interval}},
-        "paired": {"A vs B": {column: PairedTest}}}}}}}`.
+        {metric set: {"title", "columns", "mean_leaves_out": {column: [model]}, "models": {model:
+        {column: Interval}}, "paired": {"A vs B": {column: PairedTest}}}}}}}`.
     """
     out: dict = {"n_bootstrap": n_boot, "seed": seed, "confidence": 0.95, "sets": {}}
     for data_set, models in data_sets.items():
@@ -119,10 +119,7 @@ def compare_models(
                 intervals.append(bootstrap_mean_of_means(matrix[:, :-1][:, shared], n_boot=n_boot, seed=seed))
                 per_model[name] = {h: i.to_dict() for h, i in zip(headings, intervals, strict=True)}
                 if left_out:  # each case's mean over the same classes, for the paired test
-                    kept = matrix[:, :-1][:, shared]
-                    count = (~np.isnan(kept)).sum(axis=1)
-                    means = np.nansum(kept, axis=1) / np.maximum(count, 1)
-                    matrix[:, -1] = np.where(count > 0, means, np.nan)
+                    matrix[:, -1] = _case_means(matrix[:, :-1][:, shared])
             paired = {}
             for a, b in itertools.combinations(models, 2):
                 paired[f"{a} vs {b}"] = {
@@ -152,6 +149,12 @@ def _shared_classes(values: dict[str, np.ndarray], headings: list[str]) -> tuple
         if not shared[j] and any(defined[j] for defined in has.values())
     }
     return shared, left_out
+
+
+def _case_means(values: np.ndarray) -> np.ndarray:
+    """Each row's mean over its defined (not NaN) values; NaN for a row without any."""
+    count = (~np.isnan(values)).sum(axis=1)
+    return np.where(count > 0, np.nansum(values, axis=1) / np.maximum(count, 1), np.nan)
 
 
 def _cell(interval: dict) -> str:

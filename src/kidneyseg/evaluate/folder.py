@@ -297,8 +297,8 @@ def evaluate_folders(
     label_map: LabelMap = KITS23,
     pairing: Pairing | None = None,
 ) -> EvaluationResult:
-    """Evaluate every prediction in `pred_dir` that has a reference in `ref_dir` (their
-    `pair_folders`, unless the caller has it already as `pairing`).
+    """Evaluate every prediction in `pred_dir` that has a reference in `ref_dir`: their
+    `pair_folders`, or `pairing` where the caller made it of these folders already.
 
     Args:
         pred_dir: predictions (a flat folder of `<case_id>.nii.gz`, or a dataset layout).

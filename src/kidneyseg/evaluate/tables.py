@@ -28,7 +28,7 @@ METRIC_SETS = {
     ),
     "hec_sd": (
         "KiTS21/23 Surface Dice (tolerances "
-        + " / ".join(f"{r.tolerance_mm} mm" for r in KITS_REGIONS)
+        + " / ".join(f"{r.tolerance_mm:.4f} mm" for r in KITS_REGIONS)
         + ")",
         (
             ("Kidney+masses", "hec_sd_kidney_and_masses"),

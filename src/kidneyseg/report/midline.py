@@ -130,9 +130,10 @@ class Survey:
 def _centred_sample(array: np.ndarray, stride: list[int]) -> tuple[np.ndarray, tuple[slice, ...], np.ndarray]:
     """`array` every `stride` voxels, the samples centred in it so that the same image with
     flipped axes gives the same world points (was: half a voxel off where the voxels left over,
-    (n - 1) mod stride, are odd, as for 512 voxels at stride 3). There a sample is the mean of the
-    two voxels it lies between. Returns the sample, the box of its first voxels and the shift
-    (in voxels, 0 or 0.5 per axis) of its points from them."""
+    (n - 1) mod stride, are odd, as for 512 voxels at any stride from 2 to 6). Along such an axis a
+    sample lies between two voxels and is their mean (of 2, 4 or 8 voxels in all). Returns the
+    sample, the box of its first voxels and the shift (in voxels, 0 or 0.5 per axis) of its
+    points from them."""
     start = [(n - 1) % k // 2 for n, k in zip(array.shape, stride, strict=True)]
     halves = [(n - 1) % k % 2 for n, k in zip(array.shape, stride, strict=True)]
     box = tuple(slice(b, None, k) for b, k in zip(start, stride, strict=True))
