@@ -218,6 +218,8 @@ def _measure_truth(scene: Scene, labels: np.ndarray) -> dict:
         idx = np.argwhere((instance[sl] == index) & (labels[sl] == value))
         if len(idx) == 0:
             continue
+        # A venous thrombus (`paint_thrombus`) carries its tumor's instance beyond the tumor's box.
+        beyond = int(np.count_nonzero((instance == index) & (labels == value))) - len(idx)
         points = (idx + np.array([s.start for s in sl])) * spacing + origin
         axial = max(_feret(points[idx[:, 2] == k][:, :2]) for k in np.unique(idx[:, 2]))
         entry = {
@@ -232,6 +234,9 @@ def _measure_truth(scene: Scene, labels: np.ndarray) -> dict:
         }
         if lesion.nominal_diameter is not None:
             entry["nominal_diameter_mm"] = round(lesion.nominal_diameter, 2)
+        if beyond:
+            entry["thrombus_ml"] = round(beyond * voxel_ml, 3)
+            entry["thrombus_voxels"] = beyond
         lesion_truth.append(entry)
     return {"kidneys": kidney_truth, "lesions": lesion_truth}
 

@@ -237,13 +237,18 @@ def _paint_real(canvas: Canvas, real: np.ndarray, bounds, side_of: np.ndarray, r
         kidney_records.append(KidneyRecord(side, xyz))
     lesions: list[LesionRecord] = []
     for value, kind in ((2, "tumor"), (3, "cyst")):
+        # One lesion per 26-connected component, as evaluate and report count them; its
+        # 6-connected parts are painted one by one, each with its own draws, as before.
         comps, _ = ndi.label(local == value)
+        groups, _ = ndi.label(local == value, structure=np.ones((3, 3, 3), dtype=bool))
+        first = len(lesions)
+        for obj in ndi.find_objects(groups):
+            side = "right" if side_of[start[0] + (obj[2].start + obj[2].stop) // 2] else "left"
+            lesions.append(LesionRecord(kind, side, _global_slices(obj, start)))
         for i, obj in enumerate(ndi.find_objects(comps), start=1):
             mask = np.zeros(local.shape, dtype=bool)
             mask[obj] = comps[obj] == i
-            instance = len(lesions) + 1
-            side = "right" if side_of[start[0] + (obj[2].start + obj[2].stop) // 2] else "left"
-            lesions.append(LesionRecord(kind, side, _global_slices(obj, start)))
+            instance = first + int(groups[obj][mask[obj]][0])
             if kind == "cyst":
                 canvas.paint(box, mask, Tissue.CYST, instance=instance)
                 continue
