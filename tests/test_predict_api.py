@@ -116,6 +116,25 @@ def test_segment_makes_the_command_lines_checks(ckpt, ct_file, tmp_path, monkeyp
         kidneyseg.segment(ct_file.parent, model=ckpt)
     with pytest.raises(KidneysegError, match="not list"):
         kidneyseg.segment([1, 2], model=ckpt)
+    with pytest.raises(
+        KidneysegError, match=r"^a model is a run folder or checkpoint path, or a list of them; got 3$"
+    ):
+        kidneyseg.segment(ct_file, model=3)  # was: TypeError: 'int' object is not iterable
+
+
+def test_a_nibabel_image_without_orientation_warns_as_its_file_does(ckpt, ct_file, tmp_path):
+    """(was: the file warned, the same image passed as nibabel's did not; found by a hostile run);
+    the report of `segment(report=True)` names no labels file (was: the CT's path)."""
+    image = nib.load(ct_file)
+    bare = nib.Nifti1Image(np.asarray(image.dataobj), image.affine)
+    bare.set_qform(None, code=0)
+    bare.set_sform(None, code=0)
+    path = tmp_path / "bare.nii.gz"
+    bare.to_filename(path)
+    for given in (path, nib.load(path)):
+        with pytest.warns(UserWarning, match="the header gives no orientation"):
+            labels, report = kidneyseg.segment(given, model=ckpt, device="cpu", report=True)
+        assert report["inputs"]["labels"] is None and labels.shape == bare.shape
 
 
 def test_sides_follow_the_patient_not_the_array():
@@ -338,6 +357,9 @@ def test_predictor_without_a_model_says_how_to_pass_the_bundled_one():
             {"roi_margin_mm": float("nan")},
             r"^the ROI margin must be a finite number of mm, at least 0, got nan$",
         ),
+        ({"overlap": "0.5"}, r"^overlap must be a number in \[0, 1\), got '0.5'$"),
+        ({"sw_batch_size": 2.5}, r"^sw_batch_size must be a whole number, at least 1, got 2.5$"),
+        ({"precision": 16}, r"^precision must be a name \(a string\), got 16$"),
     ],
     ids=[
         "chunk-0",
@@ -347,11 +369,15 @@ def test_predictor_without_a_model_says_how_to_pass_the_bundled_one():
         "mirror-not-a-tuple",
         "roi",
         "margin-nan",
+        "overlap-text",
+        "batch-fraction",
+        "precision-number",
     ],
 )
 def test_settings_are_refused_before_anything_runs(ckpt, ct_file, monkeypatch, option, message):
     """(was: `chunk_slices=0` a ValueError after the whole prediction, `mirror_axes=(-1,)` a
-    ValueError from the windows, `mirror_axes=(5,)` silently dropped: no mirroring)"""
+    ValueError from the windows, `mirror_axes=(5,)` silently dropped: no mirroring; `overlap="0.5"`
+    and `sw_batch_size=2.5` TypeErrors, the latter after the windows had run: a hostile run)"""
     from kidneyseg.predict import PredictSettings
 
     monkeypatch.setattr(Predictor, "predict", lambda *a, **k: pytest.fail("predicted"))

@@ -51,12 +51,18 @@ def read_checked(
     """
     from kidneyseg.io.formats import read_header
     from kidneyseg.io.volume import read_volume
-    from kidneyseg.predict.checks import check_orientation_given, content_warnings
 
     _check_memory(path, read_header(path, dicom_files), predictor)
     ct = read_volume(path, series_uid)
+    return ct, _doubts(ct, hu_check)
+
+
+def _doubts(ct: Volume, hu_check: bool) -> list[Doubt]:
+    """The warnings a CT's header (no orientation) and content give."""
+    from kidneyseg.predict.checks import check_orientation_given, content_warnings
+
     unoriented = check_orientation_given(ct)
-    return ct, [*([unoriented] if unoriented else []), *content_warnings(ct, hu_check)]
+    return [*([unoriented] if unoriented else []), *content_warnings(ct, hu_check)]
 
 
 def checked_volume(
@@ -115,10 +121,8 @@ def as_checked_volume(
         name = ct.get_filename() if hasattr(ct, "get_filename") else None
         frames = NiftiFrames.of(ct.header) if "sform_code" in getattr(ct, "header", {}) else None
         ct = Volume(np.asarray(array), ct.affine, source=name or "nibabel image", frames=frames)
-    from kidneyseg.predict.checks import content_warnings
-
     _check_memory(ct.source, ImageHeader(ct.shape, ct.spacing, int(ct.array.dtype.itemsize)), predictor)
-    return ct, content_warnings(ct, hu_check)
+    return ct, _doubts(ct, hu_check)  # a nibabel image without orientation warns as its file does
 
 
 def _predictor(model: ModelSpec, device: str, options: dict[str, Any]) -> Predictor:
@@ -190,4 +194,5 @@ def segment(
     from kidneyseg.report import measure
 
     confidence, votes = prediction.confidence, prediction.votes
-    return image, measure(volume, prediction.labels, predictor.label_map, confidence=confidence, votes=votes)
+    labels = Volume(prediction.labels.array, volume.affine, None, frames=volume.frames)  # no labels file
+    return image, measure(volume, labels, predictor.label_map, confidence=confidence, votes=votes)

@@ -81,6 +81,10 @@ class Predictor:
             models = [models]
         if not models:
             raise KidneysegError(NO_MODEL)
+        if not isinstance(models, list | tuple) or not all(isinstance(m, str | os.PathLike) for m in models):
+            raise KidneysegError(
+                f"a model is a run folder or checkpoint path, or a list of them; got {models!r}"
+            )
         if settings is not None and not isinstance(settings, PredictSettings):
             raise KidneysegError(
                 "settings must be a PredictSettings, e.g. PredictSettings(overlap=0.5), "

@@ -69,6 +69,18 @@ class PredictSettings:
         for setting in fields(self):
             if setting.type == "bool":
                 check_flag(setting.name, getattr(self, setting.name))
+        if self.overlap is not None and not (
+            isinstance(self.overlap, numbers.Real) and not isinstance(self.overlap, bool)
+        ):
+            raise KidneysegError(f"overlap must be a number in [0, 1), got {self.overlap!r}")
+        if self.sw_batch_size is not None and not _whole(self.sw_batch_size):
+            raise KidneysegError(
+                f"sw_batch_size must be a whole number, at least 1, got {self.sw_batch_size!r}"
+            )
+        for name in ("blend", "precision", "backend"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise KidneysegError(f"{name} must be a name (a string), got {value!r}")
         if self.mirror_axes is not None:
             if not isinstance(self.mirror_axes, list | tuple):
                 raise KidneysegError(
