@@ -27,7 +27,7 @@ from kidneyseg.errors import KidneysegError, exception_line
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import LabelMap
 from kidneyseg.predict.roi import Box, Region
-from kidneyseg.predict.settings import EVERY_AXIS, Prediction, PredictSettings
+from kidneyseg.predict.settings import EVERY_AXIS, Prediction, PredictSettings, model_list
 from kidneyseg.predict.sliding_window import WindowStats
 from kidneyseg.preprocess import PreprocessMeta
 
@@ -75,16 +75,8 @@ class Predictor:
         )
         from kidneyseg.device import pick_device
         from kidneyseg.predict.backends import check_precision, resolve_backend
-        from kidneyseg.predict.pretrained import NO_MODEL
 
-        if isinstance(models, str | os.PathLike):
-            models = [models]
-        if not models:
-            raise KidneysegError(NO_MODEL)
-        if not isinstance(models, list | tuple) or not all(isinstance(m, str | os.PathLike) for m in models):
-            raise KidneysegError(
-                f"a model is a run folder or checkpoint path, or a list of them; got {models!r}"
-            )
+        models = model_list(models)
         if settings is not None and not isinstance(settings, PredictSettings):
             raise KidneysegError(
                 "settings must be a PredictSettings, e.g. PredictSettings(overlap=0.5), "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -111,6 +112,24 @@ class PredictSettings:
             if getattr(self, k) is not None
         }
         return replace(inference, **changes)
+
+
+def model_list(models: Any) -> list:
+    """The run folders or checkpoints a `Predictor` is given, as a list (one path alone or many).
+
+    Raises:
+        KidneysegError: none given (`pretrained.NO_MODEL` says how to pass the bundled one), or
+            something that is not a path.
+    """
+    from kidneyseg.predict.pretrained import NO_MODEL
+
+    if isinstance(models, str | os.PathLike):
+        models = [models]
+    if not models:
+        raise KidneysegError(NO_MODEL)
+    if not isinstance(models, list | tuple) or not all(isinstance(m, str | os.PathLike) for m in models):
+        raise KidneysegError(f"a model is a run folder or checkpoint path, or a list of them; got {models!r}")
+    return list(models)
 
 
 def check_flag(name: str, value: Any) -> None:
