@@ -118,10 +118,10 @@ def kidney_anatomy(
     # An opening across each slice removes the slivers between the hull and a staircase outline,
     # which would otherwise join the sinus along the whole kidney: a disk of `SLIVER_MM` (at least
     # a voxel's four neighbours), so that a finer grid of the same outline keeps no more of them.
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    spacing[hulls.axis] = np.inf
-    reach = max(SLIVER_MM, 1.001 * float(spacing.min()))  # at least the four neighbours in the slice
-    pockets = ndimage.binary_opening(pockets, _ball(spacing, reach))
+    voxel = np.linalg.norm(affine[:3, :3], axis=0)
+    in_plane = np.where(np.arange(3) == hulls.axis, np.inf, voxel)
+    reach = max(SLIVER_MM, 1.001 * float(in_plane.min()))  # at least the four neighbours in the slice
+    pockets = ndimage.binary_opening(pockets, _ball(in_plane, reach))
     labelled, count = geometry.components(pockets)
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     sizes = geometry.voxel_counts(labelled, count)
@@ -135,7 +135,7 @@ def kidney_anatomy(
     if outline > MAX_SINUS_OUTLINE_PER_KIDNEY_VOXEL * np.count_nonzero(kidney):
         return without_sinus
     local = geometry.crop_affine(local, sinus_box)
-    core = _core(sinus, np.linalg.norm(affine[:3, :3], axis=0))
+    core = _core(sinus, voxel)
     sinus_outline = cKDTree(geometry.outline_points(sinus, local))
     core_outline = cKDTree(geometry.outline_points(core, local)) if core.any() else None
     return KidneyAnatomy(

@@ -212,14 +212,16 @@ def _measure_truth(scene: Scene, labels: np.ndarray) -> dict:
             entry["nominal_length_mm"] = round(kidney.nominal_length, 1)
         kidney_truth.append(entry)
     lesion_truth = []
+    # Each lesion's voxels over the whole map, one pass per class: a venous thrombus
+    # (`paint_thrombus`) carries its tumor's instance beyond the tumor's box.
+    whole = {v: np.bincount(instance[labels == v], minlength=len(scene.lesions) + 1) for v in (2, 3)}
     for index, lesion in enumerate(scene.lesions, start=1):
         sl = canvas.output_slices(lesion.slices)
         value = 2 if lesion.kind == "tumor" else 3
         idx = np.argwhere((instance[sl] == index) & (labels[sl] == value))
         if len(idx) == 0:
             continue
-        # A venous thrombus (`paint_thrombus`) carries its tumor's instance beyond the tumor's box.
-        beyond = int(np.count_nonzero((instance == index) & (labels == value))) - len(idx)
+        beyond = int(whole[value][index]) - len(idx)
         points = (idx + np.array([s.start for s in sl])) * spacing + origin
         axial = max(_feret(points[idx[:, 2] == k][:, :2]) for k in np.unique(idx[:, 2]))
         entry = {
