@@ -129,6 +129,21 @@ def test_tissue_hu_survive_blur_and_noise():
         assert np.median(ct[tissue_map == Tissue.BOWEL_GAS]) < -500
 
 
+def test_bowel_fluid_is_water_in_every_loop():
+    """Oral contrast is diluted differently in each loop; fluid loops stay water (0 ... 25 HU)."""
+    from scipy import ndimage as ndi
+
+    for seed in (0, 1, 3):
+        case = generate_case(seed, size="small")
+        core = ndi.binary_erosion(case.tissue.array == Tissue.BOWEL_FLUID, iterations=1)
+        loops, n = ndi.label(core)
+        sizes = ndi.sum_labels(core, loops, index=np.arange(1, n + 1))
+        medians = ndi.median(case.ct.array, loops, index=np.flatnonzero(sizes >= 30) + 1)
+        assert len(medians) >= 5, seed
+        lo, hi = HU_RANGES["noncontrast"][Tissue.BOWEL_FLUID]
+        assert all(lo - 5 <= m <= hi + 5 for m in medians), (seed, np.round(medians))
+
+
 def test_ct_noise_has_the_requested_sd_and_is_spatially_correlated():
     shape, pixel = (160, 160, 6), 0.7
     tissue = np.full(shape, Tissue.MUSCLE, dtype=np.uint8, order="F")

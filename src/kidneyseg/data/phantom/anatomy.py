@@ -176,7 +176,8 @@ def _lumen(
     offset: float = 0.0,
 ):
     """Paint a bowel loop along `path` (points, mm): a 2.5 mm enhancing wall around the lumen,
-    gas above `gas_level` (fraction of the diameter) and `content` (HU shifted by `offset`) below."""
+    gas above `gas_level` (fraction of the diameter) and `content` below; `offset` (HU) is the
+    dilution of oral contrast and shifts contrast only (fluid stays water, gas air)."""
     over_wall = ORGAN_OVER
     lumen_over = tissue_set(Tissue.BOWEL_WALL)
     boxes = []
@@ -201,7 +202,8 @@ def _lumen(
                 box, inside & ~(texture > 0.9), Tissue.BOWEL_FECES, over=lumen_over, delta=35 * texture
             )
         else:
-            canvas.paint(box, inside & ~gas, content, over=lumen_over, delta=offset)
+            delta = offset if content == Tissue.BOWEL_CONTRAST else 0.0
+            canvas.paint(box, inside & ~gas, content, over=lumen_over, delta=delta)
         canvas.paint(box, gas, Tissue.BOWEL_GAS, over=lumen_over)
 
 
