@@ -307,7 +307,7 @@ def test_predictions_warnings_go_to_stderr_by_default(ckpt, ct_file, tmp_path, c
     assert "warning" not in captured.out
 
 
-def test_predictor_takes_one_path_and_predicts_what_segment_takes(ckpt, ct_file, recwarn):
+def test_predictor_takes_one_path_and_predicts_what_segment_takes(ckpt, ct_file, recwarn, monkeypatch):
     """(was: `Predictor("runs/x")` iterated the string, reporting a run folder "r"; a `Path` gave a
     TypeError, and `predict(path | nibabel image)` an AttributeError deep in the code)"""
     for model in (str(ckpt), ckpt):
@@ -316,6 +316,13 @@ def test_predictor_takes_one_path_and_predicts_what_segment_takes(ckpt, ct_file,
     labels = predictor.predict(read_volume(ct_file)).labels.array
     for ct in (ct_file, str(ct_file), nib.load(ct_file)):
         np.testing.assert_array_equal(predictor.predict(ct).labels.array, labels)
+    home = ckpt.parent  # "~/..." as a shell would expand it (was: "~/ct.nii.gz: no such file")
+    monkeypatch.setenv("HOME", str(home))
+    (home / "ct.nii.gz").symlink_to(ct_file)
+    np.testing.assert_array_equal(Predictor(f"~/{ckpt.name}").predict("~/ct.nii.gz").labels.array, labels)
+    np.testing.assert_array_equal(
+        np.asarray(kidneyseg.segment("~/ct.nii.gz", model=f"~/{ckpt.name}").dataobj), labels
+    )
     normalised = nib.Nifti1Image(np.zeros((20, 20, 10), np.float32), np.eye(4))
     with pytest.raises(KidneysegError, match="already normalised"):  # segment()'s checks, too
         predictor.predict(normalised)

@@ -96,6 +96,7 @@ def as_checked_volume(
     if isinstance(ct, str | os.PathLike):
         from kidneyseg.predict.inputs import find_inputs, refuse_series_of_a_file
 
+        ct = os.path.expanduser(ct)
         refuse_series_of_a_file(ct, series_uid, "series_uid")
         cases, folder_mode = find_inputs(ct, series_uid)
         if folder_mode:

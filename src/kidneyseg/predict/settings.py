@@ -115,7 +115,8 @@ class PredictSettings:
 
 
 def model_list(models: Any) -> list:
-    """The run folders or checkpoints a `Predictor` is given, as a list (one path alone or many).
+    """The run folders or checkpoints a `Predictor` is given, as a list (one path alone or many),
+    `~` expanded as a shell would.
 
     Raises:
         KidneysegError: none given (`pretrained.NO_MODEL` says how to pass the bundled one), or
@@ -129,7 +130,7 @@ def model_list(models: Any) -> list:
         raise KidneysegError(NO_MODEL)
     if not isinstance(models, list | tuple) or not all(isinstance(m, str | os.PathLike) for m in models):
         raise KidneysegError(f"a model is a run folder or checkpoint path, or a list of them; got {models!r}")
-    return list(models)
+    return [os.path.expanduser(m) for m in models]
 
 
 def check_flag(name: str, value: Any) -> None:
