@@ -51,6 +51,17 @@ def test_import_loads_neither_torch_nor_monai():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_subpackages_are_reached_from_the_package_alone():
+    """(was: `import kidneyseg; kidneyseg.predict.Predictor` an AttributeError)"""
+    code = (
+        "import sys, kidneyseg; kidneyseg.predict.Predictor; kidneyseg.report.measure; "
+        "assert not {'torch', 'monai'} & set(sys.modules); "
+        "missing = [n for n in ('predictt', '_x', '__wrapped__') if hasattr(kidneyseg, n)]; "
+        "assert not missing, missing"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_segment_takes_a_path_an_image_or_a_volume(ckpt, ct_file):
     image = kidneyseg.segment(ct_file, model=ckpt, device="cpu")
     ct = nib.load(ct_file)

@@ -4,6 +4,8 @@
 importing the package loads neither torch nor MONAI.
 """
 
+import importlib
+import importlib.util
 from typing import Any
 
 __version__ = "0.1.0"
@@ -15,4 +17,8 @@ def __getattr__(name: str) -> Any:
         from kidneyseg.predict.api import segment
 
         return segment
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(
+            f"{__name__}.{name}"
+        )  # `kidneyseg.predict.Predictor` without an import
     raise AttributeError(f"module 'kidneyseg' has no attribute {name!r}")
