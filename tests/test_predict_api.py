@@ -405,6 +405,14 @@ def test_settings_are_refused_before_anything_runs(ckpt, ct_file, monkeypatch, o
         kidneyseg.segment(ct_file, model=ckpt, device="cpu", **option)
 
 
+def test_segment_refuses_probabilities_it_would_not_return(ckpt, ct_file):
+    """(was: `segment(probabilities=True)` computed them and returned the label map alone)"""
+    with pytest.raises(KidneysegError, match=r"^segment\(\) returns the label map only; .*\.probabilities$"):
+        kidneyseg.segment(ct_file, model=ckpt, probabilities=True)
+    predictor = Predictor(ckpt, kidneyseg.predict.PredictSettings(probabilities=True))
+    assert predictor.predict(ct_file).probabilities.shape[0] == 4
+
+
 @pytest.mark.parametrize(
     "option", ["tta", "postprocess", "anatomy_check", "probabilities", "report", "hu_check"]
 )

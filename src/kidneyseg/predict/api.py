@@ -137,7 +137,13 @@ def _predictor(model: ModelSpec, device: str, options: dict[str, Any]) -> Predic
     unknown = sorted(set(options) - known)
     if unknown:
         raise KidneysegError(f"unknown option(s) {unknown}; segment() takes {sorted(known)}")
-    check_flag("tta", options.get("tta", False))
+    for flag in ("tta", "probabilities"):
+        check_flag(flag, options.get(flag, False))
+    if options.get("probabilities"):
+        raise KidneysegError(
+            "segment() returns the label map only; for the class probabilities use "
+            "Predictor(model, PredictSettings(probabilities=True)).predict(ct).probabilities"
+        )
     if options.pop("tta", False):
         options["mirror_axes"] = EVERY_AXIS
     models = default_model() if model is None else model
