@@ -65,6 +65,14 @@ def _doubts(ct: Volume, hu_check: bool) -> list[Doubt]:
     return [*([unoriented] if unoriented else []), *content_warnings(ct, hu_check)]
 
 
+_ARGUMENTS = (
+    ("--no-hu-check", "kidneyseg.segment(..., hu_check=False)"),
+    ("--series ''", "series_uid=''"),
+    ("--series UID", "series_uid=UID"),
+)
+"""The command line's options that messages name, as a Python caller passes them."""
+
+
 def checked_volume(
     ct: Any,
     predictor: Predictor,
@@ -74,13 +82,22 @@ def checked_volume(
 ) -> Volume:
     """`ct` (a CT file or DICOM series folder, a nibabel image or a `Volume`) as a `Volume`, with
     the command line's checks; what they find worth a warning is issued at the caller's caller
-    (`warnings.warn`). `caller` names the function in the messages.
+    (`warnings.warn`). `caller` names the function in the messages, which name Python arguments
+    where the command line's name its options (`_ARGUMENTS`).
 
     Raises:
         KidneysegError: as `read_checked`, and for a folder of cases, a series UID given for a
             file, or anything else (a numpy array has no spacing or orientation).
     """
-    volume, doubts = as_checked_volume(ct, predictor, series_uid, hu_check, caller)
+    try:
+        volume, doubts = as_checked_volume(ct, predictor, series_uid, hu_check, caller)
+    except KidneysegError as error:
+        message = error.message
+        for option, argument in _ARGUMENTS:
+            message = message.replace(option, argument)
+        if message == error.message:
+            raise
+        raise KidneysegError(message, error.path) from None
     for doubt in doubts:
         warnings.warn(doubt.message, stacklevel=3)
     return volume
