@@ -49,6 +49,14 @@ def test_kits19_mask_cropped_through_a_kidney_is_incomplete(shared_data):
         if kidney["incomplete"]:
             whole_kidney = next(k for k in whole["kidneys"] if k["side"] == kidney["side"])
             assert kidney["volume_ml"] < whole_kidney["volume_ml"]  # a lower bound indeed
+    # the cut scan padded back to its size with air slices (was: "complete", the array's edge being
+    # far away); the same number of padding slices before the first one changes nothing either
+    for before, after in ((0, 6), (4, 6), (4, 0)):
+        ct_pad = np.pad(np.asarray(ct.array)[:cut], ((before, after), (0, 0), (0, 0)), constant_values=-1024)
+        labels_pad = np.pad(np.asarray(labels.array)[:cut], ((before, after), (0, 0), (0, 0)))
+        padded = measure(Volume(ct_pad, ct.affine, "ct"), Volume(labels_pad, labels.affine, "padded"), KITS19)
+        assert [k["incomplete"] for k in padded["kidneys"]] == [k["incomplete"] for k in cropped["kidneys"]]
+        assert codes(padded) == codes(cropped), (before, after)
 
 
 def test_kits19_mask_cut_through_its_tumor_stages_a_lower_bound(shared_data):

@@ -34,10 +34,10 @@ def slice_axis(affine: np.ndarray, world_axis: int = 2) -> int:
     return int(np.argmax(np.abs(columns[world_axis]) / np.linalg.norm(columns, axis=0)))
 
 
-def craniocaudal_mm(shape: Sequence[int], affine: np.ndarray) -> float:
-    """The scan's length (mm) across its axial slices: their number times their spacing."""
-    axis = slice_axis(affine)
-    return round(shape[axis] * affine_spacing(affine)[axis], 1)
+def craniocaudal_mm(slices: tuple[int, int], affine: np.ndarray) -> float:
+    """The scan's length (mm) across its axial slices `slices` (first, one past the last; from
+    `imaged_slices`): their number times their spacing."""
+    return round((slices[1] - slices[0]) * affine_spacing(affine)[slice_axis(affine)], 1)
 
 
 def to_world(index_points: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -346,12 +346,31 @@ def crop_affine(affine: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
     return local
 
 
-def touches_edge(mask: np.ndarray, starts, shape: tuple[int, ...]) -> bool:
-    """Whether `mask`, a crop starting at index `starts` of an array of `shape`, has a voxel on
-    that array's outer faces (the object is cut off by the edge of the scan)."""
+def touches_edge(mask: np.ndarray, starts, low, high) -> bool:
+    """Whether `mask`, a crop starting at index `starts` of an array, has a voxel on the faces of
+    the scan, which along each axis runs from index `low` to `high` - 1 (the object is cut off by
+    the edge of the scan); voxels beyond those faces belong to no object."""
     for axis in range(3):
-        if starts[axis] == 0 and np.take(mask, 0, axis=axis).any():
+        count = mask.shape[axis]
+        first, last = low[axis] - starts[axis], high[axis] - 1 - starts[axis]  # in the crop
+        if first >= 0 and np.take(mask, np.arange(min(first + 1, count)), axis=axis).any():
             return True
-        if starts[axis] + mask.shape[axis] == shape[axis] and np.take(mask, -1, axis=axis).any():
+        if last < count and np.take(mask, np.arange(max(last, 0), count), axis=axis).any():
             return True
     return False
+
+
+def imaged_slices(array: np.ndarray, axis: int) -> tuple[int, int]:
+    """The first slice along `axis` and one past the last that hold anything denser than air
+    (-500 HU): slices of nothing but air beyond them are padding (a CT padded to a size), not
+    scan. A scan's own end slices hold the body, so this is usually (0, number of slices)."""
+    from kidneyseg.predict.checks import BODY_HU
+
+    count = array.shape[axis]
+    first = 0
+    while first < count - 1 and not (np.take(array, first, axis=axis) > BODY_HU).any():
+        first += 1
+    stop = count
+    while stop > first + 1 and not (np.take(array, stop - 1, axis=axis) > BODY_HU).any():
+        stop -= 1
+    return first, stop

@@ -20,10 +20,25 @@ from kidneyseg.report.hulls import SliceHulls
 
 @dataclass(frozen=True)
 class Scan:
-    """Where the measured crop lies in the scan: its start index and the scan's shape."""
+    """Where the measured crop lies in the scan: its start index, the array's shape and, along
+    each axis, the first index of the scan and one past its last (`geometry.imaged_slices`)."""
 
     offset: np.ndarray
     shape: tuple[int, int, int]
+    low: tuple[int, int, int]
+    high: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, offset: np.ndarray, shape: tuple[int, int, int], axial: int, imaged: tuple[int, int]) -> Scan:
+        """The scan of an array of `shape` whose slices along `axial` from `imaged[0]` to
+        `imaged[1]` - 1 were imaged, measured from `offset`."""
+        low, high = [0, 0, 0], list(shape)
+        low[axial], high[axial] = imaged
+        return cls(offset, shape, tuple(low), tuple(high))
+
+    def cuts(self, mask: np.ndarray, box: tuple[slice, ...]) -> bool:
+        """Whether the scan's edge cuts `mask`, which lies at `box` of the measured crop."""
+        return geometry.touches_edge(mask, self.offset + [s.start for s in box], self.low, self.high)
 
 
 @dataclass(frozen=True)
@@ -169,7 +184,7 @@ def measure_lesions(
         row = _measure_lesion(lesion, local, class_name, ct[box][lesion], box, kidneys, options.nephrometry)
         if row["axial_slice_index"] is not None:
             row["axial_slice_index"] += int(scan.offset[geometry.slice_axis(affine)])
-        row["incomplete"] = geometry.touches_edge(lesion, scan.offset + [s.start for s in box], scan.shape)
+        row["incomplete"] = scan.cuts(lesion, box)
         if finish is not None and not _too_small(row, options):
             finish(row, lesion, local)
         return row

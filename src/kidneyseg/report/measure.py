@@ -118,6 +118,7 @@ def measure(
     """
     options = options or ReportOptions()
     array = validate_inputs(ct, labels, label_map)
+    imaged = geometry.imaged_slices(ct.array, geometry.slice_axis(ct.affine))
     report = {
         "schema_version": SCHEMA_VERSION,
         "kidneyseg_version": __version__,
@@ -131,7 +132,7 @@ def measure(
             "spacing_mm": rounded(ct.spacing, 3),
             "orientation": ct.orientation,
             "slice_axis": geometry.slice_axis(ct.affine),
-            "craniocaudal_mm": geometry.craniocaudal_mm(ct.shape, ct.affine),
+            "craniocaudal_mm": geometry.craniocaudal_mm(imaged, ct.affine),
             "dicom": dicom_identifiers(ct.dicom_files),
             "model_confidence": confidence,
         },
@@ -156,7 +157,7 @@ def measure(
         "liver_right_share": None,
     }
     if (array > 0).any():
-        report.update(_measure_case(ct, array, label_map, options, votes, line, report["anatomy"]))
+        report.update(_measure_case(ct, imaged, array, label_map, options, votes, line, report["anatomy"]))
     report["summary"] = _summary(report, options)
     report["warnings"] = run_checks(report, options, confidence)
     return report
@@ -164,6 +165,7 @@ def measure(
 
 def _measure_case(
     ct: Volume,
+    imaged: tuple[int, int],
     array: np.ndarray,
     label_map: LabelMap,
     options: ReportOptions,
@@ -172,10 +174,11 @@ def _measure_case(
     anatomy_record: dict,
 ) -> dict:
     """The measured part of the report (kidneys, lesions, staging) and `anatomy_record` with the
-    liver's side, which rests on the kidneys found."""
+    liver's side, which rests on the kidneys found; `imaged`: the scan's slices
+    (`geometry.imaged_slices`), whose edges cut what touches them."""
     voxel_ml = abs(float(np.linalg.det(ct.affine[:3, :3]))) / 1000.0
     box = geometry.bounding_box(array > 0, ct.shape)
-    scan = Scan(np.array([s.start for s in box]), ct.shape)
+    scan = Scan.of(np.array([s.start for s in box]), ct.shape, geometry.slice_axis(ct.affine), imaged)
     affine = geometry.crop_affine(ct.affine, box)
     crop_labels = array[box]
     crop_ct = np.asarray(ct.array[box])
@@ -293,13 +296,12 @@ def _measure_kidney(
 ) -> dict:
     own = [row for row in lesions if row["kidney"] == kidney.side]
     z_low, z_high = geometry.cranio_caudal_range_mm(kidney.mask, geometry.crop_affine(affine, kidney.box))
-    starts = scan.offset + [s.start for s in kidney.box]
     return {
         "side": kidney.side,
         "volume_ml": round(int(kidney.mask.sum()) * voxel_ml, 2),
         "parenchyma_volume_ml": round(int(kidney.parenchyma.sum()) * voxel_ml, 2),
         "cranio_caudal_extent_cm": round((z_high - z_low) / 10, 2),
-        "incomplete": geometry.touches_edge(kidney.mask, starts, scan.shape),
+        "incomplete": scan.cuts(kidney.mask, kidney.box),
         "across_midline_fraction": round(kidney.across_midline, 3),
         "sinus_volume_ml": anatomy.sinus_ml if with_sinus else None,
         "polar_lines_z_mm": rounded(anatomy.polar_lines, 1) if with_sinus else None,
