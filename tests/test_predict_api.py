@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -153,6 +154,26 @@ def test_a_nibabel_image_without_orientation_warns_as_its_file_does(ckpt, ct_fil
         with pytest.warns(UserWarning, match="the header gives no orientation"):
             labels, report = kidneyseg.segment(given, model=ckpt, device="cpu", report=True)
         assert report["inputs"]["labels"] is None and labels.shape == bare.shape
+
+
+def test_a_header_whose_qform_and_sform_disagree_warns(ckpt, ct_file, tmp_path):
+    """(was: read by the sform without a word, while ITK-based tools place the image by the qform)"""
+    image = nib.load(ct_file)
+    shifted = image.affine.copy()
+    shifted[:3, 3] += (0.0, 0.0, 12.0)
+    for qform, warned in ((shifted, True), (image.affine, False)):
+        both = nib.Nifti1Image(np.asarray(image.dataobj), image.affine)
+        both.set_qform(qform, code=1)
+        both.set_sform(image.affine, code=1)
+        path = tmp_path / "both.nii.gz"
+        both.to_filename(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            labels = kidneyseg.segment(path, model=ckpt, device="cpu")
+        said = [str(w.message) for w in caught if "qform and sform" in str(w.message)]
+        expected = f"{path}: the header's qform and sform place the image up to 12.0 mm apart; "
+        assert [m.startswith(expected) for m in said] == ([True] if warned else [])
+        np.testing.assert_allclose(labels.affine, image.affine, atol=1e-5)
 
 
 def test_sides_follow_the_patient_not_the_array():

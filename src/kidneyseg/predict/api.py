@@ -59,10 +59,10 @@ def read_checked(
 
 def _doubts(ct: Volume, hu_check: bool) -> list[Doubt]:
     """The warnings a CT's header (no orientation) and content give."""
-    from kidneyseg.predict.checks import check_orientation_given, content_warnings
+    from kidneyseg.predict.checks import check_frames_agree, check_orientation_given, content_warnings
 
-    unoriented = check_orientation_given(ct)
-    return [*([unoriented] if unoriented else []), *content_warnings(ct, hu_check)]
+    header = [doubt for doubt in (check_orientation_given(ct), check_frames_agree(ct)) if doubt]
+    return [*header, *content_warnings(ct, hu_check)]
 
 
 _ARGUMENTS = (

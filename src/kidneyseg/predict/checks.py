@@ -121,6 +121,26 @@ def check_orientation_given(ct: Volume) -> Doubt | None:
     )
 
 
+def check_frames_agree(ct: Volume) -> Doubt | None:
+    """A warning when the NIfTI header `ct` was read from states two grids: a qform and an sform
+    (both codes set) that place some corner of the image more than half its smallest voxel
+    apart. kidneyseg, as nibabel, reads the sform; ITK-based tools the qform."""
+    frames = ct.frames
+    if frames is None or frames.qform is None or frames.sform is None:
+        return None
+    corners = np.array(np.meshgrid(*[(0, n - 1) for n in ct.shape], [1], indexing="ij")).reshape(4, -1)
+    apart = float(np.linalg.norm((frames.qform - frames.sform)[:3] @ corners, axis=0).max())
+    if apart <= min(ct.spacing) / 2:
+        return None
+    return Doubt(
+        "frames_disagree",
+        f"{ct.source}: the header's qform and sform place the image up to {apart:.1f} mm apart; "
+        "kidneyseg (as nibabel) reads the sform, ITK-based tools (SimpleITK, 3D Slicer, nnU-Net) the "
+        "qform; the label map keeps both, the report's sides and coordinates follow the sform: check "
+        "which of the two is right",
+    )
+
+
 BODY_HU = -500.0
 """A CT with nothing denser than this holds no body: only air (or nothing at all) to segment."""
 
