@@ -17,8 +17,7 @@ def __getattr__(name: str) -> Any:
         from kidneyseg.predict.api import segment
 
         return segment
+    # a subpackage on first use: `kidneyseg.predict.Predictor` without `import kidneyseg.predict`
     if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(
-            f"{__name__}.{name}"
-        )  # `kidneyseg.predict.Predictor` without an import
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'kidneyseg' has no attribute {name!r}")
