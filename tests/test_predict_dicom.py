@@ -223,6 +223,30 @@ def test_a_folder_of_nifti_files_and_dicom_series_folders_finds_both(series, tmp
         find_inputs(mixed)
 
 
+def test_python_callers_are_told_the_argument_that_chooses_a_series(series, ckpt, tmp_path):
+    """(was: "choose one with --series UID" for segment(), and the same rewritten advice for
+    Predictor.predict(), which takes no series: found by a review)"""
+    from pydicom.uid import generate_uid
+
+    import kidneyseg
+    from kidneyseg.predict import Predictor
+
+    both = tmp_path / "both"
+    both.mkdir()
+    second = generate_uid()
+    for path in sorted(series.iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.save_as(both / path.name)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = second, generate_uid()
+        ds.save_as(both / f"b_{path.name}")
+    with pytest.raises(KidneysegError, match=r"holds 2 DICOM series, choose one with series_uid=UID: "):
+        kidneyseg.segment(both, model=ckpt)
+    with pytest.raises(KidneysegError) as refused:
+        Predictor(ckpt).predict(both)
+    assert "choose one with kidneyseg.segment(ct, model=predictor, series_uid=UID): " in str(refused.value)
+    assert "--series" not in str(refused.value)
+
+
 def test_a_case_folder_of_two_series_fails_alone_and_series_chooses_within_it(series, ckpt, tmp_path):
     """In a folder of patients, one holding two DICOM series failed the whole batch, and --series
     (the UID of one of them) failed the patients without it (found by a hostile review). Now that

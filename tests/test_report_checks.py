@@ -57,6 +57,35 @@ def test_kits19_mask_cropped_through_a_kidney_is_incomplete(shared_data):
         padded = measure(Volume(ct_pad, ct.affine, "ct"), Volume(labels_pad, labels.affine, "padded"), KITS19)
         assert [k["incomplete"] for k in padded["kidneys"]] == [k["incomplete"] for k in cropped["kidneys"]]
         assert codes(padded) == codes(cropped), (before, after)
+    # cut from the other end, padded before the cut
+    top = measure(
+        Volume(np.asarray(ct.array)[cut:], ct.affine, "ct"),
+        Volume(np.asarray(labels.array)[cut:], labels.affine, "top"),
+        KITS19,
+    )
+    ct_pad = np.pad(np.asarray(ct.array)[cut:], ((5, 0), (0, 0), (0, 0)), constant_values=-1024)
+    labels_pad = np.pad(np.asarray(labels.array)[cut:], ((5, 0), (0, 0), (0, 0)))
+    padded = measure(Volume(ct_pad, ct.affine, "ct"), Volume(labels_pad, labels.affine, "padded"), KITS19)
+    assert "incomplete_kidney" in codes(top) and codes(padded) == codes(top)
+    assert padded["inputs"]["craniocaudal_mm"] == top["inputs"]["craniocaudal_mm"]
+
+
+def test_the_scans_slices_are_found_without_copying_the_ct():
+    """Air padding is told from the end slices, read as views: a NIfTI's CT is Fortran-ordered,
+    where one `np.take` copied the whole CT (a review measured 146 s for 150 padding slices)."""
+    import tracemalloc
+
+    from kidneyseg.report.geometry import imaged_slices
+
+    ct = np.full((160, 160, 120), -1000, np.int16, order="F")
+    ct[:, :, 7:100] = 40
+    tracemalloc.start()
+    found = [imaged_slices(ct, 2), imaged_slices(ct[:, :, ::-1], 2), imaged_slices(np.swapaxes(ct, 0, 2), 0)]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert found == [(7, 100), (20, 113), (7, 100)]
+    assert peak < ct.nbytes / 20
+    assert imaged_slices(np.full((4, 4, 6), -1000, np.int16), 2) == (0, 6)  # no body: all scan
 
 
 def test_kits19_mask_cut_through_its_tumor_stages_a_lower_bound(shared_data):

@@ -17,7 +17,9 @@ def __getattr__(name: str) -> Any:
         from kidneyseg.predict.api import segment
 
         return segment
-    # a subpackage on first use: `kidneyseg.predict.Predictor` without `import kidneyseg.predict`
-    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f"{__name__}.{name}")
+    # a subpackage or module on first use: `kidneyseg.predict.Predictor` without `import kidneyseg.predict`
+    if name.isidentifier() and not name.startswith("_"):
+        spec = importlib.util.find_spec(f"{__name__}.{name}")
+        if spec is not None and spec.origin is not None:  # not a folder of data (`weights`)
+            return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'kidneyseg' has no attribute {name!r}")

@@ -66,11 +66,20 @@ def _doubts(ct: Volume, hu_check: bool) -> list[Doubt]:
 
 
 _ARGUMENTS = (
-    ("--no-hu-check", "kidneyseg.segment(..., hu_check=False)"),
+    ("--no-hu-check", "hu_check=False"),
     ("--series ''", "series_uid=''"),
     ("--series UID", "series_uid=UID"),
 )
-"""The command line's options that messages name, as a Python caller passes them."""
+"""The command line's options that messages name, as `segment()` takes them."""
+
+
+def _in_python(message: str, caller: str) -> str:
+    """`message` with the command line's options named as `caller`'s caller passes them:
+    arguments of `segment()`, which `Predictor.predict()` callers reach with the predictor."""
+    for option, argument in _ARGUMENTS:
+        call = argument if caller == "segment()" else f"kidneyseg.segment(ct, model=predictor, {argument})"
+        message = message.replace(option, call)
+    return message
 
 
 def checked_volume(
@@ -83,7 +92,7 @@ def checked_volume(
     """`ct` (a CT file or DICOM series folder, a nibabel image or a `Volume`) as a `Volume`, with
     the command line's checks; what they find worth a warning is issued at the caller's caller
     (`warnings.warn`). `caller` names the function in the messages, which name Python arguments
-    where the command line's name its options (`_ARGUMENTS`).
+    where the command line's name its options (`_in_python`).
 
     Raises:
         KidneysegError: as `read_checked`, and for a folder of cases, a series UID given for a
@@ -92,9 +101,7 @@ def checked_volume(
     try:
         volume, doubts = as_checked_volume(ct, predictor, series_uid, hu_check, caller)
     except KidneysegError as error:
-        message = error.message
-        for option, argument in _ARGUMENTS:
-            message = message.replace(option, argument)
+        message = _in_python(error.message, caller)
         if message == error.message:
             raise
         raise KidneysegError(message, error.path) from None

@@ -124,7 +124,8 @@ def check_orientation_given(ct: Volume) -> Doubt | None:
 def check_frames_agree(ct: Volume) -> Doubt | None:
     """A warning when the NIfTI header `ct` was read from states two grids: a qform and an sform
     (both codes set) that place some corner of the image more than half its smallest voxel
-    apart. kidneyseg, as nibabel, reads the sform; ITK-based tools the qform."""
+    apart. kidneyseg, as nibabel, reads the sform; other tools may read the qform (ITK 5.4 does
+    unless the sform's code is 1, scanner)."""
     frames = ct.frames
     if frames is None or frames.qform is None or frames.sform is None:
         return None
@@ -135,9 +136,9 @@ def check_frames_agree(ct: Volume) -> Doubt | None:
     return Doubt(
         "frames_disagree",
         f"{ct.source}: the header's qform and sform place the image up to {apart:.1f} mm apart; "
-        "kidneyseg (as nibabel) reads the sform, ITK-based tools (SimpleITK, 3D Slicer, nnU-Net) the "
-        "qform; the label map keeps both, the report's sides and coordinates follow the sform: check "
-        "which of the two is right",
+        "kidneyseg (as nibabel) reads the sform, other tools may read the qform (ITK-based ones, e.g. "
+        "SimpleITK, 3D Slicer, nnU-Net, unless the sform's code is 1); the label map keeps both, the "
+        "report's sides and coordinates follow the sform: check which of the two is right",
     )
 
 

@@ -363,14 +363,17 @@ def touches_edge(mask: np.ndarray, starts, low, high) -> bool:
 def imaged_slices(array: np.ndarray, axis: int) -> tuple[int, int]:
     """The first slice along `axis` and one past the last that hold anything denser than air
     (-500 HU): slices of nothing but air beyond them are padding (a CT padded to a size), not
-    scan. A scan's own end slices hold the body, so this is usually (0, number of slices)."""
+    scan. A scan's own end slices hold the body, so this is usually (0, number of slices), found
+    from those two slices alone; an image without body is all scan."""
     from kidneyseg.predict.checks import BODY_HU
 
     count = array.shape[axis]
-    first = 0
-    while first < count - 1 and not (np.take(array, first, axis=axis) > BODY_HU).any():
-        first += 1
-    stop = count
-    while stop > first + 1 and not (np.take(array, stop - 1, axis=axis) > BODY_HU).any():
-        stop -= 1
+
+    def body_on(index: int) -> bool:
+        return bool((array[(slice(None),) * axis + (index,)] > BODY_HU).any())  # a view, no copy
+
+    first = next((k for k in range(count) if body_on(k)), None)
+    if first is None:
+        return 0, count
+    stop = next(k + 1 for k in range(count - 1, first - 1, -1) if body_on(k))
     return first, stop
