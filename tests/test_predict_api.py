@@ -118,14 +118,17 @@ def test_segment_makes_the_command_lines_checks(ckpt, ct_file, tmp_path, monkeyp
     with pytest.raises(KidneysegError, match="unknown option"):
         kidneyseg.segment(ct_file, model=ckpt, overlaps=0.5)
     normalised = Volume(np.zeros((20, 20, 10), np.float32), np.eye(4), "normalised")
-    for call in (
-        lambda: kidneyseg.segment(normalised, model=ckpt),
-        lambda: Predictor(ckpt).predict(nib.Nifti1Image(normalised.array, np.eye(4))),
+    for call, advice in (
+        (lambda: kidneyseg.segment(normalised, model=ckpt), "hu_check=False"),
+        (
+            lambda: Predictor(ckpt).predict(nib.Nifti1Image(normalised.array, np.eye(4))),
+            "kidneyseg.segment(ct, model=predictor, hu_check=False)",  # predict() takes no hu_check
+        ),
     ):
         with pytest.raises(KidneysegError) as refused:  # Python's argument, not the command line's option
             call()
         assert "already normalised" in str(refused.value) and "--no-hu-check" not in str(refused.value)
-        assert str(refused.value).endswith("or kidneyseg.segment(..., hu_check=False) to go on anyway")
+        assert str(refused.value).endswith(f"the original CT, or {advice} to go on anyway")
     assert np.all(np.asarray(kidneyseg.segment(normalised, model=ckpt, hu_check=False).dataobj) == 0)
     words = Volume(np.full((20, 20, 10), "air", dtype=object), np.eye(4), "words")
     with pytest.raises(
