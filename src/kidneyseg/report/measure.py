@@ -118,7 +118,8 @@ def measure(
     """
     options = options or ReportOptions()
     array = validate_inputs(ct, labels, label_map)
-    imaged = geometry.imaged_slices(ct.array, geometry.slice_axis(ct.affine))
+    axial = geometry.slice_axis(ct.affine)
+    imaged = geometry.imaged_slices(ct.array, axial)
     report = {
         "schema_version": SCHEMA_VERSION,
         "kidneyseg_version": __version__,
@@ -131,7 +132,7 @@ def measure(
             "shape": list(ct.shape),
             "spacing_mm": rounded(ct.spacing, 3),
             "orientation": ct.orientation,
-            "slice_axis": geometry.slice_axis(ct.affine),
+            "slice_axis": axial,
             "craniocaudal_mm": geometry.craniocaudal_mm(imaged, ct.affine),
             "dicom": dicom_identifiers(ct.dicom_files),
             "model_confidence": confidence,
