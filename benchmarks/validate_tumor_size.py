@@ -57,7 +57,7 @@ def measure_case(path: Path) -> dict:
     import nibabel as nib
     from scipy import ndimage
 
-    from kidneyseg.report import geometry
+    from kidneyseg.report import diameters, geometry
 
     image = nib.load(str(path))
     tumor = np.asarray(image.dataobj) == 2
@@ -73,7 +73,7 @@ def measure_case(path: Path) -> dict:
     labelled, count = geometry.components(tumor[box])
     sizes = np.bincount(labelled.ravel(), minlength=count + 1)[1:]
     axial = [
-        geometry.max_axial_diameter_mm(labelled[b] == i + 1, affine)[0] / 10
+        diameters.max_axial_diameter_mm(labelled[b] == i + 1, affine)[0] / 10
         for i, b in enumerate(ndimage.find_objects(labelled))
     ]
     largest = int(np.argmax(axial))
@@ -85,9 +85,9 @@ def measure_case(path: Path) -> dict:
         "num_tumors": int((sizes * voxel_ml >= SPECK_ML).sum()),
         "volume_ml": float(sizes[largest] * voxel_ml),
         "axial": axial[largest],
-        "coronal": geometry.max_planar_diameter_mm(mask, affine, normal=1)[0] / 10,
-        "sagittal": geometry.max_planar_diameter_mm(mask, affine, normal=0)[0] / 10,
-        "max_3d": geometry.max_3d_diameter_mm(mask, affine) / 10,
+        "coronal": diameters.max_planar_diameter_mm(mask, affine, normal=1)[0] / 10,
+        "sagittal": diameters.max_planar_diameter_mm(mask, affine, normal=0)[0] / 10,
+        "max_3d": diameters.max_3d_diameter_mm(mask, affine) / 10,
         "other_tumors_axial": " ".join(f"{d:.2f}" for d in others),
         "slice_mm": float(np.linalg.norm(affine[:3, geometry.slice_axis(affine)])),
     }

@@ -15,7 +15,7 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import KITS19
 from kidneyseg.predict.label_files import split_labels_by_side
-from kidneyseg.report import geometry, measure
+from kidneyseg.report import diameters, geometry, measure
 from kidneyseg.report.checks import ReportOptions
 from kidneyseg.report.hulls import SliceHulls
 
@@ -268,24 +268,23 @@ def test_outline_diameters_are_edge_to_edge():
     mask = np.zeros((14, 10, 3), dtype=bool)
     mask[2:12, 2:8, 1] = True  # 10 × 6 voxels on slice 1
     affine = np.diag([0.7, 1.3, 4.0, 1.0])
-    diameter, index = geometry.max_axial_diameter_mm(mask, affine)
+    diameter, index = diameters.max_axial_diameter_mm(mask, affine)
     assert index == 1
     assert diameter == pytest.approx(max(np.hypot(9 * 0.7, 6 * 1.3), np.hypot(10 * 0.7, 5 * 1.3)))
     line = np.zeros((3, 3, 12), dtype=bool)
     line[1, 1, 2:9] = True  # 7 voxels along z
-    assert geometry.max_3d_diameter_mm(line, affine) == pytest.approx(7 * 4.0)
+    assert diameters.max_3d_diameter_mm(line, affine) == pytest.approx(7 * 4.0)
     low, high = geometry.cranio_caudal_range_mm(line, affine)
     assert high - low == pytest.approx(7 * 4.0)
-    assert geometry.max_axial_diameter_mm(line, affine)[0] == pytest.approx(1.3)
+    assert diameters.max_axial_diameter_mm(line, affine)[0] == pytest.approx(1.3)
 
 
 def test_slice_axis_follows_the_affine():
     kits = np.array([[0, 0, -0.92, 0], [0, -0.92, 0, 0], [-0.5, 0, 0, 0], [0, 0, 0, 1]])
     assert geometry.slice_axis(kits) == 0
     assert geometry.slice_axis(np.diag([-0.8, -0.8, 3.0, 1.0])) == 2
-    assert geometry.max_distance(np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])) == pytest.approx(
-        np.hypot(3, 3)
-    )
+    on_a_line = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    assert diameters.max_distance(on_a_line) == pytest.approx(np.hypot(3, 3))
 
 
 def test_axial_diameter_of_random_ellipses_is_within_one_voxel():
@@ -304,7 +303,7 @@ def test_axial_diameter_of_random_ellipses_is_within_one_voxel():
         u = x * np.cos(angle) + y * np.sin(angle)
         v = -x * np.sin(angle) + y * np.cos(angle)
         mask = ((u / a) ** 2 + (v / b) ** 2 <= 1)[:, :, None]
-        diameter, _ = geometry.max_axial_diameter_mm(mask, np.diag([*spacing, 3.0, 1.0]))
+        diameter, _ = diameters.max_axial_diameter_mm(mask, np.diag([*spacing, 3.0, 1.0]))
         errors.append((diameter - 2 * a) / spacing.max())
     errors = np.array(errors)
     assert np.all(np.abs(errors) <= 1.0)
@@ -343,7 +342,7 @@ def test_slab_by_slab_measurements_equal_the_whole_mask_ones():
     truth = _brute_face_midpoints(mask)
     np.testing.assert_array_equal(_sorted_rows(found), _sorted_rows(truth))
     world = geometry.to_world(truth, affine)
-    assert geometry.max_3d_diameter_mm(mask, affine) == pytest.approx(
+    assert diameters.max_3d_diameter_mm(mask, affine) == pytest.approx(
         np.sqrt(((world[:, None] - world[None]) ** 2).sum(-1).max())
     )
     low, high = geometry.cranio_caudal_range_mm(mask, affine)
@@ -364,7 +363,7 @@ def test_slab_by_slab_measurements_equal_the_whole_mask_ones():
         geometry.to_world(in_plane[in_plane[:, 2] == k], affine)[:, axial] for k in range(mask.shape[2])
     ]
     best = max(np.sqrt(((p[:, None] - p[None]) ** 2).sum(-1).max()) for p in per_slice if len(p))
-    assert geometry.max_axial_diameter_mm(mask, affine)[0] == pytest.approx(best)
+    assert diameters.max_axial_diameter_mm(mask, affine)[0] == pytest.approx(best)
 
 
 def test_line_extremes_are_the_outline_points_at_the_ends_of_each_line():

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from kidneyseg.labels import SIDES
-from kidneyseg.report import geometry, midline
+from kidneyseg.report import diameters, geometry, midline
 from kidneyseg.report.checks import ReportOptions
 from kidneyseg.report.hulls import SliceHulls
 
@@ -221,7 +221,7 @@ def _measure_lesion(
     axis = geometry.slice_axis(local)
     centroid = geometry.to_world(geometry.centroid_index(lesion)[None], local)[0]
     kidney, apart = _assign(lesion, box, centroid, kidneys)
-    axial_mm, axial_slice, diameter_mm, (z_low, z_high) = geometry.lesion_outline_mm(lesion, local)
+    axial_mm, axial_slice, diameter_mm, (z_low, z_high) = diameters.lesion_outline_mm(lesion, local)
     mean, sd = _mean_sd(hu)
     row = {
         "id": "",
