@@ -366,6 +366,70 @@ def test_slab_by_slab_measurements_equal_the_whole_mask_ones():
     assert diameters.max_axial_diameter_mm(mask, affine)[0] == pytest.approx(best)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_outline_limits_on_grids_without_rotation_equal_those_of_every_face(seed):
+    """On grids whose world axes each follow one array axis (permuted, flipped, anisotropic:
+    the KiTS19 and RAS/LPS layouts) the limits along a world axis come from the bounding box and
+    the gap to a sagittal plane from the slices nearest it; both equal what every boundary face
+    gives, for planes beside the mask, through it and in the empty gap between two of its blobs.
+    `face_count` counts those faces and `bounding_box` holds every voxel."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((2 * geometry.SLAB + 4, 12, 9), dtype=bool)
+    mask[2:12, 2:10, 1:8] = rng.random((10, 8, 7)) < 0.35
+    mask[20:-2, 3:9, 2:6] = rng.random((len(mask) - 22, 6, 4)) < 0.35
+    permutation = rng.permutation(3)
+    affine = np.eye(4)
+    affine[:3, :3] = np.eye(3)[permutation] * (rng.choice([-1.0, 1.0], 3) * [0.8, 1.1, 2.5])[:, None]
+    affine[:3, 3] = rng.uniform(-50, 50, 3)
+    truth = _brute_face_midpoints(mask)
+    world = geometry.to_world(truth, affine)
+    assert geometry.face_count(mask) == len(truth)
+    for axis in range(3):
+        assert geometry.world_range_mm(mask, affine, axis) == pytest.approx(
+            (world[:, axis].min(), world[:, axis].max())
+        )
+    assert geometry.cranio_caudal_range_mm(mask, affine) == pytest.approx(
+        (world[:, 2].min(), world[:, 2].max())
+    )
+    x_axis = int(np.flatnonzero(affine[0, :3])[0])
+    empty = [i for i in range(mask.shape[x_axis]) if not np.take(mask, i, axis=x_axis).any()]
+    planes = [world[:, 0].min() - 7.0, world[:, 0].max() + 3.0, *np.quantile(world[:, 0], [0.1, 0.5, 0.93])]
+    planes += [float(geometry.to_world(np.eye(3)[x_axis][None] * i, affine)[0, 0]) for i in empty]
+    for x in planes:
+        assert geometry.sagittal_gap_mm(mask, affine, x) == pytest.approx(np.abs(world[:, 0] - x).min())
+    box = geometry.tight_box(mask)
+    inside = np.argwhere(mask)
+    assert [(s.start, s.stop) for s in box] == list(
+        zip(inside.min(axis=0), inside.max(axis=0) + 1, strict=True)
+    )
+    assert geometry.world_range_mm(np.zeros_like(mask), affine, 0) is None
+    assert geometry.sagittal_gap_mm(np.zeros_like(mask), affine, 0.0) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_slice_hulls_are_the_hulls_of_every_voxel_square(seed):
+    """Each slice's hull, found from the first and last voxel of each row, holds exactly the
+    points the hull of every voxel's square holds (a brute-force hull per slice)."""
+    rng = np.random.default_rng(seed)
+    region = np.zeros((14, 11, 6), dtype=bool)
+    region[2:12, 1:10, :5] = rng.random((10, 9, 5)) < 0.3
+    hulls = SliceHulls(region, axis=2)
+    queries = np.stack(np.meshgrid(*(np.arange(n) for n in region.shape), indexing="ij"), -1).reshape(-1, 3)
+    found = hulls.contains(queries)
+    for k in range(region.shape[2]):
+        pixels = np.argwhere(region[:, :, k])
+        on_slice = queries[:, 2] == k
+        if not len(pixels):
+            assert not found[on_slice].any()
+            continue
+        corners = (pixels[:, None, :] + SliceHulls.CORNERS[None]).reshape(-1, 2)
+        equations = ConvexHull(corners).equations
+        expected = (queries[on_slice][:, :2] @ equations[:, :2].T + equations[:, 2] <= 1e-9).all(axis=1)
+        np.testing.assert_array_equal(found[on_slice], expected)
+        filled = hulls.filled(k, [0, 0], region.shape[:2])
+        np.testing.assert_array_equal(filled.ravel(), expected)
+
+
 def test_line_extremes_are_the_outline_points_at_the_ends_of_each_line():
     """`line_extremes_by_axis` keeps, of every line of voxels along an axis, the outline's first and
     last face on it (lines along axis 0 across slab boundaries), so the outline's hull is theirs."""

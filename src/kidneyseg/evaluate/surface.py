@@ -53,13 +53,13 @@ def surfel_areas(spacing: tuple[float, float, float]) -> np.ndarray:
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """The smallest box (slices) holding every True voxel of `mask`, or None if it is empty."""
-    box = []
-    for axis in range(mask.ndim):
+    box = [slice(None)] * mask.ndim
+    for axis in range(mask.ndim):  # each axis searched within the extent found along the earlier ones
         other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
+        hits = np.flatnonzero(mask[tuple(box)].any(axis=other))
         if hits.size == 0:
             return None
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+        box[axis] = slice(int(hits[0]), int(hits[-1]) + 1)
     return tuple(box)
 
 

@@ -61,14 +61,10 @@ SLAB = 16
 several bytes a voxel: the memory of measuring a long scan stays that of its masks."""
 
 
-def face_midpoint_slabs(mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> Iterator[np.ndarray]:
-    """Index coordinates of the midpoints of the mask's boundary faces normal to `axes`, in
-    non-empty parts of `SLAB` slices along axis 0.
-
-    A face lies between a voxel inside the mask and its neighbour outside it along one of
-    `axes`; with `axes` the two in-plane axes of a slice these are the in-plane outline
-    points of every slice.
-    """
+def _face_slabs(mask: np.ndarray, axes: Sequence[int]) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """The mask's boundary faces normal to `axes`, `SLAB` slices along axis 0 at a time: per part
+    and direction, `(first slice, axis, step, voxels)` with `voxels` marking those (in the part)
+    whose neighbour `step` (+1 or -1) along `axis` lies outside the mask."""
     padded = np.pad(mask.astype(bool, copy=False), 1)
     inner = (slice(1, -1),) * 3
     for start in range(0, mask.shape[0], SLAB):
@@ -77,11 +73,29 @@ def face_midpoint_slabs(mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> 
             for step in (1, -1):
                 shifted = list(inner)
                 shifted[axis] = slice(1 + step, block.shape[axis] - 1 + step)
-                points = np.argwhere(block[inner] & ~block[tuple(shifted)]).astype(np.float64)
-                if len(points):
-                    points[:, 0] += start
-                    points[:, axis] += 0.5 * step
-                    yield points
+                yield start, axis, step, block[inner] & ~block[tuple(shifted)]
+
+
+def face_midpoint_slabs(mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> Iterator[np.ndarray]:
+    """Index coordinates of the midpoints of the mask's boundary faces normal to `axes`, in
+    non-empty parts of `SLAB` slices along axis 0.
+
+    A face lies between a voxel inside the mask and its neighbour outside it along one of
+    `axes`; with `axes` the two in-plane axes of a slice these are the in-plane outline
+    points of every slice.
+    """
+    for start, axis, step, faces in _face_slabs(mask, axes):
+        points = np.argwhere(faces).astype(np.float64)
+        if len(points):
+            points[:, 0] += start
+            points[:, axis] += 0.5 * step
+            yield points
+
+
+def face_count(mask: np.ndarray) -> int:
+    """How many boundary faces the mask has (the points `face_midpoint_slabs` gives), without
+    the memory of their coordinates."""
+    return sum(int(np.count_nonzero(faces)) for *_, faces in _face_slabs(mask, (0, 1, 2)))
 
 
 def line_extremes_by_axis(
@@ -136,24 +150,73 @@ def voxel_slabs(mask: np.ndarray) -> Iterator[np.ndarray]:
             yield points
 
 
+def _sole_axis(affine: np.ndarray, world_axis: int) -> int | None:
+    """The array axis that world axis `world_axis` follows alone (the other two add nothing to
+    that coordinate), or None for a rotated grid."""
+    along = np.flatnonzero(np.asarray(affine, dtype=np.float64)[world_axis, :3])
+    return int(along[0]) if len(along) == 1 else None
+
+
+def world_range_mm(mask: np.ndarray, affine: np.ndarray, world_axis: int) -> tuple[float, float] | None:
+    """The limits (low, high) in world mm along `world_axis` of the mask's outline; None for an
+    empty mask. Where that world axis follows one array axis alone (no rotation between them)
+    they are the outer faces of the mask's first and last voxels along it, from its bounding box;
+    otherwise the extremes over the ends of every line of voxels."""
+    affine = np.asarray(affine, dtype=np.float64)
+    a = _sole_axis(affine, world_axis)
+    if a is not None:
+        box = tight_box(mask)
+        if box is None:
+            return None
+        faces = np.array([box[a].start - 0.5, box[a].stop - 0.5])
+        ends = faces * affine[world_axis, a] + affine[world_axis, 3]
+        return float(ends.min()), float(ends.max())
+    parts = [to_world(points, affine)[:, world_axis] for _, points in line_extremes_by_axis(mask)]
+    if not parts:
+        return None
+    return min(float(p.min()) for p in parts), max(float(p.max()) for p in parts)
+
+
 def sagittal_gap_mm(mask: np.ndarray, affine: np.ndarray, x: float) -> float | None:
     """The smallest distance (mm) between the mask's outline and the sagittal plane at world
     `x` (the patient's midline); None for an empty mask."""
-    ends = [to_world(points, affine)[:, 0] for _, points in line_extremes_by_axis(mask)]
-    if not ends:
+    limits = world_range_mm(mask, affine, 0)
+    if limits is None:
         return None
-    low, high = min(float(e.min()) for e in ends), max(float(e.max()) for e in ends)
+    low, high = limits
     if low > x or high < x:  # one side of the plane: the nearest point is an extreme one
         return low - x if low > x else x - high
+    a = _sole_axis(affine, 0)
+    if a is not None:
+        return _aligned_plane_gap(mask, np.asarray(affine, dtype=np.float64), a, x)
     gaps = [float(np.abs(to_world(points, affine)[:, 0] - x).min()) for points in face_midpoint_slabs(mask)]
     return min(gaps)
 
 
+def _aligned_plane_gap(mask: np.ndarray, affine: np.ndarray, a: int, x: float) -> float:
+    """`sagittal_gap_mm` where world x follows array axis `a` alone. The outline's x values are
+    then those of the slices across `a` that hold voxels (their in-plane outline) and those of
+    the faces between neighbouring slices that differ; a face lies next to a slice that holds
+    voxels, so only the slices nearest the plane and their faces need looking at."""
+    occupied = np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a)))
+    scale, shift = affine[0, a], affine[0, 3]
+    distance = np.abs(occupied - (x - shift) / scale)
+    positions = []
+    for i in occupied[distance <= distance.min() + 1].tolist():
+        positions.append(float(i))
+        for j in (i - 1, i):  # the faces between slices j and j + 1
+            beyond = j < 0 or j + 1 >= mask.shape[a]
+            if beyond or np.any(np.take(mask, j, axis=a) != np.take(mask, j + 1, axis=a)):
+                positions.append(j + 0.5)
+    return min(abs(p * scale + shift - x) for p in positions)
+
+
 def cranio_caudal_range_mm(mask: np.ndarray, affine: np.ndarray) -> tuple[float, float]:
-    """The world z (inferior, superior) limits of the mask's outline, in mm."""
-    parts = (to_world(points, affine)[:, 2] for _, points in line_extremes_by_axis(mask))
-    lows, highs = zip(*((float(z.min()), float(z.max())) for z in parts), strict=True)
-    return min(lows), max(highs)
+    """The world z (inferior, superior) limits of the outline of the non-empty `mask`, in mm."""
+    limits = world_range_mm(mask, affine, 2)
+    if limits is None:
+        raise ValueError("an empty mask has no cranio-caudal range")
+    return limits
 
 
 def outline_points(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:

@@ -5,7 +5,6 @@ are found inside it)."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import ConvexHull
 
 
@@ -40,10 +39,15 @@ class SliceHulls:
         if index not in self._equations:
             box = self._in_plane_box()
             plane = np.take(self.region, index, axis=self.axis)[box]
-            pixels = np.argwhere(plane & ~ndimage.binary_erosion(plane)).astype(np.float64)
-            if len(pixels) == 0:
+            rows = np.flatnonzero(plane.any(axis=1))
+            if len(rows) == 0:
                 self._equations[index] = None
             else:
+                # Every pixel lies between the first and the last of its row: those make the hull.
+                ends = plane[rows]
+                first = ends.argmax(axis=1)
+                last = ends.shape[1] - 1 - ends[:, ::-1].argmax(axis=1)
+                pixels = np.stack([np.tile(rows, 2), np.concatenate([first, last])], 1).astype(np.float64)
                 pixels += [box[0].start, box[1].start]
                 outline = (pixels[:, None, :] + self.CORNERS[None]).reshape(-1, 2)
                 self._equations[index] = ConvexHull(np.unique(outline, axis=0)).equations

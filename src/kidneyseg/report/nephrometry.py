@@ -131,8 +131,7 @@ def kidney_anatomy(
     piece = int(np.argmax(sizes))
     sinus_box = ndimage.find_objects(labelled)[piece - 1]
     sinus = labelled[sinus_box] == piece
-    outline = sum(len(points) for points in geometry.face_midpoint_slabs(sinus))
-    if outline > MAX_SINUS_OUTLINE_PER_KIDNEY_VOXEL * np.count_nonzero(kidney):
+    if geometry.face_count(sinus) > MAX_SINUS_OUTLINE_PER_KIDNEY_VOXEL * np.count_nonzero(kidney):
         return without_sinus
     local = geometry.crop_affine(local, sinus_box)
     core = _core(sinus, voxel)
