@@ -232,6 +232,19 @@ def small_scene():
     return build_scene(affine, shape)
 
 
+def test_a_failure_deriving_a_kidneys_anatomy_on_its_thread_reaches_the_caller(small_scene, monkeypatch):
+    """Each kidney's anatomy is derived on a second thread beside the lesions' measurement: an
+    error there is raised by `measure`, not lost with the thread."""
+    from kidneyseg.report import nephrometry
+
+    def broken(*args, **kwargs):
+        raise ValueError("sinus derivation failed")
+
+    monkeypatch.setattr(nephrometry, "kidney_anatomy", broken)
+    with pytest.raises(ValueError, match="sinus derivation failed"):
+        measure(*small_scene)
+
+
 def test_label_map_on_another_grid_is_refused(small_scene):
     ct, labels = small_scene
     shifted = labels.affine.copy()
@@ -404,6 +417,18 @@ def test_outline_limits_on_grids_without_rotation_equal_those_of_every_face(seed
     )
     assert geometry.world_range_mm(np.zeros_like(mask), affine, 0) is None
     assert geometry.sagittal_gap_mm(np.zeros_like(mask), affine, 0.0) is None
+
+
+def test_component_numbers_take_uint16_while_they_fit_and_int32_beyond():
+    """Components are numbered in uint16 (half scipy's int32) up to 65,535 of them; a mask with
+    more (a random network's speckle on a long scan) gets int32 and every component still."""
+    mask = np.zeros((110, 110, 44), dtype=bool)
+    mask[::2, ::2, ::2] = True  # 55 x 55 x 22 = 66,550 single voxels, none touching
+    labelled, count = geometry.components(mask)
+    assert (labelled.dtype, count, int(labelled.max())) == (np.dtype(np.int32), 66_550, 66_550)
+    fewer, count = geometry.components(mask[:20])
+    assert (fewer.dtype, count) == (np.dtype(np.uint16), 10 * 55 * 22)
+    np.testing.assert_array_equal(fewer, labelled[:20])
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -226,8 +226,12 @@ def outline_points(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """26-connected components of `mask`: (label array with 1..n, n)."""
-    labelled, count = ndimage.label(mask, structure=FULL_CONNECTIVITY)
+    """26-connected components of `mask`: (label array with 1..n, n), uint16 where n allows it
+    (half the memory of scipy's int32, which a mask of more components gets)."""
+    try:
+        labelled, count = ndimage.label(mask, structure=FULL_CONNECTIVITY, output=np.uint16)
+    except RuntimeError:  # scipy: "insufficient bit-depth in requested output type"
+        labelled, count = ndimage.label(mask, structure=FULL_CONNECTIVITY)
     return labelled, int(count)
 
 

@@ -25,6 +25,7 @@ Conventions:
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -184,49 +185,54 @@ def _measure_case(
     crop_labels = array[box]
     crop_ct = np.asarray(ct.array[box])
     kidneys, other_count, other_voxels = find_kidneys(crop_labels, label_map.value("kidney"), affine, line)
-    anatomy = {
-        k.side: nephrometry.kidney_anatomy(
-            k.mask,
-            k.parenchyma,
-            crop_ct[k.box],
-            k.contour,
-            geometry.crop_affine(affine, k.box),
-            k.centroid,
-            k.z_range,
-            line.x,
-            derive_sinus=options.nephrometry,
-        )
-        for k in kidneys
-    }
-    lesions, small, unmeasured = [], [], []
-    for class_name in LESION_CLASSES:
-        if label_map.has(class_name):
-            rows, dropped, beyond = measure_lesions(
-                crop_labels,
-                label_map.value(class_name),
-                class_name,
-                kidneys,
-                crop_ct,
-                affine,
-                scan,
-                options,
-                partial(
-                    _finish_lesion,
-                    value=label_map.value(class_name),
-                    votes=votes,
-                    anatomy=anatomy if class_name == "tumor" else None,
-                    scored=options.nephrometry,
-                ),
+    # Each kidney's anatomy is derived on a second thread while this one measures the lesions
+    # (scipy and numpy release the GIL); a tumor's scoring waits for its kidney's.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = {
+            k.side: pool.submit(
+                nephrometry.kidney_anatomy,
+                k.mask,
+                k.parenchyma,
+                crop_ct[k.box],
+                k.contour,
+                geometry.crop_affine(affine, k.box),
+                k.centroid,
+                k.z_range,
+                line.x,
+                derive_sinus=options.nephrometry,
             )
-            lesions += rows
-            small += dropped
-            unmeasured += beyond
+            for k in kidneys
+        }
+        share = laterality.right_share(ct, array, _axial_profile(kidneys, scan, ct.affine), line)
+        lesions, small, unmeasured = [], [], []
+        for class_name in LESION_CLASSES:
+            if label_map.has(class_name):
+                rows, dropped, beyond = measure_lesions(
+                    crop_labels,
+                    label_map.value(class_name),
+                    class_name,
+                    kidneys,
+                    crop_ct,
+                    affine,
+                    scan,
+                    options,
+                    partial(
+                        _finish_lesion,
+                        value=label_map.value(class_name),
+                        votes=votes,
+                        anatomy=pending if class_name == "tumor" else None,
+                        scored=options.nephrometry,
+                    ),
+                )
+                lesions += rows
+                small += dropped
+                unmeasured += beyond
+        anatomy = {side: future.result() for side, future in pending.items()}
     kidney_rows = [
         _measure_kidney(k, affine, voxel_ml, lesions, scan, anatomy[k.side], options.nephrometry)
         for k in kidneys
     ]
     tumors = [r for r in lesions if r["type"] == "tumor"]
-    share = laterality.right_share(ct, array, _axial_profile(kidneys, scan, ct.affine), line)
     return {
         "anatomy": {**anatomy_record, "liver_right_share": None if share is None else round(share, 2)},
         "status": "ok",
@@ -257,26 +263,28 @@ def _finish_lesion(
     local: np.ndarray,
     value: int,
     votes: Votes | None,
-    anatomy: dict | None,
+    anatomy: dict[str, Future[nephrometry.KidneyAnatomy]] | None,
     scored: bool,
 ) -> None:
     """Add the model's sure fraction to a lesion's row (None without `votes`), and to a tumor's
-    (`anatomy` given) its medial extension and (if `scored`) nephrometry; `lesion` is its mask on
-    the array `local` maps."""
+    (`anatomy` given: each kidney's, on its way) its medial extension and (if `scored`)
+    nephrometry; `lesion` is its mask on the array `local` maps."""
     sure = None if votes is None else votes.sure_fraction(lesion, local, value)
     row["sure_fraction"] = None if sure is None else round(sure, 3)
     if anatomy is not None:
         _score_tumor(row, lesion, local, anatomy, scored)
 
 
-def _score_tumor(row: dict, lesion: np.ndarray, local: np.ndarray, anatomy: dict, scored: bool) -> None:
+def _score_tumor(
+    row: dict, lesion: np.ndarray, local: np.ndarray, anatomy: dict[str, Future], scored: bool
+) -> None:
     """Add the medial extension and (if `scored`) nephrometry to a tumor's row (None for both when
     it is assigned to no kidney)."""
-    kidney = anatomy.get(row["kidney"])
     row["extension_mm"] = None
     row["nephrometry"] = None
-    if kidney is None:
+    if row["kidney"] not in anatomy:
         return
+    kidney = anatomy[row["kidney"]].result()
     row["extension_mm"] = round(
         staging.medial_extension_mm(lesion, local, kidney.medial_edge_mm, kidney.midline_x), 1
     )
