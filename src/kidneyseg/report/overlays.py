@@ -15,6 +15,7 @@ import io
 
 import numpy as np
 
+from kidneyseg.evaluate.surface import bounding_box
 from kidneyseg.io.volume import Volume
 from kidneyseg.labels import LabelMap
 
@@ -24,6 +25,7 @@ FILL_ALPHA = 0.35
 DPI = 110
 WIDTH_INCH = 5.0
 LEGEND_INCH = 0.45  # band at the bottom of each picture holding the legend
+TITLE_INCH = 0.3  # band at the top holding the title
 SCALE_BARS_MM = (10.0, 20.0, 50.0, 100.0)
 MAX_ASPECT = 4.0  # height : width of a picture's image, and width : height
 
@@ -71,10 +73,10 @@ class Scene:
         self.seg, _ = canonical(ct, labels)
         self.label_map = label_map
         self.spacing = np.linalg.norm(self.affine[:3, :3], axis=0)
-        boxes = [np.flatnonzero(self.seg.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
-        self.box = (
-            None if not len(boxes[0]) else (np.array([b[0] for b in boxes]), np.array([b[-1] for b in boxes]))
-        )
+        box = bounding_box(self.seg)
+        self.box = None
+        if box is not None:
+            self.box = (np.array([s.start for s in box]), np.array([s.stop - 1 for s in box]))
         self.colors = np.zeros((label_map.num_classes, 4))
         for c in label_map.foreground:
             self.colors[c.value, :3] = np.asarray(c.color) / 255
@@ -124,7 +126,7 @@ class Scene:
         height_mm = seg2d.shape[0] * self.spacing[row_axis]
         width_mm = seg2d.shape[1] * self.spacing[col_axis]
         aspect = float(np.clip(height_mm / width_mm, 1 / MAX_ASPECT, MAX_ASPECT))
-        fig_h = WIDTH_INCH * aspect + LEGEND_INCH + 0.3
+        fig_h = WIDTH_INCH * aspect + LEGEND_INCH + TITLE_INCH
         fig, ax = plt.subplots(figsize=(WIDTH_INCH, fig_h), dpi=DPI)
         extent = (0, width_mm, height_mm, 0)
         level, width = WINDOW_HU
@@ -159,7 +161,8 @@ class Scene:
 
         handles = [Patch(color=np.asarray(c.color) / 255, label=c.name) for c in self.label_map.foreground]
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9)
-        fig.tight_layout(rect=(0, LEGEND_INCH / fig_h, 1, 1))
+        # Fixed bands rather than tight_layout, which draws the figure once more to measure it.
+        fig.subplots_adjust(left=0.01, right=0.99, bottom=LEGEND_INCH / fig_h, top=1 - TITLE_INCH / fig_h)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
         plt.close(fig)
