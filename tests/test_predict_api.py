@@ -443,6 +443,12 @@ def test_segment_refuses_probabilities_it_would_not_return(ckpt, ct_file):
         kidneyseg.segment(ct_file, model=ckpt, probabilities=True)
     predictor = Predictor(ckpt, kidneyseg.predict.PredictSettings(probabilities=True))
     assert predictor.predict(ct_file).probabilities.shape[0] == 4
+    # (was: a Predictor built to compute them was taken, and its probabilities dropped)
+    with pytest.raises(
+        KidneysegError,
+        match=r"^segment\(\) returns the label map only, .*predictor\.predict\(ct\)\.probabilities$",
+    ):
+        kidneyseg.segment(ct_file, model=predictor)
 
 
 @pytest.mark.parametrize(

@@ -156,6 +156,11 @@ def _predictor(model: ModelSpec, device: str, options: dict[str, Any]) -> Predic
     if isinstance(model, Predictor):
         if options:
             raise KidneysegError(f"options {sorted(options)} are fixed by the Predictor passed as model=")
+        if model.settings.probabilities:
+            raise KidneysegError(
+                "segment() returns the label map only, and the Predictor passed as model= computes "
+                "class probabilities it would drop; use predictor.predict(ct).probabilities"
+            )
         return model
     known = {f.name for f in fields(PredictSettings)} | {"tta"}
     unknown = sorted(set(options) - known)
