@@ -245,6 +245,32 @@ def test_a_failure_deriving_a_kidneys_anatomy_on_its_thread_reaches_the_caller(s
         measure(*small_scene)
 
 
+def test_an_error_measuring_the_lesions_does_not_wait_for_the_kidneys_not_begun(small_scene, monkeypatch):
+    """The second kidney's anatomy, still queued when the lesions' measurement fails, is not
+    derived: the error reaches the caller once the kidney in progress is done."""
+    import importlib
+    import time
+
+    from kidneyseg.report import nephrometry
+
+    module = importlib.import_module("kidneyseg.report.measure")
+    derived = []
+
+    def slow(*args, **kwargs):
+        derived.append(args[6])  # the kidney's centroid
+        time.sleep(0.5)
+        raise AssertionError("only the first kidney's anatomy may start")
+
+    def failing(*args, **kwargs):
+        raise ValueError("lesion measurement failed")
+
+    monkeypatch.setattr(nephrometry, "kidney_anatomy", slow)
+    monkeypatch.setattr(module, "measure_lesions", failing)
+    with pytest.raises(ValueError, match="lesion measurement failed"):
+        measure(*small_scene)
+    assert len(derived) == 1
+
+
 def test_label_map_on_another_grid_is_refused(small_scene):
     ct, labels = small_scene
     shifted = labels.affine.copy()

@@ -230,8 +230,10 @@ def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     (half the memory of scipy's int32, which a mask of more components gets)."""
     try:
         labelled, count = ndimage.label(mask, structure=FULL_CONNECTIVITY, output=np.uint16)
+        return labelled, int(count)
     except RuntimeError:  # scipy: "insufficient bit-depth in requested output type"
-        labelled, count = ndimage.label(mask, structure=FULL_CONNECTIVITY)
+        pass  # labelled again below, once the failed attempt's arrays are freed with the exception
+    labelled, count = ndimage.label(mask, structure=FULL_CONNECTIVITY)
     return labelled, int(count)
 
 

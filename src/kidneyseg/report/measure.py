@@ -203,30 +203,15 @@ def _measure_case(
             )
             for k in kidneys
         }
-        share = laterality.right_share(ct, array, _axial_profile(kidneys, scan, ct.affine), line)
-        lesions, small, unmeasured = [], [], []
-        for class_name in LESION_CLASSES:
-            if label_map.has(class_name):
-                rows, dropped, beyond = measure_lesions(
-                    crop_labels,
-                    label_map.value(class_name),
-                    class_name,
-                    kidneys,
-                    crop_ct,
-                    affine,
-                    scan,
-                    options,
-                    partial(
-                        _finish_lesion,
-                        value=label_map.value(class_name),
-                        votes=votes,
-                        anatomy=pending if class_name == "tumor" else None,
-                        scored=options.nephrometry,
-                    ),
-                )
-                lesions += rows
-                small += dropped
-                unmeasured += beyond
+        try:
+            share = laterality.right_share(ct, array, _axial_profile(kidneys, scan, ct.affine), line)
+            lesions, small, unmeasured = _all_lesions(
+                crop_labels, crop_ct, affine, label_map, kidneys, scan, options, votes, pending
+            )
+        except BaseException:  # an error or an interrupt: no waiting for the kidneys not begun
+            for future in pending.values():
+                future.cancel()
+            raise
         anatomy = {side: future.result() for side, future in pending.items()}
     kidney_rows = [
         _measure_kidney(k, affine, voxel_ml, lesions, scan, anatomy[k.side], options.nephrometry)
@@ -244,6 +229,39 @@ def _measure_case(
         "other_components": {"count": other_count, "volume_ml": round(other_voxels * voxel_ml, 2)},
         "staging": staging.clinical_t(tumors, options.extension_mm),
     }
+
+
+def _all_lesions(
+    crop_labels: np.ndarray,
+    crop_ct: np.ndarray,
+    affine: np.ndarray,
+    label_map: LabelMap,
+    kidneys: list[Kidney],
+    scan: Scan,
+    options: ReportOptions,
+    votes: Votes | None,
+    anatomy: dict[str, Future[nephrometry.KidneyAnatomy]],
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """`measure_lesions` for each lesion class of the map, tumors first: the rows, the lesions too
+    small to report and those left unmeasured; a tumor is scored once its kidney's anatomy is in."""
+    lesions, small, unmeasured = [], [], []
+    for class_name in LESION_CLASSES:
+        if label_map.has(class_name):
+            finish = partial(
+                _finish_lesion,
+                value=label_map.value(class_name),
+                votes=votes,
+                anatomy=anatomy if class_name == "tumor" else None,
+                scored=options.nephrometry,
+            )
+            value = label_map.value(class_name)
+            rows, dropped, beyond = measure_lesions(
+                crop_labels, value, class_name, kidneys, crop_ct, affine, scan, options, finish
+            )
+            lesions += rows
+            small += dropped
+            unmeasured += beyond
+    return lesions, small, unmeasured
 
 
 def _axial_profile(kidneys: list[Kidney], scan: Scan, affine: np.ndarray) -> np.ndarray:
