@@ -74,14 +74,37 @@ def test_regions_grow_by_the_margin_merge_and_hold_a_window_of_context():
 
     boxes = (box((5, 20, 20), (15, 30, 30)), box((60, 20, 20), (70, 30, 30)))
     far = Located(boxes, (1.0, 1.0), (False, True), None)
-    apart = regions(far, meta, window=(16, 16, 16), margin_mm=4.0)
+    apart = regions(far, meta, window=(16, 16, 16), margin_mm=4.0, overlaps=(0.5,) * 3)
     assert [r.core for r in apart] == [((3, 17), (18, 32), (18, 32)), ((58, 72), (18, 32), (18, 32))]
     assert [r.whole_volume for r in apart] == [False, True]  # the second box is at the scan edge
     assert all(hi - lo >= 16 for r in apart for lo, hi in r.context)
     assert all(lo >= 0 and hi <= n for r in apart for (lo, hi), n in zip(r.context, meta.shape, strict=True))
-    near = regions(far, meta, window=(16, 16, 16), margin_mm=50.0)
+    near = regions(far, meta, window=(16, 16, 16), margin_mm=50.0, overlaps=(0.5,) * 3)
     assert len(near) == 1 and near[0].core == ((0, 80), (0, 55), (0, 50)) and near[0].whole_volume
-    assert near[0].context == near[0].core
+    # the context holds the core on the whole image's window grid: 16 + 5 steps of 8 along y
+    assert near[0].context == ((0, 80), (0, 56), (0, 50))
+
+
+def test_stage_2_runs_windows_of_the_whole_volume_grid(rng):
+    """Each region's context is placed so that its windows are windows the whole-volume prediction
+    runs on the same voxels (window-normalising networks label a window by its content), holds
+    its core and at least a window, and stays inside the image, on every axis length, window,
+    overlap and core position."""
+    from kidneyseg.predict.roi import _on_grid
+    from kidneyseg.predict.sliding_window import window_starts
+
+    for _ in range(3000):
+        window = int(rng.integers(1, 40))
+        size = int(rng.integers(1, 200))
+        overlap = float(rng.choice([0.0, 0.25, 0.5, 0.6, 0.8, 0.9]))
+        lo = int(rng.integers(0, size))
+        hi = int(rng.integers(lo + 1, size + 1))
+        start, stop = _on_grid(lo, hi, window, size, overlap)
+        assert 0 <= start <= lo and hi <= stop <= size
+        assert stop - start >= min(window, size)
+        if size > window:
+            whole = set(window_starts(size, window, overlap))
+            assert {start + s for s in window_starts(stop - start, window, overlap)} <= whole
 
 
 def test_a_restricted_record_puts_a_part_of_the_scores_in_place(rng):

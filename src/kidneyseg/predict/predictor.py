@@ -255,7 +255,7 @@ class Predictor:
         window counts, the whole-volume scores when this predictor is its own locator, and the
         ROI record; the stages' times go into `seconds`."""
         from kidneyseg.predict.roi import regions, slices
-        from kidneyseg.predict.sliding_window import window_roi
+        from kidneyseg.predict.sliding_window import window_overlaps, window_roi
 
         t = time.perf_counter()
         located, stats, scores = self._locate(ct, image, meta, progress)
@@ -272,7 +272,8 @@ class Predictor:
         parts = []
         if located.fallback is None:
             window = window_roi(self.inference.roi_size, self.spatial_dims)
-            found = regions(located, meta, window, self.settings.roi_margin_mm)
+            overlaps = window_overlaps(self.inference.overlap, self.spatial_dims)
+            found = regions(located, meta, window, self.settings.roi_margin_mm, overlaps)
             roi_record["regions"] = [
                 {"core": r.core, "context": r.context, "whole_volume": r.whole_volume} for r in found
             ]

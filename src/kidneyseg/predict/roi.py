@@ -6,7 +6,8 @@ cannot hold one. Stage 1 runs the bundled pretrained model (`kidneyseg.predict.p
 grid) over the whole CT; every 26-connected component of its kidney + masses label of at least
 `MIN_KIDNEY_ML` gives a box, recorded in world coordinates. Stage 2 runs the user's network with
 its own settings only in each box grown by a margin (the "core"); the windows see at least one
-window's worth of real image around the core (the "context"), and only the core's scores are kept.
+window's worth of real image around the core (the "context", placed so that its windows are
+windows of the whole-volume prediction), and only the core's scores are kept.
 Outside the cores the label is background. When stage 1 finds no kidney, the case falls back to
 the whole volume. A component that touches the edge of the scan (the kidney may be cut, and the
 locator had no context beyond it) falls back to the whole volume for its region only: every
@@ -24,7 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from kidneyseg.predict.sliding_window import boxes_meet
+from kidneyseg.predict.sliding_window import boxes_meet, window_step
 from kidneyseg.preprocess import PreprocessMeta
 from kidneyseg.report.geometry import box_corners, to_world
 
@@ -136,12 +137,19 @@ def _merge(boxes: list[tuple[list[list[int]], bool]]) -> list[tuple[list[list[in
     return boxes
 
 
-def regions(located: Located, meta: PreprocessMeta, window: Sequence[int], margin_mm: float) -> list[Region]:
+def regions(
+    located: Located,
+    meta: PreprocessMeta,
+    window: Sequence[int],
+    margin_mm: float,
+    overlaps: Sequence[float],
+) -> list[Region]:
     """Stage 2's regions on the user's preprocessed grid (`meta`'s) for stage 1's boxes.
 
     Each box, grown by `margin_mm`, becomes a core (cores that intersect are merged, and a merged
-    core holding a box at the edge of the scan is `whole_volume`); its context is the core grown
-    to at least one `window` per axis (or the whole axis), inside the image.
+    core holding a box at the edge of the scan is `whole_volume`); its context holds the core
+    and at least one `window` per axis (or the whole axis), inside the image, placed on the
+    whole image's window grid (`_on_grid`, with the windows `overlaps` per axis).
     """
     inverse = np.linalg.inv(np.asarray(meta.affine))
     shape = meta.shape
@@ -158,13 +166,26 @@ def regions(located: Located, meta: PreprocessMeta, window: Sequence[int], margi
             cores.append((core, edge))
     out = []
     for core, edge in _merge(cores):
-        context = []
-        for (lo, hi), w, n in zip(core, window, shape, strict=True):
-            size = min(max(hi - lo, w), n)
-            start = min(max(0, (lo + hi - size) // 2), n - size)
-            context.append((start, start + size))
-        out.append(Region(tuple(map(tuple, core)), tuple(context), edge))  # type: ignore[arg-type]
+        context = tuple(
+            _on_grid(lo, hi, w, n, o) for (lo, hi), w, n, o in zip(core, window, shape, overlaps, strict=True)
+        )
+        out.append(Region(tuple(map(tuple, core)), context, edge))  # type: ignore[arg-type]
     return out
+
+
+def _on_grid(lo: int, hi: int, window: int, size: int, overlap: float) -> tuple[int, int]:
+    """The span of an axis of `size` voxels that holds [lo, hi) and whose windows are windows of
+    the whole axis: it starts where one of those starts (a multiple of the step) and is a window
+    plus whole steps long, or runs to the end of the axis (whose last window, flush with the end,
+    the whole axis has too). Stage 2 then runs windows the whole-volume prediction runs, each
+    with the same input, rather than windows placed elsewhere, which networks normalising each
+    window's features (instance norm) label a little differently."""
+    if size <= window:
+        return 0, size
+    step = window_step(size, window, overlap)
+    start = min(lo, size - window) // step * step
+    stop = start + window + max(0, math.ceil((hi - start - window) / step)) * step
+    return start, min(stop, size)
 
 
 def restrict(meta: PreprocessMeta, box: Box) -> PreprocessMeta:

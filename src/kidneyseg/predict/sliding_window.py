@@ -240,8 +240,7 @@ def sliding_window_scores(
     from tqdm import tqdm
 
     roi = window_roi(inference.roi_size, predictor.spatial_dims)
-    overlap = inference.overlap
-    overlaps = (overlap, overlap, 0.0) if predictor.spatial_dims == 2 else (overlap,) * 3
+    overlaps = window_overlaps(inference.overlap, predictor.spatial_dims)
     if within is not None and predictor.classes is None:
         raise ValueError("skipping windows needs the predictor's number of classes")
     tensor = torch.as_tensor(image, dtype=torch.float32)[None, None]
@@ -269,10 +268,21 @@ def sliding_window_scores(
     return scores[0]
 
 
+def window_step(size: int, roi: int, overlap: float) -> int:
+    """How far apart MONAI's windows start along one axis of `size` voxels (at least `roi`):
+    `int(roi × (1 - overlap))` voxels (at least 1), or `roi` where one window fills the axis."""
+    return roi if roi == size else max(int(roi * (1 - overlap)), 1)
+
+
+def window_overlaps(overlap: float, spatial_dims: int) -> tuple[float, float, float]:
+    """The overlap along each axis of the 3D window: none across the slices of a 2D network."""
+    return (overlap, overlap, 0.0) if spatial_dims == 2 else (overlap,) * 3
+
+
 def window_starts(size: int, roi: int, overlap: float) -> list[int]:
     """Where MONAI's windows start along one axis of `size` voxels (at least `roi`): every
-    `int(roi × (1 - overlap))` voxels (at least 1), the last one flush with the end."""
-    step = roi if roi == size else max(int(roi * (1 - overlap)), 1)
+    `window_step` voxels, the last one flush with the end."""
+    step = window_step(size, roi, overlap)
     return [min(i * step, size - roi) for i in range(math.ceil((size - roi) / step) + 1)]
 
 
