@@ -258,7 +258,7 @@ def test_an_error_measuring_the_lesions_does_not_wait_for_the_kidneys_not_begun(
 
     def slow(*args, **kwargs):
         derived.append(args[6])  # the kidney's centroid
-        time.sleep(0.5)
+        time.sleep(2.0)  # long enough for the main thread to fail and cancel, even on a busy machine
         raise AssertionError("only the first kidney's anatomy may start")
 
     def failing(*args, **kwargs):

@@ -5,9 +5,9 @@ A kidney fills a few percent of an abdominal CT, so most windows of a whole-volu
 cannot hold one. Stage 1 runs the bundled pretrained model (`kidneyseg.predict.pretrained`, 3 mm
 grid) over the whole CT; every 26-connected component of its kidney + masses label of at least
 `MIN_KIDNEY_ML` gives a box, recorded in world coordinates. Stage 2 runs the user's network with
-its own settings only in each box grown by a margin (the "core"); the windows see at least one
-window's worth of real image around the core (the "context", placed so that its windows are
-windows of the whole-volume prediction), and only the core's scores are kept.
+its own settings only in each box grown by a margin (the "core"); its windows cover the core and
+at least one window of image (the "context", placed so that its windows are windows of the
+whole-volume prediction), and only the core's scores are kept.
 Outside the cores the label is background. When stage 1 finds no kidney, the case falls back to
 the whole volume. A component that touches the edge of the scan (the kidney may be cut, and the
 locator had no context beyond it) falls back to the whole volume for its region only: every

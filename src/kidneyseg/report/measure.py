@@ -208,11 +208,11 @@ def _measure_case(
             lesions, small, unmeasured = _all_lesions(
                 crop_labels, crop_ct, affine, label_map, kidneys, scan, options, votes, pending
             )
+            anatomy = {side: future.result() for side, future in pending.items()}
         except BaseException:  # an error or an interrupt: no waiting for the kidneys not begun
             for future in pending.values():
                 future.cancel()
             raise
-        anatomy = {side: future.result() for side, future in pending.items()}
     kidney_rows = [
         _measure_kidney(k, affine, voxel_ml, lesions, scan, anatomy[k.side], options.nephrometry)
         for k in kidneys
