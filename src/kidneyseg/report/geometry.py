@@ -157,18 +157,23 @@ def _sole_axis(affine: np.ndarray, world_axis: int) -> int | None:
     return int(along[0]) if len(along) == 1 else None
 
 
+def _occupied(mask: np.ndarray, a: int) -> np.ndarray:
+    """The indices of the slices across array axis `a` that hold voxels of the mask."""
+    return np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a)))
+
+
 def world_range_mm(mask: np.ndarray, affine: np.ndarray, world_axis: int) -> tuple[float, float] | None:
     """The limits (low, high) in world mm along `world_axis` of the mask's outline; None for an
     empty mask. Where that world axis follows one array axis alone (no rotation between them)
-    they are the outer faces of the mask's first and last voxels along it, from its bounding box;
-    otherwise the extremes over the ends of every line of voxels."""
+    they are the outer faces of the first and last slices across it that hold voxels; otherwise
+    the extremes over the ends of every line of voxels."""
     affine = np.asarray(affine, dtype=np.float64)
     a = _sole_axis(affine, world_axis)
     if a is not None:
-        box = tight_box(mask)
-        if box is None:
+        occupied = _occupied(mask, a)
+        if not len(occupied):
             return None
-        faces = np.array([box[a].start - 0.5, box[a].stop - 0.5])
+        faces = np.array([occupied[0] - 0.5, occupied[-1] + 0.5])
         ends = faces * affine[world_axis, a] + affine[world_axis, 3]
         return float(ends.min()), float(ends.max())
     parts = [to_world(points, affine)[:, world_axis] for _, points in line_extremes_by_axis(mask)]
@@ -180,25 +185,29 @@ def world_range_mm(mask: np.ndarray, affine: np.ndarray, world_axis: int) -> tup
 def sagittal_gap_mm(mask: np.ndarray, affine: np.ndarray, x: float) -> float | None:
     """The smallest distance (mm) between the mask's outline and the sagittal plane at world
     `x` (the patient's midline); None for an empty mask."""
+    affine = np.asarray(affine, dtype=np.float64)
+    a = _sole_axis(affine, 0)
+    if a is not None:
+        return _aligned_plane_gap(mask, affine, a, x)
     limits = world_range_mm(mask, affine, 0)
     if limits is None:
         return None
     low, high = limits
     if low > x or high < x:  # one side of the plane: the nearest point is an extreme one
         return low - x if low > x else x - high
-    a = _sole_axis(affine, 0)
-    if a is not None:
-        return _aligned_plane_gap(mask, np.asarray(affine, dtype=np.float64), a, x)
     gaps = [float(np.abs(to_world(points, affine)[:, 0] - x).min()) for points in face_midpoint_slabs(mask)]
     return min(gaps)
 
 
-def _aligned_plane_gap(mask: np.ndarray, affine: np.ndarray, a: int, x: float) -> float:
+def _aligned_plane_gap(mask: np.ndarray, affine: np.ndarray, a: int, x: float) -> float | None:
     """`sagittal_gap_mm` where world x follows array axis `a` alone. The outline's x values are
     then those of the slices across `a` that hold voxels (their in-plane outline) and those of
     the faces between neighbouring slices that differ; a face lies next to a slice that holds
-    voxels, so only the slices nearest the plane and their faces need looking at."""
-    occupied = np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a)))
+    voxels, so only the slices nearest the plane and their faces need looking at (beside the
+    mask too: the nearest is then the outer face of its end slice)."""
+    occupied = _occupied(mask, a)
+    if not len(occupied):
+        return None
     scale, shift = affine[0, a], affine[0, 3]
     distance = np.abs(occupied - (x - shift) / scale)
     positions = []

@@ -247,14 +247,14 @@ def _all_lesions(
     lesions, small, unmeasured = [], [], []
     for class_name in LESION_CLASSES:
         if label_map.has(class_name):
+            value = label_map.value(class_name)
             finish = partial(
                 _finish_lesion,
-                value=label_map.value(class_name),
+                value=value,
                 votes=votes,
                 anatomy=anatomy if class_name == "tumor" else None,
                 scored=options.nephrometry,
             )
-            value = label_map.value(class_name)
             rows, dropped, beyond = measure_lesions(
                 crop_labels, value, class_name, kidneys, crop_ct, affine, scan, options, finish
             )
