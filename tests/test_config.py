@@ -124,6 +124,8 @@ def test_numbers_are_read_as_yaml_1_2_reads_them():
         ("data.label_mapping={3: 1.5}", r"data.label_mapping=\{3: 1.5\} must map label values"),
         ("preprocess.body_threshold_hu=.nan", "preprocess.body_threshold_hu=nan must be finite"),
         ("inference.mirror_axes=[9]", r"inference.mirror_axes=\[9\] must be axes 0, 1, 2"),
+        ("inference.min_lesion_ml=-1", "inference.min_lesion_ml=-1.0 must be >= 0"),
+        ("inference.min_lesion_ml=.inf", "inference.min_lesion_ml=inf must be >= 0"),
         ("train.augment.noise_std=-1", "train.augment.noise_std=-1.0 must be >= 0 and finite"),
         ("train.augment.elastic_prob=5", r"train.augment.elastic_prob=5.0 must be a probability in \[0, 1\]"),
         ("train.augment.flip_prob=2", r"train.augment.flip_prob=2.0 must be a probability"),

@@ -17,7 +17,7 @@ from kidneyseg.io.formats import ImageHeader, read_header
 from kidneyseg.io.volume import Volume, read_volume
 from kidneyseg.labels import KITS23
 from kidneyseg.predict.checks import check_air_level, check_hounsfield, check_memory, estimate_memory
-from kidneyseg.predict.postprocess import keep_largest_components
+from kidneyseg.predict.postprocess import absorb_small_lesions, keep_largest_components
 from kidneyseg.predict.predictor import CPU_3D_BATCH, Predictor, PredictSettings
 from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
 
@@ -342,6 +342,99 @@ def test_postprocessing_keeps_the_two_largest_kidney_components():
     np.testing.assert_array_equal(keep_largest_components(np.zeros((4, 4, 4), np.uint8)), 0)
 
 
+def test_small_lesion_islands_take_the_class_around_them():
+    labels = np.zeros((24, 20, 20), np.uint8)
+    labels[2:18, 2:18, 2:18] = 1  # kidney
+    labels[5, 5, 5] = 3  # a one-voxel cyst in the kidney: kidney
+    labels[8:13, 8:13, 8:13] = 3  # a 125-voxel cyst: kept
+    labels[10, 10, 10] = 2  # a tumor voxel inside it: cyst
+    labels[21, 10, 10], labels[21, 11:14, 10] = 2, 3  # small tumor and cyst touching only each other
+    labels[21:23, 2:4, 2:4] = 2  # a lone 8-voxel tumor (no foreground around it): kidney
+    out = labels.copy()
+    absorbed = absorb_small_lesions(out, voxel_ml=0.5, min_ml=5.0, lesions=(2, 3), kidney=1)
+    expected = labels.copy()
+    expected[5, 5, 5] = expected[21, 10, 10] = 1
+    expected[10, 10, 10] = 3
+    expected[21:23, 2:4, 2:4] = expected[21, 11:14, 10] = 1  # nothing else touches them: kidney
+    np.testing.assert_array_equal(out, expected)
+    assert absorbed == [
+        {"class": 2, "to": 1, "islands": 2, "volume_ml": 4.5},
+        {"class": 2, "to": 3, "islands": 1, "volume_ml": 0.5},
+        {"class": 3, "to": 1, "islands": 2, "volume_ml": 2.0},
+    ]
+    unchanged = labels.copy()
+    assert absorb_small_lesions(unchanged, voxel_ml=0.5, min_ml=0.0, lesions=(2, 3), kidney=1) == []
+    np.testing.assert_array_equal(unchanged, labels)
+
+
+def test_prediction_absorbs_the_lesion_islands_its_model_or_settings_say(ckpt3d, tmp_path):
+    from kidneyseg.data.phantom import generate_case
+
+    ct = generate_case(4, size="tiny").ct
+    every = Predictor([ckpt3d], PredictSettings(roi="body", min_lesion_ml=0.0)).predict(ct)
+    lesions = np.isin(every.labels.array, (2, 3))
+    assert lesions.any() and every.absorbed == ()
+    huge = InferenceConfig(roi_size=(32, 32, 16), overlap=0.5, min_lesion_ml=1e9)
+    chosen = save_tiny(tmp_path / "chosen.pt", replace(TINY_3D, inference=huge), seed=0)
+    prediction = Predictor([chosen], PredictSettings(roi="body")).predict(ct)  # the model's 1e9 mL
+    np.testing.assert_array_equal(prediction.labels.array, np.where(lesions, 1, every.labels.array))
+    absorbed_ml = sum(a["volume_ml"] for a in prediction.absorbed)
+    assert absorbed_ml == pytest.approx(lesions.sum() * np.prod(ct.spacing) / 1000, rel=1e-3)
+    overridden = Predictor([chosen], PredictSettings(roi="body", min_lesion_ml=0.0)).predict(ct)
+    np.testing.assert_array_equal(overridden.labels.array, every.labels.array)
+
+
+def test_exported_weights_keep_the_network_and_history_and_take_inference_changes(tmp_path):
+    from kidneyseg.checkpoint import load_checkpoint
+    from kidneyseg.predict.pretrained import export_weights
+
+    torch.manual_seed(0)
+    net = build_model_from_config(TINY_3D)
+    engine = {"epoch": 7, "best_dice": 0.5, "optimizer": {"lr": 0.1}, "data_dir": "/home/someone/data"}
+    state = net.state_dict()
+    run = save_checkpoint(tmp_path / "best.pt", model_state=state, config=TINY_3D, extra_state=engine)
+    shipped = load_checkpoint(export_weights(run, tmp_path / "shipped.pt", min_lesion_ml=1.5))
+    assert shipped.config == replace(TINY_3D, inference=replace(TINY_3D.inference, min_lesion_ml=1.5))
+    assert shipped.extra == {"epoch": 7, "best_dice": 0.5}
+    assert all(torch.equal(shipped.model_state[k], v) for k, v in state.items())
+
+
+def _absorbed_one_by_one(labels: np.ndarray, voxel_ml: float, min_ml: float) -> np.ndarray:
+    """Each small island's class from the voxels touching it, one island at a time."""
+    from scipy import ndimage
+
+    ball = np.ones((3, 3, 3), bool)
+    islands = []
+    for value in (2, 3):
+        components, count = ndimage.label(labels == value, structure=ball)
+        masks = [components == i for i in range(1, count + 1)]
+        islands += [mask for mask in masks if mask.sum() * voxel_ml < min_ml]
+    small = np.any(islands, axis=0) if islands else np.zeros(labels.shape, bool)
+    out = labels.copy()
+    for island in islands:
+        around = labels[ndimage.binary_dilation(island, ball) & ~small & (labels > 0)]
+        out[island] = np.bincount(around).argmax() if around.size else 1
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_absorbing_small_lesions_matches_one_island_at_a_time(seed):
+    """Random lesion blobs on a random kidney, apart enough that no voxel touches two islands."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    labels = (ndimage.gaussian_filter(rng.random((30, 28, 26)), 2) > 0.5).astype(np.uint8)
+    for x, y, z in np.ndindex(6, 6, 6):
+        blob = (slice(5 * x, 5 * x + rng.integers(1, 4)), slice(5 * y, 5 * y + rng.integers(1, 4)))
+        labels[(*blob, slice(5 * z, 5 * z + rng.integers(1, 4)))] = rng.choice([0, 2, 3])
+    expected = _absorbed_one_by_one(labels, 0.2, 2.0)
+    out = labels.copy()
+    absorb_small_lesions(out, voxel_ml=0.2, min_ml=2.0, lesions=(2, 3), kidney=1)
+    assert (out != labels).any()
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(out > 0, labels > 0)
+
+
 # --- DICOM SEG ---------------------------------------------------------------------------------
 
 
@@ -464,7 +557,8 @@ def test_memory_estimate_grows_with_the_case_and_refuses_too_large(tmp_path):
 
 def test_post_processing_fits_the_memory_estimate_per_voxel(rng):
     """Post-processing speckled labels is a prediction's peak per original voxel (issue 19: with
-    np.bincount and np.isin it took 17 bytes a voxel where the estimate allowed 6)."""
+    np.bincount and np.isin it took 17 bytes a voxel where the estimate allowed 6); absorbing the
+    lesion islands of what it kept, too."""
     import tracemalloc
 
     from kidneyseg.predict.checks import PER_ORIGINAL_VOXEL
@@ -472,14 +566,21 @@ def test_post_processing_fits_the_memory_estimate_per_voxel(rng):
     shape = (128, 96, 48)
     labels = ((rng.random(shape) < 0.3) * rng.integers(1, 4, shape)).astype(np.uint8)
     keep_largest_components(labels[:8, :8, :8])  # imports SciPy outside the traced memory
+    absorb_small_lesions(labels[:8, :8, :8].copy(), 1.0, 2.0, (2, 3), 1)
     tracemalloc.start()
     try:
         kept = keep_largest_components(labels)
         peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        absorbed = kept.copy()
+        absorb_small_lesions(absorbed, voxel_ml=0.03, min_ml=1.0, lesions=(2, 3), kidney=1)
+        peak_absorbing = tracemalloc.get_traced_memory()[1] - 2 * kept.nbytes  # both maps aside
     finally:
         tracemalloc.stop()
     assert (kept != labels).any()  # many small components were dropped: the worst case
+    assert (absorbed != kept).mean() > 0.05  # thousands of lesion islands absorbed
     assert labels.nbytes + peak <= PER_ORIGINAL_VOXEL * labels.size
+    assert labels.nbytes + peak_absorbing <= PER_ORIGINAL_VOXEL * labels.size
 
 
 PEAK_OF_PREDICT = """

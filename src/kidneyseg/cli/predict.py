@@ -83,6 +83,15 @@ Roi = Annotated[
 RoiMargin = Annotated[
     float | None, typer.Option(help="Margin (mm) around each kidney box with --roi kidneys (default 30).")
 ]
+MinLesion = Annotated[
+    float | None,
+    typer.Option(
+        "--min-lesion-ml",
+        min=0.0,
+        help="Tumor and cyst islands smaller than this (mL) take the class around them "
+        "(default: the model's; 0 keeps every island).",
+    ),
+]
 Device = Annotated[str, typer.Option(help="auto (CUDA if available, else CPU), cpu or cuda[:N].")]
 Threads = Annotated[int | None, typer.Option(min=1, help="torch CPU threads.")]
 Shard = Annotated[
@@ -120,6 +129,7 @@ def predict(
     backend: Backend = "auto",
     roi: Roi = None,
     roi_margin: RoiMargin = None,
+    min_lesion_ml: MinLesion = None,
     report: _flag("Also write the case report (JSON + HTML).", "--report") = False,
     overwrite: _flag("Redo cases that are already done.", "--overwrite") = False,
     no_hu_check: _flag("Predict even if the image does not look like CT in HU.", "--no-hu-check") = False,
@@ -148,6 +158,8 @@ def predict(
         settings = replace(settings, postprocess=postprocess)
     if roi_margin is not None:
         settings = replace(settings, roi_margin_mm=roi_margin)
+    if min_lesion_ml is not None:
+        settings = replace(settings, min_lesion_ml=min_lesion_ml)
     device = str(pick_device(device))
     if threads is not None:
         torch.set_num_threads(threads)

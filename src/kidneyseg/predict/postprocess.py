@@ -7,17 +7,47 @@ typically on the spleen, liver or bowel that share kidney HU. nnU-Net applies th
 ("remove all but the largest component" per region) when it improves validation Dice; whether
 it does here is measured in docs/prediction.md. `keep_kidneys` also skips components that the CT
 around them rules out as kidneys (`kidneyseg.predict.anatomy`).
+
+`absorb_small_lesions` then gives lesion islands too small to trust the class around them (a
+model's `inference.min_lesion_ml`; nnU-Net likewise chooses its post-processing per model on
+validation cases): kidney + masses stays as it is, only which class holds those voxels changes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kidneyseg.evaluate.surface import bounding_box
+from kidneyseg.labels import LabelMap, lesion_classes
 from kidneyseg.predict.anatomy import MAX_CHECKED, AnatomyCheck
-from kidneyseg.report.geometry import voxel_counts
+from kidneyseg.report.geometry import SLAB, slice_axis, voxel_counts
+
+if TYPE_CHECKING:
+    from kidneyseg.io.volume import Volume
+
+
+def post_process(
+    labels: np.ndarray, ct: Volume, label_map: LabelMap, air_hu: float | None, min_lesion_ml: float
+) -> tuple[np.ndarray, list[dict[str, Any]], list[dict[str, Any]]]:
+    """A prediction's post-processing on the CT grid: `keep_kidneys` (checking each component
+    against the CT, air below `air_hu`, unless that is None), then `absorb_small_lesions`.
+
+    Returns:
+        The labels, the components the CT ruled out, and the lesion islands absorbed (with class
+        names).
+    """
+    kidney = label_map.value("kidney")
+    check = (
+        None if air_hu is None else AnatomyCheck(ct.array, ct.spacing, slice_axis(ct.affine), air_hu, kidney)
+    )
+    labels, ruled_out = keep_kidneys(labels, check=check)
+    masses = lesion_classes(label_map).get("masses", ())
+    voxel_ml = float(np.prod(ct.spacing)) / 1000.0
+    absorbed = absorb_small_lesions(labels, voxel_ml, min_lesion_ml, masses, kidney)
+    names = label_map.names
+    return labels, ruled_out, [a | {"class": names[a["class"]], "to": names[a["to"]]} for a in absorbed]
 
 
 def keep_largest_components(labels: np.ndarray, keep: int = 2) -> np.ndarray:
@@ -92,3 +122,77 @@ def keep_kidneys(
                 )
     np.copyto(out[box], 0, where=drop[components])
     return out, ruled_out
+
+
+def absorb_small_lesions(
+    labels: np.ndarray, voxel_ml: float, min_ml: float, lesions: tuple[int, ...], kidney: int
+) -> list[dict[str, Any]]:
+    """Relabel, in place, every 26-connected island of a lesion class smaller than `min_ml` with
+    the foreground class most of the voxels touching it hold (other small islands and background
+    aside; a voxel touching two islands counts for one of them), or `kidney` when none touches it.
+
+    Args:
+        labels: integer label map (0 = background), changed in place.
+        voxel_ml: the volume of a voxel (mL).
+        min_ml: islands below this volume are relabelled (0: none).
+        lesions: the lesion classes' values (tumor, cyst).
+        kidney: the kidney class's value.
+
+    Returns:
+        Per lesion class and the class its islands took: how many islands and their volume (mL).
+    """
+    from scipy import ndimage
+
+    if min_ml <= 0:
+        return []
+    structure = np.ones((3, 3, 3), dtype=bool)
+    lesion = np.zeros(labels.shape, dtype=np.uint8)
+    for value in lesions:  # np.isin would take 4 bytes a voxel
+        lesion |= labels == value
+    found = ndimage.find_objects(lesion)
+    del lesion
+    if not found:
+        return []
+    box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in found[0])
+    part = labels[box]
+    islands = np.zeros(part.shape, dtype=np.int32)
+    kinds, voxels = [np.zeros(1, dtype=np.int64)], [np.zeros(1, dtype=np.int64)]  # per island
+    for value in lesions:
+        components, count = ndimage.label(part == value, structure=structure)
+        sizes = voxel_counts(components, count)
+        chosen = np.flatnonzero(sizes[1:] * voxel_ml < min_ml) + 1
+        numbers = np.zeros(count + 1, dtype=np.int32)
+        numbers[chosen] = np.arange(len(chosen)) + sum(len(k) for k in kinds)
+        kinds.append(np.full(len(chosen), value))
+        voxels.append(sizes[chosen])
+        for start in range(0, part.shape[0], SLAB):  # indexing at once copies the numbers to 8 bytes
+            islands[start : start + SLAB] += numbers[components[start : start + SLAB]]
+        del components
+    kind, size = np.concatenate(kinds), np.concatenate(voxels)
+    if len(kind) == 1:
+        return []
+    classes = int(part.max()) + 1
+    votes = np.zeros(len(kind) * classes, dtype=np.int64)
+    for start in range(0, part.shape[0], SLAB):  # slab by slab: the filter's and masks' copies stay small
+        lo, stop = max(start - 1, 0), start + SLAB
+        near = ndimage.maximum_filter(islands[lo : stop + 1], footprint=structure, mode="constant")
+        near = near[start - lo : start - lo + SLAB]
+        here = part[start:stop]
+        shell = (here > 0) & (islands[start:stop] == 0) & (near > 0)
+        votes += np.bincount(near[shell] * classes + here[shell], minlength=votes.size)
+    votes = votes.reshape(len(kind), classes)
+    votes[:, 0] = 0
+    taken = np.where(votes.any(axis=1), votes.argmax(axis=1), kidney).astype(part.dtype)
+    for start in range(0, part.shape[0], SLAB):
+        here, number = part[start : start + SLAB], islands[start : start + SLAB]
+        np.copyto(here, taken[number], where=number > 0)
+    pairs = sorted({(int(k), int(t)) for k, t in zip(kind[1:], taken[1:], strict=True)})
+    return [
+        {
+            "class": k,
+            "to": t,
+            "islands": int(((kind == k) & (taken == t)).sum()),
+            "volume_ml": round(float(size[(kind == k) & (taken == t)].sum()) * voxel_ml, 3),
+        }
+        for k, t in pairs
+    ]

@@ -297,12 +297,10 @@ class Predictor:
         """Segment `ct` (Hounsfield units, any orientation); labels come back on its grid. A
         `Volume` is taken as it is; a CT file or DICOM folder or a nibabel image is read and
         checked as by `segment()`, which says what it cannot take in a `KidneysegError`."""
-        from kidneyseg.predict.anatomy import AnatomyCheck
-        from kidneyseg.predict.postprocess import keep_kidneys
+        from kidneyseg.predict.postprocess import post_process
         from kidneyseg.predict.roi import restrict
         from kidneyseg.predict.votes import Votes, foreground_voxels
         from kidneyseg.preprocess import invert_probabilities, preprocess
-        from kidneyseg.report.geometry import slice_axis
 
         if not isinstance(ct, Volume):
             from kidneyseg.predict.api import checked_volume
@@ -350,14 +348,13 @@ class Predictor:
         del parts
         seconds["inverse"] = time.perf_counter() - t
         ruled_out: list[dict[str, Any]] = []
+        absorbed: list[dict[str, Any]] = []
         if self.settings.postprocess:
             t = time.perf_counter()
-            check = None
-            if self.settings.anatomy_check:
-                air = self.config.preprocess.body_threshold_hu
-                kidney = self.label_map.value("kidney")
-                check = AnatomyCheck(ct.array, ct.spacing, slice_axis(ct.affine), air, kidney)
-            labels, ruled_out = keep_kidneys(labels, check=check)
+            air = self.config.preprocess.body_threshold_hu if self.settings.anatomy_check else None
+            labels, ruled_out, absorbed = post_process(
+                labels, ct, self.label_map, air, self.inference.min_lesion_ml
+            )
             seconds["postprocess"] = time.perf_counter() - t
         return Prediction(
             labels=Volume(labels, ct.affine, ct.source, ct.dicom_files),
@@ -369,6 +366,7 @@ class Predictor:
             votes=votes,
             roi=roi_record,
             ruled_out=tuple(ruled_out),
+            absorbed=tuple(absorbed),
         )
 
 

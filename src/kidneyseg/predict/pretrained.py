@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from kidneyseg.errors import KidneysegError
 
@@ -56,13 +57,18 @@ def bundled_name(path: str | os.PathLike[str]) -> str | None:
     return resolved.stem if resolved.parent == WEIGHTS_DIR and resolved.suffix == ".pt" else None
 
 
-def export_weights(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+def export_weights(source: str | os.PathLike[str], dest: str | os.PathLike[str], **inference: Any) -> Path:
     """Write the network of a run (or checkpoint) as a weights-only checkpoint for shipping:
     the config, label map and weights, and from the engine state only its training history (no
-    optimizer, scheduler or sampler state, and no paths of the machine it was trained on)."""
+    optimizer, scheduler or sampler state, and no paths of the machine it was trained on).
+    `inference` changes the config's inference section, e.g. `min_lesion_ml=1.0` chosen on the
+    run's validation cases."""
+    from dataclasses import replace
+
     from kidneyseg.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(resolve_checkpoint(source))
+    config = replace(ckpt.config, inference=replace(ckpt.config.inference, **inference))
     history = ("epoch", "best_dice", "best_epoch", "history", "train_seconds", "cpu_seconds")
     kept = {k: ckpt.extra[k] for k in history if k in ckpt.extra}
-    return save_checkpoint(dest, model_state=ckpt.model_state, config=ckpt.config, extra_state=kept)
+    return save_checkpoint(dest, model_state=ckpt.model_state, config=config, extra_state=kept)

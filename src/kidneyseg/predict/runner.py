@@ -144,6 +144,7 @@ def predict_case(
         "windows": prediction.windows,
         "roi": prediction.roi,
         "ruled_out": list(prediction.ruled_out),
+        "absorbed_lesions": list(prediction.absorbed),
         "confidence": None if prediction.confidence is None else round(prediction.confidence, 4),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "total_seconds": round(total, 3),

@@ -48,6 +48,8 @@ class PredictSettings:
             finds, `kidneyseg.predict.roi`), "body" (the whole body crop), or None: "kidneys" when
             the bundled model is installed, else "body".
         roi_margin_mm: margin around each kidney box with `roi="kidneys"`.
+        min_lesion_ml: with `postprocess`, tumor and cyst islands smaller than this (mL) take
+            the class around them (the checkpoint's `inference.min_lesion_ml`; 0: none).
     """
 
     overlap: float | None = None
@@ -63,6 +65,7 @@ class PredictSettings:
     reuse_constant_windows: bool = True
     roi: str | None = None
     roi_margin_mm: float = MARGIN_MM
+    min_lesion_ml: float | None = None
 
     def __post_init__(self) -> None:
         """Refuse values no prediction can use when the settings are made, not after the
@@ -103,12 +106,19 @@ class PredictSettings:
             raise KidneysegError(
                 f"the ROI margin must be a finite number of mm, at least 0, got {self.roi_margin_mm}"
             )
+        if self.min_lesion_ml is not None and not (
+            isinstance(self.min_lesion_ml, numbers.Real) and 0 <= self.min_lesion_ml < math.inf
+        ):
+            raise KidneysegError(
+                "the smallest lesion kept must be a finite number of mL, at least 0, "
+                f"got {self.min_lesion_ml!r}"
+            )
 
     def resolve(self, inference: InferenceConfig) -> InferenceConfig:
         """The checkpoint's inference config with these settings applied."""
         changes = {
             k: getattr(self, k)
-            for k in ("overlap", "blend", "sw_batch_size", "mirror_axes")
+            for k in ("overlap", "blend", "sw_batch_size", "mirror_axes", "min_lesion_ml")
             if getattr(self, k) is not None
         }
         return replace(inference, **changes)
@@ -164,6 +174,8 @@ class Prediction:
             fallback to the whole volume and why, and the regions on the network grid.
         ruled_out: the components post-processing dropped because the CT rules them out as kidneys:
             voxels, volume (mL), bounding box (voxel indices of the CT) and the reason.
+        absorbed: the lesion islands below `min_lesion_ml` that took the class around them, per
+            class and class taken: how many and their volume (mL).
         confidence: the mean, over the network-grid voxels predicted as any foreground class
             and still labelled after post-processing, of the winning class's probability (1:
             every such voxel certain; near 1 / classes: a guess); None when nothing is labelled.
@@ -180,4 +192,5 @@ class Prediction:
     confidence: float | None = None
     roi: dict[str, Any] | None = None
     ruled_out: tuple[dict[str, Any], ...] = ()
+    absorbed: tuple[dict[str, Any], ...] = ()
     votes: Votes | None = None
