@@ -146,14 +146,14 @@ def absorb_small_lesions(
     if min_ml <= 0:
         return []
     structure = np.ones((3, 3, 3), dtype=bool)
-    lesion = np.zeros(labels.shape, dtype=np.uint8)
+    lesion = np.zeros(labels.shape, dtype=bool)
     for value in lesions:  # np.isin would take 4 bytes a voxel
         lesion |= labels == value
-    found = ndimage.find_objects(lesion)
+    found = bounding_box(lesion)
     del lesion
-    if not found:
+    if found is None:
         return []
-    box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in found[0])
+    box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in found)
     part = labels[box]
     islands = np.zeros(part.shape, dtype=np.int32)
     kinds, voxels = [np.zeros(1, dtype=np.int64)], [np.zeros(1, dtype=np.int64)]  # per island
