@@ -24,8 +24,8 @@ Examples:
 Input = Annotated[
     Path, typer.Option("--input", "-i", help="CT (NIfTI), DICOM series folder, or a folder of cases.")
 ]
-Out = Annotated[
-    Path, typer.Option("--out", "-o", help="Output folder; for one CT also a file name ending in .nii.gz.")
+Out = Annotated[  # a string: a Path would drop the trailing separator that says "a folder"
+    str, typer.Option("--out", "-o", help="Output folder; for one CT also a file name ending in .nii.gz.")
 ]
 Model = Annotated[
     list[Path] | None,
@@ -218,7 +218,7 @@ def _settings(overlap, blend, batch, tta, precision, backend, probabilities, roi
     )
 
 
-def _summary(record, out: Path, seconds: float) -> None:
+def _summary(record, out: str, seconds: float) -> None:
     done = [c for c in record.cases if c["status"] == "done"]
     skipped = [c for c in record.cases if c["status"] == "skipped"]
     if not record.cases:

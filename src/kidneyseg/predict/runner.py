@@ -273,6 +273,12 @@ def run_prediction(
     # One spelling of the same paths, so that another finds the earlier run's record and outputs.
     check_utf8_name(out)
     cases, folder_mode = find_inputs(canonical_path(input_path), series_uid)
+    if str(out).endswith(("/", os.sep)) and Path(out).name.endswith(NIFTI_SUFFIXES):
+        raise KidneysegError(
+            "the output ends in a separator (a folder) but its name ends in .nii or .nii.gz (a label "
+            "map): without the separator it names the label map, or name the folder otherwise",
+            out,
+        )
     out_dir, *target = _output_target(canonical_path(out), folder_mode)
     if shard is not None and not folder_mode:
         raise KidneysegError("--shard shares out the cases of a folder, and this is one CT", input_path)
