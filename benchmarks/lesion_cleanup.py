@@ -4,7 +4,8 @@ Two steps that KiTS entrants applied after the network, measured on a model's pr
 labelled phantoms (KiTS layout, KiTS23 classes): (1) every mass component (26-connected tumor
 and cyst voxels together) under `--min-ml` becomes kidney; (2) each mass component then takes
 the class of most of its voxels, so one lesion is not part tumor, part cyst. Each case is
-predicted once with default settings (`--roi body`) and scored as predicted, after step 1 and
+predicted once with default settings (`--roi body`; the model's own post-processing, such as the
+bundled model's absorbed lesion islands, included) and scored as predicted, after step 1 and
 after both, with the KiTS regions (Dice with the KiTS empty-mask rule) and the cyst Dice of
 `kidneyseg evaluate` (a case with neither a reference nor a predicted cyst does not count).
 Prints the mean figures per variant for every `--min-ml`, and the lesion mean (masses, tumor,

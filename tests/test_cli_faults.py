@@ -573,7 +573,11 @@ HELD_PREDICT = {
     "negative-pixdim": ("negative_pixdim", [], "must be positive and finite"),
     "sform-scaled-pixdim-not": ("sform_in_metres_per_1e4", [], "is not that of a CT"),
     "roi-margin-nan": ("good", ["--roi-margin", "nan"], "the ROI margin must be a finite number of mm"),
-    "min-lesion-inf": ("good", ["--min-lesion-ml", "inf"], "the smallest lesion kept must be a finite"),
+    "absorb-islands-inf": (
+        "good",
+        ["--absorb-islands-ml", "inf"],
+        "lesion islands are absorbed below a finite",
+    ),
     "mask-as-ct": ("mask", [], "the image looks already normalised"),
     "one-voxel": ("one_voxel", [], "no body in the image"),
     "zero-slices": ("zero_slices", [], "zero_slices.nii.gz: the image has no voxels (shape "),

@@ -17,7 +17,7 @@ from kidneyseg.io.formats import ImageHeader, read_header
 from kidneyseg.io.volume import Volume, read_volume
 from kidneyseg.labels import KITS23
 from kidneyseg.predict.checks import check_air_level, check_hounsfield, check_memory, estimate_memory
-from kidneyseg.predict.postprocess import absorb_small_lesions, keep_largest_components
+from kidneyseg.predict.postprocess import absorb_lesion_islands, keep_largest_components
 from kidneyseg.predict.predictor import CPU_3D_BATCH, Predictor, PredictSettings
 from kidneyseg.predict.sliding_window import WindowPredictor, sliding_window_scores
 
@@ -351,7 +351,7 @@ def test_small_lesion_islands_take_the_class_around_them():
     labels[21, 10, 10], labels[21, 11:14, 10] = 2, 3  # small tumor and cyst touching only each other
     labels[21:23, 2:4, 2:4] = 2  # a lone 8-voxel tumor (no foreground around it): kidney
     out = labels.copy()
-    absorbed = absorb_small_lesions(out, voxel_ml=0.5, min_ml=5.0, lesions=(2, 3), kidney=1)
+    absorbed = absorb_lesion_islands(out, voxel_ml=0.5, min_ml=5.0, lesions=(2, 3), kidney=1)
     expected = labels.copy()
     expected[5, 5, 5] = expected[21, 10, 10] = 1
     expected[10, 10, 10] = 3
@@ -363,7 +363,7 @@ def test_small_lesion_islands_take_the_class_around_them():
         {"class": 3, "to": 1, "islands": 2, "volume_ml": 2.0},
     ]
     unchanged = labels.copy()
-    assert absorb_small_lesions(unchanged, voxel_ml=0.5, min_ml=0.0, lesions=(2, 3), kidney=1) == []
+    assert absorb_lesion_islands(unchanged, voxel_ml=0.5, min_ml=0.0, lesions=(2, 3), kidney=1) == []
     np.testing.assert_array_equal(unchanged, labels)
 
 
@@ -371,16 +371,16 @@ def test_prediction_absorbs_the_lesion_islands_its_model_or_settings_say(ckpt3d,
     from kidneyseg.data.phantom import generate_case
 
     ct = generate_case(4, size="tiny").ct
-    every = Predictor([ckpt3d], PredictSettings(roi="body", min_lesion_ml=0.0)).predict(ct)
+    every = Predictor([ckpt3d], PredictSettings(roi="body", absorb_islands_ml=0.0)).predict(ct)
     lesions = np.isin(every.labels.array, (2, 3))
     assert lesions.any() and every.absorbed == ()
-    huge = InferenceConfig(roi_size=(32, 32, 16), overlap=0.5, min_lesion_ml=1e9)
+    huge = InferenceConfig(roi_size=(32, 32, 16), overlap=0.5, absorb_islands_ml=1e9)
     chosen = save_tiny(tmp_path / "chosen.pt", replace(TINY_3D, inference=huge), seed=0)
     prediction = Predictor([chosen], PredictSettings(roi="body")).predict(ct)  # the model's 1e9 mL
     np.testing.assert_array_equal(prediction.labels.array, np.where(lesions, 1, every.labels.array))
     absorbed_ml = sum(a["volume_ml"] for a in prediction.absorbed)
     assert absorbed_ml == pytest.approx(lesions.sum() * np.prod(ct.spacing) / 1000, rel=1e-3)
-    overridden = Predictor([chosen], PredictSettings(roi="body", min_lesion_ml=0.0)).predict(ct)
+    overridden = Predictor([chosen], PredictSettings(roi="body", absorb_islands_ml=0.0)).predict(ct)
     np.testing.assert_array_equal(overridden.labels.array, every.labels.array)
 
 
@@ -393,8 +393,8 @@ def test_exported_weights_keep_the_network_and_history_and_take_inference_change
     engine = {"epoch": 7, "best_dice": 0.5, "optimizer": {"lr": 0.1}, "data_dir": "/home/someone/data"}
     state = net.state_dict()
     run = save_checkpoint(tmp_path / "best.pt", model_state=state, config=TINY_3D, extra_state=engine)
-    shipped = load_checkpoint(export_weights(run, tmp_path / "shipped.pt", min_lesion_ml=1.5))
-    assert shipped.config == replace(TINY_3D, inference=replace(TINY_3D.inference, min_lesion_ml=1.5))
+    shipped = load_checkpoint(export_weights(run, tmp_path / "shipped.pt", absorb_islands_ml=1.5))
+    assert shipped.config == replace(TINY_3D, inference=replace(TINY_3D.inference, absorb_islands_ml=1.5))
     assert shipped.extra == {"epoch": 7, "best_dice": 0.5}
     assert all(torch.equal(shipped.model_state[k], v) for k, v in state.items())
 
@@ -429,7 +429,7 @@ def test_absorbing_small_lesions_matches_one_island_at_a_time(seed):
         labels[(*blob, slice(5 * z, 5 * z + rng.integers(1, 4)))] = rng.choice([0, 2, 3])
     expected = _absorbed_one_by_one(labels, 0.2, 2.0)
     out = labels.copy()
-    absorb_small_lesions(out, voxel_ml=0.2, min_ml=2.0, lesions=(2, 3), kidney=1)
+    absorb_lesion_islands(out, voxel_ml=0.2, min_ml=2.0, lesions=(2, 3), kidney=1)
     assert (out != labels).any()
     np.testing.assert_array_equal(out, expected)
     np.testing.assert_array_equal(out > 0, labels > 0)
@@ -566,14 +566,14 @@ def test_post_processing_fits_the_memory_estimate_per_voxel(rng):
     shape = (128, 96, 48)
     labels = ((rng.random(shape) < 0.3) * rng.integers(1, 4, shape)).astype(np.uint8)
     keep_largest_components(labels[:8, :8, :8])  # imports SciPy outside the traced memory
-    absorb_small_lesions(labels[:8, :8, :8].copy(), 1.0, 2.0, (2, 3), 1)
+    absorb_lesion_islands(labels[:8, :8, :8].copy(), 1.0, 2.0, (2, 3), 1)
     tracemalloc.start()
     try:
         kept = keep_largest_components(labels)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
         absorbed = kept.copy()
-        absorb_small_lesions(absorbed, voxel_ml=0.03, min_ml=1.0, lesions=(2, 3), kidney=1)
+        absorb_lesion_islands(absorbed, voxel_ml=0.03, min_ml=1.0, lesions=(2, 3), kidney=1)
         peak_absorbing = tracemalloc.get_traced_memory()[1] - 2 * kept.nbytes  # both maps aside
     finally:
         tracemalloc.stop()

@@ -327,7 +327,11 @@ def test_one_ct_to_a_named_file_with_sides_and_masks(ckpt, ct_file, tmp_path):
     slashed = runner.invoke(
         app, ["predict", "-i", str(ct_file), "-o", f"{tmp_path / 'slashed.nii.gz'}/", "-m", str(ckpt)]
     )
-    assert slashed.exit_code == 2 and "ends in a separator (a folder)" in slashed.output
+    assert slashed.exit_code == 2 and "names a folder (a trailing separator)" in slashed.output
+    dotted = runner.invoke(
+        app, ["predict", "-i", str(ct_file), "-o", f"{tmp_path / 'slashed.nii.gz'}/.", "-m", str(ckpt)]
+    )
+    assert dotted.exit_code == 2 and "names a folder (a trailing separator)" in dotted.output
     assert not (tmp_path / "slashed.nii.gz").exists()
     upper = runner.invoke(
         app, ["predict", "-i", str(ct_file), "-o", str(tmp_path / "SEG.NII.GZ"), "-m", str(ckpt)]

@@ -119,7 +119,7 @@ class InferenceConfig:
         blend: "gaussian" or "constant" weighting of overlapping windows.
         sw_batch_size: windows per forward pass.
         mirror_axes: spatial axes mirrored for test-time augmentation (empty: none).
-        min_lesion_ml: tumor/cyst islands below this (mL) take the class around them (0: none).
+        absorb_islands_ml: tumor/cyst islands below this (mL) take the class around them (0: none).
     """
 
     roi_size: tuple[int, ...] = (128, 128, 64)
@@ -127,7 +127,7 @@ class InferenceConfig:
     blend: str = "gaussian"
     sw_batch_size: int = 4
     mirror_axes: tuple[int, ...] = ()
-    min_lesion_ml: float = 0.0
+    absorb_islands_ml: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice("inference.blend", self.blend, BLENDS)
@@ -136,8 +136,8 @@ class InferenceConfig:
         _require(self.sw_batch_size >= 1, "inference.sw_batch_size", self.sw_batch_size, "must be >= 1")
         axes = list(self.mirror_axes)
         _require(_axes(axes, 3), "inference.mirror_axes", axes, "must be axes 0, 1, 2")
-        ml = self.min_lesion_ml
-        _require(_finite_at_least_0([ml]), "inference.min_lesion_ml", ml, "must be >= 0")
+        ml = self.absorb_islands_ml
+        _require(_finite_at_least_0([ml]), "inference.absorb_islands_ml", ml, "must be >= 0")
 
 
 @dataclass(frozen=True)

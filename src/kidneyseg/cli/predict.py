@@ -86,7 +86,7 @@ RoiMargin = Annotated[
 MinLesion = Annotated[
     float | None,
     typer.Option(
-        "--min-lesion-ml",
+        "--absorb-islands-ml",
         min=0.0,
         help="Tumor and cyst islands smaller than this (mL) take the class around them "
         "(default: the model's; 0 keeps every island).",
@@ -129,7 +129,7 @@ def predict(
     backend: Backend = "auto",
     roi: Roi = None,
     roi_margin: RoiMargin = None,
-    min_lesion_ml: MinLesion = None,
+    absorb_islands_ml: MinLesion = None,
     report: _flag("Also write the case report (JSON + HTML).", "--report") = False,
     overwrite: _flag("Redo cases that are already done.", "--overwrite") = False,
     no_hu_check: _flag("Predict even if the image does not look like CT in HU.", "--no-hu-check") = False,
@@ -158,8 +158,8 @@ def predict(
         settings = replace(settings, postprocess=postprocess)
     if roi_margin is not None:
         settings = replace(settings, roi_margin_mm=roi_margin)
-    if min_lesion_ml is not None:
-        settings = replace(settings, min_lesion_ml=min_lesion_ml)
+    if absorb_islands_ml is not None:
+        settings = replace(settings, absorb_islands_ml=absorb_islands_ml)
     device = str(pick_device(device))
     if threads is not None:
         torch.set_num_threads(threads)

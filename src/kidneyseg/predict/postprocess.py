@@ -8,8 +8,8 @@ typically on the spleen, liver or bowel that share kidney HU. nnU-Net applies th
 it does here is measured in docs/prediction.md. `keep_kidneys` also skips components that the CT
 around them rules out as kidneys (`kidneyseg.predict.anatomy`).
 
-`absorb_small_lesions` then gives lesion islands too small to trust the class around them (a
-model's `inference.min_lesion_ml`; nnU-Net likewise chooses its post-processing per model on
+`absorb_lesion_islands` then gives lesion islands too small to trust the class around them (a
+model's `inference.absorb_islands_ml`; nnU-Net likewise chooses its post-processing per model on
 validation cases): kidney + masses stays as it is, only which class holds those voxels changes.
 """
 
@@ -29,10 +29,10 @@ if TYPE_CHECKING:
 
 
 def post_process(
-    labels: np.ndarray, ct: Volume, label_map: LabelMap, air_hu: float | None, min_lesion_ml: float
+    labels: np.ndarray, ct: Volume, label_map: LabelMap, air_hu: float | None, absorb_islands_ml: float
 ) -> tuple[np.ndarray, list[dict[str, Any]], list[dict[str, Any]]]:
     """A prediction's post-processing on the CT grid: `keep_kidneys` (checking each component
-    against the CT, air below `air_hu`, unless that is None), then `absorb_small_lesions`.
+    against the CT, air below `air_hu`, unless that is None), then `absorb_lesion_islands`.
 
     Returns:
         The labels, the components the CT ruled out, and the lesion islands absorbed (with class
@@ -45,7 +45,7 @@ def post_process(
     labels, ruled_out = keep_kidneys(labels, check=check)
     masses = lesion_classes(label_map).get("masses", ())
     voxel_ml = float(np.prod(ct.spacing)) / 1000.0
-    absorbed = absorb_small_lesions(labels, voxel_ml, min_lesion_ml, masses, kidney)
+    absorbed = absorb_lesion_islands(labels, voxel_ml, absorb_islands_ml, masses, kidney)
     names = label_map.names
     return labels, ruled_out, [a | {"class": names[a["class"]], "to": names[a["to"]]} for a in absorbed]
 
@@ -124,12 +124,14 @@ def keep_kidneys(
     return out, ruled_out
 
 
-def absorb_small_lesions(
+def absorb_lesion_islands(
     labels: np.ndarray, voxel_ml: float, min_ml: float, lesions: tuple[int, ...], kidney: int
 ) -> list[dict[str, Any]]:
     """Relabel, in place, every 26-connected island of a lesion class smaller than `min_ml` with
-    the foreground class most of the voxels touching it hold (other small islands and background
-    aside; a voxel touching two islands counts for one of them), or `kidney` when none touches it.
+    the foreground class (any non-zero value) most of the voxels touching it hold, ties to the
+    lower value, or `kidney` when none touches it. Voxels of other small islands and background
+    do not vote; a voxel touching two islands votes for the one numbered last (cyst islands are
+    numbered after tumor islands, in the order of `lesions`).
 
     Args:
         labels: integer label map (0 = background), changed in place.
@@ -156,33 +158,34 @@ def absorb_small_lesions(
     box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in found)
     part = labels[box]
     islands = np.zeros(part.shape, dtype=np.int32)
-    kinds, voxels = [np.zeros(1, dtype=np.int64)], [np.zeros(1, dtype=np.int64)]  # per island
+    kinds, voxels = [np.zeros(1, dtype=part.dtype)], [np.zeros(1, dtype=np.int32)]  # per island
     for value in lesions:
         components, count = ndimage.label(part == value, structure=structure)
         sizes = voxel_counts(components, count)
         chosen = np.flatnonzero(sizes[1:] * voxel_ml < min_ml) + 1
         numbers = np.zeros(count + 1, dtype=np.int32)
         numbers[chosen] = np.arange(len(chosen)) + sum(len(k) for k in kinds)
-        kinds.append(np.full(len(chosen), value))
-        voxels.append(sizes[chosen])
+        kinds.append(np.full(len(chosen), value, dtype=part.dtype))
+        voxels.append(sizes[chosen].astype(np.int32))  # each under min_ml: far below 2**31 voxels
         for start in range(0, part.shape[0], SLAB):  # indexing at once copies the numbers to 8 bytes
             islands[start : start + SLAB] += numbers[components[start : start + SLAB]]
-        del components
+        del components, numbers
     kind, size = np.concatenate(kinds), np.concatenate(voxels)
+    del kinds, voxels
     if len(kind) == 1:
         return []
-    classes = int(part.max()) + 1
-    votes = np.zeros(len(kind) * classes, dtype=np.int64)
+    # 4 bytes per island and class: a count per island alone would cost 8 bytes (np.bincount's).
+    votes = np.zeros((int(part.max()) + 1, len(kind)), dtype=np.int32)
     for start in range(0, part.shape[0], SLAB):  # slab by slab: the filter's and masks' copies stay small
         lo, stop = max(start - 1, 0), start + SLAB
         near = ndimage.maximum_filter(islands[lo : stop + 1], footprint=structure, mode="constant")
         near = near[start - lo : start - lo + SLAB]
         here = part[start:stop]
         shell = (here > 0) & (islands[start:stop] == 0) & (near > 0)
-        votes += np.bincount(near[shell] * classes + here[shell], minlength=votes.size)
-    votes = votes.reshape(len(kind), classes)
-    votes[:, 0] = 0
-    taken = np.where(votes.any(axis=1), votes.argmax(axis=1), kidney).astype(part.dtype)
+        np.add.at(votes, (here[shell], near[shell]), 1)
+    votes[0] = 0
+    taken = np.where(votes.any(axis=0), votes.argmax(axis=0), kidney).astype(part.dtype)
+    del votes
     for start in range(0, part.shape[0], SLAB):
         here, number = part[start : start + SLAB], islands[start : start + SLAB]
         np.copyto(here, taken[number], where=number > 0)

@@ -353,7 +353,7 @@ class Predictor:
             t = time.perf_counter()
             air = self.config.preprocess.body_threshold_hu if self.settings.anatomy_check else None
             labels, ruled_out, absorbed = post_process(
-                labels, ct, self.label_map, air, self.inference.min_lesion_ml
+                labels, ct, self.label_map, air, self.inference.absorb_islands_ml
             )
             seconds["postprocess"] = time.perf_counter() - t
         return Prediction(

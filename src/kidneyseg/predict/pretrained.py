@@ -61,7 +61,7 @@ def export_weights(source: str | os.PathLike[str], dest: str | os.PathLike[str],
     """Write the network of a run (or checkpoint) as a weights-only checkpoint for shipping:
     the config, label map and weights, and from the engine state only its training history (no
     optimizer, scheduler or sampler state, and no paths of the machine it was trained on).
-    `inference` changes the config's inference section, e.g. `min_lesion_ml=1.0` chosen on the
+    `inference` changes the config's inference section, e.g. `absorb_islands_ml=1.0` chosen on the
     run's validation cases."""
     from dataclasses import replace
 

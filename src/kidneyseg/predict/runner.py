@@ -144,7 +144,7 @@ def predict_case(
         "windows": prediction.windows,
         "roi": prediction.roi,
         "ruled_out": list(prediction.ruled_out),
-        "absorbed_lesions": list(prediction.absorbed),
+        "absorbed_islands": list(prediction.absorbed),
         "confidence": None if prediction.confidence is None else round(prediction.confidence, 4),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "total_seconds": round(total, 3),
@@ -273,9 +273,9 @@ def run_prediction(
     # One spelling of the same paths, so that another finds the earlier run's record and outputs.
     check_utf8_name(out)
     cases, folder_mode = find_inputs(canonical_path(input_path), series_uid)
-    if str(out).endswith(("/", os.sep)) and Path(out).name.endswith(NIFTI_SUFFIXES):
+    if str(out).replace(os.sep, "/").endswith(("/", "/.")) and Path(out).name.endswith(NIFTI_SUFFIXES):
         raise KidneysegError(
-            "the output ends in a separator (a folder) but its name ends in .nii or .nii.gz (a label "
+            "the output names a folder (a trailing separator) but its name ends in .nii or .nii.gz (a label "
             "map): without the separator it names the label map, or name the folder otherwise",
             out,
         )

@@ -48,8 +48,8 @@ class PredictSettings:
             finds, `kidneyseg.predict.roi`), "body" (the whole body crop), or None: "kidneys" when
             the bundled model is installed, else "body".
         roi_margin_mm: margin around each kidney box with `roi="kidneys"`.
-        min_lesion_ml: with `postprocess`, tumor and cyst islands smaller than this (mL) take
-            the class around them (the checkpoint's `inference.min_lesion_ml`; 0: none).
+        absorb_islands_ml: with `postprocess`, tumor and cyst islands smaller than this (mL) take
+            the class around them (the checkpoint's `inference.absorb_islands_ml`; 0: none).
     """
 
     overlap: float | None = None
@@ -65,7 +65,7 @@ class PredictSettings:
     reuse_constant_windows: bool = True
     roi: str | None = None
     roi_margin_mm: float = MARGIN_MM
-    min_lesion_ml: float | None = None
+    absorb_islands_ml: float | None = None
 
     def __post_init__(self) -> None:
         """Refuse values no prediction can use when the settings are made, not after the
@@ -106,19 +106,19 @@ class PredictSettings:
             raise KidneysegError(
                 f"the ROI margin must be a finite number of mm, at least 0, got {self.roi_margin_mm}"
             )
-        if self.min_lesion_ml is not None and not (
-            isinstance(self.min_lesion_ml, numbers.Real) and 0 <= self.min_lesion_ml < math.inf
+        if self.absorb_islands_ml is not None and not (
+            isinstance(self.absorb_islands_ml, numbers.Real) and 0 <= self.absorb_islands_ml < math.inf
         ):
             raise KidneysegError(
-                "the smallest lesion kept must be a finite number of mL, at least 0, "
-                f"got {self.min_lesion_ml!r}"
+                "lesion islands are absorbed below a finite volume in mL, at least 0; "
+                f"got {self.absorb_islands_ml!r}"
             )
 
     def resolve(self, inference: InferenceConfig) -> InferenceConfig:
         """The checkpoint's inference config with these settings applied."""
         changes = {
             k: getattr(self, k)
-            for k in ("overlap", "blend", "sw_batch_size", "mirror_axes", "min_lesion_ml")
+            for k in ("overlap", "blend", "sw_batch_size", "mirror_axes", "absorb_islands_ml")
             if getattr(self, k) is not None
         }
         return replace(inference, **changes)
@@ -174,7 +174,7 @@ class Prediction:
             fallback to the whole volume and why, and the regions on the network grid.
         ruled_out: the components post-processing dropped because the CT rules them out as kidneys:
             voxels, volume (mL), bounding box (voxel indices of the CT) and the reason.
-        absorbed: the lesion islands below `min_lesion_ml` that took the class around them, per
+        absorbed: the lesion islands below `absorb_islands_ml` that took the class around them, per
             class and class taken: how many and their volume (mL).
         confidence: the mean, over the network-grid voxels predicted as any foreground class
             and still labelled after post-processing, of the winning class's probability (1:
