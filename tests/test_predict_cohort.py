@@ -79,6 +79,15 @@ def test_a_rerun_skips_only_what_the_same_input_model_and_settings_made(ckpt, ca
     assert "0 predicted, 1 already done" in runner.invoke(app, [*base, "--overlap", "0.25"]).output
     nib.save(nib.Nifti1Image(first, nib.load(out).affine), out)  # the label map replaced by hand
     assert "1 predicted" in runner.invoke(app, [*base, "--overlap", "0.25"]).output
+    assert "1 predicted" in runner.invoke(app, [*base, "--no-postprocess"]).output
+    unused = [
+        *base,
+        "--no-postprocess",
+        "--absorb-islands-ml",
+        "2",
+    ]  # nothing absorbed without post-processing
+    assert "0 predicted, 1 already done" in runner.invoke(app, unused).output
+    assert "1 predicted" in runner.invoke(app, [*base, "--absorb-islands-ml", "2"]).output
 
     blocked = tmp_path / "blocked" / "seg.nii.gz"
     blocked.mkdir(parents=True)

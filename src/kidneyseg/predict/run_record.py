@@ -191,12 +191,16 @@ def case_fingerprint(predictor: Predictor, options: OutputOptions) -> str:
     resolved inference settings, precision, post-processing, the ROI mode and margin, the output
     options and the report's schema version (its measurements feed every case's statistics row).
     Left out: the batch size, chunking and backend (they change at most the
-    last bits of a score), `overwrite` and `hu_check` (they decide whether to predict, not what)."""
+    last bits of a score), `overwrite` and `hu_check` (they decide whether to predict, not what),
+    and the islands' volume to absorb where nothing is absorbed (0, or no post-processing; so the
+    fingerprints of runs made before the setting existed hold)."""
     from kidneyseg.report.measure import SCHEMA_VERSION
 
     settings = predictor.settings
     models = predictor.model_paths + (predictor.locator.model_paths if predictor.locator else [])
-    inference = {k: v for k, v in asdict(predictor.inference).items() if k != "sw_batch_size"}
+    absorbs = settings.postprocess and predictor.inference.absorb_islands_ml > 0
+    left_out = ("sw_batch_size",) if absorbs else ("sw_batch_size", "absorb_islands_ml")
+    inference = {k: v for k, v in asdict(predictor.inference).items() if k not in left_out}
     chosen = {
         "precision": settings.precision,
         "postprocess": settings.postprocess,
