@@ -83,7 +83,7 @@ Roi = Annotated[
 RoiMargin = Annotated[
     float | None, typer.Option(help="Margin (mm) around each kidney box with --roi kidneys (default 30).")
 ]
-MinLesion = Annotated[
+AbsorbIslands = Annotated[
     float | None,
     typer.Option(
         "--absorb-islands-ml",
@@ -129,7 +129,7 @@ def predict(
     backend: Backend = "auto",
     roi: Roi = None,
     roi_margin: RoiMargin = None,
-    absorb_islands_ml: MinLesion = None,
+    absorb_islands_ml: AbsorbIslands = None,
     report: _flag("Also write the case report (JSON + HTML).", "--report") = False,
     overwrite: _flag("Redo cases that are already done.", "--overwrite") = False,
     no_hu_check: _flag("Predict even if the image does not look like CT in HU.", "--no-hu-check") = False,

@@ -167,7 +167,7 @@ def absorb_lesion_islands(
         numbers[chosen] = np.arange(len(chosen)) + sum(len(k) for k in kinds)
         kinds.append(np.full(len(chosen), value, dtype=part.dtype))
         voxels.append(sizes[chosen].astype(np.int32))  # each under min_ml: far below 2**31 voxels
-        for start in range(0, part.shape[0], SLAB):  # indexing at once copies the numbers to 8 bytes
+        for start in range(0, part.shape[0], SLAB):  # at once, the looked-up numbers: 4 more bytes a voxel
             islands[start : start + SLAB] += numbers[components[start : start + SLAB]]
         del components, numbers
     kind, size = np.concatenate(kinds), np.concatenate(voxels)
@@ -189,13 +189,9 @@ def absorb_lesion_islands(
     for start in range(0, part.shape[0], SLAB):
         here, number = part[start : start + SLAB], islands[start : start + SLAB]
         np.copyto(here, taken[number], where=number > 0)
-    pairs = sorted({(int(k), int(t)) for k, t in zip(kind[1:], taken[1:], strict=True)})
-    return [
-        {
-            "class": k,
-            "to": t,
-            "islands": int(((kind == k) & (taken == t)).sum()),
-            "volume_ml": round(float(size[(kind == k) & (taken == t)].sum()) * voxel_ml, 3),
-        }
-        for k, t in pairs
-    ]
+    summary = []
+    for k, t in sorted({(int(k), int(t)) for k, t in zip(kind[1:], taken[1:], strict=True)}):
+        which = (kind == k) & (taken == t)
+        ml = round(float(size[which].sum()) * voxel_ml, 3)
+        summary.append({"class": k, "to": t, "islands": int(which.sum()), "volume_ml": ml})
+    return summary

@@ -154,8 +154,16 @@ def predict_case(
     }
 
 
-def _output_target(out: Path, folder_mode: bool) -> tuple[Path, str | None, str]:
-    """The output folder, and for `-o name.nii.gz` the label map's name and suffix."""
+def _output_target(given: str | os.PathLike[str], folder_mode: bool) -> tuple[Path, str | None, str]:
+    """The output folder, and for `-o name.nii.gz` the label map's name and suffix. `given` is
+    the output as written: a trailing separator, which a `Path` drops, says "a folder"."""
+    out = canonical_path(given)
+    if out.name.endswith(NIFTI_SUFFIXES) and str(given).replace(os.sep, "/").endswith(("/", "/.")):
+        raise KidneysegError(
+            "the output names a folder (a trailing separator) but its name ends in .nii or .nii.gz (a label "
+            "map): without the separator it names the label map, or name the folder otherwise",
+            given,
+        )
     if not out.name.endswith(NIFTI_SUFFIXES):
         if out.name.lower().endswith(NIFTI_SUFFIXES):
             raise KidneysegError("write the label map's suffix in lower case (.nii or .nii.gz)", out)
@@ -273,13 +281,7 @@ def run_prediction(
     # One spelling of the same paths, so that another finds the earlier run's record and outputs.
     check_utf8_name(out)
     cases, folder_mode = find_inputs(canonical_path(input_path), series_uid)
-    if str(out).replace(os.sep, "/").endswith(("/", "/.")) and Path(out).name.endswith(NIFTI_SUFFIXES):
-        raise KidneysegError(
-            "the output names a folder (a trailing separator) but its name ends in .nii or .nii.gz (a label "
-            "map): without the separator it names the label map, or name the folder otherwise",
-            out,
-        )
-    out_dir, *target = _output_target(canonical_path(out), folder_mode)
+    out_dir, *target = _output_target(out, folder_mode)
     if shard is not None and not folder_mode:
         raise KidneysegError("--shard shares out the cases of a folder, and this is one CT", input_path)
     refuse_overwriting_inputs([(c.case_id, c.path) for c in cases], out_dir, *target)
