@@ -26,7 +26,7 @@ from kidneyseg.config import RunConfig
 from kidneyseg.data.phantom import generate_dataset
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io.atomic import partial_name
-from kidneyseg.plaindata import dump_yaml, from_dict, load_yaml
+from kidneyseg.plaindata import differences, dump_yaml, from_dict, load_yaml
 from kidneyseg.recipes import load_recipe
 from kidneyseg.train import engine, record, trainer
 
@@ -112,6 +112,11 @@ def test_run_folder_holds_config_metrics_curves_record_and_checkpoints(run3d):
     assert len(record["train_cases"]) == 5 and len(record["val_cases"]) == 1
     best = max(float(r["val_dice"]) for r in rows)
     assert record["best_val_dice"] == pytest.approx(best)
+    chosen = record["postprocessing"]  # chosen for best.pt on the validated cases
+    settings = [0.0, *config.train.absorb_candidates_ml]
+    assert chosen["cases"] == record["validated_cases"] and [r["ml"] for r in chosen["settings"]] == settings
+    best_pt = load_checkpoint(run3d / "best.pt")
+    assert best_pt.config.inference.absorb_islands_ml == chosen["absorb_islands_ml"]
 
 
 def test_same_seed_same_losses_and_resume_is_exact(run3d, phantoms, cache, tmp_path):
@@ -529,7 +534,8 @@ def test_resume_chooses_the_best_again_when_best_pt_is_lost_and_refuses_fewer_ep
 def test_resume_does_not_keep_a_best_pt_of_another_run(run3d, tmp_path, capsys):
     """Found by a hostile run: a best.pt copied from another run (here: another learning rate) at
     the same epoch number was kept on resume, and predict then used that run's network. Its
-    config must be the run's (but for the epochs and time limit a resume may change)."""
+    config must be the run's (but for the epochs and time limit a resume may change, and the
+    island volume chosen for best.pt when a training ended)."""
     from kidneyseg.plaindata import dump_yaml, yaml_load
 
     run = tmp_path / "run"
@@ -544,15 +550,19 @@ def test_resume_does_not_keep_a_best_pt_of_another_run(run3d, tmp_path, capsys):
     assert "best.pt: missing or not" not in capsys.readouterr().err
     assert load_checkpoint(run / "best.pt").extra["epoch"] == 2
     config = yaml_load(best["config"])
+    config["inference"]["absorb_islands_ml"] = 0.75  # as chosen when a training ended: still its own
+    best["config"] = dump_yaml(config)
+    torch.save(best, run / "best.pt")
+    engine.resume(run, epochs=4, progress=False)
+    assert "best.pt: missing or not" not in capsys.readouterr().err
+    assert load_checkpoint(run / "best.pt").extra["epoch"] == 2
     config["train"]["lr"] = config["train"]["lr"] * 10
     best["config"] = dump_yaml(config)
     torch.save(best, run / "best.pt")
-    result = engine.resume(run, epochs=4, progress=False)
+    result = engine.resume(run, epochs=5, progress=False)
     assert "best.pt: missing or not the checkpoint of the best epoch" in capsys.readouterr().err
-    assert (
-        result.best_epoch == 4
-        and load_checkpoint(run / "best.pt").config == load_checkpoint(run / "last.pt").config
-    )
+    odd = differences(load_checkpoint(run / "best.pt").config, load_checkpoint(run / "last.pt").config)
+    assert result.best_epoch == 5 and {key for key, _, _ in odd} <= {"inference.absorb_islands_ml"}
 
 
 def test_a_moved_run_resumes_with_its_own_cache_or_the_one_given(run3d, tmp_path):

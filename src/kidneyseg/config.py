@@ -300,12 +300,10 @@ class TrainConfig:
     Attributes:
         recipe: the recipe (and variant) this config was resolved from, for the record.
         epochs: passes over the training sampler.
-        loss: "dice_ce" (MONAI DiceCELoss, SCA-UNet) or "dice_squared" (Sørensen–Dice with
-            squared denominators, V-Net form: MONAI DiceLoss(squared_pred=True), attention U-Net)
-            or "dice" (plain soft Dice) or "dice_ce_regions" (Dice over the KiTS regions
-            kidney + masses, masses, tumor, plus cross-entropy over the classes).
-        ce_weight: weight of the cross-entropy term of "dice_ce" and "dice_ce_regions" (MONAI's
-            lambda_ce; 1 = the paper's plain sum).
+        loss: "dice_ce" (MONAI DiceCELoss, SCA-UNet), "dice_squared" (V-Net's Dice with squared
+            denominators, MONAI DiceLoss(squared_pred=True): attention U-Net), "dice" (soft Dice)
+            or "dice_ce_regions" (Dice over the KiTS regions plus cross-entropy over the classes).
+        ce_weight: the cross-entropy term's weight in "dice_ce(_regions)" (1: the paper's sum).
         optimizer: "adamw", "adam" or "sgd".
         lr: learning rate (SCA-UNet paper: "10e-4", read as 1e-3; its code used 1e-4).
         weight_decay: optimizer weight decay.
@@ -314,9 +312,8 @@ class TrainConfig:
         plateau_patience: validations without improvement before reducing.
         augment: on-the-fly augmentation.
         val_every: validate every this many epochs (the best checkpoint follows validation).
-        val_overlap: validation's override of `inference.overlap`, the one default (None: that
-            overlap itself); the recipes validate with fewer windows than they predict with
-            (`kidneyseg.train.validation.validation_inference`).
+        val_overlap: validation's override of `inference.overlap` (None: that overlap); the
+            recipes validate with fewer windows than they predict with.
         val_max_cases: validate on at most this many validation cases (0: all).
         amp: mixed precision on CUDA (always float32 on CPU).
         channels_last: channels-last memory format on CUDA.
@@ -325,8 +322,9 @@ class TrainConfig:
         time_limit_minutes: stop after the epoch that passes this training time (0: none).
         freeze_depth: fine-tuning: shallow encoder levels frozen (attention U-Net stage 2).
         keep_epoch_weights: also write each epoch's weights to `epochs/epoch_NNNN.pt` in the run
-            folder, for weight averages along the run (stochastic weight averaging:
-            `scripts/average_weights.py`).
+            folder, for weight averages along the run (`scripts/average_weights.py`).
+        absorb_candidates_ml: when training ends, `inference.absorb_islands_ml` of `best.pt` is
+            chosen among these on the validated cases (`kidneyseg.train.postprocessing`; empty: not).
     """
 
     recipe: str = ""
@@ -350,6 +348,7 @@ class TrainConfig:
     time_limit_minutes: float = 0.0
     freeze_depth: int = 2
     keep_epoch_weights: bool = False
+    absorb_candidates_ml: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0)
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
@@ -357,9 +356,10 @@ class TrainConfig:
         check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         check_choice("train.scheduler", self.scheduler, SCHEDULERS)
         _require(math.isfinite(self.lr) and self.lr > 0, "train.lr", self.lr, "must be positive and finite")
-        for key in ("weight_decay", "ce_weight", "time_limit_minutes"):
+        for key in ("weight_decay", "ce_weight", "time_limit_minutes", "absorb_candidates_ml"):
             value = getattr(self, key)
-            _require(math.isfinite(value) and value >= 0, f"train.{key}", value, "must be >= 0 and finite")
+            values = value if isinstance(value, tuple) else (value,)
+            _require(_finite_at_least_0(values), f"train.{key}", value, "must be >= 0 and finite")
         _require(
             0.0 < self.plateau_factor < 1.0, "train.plateau_factor", self.plateau_factor, "must be in (0, 1)"
         )

@@ -44,6 +44,7 @@ from kidneyseg.train.distributed import (
     init_distributed,
     shutdown,
 )
+from kidneyseg.train.postprocessing import choose_for_run
 from kidneyseg.train.prepare import prepare_data
 from kidneyseg.train.rundir import (
     RUN_FILES,
@@ -139,7 +140,10 @@ def _run(trainer: Trainer, config: RunConfig, notice: str | None) -> RunResult:
             started = True
             write_text_atomic(out / "config.yaml", dump_yaml(config))
             trainer.restore_outputs()
-        return trainer.run()
+        result = trainer.run()
+        if trainer.ctx.is_main:
+            choose_for_run(trainer)
+        return result
     except BaseException as exc:  # Ctrl-C or SIGTERM (perhaps under a data loader's error)
         if interrupt_behind(exc) is not None:
             trainer.mark_interrupted()

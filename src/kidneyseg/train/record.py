@@ -88,8 +88,8 @@ def write_run_record(path: Path, record: dict[str, Any]) -> Path:
     return write_text_atomic(path, json_text(record))
 
 
-def set_status(path: Path, status: str, only_from: str | None = None) -> None:
-    """Set the status of the run record at `path` (only if it is `only_from`, when given),
+def update_record(path: Path, changes: dict[str, Any], only_from: str | None = None) -> None:
+    """Set keys of the run record at `path` (only if its status is `only_from`, when given),
     leaving the rest as written: the record written last matches the last checkpoint, while a
     stopped trainer's state may be ahead of both. A missing or unreadable record is left to
     `--resume`, which writes it again."""
@@ -98,7 +98,7 @@ def set_status(path: Path, status: str, only_from: str | None = None) -> None:
     except (OSError, ValueError):
         return
     if isinstance(last, dict) and (only_from is None or last.get("status") == only_from):
-        write_run_record(path, last | {"status": status})
+        write_run_record(path, last | changes)
 
 
 def epoch_line(row: dict[str, float], epochs: int, classes: Sequence[Any]) -> str:

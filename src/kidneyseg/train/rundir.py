@@ -56,6 +56,9 @@ def check_new_run_dir(out: Path) -> str | None:
 
 RESUME_MAY_CHANGE = ("train.epochs", "train.time_limit_minutes")
 """The config keys a resume may change (`train --resume KEY=VALUE`)."""
+CHOSEN_AFTER_TRAINING = ("inference.absorb_islands_ml",)
+"""The config keys `best.pt` may hold otherwise than the run: chosen when training ends
+(`kidneyseg.train.postprocessing`)."""
 
 
 def _differences(a: RunConfig, b: RunConfig) -> list[tuple[str, object, object]]:
@@ -163,7 +166,8 @@ def forget_a_lost_best(run_dir: Path, state: RunState, config: RunConfig) -> str
         return None
     try:
         found = load_checkpoint(best)
-        if int(found.extra.get("epoch", -1)) == state.best_epoch and not _differences(found.config, config):
+        odd = [d for d in _differences(found.config, config) if d[0] not in CHOSEN_AFTER_TRAINING]
+        if int(found.extra.get("epoch", -1)) == state.best_epoch and not odd:
             return None
     except KidneysegError:
         pass

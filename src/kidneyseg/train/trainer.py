@@ -270,12 +270,12 @@ class Trainer:
 
     def mark_interrupted(self) -> None:
         if self.ctx.is_main:
-            record.set_status(self.out / "run.json", "interrupted")
+            record.update_record(self.out / "run.json", {"status": "interrupted"})
 
     def mark_failed(self) -> None:
         """Say in the record that the run stopped on an error (a diverged run has said so)."""
         if self.ctx.is_main:
-            record.set_status(self.out / "run.json", "failed", only_from="running")
+            record.update_record(self.out / "run.json", {"status": "failed"}, only_from="running")
 
     def _copy_last_to_best(self) -> None:
         write_atomic(self.out / BEST_NAME, lambda tmp: shutil.copyfile(self.out / LAST_NAME, tmp))

@@ -1,0 +1,116 @@
+"""The post-processing a run chooses for its best weights on its validation cases
+(`kidneyseg.train.postprocessing`): the figures, the rule, and what is written."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kidneyseg.checkpoint import load_checkpoint
+from kidneyseg.labels import KITS19, KITS23
+from kidneyseg.plaindata import differences
+from kidneyseg.train import postprocessing
+from kidneyseg.train.data import CaseRecord
+from kidneyseg.train.postprocessing import choose, choose_postprocessing, lesion_figures
+from test_predict import TINY_3D, save_tiny
+
+VOXEL_ML = 6.0**3 / 1000  # TINY_3D's 6 mm grid: 0.216 mL a voxel
+
+
+def _row(ml: float, masses: float, tumor: float, cyst: float | None = None) -> dict[str, float]:
+    figures = {"masses": masses, "tumor": tumor} | ({} if cyst is None else {"cyst": cyst})
+    return {"ml": ml} | figures | {"mean": float(np.mean(list(figures.values())))}
+
+
+def test_the_rule_asks_a_gain_and_guards_masses_and_tumor():
+    base = _row(0.0, 0.70, 0.60, 0.30)
+    assert choose([base, _row(0.5, 0.70, 0.60, 0.37), _row(1.0, 0.70, 0.60, 0.37)]) == 0.5  # ties: smaller
+    assert choose([base, _row(0.5, 0.70, 0.60, 0.35)]) == 0.0  # +0.0167 on the mean: short of 0.02
+    assert choose([base, _row(0.5, 0.695, 0.60, 0.37)]) == 0.5  # masses -0.005: allowed
+    assert choose([base, _row(0.5, 0.69, 0.60, 0.40)]) == 0.0  # masses -0.01
+    assert choose([base, _row(0.5, 0.70, 0.59, 0.40)]) == 0.0  # tumor -0.01
+    assert choose([base, _row(0.5, 0.71, 0.60, 0.40), _row(1.0, 0.60, 0.60, 0.90)]) == 0.0  # the best fails
+    assert choose([_row(0.0, 0.7, 0.6), _row(1.0, 0.8, 0.7)]) == 1.0  # no cyst figure
+
+
+def test_lesion_figures_follow_the_kits_regions_and_the_cyst_dice():
+    ref = np.zeros((4, 4, 4), np.uint8)
+    ref[0, :2] = 1
+    ref[1, 0, :2] = 2  # 2 tumor voxels
+    pred = ref.copy()
+    pred[1, 0, 1] = 3  # one tumor voxel called cyst
+    figures = lesion_figures(pred, ref, KITS23)
+    assert figures == {"tumor": pytest.approx(2 / 3), "masses": 1.0, "cyst": 0.0}
+    assert math.isnan(lesion_figures(ref, ref, KITS23)["cyst"])  # no cyst on either side
+    assert lesion_figures(np.zeros_like(ref), np.zeros_like(ref), KITS23)["tumor"] == 1.0  # KiTS: both empty
+    pred[1, 0, 1] = 1  # KITS19: tumor and masses are the same voxels, scored once as tumor
+    assert lesion_figures(pred, ref, KITS19) == {"tumor": pytest.approx(2 / 3)}
+
+
+def _scene(extra_tumor: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A kidney with a 27-voxel tumor, predicted exactly but for false cyst islands of 1 and 2
+    voxels inside the kidney; with `extra_tumor`, a 1-voxel real tumor the prediction finds."""
+    ref = np.zeros((20, 20, 20), np.uint8)
+    ref[4:14, 4:14, 4:14] = 1
+    ref[5:8, 5:8, 5:8] = 2
+    if extra_tumor:
+        ref[11, 6, 6] = 2
+    pred = ref.copy()
+    pred[10, 10, 10] = 3
+    pred[6, 11, 10:12] = 3
+    return ref, pred
+
+
+def _choose_on(monkeypatch, tmp_path: Path, scenes: list[tuple[np.ndarray, np.ndarray]], candidates):
+    """`choose_postprocessing` on a tiny checkpoint whose network 'predicts' the given maps."""
+    best = save_tiny(tmp_path / "best.pt", TINY_3D, seed=0)
+    config = replace(TINY_3D, train=replace(TINY_3D.train, absorb_candidates_ml=candidates))
+    cases = {f"case_{i}": scene for i, scene in enumerate(scenes)}
+    records = [CaseRecord(name, tmp_path, (20, 20, 20), (), (), ()) for name in cases]
+
+    def load(record, lut):
+        ref, pred = cases[record.case_id]
+        return torch.from_numpy(pred)[None, None], torch.from_numpy(ref.astype(np.int64))[None, None]
+
+    def segment(model, image, inference, device, amp):
+        return torch.nn.functional.one_hot(image[0, 0].long(), 4).permute(3, 0, 1, 2)[None].float()
+
+    monkeypatch.setattr(postprocessing, "load_full_case", load)
+    monkeypatch.setattr(postprocessing, "segment_case", segment)
+    before = load_checkpoint(best)
+    found = choose_postprocessing(records, np.arange(4), config, torch.device("cpu"), best, amp=False)
+    return found, before, load_checkpoint(best)
+
+
+def test_the_smallest_volume_that_clears_the_false_islands_is_written_into_best_pt(monkeypatch, tmp_path):
+    found, before, after = _choose_on(monkeypatch, tmp_path, [_scene(False)], (1.0, 0.25, 0.5))
+    rows = {row["ml"]: row for row in found["settings"]}
+    assert list(rows) == [0.0, 0.25, 0.5, 1.0] and found["cases"] == ["case_0"]
+    assert rows[0.0]["masses"] == pytest.approx(2 * 27 / (27 + 30), abs=1e-4) and rows[0.0]["cyst"] == 0
+    assert rows[0.25]["masses"] == pytest.approx(2 * 27 / (27 + 29), abs=1e-4)  # 1 voxel: 0.216 mL
+    assert rows[0.5] == {"ml": 0.5, "tumor": 1.0, "masses": 1.0, "mean": 1.0}  # no cyst: no cyst Dice
+    assert found["absorb_islands_ml"] == 0.5 == after.config.inference.absorb_islands_ml
+    assert differences(before.config, after.config) == [("inference.absorb_islands_ml", 0.0, 0.5)]
+    assert all(torch.equal(before.model_state[k], after.model_state[k]) for k in before.model_state)
+    assert after.extra == before.extra
+
+
+def test_a_volume_that_would_lose_a_real_small_tumor_is_not_taken(monkeypatch, tmp_path):
+    scenes = [_scene(True), _scene(False)]
+    found, _, after = _choose_on(monkeypatch, tmp_path, scenes, (0.25, 0.5))
+    rows = {row["ml"]: row for row in found["settings"]}
+    assert rows[0.5]["mean"] > rows[0.0]["mean"] + 0.02 and rows[0.5]["tumor"] < rows[0.0]["tumor"] - 0.005
+    assert found["absorb_islands_ml"] == 0.0 == after.config.inference.absorb_islands_ml
+
+
+def test_nothing_is_chosen_without_candidates_cases_or_best_weights(monkeypatch, tmp_path):
+    assert _choose_on(monkeypatch, tmp_path, [_scene(False)], ())[0] is None
+    assert _choose_on(monkeypatch, tmp_path, [], (0.5,))[0] is None
+    record = CaseRecord("case_0", tmp_path, (20, 20, 20), (), (), ())
+    cpu = torch.device("cpu")
+    assert choose_postprocessing([record], np.arange(4), TINY_3D, cpu, tmp_path / "none.pt", False) is None
