@@ -154,6 +154,15 @@ def test_demo_starts_from_the_bundled_weights_when_the_network_is_the_bundled_mo
         assert record["initial_weights"] == (BUNDLED if from_bundled else None)
         assert record["settings"]["from_bundled"] is from_bundled
         assert ("starting from the weights of" in result.index.read_text()) is from_bundled
+        chosen = json.loads((out / "run" / "run.json").read_text())["postprocessing"]["absorb_islands_ml"]
+        assert (
+            record["absorb_islands_ml"]
+            == chosen
+            == load_checkpoint(out / "run" / "best.pt").config.inference.absorb_islands_ml
+        )
+        assert (
+            "Post-processing chosen on its validation cases when training ended" in result.index.read_text()
+        )
 
 
 @pytest.fixture(scope="module")

@@ -190,7 +190,7 @@ def run_demo(
     record = {
         "settings": settings.record(),
         "training_status": status,
-        "initial_weights": _initial_weights(run_dir),
+        **_run_facts(run_dir),
         "held_out_cases": [r["case_id"] for r in rows["validation"]],
         "scores": scores,
         "real_ct": real,
@@ -273,10 +273,15 @@ def _bundled_init(config: RunConfig, settings: DemoSettings) -> Path | None:
     return path if settings.from_bundled and path.is_file() and weights_fit(path, config) else None
 
 
-def _initial_weights(run_dir: Path) -> str | None:
-    """The name of the checkpoint the demo's run started from (None: random weights)."""
-    init = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["initial_weights"]
-    return None if init is None else Path(init).stem
+def _run_facts(run_dir: Path) -> dict:
+    """From the demo run's record: the name of the checkpoint it started from (None: random
+    weights) and the island volume chosen for its best weights when it ended (None: none chosen)."""
+    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    init, chosen = record["initial_weights"], record.get("postprocessing", {})
+    return {
+        "initial_weights": None if init is None else Path(init).stem,
+        "absorb_islands_ml": chosen.get("absorb_islands_ml"),
+    }
 
 
 def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict:

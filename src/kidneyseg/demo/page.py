@@ -34,6 +34,13 @@ def _init_html(init: str | None) -> str:
     )
 
 
+def _postprocessing_html(ml: float | None) -> str:
+    if ml is None:
+        return ""
+    chosen = f"tumor and cyst islands under {ml} mL take the class around them" if ml else "every island kept"
+    return f" Post-processing chosen on its validation cases when training ended: {chosen}."
+
+
 def index_html(out: Path, record: dict, reports: list[Path]) -> str:
     scores = record["scores"]
     settings = record["settings"]
@@ -54,8 +61,9 @@ pre{{background:#f6f6f6;padding:1rem;overflow-x:auto}}img{{max-width:100%}}</sty
 <p>Recipe <b>{html.escape(settings["recipe"])}:cpu</b>, {_init_html(record["initial_weights"])},
 trained on the training split of {settings["cases"]} synthetic phantom cases
 (seed {settings["seed"]}{", fast" if settings["fast"] else ""}); the held-out cases below were predicted onto
-their original CT grids. Phantoms are synthetic: these numbers show that the pipeline works, not how a
-model performs on patients.</p>
+their original CT grids.{_postprocessing_html(record.get("absorb_islands_ml"))}
+Phantoms are synthetic: these numbers show that the pipeline works, not how a model performs on
+patients.</p>
 <h2>Held-out Dice</h2>
 <table><tr><th>Kidney</th><th>Tumor</th><th>Cyst</th><th>Mean</th><th>KiTS HEC Dice</th>
 <th>KiTS HEC Surface Dice</th></tr>
