@@ -22,12 +22,15 @@ demo: setup
 		$(if $(wildcard $(REAL_CT)),--real-ct $(REAL_CT)) \
 		$(if $(wildcard $(REAL_CT_LABELS)),--real-ct-labels $(REAL_CT_LABELS))
 
+# Tests run in this many processes (pytest-xdist; 0: in this one).
+TEST_WORKERS ?= 2
+
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-all: setup
-	$(BIN)/python -m pytest -m ""
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m ""
 
 wheel: setup
 	bash scripts/check-wheel.sh $(BIN)/python
