@@ -127,6 +127,11 @@ def test_numbers_are_read_as_yaml_1_2_reads_them():
         ("inference.absorb_islands_ml=-1", "inference.absorb_islands_ml=-1.0 must be >= 0"),
         ("inference.absorb_islands_ml=.inf", "inference.absorb_islands_ml=inf must be >= 0"),
         ("train.augment.noise_std=-1", "train.augment.noise_std=-1.0 must be >= 0 and finite"),
+        ("train.absorb_candidates_ml=[0.5, -1]", r"train.absorb_candidates_ml=\(0.5, -1.0\) must be a list"),
+        (
+            "train.absorb_candidates_ml=[.nan]",
+            r"train.absorb_candidates_ml=\(nan,\) must be a list of volumes",
+        ),
         ("train.augment.elastic_prob=5", r"train.augment.elastic_prob=5.0 must be a probability in \[0, 1\]"),
         ("train.augment.flip_prob=2", r"train.augment.flip_prob=2.0 must be a probability"),
         ("train.augment.flip_axes=[7]", r"train.augment.flip_axes=\[7\] must be axes 0, 1, 2"),
@@ -140,6 +145,19 @@ def test_values_that_cannot_train_are_refused_in_one_line_naming_the_key(overrid
     with pytest.raises(KidneysegError, match=message) as info:
         load_recipe("sca-unet-3d:cpu", overrides=[override])
     assert "\n" not in str(info.value)
+
+
+def test_volumes_given_as_booleans_or_one_number_in_python_are_refused():
+    """Found by a review: `absorb_candidates_ml=(True,)` was taken and wrote `True` into best.pt,
+    which no longer loaded; a single number crashed the run's end."""
+    from kidneyseg.config import InferenceConfig, TrainConfig
+
+    for bad in ((True,), 0.5, (0.5, False)):
+        with pytest.raises(KidneysegError, match=r"train.absorb_candidates_ml=.* must be a list of volumes"):
+            TrainConfig(absorb_candidates_ml=bad)
+    with pytest.raises(KidneysegError, match=r"inference.absorb_islands_ml=True must be >= 0"):
+        InferenceConfig(absorb_islands_ml=True)
+    assert TrainConfig(absorb_candidates_ml=[0.5, 1]).absorb_candidates_ml == [0.5, 1]
 
 
 def test_a_2d_network_flips_and_mirrors_its_slices_axes_only():

@@ -419,6 +419,10 @@ def test_2d_recipe_then_tumor_finetuning_freezes_shallow_levels(phantoms, cache,
     config = load_recipe("attention-unet-2d:cpu", overrides=[*AG, "train.epochs=1"])
     engine.train(config, phantoms, stage1, cache_dir=cache, progress=False)
     assert 0 <= float(_rows(stage1)[0]["val_dice"]) <= 1
+    best = torch.load(stage1 / "best.pt", weights_only=True)  # as if 0.75 mL had been chosen for it
+    best["config"] = best["config"].replace("absorb_islands_ml: 0.0", "absorb_islands_ml: 0.75")
+    torch.save(best, stage1 / "best.pt")
+    assert load_checkpoint(stage1 / "best.pt").config.inference.absorb_islands_ml == 0.75
     stage2 = tmp_path / "ag-tumor"
     engine.finetune_tumor(
         stage1, phantoms, stage2, overrides=["train.epochs=1", "train.freeze_depth=2"], cache_dir=cache
@@ -431,6 +435,7 @@ def test_2d_recipe_then_tumor_finetuning_freezes_shallow_levels(phantoms, cache,
     assert any(not torch.equal(before[k], after[k]) for k in trained)
     tuned = load_checkpoint(stage2 / "last.pt").config
     assert tuned.data.slice_filter == "tumor" and tuned.train.recipe.endswith("+finetune-tumor")
+    assert tuned.inference.absorb_islands_ml == 0.0  # stage 1's choice was for stage 1's weights
     # killed before its first checkpoint, a fine-tuning run starts again from the stage-1 weights
     killed = tmp_path / "ag-tumor-killed"
 

@@ -3,21 +3,23 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from kidneyseg.checkpoint import load_checkpoint
+from kidneyseg.checkpoint import build_model_from_config, load_checkpoint, save_checkpoint
 from kidneyseg.labels import KITS19, KITS23
 from kidneyseg.plaindata import differences
 from kidneyseg.train import postprocessing
 from kidneyseg.train.data import CaseRecord
-from kidneyseg.train.postprocessing import choose, choose_postprocessing, lesion_figures
-from test_predict import TINY_3D, save_tiny
+from kidneyseg.train.postprocessing import choose, choose_for_run, choose_postprocessing, lesion_figures
+from test_predict import TINY_3D
 
 VOXEL_ML = 6.0**3 / 1000  # TINY_3D's 6 mm grid: 0.216 mL a voxel
 
@@ -68,8 +70,9 @@ def _scene(extra_tumor: bool) -> tuple[np.ndarray, np.ndarray]:
 
 def _choose_on(monkeypatch, tmp_path: Path, scenes: list[tuple[np.ndarray, np.ndarray]], candidates):
     """`choose_postprocessing` on a tiny checkpoint whose network 'predicts' the given maps."""
-    best = save_tiny(tmp_path / "best.pt", TINY_3D, seed=0)
+    state = build_model_from_config(TINY_3D).state_dict()
     config = replace(TINY_3D, train=replace(TINY_3D.train, absorb_candidates_ml=candidates))
+    best = save_checkpoint(tmp_path / "best.pt", model_state=state, config=TINY_3D, extra_state={"epoch": 3})
     cases = {f"case_{i}": scene for i, scene in enumerate(scenes)}
     records = [CaseRecord(name, tmp_path, (20, 20, 20), (), (), ()) for name in cases]
 
@@ -83,7 +86,7 @@ def _choose_on(monkeypatch, tmp_path: Path, scenes: list[tuple[np.ndarray, np.nd
     monkeypatch.setattr(postprocessing, "load_full_case", load)
     monkeypatch.setattr(postprocessing, "segment_case", segment)
     before = load_checkpoint(best)
-    found = choose_postprocessing(records, np.arange(4), config, torch.device("cpu"), best, amp=False)
+    found = choose_postprocessing(records, np.arange(4), config, torch.device("cpu"), best, 3, amp=False)
     return found, before, load_checkpoint(best)
 
 
@@ -93,7 +96,7 @@ def test_the_smallest_volume_that_clears_the_false_islands_is_written_into_best_
     assert list(rows) == [0.0, 0.25, 0.5, 1.0] and found["cases"] == ["case_0"]
     assert rows[0.0]["masses"] == pytest.approx(2 * 27 / (27 + 30), abs=1e-4) and rows[0.0]["cyst"] == 0
     assert rows[0.25]["masses"] == pytest.approx(2 * 27 / (27 + 29), abs=1e-4)  # 1 voxel: 0.216 mL
-    assert rows[0.5] == {"ml": 0.5, "tumor": 1.0, "masses": 1.0, "mean": 1.0}  # no cyst: no cyst Dice
+    assert rows[0.5] == {"ml": 0.5, "tumor": 1.0, "masses": 1.0, "cyst": 1.0, "mean": 1.0}  # no cyst anywhere
     assert found["absorb_islands_ml"] == 0.5 == after.config.inference.absorb_islands_ml
     assert differences(before.config, after.config) == [("inference.absorb_islands_ml", 0.0, 0.5)]
     assert all(torch.equal(before.model_state[k], after.model_state[k]) for k in before.model_state)
@@ -108,9 +111,55 @@ def test_a_volume_that_would_lose_a_real_small_tumor_is_not_taken(monkeypatch, t
     assert found["absorb_islands_ml"] == 0.0 == after.config.inference.absorb_islands_ml
 
 
-def test_nothing_is_chosen_without_candidates_cases_or_best_weights(monkeypatch, tmp_path):
-    assert _choose_on(monkeypatch, tmp_path, [_scene(False)], ())[0] is None
-    assert _choose_on(monkeypatch, tmp_path, [], (0.5,))[0] is None
-    record = CaseRecord("case_0", tmp_path, (20, 20, 20), (), (), ())
-    cpu = torch.device("cpu")
-    assert choose_postprocessing([record], np.arange(4), TINY_3D, cpu, tmp_path / "none.pt", False) is None
+def _ended_run(monkeypatch, tmp_path: Path, best_epoch: int, checkpoint_epoch: int):
+    """A trainer that has ended, with best.pt of `checkpoint_epoch` and a run record, whose
+    network 'predicts' `_scene(False)`."""
+    _choose_on(monkeypatch, tmp_path, [_scene(False)], (0.5,))  # patches the case loading
+    best = tmp_path / "best.pt"
+    payload = torch.load(best, weights_only=True)
+    payload["extra"]["epoch"] = checkpoint_epoch
+    torch.save(payload, best)
+    (tmp_path / "run.json").write_text(json.dumps({"status": "finished"}))
+    records = [CaseRecord("case_0", tmp_path, (20, 20, 20), (), (), ())]
+    config = replace(TINY_3D, train=replace(TINY_3D.train, absorb_candidates_ml=(0.5,)))
+    return SimpleNamespace(
+        config=config,
+        out=tmp_path,
+        data=SimpleNamespace(validated=records, lut=np.arange(4)),
+        state=SimpleNamespace(best_epoch=best_epoch),
+        device=torch.device("cpu"),
+        amp=False,
+    )
+
+
+def test_a_run_records_its_choice_and_a_failed_choice_leaves_best_pt_and_the_run_as_they_were(
+    monkeypatch, tmp_path, capsys
+):
+    """Found by a review: on a best.pt not of the run's best epoch the choice rewrote it, and a
+    choice that raised failed a run whose training had finished."""
+    record = tmp_path / "run.json"
+    choose_for_run(_ended_run(monkeypatch, tmp_path, 3, 3))
+    assert json.loads(record.read_text())["postprocessing"]["absorb_islands_ml"] == 0.5
+    assert "islands under 0.5 mL take the class around them" in capsys.readouterr().err
+    trainer = _ended_run(monkeypatch, tmp_path, 2, 3)
+    before = (tmp_path / "best.pt").read_bytes()
+    choose_for_run(trainer)
+    said = json.loads(record.read_text())
+    assert said["status"] == "finished" and said["postprocessing"].startswith("failed: ")
+    assert "not the checkpoint of the run's best epoch (2)" in said["postprocessing"]
+    assert (tmp_path / "best.pt").read_bytes() == before
+    assert "no post-processing was chosen: " in capsys.readouterr().err
+    trainer.state.best_epoch = 0  # no epoch validated: nothing to choose for
+    record.write_text(json.dumps({"status": "finished"}))
+    choose_for_run(trainer)
+    assert json.loads(record.read_text()) == {"status": "finished"}
+
+
+def test_nothing_is_chosen_without_candidates_or_cases(monkeypatch, tmp_path):
+    trainer = _ended_run(monkeypatch, tmp_path, 3, 3)
+    for empty in (replace(trainer.config, train=replace(trainer.config.train, absorb_candidates_ml=())),):
+        trainer.config = empty
+        choose_for_run(trainer)
+    trainer.config, trainer.data.validated = _ended_run(monkeypatch, tmp_path, 3, 3).config, []
+    choose_for_run(trainer)
+    assert json.loads((tmp_path / "run.json").read_text()) == {"status": "finished"}

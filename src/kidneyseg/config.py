@@ -47,7 +47,9 @@ def _axes(values: Any, dims: int) -> bool:
 
 
 def _finite_at_least_0(values: Any) -> bool:
-    return all(isinstance(v, int | float) and math.isfinite(v) and v >= 0 for v in values)
+    return all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in values
+    )
 
 
 @dataclass(frozen=True)
@@ -164,8 +166,7 @@ class DataConfig:
         neg: weight of patches centred anywhere (`neg`; pos = neg = 1 is "half and half").
         class_ratios: if given, one weight per class (background first): patches are centred
             on a voxel of a class drawn with these weights (MONAI RandCropByLabelClassesd),
-            replacing `pos`/`neg`; oversamples small classes such as tumor and cyst, as
-            nnU-Net does with its forced foreground patches.
+            replacing `pos`/`neg`; oversamples small classes (nnU-Net's foreground patches).
         samples_per_case: patches drawn from one loaded case (`num_samples`).
         batch_size: cases per batch (3D: batch_size × samples_per_case patches per step;
             2D: slices per step).
@@ -177,10 +178,9 @@ class DataConfig:
         cache_rate: fraction of training cases held in the cache (0.4 in the SCA-UNet paper).
         replace_rate: fraction of the cache replaced every epoch (0.5 in the paper).
         num_workers: data-loader worker processes (0: load in the training process).
-        synth_randomize: probability per training sample of replacing the image by one
-            re-rendered from the phantom's tissue map with random appearance
-            (`kidneyseg.data.synth`, SynthSeg-style domain randomisation); needs phantom
-            cases with `tissue.nii.gz`. 0 switches it off.
+        synth_randomize: probability per training sample of replacing the image by one with
+            random appearance re-rendered from the phantom's `tissue.nii.gz` (SynthSeg-style
+            domain randomisation, `kidneyseg.data.synth`); 0: off.
     """
 
     layout: str = "auto"
@@ -356,22 +356,20 @@ class TrainConfig:
         check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         check_choice("train.scheduler", self.scheduler, SCHEDULERS)
         _require(math.isfinite(self.lr) and self.lr > 0, "train.lr", self.lr, "must be positive and finite")
-        for key in ("weight_decay", "ce_weight", "time_limit_minutes", "absorb_candidates_ml"):
+        for key in ("weight_decay", "ce_weight", "time_limit_minutes"):
             value = getattr(self, key)
-            values = value if isinstance(value, tuple) else (value,)
-            _require(_finite_at_least_0(values), f"train.{key}", value, "must be >= 0 and finite")
+            _require(_finite_at_least_0([value]), f"train.{key}", value, "must be >= 0 and finite")
+        ml = self.absorb_candidates_ml
+        ok = isinstance(ml, list | tuple) and _finite_at_least_0(ml)
+        _require(ok, "train.absorb_candidates_ml", ml, "must be a list of volumes (mL), each >= 0 and finite")
         _require(
             0.0 < self.plateau_factor < 1.0, "train.plateau_factor", self.plateau_factor, "must be in (0, 1)"
         )
         for key in ("plateau_patience", "val_max_cases", "freeze_depth", "seed"):
             _require(getattr(self, key) >= 0, f"train.{key}", getattr(self, key), "must be >= 0")
         _require(self.val_every >= 1, "train.val_every", self.val_every, "must be >= 1")
-        _require(
-            self.val_overlap is None or 0.0 <= self.val_overlap < 1.0,
-            "train.val_overlap",
-            self.val_overlap,
-            "must be in [0, 1)",
-        )
+        overlap = self.val_overlap
+        _require(overlap is None or 0.0 <= overlap < 1.0, "train.val_overlap", overlap, "must be in [0, 1)")
 
 
 @dataclass(frozen=True)

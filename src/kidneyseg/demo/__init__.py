@@ -277,10 +277,10 @@ def _run_facts(run_dir: Path) -> dict:
     """From the demo run's record: the name of the checkpoint it started from (None: random
     weights) and the island volume chosen for its best weights when it ended (None: none chosen)."""
     record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    init, chosen = record["initial_weights"], record.get("postprocessing", {})
+    init, chosen = record["initial_weights"], record.get("postprocessing")  # a dict once chosen
     return {
         "initial_weights": None if init is None else Path(init).stem,
-        "absorb_islands_ml": chosen.get("absorb_islands_ml"),
+        "absorb_islands_ml": chosen.get("absorb_islands_ml") if isinstance(chosen, dict) else None,
     }
 
 
@@ -311,6 +311,7 @@ def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict
         "real_ct",
         confidence=prediction.confidence,
         votes=prediction.votes,
+        absorbed=prediction.absorbed,
     )
     predicted = prediction.labels.array > 0
     measured = json.loads(report.json.read_text(encoding="utf-8"))

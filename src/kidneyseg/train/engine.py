@@ -366,6 +366,7 @@ def finetune_tumor(
 
     ckpt = load_checkpoint(resolve_checkpoint(from_run))
     base = to_dict(ckpt.config)
+    base["inference"]["absorb_islands_ml"] = 0.0  # chosen for stage 1's weights; stage 2 chooses its own
     base["data"]["slice_filter"] = "tumor"
     base["train"]["recipe"] = f"{ckpt.config.train.recipe}+finetune-tumor"
     config = from_dict(RunConfig, apply_overrides(base, list(overrides)), "config")

@@ -24,6 +24,7 @@ import torch
 
 from kidneyseg.checkpoint import BEST_NAME, build_model_from_checkpoint, load_checkpoint, save_checkpoint
 from kidneyseg.config import RunConfig
+from kidneyseg.errors import KidneysegError, exception_line, warn_on_stderr
 from kidneyseg.evaluate.metrics import dice, kits_dice
 from kidneyseg.labels import KITS_REGIONS, LabelMap, lesion_classes
 from kidneyseg.predict.postprocess import absorb_lesion_islands, keep_kidneys
@@ -72,29 +73,41 @@ def choose(table: list[dict[str, float]]) -> float:
 
 
 def _means(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Each figure's mean over the cases where it is defined, and their mean (`mean`)."""
+    """Each figure's mean over the cases where it is defined (1 where no case defines it: no
+    case holds that class on either side), and their mean (`mean`)."""
     means = {}
     for key in rows[0]:
         values = [r[key] for r in rows if not math.isnan(r[key])]
-        if values:
-            means[key] = float(np.mean(values))
+        means[key] = float(np.mean(values)) if values else 1.0
     return means | {"mean": float(np.mean(list(means.values())))}
 
 
 def choose_for_run(trainer: Trainer) -> None:
     """Choose the post-processing of a run that has ended (main rank only): `best.pt`'s
-    `inference.absorb_islands_ml`, the run record's `postprocessing`, and a line saying so."""
-    found = choose_postprocessing(
-        trainer.data.validated,
-        trainer.data.lut,
-        trainer.config,
-        trainer.device,
-        trainer.out / BEST_NAME,
-        trainer.amp,
-    )
-    if found is not None:
-        record.update_record(trainer.out / "run.json", {"postprocessing": found})
-        print(postprocessing_line(found), file=sys.stderr, flush=True)
+    `inference.absorb_islands_ml`, the run record's `postprocessing`, and a line saying so.
+    Nothing is chosen without candidates, validated cases or a best epoch. The record says
+    `pending` while the choice runs (a run killed then is chosen for by `--resume`); a choice
+    that fails leaves `best.pt` as it was and says why: the training itself has succeeded."""
+    config, path = trainer.config, trainer.out / "run.json"
+    cases, epoch = trainer.data.validated, trainer.state.best_epoch
+    if not (config.train.absorb_candidates_ml and cases and epoch):
+        return
+    record.update_record(path, {"postprocessing": "pending"})
+    print(f"choosing the post-processing on {len(cases)} validation case(s)", file=sys.stderr, flush=True)
+    best = trainer.out / BEST_NAME
+    try:
+        found = choose_postprocessing(
+            cases, trainer.data.lut, config, trainer.device, best, epoch, trainer.amp
+        )
+    except (KidneysegError, OSError, RuntimeError, ValueError, MemoryError) as exc:
+        reason = exception_line(exc)
+        record.update_record(path, {"postprocessing": f"failed: {reason}"})
+        warn_on_stderr(
+            f"no post-processing was chosen: {reason}; best.pt's absorb_islands_ml stays as it was"
+        )
+        return
+    record.update_record(path, {"postprocessing": found})
+    print(postprocessing_line(found), file=sys.stderr, flush=True)
 
 
 def postprocessing_line(found: dict[str, Any]) -> str:
@@ -124,31 +137,34 @@ def choose_postprocessing(
     config: RunConfig,
     device: torch.device,
     best: Path,
+    epoch: int,
     amp: bool,
-) -> dict[str, Any] | None:
-    """Choose `inference.absorb_islands_ml` for the weights in `best` on `records` and write it
-    into that checkpoint's config.
+) -> dict[str, Any]:
+    """Choose `inference.absorb_islands_ml` among `config.train.absorb_candidates_ml` for the
+    weights in `best` (the checkpoint of `epoch`) on `records` and write it into that
+    checkpoint's config; its weights and training state stay as they are.
 
     Returns:
         What the run record keeps (`postprocessing`): the chosen volume, the cases, and per
-        setting (0, then each candidate) its mean figures; None where nothing is chosen (no
-        candidates, no validated case, or no best checkpoint: no epoch was validated).
+        setting (0, then each candidate) its mean figures.
+
+    Raises:
+        KidneysegError: `best` is unreadable, or not the checkpoint of `epoch`.
     """
-    candidates = sorted(set(config.train.absorb_candidates_ml) - {0.0})
-    label_map = config.label_map
-    if not candidates or not records or not best.is_file():
-        return None
     ckpt = load_checkpoint(best)
+    if ckpt.extra.get("epoch") != epoch:
+        raise KidneysegError(f"not the checkpoint of the run's best epoch ({epoch})", best)
     model = build_model_from_checkpoint(ckpt).to(device)
-    inference = validation_inference(config)
+    label_map, inference = config.label_map, validation_inference(config)
     kidney, masses = label_map.value("kidney"), lesion_classes(label_map)["masses"]
     voxel_ml = float(np.prod(config.preprocess.spacing)) / 1000.0
-    settings = [0.0, *candidates]
+    settings = [0.0, *sorted(set(config.train.absorb_candidates_ml) - {0.0})]
     rows: list[list[dict[str, float]]] = [[] for _ in settings]
     for case in records:
         image, label = load_full_case(case, lut)
         logits = segment_case(model, image, inference, device, amp)
         pred = keep_kidneys(logits[0].argmax(dim=0).to(torch.uint8).cpu().numpy())[0]
+        del logits
         ref = label[0, 0].numpy()
         for i, ml in enumerate(settings):
             absorbed = pred.copy()
