@@ -16,6 +16,7 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.io.formats import ImageHeader, read_header
 from kidneyseg.io.volume import Volume, read_volume
 from kidneyseg.labels import KITS23
+from kidneyseg.predict.api import segment
 from kidneyseg.predict.checks import check_air_level, check_hounsfield, check_memory, estimate_memory
 from kidneyseg.predict.postprocess import absorb_lesion_islands, keep_largest_components
 from kidneyseg.predict.predictor import CPU_3D_BATCH, Predictor, PredictSettings
@@ -382,6 +383,9 @@ def test_prediction_absorbs_the_lesion_islands_its_model_or_settings_say(ckpt3d,
     assert absorbed_ml == pytest.approx(lesions.sum() * np.prod(ct.spacing) / 1000, rel=1e-3)
     overridden = Predictor([chosen], PredictSettings(roi="body", absorb_islands_ml=0.0)).predict(ct)
     np.testing.assert_array_equal(overridden.labels.array, every.labels.array)
+    _, report = segment(ct, model=chosen, report=True, roi="body")  # the report says what was absorbed
+    assert report["inputs"]["absorbed_islands"] == list(prediction.absorbed)
+    assert "absorbed_islands" in [w["code"] for w in report["warnings"]]
 
 
 def test_exported_weights_keep_the_network_and_history_and_take_inference_changes(tmp_path):

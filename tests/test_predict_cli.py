@@ -138,6 +138,15 @@ def test_report_option_writes_the_case_report(ckpt, tmp_path):
     # the untrained network is sure of none of them: the warning, and the console says so
     assert "uncertain_lesions" in [w["code"] for w in report["warnings"]]
     assert "the model was unsure of" in result.output
+    out = tmp_path / "absorbing"  # the islands post-processing relabels are in the report
+    assert (
+        predict("-i", ct, "-o", out, "--model", ckpt, "--report", "--absorb-islands-ml", "5", "-q").exit_code
+        == 0
+    )
+    (case,) = json.loads((out / RECORD_NAME).read_text())["cases"]
+    report = json.loads((out / "one_report.json").read_text())
+    assert case["absorbed_islands"] and report["inputs"]["absorbed_islands"] == case["absorbed_islands"]
+    assert "absorbed_islands" in [w["code"] for w in report["warnings"]]
 
 
 @pytest.mark.parametrize(

@@ -221,6 +221,23 @@ def test_no_kidney_and_low_confidence(grid):
     assert confident["warnings"] == [] and confident["inputs"]["model_confidence"] == 0.9
 
 
+def test_lesion_islands_post_processing_absorbed_are_one_warning(grid):
+    ct, labels = build_scene(*grid)
+    absorbed = [
+        {"class": "cyst", "to": "kidney", "islands": 3, "volume_ml": 0.9},
+        {"class": "tumor", "to": "cyst", "islands": 1, "volume_ml": 0.25},
+    ]
+    report = measure(ct, labels, absorbed=absorbed)
+    (warning,) = report["warnings"]
+    assert warning["code"] == "absorbed_islands" and warning["count"] == 4
+    assert (
+        warning["volume_ml"] == pytest.approx(1.15)
+        and "3 cyst to kidney, 1 tumor to cyst" in warning["message"]
+    )
+    assert report["inputs"]["absorbed_islands"] == absorbed
+    assert measure(ct, labels)["inputs"]["absorbed_islands"] == []
+
+
 def test_real_dicom_slab_kidney_is_incomplete_and_air_cyst_flagged(shared_data):
     """On the 20-slice real DICOM slab: a kidney taller than the slab is cut off by its edges,
     a "cyst" painted outside the body holds air; the series' identifiers are read."""

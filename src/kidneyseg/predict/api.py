@@ -229,6 +229,6 @@ def segment(
         return image
     from kidneyseg.report import measure
 
-    confidence, votes = prediction.confidence, prediction.votes
     labels = Volume(prediction.labels.array, volume.affine, None, frames=volume.frames)  # no labels file
-    return image, measure(volume, labels, predictor.label_map, confidence=confidence, votes=votes)
+    facts = {"confidence": prediction.confidence, "votes": prediction.votes, "absorbed": prediction.absorbed}
+    return image, measure(volume, labels, predictor.label_map, **facts)

@@ -110,6 +110,7 @@ def run_checks(report: dict, options: ReportOptions, confidence: float | None) -
                 "volume_ml": unmeasured["volume_ml"],
             }
         )
+    warnings += _absorbed_islands(report["inputs"].get("absorbed_islands", []))
     if confidence is not None and confidence < options.min_confidence:
         warnings.append(
             {
@@ -121,6 +122,26 @@ def run_checks(report: dict, options: ReportOptions, confidence: float | None) -
             }
         )
     return warnings
+
+
+def _absorbed_islands(absorbed: list[dict]) -> list[dict]:
+    """One warning for the lesion islands post-processing relabelled, if any."""
+    if not absorbed:
+        return []
+    count = sum(a["islands"] for a in absorbed)
+    volume = sum(a["volume_ml"] for a in absorbed)
+    kinds = " and ".join(sorted({a["class"] for a in absorbed}))
+    taken = ", ".join(f"{a['islands']} {a['class']} to {a['to']}" for a in absorbed)
+    return [
+        {
+            "code": "absorbed_islands",
+            "message": f"Post-processing gave {count} small {kinds} island(s) ({volume:.2f} mL in all; "
+            f"{taken}) the class around them, as the model's inference.absorb_islands_ml asks: a small "
+            "lesion may be among them (absorb_islands_ml 0, --absorb-islands-ml 0, keeps every island).",
+            "count": count,
+            "volume_ml": round(volume, 3),
+        }
+    ]
 
 
 def _anatomy_warnings(report: dict) -> list[dict]:

@@ -25,6 +25,7 @@ Conventions:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING
@@ -43,7 +44,7 @@ from kidneyseg.report.provenance import dicom_identifiers
 if TYPE_CHECKING:
     from kidneyseg.predict.votes import Votes
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 
 def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarray:
@@ -98,6 +99,7 @@ def measure(
     options: ReportOptions | None = None,
     confidence: float | None = None,
     votes: Votes | None = None,
+    absorbed: Sequence[dict] = (),
 ) -> dict:
     """Measure kidneys and lesions, check them and stage; returns the report as a JSON-ready
     dict (docs/report.md).
@@ -113,6 +115,8 @@ def measure(
         votes: the network's foreground voxels when `labels` were predicted: each lesion's
             `sure_fraction` comes from them, and below `options.min_sure_fraction` it raises an
             `uncertain_lesions` warning (None: no lesion has one).
+        absorbed: the lesion islands post-processing gave the class around them when `labels`
+            were predicted (`Prediction.absorbed`); any raises an `absorbed_islands` warning.
 
     Raises:
         KidneysegError: the inputs do not fit together (see `validate_inputs`).
@@ -137,6 +141,7 @@ def measure(
             "craniocaudal_mm": geometry.craniocaudal_mm(imaged, ct.affine),
             "dicom": dicom_identifiers(ct.dicom_files),
             "model_confidence": confidence,
+            "absorbed_islands": list(absorbed),
         },
         "status": "empty",
         "message": "The segmentation holds no kidney, tumor or cyst: nothing to measure.",

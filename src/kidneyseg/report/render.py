@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -102,6 +103,7 @@ def write_report(
     options: ReportOptions | None = None,
     confidence: float | None = None,
     votes: Votes | None = None,
+    absorbed: Sequence[dict] = (),
 ) -> ReportPaths:
     """Measure `labels` on `ct` and write `<case_id>_report.json`, `.html` and
     `<case_id>_preview.png` (or `report.*`, `preview.png`).
@@ -116,11 +118,12 @@ def write_report(
         options: thresholds of the plausibility checks.
         confidence: the model's confidence in `labels` (0-1), when predicted.
         votes: the network's foreground voxels, when predicted (each lesion's sure fraction).
+        absorbed: the lesion islands post-processing relabelled, when predicted.
 
     Raises:
         KidneysegError: the inputs do not fit together, or the folder is not writable.
     """
-    report = measure(ct, labels, label_map, case_id, options, confidence, votes)
+    report = measure(ct, labels, label_map, case_id, options, confidence, votes, absorbed)
     scene = Scene(ct, label_array(labels), label_map)  # validated by `measure`
     figures = [(title, scene.views(focus, title, line)) for title, focus, line in _focus_points(report)]
     page = render_html(report, figures, label_map)
