@@ -156,10 +156,31 @@ def test_a_run_records_its_choice_and_a_failed_choice_leaves_best_pt_and_the_run
 
 
 def test_nothing_is_chosen_without_candidates_or_cases(monkeypatch, tmp_path):
+    """Was: `absorb_candidates_ml=[0]`, a way to say "none", ran the choice and then crashed the
+    finished run on its console line (found by a review)."""
     trainer = _ended_run(monkeypatch, tmp_path, 3, 3)
-    for empty in (replace(trainer.config, train=replace(trainer.config.train, absorb_candidates_ml=())),):
-        trainer.config = empty
+    before, config = (tmp_path / "best.pt").read_bytes(), trainer.config
+    for candidates in ((), (0.0,)):
+        trainer.config = replace(config, train=replace(config.train, absorb_candidates_ml=candidates))
         choose_for_run(trainer)
-    trainer.config, trainer.data.validated = _ended_run(monkeypatch, tmp_path, 3, 3).config, []
+    trainer.config, trainer.data.validated = config, []
     choose_for_run(trainer)
     assert json.loads((tmp_path / "run.json").read_text()) == {"status": "finished"}
+    assert (tmp_path / "best.pt").read_bytes() == before
+
+
+def test_any_error_while_choosing_is_recorded_and_the_run_keeps_its_status(monkeypatch, tmp_path, capsys):
+    trainer = _ended_run(monkeypatch, tmp_path, 3, 3)
+    (tmp_path / "run.json").write_text(json.dumps({"status": "time limit"}))
+
+    def broken(*args, **kwargs):
+        raise IndexError("index 7 is out of bounds for axis 0 with size 4")
+
+    monkeypatch.setattr(postprocessing, "segment_case", broken)
+    choose_for_run(trainer)
+    said = json.loads((tmp_path / "run.json").read_text())
+    assert said == {
+        "status": "time limit",
+        "postprocessing": "failed: IndexError: index 7 is out of bounds for axis 0 with size 4",
+    }
+    assert "no post-processing was chosen" in capsys.readouterr().err

@@ -250,9 +250,9 @@ def write_case_files(
     if "report" in outputs:
         # The report names the label file this case writes, not the CT the labels came from.
         named = replace(labels, source=str(labels_path), dicom_files=())
-        paths = write_report(
-            ct, named, outputs["report"].parent, label_map, name, None, confidence, votes, absorbed
-        )
+        folder = outputs["report"].parent
+        facts = {"confidence": confidence, "votes": votes, "absorbed": absorbed}
+        paths = write_report(ct, named, folder, label_map, name, **facts)
         report = json.loads(paths.json.read_text(encoding="utf-8"))
     else:
         try:

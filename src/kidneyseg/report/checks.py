@@ -136,7 +136,7 @@ def _absorbed_islands(absorbed: list[dict]) -> list[dict]:
         {
             "code": "absorbed_islands",
             "message": f"Post-processing gave {count} small {kinds} island(s) ({volume:.2f} mL in all; "
-            f"{taken}) the class around them, as the model's inference.absorb_islands_ml asks: a small "
+            f"{taken}) the class around them, being smaller than the absorb_islands_ml in force: a small "
             "lesion may be among them (predicting with --absorb-islands-ml 0 keeps every island).",
             "count": count,
             "volume_ml": round(volume, 3),

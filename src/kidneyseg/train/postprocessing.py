@@ -82,15 +82,20 @@ def _means(rows: list[dict[str, float]]) -> dict[str, float]:
     return means | {"mean": float(np.mean(list(means.values())))}
 
 
+def _candidates(config: RunConfig) -> list[float]:
+    """The volumes to try besides 0 (absorbing nothing, always the first setting)."""
+    return sorted(set(config.train.absorb_candidates_ml) - {0.0})
+
+
 def choose_for_run(trainer: Trainer) -> None:
     """Choose the post-processing of a run that has ended (main rank only): `best.pt`'s
     `inference.absorb_islands_ml`, the run record's `postprocessing`, and a line saying so.
-    Nothing is chosen without candidates, validated cases or a best epoch. The record says
+    Nothing is chosen without candidates other than 0, validated cases or a best epoch. The record says
     `pending` while the choice runs (a run killed then is chosen for by `--resume`); a choice
     that fails leaves `best.pt` as it was and says why: the training itself has succeeded."""
     config, path = trainer.config, trainer.out / "run.json"
     cases, epoch = trainer.data.validated, trainer.state.best_epoch
-    if not (config.train.absorb_candidates_ml and cases and epoch):
+    if not (_candidates(config) and cases and epoch):
         return
     record.update_record(path, {"postprocessing": "pending"})
     print(f"choosing the post-processing on {len(cases)} validation case(s)", file=sys.stderr, flush=True)
@@ -99,7 +104,7 @@ def choose_for_run(trainer: Trainer) -> None:
         found = choose_postprocessing(
             cases, trainer.data.lut, config, trainer.device, best, epoch, trainer.amp
         )
-    except (KidneysegError, OSError, RuntimeError, ValueError, MemoryError) as exc:
+    except Exception as exc:  # any: the training it follows has succeeded; interrupts pass
         reason = exception_line(exc)
         record.update_record(path, {"postprocessing": f"failed: {reason}"})
         warn_on_stderr(
@@ -158,7 +163,7 @@ def choose_postprocessing(
     label_map, inference = config.label_map, validation_inference(config)
     kidney, masses = label_map.value("kidney"), lesion_classes(label_map)["masses"]
     voxel_ml = float(np.prod(config.preprocess.spacing)) / 1000.0
-    settings = [0.0, *sorted(set(config.train.absorb_candidates_ml) - {0.0})]
+    settings = [0.0, *_candidates(config)]
     rows: list[list[dict[str, float]]] = [[] for _ in settings]
     for case in records:
         image, label = load_full_case(case, lut)
