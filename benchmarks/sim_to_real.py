@@ -137,9 +137,9 @@ def _score_phantom(case, source: Predicted | FromFiles) -> dict:
     """One phantom's Dice figures, volume labelled on its heart, confidence, contrast phase and
     reference tumor volume (mL)."""
     from kidneyseg.data.phantom.tissue import HEART_TISSUES
-    from kidneyseg.evaluate.metrics import dice, kits_dice
+    from kidneyseg.evaluate.metrics import kits_dice, lesion_figures
     from kidneyseg.io.volume import read_volume
-    from kidneyseg.labels import KITS_REGIONS
+    from kidneyseg.labels import KITS23, KITS_REGIONS
 
     ref = read_volume(case.label).array
     ct = read_volume(case.image)
@@ -147,8 +147,10 @@ def _score_phantom(case, source: Predicted | FromFiles) -> dict:
     voxel_ml = float(np.prod(ct.spacing)) / 1000
     truth_file = Path(case.image).parent / "phantom.json"  # absent for scans that are not phantoms
     phase = json.loads(truth_file.read_text())["phase"] if truth_file.exists() else None
-    scores = {r.name: kits_dice(np.isin(ref, r.values()), np.isin(pred, r.values())) for r in KITS_REGIONS}
-    scores |= {"cyst": dice(ref == 3, pred == 3), "confidence": confidence}
+    whole = KITS_REGIONS[0].values()  # kidney + masses
+    scores = {"kidney_and_masses": kits_dice(np.isin(ref, whole), np.isin(pred, whole))}
+    scores |= lesion_figures(pred, ref, KITS23)
+    scores["confidence"] = confidence
     if case.tissue is not None:
         heart = np.isin(read_volume(case.tissue).array, HEART_TISSUES)
         scores["heart_ml"] = float((pred[heart] > 0).sum()) * voxel_ml

@@ -3,6 +3,7 @@ evaluation's library) on perturbed real KiTS19 masks, the empty-mask rules, and 
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import nibabel as nib
@@ -12,7 +13,7 @@ import surface_distance as sd
 from scipy import ndimage
 
 from kidneyseg.evaluate.lesions import BIN_NAMES, match_lesions
-from kidneyseg.evaluate.metrics import case_metrics, dice
+from kidneyseg.evaluate.metrics import case_metrics, dice, lesion_figures
 from kidneyseg.evaluate.surface import (
     bounding_box,
     corner_codes,
@@ -20,7 +21,7 @@ from kidneyseg.evaluate.surface import (
     surface_dice,
     tolerance_offsets,
 )
-from kidneyseg.labels import KITS_REGIONS
+from kidneyseg.labels import KITS19, KITS23, KITS_REGIONS
 
 PERTURBATIONS = ("erode", "dilate", "shift", "islands", "mixed")
 
@@ -266,3 +267,17 @@ def test_foreground_boxes_cover_the_mask_and_metrics_add_up_over_them(rng):
     assert row["hec_dice_tumor"] == pytest.approx(reference_scores(ref, pred, spacing, 1.1498)[0])
     assert row["tumor_lesions_ref"] == 2 and row["tumor_lesions_detected"] == 2
     assert row["tumor_lesions_fp"] == 2
+
+
+def test_lesion_figures_follow_the_kits_regions_and_the_cyst_dice():
+    ref = np.zeros((4, 4, 4), np.uint8)
+    ref[0, :2] = 1
+    ref[1, 0, :2] = 2  # 2 tumor voxels
+    pred = ref.copy()
+    pred[1, 0, 1] = 3  # one tumor voxel called cyst
+    figures = lesion_figures(pred, ref, KITS23)
+    assert figures == {"tumor": pytest.approx(2 / 3), "masses": 1.0, "cyst": 0.0}
+    assert math.isnan(lesion_figures(ref, ref, KITS23)["cyst"])  # no cyst on either side
+    assert lesion_figures(np.zeros_like(ref), np.zeros_like(ref), KITS23)["tumor"] == 1.0  # KiTS: both empty
+    pred[1, 0, 1] = 1  # KITS19: tumor and masses are the same voxels, scored once as tumor
+    assert lesion_figures(pred, ref, KITS19) == {"tumor": pytest.approx(2 / 3)}

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,11 +13,10 @@ import pytest
 import torch
 
 from kidneyseg.checkpoint import build_model_from_config, load_checkpoint, save_checkpoint
-from kidneyseg.labels import KITS19, KITS23
 from kidneyseg.plaindata import differences
 from kidneyseg.train import postprocessing
 from kidneyseg.train.data import CaseRecord
-from kidneyseg.train.postprocessing import choose, choose_for_run, choose_postprocessing, lesion_figures
+from kidneyseg.train.postprocessing import choose, choose_for_run, choose_postprocessing
 from test_predict import TINY_3D
 
 VOXEL_ML = 6.0**3 / 1000  # TINY_3D's 6 mm grid: 0.216 mL a voxel
@@ -38,20 +36,6 @@ def test_the_rule_asks_a_gain_and_guards_masses_and_tumor():
     assert choose([base, _row(0.5, 0.70, 0.59, 0.40)]) == 0.0  # tumor -0.01
     assert choose([base, _row(0.5, 0.71, 0.60, 0.40), _row(1.0, 0.60, 0.60, 0.90)]) == 0.0  # the best fails
     assert choose([_row(0.0, 0.7, 0.6), _row(1.0, 0.8, 0.7)]) == 1.0  # no cyst figure
-
-
-def test_lesion_figures_follow_the_kits_regions_and_the_cyst_dice():
-    ref = np.zeros((4, 4, 4), np.uint8)
-    ref[0, :2] = 1
-    ref[1, 0, :2] = 2  # 2 tumor voxels
-    pred = ref.copy()
-    pred[1, 0, 1] = 3  # one tumor voxel called cyst
-    figures = lesion_figures(pred, ref, KITS23)
-    assert figures == {"tumor": pytest.approx(2 / 3), "masses": 1.0, "cyst": 0.0}
-    assert math.isnan(lesion_figures(ref, ref, KITS23)["cyst"])  # no cyst on either side
-    assert lesion_figures(np.zeros_like(ref), np.zeros_like(ref), KITS23)["tumor"] == 1.0  # KiTS: both empty
-    pred[1, 0, 1] = 1  # KITS19: tumor and masses are the same voxels, scored once as tumor
-    assert lesion_figures(pred, ref, KITS19) == {"tumor": pytest.approx(2 / 3)}
 
 
 def _scene(extra_tumor: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -43,6 +43,24 @@ def kits_dice(mask_ref: np.ndarray, mask_pred: np.ndarray) -> float:
     return 1.0 if np.isnan(value) else value
 
 
+def lesion_figures(pred: np.ndarray, ref: np.ndarray, label_map: LabelMap) -> dict[str, float]:
+    """A case's lesion figures (the bundled model's rules and `benchmarks/sim_to_real.py` score
+    with them): the KiTS regions tumor and masses (1 when both maps lack them), and the Dice of
+    every lesion class that is not one of those regions (cyst; NaN when both maps lack it)."""
+    figures: dict[str, float] = {}
+    seen: set[tuple[int, ...]] = set()
+    for region in KITS_REGIONS[:0:-1]:  # tumor, then masses (KITS19: the same voxels, "tumor")
+        values = region.values(label_map)
+        if values and values not in seen:
+            seen.add(values)
+            figures[region.name] = kits_dice(np.isin(ref, values), np.isin(pred, values))
+    for name, values in lesion_classes(label_map).items():
+        if values not in seen:
+            seen.add(values)
+            figures[name] = dice(np.isin(ref, values), np.isin(pred, values))
+    return figures
+
+
 def _region_scores(
     parts: list[tuple[np.ndarray, np.ndarray]],
     origins: list[tuple[int, ...]],

@@ -4,10 +4,11 @@
 What is chosen: `inference.absorb_islands_ml` among `train.absorb_candidates_ml`
 (`kidneyseg.predict.postprocess.absorb_lesion_islands`: tumor and cyst islands under that volume
 take the class around them). Each validated case is segmented with the best weights as
-validation segments it, its two largest foreground components kept (`keep_kidneys` by size: the
-preprocessed grid holds no HU for the anatomy check) and scored, for absorbing nothing and for
-each candidate, on its lesion figures (`lesion_figures`). The rule (`choose`) is the one the
-bundled model's setting was chosen by (docs/pretrained.md, "Small lesion islands").
+validation segments it, its two largest foreground components kept (by size: the preprocessed
+grid holds no HU for the anatomy check) and scored, for absorbing nothing and for each
+candidate, on its lesion figures (`kidneyseg.evaluate.metrics.lesion_figures`). The rule
+(`choose`) is the one the bundled model's setting was chosen by (docs/pretrained.md, "Small
+lesion islands").
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import torch
 from kidneyseg.checkpoint import BEST_NAME, build_model_from_checkpoint, load_checkpoint, save_checkpoint
 from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError, exception_line, warn_on_stderr
-from kidneyseg.evaluate.metrics import dice, kits_dice
-from kidneyseg.labels import KITS_REGIONS, LabelMap, lesion_classes
+from kidneyseg.evaluate.metrics import lesion_figures
+from kidneyseg.labels import lesion_classes
 from kidneyseg.predict.postprocess import absorb_lesion_islands, keep_kidneys
 from kidneyseg.train import record
 from kidneyseg.train.data import CaseRecord, load_full_case
@@ -40,24 +41,6 @@ MIN_GAIN = 0.02
 MAX_LOSS = 0.005
 """... and lowers neither of the `GUARDED` figures by more than this."""
 GUARDED = ("masses", "tumor")
-
-
-def lesion_figures(pred: np.ndarray, ref: np.ndarray, label_map: LabelMap) -> dict[str, float]:
-    """A case's lesion figures, as `benchmarks/sim_to_real.py` scores phantoms: the KiTS regions
-    tumor and masses (1 when both maps lack them), and the Dice of every lesion class that is
-    not one of those regions (cyst; NaN when both maps lack it)."""
-    figures: dict[str, float] = {}
-    seen: set[tuple[int, ...]] = set()
-    for region in KITS_REGIONS[:0:-1]:  # tumor, then masses (KITS19: the same voxels, "tumor")
-        values = region.values(label_map)
-        if values and values not in seen:
-            seen.add(values)
-            figures[region.name] = kits_dice(np.isin(ref, values), np.isin(pred, values))
-    for name, values in lesion_classes(label_map).items():
-        if values not in seen:
-            seen.add(values)
-            figures[name] = dice(np.isin(ref, values), np.isin(pred, values))
-    return figures
 
 
 def choose(table: list[dict[str, float]]) -> float:
