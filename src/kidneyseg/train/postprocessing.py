@@ -28,7 +28,7 @@ from kidneyseg.config import RunConfig
 from kidneyseg.errors import KidneysegError, exception_line, warn_on_stderr
 from kidneyseg.evaluate.metrics import lesion_figures
 from kidneyseg.labels import lesion_classes
-from kidneyseg.predict.postprocess import absorb_lesion_islands, keep_kidneys
+from kidneyseg.predict.postprocess import absorb_lesion_islands, keep_largest_components
 from kidneyseg.train import record
 from kidneyseg.train.data import CaseRecord, load_full_case
 from kidneyseg.train.validation import segment_case, validation_inference
@@ -151,7 +151,7 @@ def choose_postprocessing(
     for case in records:
         image, label = load_full_case(case, lut)
         logits = segment_case(model, image, inference, device, amp)
-        pred = keep_kidneys(logits[0].argmax(dim=0).to(torch.uint8).cpu().numpy())[0]
+        pred = keep_largest_components(logits[0].argmax(dim=0).to(torch.uint8).cpu().numpy())
         del logits
         ref = label[0, 0].numpy()
         for i, ml in enumerate(settings):
