@@ -303,16 +303,7 @@ def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict
     prediction = predictor.predict(ct)
     labels_path = write_labels(out_dir / "labels.nii.gz", prediction.labels.array, ct)
     labels = replace(prediction.labels, source=str(labels_path), dicom_files=())  # the report names the file
-    report = write_report(
-        ct,
-        labels,
-        out_dir,
-        predictor.label_map,
-        "real_ct",
-        confidence=prediction.confidence,
-        votes=prediction.votes,
-        absorbed=prediction.absorbed,
-    )
+    report = write_report(ct, labels, out_dir, predictor.label_map, "real_ct", **prediction.report_facts)
     predicted = prediction.labels.array > 0
     measured = json.loads(report.json.read_text(encoding="utf-8"))
     unsure = [w["lesions"] for w in measured["warnings"] if w["code"] == "uncertain_lesions"]

@@ -230,5 +230,4 @@ def segment(
     from kidneyseg.report import measure
 
     labels = Volume(prediction.labels.array, volume.affine, None, frames=volume.frames)  # no labels file
-    facts = {"confidence": prediction.confidence, "votes": prediction.votes, "absorbed": prediction.absorbed}
-    return image, measure(volume, labels, predictor.label_map, **facts)
+    return image, measure(volume, labels, predictor.label_map, **prediction.report_facts)

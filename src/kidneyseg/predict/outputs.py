@@ -246,20 +246,18 @@ def write_case_files(
         write_probabilities(outputs[PROBABILITIES], prediction)
     if options.dicom:
         _write_dicom(outputs, labels, label_map, options)
-    confidence, votes, absorbed = prediction.confidence, prediction.votes, prediction.absorbed
+    facts = prediction.report_facts
     if "report" in outputs:
         # The report names the label file this case writes, not the CT the labels came from.
         named = replace(labels, source=str(labels_path), dicom_files=())
-        folder = outputs["report"].parent
-        facts = {"confidence": confidence, "votes": votes, "absorbed": absorbed}
-        paths = write_report(ct, named, folder, label_map, name, **facts)
+        paths = write_report(ct, named, outputs["report"].parent, label_map, name, **facts)
         report = json.loads(paths.json.read_text(encoding="utf-8"))
     else:
         try:
             # The statistics row shows no nephrometry and no lesion position, so none is derived
             # (the write stage of the KiTS-size case: docs/prediction.md).
             bare = ReportOptions(nephrometry=False)
-            report = measure(ct, labels, label_map, name, bare, confidence, votes, absorbed)
+            report = measure(ct, labels, label_map, name, bare, **facts)
         except KidneysegError as exc:  # the statistics say why; the labels are still written
             report = {"status": "not measured", "warnings": [{"code": "not_measured", "message": f"{exc}"}]}
     out_map = output_label_map(label_map, options)

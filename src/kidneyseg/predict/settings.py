@@ -194,3 +194,9 @@ class Prediction:
     ruled_out: tuple[dict[str, Any], ...] = ()
     absorbed: tuple[dict[str, Any], ...] = ()
     votes: Votes | None = None
+
+    @property
+    def report_facts(self) -> dict[str, Any]:
+        """What a report of these labels takes from the prediction, as keywords of
+        `kidneyseg.report.measure` and `write_report`: confidence, votes, absorbed islands."""
+        return {"confidence": self.confidence, "votes": self.votes, "absorbed": self.absorbed}
