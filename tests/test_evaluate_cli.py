@@ -89,6 +89,10 @@ def test_evaluate_writes_csv_json_markdown_and_reports_missing_cases(cli, folder
         np.mean([r["dice_kidney"] for r in rows])
     )
     assert summary["lesions"]["tumor"]["ref"] == 2
+    tumors = summary["lesions"]["tumor"]
+    missed = tumors["missed_as"]
+    assert sum(missed.values()) == tumors["ref"] - tumors["detected"]
+    assert missed["kidney"] == sum(r["tumor_lesions_missed_as_kidney"] for r in rows)
 
     markdown = (out / "summary.md").read_text()
     assert f"{summary['metrics']['hec_sd_mean']['mean']:.3f}" in markdown

@@ -220,8 +220,8 @@ def test_lesion_matching_is_one_to_one_with_a_dice_threshold():
     pred |= ball(shape, (45, 45, 47), 2)
     pred |= ball(shape, (10, 50, 50), 2)
     pred[45, 10, 10] = True
-    match = match_lesions(ref, pred, (1.0, 1.0, 1.0))
-    counts = match.counts()
+    match = match_lesions(ref, pred.astype(np.uint8), (1,), (1.0, 1.0, 1.0))
+    counts = match.counts(("background", "lesion"))
     assert counts["ref"] == 3
     # The big lesion matches one half; the other half, the lone voxel on the far lesion
     # (Dice 0.02 < 0.1) and the isolated ball are false positives.
@@ -238,8 +238,9 @@ def test_lesion_matching_is_one_to_one_with_a_dice_threshold():
 def test_lesion_sizes_use_the_voxel_spacing():
     mask = np.zeros((30, 30, 30), bool)
     mask[5:25, 5:25, 5:25] = True
-    counts_fine = match_lesions(mask, mask, (1.0, 1.0, 1.0)).counts()
-    counts_coarse = match_lesions(mask, mask, (2.0, 2.0, 4.0)).counts()
+    names = ("background", "lesion")
+    counts_fine = match_lesions(mask, mask.astype(np.uint8), (1,), (1.0, 1.0, 1.0)).counts(names)
+    counts_coarse = match_lesions(mask, mask.astype(np.uint8), (1,), (2.0, 2.0, 4.0)).counts(names)
     assert counts_fine["ref_1to4cm"] == 1 and counts_fine["detected_1to4cm"] == 1
     assert counts_coarse["ref_4to7cm"] == 1
 
@@ -281,3 +282,30 @@ def test_lesion_figures_follow_the_kits_regions_and_the_cyst_dice():
     assert lesion_figures(np.zeros_like(ref), np.zeros_like(ref), KITS23)["tumor"] == 1.0  # KiTS: both empty
     pred[1, 0, 1] = 1  # KITS19: tumor and masses are the same voxels, scored once as tumor
     assert lesion_figures(pred, ref, KITS19) == {"tumor": pytest.approx(2 / 3)}
+
+
+def test_missed_lesions_are_counted_by_the_class_covering_most_of_each():
+    shape = (40, 40, 40)
+    ref = np.zeros(shape, np.uint8)
+    ref[2:38, 2:38, 2:38] = 1
+    pred = ref.copy()
+    tumors = [ball(shape, (8, 8, 8), 3), ball(shape, (8, 30, 8), 3), ball(shape, (30, 8, 8), 3)]
+    cyst = ball(shape, (30, 30, 30), 3)
+    for mask in tumors:
+        ref[mask] = 2
+    ref[cyst] = 3
+    pred[tumors[0] & (np.indices(shape)[0] < 10)] = 3  # mostly cyst, a third kidney
+    pred[tumors[1]] = 0  # background
+    pred[tumors[2]] = 2  # found
+    pred[cyst] = 2  # the cyst called tumor: a tumor false positive
+    row = case_metrics(pred, ref, (1.0, 1.0, 1.0))
+    assert row["tumor_lesions_ref"] == 3 and row["tumor_lesions_detected"] == 1
+    missed = {c: row[f"tumor_lesions_missed_as_{c}"] for c in KITS23.names}
+    assert missed == {"background": 1, "kidney": 0, "tumor": 0, "cyst": 1}
+    assert row["cyst_lesions_missed_as_tumor"] == 1 and row["cyst_lesions_detected"] == 0
+    assert row["masses_lesions_detected"] == 3 and row["masses_lesions_missed_as_background"] == 1
+
+    swallowed = ref.copy()
+    swallowed[2:38, 2:38, 2:20] = 2  # one tumor component far larger than the lesion inside it
+    row = case_metrics(swallowed, ref, (1.0, 1.0, 1.0))
+    assert row["tumor_lesions_detected"] == 0 and row["tumor_lesions_missed_as_tumor"] == 3

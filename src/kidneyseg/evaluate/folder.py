@@ -221,6 +221,9 @@ class EvaluationResult:
                 )
                 for b in BIN_NAMES
             }
+            entry["missed_as"] = {
+                c: sum(r[f"{name}_lesions_missed_as_{c}"] for r in self.rows) for c in self.label_map.names
+            }
             lesions[name] = entry
         return {
             "n_cases": n_cases,

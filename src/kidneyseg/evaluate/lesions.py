@@ -10,6 +10,9 @@ Rules (documented in docs/evaluation.md):
 - A lesion's size is its volume-equivalent diameter `(6 V / π)^(1/3)`, binned as < 1, 1–4,
   4–7 and > 7 cm (the T1a / T1b / T2 cut-offs of the TNM staging that KiTS's
   `radiographic_size` follows; the equivalent diameter is at most the largest diameter).
+- A missed reference lesion is *missed as* the predicted label value that covers most of its
+  voxels (ties: the lower value): background, kidney, the other lesion class, or its own class
+  when a predicted component covers it but overlaps it by a Dice of at most `MIN_DICE`.
 """
 
 from __future__ import annotations
@@ -36,21 +39,25 @@ class LesionMatch:
         ref_detected: whether each reference lesion was matched.
         pred_diameter_cm: equivalent diameter of each predicted component.
         pred_matched: whether each predicted component was matched (False = false positive).
+        ref_majority: the predicted label value covering most of each reference lesion.
     """
 
     ref_diameter_cm: np.ndarray
     ref_detected: np.ndarray
     pred_diameter_cm: np.ndarray
     pred_matched: np.ndarray
+    ref_majority: np.ndarray
 
     @classmethod
     def concatenate(cls, matches: list[LesionMatch]) -> LesionMatch:
         """The lesions of several disjoint boxes of one case, as one match."""
         return cls(*(np.concatenate([getattr(m, f) for m in matches]) for f in cls.__dataclass_fields__))
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, names: tuple[str, ...]) -> dict[str, int]:
         """Reference lesions, detected ones and false positives, in total and per size bin
-        (false positives binned by their own size)."""
+        (false positives binned by their own size), and the missed lesions by what they were
+        missed as (`missed_as_<name>`, `names` naming the label values in order)."""
+        missed_as = self.ref_majority[~self.ref_detected]
         out = {
             "ref": len(self.ref_detected),
             "detected": int(self.ref_detected.sum()),
@@ -62,6 +69,8 @@ class LesionMatch:
             out[f"ref_{name}"] = int((ref_bins == i).sum())
             out[f"detected_{name}"] = int(self.ref_detected[ref_bins == i].sum())
             out[f"fp_{name}"] = int((fp_bins == i).sum())
+        for value, name in enumerate(names):
+            out[f"missed_as_{name}"] = int((missed_as == value).sum())
         return out
 
 
@@ -76,7 +85,8 @@ def _diameters_cm(sizes_voxels: np.ndarray, voxel_mm3: float) -> np.ndarray:
 
 def match_lesions(
     mask_ref: np.ndarray,
-    mask_pred: np.ndarray,
+    pred: np.ndarray,
+    values: tuple[int, ...],
     spacing: tuple[float, float, float],
     min_dice: float = MIN_DICE,
 ) -> LesionMatch:
@@ -84,13 +94,15 @@ def match_lesions(
 
     Args:
         mask_ref: the reference mask of the class.
-        mask_pred: the predicted mask, on the same grid.
+        pred: the predicted label map, on the same grid.
+        values: the label values of the class.
         spacing: voxel size in mm.
         min_dice: a pair must overlap with a Dice above this to count as a detection.
     """
+    mask_pred = np.isin(pred, values)
     box = bounding_box(mask_ref | mask_pred)
     if box is not None:
-        mask_ref, mask_pred = mask_ref[box], mask_pred[box]
+        mask_ref, mask_pred, pred = mask_ref[box], mask_pred[box], pred[box]
     ref_labels, n_ref = ndimage.label(mask_ref, structure=_CONNECTIVITY)
     pred_labels, n_pred = ndimage.label(mask_pred, structure=_CONNECTIVITY)
     ref_sizes = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)[1:]
@@ -111,5 +123,18 @@ def match_lesions(
                 pred_matched[p[k]] = True
     voxel_mm3 = float(np.prod(spacing))
     return LesionMatch(
-        _diameters_cm(ref_sizes, voxel_mm3), ref_detected, _diameters_cm(pred_sizes, voxel_mm3), pred_matched
+        _diameters_cm(ref_sizes, voxel_mm3),
+        ref_detected,
+        _diameters_cm(pred_sizes, voxel_mm3),
+        pred_matched,
+        _majority(ref_labels, n_ref, pred),
     )
+
+
+def _majority(ref_labels: np.ndarray, n_ref: int, pred: np.ndarray) -> np.ndarray:
+    """The predicted value covering most voxels of each reference component (ties: the lower)."""
+    inside = ref_labels > 0
+    n_values = int(pred.max()) + 1 if pred.size else 1
+    pair = (ref_labels[inside].astype(np.int64) - 1) * n_values + pred[inside]
+    table = np.bincount(pair, minlength=n_ref * n_values).reshape(n_ref, n_values)
+    return table.argmax(axis=1)

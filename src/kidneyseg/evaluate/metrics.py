@@ -141,12 +141,12 @@ def case_metrics(
         row[column] = 1.0 if np.isnan(value) else value
     row["kits19_composite"] = (row["kits19_kidney_dice"] + row["kits19_tumor_dice"]) / 2.0
     for name, values in lesion_classes(label_map).items():
-        matches = [match_lesions(r, p, spacing) for r, p in masks(values)]
-        counts = LesionMatch.concatenate(matches).counts() if matches else _no_lesions()
+        matches = [match_lesions(np.isin(r, values), p, values, spacing) for r, p in labels]
+        counts = (LesionMatch.concatenate(matches) if matches else _no_lesions()).counts(label_map.names)
         row.update({f"{name}_lesions_{k}": v for k, v in counts.items()})
     return row
 
 
-def _no_lesions() -> dict[str, int]:
+def _no_lesions() -> LesionMatch:
     empty = np.zeros(0)
-    return LesionMatch(empty, empty.astype(bool), empty, empty.astype(bool)).counts()
+    return LesionMatch(empty, empty.astype(bool), empty, empty.astype(bool), empty.astype(np.int64))

@@ -129,6 +129,7 @@ def evaluation_markdown(summary: dict) -> str:
             rows,
         )
     )
+    parts.append(_missed_as(summary["lesions"]))
     for key, what in (
         ("missing_predictions", "reference cases without a prediction"),
         ("missing_references", "predictions without a reference"),
@@ -136,3 +137,15 @@ def evaluation_markdown(summary: dict) -> str:
         if summary[key]:
             parts.append(f"**{len(summary[key])} {what}:** {', '.join(summary[key])}\n")
     return "\n".join(parts)
+
+
+def _missed_as(lesions: dict) -> str:
+    """The missed lesions of each class by the predicted class covering most of each."""
+    names = list(next(iter(lesions.values()))["missed_as"])
+    rows = [
+        [name, str(entry["ref"] - entry["detected"]), *[str(entry["missed_as"][c]) for c in names]]
+        for name, entry in lesions.items()
+    ]
+    return "## Missed lesions, by the predicted class covering most of each\n\n" + markdown_table(
+        ["class", "missed", *names], rows
+    )
