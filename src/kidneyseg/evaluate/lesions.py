@@ -12,7 +12,8 @@ Rules (documented in docs/evaluation.md):
   `radiographic_size` follows; the equivalent diameter is at most the largest diameter).
 - A missed reference lesion is *missed as* the predicted label value that covers most of its
   voxels (ties: the lower value): background, kidney, the other lesion class, or its own class
-  when a predicted component covers it but overlaps it by a Dice of at most `MIN_DICE`.
+  when the predicted component covering it is matched to another lesion or overlaps it by a
+  Dice of at most `MIN_DICE` (a component far larger than the lesion).
 """
 
 from __future__ import annotations
