@@ -209,21 +209,16 @@ class EvaluationResult:
         n_cases = len(self.rows)
         lesions = {}
         for name in lesion_classes(self.label_map):
-            total = {k: sum(r[f"{name}_lesions_{k}"] for r in self.rows) for k in ("ref", "detected", "fp")}
-            entry = _detection(total, n_cases)
+
+            def total(suffix: str, name: str = name) -> int:
+                return sum(r[f"{name}_lesions_{suffix}"] for r in self.rows)
+
+            entry = _detection({k: total(k) for k in ("ref", "detected", "fp")}, n_cases)
             entry["bins"] = {
-                b: _detection(
-                    {
-                        k: sum(r[f"{name}_lesions_{k}_{b}"] for r in self.rows)
-                        for k in ("ref", "detected", "fp")
-                    },
-                    n_cases,
-                )
+                b: _detection({k: total(f"{k}_{b}") for k in ("ref", "detected", "fp")}, n_cases)
                 for b in BIN_NAMES
             }
-            entry["missed_as"] = {
-                c: sum(r[f"{name}_lesions_missed_as_{c}"] for r in self.rows) for c in self.label_map.names
-            }
+            entry["missed_as"] = {c: total(f"missed_as_{c}") for c in self.label_map.names}
             lesions[name] = entry
         return {
             "n_cases": n_cases,
