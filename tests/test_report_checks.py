@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from kidneyseg.io.volume import Volume, read_volume
 from kidneyseg.labels import KITS19
@@ -221,6 +222,24 @@ def test_no_kidney_and_low_confidence(grid):
     assert confident["warnings"] == [] and confident["inputs"]["model_confidence"] == 0.9
 
 
+def test_unenhanced_kidneys_are_flagged_and_one_enhanced_kidney_is_enough(grid):
+    ct, labels = build_scene(*grid)
+    enhanced = measure(ct, labels)
+    assert [k["parenchyma_hu_median"] for k in enhanced["kidneys"]] == [pytest.approx(150, abs=2)] * 2
+    hu = np.asarray(ct.array).copy()
+    parenchyma = np.asarray(labels.array) == 1
+    hu[parenchyma] -= 115  # 35 HU: kidney without contrast
+    rim = parenchyma & ~ndimage.binary_erosion(parenchyma)
+    hu[rim] = 400  # the outline, where partial volumes fall, is not read
+    report = measure(ct.with_array(hu), labels)
+    (warning,) = report["warnings"]
+    assert warning["code"] == "unenhanced_scan" and warning["threshold_hu"] == 70
+    assert warning["hu_median"] == pytest.approx(35, abs=1) and "35 HU" in warning["message"]
+    left = world_coordinates(*grid)[..., 0] < 0  # RAS: the left kidney has negative x
+    one = np.where(parenchyma & left, hu, np.asarray(ct.array))  # the right kidney still enhances
+    assert "unenhanced_scan" not in codes(measure(ct.with_array(one), labels))
+
+
 def test_lesion_islands_post_processing_absorbed_are_one_warning(grid):
     ct, labels = build_scene(*grid)
     absorbed = [
@@ -340,3 +359,30 @@ def test_a_scan_shorter_than_a_kidney_says_so(shared_data, tmp_path):
     assert full["inputs"]["craniocaudal_mm"] > 300 and "short_scan" not in codes(full)
     cut = read_volume(slab)
     assert "short_scan" in codes(measure(cut, Volume(labels.array[:, :, 37:45], cut.affine, "cut labels")))
+
+
+def test_unenhanced_ct_is_flagged_by_the_report_and_by_predict(shared_data, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from kidneyseg.cli import app
+    from kidneyseg.data.phantom import generate_case
+    from kidneyseg.io.volume import write_volume
+
+    real = shared_data / "real-ct"  # the low-dose CT of a SPECT/CT: no contrast (its README)
+    labels = read_volume(real / "lowdose_abdomen_4mm_kidneys.nii.gz")
+    report = measure(read_volume(real / "lowdose_abdomen_4mm.nii.gz"), labels)
+    (warning,) = [w for w in report["warnings"] if w["code"] == "unenhanced_scan"]
+    assert 20 <= warning["hu_median"] <= 60
+    case = generate_case(2, size="small")  # an unenhanced phantom, predicted by the bundled model
+    assert case.truth["phase"] == "noncontrast"
+    write_volume(tmp_path / "ct.nii.gz", case.ct)
+    result = CliRunner().invoke(
+        app, ["predict", "-i", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "the scan looks unenhanced" in result.output
+    (row,) = json.loads((tmp_path / "out" / "predict_run.json").read_text())["cases"]
+    assert "unenhanced_scan" in row["statistics"]["warnings"]
+    assert any("looks unenhanced" in message for message in row["warnings"])

@@ -44,3 +44,16 @@ def test_phantom_lesions_match_the_truth(seed, orientation):
 
 def _slice_axis(orientation: str) -> int:
     return next(i for i, code in enumerate(orientation) if code in "SI")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_only_unenhanced_phantoms_are_flagged_unenhanced(seed):
+    case = generate_case(seed, size="small")
+    report = measure(case.ct, case.labels)
+    unenhanced = case.truth["phase"] == "noncontrast"
+    assert ("unenhanced_scan" in [w["code"] for w in report["warnings"]]) == unenhanced
+    assert seed not in (2, 3) or unenhanced, "seeds 2 and 3 draw unenhanced phantoms"
+    hu = case.truth["hu"]
+    for kidney in report["kidneys"]:  # between the phantom's cortex and medulla values
+        low, high = sorted((hu["kidney_cortex"], hu["kidney_medulla"]))
+        assert low - 10 <= kidney["parenchyma_hu_median"] <= high + 10

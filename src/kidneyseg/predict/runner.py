@@ -129,7 +129,7 @@ def predict_case(
             warn(f"warning: {case.case_id}: {check['message']}")
         elif check["code"] == "uncertain_lesions":
             warn(f"warning: {case.case_id}: the model was unsure of lesion(s) {', '.join(check['lesions'])}")
-        elif check["code"] in ("laterality_mismatch", "not_measured", "short_scan"):
+        elif check["code"] in ("laterality_mismatch", "not_measured", "short_scan", "unenhanced_scan"):
             warn(f"warning: {case.case_id}: {check['message']}")
             warnings.append(check["message"])
     seconds = {"read": seconds_read, **prediction.seconds, "write": time.perf_counter() - t}

@@ -34,6 +34,8 @@ class ReportOptions:
             (`sure_fraction`, predicted labels only) is below this raises `uncertain_lesions`.
         min_scan_length_mm: a scan covering less than this cranio-caudally raises `short_scan`:
             shorter than an adult kidney (10-12 cm long), it cannot hold one whole.
+        unenhanced_below_hu: kidney parenchyma whose median CT is below this in every kidney
+            raises `unenhanced_scan` (unenhanced about 30-55 HU, every contrast phase over 100).
         extension_mm: tumor reaching this far medially beyond its kidney's parenchyma
             raises the extension flag, a possible cT3 (`staging.py`).
         max_lesions: at most this many lesions of each class, the largest, are measured; the
@@ -51,6 +53,7 @@ class ReportOptions:
     min_confidence: float = 0.85
     min_sure_fraction: float = 0.65
     min_scan_length_mm: float = 100.0
+    unenhanced_below_hu: float = 70.0
     extension_mm: float = 10.0
     max_lesions: int = 30
     nephrometry: bool = True
@@ -83,6 +86,7 @@ def run_checks(report: dict, options: ReportOptions, confidence: float | None) -
         )
     for kidney in report["kidneys"]:
         warnings += _kidney_warnings(kidney, options, turned)
+    warnings += _unenhanced(report["kidneys"], options)
     for lesion in report["lesions"]:
         warnings += _lesion_warnings(lesion)
     warnings += _uncertain_lesions(report["lesions"], options)
@@ -235,6 +239,25 @@ def _kidney_warnings(kidney: dict, options: ReportOptions, turned: bool) -> list
             }
         )
     return warnings
+
+
+def _unenhanced(kidneys: list[dict], options: ReportOptions) -> list[dict]:
+    """`unenhanced_scan` when the best-enhanced kidney's parenchyma stays below the threshold (one
+    enhanced kidney is enough: the other may not be perfused)."""
+    medians = [k["parenchyma_hu_median"] for k in kidneys if k["parenchyma_hu_median"] is not None]
+    if not medians or max(medians) >= options.unenhanced_below_hu:
+        return []
+    return [
+        {
+            "code": "unenhanced_scan",
+            "message": f"The kidney parenchyma measures {max(medians):.0f} HU (median), under "
+            f"{options.unenhanced_below_hu:.0f} HU: the scan looks unenhanced. Without contrast a renal "
+            "tumor is often as dense as the kidney: tumors may be missed or labelled kidney, cysts "
+            "and tumors are told apart less surely, and no lesion can be shown to enhance.",
+            "hu_median": max(medians),
+            "threshold_hu": options.unenhanced_below_hu,
+        }
+    ]
 
 
 def _lesion_warnings(lesion: dict) -> list[dict]:

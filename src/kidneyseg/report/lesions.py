@@ -55,6 +55,13 @@ class Kidney:
     contour: SliceHulls  # convex hull of its parenchyma on each axial slice
     across_midline: float = 0.0  # share of a whole component's voxels beyond the midline
 
+    def parenchyma_hu_median(self, hu: np.ndarray) -> float | None:
+        """Median of `hu` (the CT on `box`) over the parenchyma one voxel in from its outline (the
+        outline mixes with fat and lesions), over all of it when that leaves none; None without."""
+        core = ndimage.binary_erosion(self.parenchyma)
+        inside = core if core.any() else self.parenchyma
+        return round(_median(hu[inside]), 1) if inside.any() else None
+
     def overlap(self, box: tuple[slice, ...], mask: np.ndarray) -> int:
         """How many voxels of `mask`, itself the sub-array `box` of the crop, lie in this kidney."""
         common = [

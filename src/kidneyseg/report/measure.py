@@ -44,7 +44,7 @@ from kidneyseg.report.provenance import dicom_identifiers
 if TYPE_CHECKING:
     from kidneyseg.predict.votes import Votes
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 
 def validate_inputs(ct: Volume, labels: Volume, label_map: LabelMap) -> np.ndarray:
@@ -219,7 +219,9 @@ def _measure_case(
                 future.cancel()
             raise
     kidney_rows = [
-        _measure_kidney(k, affine, voxel_ml, lesions, scan, anatomy[k.side], options.nephrometry)
+        _measure_kidney(
+            k, crop_ct[k.box], affine, voxel_ml, lesions, scan, anatomy[k.side], options.nephrometry
+        )
         for k in kidneys
     ]
     tumors = [r for r in lesions if r["type"] == "tumor"]
@@ -319,6 +321,7 @@ def _score_tumor(
 
 def _measure_kidney(
     kidney: Kidney,
+    hu: np.ndarray,
     affine: np.ndarray,
     voxel_ml: float,
     lesions: list[dict],
@@ -332,6 +335,7 @@ def _measure_kidney(
         "side": kidney.side,
         "volume_ml": round(int(kidney.mask.sum()) * voxel_ml, 2),
         "parenchyma_volume_ml": round(int(kidney.parenchyma.sum()) * voxel_ml, 2),
+        "parenchyma_hu_median": kidney.parenchyma_hu_median(hu),
         "cranio_caudal_extent_cm": round((z_high - z_low) / 10, 2),
         "incomplete": scan.cuts(kidney.mask, kidney.box),
         "across_midline_fraction": round(kidney.across_midline, 3),

@@ -34,6 +34,7 @@ KIDNEY_COLUMNS = (
     ("side", "Side", ""),
     ("volume_ml", "Volume incl. lesions (mL)", "{:.1f}"),
     ("parenchyma_volume_ml", "Parenchyma (mL)", "{:.1f}"),
+    ("parenchyma_hu_median", "Parenchyma median (HU)", "{:.0f}"),
     ("cranio_caudal_extent_cm", "Cranio-caudal (cm)", "{:.1f}"),
     ("num_tumors", "Tumors", ""),
     ("num_cysts", "Cysts", ""),
