@@ -127,6 +127,10 @@ def test_demo_starts_with_a_real_ct_and_the_bundled_model(tmp_path):
     page = result.index.read_text()
     assert "Real CT, bundled pretrained model" in page and real["report"] in page
     assert f"{real['lesions']} lesion(s), the model unsure of {real['uncertain_lesions']}" in page
+    assert real["warnings"] == [w["code"] for w in report["warnings"]]
+    phase = json.loads((case / "phantom.json").read_text())["phase"]
+    assert ("unenhanced_scan" in real["warnings"]) == (phase == "noncontrast")
+    assert "report warnings: " + ", ".join(real["warnings"]) in page
     assert (out / real["report"]).is_file()
 
 

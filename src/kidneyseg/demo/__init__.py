@@ -314,6 +314,7 @@ def _segment_real_ct(settings: DemoSettings, out_dir: Path, device: str) -> dict
         "confidence": None if prediction.confidence is None else round(prediction.confidence, 4),
         "lesions": len(measured["lesions"]),
         "uncertain_lesions": len(unsure[0]) if unsure else 0,
+        "warnings": [w["code"] for w in measured["warnings"]],
         "report": report.html.relative_to(out_dir.parent).as_posix(),
         "kidney_dice": None,
     }

@@ -13,7 +13,8 @@ def real_ct_line(real: dict) -> str:
     )
     found = f"{real['kidney_ml']:.0f} mL labelled kidney, tumor or cyst"
     lesions = f"; {real['lesions']} lesion(s), the model unsure of {real['uncertain_lesions']}"
-    return f"{found} (confidence {_fmt(real['confidence'])}){dice}{lesions}"
+    warnings = f"; report warnings: {', '.join(real['warnings'])}" if real["warnings"] else ""
+    return f"{found} (confidence {_fmt(real['confidence'])}){dice}{lesions}{warnings}"
 
 
 def _fmt(value: float | None) -> str:
