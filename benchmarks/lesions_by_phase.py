@@ -49,13 +49,14 @@ def main() -> None:
 def _flag(case: Path, pred: Path) -> dict:
     from kidneyseg.io.volume import read_volume
     from kidneyseg.report import ReportOptions, measure
+    from kidneyseg.report.checks import best_enhanced_hu
 
     ct, labels = read_volume(case / "imaging.nii.gz"), read_volume(pred)
     report = measure(ct, labels, options=ReportOptions(nephrometry=False))
-    medians = [k["parenchyma_hu_median"] for k in report["kidneys"] if k["parenchyma_hu_median"] is not None]
+    hu = best_enhanced_hu(report["kidneys"])
     return {
         "flagged": any(w["code"] == "unenhanced_scan" for w in report["warnings"]),
-        "hu": max(medians, default=np.nan),
+        "hu": np.nan if hu is None else hu,
     }
 
 

@@ -241,20 +241,27 @@ def _kidney_warnings(kidney: dict, options: ReportOptions, turned: bool) -> list
     return warnings
 
 
+def best_enhanced_hu(kidneys: list[dict]) -> float | None:
+    """The parenchyma median of the best-enhanced kidney (`kidneys[]` of a report; one enhanced
+    kidney is enough: the other may not be perfused); None when no kidney has parenchyma."""
+    return max(
+        (k["parenchyma_hu_median"] for k in kidneys if k["parenchyma_hu_median"] is not None), default=None
+    )
+
+
 def _unenhanced(kidneys: list[dict], options: ReportOptions) -> list[dict]:
-    """`unenhanced_scan` when the best-enhanced kidney's parenchyma stays below the threshold (one
-    enhanced kidney is enough: the other may not be perfused)."""
-    medians = [k["parenchyma_hu_median"] for k in kidneys if k["parenchyma_hu_median"] is not None]
-    if not medians or max(medians) >= options.unenhanced_below_hu:
+    """`unenhanced_scan` when the best-enhanced kidney's parenchyma stays below the threshold."""
+    hu = best_enhanced_hu(kidneys)
+    if hu is None or hu >= options.unenhanced_below_hu:
         return []
     return [
         {
             "code": "unenhanced_scan",
-            "message": f"The kidney parenchyma measures {max(medians):.0f} HU (median), under "
+            "message": f"The kidney parenchyma measures {hu:.0f} HU (median), under "
             f"{options.unenhanced_below_hu:.0f} HU: the scan looks unenhanced. Without contrast a renal "
             "tumor is often as dense as the kidney: tumors may be missed or labelled kidney, cysts "
             "and tumors are told apart less surely, and no lesion can be shown to enhance.",
-            "hu_median": max(medians),
+            "hu_median": hu,
             "threshold_hu": options.unenhanced_below_hu,
         }
     ]
