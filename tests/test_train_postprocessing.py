@@ -95,7 +95,7 @@ def test_a_volume_that_would_lose_a_real_small_tumor_is_not_taken(monkeypatch, t
     assert found["absorb_islands_ml"] == 0.0 == after.config.inference.absorb_islands_ml
 
 
-def _ended_run(monkeypatch, tmp_path: Path, best_epoch: int, checkpoint_epoch: int):
+def _ended_run(monkeypatch, tmp_path: Path, best_epoch: int, checkpoint_epoch: int, progress: bool = False):
     """A trainer that has ended, with best.pt of `checkpoint_epoch` and a run record, whose
     network 'predicts' `_scene(False)`."""
     _choose_on(monkeypatch, tmp_path, [_scene(False)], (0.5,))  # patches the case loading
@@ -113,6 +113,7 @@ def _ended_run(monkeypatch, tmp_path: Path, best_epoch: int, checkpoint_epoch: i
         state=SimpleNamespace(best_epoch=best_epoch),
         device=torch.device("cpu"),
         amp=False,
+        progress=progress,
     )
 
 
@@ -168,3 +169,12 @@ def test_any_error_while_choosing_is_recorded_and_the_run_keeps_its_status(monke
         "postprocessing": "failed: IndexError: index 7 is out of bounds for axis 0 with size 4",
     }
     assert "no post-processing was chosen" in capsys.readouterr().err
+
+
+def test_the_choice_shows_a_progress_bar_over_its_cases_when_the_run_does(monkeypatch, tmp_path, capsys):
+    """The choice runs after the time limit, a whole-case prediction per validation case: a
+    progress bar with the run's, none with --quiet."""
+    choose_for_run(_ended_run(monkeypatch, tmp_path, 3, 3, progress=True))
+    assert "choosing the post-processing:   0%|          | 0/1" in capsys.readouterr().err
+    choose_for_run(_ended_run(monkeypatch, tmp_path, 3, 3, progress=False))
+    assert "0/1" not in capsys.readouterr().err

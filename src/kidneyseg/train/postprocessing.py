@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from kidneyseg.checkpoint import BEST_NAME, build_model_from_checkpoint, load_checkpoint, save_checkpoint
 from kidneyseg.config import RunConfig
@@ -85,7 +86,7 @@ def choose_for_run(trainer: Trainer) -> None:
     best = trainer.out / BEST_NAME
     try:
         found = choose_postprocessing(
-            cases, trainer.data.lut, config, trainer.device, best, epoch, trainer.amp
+            cases, trainer.data.lut, config, trainer.device, best, epoch, trainer.amp, trainer.progress
         )
     except Exception as exc:  # any: the training it follows has succeeded; interrupts pass
         reason = exception_line(exc)
@@ -127,10 +128,12 @@ def choose_postprocessing(
     best: Path,
     epoch: int,
     amp: bool,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Choose `inference.absorb_islands_ml` among `config.train.absorb_candidates_ml` for the
     weights in `best` (the checkpoint of `epoch`) on `records` and write it into that
-    checkpoint's config; its weights and training state stay as they are.
+    checkpoint's config; its weights and training state stay as they are. With `progress`, a
+    bar over the cases on stderr.
 
     Returns:
         What the run record keeps (`postprocessing`): the chosen volume, the cases, and per
@@ -148,7 +151,7 @@ def choose_postprocessing(
     voxel_ml = float(np.prod(config.preprocess.spacing)) / 1000.0
     settings = [0.0, *_candidates(config)]
     rows: list[list[dict[str, float]]] = [[] for _ in settings]
-    for case in records:
+    for case in tqdm(records, desc="choosing the post-processing", disable=not progress, leave=False):
         image, label = load_full_case(case, lut)
         logits = segment_case(model, image, inference, device, amp)
         pred = keep_largest_components(logits[0].argmax(dim=0).to(torch.uint8).cpu().numpy())
