@@ -52,7 +52,7 @@ class Predicted:
         from kidneyseg.predict import Predictor, PredictSettings
 
         models = model.split(",")  # several: an ensemble
-        chosen = PredictSettings(roi="body", anatomy_check=anatomy_check, **settings)
+        chosen = PredictSettings(**{"roi": "body", "anatomy_check": anatomy_check, **settings})
         self.predictor = Predictor(models, chosen)
 
     def labels(self, name: str, ct) -> tuple[np.ndarray, float | None]:
