@@ -1,8 +1,10 @@
 """Does a model trained on phantoms find kidneys on real CT?
 
 For every run given, predicts (with `kidneyseg`'s own predictor, default settings or those given
-by `--setting`), or for every folder of label maps given reads (`--labels`, e.g. nnU-Net's
-predictions from `benchmarks/nnunet_anchor.py`, named as `REAL_CTS` and the phantoms' case ids):
+by `--setting`; over the whole body unless `--setting roi=kidneys` runs it behind the bundled
+locator, as `kidneyseg predict` does), or for every folder of label maps given reads
+(`--labels`, e.g. nnU-Net's predictions from `benchmarks/nnunet_anchor.py`, named as `REAL_CTS`
+and the phantoms' case ids):
 
 - the real labelled low-dose CT `../shared/data/real-ct/lowdose_abdomen_4mm.nii.gz`: kidney Dice
   of the predicted kidney + masses against its kidney label (the scan has no lesion labels), the

@@ -5,9 +5,11 @@ Per case, the box of all voxels labelled kidney, tumor or cyst, grown by `--marg
 side and kept inside the scan, is cut from `imaging.nii.gz`, `segmentation.nii.gz` and, for
 phantoms, `tissue.nii.gz` (so `data.synth_randomize` still works); the affine moves with the
 cut, so every voxel keeps its place in the world. `phantom.json` is copied unchanged. A case
-without any kidney label is left out and named. The margin should be at least
-`kidneyseg.predict.roi.MARGIN_MM` (where stage 2's scores count) plus half a window (what the
-network sees beyond them).
+without any kidney label is left out and named; a case that cannot be read stops the run with
+one line naming it. The margin should be at least `kidneyseg.predict.roi.MARGIN_MM` (where
+stage 2's scores count) plus half a window (what the network sees beyond them). Where stage 1
+finds no kidney, `--roi kidneys` runs the network over the whole body, which such a network
+never saw (docs/pretrained/tried.md, "A second stage trained around the kidneys").
 
 Run:
     python scripts/kidney_crops.py --data runs/data/water/dataset --out runs/crops/dataset --margin-mm 60
@@ -74,8 +76,14 @@ def main() -> None:
         raise SystemExit(f"{args.data}: no case_XXXXX folder with {CUT_FILES[1]}")
     args.out.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(crop_case, case, args.out, args.margin_mm) for case in cases]
-        empty = [name for future in futures if (name := future.result()) is not None]
+        futures = {case: pool.submit(crop_case, case, args.out, args.margin_mm) for case in cases}
+        empty = []
+        for case, future in futures.items():
+            try:
+                if future.result() is not None:
+                    empty.append(case.name)
+            except Exception as exc:  # nibabel's and the file system's errors share no base class
+                raise SystemExit(f"{case}: cannot be cut ({type(exc).__name__}: {exc})") from None
     print(f"{len(cases) - len(empty)} cases cut to their kidneys in {args.out}")
     if empty:
         print(f"left out (no kidney label): {', '.join(empty)}")

@@ -62,3 +62,12 @@ def test_the_box_is_clipped_to_the_scan(tmp_path):
     _case(tmp_path / "data", "case_00000", (slice(0, 40), slice(0, 36), slice(19, 20)))
     assert _cut(tmp_path, 8).returncode == 0
     assert nib.load(tmp_path / "crops" / "case_00000" / "imaging.nii.gz").shape == (40, 36, 3)
+
+
+def test_a_case_that_cannot_be_read_stops_the_run_in_one_line_naming_it(tmp_path):
+    _case(tmp_path / "data", "case_00000", (slice(10, 20), slice(5, 30), slice(8, 10)))
+    broken = _case(tmp_path / "data", "case_00001", (slice(10, 20), slice(5, 30), slice(8, 10)))
+    (broken / "imaging.nii.gz").write_bytes(b"not a nifti file")
+    run = _cut(tmp_path, 10)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()] and str(broken) in run.stderr
