@@ -25,7 +25,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-CUT_FILES = ("imaging.nii.gz", "segmentation.nii.gz", "tissue.nii.gz")
+from kidneyseg.data.cases import IMAGE_FILE, TISSUE_FILE
+
+SEGMENTATION = "segmentation.nii.gz"
 COPIED_FILES = ("phantom.json",)
 
 
@@ -44,14 +46,15 @@ def kidney_box(labels: np.ndarray, spacing: tuple[float, ...], margin_mm: float)
 
 def crop_case(case: Path, out: Path, margin_mm: float) -> str | None:
     """Write the cut case `out/<case name>`; returns the case's name when it holds no kidney."""
-    seg = nib.load(case / "segmentation.nii.gz")
+    seg = nib.load(case / SEGMENTATION)
     box = kidney_box(np.asarray(seg.dataobj), tuple(seg.header.get_zooms()[:3]), margin_mm)
     if box is None:
         return case.name
     tmp = out / f".{case.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in CUT_FILES:
+    nib.save(seg.slicer[box], tmp / SEGMENTATION)
+    for name in (IMAGE_FILE, TISSUE_FILE):
         if (case / name).exists():
             nib.save(nib.load(case / name).slicer[box], tmp / name)
     for name in COPIED_FILES:
@@ -70,10 +73,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="cases cut at once")
     args = parser.parse_args()
     cases = sorted(
-        p for p in args.data.iterdir() if p.name.startswith("case_") and (p / CUT_FILES[1]).exists()
+        p for p in args.data.iterdir() if p.name.startswith("case_") and (p / SEGMENTATION).exists()
     )
     if not cases:
-        raise SystemExit(f"{args.data}: no case_XXXXX folder with {CUT_FILES[1]}")
+        raise SystemExit(f"{args.data}: no case_XXXXX folder with {SEGMENTATION}")
     args.out.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(args.workers) as pool:
         futures = {case: pool.submit(crop_case, case, args.out, args.margin_mm) for case in cases}
