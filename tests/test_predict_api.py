@@ -128,7 +128,7 @@ def test_segment_makes_the_command_lines_checks(ckpt, ct_file, tmp_path, monkeyp
         with pytest.raises(KidneysegError) as refused:  # Python's argument, not the command line's option
             call()
         assert "already normalised" in str(refused.value) and "--no-hu-check" not in str(refused.value)
-        assert str(refused.value).endswith(f"the original CT, or {advice} to go on anyway")
+        assert str(refused.value).endswith(f"(air -1000, water 0); pass {advice} to go on anyway")
     assert np.all(np.asarray(kidneyseg.segment(normalised, model=ckpt, hu_check=False).dataobj) == 0)
     words = Volume(np.full((20, 20, 10), "air", dtype=object), np.eye(4), "words")
     with pytest.raises(

@@ -238,6 +238,15 @@ def _bad_dataset(tmp_path, rng, problem):
     if problem == "all_air":  # found by a hostile run: was cached, exit 0
         nib.save(nib.Nifti1Image(np.full(ct.shape, -1000, np.int16), AFFINE), str(image))
         return root, image
+    if problem in ("normalised", "tenths_of_hu"):  # both were cached, windowed to near-constant
+        # Four times the slices, and noise that is not in whole HU: the air check weighs at least
+        # 1000 of every 8th voxel, and takes one value holding over 5 % of them for padding.
+        labels = np.tile(labels, (1, 1, 4))
+        hu = (np.tile(ct, (1, 1, 4)) + rng.normal(0, 20, labels.shape)).astype(np.float32)
+        values = (hu + 1000) / 4000 if problem == "normalised" else hu * 10
+        nib.save(nib.Nifti1Image(values, AFFINE), str(image))
+        write_volume(seg, Volume(labels, AFFINE))
+        return root, image
     raise AssertionError(problem)
 
 
@@ -254,6 +263,10 @@ BAD_INPUTS = {
     "label_geometry": "label map geometry differs",
     "label_values": "label values [7] are not in the kits23 label map",
     "all_air": "no body in the image",
+    "normalised": "looks already normalised, but kidneyseg expects CT in Hounsfield units (air -1000, "
+    "water 0); convert it to Hounsfield units, or leave the case out of the dataset",
+    "tenths_of_hu": "where CT in Hounsfield units has -1000: the values look scaled (e.g. tenths of HU); "
+    "convert it to Hounsfield units, or leave the case out of the dataset",
 }
 
 

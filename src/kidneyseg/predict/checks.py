@@ -5,13 +5,14 @@
 - `check_spacing`: voxel sizes outside 0.05-50 mm are a broken header, not a CT.
 - `check_orientation_given`: a NIfTI header without orientation is flagged.
 - `check_body`: an image with nothing above -500 HU holds no body and is refused.
-- `check_hounsfield` (both in `content_warnings`, which `predict` and `report` apply): a CT must
+- `check_hounsfield` (in `content_warnings`, which `predict` and `report` apply; its refusals also
+  in preprocessing, so in training): a CT must
   be in Hounsfield units; images already normalised to [0, 1]
   or [-1, 1], or stored without the rescale intercept (no value below 0), are refused, and
   images without any air, or with a substantial share above +500 HU and less below -500 HU
   (inverted values), are flagged;
-- `check_air_level` (also in `content_warnings`): a CT whose air lies far below -1000 HU (values
-  in tenths of HU) is refused;
+- `check_air_level` (also in `content_warnings` and preprocessing): a CT whose air lies far below
+  -1000 HU (values in tenths of HU) is refused;
 - `content_warnings` also flags a CT whose spine lies in front of the body's centre: data rotated
   against the header's orientation (`kidneyseg.report.midline`).
 """
@@ -164,6 +165,8 @@ def check_body(array: np.ndarray, path: str | None = None) -> None:
         )
 
 
+GO_ON = "pass --no-hu-check to go on anyway"
+"""How a refusal of `check_hounsfield` and `check_air_level` ends for `predict` and `report`."""
 MAX_HU = 50000.0
 """Above this no CT is in Hounsfield units: 12-bit CT ends at 3071 HU, extended-range metal
 reconstructions at about 30000 HU."""
@@ -178,8 +181,9 @@ Inverted, the real and phantom CTs here have 37-65 % of their voxels above +500 
 as they are, 0.3-7 % (bone, with more air), and a crop around a kidney without air 0.5 %."""
 
 
-def check_hounsfield(array: np.ndarray, path: str | None = None) -> Doubt | None:
-    """Refuse images that are clearly not CT in Hounsfield units; return a warning for doubtful ones.
+def check_hounsfield(array: np.ndarray, path: str | None = None, remedy: str = GO_ON) -> Doubt | None:
+    """Refuse images that are clearly not CT in Hounsfield units, each refusal ending in `remedy`;
+    return a warning for doubtful ones.
 
     Raises:
         KidneysegError: the values lie within [-10, 10] (already normalised), none is below
@@ -196,28 +200,26 @@ def check_hounsfield(array: np.ndarray, path: str | None = None) -> Doubt | None
     if high > MAX_HU:
         raise KidneysegError(
             f"values up to {high:g}: no CT in Hounsfield units goes above {MAX_HU:g} (scaled or not "
-            "CT); pass --no-hu-check to go on anyway",
+            f"CT); {remedy}",
             path,
         )
     if low < MIN_HU:
         raise KidneysegError(
             f"values down to {low:g}: no CT in Hounsfield units goes below {MIN_HU:g} (scaled, not CT, "
-            "or padding outside the field of view stored as a huge negative number); pass "
-            "--no-hu-check to go on anyway",
+            "or padding outside the field of view stored as a huge negative number); "
+            f"{remedy}",
             path,
         )
     if low >= -10.0 and high <= 10.0:
         raise KidneysegError(
             f"values lie in [{low:g}, {high:g}]: the image looks already normalised, but kidneyseg "
-            "expects CT in Hounsfield units (air -1000, water 0); pass the original CT, or "
-            "--no-hu-check to go on anyway",
+            f"expects CT in Hounsfield units (air -1000, water 0); {remedy}",
             path,
         )
     if low >= 0.0:
         raise KidneysegError(
             f"no value below 0 (range [{low:g}, {high:g}]): this is not CT in Hounsfield units "
-            "(raw stored values without the rescale intercept, or another modality); pass --no-hu-check "
-            "to go on anyway",
+            f"(raw stored values without the rescale intercept, or another modality); {remedy}",
             path,
         )
     if low > -500.0:
@@ -241,12 +243,12 @@ AIR_BELOW_HU = -1500.0
 HU read as HU: air at -10240). Pixel padding (-2000, -3024, -32768) can lie lower and is left out."""
 
 
-def check_air_level(array: np.ndarray, path: str | None = None) -> None:
-    """Refuse a CT whose air lies far below -1000 HU: scaled values (HU x 10) put every tissue at
-    the wrong density. Air is the median of every 8th voxel below -500 HU, leaving out pixel
-    padding (one value below `AIR_BELOW_HU` holding more than 5 % of them) and the two sampled
-    voxels next to it (a resampled CT smears the padding into the body over a few voxels);
-    fewer than 1000 such voxels decide nothing.
+def check_air_level(array: np.ndarray, path: str | None = None, remedy: str = GO_ON) -> None:
+    """Refuse a CT whose air lies far below -1000 HU, the refusal ending in `remedy`: scaled values
+    (HU x 10) put every tissue at the wrong density. Air is the median of every 8th voxel below
+    -500 HU, leaving out pixel padding (one value below `AIR_BELOW_HU` holding more than 5 % of
+    them) and the two sampled voxels next to it (a resampled CT smears the padding into the body
+    over a few voxels); fewer than 1000 such voxels decide nothing.
 
     Raises:
         KidneysegError: the air lies below `AIR_BELOW_HU`.
@@ -265,7 +267,7 @@ def check_air_level(array: np.ndarray, path: str | None = None) -> None:
         return
     raise KidneysegError(
         f"the air in the image lies at about {level:.0f}, where CT in Hounsfield units has -1000: the "
-        "values look scaled (e.g. tenths of HU); pass the CT in HU, or --no-hu-check to go on anyway",
+        f"values look scaled (e.g. tenths of HU); {remedy}",
         path,
     )
 

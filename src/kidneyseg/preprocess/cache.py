@@ -102,6 +102,10 @@ def _refuse_cache_inside_cases(dataset: Dataset, out: Path) -> None:
             raise KidneysegError(f"the cache would {where}; choose a cache folder outside the dataset", out)
 
 
+NOT_HU = "convert it to Hounsfield units, or leave the case out of the dataset"
+"""How a refusal of a case's CT as not in Hounsfield units ends here (no option goes on anyway)."""
+
+
 def preprocess_case(
     case: Case, cfg: PreprocessConfig, folder: Path, label_map: LabelMap, mapped: bool = False
 ) -> Path:
@@ -111,13 +115,16 @@ def preprocess_case(
 
     Raises:
         KidneysegError: the CT or label map is unreadable, invalid or inconsistent, or the CT
-            holds no body (`predict`'s `check_body`).
+            holds no body or is clearly not in Hounsfield units (`predict`'s `check_body`,
+            `check_hounsfield` and `check_air_level` refusals; their warnings are left to `predict`).
     """
-    from kidneyseg.predict.checks import check_body
+    from kidneyseg.predict.checks import check_air_level, check_body, check_hounsfield
 
     record = _record(case, cfg)
     ct = read_volume(case.image)
     check_body(ct.array, str(case.image))  # as `predict`: labels on a CT of air are nonsense
+    check_hounsfield(ct.array, str(case.image), NOT_HU)  # the HU window would make it near-constant
+    check_air_level(ct.array, str(case.image), NOT_HU)
     labels = read_volume(case.label) if case.label is not None else None
     tissue = read_volume(case.tissue) if case.tissue is not None else None
     try:
