@@ -160,6 +160,19 @@ def test_int8_is_refused_where_openvino_does_not_run(settings, device, message, 
         Predictor([bundled_path()], PredictSettings(precision="int8", **settings), device=device)
 
 
+def test_segment_names_precision_and_backend_as_its_arguments():
+    """(was: `segment(ct, precision="int8", backend="torch")` was told to use `--backend openvino`,
+    an option of the command line)"""
+    import kidneyseg
+
+    with pytest.raises(KidneysegError) as refused:
+        kidneyseg.segment("never-read.nii.gz", precision="int8", backend="torch", device="cpu")
+    assert str(refused.value) == (
+        "precision='int8' runs on the openvino backend only, but this prediction would run on "
+        "PyTorch (cpu): use backend='openvino' on the CPU"
+    )
+
+
 def test_int8_without_nncf_says_how_to_install_it(phantom, tmp_path, monkeypatch):
     monkeypatch.setattr(backends, "nncf_available", lambda: False)
     with pytest.raises(

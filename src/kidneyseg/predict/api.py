@@ -9,6 +9,7 @@ voxel is read), and the image must be CT in Hounsfield units (`kidneyseg.predict
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import fields
@@ -71,6 +72,9 @@ _ARGUMENTS = (
     ("--series UID", "series_uid=UID"),
 )
 """The command line's options that messages name, as `segment()` takes them."""
+_VALUED = re.compile(r"--(precision|backend) (\w+)")
+"""Options with a value that messages name (`--precision int8`), as `segment()` and
+`PredictSettings` take them (`precision='int8'`)."""
 
 
 def _in_python(message: str, caller: str) -> str:
@@ -79,7 +83,13 @@ def _in_python(message: str, caller: str) -> str:
     for option, argument in _ARGUMENTS:
         call = argument if caller == "segment()" else f"kidneyseg.segment(ct, model=predictor, {argument})"
         message = message.replace(option, call)
-    return message
+    return _VALUED.sub(lambda match: f"{match[1]}={match[2]!r}", message)
+
+
+def _python_error(error: KidneysegError, caller: str) -> KidneysegError:
+    """`error`, or the same error with its message `_in_python`."""
+    message = _in_python(error.message, caller)
+    return error if message == error.message else KidneysegError(message, error.path)
 
 
 def checked_volume(
@@ -101,10 +111,7 @@ def checked_volume(
     try:
         volume, doubts = as_checked_volume(ct, predictor, series_uid, hu_check, caller)
     except KidneysegError as error:
-        message = _in_python(error.message, caller)
-        if message == error.message:
-            raise
-        raise KidneysegError(message, error.path) from None
+        raise _python_error(error, caller) from None
     for doubt in doubts:
         warnings.warn(doubt.message, stacklevel=3)
     return volume
@@ -221,7 +228,10 @@ def segment(
 
     for name, value in (("report", report), ("hu_check", hu_check)):
         check_flag(name, value)
-    predictor = _predictor(model, device, dict(options))
+    try:
+        predictor = _predictor(model, device, dict(options))
+    except KidneysegError as error:
+        raise _python_error(error, "segment()") from None
     volume = checked_volume(ct, predictor, series_uid, hu_check)
     prediction = predictor.predict(volume)
     image = label_image(prediction.labels.array, volume.affine, predictor.label_map, volume.frames)
