@@ -5,14 +5,14 @@
 - `check_spacing`: voxel sizes outside 0.05-50 mm are a broken header, not a CT.
 - `check_orientation_given`: a NIfTI header without orientation is flagged.
 - `check_body`: an image with nothing above -500 HU holds no body and is refused.
-- `check_hounsfield` (in `content_warnings`, which `predict` and `report` apply; its refusals also
-  in preprocessing, so in training): a CT must
+- `check_hounsfield` (in `check_hu`, which `content_warnings` applies for `predict` and `report`,
+  and preprocessing, so training, for its refusals): a CT must
   be in Hounsfield units; images already normalised to [0, 1]
   or [-1, 1], or stored without the rescale intercept (no value below 0), are refused, and
   images without any air, or with a substantial share above +500 HU and less below -500 HU
   (inverted values), are flagged;
-- `check_air_level` (also in `content_warnings` and preprocessing): a CT whose air lies far below
-  -1000 HU (values in tenths of HU) is refused;
+- `check_air_level` (also in `check_hu`): a CT whose air lies far below -1000 HU (values in
+  tenths of HU) is refused;
 - `content_warnings` also flags a CT whose spine lies in front of the body's centre: data rotated
   against the header's orientation (`kidneyseg.report.midline`).
 """
@@ -272,17 +272,21 @@ def check_air_level(array: np.ndarray, path: str | None = None, remedy: str = GO
     )
 
 
+def check_hu(array: np.ndarray, path: str | None = None, remedy: str = GO_ON) -> Doubt | None:
+    """Every refusal of an image as not CT in Hounsfield units, each ending in `remedy`
+    (`check_hounsfield`, then `check_air_level`); returns `check_hounsfield`'s warning."""
+    doubt = check_hounsfield(array, path, remedy)
+    check_air_level(array, path, remedy)
+    return doubt
+
+
 def content_warnings(ct: Volume, hu_check: bool = True) -> list[Doubt]:
     """Refuse an image without a body or (with `hu_check`) clearly not CT in HU; return the
-    warnings when it looks doubtful (`check_body`, `check_hounsfield`, `check_air_level`) or its
-    anatomy does not fit the header's orientation (`orientation_mismatch`,
-    `kidneyseg.report.midline.orientation_warning`)."""
+    warnings when it looks doubtful (`check_body`, `check_hu`) or its anatomy does not fit the
+    header's orientation (`orientation_mismatch`, `kidneyseg.report.midline.orientation_warning`)."""
     from kidneyseg.report.midline import orientation_warning
 
     check_body(ct.array, ct.source)
-    doubt = None
-    if hu_check:
-        doubt = check_hounsfield(ct.array, ct.source)
-        check_air_level(ct.array, ct.source)
+    doubt = check_hu(ct.array, ct.source) if hu_check else None
     misfit = orientation_warning(ct)
     return [d for d in (doubt, misfit and Doubt("orientation_mismatch", misfit)) if d]

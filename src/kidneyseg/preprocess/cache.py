@@ -115,16 +115,15 @@ def preprocess_case(
 
     Raises:
         KidneysegError: the CT or label map is unreadable, invalid or inconsistent, or the CT
-            holds no body or is clearly not in Hounsfield units (`predict`'s `check_body`,
-            `check_hounsfield` and `check_air_level` refusals; their warnings are left to `predict`).
+            holds no body or is clearly not in Hounsfield units (`predict`'s `check_body` and
+            `check_hu` refusals; their warnings are left to `predict`).
     """
-    from kidneyseg.predict.checks import check_air_level, check_body, check_hounsfield
+    from kidneyseg.predict.checks import check_body, check_hu
 
     record = _record(case, cfg)
     ct = read_volume(case.image)
     check_body(ct.array, str(case.image))  # as `predict`: labels on a CT of air are nonsense
-    check_hounsfield(ct.array, str(case.image), NOT_HU)  # the HU window would make it near-constant
-    check_air_level(ct.array, str(case.image), NOT_HU)
+    check_hu(ct.array, str(case.image), NOT_HU)  # the HU window would make it near-constant
     labels = read_volume(case.label) if case.label is not None else None
     tissue = read_volume(case.tissue) if case.tissue is not None else None
     try:
