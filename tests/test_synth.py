@@ -94,7 +94,7 @@ def test_lesions_keep_their_labels_through_the_training_chain(tmp_path):
         patch_size=(16, 16, 16), samples_per_case=6, synth_randomize=1.0, class_ratios=(0.0, 0.0, 1.0, 1.0)
     )
     aug = AugmentConfig(elastic_prob=1.0, elastic_sigma=(2.0, 3.0), elastic_magnitude=(5.0, 10.0))
-    chain = train_transforms(data, aug, run_lut(KITS23, {}), cfg.hu_window)
+    chain = train_transforms(data, aug, run_lut(KITS23, {}), cfg)
     synth_at = next(i for i, t in enumerate(chain.transforms) if isinstance(t, SynthesizeD))
     before = mt.Compose(chain.transforms[:synth_at])
     before.set_random_state(3)

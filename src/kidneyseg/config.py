@@ -181,6 +181,9 @@ class DataConfig:
         synth_randomize: probability per training sample of replacing the image by one with
             random appearance re-rendered from the phantom's `tissue.nii.gz` (SynthSeg-style
             domain randomisation, `kidneyseg.data.synth`); 0: off.
+        synth_lesions: probability per 3D training patch of pasting one more random tumor or
+            cyst, drawn and painted as the phantom generator does, onto a kidney in it
+            (`kidneyseg.data.paste`; phantoms only, like `synth_randomize`); 0: off.
     """
 
     layout: str = "auto"
@@ -204,6 +207,7 @@ class DataConfig:
     replace_rate: float = 0.5
     num_workers: int = 2
     synth_randomize: float = 0.0
+    synth_lesions: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice("data.layout", self.layout, LAYOUTS)
@@ -231,8 +235,14 @@ class DataConfig:
         )
         for key in ("samples_per_case", "batch_size"):
             _require(getattr(self, key) >= 1, f"data.{key}", getattr(self, key), "must be >= 1")
-        for key in ("background_slice_fraction", "synth_randomize"):
+        for key in ("background_slice_fraction", "synth_randomize", "synth_lesions"):
             _require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", getattr(self, key), "must be in [0, 1]")
+        _require(
+            self.synth_lesions == 0 or self.sampling == "patch3d",
+            "data.synth_lesions",
+            self.synth_lesions,
+            "pastes lesions into 3D patches: it needs data.sampling=patch3d",
+        )
         _require(0.0 < self.replace_rate <= 1.0, "data.replace_rate", self.replace_rate, "must be in (0, 1]")
         _require(
             all(is_whole(k) and is_whole(v) and k >= 0 and v >= 0 for k, v in self.label_mapping.items()),

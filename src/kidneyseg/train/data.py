@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from monai import transforms as mt
 
-from kidneyseg.config import AugmentConfig, DataConfig
+from kidneyseg.config import AugmentConfig, DataConfig, PreprocessConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import LabelMap
 
@@ -147,8 +147,8 @@ def _open_tissue(folder: str) -> np.ndarray:
     tissue = load_tissue(folder)
     if tissue is None:
         raise KidneysegError(
-            "data.synth_randomize needs the phantom's tissue map (tissue.nii.gz beside imaging.nii.gz; "
-            "regenerate the phantoms with this version of kidneyseg)",
+            "data.synth_randomize and data.synth_lesions need the phantom's tissue map (tissue.nii.gz "
+            "beside imaging.nii.gz; regenerate the phantoms with this version of kidneyseg)",
             folder,
         )
     return tissue
@@ -227,13 +227,14 @@ def _patch_crop(data: DataConfig, keys: tuple[str, ...]) -> mt.Transform:
 
 
 def train_transforms(
-    data: DataConfig, aug: AugmentConfig, lut: np.ndarray, hu_window: tuple[float, float]
+    data: DataConfig, aug: AugmentConfig, lut: np.ndarray, preprocess: PreprocessConfig
 ) -> mt.Compose:
     """The training transform chain; everything before the first random transform is what
-    the (Smart)cache holds. With `data.synth_randomize` the phantom's tissue map travels with
-    the label through the spatial transforms and `SynthesizeD` re-renders the image from it
-    (windowed with `hu_window`, the run's preprocessing window) before the intensity transforms."""
-    synth = data.synth_randomize > 0
+    the (Smart)cache holds. With `data.synth_lesions` or `data.synth_randomize` the phantom's
+    tissue map travels with the label through the spatial transforms; `PasteLesionsD` paints
+    new lesions into image, label and tissue map, then `SynthesizeD` re-renders the image from
+    the tissue map (windowed with the run's preprocessing window) before the intensity transforms."""
+    synth = data.synth_randomize > 0 or data.synth_lesions > 0
     keys = ("image", "label", "tissue") if synth else ("image", "label")
     patch = tuple(data.patch_size)
     if data.sampling == "patch3d":
@@ -249,10 +250,16 @@ def train_transforms(
             mt.ResizeWithPadOrCropd(keys=keys, spatial_size=patch),
             *_augment_2d(aug, keys),
         ]
-    if synth:
+    if data.synth_lesions > 0:
+        from kidneyseg.data.paste import PasteLesionsD
+
+        chain.append(PasteLesionsD(data.synth_lesions, preprocess.spacing, preprocess.hu_window, lut))
+    if data.synth_randomize > 0:
         from kidneyseg.data.synth import SynthesizeD
 
-        chain.append(SynthesizeD(hu_window, data.synth_randomize))
+        chain.append(SynthesizeD(preprocess.hu_window, data.synth_randomize))
+    elif synth:
+        chain.append(mt.DeleteItemsd(keys="tissue"))
     chain.extend(_intensity(aug))
     chain.append(mt.EnsureTyped(keys=("image", "label"), track_meta=False))
     return mt.Compose(chain)

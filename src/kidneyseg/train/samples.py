@@ -17,7 +17,7 @@ from monai import transforms as mt
 from monai.data import CacheDataset, Dataset, SmartCacheDataset, list_data_collate
 from torch.utils.data import DataLoader, Sampler
 
-from kidneyseg.config import AugmentConfig, DataConfig
+from kidneyseg.config import AugmentConfig, DataConfig, PreprocessConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.train.data import MAX_SEED, CaseRecord, epoch_seed, train_transforms
 
@@ -101,13 +101,13 @@ class TrainSamples:
         aug: AugmentConfig,
         lut: np.ndarray,
         seed: int,
-        hu_window: tuple[float, float],
+        preprocess: PreprocessConfig,
         rank: int = 0,
         world: int = 1,
         start_epoch: int = 0,
     ):
         self.data, self.seed, self.rank, self.world = data, seed, rank, world
-        self.transform = train_transforms(data, aug, lut, hu_window)
+        self.transform = train_transforms(data, aug, lut, preprocess)
         self.smart: SmartCacheDataset | None = None
         self.sampler: SliceEpochSampler | None = None
         if data.sampling == "patch3d":

@@ -332,7 +332,7 @@ class Trainer:
             train.augment,
             self.data.lut,
             train.seed,
-            self.config.preprocess.hu_window,
+            self.config.preprocess,
             self.ctx.rank,
             self.ctx.world,
             start_epoch=s.epoch,

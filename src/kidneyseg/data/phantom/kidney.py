@@ -254,7 +254,7 @@ def sample_lesions(kidneys: list[Kidney], rng: np.random.Generator) -> list[Lesi
     for kind, count in (("tumor", n_tumors), ("cyst", n_cysts)):
         for _ in range(count):
             for _attempt in range(30):
-                lesion = _sample_lesion(kind, kidneys[int(rng.integers(len(kidneys)))], rng)
+                lesion = sample_lesion(kind, kidneys[int(rng.integers(len(kidneys)))], rng)
                 if all(
                     np.linalg.norm(lesion.centre - o.centre) > max(lesion.semi) + max(o.semi) + 3
                     for o in lesions
@@ -264,7 +264,8 @@ def sample_lesions(kidneys: list[Kidney], rng: np.random.Generator) -> list[Lesi
     return lesions
 
 
-def _sample_lesion(kind: str, kidney: Kidney, rng: np.random.Generator) -> Lesion:
+def sample_lesion(kind: str, kidney: Kidney, rng: np.random.Generator) -> Lesion:
+    """One tumor or cyst on `kidney`: size, position (not in the hilum), shape and appearance."""
     if kind == "tumor":
         diameter = float(np.clip(np.exp(rng.normal(np.log(38), 0.6)), 5, 150))
         depth = rng.uniform(0.3, 1.05)
