@@ -218,21 +218,13 @@ class DataConfig:
         _require(0.0 < self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "must be in (0, 1)")
         _require(self.split_seed >= 0, "data.split_seed", self.split_seed, "must be >= 0")
         _require(self.folds == 0 or self.folds >= 2, "data.folds", self.folds, "must be 0 (no folds) or >= 2")
-        _require(
-            0 <= self.fold < max(self.folds, 1),
-            "data.fold",
-            self.fold,
-            f"must be in 0..{max(self.folds - 1, 0)}",
-        )
-        _require(
-            _positive_ints(self.patch_size), "data.patch_size", list(self.patch_size), "must be positive"
-        )
-        _require(
-            self.pos >= 0 and self.neg >= 0 and self.pos + self.neg > 0,
-            "data.pos/neg",
-            (self.pos, self.neg),
-            "must be >= 0 and not both 0",
-        )
+        folds = max(self.folds, 1)
+        _require(0 <= self.fold < folds, "data.fold", self.fold, f"must be in 0..{folds - 1}")
+        patch = list(self.patch_size)
+        _require(_positive_ints(patch), "data.patch_size", patch, "must be positive")
+        pos, neg = self.pos, self.neg
+        ok = min(pos, neg) >= 0 and pos + neg > 0
+        _require(ok, "data.pos/neg", (pos, neg), "must be >= 0 and not both 0")
         for key in ("samples_per_case", "batch_size"):
             _require(getattr(self, key) >= 1, f"data.{key}", getattr(self, key), "must be >= 1")
         for key in ("background_slice_fraction", "synth_randomize", "synth_lesions"):
