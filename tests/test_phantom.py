@@ -107,7 +107,7 @@ def test_tissue_hu_survive_blur_and_noise():
     from scipy import ndimage as ndi
 
     rng = np.random.default_rng(5)
-    scene = _synthetic_scene(SIZES["small"], rng)
+    scene = _synthetic_scene(SIZES["small"], rng, "nephrographic")
     canvas = scene.canvas
     tissue_map = canvas.tissue[:, :, canvas.centres]
     for phase in HU_RANGES:
@@ -460,7 +460,7 @@ def test_bony_pelvis_appears_when_the_scan_reaches_it():
     seen = set()
     for seed in range(40):
         rng = np.random.default_rng(seed)
-        scene = _synthetic_scene(SIZES["small"], rng)
+        scene = _synthetic_scene(SIZES["small"], rng, "nephrographic")
         canvas, body = scene.canvas, scene.body
         tissue = canvas.tissue[:, :, canvas.centres]
         x, z = canvas.xs[:, None, None], canvas.output.axis(2)[None, None, :]
@@ -588,3 +588,31 @@ def test_a_real_lesion_touching_itself_at_a_corner_is_one_lesion(shared_data, tm
     case = generate_case(3, size="full", anatomy=tmp_path, anatomy_index=0)
     tumors = [les for les in case.truth["lesions"] if les["kind"] == "tumor"]
     assert len(tumors) == 1 and tumors[0]["voxels"] == int((case.labels.array == 2).sum())
+
+
+def _viable_tumor_medians(case) -> list[float]:
+    """Median HU of each viable tumor part (tissue map) of a phantom, parts of over 30 voxels."""
+    from scipy import ndimage as ndi
+
+    ct = np.asarray(case.ct.array)
+    parts, count = ndi.label(case.tissue.array == Tissue.TUMOR)
+    return [float(np.median(ct[parts == i])) for i in range(1, count + 1) if (parts == i).sum() > 30]
+
+
+UNENHANCED_SEEDS = (2, 3, 11, 12, 25, 32)  # seeds whose phantoms are unenhanced
+
+
+def test_unenhanced_tumors_are_denser_than_a_simple_cyst(real_anatomy):
+    """Without contrast there is no enhancement to differ by: tumors keep their unenhanced range
+    (20-50 HU), above a simple cyst's (Bosniak 2019: a homogeneous -9 to 20 HU mass at unenhanced
+    CT is a benign cyst), for procedural tumors and for tumors of real KiTS19 shapes alike."""
+    medians = []
+    for seed in UNENHANCED_SEEDS:
+        for anatomy in (None, real_anatomy):
+            case = generate_case(seed, size="small", anatomy=anatomy, orientation="RAS")
+            assert case.truth["phase"] == "noncontrast"
+            medians += _viable_tumor_medians(case)
+    assert len(medians) >= 10
+    assert min(medians) >= 18  # noise and partial volume: 2 HU below the range
+    enhanced = [m for seed in (0, 1, 4) for m in _viable_tumor_medians(generate_case(seed, size="small"))]
+    assert max(enhanced) > 50  # contrast phases still enhance the tumors

@@ -115,14 +115,15 @@ def paste_lesion(
     kind = "tumor" if rng.random() < TUMOR_SHARE else "cyst"
     canvas = Canvas(Grid(tuple(tissue.shape), tuple(float(s) for s in step), (0.0, 0.0, 0.0)))  # type: ignore[arg-type]
     canvas.tissue[...] = tissue
-    paint_lesion(canvas, sample_lesion(kind, kidney, rng), 1, rng)
+    phase = cortex_phase(image, tissue, hu_window)
+    paint_lesion(canvas, sample_lesion(kind, kidney, rng), 1, phase, rng)
     changed = canvas.tissue != tissue
     if not changed.any():
         return False
     painted = canvas.tissue[changed]
     label[changed] = lut[label_lut()[painted]]
     low, high = hu_window
-    hu = sample_hu(cortex_phase(image, tissue, hu_window), rng)
+    hu = sample_hu(phase, rng)
     lesion = (hu[painted] + canvas.delta[changed] - low) / (high - low)
     step_change = np.zeros(image.shape, dtype=np.float32)
     step_change[changed] = lesion - ndi.gaussian_filter(image, NOISE_SCALE_VOXELS)[changed]

@@ -243,7 +243,9 @@ def _measure_truth(scene: Scene, labels: np.ndarray) -> dict:
     return {"kidneys": kidney_truth, "lesions": lesion_truth}
 
 
-def _synthetic_scene(preset: SizePreset, rng: np.random.Generator, chest_mm: float = 0.0) -> Scene:
+def _synthetic_scene(
+    preset: SizePreset, rng: np.random.Generator, phase: str, chest_mm: float = 0.0
+) -> Scene:
     body = sample_body(rng)
     grid = _sample_grid(preset, body, rng, chest_mm)
     canvas = Canvas(grid, samples_per_slice(grid.spacing[2]))
@@ -255,7 +257,7 @@ def _synthetic_scene(preset: SizePreset, rng: np.random.Generator, chest_mm: flo
     for kidney in kidneys:
         paint_kidney(canvas, kidney)
     sampled = sample_lesions(kidneys, rng)
-    lesions = [paint_lesion(canvas, lesion, i, rng) for i, lesion in enumerate(sampled, start=1)]
+    lesions = [paint_lesion(canvas, lesion, i, phase, rng) for i, lesion in enumerate(sampled, start=1)]
     for i, lesion in enumerate(sampled, start=1):
         if lesion.kind == "tumor" and max(lesion.semi) > 20 and rng.random() < THROMBUS_P:
             paint_thrombus(canvas, body, next(k for k in kidneys if k.side == lesion.side), i, rng)
@@ -312,9 +314,9 @@ def generate_case_on(
     if anatomy is not None:
         from kidneyseg.data.phantom.real import real_scene
 
-        scene = real_scene(Path(anatomy), preset, rng, chest_mm, anatomy_index)
+        scene = real_scene(Path(anatomy), preset, rng, phase, chest_mm, anatomy_index)
     else:
-        scene = _synthetic_scene(preset, rng, chest_mm)
+        scene = _synthetic_scene(preset, rng, phase, chest_mm)
     paint_context(scene.canvas, scene.body, sample_context(rng))
     canvas = scene.canvas
     grid = canvas.output

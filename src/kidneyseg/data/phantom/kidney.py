@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kidneyseg.data.phantom.body import ORGAN_OVER, Body
+from kidneyseg.data.phantom.render import TUMOR_ENHANCEMENT_HU, tumor_delta
 from kidneyseg.data.phantom.shapes import Canvas, Lobes, WaveNoise, ellipsoid_level, frame, segment_distance
 from kidneyseg.data.phantom.tissue import Tissue, tissue_set
 
@@ -285,7 +286,7 @@ def sample_lesion(kind: str, kidney: Kidney, rng: np.random.Generator) -> Lesion
     lobes = Lobes.random(rng, 0.08 if kind == "tumor" else 0.015)
     necrosis = rng.uniform(0.35, 0.7) if kind == "tumor" and diameter > 25 and rng.random() < 0.7 else 0.0
     if kind == "tumor":
-        enhancement = rng.uniform(-35, 25)
+        enhancement = rng.uniform(*TUMOR_ENHANCEMENT_HU)
     else:  # 1 cyst in 10 is hyperdense (proteinaceous or haemorrhagic, Bosniak II)
         enhancement = rng.uniform(30, 60) if rng.random() < 0.1 else 0.0
     calcified = kind == "tumor" and rng.random() < 0.15
@@ -293,7 +294,11 @@ def sample_lesion(kind: str, kidney: Kidney, rng: np.random.Generator) -> Lesion
     return Lesion(kind, kidney.side, centre, q.T, semi, lobes, enhancement, necrosis, calcified, septa)
 
 
-def paint_lesion(canvas: Canvas, lesion: Lesion, instance: int, rng: np.random.Generator) -> LesionRecord:
+def paint_lesion(
+    canvas: Canvas, lesion: Lesion, instance: int, phase: str, rng: np.random.Generator
+) -> LesionRecord:
+    """Paint a lesion: a cyst (with its septa), or a tumor whose enhancement shows in `phase`
+    (`tumor_delta`), with necrotic core and calcifications."""
     box = canvas.around_ellipsoid(lesion.centre, lesion.axes, lesion.semi, 0.15 * max(lesion.semi))
     if box is None:
         return LesionRecord(lesion.kind, lesion.side, (slice(0, 0),) * 3, 2 * max(lesion.semi))
@@ -311,7 +316,7 @@ def paint_lesion(canvas: Canvas, lesion: Lesion, instance: int, rng: np.random.G
         inside,
         Tissue.TUMOR,
         over=LESION_OVER,
-        delta=lesion.enhancement + 22 * texture,
+        delta=tumor_delta(lesion.enhancement, texture, phase),
         instance=instance,
     )
     if lesion.necrosis > 0:

@@ -26,7 +26,11 @@ from kidneyseg.data.phantom.kidney import (
     LesionRecord,
     Scene,
 )
-from kidneyseg.data.phantom.render import samples_per_slice
+from kidneyseg.data.phantom.render import (
+    TUMOR_ENHANCEMENT_HU,
+    samples_per_slice,
+    tumor_delta,
+)
 from kidneyseg.data.phantom.shapes import Canvas, Grid, Lobes, WaveNoise, ellipsoid_level, random_rotation
 from kidneyseg.data.phantom.tissue import Tissue
 from kidneyseg.errors import KidneysegError
@@ -130,11 +134,17 @@ def _sample_nearest(array: np.ndarray, index: list[np.ndarray]) -> np.ndarray:
 
 
 def real_scene(
-    folder: Path, preset, rng: np.random.Generator, chest_mm: float = 0.0, index: int | None = None
+    folder: Path,
+    preset,
+    rng: np.random.Generator,
+    phase: str,
+    chest_mm: float = 0.0,
+    index: int | None = None,
 ) -> Scene:
     """Paint a synthetic body around the kidneys and lesions of one real label map of `folder`:
     the `index`-th (cycling), or one drawn from `rng` when None (`chest_mm` more above the
-    cranial margin for a chest-abdomen scan)."""
+    cranial margin for a chest-abdomen scan); its tumors show their enhancement in `phase`
+    (`tumor_delta`)."""
     from scipy import ndimage as ndi
 
     files = anatomy_files(folder)
@@ -183,7 +193,7 @@ def real_scene(
     paint_body(canvas, body, rng, fov_radius=fov / 2 * 1.02)
 
     side_of = np.where(canvas.xs > 0, 1, 0)  # RAS: +x is the patient's right
-    kidneys, lesions = _paint_real(canvas, real, bounds, side_of, rng)
+    kidneys, lesions = _paint_real(canvas, real, bounds, side_of, phase, rng)
     source = (
         f"{Path(path).parent.name}/{Path(path).name}" if path.parent.name.startswith("case_") else path.name
     )
@@ -201,7 +211,9 @@ def _bounds(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
     return tuple(slices)  # type: ignore[return-value]
 
 
-def _paint_real(canvas: Canvas, real: np.ndarray, bounds, side_of: np.ndarray, rng: np.random.Generator):
+def _paint_real(
+    canvas: Canvas, real: np.ndarray, bounds, side_of: np.ndarray, phase: str, rng: np.random.Generator
+):
     """Paint perirenal fat, cortex/medulla, real tumors (and cysts) over everything; add synthetic
     cysts when the map has none. Returns the kidney and lesion records."""
     from scipy import ndimage as ndi
@@ -252,7 +264,7 @@ def _paint_real(canvas: Canvas, real: np.ndarray, bounds, side_of: np.ndarray, r
             if kind == "cyst":
                 canvas.paint(box, mask, Tissue.CYST, instance=instance)
                 continue
-            delta = rng.uniform(-35, 25) + 22 * texture
+            delta = tumor_delta(rng.uniform(*TUMOR_ENHANCEMENT_HU), texture, phase)
             canvas.paint(box, mask, Tissue.TUMOR, delta=delta, instance=instance)
             deepest = float(depth[mask].max())
             if rng.random() < 0.7 and deepest > 12:

@@ -201,6 +201,24 @@ def sample_hu(phase: str, rng: np.random.Generator) -> np.ndarray:
     return hu.astype(np.float32)
 
 
+TUMOR_ENHANCEMENT_HU = (-35.0, 25.0)
+"""Per-tumor offset from its phase's viable-tumor range: clear-cell RCC enhances strongly,
+papillary weakly."""
+TUMOR_TEXTURE_HU = {"contrast": 22.0, "noncontrast": 6.0}
+"""Amplitude (HU) of a viable tumor's heterogeneity (a smooth random field of unit scale): mostly
+heterogeneous enhancement, so much less without contrast."""
+
+
+def tumor_delta(enhancement: float, texture: np.ndarray, phase: str) -> np.ndarray:
+    """A viable tumor's HU offsets in `phase`: its enhancement offset and texture. Both are
+    enhancement, so without contrast there is no offset and little texture: the tumor keeps its
+    unenhanced range, denser than a simple cyst (Bosniak 2019: a homogeneous mass of -9 to 20 HU
+    at unenhanced CT is a benign cyst)."""
+    if phase == "noncontrast":
+        return TUMOR_TEXTURE_HU["noncontrast"] * texture
+    return enhancement + TUMOR_TEXTURE_HU["contrast"] * texture
+
+
 THICK_SLICE_MM = 1.5
 """Slices thicker than this are rendered from two samples per slice thickness (partial volume
 across the slice); thinner ones, as thin as the in-plane pixels, from their centres."""
