@@ -28,7 +28,7 @@ from scipy import ndimage as ndi
 from kidneyseg.data.phantom.kidney import Kidney, paint_lesion, sample_lesion
 from kidneyseg.data.phantom.render import HU_RANGES, PHASES, sample_hu
 from kidneyseg.data.phantom.shapes import Canvas, Grid, Lobes
-from kidneyseg.data.phantom.tissue import KIDNEY_TISSUES, N_TISSUES, Tissue, label_lut, tissue_set
+from kidneyseg.data.phantom.tissue import KIDNEY_TISSUES, Tissue, label_lut, tissue_ids, tissue_set
 
 MIN_KIDNEY_ML = 5.0
 """Kidneys with less than this in the patch get no lesion (too little to place one on)."""
@@ -160,8 +160,7 @@ class PasteLesionsD(mt.RandomizableTransform, mt.MapTransform):
         rng = np.random.default_rng(self.R.randint(0, 2**32 - 1, dtype=np.int64))
         image = data["image"][0].detach().cpu().numpy().astype(np.float32)
         label = data["label"][0].detach().cpu().numpy().astype(np.int64)
-        ids = np.clip(np.rint(data["tissue"][0].detach().cpu().numpy()), 0, N_TISSUES - 1)
-        tissue = ids.astype(np.uint8)
+        tissue = tissue_ids(data["tissue"][0].detach().cpu().numpy())
         if not paste_lesion(image, label, tissue, self.spacing, self.hu_window, self.lut, rng):  # type: ignore[arg-type]
             return data
         out = dict(data)

@@ -23,7 +23,7 @@ from monai import transforms as mt
 from scipy import ndimage as ndi
 
 from kidneyseg.data.phantom.render import HU_RANGES, PHASES
-from kidneyseg.data.phantom.tissue import N_TISSUES, Tissue
+from kidneyseg.data.phantom.tissue import N_TISSUES, Tissue, tissue_ids
 
 RANDOM_HU = (-200.0, 500.0)
 """Range of a fully random tissue value (HU); air-like tissues keep their physical value."""
@@ -83,7 +83,7 @@ def synthesize(tissue: np.ndarray, hu_window: tuple[float, float], rng: np.rando
     Returns:
         float32 image of `tissue`'s shape in [0, 1].
     """
-    ids = np.clip(np.rint(np.asarray(tissue, dtype=np.float32)).astype(np.int64), 0, N_TISSUES - 1)
+    ids = tissue_ids(tissue)
     shape = ids.shape
     image = random_tissue_hu(rng)[ids]
     texture_sd = rng.uniform(*TEXTURE_SD, N_TISSUES).astype(np.float32)

@@ -70,6 +70,12 @@ def label_lut() -> np.ndarray:
     return lut
 
 
+def tissue_ids(values) -> np.ndarray:
+    """Tissue ids (uint8) of a tissue map that travelled through training's transforms as floats
+    (nearest-neighbour, so whole numbers up to rounding), kept within the known ids."""
+    return np.clip(np.rint(np.asarray(values, dtype=np.float32)), 0, N_TISSUES - 1).astype(np.uint8)
+
+
 def tissue_set(*tissues: Tissue) -> np.ndarray:
     """A boolean lookup table over tissue ids, true for `tissues`."""
     lut = np.zeros(N_TISSUES, dtype=bool)
