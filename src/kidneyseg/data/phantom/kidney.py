@@ -1,7 +1,8 @@
 """Kidneys (cortex, medullary pyramids, sinus fat, pelvis, hilar vessels) and their lesions.
 
-A kidney is a lobulated ellipsoid (length 10-13 cm, width 5-6.5 cm, thickness 3.5-4.8 cm) with a
-hilar notch facing antero-medially, its long axis tilted so that the upper pole is more medial and
+A kidney is a lobulated ellipsoid (length 10.2-13.8 cm, width 5.8-8 cm, thickness 4.6-6.6 cm: the
+10th-90th percentiles of tumor-free KiTS19 training kidneys' extents, 10.5-13.7, 6.0-8.1 and
+4.8-6.6 cm, so that a large kidney is no sign of a tumor) with a hilar notch facing antero-medially, its long axis tilted so that the upper pole is more medial and
 posterior (normal adult anatomy). Inside it: a 5-7 mm cortex, medullary pyramids radiating from
 the sinus, sinus fat and the renal pelvis. Labels follow the KiTS annotation rule "all parenchyma
 and the non-fat tissue within the hilum" (Heller et al., arXiv:1904.00445): cortex, medulla and
@@ -120,7 +121,7 @@ def sample_kidneys(body: Body, rng: np.random.Generator) -> list[Kidney]:
     """Both kidneys, paravertebral, the right one lower (displaced by the liver)."""
     kidneys = []
     for side, sign in (("right", 1.0), ("left", -1.0)):
-        a, b, c = rng.uniform(50, 65), rng.uniform(25, 32), rng.uniform(17.5, 24)
+        a, b, c = rng.uniform(51, 69), rng.uniform(29, 40), rng.uniform(23, 33)
         z = rng.uniform(-15, 5) if side == "right" else rng.uniform(5, 25)
         centre = np.array([sign * rng.uniform(62, 78), body.spine_y + rng.uniform(-6, 10), z])
         medial = -sign
