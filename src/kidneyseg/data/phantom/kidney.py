@@ -1,8 +1,8 @@
 """Kidneys (cortex, medullary pyramids, sinus fat, pelvis, hilar vessels) and their lesions.
 
-A kidney is a lobulated ellipsoid (length 10.2-13.8 cm, width 5.8-8 cm, thickness 4.6-6.6 cm: the
-10th-90th percentiles of tumor-free KiTS19 training kidneys' extents, 10.5-13.7, 6.0-8.1 and
-4.8-6.6 cm, so that a large kidney is no sign of a tumor) with a hilar notch facing antero-medially, its long axis tilted so that the upper pole is more medial and
+A kidney is a lobulated ellipsoid (length 10.2-13.8 cm, width 5.8-8 cm, thickness 4.6-6.6 cm, so
+that its extents and volume match tumor-free KiTS19 training kidneys', `benchmarks/kidney_sizes.py`,
+and a large kidney is no sign of a tumor) with a hilar notch facing antero-medially, its long axis tilted so that the upper pole is more medial and
 posterior (normal adult anatomy). Inside it: a 5-7 mm cortex, medullary pyramids radiating from
 the sinus, sinus fat and the renal pelvis. Labels follow the KiTS annotation rule "all parenchyma
 and the non-fat tissue within the hilum" (Heller et al., arXiv:1904.00445): cortex, medulla and
