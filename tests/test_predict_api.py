@@ -98,7 +98,7 @@ def test_segment_takes_a_path_an_image_or_a_volume(ckpt, ct_file):
 
 def test_the_bundled_model_finds_the_kidneys_of_a_real_low_dose_ct(shared_data):
     """No model: the bundled one, as `kidneyseg predict` without --model. On the real low-dose CT
-    its kidney + masses Dice against the scan's kidney labels was 0.859 when last measured
+    its kidney + masses Dice against the scan's kidney labels was 0.845 when last measured
     (`python benchmarks/sim_to_real.py`); 0.80 is a floor, not that number."""
     real = shared_data / "real-ct"
     labels = kidneyseg.segment(real / "lowdose_abdomen_4mm.nii.gz")
