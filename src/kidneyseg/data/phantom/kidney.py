@@ -2,11 +2,11 @@
 
 A kidney is a lobulated ellipsoid (length 10.2-13.8 cm, width 5.8-8 cm, thickness 4.6-6.6 cm, so
 that its extents and volume match tumor-free KiTS19 training kidneys', `benchmarks/kidney_sizes.py`,
-and a large kidney is no sign of a tumor) with a hilar notch facing antero-medially, its long axis tilted so that the upper pole is more medial and
-posterior (normal adult anatomy). Inside it: a 5-7 mm cortex, medullary pyramids radiating from
-the sinus, sinus fat and the renal pelvis. Labels follow the KiTS annotation rule "all parenchyma
-and the non-fat tissue within the hilum" (Heller et al., arXiv:1904.00445): cortex, medulla and
-pelvis are kidney; sinus fat is background.
+and a large kidney is no sign of a tumor) with a hilar notch facing antero-medially, its long axis
+tilted so that the upper pole is more medial and posterior (normal adult anatomy). Inside it: a
+5-7 mm cortex, medullary pyramids radiating from the sinus, sinus fat and the renal pelvis. Labels
+follow the KiTS annotation rule "all parenchyma and the non-fat tissue within the hilum" (Heller
+et al., arXiv:1904.00445): cortex, medulla and pelvis are kidney; sinus fat is background.
 
 Tumors are lobulated ellipsoids of 1-10 cm with heterogeneous enhancement and (when larger than
 2.5 cm, usually) a necrotic core, centred between the middle of the kidney and just outside its
