@@ -28,11 +28,13 @@ def _scene() -> tuple[np.ndarray, np.ndarray, dict[str, tuple[slice, ...]]]:
         "under the skin": np.s_[75:105, 126:132, 3:27],
         "table pad": np.s_[70:110, 0:4, 0:30],
         "fat": np.s_[60:75, 85:100, 5:25],
+        "mass on a sliver": np.s_[95:110, 85:100, 5:25],
     }
     ct[places["fat"]] = -100  # deep, but fat: an empty renal fossa
     labels = np.zeros(ct.shape, np.uint8)
     for name, place in places.items():
-        labels[place] = 2 if name == "tumor alone" else 1
+        labels[place] = 2 if name in ("tumor alone", "mass on a sliver") else 1
+    labels[95:97, 85:100, 5:25] = 1  # 2 mL of kidney on a 15 mL mass: no kidney
     labels[74:80, 64:70, 12:16] = 2  # a tumor in the kidney
     labels[95:103, 40:48, 10:18] = 1  # a deep fragment under 5 mL
     return ct, labels, places
@@ -58,6 +60,7 @@ def test_components_the_ct_rules_out_are_left_out_and_the_kidney_kept():
     assert set(reasons) == set(places) - {"kidney"}
     assert "denser than 300 HU" in reasons["blood pool"]
     assert "no kidney voxel" in reasons["tumor alone"]
+    assert "no kidney in it: 2.0 mL of kidney voxels" in reasons["mass on a sliver"]
     assert "air outside the body" in reasons["under the skin"]
     assert "air outside the body" in reasons["table pad"]
     assert "kidney voxels is -100 HU" in reasons["fat"]

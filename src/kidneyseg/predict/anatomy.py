@@ -7,8 +7,10 @@ drops a component of the kidney + masses region when the CT around it says it is
 
 - **Too small**: under `MIN_KIDNEY_ML`, the least stage 1 of kidney-focused prediction takes for a
   kidney (`kidneyseg.predict.roi`); left out silently, as the two-largest rule leaves out fragments.
-- **No kidney in it**: a component of tumor or cyst alone. A renal mass lies in or on a kidney
-  (the report cannot place it otherwise).
+- **No kidney in it**: a component of tumor or cyst alone, or with less kidney in it than
+  `MIN_KIDNEY_ML`. A renal mass lies in or on a kidney (the report cannot place it otherwise); a
+  few kidney voxels on a water-dense blob (a bowel loop labelled cyst in an abdomen without
+  kidneys) are no kidney.
 - **At the body surface**: half of its voxels lie closer than `MIN_DEPTH_MM` to the air outside
   the body (air connected to the slice's edge, so bowel gas and enclosed lungs do not count). A
   kidney lies behind the muscles of the back and flank, its surface several centimetres under
@@ -89,8 +91,14 @@ class AnatomyCheck:
         be a kidney, or None when nothing says so."""
         from scipy import ndimage
 
-        if not np.any(labels[mask] == self.kidney):
+        kidney = int(np.count_nonzero(labels[mask] == self.kidney))
+        if kidney == 0:
             return "no kidney voxel in it (a renal mass lies in or on a kidney)"
+        if kidney < self.min_voxels:
+            return (
+                f"no kidney in it: {kidney * self.voxel_ml:.1f} mL of kidney voxels, under the "
+                f"{MIN_KIDNEY_ML:g} mL taken for a kidney (a renal mass lies in or on a kidney)"
+            )
         # The component on the subsampled grid: the grid points -(-start // k) .. inside the box.
         first = [-(-b.start // k) for b, k in zip(box, self.stride, strict=True)]
         coarse = tuple(
