@@ -231,7 +231,7 @@ def test_a_row_an_older_version_made_says_so_in_the_statistics(ckpt, cases, tmp_
         in runner.invoke(app, ["predict", "-i", str(second), "-o", str(out), "-m", str(ckpt)]).output
     )
     rows = {r["case_id"]: r["status"] for r in read_csv(out / "statistics.csv")}
-    assert rows["b"] == "ok"
+    assert rows["b"] in ("ok", "empty")  # today's row: the random network may label no kidney on it
     assert (
         rows["a"].startswith("report schema before 10, this version writes")
         and "predict the case" in rows["a"]
