@@ -9,8 +9,8 @@ drops a component of the kidney + masses region when the CT around it says it is
   kidney (`kidneyseg.predict.roi`); left out silently, as the two-largest rule leaves out fragments.
 - **No kidney in it**: a component of tumor or cyst alone, or with less kidney in it than
   `MIN_KIDNEY_ML`. A renal mass lies in or on a kidney (the report cannot place it otherwise); a
-  few kidney voxels on a water-dense blob (a bowel loop labelled cyst in an abdomen without
-  kidneys) are no kidney.
+  few kidney voxels do not make one (a phantom with its kidneys painted over as fat: a 6.7 mL
+  "cyst" holding 0.2 mL of "kidney").
 - **At the body surface**: half of its voxels lie closer than `MIN_DEPTH_MM` to the air outside
   the body (air connected to the slice's edge, so bowel gas and enclosed lungs do not count). A
   kidney lies behind the muscles of the back and flank, its surface several centimetres under

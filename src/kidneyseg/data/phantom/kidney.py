@@ -1,7 +1,7 @@
 """Kidneys (cortex, medullary pyramids, sinus fat, pelvis, hilar vessels) and their lesions.
 
 A kidney is a lobulated ellipsoid (length 10.2-13.8 cm, width 5.8-8 cm, thickness 4.6-6.6 cm, so
-that its extents and volume match tumor-free KiTS19 training kidneys', `benchmarks/kidney_sizes.py`,
+that its extents and median volume match tumor-free KiTS19 training kidneys' (benchmarks/kidney_sizes.py),
 and a large kidney is no sign of a tumor) with a hilar notch facing antero-medially, its long axis
 tilted so that the upper pole is more medial and posterior (normal adult anatomy). Inside it: a
 5-7 mm cortex, medullary pyramids radiating from the sinus, sinus fat and the renal pelvis. Labels
