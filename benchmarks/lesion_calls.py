@@ -5,8 +5,8 @@ reference lesion, a 26-connected component of tumor or of cyst of at least `MIN_
 by the share of its voxels predicted background, kidney, tumor and cyst (each lesion weighs the
 same; "found" when its own class holds more than half). Predicted tumor or cyst components that
 touch no reference lesion voxel are false lesions; their volume is split by the size of the
-case's larger kidney (label 1 of the reference's largest component; `--kidney-ml`), which is
-where docs/pretrained/tried.md ("Kidneys as large as real ones") found the false tumor.
+case's larger kidney (the more label-1 volume of the reference's two largest components;
+`--kidney-ml`), which is where docs/pretrained.md ("Real-size kidneys") found the false tumor.
 
 Usage (from the repository root):
     kidneyseg predict -i PHANTOMS -o PRED
