@@ -616,3 +616,46 @@ def test_unenhanced_tumors_are_denser_than_a_simple_cyst(real_anatomy):
     assert min(medians) >= 18  # noise and partial volume: 2 HU below the range
     enhanced = [m for seed in (0, 1, 4) for m in _viable_tumor_medians(generate_case(seed, size="small"))]
     assert max(enhanced) > 50  # contrast phases still enhance the tumors
+
+
+def test_tumors_painted_as_kidney_keep_the_outline_at_the_kidneys_density(real_anatomy):
+    """`tumors_as_kidney=1`: every real tumor is kidney, labelled and imaged as the kidney around
+    it (a pseudotumor's outline with no tumor); at 0.5, a case that keeps its tumors is exactly
+    the case without the option (a stream of its own), and some cases lose one."""
+    for seed in (0, 1):
+        plain = generate_case(seed, size="small", anatomy=real_anatomy, orientation="RAS")
+        painted = generate_case(
+            seed, size="small", anatomy=real_anatomy, orientation="RAS", tumors_as_kidney=1.0
+        )
+        tumor = plain.labels.array == 2
+        assert tumor.sum() > 100 and not (painted.labels.array == 2).any()
+        assert painted.truth["counts"]["tumor"] == 0 and painted.truth["tumors_as_kidney"] == 1.0
+        assert np.isin(painted.labels.array[tumor], (1, 3)).all()  # kidney, or a cyst drawn on it
+        former = tumor & (painted.labels.array == 1)
+        kidney = (plain.labels.array == 1) & (painted.labels.array == 1)
+        density = [np.median(painted.ct.array[m]) for m in (former, kidney)]
+        assert abs(density[0] - density[1]) < 0.25 * abs(density[1] - painted.truth["hu"]["tumor"]) + 15
+    kept = lost = 0
+    for seed in case_seeds(9, 6):
+        plain = generate_case(seed, size="tiny", anatomy=real_anatomy)
+        half = generate_case(seed, size="tiny", anatomy=real_anatomy, tumors_as_kidney=0.5)
+        if half.truth["counts"]["tumor"] == plain.truth["counts"]["tumor"]:
+            kept += 1
+            assert np.array_equal(half.ct.array, plain.ct.array)
+            assert {**half.truth, "tumors_as_kidney": 0.0} == plain.truth
+        else:
+            lost += 1
+    assert kept and lost
+
+
+def test_cli_paints_tumors_as_kidney_only_over_real_anatomy(real_anatomy, tmp_path):
+    args = ["phantom", "--out", str(tmp_path / "p"), "--cases", "1", "--size", "tiny", "-q"]
+    result = CliRunner().invoke(app, [*args, "--tumors-as-kidney", "0.5"])
+    assert result.exit_code == 2 and "needs an anatomy folder" in result.output
+    assert not (tmp_path / "p").exists()
+    real = [*args, "--anatomy", str(real_anatomy)]
+    assert CliRunner().invoke(app, [*real, "--tumors-as-kidney", "1"]).exit_code == 0
+    truth = json.loads((tmp_path / "p" / "dataset" / "case_00000" / "phantom.json").read_text())
+    assert truth["tumors_as_kidney"] == 1.0 and truth["counts"]["tumor"] == 0
+    mixed = CliRunner().invoke(app, real)
+    assert mixed.exit_code == 2 and "tumors-as-kidney share" in mixed.output

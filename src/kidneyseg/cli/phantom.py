@@ -68,6 +68,16 @@ def phantom(
             help="Share of cases that also cover the chest through the heart, as chest-abdomen scans do.",
         ),
     ] = 0.0,
+    tumors_as_kidney: Annotated[
+        float,
+        typer.Option(
+            "--tumors-as-kidney",
+            min=0.0,
+            max=1.0,
+            help="Share of the real tumors of --anatomy painted and labelled as kidney: kidneys with the "
+            "outline of a tumor-bearing one and no tumor.",
+        ),
+    ] = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Generate synthetic abdominal CT (unenhanced or in a contrast phase) with kidney, tumor and
@@ -85,5 +95,6 @@ def phantom(
         progress=not quiet,
         chest=chest,
         anatomy_in_order=anatomy_in_order,
+        tumors_as_kidney=tumors_as_kidney,
     )
     typer.echo(f"wrote {len(folders)} cases to {Path(out) / 'dataset'}")

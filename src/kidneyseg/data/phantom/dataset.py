@@ -15,6 +15,7 @@ from kidneyseg.data.phantom.generate import (
     check_chest,
     check_orientation,
     check_size,
+    check_tumors_as_kidney,
     generate_case,
 )
 from kidneyseg.errors import KidneysegError
@@ -35,6 +36,7 @@ def generate_dataset(
     progress: bool = True,
     chest: float = 0.0,
     anatomy_in_order: bool = False,
+    tumors_as_kidney: float = 0.0,
 ) -> list[Path]:
     """Write `cases` phantoms to `out/dataset/case_XXXXX/` (KiTS23 layout); returns the case folders.
 
@@ -46,6 +48,7 @@ def generate_dataset(
     holding other cases is refused (`_refuse_other_cases`). `chest`: the share
     of chest-abdomen scans (`generate_case`). `anatomy_in_order`: case i takes the i-th label map
     of `anatomy` (cycling) instead of one drawn by its seed, so as many cases as maps use each once.
+    `tumors_as_kidney`: the share of `anatomy`'s tumors painted as kidney (`generate_case`).
     """
     from tqdm import tqdm
 
@@ -58,6 +61,7 @@ def generate_dataset(
     check_size(size)
     check_orientation(orientation)
     check_chest(chest)
+    check_tumors_as_kidney(tumors_as_kidney, anatomy)
     if anatomy_in_order and anatomy is None:
         raise KidneysegError("taking label maps in order needs an anatomy folder")
     if anatomy is not None:
@@ -65,7 +69,7 @@ def generate_dataset(
 
         anatomy_files(Path(anatomy))
     root = Path(out) / "dataset"
-    _refuse_other_cases(root, seed, size, orientation, chest, anatomy)
+    _refuse_other_cases(root, seed, size, orientation, (chest, tumors_as_kidney), anatomy)
     new = [p for p in (Path(out), root) if not p.exists()]
     existed = set(root.iterdir()) if root.is_dir() else set()
     folders: list[Path] = []
@@ -74,7 +78,15 @@ def generate_dataset(
             tqdm(case_seeds(seed, cases), desc="phantom cases", unit="case", disable=not progress)
         ):
             order = index if anatomy_in_order else None
-            case = generate_case(case_seed, size, anatomy, orientation, chest, anatomy_index=order)
+            case = generate_case(
+                case_seed,
+                size,
+                anatomy,
+                orientation,
+                chest,
+                anatomy_index=order,
+                tumors_as_kidney=tumors_as_kidney,
+            )
             folder = root / f"case_{index:05d}"
             if folder.is_dir():
                 remove_stale_partials(folder)  # files a killed run was writing
@@ -92,13 +104,16 @@ def generate_dataset(
     return folders
 
 
-def _refuse_other_cases(dataset: Path, seed: int, size: str, orientation: str, chest: float, anatomy) -> None:
+def _refuse_other_cases(
+    dataset: Path, seed: int, size: str, orientation: str, shares: tuple[float, float], anatomy
+) -> None:
     """Refuse to write into a dataset holding other cases: phantoms made with another seed, size,
-    orientation, chest share or anatomy folder (told apart by the names of its label maps: one of
-    the same names holding other shapes is not seen), which would be silently mixed (the same
-    settings rewrite the same cases), or a case folder with a label map that is no phantom's (no
-    `phantom.json` and no tissue map: a real dataset's), which would be overwritten. A case a
-    killed run left unfinished (its tissue map, no `phantom.json`) is written again.
+    orientation, chest or tumors-as-kidney share (`shares`) or anatomy folder (told apart by the
+    names of its label maps: one of the same names holding other shapes is not seen), which would
+    be silently mixed (the same settings rewrite the same cases), or a case folder with a label
+    map that is no phantom's (no `phantom.json` and no tissue map: a real dataset's), which would
+    be overwritten. A case a killed run left unfinished (its tissue map, no `phantom.json`) is
+    written again.
 
     Raises:
         KidneysegError: naming the dataset and the first such case.
@@ -106,6 +121,7 @@ def _refuse_other_cases(dataset: Path, seed: int, size: str, orientation: str, c
     from kidneyseg.data.cases import TISSUE_FILE
     from kidneyseg.data.phantom.generate import chest_extension
 
+    chest, as_kidney = shares
     for folder in sorted(dataset.glob("case_*")):
         path = folder / "phantom.json"
         if not path.is_file():
@@ -127,6 +143,7 @@ def _refuse_other_cases(dataset: Path, seed: int, size: str, orientation: str, c
             case_seed is not None
             and truth.get("seed") == case_seed
             and truth.get("chest_mm", 0.0) == round(chest_extension(case_seed, chest), 1)
+            and truth.get("tumors_as_kidney", 0.0) == as_kidney
             and truth.get("size") == size
             and truth.get("orientation") == orientation.upper()
             and (drawn is None) == (anatomy is None)
@@ -134,7 +151,7 @@ def _refuse_other_cases(dataset: Path, seed: int, size: str, orientation: str, c
         )
         if not same:
             raise KidneysegError(
-                "already holds phantoms made with another seed, size, orientation, chest share or "
-                f"anatomy folder ({folder.name}); choose another --out",
+                "already holds phantoms made with another seed, size, orientation, chest share, "
+                f"tumors-as-kidney share or anatomy folder ({folder.name}); choose another --out",
                 dataset,
             )

@@ -118,6 +118,14 @@ def check_chest(chest: float) -> float:
     return chest
 
 
+def check_tumors_as_kidney(share: float, anatomy: Path | None) -> float:
+    if not 0.0 <= share <= 1.0:
+        raise KidneysegError(f"the share of tumors painted as kidney must be between 0 and 1, got {share}")
+    if share > 0 and anatomy is None:
+        raise KidneysegError("painting tumors as kidney needs an anatomy folder (real tumors)")
+    return share
+
+
 def _sample_grid(preset: SizePreset, body: Body, rng: np.random.Generator, chest_mm: float = 0.0) -> Grid:
     """The scan's grid: a field of view that usually holds the body (1 in 10 cuts its flanks), and
     a cranio-caudal range placed anywhere from mostly above to mostly below the renal hila (z = 0),
@@ -273,6 +281,7 @@ def generate_case(
     orientation: str = KITS_ORIENTATION,
     chest: float = 0.0,
     anatomy_index: int | None = None,
+    tumors_as_kidney: float = 0.0,
 ) -> PhantomCase:
     """Generate one phantom CT case with its reference labels and ground truth.
 
@@ -288,12 +297,15 @@ def generate_case(
             `RAS` or `LPS`.
         chest: the probability that the scan also covers the chest up through the heart, as a
             chest-abdomen scan does (`CHEST_MM` more cranially).
+        tumors_as_kidney: with `anatomy`, the probability that each real tumor is painted and
+            labelled as kidney (`real.tumors_as_kidney`), drawn from a stream of its own: a case
+            that keeps all its tumors is exactly the case without it.
 
     Raises:
         KidneysegError: unknown size or orientation, or an unusable anatomy folder.
     """
     preset = check_size(size)
-    return generate_case_on(preset, seed, anatomy, orientation, size, chest, anatomy_index)
+    return generate_case_on(preset, seed, anatomy, orientation, size, chest, anatomy_index, tumors_as_kidney)
 
 
 def generate_case_on(
@@ -304,17 +316,19 @@ def generate_case_on(
     size_name: str = "custom",
     chest: float = 0.0,
     anatomy_index: int | None = None,
+    tumors_as_kidney: float = 0.0,
 ) -> PhantomCase:
     """`generate_case` on a grid of your own, e.g. exactly 512×512×200 voxels for a benchmark:
     `generate_case_on(SizePreset(512, (0.8, 0.8), (), (300, 300), slices=200), seed=0)`."""
     orientation = check_orientation(orientation)
     chest_mm = chest_extension(seed, chest)
+    as_kidney = (check_tumors_as_kidney(tumors_as_kidney, anatomy), np.random.default_rng([seed, 2]))
     rng = np.random.default_rng(seed)
     phase = str(rng.choice(PHASES, p=PHASE_P))
     if anatomy is not None:
         from kidneyseg.data.phantom.real import real_scene
 
-        scene = real_scene(Path(anatomy), preset, rng, phase, chest_mm, anatomy_index)
+        scene = real_scene(Path(anatomy), preset, rng, phase, chest_mm, anatomy_index, as_kidney)
     else:
         scene = _synthetic_scene(preset, rng, phase, chest_mm)
     paint_context(scene.canvas, scene.body, sample_context(rng))
@@ -344,6 +358,7 @@ def generate_case_on(
         "dose": dose,
         "noise_sd_hu": round(noise_sd, 2),
         "chest_mm": round(chest_mm, 1),
+        "tumors_as_kidney": tumors_as_kidney,
         "hu": {t.name.lower(): round(float(hu[t]), 1) for t in Tissue},
         "counts": counts,
         **truth,

@@ -140,11 +140,13 @@ def real_scene(
     phase: str,
     chest_mm: float = 0.0,
     index: int | None = None,
+    as_kidney: tuple[float, np.random.Generator] | None = None,
 ) -> Scene:
     """Paint a synthetic body around the kidneys and lesions of one real label map of `folder`:
     the `index`-th (cycling), or one drawn from `rng` when None (`chest_mm` more above the
     cranial margin for a chest-abdomen scan); its tumors show their enhancement in `phase`
-    (`tumor_delta`)."""
+    (`tumor_delta`). `as_kidney` (share, stream): each tumor, with that probability drawn from
+    that stream, is painted and labelled as kidney instead (`tumors_as_kidney`)."""
     from scipy import ndimage as ndi
 
     files = anatomy_files(folder)
@@ -193,7 +195,7 @@ def real_scene(
     paint_body(canvas, body, rng, fov_radius=fov / 2 * 1.02)
 
     side_of = np.where(canvas.xs > 0, 1, 0)  # RAS: +x is the patient's right
-    kidneys, lesions = _paint_real(canvas, real, bounds, side_of, phase, rng)
+    kidneys, lesions = _paint_real(canvas, real, bounds, side_of, phase, rng, as_kidney)
     source = (
         f"{Path(path).parent.name}/{Path(path).name}" if path.parent.name.startswith("case_") else path.name
     )
@@ -211,11 +213,31 @@ def _bounds(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
     return tuple(slices)  # type: ignore[return-value]
 
 
+def tumors_as_kidney(local: np.ndarray, share: float, stream: np.random.Generator) -> np.ndarray:
+    """The voxels of a label box's tumors (26-connected, one draw from `stream` each) that are
+    painted as kidney with probability `share`: the kidney keeps the outline of a tumor-bearing
+    one, a bulge or a hump, with no tumor in it, as a pseudotumor (a column of Bertin, a
+    dromedary hump) has. Phantoms whose every bulge is a tumor teach a network that a bulge is a
+    tumor (docs/phantom.md, "Tumors painted as kidney")."""
+    from scipy import ndimage as ndi
+
+    groups, count = ndi.label(local == 2, structure=np.ones((3, 3, 3), dtype=bool))
+    chosen = np.flatnonzero(stream.random(count) < share) + 1
+    return np.isin(groups, chosen)
+
+
 def _paint_real(
-    canvas: Canvas, real: np.ndarray, bounds, side_of: np.ndarray, phase: str, rng: np.random.Generator
+    canvas: Canvas,
+    real: np.ndarray,
+    bounds,
+    side_of: np.ndarray,
+    phase: str,
+    rng: np.random.Generator,
+    as_kidney: tuple[float, np.random.Generator] | None = None,
 ):
     """Paint perirenal fat, cortex/medulla, real tumors (and cysts) over everything; add synthetic
-    cysts when the map has none. Returns the kidney and lesion records."""
+    cysts when the map has none; `as_kidney` (`real_scene`) paints some tumors as kidney. Returns
+    the kidney and lesion records."""
     from scipy import ndimage as ndi
 
     spacing = canvas.grid.spacing
@@ -234,7 +256,8 @@ def _paint_real(
     fat = ndi.distance_transform_edt(~foreground, sampling=zyx) < 8.0  # perirenal fat, 8 mm
     canvas.paint(box, fat, Tissue.VISCERAL_FAT, over=KIDNEY_OVER)
     depth = ndi.distance_transform_edt(foreground, sampling=zyx).astype(np.float32)
-    kidney = local == 1
+    hidden = tumors_as_kidney(local, *as_kidney) if as_kidney else np.zeros(local.shape, dtype=bool)
+    kidney = (local == 1) | hidden
     canvas.paint(box, kidney, Tissue.KIDNEY_CORTEX)
     texture = WaveNoise.random(rng, wavelength=(8, 14))(box)
     canvas.paint(box, kidney & (depth > CORTEX_MM) & (texture > 0.2), Tissue.KIDNEY_MEDULLA)
@@ -248,11 +271,11 @@ def _paint_real(
         side = "right" if side_of[(xyz[0].start + xyz[0].stop) // 2] else "left"
         kidney_records.append(KidneyRecord(side, xyz))
     lesions: list[LesionRecord] = []
-    for value, kind in ((2, "tumor"), (3, "cyst")):
+    for lesion, kind in (((local == 2) & ~hidden, "tumor"), (local == 3, "cyst")):
         # One lesion per 26-connected component, as evaluate and report count them; its
         # 6-connected parts are painted one by one, each with its own draws, as before.
-        comps, _ = ndi.label(local == value)
-        groups, _ = ndi.label(local == value, structure=np.ones((3, 3, 3), dtype=bool))
+        comps, _ = ndi.label(lesion)
+        groups, _ = ndi.label(lesion, structure=np.ones((3, 3, 3), dtype=bool))
         first = len(lesions)
         for obj in ndi.find_objects(groups):
             side = "right" if side_of[start[0] + (obj[2].start + obj[2].stop) // 2] else "left"
