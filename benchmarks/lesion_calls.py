@@ -35,9 +35,9 @@ def score_case(ref: np.ndarray, pred: np.ndarray, voxel_ml: float) -> tuple[list
     connect = np.ones((3, 3, 3), dtype=bool)
     lesions = []
     for value, name in LESIONS.items():
-        components, count = ndimage.label(ref == value, structure=connect)
-        for number in range(1, count + 1):
-            voxels = pred[components == number]
+        components, _ = ndimage.label(ref == value, structure=connect)
+        for number, box in enumerate(ndimage.find_objects(components), start=1):
+            voxels = pred[box][components[box] == number]
             if voxels.size * voxel_ml >= MIN_ML:
                 shares = np.bincount(voxels, minlength=len(CALLED))[: len(CALLED)] / voxels.size
                 called = dict(zip(CALLED, shares, strict=True))
