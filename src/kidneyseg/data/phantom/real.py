@@ -7,7 +7,8 @@ nearest-neighbour to the preset's spacing. The synthetic body is placed around t
 spine midway between them (or at the scan centre if only one kidney is annotated), the vertebral
 bodies at the kidneys' antero-posterior level. The annotated voxels are painted last and over
 everything, so the phantom's labels are exactly the real ones on the output grid (plus synthetic
-cysts when the map has no cyst label, as KiTS19 does not).
+cysts when the map has no cyst label, as KiTS19 does not; and kidney where `tumors_as_kidney`
+paints a tumor as kidney).
 """
 
 from __future__ import annotations
