@@ -6,7 +6,10 @@ by the share of its voxels predicted background, kidney, tumor and cyst (each le
 same; "found" when its own class holds more than half). Predicted tumor or cyst components that
 touch no reference lesion voxel are false lesions; their volume is split by the size of the
 case's larger kidney (the more label-1 volume of the reference's two largest components;
-`--kidney-ml`), which is where docs/pretrained.md ("Real-size kidneys") found the false tumor.
+`--kidney-ml`), which is where docs/pretrained.md ("Real-size kidneys") found the false tumor. Last, the tumor
+labelled inside the kidneys that hold no reference lesion, by their volume and by the phantom's
+contrast phase (`phantom.json`), where docs/pretrained/tried.md ("Tumors painted as kidney")
+placed it.
 
 Usage (from the repository root):
     kidneyseg predict -i PHANTOMS -o PRED
@@ -16,6 +19,8 @@ Usage (from the repository root):
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,7 @@ from kidney_sizes import kidneys, read_labels
 MIN_ML = 0.1
 """Smaller reference components (KiTS19 shapes hold one-voxel fragments) are not lesions here."""
 SMALL_MM = 15.0
+VOLUME_BINS_ML = (150.0, 200.0, 250.0, 300.0)
 CALLED = ("background", "kidney", "tumor", "cyst")
 LESIONS = {2: "tumor", 3: "cyst"}
 
@@ -53,13 +59,39 @@ def score_case(ref: np.ndarray, pred: np.ndarray, voxel_ml: float) -> tuple[list
     return lesions, spurious
 
 
+def free_kidneys(ref: np.ndarray, pred: np.ndarray, voxel_ml: float) -> list[tuple[float, float]]:
+    """(volume mL, tumor labelled in it mL) of each kidney of the case holding no reference lesion."""
+    found = []
+    for box, mask in kidneys(ref):
+        if not (ref[box][mask] >= 2).any():
+            found.append((float(mask.sum() * voxel_ml), float((pred[box][mask] == 2).sum() * voxel_ml)))
+    return found
+
+
+def print_free(rows: list[tuple[float, float, str]]) -> None:
+    """False tumor in lesion-free kidneys (volume mL, tumor mL, phase) by volume bin and phase."""
+    edges = (0.0, *VOLUME_BINS_ML, np.inf)
+    groups = {
+        f"{lo:g}–{hi:g} mL" if hi < np.inf else f"over {lo:g} mL": [r for r in rows if lo <= r[0] < hi]
+        for lo, hi in itertools.pairwise(edges)
+    }
+    for phase in sorted({r[2] for r in rows}):
+        groups[phase] = [r for r in rows if r[2] == phase]
+    print("\n| kidneys holding no reference lesion | kidneys | tumor labelled in one (mL) | over 5 mL |")
+    print("|---|---|---|---|")
+    for name, group in groups.items():
+        if group:
+            tumor = np.array([r[1] for r in group])
+            print(f"| {name} | {len(group)} | {tumor.mean():.1f} | {np.mean(tumor > 5):.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pred", type=Path, required=True, help="kidneyseg predict's output folder")
     parser.add_argument("--phantoms", type=Path, required=True, help="the labelled cases predicted")
     parser.add_argument("--kidney-ml", type=float, default=230.0, help="split false lesions here (mL)")
     args = parser.parse_args()
-    lesions, groups = [], ([], [])
+    lesions, groups, free = [], ([], []), []
     for case in sorted(p for p in args.phantoms.iterdir() if (p / "segmentation.nii.gz").exists()):
         ref, spacing = read_labels(case / "segmentation.nii.gz")
         pred, _ = read_labels(args.pred / f"{case.name}.nii.gz")
@@ -70,6 +102,9 @@ def main() -> None:
         lesions += found
         kidney_ml = max(float((ref[box][mask] == 1).sum()) * voxel_ml for box, mask in kidneys(ref))
         groups[kidney_ml > args.kidney_ml].append(spurious)
+        truth = case / "phantom.json"
+        phase = json.loads(truth.read_text())["phase"] if truth.exists() else "phase not known"
+        free += [(*kidney, phase) for kidney in free_kidneys(ref, pred, voxel_ml)]
     print("| reference lesions | count | called background / kidney / tumor / cyst | found |")
     print("|---|---|---|---|")
     for name in LESIONS.values():
@@ -85,6 +120,7 @@ def main() -> None:
     for name in LESIONS.values():
         cells = [f"{np.mean([f[name] for f in g]):.1f} ({len(g)} cases)" if g else "–" for g in groups]
         print(f"| {name} | {' | '.join(cells)} |")
+    print_free(free)
 
 
 if __name__ == "__main__":
