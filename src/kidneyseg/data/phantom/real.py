@@ -218,8 +218,8 @@ def tumors_as_kidney(local: np.ndarray, share: float, stream: np.random.Generato
     """The voxels of a label box's tumors (26-connected, one draw from `stream` each) that are
     painted as kidney with probability `share`: the kidney keeps the outline of a tumor-bearing
     one, a bulge or a hump, with no tumor in it, as a pseudotumor (a column of Bertin, a
-    dromedary hump) has. Phantoms whose every bulge is a tumor teach a network that a bulge is a
-    tumor (docs/phantom.md, "Tumors painted as kidney")."""
+    dromedary hump) has; over real shapes alone, every bulge holds a tumor (docs/phantom.md,
+    "Tumors painted as kidney")."""
     from scipy import ndimage as ndi
 
     groups, count = ndi.label(local == 2, structure=np.ones((3, 3, 3), dtype=bool))
