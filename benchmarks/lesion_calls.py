@@ -6,10 +6,10 @@ by the share of its voxels predicted background, kidney, tumor and cyst (each le
 same; "found" when its own class holds more than half). Predicted tumor or cyst components that
 touch no reference lesion voxel are false lesions; their volume is split by the size of the
 case's larger kidney (the more label-1 volume of the reference's two largest components;
-`--kidney-ml`), which is where docs/pretrained.md ("Real-size kidneys") found the false tumor. Last, the tumor
-labelled inside the kidneys that hold no reference lesion, by their volume and by the phantom's
-contrast phase (`phantom.json`), where docs/pretrained/tried.md ("Tumors painted as kidney")
-placed it.
+`--kidney-ml`), which is where docs/pretrained.md ("Real-size kidneys") found the false tumor.
+Last, the tumor labelled inside the kidneys that hold no reference lesion, by their volume and by
+the phantom's contrast phase (`phantom.json`), where docs/pretrained/tried.md ("Tumors painted as
+kidney") placed it.
 
 Usage (from the repository root):
     kidneyseg predict -i PHANTOMS -o PRED
