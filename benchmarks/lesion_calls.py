@@ -59,10 +59,16 @@ def score_case(ref: np.ndarray, pred: np.ndarray, voxel_ml: float) -> tuple[list
     return lesions, spurious
 
 
-def free_kidneys(ref: np.ndarray, pred: np.ndarray, voxel_ml: float) -> list[tuple[float, float]]:
-    """(volume mL, tumor labelled in it mL) of each kidney of the case holding no reference lesion."""
+def free_kidneys(
+    ref: np.ndarray,
+    pred: np.ndarray,
+    voxel_ml: float,
+    found_kidneys: list[tuple[tuple[slice, ...], np.ndarray]],
+) -> list[tuple[float, float]]:
+    """(volume mL, tumor labelled in it mL) of each of the case's kidneys (`kidneys(ref)`) holding
+    no reference lesion."""
     found = []
-    for box, mask in kidneys(ref):
+    for box, mask in found_kidneys:
         if not (ref[box][mask] >= 2).any():
             found.append((float(mask.sum() * voxel_ml), float((pred[box][mask] == 2).sum() * voxel_ml)))
     return found
@@ -100,11 +106,12 @@ def main() -> None:
         voxel_ml = float(np.prod(spacing)) / 1000
         found, spurious = score_case(ref, pred, voxel_ml)
         lesions += found
-        kidney_ml = max(float((ref[box][mask] == 1).sum()) * voxel_ml for box, mask in kidneys(ref))
+        found_kidneys = kidneys(ref)
+        kidney_ml = max(float((ref[box][mask] == 1).sum()) * voxel_ml for box, mask in found_kidneys)
         groups[kidney_ml > args.kidney_ml].append(spurious)
         truth = case / "phantom.json"
         phase = json.loads(truth.read_text())["phase"] if truth.exists() else "phase not known"
-        free += [(*kidney, phase) for kidney in free_kidneys(ref, pred, voxel_ml)]
+        free += [(*kidney, phase) for kidney in free_kidneys(ref, pred, voxel_ml, found_kidneys)]
     print("| reference lesions | count | called background / kidney / tumor / cyst | found |")
     print("|---|---|---|---|")
     for name in LESIONS.values():
