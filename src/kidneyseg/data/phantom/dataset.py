@@ -69,7 +69,7 @@ def generate_dataset(
 
         anatomy_files(Path(anatomy))
     root = Path(out) / "dataset"
-    _refuse_other_cases(root, seed, size, orientation, (chest, tumors_as_kidney), anatomy)
+    _refuse_other_cases(root, seed, size, orientation, chest, anatomy, tumors_as_kidney)
     new = [p for p in (Path(out), root) if not p.exists()]
     existed = set(root.iterdir()) if root.is_dir() else set()
     folders: list[Path] = []
@@ -105,10 +105,10 @@ def generate_dataset(
 
 
 def _refuse_other_cases(
-    dataset: Path, seed: int, size: str, orientation: str, shares: tuple[float, float], anatomy
+    dataset: Path, seed: int, size: str, orientation: str, chest: float, anatomy, tumors_as_kidney: float
 ) -> None:
     """Refuse to write into a dataset holding other cases: phantoms made with another seed, size,
-    orientation, chest or tumors-as-kidney share (`shares`) or anatomy folder (told apart by the
+    orientation, chest or tumors-as-kidney share or anatomy folder (told apart by the
     names of its label maps: one of the same names holding other shapes is not seen), which would
     be silently mixed (the same settings rewrite the same cases), or a case folder with a label
     map that is no phantom's (no `phantom.json` and no tissue map: a real dataset's), which would
@@ -121,7 +121,6 @@ def _refuse_other_cases(
     from kidneyseg.data.cases import TISSUE_FILE
     from kidneyseg.data.phantom.generate import chest_extension
 
-    chest, as_kidney = shares
     for folder in sorted(dataset.glob("case_*")):
         path = folder / "phantom.json"
         if not path.is_file():
@@ -143,7 +142,7 @@ def _refuse_other_cases(
             case_seed is not None
             and truth.get("seed") == case_seed
             and truth.get("chest_mm", 0.0) == round(chest_extension(case_seed, chest), 1)
-            and truth.get("tumors_as_kidney", 0.0) == as_kidney
+            and truth.get("tumors_as_kidney", 0.0) == tumors_as_kidney
             and truth.get("size") == size
             and truth.get("orientation") == orientation.upper()
             and (drawn is None) == (anatomy is None)
