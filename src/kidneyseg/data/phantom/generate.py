@@ -322,7 +322,8 @@ def generate_case_on(
     `generate_case_on(SizePreset(512, (0.8, 0.8), (), (300, 300), slices=200), seed=0)`."""
     orientation = check_orientation(orientation)
     chest_mm = chest_extension(seed, chest)
-    as_kidney = (check_tumors_as_kidney(tumors_as_kidney, anatomy), np.random.default_rng([seed, 2]))
+    share = check_tumors_as_kidney(tumors_as_kidney, anatomy)
+    as_kidney = (share, np.random.default_rng([seed, 2])) if share > 0 else None
     rng = np.random.default_rng(seed)
     phase = str(rng.choice(PHASES, p=PHASE_P))
     if anatomy is not None:
