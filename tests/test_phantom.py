@@ -648,6 +648,45 @@ def test_tumors_painted_as_kidney_keep_the_outline_at_the_kidneys_density(real_a
     assert kept and lost
 
 
+def _kidneys_and_tumors(case, swap: bool = False) -> tuple[list, list]:
+    """(side, volume) of a phantom's kidneys and of its tumors, sorted; with `swap`, each on the
+    other side."""
+    other = {"left": "right", "right": "left"} if swap else {"left": "left", "right": "right"}
+    tumors = [item for item in case.truth["lesions"] if item["kind"] == "tumor"]
+    return tuple(
+        sorted((other[item["side"]], item["volume_ml"]) for item in items)
+        for items in (case.truth["kidneys"], tumors)
+    )
+
+
+def test_mirrored_anatomy_swaps_the_sides_and_keeps_the_rest(real_anatomy):
+    """`mirror=1`: the label map mirrored left to right, so each kidney and real tumor lies on
+    the other side at nearly its volume (resampled onto the same grid; the synthetic cysts are
+    drawn anew on the mirrored surface); at 0.5, a case left unmirrored is exactly the case
+    without the option (a stream of its own), and some cases are mirrored."""
+    for seed in (0, 1):
+        plain = generate_case(seed, size="small", anatomy=real_anatomy, orientation="RAS")
+        mirrored = generate_case(seed, size="small", anatomy=real_anatomy, orientation="RAS", mirror=1.0)
+        assert mirrored.truth["mirrored"] and not plain.truth["mirrored"]
+        assert plain.truth["counts"]["tumor"] > 0
+        for before, after in zip(
+            _kidneys_and_tumors(plain), _kidneys_and_tumors(mirrored, swap=True), strict=True
+        ):
+            assert [side for side, _ in after] == [side for side, _ in before]
+            assert np.allclose([v for _, v in after], [v for _, v in before], rtol=0.05, atol=0.1)
+    kept = flipped = 0
+    for seed in case_seeds(9, 6):
+        plain = generate_case(seed, size="tiny", anatomy=real_anatomy)
+        half = generate_case(seed, size="tiny", anatomy=real_anatomy, mirror=0.5)
+        if half.truth["mirrored"]:
+            flipped += 1
+        else:
+            kept += 1
+            assert np.array_equal(half.ct.array, plain.ct.array)
+            assert {**half.truth, "mirror": 0.0} == plain.truth
+    assert kept and flipped
+
+
 def test_cli_paints_tumors_as_kidney_only_over_real_anatomy(real_anatomy, tmp_path):
     args = ["phantom", "--out", str(tmp_path / "p"), "--cases", "1", "--size", "tiny", "-q"]
     result = CliRunner().invoke(app, [*args, "--tumors-as-kidney", "0.5"])
@@ -658,4 +697,18 @@ def test_cli_paints_tumors_as_kidney_only_over_real_anatomy(real_anatomy, tmp_pa
     truth = json.loads((tmp_path / "p" / "dataset" / "case_00000" / "phantom.json").read_text())
     assert truth["tumors_as_kidney"] == 1.0 and truth["counts"]["tumor"] == 0
     mixed = CliRunner().invoke(app, real)
-    assert mixed.exit_code == 2 and "tumors-as-kidney share" in mixed.output
+    assert mixed.exit_code == 2 and "tumors-as-kidney or mirror share" in mixed.output
+
+
+def test_cli_mirrors_only_real_anatomy(real_anatomy, tmp_path):
+    args = ["phantom", "--out", str(tmp_path / "p"), "--cases", "2", "--size", "tiny", "-q"]
+    result = CliRunner().invoke(app, [*args, "--mirror", "0.5"])
+    assert result.exit_code == 2 and "mirroring label maps needs an anatomy folder" in result.output
+    assert not (tmp_path / "p").exists()
+    real = [*args, "--anatomy", str(real_anatomy)]
+    assert CliRunner().invoke(app, [*real, "--mirror", "1"]).exit_code == 0
+    for case in ("case_00000", "case_00001"):
+        truth = json.loads((tmp_path / "p" / "dataset" / case / "phantom.json").read_text())
+        assert truth["mirror"] == 1.0 and truth["mirrored"]
+    mixed = CliRunner().invoke(app, real)
+    assert mixed.exit_code == 2 and "mirror share" in mixed.output

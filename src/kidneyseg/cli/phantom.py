@@ -19,6 +19,15 @@ Examples:
   kidneyseg phantom --out each-mask --anatomy my-masks --anatomy-in-order --cases 30
 """
 
+CHEST_HELP = "Share of cases that also cover the chest through the heart, as chest-abdomen scans do."
+TUMORS_AS_KIDNEY_HELP = (
+    "Share of the real tumors of --anatomy painted and labelled as kidney: kidneys with the outline of a "
+    "tumor-bearing one and no tumor."
+)
+MIRROR_HELP = (
+    "Share of cases whose --anatomy label map is mirrored left to right (new outlines to a network)."
+)
+
 
 def register(app: typer.Typer) -> None:
     app.command("phantom", epilog=EXAMPLES)(phantom)
@@ -59,25 +68,11 @@ def phantom(
             "--orientation", help="Axis codes of the written arrays: IPL (KiTS files), RAS, LPS, ..."
         ),
     ] = "IPL",
-    chest: Annotated[
-        float,
-        typer.Option(
-            "--chest",
-            min=0.0,
-            max=1.0,
-            help="Share of cases that also cover the chest through the heart, as chest-abdomen scans do.",
-        ),
-    ] = 0.0,
+    chest: Annotated[float, typer.Option("--chest", min=0.0, max=1.0, help=CHEST_HELP)] = 0.0,
     tumors_as_kidney: Annotated[
-        float,
-        typer.Option(
-            "--tumors-as-kidney",
-            min=0.0,
-            max=1.0,
-            help="Share of the real tumors of --anatomy painted and labelled as kidney: kidneys with the "
-            "outline of a tumor-bearing one and no tumor.",
-        ),
+        float, typer.Option("--tumors-as-kidney", min=0.0, max=1.0, help=TUMORS_AS_KIDNEY_HELP)
     ] = 0.0,
+    mirror: Annotated[float, typer.Option("--mirror", min=0.0, max=1.0, help=MIRROR_HELP)] = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Generate synthetic abdominal CT (unenhanced or in a contrast phase) with kidney, tumor and
@@ -96,5 +91,6 @@ def phantom(
         chest=chest,
         anatomy_in_order=anatomy_in_order,
         tumors_as_kidney=tumors_as_kidney,
+        mirror=mirror,
     )
     typer.echo(f"wrote {len(folders)} cases to {Path(out) / 'dataset'}")

@@ -13,6 +13,7 @@ import numpy as np
 from kidneyseg.data.phantom.generate import (
     KITS_ORIENTATION,
     check_chest,
+    check_mirror,
     check_orientation,
     check_size,
     check_tumors_as_kidney,
@@ -37,6 +38,7 @@ def generate_dataset(
     chest: float = 0.0,
     anatomy_in_order: bool = False,
     tumors_as_kidney: float = 0.0,
+    mirror: float = 0.0,
 ) -> list[Path]:
     """Write `cases` phantoms to `out/dataset/case_XXXXX/` (KiTS23 layout); returns the case folders.
 
@@ -48,7 +50,8 @@ def generate_dataset(
     holding other cases is refused (`_refuse_other_cases`). `chest`: the share
     of chest-abdomen scans (`generate_case`). `anatomy_in_order`: case i takes the i-th label map
     of `anatomy` (cycling) instead of one drawn by its seed, so as many cases as maps use each once.
-    `tumors_as_kidney`: the share of `anatomy`'s tumors painted as kidney (`generate_case`).
+    `tumors_as_kidney`: the share of `anatomy`'s tumors painted as kidney, `mirror` the share of
+    cases whose label map is mirrored left to right (`generate_case`).
     """
     from tqdm import tqdm
 
@@ -62,6 +65,7 @@ def generate_dataset(
     check_orientation(orientation)
     check_chest(chest)
     check_tumors_as_kidney(tumors_as_kidney, anatomy)
+    check_mirror(mirror, anatomy)
     if anatomy_in_order and anatomy is None:
         raise KidneysegError("taking label maps in order needs an anatomy folder")
     if anatomy is not None:
@@ -69,7 +73,7 @@ def generate_dataset(
 
         anatomy_files(Path(anatomy))
     root = Path(out) / "dataset"
-    _refuse_other_cases(root, seed, size, orientation, chest, anatomy, tumors_as_kidney)
+    _refuse_other_cases(root, seed, size, orientation, chest, anatomy, tumors_as_kidney, mirror)
     new = [p for p in (Path(out), root) if not p.exists()]
     existed = set(root.iterdir()) if root.is_dir() else set()
     folders: list[Path] = []
@@ -86,6 +90,7 @@ def generate_dataset(
                 chest,
                 anatomy_index=order,
                 tumors_as_kidney=tumors_as_kidney,
+                mirror=mirror,
             )
             folder = root / f"case_{index:05d}"
             if folder.is_dir():
@@ -105,10 +110,17 @@ def generate_dataset(
 
 
 def _refuse_other_cases(
-    dataset: Path, seed: int, size: str, orientation: str, chest: float, anatomy, tumors_as_kidney: float
+    dataset: Path,
+    seed: int,
+    size: str,
+    orientation: str,
+    chest: float,
+    anatomy,
+    tumors_as_kidney: float,
+    mirror: float,
 ) -> None:
     """Refuse to write into a dataset holding other cases: phantoms made with another seed, size,
-    orientation, chest or tumors-as-kidney share or anatomy folder (told apart by the
+    orientation, chest, tumors-as-kidney or mirror share or anatomy folder (told apart by the
     names of its label maps: one of the same names holding other shapes is not seen), which would
     be silently mixed (the same settings rewrite the same cases), or a case folder with a label
     map that is no phantom's (no `phantom.json` and no tissue map: a real dataset's), which would
@@ -143,6 +155,7 @@ def _refuse_other_cases(
             and truth.get("seed") == case_seed
             and truth.get("chest_mm", 0.0) == round(chest_extension(case_seed, chest), 1)
             and truth.get("tumors_as_kidney", 0.0) == tumors_as_kidney
+            and truth.get("mirror", 0.0) == mirror
             and truth.get("size") == size
             and truth.get("orientation") == orientation.upper()
             and (drawn is None) == (anatomy is None)
@@ -151,6 +164,6 @@ def _refuse_other_cases(
         if not same:
             raise KidneysegError(
                 "already holds phantoms made with another seed, size, orientation, chest share, "
-                f"tumors-as-kidney share or anatomy folder ({folder.name}); choose another --out",
+                f"tumors-as-kidney or mirror share or anatomy folder ({folder.name}); choose another --out",
                 dataset,
             )

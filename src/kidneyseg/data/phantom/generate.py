@@ -119,10 +119,18 @@ def check_chest(chest: float) -> float:
 
 
 def check_tumors_as_kidney(share: float, anatomy: Path | None) -> float:
+    return _check_anatomy_share(share, anatomy, "tumors painted as kidney", "painting tumors as kidney")
+
+
+def check_mirror(share: float, anatomy: Path | None) -> float:
+    return _check_anatomy_share(share, anatomy, "mirrored label maps", "mirroring label maps")
+
+
+def _check_anatomy_share(share: float, anatomy: Path | None, what: str, doing: str) -> float:
     if not 0.0 <= share <= 1.0:
-        raise KidneysegError(f"the share of tumors painted as kidney must be between 0 and 1, got {share}")
+        raise KidneysegError(f"the share of {what} must be between 0 and 1, got {share}")
     if share > 0 and anatomy is None:
-        raise KidneysegError("painting tumors as kidney needs an anatomy folder (real tumors)")
+        raise KidneysegError(f"{doing} needs an anatomy folder (real label maps)")
     return share
 
 
@@ -282,6 +290,7 @@ def generate_case(
     chest: float = 0.0,
     anatomy_index: int | None = None,
     tumors_as_kidney: float = 0.0,
+    mirror: float = 0.0,
 ) -> PhantomCase:
     """Generate one phantom CT case with its reference labels and ground truth.
 
@@ -300,12 +309,17 @@ def generate_case(
         tumors_as_kidney: with `anatomy`, the probability that each real tumor is painted and
             labelled as kidney (`real.tumors_as_kidney`), drawn from a stream of its own: a case
             that keeps all its tumors is exactly the case without it.
+        mirror: with `anatomy`, the probability that the label map is mirrored left to right (its
+            right kidney becomes the left), drawn from a stream of its own as `tumors_as_kidney`:
+            a network takes a mirrored outline for a new one (docs/phantom.md).
 
     Raises:
         KidneysegError: unknown size or orientation, or an unusable anatomy folder.
     """
     preset = check_size(size)
-    return generate_case_on(preset, seed, anatomy, orientation, size, chest, anatomy_index, tumors_as_kidney)
+    return generate_case_on(
+        preset, seed, anatomy, orientation, size, chest, anatomy_index, tumors_as_kidney, mirror
+    )
 
 
 def generate_case_on(
@@ -317,6 +331,7 @@ def generate_case_on(
     chest: float = 0.0,
     anatomy_index: int | None = None,
     tumors_as_kidney: float = 0.0,
+    mirror: float = 0.0,
 ) -> PhantomCase:
     """`generate_case` on a grid of your own, e.g. exactly 512×512×200 voxels for a benchmark:
     `generate_case_on(SizePreset(512, (0.8, 0.8), (), (300, 300), slices=200), seed=0)`."""
@@ -324,12 +339,13 @@ def generate_case_on(
     chest_mm = chest_extension(seed, chest)
     share = check_tumors_as_kidney(tumors_as_kidney, anatomy)
     as_kidney = (share, np.random.default_rng([seed, 2])) if share > 0 else None
+    mirrored = check_mirror(mirror, anatomy) > 0 and np.random.default_rng([seed, 3]).random() < mirror
     rng = np.random.default_rng(seed)
     phase = str(rng.choice(PHASES, p=PHASE_P))
     if anatomy is not None:
         from kidneyseg.data.phantom.real import real_scene
 
-        scene = real_scene(Path(anatomy), preset, rng, phase, chest_mm, anatomy_index, as_kidney)
+        scene = real_scene(Path(anatomy), preset, rng, phase, chest_mm, anatomy_index, as_kidney, mirrored)
     else:
         scene = _synthetic_scene(preset, rng, phase, chest_mm)
     paint_context(scene.canvas, scene.body, sample_context(rng))
@@ -360,6 +376,8 @@ def generate_case_on(
         "noise_sd_hu": round(noise_sd, 2),
         "chest_mm": round(chest_mm, 1),
         "tumors_as_kidney": tumors_as_kidney,
+        "mirror": mirror,
+        "mirrored": bool(mirrored),
         "hu": {t.name.lower(): round(float(hu[t]), 1) for t in Tissue},
         "counts": counts,
         **truth,

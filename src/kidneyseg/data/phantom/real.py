@@ -142,17 +142,21 @@ def real_scene(
     chest_mm: float = 0.0,
     index: int | None = None,
     as_kidney: tuple[float, np.random.Generator] | None = None,
+    mirrored: bool = False,
 ) -> Scene:
     """Paint a synthetic body around the kidneys and lesions of one real label map of `folder`:
     the `index`-th (cycling), or one drawn from `rng` when None (`chest_mm` more above the
     cranial margin for a chest-abdomen scan); its tumors show their enhancement in `phase`
     (`tumor_delta`). `as_kidney` (share, stream): each tumor, with that probability drawn from
-    that stream, is painted and labelled as kidney instead (`tumors_as_kidney`)."""
+    that stream, is painted and labelled as kidney instead (`tumors_as_kidney`). `mirrored`: the
+    label map is mirrored left to right first."""
     from scipy import ndimage as ndi
 
     files = anatomy_files(folder)
     path = files[int(rng.integers(len(files))) if index is None else index % len(files)]
     labels, affine = _canonical(path)
+    if mirrored:  # RAS array axes: axis 0 runs from the patient's left to right
+        labels = np.asfortranarray(labels[::-1])
     if not np.allclose(affine[:3, :3], np.diag(np.diag(affine[:3, :3])), atol=1e-3 * np.abs(affine).max()):
         raise KidneysegError("oblique label maps are not supported as phantom anatomy", path)
     spacing = np.abs(np.diag(affine)[:3])
