@@ -62,7 +62,8 @@ KITS_SLICES = 202  # 512 x 512 x 202 slices, 0.82 x 0.82 x 1.5 mm, whatever the 
 def make_cases(folder: Path, long_slices: list[int]) -> dict[str, Path]:
     """The KiTS-size phantom and long versions of it (`long<N>`: each slice repeated, 1 mm apart,
     cut at N slices)."""
-    from kidneyseg.data.phantom.generate import SizePreset, generate_case_on
+    from kidneyseg.data.phantom.generate import generate_case_on
+    from kidneyseg.data.phantom.options import SizePreset
     from kidneyseg.io.volume import Volume, read_volume, write_volume
 
     kits = folder / "kits.nii.gz"

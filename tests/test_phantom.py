@@ -13,7 +13,15 @@ from typer.testing import CliRunner
 
 from kidneyseg.cli import app
 from kidneyseg.data.cases import discover
-from kidneyseg.data.phantom import SIZES, case_seeds, generate_case, generate_dataset
+from kidneyseg.data.phantom import (
+    SIZES,
+    PhantomOptions,
+    SizePreset,
+    case_seeds,
+    generate_case,
+    generate_case_on,
+    generate_dataset,
+)
 from kidneyseg.data.phantom.generate import _synthetic_scene
 from kidneyseg.data.phantom.render import HU_RANGES, PHASES, render_ct, sample_hu
 from kidneyseg.data.phantom.tissue import HEART_TISSUES, Tissue, label_lut, tissue_set
@@ -200,6 +208,24 @@ def test_orientation_only_relays_the_same_voxels():
     assert np.allclose(ras.ct.direction, np.eye(3))
     with pytest.raises(KidneysegError, match="orientation"):
         generate_case(7, size="tiny", orientation="RAR")
+
+
+def test_a_grid_of_your_own_takes_the_options_and_bad_options_are_refused():
+    grid = SizePreset(40, (5.0, 6.0), (), (180, 200), slices=24)
+    case = generate_case_on(grid, 7, PhantomOptions(orientation="las", chest=1.0))
+    assert case.ct.shape == (40, 40, 24) and case.ct.orientation == "LAS"
+    assert case.truth["size"] == "custom" and case.truth["orientation"] == "LAS"
+    assert case.truth["chest_mm"] > 0
+    plain = generate_case_on(grid, 7)
+    assert plain.truth["orientation"] == "IPL" and plain.truth["chest_mm"] == 0
+    for options, message in (
+        (dict(orientation="RAR"), "three distinct axis codes"),
+        (dict(chest=1.5), "chest-abdomen share must be between 0 and 1"),
+        (dict(mirror=0.5), "mirroring label maps needs an anatomy folder"),
+        (dict(tumors_as_kidney=-0.1), "share of tumors painted as kidney must be between 0 and 1"),
+    ):
+        with pytest.raises(KidneysegError, match=message):
+            PhantomOptions(**options)
 
 
 def test_dataset_layout_is_kits23_and_readable(tmp_path):

@@ -10,15 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kidneyseg.data.phantom.generate import (
-    KITS_ORIENTATION,
-    check_chest,
-    check_mirror,
-    check_orientation,
-    check_size,
-    check_tumors_as_kidney,
-    generate_case,
-)
+from kidneyseg.data.phantom.generate import generate_case_on
+from kidneyseg.data.phantom.options import KITS_ORIENTATION, PhantomOptions, check_size
 from kidneyseg.errors import KidneysegError
 
 
@@ -61,19 +54,16 @@ def generate_dataset(
 
     if cases < 1:
         raise KidneysegError(f"the number of cases must be at least 1, got {cases}")
-    check_size(size)
-    check_orientation(orientation)
-    check_chest(chest)
-    check_tumors_as_kidney(tumors_as_kidney, anatomy)
-    check_mirror(mirror, anatomy)
-    if anatomy_in_order and anatomy is None:
+    preset = check_size(size)
+    options = PhantomOptions(anatomy, orientation, chest, tumors_as_kidney, mirror)
+    if anatomy_in_order and options.anatomy is None:
         raise KidneysegError("taking label maps in order needs an anatomy folder")
-    if anatomy is not None:
+    if options.anatomy is not None:
         from kidneyseg.data.phantom.real import anatomy_files
 
-        anatomy_files(Path(anatomy))
+        anatomy_files(options.anatomy)
     root = Path(out) / "dataset"
-    _refuse_other_cases(root, seed, size, orientation, chest, anatomy, tumors_as_kidney, mirror)
+    _refuse_other_cases(root, seed, size, options)
     new = [p for p in (Path(out), root) if not p.exists()]
     existed = set(root.iterdir()) if root.is_dir() else set()
     folders: list[Path] = []
@@ -82,16 +72,7 @@ def generate_dataset(
             tqdm(case_seeds(seed, cases), desc="phantom cases", unit="case", disable=not progress)
         ):
             order = index if anatomy_in_order else None
-            case = generate_case(
-                case_seed,
-                size,
-                anatomy,
-                orientation,
-                chest,
-                anatomy_index=order,
-                tumors_as_kidney=tumors_as_kidney,
-                mirror=mirror,
-            )
+            case = generate_case_on(preset, case_seed, options, size, order)
             folder = root / f"case_{index:05d}"
             if folder.is_dir():
                 remove_stale_partials(folder)  # files a killed run was writing
@@ -109,16 +90,7 @@ def generate_dataset(
     return folders
 
 
-def _refuse_other_cases(
-    dataset: Path,
-    seed: int,
-    size: str,
-    orientation: str,
-    chest: float,
-    anatomy,
-    tumors_as_kidney: float,
-    mirror: float,
-) -> None:
+def _refuse_other_cases(dataset: Path, seed: int, size: str, options: PhantomOptions) -> None:
     """Refuse to write into a dataset holding other cases: phantoms made with another seed, size,
     orientation, chest, tumors-as-kidney or mirror share or anatomy folder (told apart by the
     names of its label maps: one of the same names holding other shapes is not seen), which would
@@ -153,13 +125,13 @@ def _refuse_other_cases(
         same = (
             case_seed is not None
             and truth.get("seed") == case_seed
-            and truth.get("chest_mm", 0.0) == round(chest_extension(case_seed, chest), 1)
-            and truth.get("tumors_as_kidney", 0.0) == tumors_as_kidney
-            and truth.get("mirror", 0.0) == mirror
+            and truth.get("chest_mm", 0.0) == round(chest_extension(case_seed, options.chest), 1)
+            and truth.get("tumors_as_kidney", 0.0) == options.tumors_as_kidney
+            and truth.get("mirror", 0.0) == options.mirror
             and truth.get("size") == size
-            and truth.get("orientation") == orientation.upper()
-            and (drawn is None) == (anatomy is None)
-            and (anatomy is None or (Path(anatomy) / drawn).exists())
+            and truth.get("orientation") == options.orientation
+            and (drawn is None) == (options.anatomy is None)
+            and (options.anatomy is None or (options.anatomy / drawn).exists())
         )
         if not same:
             raise KidneysegError(

@@ -32,45 +32,17 @@ from kidneyseg.data.phantom.kidney import (
     sample_kidneys,
     sample_lesions,
 )
+from kidneyseg.data.phantom.options import (
+    KITS_ORIENTATION,
+    PhantomOptions,
+    SizePreset,
+    check_chest,
+    check_size,
+)
 from kidneyseg.data.phantom.render import PHASE_P, PHASES, render_ct, sample_hu, samples_per_slice
 from kidneyseg.data.phantom.shapes import Canvas, Grid
 from kidneyseg.data.phantom.tissue import Tissue, label_lut
-from kidneyseg.errors import KidneysegError
 from kidneyseg.io.volume import Volume
-
-KITS_ORIENTATION = "IPL"
-"""Axis order of the real KiTS19/23 files: slices first (towards inferior), then rows (towards
-posterior) and columns (towards the patient's left)."""
-
-
-@dataclass(frozen=True)
-class SizePreset:
-    """Grid of a phantom size.
-
-    Attributes:
-        in_plane: voxels along x and y.
-        spacing: (min, max) in-plane spacing in mm; the field of view follows the body width.
-        thickness: slice thicknesses (mm) to choose from.
-        extent: (min, max) cranio-caudal coverage in mm.
-        slices: a fixed number of slices (then the thickness follows from the extent), or 0.
-        max_slices: cap on the number of slices (thin-slice cases cover less).
-    """
-
-    in_plane: int
-    spacing: tuple[float, float]
-    thickness: tuple[float, ...]
-    extent: tuple[float, float]
-    slices: int = 0
-    max_slices: int = 10_000
-
-
-SIZES: dict[str, SizePreset] = {
-    "full": SizePreset(
-        512, (0.6, 1.0), (0.5, 0.625, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0), (200, 330), 0, 400
-    ),
-    "small": SizePreset(176, (1.8, 2.8), (2.5, 3.0, 3.5, 4.0, 5.0), (210, 360)),
-    "tiny": SizePreset(64, (4.5, 7.0), (), (200, 230), slices=32),
-}
 
 
 @dataclass(frozen=True)
@@ -88,50 +60,6 @@ class PhantomCase:
     labels: Volume
     truth: dict
     tissue: Volume
-
-
-def check_orientation(orientation: str) -> str:
-    import nibabel as nib
-
-    code = orientation.upper()
-    try:
-        ornt = nib.orientations.axcodes2ornt(tuple(code))
-        if len(code) != 3 or sorted(ornt[:, 0].tolist()) != [0, 1, 2]:
-            raise ValueError
-    except ValueError:
-        raise KidneysegError(
-            f"orientation {orientation!r} is not three distinct axis codes "
-            f"such as RAS, LPS or {KITS_ORIENTATION}"
-        ) from None
-    return code
-
-
-def check_size(size: str) -> SizePreset:
-    if size not in SIZES:
-        raise KidneysegError(f"unknown phantom size {size!r}; choose one of {', '.join(SIZES)}")
-    return SIZES[size]
-
-
-def check_chest(chest: float) -> float:
-    if not 0.0 <= chest <= 1.0:
-        raise KidneysegError(f"the chest-abdomen share must be between 0 and 1, got {chest}")
-    return chest
-
-
-def check_tumors_as_kidney(share: float, anatomy: Path | None) -> float:
-    return _check_anatomy_share(share, anatomy, "tumors painted as kidney", "painting tumors as kidney")
-
-
-def check_mirror(share: float, anatomy: Path | None) -> float:
-    return _check_anatomy_share(share, anatomy, "mirrored label maps", "mirroring label maps")
-
-
-def _check_anatomy_share(share: float, anatomy: Path | None, what: str, doing: str) -> float:
-    if not 0.0 <= share <= 1.0:
-        raise KidneysegError(f"the share of {what} must be between 0 and 1, got {share}")
-    if share > 0 and anatomy is None:
-        raise KidneysegError(f"{doing} needs an anatomy folder (real label maps)")
-    return share
 
 
 def _sample_grid(preset: SizePreset, body: Body, rng: np.random.Generator, chest_mm: float = 0.0) -> Grid:
@@ -316,36 +244,32 @@ def generate_case(
     Raises:
         KidneysegError: unknown size or orientation, or an unusable anatomy folder.
     """
-    preset = check_size(size)
-    return generate_case_on(
-        preset, seed, anatomy, orientation, size, chest, anatomy_index, tumors_as_kidney, mirror
-    )
+    options = PhantomOptions(anatomy, orientation, chest, tumors_as_kidney, mirror)
+    return generate_case_on(check_size(size), seed, options, size, anatomy_index)
 
 
 def generate_case_on(
     preset: SizePreset,
     seed: int,
-    anatomy: Path | None = None,
-    orientation: str = KITS_ORIENTATION,
+    options: PhantomOptions | None = None,
     size_name: str = "custom",
-    chest: float = 0.0,
     anatomy_index: int | None = None,
-    tumors_as_kidney: float = 0.0,
-    mirror: float = 0.0,
 ) -> PhantomCase:
     """`generate_case` on a grid of your own, e.g. exactly 512×512×200 voxels for a benchmark:
-    `generate_case_on(SizePreset(512, (0.8, 0.8), (), (300, 300), slices=200), seed=0)`."""
-    orientation = check_orientation(orientation)
-    chest_mm = chest_extension(seed, chest)
-    share = check_tumors_as_kidney(tumors_as_kidney, anatomy)
+    `generate_case_on(SizePreset(512, (0.8, 0.8), (), (300, 300), slices=200), seed=0)`;
+    `options` holds the other settings (None: the defaults), `size_name` goes into the truth."""
+    options = options or PhantomOptions()
+    anatomy = options.anatomy
+    chest_mm = chest_extension(seed, options.chest)
+    share = options.tumors_as_kidney
     as_kidney = (share, np.random.default_rng([seed, 2])) if share > 0 else None
-    mirrored = check_mirror(mirror, anatomy) > 0 and np.random.default_rng([seed, 3]).random() < mirror
+    mirrored = options.mirror > 0 and np.random.default_rng([seed, 3]).random() < options.mirror
     rng = np.random.default_rng(seed)
     phase = str(rng.choice(PHASES, p=PHASE_P))
     if anatomy is not None:
         from kidneyseg.data.phantom.real import real_scene
 
-        scene = real_scene(Path(anatomy), preset, rng, phase, chest_mm, anatomy_index, as_kidney, mirrored)
+        scene = real_scene(anatomy, preset, rng, phase, chest_mm, anatomy_index, as_kidney, mirrored)
     else:
         scene = _synthetic_scene(preset, rng, phase, chest_mm)
     paint_context(scene.canvas, scene.body, sample_context(rng))
@@ -356,6 +280,7 @@ def generate_case_on(
     truth = _measure_truth(scene, labels)
     hu = sample_hu(phase, rng)
     dose, noise_sd = _noise_sd(scene.body, grid.spacing, rng)
+    orientation = options.orientation
     tissue, _ = _reorient(tissue, np.eye(4), orientation)
     axes = (canvas.xs, canvas.ys, canvas.zs)
     ct = render_ct(canvas.tissue, canvas.delta, hu, axes, noise_sd, rng, canvas.sub)
@@ -375,8 +300,8 @@ def generate_case_on(
         "dose": dose,
         "noise_sd_hu": round(noise_sd, 2),
         "chest_mm": round(chest_mm, 1),
-        "tumors_as_kidney": tumors_as_kidney,
-        "mirror": mirror,
+        "tumors_as_kidney": options.tumors_as_kidney,
+        "mirror": options.mirror,
         "mirrored": bool(mirrored),
         "hu": {t.name.lower(): round(float(hu[t]), 1) for t in Tissue},
         "counts": counts,
