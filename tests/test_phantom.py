@@ -152,6 +152,27 @@ def test_bowel_fluid_is_water_in_every_loop():
         assert all(lo - 5 <= m <= hi + 5 for m in medians), (seed, np.round(medians))
 
 
+def test_collapsed_loops_are_solid_wall_and_change_nothing_else():
+    """`collapsed_bowel=1`: every small-bowel loop a solid cord of wall, thinner than an open
+    loop; only bowel changes, the labels and the truth are the case without it (a stream of its
+    own), and at 0 it is that case exactly."""
+    contents = [Tissue.BOWEL_FLUID, Tissue.BOWEL_CONTRAST, Tissue.BOWEL_GAS, Tissue.BOWEL_FECES]
+    for seed in (0, 5):
+        plain = generate_case(seed, size="small")
+        assert np.array_equal(generate_case(seed, size="small", collapsed_bowel=0.0).ct.array, plain.ct.array)
+        solid = generate_case(seed, size="small", collapsed_bowel=1.0)
+        assert solid.truth["collapsed_bowel"] == 1.0
+        assert {**solid.truth, "collapsed_bowel": 0.0} == plain.truth
+        assert np.array_equal(solid.labels.array, plain.labels.array)
+        before, after = plain.tissue.array, solid.tissue.array
+        changed = before != after
+        assert changed.any(), seed
+        assert np.isin(before[changed], [Tissue.BOWEL_WALL, *contents]).all(), seed
+        assert np.isin(after[changed], [Tissue.BOWEL_WALL, *contents]).mean() < 0.9, seed
+        assert np.isin(after, contents).sum() < 0.6 * np.isin(before, contents).sum(), seed
+        assert (after[changed] == Tissue.BOWEL_WALL).sum() > 0.1 * changed.sum(), seed
+
+
 def test_ct_noise_has_the_requested_sd_and_is_spatially_correlated():
     shape, pixel = (160, 160, 6), 0.7
     tissue = np.full(shape, Tissue.MUSCLE, dtype=np.uint8, order="F")
@@ -222,6 +243,7 @@ def test_a_grid_of_your_own_takes_the_options_and_bad_options_are_refused():
         (dict(orientation="RAR"), "three distinct axis codes"),
         (dict(chest=1.5), "chest-abdomen share must be between 0 and 1"),
         (dict(mirror=0.5), "mirroring label maps needs an anatomy folder"),
+        (dict(collapsed_bowel=-0.1), "collapsed small-bowel loops must be between 0 and 1"),
         (dict(tumors_as_kidney=-0.1), "share of tumors painted as kidney must be between 0 and 1"),
     ):
         with pytest.raises(KidneysegError, match=message):
@@ -723,7 +745,7 @@ def test_cli_paints_tumors_as_kidney_only_over_real_anatomy(real_anatomy, tmp_pa
     truth = json.loads((tmp_path / "p" / "dataset" / "case_00000" / "phantom.json").read_text())
     assert truth["tumors_as_kidney"] == 1.0 and truth["counts"]["tumor"] == 0
     mixed = CliRunner().invoke(app, real)
-    assert mixed.exit_code == 2 and "tumors-as-kidney or mirror share" in mixed.output
+    assert mixed.exit_code == 2 and "tumors-as-kidney, mirror or collapsed-bowel share" in mixed.output
 
 
 def test_cli_mirrors_only_real_anatomy(real_anatomy, tmp_path):
@@ -737,4 +759,16 @@ def test_cli_mirrors_only_real_anatomy(real_anatomy, tmp_path):
         truth = json.loads((tmp_path / "p" / "dataset" / case / "phantom.json").read_text())
         assert truth["mirror"] == 1.0 and truth["mirrored"]
     mixed = CliRunner().invoke(app, real)
-    assert mixed.exit_code == 2 and "mirror share" in mixed.output
+    assert mixed.exit_code == 2 and "mirror or collapsed-bowel share" in mixed.output
+
+
+def test_cli_collapses_bowel_and_refuses_mixing_shares(tmp_path):
+    args = ["phantom", "--out", str(tmp_path / "p"), "--cases", "1", "--size", "tiny", "-q"]
+    bad = CliRunner().invoke(app, [*args, "--collapsed-bowel", "1.5"])
+    assert bad.exit_code == 2 and "--collapsed-bowel" in bad.output
+    assert not (tmp_path / "p").exists()
+    assert CliRunner().invoke(app, [*args, "--collapsed-bowel", "0.5"]).exit_code == 0
+    truth = json.loads((tmp_path / "p" / "dataset" / "case_00000" / "phantom.json").read_text())
+    assert truth["collapsed_bowel"] == 0.5
+    mixed = CliRunner().invoke(app, args)
+    assert mixed.exit_code == 2 and "collapsed-bowel share" in mixed.output

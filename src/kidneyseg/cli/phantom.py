@@ -28,6 +28,10 @@ MIRROR_HELP = (
     "Share of cases whose --anatomy label map is mirrored left to right (new outlines to a network)."
 )
 
+COLLAPSED_BOWEL_HELP = (
+    "Share of small-bowel loops collapsed: a solid enhancing cord with no lumen, as most jejunum lies on CT."
+)
+
 
 def register(app: typer.Typer) -> None:
     app.command("phantom", epilog=EXAMPLES)(phantom)
@@ -73,6 +77,9 @@ def phantom(
         float, typer.Option("--tumors-as-kidney", min=0.0, max=1.0, help=TUMORS_AS_KIDNEY_HELP)
     ] = 0.0,
     mirror: Annotated[float, typer.Option("--mirror", min=0.0, max=1.0, help=MIRROR_HELP)] = 0.0,
+    collapsed_bowel: Annotated[
+        float, typer.Option("--collapsed-bowel", min=0.0, max=1.0, help=COLLAPSED_BOWEL_HELP)
+    ] = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Generate synthetic abdominal CT (unenhanced or in a contrast phase) with kidney, tumor and
@@ -92,5 +99,6 @@ def phantom(
         anatomy_in_order=anatomy_in_order,
         tumors_as_kidney=tumors_as_kidney,
         mirror=mirror,
+        collapsed_bowel=collapsed_bowel,
     )
     typer.echo(f"wrote {len(folders)} cases to {Path(out) / 'dataset'}")

@@ -15,20 +15,28 @@ import itertools
 
 import numpy as np
 
-from kidneyseg.data.phantom.body import BOWEL_CONTENTS, ORGAN_OVER, SOFT_CAVITY, Body, body_scale
+from kidneyseg.data.phantom.body import ORGAN_OVER, SOFT_CAVITY, Body, body_scale
+from kidneyseg.data.phantom.bowel import paint_bowel
 from kidneyseg.data.phantom.pelvis import paint_pelvis
-from kidneyseg.data.phantom.shapes import Canvas, Lobes, WaveNoise, ellipsoid_level, frame, segment_distance
+from kidneyseg.data.phantom.shapes import Canvas, Lobes, ellipsoid_level, frame, random_walk, segment_distance
 from kidneyseg.data.phantom.tissue import Tissue, tissue_set
 
 
-def paint_body(canvas: Canvas, body: Body, rng: np.random.Generator, fov_radius: float) -> None:
-    """Paint everything but the kidneys and their lesions."""
+def paint_body(
+    canvas: Canvas,
+    body: Body,
+    rng: np.random.Generator,
+    fov_radius: float,
+    collapsed: tuple[float, np.random.Generator] | None = None,
+) -> None:
+    """Paint everything but the kidneys and their lesions. `collapsed` (share, stream): each
+    small-bowel loop, with that probability drawn from that stream, is collapsed (`bowel`)."""
     _paint_wall(canvas, body, fov_radius)
     _paint_spine(canvas, body)
     paint_pelvis(canvas, body)
     _paint_ribs(canvas, body)
     _paint_muscles(canvas, body)
-    _paint_bowel(canvas, body, rng)
+    paint_bowel(canvas, body, rng, collapsed)
     _paint_organs(canvas, body, rng)
     _paint_vessels(canvas, body)
     _paint_mesenteric(canvas, body, rng)
@@ -166,101 +174,6 @@ def _paint_muscles(canvas: Canvas, body: Body) -> None:
             canvas.paint(box, level < 1, Tissue.MUSCLE, over=tissue_set(Tissue.VISCERAL_FAT))
 
 
-def _lumen(
-    canvas: Canvas,
-    path: np.ndarray,
-    radius: float,
-    content: Tissue,
-    gas_level: float,
-    feces: WaveNoise,
-    offset: float = 0.0,
-):
-    """Paint a bowel loop along `path` (points, mm): a 2.5 mm enhancing wall around the lumen,
-    gas above `gas_level` (fraction of the diameter) and `content` below; `offset` (HU) is the
-    dilution of oral contrast and shifts contrast only (fluid stays water, gas air)."""
-    over_wall = ORGAN_OVER
-    lumen_over = tissue_set(Tissue.BOWEL_WALL)
-    boxes = []
-    for a, b in itertools.pairwise(path):
-        lo = np.minimum(a, b) - radius
-        hi = np.maximum(a, b) + radius
-        box = canvas.box(lo, hi)
-        if box is None:
-            continue
-        d = segment_distance(box, a, b)
-        canvas.paint(box, d < radius, Tissue.BOWEL_WALL, over=over_wall)
-        boxes.append((box, d, a, b))
-    for box, d, a, b in boxes:
-        inside = d < radius - 2.5
-        top = max(a[1], b[1]) + radius
-        level = top - gas_level * 2 * radius
-        gas = inside & (box.y > level)
-        if content == Tissue.BOWEL_FECES:
-            texture = feces(box)
-            canvas.paint(box, inside & (texture > 0.9), Tissue.BOWEL_GAS, over=lumen_over)
-            canvas.paint(
-                box, inside & ~(texture > 0.9), Tissue.BOWEL_FECES, over=lumen_over, delta=35 * texture
-            )
-        else:
-            delta = offset if content == Tissue.BOWEL_CONTRAST else 0.0
-            canvas.paint(box, inside & ~gas, content, over=lumen_over, delta=delta)
-        canvas.paint(box, gas, Tissue.BOWEL_GAS, over=lumen_over)
-
-
-def _walk(rng, start, steps, step_len, bounds_lo, bounds_hi, direction=None) -> np.ndarray:
-    """A smooth random walk staying inside the box [bounds_lo, bounds_hi]."""
-    points = [np.asarray(start, dtype=np.float64)]
-    d = rng.standard_normal(3) if direction is None else np.asarray(direction, dtype=np.float64)
-    d /= np.linalg.norm(d)
-    for _ in range(steps):
-        d = d + 0.8 * rng.standard_normal(3)
-        d /= np.linalg.norm(d)
-        nxt = points[-1] + step_len * d
-        for n in range(3):
-            if nxt[n] < bounds_lo[n] or nxt[n] > bounds_hi[n]:
-                d[n] = -d[n]
-                nxt[n] = np.clip(nxt[n], bounds_lo[n], bounds_hi[n])
-        points.append(nxt)
-    return np.array(points)
-
-
-def _paint_bowel(canvas: Canvas, body: Body, rng: np.random.Generator) -> None:
-    ca, cb_ant, _ = body.cavity
-    yv = body.spine_y
-    feces = WaveNoise.random(rng, wavelength=(5, 14))
-    zlo, zhi = float(canvas.zs[0]), float(canvas.zs[-1])
-    front = body.aorta[1] + 10
-    # colon: ascending (right flank), transverse (anterior, below the liver), descending (left flank)
-    colon_r = rng.uniform(17, 26)
-    flank = 0.72 * ca
-    asc = np.array([[flank, yv + 35, -160], [flank * 0.95, yv + 45, -80], [flank * 0.9, yv + 55, 10]])
-    trans = np.array(
-        [[flank * 0.85, yv + 70, 25], [0, 0.75 * cb_ant, rng.uniform(-20, 40)], [-flank * 0.85, yv + 65, 70]]
-    )
-    desc = np.array([[-flank * 0.95, yv + 35, 70], [-flank, yv + 30, -40], [-flank * 0.9, yv + 40, -160]])
-    # positive oral contrast in about two thirds of patients, diluted differently in each loop
-    oral = rng.random() < 0.65
-    for path in (asc, trans, desc):
-        content = (Tissue.BOWEL_FECES, Tissue.BOWEL_CONTRAST, Tissue.BOWEL_FLUID)[
-            int(rng.choice(3, p=[0.7, 0.15, 0.15]))
-        ]
-        if content == Tissue.BOWEL_CONTRAST and not oral:
-            content = Tissue.BOWEL_FLUID
-        _lumen(canvas, path, colon_r, content, rng.uniform(0.0, 0.5), feces, rng.uniform(-130, 100))
-    # small bowel: loops in the anterior central cavity below the liver
-    lo = np.array([-0.65 * ca, front, max(zlo, -170.0)])
-    hi = np.array([0.65 * ca, 0.85 * cb_ant, min(zhi, 40.0)])
-    if np.all(hi > lo):
-        for _ in range(int(rng.integers(18, 28))):
-            start = lo + (hi - lo) * rng.random(3)
-            path = _walk(rng, start, int(rng.integers(7, 13)), rng.uniform(14, 22), lo, hi)
-            content = BOWEL_CONTENTS[int(rng.choice(3, p=[0.4, 0.4, 0.2]))]
-            if content == Tissue.BOWEL_CONTRAST and not oral:
-                content = Tissue.BOWEL_FLUID
-            gas = rng.uniform(0.0, 0.6) * (rng.random() < 0.4)
-            _lumen(canvas, path, rng.uniform(9, 14), content, gas, feces, rng.uniform(-130, 100))
-
-
 def _paint_organs(canvas: Canvas, body: Body, rng: np.random.Generator) -> None:
     ca, cb_ant, cb_post = body.cavity
     yv = body.spine_y
@@ -364,7 +277,7 @@ def _paint_mesenteric(canvas: Canvas, body: Body, rng: np.random.Generator) -> N
             i = int(t)
             start = trunk[i] + (t - i) * (trunk[min(i + 1, len(trunk) - 1)] - trunk[i])
             steps = int(rng.integers(3, 6))
-            path = _walk(rng, start, steps, rng.uniform(15, 25), lo, hi, direction=(0, 1, -0.5))
+            path = random_walk(rng, start, steps, rng.uniform(15, 25), lo, hi, direction=(0, 1, -0.5))
             _tube(canvas, path, radius, tissue, fat)
 
 

@@ -32,6 +32,7 @@ def generate_dataset(
     anatomy_in_order: bool = False,
     tumors_as_kidney: float = 0.0,
     mirror: float = 0.0,
+    collapsed_bowel: float = 0.0,
 ) -> list[Path]:
     """Write `cases` phantoms to `out/dataset/case_XXXXX/` (KiTS23 layout); returns the case folders.
 
@@ -44,7 +45,8 @@ def generate_dataset(
     of chest-abdomen scans (`generate_case`). `anatomy_in_order`: case i takes the i-th label map
     of `anatomy` (cycling) instead of one drawn by its seed, so as many cases as maps use each once.
     `tumors_as_kidney`: the share of `anatomy`'s tumors painted as kidney, `mirror` the share of
-    cases whose label map is mirrored left to right (`generate_case`).
+    cases whose label map is mirrored left to right, `collapsed_bowel` the share of collapsed
+    small-bowel loops (`generate_case`).
     """
     from tqdm import tqdm
 
@@ -55,7 +57,7 @@ def generate_dataset(
     if cases < 1:
         raise KidneysegError(f"the number of cases must be at least 1, got {cases}")
     preset = check_size(size)
-    options = PhantomOptions(anatomy, orientation, chest, tumors_as_kidney, mirror)
+    options = PhantomOptions(anatomy, orientation, chest, tumors_as_kidney, mirror, collapsed_bowel)
     if anatomy_in_order and options.anatomy is None:
         raise KidneysegError("taking label maps in order needs an anatomy folder")
     if options.anatomy is not None:
@@ -92,7 +94,7 @@ def generate_dataset(
 
 def _refuse_other_cases(dataset: Path, seed: int, size: str, options: PhantomOptions) -> None:
     """Refuse to write into a dataset holding other cases: phantoms made with another seed, size,
-    orientation, chest, tumors-as-kidney or mirror share or anatomy folder (told apart by the
+    orientation, chest, tumors-as-kidney, mirror or collapsed-bowel share or anatomy folder (told apart by the
     names of its label maps: one of the same names holding other shapes is not seen), which would
     be silently mixed (the same settings rewrite the same cases), or a case folder with a label
     map that is no phantom's (no `phantom.json` and no tissue map: a real dataset's), which would
@@ -128,6 +130,7 @@ def _refuse_other_cases(dataset: Path, seed: int, size: str, options: PhantomOpt
             and truth.get("chest_mm", 0.0) == round(chest_extension(case_seed, options.chest), 1)
             and truth.get("tumors_as_kidney", 0.0) == options.tumors_as_kidney
             and truth.get("mirror", 0.0) == options.mirror
+            and truth.get("collapsed_bowel", 0.0) == options.collapsed_bowel
             and truth.get("size") == size
             and truth.get("orientation") == options.orientation
             and (drawn is None) == (options.anatomy is None)
@@ -136,6 +139,7 @@ def _refuse_other_cases(dataset: Path, seed: int, size: str, options: PhantomOpt
         if not same:
             raise KidneysegError(
                 "already holds phantoms made with another seed, size, orientation, chest share, "
-                f"tumors-as-kidney or mirror share or anatomy folder ({folder.name}); choose another --out",
+                f"tumors-as-kidney, mirror or collapsed-bowel share or anatomy folder ({folder.name}); "
+                "choose another --out",
                 dataset,
             )

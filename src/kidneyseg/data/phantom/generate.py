@@ -188,14 +188,18 @@ def _measure_truth(scene: Scene, labels: np.ndarray) -> dict:
 
 
 def _synthetic_scene(
-    preset: SizePreset, rng: np.random.Generator, phase: str, chest_mm: float = 0.0
+    preset: SizePreset,
+    rng: np.random.Generator,
+    phase: str,
+    chest_mm: float = 0.0,
+    collapsed: tuple[float, np.random.Generator] | None = None,
 ) -> Scene:
     body = sample_body(rng)
     grid = _sample_grid(preset, body, rng, chest_mm)
     canvas = Canvas(grid, samples_per_slice(grid.spacing[2]))
     kidneys = sample_kidneys(body, rng)
     fov_radius = canvas.grid.spacing[0] * canvas.grid.shape[0] / 2 * 1.02
-    paint_body(canvas, body, rng, fov_radius)
+    paint_body(canvas, body, rng, fov_radius, collapsed)
     paint_renal_vessels(canvas, body, kidneys)
     paint_adrenals(canvas, kidneys)
     for kidney in kidneys:
@@ -219,6 +223,7 @@ def generate_case(
     anatomy_index: int | None = None,
     tumors_as_kidney: float = 0.0,
     mirror: float = 0.0,
+    collapsed_bowel: float = 0.0,
 ) -> PhantomCase:
     """Generate one phantom CT case with its reference labels and ground truth.
 
@@ -240,11 +245,14 @@ def generate_case(
         mirror: with `anatomy`, the probability that the label map is mirrored left to right (its
             right kidney becomes the left), drawn from a stream of its own as `tumors_as_kidney`:
             a network takes a mirrored outline for a new one (docs/phantom.md).
+        collapsed_bowel: the probability that each small-bowel loop is collapsed, a solid
+            enhancing cord with no lumen (as most jejunum lies on CT), drawn from a stream of its
+            own: at 0 the case is exactly the case without it (docs/phantom.md).
 
     Raises:
         KidneysegError: unknown size or orientation, or an unusable anatomy folder.
     """
-    options = PhantomOptions(anatomy, orientation, chest, tumors_as_kidney, mirror)
+    options = PhantomOptions(anatomy, orientation, chest, tumors_as_kidney, mirror, collapsed_bowel)
     return generate_case_on(check_size(size), seed, options, size, anatomy_index)
 
 
@@ -264,14 +272,19 @@ def generate_case_on(
     share = options.tumors_as_kidney
     as_kidney = (share, np.random.default_rng([seed, 2])) if share > 0 else None
     mirrored = options.mirror > 0 and np.random.default_rng([seed, 3]).random() < options.mirror
+    collapsed = (
+        (options.collapsed_bowel, np.random.default_rng([seed, 4])) if options.collapsed_bowel else None
+    )
     rng = np.random.default_rng(seed)
     phase = str(rng.choice(PHASES, p=PHASE_P))
     if anatomy is not None:
         from kidneyseg.data.phantom.real import real_scene
 
-        scene = real_scene(anatomy, preset, rng, phase, chest_mm, anatomy_index, as_kidney, mirrored)
+        scene = real_scene(
+            anatomy, preset, rng, phase, chest_mm, anatomy_index, as_kidney, mirrored, collapsed
+        )
     else:
-        scene = _synthetic_scene(preset, rng, phase, chest_mm)
+        scene = _synthetic_scene(preset, rng, phase, chest_mm, collapsed)
     paint_context(scene.canvas, scene.body, sample_context(rng))
     canvas = scene.canvas
     grid = canvas.output
@@ -303,6 +316,7 @@ def generate_case_on(
         "tumors_as_kidney": options.tumors_as_kidney,
         "mirror": options.mirror,
         "mirrored": bool(mirrored),
+        "collapsed_bowel": options.collapsed_bowel,
         "hu": {t.name.lower(): round(float(hu[t]), 1) for t in Tissue},
         "counts": counts,
         **truth,

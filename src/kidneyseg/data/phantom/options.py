@@ -72,9 +72,13 @@ def check_chest(chest: float) -> float:
     return chest
 
 
-def _check_anatomy_share(share: float, anatomy: Path | None, what: str, doing: str) -> None:
+def _check_share(share: float, what: str) -> None:
     if not 0.0 <= share <= 1.0:
         raise KidneysegError(f"the share of {what} must be between 0 and 1, got {share}")
+
+
+def _check_anatomy_share(share: float, anatomy: Path | None, what: str, doing: str) -> None:
+    _check_share(share, what)
     if share > 0 and anatomy is None:
         raise KidneysegError(f"{doing} needs an anatomy folder (real label maps)")
 
@@ -94,6 +98,7 @@ class PhantomOptions:
     chest: float = 0.0
     tumors_as_kidney: float = 0.0
     mirror: float = 0.0
+    collapsed_bowel: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "orientation", check_orientation(self.orientation))
@@ -104,3 +109,4 @@ class PhantomOptions:
             self.tumors_as_kidney, self.anatomy, "tumors painted as kidney", "painting tumors as kidney"
         )
         _check_anatomy_share(self.mirror, self.anatomy, "mirrored label maps", "mirroring label maps")
+        _check_share(self.collapsed_bowel, "collapsed small-bowel loops")

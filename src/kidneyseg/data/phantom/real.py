@@ -143,13 +143,14 @@ def real_scene(
     index: int | None = None,
     as_kidney: tuple[float, np.random.Generator] | None = None,
     mirrored: bool = False,
+    collapsed: tuple[float, np.random.Generator] | None = None,
 ) -> Scene:
     """Paint a synthetic body around the kidneys and lesions of one real label map of `folder`:
     the `index`-th (cycling), or one drawn from `rng` when None (`chest_mm` more above the
     cranial margin for a chest-abdomen scan); its tumors show their enhancement in `phase`
     (`tumor_delta`). `as_kidney` (share, stream): each tumor, with that probability drawn from
     that stream, is painted and labelled as kidney instead (`tumors_as_kidney`). `mirrored`: the
-    label map is mirrored left to right first."""
+    label map is mirrored left to right first. `collapsed`: as `paint_body`'s."""
     from scipy import ndimage as ndi
 
     files = anatomy_files(folder)
@@ -197,7 +198,7 @@ def real_scene(
     body_y = kidney_y - body.spine_y - rng.uniform(-6, 10)
     shift = np.array([mid_x, body_y, kidney_z])
     canvas = Canvas(Grid(output.shape, output.spacing, tuple(np.asarray(output.origin) - shift)), sub)
-    paint_body(canvas, body, rng, fov_radius=fov / 2 * 1.02)
+    paint_body(canvas, body, rng, fov / 2 * 1.02, collapsed)
 
     side_of = np.where(canvas.xs > 0, 1, 0)  # RAS: +x is the patient's right
     kidneys, lesions = _paint_real(canvas, real, bounds, side_of, phase, rng, as_kidney)

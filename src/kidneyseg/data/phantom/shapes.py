@@ -266,3 +266,20 @@ class WaveNoise:
                 + np.float32(p)
             )
         return out * np.float32(np.sqrt(2.0 / len(self.phases)))
+
+
+def random_walk(rng, start, steps, step_len, bounds_lo, bounds_hi, direction=None) -> np.ndarray:
+    """A smooth random walk staying inside the box [bounds_lo, bounds_hi]."""
+    points = [np.asarray(start, dtype=np.float64)]
+    d = rng.standard_normal(3) if direction is None else np.asarray(direction, dtype=np.float64)
+    d /= np.linalg.norm(d)
+    for _ in range(steps):
+        d = d + 0.8 * rng.standard_normal(3)
+        d /= np.linalg.norm(d)
+        nxt = points[-1] + step_len * d
+        for n in range(3):
+            if nxt[n] < bounds_lo[n] or nxt[n] > bounds_hi[n]:
+                d[n] = -d[n]
+                nxt[n] = np.clip(nxt[n], bounds_lo[n], bounds_hi[n])
+        points.append(nxt)
+    return np.array(points)
