@@ -258,6 +258,31 @@ def test_a_run_is_predicted_again_when_its_checkpoint_or_data_change(cli, tmp_pa
     assert other == kidney_dice(tmp_path / "fresh_other", "--data", other_data) and other != again
 
 
+def test_a_test_set_is_every_case_of_another_dataset_and_never_the_runs_own(tmp_path, one_torch_thread):
+    """`evaluate_test_set` (the demo's held-out figures): every case of another labelled dataset,
+    predicted and scored as a run's own sets are; the run's own dataset, under any spelling, is
+    refused before anything is predicted."""
+    from kidneyseg.data.phantom import generate_dataset
+    from kidneyseg.errors import KidneysegError
+    from kidneyseg.evaluate.runs import evaluate_test_set
+
+    data, test, run = tmp_path / "data", tmp_path / "test", tmp_path / "run"
+    generate_dataset(data, 1, seed=0, size="tiny", progress=False)
+    generate_dataset(test, 2, seed=1, size="tiny", progress=False)
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"data_dir": str(data), "val_cases": [], "train_cases": []}))
+    tiny_checkpoint(run / "best.pt", seed=0)
+    for own in (data, tmp_path / "test" / ".." / "data"):
+        with pytest.raises(KidneysegError, match="is the dataset the run trained on, not a test set"):
+            evaluate_test_set(run, own, tmp_path / "eval", progress=False)
+    assert not (tmp_path / "eval").exists()
+    rows = evaluate_test_set(run, test, tmp_path / "eval", progress=False)
+    assert [r["case_id"] for r in rows] == ["case_00000", "case_00001"]
+    written = read_csv(tmp_path / "eval" / "test" / "per_case.csv")
+    assert [float(r["dice_kidney"]) for r in written] == pytest.approx([r["dice_kidney"] for r in rows])
+    assert all((tmp_path / "eval" / "test" / f"{r['case_id']}.nii.gz").is_file() for r in rows)
+
+
 def test_other_data_jobs_or_device_are_refused_before_any_prediction(cli, tmp_path, monkeypatch):
     """Found by a hostile run: `--data` holding other files under the run's case ids was scored as
     the run's own validation set; `--jobs 0` was refused only after predicting (leaving its

@@ -34,19 +34,28 @@ TINY_3D = (
 
 def test_demo_writes_every_stage_and_links_it(tmp_path):
     out = tmp_path / "demo"
-    settings = DemoSettings(recipe="attention-unet-2d", cases=5, size="tiny", device="cpu", overrides=TINY_2D)
+    settings = DemoSettings(
+        recipe="attention-unet-2d", cases=5, size="tiny", device="cpu", overrides=TINY_2D, test_cases=2
+    )
     result = run_demo(out, settings, progress=False)
 
     record = json.loads((out / "demo.json").read_text())
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
     held_out = record["held_out_cases"]
-    assert held_out and summary["n_cases"] == len(held_out)
+    assert len(held_out) == 2 and summary["n_cases"] == 2
     assert record["scores"]["kidney_dice"] == summary["metrics"]["dice_kidney"]["mean"]
     assert 0.0 <= result.scores["kidney_dice"] <= 1.0
+    run = json.loads((out / "run" / "run.json").read_text())
+    assert sorted(run["train_cases"] + run["val_cases"]) == [f"case_{i:05d}" for i in range(5)]
 
+    def seeds(folder):
+        return {json.loads(p.read_text())["seed"] for p in (out / folder / "dataset").glob("*/phantom.json")}
+
+    assert len(seeds("phantoms")) == 5 and len(seeds("test-phantoms")) == 2
+    assert not seeds("phantoms") & seeds("test-phantoms")  # the test phantoms are other cases
     for case_id in held_out:
-        ct = read_volume(out / "phantoms" / "dataset" / case_id / "imaging.nii.gz")
-        pred = read_volume(out / "evaluation" / "validation" / f"{case_id}.nii.gz")
+        ct = read_volume(out / "test-phantoms" / "dataset" / case_id / "imaging.nii.gz")
+        pred = read_volume(out / "evaluation" / "test" / f"{case_id}.nii.gz")
         assert pred.shape == ct.shape and np.allclose(pred.affine, ct.affine)
         assert (out / "reports" / f"{case_id}_report.html").is_file()
 
@@ -58,11 +67,11 @@ def test_demo_writes_every_stage_and_links_it(tmp_path):
 
 def test_demo_resumes_a_finished_folder_and_refuses_another_recipe_there(tmp_path):
     out = tmp_path / "demo"
-    settings = DemoSettings(cases=4, size="tiny", device="cpu", overrides=TINY_3D)
+    settings = DemoSettings(cases=4, size="tiny", device="cpu", overrides=TINY_3D, test_cases=1)
     run_demo(out, settings, progress=False)
     checkpoint = out / "run" / "last.pt"
     stamp = checkpoint.stat().st_mtime_ns
-    args = ["demo", "--out", str(out), "--cases", "4", "--device", "cpu", "--quiet"]
+    args = ["demo", "--out", str(out), "--cases", "4", "--test-cases", "1", "--device", "cpu", "--quiet"]
     result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert checkpoint.stat().st_mtime_ns == stamp
@@ -77,12 +86,13 @@ def test_demo_resumes_a_finished_folder_and_refuses_another_recipe_there(tmp_pat
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--cases", "1"], "the demo needs at least 2 phantom cases (to train on and to hold out), got 1"),
+        (["--cases", "1"], "the demo needs at least 2 phantom cases (to train and validate on), got 1"),
+        (["--test-cases", "0"], "the demo needs at least 1 test phantom, got 0"),
         (["--device", "bogus"], "unknown device 'bogus'"),
         (["--real-ct-labels", "seg.nii.gz"], "--real-ct-labels were given without the CT"),
         (["--seed", "-1"], "Invalid value for '--seed'"),
     ],
-    ids=["too-few-cases", "unknown-device", "labels-without-ct", "negative-seed"],
+    ids=["too-few-cases", "no-test-cases", "unknown-device", "labels-without-ct", "negative-seed"],
 )
 def test_demo_with_bad_settings_refuses_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "demo"
@@ -104,6 +114,7 @@ def test_demo_starts_with_a_real_ct_and_the_bundled_model(tmp_path):
         size="tiny",
         device="cpu",
         overrides=TINY_3D,
+        test_cases=1,
         real_ct=case / "imaging.nii.gz",
         real_ct_labels=case / "segmentation.nii.gz",
     )
@@ -148,7 +159,12 @@ def test_demo_starts_from_the_bundled_weights_when_the_network_is_the_bundled_mo
     for from_bundled in (True, False):
         out = tmp_path / f"demo-{from_bundled}"
         settings = DemoSettings(
-            cases=3, size="tiny", device="cpu", overrides=same_network, from_bundled=from_bundled
+            cases=3,
+            size="tiny",
+            device="cpu",
+            overrides=same_network,
+            from_bundled=from_bundled,
+            test_cases=1,
         )
         result = run_demo(out, settings, progress=False)
         record = json.loads((out / "demo.json").read_text())

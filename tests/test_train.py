@@ -112,9 +112,9 @@ def test_run_folder_holds_config_metrics_curves_record_and_checkpoints(run3d):
     assert len(record["train_cases"]) == 5 and len(record["val_cases"]) == 1
     best = max(float(r["val_dice"]) for r in rows)
     assert record["best_val_dice"] == pytest.approx(best)
-    chosen = record["postprocessing"]  # chosen for best.pt on the validated cases
+    chosen = record["postprocessing"]  # chosen for best.pt on the validation cases
     settings = [0.0, *config.train.absorb_candidates_ml]
-    assert chosen["cases"] == record["validated_cases"] and [r["ml"] for r in chosen["settings"]] == settings
+    assert chosen["cases"] == record["val_cases"] and [r["ml"] for r in chosen["settings"]] == settings
     best_pt = load_checkpoint(run3d / "best.pt")
     assert best_pt.config.inference.absorb_islands_ml == chosen["absorb_islands_ml"]
 
@@ -839,7 +839,7 @@ def test_an_all_background_label_map_is_named(phantoms, cache, tmp_path, caplog)
 
 def test_the_record_names_the_validation_cases_that_chose_best_pt(phantoms, cache, tmp_path):
     """Was: with `train.val_max_cases` run.json listed every validation case and not which of
-    them were validated."""
+    them were validated. The post-processing is chosen on all of them, not only those."""
     overrides = [*SCA, "train.epochs=1", "data.val_fraction=0.5", "train.val_max_cases=2"]
     config = load_recipe("sca-unet-3d:cpu", overrides=overrides)
     out = tmp_path / "run"
@@ -847,3 +847,4 @@ def test_the_record_names_the_validation_cases_that_chose_best_pt(phantoms, cach
     record = json.loads((out / "run.json").read_text())
     assert len(record["val_cases"]) == 3
     assert record["validated_cases"] == record["val_cases"][:2]
+    assert record["postprocessing"]["cases"] == record["val_cases"]

@@ -109,7 +109,7 @@ def _ended_run(monkeypatch, tmp_path: Path, best_epoch: int, checkpoint_epoch: i
     return SimpleNamespace(
         config=config,
         out=tmp_path,
-        data=SimpleNamespace(validated=records, lut=np.arange(4)),
+        data=SimpleNamespace(val=records, lut=np.arange(4)),
         state=SimpleNamespace(best_epoch=best_epoch),
         device=torch.device("cpu"),
         amp=False,
@@ -148,7 +148,7 @@ def test_nothing_is_chosen_without_candidates_or_cases(monkeypatch, tmp_path):
     for candidates in ((), (0.0,)):
         trainer.config = replace(config, train=replace(config.train, absorb_candidates_ml=candidates))
         choose_for_run(trainer)
-    trainer.config, trainer.data.validated = config, []
+    trainer.config, trainer.data.val = config, []
     choose_for_run(trainer)
     assert json.loads((tmp_path / "run.json").read_text()) == {"status": "finished"}
     assert (tmp_path / "best.pt").read_bytes() == before

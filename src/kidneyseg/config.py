@@ -326,7 +326,7 @@ class TrainConfig:
         keep_epoch_weights: also write each epoch's weights to `epochs/epoch_NNNN.pt` in the run
             folder, for weight averages along the run (`scripts/average_weights.py`).
         absorb_candidates_ml: when training ends, `inference.absorb_islands_ml` of `best.pt` is
-            chosen among these on the validated cases (`kidneyseg.train.postprocessing`; empty: not).
+            chosen among these on all validation cases (`kidneyseg.train.postprocessing`; empty: not).
     """
 
     recipe: str = ""

@@ -4,9 +4,10 @@ predict → evaluate → report.
 `run_demo` first segments a real CT (when one is given) with the bundled pretrained model and
 writes its report; then it generates a phantom dataset, trains the CPU variant of a recipe on its
 training split for the variant's number of epochs (starting from the bundled model's weights when
-the recipe's network is the bundled model's, as for SCA-UNet 3D), predicts the held-out cases back onto their
-original CT grids, scores them with the KiTS metrics, writes a clinical report per case and an
-`index.html` that links everything. Every stage reuses what an earlier, interrupted demo in the
+the recipe's network is the bundled model's, as for SCA-UNet 3D; the validation split chooses the
+best epoch and the post-processing), predicts test phantoms that neither split holds back onto
+their original CT grids, scores them with the KiTS metrics, writes a clinical report per test case
+and an `index.html` that links everything. Every stage reuses what an earlier, interrupted demo in the
 same folder already finished.
 """
 
@@ -32,12 +33,17 @@ if TYPE_CHECKING:
     from kidneyseg.predict import Predictor
 
 DEMO_OVERRIDES = ("data.val_fraction=0.2", "train.time_limit_minutes=40", "train.val_every=3")
-"""The demo holds out a fifth of its cases (6 of 30) whatever the recipe's own split, so that its
-held-out Dice rests on more than a handful of cases. Its training budget is the CPU variant's
+"""The demo validates on a fifth of its training phantoms (6 of 30) whatever the recipe's own
+split, so that the best epoch and the post-processing rest on more than a handful of cases. Its
+training budget is the CPU variant's
 number of epochs, so its figures are the same on any machine; the 40-minute time limit is only a
 safety net for a machine far slower than 2 free cores (the demo says so when it fires). It
 validates every third epoch (the recipes, as the papers, every epoch): validating every epoch
 took a fifth of the demo's training time on a 2-core machine."""
+
+TEST_SEED_OFFSET = 1_000_000
+"""The test phantoms' dataset seed is the demo's seed plus this: other cases than any demo's
+training phantoms (seeds below it), the same test set on every rerun."""
 
 FAST_OVERRIDES = ("train.epochs=8", "train.time_limit_minutes=1.5", "train.val_max_cases=2")
 """`--fast`: a few minutes end to end; enough to see every stage work, not to reach good Dice."""
@@ -49,7 +55,7 @@ class DemoSettings:
 
     Attributes:
         recipe: the recipe whose `cpu` variant is trained (default: SCA-UNet 3D).
-        cases: number of phantom cases (train + held-out).
+        cases: number of phantom cases to train and validate on.
         seed: seeds the phantoms (the recipe seeds training and the split).
         fast: the few-minute version (fewer cases, a short training).
         size: phantom size preset (`small` for the demo; `tiny` for tests).
@@ -60,6 +66,8 @@ class DemoSettings:
         from_bundled: start training from the bundled model's weights when the recipe's network
             and classes are the bundled model's (else, and when False, from random weights).
         hu_check: refuse a real CT that is clearly not CT in HU, as `predict` does.
+        test_cases: number of test phantoms, made from the seed `seed + TEST_SEED_OFFSET` and
+            scored as the demo's held-out figures: no epoch, setting or weight was chosen on them.
     """
 
     recipe: str = "sca-unet-3d"
@@ -73,10 +81,15 @@ class DemoSettings:
     real_ct_labels: Path | None = None
     from_bundled: bool = True
     hu_check: bool = True
+    test_cases: int = 6
 
     @property
     def n_cases(self) -> int:
         return min(self.cases, 10) if self.fast else self.cases
+
+    @property
+    def n_test(self) -> int:
+        return min(self.test_cases, 2) if self.fast else self.test_cases
 
     @property
     def all_overrides(self) -> tuple[str, ...]:
@@ -88,7 +101,9 @@ class DemoSettings:
             "recipe": self.recipe,
             "variant": "cpu",
             "cases": self.n_cases,
+            "test_cases": self.n_test,
             "seed": self.seed,
+            "test_seed": self.seed + TEST_SEED_OFFSET,
             "fast": self.fast,
             "from_bundled": self.from_bundled,
             "size": self.size,
@@ -154,13 +169,14 @@ def run_demo(
         _timed(seconds, "real_ct", start)
 
     start = time.perf_counter()
-    phantoms = out / "phantoms"
-    existing = sorted((phantoms / "dataset").glob("case_*/phantom.json"))
-    if len(existing) < settings.n_cases:
-        _say(progress, f"[1/5] generating {settings.n_cases} phantom CT cases")
-        generate_dataset(
-            phantoms, settings.n_cases, seed=settings.seed, size=settings.size, progress=progress
-        )
+    phantoms, test_phantoms = out / "phantoms", out / "test-phantoms"
+    _say(progress, f"[1/5] {settings.n_cases} phantom CT cases to train on, {settings.n_test} to test on")
+    for folder, n, seed in (
+        (phantoms, settings.n_cases, settings.seed),
+        (test_phantoms, settings.n_test, settings.seed + TEST_SEED_OFFSET),
+    ):
+        if len(list((folder / "dataset").glob("case_*/phantom.json"))) < n:
+            generate_dataset(folder, n, seed=seed, size=settings.size, progress=progress)
     _timed(seconds, "phantoms", start)
 
     start = time.perf_counter()
@@ -170,18 +186,14 @@ def run_demo(
 
     start = time.perf_counter()
     evaluation = out / "evaluation"
-    rows, summary = _evaluate_stage(config, settings, run_dir, phantoms, evaluation, progress)
+    rows, summary = _evaluate_stage(config, settings, run_dir, test_phantoms, evaluation, progress)
     _timed(seconds, "predict_evaluate", start)
 
     start = time.perf_counter()
-    _say(progress, "[4/5] writing a clinical report per held-out case")
-    dataset = discover(phantoms)
+    _say(progress, "[4/5] writing a clinical report per test case")
+    held_out = [r["case_id"] for r in rows]
     reports = _write_reports(
-        dataset,
-        [r["case_id"] for r in rows["validation"]],
-        evaluation / "validation",
-        out / "reports",
-        config.label_map,
+        discover(test_phantoms), held_out, evaluation / "test", out / "reports", config.label_map
     )
     _timed(seconds, "reports", start)
 
@@ -191,7 +203,7 @@ def run_demo(
         "settings": settings.record(),
         "training_status": status,
         **_run_facts(run_dir),
-        "held_out_cases": [r["case_id"] for r in rows["validation"]],
+        "held_out_cases": held_out,
         "scores": scores,
         "real_ct": real,
         "seconds": seconds,
@@ -207,8 +219,10 @@ def _check_settings(settings: DemoSettings) -> None:
 
     if settings.n_cases < 2:
         raise KidneysegError(
-            f"the demo needs at least 2 phantom cases (to train on and to hold out), got {settings.n_cases}"
+            f"the demo needs at least 2 phantom cases (to train and validate on), got {settings.n_cases}"
         )
+    if settings.n_test < 1:
+        raise KidneysegError(f"the demo needs at least 1 test phantom, got {settings.n_test}")
     if settings.seed < 0:
         raise KidneysegError(f"the phantom seed must be at least 0, got {settings.seed}")
     if settings.real_ct_labels is not None and settings.real_ct is None:
@@ -217,20 +231,18 @@ def _check_settings(settings: DemoSettings) -> None:
 
 
 def _evaluate_stage(
-    config: RunConfig, settings: DemoSettings, run_dir: Path, phantoms: Path, evaluation: Path, progress: bool
-) -> tuple[dict[str, tuple[dict, ...]], dict]:
-    """Predict and score the run's held-out cases into `evaluation`: the rows and the summary."""
+    config: RunConfig, settings: DemoSettings, run_dir: Path, test: Path, evaluation: Path, progress: bool
+) -> tuple[tuple[dict, ...], dict]:
+    """Predict and score the test phantoms into `evaluation`: the rows and the summary."""
     from kidneyseg.device import pick_device
     from kidneyseg.evaluate.folder import EvaluationResult, write_outputs
-    from kidneyseg.evaluate.runs import evaluate_run
+    from kidneyseg.evaluate.runs import evaluate_test_set
 
-    _say(progress, "[3/5] predicting the held-out cases onto their original CT grids, then scoring them")
+    _say(progress, "[3/5] predicting the test phantoms onto their original CT grids, then scoring them")
     device = str(pick_device(settings.device))
-    rows = evaluate_run(run_dir, evaluation, data_sets=("validation",), device=device, progress=progress)
+    rows = evaluate_test_set(run_dir, test, evaluation, device=device, progress=progress)
     result = EvaluationResult(
-        rows["validation"],
-        sources={"pred": str(evaluation / "validation"), "ref": str(phantoms)},
-        label_map=config.label_map,
+        rows, sources={"pred": str(evaluation / "test"), "ref": str(test)}, label_map=config.label_map
     )
     write_outputs(result, evaluation)
     return rows, result.summary()

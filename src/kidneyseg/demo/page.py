@@ -52,6 +52,7 @@ def index_html(out: Path, record: dict, reports: list[Path]) -> str:
     )
     rows = "".join(f'<li><a href="{href}">{name}</a></li>' for href, name in links)
     times = ", ".join(f"{k} {v:.0f} s" for k, v in record["seconds"].items())
+    chosen = _postprocessing_html(record["absorb_islands_ml"])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>kidneyseg demo</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
@@ -61,11 +62,12 @@ pre{{background:#f6f6f6;padding:1rem;overflow-x:auto}}img{{max-width:100%}}</sty
 <h1>kidneyseg demo</h1>
 <p>Recipe <b>{html.escape(settings["recipe"])}:cpu</b>, {_init_html(record["initial_weights"])},
 trained on the training split of {settings["cases"]} synthetic phantom cases
-(seed {settings["seed"]}{", fast" if settings["fast"] else ""}); the held-out cases below were predicted onto
-their original CT grids.{_postprocessing_html(record.get("absorb_islands_ml"))}
+(seed {settings["seed"]}{", fast" if settings["fast"] else ""}), its validation split choosing the best epoch;
+the {settings["test_cases"]} test phantoms below (seed {settings["test_seed"]}), which training and
+validation never saw, were predicted onto their original CT grids.{chosen}
 Phantoms are synthetic: these numbers show that the pipeline works, not how a model performs on
 patients.</p>
-<h2>Held-out Dice</h2>
+<h2>Held-out Dice (test phantoms)</h2>
 <table><tr><th>Kidney</th><th>Tumor</th><th>Cyst</th><th>Mean</th><th>KiTS HEC Dice</th>
 <th>KiTS HEC Surface Dice</th></tr>
 <tr><td>{_fmt(scores["kidney_dice"])}</td><td>{_fmt(scores["tumor_dice"])}</td><td>{_fmt(scores["cyst_dice"])}</td>

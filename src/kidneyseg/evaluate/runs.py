@@ -1,4 +1,4 @@
-"""Evaluate trained run folders on their own held-out and training cases.
+"""Evaluate trained run folders on their own held-out and training cases, or on a test set.
 
 A run folder written by `kidneyseg train` records its split (`run.json`: `val_cases`,
 `train_cases`, `data_dir`) next to its checkpoints. Here each case of the split is predicted
@@ -8,17 +8,24 @@ is reused only when it was made from the same checkpoint, settings and CT) and s
 against the dataset's reference — the numbers the papers' tables report for the validation and
 the training set. Cases are scored in the run's label map, the references mapped as the run
 mapped its training labels (`data.label_mapping`): a KiTS19-label run is scored against
-KiTS21/23 references with their cysts counted as kidney.
+KiTS21/23 references with their cysts counted as kidney. `evaluate_test_set` does the same for
+every case of another labelled dataset, one the run never saw (the demo's test phantoms).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kidneyseg.errors import KidneysegError, some_names
 from kidneyseg.evaluate.folder import CSV_NAME, Scoring, check_jobs, evaluate_pairs, write_csv
+
+if TYPE_CHECKING:
+    from kidneyseg.data.cases import Case, Dataset
+    from kidneyseg.predict import Predictor
 
 SPLIT_KEYS = {"validation": "val_cases", "training": "train_cases"}
 
@@ -75,42 +82,102 @@ def evaluate_run(
             other files under their ids (sizes differ from those the run recorded), or a case could
             not be predicted.
     """
-    from kidneyseg.data.cases import discover
     from kidneyseg.io.formats import canonical_path
-    from kidneyseg.predict import CaseInput, OutputOptions, Predictor, PredictSettings
-    from kidneyseg.predict.runner import Destination, predict_cases
 
     check_jobs(jobs)  # before any case is predicted
     record = read_run_split(run_dir)
-    # The whole body, not --roi kidneys: scoring a run measures its own network, not the locator's.
-    predictor = Predictor([run_dir], PredictSettings(roi="body"), device=device)
-    data = predictor.config.data  # the dataset read as the run read it
-    dataset = discover(data_dir or record["data_dir"], data.layout, data.annotation, require_labels=True)
-    scoring = Scoring.of_run(predictor.label_map, predictor.config.data.label_mapping)
+    predictor, scoring = _run_predictor(run_dir, device)
+    dataset = _discover_as_run(predictor, data_dir or record["data_dir"])
     out_dir = canonical_path(out_dir)  # another spelling of the folder reuses its predictions
     chosen = {data_set: _checked_cases(record, dataset, data_set, run_dir) for data_set in data_sets}
     results = {}
     for data_set, cases in chosen.items():  # every set checked before any case is predicted
-        if not cases:
-            continue
-        folder = out_dir / data_set
-        inputs = [CaseInput(c.case_id, c.image) for c in cases]
-        command = {"run": str(run_dir), "data": str(dataset.root), "data_set": data_set}
-        made = predict_cases(
-            predictor, inputs, Destination(folder), OutputOptions(), command, progress=progress
-        )
-        if made.failures:
-            failed = made.failures[0]
-            raise KidneysegError(
-                f"{len(made.failures)} {data_set} case(s) could not be predicted; "
-                f"{failed['case_id']}: {failed['reason']}",
-                folder,
+        if cases:
+            command = {"run": str(run_dir), "data": str(dataset.root), "data_set": data_set}
+            folder = out_dir / data_set
+            results[data_set] = _score_cases(
+                predictor, cases, folder, command, scoring, jobs, progress, data_set
             )
-        pairs = [(c.case_id, folder / f"{c.case_id}.nii.gz", c.label) for c in cases]
-        rows = evaluate_pairs(pairs, jobs=jobs, progress=progress, scoring=scoring)
-        write_csv(folder / CSV_NAME, rows)
-        results[data_set] = rows
     return results
+
+
+def evaluate_test_set(
+    run_dir: str | os.PathLike[str],
+    test_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    jobs: int = 1,
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[dict, ...]:
+    """Predict and evaluate every case of `test_dir`, a labelled dataset the run neither trained
+    nor validated on, into `out_dir/test/` as `evaluate_run` does a run's own sets.
+
+    Raises:
+        KidneysegError: not a run folder, `test_dir` the run's own dataset, a case without a
+            reference segmentation, or a case that could not be predicted.
+    """
+    from kidneyseg.io.formats import canonical_path
+
+    check_jobs(jobs)
+    record = read_run_split(run_dir)
+    if canonical_path(test_dir) == canonical_path(record["data_dir"]):
+        raise KidneysegError("is the dataset the run trained on, not a test set", test_dir)
+    predictor, scoring = _run_predictor(run_dir, device)
+    dataset = _discover_as_run(predictor, test_dir)
+    command = {"run": str(run_dir), "data": str(dataset.root), "data_set": "test"}
+    folder = canonical_path(out_dir) / "test"
+    return _score_cases(predictor, dataset.cases, folder, command, scoring, jobs, progress, "test")
+
+
+def _run_predictor(run_dir: str | os.PathLike[str], device: str) -> tuple[Predictor, Scoring]:
+    """The run's best weights over the whole body (not `--roi kidneys`: scoring a run measures its
+    own network, not the locator's), and the scoring in its label map."""
+    from kidneyseg.predict import Predictor, PredictSettings
+
+    predictor = Predictor([run_dir], PredictSettings(roi="body"), device=device)
+    return predictor, Scoring.of_run(predictor.label_map, predictor.config.data.label_mapping)
+
+
+def _discover_as_run(predictor: Predictor, folder: str | os.PathLike[str]) -> Dataset:
+    """The labelled dataset in `folder`, read as the run read its own."""
+    from kidneyseg.data.cases import discover
+
+    data = predictor.config.data
+    return discover(folder, data.layout, data.annotation, require_labels=True)
+
+
+def _score_cases(
+    predictor: Predictor,
+    cases: Sequence[Case],
+    folder: Path,
+    command: dict,
+    scoring: Scoring,
+    jobs: int,
+    progress: bool,
+    what: str,
+) -> tuple[dict, ...]:
+    """Predict labelled `cases` into `folder/<case_id>.nii.gz` (with predict's run record,
+    `command` in it) and score them into `folder/per_case.csv`; the per-case rows.
+
+    Raises:
+        KidneysegError: a `what` case could not be predicted (no scores are written).
+    """
+    from kidneyseg.predict import CaseInput, OutputOptions
+    from kidneyseg.predict.runner import Destination, predict_cases
+
+    inputs = [CaseInput(c.case_id, c.image) for c in cases]
+    made = predict_cases(predictor, inputs, Destination(folder), OutputOptions(), command, progress=progress)
+    if made.failures:
+        failed = made.failures[0]
+        raise KidneysegError(
+            f"{len(made.failures)} {what} case(s) could not be predicted; "
+            f"{failed['case_id']}: {failed['reason']}",
+            folder,
+        )
+    pairs = [(c.case_id, folder / f"{c.case_id}.nii.gz", c.label) for c in cases]
+    rows = evaluate_pairs(pairs, jobs=jobs, progress=progress, scoring=scoring)
+    write_csv(folder / CSV_NAME, rows)
+    return rows
 
 
 def _checked_cases(record: dict, dataset, data_set: str, run_dir: str | os.PathLike[str]) -> tuple:

@@ -3,7 +3,8 @@
 
 What is chosen: `inference.absorb_islands_ml` among `train.absorb_candidates_ml`
 (`kidneyseg.predict.postprocess.absorb_lesion_islands`: tumor and cyst islands under that volume
-take the class around them). Each validated case is segmented with the best weights as
+take the class around them). Each validation case (all of the split, not only the
+`train.val_max_cases` that chose the best epoch) is segmented with the best weights as
 validation segments it, its two largest foreground components kept (by size: the preprocessed
 grid holds no HU for the anatomy check) and scored, for absorbing nothing and for each
 candidate, on its lesion figures (`kidneyseg.evaluate.metrics.lesion_figures`). The rule
@@ -74,11 +75,13 @@ def _candidates(config: RunConfig) -> list[float]:
 def choose_for_run(trainer: Trainer) -> None:
     """Choose the post-processing of a run that has ended (main rank only): `best.pt`'s
     `inference.absorb_islands_ml`, the run record's `postprocessing`, and a line saying so.
-    Nothing is chosen without candidates other than 0, validated cases or a best epoch. The record says
-    `pending` while the choice runs (a run killed then is chosen for by `--resume`); a choice
-    that fails leaves `best.pt` as it was and says why: the training itself has succeeded."""
+    It rests on all the run's validation cases, not only the `train.val_max_cases` that chose the
+    best epoch. Nothing is chosen without candidates other than 0, validation cases or a best
+    epoch. The record says `pending` while the choice runs (a run killed then is chosen for by
+    `--resume`); a choice that fails leaves `best.pt` as it was and says why: the training itself
+    has succeeded."""
     config, path = trainer.config, trainer.out / "run.json"
-    cases, epoch = trainer.data.validated, trainer.state.best_epoch
+    cases, epoch = trainer.data.val, trainer.state.best_epoch
     if not (_candidates(config) and cases and epoch):
         return
     record.update_record(path, {"postprocessing": "pending"})
