@@ -35,15 +35,15 @@ if TYPE_CHECKING:
 DEMO_OVERRIDES = ("data.val_fraction=0.2", "train.time_limit_minutes=40", "train.val_every=3")
 """The demo validates on a fifth of its training phantoms (6 of 30) whatever the recipe's own
 split, so that the best epoch and the post-processing rest on more than a handful of cases. Its
-training budget is the CPU variant's
-number of epochs, so its figures are the same on any machine; the 40-minute time limit is only a
-safety net for a machine far slower than 2 free cores (the demo says so when it fires). It
-validates every third epoch (the recipes, as the papers, every epoch): validating every epoch
-took a fifth of the demo's training time on a 2-core machine."""
+training budget is the CPU variant's number of epochs, so its figures are the same on any
+machine; the 40-minute time limit is only a safety net for a machine far slower than 2 free
+cores (the demo says so when it fires). It validates every third epoch (the recipes, as the
+papers, every epoch): validating every epoch took a fifth of the demo's training time on a
+2-core machine."""
 
 TEST_SEED_OFFSET = 1_000_000
-"""The test phantoms' dataset seed is the demo's seed plus this: other cases than any demo's
-training phantoms (seeds below it), the same test set on every rerun."""
+"""The test phantoms' dataset seed is the demo's seed plus this: other cases than the training
+phantoms of any demo seeded below it, and the same test set on every rerun."""
 
 FAST_OVERRIDES = ("train.epochs=8", "train.time_limit_minutes=1.5", "train.val_max_cases=2")
 """`--fast`: a few minutes end to end; enough to see every stage work, not to reach good Dice."""
