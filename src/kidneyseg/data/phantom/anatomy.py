@@ -11,14 +11,20 @@ The kidneys themselves are painted by `kidney`.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 from kidneyseg.data.phantom.body import ORGAN_OVER, SOFT_CAVITY, Body, body_scale
 from kidneyseg.data.phantom.bowel import paint_bowel
 from kidneyseg.data.phantom.pelvis import paint_pelvis
-from kidneyseg.data.phantom.shapes import Canvas, Lobes, ellipsoid_level, frame, random_walk, segment_distance
+from kidneyseg.data.phantom.shapes import (
+    Canvas,
+    Lobes,
+    ellipsoid_level,
+    frame,
+    paint_tube,
+    random_walk,
+    segment_distance,
+)
 from kidneyseg.data.phantom.tissue import Tissue, tissue_set
 
 
@@ -199,15 +205,15 @@ def _paint_organs(canvas: Canvas, body: Body, rng: np.random.Generator) -> None:
     hilum = np.array([0.3 * ca, yv + 45, 60.0])
     for _ in range(int(rng.integers(6, 10))):
         end = hilum + rng.uniform([-30, -30, -20], [0.55 * ca, 60, 70])
-        _tube(canvas, [hilum, end], rng.uniform(3, 7), Tissue.HEPATIC_VESSEL, in_liver)
+        paint_tube(canvas, [hilum, end], rng.uniform(3, 7), Tissue.HEPATIC_VESSEL, in_liver)
         for _ in range(2):
             tip = end + rng.normal(0, 25, 3)
-            _tube(canvas, [end, tip], rng.uniform(2, 4), Tissue.HEPATIC_VESSEL, in_liver)
+            paint_tube(canvas, [end, tip], rng.uniform(2, 4), Tissue.HEPATIC_VESSEL, in_liver)
     ix, iy = body.ivc
     confluence = np.array([ix, iy, liver_top - 25])
     for angle in np.radians(rng.uniform(-15, 15) + np.array([10.0, 60.0, 120.0])):
         end = confluence + np.array([np.cos(angle) * 0.6 * ca, np.sin(angle) * 50, -rng.uniform(10, 50)])
-        _tube(canvas, [confluence, end], rng.uniform(4, 7), Tissue.HEPATIC_VESSEL, in_liver)
+        paint_tube(canvas, [confluence, end], rng.uniform(4, 7), Tissue.HEPATIC_VESSEL, in_liver)
     # gallbladder under the liver
     gb_centre = (0.3 * ca, 0.45 * cb_ant, rng.uniform(0, 30))
     box = canvas.around(gb_centre, 45)
@@ -244,16 +250,9 @@ def _paint_organs(canvas: Canvas, body: Body, rng: np.random.Generator) -> None:
     pts = np.array(
         [[-0.55 * ca, yv + 20, z0 + 15], [ax, ay + 32, z0], [ax + 45, ay + 25, z0 - 20]], dtype=np.float64
     )
-    _tube(canvas, pts, rng.uniform(9, 13), Tissue.PANCREAS, ORGAN_OVER)
+    paint_tube(canvas, pts, rng.uniform(9, 13), Tissue.PANCREAS, ORGAN_OVER)
     splenic_vein = pts[:2] + np.array([0.0, -13.0, 0.0])
-    _tube(canvas, [*splenic_vein, [ax + 20, ay + 30, 30]], 4.5, Tissue.HEPATIC_VESSEL, SOFT_CAVITY)
-
-
-def _tube(canvas: Canvas, path, radius: float, tissue: Tissue, over: np.ndarray) -> None:
-    for a, b in itertools.pairwise(np.asarray(path, dtype=np.float64)):
-        box = canvas.box(np.minimum(a, b) - radius, np.maximum(a, b) + radius)
-        if box is not None:
-            canvas.paint(box, segment_distance(box, a, b) < radius, tissue, over=over)
+    paint_tube(canvas, [*splenic_vein, [ax + 20, ay + 30, 30]], 4.5, Tissue.HEPATIC_VESSEL, SOFT_CAVITY)
 
 
 def _paint_mesenteric(canvas: Canvas, body: Body, rng: np.random.Generator) -> None:
@@ -266,9 +265,9 @@ def _paint_mesenteric(canvas: Canvas, body: Body, rng: np.random.Generator) -> N
     )
     smv = sma + np.array([16, 2, 0])
     smv[0] = [ax + 20, ay + 30, 30]
-    _tube(canvas, sma, 3.5, Tissue.AORTA, fat)
-    _tube(canvas, smv, 5.5, Tissue.HEPATIC_VESSEL, fat)
-    _tube(canvas, [smv[0], [0.3 * ca, body.spine_y + 45, 60]], 7.0, Tissue.HEPATIC_VESSEL, fat)
+    paint_tube(canvas, sma, 3.5, Tissue.AORTA, fat)
+    paint_tube(canvas, smv, 5.5, Tissue.HEPATIC_VESSEL, fat)
+    paint_tube(canvas, [smv[0], [0.3 * ca, body.spine_y + 45, 60]], 7.0, Tissue.HEPATIC_VESSEL, fat)
     lo = np.array([-0.6 * ca, ay + 20, -170.0])
     hi = np.array([0.6 * ca, 0.85 * cb_ant, 30.0])
     for trunk, radius, tissue in ((sma, 1.8, Tissue.AORTA), (smv, 2.5, Tissue.HEPATIC_VESSEL)):
@@ -278,7 +277,7 @@ def _paint_mesenteric(canvas: Canvas, body: Body, rng: np.random.Generator) -> N
             start = trunk[i] + (t - i) * (trunk[min(i + 1, len(trunk) - 1)] - trunk[i])
             steps = int(rng.integers(3, 6))
             path = random_walk(rng, start, steps, rng.uniform(15, 25), lo, hi, direction=(0, 1, -0.5))
-            _tube(canvas, path, radius, tissue, fat)
+            paint_tube(canvas, path, radius, tissue, fat)
 
 
 def _paint_vessels(canvas: Canvas, body: Body) -> None:

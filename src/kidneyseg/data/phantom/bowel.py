@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 
 from kidneyseg.data.phantom.body import BOWEL_CONTENTS, ORGAN_OVER, Body
-from kidneyseg.data.phantom.shapes import Canvas, WaveNoise, random_walk, segment_distance
+from kidneyseg.data.phantom.shapes import Canvas, WaveNoise, paint_tube, random_walk, segment_distance
 from kidneyseg.data.phantom.tissue import Tissue, tissue_set
 
 
@@ -56,15 +56,6 @@ def _lumen(
         canvas.paint(box, gas, Tissue.BOWEL_GAS, over=lumen_over)
 
 
-def _collapsed_loop(canvas: Canvas, path: np.ndarray, radius: float) -> None:
-    """Paint a collapsed small-bowel loop along `path`: no lumen, the folded enhancing wall fills
-    the whole tube, a solid enhancing cord much as a kidney's parenchyma looks."""
-    for a, b in itertools.pairwise(path):
-        box = canvas.box(np.minimum(a, b) - radius, np.maximum(a, b) + radius)
-        if box is not None:
-            canvas.paint(box, segment_distance(box, a, b) < radius, Tissue.BOWEL_WALL, over=ORGAN_OVER)
-
-
 def paint_bowel(
     canvas: Canvas,
     body: Body,
@@ -72,7 +63,8 @@ def paint_bowel(
     collapsed: tuple[float, np.random.Generator] | None = None,
 ) -> None:
     """Colon and small-bowel loops. `collapsed` (share, stream): each small-bowel loop, with that
-    probability drawn from that stream, is collapsed (`_collapsed_loop`, 0.5-0.7 of its radius);
+    probability drawn from that stream, is collapsed: no lumen, the folded enhancing wall fills a
+    tube of 0.5-0.7 of its radius, a solid cord much as a kidney's parenchyma looks;
     `rng` is drawn from as for an open loop, so the rest of the case is the case without it."""
     ca, cb_ant, _ = body.cavity
     yv = body.spine_y
@@ -109,6 +101,7 @@ def paint_bowel(
             gas = rng.uniform(0.0, 0.6) * (rng.random() < 0.4)
             radius, offset = rng.uniform(9, 14), rng.uniform(-130, 100)
             if collapsed is not None and collapsed[1].random() < collapsed[0]:
-                _collapsed_loop(canvas, path, radius * collapsed[1].uniform(0.5, 0.7))
+                wall = radius * collapsed[1].uniform(0.5, 0.7)
+                paint_tube(canvas, path, wall, Tissue.BOWEL_WALL, ORGAN_OVER)
             else:
                 _lumen(canvas, path, radius, content, gas, feces, offset)

@@ -9,6 +9,7 @@ hundreds of millions.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -283,3 +284,11 @@ def random_walk(rng, start, steps, step_len, bounds_lo, bounds_hi, direction=Non
                 nxt[n] = np.clip(nxt[n], bounds_lo[n], bounds_hi[n])
         points.append(nxt)
     return np.array(points)
+
+
+def paint_tube(canvas: Canvas, path, radius: float, tissue: Tissue, over: np.ndarray) -> None:
+    """Paint `tissue` (over `over`) in a tube of `radius` (mm) along the polyline `path`."""
+    for a, b in itertools.pairwise(np.asarray(path, dtype=np.float64)):
+        box = canvas.box(np.minimum(a, b) - radius, np.maximum(a, b) + radius)
+        if box is not None:
+            canvas.paint(box, segment_distance(box, a, b) < radius, tissue, over=over)
