@@ -113,8 +113,9 @@ def evaluate_test_set(
     nor validated on, into `out_dir/test/` as `evaluate_run` does a run's own sets.
 
     Raises:
-        KidneysegError: not a run folder, `test_dir` the run's own dataset, a case without a
-            reference segmentation, or a case that could not be predicted.
+        KidneysegError: not a run folder, `test_dir` the run's own dataset or linking to one of
+            its CT files, a case without a reference segmentation, or a case that could not be
+            predicted.
     """
     from kidneyseg.io.formats import canonical_path
 
@@ -124,9 +125,25 @@ def evaluate_test_set(
         raise KidneysegError("is the dataset the run trained on, not a test set", test_dir)
     predictor, scoring = _run_predictor(run_dir, device)
     dataset = _discover_as_run(predictor, test_dir)
+    _refuse_the_runs_own_cases(predictor, dataset, Path(record["data_dir"]))
     command = {"run": str(run_dir), "data": str(dataset.root), "data_set": "test"}
     folder = canonical_path(out_dir) / "test"
     return _score_cases(predictor, dataset.cases, folder, command, scoring, jobs, progress, "test")
+
+
+def _refuse_the_runs_own_cases(predictor: Predictor, test: Dataset, run_data: Path) -> None:
+    """Refuse a test set holding a CT of the run's own dataset under another name (a linked
+    file or case folder); a run whose dataset is no longer on disk cannot be checked this way."""
+    if not run_data.is_dir():
+        return
+    own = {os.path.realpath(case.image) for case in _discover_as_run(predictor, run_data).cases}
+    shared = [case.case_id for case in test.cases if os.path.realpath(case.image) in own]
+    if shared:
+        raise KidneysegError(
+            f"holds {len(shared)} CT file(s) of the dataset the run trained on ({some_names(shared, 3)}), "
+            "not a test set",
+            test.root,
+        )
 
 
 def _run_predictor(run_dir: str | os.PathLike[str], device: str) -> tuple[Predictor, Scoring]:
