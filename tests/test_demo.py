@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kidneyseg.cli import app
-from kidneyseg.demo import DemoSettings, run_demo
+from kidneyseg.demo import FINETUNE_OVERRIDES, DemoSettings, run_demo
 from kidneyseg.io.volume import read_volume
 from kidneyseg.report import ReportOptions
 
@@ -146,8 +146,9 @@ def test_demo_starts_with_a_real_ct_and_the_bundled_model(tmp_path):
 
 
 def test_demo_starts_from_the_bundled_weights_when_the_network_is_the_bundled_models(tmp_path):
-    """SCA-UNet 3D's cpu network is the bundled model's: the demo fine-tunes it (a learning rate
-    too small to move the weights shows where training started); `--from-scratch` does not."""
+    """SCA-UNet 3D's cpu network is the bundled model's: the demo fine-tunes it with its
+    fine-tuning settings (a learning rate too small to move the weights shows where training
+    started); `--from-scratch` does not."""
     import torch
 
     from kidneyseg.checkpoint import load_checkpoint
@@ -173,6 +174,10 @@ def test_demo_starts_from_the_bundled_weights_when_the_network_is_the_bundled_mo
         assert same is from_bundled
         assert record["initial_weights"] == (BUNDLED if from_bundled else None)
         assert record["settings"]["from_bundled"] is from_bundled
+        assert (set(FINETUNE_OVERRIDES) <= set(record["settings"]["overrides"])) is from_bundled
+        run_config = load_checkpoint(out / "run" / "best.pt").config
+        assert run_config.train.val_max_cases == (6 if from_bundled else 3)
+        assert run_config.train.lr == 1.0e-12  # the caller's overrides come last
         assert ("starting from the weights of" in result.index.read_text()) is from_bundled
         chosen = json.loads((out / "run" / "run.json").read_text())["postprocessing"]["absorb_islands_ml"]
         assert (
