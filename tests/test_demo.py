@@ -103,6 +103,25 @@ def test_demo_with_bad_settings_refuses_and_writes_nothing(tmp_path, args, messa
     assert not out.exists()
 
 
+def test_demo_refuses_a_folder_holding_more_phantoms_than_asked(tmp_path):
+    """Found in review: a demo folder of an earlier, larger demo was trained on (or scored) whole
+    while `demo.json` recorded the smaller number asked; now one line names the folder, before
+    anything is written."""
+    from kidneyseg.data.phantom import generate_dataset
+    from kidneyseg.demo import TEST_SEED_OFFSET
+
+    out = tmp_path / "demo"
+    generate_dataset(out / "test-phantoms", 2, seed=TEST_SEED_OFFSET, size="tiny", progress=False)
+    args = ["demo", "--out", str(out), "--cases", "3", "--test-cases", "1", "--device", "cpu", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: {out / 'test-phantoms' / 'dataset'}: holds 2 phantom cases where this demo asks for 1 "
+        "(--cases, --test-cases): choose another --out\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["test-phantoms"]
+
+
 def test_demo_starts_with_a_real_ct_and_the_bundled_model(tmp_path):
     """`--real-ct` (here a phantom stands in for it): labels, report, Dice and confidence, linked."""
     from kidneyseg.data.phantom import generate_dataset

@@ -160,7 +160,13 @@ def run_demo(
     from kidneyseg.data.phantom import generate_dataset
 
     out = Path(out)
+    phantoms, test_phantoms = out / "phantoms", out / "test-phantoms"
+    folders = (
+        (phantoms, settings.n_cases, settings.seed),
+        (test_phantoms, settings.n_test, settings.seed + TEST_SEED_OFFSET),
+    )
     _check_settings(settings)
+    _refuse_more_phantoms(folders)
     seconds: dict[str, float] = {}
     config, init = _demo_config(settings)
 
@@ -173,13 +179,9 @@ def run_demo(
         _timed(seconds, "real_ct", start)
 
     start = time.perf_counter()
-    phantoms, test_phantoms = out / "phantoms", out / "test-phantoms"
     _say(progress, f"[1/5] {settings.n_cases} phantom CT cases to train on, {settings.n_test} to test on")
-    for folder, n, seed in (
-        (phantoms, settings.n_cases, settings.seed),
-        (test_phantoms, settings.n_test, settings.seed + TEST_SEED_OFFSET),
-    ):
-        if len(list((folder / "dataset").glob("case_*/phantom.json"))) < n:
+    for folder, n, seed in folders:
+        if _phantom_count(folder) < n:
             generate_dataset(folder, n, seed=seed, size=settings.size, progress=progress)
     _timed(seconds, "phantoms", start)
 
@@ -232,6 +234,24 @@ def _check_settings(settings: DemoSettings) -> None:
     if settings.real_ct_labels is not None and settings.real_ct is None:
         raise KidneysegError("--real-ct-labels were given without the CT they belong to (--real-ct)")
     pick_device(settings.device)
+
+
+def _phantom_count(folder: Path) -> int:
+    return len(list((folder / "dataset").glob("case_*/phantom.json")))
+
+
+def _refuse_more_phantoms(folders: tuple[tuple[Path, int, int], ...]) -> None:
+    """Refuse a demo folder holding more phantoms than asked (an earlier demo with other
+    `--cases` or `--test-cases`): the demo would train on or score them all, not the number its
+    record states."""
+    for folder, n, _ in folders:
+        found = _phantom_count(folder)
+        if found > n:
+            raise KidneysegError(
+                f"holds {found} phantom cases where this demo asks for {n} (--cases, --test-cases): "
+                "choose another --out",
+                folder / "dataset",
+            )
 
 
 def _evaluate_stage(
