@@ -71,7 +71,8 @@ def run_checks(report: dict, options: ReportOptions, confidence: float | None) -
                 "code": "short_scan",
                 "message": f"The scan covers only {length:g} mm cranio-caudally, less than an adult kidney's "
                 f"length ({options.min_scan_length_mm:g} mm): no kidney can be whole in it, and a model "
-                "trained on whole kidneys may miss or cut them; what is not found here may be there.",
+                "trained on whole kidneys may miss or cut them, or take another organ for one: what is not "
+                "found here may be there, and what is found may not be a kidney.",
                 "craniocaudal_mm": length,
                 "threshold_mm": options.min_scan_length_mm,
             }
