@@ -29,24 +29,22 @@ import numpy as np
 
 def slab_above_kidneys(ct, labels: np.ndarray, gap: float, length: float):
     """The slab of `ct` from `gap` to `gap + length` mm above its labelled kidneys' top (world
-    superior axis) and its voxel indices along that axis, or None when the CT does not reach
-    that far."""
+    superior axis) and the box of `ct` it is, or None when the CT does not reach that far."""
     from kidneyseg.io.volume import Volume
+    from kidneyseg.report.geometry import crop_affine, slice_axis
 
-    axis = int(np.argmax(np.abs(ct.affine[2, :3])))
+    axis = slice_axis(ct.affine)
     heights = ct.affine[2, 3] + ct.affine[2, axis] * np.arange(ct.array.shape[axis])
     others = tuple(i for i in range(3) if i != axis)
     top = heights[labels.any(axis=others)].max()
     chosen = np.flatnonzero((heights > top + gap) & (heights <= top + gap + length))
     if len(chosen) < round(length / abs(ct.affine[2, axis])) - 1:
         return None
-    first = chosen.min()
-    shift = np.zeros(3)
-    shift[axis] = first
-    affine = ct.affine.copy()
-    affine[:3, 3] += ct.affine[:3, :3] @ shift
-    indices = np.arange(first, chosen.max() + 1)
-    return Volume(np.take(ct.array, indices, axis=axis), affine, source=f"{ct.source} (slab)"), axis, indices
+    box = tuple(
+        slice(chosen.min(), chosen.max() + 1) if i == axis else slice(0, n)
+        for i, n in enumerate(ct.array.shape)
+    )
+    return Volume(ct.array[box], crop_affine(ct.affine, box), source=f"{ct.source} (slab)"), box
 
 
 def score(model: str, cases: list, gap: float, length: float, roi: str) -> dict:
@@ -64,11 +62,10 @@ def score(model: str, cases: list, gap: float, length: float, roi: str) -> dict:
         cut = slab_above_kidneys(ct, read_volume(case.label).array > 0, gap, length)
         if cut is None:
             continue
-        slab, axis, indices = cut
+        slab, box = cut
         ml = float(np.prod(slab.spacing)) / 1000
         labelled[case.case_id] = round(int((predictor.predict(slab).labels.array > 0).sum()) * ml, 1)
-        whole = np.take(predictor.predict(ct).labels.array, indices, axis=axis)
-        in_whole[case.case_id] = round(int((whole > 0).sum()) * ml, 1)
+        in_whole[case.case_id] = round(int((predictor.predict(ct).labels.array[box] > 0).sum()) * ml, 1)
     return {"slab": _figures(labelled), "whole_ct": _figures(in_whole)}
 
 
