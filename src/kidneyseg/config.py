@@ -184,6 +184,8 @@ class DataConfig:
         synth_lesions: probability per 3D training patch of pasting one more random tumor or
             cyst, drawn and painted as the phantom generator does, onto a kidney in it
             (`kidneyseg.data.paste`; phantoms only, like `synth_randomize`); 0: off.
+        short_scans: probability per 3D training patch of cutting it to a short scan as
+            prediction pads one (`kidneyseg.train.data.ShortScanD`); 0: off.
     """
 
     layout: str = "auto"
@@ -208,6 +210,7 @@ class DataConfig:
     num_workers: int = 2
     synth_randomize: float = 0.0
     synth_lesions: float = 0.0
+    short_scans: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice("data.layout", self.layout, LAYOUTS)
@@ -227,14 +230,12 @@ class DataConfig:
         _require(ok, "data.pos/neg", (pos, neg), "must be >= 0 and not both 0")
         for key in ("samples_per_case", "batch_size"):
             _require(getattr(self, key) >= 1, f"data.{key}", getattr(self, key), "must be >= 1")
-        for key in ("background_slice_fraction", "synth_randomize", "synth_lesions"):
+        for key in ("background_slice_fraction", "synth_randomize", "synth_lesions", "short_scans"):
             _require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", getattr(self, key), "must be in [0, 1]")
-        _require(
-            self.synth_lesions == 0 or self.sampling == "patch3d",
-            "data.synth_lesions",
-            self.synth_lesions,
-            "pastes lesions into 3D patches: it needs data.sampling=patch3d",
-        )
+        for key, does in (("synth_lesions", "pastes lesions into"), ("short_scans", "cuts short")):
+            value = getattr(self, key)
+            ok = value == 0 or self.sampling == "patch3d"
+            _require(ok, f"data.{key}", value, f"{does} 3D patches: it needs data.sampling=patch3d")
         _require(0.0 < self.replace_rate <= 1.0, "data.replace_rate", self.replace_rate, "must be in (0, 1]")
         _require(
             all(is_whole(k) and is_whole(v) and k >= 0 and v >= 0 for k, v in self.label_mapping.items()),
@@ -364,9 +365,8 @@ class TrainConfig:
         ml = self.absorb_candidates_ml
         ok = isinstance(ml, list | tuple) and _finite_at_least_0(ml)
         _require(ok, "train.absorb_candidates_ml", ml, "must be a list of volumes (mL), each >= 0 and finite")
-        _require(
-            0.0 < self.plateau_factor < 1.0, "train.plateau_factor", self.plateau_factor, "must be in (0, 1)"
-        )
+        factor = self.plateau_factor
+        _require(0.0 < factor < 1.0, "train.plateau_factor", factor, "must be in (0, 1)")
         for key in ("plateau_patience", "val_max_cases", "freeze_depth", "seed"):
             _require(getattr(self, key) >= 0, f"train.{key}", getattr(self, key), "must be >= 0")
         _require(self.val_every >= 1, "train.val_every", self.val_every, "must be >= 1")

@@ -35,6 +35,9 @@ from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import LabelMap
 
 MAX_SEED = 2**32 - 1
+SHORT_SCAN_SLICES = (4, 40)
+"""How many axial slices (of the training grid; 12-120 mm at 3 mm) a patch cut to a short scan
+keeps, drawn uniformly; never the whole patch."""
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0, stream: int = 0) -> int:
@@ -202,6 +205,43 @@ def _augment_2d(aug: AugmentConfig, keys: tuple[str, ...]) -> list[mt.Transform]
     return out
 
 
+class ShortScanD(mt.RandomizableTransform, mt.MapTransform):
+    """With probability `prob`, cut a 3D patch to a short scan as prediction sees one.
+
+    A scan shorter than the sliding window is padded evenly with zeros along its cranio-caudal
+    axis (`kidneyseg.predict.sliding_window.blend_windows`), so every window holds a slab of
+    anatomy between two blocks of zeros, and instance normalisation and the network's context see
+    both. Trained only on whole abdomens, a network labels a kidney in most slabs of upper
+    abdomen cut out above the kidneys (docs/pretrained.md, "Limits"). This keeps a centred run
+    of `SHORT_SCAN_SLICES` slices of the patch's last axis (superior-inferior in the RAS
+    preprocessed array), where the window's padding would put a scan of that length, and sets
+    the image elsewhere to 0 and the label to background: a slab above or below the kidneys is
+    a patch with nothing to label.
+
+    Args:
+        prob: probability per patch (`data.short_scans`).
+    """
+
+    def __init__(self, prob: float):
+        mt.RandomizableTransform.__init__(self, prob)
+        mt.MapTransform.__init__(self, keys=("image", "label"))
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.randomize(None)
+        if not self._do_transform:
+            return data
+        depth = data["image"].shape[-1]
+        low, high = SHORT_SCAN_SLICES
+        kept = int(self.R.randint(min(low, depth - 1), min(high, depth - 1) + 1))
+        start = (depth - kept) // 2
+        out = dict(data)
+        for key in self.keys:
+            out[key] = data[key].clone()
+            out[key][..., :start] = 0
+            out[key][..., start + kept :] = 0
+        return out
+
+
 def _patch_crop(data: DataConfig, keys: tuple[str, ...]) -> mt.Transform:
     """Foreground/background patch centres (`pos`/`neg`), or per-class ones (`class_ratios`)."""
     if data.class_ratios:
@@ -261,6 +301,8 @@ def train_transforms(
     elif synth:
         chain.append(mt.DeleteItemsd(keys="tissue"))
     chain.extend(_intensity(aug))
+    if data.short_scans > 0:
+        chain.append(ShortScanD(data.short_scans))
     chain.append(mt.EnsureTyped(keys=("image", "label"), track_meta=False))
     return mt.Compose(chain)
 
