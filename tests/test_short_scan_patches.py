@@ -1,4 +1,4 @@
-"""Training patches cut to short scans (`data.short_scans`, `kidneyseg.train.data.ShortScanD`)."""
+"""Training cases cut to short scans (`data.short_scans`, `kidneyseg.train.data.ShortScanD`)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,19 @@ from kidneyseg.config import AugmentConfig, DataConfig, PreprocessConfig
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import KITS23, label_lut
 from kidneyseg.predict.sliding_window import blend_windows
-from kidneyseg.train.data import SHORT_SCAN_SLICES, ShortScanD, train_transforms
+from kidneyseg.train.data import SHORT_KEY, SHORT_SCAN_SLICES, ShortScanD, train_transforms
 
 
-def _patch(depth: int = 48) -> dict[str, torch.Tensor]:
-    rng = np.random.default_rng(0)
-    image = torch.from_numpy(rng.uniform(0.1, 1.0, (1, 8, 8, depth)).astype(np.float32))
-    label = torch.from_numpy(rng.integers(1, 4, (1, 8, 8, depth)).astype(np.float32))
+def _case(depth: int = 90) -> dict[str, torch.Tensor]:
+    """A case whose image says which slice each voxel lies in."""
+    image = torch.arange(1, depth + 1, dtype=torch.float32).expand(1, 8, 8, depth).clone()
+    label = torch.zeros((1, 8, 8, depth))
+    label[..., 60:80] = 1  # a kidney in slices 60-79
     return {"image": image, "label": label}
 
 
 def _where_prediction_puts(kept: int, depth: int) -> np.ndarray:
-    """The slices of a window of `depth` that a scan `kept` slices long fills in prediction."""
+    """The slices of a window `depth` deep that a scan `kept` slices long fills in prediction."""
     seen = []
 
     def run(windows: torch.Tensor, places: list) -> torch.Tensor:
@@ -32,32 +33,33 @@ def _where_prediction_puts(kept: int, depth: int) -> np.ndarray:
     return seen[0].any(dim=(0, 1)).numpy()
 
 
-def test_a_short_scan_patch_keeps_a_run_of_slices_where_prediction_puts_a_scan_that_long():
-    patch = _patch()
-    cut = ShortScanD(1.0)
-    lengths = set()
-    for seed in range(12):
+def test_a_case_cut_short_is_a_run_of_its_slices_drawn_anywhere_along_it():
+    case = _case()
+    cut = ShortScanD(1.0, ("image", "label"))
+    firsts, lengths, with_kidney = set(), set(), 0
+    for seed in range(40):
         cut.set_random_state(seed)
-        out = cut(dict(patch))
-        kept = out["image"].any(dim=(0, 1, 2)).numpy()
-        lengths.add(int(kept.sum()))
-        assert SHORT_SCAN_SLICES[0] <= kept.sum() <= SHORT_SCAN_SLICES[1]
-        assert np.array_equal(kept, _where_prediction_puts(int(kept.sum()), 48))
-        assert torch.equal(out["image"][..., kept], patch["image"][..., kept])
-        assert torch.equal(out["label"][..., kept], patch["label"][..., kept])
-        assert not out["label"][..., ~kept].any() and not out["image"][..., ~kept].any()
-    assert len(lengths) > 6  # lengths are drawn, not fixed
+        out = cut(dict(case))
+        kept = out[SHORT_KEY]
+        slices = out["image"][0, 0, 0].numpy()
+        assert SHORT_SCAN_SLICES[0] <= kept <= SHORT_SCAN_SLICES[1] and len(slices) == kept
+        assert np.array_equal(slices, np.arange(slices[0], slices[0] + kept))  # one run, in order
+        assert torch.equal(out["label"][0, 0, 0], case["label"][0, 0, 0, int(slices[0]) - 1 :][:kept])
+        firsts.add(int(slices[0]))
+        lengths.add(kept)
+        with_kidney += bool(out["label"].any())
+    assert len(firsts) > 20 and len(lengths) > 15  # drawn, not fixed
+    assert 5 < with_kidney < 35  # a slab of this case holds its kidney sometimes, not always
 
 
-def test_a_patch_not_drawn_and_a_patch_shallower_than_the_range_stay_scans():
-    patch = _patch()
-    assert torch.equal(ShortScanD(0.0)(dict(patch))["image"], patch["image"])
-    shallow = _patch(depth=6)
-    out = ShortScanD(1.0)(dict(shallow))
-    assert 0 < int(out["image"].any(dim=(0, 1, 2)).sum()) < 6
+def test_a_case_not_drawn_stays_whole_and_says_so():
+    case = _case()
+    out = ShortScanD(0.0, ("image", "label"))(dict(case))
+    assert out[SHORT_KEY] == 0 and torch.equal(out["image"], case["image"])
 
 
-def test_the_cut_comes_after_noise_so_what_stands_for_padding_is_zeros(tmp_path):
+def _patches(tmp_path, short_scans: float, aug: AugmentConfig, depth: int):
+    """Patches of a tiny phantom 35 slices deep at 6 mm."""
     from kidneyseg.data.cases import discover
     from kidneyseg.data.phantom import generate_dataset
     from kidneyseg.preprocess import preprocess_dataset
@@ -65,15 +67,30 @@ def test_the_cut_comes_after_noise_so_what_stands_for_padding_is_zeros(tmp_path)
     generate_dataset(tmp_path / "ph", cases=1, seed=3, size="tiny", progress=False)
     cfg = PreprocessConfig(spacing=(6.0, 6.0, 6.0))
     folder = preprocess_dataset(discover(tmp_path / "ph"), cfg, tmp_path / "cache", progress=False)[0]
-    data = DataConfig(patch_size=(16, 16, 16), samples_per_case=4, short_scans=1.0)
-    aug = AugmentConfig(noise_prob=1.0, noise_std=0.1, intensity_shift_prob=1.0, intensity_shift=0.1)
+    data = DataConfig(patch_size=(16, 16, depth), samples_per_case=4, short_scans=short_scans)
     chain = train_transforms(data, aug, label_lut(KITS23, {}), cfg)
-    chain.set_random_state(1)
-    for patch in chain({"case": str(folder)}):
-        kept = patch["image"].abs().sum(dim=(0, 1, 2)) > 0
-        assert 0 < int(kept.sum()) < 16
-        assert not patch["image"][..., ~kept].any() and not patch["label"][..., ~kept].any()
+    patches = []
+    for seed in range(3):
+        chain.set_random_state(seed)
+        patches.extend(chain({"case": str(folder)}))
+    return patches
+
+
+def test_a_short_patch_holds_its_slab_where_prediction_puts_it_with_zeros_after_noise(tmp_path):
+    aug = AugmentConfig(noise_prob=1.0, noise_std=0.1, intensity_shift_prob=1.0, intensity_shift=0.1)
+    for patch in _patches(tmp_path, 1.0, aug, depth=48):  # deeper than any slab: always padded
+        assert SHORT_KEY not in patch
+        kept = (patch["image"] != 0).any(dim=(0, 1, 2)).numpy()
+        assert SHORT_SCAN_SLICES[0] <= kept.sum() < 35
+        assert np.array_equal(kept, _where_prediction_puts(int(kept.sum()), 48))
+        assert not patch["label"][..., ~kept].any()
         assert patch["image"][..., kept].std() > 0  # the noise is there, inside the slab
+
+
+def test_without_short_scans_patches_are_whole(tmp_path):
+    for patch in _patches(tmp_path, 0.0, AugmentConfig(), depth=16):
+        assert SHORT_KEY not in patch
+        assert (patch["image"] != 0).any(dim=(0, 1, 2)).all()
 
 
 @pytest.mark.parametrize(

@@ -184,8 +184,8 @@ class DataConfig:
         synth_lesions: probability per 3D training patch of pasting one more random tumor or
             cyst, drawn and painted as the phantom generator does, onto a kidney in it
             (`kidneyseg.data.paste`; phantoms only, like `synth_randomize`); 0: off.
-        short_scans: probability per 3D training patch of cutting it to a short scan as
-            prediction pads one (`kidneyseg.train.data.ShortScanD`); 0: off.
+        short_scans: probability per 3D training case (each time it is drawn) of cutting it
+            to a short scan, padded as prediction pads one (`kidneyseg.train.data.ShortScanD`).
     """
 
     layout: str = "auto"

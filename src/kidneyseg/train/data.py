@@ -4,7 +4,7 @@
 patch size (deterministic part, held in a MONAI `SmartCacheDataset`), then
 `RandCropByPosNegLabeld` draws patches centred on foreground or anywhere (pos = neg = 1 is
 "half and half"), followed by `Rand3DElasticd`, `RandShiftIntensityd` and
-`RandGaussianNoised`.
+`RandGaussianNoised` (with `data.short_scans`, cases cut short first: `ShortScanD`).
 
 2D (attention-gate U-Net, Rathnayaka et al., KiTS19): the candidates are the axial slices of
 every training case; `kidneyseg.train.samples.SliceEpochSampler` keeps every slice holding
@@ -36,8 +36,8 @@ from kidneyseg.labels import LabelMap
 
 MAX_SEED = 2**32 - 1
 SHORT_SCAN_SLICES = (4, 40)
-"""How many axial slices (of the training grid; 12-120 mm at 3 mm) a patch cut to a short scan
-keeps, drawn uniformly; never the whole patch."""
+"""How many axial slices (of the training grid; 12-120 mm at 3 mm) a case cut to a short scan
+keeps, drawn uniformly; fewer than a 48-slice patch, so that the slab is always padded."""
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0, stream: int = 0) -> int:
@@ -205,40 +205,67 @@ def _augment_2d(aug: AugmentConfig, keys: tuple[str, ...]) -> list[mt.Transform]
     return out
 
 
-class ShortScanD(mt.RandomizableTransform, mt.MapTransform):
-    """With probability `prob`, cut a 3D patch to a short scan as prediction sees one.
+SHORT_KEY = "short_scan_slices"
 
-    A scan shorter than the sliding window is padded evenly with zeros along its cranio-caudal
-    axis (`kidneyseg.predict.sliding_window.blend_windows`), so every window holds a slab of
-    anatomy between two blocks of zeros, and instance normalisation and the network's context see
-    both. Trained only on whole abdomens, a network labels a kidney in most slabs of upper
-    abdomen cut out above the kidneys (docs/pretrained.md, "Limits"). This keeps a centred run
-    of `SHORT_SCAN_SLICES` slices of the patch's last axis (superior-inferior in the RAS
-    preprocessed array), where the window's padding would put a scan of that length, and sets
-    the image elsewhere to 0 and the label to background: a slab above or below the kidneys is
-    a patch with nothing to label.
+
+class ShortScanD(mt.RandomizableTransform, mt.MapTransform):
+    """With probability `prob`, cut a training case to a short scan of itself, as a scan that
+    stops short is: a run of `SHORT_SCAN_SLICES` slices along its last axis (superior-inferior
+    in the RAS preprocessed array), drawn anywhere along the case, so that it holds a kidney about
+    as often as a slab of that length of this body does.
+
+    A scan shorter than the sliding window is padded evenly with zeros along that axis
+    (`kidneyseg.predict.sliding_window.blend_windows`): every window holds the slab between two
+    blocks of zeros, and instance normalisation and the network's context see both. The pad to
+    the patch that follows (`SpatialPadd`, even) puts the zeros where prediction puts them;
+    `ShortScanPaddingD`, last in the chain, sets them to 0 again after the transforms that
+    change intensities. Cutting the patch instead (centred on the class its sampler drew) kept
+    a kidney in 9 of 10 short patches and taught the network that a short scan holds one
+    (docs/pretrained/tried.md, "Short scans"). The number of slices kept (0: not cut) travels
+    under `SHORT_KEY`.
 
     Args:
-        prob: probability per patch (`data.short_scans`).
+        prob: probability per case and epoch (`data.short_scans`).
+        keys: the arrays to cut (image, label and, for phantoms, tissue).
     """
 
-    def __init__(self, prob: float):
+    def __init__(self, prob: float, keys: tuple[str, ...]):
         mt.RandomizableTransform.__init__(self, prob)
-        mt.MapTransform.__init__(self, keys=("image", "label"))
+        mt.MapTransform.__init__(self, keys=keys)
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         self.randomize(None)
-        if not self._do_transform:
-            return data
-        depth = data["image"].shape[-1]
-        low, high = SHORT_SCAN_SLICES
-        kept = int(self.R.randint(min(low, depth - 1), min(high, depth - 1) + 1))
-        start = (depth - kept) // 2
         out = dict(data)
+        out[SHORT_KEY] = 0
+        depth = data["image"].shape[-1]
+        if not self._do_transform or depth <= SHORT_SCAN_SLICES[0]:
+            return out
+        kept = int(self.R.randint(SHORT_SCAN_SLICES[0], min(SHORT_SCAN_SLICES[1], depth - 1) + 1))
+        first = int(self.R.randint(0, depth - kept + 1))
+        for key in self.keys:
+            out[key] = data[key][..., first : first + kept]
+        out[SHORT_KEY] = kept
+        return out
+
+
+class ShortScanPaddingD(mt.MapTransform):
+    """Zeros (image) and background (label) outside the centred run of `SHORT_KEY` slices of a
+    patch cut by `ShortScanD`: the padding, as prediction pads; drops `SHORT_KEY`."""
+
+    def __init__(self) -> None:
+        mt.MapTransform.__init__(self, keys=("image", "label"))
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        out = dict(data)
+        kept = int(out.pop(SHORT_KEY))
+        depth = data["image"].shape[-1]
+        if not kept or kept >= depth:
+            return out
+        first = (depth - kept) // 2
         for key in self.keys:
             out[key] = data[key].clone()
-            out[key][..., :start] = 0
-            out[key][..., start + kept :] = 0
+            out[key][..., :first] = 0
+            out[key][..., first + kept :] = 0
         return out
 
 
@@ -280,6 +307,7 @@ def train_transforms(
     if data.sampling == "patch3d":
         chain: list[mt.Transform] = [
             LoadCaseD(lut, tissue=synth),
+            *([ShortScanD(data.short_scans, keys)] if data.short_scans > 0 else []),
             mt.SpatialPadd(keys=keys, spatial_size=patch, mode="constant"),
             _patch_crop(data, keys),
             *_augment_3d(aug, patch, keys),
@@ -302,7 +330,7 @@ def train_transforms(
         chain.append(mt.DeleteItemsd(keys="tissue"))
     chain.extend(_intensity(aug))
     if data.short_scans > 0:
-        chain.append(ShortScanD(data.short_scans))
+        chain.append(ShortScanPaddingD())
     chain.append(mt.EnsureTyped(keys=("image", "label"), track_meta=False))
     return mt.Compose(chain)
 
