@@ -65,9 +65,15 @@ def test_demo_writes_every_stage_and_links_it(tmp_path):
     assert len(re.findall(r"_report\.html", page)) == len(held_out)
 
 
-def test_demo_resumes_a_finished_folder_and_refuses_another_recipe_there(tmp_path):
+def test_demo_resumes_a_finished_folder_and_refuses_another_recipe_or_settings_there(tmp_path, monkeypatch):
+    """Found in review: a finished run was kept whatever it was trained with, while `demo.json`
+    recorded this demo's settings; now another recipe or other settings are refused in one line
+    naming the run's config.yaml, before anything is written."""
+    import kidneyseg.demo
+
+    monkeypatch.setattr(kidneyseg.demo, "DEMO_OVERRIDES", (*kidneyseg.demo.DEMO_OVERRIDES, *TINY_3D))
     out = tmp_path / "demo"
-    settings = DemoSettings(cases=4, size="tiny", device="cpu", overrides=TINY_3D, test_cases=1)
+    settings = DemoSettings(cases=4, size="tiny", device="cpu", test_cases=1)
     run_demo(out, settings, progress=False)
     checkpoint = out / "run" / "last.pt"
     stamp = checkpoint.stat().st_mtime_ns
@@ -77,10 +83,23 @@ def test_demo_resumes_a_finished_folder_and_refuses_another_recipe_there(tmp_pat
     assert checkpoint.stat().st_mtime_ns == stamp
     assert "held-out Dice: kidney" in result.output and "index.html" in result.output
 
+    before = sorted(p.name for p in out.rglob("*"))
+    monkeypatch.setattr(kidneyseg.demo, "DEMO_OVERRIDES", (*kidneyseg.demo.DEMO_OVERRIDES, "train.lr=0.01"))
+    refused = CliRunner().invoke(
+        app, [*args, "--real-ct", str(out / "test-phantoms" / "dataset" / "case_00000" / "imaging.nii.gz")]
+    )
+    assert refused.exit_code == 2
+    assert refused.output == (
+        f"error: {out / 'run' / 'config.yaml'}: the run here was trained with train.lr=0.003 where this "
+        "demo asks for 0.01 (1 setting(s) differ); choose another --out\n"
+    )
+    assert sorted(p.name for p in out.rglob("*")) == before and checkpoint.stat().st_mtime_ns == stamp
+
+    monkeypatch.undo()  # the 2D recipe cannot take the tiny 3D settings
     other = CliRunner().invoke(app, [*args, "--recipe", "unet-2d"], catch_exceptions=False)
     assert other.exit_code == 2
     assert str(out / "run") in other.output and "sca-unet-3d" in other.output
-    assert checkpoint.stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in out.rglob("*")) == before and checkpoint.stat().st_mtime_ns == stamp
 
 
 @pytest.mark.parametrize(

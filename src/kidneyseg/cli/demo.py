@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
 @one_line_errors
 def demo(
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output folder (an earlier demo there is resumed).")
+        Path,
+        typer.Option("--out", "-o", help="Output folder (an earlier demo there, same settings, is resumed)."),
     ] = Path("demo-output"),
     recipe: Annotated[
         str, typer.Option("--recipe", "-r", help="Recipe whose cpu variant is trained.")

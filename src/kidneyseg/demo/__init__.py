@@ -146,7 +146,7 @@ SCORES = (
 def run_demo(
     out: str | os.PathLike[str], settings: DemoSettings = DemoSettings(), progress: bool = True
 ) -> DemoResult:
-    """Run the demo into `out` (created; an earlier demo there is resumed stage by stage).
+    """Run the demo into `out` (created; an earlier demo there, same settings, is resumed stage by stage).
 
     Args:
         out: the output folder.
@@ -169,6 +169,7 @@ def run_demo(
     _refuse_more_phantoms(folders)
     seconds: dict[str, float] = {}
     config, init = _demo_config(settings)
+    _refuse_another_run(out / "run", settings.recipe, config)
 
     real = None
     if settings.real_ct is not None:
@@ -332,6 +333,32 @@ def _run_facts(run_dir: Path) -> dict:
         "initial_weights": None if init is None else Path(init).stem,
         "absorb_islands_ml": chosen.get("absorb_islands_ml") if isinstance(chosen, dict) else None,
     }
+
+
+def _refuse_another_run(run_dir: Path, recipe: str, config: RunConfig) -> None:
+    """Refuse, before anything is written, an earlier run in the demo folder of another recipe or
+    trained with other settings than this demo's: kept or resumed, it would be scored under a
+    `demo.json` recording settings it was not trained with."""
+    from kidneyseg.config import RunConfig
+    from kidneyseg.plaindata import differences, from_dict, load_yaml
+    from kidneyseg.train.build import resolve_model_config
+    from kidneyseg.train.rundir import CHOSEN_AFTER_TRAINING
+
+    if _run_status(run_dir, recipe) is None:
+        return
+    path = run_dir / "config.yaml"
+    try:
+        kept = from_dict(RunConfig, load_yaml(path), str(path))
+    except (KidneysegError, OSError, ValueError):
+        raise KidneysegError("cannot read the run's config; remove the folder to start again", path) from None
+    odd = [d for d in differences(kept, resolve_model_config(config)) if d[0] not in CHOSEN_AFTER_TRAINING]
+    if odd:
+        key, was, asked = odd[0]
+        raise KidneysegError(
+            f"the run here was trained with {key}={was!r} where this demo asks for {asked!r} "
+            f"({len(odd)} setting(s) differ); choose another --out",
+            path,
+        )
 
 
 def _run_status(run_dir: Path, recipe: str) -> str | None:
