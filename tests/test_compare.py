@@ -262,7 +262,8 @@ def test_a_run_is_predicted_again_when_its_checkpoint_or_data_change(cli, tmp_pa
 def test_a_test_set_is_every_case_of_another_dataset_and_never_the_runs_own(tmp_path, one_torch_thread):
     """`evaluate_test_set` (the demo's held-out figures): every case of another labelled dataset,
     predicted and scored as a run's own sets are; the run's own dataset, under any spelling, is
-    refused before anything is predicted, and so is a test set linking to one of its cases."""
+    refused before anything is predicted, and so is a test set linking to one of its cases or
+    holding a copy of one."""
     from kidneyseg.data.phantom import generate_dataset
     from kidneyseg.errors import KidneysegError
     from kidneyseg.evaluate.runs import evaluate_test_set
@@ -281,6 +282,10 @@ def test_a_test_set_is_every_case_of_another_dataset_and_never_the_runs_own(tmp_
     shutil.rmtree(linked / "dataset" / "case_00001")
     (linked / "dataset" / "case_00001").symlink_to(data / "dataset" / "case_00000", target_is_directory=True)
     own_case = r"holds 1 CT file\(s\) of the dataset the run trained on \(case_00001\)"
+    with pytest.raises(KidneysegError, match=own_case):
+        evaluate_test_set(run, linked, tmp_path / "eval", progress=False)
+    (linked / "dataset" / "case_00001").unlink()
+    shutil.copytree(data / "dataset" / "case_00000", linked / "dataset" / "case_00001")  # a copy
     with pytest.raises(KidneysegError, match=own_case):
         evaluate_test_set(run, linked, tmp_path / "eval", progress=False)
     assert not (tmp_path / "eval").exists()

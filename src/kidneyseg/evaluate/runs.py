@@ -14,6 +14,7 @@ every case of another labelled dataset, one the run never saw (the demo's test p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -132,12 +133,28 @@ def evaluate_test_set(
 
 
 def _refuse_the_runs_own_cases(predictor: Predictor, test: Dataset, run_data: Path) -> None:
-    """Refuse a test set holding a CT of the run's own dataset under another name (a linked
-    file or case folder); a run whose dataset is no longer on disk cannot be checked this way."""
+    """Refuse a test set holding a CT of the run's own dataset under another name: a linked file
+    or case folder, or a copy (same size and content; only files of a size the run's CTs have are
+    read); a run whose dataset is no longer on disk cannot be checked this way."""
     if not run_data.is_dir():
         return
     own = {os.path.realpath(case.image) for case in _discover_as_run(predictor, run_data).cases}
-    shared = [case.case_id for case in test.cases if os.path.realpath(case.image) in own]
+    by_size: dict[int, list[str]] = {}
+    for path in own:
+        by_size.setdefault(os.path.getsize(path), []).append(path)
+    digests: dict[str, str] = {}
+
+    def digest(path: str) -> str:
+        if path not in digests:
+            digests[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return digests[path]
+
+    def is_own(image: str) -> bool:
+        real = os.path.realpath(image)
+        same_size = by_size.get(os.path.getsize(real), [])
+        return real in own or any(digest(real) == digest(path) for path in same_size)
+
+    shared = [case.case_id for case in test.cases if is_own(case.image)]
     if shared:
         raise KidneysegError(
             f"holds {len(shared)} CT file(s) of the dataset the run trained on ({some_names(shared, 3)}), "
