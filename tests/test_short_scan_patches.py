@@ -87,6 +87,29 @@ def test_a_short_patch_holds_its_slab_where_prediction_puts_it_with_zeros_after_
         assert patch["image"][..., kept].std() > 0  # the noise is there, inside the slab
 
 
+def test_the_padding_moves_with_the_slab_when_the_elastic_deformation_moves_it(tmp_path):
+    """Zeros where the deformation put the padding, not where `SpatialPadd` had: the slab's
+    voxels and its kidney kept, the padding that moved into the old slab's place zeroed."""
+    aug = AugmentConfig(
+        elastic_prob=1.0,
+        elastic_magnitude=(0.0, 0.0),
+        elastic_translate=(0.0, 0.0, 8.0),
+        elastic_rotate=(0.0, 0.0, 0.0),
+        elastic_scale=(0.0, 0.0, 0.0),
+        noise_prob=1.0,
+        noise_std=0.1,
+    )
+    moved = 0
+    for patch in _patches(tmp_path, 1.0, aug, depth=48):
+        kept = (patch["image"] != 0).any(dim=(0, 1, 2)).numpy()
+        run = np.flatnonzero(kept)
+        assert SHORT_SCAN_SLICES[0] <= len(run) < 35 and np.array_equal(run, np.arange(run[0], run[-1] + 1))
+        assert (patch["image"][..., kept] != 0).all()  # noise over the whole slab: none of it zeroed
+        assert not patch["label"][..., ~kept].any()
+        moved += not np.array_equal(kept, _where_prediction_puts(len(run), 48))
+    assert moved >= 6  # translated by up to 8 slices, most slabs left their centred place
+
+
 def test_without_short_scans_patches_are_whole(tmp_path):
     for patch in _patches(tmp_path, 0.0, AugmentConfig(), depth=16):
         assert SHORT_KEY not in patch

@@ -206,6 +206,7 @@ def _augment_2d(aug: AugmentConfig, keys: tuple[str, ...]) -> list[mt.Transform]
 
 
 SHORT_KEY = "short_scan_slices"
+SLAB_KEY = "short_scan_slab"
 
 
 class ShortScanD(mt.RandomizableTransform, mt.MapTransform):
@@ -217,10 +218,12 @@ class ShortScanD(mt.RandomizableTransform, mt.MapTransform):
     A scan shorter than the sliding window is padded evenly with zeros along that axis
     (`kidneyseg.predict.sliding_window.blend_windows`): every window holds the slab between two
     blocks of zeros, and instance normalisation and the network's context see both. The pad to
-    the patch that follows (`SpatialPadd`, even) puts the zeros where prediction puts them;
-    `ShortScanPaddingD`, last in the chain, sets them to 0 again after the transforms that
-    change intensities. Cutting the patch instead (centred on the class its sampler drew) kept
-    a kidney in 9 of 10 short patches and taught the network that a short scan holds one
+    the patch that follows (`SpatialPadd`, even) puts the zeros where prediction puts them.
+    Where the slab is travels as a mask under `SLAB_KEY` (ones over the case, cut or not), padded,
+    cropped and deformed with the image, so that `ShortScanPaddingD`, last in the chain, sets the
+    padding to 0 again where the elastic deformation moved it, after the transforms that change
+    intensities. Cutting the patch instead (centred on the class its sampler drew) kept a kidney
+    in 9 of 10 short patches and taught the network that a short scan holds one
     (docs/pretrained/tried.md, "Short scans"). The number of slices kept (0: not cut) travels
     under `SHORT_KEY`.
 
@@ -237,20 +240,21 @@ class ShortScanD(mt.RandomizableTransform, mt.MapTransform):
         self.randomize(None)
         out = dict(data)
         out[SHORT_KEY] = 0
+        out[SLAB_KEY] = torch.ones_like(data["image"])
         depth = data["image"].shape[-1]
         if not self._do_transform or depth <= SHORT_SCAN_SLICES[0]:
             return out
         kept = int(self.R.randint(SHORT_SCAN_SLICES[0], min(SHORT_SCAN_SLICES[1], depth - 1) + 1))
         first = int(self.R.randint(0, depth - kept + 1))
-        for key in self.keys:
-            out[key] = data[key][..., first : first + kept]
+        for key in (*self.keys, SLAB_KEY):
+            out[key] = out[key][..., first : first + kept]
         out[SHORT_KEY] = kept
         return out
 
 
 class ShortScanPaddingD(mt.MapTransform):
-    """Zeros (image) and background (label) outside the centred run of `SHORT_KEY` slices of a
-    patch cut by `ShortScanD`: the padding, as prediction pads; drops `SHORT_KEY`."""
+    """Zeros (image) and background (label) outside the slab (`SLAB_KEY`) of a patch cut by
+    `ShortScanD`: the padding, as prediction pads; drops `SHORT_KEY` and `SLAB_KEY`."""
 
     def __init__(self) -> None:
         mt.MapTransform.__init__(self, keys=("image", "label"))
@@ -258,14 +262,12 @@ class ShortScanPaddingD(mt.MapTransform):
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         out = dict(data)
         kept = int(out.pop(SHORT_KEY))
-        depth = data["image"].shape[-1]
-        if not kept or kept >= depth:
+        padding = torch.as_tensor(out.pop(SLAB_KEY)) == 0
+        if not kept or not padding.any():
             return out
-        first = (depth - kept) // 2
         for key in self.keys:
             out[key] = data[key].clone()
-            out[key][..., :first] = 0
-            out[key][..., first + kept :] = 0
+            out[key][padding] = 0
         return out
 
 
@@ -305,12 +307,13 @@ def train_transforms(
     keys = ("image", "label", "tissue") if synth else ("image", "label")
     patch = tuple(data.patch_size)
     if data.sampling == "patch3d":
+        spatial = (*keys, SLAB_KEY) if data.short_scans > 0 else keys
         chain: list[mt.Transform] = [
             LoadCaseD(lut, tissue=synth),
             *([ShortScanD(data.short_scans, keys)] if data.short_scans > 0 else []),
-            mt.SpatialPadd(keys=keys, spatial_size=patch, mode="constant"),
-            _patch_crop(data, keys),
-            *_augment_3d(aug, patch, keys),
+            mt.SpatialPadd(keys=spatial, spatial_size=patch, mode="constant"),
+            _patch_crop(data, spatial),
+            *_augment_3d(aug, patch, spatial),
         ]
     else:
         chain = [
