@@ -121,8 +121,12 @@ def test_without_short_scans_patches_are_whole(tmp_path):
     [
         ({"short_scans": 1.5}, r"data.short_scans=1.5 must be in \[0, 1\]"),
         ({"short_scans": 0.3, "sampling": "slice2d"}, r"data.short_scans=0.3 cuts short 3D patches"),
+        (
+            {"short_scans": 0.3, "class_ratios": (0.0, 1.0, 1.0, 1.0)},
+            r"data.class_ratios=\[0.0, 1.0, 1.0, 1.0\] with data.short_scans must weigh background above 0",
+        ),
     ],
 )
-def test_short_scans_is_a_probability_for_3d_patches(kwargs, message):
+def test_short_scans_is_a_probability_for_3d_patches_with_background_patches(kwargs, message):
     with pytest.raises(KidneysegError, match=message):
         DataConfig(**kwargs)

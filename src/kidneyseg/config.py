@@ -243,13 +243,11 @@ class DataConfig:
             self.label_mapping,
             "must map label values to class values, whole numbers >= 0",
         )
-        ratios = self.class_ratios
-        _require(
-            not ratios or (min(ratios) >= 0 and sum(ratios) > 0),
-            "data.class_ratios",
-            list(ratios),
-            "must be non-negative weights, not all 0",
-        )
+        ratios = list(self.class_ratios)
+        ok = not ratios or (min(ratios) >= 0 and sum(ratios) > 0)
+        _require(ok, "data.class_ratios", ratios, "must be non-negative weights, not all 0")
+        short = "with data.short_scans must weigh background above 0: a short case may hold no foreground"
+        _require(not ratios or self.short_scans == 0 or ratios[0] > 0, "data.class_ratios", ratios, short)
         _require(0.0 < self.cache_rate <= 1.0, "data.cache_rate", self.cache_rate, "must be in (0, 1]")
         _require(self.num_workers >= 0, "data.num_workers", self.num_workers, "must be >= 0")
 
