@@ -141,6 +141,24 @@ def test_demo_refuses_a_folder_holding_more_phantoms_than_asked(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["test-phantoms"]
 
 
+def test_demo_refuses_a_folder_holding_phantoms_of_another_seed(tmp_path):
+    """Found in review: as many phantoms as asked but of another `--seed` were kept, trained on
+    and scored while `demo.json` recorded the seed asked; now refused before anything is written."""
+    from kidneyseg.data.phantom import generate_dataset
+    from kidneyseg.demo import TEST_SEED_OFFSET
+
+    out = tmp_path / "demo"
+    generate_dataset(out / "test-phantoms", 1, seed=TEST_SEED_OFFSET, size="small", progress=False)
+    args = ["demo", "--out", str(out), "--seed", "1", "--test-cases", "1", "--device", "cpu", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.output.startswith(
+        f"error: {out / 'test-phantoms' / 'dataset'}: already holds phantoms made "
+    )
+    assert "another seed" in result.output and len(result.output.splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["test-phantoms"]
+
+
 def test_demo_starts_with_a_real_ct_and_the_bundled_model(tmp_path):
     """`--real-ct` (here a phantom stands in for it): labels, report, Dice and confidence, linked."""
     from kidneyseg.data.phantom import generate_dataset

@@ -166,7 +166,7 @@ def run_demo(
         (test_phantoms, settings.n_test, settings.seed + TEST_SEED_OFFSET),
     )
     _check_settings(settings)
-    _refuse_more_phantoms(folders)
+    _refuse_other_phantoms(folders, settings.size)
     seconds: dict[str, float] = {}
     config, init = _demo_config(settings)
     _refuse_another_run(out / "run", settings.recipe, config)
@@ -241,18 +241,18 @@ def _phantom_count(folder: Path) -> int:
     return len(list((folder / "dataset").glob("case_*/phantom.json")))
 
 
-def _refuse_more_phantoms(folders: tuple[tuple[Path, int, int], ...]) -> None:
-    """Refuse a demo folder holding more phantoms than asked (an earlier demo with other
-    `--cases` or `--test-cases`): the demo would train on or score them all, not the number its
-    record states."""
-    for folder, n, _ in folders:
+def _refuse_other_phantoms(folders: tuple[tuple[Path, int, int], ...], size: str) -> None:
+    """Refuse a demo folder holding phantoms of another seed or size, or more than asked (an
+    earlier demo with other `--seed`, `--cases` or `--test-cases`): the demo would train on or
+    score them, not those its record states."""
+    from kidneyseg.data.phantom.dataset import PhantomOptions, refuse_other_cases
+
+    for folder, n, seed in folders:
         found = _phantom_count(folder)
         if found > n:
-            raise KidneysegError(
-                f"holds {found} phantom cases where this demo asks for {n} (--cases, --test-cases): "
-                "choose another --out",
-                folder / "dataset",
-            )
+            asked = f"holds {found} phantom cases where this demo asks for {n} (--cases, --test-cases)"
+            raise KidneysegError(f"{asked}: choose another --out", folder / "dataset")
+        refuse_other_cases(folder / "dataset", seed, size, PhantomOptions())
 
 
 def _evaluate_stage(

@@ -41,7 +41,7 @@ def generate_dataset(
     written atomically; the tissue map first, so a folder with it is a phantom's (complete or
     left by a killed run), and `phantom.json` last, so a folder with it is complete; a run that fails
     removes the case folders and the folders it created (cases that were there stay). A dataset
-    holding other cases is refused (`_refuse_other_cases`). `chest`: the share
+    holding other cases is refused (`refuse_other_cases`). `chest`: the share
     of chest-abdomen scans (`generate_case`). `anatomy_in_order`: case i takes the i-th label map
     of `anatomy` (cycling) instead of one drawn by its seed, so as many cases as maps use each once.
     `tumors_as_kidney`: the share of `anatomy`'s tumors painted as kidney, `mirror` the share of
@@ -65,7 +65,7 @@ def generate_dataset(
 
         anatomy_files(options.anatomy)
     root = Path(out) / "dataset"
-    _refuse_other_cases(root, seed, size, options)
+    refuse_other_cases(root, seed, size, options)
     new = [p for p in (Path(out), root) if not p.exists()]
     existed = set(root.iterdir()) if root.is_dir() else set()
     folders: list[Path] = []
@@ -92,7 +92,7 @@ def generate_dataset(
     return folders
 
 
-def _refuse_other_cases(dataset: Path, seed: int, size: str, options: PhantomOptions) -> None:
+def refuse_other_cases(dataset: Path, seed: int, size: str, options: PhantomOptions) -> None:
     """Refuse to write into a dataset holding other cases: phantoms made with another seed, size,
     orientation, chest, tumors-as-kidney, mirror or collapsed-bowel share or anatomy folder (told apart by the
     names of its label maps: one of the same names holding other shapes is not seen), which would
