@@ -70,35 +70,33 @@ def test_demo_resumes_a_finished_folder_and_refuses_another_recipe_or_settings_t
     recorded this demo's settings; now another recipe or other settings are refused in one line
     naming the run's config.yaml, before anything is written."""
     import kidneyseg.demo
+    from kidneyseg.errors import KidneysegError
 
     monkeypatch.setattr(kidneyseg.demo, "DEMO_OVERRIDES", (*kidneyseg.demo.DEMO_OVERRIDES, *TINY_3D))
     out = tmp_path / "demo"
     settings = DemoSettings(cases=4, size="tiny", device="cpu", test_cases=1)
-    run_demo(out, settings, progress=False)
+    first = run_demo(out, settings, progress=False)
     checkpoint = out / "run" / "last.pt"
     stamp = checkpoint.stat().st_mtime_ns
-    args = ["demo", "--out", str(out), "--cases", "4", "--test-cases", "1", "--device", "cpu", "--quiet"]
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    again = run_demo(out, settings, progress=False)
     assert checkpoint.stat().st_mtime_ns == stamp
-    assert "held-out Dice: kidney" in result.output and "index.html" in result.output
+    assert again.scores == first.scores and again.seconds["train"] < first.seconds["train"]
 
     before = sorted(p.name for p in out.rglob("*"))
     monkeypatch.setattr(kidneyseg.demo, "DEMO_OVERRIDES", (*kidneyseg.demo.DEMO_OVERRIDES, "train.lr=0.01"))
-    refused = CliRunner().invoke(
-        app, [*args, "--real-ct", str(out / "test-phantoms" / "dataset" / "case_00000" / "imaging.nii.gz")]
-    )
-    assert refused.exit_code == 2
-    assert refused.output == (
-        f"error: {out / 'run' / 'config.yaml'}: the run here was trained with train.lr=0.003 where this "
-        "demo asks for 0.01 (1 setting(s) differ); choose another --out\n"
+    real_ct = out / "test-phantoms" / "dataset" / "case_00000" / "imaging.nii.gz"
+    with pytest.raises(KidneysegError) as refused:
+        run_demo(out, DemoSettings(cases=4, size="tiny", device="cpu", test_cases=1, real_ct=real_ct))
+    assert str(refused.value) == (
+        f"{out / 'run' / 'config.yaml'}: the run here was trained with train.lr=0.003 where this "
+        "demo asks for 0.01 (1 setting(s) differ); choose another --out"
     )
     assert sorted(p.name for p in out.rglob("*")) == before and checkpoint.stat().st_mtime_ns == stamp
 
     monkeypatch.undo()  # the 2D recipe cannot take the tiny 3D settings
-    other = CliRunner().invoke(app, [*args, "--recipe", "unet-2d"], catch_exceptions=False)
-    assert other.exit_code == 2
-    assert str(out / "run") in other.output and "sca-unet-3d" in other.output
+    with pytest.raises(KidneysegError) as other:
+        run_demo(out, DemoSettings(recipe="unet-2d", cases=4, size="tiny", device="cpu", test_cases=1))
+    assert other.value.path == str(out / "run") and "sca-unet-3d" in str(other.value)
     assert sorted(p.name for p in out.rglob("*")) == before and checkpoint.stat().st_mtime_ns == stamp
 
 
